@@ -1,0 +1,137 @@
+"""The defaults file (TOML or JSON, in the target API's own shape) and ``--set``.
+
+Precedence, lowest first: the defaults file, then ``--set KEY=VALUE``, then the
+sheet row.  ``--set`` changes the default request for every run; KEY is a dotted
+path into ``[run]`` (``outputUri``, ``parameters.threads``, ``runTags.project``) or,
+with a ``submission.`` prefix, into ``[submission]``.  VALUE is read as JSON when it
+parses as JSON and the field is not a string field, else taken as text, so
+``--set parameters.threads=16`` sets a number and ``--set workflowId=1234567`` the
+string the model asks for.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .backends.base import BackendSpec
+from .errors import DefaultsError
+
+_SECTIONS = {"run", "submission", "sheet", "staging"}
+
+
+@dataclass
+class Defaults:
+    run: dict[str, Any] = field(default_factory=dict)  # the default per-run request, as it will be sent
+    submission: dict[str, Any] = field(default_factory=dict)  # request-level fields
+    id_column: str | None = None
+    types: dict[str, str] = field(default_factory=dict)
+    staging_uri: str | None = None
+    source: str = "<none>"
+
+
+def load_defaults(source: str | os.PathLike[str] | dict[str, Any] | None, sets: Iterable[str] = (), spec: BackendSpec | None = None) -> Defaults:
+    """Read a defaults file or dict and apply ``--set`` assignments on top."""
+    if source is None:
+        document: dict[str, Any] = {}
+        label = "<none>"
+    elif isinstance(source, dict):
+        document = copy.deepcopy(source)
+        label = "<dict>"
+    else:
+        document = _read_file(str(source))
+        label = str(source)
+    unknown = set(document) - _SECTIONS
+    if unknown:
+        raise DefaultsError(f"{label}: unknown section(s) {', '.join(sorted(unknown))}; a defaults file has [run], [submission], [sheet] and [staging]")
+    sheet = _table(document, "sheet", label)
+    sheet_unknown = set(sheet) - {"id_column", "types"}
+    if sheet_unknown:
+        raise DefaultsError(f"{label}: [sheet] takes id_column and types, not {', '.join(sorted(sheet_unknown))}")
+    types = sheet.get("types", {})
+    if not isinstance(types, dict) or not all(isinstance(v, str) for v in types.values()):
+        raise DefaultsError(f"{label}: [sheet.types] maps column names to type names, e.g. threads = \"int\"")
+    staging = _table(document, "staging", label)
+    defaults = Defaults(
+        run=_table(document, "run", label),
+        submission=_table(document, "submission", label),
+        id_column=sheet.get("id_column"),
+        types=dict(types),
+        staging_uri=staging.get("uri"),
+        source=label,
+    )
+    for assignment in sets:
+        _apply_set(defaults, assignment, spec)
+    return defaults
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise DefaultsError(f"{path}: cannot read the defaults file: {exc.strerror}") from exc
+    try:
+        if path.lower().endswith(".json"):
+            document = orjson.loads(data)
+        else:
+            document = tomllib.loads(data.decode("utf-8-sig"))
+    except (tomllib.TOMLDecodeError, orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DefaultsError(f"{path}: is not valid {'JSON' if path.lower().endswith('.json') else 'TOML'}: {exc}") from exc
+    if not isinstance(document, dict):
+        raise DefaultsError(f"{path}: must hold a table (a JSON object)")
+    return document
+
+
+def _table(document: dict[str, Any], name: str, label: str) -> dict[str, Any]:
+    value = document.get(name, {})
+    if not isinstance(value, dict):
+        raise DefaultsError(f"{label}: [{name}] must be a table")
+    return value
+
+
+def _apply_set(defaults: Defaults, assignment: str, spec: BackendSpec | None) -> None:
+    key, sep, text = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise DefaultsError(f"--set {assignment!r}: write KEY=VALUE, e.g. --set outputUri=s3://bucket/out/ or --set parameters.threads=8")
+    path = key.split(".")
+    target = defaults.run
+    if path[0] == "submission":
+        target, path = defaults.submission, path[1:]
+    elif path[0] == "run":
+        path = path[1:]
+    if not path or any(not part for part in path):
+        raise DefaultsError(f"--set {assignment!r}: the key has an empty part")
+    value = _parse_value(text, path, spec)
+    for part in path[:-1]:
+        node = target.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise DefaultsError(f"--set {assignment!r}: {part} is not a table in the defaults")
+        target = node
+    target[path[-1]] = value
+
+
+def _parse_value(text: str, path: list[str], spec: BackendSpec | None) -> Any:
+    if spec is not None and _is_string_field(path, spec):
+        return text
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _is_string_field(path: list[str], spec: BackendSpec) -> bool:
+    if len(path) == 1 and path[0] in spec.fields:
+        return spec.fields[path[0]].rule.type == "string"
+    if spec.tags_path is not None and tuple(path[:-1]) == spec.tags_path:
+        return True  # tag values are strings
+    if tuple(path[:-1]) == spec.parameters_path and spec.parameters_as_strings:
+        return True
+    return False

@@ -1,0 +1,76 @@
+"""The planner's one exception tree.
+
+    PlannerError                      every error the planner raises on purpose
+    ├── InputError                    the user's input is wrong: exit status 2, nothing written
+    │   ├── SheetError                the sheet cannot be read, or its shape is wrong
+    │   ├── DefaultsError             the defaults file or a --set is wrong
+    │   └── ValidationError           rows break field rules; carries every Problem found
+    ├── PlanDirError                  a plan directory is missing, damaged or of another format
+    └── SubmissionError               talking to a service failed (exit status 1)
+
+Library errors (polars, botocore, OSError) are mapped into this tree with
+``raise ... from exc`` at the edge where they happen, so callers catch one family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class PlannerError(Exception):
+    """Base of every error the planner raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(PlannerError):
+    """The user's input is wrong; nothing was written or submitted."""
+
+    exit_code = 2
+
+
+class SheetError(InputError):
+    """The sample sheet cannot be read or has the wrong shape."""
+
+
+class DefaultsError(InputError):
+    """The defaults file, or a ``--set``, is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One broken rule in one place: a row of the sheet, or a default field (row 0)."""
+
+    row: int | None
+    id: str | None
+    column: str
+    value: str | None
+    rule: str
+    message: str
+
+    def describe(self) -> str:
+        where = f"row {self.row}" if self.row else "defaults"
+        who = f" (id {self.id!r})" if self.id is not None else ""
+        shown = "" if self.value is None else f" = {_clip(self.value)!r}"
+        return f"{where}{who}, column {self.column!r}{shown}: {self.message} [{self.rule}]"
+
+
+def _clip(value: str, width: int = 80) -> str:
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+class ValidationError(InputError):
+    """Rows of the sheet (or default fields) break the rules of the target API."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"{len(problems)} {noun} found; nothing was written")
+
+
+class PlanDirError(PlannerError):
+    """A plan directory is missing, damaged, or of a format this version cannot read."""
+
+
+class SubmissionError(PlannerError):
+    """Staging or submitting to a service failed."""

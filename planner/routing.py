@@ -1,0 +1,63 @@
+"""Column routing: which part of a run each sheet column sets.
+
+- a column named like one of the backend's per-run fields sets that field;
+- ``tag.KEY`` sets a run tag, ``param.KEY`` a workflow parameter;
+- every other column (but the id column) is a workflow parameter under its own name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .backends.base import BackendSpec
+from .errors import SheetError
+from .model import FieldRule
+
+TAG_PREFIX = "tag."
+PARAM_PREFIX = "param."
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    column: str
+    kind: str  # "field", "parameter" or "tag"
+    path: tuple[str, ...]  # the full path in an entry, ending with the key
+    rule: FieldRule | None  # the model rule of a field
+
+    @property
+    def key(self) -> str:
+        return self.path[-1]
+
+    @property
+    def container(self) -> tuple[str, ...]:
+        return self.path[:-1]
+
+
+def route_columns(columns: Sequence[str], id_column: str, spec: BackendSpec) -> list[Route]:
+    """Routes for every column but the id column, in sheet order."""
+    routes: list[Route] = []
+    taken: dict[tuple[str, ...], str] = {}
+    for column in columns:
+        if column == id_column:
+            continue
+        if column.startswith(TAG_PREFIX):
+            key = column[len(TAG_PREFIX) :]
+            if spec.tags_path is None:
+                raise SheetError(f"column {column!r}: {spec.title} has no per-run tags; remove the column or make it a parameter (param.{key})")
+            route = Route(column, "tag", spec.tags_path + (key,), None)
+        elif column.startswith(PARAM_PREFIX):
+            key = column[len(PARAM_PREFIX) :]
+            route = Route(column, "parameter", spec.parameters_path + (spec.parameter_key_prefix + key,), None)
+        elif column in spec.fields:
+            field = spec.fields[column]
+            route = Route(column, "field", field.path, field.rule)
+        else:
+            route = Route(column, "parameter", spec.parameters_path + (spec.parameter_key_prefix + column,), None)
+        if not route.key:
+            raise SheetError(f"column {column!r}: the name after the prefix is empty")
+        if route.path in taken:
+            raise SheetError(f"columns {taken[route.path]!r} and {column!r} both set {'.'.join(route.path)}; keep one")
+        taken[route.path] = column
+        routes.append(route)
+    return routes

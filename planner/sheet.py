@@ -1,0 +1,266 @@
+"""Reading sample sheets: CSV, TSV, Parquet and NDJSON, local, globbed or on S3.
+
+CSV and TSV cells are read as strings (``007`` stays ``007``) and an empty cell
+means "not set"; a column's type is declared in the defaults file.  Parquet and
+NDJSON keep their own types.  Every row carries ``__row``, its 1-based number
+among the data rows (the header is not counted), so every message can name it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fnmatch
+import glob as globlib
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+
+from .errors import DefaultsError, SheetError
+
+ROW = "__row"
+RAW_PREFIX = "__raw__"
+ID_CANDIDATES = ("sample_id", "sample", "id")
+SHEET_TYPES = {"string": pl.String, "int": pl.Int64, "float": pl.Float64, "bool": pl.Boolean, "json": pl.String}
+_TEXT_FORMATS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
+_JSON_LINES = {".ndjson", ".jsonl"}
+_TRUE = ("true", "t", "yes", "y", "1")
+_FALSE = ("false", "f", "no", "n", "0")
+
+
+@dataclass
+class Sheet:
+    """A sample sheet opened lazily, with its id column and declared types resolved."""
+
+    frame: pl.LazyFrame  # every column of the sheet, plus __row
+    columns: list[str]  # the sheet's columns in order, without __row
+    id_column: str
+    path: str
+    sha256: str
+    raw_json: set[str] = field(default_factory=set)  # columns whose cells are JSON text (type "json")
+    type_problems: list[tuple[str, str]] = field(default_factory=list)  # (column, declared type) to check per row
+
+
+@contextlib.contextmanager
+def polars_errors(path: str) -> Iterator[None]:
+    """Map the errors polars raises while reading a sheet into SheetError."""
+    try:
+        yield
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError, pl.exceptions.SchemaError, pl.exceptions.ShapeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = ""
+        if "more fields than defined" in str(exc):
+            hint = " (a row has more cells than the header: check quoting and the delimiter)"
+        raise SheetError(f"{path}: cannot read the sheet: {first}{hint}") from exc
+    except pl.exceptions.PolarsError as exc:
+        raise SheetError(f"{path}: cannot read the sheet: {exc}") from exc
+
+
+def open_sheet(
+    source: str | os.PathLike[str] | pl.DataFrame | pl.LazyFrame,
+    *,
+    id_column: str | None = None,
+    types: dict[str, str] | None = None,
+    s3_client: Any = None,
+) -> Sheet:
+    """Open a sheet lazily; check its header, id column and declared types."""
+    types = dict(types or {})
+    for column, kind in types.items():
+        if kind not in SHEET_TYPES:
+            raise DefaultsError(f"[sheet.types] {column} = {kind!r}: unknown type; use one of {', '.join(SHEET_TYPES)}")
+    if isinstance(source, (pl.DataFrame, pl.LazyFrame)):
+        frame, label, digest = _from_frame(source)
+    else:
+        frame, label, digest = _from_path(str(source), s3_client)
+    columns = [c for c in frame.collect_schema().names() if c != ROW]
+    _check_header(columns, label)
+    chosen = _choose_id_column(columns, id_column, label)
+    missing = sorted(set(types) - set(columns))
+    if missing:
+        raise DefaultsError(f"[sheet.types] names {', '.join(map(repr, missing))}, which the sheet {label} does not have; its columns are {', '.join(columns)}")
+    schema = frame.collect_schema()
+    frame, raw_json = _apply_types(frame, schema, types)
+    checks = [(c, k) for c, k in types.items() if k != "string" and schema[c] == pl.String]
+    return Sheet(frame=frame, columns=columns, id_column=chosen, path=label, sha256=digest, raw_json=raw_json, type_problems=checks)
+
+
+def _from_frame(source: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, str, str]:
+    frame = source.lazy()
+    if ROW in frame.collect_schema().names():
+        frame = frame.drop(ROW)
+    digest = hashlib.sha256()
+    # A content hash of an in-memory frame: its rows' hashes, in order.
+    with polars_errors("<frame>"):
+        hashes = frame.select(pl.struct(pl.all()).hash(seed=0)).collect().to_series()
+    digest.update(hashes.to_arrow().buffers()[1] or b"")
+    digest.update(orjson.dumps(frame.collect_schema().names()))
+    return frame.with_row_index(ROW, offset=1), "<frame>", digest.hexdigest()
+
+
+def _from_path(path: str, s3_client: Any) -> tuple[pl.LazyFrame, str, str]:
+    files = _resolve(path, s3_client)
+    suffix = _suffix(files[0])
+    if any(_suffix(f) != suffix for f in files):
+        raise SheetError(f"{path}: the glob matches sheets of different formats")
+    digest = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as handle:
+            while chunk := handle.read(1 << 23):
+                digest.update(chunk)
+    with polars_errors(path):
+        if suffix in _TEXT_FORMATS:
+            separator = _sniff(files[0], suffix, path)
+            frame = pl.scan_csv(files, separator=separator, infer_schema=False, quote_char='"', encoding="utf8", raise_if_empty=True)
+            frame = frame.with_columns(pl.when(pl.col(pl.String) != "").then(pl.col(pl.String)))
+        elif suffix == ".parquet":
+            frame = pl.scan_parquet(files)
+        elif suffix in _JSON_LINES:
+            frame = pl.scan_ndjson(files, infer_schema_length=None)
+        else:
+            raise SheetError(f"{path}: unknown sheet format {suffix!r}; use .csv, .tsv, .tab, .parquet, .ndjson or .jsonl")
+        frame.collect_schema()
+    return frame.with_row_index(ROW, offset=1), path, digest.hexdigest()
+
+
+def _suffix(file: str) -> str:
+    return Path(file).suffix.lower()
+
+
+def _resolve(path: str, s3_client: Any) -> list[str]:
+    if path.startswith("s3://"):
+        return _download_s3(path, s3_client)
+    if any(ch in path for ch in "*?["):
+        files = sorted(globlib.glob(path))
+        if not files:
+            raise SheetError(f"{path}: no file matches this glob")
+        return files
+    if not os.path.exists(path):
+        raise SheetError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise SheetError(f"{path}: is a directory, not a sheet")
+    return [path]
+
+
+def _download_s3(uri: str, s3_client: Any) -> list[str]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if s3_client is None:
+        from .aws import client
+
+        s3_client = client("s3")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    try:
+        if any(ch in key for ch in "*?["):
+            prefix = key.split("*")[0].split("?")[0].split("[")[0]
+            keys = []
+            for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                keys += [o["Key"] for o in page.get("Contents", []) if fnmatch.fnmatchcase(o["Key"], key)]
+            keys.sort()
+        else:
+            keys = [key]
+        if not keys:
+            raise SheetError(f"{uri}: no object matches")
+        local = []
+        directory = tempfile.mkdtemp(prefix="planner-sheet-")
+        for index, name in enumerate(keys):
+            target = os.path.join(directory, f"{index:05d}{Path(name).suffix}")
+            s3_client.download_file(bucket, name, target)
+            local.append(target)
+        return local
+    except (ClientError, BotoCoreError) as exc:
+        raise SheetError(f"{uri}: cannot read the sheet from S3: {exc}") from exc
+
+
+def _sniff(file: str, suffix: str, label: str) -> str:
+    """Read the header with the csv module to catch what polars would silently rename."""
+    expected = _TEXT_FORMATS[suffix]
+    with open(file, "rb") as handle:
+        head = handle.read(1 << 16)
+    try:
+        text = head.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if len(head) == 1 << 16 and exc.start > len(head) - 4:
+            text = head[: exc.start].decode("utf-8-sig")
+        else:
+            raise SheetError(f"{label}: is not UTF-8 text (byte {exc.start} of the header block); save it as UTF-8") from exc
+    if not text.strip():
+        raise SheetError(f"{label}: the sheet is empty: it needs a header row and one row per sample")
+    header = next(csv.reader(io.StringIO(text), delimiter=expected), [])
+    if len(header) == 1:
+        for other, name in (("\t", "tab"), (",", "comma"), (";", "semicolon"), ("|", "pipe")):
+            if other != expected and other in header[0]:
+                raise SheetError(
+                    f"{label}: the header has one column but contains {name}s: the file looks {name}-separated; "
+                    f"a {suffix} sheet must be separated by {'tabs' if expected == chr(9) else 'commas'} (rename it or convert it)"
+                )
+    return expected
+
+
+def _check_header(columns: Sequence[str], label: str) -> None:
+    seen: set[str] = set()
+    for index, name in enumerate(columns, start=1):
+        if not str(name).strip():
+            raise SheetError(f"{label}: column {index} of the header has no name")
+        if name in seen or "_duplicated_" in name:
+            raise SheetError(f"{label}: column {name.split('_duplicated_')[0]!r} appears twice in the header")
+        seen.add(name)
+
+
+def _choose_id_column(columns: Sequence[str], wanted: str | None, label: str) -> str:
+    if wanted is not None:
+        if wanted not in columns:
+            raise SheetError(f"{label}: the id column {wanted!r} is not in the sheet; its columns are {', '.join(columns)}")
+        return wanted
+    for name in ID_CANDIDATES:
+        if name in columns:
+            return name
+    raise SheetError(f"{label}: no id column: name one with --id-column, or call a column {', '.join(ID_CANDIDATES)}; the columns are {', '.join(columns)}")
+
+
+def _apply_types(frame: pl.LazyFrame, schema: pl.Schema, types: dict[str, str]) -> tuple[pl.LazyFrame, set[str]]:
+    """Cast declared columns; a cell that does not convert becomes null and is reported by validate."""
+    casts = []
+    raw_json: set[str] = set()
+    for column, kind in types.items():
+        source = pl.col(column)
+        if schema[column] == pl.String and kind != "string":
+            casts.append(source.alias(RAW_PREFIX + column))  # kept so validate can show what failed to convert
+        if schema[column] != pl.String:
+            if kind == "json":
+                continue  # Parquet and NDJSON values are already typed JSON values.
+            casts.append(source.cast(SHEET_TYPES[kind], strict=False))
+            continue
+        if kind == "int":
+            casts.append(source.str.strip_chars().cast(pl.Int64, strict=False))
+        elif kind == "float":
+            value = source.str.strip_chars().cast(pl.Float64, strict=False)
+            casts.append(pl.when(value.is_finite()).then(value))
+        elif kind == "bool":
+            lowered = source.str.strip_chars().str.to_lowercase()
+            casts.append(pl.when(lowered.is_in(_TRUE)).then(True).when(lowered.is_in(_FALSE)).then(False).otherwise(None).alias(column))
+        elif kind == "json":
+            raw_json.add(column)
+            casts.append(source.map_batches(_canonical_json, return_dtype=pl.String))
+    return (frame.with_columns(casts) if casts else frame), raw_json
+
+
+def _canonical_json(cells: pl.Series) -> pl.Series:
+    # Cells declared "json" are opt-in and few: parse each with orjson and write it back
+    # compact, so equal values give equal bytes. A cell that does not parse becomes null.
+    def one(text: str | None) -> str | None:
+        if text is None:
+            return None
+        try:
+            return orjson.dumps(orjson.loads(text)).decode()
+        except orjson.JSONDecodeError:
+            return None
+
+    return pl.Series(cells.name, [one(t) for t in cells.to_list()], dtype=pl.String)
