@@ -1,0 +1,147 @@
+"""The ``planner`` command: a thin argparse front over the Python API.
+
+Exit status: 0 success; 2 invalid input (nothing written, nothing submitted);
+1 any other failure.  stdout carries only results (``--json`` for scripts); errors,
+one clear line each, and progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+import orjson
+
+from . import __version__
+from .backends import BACKENDS
+from .errors import InputError, PlannerError, Problem, ValidationError
+from .plan import MAX_SHOWN_PROBLEMS, plan
+
+_EPILOG = """\
+Column routing: a column named like a per-run API field sets that field
+(omics-batch: name, outputUri, priority, outputBucketOwnerId); tag.KEY sets a run tag;
+param.KEY sets a workflow parameter; any other column is a parameter under its own name.
+Precedence, lowest first: the defaults file, then --set, then the sheet row; an empty
+cell never overrides.  Row numbers in messages count data rows from 1 (the header is
+not counted).
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="planner",
+        description="Plan, stage, submit and track per-sample workflow runs on AWS HealthOmics, AWS Batch, AWS Glue and Polly.",
+    )
+    parser.add_argument("--version", action="version", version=f"planner {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser(
+        "plan",
+        help="validate, merge and shard a sample sheet into a plan directory (no AWS needed)",
+        description="Turn a sample sheet and a defaults file into a plan directory: every run validated "
+        "against the target API, merged with the defaults, packed into shards within the API's limits, "
+        "and hashed (sha256, md5, predicted S3 ETag). Nothing is written unless every row is valid "
+        "(or --skip-invalid is given).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("sheet", metavar="SHEET", help="the sample sheet: .csv, .tsv/.tab, .parquet or .ndjson/.jsonl; a path, a glob or an s3:// URI")
+    p.add_argument("--backend", "-b", required=True, choices=sorted(BACKENDS), help="the target service")
+    p.add_argument("--defaults", "-d", metavar="FILE", help="the default per-run request, TOML or JSON, in the API's own shape")
+    p.add_argument("--out", "-o", required=True, metavar="PLAN", help="the plan directory to write (must not exist, unless --force)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="change a default for every run, e.g. --set outputUri=s3://b/out/ --set parameters.threads=8 (repeatable)")
+    p.add_argument("--id-column", metavar="COLUMN", help="the sample id column (default: [sheet] id_column, else the first of sample_id, sample, id)")
+    p.add_argument("--group", action="store_true", help="allow several rows per sample (e.g. one per lane): --list-columns become lists, other columns must agree")
+    p.add_argument("--list-columns", metavar="A,B", default="", help="with --group: columns gathered into lists in sheet order, e.g. fastq_1,fastq_2")
+    p.add_argument("--skip-invalid", action="store_true", help="plan the valid rows and list the others in PLAN/rejected.csv instead of failing")
+    p.add_argument("--inline", action="store_true", help="omics-batch: send every shard inline (at most 100 runs per batch), so nothing is staged on S3")
+    p.add_argument("--max-entries", type=int, metavar="N", help="at most N runs per shard (never more than the service allows)")
+    p.add_argument("--max-bytes", type=int, metavar="N", help="at most N bytes per shard file (never more than the service allows)")
+    p.add_argument("--part-size", type=int, metavar="BYTES", help="multipart part size the ETag is predicted for (default: 8 MiB, or more to stay within 10,000 parts)")
+    p.add_argument("--force", action="store_true", help="replace an existing plan directory that has not been submitted")
+    p.add_argument("--json", action="store_true", help="print plan.json on stdout instead of a summary")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_plan)
+    return parser
+
+
+def _plan(args: argparse.Namespace) -> int:
+    for name in ("max_entries", "max_bytes", "part_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be a positive number")
+    list_columns = tuple(c.strip() for c in args.list_columns.split(",") if c.strip())
+    planned = plan(
+        args.sheet,
+        backend=args.backend,
+        defaults=args.defaults,
+        sets=args.sets,
+        id_column=args.id_column,
+        group=args.group,
+        list_columns=list_columns,
+        skip_invalid=args.skip_invalid,
+        inline=args.inline,
+        part_size=args.part_size,
+        max_entries=args.max_entries,
+        max_bytes=args.max_bytes,
+    )
+    try:
+        manifest = planned.write(args.out, force=args.force, progress=not args.quiet and sys.stderr.isatty())
+    except ValidationError as exc:
+        _report_problems(exc.problems, args.out)
+        raise
+    if planned.problems:
+        _report_problems(planned.problems, args.out, skipped=True)
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+    shards = manifest["shards"]
+    modes = sorted({s["mode"] for s in shards})
+    total = sum(s["bytes"] for s in shards)
+    print(f"planned {manifest['runs']} runs of {manifest['sheet']['rows']} rows for {manifest['backend']} in {args.out}")
+    print(f"  plan id {manifest['plan_id']}; {len(shards)} shard{'s' if len(shards) != 1 else ''} ({', '.join(modes)}), {total:,} bytes")
+    if manifest["rejected"]:
+        print(f"  {manifest['rejected']} rows rejected: see {os.path.join(args.out, 'rejected.csv')}")
+    return 0
+
+
+def _report_problems(problems: Sequence[Problem], out: str, skipped: bool = False) -> None:
+    verb = "skipped" if skipped else "error"
+    for problem in problems[:MAX_SHOWN_PROBLEMS]:
+        print(f"planner: {verb}: {problem.describe()}", file=sys.stderr)
+    if len(problems) > MAX_SHOWN_PROBLEMS:
+        if skipped:
+            print(f"planner: ... and {len(problems) - MAX_SHOWN_PROBLEMS} more, all in {os.path.join(out, 'rejected.csv')}", file=sys.stderr)
+        else:
+            listing = os.path.abspath(os.fspath(out)).rstrip(os.sep) + ".problems.csv"
+            from .plan import _write_rejected
+
+            _write_rejected(listing, problems)
+            print(f"planner: ... and {len(problems) - MAX_SHOWN_PROBLEMS} more; the full list is in {listing}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ValidationError as exc:
+        print(f"planner: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except PlannerError as exc:
+        print(f"planner: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("planner: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure: one line, the traceback only on request
+        if os.environ.get("PLANNER_DEBUG"):
+            traceback.print_exc()
+        print(f"planner: internal error: {type(exc).__name__}: {exc} (set PLANNER_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""The plan stage: sheet + defaults -> validated, merged, sharded runs -> PLAN/.
+
+``Plan`` is what ``planner.plan()`` returns.  Cheap checks (header, id column,
+routing, the default request) happen when it is built; the rows are checked,
+merged and encoded in one streaming polars query, batch by batch, feeding the
+shard writer, so memory follows the batch and the shard, not the sheet.
+
+The directory is written under a temporary name beside its target and renamed
+into place only when everything succeeded: a failure leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import polars as pl
+from tqdm import tqdm
+
+from .backends import get_backend
+from .backends.base import BackendSpec
+from .defaults import Defaults, load_defaults
+from .errors import InputError, PlanDirError, Problem, SheetError, ValidationError
+from .merge import MERGED, OWN, run_json
+from .routing import Route, route_columns
+from .shard import ShardInfo, ShardWriter, default_part_size
+from .sheet import ROW, Sheet, open_sheet, polars_errors
+from .validate import ID, Check, coerce_fields, default_problems, row_checks
+
+FORMAT = 1
+BATCH_ROWS = 50_000
+RUN = "__run"
+WHY = "__why"
+PLAN_FILE = "plan.json"
+SAMPLES_FILE = "samples.parquet"
+REJECTED_FILE = "rejected.csv"
+MAX_SHOWN_PROBLEMS = 20
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    backend: str
+    id_column: str | None = None
+    group: bool = False
+    list_columns: tuple[str, ...] = ()
+    skip_invalid: bool = False
+    inline: bool = False  # omics-batch: every shard inline (at most 100 runs each), no S3 staging
+    part_size: int | None = None
+    max_entries: int | None = None  # tighter limits than the service's, e.g. for tests
+    max_bytes: int | None = None
+    batch_rows: int = BATCH_ROWS
+
+
+class Plan:
+    """A sheet planned for one backend; ``write()`` makes the plan directory."""
+
+    def __init__(self, sheet: Sheet, defaults: Defaults, spec: BackendSpec, options: PlanOptions):
+        self.sheet = sheet
+        self.defaults = defaults
+        self.spec = spec
+        self.options = options
+        self.routes: list[Route] = route_columns(sheet.columns, sheet.id_column, spec)
+        problems = default_problems(spec, defaults, self.routes)
+        if problems:
+            raise ValidationError(problems)
+        self.max_entries = min(options.max_entries or spec.max_entries, spec.max_entries)
+        if options.inline:
+            if spec.inline_max is None:
+                raise InputError(f"--inline applies to omics-batch only, not {spec.name}")
+            self.max_entries = min(self.max_entries, spec.inline_max)
+        self.max_bytes = min(options.max_bytes or spec.max_bytes, spec.max_bytes)
+        self.part_size = options.part_size or default_part_size(self.max_bytes)
+        if -(-self.max_bytes // self.part_size) > 10_000:
+            raise InputError(f"part size {self.part_size} would split a {self.max_bytes}-byte shard into more than 10,000 parts")
+        self.rows = 0
+        self.problems: list[Problem] = []
+
+    # The rows, checked and encoded.
+
+    def _frame(self) -> tuple[pl.LazyFrame, list[Problem], set[str]]:
+        """The sheet as one row per run, the problems found across rows, and ids to reject."""
+        ident = self.sheet.id_column
+        with polars_errors(self.sheet.path):
+            frame = self.sheet.frame.with_columns(pl.col(ident).cast(pl.String).alias(ID))
+            if self.options.group:
+                return self._grouped(frame)
+            ids = frame.select(ROW, ID).collect()
+        self.rows = ids.height
+        if self.rows == 0:
+            raise SheetError(f"{self.sheet.path}: the sheet has a header but no rows")
+        if self.options.list_columns:
+            raise InputError("--list-columns goes with --group")
+        repeated = (
+            ids.filter(pl.col(ID).is_duplicated() & pl.col(ID).is_not_null())
+            .group_by(ID, maintain_order=True)
+            .agg(pl.col(ROW))
+        )
+        problems = [
+            Problem(
+                rows[0], sample, ident, sample, "unique",
+                f"id appears in rows {_rows(rows)}; ids must be unique "
+                "(for several rows per sample, e.g. one per lane, use --group --list-columns fastq_1,fastq_2)",
+            )
+            for sample, rows in repeated.iter_rows()
+        ]
+        return frame, problems, set(repeated.get_column(ID).to_list())
+
+    def _grouped(self, frame: pl.LazyFrame) -> tuple[pl.LazyFrame, list[Problem], set[str]]:
+        columns = [c for c in self.sheet.columns if c != self.sheet.id_column]
+        unknown = [c for c in self.options.list_columns if c not in columns]
+        if unknown:
+            raise InputError(f"--list-columns names {', '.join(map(repr, unknown))}, not columns of the sheet (it has {', '.join(columns)})")
+        lists = set(self.options.list_columns)
+        data = frame.collect()
+        self.rows = data.height
+        if self.rows == 0:
+            raise SheetError(f"{self.sheet.path}: the sheet has a header but no rows")
+        agreeing = [c for c in data.columns if c not in lists and c not in (ROW, ID)]
+        grouped = data.group_by(ID, maintain_order=True).agg(
+            pl.col(ROW).alias("__rows"),
+            *[pl.col(c).drop_nulls().alias(c) for c in lists],
+            *[pl.col(c).first().alias(c) for c in agreeing],
+            *[(pl.col(c).n_unique() > 1).alias(f"__differs_{c}") for c in agreeing if not c.startswith("__raw__")],
+            *[pl.col(c).cast(pl.String).unique(maintain_order=True).alias(f"__values_{c}") for c in agreeing if not c.startswith("__raw__") and data.schema[c] in (pl.String, pl.Int64, pl.Float64, pl.Boolean)],
+        )
+        problems = []
+        for c in agreeing:
+            if c.startswith("__raw__") or f"__differs_{c}" not in grouped.columns:
+                continue
+            for record in grouped.filter(pl.col(f"__differs_{c}")).iter_rows(named=True):
+                values = record.get(f"__values_{c}") or []
+                problems.append(Problem(
+                    record["__rows"][0], record[ID], c, " | ".join("" if v is None else str(v) for v in values), "group-agree",
+                    f"differs between rows {_rows(record['__rows'])} of this sample; with --group, columns other than --list-columns must agree within a sample",
+                ))
+        rejected = {p.id for p in problems if p.id is not None}
+        out = grouped.with_columns(
+            pl.col("__rows").list.first().alias(ROW),
+            *[pl.when(pl.col(c).list.len() > 0).then(pl.col(c)).alias(c) for c in lists],
+        ).select([ROW, ID, *[c for c in data.columns if c not in (ROW, ID)]])
+        return out.lazy(), problems, rejected
+
+    def _query(self, frame: pl.LazyFrame, rejected_ids: set[str], mode: str) -> tuple[pl.LazyFrame, list[Check]]:
+        schema = frame.collect_schema()
+        coercions = coerce_fields(self.routes, schema)
+        if coercions:
+            frame = frame.with_columns(coercions)
+            schema = frame.collect_schema()
+        checks = row_checks(self.sheet, self.routes, self.spec, self.defaults, schema)
+        if rejected_ids and self.options.skip_invalid:
+            # Every row of a repeated id is rejected, not just the first: which one is right is unknown.
+            checks.append(Check(pl.col(ID).is_in(list(rejected_ids)), self.sheet.id_column, pl.col(ID), "unique", "rejected with the other rows of this repeated id"))
+        run = run_json(self.routes, self.spec, self.defaults.run, ID, schema, self.sheet.raw_json, mode).alias(RUN)
+        frame = frame.with_columns(run)
+        size_limit = self.max_bytes - 5
+        checks.append(Check(pl.col(RUN).str.len_bytes() > size_limit, "*", pl.col(RUN).str.len_bytes().cast(pl.String), "max-bytes", f"the run's settings take more than the {size_limit} bytes a shard may hold"))
+        why = pl.concat_str([pl.when(c.flag).then(pl.lit(str(i))) for i, c in enumerate(checks)], separator=",", ignore_nulls=True)
+        values = [pl.when(c.flag).then(c.value.cast(pl.String)).alias(f"__v{i}") for i, c in enumerate(checks)]
+        query = frame.select(ROW, ID, pl.when(why != "").then(why).alias(WHY), *values, RUN)
+        return query, checks
+
+    def _batches(self, mode: str, progress: bool) -> Iterator[pl.DataFrame]:
+        """Checked and encoded batches; problems accumulate in ``self.problems``."""
+        frame, problems, rejected_ids = self._frame()
+        self.problems = list(problems)
+        query, checks = self._query(frame, rejected_ids, mode)
+        bar = tqdm(total=self.rows, unit="row", desc="plan", file=sys.stderr, disable=not progress, leave=False)
+        try:
+            with polars_errors(self.sheet.path):
+                for batch in query.collect_batches(chunk_size=self.options.batch_rows):
+                    bad = batch.filter(pl.col(WHY).is_not_null())
+                    if bad.height:
+                        self.problems += _problems(bad, checks)
+                        batch = batch.filter(pl.col(WHY).is_null())
+                    bar.update(batch.height + bad.height)
+                    yield batch.select(ROW, ID, RUN)
+        finally:
+            bar.close()
+        self.problems.sort(key=lambda p: (p.row or 0))
+
+    def runs(self, merged: bool = True) -> pl.DataFrame:
+        """Every valid run as a row: ``row``, ``id`` and ``run`` (the JSON sent, or the merged view)."""
+        mode = MERGED if merged or not self.spec.server_merge else OWN
+        parts = list(self._batches(mode, progress=False))
+        self._raise_problems()
+        out = pl.concat(parts) if parts else pl.DataFrame(schema={ROW: pl.UInt32, ID: pl.String, RUN: pl.String})
+        return out.rename({ROW: "row", ID: "id", RUN: "run"})
+
+    def _raise_problems(self) -> None:
+        if self.problems and not self.options.skip_invalid:
+            raise ValidationError(self.problems)
+
+    # The plan directory.
+
+    def write(self, out: str | os.PathLike[str], *, force: bool = False, progress: bool = False) -> dict[str, Any]:
+        """Write the plan directory atomically and return what ``plan.json`` holds."""
+        target = os.path.abspath(os.fspath(out))
+        _check_target(target, force)
+        parent = os.path.dirname(target)
+        os.makedirs(parent, exist_ok=True)
+        staging_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
+        try:
+            manifest = self._write_into(staging_dir, progress)
+            if os.path.exists(target):
+                shutil.rmtree(target)
+            os.rename(staging_dir, target)
+        except BaseException:
+            shutil.rmtree(staging_dir, ignore_errors=True)
+            raise
+        return manifest
+
+    def _write_into(self, directory: str, progress: bool) -> dict[str, Any]:
+        mode = OWN if self.spec.server_merge else MERGED
+        writer = ShardWriter(directory, max_entries=self.max_entries, max_bytes=self.max_bytes, part_size=self.part_size, min_entries=self.spec.min_entries)
+        samples: list[pl.DataFrame] = []
+        try:
+            for batch in self._batches(mode, progress):
+                if self.problems and not self.options.skip_invalid:
+                    continue  # keep checking to report every problem, but write nothing more
+                writer.add(batch.get_column(ID), batch.get_column(RUN))
+                samples.append(batch.select(pl.col(ROW).cast(pl.Int64).alias("row"), pl.col(ID).alias("id")))
+            self._raise_problems()
+        except BaseException:
+            writer.abort()
+            raise
+        shards = writer.close()
+        if not shards:
+            raise ValidationError(self.problems) if self.problems else SheetError(f"{self.sheet.path}: no runs to plan")
+        _set_modes(shards, self.spec, self.options.inline)
+        self._write_samples(directory, samples, shards)
+        if self.problems:
+            _write_rejected(os.path.join(directory, REJECTED_FILE), self.problems)
+        manifest = self._manifest(shards)
+        with open(os.path.join(directory, PLAN_FILE), "wb") as handle:
+            handle.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+        return manifest
+
+    def _write_samples(self, directory: str, samples: list[pl.DataFrame], shards: list[ShardInfo]) -> None:
+        """samples.parquet: every planned sample's sheet row, id, shard and position in it."""
+        table = pl.concat(samples) if samples else pl.DataFrame(schema={"row": pl.Int64, "id": pl.String})
+        ends = pl.Series([s.entries for s in shards], dtype=pl.Int64).cum_sum()
+        starts = ends - pl.Series([s.entries for s in shards], dtype=pl.Int64)
+        ordinal = pl.int_range(0, table.height, dtype=pl.Int64, eager=True)
+        shard = ends.search_sorted(ordinal, side="right")
+        table = table.with_columns(shard.cast(pl.Int32).alias("shard"), (ordinal - starts.gather(shard)).cast(pl.Int32).alias("position"))
+        table.write_parquet(os.path.join(directory, SAMPLES_FILE), statistics=False)
+
+    def _manifest(self, shards: list[ShardInfo]) -> dict[str, Any]:
+        canonical = {
+            "format": FORMAT,
+            "backend": self.spec.name,
+            "defaults": self.defaults.run,
+            "submission": self.defaults.submission,
+            "shards": [[s.sha256, s.entries, s.mode] for s in shards],
+        }
+        plan_id = hashlib.sha256(orjson.dumps(canonical)).hexdigest()[:24]
+        return {
+            "format": FORMAT,
+            "backend": self.spec.name,
+            "plan_id": plan_id,
+            "runs": sum(s.entries for s in shards),
+            "rejected": len({p.row for p in self.problems}),
+            "defaults": self.defaults.run,
+            "submission": self.defaults.submission,
+            "staging": {"uri": self.defaults.staging_uri},
+            "sheet": {"path": self.sheet.path, "sha256": self.sheet.sha256, "rows": self.rows, "id_column": self.sheet.id_column},
+            "options": {
+                "group": self.options.group,
+                "list_columns": list(self.options.list_columns),
+                "skip_invalid": self.options.skip_invalid,
+                "inline": self.options.inline,
+                "max_entries": self.max_entries,
+                "max_bytes": self.max_bytes,
+            },
+            "shards": [s.to_json() for s in shards],
+        }
+
+
+def _set_modes(shards: list[ShardInfo], spec: BackendSpec, inline: bool) -> None:
+    if spec.inline_max is None:
+        return
+    total = sum(s.entries for s in shards)
+    if inline or (len(shards) == 1 and total <= spec.inline_max):
+        for shard in shards:
+            shard.mode = "inline"
+
+
+def _check_target(target: str, force: bool) -> None:
+    if not os.path.exists(target):
+        return
+    if not force:
+        raise InputError(f"{target} already exists; plan into a new directory, or pass --force to replace it")
+    if not os.path.isfile(os.path.join(target, PLAN_FILE)):
+        raise InputError(f"{target} exists and is not a plan directory; refusing to replace it")
+    if os.path.exists(os.path.join(target, "ledger.sqlite")):
+        raise PlanDirError(f"{target} has been submitted (ledger.sqlite); it is the record of what was sent: plan into a new directory")
+
+
+def _problems(bad: pl.DataFrame, checks: Sequence[Check]) -> list[Problem]:
+    found = []
+    for record in bad.iter_rows(named=True):
+        for index in record[WHY].split(","):
+            check = checks[int(index)]
+            found.append(Problem(record[ROW], record[ID], check.column, record[f"__v{index}"], check.rule, check.message))
+    return found
+
+
+def _write_rejected(path: str, problems: Iterable[Problem]) -> None:
+    rows = [(p.row, p.id, p.column, p.value, p.rule, p.message) for p in problems]
+    pl.DataFrame(rows, schema={"row": pl.Int64, "id": pl.String, "column": pl.String, "value": pl.String, "rule": pl.String, "message": pl.String}, orient="row").write_csv(path)
+
+
+def _rows(rows: Sequence[int]) -> str:
+    shown = ", ".join(str(r) for r in rows[:10])
+    return shown + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+
+
+def plan(
+    sheet: str | os.PathLike[str] | pl.DataFrame | pl.LazyFrame,
+    *,
+    backend: str,
+    defaults: str | os.PathLike[str] | dict[str, Any] | None = None,
+    sets: Sequence[str] = (),
+    id_column: str | None = None,
+    group: bool = False,
+    list_columns: Sequence[str] = (),
+    skip_invalid: bool = False,
+    inline: bool = False,
+    part_size: int | None = None,
+    max_entries: int | None = None,
+    max_bytes: int | None = None,
+    s3_client: Any = None,
+) -> Plan:
+    """Plan ``sheet`` (a path, glob, s3:// URI, or polars frame) for ``backend``.
+
+    Raises an ``InputError`` (``ValidationError`` with every problem) for bad input.
+    """
+    spec = get_backend(backend)
+    loaded = load_defaults(defaults, sets, spec)
+    opened = open_sheet(sheet, id_column=id_column or loaded.id_column, types=loaded.types, s3_client=s3_client)
+    options = PlanOptions(
+        backend=backend, id_column=opened.id_column, group=group, list_columns=tuple(list_columns),
+        skip_invalid=skip_invalid, inline=inline, part_size=part_size, max_entries=max_entries, max_bytes=max_bytes,
+    )
+    return Plan(opened, loaded, spec, options)
+
+
+def read_plan(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """``plan.json`` of a plan directory, checked for format."""
+    path = os.path.join(os.fspath(directory), PLAN_FILE)
+    try:
+        with open(path, "rb") as handle:
+            manifest = orjson.loads(handle.read())
+    except FileNotFoundError:
+        raise PlanDirError(f"{directory}: not a plan directory (no {PLAN_FILE}); make one with `planner plan`") from None
+    except orjson.JSONDecodeError as exc:
+        raise PlanDirError(f"{path}: damaged: {exc}") from exc
+    if manifest.get("format") != FORMAT:
+        raise PlanDirError(f"{path}: plan format {manifest.get('format')!r}; this planner reads format {FORMAT}")
+    return manifest
