@@ -23,6 +23,8 @@ import hashlib
 import math
 import os
 from bisect import bisect_right
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from itertools import accumulate
 from typing import Any, BinaryIO
@@ -69,13 +71,43 @@ class ShardInfo:
         return asdict(self)
 
 
+class _Lanes:
+    """Two ordered background lanes: file write + sha256 + md5, and the part md5s.
+
+    hashlib and file writes release the GIL, so hashing runs on the second core
+    while polars encodes the next batch; each lane is one thread, so order holds.
+    """
+
+    MAX_PENDING = 8  # blocks in flight: memory stays bounded by a few batches
+
+    def __init__(self) -> None:
+        self.file = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner-shard-file")
+        self.parts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner-shard-parts")
+        self.pending: deque[Future[None]] = deque()
+
+    def submit(self, file_job: object, part_job: object, data: bytes) -> None:
+        self.pending.append(self.file.submit(file_job, data))  # type: ignore[arg-type]
+        self.pending.append(self.parts.submit(part_job, data))  # type: ignore[arg-type]
+        while len(self.pending) > self.MAX_PENDING:
+            self.pending.popleft().result()
+
+    def drain(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+
+    def shutdown(self) -> None:
+        self.file.shutdown(wait=True, cancel_futures=True)
+        self.parts.shutdown(wait=True, cancel_futures=True)
+
+
 class _OpenShard:
     """One shard being written: the file, its hashes, and its held-back last run."""
 
-    def __init__(self, directory: str, index: int, part_size: int):
+    def __init__(self, directory: str, index: int, part_size: int, lanes: _Lanes):
         self.index = index
         self.relpath = f"shards/{index:05d}.json"
         self.handle: BinaryIO = open(os.path.join(directory, self.relpath), "wb")
+        self.lanes = lanes
         self.part_size = part_size
         self.sha256 = hashlib.sha256()
         self.md5 = hashlib.md5()
@@ -84,18 +116,22 @@ class _OpenShard:
         self.part_md5s: list[bytes] = []
         self.size = 0
         self.entries = 0  # runs assigned, held one included
-        self.cost = len(_OPEN) + len(_CLOSE) - len(_SEP)  # the size if closed now, per DESIGN: 3 + sum(len + 2)
+        self.cost = len(_OPEN) + len(_CLOSE) - len(_SEP)  # the size if closed now: 3 + sum(len + 2)
         self.first: str | None = None
         self.held: tuple[str, bytes] | None = None  # the last run, not yet written
         self.last_written: str | None = None
         self._write(_OPEN)
 
-
     def _write(self, data: bytes) -> None:
+        self.size += len(data)
+        self.lanes.submit(self._file_job, self._part_job, data)
+
+    def _file_job(self, data: bytes) -> None:
         self.handle.write(data)
         self.sha256.update(data)
         self.md5.update(data)
-        self.size += len(data)
+
+    def _part_job(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             take = min(len(view), self.part_size - self.part_fill)
@@ -136,6 +172,7 @@ class _OpenShard:
             self._write_entry(self.held[1], self.held[0])
             self.held = None
         self._write(_CLOSE)
+        self.lanes.drain()
         if self.part_fill:
             self.part_md5s.append(self.part.digest())
         self.handle.close()
@@ -172,6 +209,7 @@ class ShardWriter:
         self.max_bytes = max_bytes
         self.part_size = part_size
         self.min_entries = min_entries
+        self.lanes = _Lanes()
         self.current: _OpenShard | None = None
         self.waiting: _OpenShard | None = None  # full, its last run held, until the next shard has two
         self.closed: list[ShardInfo] = []
@@ -206,13 +244,13 @@ class ShardWriter:
 
     def _current(self) -> _OpenShard:
         if self.current is None:
-            self.current = _OpenShard(self.directory, len(self.closed) + (self.waiting is not None), self.part_size)
+            self.current = _OpenShard(self.directory, len(self.closed) + (self.waiting is not None), self.part_size, self.lanes)
         return self.current
 
     def _append(self, shard: _OpenShard, ids: list[str], runs: pl.Series, cost: int) -> None:
         head = runs.head(len(ids) - 1)
-        blob = head.str.join(",\n").item().encode() if len(head) else b""
-        last = runs[-1].encode()
+        blob = head.str.join(",\n").cast(pl.Binary).item() if len(head) else b""
+        last = runs.tail(1).cast(pl.Binary).item()
         if self.waiting is not None and shard.entries + len(ids) >= 2:
             # The next shard now has two runs: the waiting one keeps its last run.
             self.closed.append(self.waiting.close())
@@ -242,10 +280,12 @@ class ShardWriter:
             if shard is not None:
                 self.closed.append(shard.close())
         self.waiting = self.current = None
+        self.lanes.shutdown()
         return self.closed
 
     def abort(self) -> None:
         """Close open files after a failure (the temporary plan directory is removed by the caller)."""
+        self.lanes.shutdown()
         for shard in (self.waiting, self.current):
             if shard is not None:
                 shard.handle.close()
