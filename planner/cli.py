@@ -65,7 +65,148 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print plan.json on stdout instead of a summary")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(handler=_plan)
+
+    s = commands.add_parser(
+        "submit",
+        help="stage a plan's shards on S3 and submit its runs (safe to run again after a crash)",
+        description="Stage the shards that need S3 (content-addressed, never overwritten, ETag checked) and submit "
+        "every run. Every creating call is journaled in PLAN/ledger.sqlite before and after it is made, and "
+        "idempotency tokens are derived from the plan, so running submit again resumes without duplicates.",
+    )
+    s.add_argument("plan_dir", metavar="PLAN", help="a plan directory written by `planner plan`")
+    s.add_argument("--staging", metavar="S3_URI", help="where to stage shards (default: [staging] uri of the defaults file)")
+    s.add_argument("--dry-run", action="store_true", help="build and validate every request and print it as JSON lines; send nothing")
+    s.add_argument("--concurrency", type=int, default=8, metavar="N", help="requests in flight at once (default 8)")
+    s.add_argument("--rate", type=float, metavar="PER_SECOND", help="at most this many creating requests per second")
+    _aws_options(s)
+    s.set_defaults(handler=_submit)
+
+    t = commands.add_parser("status", help="ask the service and show where every sample is", description="Refresh the per-sample state from the service, print a summary, and optionally write the per-sample table.")
+    t.add_argument("plan_dir", metavar="PLAN")
+    t.add_argument("--out", metavar="FILE", help="write the per-sample table to FILE.csv or FILE.parquet")
+    t.add_argument("--json", action="store_true", help="print the per-sample table as JSON lines instead of a summary")
+    t.add_argument("--watch", action="store_true", help="refresh until every sample has reached a final state")
+    t.add_argument("--interval", type=float, default=30.0, metavar="SECONDS", help="with --watch: seconds between refreshes (default 30)")
+    t.add_argument("--no-refresh", action="store_true", help="show what the ledger knows without asking the service")
+    _aws_options(t)
+    t.set_defaults(handler=_status)
+
+    c = commands.add_parser("cancel", help="cancel what a plan submitted", description="Cancel the batches, jobs or runs a plan submitted.")
+    c.add_argument("plan_dir", metavar="PLAN")
+    _aws_options(c)
+    c.set_defaults(handler=_cancel)
+
+    x = commands.add_parser("sandbox", help="start or stop the local AWS sandbox used by --sandbox", description="The sandbox is moto's server (S3, Batch, Glue) and the HealthOmics emulator on loopback, in a background process shared by the commands run with --sandbox.")
+    x.add_argument("action", choices=["start", "stop", "status"])
+    x.set_defaults(handler=_sandbox)
     return parser
+
+
+def _aws_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("AWS access (the standard boto3 chain applies: profile, region, environment)")
+    group.add_argument("--sandbox", action="store_true", help="use the local sandbox on loopback instead of AWS (started if needed)")
+    group.add_argument("--endpoint-url", metavar="URL", help="send every call to this endpoint")
+    group.add_argument("--profile", metavar="NAME", help="the AWS profile to use")
+    group.add_argument("--region", metavar="REGION", help="the AWS region")
+    group.add_argument("--retry-mode", choices=["standard", "adaptive"], default="standard", help="botocore retry mode (default standard)")
+    group.add_argument("--max-attempts", type=int, default=8, metavar="N", help="botocore attempts per call (default 8)")
+    group.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def _aws(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "sandbox": args.sandbox, "endpoint_url": args.endpoint_url, "profile": args.profile, "region": args.region,
+        "retry_mode": args.retry_mode, "max_attempts": args.max_attempts,
+    }
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from .submit import submit
+
+    report = submit(
+        args.plan_dir, staging_uri=args.staging, dry_run=args.dry_run, concurrency=args.concurrency, rate=args.rate,
+        progress=not args.quiet and sys.stderr.isatty(), **_aws(args),
+    )
+    if not args.dry_run:
+        sys.stdout.buffer.write(orjson.dumps(report) + b"\n")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    import time
+
+    import polars as pl
+
+    from .submit import status
+
+    final = {"COMPLETED", "FAILED", "CANCELLED", "DELETED", "SUCCEEDED"}
+    while True:
+        table = status(args.plan_dir, refresh=not args.no_refresh, **_aws(args))
+        settled = table.filter(pl.col("state").is_in(list(final)) | (pl.col("submission_status") == "FAILED")).height == table.height
+        if not args.watch or settled:
+            break
+        _print_summary(table, sys.stderr)
+        time.sleep(args.interval)
+    if args.out:
+        _write_table(table, args.out)
+    if args.json:
+        for record in table.iter_rows(named=True):
+            sys.stdout.buffer.write(orjson.dumps(record) + b"\n")
+    else:
+        _print_summary(table, sys.stdout)
+    return 0
+
+
+def _print_summary(table: "object", stream: object) -> None:
+    import polars as pl
+
+    assert isinstance(table, pl.DataFrame)
+    counts = (
+        table.with_columns(pl.coalesce(pl.col("state"), pl.col("submission_status"), pl.lit("NOT SUBMITTED")).alias("where"))
+        .group_by("where").len().sort("where")
+    )
+    print(f"{table.height} samples", file=stream)  # type: ignore[call-overload]
+    for where, count in counts.iter_rows():
+        print(f"  {where:<16} {count}", file=stream)  # type: ignore[call-overload]
+
+
+def _write_table(table: "object", path: str) -> None:
+    import polars as pl
+
+    assert isinstance(table, pl.DataFrame)
+    if path.endswith(".parquet"):
+        table.write_parquet(path)
+    elif path.endswith(".csv"):
+        # Neutralise spreadsheet formulas: a cell starting with = + - @ is prefixed with a quote.
+        texts = [c for c, t in table.schema.items() if t == pl.String]
+        safe = table.with_columns(
+            pl.when(pl.col(c).str.contains(r"^[=+\-@\t\r]")).then(pl.lit("'") + pl.col(c)).otherwise(pl.col(c)).alias(c) for c in texts
+        )
+        safe.write_csv(path)
+    else:
+        raise InputError(f"--out {path}: use a .csv or .parquet file name")
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from .submit import cancel
+
+    count = cancel(args.plan_dir, **_aws(args))
+    print(f"cancelled {count}")
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from .sandbox.local import ensure_running, read_state, stop_running
+
+    if args.action == "start":
+        endpoints = ensure_running()
+        sys.stdout.buffer.write(orjson.dumps(endpoints) + b"\n")
+    elif args.action == "stop":
+        print("stopped" if stop_running() else "no sandbox was running")
+    else:
+        state = read_state()
+        print(orjson.dumps(state).decode() if state else "no sandbox is running")
+    return 0
 
 
 def _plan(args: argparse.Namespace) -> int:

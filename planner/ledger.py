@@ -103,9 +103,19 @@ class Ledger:
         path = os.path.join(os.fspath(plan_dir), LEDGER_FILE)
         if not create and not os.path.exists(path):
             raise PlanDirError(f"{plan_dir}: nothing submitted yet (no {LEDGER_FILE}); run `planner submit` first")
+        return cls._connect(path, manifest)
+
+    @classmethod
+    def in_memory(cls, manifest: dict[str, Any]) -> "Ledger":
+        """A ledger that writes nowhere: for --dry-run on a plan never submitted."""
+        return cls._connect(":memory:", manifest)
+
+    @classmethod
+    def _connect(cls, path: str, manifest: dict[str, Any]) -> "Ledger":
         db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        if path != ":memory:":
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=30000")
         ledger = cls(path, db)
         with ledger._transaction():

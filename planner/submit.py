@@ -1,0 +1,222 @@
+"""Submit, status, retry and cancel: what every backend shares.
+
+A backend's runtime is a module with four functions over a ``Context``:
+``stage_indexes(manifest)`` (the shards it needs on S3), ``submit(ctx)``,
+``refresh(ctx)`` (ask the service, update the ledger's per-sample state) and
+``cancel(ctx)``.  This module opens the plan and ledger, builds the clients
+(the sandbox's when asked), stages what must be staged, and hands over.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import import_module
+from types import ModuleType
+from typing import Any
+
+import orjson
+import polars as pl
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.validate import ParamValidator
+
+from .aws import Clients
+from .errors import InputError, SubmissionError
+from .ledger import LEDGER_FILE, Ledger
+from .model import check_shape, operation_input
+from .plan import SAMPLES_FILE, read_plan
+from .staging import Stager
+
+SANDBOX_STAGING = "s3://planner-sandbox/staging/"
+_RUNTIMES = {"omics-batch": "omics_batch", "omics-run": "omics_run"}
+# Errors that mean "later", not "never": wait and try again, beyond botocore's own retries.
+RETRY_LATER = frozenset({
+    "ThrottlingException", "Throttling", "TooManyRequestsException", "ServiceQuotaExceededException",
+    "ConcurrentRunsExceededException", "RequestLimitExceeded", "SlowDown",
+})
+
+
+def runtime(backend: str) -> ModuleType:
+    name = _RUNTIMES.get(backend)
+    if name is None:
+        raise SubmissionError(f"submitting to {backend} is not available in this version yet (planning is); supported: {', '.join(_RUNTIMES)}")
+    return import_module(f".backends.{name}", __package__)
+
+
+@dataclass
+class Context:
+    plan_dir: str
+    manifest: dict[str, Any]
+    ledger: Ledger
+    clients: Clients
+    staging_uri: str | None = None
+    concurrency: int = 8
+    rate: float | None = None  # requests per second, over all workers
+    dry_run: bool = False
+    progress: bool = False
+    emit: Callable[[dict[str, Any]], None] = field(default=lambda request: None)
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    max_wait: float = 900.0  # how long "later" errors are waited out, per call
+    _stager: Stager | None = None
+
+    @property
+    def plan_id(self) -> str:
+        return str(self.manifest["plan_id"])
+
+    @property
+    def stager(self) -> Stager:
+        if self._stager is None:
+            if not self.staging_uri:
+                raise InputError("this plan needs S3 staging: give --staging s3://bucket/prefix/ or [staging] uri in the defaults file")
+            self._stager = Stager(self.clients.get("s3"), self.ledger, self.plan_dir, self.manifest, self.staging_uri, concurrency=self.concurrency, progress=self.progress)
+        return self._stager
+
+    def shard_runs(self, index: int) -> list[dict[str, Any]]:
+        shard = self.manifest["shards"][index]
+        with open(os.path.join(self.plan_dir, shard["path"]), "rb") as handle:
+            return orjson.loads(handle.read())  # type: ignore[no-any-return]
+
+    def samples(self) -> pl.DataFrame:
+        return pl.read_parquet(os.path.join(self.plan_dir, SAMPLES_FILE))
+
+    def call(self, what: str, method: Callable[..., Any], **params: Any) -> Any:
+        """One service call; throttling and quota errors are waited out, not failed."""
+        delay = 1.0
+        waited = 0.0
+        while True:
+            try:
+                return method(**params)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code in RETRY_LATER and waited < self.max_wait:
+                    self.sleep(delay)
+                    waited += delay
+                    delay = min(delay * 2, 60.0)
+                    continue
+                message = exc.response.get("Error", {}).get("Message", str(exc))
+                raise SubmissionError(f"{what}: {code}: {message}") from exc
+            except BotoCoreError as exc:
+                raise SubmissionError(f"{what}: {exc}") from exc
+
+
+def request_problems(service: str, operation: str, params: dict[str, Any]) -> list[str]:
+    """Everything wrong with a request, by botocore's own check and the model's max, pattern and enum."""
+    shape = operation_input(service, operation)
+    report = ParamValidator().validate(params, shape)
+    found = [line.strip() for line in report.generate_report().splitlines() if line.strip() and not line.startswith("Parameter validation failed")] if report.has_errors() else []
+    found += [p.describe() for p in check_shape(shape, params, "")]
+    return found
+
+
+def open_context(
+    plan_dir: str,
+    *,
+    sandbox: bool = False,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+    staging_uri: str | None = None,
+    retry_mode: str = "standard",
+    max_attempts: int = 8,
+    concurrency: int = 8,
+    rate: float | None = None,
+    dry_run: bool = False,
+    progress: bool = False,
+    create_ledger: bool = True,
+    endpoints: dict[str, str] | None = None,
+) -> Context:
+    manifest = read_plan(plan_dir)
+    if concurrency < 1:
+        raise InputError("--concurrency must be at least 1")
+    if rate is not None and rate <= 0:
+        raise InputError("--rate must be a positive number of requests per second")
+    if sandbox and endpoints is None:
+        from .sandbox.local import ensure_running
+
+        endpoints = ensure_running()
+    clients = Clients(profile=profile, region=region, endpoint_url=endpoint_url, endpoints=dict(endpoints or {}), retry_mode=retry_mode, max_attempts=max_attempts, sandbox=sandbox)
+    staging = staging_uri or (manifest.get("staging") or {}).get("uri")
+    if sandbox and not staging_uri:
+        staging = SANDBOX_STAGING  # the plan's own bucket does not exist in the sandbox
+    if dry_run and not os.path.exists(os.path.join(plan_dir, LEDGER_FILE)):
+        ledger = Ledger.in_memory(manifest)
+    else:
+        ledger = Ledger.open(plan_dir, manifest, create=create_ledger and not dry_run)
+    ctx = Context(plan_dir=plan_dir, manifest=manifest, ledger=ledger, clients=clients, staging_uri=staging, concurrency=concurrency, rate=rate, dry_run=dry_run, progress=progress)
+    if sandbox and staging and not dry_run:
+        _ensure_bucket(clients.get("s3"), staging)
+    return ctx
+
+
+def _ensure_bucket(s3: Any, uri: str) -> None:
+    bucket = uri[len("s3://") :].split("/", 1)[0]
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError:
+        s3.create_bucket(Bucket=bucket)
+
+
+def rate_limited(ctx: Context) -> Iterator[None]:
+    """Yields once per allowed request: at most ``ctx.rate`` per second (no limit when None)."""
+    interval = 0.0 if not ctx.rate else 1.0 / ctx.rate
+    next_at = ctx.clock()
+    while True:
+        if interval:
+            now = ctx.clock()
+            if now < next_at:
+                ctx.sleep(next_at - now)
+            next_at = max(next_at, now) + interval
+        yield
+
+
+def submit(plan_dir: str, **options: Any) -> dict[str, Any]:
+    """Stage and submit a plan; safe to run again after a crash or a partial submit."""
+    ctx = open_context(plan_dir, **options)
+    try:
+        backend = runtime(ctx.manifest["backend"])
+        if ctx.dry_run:
+            ctx.emit = lambda request: sys.stdout.buffer.write(orjson.dumps(request) + b"\n")
+        else:
+            indexes = backend.stage_indexes(ctx.manifest)
+            if indexes:
+                ctx.stager.stage(indexes)
+        return backend.submit(ctx)  # type: ignore[no-any-return]
+    finally:
+        ctx.ledger.close()
+
+
+STATUS_COLUMNS = ["id", "shard", "position", "remote_id", "submission_status", "state", "reason", "updated_at"]
+
+
+def status(plan_dir: str, *, refresh: bool = True, **options: Any) -> pl.DataFrame:
+    """The per-sample table: sample id, shard, remote ids, submission status, run state, failure reason."""
+    ctx = open_context(plan_dir, create_ledger=False, **options)
+    try:
+        if refresh:
+            runtime(ctx.manifest["backend"]).refresh(ctx)
+        return sample_table(ctx)
+    finally:
+        ctx.ledger.close()
+
+
+def sample_table(ctx: Context) -> pl.DataFrame:
+    known = pl.DataFrame(ctx.ledger.samples(), schema=STATUS_COLUMNS, orient="row").drop("shard", "position")
+    planned = ctx.samples()
+    batches = pl.DataFrame(
+        [(s.shard, s.remote_id) for s in ctx.ledger.submissions() if s.shard is not None and s.sample is None],
+        schema={"shard": pl.Int32, "submission_id": pl.String}, orient="row",
+    )
+    table = planned.join(known, on="id", how="left").join(batches, on="shard", how="left")
+    return table.select("row", "id", "shard", "position", "submission_id", "remote_id", "submission_status", "state", "reason", "updated_at")
+
+
+def cancel(plan_dir: str, **options: Any) -> int:
+    ctx = open_context(plan_dir, create_ledger=False, **options)
+    try:
+        return int(runtime(ctx.manifest["backend"]).cancel(ctx))
+    finally:
+        ctx.ledger.close()
