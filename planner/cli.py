@@ -18,7 +18,7 @@ import orjson
 from . import __version__
 from .backends import BACKENDS
 from .errors import InputError, PlannerError, Problem, ValidationError
-from .plan import MAX_SHOWN_PROBLEMS, plan
+from .plan import MAX_SHOWN_PROBLEMS, plan, write_problems
 
 _EPILOG = """\
 Column routing: a column named like a per-run API field sets that field
@@ -90,6 +90,20 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-refresh", action="store_true", help="show what the ledger knows without asking the service")
     _aws_options(t)
     t.set_defaults(handler=_status)
+
+    r = commands.add_parser(
+        "retry",
+        help="plan again only the samples whose runs failed or were cancelled",
+        description="Refresh the status of PLAN, then write a new plan of only the samples in the given states "
+        "(or that failed to submit), each with exactly its original settings. Submit the new plan as usual.",
+    )
+    r.add_argument("plan_dir", metavar="PLAN")
+    r.add_argument("--out", "-o", required=True, metavar="NEW_PLAN", help="the new plan directory")
+    r.add_argument("--states", default="FAILED,CANCELLED", metavar="A,B", help="run states to retry (default FAILED,CANCELLED)")
+    r.add_argument("--force", action="store_true", help="replace NEW_PLAN if it exists and was never submitted")
+    r.add_argument("--no-refresh", action="store_true", help="use the states the ledger knows, without asking the service")
+    _aws_options(r)
+    r.set_defaults(handler=_retry)
 
     c = commands.add_parser("cancel", help="cancel what a plan submitted", description="Cancel the batches, jobs or runs a plan submitted.")
     c.add_argument("plan_dir", metavar="PLAN")
@@ -187,6 +201,15 @@ def _write_table(table: "object", path: str) -> None:
         raise InputError(f"--out {path}: use a .csv or .parquet file name")
 
 
+def _retry(args: argparse.Namespace) -> int:
+    from .retry import retry
+
+    states = tuple(s.strip().upper() for s in args.states.split(",") if s.strip())
+    manifest = retry(args.plan_dir, args.out, states=states, force=args.force, refresh=not args.no_refresh, **_aws(args))
+    print(f"planned {manifest['runs']} runs to retry in {args.out} (plan id {manifest['plan_id']})")
+    return 0
+
+
 def _cancel(args: argparse.Namespace) -> int:
     from .submit import cancel
 
@@ -258,9 +281,7 @@ def _report_problems(problems: Sequence[Problem], out: str, skipped: bool = Fals
             print(f"planner: ... and {len(problems) - MAX_SHOWN_PROBLEMS} more, all in {os.path.join(out, 'rejected.csv')}", file=sys.stderr)
         else:
             listing = os.path.abspath(os.fspath(out)).rstrip(os.sep) + ".problems.csv"
-            from .plan import _write_rejected
-
-            _write_rejected(listing, problems)
+            write_problems(listing, problems)
             print(f"planner: ... and {len(problems) - MAX_SHOWN_PROBLEMS} more; the full list is in {listing}", file=sys.stderr)
 
 

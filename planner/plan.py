@@ -11,6 +11,7 @@ into place only when everything succeeded: a failure leaves nothing half-written
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -201,20 +202,8 @@ class Plan:
 
     def write(self, out: str | os.PathLike[str], *, force: bool = False, progress: bool = False) -> dict[str, Any]:
         """Write the plan directory atomically and return what ``plan.json`` holds."""
-        target = os.path.abspath(os.fspath(out))
-        _check_target(target, force)
-        parent = os.path.dirname(target)
-        os.makedirs(parent, exist_ok=True)
-        staging_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
-        try:
-            manifest = self._write_into(staging_dir, progress)
-            if os.path.exists(target):
-                shutil.rmtree(target)
-            os.rename(staging_dir, target)
-        except BaseException:
-            shutil.rmtree(staging_dir, ignore_errors=True)
-            raise
-        return manifest
+        with atomic_directory(out, force) as directory:
+            return self._write_into(directory, progress)
 
     def _write_into(self, directory: str, progress: bool) -> dict[str, Any]:
         mode = OWN if self.spec.server_merge else MERGED
@@ -233,45 +222,13 @@ class Plan:
         shards = writer.close()
         if not shards:
             raise ValidationError(self.problems) if self.problems else SheetError(f"{self.sheet.path}: no runs to plan")
-        _set_modes(shards, self.spec, self.options.inline)
-        self._write_samples(directory, samples, shards)
         if self.problems:
-            _write_rejected(os.path.join(directory, REJECTED_FILE), self.problems)
-        manifest = self._manifest(shards)
-        with open(os.path.join(directory, PLAN_FILE), "wb") as handle:
-            handle.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
-        return manifest
-
-    def _write_samples(self, directory: str, samples: list[pl.DataFrame], shards: list[ShardInfo]) -> None:
-        """samples.parquet: every planned sample's sheet row, id, shard and position in it."""
-        table = pl.concat(samples) if samples else pl.DataFrame(schema={"row": pl.Int64, "id": pl.String})
-        ends = pl.Series([s.entries for s in shards], dtype=pl.Int64).cum_sum()
-        starts = ends - pl.Series([s.entries for s in shards], dtype=pl.Int64)
-        ordinal = pl.int_range(0, table.height, dtype=pl.Int64, eager=True)
-        shard = ends.search_sorted(ordinal, side="right")
-        table = table.with_columns(shard.cast(pl.Int32).alias("shard"), (ordinal - starts.gather(shard)).cast(pl.Int32).alias("position"))
-        table.write_parquet(os.path.join(directory, SAMPLES_FILE), statistics=False)
-
-    def _manifest(self, shards: list[ShardInfo]) -> dict[str, Any]:
-        canonical = {
-            "format": FORMAT,
-            "backend": self.spec.name,
-            "defaults": self.defaults.run,
-            "submission": self.defaults.submission,
-            "shards": [[s.sha256, s.entries, s.mode] for s in shards],
-        }
-        plan_id = hashlib.sha256(orjson.dumps(canonical)).hexdigest()[:24]
-        return {
-            "format": FORMAT,
-            "backend": self.spec.name,
-            "plan_id": plan_id,
-            "runs": sum(s.entries for s in shards),
-            "rejected": len({p.row for p in self.problems}),
-            "defaults": self.defaults.run,
-            "submission": self.defaults.submission,
-            "staging": {"uri": self.defaults.staging_uri},
-            "sheet": {"path": self.sheet.path, "sha256": self.sheet.sha256, "rows": self.rows, "id_column": self.sheet.id_column},
-            "options": {
+            write_problems(os.path.join(directory, REJECTED_FILE), self.problems)
+        return finish_plan(
+            directory, self.spec, shards, samples, inline=self.options.inline,
+            defaults=self.defaults.run, submission=self.defaults.submission, staging_uri=self.defaults.staging_uri,
+            sheet={"path": self.sheet.path, "sha256": self.sheet.sha256, "rows": self.rows, "id_column": self.sheet.id_column},
+            options={
                 "group": self.options.group,
                 "list_columns": list(self.options.list_columns),
                 "skip_invalid": self.options.skip_invalid,
@@ -279,8 +236,79 @@ class Plan:
                 "max_entries": self.max_entries,
                 "max_bytes": self.max_bytes,
             },
-            "shards": [s.to_json() for s in shards],
-        }
+            rejected=len({p.row for p in self.problems}),
+        )
+
+
+@contextlib.contextmanager
+def atomic_directory(out: str | os.PathLike[str], force: bool) -> Iterator[str]:
+    """A temporary directory beside ``out``, renamed to ``out`` only if the block succeeds."""
+    target = os.path.abspath(os.fspath(out))
+    _check_target(target, force)
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    staging_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
+    try:
+        yield staging_dir
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.rename(staging_dir, target)
+    except BaseException:
+        shutil.rmtree(staging_dir, ignore_errors=True)
+        raise
+
+
+def finish_plan(
+    directory: str,
+    spec: BackendSpec,
+    shards: list[ShardInfo],
+    samples: list[pl.DataFrame],
+    *,
+    inline: bool,
+    defaults: dict[str, Any],
+    submission: dict[str, Any],
+    staging_uri: str | None,
+    sheet: dict[str, Any],
+    options: dict[str, Any],
+    rejected: int = 0,
+) -> dict[str, Any]:
+    """Name shard modes, write samples.parquet and plan.json; return the manifest."""
+    _set_modes(shards, spec, inline)
+    _write_samples(directory, samples, shards)
+    canonical = {
+        "format": FORMAT,
+        "backend": spec.name,
+        "defaults": defaults,
+        "submission": submission,
+        "shards": [[s.sha256, s.entries, s.mode] for s in shards],
+    }
+    manifest = {
+        "format": FORMAT,
+        "backend": spec.name,
+        "plan_id": hashlib.sha256(orjson.dumps(canonical)).hexdigest()[:24],
+        "runs": sum(s.entries for s in shards),
+        "rejected": rejected,
+        "defaults": defaults,
+        "submission": submission,
+        "staging": {"uri": staging_uri},
+        "sheet": sheet,
+        "options": options,
+        "shards": [s.to_json() for s in shards],
+    }
+    with open(os.path.join(directory, PLAN_FILE), "wb") as handle:
+        handle.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+    return manifest
+
+
+def _write_samples(directory: str, samples: list[pl.DataFrame], shards: list[ShardInfo]) -> None:
+    """samples.parquet: every planned sample's sheet row, id, shard and position in it."""
+    table = pl.concat(samples) if samples else pl.DataFrame(schema={"row": pl.Int64, "id": pl.String})
+    sizes = pl.Series([s.entries for s in shards], dtype=pl.Int64)
+    ends = sizes.cum_sum()
+    ordinal = pl.int_range(0, table.height, dtype=pl.Int64, eager=True)
+    shard = ends.search_sorted(ordinal, side="right")
+    table = table.with_columns(shard.cast(pl.Int32).alias("shard"), (ordinal - (ends - sizes).gather(shard)).cast(pl.Int32).alias("position"))
+    table.write_parquet(os.path.join(directory, SAMPLES_FILE), statistics=False)
 
 
 def _set_modes(shards: list[ShardInfo], spec: BackendSpec, inline: bool) -> None:
@@ -312,7 +340,7 @@ def _problems(bad: pl.DataFrame, checks: Sequence[Check]) -> list[Problem]:
     return found
 
 
-def _write_rejected(path: str, problems: Iterable[Problem]) -> None:
+def write_problems(path: str, problems: Iterable[Problem]) -> None:
     rows = [(p.row, p.id, p.column, p.value, p.rule, p.message) for p in problems]
     pl.DataFrame(rows, schema={"row": pl.Int64, "id": pl.String, "column": pl.String, "value": pl.String, "rule": pl.String, "message": pl.String}, orient="row").write_csv(path)
 
