@@ -1,0 +1,201 @@
+"""Staging against moto's S3 server on loopback: predicted ETags, no overwrite, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import boto3
+import polars as pl
+import pytest
+from botocore.config import Config
+from moto.server import ThreadedMotoServer
+
+import planner
+from planner.errors import SubmissionError
+from planner.ledger import Ledger
+from planner.plan import read_plan
+from planner.staging import Stager
+
+MiB = 1024 * 1024
+DEFAULTS = {
+    "run": {"workflowId": "1234567", "roleArn": "arn:aws:iam::123456789012:role/omics", "outputUri": "s3://out/results/"},
+    "staging": {"uri": "s3://staging-bucket/planner/"},
+}
+
+
+@pytest.fixture(scope="module")
+def s3_url() -> str:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture()
+def s3(s3_url: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    client = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1", config=Config(retries={"mode": "standard", "max_attempts": 2}))
+    bucket = "staging-bucket"
+    try:
+        client.create_bucket(Bucket=bucket)
+    except client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=item["Key"])
+    for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+        client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    return client
+
+
+def _plan(tmp_path, runs: int, *, padding: int = 0, part_size: int | None = None, name: str = "plan") -> str:
+    frame = pl.DataFrame({"sample": [f"S{i:06d}" for i in range(runs)]}).with_columns(
+        pl.lit("x" * padding).alias("padding") if padding else pl.lit("s3://in/a.fq.gz").alias("fastq_1")
+    )
+    out = str(tmp_path / name)
+    planner.plan(frame, backend="omics-batch", defaults=DEFAULTS, part_size=part_size).write(out)
+    return out
+
+
+def _stager(plan_dir: str, s3, concurrency: int = 4) -> tuple[Stager, dict]:
+    manifest = read_plan(plan_dir)
+    ledger = Ledger.open(plan_dir, manifest)
+    return Stager(s3, ledger, plan_dir, manifest, manifest["staging"]["uri"], concurrency=concurrency), manifest
+
+
+class CallCounter:
+    def __init__(self, client):
+        self.calls: list[str] = []
+        client.meta.events.register("before-call.s3.*", self._count)
+
+    def _count(self, model, **_):
+        self.calls.append(model.name)
+
+
+def test_single_part_shard_gets_the_predicted_etag(tmp_path, s3):
+    plan_dir = _plan(tmp_path, 250)
+    stager, manifest = _stager(plan_dir, s3)
+    shard = manifest["shards"][0]
+    assert shard["mode"] == "s3" and shard["bytes"] <= shard["part_size"]
+    staged = stager.stage([0])[0]
+    head = s3.head_object(Bucket="staging-bucket", Key=staged.key)
+    assert staged.key == f"planner/{manifest['plan_id']}/{shard['sha256']}.json"
+    assert head["ETag"] == shard["etag"] == staged.etag == f'"{shard["md5"]}"'
+    assert head["Metadata"]["planner-sha256"] == shard["sha256"]
+    body = s3.get_object(Bucket="staging-bucket", Key=staged.key)["Body"].read()
+    assert body == open(os.path.join(plan_dir, shard["path"]), "rb").read()
+    stager.verify(staged)
+
+
+def test_multipart_shard_gets_the_predicted_etag(tmp_path, s3):
+    # ~12 MiB of runs with 5 MiB parts: three parts, ETag "md5-of-md5s-3".
+    plan_dir = _plan(tmp_path, 300, padding=40_000, part_size=5 * MiB)
+    stager, manifest = _stager(plan_dir, s3)
+    shard = manifest["shards"][0]
+    assert shard["etag"].endswith('-3"'), shard
+    counter = CallCounter(s3)
+    staged = stager.stage([0])[0]
+    assert counter.calls.count("UploadPart") == 3 and "CompleteMultipartUpload" in counter.calls
+    assert s3.head_object(Bucket="staging-bucket", Key=staged.key)["ETag"] == shard["etag"] == staged.etag
+    assert s3.list_multipart_uploads(Bucket="staging-bucket").get("Uploads", []) == []
+
+
+def test_second_staging_uploads_nothing(tmp_path, s3):
+    plan_dir = _plan(tmp_path, 250)
+    stager, _ = _stager(plan_dir, s3)
+    stager.stage([0])
+    counter = CallCounter(s3)
+    stager_again, _ = _stager(plan_dir, s3)
+    stager_again.stage([0])
+    assert not {"PutObject", "UploadPart", "CreateMultipartUpload"} & set(counter.calls)
+    # A fresh ledger (e.g. the plan copied elsewhere) finds the object and reuses it too.
+    os.unlink(os.path.join(plan_dir, "ledger.sqlite"))
+    stager_fresh, _ = _stager(plan_dir, s3)
+    stager_fresh.stage([0])
+    assert "PutObject" not in counter.calls and "HeadObject" in counter.calls
+
+
+def test_a_different_object_under_the_key_is_refused_naming_both_etags(tmp_path, s3):
+    plan_dir = _plan(tmp_path, 250)
+    stager, manifest = _stager(plan_dir, s3)
+    shard = manifest["shards"][0]
+    key = f"planner/{manifest['plan_id']}/{shard['sha256']}.json"
+    other = s3.put_object(Bucket="staging-bucket", Key=key, Body=b"[]\n")["ETag"]
+    with pytest.raises(SubmissionError) as caught:
+        stager.stage([0])
+    assert other in str(caught.value) and shard["etag"] in str(caught.value)
+    assert s3.get_object(Bucket="staging-bucket", Key=key)["Body"].read() == b"[]\n"  # not overwritten
+
+
+def test_a_concurrent_write_of_the_same_bytes_is_a_412_and_is_reused(tmp_path, s3):
+    plan_dir = _plan(tmp_path, 250)
+    stager, manifest = _stager(plan_dir, s3)
+    shard = manifest["shards"][0]
+    data = open(os.path.join(plan_dir, shard["path"]), "rb").read()
+    key = f"planner/{manifest['plan_id']}/{shard['sha256']}.json"
+    statuses = []
+
+    def racing_writer(params, **_):
+        if params.get("Key") == key and not statuses:
+            statuses.append("raced")
+            s3.put_object(Bucket="staging-bucket", Key=key, Body=data)  # the other writer wins
+
+    def record_status(http_response, **_):
+        statuses.append(http_response.status_code)
+
+    s3.meta.events.register("before-parameter-build.s3.PutObject", racing_writer)
+    s3.meta.events.register("after-call.s3.PutObject", record_status)
+    try:
+        staged = stager.stage([0])[0]
+    finally:
+        s3.meta.events.unregister("before-parameter-build.s3.PutObject", racing_writer)
+        s3.meta.events.unregister("after-call.s3.PutObject", record_status)
+    assert 412 in statuses
+    assert staged.etag == shard["etag"]
+
+
+def test_verify_refuses_an_object_changed_after_staging(tmp_path, s3):
+    plan_dir = _plan(tmp_path, 250)
+    stager, _ = _stager(plan_dir, s3)
+    staged = stager.stage([0])[0]
+    s3.put_object(Bucket="staging-bucket", Key=staged.key, Body=b"[]\n")
+    with pytest.raises(SubmissionError, match="changed"):
+        stager.verify(staged)
+
+
+def test_sigkill_during_multipart_staging_then_resume(tmp_path, s3, s3_url):
+    plan_dir = _plan(tmp_path, 300, padding=40_000, part_size=5 * MiB)
+    script = textwrap.dedent(
+        f"""
+        import os, signal, boto3
+        from planner.ledger import Ledger
+        from planner.plan import read_plan
+        from planner.staging import Stager
+        s3 = boto3.client("s3", endpoint_url={s3_url!r}, region_name="us-east-1")
+        parts = []
+        def die_after_two(**_):
+            parts.append(1)
+            if len(parts) == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+        s3.meta.events.register("after-call.s3.UploadPart", die_after_two)
+        manifest = read_plan({plan_dir!r})
+        Stager(s3, Ledger.open({plan_dir!r}, manifest), {plan_dir!r}, manifest, manifest["staging"]["uri"], concurrency=1).stage([0])
+        """
+    )
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    assert len(s3.list_multipart_uploads(Bucket="staging-bucket").get("Uploads", [])) == 1  # left behind by the crash
+
+    stager, manifest = _stager(plan_dir, s3)
+    staged = stager.stage([0])[0]
+    assert staged.etag == manifest["shards"][0]["etag"]
+    assert s3.list_multipart_uploads(Bucket="staging-bucket").get("Uploads", []) == []
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="staging-bucket").get("Contents", [])]
+    assert keys == [staged.key]
