@@ -31,7 +31,7 @@ from .plan import SAMPLES_FILE, read_plan
 from .staging import Stager
 
 SANDBOX_STAGING = "s3://planner-sandbox/staging/"
-_RUNTIMES = {"omics-batch": "omics_batch", "omics-run": "omics_run"}
+_RUNTIMES = {"omics-batch": "omics_batch", "omics-run": "omics_run"}  # the others arrive with their issues
 # Errors that mean "later", not "never": wait and try again, beyond botocore's own retries.
 RETRY_LATER = frozenset({
     "ThrottlingException", "Throttling", "TooManyRequestsException", "ServiceQuotaExceededException",

@@ -8,7 +8,17 @@ random, so a resumed submit cannot start a second run (seeds/000).
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import orjson
+import polars as pl
+from tqdm import tqdm
 
 from ..errors import Problem
 from ..model import SCALAR_TYPES, check_shape, operation_input, rule_for
@@ -46,3 +56,113 @@ SPEC = BackendSpec(
     required=("outputUri", "roleArn"),
     check_defaults=_check_defaults,
 )
+
+
+# Submission: one StartRun per sample, with bounded concurrency and a rate limit.
+# The requestId is derived from the plan id and the sample id, so a resumed submit
+# gets the same run back from the service (botocore would otherwise fill in a
+# random token, which defeats deduplication after a crash).
+
+LIST_INSTEAD_OF_GET = 200  # above this many runs, one ListRuns pass beats a GetRun each
+
+
+def request_id(plan_id: str, sample: str) -> str:
+    return f"planner-{plan_id}-{hashlib.sha256(sample.encode()).hexdigest()[:32]}"
+
+
+def stage_indexes(manifest: dict[str, Any]) -> list[int]:
+    return []  # StartRun takes its settings in the request itself
+
+
+def _runs(ctx: Any) -> Iterator[tuple[str, int, int, str]]:
+    """(sample, shard, position, run JSON) in plan order, read line by line."""
+    samples = ctx.samples()
+    for shard in ctx.manifest["shards"]:
+        ids = samples.filter(pl.col("shard") == shard["index"]).sort("position").get_column("id").to_list()
+        with open(os.path.join(ctx.plan_dir, shard["path"]), encoding="utf-8") as handle:
+            next(handle)  # "["
+            for position, (sample, line) in enumerate(zip(ids, handle)):
+                yield sample, shard["index"], position, line.rstrip("\n").removesuffix(",")
+
+
+def submit(ctx: Any) -> dict[str, Any]:
+    from ..errors import SubmissionError
+    from ..submit import rate_limited, request_problems
+
+    omics = None if ctx.dry_run else ctx.clients.get("omics")
+    done = ctx.ledger.done_keys()
+    pending = [run for run in _runs(ctx) if f"StartRun:{run[0]}" not in done]
+    limiter = rate_limited(ctx)
+    gate = threading.Lock()
+    failures: list[str] = []
+
+    def start(run: tuple[str, int, int, str]) -> None:
+        sample, shard, position, text = run
+        request = dict(orjson.loads(text), requestId=request_id(ctx.plan_id, sample))
+        if ctx.dry_run:
+            ctx.emit({"operation": "StartRun", "sample": sample, "problems": request_problems("omics", "StartRun", request), "request": request})
+            return
+        key = f"StartRun:{sample}"
+        with gate:
+            next(limiter)
+        ctx.ledger.intent(key, "StartRun", shard=shard, sample=sample, token=request["requestId"])
+        try:
+            response = ctx.call(f"StartRun for {sample}", omics.start_run, **request)
+        except SubmissionError as exc:
+            ctx.ledger.failure(key, str(exc))
+            ctx.ledger.upsert_samples([(sample, shard, position, None, "FAILED", None, str(exc))])
+            failures.append(f"{sample}: {exc}")
+            return
+        response.pop("ResponseMetadata", None)
+        ctx.ledger.result(key, response["id"], response)
+        ctx.ledger.upsert_samples([(sample, shard, position, response["id"], "SUCCESS", response.get("status"), None)])
+
+    with tqdm(total=len(pending), unit="run", desc="StartRun", file=sys.stderr, disable=not ctx.progress, leave=False) as bar:
+        if ctx.dry_run:
+            for run in pending:
+                start(run)
+        else:
+            with ThreadPoolExecutor(max_workers=ctx.concurrency, thread_name_prefix="planner-startrun") as pool:
+                for _ in pool.map(start, pending):
+                    bar.update(1)
+    if failures:
+        shown = "; ".join(failures[:5]) + (f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
+        raise SubmissionError(f"{len(failures)} of {len(pending)} runs could not be started ({shown}); `planner status` lists them and `planner retry` plans them again")
+    return {"backend": SPEC.name, "plan_id": ctx.plan_id, "runs_started": len(pending), "runs_already_started": ctx.manifest["runs"] - len(pending), "runs": ctx.manifest["runs"]}
+
+
+def refresh(ctx: Any) -> None:
+    omics = ctx.clients.get("omics")
+    started = {s.sample: s.remote_id for s in ctx.ledger.submissions("done") if s.kind == "StartRun" and s.remote_id}
+    if not started:
+        return
+    states: dict[str, tuple[str, str | None]] = {}
+    if len(started) > LIST_INSTEAD_OF_GET:
+        wanted = set(started.values())
+        for page in omics.get_paginator("list_runs").paginate():
+            for item in page.get("items", []):
+                if item["id"] in wanted:
+                    states[item["id"]] = (item["status"], None)
+    missing = [run_id for run_id in started.values() if run_id not in states]
+    for run_id in missing:
+        run = ctx.call(f"GetRun {run_id}", omics.get_run, id=run_id)
+        states[run_id] = (run["status"], run.get("failureReason") or run.get("statusMessage"))
+    places = {sample: (shard, position) for sample, shard, position in ctx.samples().select("id", "shard", "position").iter_rows()}
+    ctx.ledger.upsert_samples(
+        (sample, *places[sample], run_id, "SUCCESS", states[run_id][0], states[run_id][1]) for sample, run_id in started.items()
+    )
+
+
+def cancel(ctx: Any) -> int:
+    omics = ctx.clients.get("omics")
+    final = {"COMPLETED", "FAILED", "CANCELLED", "DELETED"}
+    cancelled = 0
+    states = {row[0]: row[5] for row in ctx.ledger.samples()}
+    for submission in ctx.ledger.submissions("done"):
+        if submission.kind != "StartRun" or not submission.remote_id:
+            continue
+        if states.get(submission.sample) in final:
+            continue
+        ctx.call(f"CancelRun {submission.remote_id}", omics.cancel_run, id=submission.remote_id)
+        cancelled += 1
+    return cancelled

@@ -1,0 +1,1248 @@
+"""A local AWS HealthOmics for tests and the sandbox: the run and run-batch API on loopback.
+
+``OmicsEmulator`` is an HTTP server (stdlib ``ThreadingHTTPServer`` in a background
+thread) that speaks the rest-json protocol of botocore's ``omics`` service model,
+so a plain ``boto3.client("omics", endpoint_url=emu.endpoint_url)`` talks to it::
+
+    with OmicsEmulator(s3_endpoint_url=moto_url) as emu:
+        omics = boto3.client("omics", endpoint_url=emu.endpoint_url,
+                             config=Config(inject_host_prefix=False))
+        omics.start_run_batch(...)
+
+Everything protocol-shaped comes from the model, not from code written per call:
+requests are routed by each operation's ``http.method`` and ``requestUri``; members
+are read from the URI, the query string, headers or the JSON body as the model
+places them; every request is validated against the input shape (required, types,
+``min``/``max`` lengths and values, ``enum``, ``pattern``; Java patterns are run by
+polars' regex engine through ``planner.model.to_rust_regex``, vectorised per
+pattern); responses are serialised from the output shape (ISO-8601 timestamps as
+the model asks); errors carry ``x-amzn-ErrorType`` and the status code of the
+model's error shape, so botocore raises ``client.exceptions.ValidationException``,
+``ResourceNotFoundException``, ``ConflictException`` and ``ThrottlingException``.
+
+Implemented operations: StartRun, GetRun, ListRuns, CancelRun, StartRunBatch,
+GetBatch, ListBatch, ListRunsInBatch, CancelRunBatch, DeleteBatch, DeleteRunBatch.
+Other operations of the model are routed and answered with HTTP 501.
+
+Behaviour, as the service documents it, on a timeline driven by the injected
+``clock`` in steps of ``step_seconds`` (state is advanced lazily, on each request):
+
+* A batch is PENDING for one step, SUBMITTING for the next, then submits all its
+  runs at once (INPROGRESS) and is PROCESSED when its runs have finished.
+  ``s3UriSettings`` is read from S3 synchronously and its ETag recorded; when the
+  batch submits, the object is checked again (HeadObject) and a changed or missing
+  object makes the batch FAILED with a reason naming the ETags.  The file's
+  content (a JSON array of inlineSettings-shaped objects, at most 100,000,
+  runSettingId unique) is checked at submission too: a malformed file fails the
+  batch, an invalid entry fails that run's submission (ListRunsInBatch shows
+  ``submissionStatus`` FAILED with a reason and message).
+* Each run takes its settings from ``defaultRunSetting`` overridden by its
+  entry; ``parameters``, ``runTags`` (and ``engineSettings``) are merged per key,
+  the run's value winning.
+* A run is PENDING, STARTING, RUNNING for one step each, then COMPLETED, or
+  FAILED when it falls in the deterministic failure subset: a hash of
+  ``seed``, the batch's ``requestId`` and the ``runSettingId`` (or, for StartRun,
+  ``seed`` and the run's ``requestId``) below ``failure_rate``.
+* ``requestId`` deduplicates StartRun and StartRunBatch: a repeat returns the
+  first call's run or batch and creates nothing.
+* CancelRun cancels an unfinished run (ConflictException once it has finished);
+  CancelRunBatch cancels a batch that has not finished and its unfinished runs
+  (their submissions become CANCEL_SUCCESS).
+* With ``throttle_per_second``, a token bucket (capacity one second's worth,
+  refilled in real time, not by ``clock``) answers requests over the rate with
+  HTTP 429 ThrottlingException, which botocore's retry modes retry.
+
+Test hooks: ``run_count()``, ``batch_count()``, ``requests()`` (every routed
+request as ``(operation, params)``, throttled ones included) and
+``recorded_etag(batch_id)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import hashlib
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import botocore.session
+import polars as pl
+
+from planner.model import to_rust_regex
+
+__all__ = ["OmicsEmulator"]
+
+SERVICE = "omics"
+MAX_INLINE_SETTINGS = 100
+MAX_S3_SETTINGS = 100_000
+DEFAULT_PAGE_SIZE = 100
+_UUID_NAMESPACE = uuid.UUID("5f0c6a53-8d0e-4c1e-9a56-0a2b1f0e7a11")
+
+RUN_TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "DELETED"})
+BATCH_TERMINAL = frozenset({"PROCESSED", "FAILED", "CANCELLED", "RUNS_DELETED", "RUNS_DELETE_FAILED"})
+# The members of a per-run entry merged key by key with defaultRunSetting's.
+_MERGED_PER_KEY = ("parameters", "runTags", "engineSettings")
+
+_model_lock = threading.Lock()
+_model_cache: Any = None
+
+
+def _service_model() -> Any:
+    global _model_cache
+    with _model_lock:
+        if _model_cache is None:
+            _model_cache = botocore.session.get_session().get_service_model(SERVICE)
+        return _model_cache
+
+
+# ---------------------------------------------------------------------------
+# errors
+
+
+class ServiceError(Exception):
+    """An error answer: ``code`` is the model's error shape name."""
+
+    def __init__(self, code: str, message: str, status: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status if status is not None else _error_status(code)
+
+
+def _error_status(code: str) -> int:
+    try:
+        shape = _service_model().shape_for(code)
+        return int(shape.metadata["error"]["httpStatusCode"])
+    except Exception:  # not an error shape of the model
+        return 400
+
+
+def _validation(message: str) -> ServiceError:
+    return ServiceError("ValidationException", message)
+
+
+def _not_found(message: str) -> ServiceError:
+    return ServiceError("ResourceNotFoundException", message)
+
+
+def _conflict(message: str) -> ServiceError:
+    return ServiceError("ConflictException", message)
+
+
+# ---------------------------------------------------------------------------
+# validation against the model's input shapes
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    if value is None:
+        return "null"
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"'{text}'"
+
+
+class _Validator:
+    """Collects constraint violations; patterns are checked in one polars call each.
+
+    Messages follow the service's wording: ``Value 'x' at 'path' failed to satisfy
+    constraint: Member must ...``.  ``group`` tags each problem (the entry index of
+    an s3UriSettings file) so a caller can split them per entry.
+    """
+
+    def __init__(self) -> None:
+        self._seq = 0
+        self.errors: list[tuple[int, Any, str]] = []
+        self._patterns: dict[str, list[tuple[int, Any, str, str, str]]] = {}
+
+    def _add(self, group: Any, message: str) -> None:
+        self._seq += 1
+        self.errors.append((self._seq, group, message))
+
+    def _fail(self, group: Any, value: Any, path: str, constraint: str) -> None:
+        self._add(group, f"Value {_show(value)} at '{path}' failed to satisfy constraint: {constraint}")
+
+    def check(self, shape: Any, value: Any, path: str, group: Any = None) -> None:
+        kind = shape.type_name
+        meta = shape.metadata
+        if kind == "structure":
+            if getattr(shape, "is_document_type", False):
+                return
+            if not isinstance(value, dict):
+                self._fail(group, value, path, "Member must be a structure")
+                return
+            for name in shape.required_members:
+                if value.get(name) is None:
+                    self._add(group, f"Value null at '{_join(path, name)}' failed to satisfy constraint: Member must not be null")
+            present = [name for name in shape.members if value.get(name) is not None]
+            if getattr(shape, "is_tagged_union", False) and len(present) != 1:
+                self._add(group, f"Value at '{path or 'input'}' failed to satisfy constraint: Union must have exactly one member set "
+                          f"(one of {', '.join(shape.members)}; got {len(present)})")
+            for name in present:
+                self.check(shape.members[name], value[name], _join(path, name), group)
+            return
+        if kind == "list":
+            if not isinstance(value, list):
+                self._fail(group, value, path, "Member must be a list")
+                return
+            self._length(group, value, path, meta, len(value))
+            member = shape.member
+            for index, item in enumerate(value, start=1):
+                if item is None:
+                    self._add(group, f"Value null at '{path}.{index}.member' failed to satisfy constraint: Member must not be null")
+                else:
+                    self.check(member, item, f"{path}.{index}.member", group)
+            return
+        if kind == "map":
+            if not isinstance(value, dict):
+                self._fail(group, value, path, "Member must be a map")
+                return
+            self._length(group, value, path, meta, len(value))
+            for key, item in value.items():
+                self.check(shape.key, key, f"{path}.key", group)
+                if item is None:
+                    self._add(group, f"Value null at '{path}.{key}' failed to satisfy constraint: Member must not be null")
+                else:
+                    self.check(shape.value, item, f"{path}.{key}", group)
+            return
+        if kind == "string":
+            if not isinstance(value, str):
+                self._fail(group, value, path, "Member must be of type string")
+                return
+            self._length(group, value, path, meta, len(value))
+            enum = meta.get("enum")
+            if enum and value not in enum:
+                self._fail(group, value, path, f"Member must satisfy enum value set: [{', '.join(enum)}]")
+            pattern = meta.get("pattern")
+            if pattern:
+                self._seq += 1
+                self._patterns.setdefault(pattern, []).append((self._seq, group, value, path, pattern))
+            return
+        if kind in ("integer", "long"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                self._fail(group, value, path, f"Member must be of type {kind}")
+                return
+            self._range(group, value, path, meta)
+            return
+        if kind in ("double", "float"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                self._fail(group, value, path, f"Member must be of type {kind}")
+                return
+            self._range(group, value, path, meta)
+            return
+        if kind == "boolean":
+            if not isinstance(value, bool):
+                self._fail(group, value, path, "Member must be of type boolean")
+            return
+        if kind == "timestamp":
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                self._fail(group, value, path, "Member must be a timestamp")
+            return
+        if kind == "blob":
+            if not isinstance(value, (str, bytes)):
+                self._fail(group, value, path, "Member must be a blob")
+            return
+
+    def _length(self, group: Any, value: Any, path: str, meta: dict, length: int) -> None:
+        low, high = meta.get("min"), meta.get("max")
+        if low is not None and length < low:
+            self._fail(group, value, path, f"Member must have length greater than or equal to {low}")
+        if high is not None and length > high:
+            self._fail(group, value, path, f"Member must have length less than or equal to {high}")
+
+    def _range(self, group: Any, value: Any, path: str, meta: dict) -> None:
+        low, high = meta.get("min"), meta.get("max")
+        if low is not None and value < low:
+            self._fail(group, value, path, f"Member must have value greater than or equal to {low}")
+        if high is not None and value > high:
+            self._fail(group, value, path, f"Member must have value less than or equal to {high}")
+
+    def finish(self) -> list[tuple[Any, str]]:
+        """Run the deferred pattern checks; all problems in the order met."""
+        errors = list(self.errors)
+        for pattern, checks in self._patterns.items():
+            for ok, (seq, group, value, path, java) in zip(_match_all(pattern, [c[2] for c in checks]), checks):
+                if not ok:
+                    errors.append((seq, group, f"Value {_show(value)} at '{path}' failed to satisfy constraint: "
+                                               f"Member must satisfy regular expression pattern: {java}"))
+        self._patterns = {}
+        errors.sort(key=lambda item: item[0])
+        return [(group, message) for _, group, message in errors]
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+_rust_cache: dict[str, str] = {}
+
+
+def _match_all(java_pattern: str, values: list[str]) -> list[bool]:
+    """Whole-value matches of a model (Java) pattern, in one polars call."""
+    rust = _rust_cache.get(java_pattern)
+    if rust is None:
+        rust = _rust_cache[java_pattern] = to_rust_regex(java_pattern)
+    try:
+        return [bool(v) for v in pl.Series(values, dtype=pl.String).str.contains(rust).to_list()]
+    except Exception:  # e.g. a lone surrogate from JSON: check one by one
+        out = []
+        for value in values:
+            try:
+                out.append(bool(pl.Series([value], dtype=pl.String).str.contains(rust).item()))
+            except Exception:
+                out.append(False)
+        return out
+
+
+def _validation_message(problems: list[tuple[Any, str]], limit: int = 10) -> str:
+    messages = [message for _, message in problems]
+    count = len(messages)
+    head = f"{count} validation error{'s' if count != 1 else ''} detected: "
+    shown = "; ".join(messages[:limit])
+    if count > limit:
+        shown += f"; and {count - limit} more"
+    return head + shown
+
+
+def validate_input(shape: Any, params: dict[str, Any]) -> None:
+    """Raise ValidationException when ``params`` break ``shape``'s constraints."""
+    validator = _Validator()
+    validator.check(shape, params, "")
+    problems = validator.finish()
+    if problems:
+        raise _validation(_validation_message(problems))
+
+
+# ---------------------------------------------------------------------------
+# routing and (de)serialisation from the model
+
+
+@dataclass
+class _Route:
+    operation: Any
+    method: str
+    regex: re.Pattern[str]
+    labels: dict[str, str]  # regex group -> label name
+    static_query: dict[str, str]
+    literal_length: int
+
+
+def _compile_route(operation: Any) -> _Route:
+    http = operation.http
+    path, _, query = http["requestUri"].partition("?")
+    static_query = {}
+    for part in filter(None, query.split("&")):
+        key, _, value = part.partition("=")
+        static_query[key] = value
+    labels: dict[str, str] = {}
+    pieces = []
+    literal = 0
+    for token in re.split(r"(\{[^}]+\})", path):
+        if token.startswith("{") and token.endswith("}"):
+            name = token[1:-1]
+            greedy = name.endswith("+")
+            name = name.rstrip("+")
+            group = f"g{len(labels)}"
+            labels[group] = name
+            pieces.append(f"(?P<{group}>.+)" if greedy else f"(?P<{group}>[^/]+)")
+        elif token:
+            literal += len(token)
+            pieces.append(re.escape(token))
+    pattern = "".join(pieces).rstrip("/") or ""
+    regex = re.compile(f"^{pattern}/?$")
+    return _Route(operation, http["method"].upper(), regex, labels, static_query, literal)
+
+
+class _Router:
+    def __init__(self, model: Any):
+        routes = [_compile_route(model.operation_model(name)) for name in model.operation_names]
+        # Literal paths win over labels (POST /runBatch/cancel before a {batchId}).
+        routes.sort(key=lambda route: (-route.literal_length, -len(route.static_query)))
+        self.routes = routes
+
+    def match(self, method: str, path: str, query: dict[str, list[str]]) -> tuple[Any, dict[str, str]] | None:
+        for route in self.routes:
+            if route.method != method:
+                continue
+            found = route.regex.match(path)
+            if not found:
+                continue
+            if any(key not in query or (value and query[key][0] != value) for key, value in route.static_query.items()):
+                continue
+            labels = {name: unquote(found.group(group)) for group, name in route.labels.items()}
+            return route.operation, labels
+        return None
+
+
+def _coerce(shape: Any, text: str) -> Any:
+    """A URI, query or header string as the member's type (kept raw if it does not parse)."""
+    kind = shape.type_name
+    try:
+        if kind in ("integer", "long"):
+            return int(text)
+        if kind in ("double", "float"):
+            return float(text)
+    except ValueError:
+        return text
+    if kind == "boolean":
+        return {"true": True, "false": False}.get(text.lower(), text)
+    if kind == "structure" or kind == "list" or kind == "map":
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+def parse_request(operation: Any, labels: dict[str, str], query: dict[str, list[str]],
+                  headers: Any, body: bytes) -> dict[str, Any]:
+    """The operation's input parameters, read from where the model puts each member."""
+    shape = operation.input_shape
+    params: dict[str, Any] = {}
+    if shape is None:
+        return params
+    document: Any = None
+    if body.strip():
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            raise ServiceError("SerializationException", f"Request body is not valid JSON: {exc}", 400) from exc
+    payload = shape.serialization.get("payload")
+    bound_query: set[str] = set()
+    for name, member in shape.members.items():
+        wire = member.serialization.get("name", name)
+        if member.serialization.get("location") == "querystring" and member.type_name != "map":
+            bound_query.add(wire)
+    for name, member in shape.members.items():
+        location = member.serialization.get("location")
+        wire = member.serialization.get("name", name)
+        if location == "uri":
+            if wire in labels:
+                params[name] = _coerce(member, labels[wire])
+        elif location == "querystring":
+            if member.type_name == "map":
+                extra = {k: v[0] for k, v in query.items() if k not in bound_query}
+                if extra:
+                    params[name] = extra
+            elif wire in query:
+                if member.type_name == "list":
+                    params[name] = [_coerce(member.member, v) for v in query[wire]]
+                else:
+                    params[name] = _coerce(member, query[wire][0])
+        elif location == "header":
+            value = headers.get(wire)
+            if value is not None:
+                params[name] = _coerce(member, value)
+        elif location == "headers":
+            prefix = wire.lower()
+            found = {k[len(prefix):]: v for k, v in headers.items() if k.lower().startswith(prefix)}
+            if found:
+                params[name] = found
+        elif payload == name:
+            if document is not None:
+                params[name] = document
+        elif payload is None and isinstance(document, dict):
+            if document.get(wire) is not None:
+                params[name] = document[wire]
+    if payload is None and document is not None and not isinstance(document, dict):
+        raise ServiceError("SerializationException", "Request body must be a JSON object", 400)
+    return params
+
+
+def _timestamp(value: float, fmt: str) -> Any:
+    moment = _dt.datetime.fromtimestamp(value, tz=_dt.timezone.utc)
+    if fmt == "unixTimestamp":
+        return value
+    if fmt == "rfc822":
+        return moment.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def serialize(shape: Any, value: Any, default_timestamp: str = "unixTimestamp") -> Any:
+    """A Python value as the JSON body of ``shape`` (rest-json)."""
+    if value is None:
+        return None
+    kind = shape.type_name
+    if kind == "structure":
+        if getattr(shape, "is_document_type", False):
+            return value
+        out = {}
+        for name, member in shape.members.items():
+            if member.serialization.get("location"):
+                continue
+            item = value.get(name)
+            if item is None:
+                continue
+            out[member.serialization.get("name", name)] = serialize(member, item, default_timestamp)
+        return out
+    if kind == "list":
+        return [serialize(shape.member, item, default_timestamp) for item in value]
+    if kind == "map":
+        return {key: serialize(shape.value, item, default_timestamp) for key, item in value.items()}
+    if kind == "timestamp":
+        return _timestamp(float(value), shape.serialization.get("timestampFormat", default_timestamp))
+    if kind == "blob":
+        raw = value.encode() if isinstance(value, str) else value
+        return base64.b64encode(raw).decode()
+    return value
+
+
+# ---------------------------------------------------------------------------
+# state
+
+
+@dataclass(slots=True)
+class _Run:
+    id: str
+    uuid: str
+    arn: str
+    settings: dict[str, Any]
+    created_at: float
+    fails: bool
+    request_id: str | None = None
+    batch_id: str | None = None
+    run_setting_id: str | None = None
+    source_run_id: str | None = None
+    cancelled_at: float | None = None
+    deleted_at: float | None = None
+
+
+@dataclass(slots=True)
+class _Submission:
+    run_setting_id: str
+    status: str  # the model's submissionStatus enum
+    run_id: str | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+@dataclass
+class _Batch:
+    id: str
+    uuid: str
+    arn: str
+    request_id: str
+    name: str | None
+    tags: dict[str, str] | None
+    default: dict[str, Any]
+    created_at: float
+    entries: list[dict[str, Any]] | None  # None when the S3 file could not be used
+    entry_errors: dict[int, str] = field(default_factory=dict)
+    content_error: str | None = None
+    s3: tuple[str, str, str] | None = None  # bucket, key, ETag at submission
+    status: str = "PENDING"
+    submitted_at: float | None = None
+    processed_at: float | None = None
+    failed_at: float | None = None
+    failure_reason: str | None = None
+    submissions: list[_Submission] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+
+
+class _TokenBucket:
+    def __init__(self, rate: float):
+        self.rate = float(rate)
+        self.capacity = max(1.0, self.rate)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return True
+            return False
+
+
+def _fraction(key: str) -> float:
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def _merge_settings(default: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(default)
+    for key, value in entry.items():
+        if key == "runSettingId" or value is None:
+            continue
+        if key in _MERGED_PER_KEY and isinstance(merged.get(key), dict) and isinstance(value, dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _parse_s3_uri(uri: str) -> tuple[str, str]:
+    found = re.fullmatch(r"s3://([^/]+)/(.+)", uri)
+    if not found:
+        raise _validation(f"Value '{uri}' at 'batchRunSettings.s3UriSettings' failed to satisfy constraint: "
+                          "Member must be an S3 URI of an object (s3://bucket/key)")
+    return found.group(1), found.group(2)
+
+
+# ---------------------------------------------------------------------------
+# the emulator
+
+
+class OmicsEmulator:
+    """The HealthOmics run and run-batch API on a loopback HTTP server."""
+
+    def __init__(self, *, s3_endpoint_url: str | None = None, host: str = "127.0.0.1", port: int = 0,
+                 failure_rate: float = 0.0, seed: int = 0, throttle_per_second: float | None = None,
+                 clock: Callable[[], float] = time.monotonic, step_seconds: float = 1.0,
+                 region: str = "us-east-1", account: str = "123456789012"):
+        if not 0.0 <= failure_rate <= 1.0:
+            raise ValueError("failure_rate must be within [0, 1]")
+        if throttle_per_second is not None and throttle_per_second <= 0:
+            raise ValueError("throttle_per_second must be positive")
+        self.s3_endpoint_url = s3_endpoint_url
+        self.host = host
+        self.port = port
+        self.failure_rate = failure_rate
+        self.seed = seed
+        self.clock = clock
+        self.step_seconds = float(step_seconds)
+        self.region = region
+        self.account = account
+        self.endpoint_url = ""
+        self._bucket = _TokenBucket(throttle_per_second) if throttle_per_second else None
+        self._model = _service_model()
+        self._router = _Router(self._model)
+        self._lock = threading.RLock()
+        self._s3_lock = threading.Lock()
+        self._s3_client: Any = None
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._clock0 = clock()
+        self._wall0 = time.time()
+        self._runs: dict[str, _Run] = {}
+        self._batches: dict[str, _Batch] = {}
+        self._run_requests: dict[str, str] = {}
+        self._batch_requests: dict[str, str] = {}
+        self._requests: list[tuple[str, dict[str, Any]]] = []
+        self._next_run = 1_000_000
+        self._next_batch = 9_000_000
+        self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
+            "StartRun": self._start_run,
+            "GetRun": self._get_run,
+            "ListRuns": self._list_runs,
+            "CancelRun": self._cancel_run,
+            "StartRunBatch": self._start_run_batch,
+            "GetBatch": self._get_batch,
+            "ListBatch": self._list_batch,
+            "ListRunsInBatch": self._list_runs_in_batch,
+            "CancelRunBatch": self._cancel_run_batch,
+            "DeleteBatch": self._delete_batch,
+            "DeleteRunBatch": self._delete_run_batch,
+        }
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> "OmicsEmulator":
+        if self._server is not None:
+            return self
+        server = ThreadingHTTPServer((self.host, self.port), _Handler)
+        server.daemon_threads = True
+        server.emulator = self  # type: ignore[attr-defined]
+        self._server = server
+        host, port = server.server_address[:2]
+        self.port = port
+        self.endpoint_url = f"http://{host}:{port}"
+        self._thread = threading.Thread(target=server.serve_forever, name="omics-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def __enter__(self) -> "OmicsEmulator":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- test hooks ----------------------------------------------------------
+
+    def run_count(self) -> int:
+        with self._lock:
+            self._advance(self.clock())
+            return len(self._runs)
+
+    def batch_count(self) -> int:
+        with self._lock:
+            self._advance(self.clock())
+            return len(self._batches)
+
+    def requests(self) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            return list(self._requests)
+
+    def recorded_etag(self, batch_id: str) -> str | None:
+        """The ETag of the s3UriSettings object recorded when the batch was created."""
+        with self._lock:
+            batch = self._batches.get(batch_id)
+            return batch.s3[2] if batch is not None and batch.s3 is not None else None
+
+    # -- HTTP ----------------------------------------------------------------
+
+    def handle(self, method: str, target: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP request in, (status, headers, body) out."""
+        parts = urlsplit(target)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        route = self._router.match(method.upper(), parts.path, query)
+        if route is None:
+            with self._lock:
+                self._requests.append(("UnknownOperation", {"method": method, "path": target}))
+            return self._error(ServiceError("UnknownOperationException", f"No operation matches {method} {parts.path}", 404))
+        operation, labels = route
+        try:
+            params = parse_request(operation, labels, query, headers, body)
+        except ServiceError as exc:
+            with self._lock:
+                self._requests.append((operation.name, {}))
+            return self._error(exc)
+        with self._lock:
+            self._requests.append((operation.name, params))
+        if self._bucket is not None and not self._bucket.take():
+            return self._error(ServiceError("ThrottlingException", "Rate exceeded"))
+        handler = self._handlers.get(operation.name)
+        if handler is None:
+            return self._error(ServiceError("NotImplemented", f"{operation.name} is not implemented by the emulator", 501))
+        try:
+            if operation.input_shape is not None:
+                validate_input(operation.input_shape, params)
+            result = handler(params)
+        except ServiceError as exc:
+            return self._error(exc)
+        except Exception as exc:  # a bug in the emulator: answer as the service would
+            return self._error(ServiceError("InternalServerException", f"{type(exc).__name__}: {exc}", 500))
+        return self._response(operation, result or {})
+
+    def _response(self, operation: Any, result: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        status = int(operation.http.get("responseCode", 200))
+        headers = {"Content-Type": "application/json"}
+        shape = operation.output_shape
+        if shape is None:
+            return status, headers, b""
+        for name, member in shape.members.items():
+            location = member.serialization.get("location")
+            if location == "header" and result.get(name) is not None:
+                headers[member.serialization.get("name", name)] = str(result[name])
+            elif location == "statusCode" and result.get(name) is not None:
+                status = int(result[name])
+        body = serialize(shape, result)
+        return status, headers, json.dumps(body, separators=(",", ":")).encode()
+
+    @staticmethod
+    def _error(exc: ServiceError) -> tuple[int, dict[str, str], bytes]:
+        headers = {"Content-Type": "application/json", "x-amzn-ErrorType": exc.code}
+        body = json.dumps({"message": exc.message}).encode()
+        return exc.status, headers, body
+
+    # -- time ----------------------------------------------------------------
+
+    def _wall(self, moment: float | None) -> float | None:
+        return None if moment is None else self._wall0 + (moment - self._clock0)
+
+    def _steps(self, since: float, now: float) -> float:
+        if self.step_seconds <= 0:
+            return float("inf")
+        return (now - since) / self.step_seconds
+
+    def _run_status(self, run: _Run, now: float) -> str:
+        if run.deleted_at is not None:
+            return "DELETED"
+        if run.cancelled_at is not None:
+            return "CANCELLED"
+        steps = self._steps(run.created_at, now)
+        if steps < 1:
+            return "PENDING"
+        if steps < 2:
+            return "STARTING"
+        if steps < 3:
+            return "RUNNING"
+        return "FAILED" if run.fails else "COMPLETED"
+
+    def _run_times(self, run: _Run, now: float) -> tuple[float | None, float | None]:
+        step = self.step_seconds
+        started = run.created_at + 2 * step
+        stopped = run.created_at + 3 * step
+        end = run.cancelled_at
+        start_time = started if started <= now and (end is None or started <= end) else None
+        stop_time = end if end is not None else (stopped if stopped <= now else None)
+        return start_time, stop_time
+
+    def _advance(self, now: float) -> None:
+        """Move every unfinished batch along its timeline up to ``now``."""
+        step = self.step_seconds
+        for batch in self._batches.values():
+            if batch.status == "PENDING" and now >= batch.created_at + step:
+                batch.status = "SUBMITTING"
+            if batch.status == "SUBMITTING" and now >= batch.created_at + 2 * step:
+                self._submit(batch, batch.created_at + 2 * step)
+            if batch.status == "INPROGRESS" and batch.processed_at is not None and now >= batch.processed_at:
+                batch.status = "PROCESSED"
+
+    def _fail_batch(self, batch: _Batch, moment: float, reason: str) -> None:
+        batch.status = "FAILED"
+        batch.failed_at = moment
+        batch.failure_reason = reason
+
+    def _submit(self, batch: _Batch, moment: float) -> None:
+        if batch.s3 is not None:
+            bucket, key, etag = batch.s3
+            try:
+                head = self._s3().head_object(Bucket=bucket, Key=key)
+                current = head.get("ETag")
+            except Exception as exc:  # gone, or S3 unreachable
+                self._fail_batch(batch, moment, f"The s3UriSettings object s3://{bucket}/{key} could not be read at submission "
+                                                f"({_client_error_code(exc)}); its ETag was {etag} when the batch was created")
+                return
+            if current != etag:
+                self._fail_batch(batch, moment, f"The s3UriSettings object s3://{bucket}/{key} was modified after the batch was "
+                                                f"created: ETag {etag} recorded at creation, ETag {current} at submission")
+                return
+        if batch.content_error is not None or batch.entries is None:
+            self._fail_batch(batch, moment, batch.content_error or "The run settings could not be read")
+            return
+        for index, entry in enumerate(batch.entries):
+            setting_id = entry["runSettingId"]
+            problem = batch.entry_errors.get(index)
+            merged = _merge_settings(batch.default, entry)
+            if problem is None and not merged.get("outputUri"):
+                problem = f"Value null at 'outputUri' failed to satisfy constraint: Member must not be null (runSettingId {setting_id})"
+            if problem is not None:
+                batch.submissions.append(_Submission(setting_id, "FAILED", reason="ValidationException", message=problem))
+                continue
+            tags = merged.pop("runTags", None)
+            merged.pop("outputBucketOwnerId", None)
+            if tags:
+                merged["tags"] = tags
+            fails = _fraction(f"{self.seed}\x1f{batch.request_id}\x1f{setting_id}") < self.failure_rate
+            run = self._new_run(merged, moment, fails, batch_id=batch.id, run_setting_id=setting_id)
+            batch.run_ids.append(run.id)
+            batch.submissions.append(_Submission(setting_id, "SUCCESS", run_id=run.id))
+        batch.status = "INPROGRESS"
+        batch.submitted_at = moment
+        batch.processed_at = moment + 3 * self.step_seconds if batch.run_ids else moment
+
+    # -- S3 --------------------------------------------------------------------
+
+    def _s3(self) -> Any:
+        with self._s3_lock:
+            if self._s3_client is None:
+                import boto3
+                from botocore.config import Config
+
+                session = boto3.session.Session()
+                kwargs: dict[str, Any] = {}
+                if session.get_credentials() is None:  # a sandbox without credentials
+                    kwargs = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+                self._s3_client = session.client(
+                    "s3", endpoint_url=self.s3_endpoint_url, region_name=self.region,
+                    config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 3}),
+                    **kwargs,
+                )
+            return self._s3_client
+
+    # -- runs ----------------------------------------------------------------
+
+    def _new_run(self, settings: dict[str, Any], moment: float, fails: bool, **extra: Any) -> _Run:
+        self._next_run += 1
+        run_id = str(self._next_run)
+        settings.setdefault("workflowType", "PRIVATE")
+        settings.setdefault("storageType", "STATIC")
+        settings.setdefault("retentionMode", "RETAIN")
+        if settings["storageType"] == "STATIC":
+            settings.setdefault("storageCapacity", 1200)
+        run = _Run(
+            id=run_id,
+            uuid=str(uuid.uuid5(_UUID_NAMESPACE, f"run/{run_id}")),
+            arn=f"arn:aws:omics:{self.region}:{self.account}:run/{run_id}",
+            settings=settings,
+            created_at=moment,
+            fails=fails,
+            **extra,
+        )
+        self._runs[run_id] = run
+        return run
+
+    def _run_output_uri(self, run: _Run) -> str | None:
+        base = run.settings.get("outputUri")
+        if not base:
+            return None
+        if run.settings.get("outputUriPrefixMode") == "NONE_WITH_OVERWRITE":
+            return base
+        return f"{base.rstrip('/')}/{run.id}"
+
+    def _find_run(self, run_id: str) -> _Run:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise _not_found(f"Run {run_id} not found")
+        return run
+
+    def _start_run(self, params: dict[str, Any]) -> dict[str, Any]:
+        now = self.clock()
+        with self._lock:
+            self._advance(now)
+            request_id = params["requestId"]
+            existing = self._run_requests.get(request_id)
+            if existing is not None:
+                run = self._runs[existing]
+            else:
+                settings = {k: v for k, v in params.items() if k not in ("requestId", "runId")}
+                source = None
+                if params.get("runId") is not None:
+                    source = self._find_run(params["runId"])
+                    settings = {**source.settings, **settings}
+                elif params.get("workflowId") is None:
+                    raise _validation("Value null at 'workflowId' failed to satisfy constraint: "
+                                      "workflowId or runId must be provided")
+                fails = _fraction(f"{self.seed}\x1f{request_id}") < self.failure_rate
+                run = self._new_run(settings, now, fails, request_id=request_id,
+                                    source_run_id=source.id if source else None)
+                self._run_requests[request_id] = run.id
+            return {
+                "arn": run.arn, "id": run.id, "status": self._run_status(run, now), "tags": run.settings.get("tags"),
+                "uuid": run.uuid, "runOutputUri": self._run_output_uri(run),
+            }
+
+    def _get_run(self, params: dict[str, Any]) -> dict[str, Any]:
+        now = self.clock()
+        with self._lock:
+            self._advance(now)
+            run = self._find_run(params["id"])
+            status = self._run_status(run, now)
+            start, stop = self._run_times(run, now)
+            out = dict(run.settings)
+            out.update({
+                "arn": run.arn, "id": run.id, "uuid": run.uuid, "status": status, "batchId": run.batch_id,
+                "runId": run.source_run_id, "creationTime": self._wall(run.created_at),
+                "startTime": self._wall(start), "stopTime": self._wall(stop),
+                "runOutputUri": self._run_output_uri(run),
+                "startedBy": f"arn:aws:iam::{self.account}:user/omics-emulator",
+            })
+            if status == "FAILED":
+                out["failureReason"] = "WORKFLOW_RUN_FAILED"
+                out["statusMessage"] = (f"Emulated failure (failure_rate={self.failure_rate}, seed={self.seed})")
+            elif status == "CANCELLED":
+                out["statusMessage"] = "Run cancelled"
+            return out
+
+    def _run_summary(self, run: _Run, now: float) -> dict[str, Any]:
+        start, stop = self._run_times(run, now)
+        out = {key: run.settings.get(key) for key in ("workflowId", "name", "priority", "storageCapacity",
+                                                       "storageType", "workflowVersionName")}
+        out.update({
+            "arn": run.arn, "id": run.id, "status": self._run_status(run, now), "batchId": run.batch_id,
+            "creationTime": self._wall(run.created_at), "startTime": self._wall(start), "stopTime": self._wall(stop),
+        })
+        return out
+
+    def _list_runs(self, params: dict[str, Any]) -> dict[str, Any]:
+        now = self.clock()
+        with self._lock:
+            self._advance(now)
+            runs = list(self._runs.values())
+            if params.get("name") is not None:
+                runs = [r for r in runs if r.settings.get("name") == params["name"]]
+            if params.get("runGroupId") is not None:
+                runs = [r for r in runs if r.settings.get("runGroupId") == params["runGroupId"]]
+            if params.get("batchId") is not None:
+                runs = [r for r in runs if r.batch_id == params["batchId"]]
+            if params.get("status") is not None:
+                runs = [r for r in runs if self._run_status(r, now) == params["status"]]
+            page, token = _page(runs, params.get("startingToken"), params.get("maxResults"))
+            return {"items": [self._run_summary(r, now) for r in page], "nextToken": token}
+
+    def _cancel_run(self, params: dict[str, Any]) -> None:
+        now = self.clock()
+        with self._lock:
+            self._advance(now)
+            run = self._find_run(params["id"])
+            status = self._run_status(run, now)
+            if status in RUN_TERMINAL:
+                raise _conflict(f"Run {run.id} is {status} and cannot be cancelled")
+            run.cancelled_at = now
+
+    # -- batches ---------------------------------------------------------------
+
+    def _find_batch(self, batch_id: str) -> _Batch:
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            raise _not_found(f"Run batch {batch_id} not found")
+        return batch
+
+    def _start_run_batch(self, params: dict[str, Any]) -> dict[str, Any]:
+        request_id = params["requestId"]
+        default = params["defaultRunSetting"]
+        settings = params["batchRunSettings"]
+        if default.get("workflowType") == "READY2RUN":
+            raise _validation("Value 'READY2RUN' at 'defaultRunSetting.workflowType' failed to satisfy constraint: "
+                              "Batch runs are not supported with READY2RUN workflows")
+        if default.get("cacheBehavior") is not None and default.get("cacheId") is None:
+            raise _validation("Value null at 'defaultRunSetting.cacheId' failed to satisfy constraint: "
+                              "cacheBehavior requires cacheId")
+        with self._lock:
+            existing = self._batch_requests.get(request_id)
+            if existing is not None:
+                return self._batch_created(self._batches[existing])
+        entries: list[dict[str, Any]] | None = None
+        entry_errors: dict[int, str] = {}
+        content_error: str | None = None
+        s3_ref: tuple[str, str, str] | None = None
+        if settings.get("inlineSettings") is not None:
+            entries = settings["inlineSettings"]
+            seen: set[str] = set()
+            for index, entry in enumerate(entries, start=1):
+                if entry["runSettingId"] in seen:
+                    raise _validation(f"Value '{entry['runSettingId']}' at 'batchRunSettings.inlineSettings.{index}.member."
+                                      "runSettingId' failed to satisfy constraint: runSettingId must be unique within the batch")
+                seen.add(entry["runSettingId"])
+        else:
+            bucket, key = _parse_s3_uri(settings["s3UriSettings"])
+            try:
+                obj = self._s3().get_object(Bucket=bucket, Key=key)
+                data = obj["Body"].read()
+                etag = obj["ETag"]
+            except Exception as exc:
+                raise _validation(f"Unable to read s3UriSettings s3://{bucket}/{key}: {_client_error_code(exc)}") from exc
+            s3_ref = (bucket, key, etag)
+            entries, entry_errors, content_error = self._read_settings_file(data)
+        now = self.clock()
+        with self._lock:
+            self._advance(now)
+            existing = self._batch_requests.get(request_id)  # a concurrent twin won the race
+            if existing is not None:
+                return self._batch_created(self._batches[existing])
+            self._next_batch += 1
+            batch_id = str(self._next_batch)
+            batch = _Batch(
+                id=batch_id,
+                uuid=str(uuid.uuid5(_UUID_NAMESPACE, f"runBatch/{batch_id}")),
+                arn=f"arn:aws:omics:{self.region}:{self.account}:runBatch/{batch_id}",
+                request_id=request_id, name=params.get("batchName"), tags=params.get("tags"),
+                default=dict(default), created_at=now, entries=entries, entry_errors=entry_errors,
+                content_error=content_error, s3=s3_ref,
+            )
+            self._batches[batch_id] = batch
+            self._batch_requests[request_id] = batch_id
+            return self._batch_created(batch)
+
+    def _read_settings_file(self, data: bytes) -> tuple[list[dict[str, Any]] | None, dict[int, str], str | None]:
+        """Entries, per-entry problems and a whole-file problem of an s3UriSettings file."""
+        try:
+            entries = json.loads(data)
+        except ValueError as exc:
+            return None, {}, f"The s3UriSettings file is not valid JSON: {exc}"
+        if not isinstance(entries, list):
+            return None, {}, "The s3UriSettings file must be a JSON array of run settings"
+        if not entries:
+            return None, {}, "The s3UriSettings file has no run settings"
+        if len(entries) > MAX_S3_SETTINGS:
+            return None, {}, f"The s3UriSettings file has {len(entries)} run settings; at most {MAX_S3_SETTINGS} are allowed"
+        seen: set[str] = set()
+        for index, entry in enumerate(entries):
+            setting_id = entry.get("runSettingId") if isinstance(entry, dict) else None
+            if not isinstance(setting_id, str) or not setting_id:
+                return None, {}, f"Run setting {index} of the s3UriSettings file has no runSettingId"
+            if setting_id in seen:
+                return None, {}, f"Duplicate runSettingId '{setting_id}' in the s3UriSettings file"
+            seen.add(setting_id)
+        member = self._model.operation_model("StartRunBatch").input_shape.members["batchRunSettings"] \
+            .members["inlineSettings"].member
+        validator = _Validator()
+        for index, entry in enumerate(entries):
+            validator.check(member, entry, f"[{index}]", group=index)
+        problems: dict[int, list[str]] = {}
+        for group, message in validator.finish():
+            problems.setdefault(group, []).append(message)
+        return entries, {i: _validation_message([(i, m) for m in ms]) for i, ms in problems.items()}, None
+
+    def _batch_created(self, batch: _Batch) -> dict[str, Any]:
+        return {"id": batch.id, "arn": batch.arn, "status": batch.status, "uuid": batch.uuid, "tags": batch.tags}
+
+    def _get_batch(self, params: dict[str, Any]) -> dict[str, Any]:
+        now = self.clock()
+        with self._lock:
+            self._advance(now)
+            batch = self._find_batch(params["batchId"])
+            counts = {status: 0 for status in ("PENDING", "STARTING", "RUNNING", "STOPPING", "COMPLETED", "DELETED",
+                                               "FAILED", "CANCELLED")}
+            for run_id in batch.run_ids:
+                counts[self._run_status(self._runs[run_id], now)] += 1
+            subs = {status: 0 for status in ("SUCCESS", "FAILED", "CANCEL_SUCCESS", "CANCEL_FAILED",
+                                             "DELETE_SUCCESS", "DELETE_FAILED")}
+            for sub in batch.submissions:
+                subs[sub.status] += 1
+            total = len(batch.entries) if batch.entries is not None else 0
+            started = sum(1 for sub in batch.submissions if sub.run_id is not None)
+            pending = total - len(batch.submissions) if batch.status in ("PENDING", "SUBMITTING") else 0
+            return {
+                "id": batch.id, "arn": batch.arn, "uuid": batch.uuid, "name": batch.name, "status": batch.status,
+                "tags": batch.tags, "totalRuns": total, "defaultRunSetting": batch.default,
+                "submissionSummary": {
+                    "successfulStartSubmissionCount": started,
+                    "failedStartSubmissionCount": subs["FAILED"],
+                    "pendingStartSubmissionCount": pending,
+                    "successfulCancelSubmissionCount": subs["CANCEL_SUCCESS"],
+                    "failedCancelSubmissionCount": subs["CANCEL_FAILED"],
+                    "successfulDeleteSubmissionCount": subs["DELETE_SUCCESS"],
+                    "failedDeleteSubmissionCount": subs["DELETE_FAILED"],
+                },
+                "runSummary": {
+                    "pendingRunCount": counts["PENDING"], "startingRunCount": counts["STARTING"],
+                    "runningRunCount": counts["RUNNING"], "stoppingRunCount": counts["STOPPING"],
+                    "completedRunCount": counts["COMPLETED"], "deletedRunCount": counts["DELETED"],
+                    "failedRunCount": counts["FAILED"], "cancelledRunCount": counts["CANCELLED"],
+                },
+                "creationTime": self._wall(batch.created_at), "submittedTime": self._wall(batch.submitted_at),
+                "processedTime": self._wall(batch.processed_at if batch.status == "PROCESSED" else None),
+                "failedTime": self._wall(batch.failed_at), "failureReason": batch.failure_reason,
+            }
+
+    def _list_batch(self, params: dict[str, Any]) -> dict[str, Any]:
+        now = self.clock()
+        with self._lock:
+            self._advance(now)
+            batches = list(self._batches.values())
+            if params.get("status") is not None:
+                batches = [b for b in batches if b.status == params["status"]]
+            if params.get("name") is not None:
+                batches = [b for b in batches if b.name == params["name"]]
+            if params.get("runGroupId") is not None:
+                batches = [b for b in batches if b.default.get("runGroupId") == params["runGroupId"]]
+            page, token = _page(batches, params.get("startingToken"), params.get("maxItems"))
+            items = [{
+                "id": b.id, "name": b.name, "status": b.status, "createdAt": self._wall(b.created_at),
+                "totalRuns": len(b.entries) if b.entries is not None else 0, "workflowId": b.default.get("workflowId"),
+            } for b in page]
+            return {"items": items, "nextToken": token}
+
+    def _list_runs_in_batch(self, params: dict[str, Any]) -> dict[str, Any]:
+        now = self.clock()
+        with self._lock:
+            self._advance(now)
+            batch = self._find_batch(params["batchId"])
+            subs = batch.submissions
+            if params.get("submissionStatus") is not None:
+                subs = [s for s in subs if s.status == params["submissionStatus"]]
+            if params.get("runSettingId") is not None:
+                subs = [s for s in subs if s.run_setting_id == params["runSettingId"]]
+            if params.get("runId") is not None:
+                subs = [s for s in subs if s.run_id == params["runId"]]
+            page, token = _page(subs, params.get("startingToken"), params.get("maxItems"))
+            runs = []
+            for sub in page:
+                run = self._runs.get(sub.run_id) if sub.run_id else None
+                runs.append({
+                    "runSettingId": sub.run_setting_id, "runId": sub.run_id,
+                    "runInternalUuid": run.uuid if run else None, "runArn": run.arn if run else None,
+                    "submissionStatus": sub.status, "submissionFailureReason": sub.reason,
+                    "submissionFailureMessage": sub.message,
+                })
+            return {"runs": runs, "nextToken": token}
+
+    def _cancel_run_batch(self, params: dict[str, Any]) -> None:
+        now = self.clock()
+        with self._lock:
+            self._advance(now)
+            batch = self._find_batch(params["batchId"])
+            if batch.status in BATCH_TERMINAL:
+                raise _conflict(f"Run batch {batch.id} is {batch.status} and cannot be cancelled")
+            for sub in batch.submissions:
+                if sub.run_id is None:
+                    continue
+                run = self._runs[sub.run_id]
+                if self._run_status(run, now) not in RUN_TERMINAL:
+                    run.cancelled_at = now
+                    sub.status = "CANCEL_SUCCESS"
+            batch.status = "CANCELLED"
+            batch.processed_at = None
+
+    def _delete_batch(self, params: dict[str, Any]) -> None:
+        with self._lock:
+            self._advance(self.clock())
+            batch = self._find_batch(params["batchId"])
+            if batch.status not in BATCH_TERMINAL:
+                raise _conflict(f"Run batch {batch.id} is {batch.status}; only a finished batch can be deleted")
+            del self._batches[batch.id]
+
+    def _delete_run_batch(self, params: dict[str, Any]) -> None:
+        now = self.clock()
+        with self._lock:
+            self._advance(now)
+            batch = self._find_batch(params["batchId"])
+            if batch.status not in ("PROCESSED", "CANCELLED", "FAILED"):
+                raise _conflict(f"Run batch {batch.id} is {batch.status}; its runs can be deleted once it has finished")
+            for sub in batch.submissions:
+                if sub.run_id is None:
+                    continue
+                run = self._runs[sub.run_id]
+                if self._run_status(run, now) in RUN_TERMINAL:
+                    run.deleted_at = now
+                    sub.status = "DELETE_SUCCESS"
+                else:
+                    sub.status = "DELETE_FAILED"
+            batch.status = "RUNS_DELETED"
+
+
+def _page(items: list[Any], token: str | None, size: int | None) -> tuple[list[Any], str | None]:
+    start = 0
+    if token is not None:
+        if not token.isdigit() or int(token) > len(items):
+            raise _validation(f"Value '{token}' at 'startingToken' failed to satisfy constraint: Invalid pagination token")
+        start = int(token)
+    size = size or DEFAULT_PAGE_SIZE
+    end = start + size
+    return items[start:end], (str(end) if end < len(items) else None)
+
+
+def _client_error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error", {})
+        return str(error.get("Code") or error.get("Message") or exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "OmicsEmulator/1.0"
+
+    def _dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        emulator: OmicsEmulator = self.server.emulator  # type: ignore[attr-defined]
+        status, headers, payload = emulator.handle(self.command, self.path, self.headers, body)
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _dispatch
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+        pass
