@@ -86,32 +86,43 @@ class Plan:
     # The rows, checked and encoded.
 
     def _frame(self) -> tuple[pl.LazyFrame, list[Problem], set[str]]:
-        """The sheet as one row per run, the problems found across rows, and ids to reject."""
-        ident = self.sheet.id_column
+        """The sheet as one row per run, problems found across rows, and ids to reject whole."""
         with polars_errors(self.sheet.path):
-            frame = self.sheet.frame.with_columns(pl.col(ident).cast(pl.String).alias(ID))
+            frame = self.sheet.frame.with_columns(pl.col(self.sheet.id_column).cast(pl.String).alias(ID))
             if self.options.group:
                 return self._grouped(frame)
-            ids = frame.select(ROW, ID).collect()
-        self.rows = ids.height
-        if self.rows == 0:
-            raise SheetError(f"{self.sheet.path}: the sheet has a header but no rows")
         if self.options.list_columns:
             raise InputError("--list-columns goes with --group")
-        repeated = (
-            ids.filter(pl.col(ID).is_duplicated() & pl.col(ID).is_not_null())
-            .group_by(ID, maintain_order=True)
-            .agg(pl.col(ROW))
-        )
+        return frame, [], set()
+
+    def _repeated_ids(self, hashes: list[pl.DataFrame]) -> tuple[list[Problem], set[str]]:
+        """Ids that appear on several rows, found from 8-byte hashes kept while streaming.
+
+        Keeping hashes, not ids, bounds this check at 16 bytes a row; the few rows whose
+        hashes repeat are then read again to name the ids (and rule out hash collisions).
+        """
+        if not hashes:
+            return [], set()
+        seen = pl.concat(hashes)
+        suspects = seen.filter(pl.col("__hash").is_duplicated()).get_column(ROW)
+        if suspects.len() == 0:
+            return [], set()
+        with polars_errors(self.sheet.path):
+            rows = (
+                self.sheet.frame.filter(pl.col(ROW).is_in(suspects.implode()))
+                .select(ROW, pl.col(self.sheet.id_column).cast(pl.String).alias(ID))
+                .collect()
+            )
+        repeated = rows.filter(pl.col(ID).is_duplicated()).group_by(ID, maintain_order=True).agg(pl.col(ROW).sort())
         problems = [
             Problem(
-                rows[0], sample, ident, sample, "unique",
-                f"id appears in rows {_rows(rows)}; ids must be unique "
+                rows_of[0], sample, self.sheet.id_column, sample, "unique",
+                f"id appears in rows {_rows(rows_of)}; ids must be unique "
                 "(for several rows per sample, e.g. one per lane, use --group --list-columns fastq_1,fastq_2)",
             )
-            for sample, rows in repeated.iter_rows()
+            for sample, rows_of in repeated.sort(pl.col(ROW).list.first()).iter_rows()
         ]
-        return frame, problems, set(repeated.get_column(ID).to_list())
+        return problems, set(repeated.get_column(ID).to_list())
 
     def _grouped(self, frame: pl.LazyFrame) -> tuple[pl.LazyFrame, list[Problem], set[str]]:
         columns = [c for c in self.sheet.columns if c != self.sheet.id_column]
@@ -167,15 +178,25 @@ class Plan:
         query = frame.select(ROW, ID, pl.when(why != "").then(why).alias(WHY), *values, RUN)
         return query, checks
 
-    def _batches(self, mode: str, progress: bool) -> Iterator[pl.DataFrame]:
-        """Checked and encoded batches; problems accumulate in ``self.problems``."""
-        frame, problems, rejected_ids = self._frame()
+    def _batches(self, mode: str, progress: bool, rejected_ids: set[str] | None = None) -> Iterator[pl.DataFrame]:
+        """Checked and encoded batches; problems accumulate in ``self.problems``.
+
+        Repeated ids are found only at the end of the stream.  When ``rejected_ids``
+        is given (the second pass of --skip-invalid), their rows are rejected as they come.
+        """
+        frame, problems, grouped_rejects = self._frame()
         self.problems = list(problems)
-        query, checks = self._query(frame, rejected_ids, mode)
-        bar = tqdm(total=self.rows, unit="row", desc="plan", file=sys.stderr, disable=not progress, leave=False)
+        self.rows = 0
+        check_ids = not self.options.group and rejected_ids is None
+        query, checks = self._query(frame, grouped_rejects | (rejected_ids or set()), mode)
+        hashes: list[pl.DataFrame] = []
+        bar = tqdm(unit="row", desc="plan", file=sys.stderr, disable=not progress, leave=False)
         try:
             with polars_errors(self.sheet.path):
                 for batch in query.collect_batches(chunk_size=self.options.batch_rows):
+                    self.rows += batch.height
+                    if check_ids:
+                        hashes.append(batch.filter(pl.col(ID).is_not_null()).select(ROW, pl.col(ID).hash(seed=1).alias("__hash")))
                     bad = batch.filter(pl.col(WHY).is_not_null())
                     if bad.height:
                         self.problems += _problems(bad, checks)
@@ -184,12 +205,27 @@ class Plan:
                     yield batch.select(ROW, ID, RUN)
         finally:
             bar.close()
+        if self.rows == 0:
+            raise SheetError(f"{self.sheet.path}: the sheet has a header but no rows")
+        if check_ids:
+            self.repeated_problems, self.repeated_ids = self._repeated_ids(hashes)
+        self.problems += self.repeated_problems
         self.problems.sort(key=lambda p: (p.row or 0))
+
+    def _passes(self, mode: str, progress: bool) -> Iterator[Iterator[pl.DataFrame]]:
+        """One pass over the sheet; a second when --skip-invalid must drop repeated ids."""
+        self.repeated_problems: list[Problem] = []
+        self.repeated_ids: set[str] = set()
+        yield self._batches(mode, progress)
+        if self.repeated_ids and self.options.skip_invalid:
+            yield self._batches(mode, progress, rejected_ids=self.repeated_ids)
 
     def runs(self, merged: bool = True) -> pl.DataFrame:
         """Every valid run as a row: ``row``, ``id`` and ``run`` (the JSON sent, or the merged view)."""
         mode = MERGED if merged or not self.spec.server_merge else OWN
-        parts = list(self._batches(mode, progress=False))
+        parts: list[pl.DataFrame] = []
+        for batches in self._passes(mode, progress=False):
+            parts = list(batches)
         self._raise_problems()
         out = pl.concat(parts) if parts else pl.DataFrame(schema={ROW: pl.UInt32, ID: pl.String, RUN: pl.String})
         return out.rename({ROW: "row", ID: "id", RUN: "run"})
@@ -207,19 +243,21 @@ class Plan:
 
     def _write_into(self, directory: str, progress: bool) -> dict[str, Any]:
         mode = OWN if self.spec.server_merge else MERGED
-        writer = ShardWriter(directory, max_entries=self.max_entries, max_bytes=self.max_bytes, part_size=self.part_size, min_entries=self.spec.min_entries)
-        samples: list[pl.DataFrame] = []
-        try:
-            for batch in self._batches(mode, progress):
-                if self.problems and not self.options.skip_invalid:
-                    continue  # keep checking to report every problem, but write nothing more
-                writer.add(batch.get_column(ID), batch.get_column(RUN))
-                samples.append(batch.select(pl.col(ROW).cast(pl.Int64).alias("row"), pl.col(ID).alias("id")))
-            self._raise_problems()
-        except BaseException:
-            writer.abort()
-            raise
-        shards = writer.close()
+        for batches in self._passes(mode, progress):
+            shutil.rmtree(os.path.join(directory, "shards"), ignore_errors=True)  # a second pass starts afresh
+            writer = ShardWriter(directory, max_entries=self.max_entries, max_bytes=self.max_bytes, part_size=self.part_size, min_entries=self.spec.min_entries)
+            samples: list[pl.DataFrame] = []
+            try:
+                for batch in batches:
+                    if self.problems and not self.options.skip_invalid:
+                        continue  # keep checking to report every problem, but write nothing more
+                    writer.add(batch.get_column(ID), batch.get_column(RUN))
+                    samples.append(batch.select(pl.col(ROW).cast(pl.Int64).alias("row"), pl.col(ID).alias("id")))
+                self._raise_problems()
+            except BaseException:
+                writer.abort()
+                raise
+            shards = writer.close()
         if not shards:
             raise ValidationError(self.problems) if self.problems else SheetError(f"{self.sheet.path}: no runs to plan")
         if self.problems:
