@@ -15,7 +15,9 @@ import glob as globlib
 import hashlib
 import io
 import os
+import shutil
 import tempfile
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,10 +78,11 @@ def open_sheet(
     for column, kind in types.items():
         if kind not in SHEET_TYPES:
             raise DefaultsError(f"[sheet.types] {column} = {kind!r}: unknown type; use one of {', '.join(SHEET_TYPES)}")
+    downloaded: str | None = None
     if isinstance(source, (pl.DataFrame, pl.LazyFrame)):
         frame, label, digest = _from_frame(source)
     else:
-        frame, label, digest = _from_path(str(source), s3_client)
+        frame, label, digest, downloaded = _from_path(str(source), s3_client)
     columns = [c for c in frame.collect_schema().names() if c != ROW]
     _check_header(columns, label)
     chosen = _choose_id_column(columns, id_column, label)
@@ -89,7 +92,11 @@ def open_sheet(
     schema = frame.collect_schema()
     frame, raw_json = _apply_types(frame, schema, types)
     checks = [(c, k) for c, k in types.items() if k != "string" and schema[c] == pl.String]
-    return Sheet(frame=frame, columns=columns, id_column=chosen, path=label, sha256=digest, raw_json=raw_json, type_problems=checks)
+    sheet = Sheet(frame=frame, columns=columns, id_column=chosen, path=label, sha256=digest, raw_json=raw_json, type_problems=checks)
+    if downloaded is not None:
+        # The frame reads the downloaded copy lazily: remove it when the sheet is gone.
+        weakref.finalize(sheet, shutil.rmtree, downloaded, True)
+    return sheet
 
 
 def _from_frame(source: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, str, str]:
@@ -105,8 +112,10 @@ def _from_frame(source: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, str,
     return frame.with_row_index(ROW, offset=1), "<frame>", digest.hexdigest()
 
 
-def _from_path(path: str, s3_client: Any) -> tuple[pl.LazyFrame, str, str]:
+def _from_path(path: str, s3_client: Any) -> tuple[pl.LazyFrame, str, str, str | None]:
+    """The scan of a local or S3 sheet, its label and hash, and the folder of a downloaded copy."""
     files = _resolve(path, s3_client)
+    downloaded = os.path.dirname(files[0]) if path.startswith("s3://") else None
     suffix = _suffix(files[0])
     if any(_suffix(f) != suffix for f in files):
         raise SheetError(f"{path}: the glob matches sheets of different formats")
@@ -127,7 +136,7 @@ def _from_path(path: str, s3_client: Any) -> tuple[pl.LazyFrame, str, str]:
         else:
             raise SheetError(f"{path}: unknown sheet format {suffix!r}; use .csv, .tsv, .tab, .parquet, .ndjson or .jsonl")
         frame.collect_schema()
-    return frame.with_row_index(ROW, offset=1), path, digest.hexdigest()
+    return frame.with_row_index(ROW, offset=1), path, digest.hexdigest(), downloaded
 
 
 def _suffix(file: str) -> str:
