@@ -627,6 +627,8 @@ class OmicsEmulator:
         self._clock0 = clock()
         self._wall0 = time.time()
         self._runs: dict[str, _Run] = {}
+        self._run_order: list[_Run] = []
+        self._runs_by_batch: dict[str, list[_Run]] = {}
         self._batches: dict[str, _Batch] = {}
         self._run_requests: dict[str, str] = {}
         self._batch_requests: dict[str, str] = {}
@@ -659,7 +661,8 @@ class OmicsEmulator:
         host, port = server.server_address[:2]
         self.port = port
         self.endpoint_url = f"http://{host}:{port}"
-        self._thread = threading.Thread(target=server.serve_forever, name="omics-emulator", daemon=True)
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="omics-emulator", daemon=True)
         self._thread.start()
         return self
 
@@ -883,6 +886,9 @@ class OmicsEmulator:
             **extra,
         )
         self._runs[run_id] = run
+        self._run_order.append(run)
+        if run.batch_id is not None:
+            self._runs_by_batch.setdefault(run.batch_id, []).append(run)
         return run
 
     def _run_output_uri(self, run: _Run) -> str | None:
@@ -961,16 +967,17 @@ class OmicsEmulator:
         now = self.clock()
         with self._lock:
             self._advance(now)
-            runs = list(self._runs.values())
-            if params.get("name") is not None:
-                runs = [r for r in runs if r.settings.get("name") == params["name"]]
-            if params.get("runGroupId") is not None:
-                runs = [r for r in runs if r.settings.get("runGroupId") == params["runGroupId"]]
-            if params.get("batchId") is not None:
-                runs = [r for r in runs if r.batch_id == params["batchId"]]
-            if params.get("status") is not None:
-                runs = [r for r in runs if self._run_status(r, now) == params["status"]]
-            page, token = _page(runs, params.get("startingToken"), params.get("maxResults"))
+            batch_id = params.get("batchId")
+            runs = self._runs_by_batch.get(batch_id, []) if batch_id is not None else self._run_order
+            name, group, status = params.get("name"), params.get("runGroupId"), params.get("status")
+
+            def keep(run: _Run) -> bool:
+                return ((name is None or run.settings.get("name") == name)
+                        and (group is None or run.settings.get("runGroupId") == group)
+                        and (status is None or self._run_status(run, now) == status))
+
+            plain = name is None and group is None and status is None
+            page, token = _page(runs, params.get("startingToken"), params.get("maxResults"), None if plain else keep)
             return {"items": [self._run_summary(r, now) for r in page], "nextToken": token}
 
     def _cancel_run(self, params: dict[str, Any]) -> None:
@@ -1124,12 +1131,9 @@ class OmicsEmulator:
         with self._lock:
             self._advance(now)
             batches = list(self._batches.values())
-            if params.get("status") is not None:
-                batches = [b for b in batches if b.status == params["status"]]
-            if params.get("name") is not None:
-                batches = [b for b in batches if b.name == params["name"]]
-            if params.get("runGroupId") is not None:
-                batches = [b for b in batches if b.default.get("runGroupId") == params["runGroupId"]]
+            status, name, group = params.get("status"), params.get("name"), params.get("runGroupId")
+            batches = [b for b in batches if (status is None or b.status == status) and (name is None or b.name == name)
+                       and (group is None or b.default.get("runGroupId") == group)]
             page, token = _page(batches, params.get("startingToken"), params.get("maxItems"))
             items = [{
                 "id": b.id, "name": b.name, "status": b.status, "createdAt": self._wall(b.created_at),
@@ -1142,14 +1146,15 @@ class OmicsEmulator:
         with self._lock:
             self._advance(now)
             batch = self._find_batch(params["batchId"])
-            subs = batch.submissions
-            if params.get("submissionStatus") is not None:
-                subs = [s for s in subs if s.status == params["submissionStatus"]]
-            if params.get("runSettingId") is not None:
-                subs = [s for s in subs if s.run_setting_id == params["runSettingId"]]
-            if params.get("runId") is not None:
-                subs = [s for s in subs if s.run_id == params["runId"]]
-            page, token = _page(subs, params.get("startingToken"), params.get("maxItems"))
+            status, setting_id, run_id = params.get("submissionStatus"), params.get("runSettingId"), params.get("runId")
+
+            def keep(sub: _Submission) -> bool:
+                return ((status is None or sub.status == status) and (setting_id is None or sub.run_setting_id == setting_id)
+                        and (run_id is None or sub.run_id == run_id))
+
+            plain = status is None and setting_id is None and run_id is None
+            page, token = _page(batch.submissions, params.get("startingToken"), params.get("maxItems"),
+                                None if plain else keep)
             runs = []
             for sub in page:
                 run = self._runs.get(sub.run_id) if sub.run_id else None
@@ -1205,15 +1210,31 @@ class OmicsEmulator:
             batch.status = "RUNS_DELETED"
 
 
-def _page(items: list[Any], token: str | None, size: int | None) -> tuple[list[Any], str | None]:
+def _page(items: list[Any], token: str | None, size: int | None,
+          keep: Callable[[Any], bool] | None = None) -> tuple[list[Any], str | None]:
+    """One page of ``items`` (those ``keep`` accepts) and the next token.
+
+    The token is a position in ``items``, which only ever grows at the end, so a
+    filtered listing costs one pass over the items across all its pages.
+    """
     start = 0
     if token is not None:
         if not token.isdigit() or int(token) > len(items):
             raise _validation(f"Value '{token}' at 'startingToken' failed to satisfy constraint: Invalid pagination token")
         start = int(token)
     size = size or DEFAULT_PAGE_SIZE
-    end = start + size
-    return items[start:end], (str(end) if end < len(items) else None)
+    if keep is None:
+        end = start + size
+        return items[start:end], (str(end) if end < len(items) else None)
+    page: list[Any] = []
+    index = start
+    while index < len(items) and len(page) < size:
+        if keep(items[index]):
+            page.append(items[index])
+        index += 1
+    while index < len(items) and not keep(items[index]):  # no token for an empty last page
+        index += 1
+    return page, (str(index) if index < len(items) else None)
 
 
 def _client_error_code(exc: Exception) -> str:
@@ -1227,6 +1248,7 @@ def _client_error_code(exc: Exception) -> str:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "OmicsEmulator/1.0"
+    disable_nagle_algorithm = True  # headers and body leave in two writes; no 40 ms delayed-ACK stall
 
     def _dispatch(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
