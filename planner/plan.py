@@ -311,7 +311,7 @@ def finish_plan(
     rejected: int = 0,
 ) -> dict[str, Any]:
     """Name shard modes, write samples.parquet and plan.json; return the manifest."""
-    _set_modes(shards, spec, inline)
+    _set_modes(shards, spec, inline, submission)
     _write_samples(directory, samples, shards)
     canonical = {
         "format": FORMAT,
@@ -349,13 +349,14 @@ def _write_samples(directory: str, samples: list[pl.DataFrame], shards: list[Sha
     table.write_parquet(os.path.join(directory, SAMPLES_FILE), statistics=False)
 
 
-def _set_modes(shards: list[ShardInfo], spec: BackendSpec, inline: bool) -> None:
-    if spec.inline_max is None:
-        return
-    total = sum(s.entries for s in shards)
-    if inline or (len(shards) == 1 and total <= spec.inline_max):
-        for shard in shards:
-            shard.mode = "inline"
+def _set_modes(shards: list[ShardInfo], spec: BackendSpec, inline: bool, submission: dict[str, Any]) -> None:
+    if spec.inline_max is not None:
+        total = sum(s.entries for s in shards)
+        mode = "inline" if inline or (len(shards) == 1 and total <= spec.inline_max) else "s3"
+    else:
+        mode = spec.shard_mode(submission)
+    for shard in shards:
+        shard.mode = mode
 
 
 def _check_target(target: str, force: bool) -> None:

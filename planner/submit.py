@@ -31,7 +31,7 @@ from .plan import SAMPLES_FILE, read_plan
 from .staging import Stager
 
 SANDBOX_STAGING = "s3://planner-sandbox/staging/"
-_RUNTIMES = {"omics-batch": "omics_batch", "omics-run": "omics_run"}  # the others arrive with their issues
+_RUNTIMES = {"omics-batch": "omics_batch", "omics-run": "omics_run", "batch": "aws_batch", "glue": "glue", "polly": "polly"}
 # Errors that mean "later", not "never": wait and try again, beyond botocore's own retries.
 RETRY_LATER = frozenset({
     "ThrottlingException", "Throttling", "TooManyRequestsException", "ServiceQuotaExceededException",
@@ -40,10 +40,13 @@ RETRY_LATER = frozenset({
 
 
 def runtime(backend: str) -> ModuleType:
+    """The backend module, which defines stage_indexes, submit, refresh and cancel
+    (and, optionally, prepare_sandbox: create in the sandbox what the plan refers to)."""
     name = _RUNTIMES.get(backend)
-    if name is None:
-        raise SubmissionError(f"submitting to {backend} is not available in this version yet (planning is); supported: {', '.join(_RUNTIMES)}")
-    return import_module(f".backends.{name}", __package__)
+    module = import_module(f".backends.{name}", __package__) if name else None
+    if module is None or not hasattr(module, "submit"):
+        raise SubmissionError(f"submitting to {backend} is not available in this version yet (planning is)")
+    return module
 
 
 @dataclass
@@ -181,6 +184,8 @@ def submit(plan_dir: str, **options: Any) -> dict[str, Any]:
         if ctx.dry_run:
             ctx.emit = lambda request: sys.stdout.buffer.write(orjson.dumps(request) + b"\n")
         else:
+            if ctx.clients.sandbox and hasattr(backend, "prepare_sandbox"):
+                backend.prepare_sandbox(ctx)
             indexes = backend.stage_indexes(ctx.manifest)
             if indexes:
                 ctx.stager.stage(indexes)

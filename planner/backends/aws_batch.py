@@ -60,6 +60,7 @@ SPEC = BackendSpec(
     max_entries=MAX_ARRAY_SIZE,
     max_bytes=5 * 1024**3,
     min_entries=2,
+    shard_mode=lambda submission: "s3",  # every child reads its settings from the staged shard
     check_defaults=_check_defaults,
     submission_keys=frozenset({"dependsOnType"}),
 )

@@ -54,6 +54,9 @@ class BackendSpec:
     max_bytes: int = 5 * 1024**3
     inline_max: int | None = None  # the whole plan goes inline when it has at most this many runs
     min_entries: int = 1  # 2 for Batch arrays: a shard never holds a lone run when that can be avoided
+    # "s3" when a shard is staged and the service reads it from there, "inline" when
+    # its runs travel in the requests themselves (omics-batch decides per plan size).
+    shard_mode: Callable[[dict[str, Any]], str] = field(default=lambda submission: "inline")
     # Checks of the default request and the request-level settings.
     check_defaults: Callable[[dict[str, Any], dict[str, Any], set[str]], list[Problem]] = field(default=lambda run, submission, sheet_fields: [])
     # Request-level keys the [submission] table may hold.

@@ -46,4 +46,5 @@ SPEC = BackendSpec(
     required=("JobName",),
     check_defaults=_check_defaults,
     submission_keys=frozenset({"mode"}),
+    shard_mode=lambda submission: "s3" if submission.get("mode") == "manifest" else "inline",
 )

@@ -153,7 +153,7 @@ def submit(ctx: Any) -> dict[str, Any]:
         created += 1
         rows = samples.filter(pl.col("shard") == index)
         ctx.ledger.upsert_samples(
-            (sample, index, position, None, None, "SUBMITTED", None)
+            (sample, index, position, None, "SUBMITTED", None, None)
             for sample, position in rows.select("id", "position").iter_rows()
         )
     return {"backend": SPEC.name, "plan_id": ctx.plan_id, "batches_created": created, "batches_already_submitted": reused, "runs": ctx.manifest["runs"]}

@@ -37,11 +37,13 @@ def _state_file() -> str:
 class Sandbox:
     """moto's server and the HealthOmics emulator, on loopback, in this process."""
 
-    def __init__(self, *, omics_options: dict[str, Any] | None = None):
+    def __init__(self, *, omics_options: dict[str, Any] | None = None, polly_options: dict[str, Any] | None = None):
         self.omics_options = omics_options or {}
+        self.polly_options = polly_options or {}
         self.endpoints: dict[str, str] = {}
         self._moto: Any = None
         self._omics: Any = None
+        self._polly: Any = None
 
     def start(self) -> "Sandbox":
         from moto.server import ThreadedMotoServer
@@ -61,9 +63,18 @@ class Sandbox:
         if OmicsEmulator is not None:
             self._omics = OmicsEmulator(s3_endpoint_url=moto_url, **self.omics_options).start()
             self.endpoints["omics"] = self._omics.endpoint_url
+        try:
+            from .polly_emulator import PollyEmulator
+        except ImportError:  # the emulator arrives with the Polly backend
+            PollyEmulator = None  # type: ignore[assignment,misc]
+        if PollyEmulator is not None:
+            self._polly = PollyEmulator(**self.polly_options).start()
+            self.endpoints["polly"] = self._polly.endpoint_url
         return self
 
     def stop(self) -> None:
+        if self._polly is not None:
+            self._polly.stop()
         if self._omics is not None:
             self._omics.stop()
         if self._moto is not None:
