@@ -1,0 +1,253 @@
+"""HealthOmics submission end to end: planner -> moto S3 + the HealthOmics emulator, over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import boto3
+import orjson
+import polars as pl
+import pytest
+from botocore.config import Config
+from botocore.stub import Stubber
+
+import planner
+from planner.errors import SubmissionError
+from planner.retry import retry
+from planner.submit import open_context, status, submit
+
+DEFAULTS = {
+    "run": {
+        "workflowId": "1234567",
+        "roleArn": "arn:aws:iam::123456789012:role/omics",
+        "outputUri": "s3://results/out/",
+        "storageType": "DYNAMIC",
+        "parameters": {"reference": "s3://refs/hg38.fa"},
+        "runTags": {"project": "p1"},
+    },
+    "submission": {"batchName": "cohort"},
+}
+RUN_DEFAULTS = {"run": {**{k: v for k, v in DEFAULTS["run"].items() if k != "runTags"}, "tags": {"project": "p1"}}}
+
+
+def _sheet(runs: int) -> pl.DataFrame:
+    return pl.DataFrame({"sample": [f"S{i:06d}" for i in range(runs)]}).with_columns(
+        (pl.lit("s3://in/") + pl.col("sample") + "_R1.fq.gz").alias("fastq_1"),
+        pl.when(pl.int_range(pl.len()) % 3 == 0).then(pl.lit("s3://results/special/")).alias("outputUri"),
+    )
+
+
+@pytest.fixture()
+def endpoints(moto_server: str, make_emulator: Any, bucket: str) -> dict[str, Any]:
+    emulator = make_emulator()
+    return {"s3": moto_server, "omics": emulator.endpoint_url, "_emulator": emulator, "_bucket": bucket}
+
+
+def _options(endpoints: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "sandbox": True,
+        "endpoints": {k: v for k, v in endpoints.items() if not k.startswith("_")},
+        "staging_uri": f"s3://{endpoints['_bucket']}/staging/",
+    }
+
+
+def _plan(tmp_path, runs: int, backend: str = "omics-batch", name: str = "plan", **kwargs: Any) -> str:
+    out = str(tmp_path / name)
+    defaults = RUN_DEFAULTS if backend == "omics-run" else DEFAULTS
+    planner.plan(_sheet(runs), backend=backend, defaults=defaults, **kwargs).write(out)
+    return out
+
+
+def _settle(endpoints: dict[str, Any], clock: Any, steps: int = 12) -> None:
+    for _ in range(steps):
+        clock.advance(1.0)
+
+
+def test_250_runs_go_in_one_s3_batch_and_status_maps_every_sample(tmp_path, endpoints, clock):
+    plan_dir = _plan(tmp_path, 250)
+    manifest = planner.read_plan(plan_dir)
+    assert [s["mode"] for s in manifest["shards"]] == ["s3"]
+    report = submit(plan_dir, **_options(endpoints))
+    emulator = endpoints["_emulator"]
+    assert report["batches_created"] == 1 and emulator.batch_count() == 1
+    (operation, params), = [r for r in emulator.requests() if r[0] == "StartRunBatch"]
+    assert params["batchRunSettings"]["s3UriSettings"].endswith(f"{manifest['plan_id']}/{manifest['shards'][0]['sha256']}.json")
+    assert params["requestId"] == f"planner-{manifest['plan_id']}-00000"
+    assert params["defaultRunSetting"] == DEFAULTS["run"]
+    _settle(endpoints, clock)
+    table = status(plan_dir, **_options(endpoints))
+    assert table.height == 250
+    assert table.get_column("remote_id").null_count() == 0 and table.get_column("remote_id").n_unique() == 250
+    assert set(table.get_column("state")) == {"COMPLETED"}
+    batch_id = table.get_column("submission_id")[0]
+    assert emulator.recorded_etag(batch_id) == manifest["shards"][0]["etag"]
+
+
+def test_60_runs_go_inline_with_each_rows_own_settings(tmp_path, endpoints):
+    plan_dir = _plan(tmp_path, 60)
+    submit(plan_dir, **_options(endpoints))
+    (operation, params), = [r for r in endpoints["_emulator"].requests() if r[0] == "StartRunBatch"]
+    inline = params["batchRunSettings"]["inlineSettings"]
+    assert len(inline) == 60
+    assert inline[0] == {"runSettingId": "S000000", "outputUri": "s3://results/special/", "parameters": {"fastq_1": "s3://in/S000000_R1.fq.gz"}}
+    assert inline[1] == {"runSettingId": "S000001", "parameters": {"fastq_1": "s3://in/S000001_R1.fq.gz"}}
+
+
+def test_a_second_submit_creates_nothing_new(tmp_path, endpoints):
+    plan_dir = _plan(tmp_path, 250)
+    submit(plan_dir, **_options(endpoints))
+    again = submit(plan_dir, **_options(endpoints))
+    assert again == dict(again, batches_created=0, batches_already_submitted=1)
+    assert endpoints["_emulator"].batch_count() == 1
+    assert [r[0] for r in endpoints["_emulator"].requests()].count("StartRunBatch") == 1
+
+
+def test_sigkill_after_the_batch_call_resumes_without_a_duplicate(tmp_path, endpoints):
+    plan_dir = _plan(tmp_path, 250)
+    options = _options(endpoints)
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from planner.submit import open_context, runtime
+        ctx = open_context({plan_dir!r}, sandbox=True, endpoints={options['endpoints']!r}, staging_uri={options['staging_uri']!r})
+        ctx.clients.get("omics").meta.events.register(
+            "after-call.omics.StartRunBatch", lambda **_: os.kill(os.getpid(), signal.SIGKILL))
+        backend = runtime("omics-batch")
+        ctx.stager.stage(backend.stage_indexes(ctx.manifest))
+        backend.submit(ctx)
+        """
+    )
+    env = dict(os.environ)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    emulator = endpoints["_emulator"]
+    assert emulator.batch_count() == 1
+    ctx = open_context(plan_dir, **options)
+    (intent,) = ctx.ledger.submissions()
+    assert intent.state == "intent" and intent.remote_id is None  # died before the result was journaled
+    ctx.ledger.close()
+
+    report = submit(plan_dir, **options)
+    assert report["batches_created"] == 1  # the call was made again...
+    assert emulator.batch_count() == 1  # ...and the service answered with the same batch (requestId)
+    ctx = open_context(plan_dir, **options)
+    (result,) = ctx.ledger.submissions()
+    assert result.state == "done" and result.remote_id is not None
+    ctx.ledger.close()
+
+
+def test_a_modified_staged_object_is_refused_before_the_call(tmp_path, endpoints, s3):
+    plan_dir = _plan(tmp_path, 250)
+    options = _options(endpoints)
+    ctx = open_context(plan_dir, **options)
+    staged = ctx.stager.stage([0])[0]
+    ctx.ledger.close()
+    s3.put_object(Bucket=staged.bucket, Key=staged.key, Body=b"[]\n")
+    with pytest.raises(SubmissionError, match="changed"):
+        submit(plan_dir, **options)
+    assert endpoints["_emulator"].batch_count() == 0
+
+
+@pytest.mark.slow
+def test_three_batches_for_250000_runs(tmp_path, endpoints, clock):
+    plan_dir = _plan(tmp_path, 250_000)
+    manifest = planner.read_plan(plan_dir)
+    assert [s["entries"] for s in manifest["shards"]] == [100_000, 100_000, 50_000]
+    report = submit(plan_dir, **_options(endpoints))
+    assert report["batches_created"] == 3 and endpoints["_emulator"].batch_count() == 3
+    names = [p["batchName"] for op, p in endpoints["_emulator"].requests() if op == "StartRunBatch"]
+    assert names == ["cohort-1of3", "cohort-2of3", "cohort-3of3"]
+
+
+def test_throttling_slows_omics_run_down_but_loses_nothing(tmp_path, moto_server, make_emulator, bucket):
+    emulator = make_emulator(throttle_per_second=20)
+    plan_dir = _plan(tmp_path, 40, backend="omics-run")
+    options = {"sandbox": True, "endpoints": {"s3": moto_server, "omics": emulator.endpoint_url}, "concurrency": 8}
+    report = submit(plan_dir, **options)
+    assert report["runs_started"] == 40
+    assert emulator.run_count() == 40
+    throttled = [r for r in emulator.requests() if r[0] == "StartRun"]
+    assert len(throttled) > 40  # some calls were throttled and retried
+    table = status(plan_dir, **options)
+    assert table.get_column("remote_id").n_unique() == 40
+
+
+def test_omics_run_request_ids_are_derived_and_a_resubmit_starts_nothing(tmp_path, moto_server, make_emulator):
+    emulator = make_emulator()
+    plan_dir = _plan(tmp_path, 10, backend="omics-run")
+    options = {"sandbox": True, "endpoints": {"s3": moto_server, "omics": emulator.endpoint_url}}
+    submit(plan_dir, **options)
+    first = {p["requestId"] for op, p in emulator.requests() if op == "StartRun"}
+    # A fresh ledger (as if it had been lost) sends the same requestIds and the service dedupes.
+    os.unlink(os.path.join(plan_dir, "ledger.sqlite"))
+    submit(plan_dir, **options)
+    second = [p["requestId"] for op, p in emulator.requests() if op == "StartRun"]
+    assert set(second) == first and len(second) == 20
+    assert emulator.run_count() == 10
+
+
+def test_retry_plans_exactly_the_failed_runs(tmp_path, moto_server, make_emulator, bucket, clock):
+    emulator = make_emulator(failure_rate=0.3, seed=7)
+    plan_dir = _plan(tmp_path, 60)
+    options = {"sandbox": True, "endpoints": {"s3": moto_server, "omics": emulator.endpoint_url}}
+    submit(plan_dir, **options)
+    for _ in range(12):
+        clock.advance(1.0)
+    table = status(plan_dir, **options)
+    failed = table.filter(pl.col("state") == "FAILED").get_column("id").to_list()
+    assert 0 < len(failed) < 60
+    new_plan = str(tmp_path / "retry")
+    manifest = retry(plan_dir, new_plan, **options)
+    assert manifest["runs"] == len(failed)
+    planned = planner.plan(_sheet(60), backend="omics-batch", defaults=DEFAULTS).runs(merged=False)
+    original = {run["runSettingId"]: run for run in map(orjson.loads, planned.get_column("run"))}
+    retried = [entry for shard in manifest["shards"] for entry in orjson.loads(open(os.path.join(new_plan, shard["path"]), "rb").read())]
+    assert [r["runSettingId"] for r in retried] == failed
+    assert all(r == original[r["runSettingId"]] for r in retried)
+    assert manifest["defaults"] == DEFAULTS["run"] and manifest["plan_id"] != planner.read_plan(plan_dir)["plan_id"]
+
+
+def test_cancel_cancels_the_batches(tmp_path, endpoints, clock):
+    plan_dir = _plan(tmp_path, 30)
+    submit(plan_dir, **_options(endpoints))
+    assert planner.submit.cancel(plan_dir, **_options(endpoints)) == 1
+    assert [r[0] for r in endpoints["_emulator"].requests()].count("CancelRunBatch") == 1
+
+
+def test_dry_run_sends_nothing_and_writes_no_ledger(tmp_path, endpoints, capsys):
+    plan_dir = _plan(tmp_path, 250)
+    submit(plan_dir, dry_run=True, **_options(endpoints))
+    lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 1 and lines[0]["operation"] == "StartRunBatch" and lines[0]["problems"] == []
+    assert lines[0]["request"]["batchRunSettings"]["s3UriSettings"].startswith(f"s3://{endpoints['_bucket']}/staging/")
+    assert endpoints["_emulator"].requests() == []
+    assert not os.path.exists(os.path.join(plan_dir, "ledger.sqlite"))
+
+
+def test_stubber_pins_the_exact_start_run_batch_request(tmp_path):
+    plan_dir = _plan(tmp_path, 3)
+    manifest = planner.read_plan(plan_dir)
+    ctx = open_context(plan_dir, endpoints={"omics": "http://127.0.0.1:9", "s3": "http://127.0.0.1:9"})
+    client = boto3.client("omics", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x", config=Config(inject_host_prefix=False))
+    ctx.clients._cache["omics"] = client
+    expected = {
+        "batchName": "cohort",
+        "requestId": f"planner-{manifest['plan_id']}-00000",
+        "defaultRunSetting": DEFAULTS["run"],
+        "batchRunSettings": {"inlineSettings": [
+            {"runSettingId": "S000000", "outputUri": "s3://results/special/", "parameters": {"fastq_1": "s3://in/S000000_R1.fq.gz"}},
+            {"runSettingId": "S000001", "parameters": {"fastq_1": "s3://in/S000001_R1.fq.gz"}},
+            {"runSettingId": "S000002", "parameters": {"fastq_1": "s3://in/S000002_R1.fq.gz"}},
+        ]},
+    }
+    with Stubber(client) as stub:
+        stub.add_response("start_run_batch", {"id": "1234", "status": "PENDING"}, expected)
+        report = planner.submit.runtime("omics-batch").submit(ctx)
+        stub.assert_no_pending_responses()
+    assert report["batches_created"] == 1
+    assert ctx.ledger.submission("StartRunBatch:00000").remote_id == "1234"
