@@ -1,0 +1,247 @@
+"""Defaults files (TOML and JSON), --set, and precedence: file < --set < row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+import pytest
+
+import planner
+from helpers import SAMPLE_SHEETS, defaults_for, load_manifest, run_cli, shard_entries, write_csv, write_defaults
+from planner.backends import get_backend
+from planner.defaults import load_defaults
+
+
+def merged_runs(sheet: Any, backend: str = "omics-batch", **kw: Any) -> list[dict[str, Any]]:
+    return [orjson.loads(t) for t in planner.plan(sheet, backend=backend, **kw).runs(merged=True).get_column("run")]
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".json"])
+def test_toml_and_json_defaults_give_the_same_plan(tmp_path: Path, suffix: str) -> None:
+    document = defaults_for("omics-batch", sheet={"id_column": "lims", "types": {"threads": "int"}}, staging={"uri": "s3://bucket/staging/"})
+    path = write_defaults(tmp_path / f"defaults{suffix}", document)
+    sheet = write_csv(tmp_path / "s.csv", ["lims", "threads"], [["L1", "4"], ["L2", None]])
+    manifest = planner.plan(sheet, backend="omics-batch", defaults=path).write(tmp_path / "plan")
+    assert manifest["defaults"] == document["run"]
+    assert manifest["submission"] == document["submission"]
+    assert manifest["staging"] == {"uri": "s3://bucket/staging/"}
+    assert manifest["sheet"]["id_column"] == "lims"
+    (entries,) = shard_entries(tmp_path / "plan", manifest)
+    assert entries == [{"runSettingId": "L1", "parameters": {"threads": 4}}, {"runSettingId": "L2"}]
+
+
+def test_toml_and_json_agree_byte_for_byte(tmp_path: Path) -> None:
+    document = defaults_for("omics-batch")
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "x"], [["a", "1"]])
+    for suffix in (".toml", ".json"):
+        planner.plan(sheet, backend="omics-batch", defaults=write_defaults(tmp_path / f"d{suffix}", document)).write(tmp_path / suffix[1:])
+    assert (tmp_path / "toml" / "plan.json").read_bytes() == (tmp_path / "json" / "plan.json").read_bytes()
+
+
+def test_toml_with_bom_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "d.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + (SAMPLE_SHEETS / "omics_batch_defaults.toml").read_bytes())
+    assert load_defaults(path).run["workflowId"] == "1234567"
+
+
+@pytest.mark.parametrize("backend", ["omics-batch", "omics-run", "batch", "glue", "polly"])
+def test_example_defaults_files_are_valid(tmp_path: Path, backend: str) -> None:
+    stem = backend.replace("-", "_")
+    manifest = planner.plan(SAMPLE_SHEETS / f"{stem}_samples.csv", backend=backend, defaults=SAMPLE_SHEETS / f"{stem}_defaults.toml").write(tmp_path / "plan")
+    assert manifest["runs"] == pl.read_csv(SAMPLE_SHEETS / f"{stem}_samples.csv", infer_schema=False).height
+
+
+def test_precedence_file_then_set_then_row(tmp_path: Path) -> None:
+    document = defaults_for("omics-batch")
+    document["run"].update(priority=1, parameters={"threads": 8, "genome": "file", "keep": "file"}, runTags={"project": "file", "team": "file"})
+    sheet = write_csv(
+        tmp_path / "s.csv",
+        ["sample", "priority", "genome", "tag.project"],
+        [["row-wins", "3", "row", "row"], ["set-wins", None, None, None]],
+    )
+    runs = merged_runs(sheet, defaults=document, sets=["priority=2", "parameters.genome=set", "runTags.project=set", "parameters.threads=16"])
+    assert runs[0]["priority"] == 3 and runs[1]["priority"] == 2
+    assert runs[0]["parameters"] == {"threads": 16, "genome": "row", "keep": "file"}
+    assert runs[1]["parameters"] == {"threads": 16, "genome": "set", "keep": "file"}
+    assert runs[0]["runTags"] == {"project": "row", "team": "file"}
+    assert runs[1]["runTags"] == {"project": "set", "team": "file"}
+    # The shards (own settings) carry only the row; --set lands in defaultRunSetting.
+    manifest = planner.plan(sheet, backend="omics-batch", defaults=document, sets=["priority=2", "parameters.genome=set"]).write(tmp_path / "plan")
+    assert manifest["defaults"]["priority"] == 2 and manifest["defaults"]["parameters"]["genome"] == "set"
+    (entries,) = shard_entries(tmp_path / "plan", manifest)
+    assert entries[1] == {"runSettingId": "set-wins"}
+
+
+def test_later_set_wins_over_earlier_set() -> None:
+    loaded = load_defaults(defaults_for("omics-batch"), ["parameters.threads=2", "parameters.threads=3"], get_backend("omics-batch"))
+    assert loaded.run["parameters"]["threads"] == 3
+
+
+def test_set_values_are_json_when_they_parse(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample"], [["a"]])
+    sets = ["parameters.threads=16", "parameters.ratio=0.5", "parameters.flag=true", "parameters.list=[1,2]", "parameters.name=hello", "parameters.quoted=\"16\"", "parameters.empty="]
+    (run,) = merged_runs(sheet, defaults=defaults_for("omics-batch"), sets=sets)
+    params = run["parameters"]
+    assert params["threads"] == 16 and isinstance(params["threads"], int)
+    assert params["ratio"] == 0.5 and params["flag"] is True and params["list"] == [1, 2]
+    assert params["name"] == "hello" and params["quoted"] == "16" and params["empty"] == ""
+
+
+def test_set_string_fields_stay_strings_omics_run(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample_id"], [["a"]])
+    (run,) = merged_runs(sheet, backend="omics-run", defaults=defaults_for("omics-run"), sets=["workflowId=1234567", "tags.build=42", "name=007"])
+    assert run["workflowId"] == "1234567"
+    assert run["tags"]["build"] == "42"
+    assert run["name"] == "007"
+
+
+def test_set_tag_values_stay_strings_omics_batch(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample"], [["a"]])
+    (run,) = merged_runs(sheet, defaults=defaults_for("omics-batch"), sets=["runTags.build=42", "outputBucketOwnerId=123456789012"])
+    assert run["runTags"]["build"] == "42"
+    assert run["outputBucketOwnerId"] == "123456789012"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: planner/defaults.py _is_string_field only knows the backend's per-row fields (spec.fields); "
+    "for omics-batch workflowId is a defaultRunSetting field, not a row field, so --set workflowId=1234567 "
+    "is parsed as the JSON number 1234567 and the plan fails validation ('must be a string, not int'), "
+    "contrary to the module docstring",
+)
+def test_set_workflow_id_stays_a_string_omics_batch(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample"], [["a"]])
+    plan = planner.plan(sheet, backend="omics-batch", defaults=defaults_for("omics-batch"), sets=["workflowId=1234567"])
+    assert plan.defaults.run["workflowId"] == "1234567"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: same cause as --set workflowId for omics-batch: AWS Batch SubmitJob parameters are a "
+    "string-to-string map, but --set parameters.min_mapq=20 stores the number 20, which then fails "
+    "validation ('must be a string, not int')",
+)
+def test_set_batch_parameter_number_stays_a_string(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample"], [["a"]])
+    (run,) = merged_runs(sheet, backend="batch", defaults=defaults_for("batch"), sets=["parameters.min_mapq=20"])
+    assert run["parameters"]["min_mapq"] == "20"
+
+
+def test_set_submission_batch_name_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample"], [["a"], ["b"]])
+    defaults = write_defaults(tmp_path / "d.toml", defaults_for("omics-batch"))
+    out = tmp_path / "plan"
+    code, _, err = run_cli(
+        ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults, "--out", out, "--set", "submission.batchName=from-cli", "--set", "submission.tags.owner=me"],
+        capsys,
+    )
+    assert code == 0, err
+    manifest = load_manifest(out)
+    assert manifest["submission"] == {"batchName": "from-cli", "tags": {"owner": "me"}}
+    assert "batchName" not in manifest["defaults"]
+
+
+def test_set_with_run_prefix_is_the_same_as_without() -> None:
+    spec = get_backend("omics-batch")
+    assert load_defaults(defaults_for("omics-batch"), ["run.parameters.x=1"], spec).run == load_defaults(defaults_for("omics-batch"), ["parameters.x=1"], spec).run
+
+
+def test_set_creates_missing_tables() -> None:
+    loaded = load_defaults({"run": {}}, ["parameters.a=1", "runTags.t=v"])
+    assert loaded.run == {"parameters": {"a": 1}, "runTags": {"t": "v"}}
+
+
+@pytest.mark.parametrize("assignment", ["noequals", "=value", "a..b=1", "parameters.=1"])
+def test_malformed_set_is_a_defaults_error(assignment: str) -> None:
+    with pytest.raises(planner.DefaultsError, match="--set"):
+        load_defaults(defaults_for("omics-batch"), [assignment])
+
+
+def test_set_into_a_scalar_is_a_defaults_error() -> None:
+    with pytest.raises(planner.DefaultsError, match="not a table"):
+        load_defaults(defaults_for("omics-batch"), ["workflowId.x=1"])
+
+
+def test_set_with_a_bad_value_is_a_validation_problem(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample"], [["a"]])
+    with pytest.raises(planner.ValidationError) as caught:
+        planner.plan(sheet, backend="omics-batch", defaults=defaults_for("omics-batch"), sets=["priority=high"])
+    assert [(p.column, p.rule) for p in caught.value.problems] == [("[run] priority", "type")]
+
+
+def test_no_defaults_at_all(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "x"], [["a", "1"]])
+    # Polly needs nothing in [run]; the pipeline comes from --set.
+    (run,) = merged_runs(sheet, backend="polly", defaults=None, sets=["submission.pipeline_id=pl-1"])
+    assert run == {"parameters": {"x": "1"}, "name": "a"}
+    with pytest.raises(planner.ValidationError) as caught:
+        planner.plan(sheet, backend="omics-batch", defaults=None)
+    assert {p.column for p in caught.value.problems} >= {"[run] workflowId", "[run] roleArn"}
+
+
+@pytest.mark.parametrize(
+    ("document", "match"),
+    [
+        ({"run": [], "sheet": {}}, r"\[run\] must be a table"),
+        ({"sheet": {"idcolumn": "x"}}, "id_column and types"),
+        ({"sheet": {"types": {"x": 1}}}, r"\[sheet.types\]"),
+        ({"runs": {}}, "unknown section"),
+    ],
+)
+def test_malformed_defaults_documents(document: dict[str, Any], match: str) -> None:
+    with pytest.raises(planner.DefaultsError, match=match):
+        load_defaults(document)
+
+
+def test_defaults_file_must_be_a_table(tmp_path: Path) -> None:
+    path = tmp_path / "d.json"
+    path.write_bytes(b"[1, 2]")
+    with pytest.raises(planner.DefaultsError, match="table"):
+        load_defaults(path)
+
+
+def test_sheet_types_must_name_sheet_columns(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "x"], [["a", "1"]])
+    with pytest.raises(planner.DefaultsError, match="'threads'"):
+        planner.plan(sheet, backend="omics-batch", defaults=defaults_for("omics-batch", sheet={"types": {"threads": "int"}}))
+
+
+def test_glue_defaults_arguments_need_the_dash_prefix(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "input"], [["a", "s3://x/"]])
+    document = defaults_for("glue")
+    document["run"]["Arguments"] = {"input_format": "parquet"}
+    with pytest.raises(planner.ValidationError) as caught:
+        planner.plan(sheet, backend="glue", defaults=document)
+    assert [(p.column, p.rule) for p in caught.value.problems] == [("[run] Arguments.input_format", "prefix")]
+
+
+def test_glue_timeout_must_stay_below_a_week(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "Timeout"], [["a", "10079"], ["b", "10080"]])
+    with pytest.raises(planner.ValidationError) as caught:
+        planner.plan(sheet, backend="glue", defaults=defaults_for("glue")).runs()
+    assert [(p.row, p.column, p.rule) for p in caught.value.problems] == [(2, "Timeout", "max")]
+
+
+def test_batch_defaults_rules(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample"], [["a"], ["b"]])
+    document = defaults_for("batch")
+    document["run"].update(
+        retryStrategy={"attempts": 11},
+        timeout={"attemptDurationSeconds": 30},
+        containerOverrides={"environment": [{"name": "AWS_BATCH_JOB_ID", "value": "x"}]},
+    )
+    with pytest.raises(planner.ValidationError) as caught:
+        planner.plan(sheet, backend="batch", defaults=document)
+    assert {p.rule for p in caught.value.problems} >= {"range", "min", "reserved"}
+
+
+def test_polly_priority_enum(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample"], [["a"]])
+    document = defaults_for("polly")
+    document["submission"]["priority"] = "urgent"
+    with pytest.raises(planner.ValidationError) as caught:
+        planner.plan(sheet, backend="polly", defaults=document)
+    assert [(p.column, p.rule) for p in caught.value.problems] == [("[submission] priority", "enum")]

@@ -1,0 +1,300 @@
+"""Reading sheets: formats, encodings, quoting, declared types and the id column."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+import pytest
+
+import planner
+from helpers import defaults_for, run_cli, write_csv
+
+DEFAULTS = {"run": {"workflowId": "1234567", "roleArn": "arn:aws:iam::123456789012:role/r", "outputUri": "s3://bucket/out/"}}
+
+
+def own_runs(sheet: Any, **kw: Any) -> list[dict[str, Any]]:
+    """The shard entries omics-batch would send (the row's own settings), parsed."""
+    kw.setdefault("defaults", DEFAULTS)
+    runs = planner.plan(sheet, backend="omics-batch", **kw).runs(merged=False)
+    return [orjson.loads(text) for text in runs.get_column("run")]
+
+
+def test_csv_with_bom_crlf_quoted_commas_and_newlines(tmp_path: Path) -> None:
+    sheet = tmp_path / "s.csv"
+    sheet.write_bytes(
+        b"\xef\xbb\xbfsample,fastq_1,note\r\n"
+        b'S1,"s3://r/a,b.fq","line one\r\nline two"\r\n'
+        b'S2,s3://r/c.fq,"say ""hi"", then go"\r\n'
+        b"S3,,\r\n"
+    )
+    assert own_runs(sheet) == [
+        {"runSettingId": "S1", "parameters": {"fastq_1": "s3://r/a,b.fq", "note": "line one\r\nline two"}},
+        {"runSettingId": "S2", "parameters": {"fastq_1": "s3://r/c.fq", "note": 'say "hi", then go'}},
+        {"runSettingId": "S3"},  # empty cells are "not set"
+    ]
+
+
+def test_bom_does_not_hide_the_id_column(tmp_path: Path) -> None:
+    """With a BOM the first header cell must still be 'sample', found by the id rule."""
+    sheet = tmp_path / "s.csv"
+    sheet.write_bytes(b"\xef\xbb\xbfsample,x\nA,1\n")
+    plan = planner.plan(sheet, backend="omics-batch", defaults=DEFAULTS)
+    assert plan.sheet.id_column == "sample"
+    assert plan.sheet.columns == ["sample", "x"]
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".tab"])
+def test_tab_separated(tmp_path: Path, suffix: str) -> None:
+    sheet = tmp_path / f"s{suffix}"
+    sheet.write_text("sample\tfastq_1\tnote\nS1\ts3://r/a.fq\ta,b;c\nS2\t\t\"quoted\tcell\"\n", encoding="utf-8")
+    assert own_runs(sheet) == [
+        {"runSettingId": "S1", "parameters": {"fastq_1": "s3://r/a.fq", "note": "a,b;c"}},
+        {"runSettingId": "S2", "parameters": {"note": "quoted\tcell"}},
+    ]
+
+
+def test_parquet_lists_and_structs_become_json(tmp_path: Path) -> None:
+    sheet = tmp_path / "s.parquet"
+    pl.DataFrame(
+        {
+            "sample": ["S1", "S2"],
+            "fastq": [["s3://r/1.fq", "s3://r/2.fq"], None],
+            "opts": [{"depth": 30, "mode": "fast"}, {"depth": None, "mode": "slow"}],
+            "threads": [8, None],
+            "ratio": [0.25, 1.0],
+            "flag": [True, False],
+            "priority": [5, None],
+        }
+    ).write_parquet(sheet)
+    assert own_runs(sheet) == [
+        {
+            "runSettingId": "S1",
+            "priority": 5,
+            "parameters": {"fastq": ["s3://r/1.fq", "s3://r/2.fq"], "opts": {"depth": 30, "mode": "fast"}, "threads": 8, "ratio": 0.25, "flag": True},
+        },
+        {"runSettingId": "S2", "parameters": {"opts": {"depth": None, "mode": "slow"}, "ratio": 1.0, "flag": False}},
+    ]
+
+
+@pytest.mark.parametrize("suffix", [".ndjson", ".jsonl"])
+def test_ndjson_keeps_its_types(tmp_path: Path, suffix: str) -> None:
+    sheet = tmp_path / f"s{suffix}"
+    lines = [
+        {"sample": "S1", "fastq": ["a.fq", "b.fq"], "depth": 30, "priority": 500, "tag.cohort": "x", "meta": {"k": "v"}},
+        {"sample": "S2", "fastq": ["c.fq"], "depth": None, "priority": None, "tag.cohort": "y", "meta": None},
+    ]
+    sheet.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    assert own_runs(sheet) == [
+        {"runSettingId": "S1", "priority": 500, "parameters": {"fastq": ["a.fq", "b.fq"], "depth": 30, "meta": {"k": "v"}}, "runTags": {"cohort": "x"}},
+        {"runSettingId": "S2", "parameters": {"fastq": ["c.fq"]}, "runTags": {"cohort": "y"}},
+    ]
+
+
+def test_example_ndjson_sheet_plans(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    runs = own_runs(repo / "sample_sheets" / "omics_batch_samples.ndjson", defaults=repo / "sample_sheets" / "omics_batch_defaults.toml")
+    assert [r["runSettingId"] for r in runs] == ["CTRL_REP1", "DEX_6H_REP3", "DEX_24H_REP1", "VAL_CTRL_REP1", "VAL_DEX_REP2"]
+    assert runs[1]["priority"] == 500 and "priority" not in runs[0]
+    assert runs[4]["priority"] == 0  # zero is a value, not "unset"
+    assert isinstance(runs[0]["parameters"]["fastq"], list)
+
+
+def test_glob_of_two_csvs_reads_both_in_name_order(tmp_path: Path) -> None:
+    write_csv(tmp_path / "part-b.csv", ["sample", "x"], [["B1", "3"], ["B2", "4"]])
+    write_csv(tmp_path / "part-a.csv", ["sample", "x"], [["A1", "1"], ["A2", "2"]])
+    plan = planner.plan(str(tmp_path / "part-*.csv"), backend="omics-batch", defaults=DEFAULTS)
+    runs = plan.runs(merged=False)
+    assert runs.get_column("id").to_list() == ["A1", "A2", "B1", "B2"]
+    assert runs.get_column("row").to_list() == [1, 2, 3, 4]
+    assert [orjson.loads(r)["parameters"]["x"] for r in runs.get_column("run")] == ["1", "2", "3", "4"]
+
+
+def test_glob_matching_nothing_is_a_sheet_error(tmp_path: Path) -> None:
+    with pytest.raises(planner.SheetError, match="no file matches"):
+        planner.plan(str(tmp_path / "none-*.csv"), backend="omics-batch", defaults=DEFAULTS)
+
+
+def test_leading_zeros_stay(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "lane", "barcode", "ratio"], [["007", "001", "0012", "1.50"]])
+    assert own_runs(sheet) == [{"runSettingId": "007", "parameters": {"lane": "001", "barcode": "0012", "ratio": "1.50"}}]
+
+
+def test_declared_types_convert_cells(tmp_path: Path) -> None:
+    sheet = write_csv(
+        tmp_path / "s.csv",
+        ["sample", "threads", "ratio", "paired", "extra", "label"],
+        [
+            ["S1", "007", "0.5", "yes", '{"k": [1, 2]}', "007"],
+            ["S2", " 16 ", "2", "FALSE", '"text"', "x"],
+            ["S3", "", "", "", "", ""],
+            ["S4", "-3", "1e3", "1", "[]", "y"],
+        ],
+    )
+    types = {"threads": "int", "ratio": "float", "paired": "bool", "extra": "json", "label": "string"}
+    runs = own_runs(sheet, defaults={**DEFAULTS, "sheet": {"types": types}})
+    assert [r.get("parameters") for r in runs] == [
+        {"threads": 7, "ratio": 0.5, "paired": True, "extra": {"k": [1, 2]}, "label": "007"},
+        {"threads": 16, "ratio": 2.0, "paired": False, "extra": "text", "label": "x"},
+        None,
+        {"threads": -3, "ratio": 1000.0, "paired": True, "extra": [], "label": "y"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "bad"),
+    [("int", "1.5"), ("int", "twelve"), ("float", "abc"), ("float", "inf"), ("bool", "maybe"), ("json", "{not json")],
+)
+def test_declared_type_bad_cell_names_row_and_column(tmp_path: Path, kind: str, bad: str) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "value"], [["S1", _good(kind)], ["S2", _good(kind)], ["S3", bad]])
+    plan = planner.plan(sheet, backend="omics-batch", defaults={**DEFAULTS, "sheet": {"types": {"value": kind}}})
+    with pytest.raises(planner.ValidationError) as caught:
+        plan.runs()
+    (problem,) = caught.value.problems
+    assert (problem.row, problem.id, problem.column, problem.value, problem.rule) == (3, "S3", "value", bad, "type")
+    assert kind in problem.message
+
+
+def _good(kind: str) -> str:
+    return {"int": "1", "float": "1.5", "bool": "true", "json": "[1]"}[kind]
+
+
+def test_declared_type_bad_cell_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "threads"], [["S1", "8"], ["S2", "eight"]])
+    defaults = tmp_path / "d.json"
+    defaults.write_bytes(orjson.dumps({**DEFAULTS, "sheet": {"types": {"threads": "int"}}}))
+    code, out, err = run_cli(["plan", sheet, "--backend", "omics-batch", "--defaults", defaults, "--out", tmp_path / "plan"], capsys)
+    assert code == 2
+    assert "row 2" in err and "'threads'" in err and "'eight'" in err
+    assert not (tmp_path / "plan").exists()
+
+
+@pytest.mark.parametrize(
+    ("header", "id_column", "expected"),
+    [
+        (["id", "sample", "sample_id", "x"], None, "sample_id"),
+        (["id", "sample", "x"], None, "sample"),
+        (["x", "id"], None, "id"),
+        (["sample", "name_col", "x"], "name_col", "name_col"),
+    ],
+)
+def test_id_column_rule(tmp_path: Path, header: list[str], id_column: str | None, expected: str) -> None:
+    rows = [[f"{h}-{i}" for h in header] for i in range(2)]
+    sheet = write_csv(tmp_path / "s.csv", header, rows)
+    plan = planner.plan(sheet, backend="omics-batch", defaults=DEFAULTS, id_column=id_column)
+    assert plan.sheet.id_column == expected
+    runs = plan.runs(merged=False)
+    assert runs.get_column("id").to_list() == [f"{expected}-0", f"{expected}-1"]
+    for text in runs.get_column("run"):
+        run = orjson.loads(text)
+        # The id column is the run's id, not a parameter; the other candidates are parameters.
+        assert expected not in run.get("parameters", {})
+        assert set(run["parameters"]) == {h for h in header if h != expected}
+
+
+def test_id_column_from_defaults_file_and_cli_overrides_it(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "lims_id"], [["a", "L1"], ["b", "L2"]])
+    document = {**DEFAULTS, "sheet": {"id_column": "lims_id"}}
+    assert planner.plan(sheet, backend="omics-batch", defaults=document).runs().get_column("id").to_list() == ["L1", "L2"]
+    assert planner.plan(sheet, backend="omics-batch", defaults=document, id_column="sample").runs().get_column("id").to_list() == ["a", "b"]
+
+
+def test_named_id_column_must_exist(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "x"], [["a", "1"]])
+    with pytest.raises(planner.SheetError, match="'nope'"):
+        planner.plan(sheet, backend="omics-batch", defaults=DEFAULTS, id_column="nope")
+
+
+def test_polars_dataframe_and_lazyframe(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"sample": ["a", "b"], "threads": [4, None], "fastq": [["x.fq"], ["y.fq", "z.fq"]], "priority": [None, 9]})
+    expected = [
+        {"runSettingId": "a", "parameters": {"threads": 4, "fastq": ["x.fq"]}},
+        {"runSettingId": "b", "priority": 9, "parameters": {"fastq": ["y.fq", "z.fq"]}},
+    ]
+    assert own_runs(frame) == expected
+    assert own_runs(frame.lazy()) == expected
+    # A frame is planned to a directory like a file is.
+    manifest = planner.plan(frame.lazy(), backend="omics-batch", defaults=DEFAULTS).write(tmp_path / "plan")
+    assert manifest["sheet"]["path"] == "<frame>" and manifest["sheet"]["rows"] == 2 and manifest["runs"] == 2
+
+
+def test_frame_content_hash_tracks_content() -> None:
+    one = planner.plan(pl.DataFrame({"sample": ["a", "b"], "x": ["1", "2"]}), backend="omics-batch", defaults=DEFAULTS)
+    same = planner.plan(pl.DataFrame({"sample": ["a", "b"], "x": ["1", "2"]}), backend="omics-batch", defaults=DEFAULTS)
+    other = planner.plan(pl.DataFrame({"sample": ["a", "b"], "x": ["1", "3"]}), backend="omics-batch", defaults=DEFAULTS)
+    assert one.sheet.sha256 == same.sheet.sha256 != other.sheet.sha256
+
+
+def test_duplicate_header_is_a_sheet_error(tmp_path: Path) -> None:
+    sheet = tmp_path / "s.csv"
+    sheet.write_text("sample,x,x\na,1,2\n", encoding="utf-8")
+    with pytest.raises(planner.SheetError, match="'x' appears twice"):
+        planner.plan(sheet, backend="omics-batch", defaults=DEFAULTS)
+
+
+def test_non_utf8_sheet_is_a_sheet_error(tmp_path: Path) -> None:
+    sheet = tmp_path / "s.csv"
+    sheet.write_bytes("sample,x\nMüller,1\n".encode("latin-1"))
+    with pytest.raises(planner.SheetError, match="UTF-8"):
+        planner.plan(sheet, backend="omics-batch", defaults=DEFAULTS)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason='BUG: planner/sheet.py _from_path: polars keeps a quoted header\'s doubled quote doubled, so the column "a""b" '
+    '(named a"b) becomes a parameter named a""b; _sniff parses the header with the csv module but does not use the names',
+)
+def test_header_with_escaped_quote(tmp_path: Path) -> None:
+    sheet = tmp_path / "s.csv"
+    sheet.write_text('sample,"say ""hi""","a,b"\nS1,1,2\n', encoding="utf-8")
+    assert own_runs(sheet) == [{"runSettingId": "S1", "parameters": {'say "hi"': "1", "a,b": "2"}}]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: planner/plan.py Plan._frame adds the internal column '__id' (validate.ID) with with_columns, "
+    "silently overwriting a sheet column of that name: its parameter gets the sample id instead of the cell",
+)
+def test_sheet_column_named_like_an_internal_one_keeps_its_values(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "__id"], [["S1", "lims-1"], ["S2", "lims-2"]])
+    assert own_runs(sheet) == [
+        {"runSettingId": "S1", "parameters": {"__id": "lims-1"}},
+        {"runSettingId": "S2", "parameters": {"__id": "lims-2"}},
+    ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a CSV column named '__row' (planner/sheet.py ROW) makes with_row_index fail with a polars "
+    "DuplicateError that is not mapped to SheetError: the CLI exits 1 with a multi-line 'internal error' "
+    "instead of exit 2 with one line",
+)
+def test_sheet_column_named_row_is_an_input_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "__row"], [["S1", "1"]])
+    defaults = tmp_path / "d.json"
+    defaults.write_bytes(orjson.dumps(defaults_for("omics-batch")))
+    code, _, err = run_cli(["plan", sheet, "--backend", "omics-batch", "--defaults", defaults, "--out", tmp_path / "plan"], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: column names reach pl.col() unescaped (planner/merge.py cell_json, planner/sheet.py, planner/validate.py): "
+    "polars reads a column named '^x$' as a regex, so its parameter silently gets the value of column 'x'",
+)
+def test_column_named_like_a_regex_keeps_its_own_values(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "^x$", "x"], [["S1", "mine", "other"]])
+    assert own_runs(sheet) == [{"runSettingId": "S1", "parameters": {"^x$": "mine", "x": "other"}}]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a column named '*' reaches pl.col('*'), which polars expands to every column: the valid sheet "
+    "'sample,*,x' is refused with 'cannot read the sheet: multiple fields with name ...' (a multi-line polars plan dump)",
+)
+def test_column_named_star_is_a_plain_parameter(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "*", "x"], [["S1", "1", "2"]])
+    assert own_runs(sheet) == [{"runSettingId": "S1", "parameters": {"*": "1", "x": "2"}}]
