@@ -238,21 +238,21 @@ def _plan(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise InputError(f"--{name.replace('_', '-')} must be a positive number")
     list_columns = tuple(c.strip() for c in args.list_columns.split(",") if c.strip())
-    planned = plan(
-        args.sheet,
-        backend=args.backend,
-        defaults=args.defaults,
-        sets=args.sets,
-        id_column=args.id_column,
-        group=args.group,
-        list_columns=list_columns,
-        skip_invalid=args.skip_invalid,
-        inline=args.inline,
-        part_size=args.part_size,
-        max_entries=args.max_entries,
-        max_bytes=args.max_bytes,
-    )
     try:
+        planned = plan(
+            args.sheet,
+            backend=args.backend,
+            defaults=args.defaults,
+            sets=args.sets,
+            id_column=args.id_column,
+            group=args.group,
+            list_columns=list_columns,
+            skip_invalid=args.skip_invalid,
+            inline=args.inline,
+            part_size=args.part_size,
+            max_entries=args.max_entries,
+            max_bytes=args.max_bytes,
+        )
         manifest = planned.write(args.out, force=args.force, progress=not args.quiet and sys.stderr.isatty())
     except ValidationError as exc:
         _report_problems(exc.problems, args.out)

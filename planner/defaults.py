@@ -128,10 +128,19 @@ def _parse_value(text: str, path: list[str], spec: BackendSpec | None) -> Any:
 
 
 def _is_string_field(path: list[str], spec: BackendSpec) -> bool:
-    if len(path) == 1 and path[0] in spec.fields:
-        return spec.fields[path[0]].rule.type == "string"
+    """Whether the [run] field at ``path`` is text in the service model (or a tag value)."""
     if spec.tags_path is not None and tuple(path[:-1]) == spec.tags_path:
         return True  # tag values are strings
     if tuple(path[:-1]) == spec.parameters_path and spec.parameters_as_strings:
         return True
-    return False
+    shape = spec.run_shape
+    for part in path:
+        if shape is None:
+            return False
+        if shape.type_name == "structure" and not shape.metadata.get("document"):
+            shape = shape.members.get(part)
+        elif shape.type_name == "map":
+            shape = shape.value
+        else:
+            return False
+    return shape is not None and shape.type_name == "string"

@@ -84,7 +84,7 @@ def run_json(
     ]
     for route in ordered:
         as_string = route.kind == "parameter" and spec.parameters_as_strings or route.kind == "tag"
-        _leaf(root, route.path).cell = cell_json(route.column, dtypes[route.column], route.column in raw_json, as_string)
+        _leaf(root, route.path).cell = cell_json(route.source, dtypes[route.source], route.source in raw_json, as_string)
     return _encode(root, top=True)
 
 

@@ -29,10 +29,10 @@ from .backends import get_backend
 from .backends.base import BackendSpec
 from .defaults import Defaults, load_defaults
 from .errors import InputError, PlanDirError, Problem, SheetError, ValidationError
-from .merge import MERGED, OWN, run_json
+from .merge import MERGED, OWN, json_text, run_json
 from .routing import Route, route_columns
-from .shard import ShardInfo, ShardWriter, default_part_size
-from .sheet import ROW, Sheet, open_sheet, polars_errors
+from .shard import MAX_PART_SIZE, MIN_PART_SIZE, ShardInfo, ShardWriter, default_part_size
+from .sheet import RAW_PREFIX, ROW, Sheet, open_sheet, polars_errors
 from .validate import ID, Check, coerce_fields, default_problems, row_checks
 
 FORMAT = 1
@@ -67,7 +67,7 @@ class Plan:
         self.defaults = defaults
         self.spec = spec
         self.options = options
-        self.routes: list[Route] = route_columns(sheet.columns, sheet.id_column, spec)
+        self.routes: list[Route] = route_columns(sheet.columns, spec, sheet.source)
         problems = default_problems(spec, defaults, self.routes)
         if problems:
             raise ValidationError(problems)
@@ -78,6 +78,8 @@ class Plan:
             self.max_entries = min(self.max_entries, spec.inline_max)
         self.max_bytes = min(options.max_bytes or spec.max_bytes, spec.max_bytes)
         self.part_size = options.part_size or default_part_size(self.max_bytes)
+        if not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
+            raise InputError(f"part size {self.part_size}: S3 parts are {MIN_PART_SIZE} (5 MiB) to {MAX_PART_SIZE} (5 GiB) bytes")
         if -(-self.max_bytes // self.part_size) > 10_000:
             raise InputError(f"part size {self.part_size} would split a {self.max_bytes}-byte shard into more than 10,000 parts")
         self.rows = 0
@@ -88,7 +90,7 @@ class Plan:
     def _frame(self) -> tuple[pl.LazyFrame, list[Problem], set[str]]:
         """The sheet as one row per run, problems found across rows, and ids to reject whole."""
         with polars_errors(self.sheet.path):
-            frame = self.sheet.frame.with_columns(pl.col(self.sheet.id_column).cast(pl.String).alias(ID))
+            frame = self.sheet.frame.with_columns(pl.col(self.sheet.source[self.sheet.id_column]).cast(pl.String).alias(ID))
             if self.options.group:
                 return self._grouped(frame)
         if self.options.list_columns:
@@ -110,7 +112,7 @@ class Plan:
         with polars_errors(self.sheet.path):
             rows = (
                 self.sheet.frame.filter(pl.col(ROW).is_in(suspects.implode()))
-                .select(ROW, pl.col(self.sheet.id_column).cast(pl.String).alias(ID))
+                .select(ROW, pl.col(self.sheet.source[self.sheet.id_column]).cast(pl.String).alias(ID))
                 .collect()
             )
         repeated = rows.filter(pl.col(ID).is_duplicated()).group_by(ID, maintain_order=True).agg(pl.col(ROW).sort())
@@ -125,38 +127,41 @@ class Plan:
         return problems, set(repeated.get_column(ID).to_list())
 
     def _grouped(self, frame: pl.LazyFrame) -> tuple[pl.LazyFrame, list[Problem], set[str]]:
+        """One row per sample: --list-columns gathered into lists, every other column agreeing."""
         columns = [c for c in self.sheet.columns if c != self.sheet.id_column]
         unknown = [c for c in self.options.list_columns if c not in columns]
         if unknown:
             raise InputError(f"--list-columns names {', '.join(map(repr, unknown))}, not columns of the sheet (it has {', '.join(columns)})")
-        lists = set(self.options.list_columns)
+        lists = {self.sheet.source[c] for c in self.options.list_columns}
+        lists |= {RAW_PREFIX + c for c in lists}
         data = frame.collect()
         self.rows = data.height
         if self.rows == 0:
             raise SheetError(f"{self.sheet.path}: the sheet has a header but no rows")
-        agreeing = [c for c in data.columns if c not in lists and c not in (ROW, ID)]
+        present = [c for c in data.columns if c not in (ROW, ID)]
+        agreeing = [c for c in present if c not in lists]
+        checked = [c for c in agreeing if not c.startswith(RAW_PREFIX)]
         grouped = data.group_by(ID, maintain_order=True).agg(
             pl.col(ROW).alias("__rows"),
-            *[pl.col(c).drop_nulls().alias(c) for c in lists],
-            *[pl.col(c).first().alias(c) for c in agreeing],
-            *[(pl.col(c).n_unique() > 1).alias(f"__differs_{c}") for c in agreeing if not c.startswith("__raw__")],
-            *[pl.col(c).cast(pl.String).unique(maintain_order=True).alias(f"__values_{c}") for c in agreeing if not c.startswith("__raw__") and data.schema[c] in (pl.String, pl.Int64, pl.Float64, pl.Boolean)],
+            # Nulls stay in the lists so that fastq_1[i] and fastq_2[i] still describe the same lane.
+            *[pl.col(c) for c in present if c in lists],
+            *[pl.col(c).first() for c in agreeing],
+            *[(pl.col(c).n_unique() > 1).alias(f"__differs_{c}") for c in checked],
+            *[_as_text(pl.col(c), data.schema[c]).unique(maintain_order=True).alias(f"__values_{c}") for c in checked],
         )
         problems = []
-        for c in agreeing:
-            if c.startswith("__raw__") or f"__differs_{c}" not in grouped.columns:
-                continue
+        for c in checked:
             for record in grouped.filter(pl.col(f"__differs_{c}")).iter_rows(named=True):
-                values = record.get(f"__values_{c}") or []
+                values = record[f"__values_{c}"] or []
                 problems.append(Problem(
-                    record["__rows"][0], record[ID], c, " | ".join("" if v is None else str(v) for v in values), "group-agree",
+                    record["__rows"][0], record[ID], self.sheet.name_of(c), " | ".join("" if v is None else str(v) for v in values), "group-agree",
                     f"differs between rows {_rows(record['__rows'])} of this sample; with --group, columns other than --list-columns must agree within a sample",
                 ))
         rejected = {p.id for p in problems if p.id is not None}
         out = grouped.with_columns(
             pl.col("__rows").list.first().alias(ROW),
-            *[pl.when(pl.col(c).list.len() > 0).then(pl.col(c)).alias(c) for c in lists],
-        ).select([ROW, ID, *[c for c in data.columns if c not in (ROW, ID)]])
+            *[pl.when(pl.col(c).list.drop_nulls().list.len() > 0).then(pl.col(c)).alias(c) for c in present if c in lists],
+        ).select([ROW, ID, *present])
         return out.lazy(), problems, rejected
 
     def _query(self, frame: pl.LazyFrame, rejected_ids: set[str], mode: str) -> tuple[pl.LazyFrame, list[Check]]:
@@ -186,7 +191,7 @@ class Plan:
         """
         frame, problems, grouped_rejects = self._frame()
         self.problems = list(problems)
-        self.rows = 0
+        seen = 0
         check_ids = not self.options.group and rejected_ids is None
         query, checks = self._query(frame, grouped_rejects | (rejected_ids or set()), mode)
         hashes: list[pl.DataFrame] = []
@@ -194,7 +199,7 @@ class Plan:
         try:
             with polars_errors(self.sheet.path):
                 for batch in query.collect_batches(chunk_size=self.options.batch_rows):
-                    self.rows += batch.height
+                    seen += batch.height
                     if check_ids:
                         hashes.append(batch.filter(pl.col(ID).is_not_null()).select(ROW, pl.col(ID).hash(seed=1).alias("__hash")))
                     bad = batch.filter(pl.col(WHY).is_not_null())
@@ -205,8 +210,10 @@ class Plan:
                     yield batch.select(ROW, ID, RUN)
         finally:
             bar.close()
-        if self.rows == 0:
+        if seen == 0:
             raise SheetError(f"{self.sheet.path}: the sheet has a header but no rows")
+        if not self.options.group:
+            self.rows = seen  # with --group, _grouped counted the sheet's rows, not its samples
         if check_ids:
             self.repeated_problems, self.repeated_ids = self._repeated_ids(hashes)
         self.problems += self.repeated_problems
@@ -284,6 +291,10 @@ def atomic_directory(out: str | os.PathLike[str], force: bool) -> Iterator[str]:
     target = os.path.abspath(os.fspath(out))
     _check_target(target, force)
     parent = os.path.dirname(target)
+    created = parent
+    while not os.path.exists(os.path.dirname(created)):
+        created = os.path.dirname(created)  # the outermost folder this call creates, if any
+    made_parent = not os.path.exists(parent)
     os.makedirs(parent, exist_ok=True)
     staging_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
     try:
@@ -292,7 +303,7 @@ def atomic_directory(out: str | os.PathLike[str], force: bool) -> Iterator[str]:
             shutil.rmtree(target)
         os.rename(staging_dir, target)
     except BaseException:
-        shutil.rmtree(staging_dir, ignore_errors=True)
+        shutil.rmtree(created if made_parent else staging_dir, ignore_errors=True)
         raise
 
 
@@ -382,6 +393,10 @@ def _problems(bad: pl.DataFrame, checks: Sequence[Check]) -> list[Problem]:
 def write_problems(path: str, problems: Iterable[Problem]) -> None:
     rows = [(p.row, p.id, p.column, p.value, p.rule, p.message) for p in problems]
     pl.DataFrame(rows, schema={"row": pl.Int64, "id": pl.String, "column": pl.String, "value": pl.String, "rule": pl.String, "message": pl.String}, orient="row").write_csv(path)
+
+
+def _as_text(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    return value.cast(pl.String) if dtype in (pl.String, pl.Int64, pl.Float64, pl.Boolean) or dtype.is_numeric() else json_text(value)
 
 
 def _rows(rows: Sequence[int]) -> str:

@@ -2,12 +2,15 @@
 
 - a column named like one of the backend's per-run fields sets that field;
 - ``tag.KEY`` sets a run tag, ``param.KEY`` a workflow parameter;
-- every other column (but the id column) is a workflow parameter under its own name.
+- every other column is a workflow parameter under its own name.
+
+The id column is routed like any other column (so a per-sample workflow gets its
+sample id as a parameter), besides naming the run where the API has a field for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .backends.base import BackendSpec
@@ -20,7 +23,8 @@ PARAM_PREFIX = "param."
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    column: str
+    column: str  # the sheet's name for the column, for messages and keys
+    source: str  # the column's name in the sheet's frame, for expressions
     kind: str  # "field", "parameter" or "tag"
     path: tuple[str, ...]  # the full path in an entry, ending with the key
     rule: FieldRule | None  # the model rule of a field
@@ -34,26 +38,25 @@ class Route:
         return self.path[:-1]
 
 
-def route_columns(columns: Sequence[str], id_column: str, spec: BackendSpec) -> list[Route]:
-    """Routes for every column but the id column, in sheet order."""
+def route_columns(columns: Sequence[str], spec: BackendSpec, source: Mapping[str, str] | None = None) -> list[Route]:
+    """Routes for every column, in sheet order; ``source`` maps names to frame columns."""
     routes: list[Route] = []
     taken: dict[tuple[str, ...], str] = {}
     for column in columns:
-        if column == id_column:
-            continue
+        internal = source[column] if source is not None else column
         if column.startswith(TAG_PREFIX):
             key = column[len(TAG_PREFIX) :]
             if spec.tags_path is None:
                 raise SheetError(f"column {column!r}: {spec.title} has no per-run tags; remove the column or make it a parameter (param.{key})")
-            route = Route(column, "tag", spec.tags_path + (key,), None)
+            route = Route(column, internal, "tag", spec.tags_path + (key,), None)
         elif column.startswith(PARAM_PREFIX):
             key = column[len(PARAM_PREFIX) :]
-            route = Route(column, "parameter", spec.parameters_path + (spec.parameter_key_prefix + key,), None)
+            route = Route(column, internal, "parameter", spec.parameters_path + (spec.parameter_key_prefix + key,), None)
         elif column in spec.fields:
             field = spec.fields[column]
-            route = Route(column, "field", field.path, field.rule)
+            route = Route(column, internal, "field", field.path, field.rule)
         else:
-            route = Route(column, "parameter", spec.parameters_path + (spec.parameter_key_prefix + column,), None)
+            route = Route(column, internal, "parameter", spec.parameters_path + (spec.parameter_key_prefix + column,), None)
         if not route.key:
             raise SheetError(f"column {column!r}: the name after the prefix is empty")
         if route.path in taken:

@@ -33,6 +33,7 @@ import polars as pl
 
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3's smallest part (but the last)
+MAX_PART_SIZE = 5 * 1024 * MiB  # S3's largest part
 MAX_PARTS = 10_000
 DEFAULT_PART_SIZE = 8 * MiB
 _OPEN = b"[\n"
@@ -271,17 +272,25 @@ class ShardWriter:
 
     def close(self) -> list[ShardInfo]:
         """Close every shard and describe them, in order (mode "s3" until the plan decides)."""
-        if self.current is not None and self.current.entries == 1 and self.waiting is not None:
-            moved = self.waiting.release_held()
-            lone = self.current.release_held()
-            self.current.first = moved[0]
-            self.current.add([moved[0]], moved[1], lone[0], lone[1], len(moved[1]) + len(lone[1]) + 2 * len(_SEP))
+        if self._can_end_without_lone_run():
+            moved = self.waiting.release_held()  # type: ignore[union-attr]
+            lone = self.current.release_held()  # type: ignore[union-attr]
+            self.current.first = moved[0]  # type: ignore[union-attr]
+            self.current.add([moved[0]], moved[1], lone[0], lone[1], len(moved[1]) + len(lone[1]) + 2 * len(_SEP))  # type: ignore[union-attr]
         for shard in (self.waiting, self.current):
             if shard is not None:
                 self.closed.append(shard.close())
         self.waiting = self.current = None
         self.lanes.shutdown()
         return self.closed
+
+    def _can_end_without_lone_run(self) -> bool:
+        """True when the last shard holds one run and the one before can give it another
+        without going empty or pushing the last shard over the byte limit."""
+        current, waiting = self.current, self.waiting
+        if current is None or waiting is None or current.entries != 1 or waiting.entries < 2 or waiting.held is None:
+            return False
+        return current.cost + len(waiting.held[1]) + len(_SEP) <= self.max_bytes
 
     def abort(self) -> None:
         """Close open files after a failure (the temporary plan directory is removed by the caller)."""

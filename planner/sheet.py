@@ -40,15 +40,29 @@ _FALSE = ("false", "f", "no", "n", "0")
 
 @dataclass
 class Sheet:
-    """A sample sheet opened lazily, with its id column and declared types resolved."""
+    """A sample sheet opened lazily, with its id column and declared types resolved.
 
-    frame: pl.LazyFrame  # every column of the sheet, plus __row
-    columns: list[str]  # the sheet's columns in order, without __row
+    In ``frame`` the sheet's columns are renamed ``c0``, ``c1``, ...: polars reads a
+    name like ``^x$`` or ``*`` in ``pl.col`` as a pattern, and a sheet may well have a
+    column called ``__row``.  ``source`` maps each column name of the sheet to its
+    name in ``frame``; messages always use the sheet's own names.
+    """
+
+    frame: pl.LazyFrame  # every column of the sheet (internal names), plus __row
+    columns: list[str]  # the sheet's column names in order
+    source: dict[str, str]  # sheet column name -> column of ``frame``
     id_column: str
     path: str
     sha256: str
-    raw_json: set[str] = field(default_factory=set)  # columns whose cells are JSON text (type "json")
-    type_problems: list[tuple[str, str]] = field(default_factory=list)  # (column, declared type) to check per row
+    raw_json: set[str] = field(default_factory=set)  # frame columns whose cells are JSON text (type "json")
+    type_problems: list[tuple[str, str]] = field(default_factory=list)  # (sheet column, declared type) to check per row
+
+    def name_of(self, internal: str) -> str:
+        """The sheet's name for a column of ``frame``."""
+        for name, column in self.source.items():
+            if column == internal:
+                return name
+        return internal
 
 
 @contextlib.contextmanager
@@ -57,13 +71,30 @@ def polars_errors(path: str) -> Iterator[None]:
     try:
         yield
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError, pl.exceptions.SchemaError, pl.exceptions.ShapeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = ""
         if "more fields than defined" in str(exc):
-            hint = " (a row has more cells than the header: check quoting and the delimiter)"
-        raise SheetError(f"{path}: cannot read the sheet: {first}{hint}") from exc
+            raise SheetError(f"{path}: {_ragged_row(path)}has more cells than the header: check quoting and the delimiter") from exc
+        raise SheetError(f"{path}: cannot read the sheet: {_first_line(exc)}") from exc
     except pl.exceptions.PolarsError as exc:
-        raise SheetError(f"{path}: cannot read the sheet: {exc}") from exc
+        raise SheetError(f"{path}: cannot read the sheet: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _ragged_row(path: str) -> str:
+    """``"row N "`` of the first data row with more cells than the header (error path only)."""
+    suffix = _suffix(path)
+    if suffix not in _TEXT_FORMATS or not os.path.isfile(path):
+        return "a row "
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, delimiter=_TEXT_FORMATS[suffix])
+        width = len(next(reader, []))
+        for number, record in enumerate(reader, start=1):
+            if len(record) > width:
+                return f"row {number} ({len(record)} cells, the header has {width}) "
+    return "a row "
 
 
 def open_sheet(
@@ -79,20 +110,29 @@ def open_sheet(
         if kind not in SHEET_TYPES:
             raise DefaultsError(f"[sheet.types] {column} = {kind!r}: unknown type; use one of {', '.join(SHEET_TYPES)}")
     downloaded: str | None = None
+    header: list[str] | None = None
     if isinstance(source, (pl.DataFrame, pl.LazyFrame)):
         frame, label, digest = _from_frame(source)
     else:
-        frame, label, digest, downloaded = _from_path(str(source), s3_client)
-    columns = [c for c in frame.collect_schema().names() if c != ROW]
+        frame, label, digest, downloaded, header = _from_path(str(source), s3_client)
+    read_names = frame.collect_schema().names()
+    # The csv module reads escaped quotes in a header ("say ""hi""") the way the file means them.
+    columns = header if header is not None and len(header) == len(read_names) else read_names
     _check_header(columns, label)
     chosen = _choose_id_column(columns, id_column, label)
     missing = sorted(set(types) - set(columns))
     if missing:
         raise DefaultsError(f"[sheet.types] names {', '.join(map(repr, missing))}, which the sheet {label} does not have; its columns are {', '.join(columns)}")
+    source_of = {name: f"c{index}" for index, name in enumerate(columns)}
+    frame = frame.rename(dict(zip(read_names, source_of.values())))
     schema = frame.collect_schema()
-    frame, raw_json = _apply_types(frame, schema, types)
-    checks = [(c, k) for c, k in types.items() if k != "string" and schema[c] == pl.String]
-    sheet = Sheet(frame=frame, columns=columns, id_column=chosen, path=label, sha256=digest, raw_json=raw_json, type_problems=checks)
+    internal_types = {source_of[c]: k for c, k in types.items()}
+    # An empty string means "not set" in every format, not only in CSV cells.
+    frame = frame.with_columns(pl.when(pl.col(pl.String) != "").then(pl.col(pl.String)))
+    frame, raw_json = _apply_types(frame, schema, internal_types)
+    checks = [(c, k) for c, k in types.items() if k != "string" and schema[source_of[c]] == pl.String]
+    frame = frame.with_row_index(ROW, offset=1)
+    sheet = Sheet(frame=frame, columns=list(columns), source=source_of, id_column=chosen, path=label, sha256=digest, raw_json=raw_json, type_problems=checks)
     if downloaded is not None:
         # The frame reads the downloaded copy lazily: remove it when the sheet is gone.
         weakref.finalize(sheet, shutil.rmtree, downloaded, True)
@@ -101,19 +141,18 @@ def open_sheet(
 
 def _from_frame(source: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, str, str]:
     frame = source.lazy()
-    if ROW in frame.collect_schema().names():
-        frame = frame.drop(ROW)
     digest = hashlib.sha256()
     # A content hash of an in-memory frame: its rows' hashes, in order.
     with polars_errors("<frame>"):
         hashes = frame.select(pl.struct(pl.all()).hash(seed=0)).collect().to_series()
     digest.update(hashes.to_arrow().buffers()[1] or b"")
     digest.update(orjson.dumps(frame.collect_schema().names()))
-    return frame.with_row_index(ROW, offset=1), "<frame>", digest.hexdigest()
+    return frame, "<frame>", digest.hexdigest()
 
 
-def _from_path(path: str, s3_client: Any) -> tuple[pl.LazyFrame, str, str, str | None]:
-    """The scan of a local or S3 sheet, its label and hash, and the folder of a downloaded copy."""
+def _from_path(path: str, s3_client: Any) -> tuple[pl.LazyFrame, str, str, str | None, list[str] | None]:
+    """The scan of a local or S3 sheet, its label and hash, the folder of a downloaded copy,
+    and (CSV, TSV) the header as the csv module reads it."""
     files = _resolve(path, s3_client)
     downloaded = os.path.dirname(files[0]) if path.startswith("s3://") else None
     suffix = _suffix(files[0])
@@ -124,11 +163,11 @@ def _from_path(path: str, s3_client: Any) -> tuple[pl.LazyFrame, str, str, str |
         with open(file, "rb") as handle:
             while chunk := handle.read(1 << 23):
                 digest.update(chunk)
+    header = None
     with polars_errors(path):
         if suffix in _TEXT_FORMATS:
-            separator = _sniff(files[0], suffix, path)
+            separator, header = _sniff(files[0], suffix, path)
             frame = pl.scan_csv(files, separator=separator, infer_schema=False, quote_char='"', encoding="utf8", raise_if_empty=True)
-            frame = frame.with_columns(pl.when(pl.col(pl.String) != "").then(pl.col(pl.String)))
         elif suffix == ".parquet":
             frame = pl.scan_parquet(files)
         elif suffix in _JSON_LINES:
@@ -136,7 +175,7 @@ def _from_path(path: str, s3_client: Any) -> tuple[pl.LazyFrame, str, str, str |
         else:
             raise SheetError(f"{path}: unknown sheet format {suffix!r}; use .csv, .tsv, .tab, .parquet, .ndjson or .jsonl")
         frame.collect_schema()
-    return frame.with_row_index(ROW, offset=1), path, digest.hexdigest(), downloaded
+    return frame, path, digest.hexdigest(), downloaded, header
 
 
 def _suffix(file: str) -> str:
@@ -188,7 +227,7 @@ def _download_s3(uri: str, s3_client: Any) -> list[str]:
         raise SheetError(f"{uri}: cannot read the sheet from S3: {exc}") from exc
 
 
-def _sniff(file: str, suffix: str, label: str) -> str:
+def _sniff(file: str, suffix: str, label: str) -> tuple[str, list[str]]:
     """Read the header with the csv module to catch what polars would silently rename."""
     expected = _TEXT_FORMATS[suffix]
     with open(file, "rb") as handle:
@@ -210,7 +249,7 @@ def _sniff(file: str, suffix: str, label: str) -> str:
                     f"{label}: the header has one column but contains {name}s: the file looks {name}-separated; "
                     f"a {suffix} sheet must be separated by {'tabs' if expected == chr(9) else 'commas'} (rename it or convert it)"
                 )
-    return expected
+    return expected, header
 
 
 def _check_header(columns: Sequence[str], label: str) -> None:

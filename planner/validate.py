@@ -71,11 +71,11 @@ def coerce_fields(routes: Sequence[Route], schema: Mapping[str, pl.DataType]) ->
     for route in routes:
         if route.kind != "field" or route.rule is None:
             continue
-        converted = _convert(pl.col(route.column), schema[route.column], route.rule.type)
+        converted = _convert(pl.col(route.source), schema[route.source], route.rule.type)
         if converted is not None:
-            if RAW_PREFIX + route.column not in schema:
-                exprs.append(pl.col(route.column).alias(RAW_PREFIX + route.column))
-            exprs.append(converted.alias(route.column))
+            if RAW_PREFIX + route.source not in schema:
+                exprs.append(pl.col(route.source).alias(RAW_PREFIX + route.source))
+            exprs.append(converted.alias(route.source))
     return exprs
 
 
@@ -124,28 +124,29 @@ def row_checks(sheet: Sheet, routes: Sequence[Route], spec: BackendSpec, default
     if spec.id_rule is not None:
         checks += _rule_checks(spec.id_rule, ident, ident, sheet.id_column)
     for column, kind in sheet.type_problems:
-        raw = pl.col(RAW_PREFIX + column)
+        internal = sheet.source[column]
+        raw = pl.col(RAW_PREFIX + internal)
         message = {"int": "is not an integer", "float": "is not a finite number", "bool": "is not true/false/yes/no/1/0", "json": "is not valid JSON"}[kind]
-        checks.append(Check(raw.is_not_null() & pl.col(column).is_null(), column, raw, "type", f"{message} (declared {kind} in [sheet.types])"))
+        checks.append(Check(raw.is_not_null() & pl.col(internal).is_null(), column, raw, "type", f"{message} (declared {kind} in [sheet.types])"))
     declared = {c for c, _ in sheet.type_problems}
     for route in routes:
-        value = pl.col(route.column)
-        shown = pl.col(RAW_PREFIX + route.column) if RAW_PREFIX + route.column in schema else _text(route.column, schema)
+        value = pl.col(route.source)
+        raw_name = RAW_PREFIX + route.source
+        shown = pl.col(raw_name) if raw_name in schema else _text(route.source, schema)
         if route.kind == "field" and route.rule is not None:
-            if route.column not in declared and RAW_PREFIX + route.column in schema:
-                raw = pl.col(RAW_PREFIX + route.column)
-                checks.append(Check(raw.is_not_null() & value.is_null(), route.column, _text(RAW_PREFIX + route.column, schema), "type", f"must be {_article(route.rule.type)} for {route.path[-1]}"))
+            if route.column not in declared and raw_name in schema:
+                checks.append(Check(pl.col(raw_name).is_not_null() & value.is_null(), route.column, _text(raw_name, schema), "type", f"must be {_article(route.rule.type)} for {route.path[-1]}"))
             checks += _rule_checks(route.rule, value, shown, route.column)
         elif route.kind == "tag" and spec.tag_value_rule is not None:
-            text = value if schema[route.column] == pl.String else json_text(value)
+            text = value if schema[route.source] == pl.String else json_text(value)
             checks += _rule_checks(spec.tag_value_rule, text, text, route.column)
-        elif route.kind == "parameter" and spec.parameter_rule is not None and schema[route.column] == pl.String:
+        elif route.kind == "parameter" and spec.parameter_rule is not None and schema[route.source] == pl.String:
             checks += _rule_checks(spec.parameter_rule, value, value, route.column)
     checks += _tag_count_checks(routes, spec, defaults)
     for name in spec.required:
-        column = next((r.column for r in routes if r.path == (name,)), None)
-        if name not in defaults.run and column is not None:
-            checks.append(Check(pl.col(column).is_null(), column, pl.lit(""), "required", f"{name} is required and has no default: fill the cell or set it in [run]"))
+        route = next((r for r in routes if r.path == (name,)), None)
+        if name not in defaults.run and route is not None:
+            checks.append(Check(pl.col(route.source).is_null(), route.column, pl.lit(""), "required", f"{name} is required and has no default: fill the cell or set it in [run]"))
     return checks
 
 
@@ -183,7 +184,7 @@ def _tag_count_checks(routes: Sequence[Route], spec: BackendSpec, defaults: Defa
     extra = [r for r in routes if r.kind == "tag" and r.key not in default_tags]
     if len(default_tags) + len(extra) <= spec.max_tags:
         return []  # cannot be exceeded by any row
-    count = pl.sum_horizontal([pl.col(r.column).is_not_null().cast(pl.Int32) for r in extra]) + len(default_tags)
+    count = pl.sum_horizontal([pl.col(r.source).is_not_null().cast(pl.Int32) for r in extra]) + len(default_tags)
     name = ".".join(spec.tags_path)
     return [Check(count > spec.max_tags, f"tag.* ({len(extra)} columns)", count.cast(pl.String), "max-tags", f"a run has at most {spec.max_tags} {name}, defaults included")]
 

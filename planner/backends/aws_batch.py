@@ -62,5 +62,6 @@ SPEC = BackendSpec(
     min_entries=2,
     shard_mode=lambda submission: "s3",  # every child reads its settings from the staged shard
     check_defaults=_check_defaults,
+    run_shape=_INPUT,
     submission_keys=frozenset({"dependsOnType"}),
 )

@@ -61,6 +61,8 @@ class BackendSpec:
     check_defaults: Callable[[dict[str, Any], dict[str, Any], set[str]], list[Problem]] = field(default=lambda run, submission, sheet_fields: [])
     # Request-level keys the [submission] table may hold.
     submission_keys: frozenset[str] = frozenset()
+    # The botocore shape of the [run] table (None for Polly), so --set knows a field's type.
+    run_shape: Any = None
 
     @property
     def map_paths(self) -> tuple[tuple[str, ...], ...]:

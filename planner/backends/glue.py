@@ -45,6 +45,7 @@ SPEC = BackendSpec(
     parameter_rule=rule_for("Arguments value", _ARGUMENTS.value),
     required=("JobName",),
     check_defaults=_check_defaults,
+    run_shape=_INPUT,
     submission_keys=frozenset({"mode"}),
     shard_mode=lambda submission: "s3" if submission.get("mode") == "manifest" else "inline",
 )

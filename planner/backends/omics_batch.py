@@ -61,6 +61,7 @@ SPEC = BackendSpec(
     max_bytes=MAX_S3_BYTES,
     inline_max=MAX_INLINE_RUNS,
     check_defaults=_check_defaults,
+    run_shape=_DEFAULT,
     submission_keys=frozenset({"batchName", "tags"}),
 )
 

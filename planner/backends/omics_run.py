@@ -55,6 +55,7 @@ SPEC = BackendSpec(
     max_tags=MAX_TAGS,
     required=("outputUri", "roleArn"),
     check_defaults=_check_defaults,
+    run_shape=_INPUT,
 )
 
 
