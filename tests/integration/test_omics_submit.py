@@ -94,8 +94,8 @@ def test_60_runs_go_inline_with_each_rows_own_settings(tmp_path, endpoints):
     (operation, params), = [r for r in endpoints["_emulator"].requests() if r[0] == "StartRunBatch"]
     inline = params["batchRunSettings"]["inlineSettings"]
     assert len(inline) == 60
-    assert inline[0] == {"runSettingId": "S000000", "outputUri": "s3://results/special/", "parameters": {"fastq_1": "s3://in/S000000_R1.fq.gz"}}
-    assert inline[1] == {"runSettingId": "S000001", "parameters": {"fastq_1": "s3://in/S000001_R1.fq.gz"}}
+    assert inline[0] == {"runSettingId": "S000000", "outputUri": "s3://results/special/", "parameters": {"sample": "S000000", "fastq_1": "s3://in/S000000_R1.fq.gz"}}
+    assert inline[1] == {"runSettingId": "S000001", "parameters": {"sample": "S000001", "fastq_1": "s3://in/S000001_R1.fq.gz"}}
 
 
 def test_a_second_submit_creates_nothing_new(tmp_path, endpoints):
@@ -240,9 +240,9 @@ def test_stubber_pins_the_exact_start_run_batch_request(tmp_path):
         "requestId": f"planner-{manifest['plan_id']}-00000",
         "defaultRunSetting": DEFAULTS["run"],
         "batchRunSettings": {"inlineSettings": [
-            {"runSettingId": "S000000", "outputUri": "s3://results/special/", "parameters": {"fastq_1": "s3://in/S000000_R1.fq.gz"}},
-            {"runSettingId": "S000001", "parameters": {"fastq_1": "s3://in/S000001_R1.fq.gz"}},
-            {"runSettingId": "S000002", "parameters": {"fastq_1": "s3://in/S000002_R1.fq.gz"}},
+            {"runSettingId": "S000000", "outputUri": "s3://results/special/", "parameters": {"sample": "S000000", "fastq_1": "s3://in/S000000_R1.fq.gz"}},
+            {"runSettingId": "S000001", "parameters": {"sample": "S000001", "fastq_1": "s3://in/S000001_R1.fq.gz"}},
+            {"runSettingId": "S000002", "parameters": {"sample": "S000002", "fastq_1": "s3://in/S000002_R1.fq.gz"}},
         ]},
     }
     with Stubber(client) as stub:
