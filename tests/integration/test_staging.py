@@ -8,11 +8,8 @@ import subprocess
 import sys
 import textwrap
 
-import boto3
 import polars as pl
 import pytest
-from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
 import planner
 from planner.errors import SubmissionError
@@ -23,43 +20,20 @@ from planner.staging import Stager
 MiB = 1024 * 1024
 DEFAULTS = {
     "run": {"workflowId": "1234567", "roleArn": "arn:aws:iam::123456789012:role/omics", "outputUri": "s3://out/results/"},
-    "staging": {"uri": "s3://staging-bucket/planner/"},
 }
 
 
-@pytest.fixture(scope="module")
-def s3_url() -> str:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture()
-def s3(s3_url: str, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    client = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1", config=Config(retries={"mode": "standard", "max_attempts": 2}))
-    bucket = "staging-bucket"
-    try:
-        client.create_bucket(Bucket=bucket)
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for item in page.get("Contents", []):
-            client.delete_object(Bucket=bucket, Key=item["Key"])
-    for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
-        client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-    return client
+def staging(bucket: str) -> str:
+    return f"s3://{bucket}/planner/"
 
 
-def _plan(tmp_path, runs: int, *, padding: int = 0, part_size: int | None = None, name: str = "plan") -> str:
+def _plan(tmp_path, staging: str, runs: int, *, padding: int = 0, part_size: int | None = None, name: str = "plan") -> str:
     frame = pl.DataFrame({"sample": [f"S{i:06d}" for i in range(runs)]}).with_columns(
         pl.lit("x" * padding).alias("padding") if padding else pl.lit("s3://in/a.fq.gz").alias("fastq_1")
     )
     out = str(tmp_path / name)
-    planner.plan(frame, backend="omics-batch", defaults=DEFAULTS, part_size=part_size).write(out)
+    planner.plan(frame, backend="omics-batch", defaults={**DEFAULTS, "staging": {"uri": staging}}, part_size=part_size).write(out)
     return out
 
 
@@ -78,36 +52,36 @@ class CallCounter:
         self.calls.append(model.name)
 
 
-def test_single_part_shard_gets_the_predicted_etag(tmp_path, s3):
-    plan_dir = _plan(tmp_path, 250)
+def test_single_part_shard_gets_the_predicted_etag(tmp_path, s3, bucket, staging):
+    plan_dir = _plan(tmp_path, staging, 250)
     stager, manifest = _stager(plan_dir, s3)
     shard = manifest["shards"][0]
     assert shard["mode"] == "s3" and shard["bytes"] <= shard["part_size"]
     staged = stager.stage([0])[0]
-    head = s3.head_object(Bucket="staging-bucket", Key=staged.key)
+    head = s3.head_object(Bucket=bucket, Key=staged.key)
     assert staged.key == f"planner/{manifest['plan_id']}/{shard['sha256']}.json"
     assert head["ETag"] == shard["etag"] == staged.etag == f'"{shard["md5"]}"'
     assert head["Metadata"]["planner-sha256"] == shard["sha256"]
-    body = s3.get_object(Bucket="staging-bucket", Key=staged.key)["Body"].read()
+    body = s3.get_object(Bucket=bucket, Key=staged.key)["Body"].read()
     assert body == open(os.path.join(plan_dir, shard["path"]), "rb").read()
     stager.verify(staged)
 
 
-def test_multipart_shard_gets_the_predicted_etag(tmp_path, s3):
+def test_multipart_shard_gets_the_predicted_etag(tmp_path, s3, bucket, staging):
     # ~12 MiB of runs with 5 MiB parts: three parts, ETag "md5-of-md5s-3".
-    plan_dir = _plan(tmp_path, 300, padding=40_000, part_size=5 * MiB)
+    plan_dir = _plan(tmp_path, staging, 300, padding=40_000, part_size=5 * MiB)
     stager, manifest = _stager(plan_dir, s3)
     shard = manifest["shards"][0]
     assert shard["etag"].endswith('-3"'), shard
     counter = CallCounter(s3)
     staged = stager.stage([0])[0]
     assert counter.calls.count("UploadPart") == 3 and "CompleteMultipartUpload" in counter.calls
-    assert s3.head_object(Bucket="staging-bucket", Key=staged.key)["ETag"] == shard["etag"] == staged.etag
-    assert s3.list_multipart_uploads(Bucket="staging-bucket").get("Uploads", []) == []
+    assert s3.head_object(Bucket=bucket, Key=staged.key)["ETag"] == shard["etag"] == staged.etag
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
-def test_second_staging_uploads_nothing(tmp_path, s3):
-    plan_dir = _plan(tmp_path, 250)
+def test_second_staging_uploads_nothing(tmp_path, s3, bucket, staging):
+    plan_dir = _plan(tmp_path, staging, 250)
     stager, _ = _stager(plan_dir, s3)
     stager.stage([0])
     counter = CallCounter(s3)
@@ -121,20 +95,20 @@ def test_second_staging_uploads_nothing(tmp_path, s3):
     assert "PutObject" not in counter.calls and "HeadObject" in counter.calls
 
 
-def test_a_different_object_under_the_key_is_refused_naming_both_etags(tmp_path, s3):
-    plan_dir = _plan(tmp_path, 250)
+def test_a_different_object_under_the_key_is_refused_naming_both_etags(tmp_path, s3, bucket, staging):
+    plan_dir = _plan(tmp_path, staging, 250)
     stager, manifest = _stager(plan_dir, s3)
     shard = manifest["shards"][0]
     key = f"planner/{manifest['plan_id']}/{shard['sha256']}.json"
-    other = s3.put_object(Bucket="staging-bucket", Key=key, Body=b"[]\n")["ETag"]
+    other = s3.put_object(Bucket=bucket, Key=key, Body=b"[]\n")["ETag"]
     with pytest.raises(SubmissionError) as caught:
         stager.stage([0])
     assert other in str(caught.value) and shard["etag"] in str(caught.value)
-    assert s3.get_object(Bucket="staging-bucket", Key=key)["Body"].read() == b"[]\n"  # not overwritten
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"[]\n"  # not overwritten
 
 
-def test_a_concurrent_write_of_the_same_bytes_is_a_412_and_is_reused(tmp_path, s3):
-    plan_dir = _plan(tmp_path, 250)
+def test_a_concurrent_write_of_the_same_bytes_is_a_412_and_is_reused(tmp_path, s3, bucket, staging):
+    plan_dir = _plan(tmp_path, staging, 250)
     stager, manifest = _stager(plan_dir, s3)
     shard = manifest["shards"][0]
     data = open(os.path.join(plan_dir, shard["path"]), "rb").read()
@@ -144,7 +118,7 @@ def test_a_concurrent_write_of_the_same_bytes_is_a_412_and_is_reused(tmp_path, s
     def racing_writer(params, **_):
         if params.get("Key") == key and not statuses:
             statuses.append("raced")
-            s3.put_object(Bucket="staging-bucket", Key=key, Body=data)  # the other writer wins
+            s3.put_object(Bucket=bucket, Key=key, Body=data)  # the other writer wins
 
     def record_status(http_response, **_):
         statuses.append(http_response.status_code)
@@ -160,24 +134,24 @@ def test_a_concurrent_write_of_the_same_bytes_is_a_412_and_is_reused(tmp_path, s
     assert staged.etag == shard["etag"]
 
 
-def test_verify_refuses_an_object_changed_after_staging(tmp_path, s3):
-    plan_dir = _plan(tmp_path, 250)
+def test_verify_refuses_an_object_changed_after_staging(tmp_path, s3, bucket, staging):
+    plan_dir = _plan(tmp_path, staging, 250)
     stager, _ = _stager(plan_dir, s3)
     staged = stager.stage([0])[0]
-    s3.put_object(Bucket="staging-bucket", Key=staged.key, Body=b"[]\n")
+    s3.put_object(Bucket=bucket, Key=staged.key, Body=b"[]\n")
     with pytest.raises(SubmissionError, match="changed"):
         stager.verify(staged)
 
 
-def test_sigkill_during_multipart_staging_then_resume(tmp_path, s3, s3_url):
-    plan_dir = _plan(tmp_path, 300, padding=40_000, part_size=5 * MiB)
+def test_sigkill_during_multipart_staging_then_resume(tmp_path, s3, bucket, staging, moto_server):
+    plan_dir = _plan(tmp_path, staging, 300, padding=40_000, part_size=5 * MiB)
     script = textwrap.dedent(
         f"""
         import os, signal, boto3
         from planner.ledger import Ledger
         from planner.plan import read_plan
         from planner.staging import Stager
-        s3 = boto3.client("s3", endpoint_url={s3_url!r}, region_name="us-east-1")
+        s3 = boto3.client("s3", endpoint_url={moto_server!r}, region_name="us-east-1")
         parts = []
         def die_after_two(**_):
             parts.append(1)
@@ -191,11 +165,11 @@ def test_sigkill_during_multipart_staging_then_resume(tmp_path, s3, s3_url):
     env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
-    assert len(s3.list_multipart_uploads(Bucket="staging-bucket").get("Uploads", [])) == 1  # left behind by the crash
+    assert len(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1  # left behind by the crash
 
     stager, manifest = _stager(plan_dir, s3)
     staged = stager.stage([0])[0]
     assert staged.etag == manifest["shards"][0]["etag"]
-    assert s3.list_multipart_uploads(Bucket="staging-bucket").get("Uploads", []) == []
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="staging-bucket").get("Contents", [])]
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert keys == [staged.key]
