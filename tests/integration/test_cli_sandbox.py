@@ -1,0 +1,62 @@
+"""The README's main job, as a user runs it: plan, submit --sandbox, status --watch, in subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _planner(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "planner.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture()
+def sandbox_env(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    # No credentials and no profile at all: the sandbox must not need them.
+    env.update(PLANNER_SANDBOX_DIR=str(tmp_path / "sandbox"), AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_EC2_METADATA_DISABLED="true")
+    yield env
+    _planner("sandbox", "stop", env=env)
+
+
+def test_plan_submit_status_retry_in_the_sandbox(tmp_path: Path, sandbox_env: dict[str, str]):
+    plan_dir = tmp_path / "plan"
+    planned = _planner(
+        "plan", "sample_sheets/omics_batch_samples.csv", "--backend", "omics-batch",
+        "--defaults", "sample_sheets/omics_batch_defaults.toml", "--out", str(plan_dir), env=sandbox_env,
+    )
+    assert planned.returncode == 0, planned.stderr
+    submitted = _planner("submit", str(plan_dir), "--sandbox", env=sandbox_env)
+    assert submitted.returncode == 0, submitted.stderr
+    assert '"batches_created":1' in submitted.stdout
+    assert (plan_dir / "ledger.sqlite").exists()
+
+    status_csv = tmp_path / "status.csv"
+    watched = _planner("status", str(plan_dir), "--sandbox", "--watch", "--interval", "0.5", "--out", str(status_csv), env=sandbox_env)
+    assert watched.returncode == 0, watched.stderr
+    assert "12 samples" in watched.stdout and "COMPLETED        12" in watched.stdout
+    table = pl.read_csv(status_csv)
+    assert table.height == 12 and set(table.get_column("state")) == {"COMPLETED"}
+    assert table.get_column("remote_id").n_unique() == 12
+
+    again = _planner("submit", str(plan_dir), "--sandbox", env=sandbox_env)
+    assert again.returncode == 0 and '"batches_created":0' in again.stdout
+
+    nothing_failed = _planner("retry", str(plan_dir), "--sandbox", "--out", str(tmp_path / "retry"), env=sandbox_env)
+    assert nothing_failed.returncode == 2 and "nothing to retry" in nothing_failed.stderr
+    assert not (tmp_path / "retry").exists()
+
+
+def test_status_before_submit_is_a_clear_error(tmp_path: Path, sandbox_env: dict[str, str]):
+    plan_dir = tmp_path / "plan"
+    _planner("plan", "sample_sheets/omics_batch_samples.csv", "-b", "omics-batch", "-d", "sample_sheets/omics_batch_defaults.toml", "-o", str(plan_dir), env=sandbox_env)
+    shown = _planner("status", str(plan_dir), env=sandbox_env)
+    assert shown.returncode == 1
+    assert shown.stderr.strip().splitlines() == [f"planner: error: {plan_dir}: nothing submitted yet (no ledger.sqlite); run `planner submit` first"]
