@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--inline", action="store_true", help="omics-batch: send every shard inline (at most 100 runs per batch), so nothing is staged on S3")
     p.add_argument("--max-entries", type=int, metavar="N", help="at most N runs per shard (never more than the service allows)")
     p.add_argument("--max-bytes", type=int, metavar="N", help="at most N bytes per shard file (never more than the service allows)")
-    p.add_argument("--part-size", type=int, metavar="BYTES", help="multipart part size the ETag is predicted for (default: 8 MiB, or more to stay within 10,000 parts)")
+    p.add_argument("--part-size", type=int, metavar="BYTES", help="multipart part size the ETag is predicted for (default: 64 MiB, or more to stay within 10,000 parts; S3 allows 5 MiB to 5 GiB)")
     p.add_argument("--force", action="store_true", help="replace an existing plan directory that has not been submitted")
     p.add_argument("--json", action="store_true", help="print plan.json on stdout instead of a summary")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

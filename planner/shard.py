@@ -35,14 +35,16 @@ MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3's smallest part (but the last)
 MAX_PART_SIZE = 5 * 1024 * MiB  # S3's largest part
 MAX_PARTS = 10_000
-DEFAULT_PART_SIZE = 8 * MiB
+# Large enough that most shards go up in one PUT (one md5 pass when planning, a plain-md5
+# ETag), small enough that staging holds a few parts in memory at once.
+DEFAULT_PART_SIZE = 64 * MiB
 _OPEN = b"[\n"
 _SEP = b",\n"
 _CLOSE = b"\n]\n"
 
 
 def default_part_size(max_bytes: int) -> int:
-    """The smallest whole MiB of at least 8 MiB that keeps a full shard within 10,000 parts."""
+    """The smallest whole MiB of at least 64 MiB that keeps a full shard within 10,000 parts."""
     needed = math.ceil(max_bytes / MAX_PARTS)
     return max(DEFAULT_PART_SIZE, math.ceil(needed / MiB) * MiB)
 
@@ -112,9 +114,12 @@ class _OpenShard:
         self.part_size = part_size
         self.sha256 = hashlib.sha256()
         self.md5 = hashlib.md5()
+        self.hashed = 0  # bytes the whole-file md5 has seen (file lane)
+        self.first_part: bytes | None = None  # md5 of the first part: a prefix of the whole-file md5
+        self.later = 0  # bytes the parts lane has seen
         self.part = hashlib.md5()
         self.part_fill = 0
-        self.part_md5s: list[bytes] = []
+        self.part_md5s: list[bytes] = []  # parts 2..N
         self.size = 0
         self.entries = 0  # runs assigned, held one included
         self.cost = len(_OPEN) + len(_CLOSE) - len(_SEP)  # the size if closed now: 3 + sum(len + 2)
@@ -130,10 +135,23 @@ class _OpenShard:
     def _file_job(self, data: bytes) -> None:
         self.handle.write(data)
         self.sha256.update(data)
-        self.md5.update(data)
+        boundary = self.part_size - self.hashed
+        if self.first_part is None and boundary <= len(data):
+            # The first part's md5 is the whole-file md5 at the part boundary: no second pass.
+            self.md5.update(memoryview(data)[:boundary])
+            self.first_part = self.md5.copy().digest()
+            self.md5.update(memoryview(data)[boundary:])
+        else:
+            self.md5.update(data)
+        self.hashed += len(data)
 
     def _part_job(self, data: bytes) -> None:
-        view = memoryview(data)
+        # Only parts 2..N need hashing of their own; a shard of one part costs one md5 pass.
+        skip = max(0, self.part_size - self.later)
+        self.later += len(data)
+        if skip >= len(data):
+            return
+        view = memoryview(data)[skip:]
         while view:
             take = min(len(view), self.part_size - self.part_fill)
             self.part.update(view[:take])
@@ -176,6 +194,7 @@ class _OpenShard:
         self.lanes.drain()
         if self.part_fill:
             self.part_md5s.append(self.part.digest())
+        parts = [self.first_part, *self.part_md5s] if self.first_part is not None else []
         self.handle.close()
         md5_hex = self.md5.hexdigest()
         return ShardInfo(
@@ -187,7 +206,7 @@ class _OpenShard:
             sha256=self.sha256.hexdigest(),
             md5=md5_hex,
             part_size=self.part_size,
-            etag=s3_etag(md5_hex, self.part_md5s, self.size, self.part_size),
+            etag=s3_etag(md5_hex, parts, self.size, self.part_size),
             first=str(self.first),
             last=str(self.last_written),
         )

@@ -223,10 +223,10 @@ def test_s3_etag_of_many_parts() -> None:
 @pytest.mark.parametrize(
     ("max_bytes", "expected"),
     [
-        (1, 8 * 1024 * 1024),
-        (5 * 1024**3, 8 * 1024 * 1024),  # 5 GiB / 10,000 parts = 0.5 MiB: 8 MiB stands
-        (6_000_000_000, 8 * 1024 * 1024),
-        (100 * 1024**3, 11 * 1024 * 1024),  # needs 10.24 MiB: rounded up to whole MiB
+        (1, 64 * 1024 * 1024),
+        (5 * 1024**3, 64 * 1024 * 1024),  # 5 GiB / 10,000 parts = 0.5 MiB: 64 MiB stands
+        (6_000_000_000, 64 * 1024 * 1024),
+        (1000 * 1024**3, 103 * 1024 * 1024),  # needs 102.4 MiB: rounded up to whole MiB
     ],
 )
 def test_default_part_size(max_bytes: int, expected: int) -> None:
