@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import orjson
 
 from . import __version__
-from .backends import BACKENDS
+from .backends import MODULES
 from .errors import InputError, PlannerError, Problem, ValidationError
 from .plan import MAX_SHOWN_PROBLEMS, plan, write_problems
 
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("sheet", metavar="SHEET", help="the sample sheet: .csv, .tsv/.tab, .parquet or .ndjson/.jsonl; a path, a glob or an s3:// URI")
-    p.add_argument("--backend", "-b", required=True, choices=sorted(BACKENDS), help="the target service")
+    p.add_argument("--backend", "-b", required=True, choices=sorted(MODULES), help="the target service")
     p.add_argument("--defaults", "-d", metavar="FILE", help="the default per-run request, TOML or JSON, in the API's own shape")
     p.add_argument("--out", "-o", required=True, metavar="PLAN", help="the plan directory to write (must not exist, unless --force)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="change a default for every run, e.g. --set outputUri=s3://b/out/ --set parameters.threads=8 (repeatable)")

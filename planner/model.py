@@ -17,12 +17,9 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-import botocore.session
 import polars as pl
 
 from .errors import Problem
-
-_SESSION = botocore.session.get_session()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +54,16 @@ def to_rust_regex(java_pattern: str) -> str:
     return f"^(?:{pattern})$"
 
 
+@functools.cache
+def _session() -> Any:
+    import botocore.session  # imported on first use: it is slow to load, and planning Polly needs none of it
+
+    return botocore.session.get_session()
+
+
 def operation_input(service: str, operation: str) -> Any:
     """The botocore input shape of ``service``'s ``operation``."""
-    return _SESSION.get_service_model(service).operation_model(operation).input_shape
+    return _session().get_service_model(service).operation_model(operation).input_shape
 
 
 def rule_for(name: str, shape: Any) -> FieldRule:

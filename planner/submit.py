@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib import import_module
 from types import ModuleType
 from typing import Any
 
@@ -24,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.validate import ParamValidator
 
 from .aws import Clients
+from .backends import backend_module
 from .errors import InputError, SubmissionError
 from .ledger import LEDGER_FILE, Ledger
 from .model import check_shape, operation_input
@@ -31,7 +31,6 @@ from .plan import SAMPLES_FILE, read_plan
 from .staging import Stager
 
 SANDBOX_STAGING = "s3://planner-sandbox/staging/"
-_RUNTIMES = {"omics-batch": "omics_batch", "omics-run": "omics_run", "batch": "aws_batch", "glue": "glue", "polly": "polly"}
 # Errors that mean "later", not "never": wait and try again, beyond botocore's own retries.
 RETRY_LATER = frozenset({
     "ThrottlingException", "Throttling", "TooManyRequestsException", "ServiceQuotaExceededException",
@@ -42,9 +41,8 @@ RETRY_LATER = frozenset({
 def runtime(backend: str) -> ModuleType:
     """The backend module, which defines stage_indexes, submit, refresh and cancel
     (and, optionally, prepare_sandbox: create in the sandbox what the plan refers to)."""
-    name = _RUNTIMES.get(backend)
-    module = import_module(f".backends.{name}", __package__) if name else None
-    if module is None or not hasattr(module, "submit"):
+    module = backend_module(backend)
+    if not hasattr(module, "submit"):
         raise SubmissionError(f"submitting to {backend} is not available in this version yet (planning is)")
     return module
 
