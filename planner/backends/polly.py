@@ -46,6 +46,7 @@ its default FAILED.  Polly's API has no cancel: ``planner cancel`` says so.
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import hashlib
 import ipaddress
@@ -285,7 +286,8 @@ class PollyAPI:
                 if 200 <= status < 300:
                     return _json(response.data) if response.data else {}
                 if status in (401, 403):
-                    raise PollyAuthError(f"{what}: Polly rejected the API key {self.key_source} (HTTP {status}): set POLLY_API_KEY", status)
+                    said = self.redact(_error_text(response))
+                    raise PollyAuthError(f"{what}: Polly rejected the API key {self.key_source} (HTTP {status}: {said}): set POLLY_API_KEY", status)
                 if status not in _RETRY_STATUSES or waited >= self.max_wait:
                     raise PollyHTTPError(self.redact(f"{what}: HTTP {status}: {_error_text(response)}"), status)
                 wait = _retry_after(response.headers.get("Retry-After")) if status == 429 else None
@@ -440,8 +442,6 @@ def _retry_after(value: str | None) -> float | None:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    import datetime as dt
-
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
     return max(0.0, (moment - dt.datetime.now(dt.timezone.utc)).total_seconds())
