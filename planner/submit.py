@@ -147,10 +147,7 @@ def open_context(
         ledger = Ledger.in_memory(manifest)
     else:
         ledger = Ledger.open(plan_dir, manifest, create=create_ledger and not dry_run)
-    ctx = Context(plan_dir=plan_dir, manifest=manifest, ledger=ledger, clients=clients, staging_uri=staging, concurrency=concurrency, rate=rate, dry_run=dry_run, progress=progress)
-    if sandbox and staging and not dry_run:
-        _ensure_bucket(clients.get("s3"), staging)
-    return ctx
+    return Context(plan_dir=plan_dir, manifest=manifest, ledger=ledger, clients=clients, staging_uri=staging, concurrency=concurrency, rate=rate, dry_run=dry_run, progress=progress)
 
 
 def _ensure_bucket(s3: Any, uri: str) -> None:
@@ -186,6 +183,8 @@ def submit(plan_dir: str, **options: Any) -> dict[str, Any]:
                 backend.prepare_sandbox(ctx)
             indexes = backend.stage_indexes(ctx.manifest)
             if indexes:
+                if ctx.clients.sandbox and ctx.staging_uri:
+                    _ensure_bucket(ctx.clients.get("s3"), ctx.staging_uri)  # the sandbox starts with no buckets
                 ctx.stager.stage(indexes)
         return backend.submit(ctx)  # type: ignore[no-any-return]
     finally:
@@ -209,11 +208,15 @@ def status(plan_dir: str, *, refresh: bool = True, **options: Any) -> pl.DataFra
 def sample_table(ctx: Context) -> pl.DataFrame:
     known = pl.DataFrame(ctx.ledger.samples(), schema=STATUS_COLUMNS, orient="row").drop("shard", "position")
     planned = ctx.samples()
+    submissions = [s for s in ctx.ledger.submissions() if s.sample is None and s.remote_id is not None]
     batches = pl.DataFrame(
-        [(s.shard, s.remote_id) for s in ctx.ledger.submissions() if s.shard is not None and s.sample is None],
+        [(s.shard, s.remote_id) for s in submissions if s.shard is not None],
         schema={"shard": pl.Int32, "submission_id": pl.String}, orient="row",
     )
     table = planned.join(known, on="id", how="left").join(batches, on="shard", how="left")
+    whole_plan = [s.remote_id for s in submissions if s.shard is None]
+    if len(whole_plan) == 1:  # one submission for the whole plan (a Polly run): every sample is in it
+        table = table.with_columns(pl.col("submission_id").fill_null(pl.lit(whole_plan[0])))
     return table.select("row", "id", "shard", "position", "submission_id", "remote_id", "submission_status", "state", "reason", "updated_at")
 
 
