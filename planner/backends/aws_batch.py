@@ -77,6 +77,8 @@ MAX_ARRAY_SIZE = 10_000
 MAX_DEPENDS_ON = 20
 # dependsOnType adds to every job: SEQUENTIAL its own {"type": "SEQUENTIAL"} and the previous job; N_TO_N the previous job.
 ADDED_DEPENDENCIES = {"SEQUENTIAL": 2, "N_TO_N": 1}
+# Each child's manifest location travels in containerOverrides.environment, which these kinds of job do not read.
+UNSUPPORTED_OVERRIDES = ("ecsPropertiesOverride", "eksPropertiesOverride", "nodeOverrides")
 JOB_NAME = FieldRule("jobName", "string", min=1, max=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _INPUT = operation_input("batch", "SubmitJob")
 
@@ -104,6 +106,9 @@ def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_field
         name = str((variable or {}).get("name", ""))
         if name.startswith("AWS_BATCH"):
             found.append(Problem(None, None, f"containerOverrides.environment[{index}].name", name, "reserved", "names starting with AWS_BATCH are reserved for AWS Batch"))
+    for name in UNSUPPORTED_OVERRIDES:
+        if name in run:
+            found.append(Problem(None, None, name, None, "unsupported", "each child learns where its settings are from containerOverrides.environment; jobs needing this override are not supported yet"))
     if order is not None and order not in ("N_TO_N", "SEQUENTIAL"):
         found.append(Problem(None, None, "submission.dependsOnType", str(order), "enum", "must be N_TO_N or SEQUENTIAL"))
     return found
@@ -129,7 +134,6 @@ SPEC = BackendSpec(
 
 # ---------------------------------------------------------------- names and requests
 
-PLANNER_ENVIRONMENT = (MANIFEST_ENV, MANIFEST_ETAG_ENV, INDEX_URI_ENV, INDEX_ETAG_ENV, FIRST_INDEX_ENV)
 DESCRIBE_MAX = 100  # DescribeJobs takes at most 100 job ids
 JOB_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
 FINAL = frozenset({"SUCCEEDED", "FAILED"})
