@@ -22,6 +22,13 @@ from .errors import (
 )
 from .plan import Plan, plan, read_plan
 
+
+def read_child_settings(**options: object) -> dict[str, object]:
+    """Inside an AWS Batch array child or a Glue manifest run: this child's own settings."""
+    from .child_settings import read_child_settings as read
+
+    return read(**options)  # type: ignore[arg-type]
+
 __all__ = [
     "DefaultsError",
     "InputError",
@@ -33,6 +40,7 @@ __all__ = [
     "SubmissionError",
     "ValidationError",
     "plan",
+    "read_child_settings",
     "read_plan",
 ]
 __version__ = "0.1.0"

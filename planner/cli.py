@@ -110,6 +110,18 @@ def _parser() -> argparse.ArgumentParser:
     _aws_options(c)
     c.set_defaults(handler=_cancel)
 
+    k = commands.add_parser(
+        "child-settings",
+        help="inside an AWS Batch array child (or a Glue manifest run): print this child's own settings",
+        description="Read this child's entry of the staged shard with ranged GETs checked against the recorded ETags, "
+        "and print it as JSON (or as export lines). Inside an AWS Batch child every location comes from the "
+        "environment the planner set on the job; --index overrides AWS_BATCH_JOB_ARRAY_INDEX.",
+    )
+    from .child_settings import add_arguments as _child_arguments
+
+    _child_arguments(k)
+    k.set_defaults(handler=_child_settings)
+
     x = commands.add_parser("sandbox", help="start or stop the local AWS sandbox used by --sandbox", description="The sandbox is moto's server (S3, Batch, Glue) and the HealthOmics emulator on loopback, in a background process shared by the commands run with --sandbox.")
     x.add_argument("action", choices=["start", "stop", "status"])
     x.set_defaults(handler=_sandbox)
@@ -216,6 +228,12 @@ def _cancel(args: argparse.Namespace) -> int:
     count = cancel(args.plan_dir, **_aws(args))
     print(f"cancelled {count}")
     return 0
+
+
+def _child_settings(args: argparse.Namespace) -> int:
+    from .child_settings import run
+
+    return run(args)
 
 
 def _sandbox(args: argparse.Namespace) -> int:

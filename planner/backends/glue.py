@@ -24,11 +24,14 @@ Manifest mode (``[submission] mode = "manifest"``): each shard is staged on S3
 as it is, and one job run per shard gets, besides the default ``Arguments``:
 ``--planner-manifest`` (its s3:// URI), ``--planner-manifest-etag`` (the ETag as S3
 reports it, quotes included, for ``IfMatch``), ``--planner-first-index`` (``"0"``:
-entry 0 of the shard is the run's first sample) and ``--planner-index-uri``: an
-object ``<sha256>.index`` beside the shard holding 8-byte big-endian unsigned byte
-offsets of every line start of the shard file (the ``[`` line, one line per entry,
-the ``]`` line), then the file size.  Entry i is the line at offsets[i + 1] up to
-offsets[i + 2], without its trailing comma and newline: one ranged GET per sample.
+entry 0 of the shard is the run's first sample), ``--planner-index-uri`` and
+``--planner-index-etag``: the shard's line index (``child_settings.line_index``:
+8-byte big-endian offsets of each entry's line, then where the closing ``]`` line
+starts), staged beside it as ``<plan_id>/<sha256 of the index>.index``.  A Glue
+script reads entry i with two ranged GETs: ``planner.child_settings.read_child_settings(
+**glue_arguments(sys.argv), index=i)``.  The job run itself takes its fields
+(``JobName``, ``WorkerType``, ...) from ``[run]``: per-sample values of those
+fields stay in the manifest, for the script.
 
 Status comes from ``GetJobRuns`` (paginated), mapped back to samples by the run
 key: ``state`` is the ``JobRunState`` and ``reason`` the ``ErrorMessage``.  Runs
@@ -44,7 +47,6 @@ import os
 import re
 import sys
 import threading
-from array import array
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -106,6 +108,7 @@ MANIFEST = "--planner-manifest"
 MANIFEST_ETAG = "--planner-manifest-etag"
 FIRST_INDEX = "--planner-first-index"
 INDEX_URI = "--planner-index-uri"
+INDEX_ETAG = "--planner-index-etag"
 
 ACTIVE_STATES = frozenset({"STARTING", "RUNNING", "STOPPING", "WAITING"})  # a run that holds a slot
 FINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "STOPPED", "TIMEOUT", "ERROR", "EXPIRED"})
@@ -219,52 +222,58 @@ def _max_concurrent_runs(ctx: Any, glue: Any, job: str) -> int:
 class _Slots:
     """The run slots of one job: a start goes out only while one is free.
 
-    ``free`` is what the last count left, minus the starts let through since;
-    when it reaches 0 the job's runs are counted again (GetJobRuns), and again
-    after each backoff on ``ctx.sleep`` until a slot is free.  One thread counts
-    at a time; starts still in flight are subtracted from a count, so a run is
-    never let through on a stale one.
+    ``free`` is what the last count left, minus the starts let through since.
+    When it reaches 0, the next start waits for the starts still in flight to
+    return, then counts the job's active runs (GetJobRuns); while none is free
+    it backs off on ``ctx.sleep`` and counts again.  One thread waits and counts
+    at a time, and only with nothing in flight, so a count is never stale.
     """
 
     def __init__(self, ctx: Any, glue: Any, job: str, limit: int, active: int):
         self.ctx, self.glue, self.job, self.limit = ctx, glue, job, limit
         self.free = limit - active
         self.calls = 0  # starts let through whose StartJobRun has not returned
-        self._turn = threading.Lock()  # one waiter counts and sleeps
-        self._count = threading.Lock()  # guards free and calls; never held while sleeping
+        self._turn = threading.Lock()  # one waiter at a time
+        self._changed = threading.Condition()  # guards free and calls; never held while sleeping or counting
         self._told = False
+
+    def _take(self) -> bool:
+        if self.free <= 0:
+            return False
+        self.free -= 1
+        self.calls += 1
+        return True
 
     def acquire(self) -> None:
         delay = 1.0
-        counted = False
         with self._turn:
             while True:
-                with self._count:
-                    if self.free > 0:
-                        self.free -= 1
-                        self.calls += 1
+                with self._changed:
+                    self._changed.wait_for(lambda: self.free > 0 or self.calls == 0)
+                    if self._take():
                         return
-                if counted:  # counted, and still no slot: wait for runs to end
-                    if not self._told:
-                        self._told = True
-                        print(
-                            f"glue: all {self.limit} run slots of job {self.job} (MaxConcurrentRuns) are taken; waiting for runs to end "
-                            "(JobRunQueuingEnabled = true in the defaults lets Glue queue runs instead)", file=sys.stderr,
-                        )
-                    self.ctx.sleep(delay)
-                    delay = min(delay * 2, MAX_BACKOFF)
                 active = _scan(self.ctx, self.glue, self.job).active
-                counted = True
-                with self._count:
-                    self.free = self.limit - active - self.calls
+                with self._changed:
+                    self.free = self.limit - active  # nothing is in flight, and no other start can begin meanwhile
+                    if self._take():
+                        return
+                if not self._told:
+                    self._told = True
+                    print(
+                        f"glue: all {self.limit} run slots of job {self.job} (MaxConcurrentRuns) are taken; waiting for runs to end "
+                        "(JobRunQueuingEnabled = true in the defaults lets Glue queue runs instead)", file=sys.stderr,
+                    )
+                self.ctx.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
 
     def release(self, *, started: bool, refused: bool = False) -> None:
-        with self._count:
+        with self._changed:
             self.calls -= 1
             if refused:
                 self.free = 0  # someone else holds slots: count again before the next start
             elif not started:
                 self.free += 1
+            self._changed.notify_all()
 
 
 class _Submitter:
@@ -315,53 +324,50 @@ class _Submitter:
         while True:
             if slots is not None:
                 slots.acquire()
-            with self._gate:
-                next(self._limiter)
-            self.ctx.ledger.intent(start.key, "StartJobRun", shard=start.shard, sample=start.sample, token=start.run_key)
+            started = refused = False
             try:
-                response = self.ctx.call(f"StartJobRun for {start.label}", self._send, **start.request)
-            except _NoSlot:
-                if slots is not None:
-                    slots.release(started=False, refused=True)
-                else:  # queuing asked for, yet refused: wait like the service asks
-                    self.ctx.sleep(delay)
-                    delay = min(delay * 2, MAX_BACKOFF)
-                continue
-            except _OutcomeUnknown as exc:
-                self.ctx.sleep(delay)  # give the run, if there is one, time to be listed
-                delay = min(delay * 2, MAX_BACKOFF)
+                with self._gate:
+                    next(self._limiter)
+                self.ctx.ledger.intent(start.key, "StartJobRun", shard=start.shard, sample=start.sample, token=start.run_key)
                 try:
-                    found = _scan(self.ctx, self.glue, start.job).ours.get(start.run_key)
-                except SubmissionError as lookup:
-                    if slots is not None:
-                        slots.release(started=False)
-                    self._fail(start, f"StartJobRun may have started a run ({exc}) and GetJobRuns failed: {lookup}; submit again to reconcile")
+                    response = self.ctx.call(f"StartJobRun for {start.label}", self._send, **start.request)
+                except _NoSlot:
+                    refused = True
+                except _OutcomeUnknown as exc:
+                    self.ctx.sleep(delay)  # give the run, if there is one, time to be listed
+                    delay = min(delay * 2, MAX_BACKOFF)
+                    try:
+                        found = _scan(self.ctx, self.glue, start.job).ours.get(start.run_key)
+                    except SubmissionError as lookup:
+                        self._fail(start, f"StartJobRun may have started a run ({exc}) and GetJobRuns failed: {lookup}; submit again to reconcile")
+                        return
+                    if found is not None:
+                        started = True
+                        self._started(start, found["Id"], found.get("JobRunState"))
+                        return
+                    unknown += 1
+                    if unknown >= MAX_UNKNOWN_OUTCOMES:
+                        self._fail(start, f"StartJobRun did not answer ({exc}) {unknown} times, and no run carries its key")
+                        return
+                    continue
+                except SubmissionError as exc:
+                    self._fail(start, str(exc))
                     return
-                if found is not None:
-                    if slots is not None:
-                        slots.release(started=True)
-                    self.record(start, found["Id"], found.get("JobRunState"))
-                    with self._gate:
-                        self.started += 1
+                else:
+                    started = True
+                    self._started(start, response["JobRunId"])
                     return
+            finally:
                 if slots is not None:
-                    slots.release(started=False)
-                unknown += 1
-                if unknown >= MAX_UNKNOWN_OUTCOMES:
-                    self._fail(start, f"StartJobRun did not answer ({exc}) {unknown} times, and no run carries its key")
-                    return
-                continue
-            except SubmissionError as exc:
-                if slots is not None:
-                    slots.release(started=False)
-                self._fail(start, str(exc))
-                return
-            if slots is not None:
-                slots.release(started=True)
-            self.record(start, response["JobRunId"])
-            with self._gate:
-                self.started += 1
-            return
+                    slots.release(started=started, refused=refused)
+            if slots is None:  # queuing asked for, yet refused: wait as the service asks
+                self.ctx.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+
+    def _started(self, start: _Start, run_id: str, state: str | None = None) -> None:
+        self.record(start, run_id, state)
+        with self._gate:
+            self.started += 1
 
 
 def _per_run_starts(ctx: Any, done: set[str]) -> Iterator[_Start]:
@@ -389,11 +395,11 @@ def _path(ctx: Any, shard: dict[str, Any]) -> str:
     return os.path.join(ctx.plan_dir, shard["path"])
 
 
-def _manifest_request(ctx: Any, shard: dict[str, Any], uri: str, etag: str, index_uri: str) -> dict[str, Any]:
+def _manifest_request(ctx: Any, shard: dict[str, Any], uri: str, etag: str, index: tuple[str, str]) -> dict[str, Any]:
     request = orjson.loads(orjson.dumps(ctx.manifest["defaults"]))
     request["Arguments"] = {
         **(request.get("Arguments") or {}),
-        MANIFEST: uri, MANIFEST_ETAG: etag, FIRST_INDEX: "0", INDEX_URI: index_uri,
+        MANIFEST: uri, MANIFEST_ETAG: etag, FIRST_INDEX: "0", INDEX_URI: index[0], INDEX_ETAG: index[1],
         RUN_KEY: shard_run_key(ctx.plan_id, shard["index"]),
     }
     return request
@@ -405,17 +411,17 @@ def _manifest_starts(ctx: Any, done: set[str]) -> Iterator[_Start]:
         key = f"StartJobRun:{index:05d}"
         if key in done:
             continue
-        bucket, index_key = _index_location(ctx, shard)
+        data = _index_bytes(ctx, shard)
+        bucket, index_key = _index_location(ctx, data)
         if ctx.dry_run:
-            json_key = _staged_key(ctx, shard)
-            request = _manifest_request(ctx, shard, f"s3://{bucket}/{json_key}", shard["etag"], f"s3://{bucket}/{index_key}")
+            index_etag = f'"{hashlib.md5(data).hexdigest()}"'
+            request = _manifest_request(ctx, shard, f"s3://{bucket}/{_staged_key(ctx, shard)}", shard["etag"], (f"s3://{bucket}/{index_key}", index_etag))
         else:
             staged = ctx.ledger.staged(index)
             if staged is None:
                 raise SubmissionError(f"shard {index} is not staged; staging must come first")
             ctx.stager.verify(staged)  # the script reads it with IfMatch: refuse a changed object before starting
-            index_uri = _stage_index(ctx, shard, bucket, index_key)
-            request = _manifest_request(ctx, shard, ctx.stager.uri(staged), staged.etag, index_uri)
+            request = _manifest_request(ctx, shard, ctx.stager.uri(staged), staged.etag, _stage_index(ctx, data, bucket, index_key))
         yield _Start(key, shard_run_key(ctx.plan_id, index), index, None, None, request)
 
 
@@ -517,16 +523,23 @@ def refresh(ctx: Any) -> None:
 
 
 def cancel(ctx: Any) -> int:
-    """Stop every started run not known to have ended: BatchStopJobRun, 25 run ids a call."""
+    """Stop every started run that has not ended (states refreshed first): BatchStopJobRun, 25 run ids a call."""
+    refresh(ctx)
     glue = ctx.clients.get("glue")
-    states = {row[3]: row[5] for row in ctx.ledger.samples() if row[3]}
+    # The latest run and state, per sample and per shard (a Glue retry attempt is a new run id).
+    by_sample = {row[0]: (row[3], row[5]) for row in ctx.ledger.samples()}
+    by_shard = {row[1]: (row[3], row[5]) for row in ctx.ledger.samples()}
     by_job: dict[str, list[str]] = {}
     for submission in ctx.ledger.submissions("done"):
-        if submission.kind != "StartJobRun" or not submission.remote_id or states.get(submission.remote_id) in FINAL_STATES:
+        if submission.kind != "StartJobRun" or not submission.remote_id:
+            continue
+        known = by_sample.get(submission.sample) if submission.sample is not None else by_shard.get(submission.shard)
+        run_id, state = (known[0] or submission.remote_id, known[1]) if known else (submission.remote_id, None)
+        if state in FINAL_STATES:
             continue
         job = str((submission.response or {}).get("JobName") or ctx.manifest["defaults"].get("JobName"))
-        if submission.remote_id not in by_job.setdefault(job, []):
-            by_job[job].append(submission.remote_id)
+        if run_id not in by_job.setdefault(job, []):
+            by_job[job].append(run_id)
     stopped = 0
     for job, run_ids in sorted(by_job.items()):
         for start in range(0, len(run_ids), MAX_STOP_IDS):
@@ -539,26 +552,16 @@ def cancel(ctx: Any) -> int:
     return stopped
 
 
-# The index of a manifest: where each line of the shard file starts.
+# The line index of a manifest, in the format ``child_settings`` reads.
 
 
-def line_index(path: str) -> bytes:
-    """8-byte big-endian offsets of every line start of the file, then the file size."""
-    offsets = array("Q", [0])
-    assert offsets.itemsize == 8
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(8 * 1024 * 1024):
-            start = 0
-            while (found := chunk.find(b"\n", start)) != -1:
-                offsets.append(size + found + 1)
-                start = found + 1
-            size += len(chunk)
-    if offsets[-1] != size:
-        offsets.append(size)  # the last line has no newline: the sentinel still ends it
-    if sys.byteorder == "little":
-        offsets.byteswap()
-    return offsets.tobytes()
+def _index_bytes(ctx: Any, shard: dict[str, Any]) -> bytes:
+    from ..child_settings import entry_count, line_index
+
+    data = line_index(_path(ctx, shard))
+    if entry_count(data) != shard["entries"]:
+        raise SubmissionError(f"{shard['path']}: {entry_count(data)} lines, but plan.json says {shard['entries']} entries: the plan directory was changed; plan again")
+    return data
 
 
 def _staged_key(ctx: Any, shard: dict[str, Any]) -> str:
@@ -567,17 +570,16 @@ def _staged_key(ctx: Any, shard: dict[str, Any]) -> str:
     return StagingPrefix.parse(ctx.staging_uri or "s3://STAGING-BUCKET/").key(ctx.plan_id, shard["sha256"])
 
 
-def _index_location(ctx: Any, shard: dict[str, Any]) -> tuple[str, str]:
+def _index_location(ctx: Any, data: bytes) -> tuple[str, str]:
     from ..staging import StagingPrefix
 
     location = StagingPrefix.parse(ctx.staging_uri or "s3://STAGING-BUCKET/")
-    return location.bucket, _staged_key(ctx, shard).removesuffix(".json") + ".index"
+    return location.bucket, location.key(ctx.plan_id, hashlib.sha256(data).hexdigest()).removesuffix(".json") + ".index"
 
 
-def _stage_index(ctx: Any, shard: dict[str, Any], bucket: str, key: str) -> str:
-    """Put the shard's line index beside it, never over another object; reuse an identical one."""
-    body = line_index(_path(ctx, shard))
-    digest = hashlib.md5(body).digest()
+def _stage_index(ctx: Any, data: bytes, bucket: str, key: str) -> tuple[str, str]:
+    """Put a shard's line index on S3, never over another object; reuse an identical one.  (URI, ETag)"""
+    digest = hashlib.md5(data).digest()
     etag = f'"{digest.hex()}"'
     uri = f"s3://{bucket}/{key}"
     s3 = ctx.clients.get("s3")
@@ -592,17 +594,17 @@ def _stage_index(ctx: Any, shard: dict[str, Any], bucket: str, key: str) -> str:
         except BotoCoreError as exc:
             raise SubmissionError(f"{uri}: cannot reach S3: {exc}") from exc
 
-    def same_or_fail(found: str) -> str:
+    def same_or_fail(found: str) -> tuple[str, str]:
         if found != etag:
-            raise SubmissionError(f"{uri} already exists with ETag {found}, but this shard's index has ETag {etag}: refusing to overwrite it")
-        return uri
+            raise SubmissionError(f"{uri} already exists with ETag {found}, but this shard's line index has ETag {etag}: refusing to overwrite it; remove the object or stage under another prefix")
+        return uri, etag
 
     found = existing()
     if found is not None:
         return same_or_fail(found)
     try:
         s3.put_object(
-            Bucket=bucket, Key=key, Body=body, IfNoneMatch="*", ContentType="application/octet-stream",
+            Bucket=bucket, Key=key, Body=data, IfNoneMatch="*", ContentType="application/octet-stream",
             ContentMD5=base64.b64encode(digest).decode(),
         )
     except ClientError as exc:
@@ -611,10 +613,10 @@ def _stage_index(ctx: Any, shard: dict[str, Any], bucket: str, key: str) -> str:
             found = existing()  # another writer got there first: fine if it wrote the same bytes
             if found is not None:
                 return same_or_fail(found)
-        raise SubmissionError(f"{uri}: {exc}") from exc
+        raise SubmissionError(f"{uri}: cannot stage the line index: {exc}") from exc
     except BotoCoreError as exc:
         raise SubmissionError(f"{uri}: cannot reach S3: {exc}") from exc
-    return uri
+    return uri, etag
 
 
 def prepare_sandbox(ctx: Any) -> None:
