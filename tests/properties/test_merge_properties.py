@@ -30,10 +30,12 @@ from planner.merge import reference_row, reference_run
 # Characters that stress CSV quoting and JSON escaping.
 SPECIALS = ['"', "\\", "\n", "\r", "\r\n", ",", "\t", ";", "'", "é", "ß", "漢", "😀", "\u2028", "\x7f", "\x01", " ", "{", "}", "[", "]", "null"]
 ANY_CHAR = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
-# Header names leave out '"': polars keeps a header's doubled quote doubled (a""b), which
-# test_sheet_reading.py::test_header_with_escaped_quote pins down as a bug of its own.
-NAME_SPECIALS = [s for s in SPECIALS if s != '"']
-NAME_CHAR = st.characters(exclude_categories=("Cs",), exclude_characters='\x00"')
+# Header names may hold anything a cell may (the header is read by the csv module, so a
+# doubled quote is one quote), plus names that mean something to polars or to the planner:
+# wildcards and regexes in pl.col(), and the frame's own internal column names.
+NAME_SPECIALS = SPECIALS + ["*", "^", "$", "|", "(", ")", ".", "?", "+"]
+NAME_CHAR = ANY_CHAR
+AWKWARD_NAMES = ["*", "^x$", "^.*$", "^", "$", 'a"b', '"', '""', "__row", "__id", "__run", "__why", "__v0", "__raw__c1", "c0", "c1", "c2", "x|y", "(a)", "[x]"]
 
 
 def joined(pieces: st.SearchStrategy[str], min_size: int = 0, max_size: int = 10) -> st.SearchStrategy[str]:
@@ -49,16 +51,17 @@ PRINTABLE = st.characters(categories=("L", "M", "Zs", "S", "N", "P"), max_codepo
 id_text = st.text(st.one_of(st.sampled_from(['"', ",", "'", "é", "-", "_", "0", "7"]), st.characters(categories=("L", "N", "P", "S"), max_codepoint=0x2FFF)), min_size=1, max_size=10)
 ID_COLUMNS = ("sample_id", "sample", "id")
 RESERVED = {"sample_id", "sample", "id"}
+# With --id-column the id column may have any name, "name" included: for omics-batch and
+# omics-run that is a per-run field, which the id column then sets (like any column would).
+EXPLICIT_ID_COLUMNS = ID_COLUMNS + ("name", "lims id", "*", "^x$", "__id")
 
 
 def column_name(fields: set[str]) -> st.SearchStrategy[str]:
     """A plain column name: routed as a parameter under its own name."""
-    return st.text(st.one_of(st.sampled_from(["_", "-", ".", " ", ",", "é", "x", "1"]), st.characters(categories=("L", "N", "P", "Zs"), max_codepoint=0x2FFF, exclude_characters='"')), min_size=1, max_size=10).filter(
+    plain = st.text(st.one_of(st.sampled_from(["_", "-", ".", " ", ",", "é", "x", "1", '"', "*", "^", "$"]), st.characters(categories=("L", "N", "P", "Zs", "S"), max_codepoint=0x2FFF)), min_size=1, max_size=10)
+    return st.one_of(st.sampled_from(AWKWARD_NAMES), plain, plain.map(lambda s: "^" + s + "$"), plain.map(lambda s: "__" + s)).filter(
         lambda s: s.strip() != ""
-        # "*" and "^...$" are polars wildcards/regexes in pl.col(): pinned as bugs in test_sheet_reading.py.
-        and s != "*"
-        and not (s.startswith("^") and s.endswith("$"))
-        and not s.startswith(("__", "tag.", "param."))
+        and not s.startswith(("tag.", "param."))
         and s not in RESERVED
         and s not in fields
         and "_duplicated_" not in s
@@ -143,26 +146,33 @@ def sheet_and_defaults(draw: Any, backend: str) -> dict[str, Any]:
     layout = LAYOUT[backend]
     fields = FIELD_VALUES[backend]
     n = draw(st.integers(1, 5))
-    id_column = draw(st.sampled_from(ID_COLUMNS))
+    explicit_id = draw(st.booleans())
+    id_column = draw(st.sampled_from(EXPLICIT_ID_COLUMNS if explicit_id else ID_COLUMNS))
     ids = draw(st.lists(id_text, min_size=n, max_size=n, unique=True))
+    # The id column is routed like any other column: a field if named like one, else a parameter.
+    id_kind = "field" if id_column in BACKENDS[backend].fields else "param"
 
     # Columns: (name, kind, key); kind is "field", "param" (plain or param.KEY) or "tag".
-    chosen_fields = draw(st.lists(st.sampled_from(sorted(fields)), unique=True, max_size=len(fields)))
-    keys = draw(st.lists(joined(st.one_of(st.sampled_from(NAME_SPECIALS), NAME_CHAR), 1, 6), unique=True, max_size=5))
+    chosen_fields = draw(st.lists(st.sampled_from(sorted(set(fields) - {id_column})), unique=True, max_size=len(fields)))
+    keys = draw(st.lists(st.one_of(st.sampled_from(AWKWARD_NAMES), joined(st.one_of(st.sampled_from(NAME_SPECIALS), NAME_CHAR), 1, 6)), unique=True, max_size=5))
     columns: list[tuple[str, str, str]] = [(f, "field", f) for f in chosen_fields]
     used_names = {id_column, *chosen_fields}
+    # Parameter keys already taken (two columns may not set one key; the id column takes its own).
+    param_keys = {id_column} if id_kind == "param" else set()
     for key in keys:
         kinds = ["param.", "plain"] + (["tag."] if layout["tags"] else [])
         kind = draw(st.sampled_from(kinds))
         if kind == "plain":
             name = draw(column_name(set(BACKENDS[backend].fields)))
-            if name in used_names or any(c[1] == "param" and c[2] == name for c in columns):
+            if name in used_names or name in param_keys:
                 continue
             columns.append((name, "param", name))
+            param_keys.add(name)
         elif kind == "param.":
-            if any(c[1] == "param" and c[2] == key for c in columns):
+            if key in param_keys:
                 continue
             columns.append(("param." + key, "param", key))
+            param_keys.add(key)
         else:
             columns.append(("tag." + key, "tag", key))
         used_names.add(columns[-1][0])
@@ -186,7 +196,7 @@ def sheet_and_defaults(draw: Any, backend: str) -> dict[str, Any]:
         rows.append(row)
 
     # Defaults: the maps share keys with the sheet's, plus keys of their own.
-    pool = [c[2] for c in columns if c[1] == "param"] + draw(st.lists(free_text.filter(bool), max_size=3))
+    pool = [c[2] for c in columns if c[1] == "param"] + sorted(param_keys - {c[2] for c in columns}) + draw(st.lists(free_text.filter(bool), max_size=3))
     tag_pool = [c[2] for c in columns if c[1] == "tag"] + draw(st.lists(st.text(min_size=1, max_size=5), max_size=3))
     run: dict[str, Any] = {}
     if backend == "omics-batch":
@@ -232,7 +242,8 @@ def sheet_and_defaults(draw: Any, backend: str) -> dict[str, Any]:
     return {
         "backend": backend,
         "id_column": id_column,
-        "explicit_id": draw(st.booleans()),
+        "id_kind": id_kind,
+        "explicit_id": explicit_id,
         "ids": ids,
         "header": header,
         "id_at": id_at,
@@ -254,6 +265,13 @@ def _put(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     target[path[-1]] = value
 
 
+def with_id_column(case: dict[str, Any], sample_id: str, cells: list[tuple[str | None, Any]]) -> list[tuple[tuple[str, str, str], tuple[str | None, Any]]]:
+    """Every column of the row in sheet order, the id column (routed like any other) included."""
+    columns = list(zip(case["columns"], cells))
+    columns.insert(case["id_at"], ((case["id_column"], case["id_kind"], case["id_column"]), (sample_id, sample_id)))
+    return columns
+
+
 def oracle_row(case: dict[str, Any], sample_id: str, cells: list[tuple[str | None, Any]]) -> dict[str, Any]:
     """The row's own settings: id field, fields in column order, then each map's keys in column order."""
     backend = case["backend"]
@@ -261,7 +279,7 @@ def oracle_row(case: dict[str, Any], sample_id: str, cells: list[tuple[str | Non
     row: dict[str, Any] = {}
     if layout["id"]:
         row[layout["id"]] = sample_id
-    columns = list(zip(case["columns"], cells))
+    columns = with_id_column(case, sample_id, cells)
     for (name, kind, key), (_, value) in columns:
         if kind == "field" and value is not None:
             _put(row, field_path(backend, key), value)
@@ -322,7 +340,7 @@ def check_merge(case: dict[str, Any], merged: bool) -> None:
     assert runs.get_column("row").to_list() == list(range(1, len(case["ids"]) + 1))
     default_run = case["defaults"]["run"]
     for sample_id, cells, text in zip(case["ids"], case["rows"], runs.get_column("run")):
-        values = {name: value for (name, _, _), (_, value) in zip(case["columns"], cells)}
+        values = {name: value for (name, _, _), (_, value) in with_id_column(case, sample_id, cells)}
         own = reference_row(values, plan.routes, plan.spec, sample_id)
         expected = reference_run(default_run, own, plan.spec) if merged else own
         # The columnar text is the reference, byte for byte (key order included).
@@ -415,7 +433,8 @@ def test_typed_frame_cells_match_reference(frame_case: tuple[pl.DataFrame, list[
     runs = plan.runs(merged=merged)
     assert runs.get_column("id").to_list() == ids
     for record, text in zip(frame.iter_rows(named=True), runs.get_column("run")):
-        values = {name: record[name] for name in names}
+        # An empty string means "not set" in every format; the id column is a parameter too.
+        values = {name: None if record[name] == "" else record[name] for name in ["sample", *names]}
         own = reference_row(values, plan.routes, plan.spec, record["sample"])
         expected = reference_run(document["run"], own, plan.spec) if merged or backend == "glue" else own
         assert text == orjson.dumps(expected).decode()

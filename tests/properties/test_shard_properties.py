@@ -137,18 +137,13 @@ def _one_run_per_shard_case() -> dict[str, Any]:
 
 
 def _borrow_overflows_case() -> dict[str, Any]:
-    runs = make_runs([10, 10, 60], [False] * 3)
-    # Two small runs fit together; neither fits with the big one.
-    return {"runs": runs, "ids": ["a", "b", "c"], "max_entries": 10, "max_bytes": 3 + cost(runs[0]) * 2 + 5, "part_size": 64, "batches": [(0, 3)], "min_entries": 2}
+    runs = make_runs([10, 10, 20], [False] * 3)
+    max_bytes = 3 + cost(runs[0]) * 2 + 5
+    # Two small runs fit together; neither fits with the big one, which fits alone.
+    assert 3 + cost(runs[0]) + cost(runs[2]) > max_bytes >= 3 + cost(runs[2])
+    return {"runs": runs, "ids": ["a", "b", "c"], "max_entries": 10, "max_bytes": max_bytes, "part_size": 64, "batches": [(0, 3)], "min_entries": 2}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ShardWriter.close() (planner/shard.py, the min_entries=2 rebalance) moves the "
-    "previous shard's last run into a lone last shard without checking max_bytes; when runs "
-    "do not fit two to a shard this writes a shard over max_bytes and can leave an EMPTY shard "
-    "(entries 0, last 'None')",
-)
 @examples(100)
 @given(shard_cases(min_entries=2))
 @example(_one_run_per_shard_case())
@@ -158,6 +153,19 @@ def test_min_entries_two_keeps_limits_for_any_sizes(case: dict[str, Any]) -> Non
     with tempfile.TemporaryDirectory() as directory:
         shards = write_shards(case, directory)
         check_shards(case, shards, directory)
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (_one_run_per_shard_case, [["a"], ["b"], ["c"]]),  # nothing to borrow without breaking max_bytes
+        (_borrow_overflows_case, [["a", "b"], ["c"]]),  # borrowing b would put c's shard over max_bytes
+    ],
+)
+def test_lone_run_stays_when_borrowing_would_break_a_limit(tmp_path: Path, make: Any, expected: list[list[str]]) -> None:
+    case = make()
+    shards = write_shards(case, str(tmp_path))
+    assert check_shards(case, shards, str(tmp_path)) == expected
 
 
 def test_lone_last_run_borrows_from_previous_shard(tmp_path: Path) -> None:

@@ -140,7 +140,8 @@ def case_unknown_field_in_run(tmp_path: Path) -> tuple[list[Any], list[str]]:
     sheet = _sheet(tmp_path, ["sample"], [["a"]])
     defaults = defaults_for("omics-batch")
     defaults["run"]["workflowIdd"] = "1"
-    return _plan_args(tmp_path, sheet, defaults), ["1 problem"]
+    # Problems in the defaults are printed one per line, like a row's.
+    return _plan_args(tmp_path, sheet, defaults), ["1 problem", "planner: error: ", "'[run] workflowIdd'", "[unknown-field]"]
 
 
 def case_unknown_section(tmp_path: Path) -> tuple[list[Any], list[str]]:
@@ -230,7 +231,7 @@ def case_id_too_long(tmp_path: Path) -> tuple[list[Any], list[str]]:
 
 def case_tag_key_too_long(tmp_path: Path) -> tuple[list[Any], list[str]]:
     sheet = _sheet(tmp_path, ["sample", "tag." + "k" * 129], [["a", "v"]])
-    return _plan_args(tmp_path, sheet), ["1 problem"]
+    return _plan_args(tmp_path, sheet), ["1 problem", "planner: error: ", "key must be at most 128 characters", "[max]"]
 
 
 def case_tag_value_too_long(tmp_path: Path) -> tuple[list[Any], list[str]]:
@@ -316,33 +317,45 @@ def test_default_problems_are_reported_with_their_fields() -> None:
     assert all(p.row is None for p in caught.value.problems)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: planner/cli.py _plan calls plan() outside the try that reports problems, so a ValidationError "
-    "for the defaults (raised in Plan.__init__) prints only 'planner: N problems found; nothing was written' "
-    "and never says which field is wrong",
-)
 def test_default_problems_are_printed_by_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sheet = _sheet(tmp_path, ["sample"], [["a"]])
     defaults = defaults_for("omics-batch")
     defaults["run"]["storageType"] = "FAST"
-    code, _, err = run_cli(_plan_args(tmp_path, sheet, defaults), capsys)
-    assert code == 2
-    assert "storageType" in err and "FAST" in err
+    code, out, err = run_cli(_plan_args(tmp_path, sheet, defaults), capsys)
+    assert code == 2 and out == ""
+    assert_clean_stderr(err)
+    line = next(line for line in err.splitlines() if "storageType" in line)
+    assert line.startswith("planner: error: ") and "'FAST'" in line and "[enum]" in line
+    assert err.strip().splitlines()[-1] == "planner: 1 problem found; nothing was written"
+    assert_nothing_written(tmp_path / "plan")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (contract gap): a CSV row with more cells than the header is reported as polars' "
-    "'found more fields than defined in Schema' without the row number (planner/sheet.py polars_errors); "
-    "DESIGN.md asks every error to name its row",
-)
 def test_malformed_csv_names_the_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sheet = tmp_path / "sheet.csv"
     sheet.write_text("sample,x\na,1\nb,2\nc,3,4\nd,5\n", encoding="utf-8")
-    code, _, err = run_cli(_plan_args(tmp_path, sheet), capsys)
-    assert code == 2
-    assert "row 3" in err or "line 4" in err
+    code, out, err = run_cli(_plan_args(tmp_path, sheet), capsys)
+    assert code == 2 and out == ""
+    assert_clean_stderr(err)
+    assert "row 3 (3 cells, the header has 2)" in err
+    assert_nothing_written(tmp_path / "plan")
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "fragment"),
+    [
+        # Rows are data records: a quoted cell spanning two lines is one row.
+        ("sheet.tsv", b'sample\tx\na\t"l1\nl2"\nb\t2\t3\n', "row 2 (3 cells, the header has 2)"),
+        ("sheet.csv", b'\xef\xbb\xbfsample,x\r\na,"q,\r\nq"\r\nb,2\r\nc,3,4,5\r\n', "row 3 (4 cells, the header has 2)"),
+    ],
+)
+def test_ragged_row_number_counts_records_not_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, data: bytes, fragment: str) -> None:
+    sheet = tmp_path / name
+    sheet.write_bytes(data)
+    code, out, err = run_cli(_plan_args(tmp_path, sheet), capsys)
+    assert code == 2 and out == ""
+    assert_clean_stderr(err)
+    assert fragment in err
+    assert_nothing_written(tmp_path / "plan")
 
 
 # ---------------------------------------------------------------- --skip-invalid
@@ -506,15 +519,11 @@ def test_repeated_ids_found_across_batches(tmp_path: Path, batch_rows: int) -> N
     assert sorted(set(rejected.get_column("row").cast(pl.Int64).to_list())) == [3, 8, 11, 12, 14]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: planner/plan.py atomic_directory (used by Plan.write) runs os.makedirs(parent) before the rows are validated, so a failed plan "
-    "into --out deep/er/plan exits 2 but leaves the new empty directories deep/er behind ('nothing written' is not quite true)",
-)
 def test_failed_plan_creates_no_parent_directories(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sheet = _sheet(tmp_path, ["sample", "priority"], [["a", "high"]])
     argv = _plan_args(tmp_path, sheet)
     argv[argv.index("--out") + 1] = tmp_path / "deep" / "er" / "plan"
-    code, _, _ = run_cli(argv, capsys)
+    code, _, err = run_cli(argv, capsys)
     assert code == 2
+    assert_clean_stderr(err)
     assert not (tmp_path / "deep").exists()

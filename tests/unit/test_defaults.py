@@ -30,7 +30,7 @@ def test_toml_and_json_defaults_give_the_same_plan(tmp_path: Path, suffix: str) 
     assert manifest["staging"] == {"uri": "s3://bucket/staging/"}
     assert manifest["sheet"]["id_column"] == "lims"
     (entries,) = shard_entries(tmp_path / "plan", manifest)
-    assert entries == [{"runSettingId": "L1", "parameters": {"threads": 4}}, {"runSettingId": "L2"}]
+    assert entries == [{"runSettingId": "L1", "parameters": {"lims": "L1", "threads": 4}}, {"runSettingId": "L2", "parameters": {"lims": "L2"}}]
 
 
 def test_toml_and_json_agree_byte_for_byte(tmp_path: Path) -> None:
@@ -64,15 +64,15 @@ def test_precedence_file_then_set_then_row(tmp_path: Path) -> None:
     )
     runs = merged_runs(sheet, defaults=document, sets=["priority=2", "parameters.genome=set", "runTags.project=set", "parameters.threads=16"])
     assert runs[0]["priority"] == 3 and runs[1]["priority"] == 2
-    assert runs[0]["parameters"] == {"threads": 16, "genome": "row", "keep": "file"}
-    assert runs[1]["parameters"] == {"threads": 16, "genome": "set", "keep": "file"}
+    assert runs[0]["parameters"] == {"threads": 16, "genome": "row", "keep": "file", "sample": "row-wins"}
+    assert runs[1]["parameters"] == {"threads": 16, "genome": "set", "keep": "file", "sample": "set-wins"}
     assert runs[0]["runTags"] == {"project": "row", "team": "file"}
     assert runs[1]["runTags"] == {"project": "set", "team": "file"}
     # The shards (own settings) carry only the row; --set lands in defaultRunSetting.
     manifest = planner.plan(sheet, backend="omics-batch", defaults=document, sets=["priority=2", "parameters.genome=set"]).write(tmp_path / "plan")
     assert manifest["defaults"]["priority"] == 2 and manifest["defaults"]["parameters"]["genome"] == "set"
     (entries,) = shard_entries(tmp_path / "plan", manifest)
-    assert entries[1] == {"runSettingId": "set-wins"}
+    assert entries[1] == {"runSettingId": "set-wins", "parameters": {"sample": "set-wins"}}
 
 
 def test_later_set_wins_over_earlier_set() -> None:
@@ -105,29 +105,40 @@ def test_set_tag_values_stay_strings_omics_batch(tmp_path: Path) -> None:
     assert run["outputBucketOwnerId"] == "123456789012"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: planner/defaults.py _is_string_field only knows the backend's per-row fields (spec.fields); "
-    "for omics-batch workflowId is a defaultRunSetting field, not a row field, so --set workflowId=1234567 "
-    "is parsed as the JSON number 1234567 and the plan fails validation ('must be a string, not int'), "
-    "contrary to the module docstring",
-)
 def test_set_workflow_id_stays_a_string_omics_batch(tmp_path: Path) -> None:
+    # workflowId is a string in the service model (a defaultRunSetting field, not a per-row one).
     sheet = write_csv(tmp_path / "s.csv", ["sample"], [["a"]])
     plan = planner.plan(sheet, backend="omics-batch", defaults=defaults_for("omics-batch"), sets=["workflowId=1234567"])
     assert plan.defaults.run["workflowId"] == "1234567"
+    manifest = plan.write(tmp_path / "plan")
+    assert manifest["defaults"]["workflowId"] == "1234567"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: same cause as --set workflowId for omics-batch: AWS Batch SubmitJob parameters are a "
-    "string-to-string map, but --set parameters.min_mapq=20 stores the number 20, which then fails "
-    "validation ('must be a string, not int')",
-)
 def test_set_batch_parameter_number_stays_a_string(tmp_path: Path) -> None:
     sheet = write_csv(tmp_path / "s.csv", ["sample"], [["a"]])
     (run,) = merged_runs(sheet, backend="batch", defaults=defaults_for("batch"), sets=["parameters.min_mapq=20"])
     assert run["parameters"]["min_mapq"] == "20"
+
+
+@pytest.mark.parametrize(
+    ("backend", "assignment", "path", "expected"),
+    [
+        # Types come from the service model: text fields stay text, numbers become numbers.
+        ("omics-batch", "workflowId=007", ("workflowId",), "007"),
+        ("omics-batch", "priority=7", ("priority",), 7),
+        ("omics-run", "storageCapacity=1200", ("storageCapacity",), 1200),
+        ("batch", "jobQueue=123", ("jobQueue",), "123"),
+        ("batch", "retryStrategy.attempts=3", ("retryStrategy", "attempts"), 3),
+        ("glue", "JobName=42", ("JobName",), "42"),
+        ("glue", "NumberOfWorkers=4", ("NumberOfWorkers",), 4),
+        ("glue", "Arguments.--threads=8", ("Arguments", "--threads"), "8"),
+    ],
+)
+def test_set_types_follow_the_service_model(backend: str, assignment: str, path: tuple[str, ...], expected: Any) -> None:
+    value: Any = load_defaults(defaults_for(backend), [assignment], get_backend(backend)).run
+    for name in path:
+        value = value[name]
+    assert value == expected and type(value) is type(expected)
 
 
 def test_set_submission_batch_name_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -176,7 +187,7 @@ def test_no_defaults_at_all(tmp_path: Path) -> None:
     sheet = write_csv(tmp_path / "s.csv", ["sample", "x"], [["a", "1"]])
     # Polly needs nothing in [run]; the pipeline comes from --set.
     (run,) = merged_runs(sheet, backend="polly", defaults=None, sets=["submission.pipeline_id=pl-1"])
-    assert run == {"parameters": {"x": "1"}, "name": "a"}
+    assert run == {"parameters": {"sample": "a", "x": "1"}, "name": "a"}
     with pytest.raises(planner.ValidationError) as caught:
         planner.plan(sheet, backend="omics-batch", defaults=None)
     assert {p.column for p in caught.value.problems} >= {"[run] workflowId", "[run] roleArn"}

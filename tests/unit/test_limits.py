@@ -126,12 +126,6 @@ def test_part_size_sets_the_predicted_etag(tmp_path: Path) -> None:
     check_shard_files(tmp_path / "big", big)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: planner/plan.py Plan.__init__ accepts any --part-size; S3 parts must be 5 MiB..5 GiB "
-    "(DESIGN.md), so a plan with --part-size 1024 records an ETag for an upload S3 refuses (EntityTooSmall), "
-    "and one above 5 GiB one for a single PUT S3 refuses; shard.MIN_PART_SIZE is defined but never checked",
-)
 @pytest.mark.parametrize(
     ("part_size", "max_bytes"),
     [
@@ -141,8 +135,27 @@ def test_part_size_sets_the_predicted_etag(tmp_path: Path) -> None:
     ],
 )
 def test_part_size_outside_s3_limits_is_refused(part_size: int, max_bytes: int | None) -> None:
-    with pytest.raises(planner.InputError):
+    # S3 parts are 5 MiB..5 GiB (DESIGN.md).
+    with pytest.raises(planner.InputError, match="part size"):
         planner.plan(frame(3), backend="omics-batch", defaults=defaults_for("omics-batch"), part_size=part_size, max_bytes=max_bytes)
+
+
+@pytest.mark.parametrize(("part_size", "ok"), [(5 * 1024 * 1024 - 1, False), (5 * 1024 * 1024, True), (5 * 1024**3, True), (5 * 1024**3 + 1, False)])
+def test_part_size_bounds_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], part_size: int, ok: bool) -> None:
+    from helpers import assert_clean_stderr, assert_nothing_written, write_defaults
+
+    sheet = write_csv(tmp_path / "s.csv", ["sample"], [["a"], ["b"]])
+    defaults = write_defaults(tmp_path / "d.toml", defaults_for("omics-batch"))
+    out = tmp_path / "plan"
+    code, stdout, err = run_cli(["plan", sheet, "--backend", "omics-batch", "--defaults", defaults, "--out", out, "--part-size", part_size], capsys)
+    if ok:
+        assert code == 0, err
+        assert load_manifest(out)["shards"][0]["part_size"] == part_size
+    else:
+        assert code == 2 and stdout == ""
+        assert_clean_stderr(err)
+        assert "part size" in err and "5 MiB" in err and "5 GiB" in err
+        assert_nothing_written(out)
 
 
 def test_part_size_that_needs_more_than_10000_parts_is_refused() -> None:
@@ -173,17 +186,15 @@ def test_batch_arrays_of_2_to_10000_children(tmp_path: Path, runs: int, expected
     assert [e["id"] for shard in entries for e in shard] == frame(runs).get_column("sample").to_list()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with --max-bytes small enough for one run per shard, batch (min_entries=2) plans a shard "
-    "over max_bytes and an empty shard (planner/shard.py ShardWriter.close rebalance)",
-)
 def test_batch_respects_max_bytes_when_runs_do_not_pair(tmp_path: Path) -> None:
     sheet = frame(3, blob=pl.lit("x" * 400))
     run_size = len(planner.plan(sheet.head(1), backend="batch", defaults=defaults_for("batch")).runs().get_column("run")[0].encode())
     max_bytes = 3 + run_size + 2 + 10  # room for one run, not two
     manifest = write_plan(sheet, "batch", tmp_path / "plan", max_bytes=max_bytes)
     assert all(1 <= s["entries"] and s["bytes"] <= max_bytes for s in manifest["shards"])
+    # The limits are hard: three lone runs rather than a shard over max_bytes or an empty one.
+    assert [s["entries"] for s in manifest["shards"]] == [1, 1, 1]
+    check_shard_files(tmp_path / "plan", manifest)
 
 
 def test_batch_shards_carry_merged_settings_in_child_order(tmp_path: Path) -> None:
@@ -192,9 +203,9 @@ def test_batch_shards_carry_merged_settings_in_child_order(tmp_path: Path) -> No
     (entries,) = shard_entries(tmp_path / "plan", manifest)
     base = defaults_for("batch")["run"]
     assert entries == [
-        {**base, "parameters": {**base["parameters"], "bam": "s3://b/a.bam"}, "id": "A"},
-        {**base, "id": "B"},
-        {**base, "parameters": {**base["parameters"], "bam": "s3://b/c.bam"}, "id": "C"},
+        {**base, "parameters": {**base["parameters"], "sample": "A", "bam": "s3://b/a.bam"}, "id": "A"},
+        {**base, "parameters": {**base["parameters"], "sample": "B"}, "id": "B"},
+        {**base, "parameters": {**base["parameters"], "sample": "C", "bam": "s3://b/c.bam"}, "id": "C"},
     ]
 
 
@@ -232,7 +243,8 @@ def test_plan_json_for_the_omics_batch_example(tmp_path: Path, capsys: pytest.Ca
     assert [e["runSettingId"] for e in entries] == rows.get_column("sample").to_list()
     for entry in entries:
         assert "workflowId" not in entry and "roleArn" not in entry
-        assert set(entry["parameters"]) <= {"fastq_1", "fastq_2", "strandedness"}
+        assert set(entry["parameters"]) <= {"sample", "fastq_1", "fastq_2", "strandedness"}
+        assert entry["parameters"]["sample"] == entry["runSettingId"]  # the id column is a parameter too
         assert entry["runTags"] == {"cohort": rows.filter(pl.col("sample") == entry["runSettingId"]).get_column("tag.cohort")[0]}
 
 

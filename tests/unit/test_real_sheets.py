@@ -32,7 +32,7 @@ def test_rnaseq_sheet_with_group_gathers_lanes_into_lists(tmp_path: Path, defaul
     sheet = need(RNASEQ)
     rows = pl.read_csv(sheet, infer_schema=False)
     out = tmp_path / "plan"
-    code, _, err = run_cli(
+    code, stdout, err = run_cli(
         ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults_file, "--out", out, "--group", "--list-columns", "fastq_1,fastq_2"],
         capsys,
     )
@@ -40,6 +40,9 @@ def test_rnaseq_sheet_with_group_gathers_lanes_into_lists(tmp_path: Path, defaul
     manifest = planner.read_plan(out)
     samples = rows.get_column("sample").unique(maintain_order=True).to_list()
     assert manifest["runs"] == len(samples) < rows.height
+    # The summary counts the sheet's rows, not the grouped samples.
+    assert stdout.splitlines()[0] == f"planned {len(samples)} runs of {rows.height} rows for omics-batch in {out}"
+    assert manifest["sheet"]["rows"] == rows.height
     entries = [e for s in manifest["shards"] for e in orjson.loads((out / s["path"]).read_bytes())]
     assert [e["runSettingId"] for e in entries] == samples
     for entry in entries:
@@ -47,12 +50,14 @@ def test_rnaseq_sheet_with_group_gathers_lanes_into_lists(tmp_path: Path, defaul
         params = entry["parameters"]
         # fastq_1: a list with one entry per row of the sample, in sheet order (a list even for one row).
         assert params["fastq_1"] == mine.get_column("fastq_1").to_list()
-        # fastq_2: the non-empty cells in order; a sample with none (single-end) has no fastq_2 at all.
-        present = mine.get_column("fastq_2").drop_nulls().to_list()
-        if present:
-            assert params["fastq_2"] == present
+        # fastq_2: every cell in order, empty ones as null, so fastq_1[i] and fastq_2[i] are one lane;
+        # a sample with none (single-end) has no fastq_2 at all.
+        if mine.get_column("fastq_2").null_count() < mine.height:
+            assert params["fastq_2"] == mine.get_column("fastq_2").to_list()
+            assert len(params["fastq_2"]) == len(params["fastq_1"])
         else:
             assert "fastq_2" not in params
+        assert params["sample"] == entry["runSettingId"]  # the id column is a parameter too
         assert params["strandedness"] == mine.get_column("strandedness")[0]
     single_end = [e for e in entries if "fastq_2" not in e["parameters"]]
     assert single_end, "the test sheet has single-end samples"
@@ -62,18 +67,13 @@ def test_rnaseq_sheet_with_group_gathers_lanes_into_lists(tmp_path: Path, defaul
     assert samples_pq.select("id", "row").rows() == firsts.select("sample", pl.col("row").cast(pl.Int64)).rows()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with --group, plan.json sheet.rows counts the grouped samples, not the rows of the sheet "
-    "(planner/plan.py Plan._batches resets self.rows = 0 and adds batch.height of the grouped frame, "
-    "overwriting the sheet's row count that _grouped set); the CLI then says 'planned 5 runs of 5 rows' for a 7-row sheet",
-)
 def test_group_keeps_the_sheet_row_count(tmp_path: Path) -> None:
     sheet = need(RNASEQ)
     rows = pl.read_csv(sheet, infer_schema=False)
     plan = planner.plan(sheet, backend="omics-batch", defaults=defaults_for("omics-batch"), group=True, list_columns=["fastq_1", "fastq_2"])
     manifest = plan.write(tmp_path / "plan")
     assert manifest["sheet"]["rows"] == rows.height
+    assert manifest["runs"] == rows.get_column("sample").n_unique() < rows.height
 
 
 def test_rnaseq_sheet_without_group_names_repeated_samples_and_rows(tmp_path: Path, defaults_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -126,9 +126,10 @@ def test_sarek_sheet_plans_with_its_id_column(tmp_path: Path, defaults_file: Pat
         assert shard["mode"] == "inline"
         entries = orjson.loads((out / shard["path"]).read_bytes())
         assert [e["runSettingId"] for e in entries] == rows.get_column("id").to_list()
-        other = [c for c in rows.columns if c != "id"]
+        # Every column is a parameter under its own name, the id column "id" included.
         for entry, record in zip(entries, rows.iter_rows(named=True)):
-            assert entry["parameters"] == {c: record[c] for c in other}
+            assert entry["parameters"] == {c: record[c] for c in rows.columns}
+            assert list(entry["parameters"]) == rows.columns
 
 
 @pytest.mark.parametrize("backend", ["omics-run", "batch", "glue", "polly"])
