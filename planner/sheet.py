@@ -257,8 +257,8 @@ def _check_header(columns: Sequence[str], label: str) -> None:
     for index, name in enumerate(columns, start=1):
         if not str(name).strip():
             raise SheetError(f"{label}: column {index} of the header has no name")
-        if name in seen or "_duplicated_" in name:
-            raise SheetError(f"{label}: column {name.split('_duplicated_')[0]!r} appears twice in the header")
+        if name in seen:
+            raise SheetError(f"{label}: column {name!r} appears twice in the header")
         seen.add(name)
 
 

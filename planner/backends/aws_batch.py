@@ -57,6 +57,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import orjson
+
 import polars as pl
 from tqdm import tqdm
 
@@ -201,6 +203,9 @@ def build_request(
     """
     base = lone_run if lone_run is not None else manifest["defaults"]
     request: dict[str, Any] = {k: v for k, v in base.items() if k not in ("id", "jobName", "dependsOn", "arrayProperties")}
+    if lone_run is not None and request.get("parameters"):
+        # SubmitJob parameters are strings; the run's typed values (a number, a list) go as JSON text.
+        request["parameters"] = {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in request["parameters"].items()}
     request["jobName"] = job_name(manifest, shard["index"])
     if shard["entries"] >= 2:
         request["arrayProperties"] = {"size": shard["entries"]}

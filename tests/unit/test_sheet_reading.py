@@ -367,13 +367,6 @@ def test_empty_string_in_a_required_field_is_unset(tmp_path: Path) -> None:
     assert [(p.row, p.id, p.column, p.rule) for p in caught.value.problems] == [(2, "b", "outputUri", "required")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=planner.SheetError,
-    reason="BUG: planner/sheet.py _check_header treats any name containing '_duplicated_' as a polars-renamed "
-    "duplicate, but the header now comes from the csv module (and a frame cannot repeat a name): a sheet "
-    "'sample,reads_duplicated_0' is refused with \"column 'reads' appears twice in the header\", a column it does not have",
-)
 @pytest.mark.parametrize("source", ["csv", "frame"])
 def test_column_name_containing_duplicated_is_an_ordinary_column(tmp_path: Path, source: str) -> None:
     sheet: Any = write_csv(tmp_path / "s.csv", ["sample", "reads_duplicated_0"], [["S1", "1"]])
