@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("plan_dir", metavar="PLAN")
     r.add_argument("--out", "-o", required=True, metavar="NEW_PLAN", help="the new plan directory")
-    r.add_argument("--states", default="FAILED,CANCELLED", metavar="A,B", help="run states to retry (default FAILED,CANCELLED)")
+    r.add_argument("--states", metavar="A,B", help="run states to retry (default: the backend's failed states: FAILED,CANCELLED; Batch FAILED; Glue FAILED,ERROR,TIMEOUT,STOPPED,EXPIRED)")
     r.add_argument("--force", action="store_true", help="replace NEW_PLAN if it exists and was never submitted")
     r.add_argument("--no-refresh", action="store_true", help="use the states the ledger knows, without asking the service")
     _aws_options(r)
@@ -165,7 +165,10 @@ def _status(args: argparse.Namespace) -> int:
 
     from .submit import status
 
-    final = {"COMPLETED", "FAILED", "CANCELLED", "DELETED", "SUCCEEDED"}
+    from .backends import get_backend
+    from .plan import read_plan
+
+    final = get_backend(read_plan(args.plan_dir)["backend"]).final_states
     while True:
         table = status(args.plan_dir, refresh=not args.no_refresh, **_aws(args))
         settled = table.filter(pl.col("state").is_in(list(final)) | (pl.col("submission_status") == "FAILED")).height == table.height
@@ -216,7 +219,7 @@ def _write_table(table: "object", path: str) -> None:
 def _retry(args: argparse.Namespace) -> int:
     from .retry import retry
 
-    states = tuple(s.strip().upper() for s in args.states.split(",") if s.strip())
+    states = tuple(s.strip().upper() for s in args.states.split(",") if s.strip()) if args.states else None
     manifest = retry(args.plan_dir, args.out, states=states, force=args.force, refresh=not args.no_refresh, **_aws(args))
     print(f"planned {manifest['runs']} runs to retry in {args.out} (plan id {manifest['plan_id']})")
     return 0

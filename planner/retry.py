@@ -20,20 +20,21 @@ from .plan import atomic_directory, finish_plan, read_plan
 from .shard import ShardWriter
 from .submit import status
 
-DEFAULT_STATES = ("FAILED", "CANCELLED")
 _BATCH = 10_000
 
 
-def retry(plan_dir: str, out: str, *, states: Sequence[str] = DEFAULT_STATES, force: bool = False, refresh: bool = True, **aws: Any) -> dict[str, Any]:
-    """Plan the samples of ``plan_dir`` in ``states`` (or failed to submit) into ``out``."""
+def retry(plan_dir: str, out: str, *, states: Sequence[str] | None = None, force: bool = False, refresh: bool = True, **aws: Any) -> dict[str, Any]:
+    """Plan the samples of ``plan_dir`` in ``states`` (default: the backend's failed states),
+    or that failed to submit, into ``out``."""
     manifest = read_plan(plan_dir)
+    spec = get_backend(manifest["backend"])
+    states = tuple(states) if states else spec.retry_states
     if os.path.abspath(out) == os.path.abspath(plan_dir):
         raise InputError("--out must be a new directory, not the plan being retried")
     table = status(plan_dir, refresh=refresh, **aws)
     wanted = table.filter(pl.col("state").is_in(list(states)) | (pl.col("submission_status") == "FAILED")).sort("shard", "position")
     if wanted.height == 0:
         raise InputError(f"{plan_dir}: no sample is in {', '.join(states)} or failed to submit; nothing to retry")
-    spec = get_backend(manifest["backend"])
     options = manifest["options"]
     part_size = manifest["shards"][0]["part_size"]
     with atomic_directory(out, force) as directory:

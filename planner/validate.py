@@ -49,6 +49,8 @@ def default_problems(spec: BackendSpec, defaults: Defaults, routes: Sequence[Rou
         allowed = ", ".join(sorted(spec.submission_keys)) or "nothing"
         found.append(Problem(None, None, f"[submission] {key}", None, "unknown-field", f"{spec.title} takes {allowed} here"))
     for route in routes:
+        if route.kind == "parameter" and spec.reserved_parameter_prefix and route.key.startswith(spec.reserved_parameter_prefix):
+            found.append(Problem(None, None, f"header {route.column!r}", route.key, "reserved", f"{spec.title} arguments beginning with {spec.reserved_parameter_prefix} are set by the planner; rename the column"))
         if route.kind == "tag":
             found += _header_problems(spec.tag_key_rule, route.key, route.column)
         elif route.kind == "parameter" and spec.parameter_key_rule is not None:

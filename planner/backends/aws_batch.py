@@ -117,6 +117,9 @@ def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_field
 
 
 SPEC = BackendSpec(
+    # Batch has no CANCELLED: a terminated job is FAILED with a reason.
+    final_states=frozenset({"SUCCEEDED", "FAILED"}),
+    retry_states=("FAILED",),
     name="batch",
     title="AWS Batch SubmitJob (array jobs)",
     id_field="id",

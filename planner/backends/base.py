@@ -63,6 +63,11 @@ class BackendSpec:
     submission_keys: frozenset[str] = frozenset()
     # The botocore shape of the [run] table (None for Polly), so --set knows a field's type.
     run_shape: Any = None
+    # Parameter names the planner sets itself at submit (Glue's --planner-run-key, ...).
+    reserved_parameter_prefix: str | None = None
+    # Run states after which nothing changes any more, and those `planner retry` picks by default.
+    final_states: frozenset[str] = frozenset({"COMPLETED", "FAILED", "CANCELLED", "DELETED"})
+    retry_states: tuple[str, ...] = ("FAILED", "CANCELLED")
 
     @property
     def map_paths(self) -> tuple[tuple[str, ...], ...]:

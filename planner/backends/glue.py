@@ -82,6 +82,9 @@ def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_field
     return found
 
 
+FINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "STOPPED", "TIMEOUT", "ERROR", "EXPIRED"})
+RETRY_STATES = ("FAILED", "ERROR", "TIMEOUT", "STOPPED", "EXPIRED")  # what `planner retry` picks by default
+
 SPEC = BackendSpec(
     name="glue",
     title="AWS Glue StartJobRun",
@@ -97,6 +100,9 @@ SPEC = BackendSpec(
     check_defaults=_check_defaults,
     run_shape=_INPUT,
     submission_keys=frozenset({"mode"}),
+    reserved_parameter_prefix="--planner-",
+    final_states=FINAL_STATES,
+    retry_states=RETRY_STATES,
     shard_mode=lambda submission: "s3" if submission.get("mode") == "manifest" else "inline",
 )
 
@@ -111,8 +117,6 @@ INDEX_URI = "--planner-index-uri"
 INDEX_ETAG = "--planner-index-etag"
 
 ACTIVE_STATES = frozenset({"STARTING", "RUNNING", "STOPPING", "WAITING"})  # a run that holds a slot
-FINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "STOPPED", "TIMEOUT", "ERROR", "EXPIRED"})
-RETRY_STATES = ("FAILED", "ERROR", "TIMEOUT", "STOPPED", "EXPIRED")  # for `planner retry --states`
 DEFAULT_MAX_CONCURRENT_RUNS = 1  # Glue's own default for a job without ExecutionProperty
 MAX_STOP_IDS = 25  # BatchStopJobRun JobRunIds: 1..25
 PAGE_SIZE = 200  # GetJobRuns MaxResults: 1..200

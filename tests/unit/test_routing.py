@@ -259,14 +259,6 @@ def test_id_column_and_a_param_column_of_the_same_key_collide(tmp_path: Path) ->
         runs_of(sheet, "omics-batch")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: planner/validate.py default_problems refuses a reserved Glue argument only in the defaults "
-    "([run] Arguments.--planner-x -> 'reserved'), not from a sheet column: the column 'planner-run-key' plans "
-    "fine (exit 0) as Arguments --planner-run-key, and only submit refuses it (planner/backends/glue.py raises "
-    "InputError 'argument --planner-run-key is reserved for the planner; rename the column' when it reaches that sample)",
-)
 def test_glue_sheet_column_with_the_reserved_prefix_is_refused_at_plan_time(tmp_path: Path) -> None:
     sheet = write_csv(tmp_path / "s.csv", ["sample", "planner-run-key"], [["a", "x"]])
     try:
