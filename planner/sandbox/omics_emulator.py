@@ -69,7 +69,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -77,6 +77,8 @@ import botocore.session
 import polars as pl
 
 from planner.model import to_rust_regex
+
+from .loopback import LoopbackServer
 
 __all__ = ["OmicsEmulator"]
 
@@ -595,7 +597,7 @@ def _parse_s3_uri(uri: str) -> tuple[str, str]:
 # the emulator
 
 
-class OmicsEmulator:
+class OmicsEmulator(LoopbackServer):
     """The HealthOmics run and run-batch API on a loopback HTTP server."""
 
     def __init__(self, *, s3_endpoint_url: str | None = None, host: str = "127.0.0.1", port: int = 0,
@@ -607,23 +609,19 @@ class OmicsEmulator:
         if throttle_per_second is not None and throttle_per_second <= 0:
             raise ValueError("throttle_per_second must be positive")
         self.s3_endpoint_url = s3_endpoint_url
-        self.host = host
-        self.port = port
+        self._init_server(host, port)
         self.failure_rate = failure_rate
         self.seed = seed
         self.clock = clock
         self.step_seconds = float(step_seconds)
         self.region = region
         self.account = account
-        self.endpoint_url = ""
         self._bucket = _TokenBucket(throttle_per_second) if throttle_per_second else None
         self._model = _service_model()
         self._router = _Router(self._model)
         self._lock = threading.RLock()
         self._s3_lock = threading.Lock()
         self._s3_client: Any = None
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._clock0 = clock()
         self._wall0 = time.time()
         self._runs: dict[str, _Run] = {}
@@ -648,39 +646,6 @@ class OmicsEmulator:
             "DeleteBatch": self._delete_batch,
             "DeleteRunBatch": self._delete_run_batch,
         }
-
-    # -- lifecycle -----------------------------------------------------------
-
-    def start(self) -> "OmicsEmulator":
-        if self._server is not None:
-            return self
-        server = ThreadingHTTPServer((self.host, self.port), _Handler)
-        server.daemon_threads = True
-        server.emulator = self  # type: ignore[attr-defined]
-        self._server = server
-        host, port = server.server_address[:2]
-        self.port = port
-        self.endpoint_url = f"http://{host}:{port}"
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="omics-emulator", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def __enter__(self) -> "OmicsEmulator":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- test hooks ----------------------------------------------------------
 
@@ -1268,3 +1233,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
         pass
+
+
+OmicsEmulator.handler = _Handler
+OmicsEmulator.thread_name = "omics-emulator"

@@ -72,9 +72,11 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from .loopback import LoopbackServer
 
 __all__ = ["PollyEmulator"]
 
@@ -151,7 +153,7 @@ def _fraction(key: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-class PollyEmulator:
+class PollyEmulator(LoopbackServer):
     """Polly's pipelines API (runs and jobs) on a loopback HTTP server."""
 
     def __init__(
@@ -173,8 +175,7 @@ class PollyEmulator:
             raise ValueError("failure_rate must be within [0, 1]")
         if step_seconds <= 0:
             raise ValueError("step_seconds must be positive")
-        self.host = host
-        self.port = port
+        self._init_server(host, port)
         self.api_key = api_key
         self.clock = clock
         self.step_seconds = float(step_seconds)
@@ -183,7 +184,6 @@ class PollyEmulator:
         self.retry_after = retry_after
         self.max_jobs_per_request = max_jobs_per_request
         self.max_body_bytes = max_body_bytes
-        self.endpoint_url = ""
         self._lock = threading.RLock()
         self._ids = random.Random(seed)
         self._clock0 = clock()
@@ -194,42 +194,8 @@ class PollyEmulator:
         self._jobs: dict[str, _Job] = {}
         self._faults: deque[_Fault] = deque()
         self._requests: list[dict[str, Any]] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.inject(fail_next or ())
         self.inject(fail_after or (), after=True, method="POST")
-
-    # -- lifecycle -----------------------------------------------------------
-
-    def start(self) -> "PollyEmulator":
-        if self._server is not None:
-            return self
-        server = ThreadingHTTPServer((self.host, self.port), _Handler)
-        server.daemon_threads = True
-        server.emulator = self  # type: ignore[attr-defined]
-        self._server = server
-        host, port = server.server_address[:2]
-        self.port = port
-        self.endpoint_url = f"http://{host}:{port}"
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="polly-emulator", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def __enter__(self) -> "PollyEmulator":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- test hooks ----------------------------------------------------------
 
@@ -643,3 +609,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
         pass
+
+
+PollyEmulator.handler = _Handler
+PollyEmulator.thread_name = "polly-emulator"
