@@ -16,6 +16,7 @@ import pytest
 from botocore.config import Config
 
 from planner.sandbox.omics_emulator import OmicsEmulator
+from planner.sandbox.polly_emulator import PollyEmulator
 
 
 class FakeClock:
@@ -121,3 +122,19 @@ def make_omics_client() -> Callable[..., Any]:
 @pytest.fixture()
 def omics(omics_emulator: OmicsEmulator) -> Any:
     return omics_client(omics_emulator)
+
+
+@pytest.fixture()
+def make_polly(clock: FakeClock) -> Iterator[Callable[..., PollyEmulator]]:
+    """Start Polly emulators (on the test's fake clock unless given another); all stop at teardown."""
+    started: list[PollyEmulator] = []
+
+    def make(**options: Any) -> PollyEmulator:
+        options.setdefault("clock", clock)
+        emulator = PollyEmulator(**options).start()
+        started.append(emulator)
+        return emulator
+
+    yield make
+    for emulator in started:
+        emulator.stop()

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,22 +45,6 @@ DEFAULTS = {
 }
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float = 1.0) -> None:
-        self.now += seconds
-
-
-@pytest.fixture()
-def clock() -> Clock:
-    return Clock()
-
-
 @pytest.fixture(autouse=True)
 def polly_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("POLLY_API_KEY", raising=False)
@@ -68,19 +52,14 @@ def polly_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture()
-def make_polly(clock: Clock) -> Iterator[Callable[..., PollyEmulator]]:
-    started: list[PollyEmulator] = []
+def make_polly(make_polly: Callable[..., PollyEmulator]) -> Callable[..., PollyEmulator]:
+    """The shared factory, with this module's API key unless a test names another."""
 
     def make(**options: Any) -> PollyEmulator:
-        options.setdefault("clock", clock)
         options.setdefault("api_key", KEY)
-        emulator = PollyEmulator(**options).start()
-        started.append(emulator)
-        return emulator
+        return make_polly(**options)
 
-    yield make
-    for emulator in started:
-        emulator.stop()
+    return make
 
 
 @pytest.fixture()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,34 +13,6 @@ from planner.sandbox.polly_emulator import PollyEmulator
 
 KEY = "sandbox"
 MEDIA = "application/vnd.api+json"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture()
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture()
-def make_polly(clock: Clock) -> Iterator[Callable[..., PollyEmulator]]:
-    started: list[PollyEmulator] = []
-
-    def make(**options: Any) -> PollyEmulator:
-        options.setdefault("clock", clock)
-        emulator = PollyEmulator(**options).start()
-        started.append(emulator)
-        return emulator
-
-    yield make
-    for emulator in started:
-        emulator.stop()
 
 
 @pytest.fixture()
