@@ -164,7 +164,9 @@ class Plan:
         ).select([ROW, ID, *present])
         return out.lazy(), problems, rejected
 
-    def _query(self, frame: pl.LazyFrame, rejected_ids: set[str], mode: str) -> tuple[pl.LazyFrame, list[Check]]:
+    def _query(self, frame: pl.LazyFrame, rejected_ids: set[str], mode: str) -> tuple[pl.LazyFrame, pl.LazyFrame, list[Check]]:
+        """The streaming query (row, id, which checks failed, the run's JSON), the checked
+        frame (to fetch the offending values of the few bad rows afterwards), and the checks."""
         schema = frame.collect_schema()
         coercions = coerce_fields(self.routes, schema)
         if coercions:
@@ -179,9 +181,8 @@ class Plan:
         size_limit = self.max_bytes - 5
         checks.append(Check(pl.col(RUN).str.len_bytes() > size_limit, "*", pl.col(RUN).str.len_bytes().cast(pl.String), "max-bytes", f"the run's settings take more than the {size_limit} bytes a shard may hold"))
         why = pl.concat_str([pl.when(c.flag).then(pl.lit(str(i))) for i, c in enumerate(checks)], separator=",", ignore_nulls=True)
-        values = [pl.when(c.flag).then(c.value.cast(pl.String)).alias(f"__v{i}") for i, c in enumerate(checks)]
-        query = frame.select(ROW, ID, pl.when(why != "").then(why).alias(WHY), *values, RUN)
-        return query, checks
+        query = frame.select(ROW, ID, pl.when(why != "").then(why).alias(WHY), RUN)
+        return query, frame, checks
 
     def _batches(self, mode: str, progress: bool, rejected_ids: set[str] | None = None) -> Iterator[pl.DataFrame]:
         """Checked and encoded batches; problems accumulate in ``self.problems``.
@@ -193,8 +194,10 @@ class Plan:
         self.problems = list(problems)
         seen = 0
         check_ids = not self.options.group and rejected_ids is None
-        query, checks = self._query(frame, grouped_rejects | (rejected_ids or set()), mode)
+        query, checked, checks = self._query(frame, grouped_rejects | (rejected_ids or set()), mode)
         hashes: list[pl.DataFrame] = []
+        bad_rows: list[pl.DataFrame] = []
+        self.failed = bool(self.problems)
         bar = tqdm(unit="row", desc="plan", file=sys.stderr, disable=not progress, leave=False)
         try:
             with polars_errors(self.sheet.path):
@@ -204,7 +207,8 @@ class Plan:
                         hashes.append(batch.filter(pl.col(ID).is_not_null()).select(ROW, pl.col(ID).hash(seed=1).alias("__hash")))
                     bad = batch.filter(pl.col(WHY).is_not_null())
                     if bad.height:
-                        self.problems += _problems(bad, checks)
+                        bad_rows.append(bad.select(ROW, ID, WHY))
+                        self.failed = True
                         batch = batch.filter(pl.col(WHY).is_null())
                     bar.update(batch.height + bad.height)
                     yield batch.select(ROW, ID, RUN)
@@ -214,10 +218,21 @@ class Plan:
             raise SheetError(f"{self.sheet.path}: the sheet has a header but no rows")
         if not self.options.group:
             self.rows = seen  # with --group, _grouped counted the sheet's rows, not its samples
+        if bad_rows:
+            self.problems += self._row_problems(pl.concat(bad_rows), checked, checks)
         if check_ids:
             self.repeated_problems, self.repeated_ids = self._repeated_ids(hashes)
         self.problems += self.repeated_problems
+        self.failed = bool(self.problems)
         self.problems.sort(key=lambda p: (p.row or 0))
+
+    def _row_problems(self, bad: pl.DataFrame, checked: pl.LazyFrame, checks: Sequence[Check]) -> list[Problem]:
+        """Problems of the bad rows: their offending values are read again for those rows only,
+        which keeps the value columns out of the streaming query of every row."""
+        values = [pl.when(c.flag).then(c.value.cast(pl.String)).alias(f"__v{i}") for i, c in enumerate(checks)]
+        with polars_errors(self.sheet.path):
+            shown = checked.filter(pl.col(ROW).is_in(bad.get_column(ROW).implode())).select(ROW, *values).collect()
+        return _problems(bad.join(shown, on=ROW, how="left", maintain_order="left"), checks)
 
     def _passes(self, mode: str, progress: bool) -> Iterator[Iterator[pl.DataFrame]]:
         """One pass over the sheet; a second when --skip-invalid must drop repeated ids."""
@@ -256,7 +271,7 @@ class Plan:
             samples: list[pl.DataFrame] = []
             try:
                 for batch in batches:
-                    if self.problems and not self.options.skip_invalid:
+                    if self.failed and not self.options.skip_invalid:
                         continue  # keep checking to report every problem, but write nothing more
                     writer.add(batch.get_column(ID), batch.get_column(RUN))
                     samples.append(batch.select(pl.col(ROW).cast(pl.Int64).alias("row"), pl.col(ID).alias("id")))
