@@ -201,7 +201,7 @@ class Plan:
         bar = tqdm(unit="row", desc="plan", file=sys.stderr, disable=not progress, leave=False)
         try:
             with polars_errors(self.sheet.path):
-                for batch in query.collect_batches(chunk_size=self.options.batch_rows):
+                for batch in self._collect(query, grouped_rejects | (rejected_ids or set()), mode):
                     seen += batch.height
                     if check_ids:
                         hashes.append(batch.filter(pl.col(ID).is_not_null()).select(ROW, pl.col(ID).hash(seed=1).alias("__hash")))
@@ -225,6 +225,17 @@ class Plan:
         self.problems += self.repeated_problems
         self.failed = bool(self.problems)
         self.problems.sort(key=lambda p: (p.row or 0))
+
+    def _collect(self, query: pl.LazyFrame, rejected_ids: set[str], mode: str) -> Iterator[pl.DataFrame]:
+        """The streaming query's results batch by batch; a Parquet sheet is read in pyarrow
+        record batches and each goes through the same query, which bounds memory to a batch."""
+        parts = None if self.options.group else self.sheet.batches(self.options.batch_rows)
+        if parts is None:
+            yield from query.collect_batches(chunk_size=self.options.batch_rows)
+            return
+        ident = pl.col(self.sheet.source[self.sheet.id_column]).cast(pl.String).alias(ID)
+        for part in parts:
+            yield self._query(part.with_columns(ident), rejected_ids, mode)[0].collect()
 
     def _row_problems(self, bad: pl.DataFrame, checked: pl.LazyFrame, checks: Sequence[Check]) -> list[Problem]:
         """Problems of the bad rows: their offending values are read again for those rows only,

@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,30 @@ class Sheet:
     sha256: str
     raw_json: set[str] = field(default_factory=set)  # frame columns whose cells are JSON text (type "json")
     type_problems: list[tuple[str, str]] = field(default_factory=list)  # (sheet column, declared type) to check per row
+    prepare: Callable[[pl.LazyFrame, int], pl.LazyFrame] | None = None  # raw rows -> the columns of ``frame``
+    parquet_files: list[str] | None = None  # read in record batches with pyarrow (see ``batches``)
+
+    def batches(self, rows: int) -> Iterator[pl.LazyFrame] | None:
+        """The sheet as frames of at most ``rows`` rows, each like ``frame``, or None to stream ``frame``.
+
+        polars' streaming Parquet reader holds several row groups at once (about 650 MB for a
+        1M-row, 20-column sheet); pyarrow's record batches keep memory to a batch.
+        """
+        if not self.parquet_files or self.prepare is None:
+            return None
+        return self._parquet_batches(rows)
+
+    def _parquet_batches(self, rows: int) -> Iterator[pl.LazyFrame]:
+        import pyarrow.parquet as pq
+
+        assert self.prepare is not None and self.parquet_files is not None
+        first = 1
+        for file in self.parquet_files:
+            for record_batch in pq.ParquetFile(file).iter_batches(batch_size=rows):
+                batch = pl.from_arrow(record_batch)
+                assert isinstance(batch, pl.DataFrame)
+                yield self.prepare(batch.lazy(), first)
+                first += batch.height
 
     def name_of(self, internal: str) -> str:
         """The sheet's name for a column of ``frame``."""
@@ -111,10 +135,15 @@ def open_sheet(
             raise DefaultsError(f"[sheet.types] {column} = {kind!r}: unknown type; use one of {', '.join(SHEET_TYPES)}")
     downloaded: str | None = None
     header: list[str] | None = None
+    parquet: list[str] | None = None
     if isinstance(source, (pl.DataFrame, pl.LazyFrame)):
         frame, label, digest = _from_frame(source)
     else:
-        frame, label, digest, downloaded, header = _from_path(str(source), s3_client)
+        frame, label, digest, header, files = _from_path(str(source), s3_client)
+        if str(source).startswith("s3://"):
+            downloaded = os.path.dirname(files[0])
+        if _suffix(files[0]) == ".parquet":
+            parquet = files
     read_names = frame.collect_schema().names()
     # The csv module reads escaped quotes in a header ("say ""hi""") the way the file means them.
     columns = header if header is not None and len(header) == len(read_names) else read_names
@@ -124,15 +153,19 @@ def open_sheet(
     if missing:
         raise DefaultsError(f"[sheet.types] names {', '.join(map(repr, missing))}, which the sheet {label} does not have; its columns are {', '.join(columns)}")
     source_of = {name: f"c{index}" for index, name in enumerate(columns)}
-    frame = frame.rename(dict(zip(read_names, source_of.values())))
-    schema = frame.collect_schema()
+    renames = dict(zip(read_names, source_of.values()))
+    schema = frame.rename(renames).collect_schema()
     internal_types = {source_of[c]: k for c, k in types.items()}
-    # An empty string means "not set" in every format, not only in CSV cells.
-    frame = frame.with_columns(pl.when(pl.col(pl.String) != "").then(pl.col(pl.String)))
-    frame, raw_json = _apply_types(frame, schema, internal_types)
+    raw_json = {c for c, k in internal_types.items() if k == "json" and schema[c] == pl.String}
+
+    def prepare(raw: pl.LazyFrame, first_row: int) -> pl.LazyFrame:
+        renamed = raw.rename(renames)
+        # An empty string means "not set" in every format, not only in CSV cells.
+        renamed = renamed.with_columns(pl.when(pl.col(pl.String) != "").then(pl.col(pl.String)))
+        return _apply_types(renamed, schema, internal_types).with_row_index(ROW, offset=first_row)
+
     checks = [(c, k) for c, k in types.items() if k != "string" and schema[source_of[c]] == pl.String]
-    frame = frame.with_row_index(ROW, offset=1)
-    sheet = Sheet(frame=frame, columns=list(columns), source=source_of, id_column=chosen, path=label, sha256=digest, raw_json=raw_json, type_problems=checks)
+    sheet = Sheet(frame=prepare(frame, 1), columns=list(columns), source=source_of, id_column=chosen, path=label, sha256=digest, raw_json=raw_json, type_problems=checks, prepare=prepare, parquet_files=parquet)
     if downloaded is not None:
         # The frame reads the downloaded copy lazily: remove it when the sheet is gone.
         weakref.finalize(sheet, shutil.rmtree, downloaded, True)
@@ -150,11 +183,10 @@ def _from_frame(source: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, str,
     return frame, "<frame>", digest.hexdigest()
 
 
-def _from_path(path: str, s3_client: Any) -> tuple[pl.LazyFrame, str, str, str | None, list[str] | None]:
-    """The scan of a local or S3 sheet, its label and hash, the folder of a downloaded copy,
-    and (CSV, TSV) the header as the csv module reads it."""
+def _from_path(path: str, s3_client: Any) -> tuple[pl.LazyFrame, str, str, list[str] | None, list[str]]:
+    """The scan of a local or S3 sheet, its label and hash, (CSV, TSV) the header as the
+    csv module reads it, and the local files read (an S3 sheet is downloaded first)."""
     files = _resolve(path, s3_client)
-    downloaded = os.path.dirname(files[0]) if path.startswith("s3://") else None
     suffix = _suffix(files[0])
     if any(_suffix(f) != suffix for f in files):
         raise SheetError(f"{path}: the glob matches sheets of different formats")
@@ -175,7 +207,7 @@ def _from_path(path: str, s3_client: Any) -> tuple[pl.LazyFrame, str, str, str |
         else:
             raise SheetError(f"{path}: unknown sheet format {suffix!r}; use .csv, .tsv, .tab, .parquet, .ndjson or .jsonl")
         frame.collect_schema()
-    return frame, path, digest.hexdigest(), downloaded, header
+    return frame, path, digest.hexdigest(), header, files
 
 
 def _suffix(file: str) -> str:
@@ -273,10 +305,9 @@ def _choose_id_column(columns: Sequence[str], wanted: str | None, label: str) ->
     raise SheetError(f"{label}: no id column: name one with --id-column, or call a column {', '.join(ID_CANDIDATES)}; the columns are {', '.join(columns)}")
 
 
-def _apply_types(frame: pl.LazyFrame, schema: pl.Schema, types: dict[str, str]) -> tuple[pl.LazyFrame, set[str]]:
+def _apply_types(frame: pl.LazyFrame, schema: pl.Schema, types: dict[str, str]) -> pl.LazyFrame:
     """Cast declared columns; a cell that does not convert becomes null and is reported by validate."""
     casts = []
-    raw_json: set[str] = set()
     for column, kind in types.items():
         source = pl.col(column)
         if schema[column] == pl.String and kind != "string":
@@ -295,9 +326,8 @@ def _apply_types(frame: pl.LazyFrame, schema: pl.Schema, types: dict[str, str]) 
             lowered = source.str.strip_chars().str.to_lowercase()
             casts.append(pl.when(lowered.is_in(_TRUE)).then(True).when(lowered.is_in(_FALSE)).then(False).otherwise(None).alias(column))
         elif kind == "json":
-            raw_json.add(column)
             casts.append(source.map_batches(_canonical_json, return_dtype=pl.String))
-    return (frame.with_columns(casts) if casts else frame), raw_json
+    return frame.with_columns(casts) if casts else frame
 
 
 def _canonical_json(cells: pl.Series) -> pl.Series:
