@@ -37,6 +37,8 @@ from .validate import ID, Check, coerce_fields, default_problems, row_checks
 
 FORMAT = 1
 BATCH_ROWS = 50_000
+BATCH_BYTES = 64 * 1024 * 1024  # about this much sheet and JSON text per batch, whatever the row size
+MIN_BATCH_ROWS = 64
 RUN = "__run"
 WHY = "__why"
 PLAN_FILE = "plan.json"
@@ -86,6 +88,17 @@ class Plan:
         self.problems: list[Problem] = []
 
     # The rows, checked and encoded.
+
+    @property
+    def batch_rows(self) -> int:
+        """Rows per batch: the configured count, fewer when rows are large (60 KB runs come
+        1,000 to a batch, not 50,000), so memory follows BATCH_BYTES, not the sheet."""
+        per_row = self.sheet.bytes_per_row
+        if per_row is None:
+            return self.options.batch_rows
+        if not self.spec.server_merge:
+            per_row += len(orjson.dumps(self.defaults.run))  # merged runs repeat the defaults
+        return max(MIN_BATCH_ROWS, min(self.options.batch_rows, int(BATCH_BYTES // (2 * per_row + 1))))
 
     def _frame(self) -> tuple[pl.LazyFrame, list[Problem], set[str]]:
         """The sheet as one row per run, problems found across rows, and ids to reject whole."""
@@ -229,9 +242,9 @@ class Plan:
     def _collect(self, query: pl.LazyFrame, rejected_ids: set[str], mode: str) -> Iterator[pl.DataFrame]:
         """The streaming query's results batch by batch; a Parquet sheet is read in pyarrow
         record batches and each goes through the same query, which bounds memory to a batch."""
-        parts = None if self.options.group else self.sheet.batches(self.options.batch_rows)
+        parts = None if self.options.group else self.sheet.batches(self.batch_rows)
         if parts is None:
-            yield from query.collect_batches(chunk_size=self.options.batch_rows)
+            yield from query.collect_batches(chunk_size=self.batch_rows)
             return
         ident = pl.col(self.sheet.source[self.sheet.id_column]).cast(pl.String).alias(ID)
         for part in parts:

@@ -81,22 +81,29 @@ class _Lanes:
     while polars encodes the next batch; each lane is one thread, so order holds.
     """
 
-    MAX_PENDING = 8  # blocks in flight: memory stays bounded by a few batches
+    MAX_PENDING_BYTES = 256 * MiB  # data in flight: memory stays bounded whatever the run size
 
     def __init__(self) -> None:
         self.file = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner-shard-file")
         self.parts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner-shard-parts")
-        self.pending: deque[Future[None]] = deque()
+        self.pending: deque[tuple[Future[None], Future[None], int]] = deque()
+        self.pending_bytes = 0
 
     def submit(self, file_job: object, part_job: object, data: bytes) -> None:
-        self.pending.append(self.file.submit(file_job, data))  # type: ignore[arg-type]
-        self.pending.append(self.parts.submit(part_job, data))  # type: ignore[arg-type]
-        while len(self.pending) > self.MAX_PENDING:
-            self.pending.popleft().result()
+        self.pending.append((self.file.submit(file_job, data), self.parts.submit(part_job, data), len(data)))  # type: ignore[arg-type]
+        self.pending_bytes += len(data)
+        while len(self.pending) > 1 and self.pending_bytes > self.MAX_PENDING_BYTES:
+            self._wait_oldest()
+
+    def _wait_oldest(self) -> None:
+        written, hashed, size = self.pending.popleft()
+        written.result()
+        hashed.result()
+        self.pending_bytes -= size
 
     def drain(self) -> None:
         while self.pending:
-            self.pending.popleft().result()
+            self._wait_oldest()
 
     def shutdown(self) -> None:
         self.file.shutdown(wait=True, cancel_futures=True)

@@ -57,6 +57,7 @@ class Sheet:
     raw_json: set[str] = field(default_factory=set)  # frame columns whose cells are JSON text (type "json")
     type_problems: list[tuple[str, str]] = field(default_factory=list)  # (sheet column, declared type) to check per row
     prepare: Callable[[pl.LazyFrame, int], pl.LazyFrame] | None = None  # raw rows -> the columns of ``frame``
+    bytes_per_row: float | None = None  # a rough size of one row, to size batches (None: unknown)
     parquet_files: list[str] | None = None  # read in record batches with pyarrow (see ``batches``)
 
     def batches(self, rows: int) -> Iterator[pl.LazyFrame] | None:
@@ -136,6 +137,7 @@ def open_sheet(
     downloaded: str | None = None
     header: list[str] | None = None
     parquet: list[str] | None = None
+    files: list[str] = []
     if isinstance(source, (pl.DataFrame, pl.LazyFrame)):
         frame, label, digest = _from_frame(source)
     else:
@@ -165,7 +167,11 @@ def open_sheet(
         return _apply_types(renamed, schema, internal_types).with_row_index(ROW, offset=first_row)
 
     checks = [(c, k) for c, k in types.items() if k != "string" and schema[source_of[c]] == pl.String]
-    sheet = Sheet(frame=prepare(frame, 1), columns=list(columns), source=source_of, id_column=chosen, path=label, sha256=digest, raw_json=raw_json, type_problems=checks, prepare=prepare, parquet_files=parquet)
+    sheet = Sheet(
+        frame=prepare(frame, 1), columns=list(columns), source=source_of, id_column=chosen, path=label, sha256=digest,
+        raw_json=raw_json, type_problems=checks, prepare=prepare, parquet_files=parquet,
+        bytes_per_row=_row_size(source, files),
+    )
     if downloaded is not None:
         # The frame reads the downloaded copy lazily: remove it when the sheet is gone.
         weakref.finalize(sheet, shutil.rmtree, downloaded, True)
@@ -208,6 +214,23 @@ def _from_path(path: str, s3_client: Any) -> tuple[pl.LazyFrame, str, str, list[
             raise SheetError(f"{path}: unknown sheet format {suffix!r}; use .csv, .tsv, .tab, .parquet, .ndjson or .jsonl")
         frame.collect_schema()
     return frame, path, digest.hexdigest(), header, files
+
+
+def _row_size(source: object, files: list[str]) -> float | None:
+    """About how many bytes one row takes, from the file's start or its metadata (cheap)."""
+    if isinstance(source, pl.DataFrame):
+        return source.estimated_size() / max(1, source.height)
+    if not files:
+        return None
+    if _suffix(files[0]) == ".parquet":
+        import pyarrow.parquet as pq
+
+        metadata = pq.ParquetFile(files[0]).metadata
+        total = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+        return total / max(1, metadata.num_rows)
+    with open(files[0], "rb") as handle:
+        head = handle.read(1 << 22)
+    return len(head) / max(1, head.count(b"\n"))
 
 
 def _suffix(file: str) -> str:
