@@ -18,7 +18,7 @@ import orjson
 from . import __version__
 from .backends import MODULES
 from .errors import InputError, PlannerError, Problem, ValidationError
-from .plan import MAX_SHOWN_PROBLEMS, plan, write_problems
+from .plan import MAX_SHOWN_PROBLEMS, plan, safe_csv, write_problems
 
 _EPILOG = """\
 Column routing: a column named like a per-run API field sets that field
@@ -206,12 +206,7 @@ def _write_table(table: "object", path: str) -> None:
     if path.endswith(".parquet"):
         table.write_parquet(path)
     elif path.endswith(".csv"):
-        # Neutralise spreadsheet formulas: a cell starting with = + - @ is prefixed with a quote.
-        texts = [c for c, t in table.schema.items() if t == pl.String]
-        safe = table.with_columns(
-            pl.when(pl.col(c).str.contains(r"^[=+\-@\t\r]")).then(pl.lit("'") + pl.col(c)).otherwise(pl.col(c)).alias(c) for c in texts
-        )
-        safe.write_csv(path)
+        safe_csv(table, path)
     else:
         raise InputError(f"--out {path}: use a .csv or .parquet file name")
 

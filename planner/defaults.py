@@ -49,15 +49,18 @@ def load_defaults(source: str | os.PathLike[str] | dict[str, Any] | None, sets: 
         label = str(source)
     unknown = set(document) - _SECTIONS
     if unknown:
-        raise DefaultsError(f"{label}: unknown section(s) {', '.join(sorted(unknown))}; a defaults file has [run], [submission], [sheet] and [staging]")
+        raise DefaultsError(f"{label}: unknown section(s) {', '.join(map(repr, sorted(unknown)))}; a defaults file has [run], [submission], [sheet] and [staging]")
     sheet = _table(document, "sheet", label)
     sheet_unknown = set(sheet) - {"id_column", "types"}
     if sheet_unknown:
-        raise DefaultsError(f"{label}: [sheet] takes id_column and types, not {', '.join(sorted(sheet_unknown))}")
+        raise DefaultsError(f"{label}: [sheet] takes id_column and types, not {', '.join(map(repr, sorted(sheet_unknown)))}")
     types = sheet.get("types", {})
     if not isinstance(types, dict) or not all(isinstance(v, str) for v in types.values()):
         raise DefaultsError(f"{label}: [sheet.types] maps column names to type names, e.g. threads = \"int\"")
     staging = _table(document, "staging", label)
+    uri = staging.get("uri")
+    if uri is not None and not (isinstance(uri, str) and uri.startswith("s3://") and len(uri) > len("s3://")):
+        raise DefaultsError(f"{label}: [staging] uri must be an s3:// URI, e.g. \"s3://my-bucket/planner-staging/\", not {uri!r}")
     defaults = Defaults(
         run=_table(document, "run", label),
         submission=_table(document, "submission", label),

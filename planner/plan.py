@@ -144,7 +144,7 @@ class Plan:
         columns = [c for c in self.sheet.columns if c != self.sheet.id_column]
         unknown = [c for c in self.options.list_columns if c not in columns]
         if unknown:
-            raise InputError(f"--list-columns names {', '.join(map(repr, unknown))}, not columns of the sheet (it has {', '.join(columns)})")
+            raise InputError(f"--list-columns names {', '.join(map(repr, unknown))}, not columns of the sheet (it has {', '.join(map(repr, columns))})")
         lists = {self.sheet.source[c] for c in self.options.list_columns}
         lists |= {RAW_PREFIX + c for c in lists}
         data = frame.collect()
@@ -431,7 +431,17 @@ def _problems(bad: pl.DataFrame, checks: Sequence[Check]) -> list[Problem]:
 
 def write_problems(path: str, problems: Iterable[Problem]) -> None:
     rows = [(p.row, p.id, p.column, p.value, p.rule, p.message) for p in problems]
-    pl.DataFrame(rows, schema={"row": pl.Int64, "id": pl.String, "column": pl.String, "value": pl.String, "rule": pl.String, "message": pl.String}, orient="row").write_csv(path)
+    table = pl.DataFrame(rows, schema={"row": pl.Int64, "id": pl.String, "column": pl.String, "value": pl.String, "rule": pl.String, "message": pl.String}, orient="row")
+    safe_csv(table, path)
+
+
+def safe_csv(table: pl.DataFrame, path: str) -> None:
+    """Write CSV with spreadsheet formulas neutralised: a text cell starting with = + - @ (or a
+    tab or CR) gets a leading quote, so opening the file in a spreadsheet runs nothing."""
+    texts = [c for c, t in table.schema.items() if t == pl.String]
+    table.with_columns(
+        pl.when(pl.col(c).str.contains(r"^[=+\-@\t\r]")).then(pl.lit("'") + pl.col(c)).otherwise(pl.col(c)).alias(c) for c in texts
+    ).write_csv(path)
 
 
 def _as_text(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:

@@ -153,7 +153,7 @@ def open_sheet(
     chosen = _choose_id_column(columns, id_column, label)
     missing = sorted(set(types) - set(columns))
     if missing:
-        raise DefaultsError(f"[sheet.types] names {', '.join(map(repr, missing))}, which the sheet {label} does not have; its columns are {', '.join(columns)}")
+        raise DefaultsError(f"[sheet.types] names {', '.join(map(repr, missing))}, which the sheet {label} does not have; its columns are {', '.join(map(repr, columns))}")
     source_of = {name: f"c{index}" for index, name in enumerate(columns)}
     renames = dict(zip(read_names, source_of.values()))
     schema = frame.rename(renames).collect_schema()
@@ -296,7 +296,14 @@ def _sniff(file: str, suffix: str, label: str) -> tuple[str, list[str]]:
             raise SheetError(f"{label}: is not UTF-8 text (byte {exc.start} of the header block); save it as UTF-8") from exc
     if not text.strip():
         raise SheetError(f"{label}: the sheet is empty: it needs a header row and one row per sample")
-    header = next(csv.reader(io.StringIO(text), delimiter=expected), [])
+    if "\x00" in text.split("\n", 1)[0]:
+        # NUL bytes beside letters: UTF-16 or UTF-32 without a byte-order mark.
+        raise SheetError(f"{label}: is not UTF-8 text (it holds NUL bytes, as UTF-16 does); save it as UTF-8")
+    try:
+        header = next(csv.reader(io.StringIO(text, newline=""), delimiter=expected), [])
+    except csv.Error as exc:
+        raise SheetError(f"{label}: cannot read the header: {exc} (lines must end with LF or CRLF)") from exc
+
     if len(header) == 1:
         for other, name in (("\t", "tab"), (",", "comma"), (";", "semicolon"), ("|", "pipe")):
             if other != expected and other in header[0]:
@@ -320,12 +327,12 @@ def _check_header(columns: Sequence[str], label: str) -> None:
 def _choose_id_column(columns: Sequence[str], wanted: str | None, label: str) -> str:
     if wanted is not None:
         if wanted not in columns:
-            raise SheetError(f"{label}: the id column {wanted!r} is not in the sheet; its columns are {', '.join(columns)}")
+            raise SheetError(f"{label}: the id column {wanted!r} is not in the sheet; its columns are {', '.join(map(repr, columns))}")
         return wanted
     for name in ID_CANDIDATES:
         if name in columns:
             return name
-    raise SheetError(f"{label}: no id column: name one with --id-column, or call a column {', '.join(ID_CANDIDATES)}; the columns are {', '.join(columns)}")
+    raise SheetError(f"{label}: no id column: name one with --id-column, or call a column {', '.join(ID_CANDIDATES)}; the columns are {', '.join(map(repr, columns))}")
 
 
 def _apply_types(frame: pl.LazyFrame, schema: pl.Schema, types: dict[str, str]) -> pl.LazyFrame:

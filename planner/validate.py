@@ -40,6 +40,9 @@ class Check:
 def default_problems(spec: BackendSpec, defaults: Defaults, routes: Sequence[Route]) -> list[Problem]:
     """Problems in the default request and request-level settings (not per row)."""
     sheet_fields = {r.path[0] for r in routes}
+    misshapen = _table_problems(spec, defaults.run)
+    if misshapen:
+        return misshapen  # the backend's own checks expect tables where the maps are
     found = [
         Problem(None, None, f"[run] {p.column}" if not p.column.startswith("submission.") else f"[submission] {p.column[len('submission.'):]}", p.value, p.rule, p.message)
         for p in spec.check_defaults(defaults.run, defaults.submission, sheet_fields)
@@ -58,6 +61,22 @@ def default_problems(spec: BackendSpec, defaults: Defaults, routes: Sequence[Rou
     for name in spec.required:
         if name not in defaults.run and not any(r.path == (name,) for r in routes):
             found.append(Problem(None, None, f"[run] {name}", None, "required", f"is required: set it in [run] of the defaults file, with --set {name}=..., or as a sheet column"))
+    return found
+
+
+def _table_problems(spec: BackendSpec, run: Mapping[str, Any]) -> list[Problem]:
+    """Each key-value map of [run] (parameters, tags, Arguments, config.infra) must be a table."""
+    found = []
+    for path in spec.map_paths:
+        node: Any = run
+        for depth, name in enumerate(path):
+            if not isinstance(node, Mapping) or name not in node:
+                break
+            node = node[name]
+            if not isinstance(node, Mapping):
+                where = ".".join(path[: depth + 1])
+                found.append(Problem(None, None, f"[run] {where}", repr(node), "type", f"must be a table of key = value ([run.{where}])"))
+                break
     return found
 
 

@@ -284,7 +284,7 @@ class PollyAPI:
             else:
                 status = response.status
                 if 200 <= status < 300:
-                    return _json(response.data) if response.data else {}
+                    return _json(response.data, self.redact) if response.data else {}
                 if status in (401, 403):
                     said = self.redact(_error_text(response))
                     raise PollyAuthError(f"{what}: Polly rejected the API key {self.key_source} (HTTP {status}: {said}): set POLLY_API_KEY", status)
@@ -390,11 +390,12 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _json(data: bytes) -> dict[str, Any]:
+def _json(data: bytes, redact: Callable[[str], str]) -> dict[str, Any]:
     try:
         document = json.loads(data)
     except ValueError:
-        raise SubmissionError(f"Polly answered with something that is not JSON: {data[:120]!r}") from None
+        # The answer may echo the request (a proxy's or a debug page): never let the key through.
+        raise SubmissionError(redact(f"Polly answered with something that is not JSON: {data[:120]!r}")) from None
     if not isinstance(document, dict):
         raise SubmissionError("Polly answered with JSON that is not a JSON:API document")
     return document
