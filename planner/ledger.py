@@ -113,6 +113,7 @@ class Ledger:
     @classmethod
     def _connect(cls, path: str, manifest: dict[str, Any]) -> "Ledger":
         db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout=30000")  # before WAL mode: a reader may be opening it too
         if path != ":memory:":
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")

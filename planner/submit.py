@@ -171,9 +171,30 @@ def rate_limited(ctx: Context) -> Iterator[None]:
         yield
 
 
+def _lock_plan(plan_dir: str) -> Any:
+    """One submit per plan at a time: two at once would both see no result for a call and
+    both send it (Batch, Glue and Polly have no idempotency token).  The lock dies with the process."""
+    import fcntl
+
+    handle = open(os.path.join(plan_dir, ".submit.lock"), "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SubmissionError(f"{plan_dir}: another `planner submit` of this plan is running; wait for it to end") from None
+    return handle
+
+
 def submit(plan_dir: str, **options: Any) -> dict[str, Any]:
     """Stage and submit a plan; safe to run again after a crash or a partial submit."""
-    ctx = open_context(plan_dir, **options)
+    read_plan(plan_dir)  # a clear error for a folder that is not a plan, before anything is created in it
+    lock = None if options.get("dry_run") else _lock_plan(plan_dir)
+    try:
+        ctx = open_context(plan_dir, **options)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
     try:
         backend = runtime(ctx.manifest["backend"])
         if ctx.dry_run:
@@ -189,6 +210,8 @@ def submit(plan_dir: str, **options: Any) -> dict[str, Any]:
         return backend.submit(ctx)  # type: ignore[no-any-return]
     finally:
         ctx.ledger.close()
+        if lock is not None:
+            lock.close()  # closing the file releases the lock
 
 
 STATUS_COLUMNS = ["id", "shard", "position", "remote_id", "submission_status", "state", "reason", "updated_at"]

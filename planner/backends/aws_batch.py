@@ -307,6 +307,22 @@ def list_jobs(ctx: Any, batch: Any, what: str, **params: Any) -> Iterator[dict[s
             return
 
 
+MAX_UNKNOWN_OUTCOMES = 5
+
+
+class _OutcomeUnknown(Exception):
+    """A SubmitJob whose answer was lost (5xx, broken connection): it may have made the job."""
+
+
+def _no_blind_retry(response: Any = None, caught_exception: Exception | None = None, **_: Any) -> None:
+    """needs-retry hook: SubmitJob has no idempotency token, so botocore must not resend it;
+    the planner looks the job up by its name first."""
+    if caught_exception is not None:
+        raise _OutcomeUnknown(str(caught_exception)) from caught_exception
+    if response is not None and response[0].status_code >= 500:
+        raise _OutcomeUnknown(f"HTTP {response[0].status_code}")
+
+
 def find_jobs(ctx: Any, batch: Any, queue: str, name: str) -> list[dict[str, Any]]:
     """Jobs (not array children) named exactly ``name`` in ``queue``, oldest first."""
     found = [
@@ -323,6 +339,8 @@ def submit(ctx: Any) -> dict[str, Any]:
     manifest = ctx.manifest
     _check_depends_on(manifest)
     batch = None if ctx.dry_run else ctx.clients.get("batch")
+    if batch is not None:
+        batch.meta.events.register_first("needs-retry.batch.SubmitJob", _no_blind_retry, unique_id="planner-batch-no-blind-retry")
     queue = str(manifest["defaults"]["jobQueue"])
     samples = None if ctx.dry_run else ctx.samples()
     chained = manifest["submission"].get("dependsOnType") in ("SEQUENTIAL", "N_TO_N")
@@ -399,12 +417,25 @@ def submit(ctx: Any) -> dict[str, Any]:
         with gate:
             next(limiter)
         ctx.ledger.intent(key, "SubmitJob", shard=index, token=name)
-        try:
-            response = ctx.call(f"SubmitJob for shard {index}", batch.submit_job, **request)
-        except SubmissionError as exc:
-            ctx.ledger.failure(key, str(exc))
-            mark_samples(index, None, "FAILED", str(exc))
-            raise
+        for attempt in range(MAX_UNKNOWN_OUTCOMES + 1):
+            try:
+                response = ctx.call(f"SubmitJob for shard {index}", batch.submit_job, **request)
+                break
+            except _OutcomeUnknown as exc:
+                # The call may have been carried out: look for the job by name before sending again.
+                existing = find_jobs(ctx, batch, queue, name)
+                if existing:
+                    response = {"jobId": existing[0]["jobId"], "jobName": name, "jobArn": existing[0].get("jobArn"), "reconciled": True}
+                    break
+                if attempt == MAX_UNKNOWN_OUTCOMES:
+                    ctx.ledger.failure(key, str(exc))
+                    mark_samples(index, None, "FAILED", str(exc))
+                    raise SubmissionError(f"SubmitJob for shard {index}: {exc}; no job was made (ListJobs finds none)") from exc
+                ctx.sleep(min(2.0**attempt, 30.0))
+            except SubmissionError as exc:
+                ctx.ledger.failure(key, str(exc))
+                mark_samples(index, None, "FAILED", str(exc))
+                raise
         response.pop("ResponseMetadata", None)
         ctx.ledger.result(key, response["jobId"], response)
         mark_samples(index, response["jobId"], "SUBMITTED")
