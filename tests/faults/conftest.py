@@ -1,0 +1,229 @@
+"""Fixtures of the reliability suite (loopback servers only) and the fault matrix it prints.
+
+Every matrix test carries ``@pytest.mark.fault_cell(row, column)``; its outcome is
+recorded here and ``pytest_terminal_summary`` prints the scenario-by-backend
+table at the end of the run: ``held``, ``NOT HELD`` (a failure), ``BUG`` (a known
+planner bug pinned by a strict xfail), ``XPASS`` (a known bug that no longer shows:
+its strict xfail fails until the mark is removed), ``-`` (not applicable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from .rigs import COLUMNS, FakeClock, World, new_versioned_bucket
+
+MATRIX_KEY = pytest.StashKey[dict[tuple[str, str], str]]()
+ROWS_KEY = pytest.StashKey[list[str]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fault_cell(row, column): a cell of the fault matrix printed at the end of the run")
+    config.stash[MATRIX_KEY] = {}
+    config.stash[ROWS_KEY] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("fault_cell")
+    if marker is None:
+        return
+    row, column = marker.args
+    cells = item.config.stash[MATRIX_KEY]
+    rows = item.config.stash[ROWS_KEY]
+    if row not in rows:
+        rows.append(row)
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        if hasattr(report, "wasxfail"):
+            cells[(row, column)] = "BUG" if report.skipped else "XPASS"
+        elif report.failed and "XPASS(strict)" in str(report.longrepr):
+            cells[(row, column)] = "XPASS"  # a known bug no longer shows: its xfail mark can go
+        elif report.passed:
+            cells[(row, column)] = "held"
+        elif report.skipped:
+            cells[(row, column)] = "skip"
+        else:
+            cells[(row, column)] = "NOT HELD"
+    elif report.when == "teardown" and report.failed:
+        cells[(row, column)] = "NOT HELD"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    cells = config.stash.get(MATRIX_KEY, {})
+    if not cells:
+        return
+    rows = config.stash[ROWS_KEY]
+    columns = [c for c in COLUMNS if any(column == c for _, column in cells)]
+    width = max(len(r) for r in rows) + 2
+    widths = [max(len(c), 8) + 2 for c in columns]
+    terminalreporter.write_sep("=", "fault matrix (scenario x backend)")
+    terminalreporter.write_line("".ljust(width) + "".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in rows:
+        terminalreporter.write_line(row.ljust(width) + "".join(cells.get((row, c), "-").ljust(w) for c, w in zip(columns, widths)))
+    values = list(cells.values())
+    summary = ", ".join(f"{values.count(v)} {v}" for v in ("held", "NOT HELD", "BUG", "XPASS", "skip") if values.count(v))
+    terminalreporter.write_line(f"{summary}; '-' = not applicable (no staging); glue stages only in manifest mode, used for the S3 rows")
+
+
+# ---------------------------------------------------------------- servers
+
+
+@pytest.fixture(scope="package", autouse=True)
+def shared_service_models() -> Iterator[None]:
+    """Parse each botocore JSON model once for this package's tests.
+
+    The planner makes a new boto3 session for every command (as a CLI process
+    would), so every submit and status parses the S3, HealthOmics, Batch or Glue
+    model again: a quarter of a second per client, most of this suite's time.
+    botocore itself shares one parsed model across the clients of a session; this
+    shares it across sessions.  Undone when the package's tests end.
+    """
+    import botocore.loaders
+
+    original = botocore.loaders.JSONFileLoader.load_file
+    cache: dict[str, Any] = {}
+
+    def load_file(self: Any, file_path: str) -> Any:
+        if file_path not in cache:
+            cache[file_path] = original(self, file_path)
+        return cache[file_path]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(botocore.loaders.JSONFileLoader, "load_file", load_file)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dummy credentials and a region, never a real profile."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")] + ["POLLY_API_KEY", "POLLY_BASE_URL", "PLANNER_DEBUG"]:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="package")
+def fault_moto() -> Iterator[str]:
+    """moto's server on a free loopback port (S3, Batch without Docker, Glue, IAM), for this package's tests."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    werkzeug = logging.getLogger("werkzeug")
+    level = werkzeug.level
+    werkzeug.setLevel(logging.WARNING)  # one log line per request drowns a failure's report
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    request = urllib.request.Request(f"{url}/moto-api/config", data=json.dumps({"batch": {"use_docker": False}}).encode(), method="POST")
+    urllib.request.urlopen(request, timeout=10).read()
+    try:
+        yield url
+    finally:
+        server.stop()
+        werkzeug.setLevel(level)
+
+
+@pytest.fixture()
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture()
+def world(fault_moto: str, clock: FakeClock, aws_environment: None) -> Iterator[World]:
+    """A fresh versioned staging bucket; emulators started when a rig asks, stopped at teardown."""
+    from planner.sandbox.omics_emulator import OmicsEmulator
+    from planner.sandbox.polly_emulator import PollyEmulator
+
+    started: list[Any] = []
+
+    def make_omics(**options: Any) -> Any:
+        options.setdefault("s3_endpoint_url", fault_moto)
+        options.setdefault("clock", clock)
+        emulator = OmicsEmulator(**options).start()
+        started.append(emulator)
+        return emulator
+
+    def make_polly(**options: Any) -> Any:
+        options.setdefault("clock", clock)
+        options.setdefault("api_key", "sandbox")
+        emulator = PollyEmulator(**options).start()
+        started.append(emulator)
+        return emulator
+
+    here = World(fault_moto, "", clock, make_omics, make_polly)
+    here.bucket = new_versioned_bucket(here.s3)
+    yield here
+    for emulator in started:
+        emulator.stop()
+
+
+class Waits:
+    """Every wait of a submit, recorded and cut short: botocore's retry backoff and the planner's own."""
+
+    def __init__(self) -> None:
+        self.botocore: list[float] = []
+        self.planner: list[float] = []
+        self.scale = 0.0  # of the planner's waits that really pass (tiny ones always do)
+
+    def botocore_sleep(self, seconds: float) -> None:
+        self.botocore.append(seconds)
+        time.sleep(min(seconds, 0.01))
+
+    def planner_sleep(self, seconds: float) -> None:
+        self.planner.append(seconds)
+        time.sleep(max(min(seconds, 0.02), seconds * self.scale))
+
+
+@pytest.fixture()
+def waits(monkeypatch: pytest.MonkeyPatch) -> Waits:
+    """Cut every retry wait short (botocore's ``time.sleep`` in its endpoint, ``ctx.sleep``)."""
+    import botocore.endpoint
+
+    import planner.submit
+
+    recorded = Waits()
+
+    class _Time:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(time, name)
+
+        sleep = staticmethod(recorded.botocore_sleep)
+
+    monkeypatch.setattr(botocore.endpoint, "time", _Time())
+    original = planner.submit.open_context
+
+    def open_context(*args: Any, **kwargs: Any) -> Any:
+        ctx = original(*args, **kwargs)
+        ctx.sleep = recorded.planner_sleep
+        return ctx
+
+    monkeypatch.setattr(planner.submit, "open_context", open_context)
+    return recorded
+
+
+@pytest.fixture()
+def hooks(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[tuple[str, Callable[..., Any]]]], None]:
+    """``hooks([(event, handler), ...])``: register botocore handlers on every client the planner makes."""
+    from .faultkit import patch_clients
+
+    def install(pairs: list[tuple[str, Callable[..., Any]]]) -> None:
+        patch_clients(pairs, monkeypatch.setattr)
+
+    return install
