@@ -40,7 +40,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import sys
 import time
 import tomllib

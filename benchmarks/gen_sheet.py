@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -175,23 +176,16 @@ def write_sheet(rows: int, formats: list[str], out: Path = DATA, *, force: bool 
     if not todo:
         return paths
     tmp = {fmt: p.with_name(p.name + ".tmp") for fmt, p in todo.items()}
-    csv_file = open(tmp["csv"], "wb") if "csv" in todo else None
-    pq_writer = None
     schema = pa.schema([(c, pa.string()) for c in COLUMNS])
-    try:
+    with contextlib.ExitStack() as stack:
+        csv_file = stack.enter_context(open(tmp["csv"], "wb")) if "csv" in todo else None
+        pq_writer = stack.enter_context(pq.ParquetWriter(tmp["parquet"], schema, compression="zstd")) if "parquet" in todo else None
         for start in range(0, rows, CHUNK_ROWS):
             df = chunk(start, min(rows, start + CHUNK_ROWS))
             if csv_file is not None:
                 df.write_csv(csv_file, include_header=start == 0)
-            if "parquet" in todo:
-                if pq_writer is None:
-                    pq_writer = pq.ParquetWriter(tmp["parquet"], schema, compression="zstd")
+            if pq_writer is not None:
                 pq_writer.write_table(df.to_arrow().cast(schema), row_group_size=CHUNK_ROWS)
-    finally:
-        if csv_file is not None:
-            csv_file.close()
-        if pq_writer is not None:
-            pq_writer.close()
     for fmt, t in tmp.items():
         os.replace(t, todo[fmt])
     return paths

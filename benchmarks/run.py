@@ -7,9 +7,10 @@ One command (from the repository root, with the project's venv)::
 
 For every size and format it generates the sheet if missing (``gen_sheet.py``,
 into ``benchmarks/data/``), then runs each measurement in a fresh child process
-(``planner`` CLI or ``baselines.py``), timing the child's wall clock from the parent
-and reading its peak RSS from ``os.wait4`` (the rusage of that one child, so one
-measurement's peak never leaks into the next).  Outputs go to ``benchmarks/out/``.
+(``planner`` CLI or ``baselines.py``) under ``/usr/bin/time -f %M``: wall clock from the
+parent, CPU time from ``os.wait4`` on that child, peak RSS from ``/usr/bin/time`` (see
+``measure`` for why not ``ru_maxrss``).  Before the sweep it checks, at 10k rows, that the
+orjson baseline writes the same entries as the planner.  Outputs go to ``benchmarks/out/``.
 
 Methods:
 
@@ -46,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-import gen_sheet  # noqa: E402
+import gen_sheet
 
 DATA = HERE / "data"
 OUT = HERE / "out"
@@ -280,7 +281,7 @@ def machine_info() -> dict[str, Any]:
     for mod in ("polars", "pyarrow", "orjson"):
         try:
             info[mod] = __import__(mod).__version__
-        except Exception:  # pragma: no cover
+        except ImportError:  # pragma: no cover
             info[mod] = None
     return info
 
@@ -288,8 +289,8 @@ def machine_info() -> dict[str, Any]:
 def code_info() -> dict[str, Any]:
     info: dict[str, Any] = {}
     try:
-        info["git_head"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "planner"], cwd=ROOT, capture_output=True, text=True).stdout
+        info["git_head"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "planner"], cwd=ROOT, capture_output=True, text=True, check=False).stdout
         info["planner_uncommitted_files"] = len(dirty.splitlines())
     except OSError:
         pass
@@ -355,8 +356,9 @@ def markdown_table(doc: dict[str, Any]) -> str:
         )
     lines += ["", "| rows | format | planner s | vs stdlib (json.dump) | vs stdlib (json.dumps) | vs orjson | planner / floor |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in doc.get("ratios", []):
-        def x(k: str) -> str:
+        def x(k: str, r: dict[str, Any] = r) -> str:
             return f"{r[k]:.2f}x" if k in r else ""
+
         lines.append(f"| {r['size']} | {r['format']} | {r['planner_s']:.2f} | {x('speedup_vs_stdlib')} | {x('speedup_vs_stdlib_dumps')} | {x('speedup_vs_orjson')} | {x('planner_over_floor')} |")
     return "\n".join(lines)
 
@@ -393,13 +395,13 @@ def plot(doc: dict[str, Any]) -> Path | None:
                 continue
             xs = [p[0] for p in pts]
             name = "floor (rows prebuilt)" if method == "floor" else method
-            kw = dict(color=colours[method], linestyle=styles[fmt], marker=markers[fmt], label=f"{name} ({fmt})")
+            kw = {"color": colours[method], "linestyle": styles[fmt], "marker": markers[fmt], "label": f"{name} ({fmt})"}
             ax1.plot(xs, [p[1] for p in pts], **kw)
             ax2.plot(xs, [p[2] for p in pts], **kw)
     big = doc.get("big_shard")
     if big and big.get("rc") == 0:
         note = f"big shard: {big['n']:,} runs, one {big['out_bytes'] / 1e9:.2f} GB shard\nplanner {big['wall_s']:.0f} s, peak RSS {big['peak_rss_mb']:,.0f} MB"
-        ax2.text(0.98, 0.02, note, transform=ax2.transAxes, ha="right", va="bottom", fontsize=8, bbox=dict(boxstyle="round", facecolor="lavender", alpha=0.8))
+        ax2.text(0.98, 0.02, note, transform=ax2.transAxes, ha="right", va="bottom", fontsize=8, bbox={"boxstyle": "round", "facecolor": "lavender", "alpha": 0.8})
     ax1.set(xscale="log", yscale="log", xlabel="rows", ylabel="rows / s (floor: encode+hash+write only)", title="throughput")
     ax2.set(xscale="log", xlabel="rows", ylabel="peak RSS (MB)", title="peak memory (one process per measurement)")
     ax2.axhline(1000, color="black", linewidth=0.6, linestyle=":")

@@ -12,8 +12,10 @@ Nothing in ``planner/`` is changed for these tests.  Faults get in through publi
 * the journal's result write is ``Ledger.result``.
 
 ``child_main`` is what runs in the child process a matrix test kills: it installs
-one kill point and calls ``planner.submit.submit`` exactly as the CLI does.
-This module imports nothing from pytest, so the child can import it.
+one kill point (or a barrier that holds the first creating call until another
+process reaches its own) and calls ``planner.submit.submit``; ``cli_main`` does
+the same around the command line's own ``planner.cli.main``.  This module imports
+nothing from pytest, so the children can import it.
 """
 
 from __future__ import annotations
