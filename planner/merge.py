@@ -52,11 +52,12 @@ def cell_json(column: str, dtype: pl.DataType, raw: bool, as_string: bool) -> pl
 class _Leaf:
     cell: pl.Expr | None = None  # JSON text from the row, or null when unset
     default: str | None = None  # JSON text of the default, if any
+    plain: pl.Expr | None = None  # the cell as a value polars' encoder writes as is (see _struct_json)
 
 
 @dataclass
 class _Node:
-    children: dict[str, "_Leaf | _Node"] = field(default_factory=dict)
+    children: dict[str, _Leaf | _Node] = field(default_factory=dict)
     from_defaults: bool = False  # a default map is kept even when empty
 
 
@@ -84,8 +85,61 @@ def run_json(
     ]
     for route in ordered:
         as_string = route.kind == "parameter" and spec.parameters_as_strings or route.kind == "tag"
-        _leaf(root, route.path).cell = cell_json(route.source, dtypes[route.source], route.source in raw_json, as_string)
-    return _encode(root, top=True)
+        leaf = _leaf(root, route.path)
+        dtype, raw = dtypes[route.source], route.source in raw_json
+        leaf.cell = cell_json(route.source, dtype, raw, as_string)
+        if not raw and (dtype == pl.String or not as_string) and _flat(dtype):
+            leaf.plain = pl.col(route.source)
+    if spec.id_field is not None:
+        _leaf(root, (spec.id_field,)).plain = pl.col(id_column).cast(pl.String)
+    fast = _struct_json(root)
+    return fast if fast is not None else _encode(root, top=True)
+
+
+# Null cells are unset: their keys must not appear.  A per-key fragment encoder (below)
+# honours that directly but copies every value several times.  When every leaf is a plain
+# cell with no default (the StartRunBatch shards, where the service merges the defaults),
+# one struct.json_encode writes the whole run in one pass, and the keys of null cells
+# are then cut out.  Those cuts are safe on this text: an unescaped quote after a comma
+# opens a key or a string, never closes one followed by ``:null``, and no raw JSON
+# (which may hold nulls of its own) is in the struct.
+_NULL_AFTER_COMMA = r',"[^"\\]*":null'
+_NULL_FIRST = r'\{"[^"\\]*":null,?'
+
+
+def _flat(dtype: pl.DataType) -> bool:
+    """Strings, integers, booleans, or lists of them: no objects of the row's own whose
+    nulls would be cut, and no floats (polars writes NaN as null, which would be cut too)."""
+    if isinstance(dtype, pl.List):
+        return _flat(dtype.inner)
+    return dtype == pl.String or dtype == pl.Boolean or dtype.is_integer()
+
+
+def _struct_json(root: _Node) -> pl.Expr | None:
+    fields = _struct_fields(root)
+    if not fields:
+        return None
+    text = pl.struct(fields).struct.json_encode().str.replace_all(_NULL_AFTER_COMMA, "")
+    return text.str.replace_all(_NULL_FIRST, "{")
+
+
+def _struct_fields(node: _Node) -> list[pl.Expr] | None:
+    fields = []
+    for name, child in node.children.items():
+        if orjson.dumps(name).decode() != f'"{name}"':
+            return None  # keys that need escaping take the fragment path, escaped by orjson
+        if isinstance(child, _Node):
+            inner = _struct_fields(child)
+            if inner is None or not inner:
+                return None
+            # A map left with no set keys is omitted, as the fragment path does.
+            present = pl.any_horizontal([f.is_not_null() for f in inner])
+            fields.append(pl.when(present).then(pl.struct(inner)).alias(name))
+        elif child.plain is None or child.default is not None:
+            return None
+        else:
+            fields.append(child.plain.alias(name))
+    return fields
 
 
 def _add_defaults(node: _Node, values: Mapping[str, Any], prefix: tuple[str, ...], map_paths: set[tuple[str, ...]]) -> None:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +33,13 @@ from .defaults import Defaults, load_defaults
 from .errors import InputError, PlanDirError, Problem, SheetError, ValidationError
 from .merge import MERGED, OWN, json_text, run_json
 from .routing import Route, route_columns
-from .shard import MAX_PART_SIZE, MIN_PART_SIZE, ShardInfo, ShardWriter, default_part_size
+from .shard import (
+    MAX_PART_SIZE,
+    MIN_PART_SIZE,
+    ShardInfo,
+    ShardWriter,
+    default_part_size,
+)
 from .sheet import RAW_PREFIX, ROW, Sheet, open_sheet, polars_errors
 from .validate import ID, Check, coerce_fields, default_problems, row_checks
 
@@ -43,6 +51,7 @@ RUN = "__run"
 WHY = "__why"
 PLAN_FILE = "plan.json"
 SAMPLES_FILE = "samples.parquet"
+SAMPLES_ROW_GROUP = 1 << 18
 REJECTED_FILE = "rejected.csv"
 MAX_SHOWN_PROBLEMS = 20
 
@@ -110,16 +119,9 @@ class Plan:
             raise InputError("--list-columns goes with --group")
         return frame, [], set()
 
-    def _repeated_ids(self, hashes: list[pl.DataFrame]) -> tuple[list[Problem], set[str]]:
-        """Ids that appear on several rows, found from 8-byte hashes kept while streaming.
-
-        Keeping hashes, not ids, bounds this check at 16 bytes a row; the few rows whose
-        hashes repeat are then read again to name the ids (and rule out hash collisions).
-        """
-        if not hashes:
-            return [], set()
-        seen = pl.concat(hashes)
-        suspects = seen.filter(pl.col("__hash").is_duplicated()).get_column(ROW)
+    def _repeated_ids(self, suspects: pl.Series) -> tuple[list[Problem], set[str]]:
+        """Ids that appear on several rows, from the rows whose id hashes repeat (``_IdHashes``):
+        those few rows are read again to name the ids and rule out hash collisions."""
         if suspects.len() == 0:
             return [], set()
         with polars_errors(self.sheet.path):
@@ -197,18 +199,19 @@ class Plan:
         query = frame.select(ROW, ID, pl.when(why != "").then(why).alias(WHY), RUN)
         return query, frame, checks
 
-    def _batches(self, mode: str, progress: bool, rejected_ids: set[str] | None = None) -> Iterator[pl.DataFrame]:
+    def _batches(self, mode: str, progress: bool, scratch: str, rejected_ids: set[str] | None = None) -> Iterator[pl.DataFrame]:
         """Checked and encoded batches; problems accumulate in ``self.problems``.
 
-        Repeated ids are found only at the end of the stream.  When ``rejected_ids``
-        is given (the second pass of --skip-invalid), their rows are rejected as they come.
+        Repeated ids are found only at the end of the stream, from id hashes spilled to
+        ``scratch``.  When ``rejected_ids`` is given (the second pass of --skip-invalid),
+        their rows are rejected as they come.
         """
         frame, problems, grouped_rejects = self._frame()
         self.problems = list(problems)
         seen = 0
         check_ids = not self.options.group and rejected_ids is None
         query, checked, checks = self._query(frame, grouped_rejects | (rejected_ids or set()), mode)
-        hashes: list[pl.DataFrame] = []
+        hashes = _IdHashes(scratch) if check_ids else None
         bad_rows: list[pl.DataFrame] = []
         self.failed = bool(self.problems)
         bar = tqdm(unit="row", desc="plan", file=sys.stderr, disable=not progress, leave=False)
@@ -216,8 +219,8 @@ class Plan:
             with polars_errors(self.sheet.path):
                 for batch in self._collect(query, grouped_rejects | (rejected_ids or set()), mode):
                     seen += batch.height
-                    if check_ids:
-                        hashes.append(batch.filter(pl.col(ID).is_not_null()).select(ROW, pl.col(ID).hash(seed=1).alias("__hash")))
+                    if hashes is not None:
+                        hashes.add(batch.filter(pl.col(ID).is_not_null()).select(ROW, pl.col(ID).hash(seed=1).alias(_HASH)))
                     bad = batch.filter(pl.col(WHY).is_not_null())
                     if bad.height:
                         bad_rows.append(bad.select(ROW, ID, WHY))
@@ -227,14 +230,16 @@ class Plan:
                     yield batch.select(ROW, ID, RUN)
         finally:
             bar.close()
+            if hashes is not None:
+                hashes.close()
         if seen == 0:
             raise SheetError(f"{self.sheet.path}: the sheet has a header but no rows")
         if not self.options.group:
             self.rows = seen  # with --group, _grouped counted the sheet's rows, not its samples
         if bad_rows:
             self.problems += self._row_problems(pl.concat(bad_rows), checked, checks)
-        if check_ids:
-            self.repeated_problems, self.repeated_ids = self._repeated_ids(hashes)
+        if hashes is not None:
+            self.repeated_problems, self.repeated_ids = self._repeated_ids(hashes.suspects())
         self.problems += self.repeated_problems
         self.failed = bool(self.problems)
         self.problems.sort(key=lambda p: (p.row or 0))
@@ -247,7 +252,7 @@ class Plan:
             yield from query.collect_batches(chunk_size=self.batch_rows)
             return
         ident = pl.col(self.sheet.source[self.sheet.id_column]).cast(pl.String).alias(ID)
-        for part in parts:
+        for part in _prefetched(parts):
             yield self._query(part.with_columns(ident), rejected_ids, mode)[0].collect()
 
     def _row_problems(self, bad: pl.DataFrame, checked: pl.LazyFrame, checks: Sequence[Check]) -> list[Problem]:
@@ -258,20 +263,21 @@ class Plan:
             shown = checked.filter(pl.col(ROW).is_in(bad.get_column(ROW).implode())).select(ROW, *values).collect()
         return _problems(bad.join(shown, on=ROW, how="left", maintain_order="left"), checks)
 
-    def _passes(self, mode: str, progress: bool) -> Iterator[Iterator[pl.DataFrame]]:
+    def _passes(self, mode: str, progress: bool, scratch: str) -> Iterator[Iterator[pl.DataFrame]]:
         """One pass over the sheet; a second when --skip-invalid must drop repeated ids."""
         self.repeated_problems: list[Problem] = []
         self.repeated_ids: set[str] = set()
-        yield self._batches(mode, progress)
+        yield self._batches(mode, progress, scratch)
         if self.repeated_ids and self.options.skip_invalid:
-            yield self._batches(mode, progress, rejected_ids=self.repeated_ids)
+            yield self._batches(mode, progress, scratch, rejected_ids=self.repeated_ids)
 
     def runs(self, merged: bool = True) -> pl.DataFrame:
         """Every valid run as a row: ``row``, ``id`` and ``run`` (the JSON sent, or the merged view)."""
         mode = MERGED if merged or not self.spec.server_merge else OWN
         parts: list[pl.DataFrame] = []
-        for batches in self._passes(mode, progress=False):
-            parts = list(batches)
+        with tempfile.TemporaryDirectory(prefix="planner-") as scratch:
+            for batches in self._passes(mode, progress=False, scratch=scratch):
+                parts = list(batches)
         self._raise_problems()
         out = pl.concat(parts) if parts else pl.DataFrame(schema={ROW: pl.UInt32, ID: pl.String, RUN: pl.String})
         return out.rename({ROW: "row", ID: "id", RUN: "run"})
@@ -289,27 +295,31 @@ class Plan:
 
     def _write_into(self, directory: str, progress: bool) -> dict[str, Any]:
         mode = OWN if self.spec.server_merge else MERGED
-        for batches in self._passes(mode, progress):
+        scratch = os.path.join(directory, ".scratch")  # per-row state spilled while streaming; removed below
+        os.makedirs(scratch)
+        for batches in self._passes(mode, progress, scratch):
             shutil.rmtree(os.path.join(directory, "shards"), ignore_errors=True)  # a second pass starts afresh
             writer = ShardWriter(directory, max_entries=self.max_entries, max_bytes=self.max_bytes, part_size=self.part_size, min_entries=self.spec.min_entries)
-            samples: list[pl.DataFrame] = []
+            samples = _Spill(os.path.join(scratch, "samples.arrow"))
             try:
                 for batch in batches:
                     if self.failed and not self.options.skip_invalid:
                         continue  # keep checking to report every problem, but write nothing more
                     writer.add(batch.get_column(ID), batch.get_column(RUN))
-                    samples.append(batch.select(pl.col(ROW).cast(pl.Int64).alias("row"), pl.col(ID).alias("id")))
+                    samples.add(batch.select(pl.col(ROW).cast(pl.Int64).alias("row"), pl.col(ID).alias("id")))
                 self._raise_problems()
             except BaseException:
                 writer.abort()
+                samples.close()
                 raise
             shards = writer.close()
+            samples.close()
         if not shards:
             raise ValidationError(self.problems) if self.problems else SheetError(f"{self.sheet.path}: no runs to plan")
         if self.problems:
             write_problems(os.path.join(directory, REJECTED_FILE), self.problems)
-        return finish_plan(
-            directory, self.spec, shards, samples, inline=self.options.inline,
+        manifest = finish_plan(
+            directory, self.spec, shards, samples.frames(), inline=self.options.inline,
             defaults=self.defaults.run, submission=self.defaults.submission, staging_uri=self.defaults.staging_uri,
             sheet={"path": self.sheet.path, "sha256": self.sheet.sha256, "rows": self.rows, "id_column": self.sheet.id_column},
             options={
@@ -322,6 +332,8 @@ class Plan:
             },
             rejected=len({p.row for p in self.problems}),
         )
+        shutil.rmtree(scratch)
+        return manifest
 
 
 @contextlib.contextmanager
@@ -350,7 +362,7 @@ def finish_plan(
     directory: str,
     spec: BackendSpec,
     shards: list[ShardInfo],
-    samples: list[pl.DataFrame],
+    samples: Iterable[pl.DataFrame],
     *,
     inline: bool,
     defaults: dict[str, Any],
@@ -388,15 +400,44 @@ def finish_plan(
     return manifest
 
 
-def _write_samples(directory: str, samples: list[pl.DataFrame], shards: list[ShardInfo]) -> None:
-    """samples.parquet: every planned sample's sheet row, id, shard and position in it."""
-    table = pl.concat(samples) if samples else pl.DataFrame(schema={"row": pl.Int64, "id": pl.String})
+def _write_samples(directory: str, samples: Iterable[pl.DataFrame], shards: list[ShardInfo]) -> None:
+    """samples.parquet: every planned sample's sheet row, id, shard and position in it.
+
+    Written a row group at a time from pieces in shard order; row groups hold a fixed
+    number of rows, so the file's bytes do not depend on how the sheet was batched.
+    """
+    import pyarrow.parquet as pq
+
     sizes = pl.Series([s.entries for s in shards], dtype=pl.Int64)
     ends = sizes.cum_sum()
-    ordinal = pl.int_range(0, table.height, dtype=pl.Int64, eager=True)
-    shard = ends.search_sorted(ordinal, side="right")
-    table = table.with_columns(shard.cast(pl.Int32).alias("shard"), (ordinal - (ends - sizes).gather(shard)).cast(pl.Int32).alias("position"))
-    table.write_parquet(os.path.join(directory, SAMPLES_FILE), statistics=False)
+    starts = ends - sizes
+    path = os.path.join(directory, SAMPLES_FILE)
+    schema = {"row": pl.Int64, "id": pl.String}
+    writer: Any = None
+    offset = 0
+
+    def write(piece: pl.DataFrame) -> None:
+        nonlocal writer, offset
+        ordinal = pl.int_range(offset, offset + piece.height, dtype=pl.Int64, eager=True)
+        shard = ends.search_sorted(ordinal, side="right")
+        table = piece.with_columns(shard.cast(pl.Int32).alias("shard"), (ordinal - starts.gather(shard)).cast(pl.Int32).alias("position")).to_arrow()
+        if writer is None:
+            writer = pq.ParquetWriter(path, table.schema, compression="zstd", write_statistics=False)
+        writer.write_table(table, row_group_size=SAMPLES_ROW_GROUP)
+        offset += piece.height
+
+    pending = pl.DataFrame(schema=schema)
+    try:
+        for piece in samples:
+            pending = pl.concat([pending, piece.select(pl.col("row").cast(pl.Int64), pl.col("id").cast(pl.String))])
+            while pending.height >= SAMPLES_ROW_GROUP:
+                write(pending.head(SAMPLES_ROW_GROUP))
+                pending = pending.slice(SAMPLES_ROW_GROUP)
+        if pending.height or writer is None:
+            write(pending)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def _set_modes(shards: list[ShardInfo], spec: BackendSpec, inline: bool, submission: dict[str, Any]) -> None:
@@ -446,6 +487,121 @@ def safe_csv(table: pl.DataFrame, path: str) -> None:
 
 def _as_text(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     return value.cast(pl.String) if dtype in (pl.String, pl.Int64, pl.Float64, pl.Boolean) or dtype.is_numeric() else json_text(value)
+
+
+_HASH = "__hash"
+
+
+class _Spill:
+    """Frames of one schema appended to an Arrow IPC stream on disk, read back in order:
+    per-row state of the whole sheet lives on disk, not in memory, while the plan streams."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.writer: Any = None
+
+    def add(self, frame: pl.DataFrame) -> None:
+        if frame.height == 0:
+            return
+        import pyarrow as pa
+
+        table = frame.to_arrow()
+        if self.writer is None:
+            self.writer = pa.ipc.new_stream(self.path, table.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def frames(self) -> Iterator[pl.DataFrame]:
+        if not os.path.exists(self.path):
+            return
+        import pyarrow as pa
+
+        # Read, not memory-mapped: mapped pages would count in the process's RSS.
+        with pa.OSFile(self.path) as source:
+            for record_batch in pa.ipc.open_stream(source):
+                frame = pl.from_arrow(record_batch)
+                assert isinstance(frame, pl.DataFrame)
+                yield frame
+
+
+class _IdHashes:
+    """Every row's 8-byte id hash, spilled to disk in 16 partitions by its top bits.
+
+    Equal hashes land in the same partition, so repeats are found one partition at a
+    time: memory for this check is a sixteenth of the sheet's hashes, not all of them.
+    """
+
+    PARTS = 16
+
+    def __init__(self, scratch: str):
+        self.spills = [_Spill(os.path.join(scratch, f"ids-{i:02d}.arrow")) for i in range(self.PARTS)]
+
+    def add(self, frame: pl.DataFrame) -> None:
+        parts = frame.with_columns((pl.col(_HASH) // (1 << 60)).cast(pl.Int64).alias("__part"))
+        for (part,), piece in parts.partition_by("__part", as_dict=True, include_key=False).items():
+            self.spills[int(part)].add(piece)  # type: ignore[call-overload]
+
+    def close(self) -> None:
+        for spill in self.spills:
+            spill.close()
+
+    def suspects(self) -> pl.Series:
+        """Rows whose id hash some other row shares, in row order."""
+        found = []
+        for spill in self.spills:
+            frames = list(spill.frames())
+            if frames:
+                part = pl.concat(frames)
+                found.append(part.filter(pl.col(_HASH).is_duplicated()).get_column(ROW))
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(spill.path)
+        return pl.concat(found).sort() if found else pl.Series(ROW, [], dtype=pl.UInt32)
+
+
+def _prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``items``, produced on a background thread up to ``depth`` ahead.
+
+    Decoding the next Parquet batch (pyarrow releases the GIL) then overlaps with polars
+    encoding this one; at most ``depth`` batches wait, so memory stays bounded.
+    """
+    ready: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        ready.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            ready.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="planner-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = ready.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                ready.get(timeout=0.1)  # unblock a producer waiting to hand over
+        thread.join()
 
 
 def _rows(rows: Sequence[int]) -> str:

@@ -183,7 +183,10 @@ class _OpenShard:
 
     def _write_entry(self, data: bytes, last_id: str) -> None:
         # The separator goes before a run, never after, so a held run can still leave.
-        self._write(_SEP + data if self.last_written is not None else data)
+        # It is written on its own: joining it to a batch's text would copy that text.
+        if self.last_written is not None:
+            self._write(_SEP)
+        self._write(data)
         self.last_written = last_id
 
     def release_held(self) -> tuple[str, bytes]:
