@@ -10,12 +10,17 @@ which breaks any custom endpoint, so it is turned off whenever one is in use.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import InvalidRegionError, ProfileNotFound
+from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
+
+from .errors import InputError
 
 SANDBOX_CREDENTIALS = {"aws_access_key_id": "sandbox", "aws_secret_access_key": "sandbox", "aws_session_token": None}
 
@@ -34,6 +39,11 @@ class Clients:
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def __post_init__(self) -> None:
+        # Checked here, before any client is made: botocore raises its own errors for these
+        # only when the first client is created, deep inside a submit.
+        check_options(region=self.region, endpoint_url=self.endpoint_url, max_attempts=self.max_attempts)
+
     def endpoint_for(self, service: str) -> str | None:
         return (
             self.endpoints.get(service)
@@ -49,6 +59,17 @@ class Clients:
             return self._cache[service]
 
     def _make(self, service: str) -> Any:
+        try:
+            return self._session_client(service)
+        except (ProfileNotFound, InvalidRegionError) as exc:  # --profile, or the region of a profile or AWS_REGION
+            raise InputError(f"cannot set up the AWS {service} client: {exc}") from exc
+        except ValueError as exc:
+            if not str(exc).startswith("Invalid endpoint"):
+                raise
+            # e.g. from AWS_ENDPOINT_URL_<SERVICE> or the profile's endpoint_url
+            raise InputError(f"cannot set up the AWS {service} client: {exc}") from exc
+
+    def _session_client(self, service: str) -> Any:
         if self.sandbox:
             # The sandbox never sees real credentials, whatever the environment holds.
             session = boto3.session.Session(region_name=self.region or "us-east-1", **SANDBOX_CREDENTIALS)
@@ -61,6 +82,23 @@ class Clients:
             max_pool_connections=64,
         )
         return session.client(service, endpoint_url=self.endpoints.get(service) or self.endpoint_url, region_name=session.region_name or "us-east-1", config=config)
+
+
+def check_options(*, region: str | None, endpoint_url: str | None, max_attempts: int) -> None:
+    """Refuse, as input errors, the AWS options botocore would reject when it makes a client."""
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 0:
+        raise InputError(f"--max-attempts {max_attempts!r}: must be a whole number, 0 or more (botocore's retries per call)")
+    if region is not None and not _REGION.fullmatch(region):
+        raise InputError(f"--region {region!r}: not an AWS region name (like us-east-1)")
+    if endpoint_url is not None and not (
+        endpoint_url.lower().startswith(("http://", "https://"))
+        and (is_valid_endpoint_url(endpoint_url) or is_valid_ipv6_endpoint_url(endpoint_url))
+    ):
+        raise InputError(f"--endpoint-url {endpoint_url!r}: not a URL of an endpoint (like https://s3.us-east-1.amazonaws.com or http://127.0.0.1:5000)")
+
+
+# botocore's own rule (botocore.utils.validate_region_name), minus the empty name.
+_REGION = re.compile(r"(?![0-9]+$)(?!-)[a-zA-Z0-9-]{1,63}(?<!-)")
 
 
 def client(service: str, **options: Any) -> Any:

@@ -8,6 +8,7 @@ one clear line each, and progress bars go to stderr.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import traceback
@@ -86,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", metavar="FILE", help="write the per-sample table to FILE.csv or FILE.parquet")
     t.add_argument("--json", action="store_true", help="print the per-sample table as JSON lines instead of a summary")
     t.add_argument("--watch", action="store_true", help="refresh until every sample has reached a final state")
-    t.add_argument("--interval", type=float, default=30.0, metavar="SECONDS", help="with --watch: seconds between refreshes (default 30)")
+    t.add_argument("--interval", type=_seconds, default=30.0, metavar="SECONDS", help="with --watch: seconds between refreshes (default 30)")
     t.add_argument("--no-refresh", action="store_true", help="show what the ledger knows without asking the service")
     _aws_options(t)
     t.set_defaults(handler=_status)
@@ -126,6 +127,17 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("action", choices=["start", "stop", "status"])
     x.set_defaults(handler=_sandbox)
     return parser
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite, positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
 
 
 def _aws_options(parser: argparse.ArgumentParser) -> None:

@@ -24,6 +24,9 @@ from .backends.base import BackendSpec
 from .errors import DefaultsError
 
 _SECTIONS = {"run", "submission", "sheet", "staging"}
+# plan.json holds [run] and [submission] one level down, and orjson writes JSON at most 254
+# levels deep: counting the table itself as one level, a table may nest 253 levels.
+MAX_TABLE_DEPTH = 253
 
 
 @dataclass
@@ -69,9 +72,26 @@ def load_defaults(source: str | os.PathLike[str] | dict[str, Any] | None, sets: 
         staging_uri=staging.get("uri"),
         source=label,
     )
+    _check_depth(defaults, label)
     for assignment in sets:
         _apply_set(defaults, assignment, spec)
+    if sets:
+        _check_depth(defaults, "--set")
     return defaults
+
+
+def _check_depth(defaults: Defaults, label: str) -> None:
+    """DefaultsError naming the first key of [run] or [submission] nested deeper than MAX_TABLE_DEPTH."""
+    for name, table in (("run", defaults.run), ("submission", defaults.submission)):
+        stack: list[tuple[Any, tuple[str, ...]]] = [(table, ())]
+        while stack:
+            node, path = stack.pop()
+            if len(path) >= MAX_TABLE_DEPTH:
+                key = ".".join(path)
+                shown = key if len(key) <= 60 else key[:59] + "…"
+                raise DefaultsError(f"{label}: [{name}] {shown}: nested deeper than {MAX_TABLE_DEPTH} levels (counting [{name}] as one); the planner handles at most {MAX_TABLE_DEPTH}")
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            stack += [(value, (*path, str(key))) for key, value in items if isinstance(value, (dict, list))]
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -87,6 +107,8 @@ def _read_file(path: str) -> dict[str, Any]:
             document = tomllib.loads(data.decode("utf-8-sig"))
     except (tomllib.TOMLDecodeError, orjson.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DefaultsError(f"{path}: is not valid {'JSON' if path.lower().endswith('.json') else 'TOML'}: {exc}") from exc
+    except RecursionError:  # tomllib recurses per level of nested arrays and inline tables
+        raise DefaultsError(f"{path}: is nested too deeply to read (the planner handles at most {MAX_TABLE_DEPTH} levels)") from None
     if not isinstance(document, dict):
         raise DefaultsError(f"{path}: must hold a table (a JSON object)")
     return document

@@ -15,7 +15,9 @@ import glob as globlib
 import hashlib
 import io
 import os
+import re
 import shutil
+import stat
 import tempfile
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -76,7 +78,10 @@ class Sheet:
         assert self.prepare is not None and self.parquet_files is not None
         first = 1
         for file in self.parquet_files:
-            for record_batch in pq.ParquetFile(file).iter_batches(batch_size=rows):
+            reader = pq.ParquetFile(file)
+            # One row group at a time: iter_batches over a whole file keeps memory it has
+            # read (about 20 bytes a row), so the peak would grow with the sheet.
+            for record_batch in (b for g in range(reader.metadata.num_row_groups) for b in reader.iter_batches(batch_size=rows, row_groups=[g])):
                 batch = pl.from_arrow(record_batch)
                 assert isinstance(batch, pl.DataFrame)
                 yield self.prepare(batch.lazy(), first)
@@ -196,11 +201,30 @@ def _from_path(path: str, s3_client: Any) -> tuple[pl.LazyFrame, str, str, list[
     suffix = _suffix(files[0])
     if any(_suffix(f) != suffix for f in files):
         raise SheetError(f"{path}: the glob matches sheets of different formats")
+    for file in files:
+        # Checked before reading: a device is read forever (/dev/zero), a named pipe blocks.
+        where = path if len(files) == 1 else f"{path} ({file})"
+        try:
+            mode = os.stat(file).st_mode
+        except OSError as exc:
+            raise SheetError(f"{where}: cannot read the sheet: {exc.strerror}") from exc
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+            raise SheetError(f"{where}: is {kind}, not a regular file; save the sheet to a file and plan that")
     digest = hashlib.sha256()
     for file in files:
-        with open(file, "rb") as handle:
-            while chunk := handle.read(1 << 23):
-                digest.update(chunk)
+        where = path if len(files) == 1 else f"{path} ({file})"
+        depth = _DepthScan() if suffix in _JSON_LINES else None
+        try:
+            with open(file, "rb") as handle:
+                while chunk := handle.read(1 << 23):
+                    digest.update(chunk)
+                    if depth is not None:
+                        depth.feed(chunk)
+        except OSError as exc:
+            raise SheetError(f"{where}: cannot read the sheet: {exc.strerror}") from exc
+        if depth is not None and depth.suspect:
+            _refuse_deep_lines(file, where)
     header = None
     with polars_errors(path):
         if suffix in _TEXT_FORMATS:
@@ -214,6 +238,57 @@ def _from_path(path: str, s3_client: Any) -> tuple[pl.LazyFrame, str, str, list[
             raise SheetError(f"{path}: unknown sheet format {suffix!r}; use .csv, .tsv, .tab, .parquet, .ndjson or .jsonl")
         frame.collect_schema()
     return frame, path, digest.hexdigest(), header, files
+
+
+# orjson writes JSON at most 254 levels deep, and polars (2.1) crashes reading NDJSON nested a
+# few hundred levels deep; JSON values nested deeper are refused.
+MAX_JSON_DEPTH = 254
+_MAX_LINE_DEPTH = MAX_JSON_DEPTH + 1  # an NDJSON line: the row's own object, then its values
+_KEEP_OPENERS = bytes(b for b in range(256) if b not in b"{[\n")
+_BRACKET_TO_BRACE = bytes.maketrans(b"[", b"{")
+_TOO_MANY_OPENERS = b"{" * (_MAX_LINE_DEPTH + 1)
+_JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+
+
+class _DepthScan:
+    """A cheap streaming check that no NDJSON line opens more than ``_MAX_LINE_DEPTH`` brackets.
+
+    Each chunk is reduced (in C) to its ``{``/``[`` and newlines, and a run of more openers
+    than the limit within one line is searched for; a line that has one is only a suspect
+    (brackets inside strings count too): ``_refuse_deep_lines`` then measures it exactly.
+    """
+
+    def __init__(self) -> None:
+        self.carry = b""  # the openers of the line still open at the end of the last chunk
+        self.suspect = False
+
+    def feed(self, chunk: bytes) -> None:
+        if self.suspect:
+            return
+        openers = self.carry + chunk.translate(_BRACKET_TO_BRACE, _KEEP_OPENERS)
+        if _TOO_MANY_OPENERS in openers:
+            self.suspect = True
+        self.carry = openers[openers.rfind(b"\n") + 1 :]
+
+
+def _refuse_deep_lines(file: str, label: str) -> None:
+    """SheetError naming the first line of an NDJSON file nested deeper than the limit, if any."""
+    with open(file, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.count(b"{") + line.count(b"[") > _MAX_LINE_DEPTH and json_depth(line) > _MAX_LINE_DEPTH:
+                raise SheetError(f"{label}: line {number}: JSON nested deeper than {MAX_JSON_DEPTH} levels (inside the row's object); the planner handles at most {MAX_JSON_DEPTH}")
+
+
+def json_depth(text: bytes) -> int:
+    """How deep the brackets of JSON text nest (strings skipped; malformed text is measured as it stands)."""
+    depth = deepest = 0
+    for token in _JSON_TOKENS.findall(text):
+        if token in (b"{", b"["):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (b"}", b"]"):
+            depth = max(depth - 1, 0)
+    return deepest
 
 
 def _row_size(source: object, files: list[str]) -> float | None:
@@ -370,5 +445,14 @@ def _canonical_json(cells: pl.Series) -> pl.Series:
             return orjson.dumps(orjson.loads(text)).decode()
         except orjson.JSONDecodeError:
             return None
+        except orjson.JSONEncodeError:  # parsed, but nested deeper than orjson writes (see json_too_deep)
+            return None
 
     return pl.Series(cells.name, [one(t) for t in cells.to_list()], dtype=pl.String)
+
+
+def json_too_deep(cells: pl.Series) -> pl.Series:
+    """Whether each JSON text cell nests deeper than ``MAX_JSON_DEPTH`` (null: False)."""
+    if cells.null_count() == cells.len():
+        return pl.Series(cells.name, [False] * cells.len(), dtype=pl.Boolean)
+    return pl.Series(cells.name, [t is not None and json_depth(t.encode()) > MAX_JSON_DEPTH for t in cells.to_list()], dtype=pl.Boolean)

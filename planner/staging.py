@@ -18,7 +18,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import random
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,10 @@ from .errors import InputError, SubmissionError
 from .ledger import Ledger, Staged
 
 SHA256_METADATA = "planner-sha256"
+# S3 answers 409 ConditionalRequestConflict while another conditional write to the key is in
+# flight, and documents it as "try again": so many attempts, waits doubling from CONFLICT_DELAY.
+CONFLICT_ATTEMPTS = 5
+CONFLICT_DELAY = 0.5
 
 
 @dataclass(frozen=True)
@@ -184,14 +190,29 @@ class Stager:
         return response["ETag"], response.get("VersionId")
 
     def _call(self, method: Any, bucket: str, key: str, **kwargs: Any) -> dict[str, Any]:
-        try:
-            return method(**kwargs)
-        except ClientError as exc:
-            if _status(exc) == 412 or _error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise _AlreadyThere() from exc
-            raise SubmissionError(f"s3://{bucket}/{key}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise SubmissionError(f"s3://{bucket}/{key}: cannot reach S3: {exc}") from exc
+        last: ClientError | None = None
+        for attempt in range(CONFLICT_ATTEMPTS):
+            if attempt:
+                time.sleep(min(CONFLICT_DELAY * 2 ** (attempt - 1), 5.0) * random.uniform(0.5, 1.0))
+                body = kwargs.get("Body")
+                if hasattr(body, "seek"):
+                    body.seek(0)  # the first attempt read the file to its end
+            try:
+                return method(**kwargs)
+            except ClientError as exc:
+                if _status(exc) == 412 or _error_code(exc) == "PreconditionFailed":
+                    raise _AlreadyThere() from exc
+                if _status(exc) == 409 or _error_code(exc) == "ConditionalRequestConflict":
+                    # Another conditional write to this key is in flight; S3 says to try again.
+                    last = exc
+                    continue
+                raise SubmissionError(f"s3://{bucket}/{key}: {exc}") from exc
+            except BotoCoreError as exc:
+                raise SubmissionError(f"s3://{bucket}/{key}: cannot reach S3: {exc}") from exc
+        raise SubmissionError(
+            f"s3://{bucket}/{key}: S3 answered 409 ConditionalRequestConflict {CONFLICT_ATTEMPTS} times: another write "
+            "to this key kept conflicting; nothing was overwritten; run submit again"
+        ) from last
 
     def _abort_leftovers(self, index: int, bucket: str, key: str) -> None:
         """Abort multipart uploads a crash left behind: journaled ones, and any begun before the journal write."""

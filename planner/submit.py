@@ -135,11 +135,11 @@ def open_context(
         raise InputError("--concurrency must be at least 1")
     if rate is not None and rate <= 0:
         raise InputError("--rate must be a positive number of requests per second")
-    if sandbox and endpoints is None:
+    clients = Clients(profile=profile, region=region, endpoint_url=endpoint_url, endpoints=dict(endpoints or {}), retry_mode=retry_mode, max_attempts=max_attempts, sandbox=sandbox)
+    if sandbox and endpoints is None:  # started only once the options are known to be good
         from .sandbox.local import ensure_running
 
-        endpoints = ensure_running()
-    clients = Clients(profile=profile, region=region, endpoint_url=endpoint_url, endpoints=dict(endpoints or {}), retry_mode=retry_mode, max_attempts=max_attempts, sandbox=sandbox)
+        clients.endpoints = dict(ensure_running())
     staging = staging_uri or (manifest.get("staging") or {}).get("uri")
     if sandbox and not staging_uri:
         staging = SANDBOX_STAGING  # the plan's own bucket does not exist in the sandbox
@@ -215,6 +215,7 @@ def submit(plan_dir: str, **options: Any) -> dict[str, Any]:
 
 
 STATUS_COLUMNS = ["id", "shard", "position", "remote_id", "submission_status", "state", "reason", "updated_at"]
+STATUS_SCHEMA = {name: pl.Int64 if name in ("shard", "position") else pl.String for name in STATUS_COLUMNS}  # the ledger's samples table
 
 
 def status(plan_dir: str, *, refresh: bool = True, **options: Any) -> pl.DataFrame:
@@ -229,7 +230,9 @@ def status(plan_dir: str, *, refresh: bool = True, **options: Any) -> pl.DataFra
 
 
 def sample_table(ctx: Context) -> pl.DataFrame:
-    known = pl.DataFrame(ctx.ledger.samples(), schema=STATUS_COLUMNS, orient="row").drop("shard", "position")
+    # Typed, not inferred: a ledger with no samples yet (a submit that stopped before its first
+    # result) would give columns of type null, which cannot be joined with the plan's ids.
+    known = pl.DataFrame(ctx.ledger.samples(), schema=STATUS_SCHEMA, orient="row").drop("shard", "position")
     planned = ctx.samples()
     submissions = [s for s in ctx.ledger.submissions() if s.sample is None and s.remote_id is not None]
     batches = pl.DataFrame(

@@ -21,7 +21,7 @@ from .errors import Problem
 from .merge import json_text
 from .model import FLOAT_TYPES, INTEGER_TYPES, FieldRule, check_scalar
 from .routing import Route
-from .sheet import RAW_PREFIX, Sheet
+from .sheet import MAX_JSON_DEPTH, RAW_PREFIX, Sheet, json_too_deep
 
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
@@ -148,7 +148,13 @@ def row_checks(sheet: Sheet, routes: Sequence[Route], spec: BackendSpec, default
         internal = sheet.source[column]
         raw = pl.col(RAW_PREFIX + internal)
         message = {"int": "is not an integer", "float": "is not a finite number", "bool": "is not true/false/yes/no/1/0", "json": "is not valid JSON"}[kind]
-        checks.append(Check(raw.is_not_null() & pl.col(internal).is_null(), column, raw, "type", f"{message} (declared {kind} in [sheet.types])"))
+        failed = raw.is_not_null() & pl.col(internal).is_null()
+        if kind == "json":
+            # Only the cells that failed are measured (the others are null here).
+            deep = pl.when(failed).then(raw).map_batches(json_too_deep, return_dtype=pl.Boolean).fill_null(False)
+            checks.append(Check(failed & deep, column, raw, "max-depth", f"is JSON nested deeper than {MAX_JSON_DEPTH} levels; the planner handles at most {MAX_JSON_DEPTH} (declared json in [sheet.types])"))
+            failed = failed & ~deep
+        checks.append(Check(failed, column, raw, "type", f"{message} (declared {kind} in [sheet.types])"))
     declared = {c for c, _ in sheet.type_problems}
     for route in routes:
         value = pl.col(route.source)

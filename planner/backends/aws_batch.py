@@ -552,7 +552,14 @@ def prepare_sandbox(ctx: Any) -> None:
     try:
         role = iam.get_role(RoleName=SANDBOX_ROLE)["Role"]["Arn"]
     except ClientError:
-        role = iam.create_role(RoleName=SANDBOX_ROLE, AssumeRolePolicyDocument='{"Version": "2012-10-17", "Statement": []}')["Role"]["Arn"]
+        try:
+            role = iam.create_role(RoleName=SANDBOX_ROLE, AssumeRolePolicyDocument='{"Version": "2012-10-17", "Statement": []}')["Role"]["Arn"]
+        except ClientError as exc:
+            # The answer to an earlier CreateRole was lost (botocore sent it again), or another
+            # submit made the role meanwhile: it exists, which is all that is needed.
+            if exc.response.get("Error", {}).get("Code") != "EntityAlreadyExists":
+                raise
+            role = iam.get_role(RoleName=SANDBOX_ROLE)["Role"]["Arn"]
     environments = batch.describe_compute_environments(computeEnvironments=[SANDBOX_COMPUTE]).get("computeEnvironments", [])
     if environments:
         compute = environments[0]["computeEnvironmentArn"]

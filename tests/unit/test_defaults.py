@@ -256,3 +256,35 @@ def test_polly_priority_enum(tmp_path: Path) -> None:
     with pytest.raises(planner.ValidationError) as caught:
         planner.plan(sheet, backend="polly", defaults=document)
     assert [(p.column, p.rule) for p in caught.value.problems] == [("[submission] priority", "enum")]
+
+
+@pytest.mark.parametrize("backend", ["omics-run", "omics-batch"])
+def test_defaults_nested_to_the_limit_plan_one_deeper_is_refused(backend: str, tmp_path: Path) -> None:
+    """[run] may nest 253 levels (itself one of them): plan.json holds it one level down, and orjson writes 254."""
+    sheet = write_csv(tmp_path / "s.csv", ["sample"], [["S1"]])
+
+    def deep(levels: int) -> Any:
+        value: Any = 1
+        for _ in range(levels):
+            value = {"a": value}
+        return value
+
+    document = defaults_for(backend)
+    document["run"]["parameters"]["deep"] = deep(251)  # [run] 1, parameters 2, then 251 levels: 253
+    manifest = planner.plan(sheet, backend=backend, defaults=document).write(tmp_path / "plan")
+    assert orjson.dumps(manifest["defaults"]["parameters"]["deep"]) == orjson.dumps(deep(251))
+    document["run"]["parameters"]["deep"] = deep(252)
+    with pytest.raises(planner.DefaultsError, match=r"<dict>: \[run\] parameters\.deep\.a\.a.*: nested deeper than 253 levels"):
+        planner.plan(sheet, backend=backend, defaults=document)
+
+
+def test_deep_submission_table_and_deep_toml_are_refused(tmp_path: Path) -> None:
+    table: Any = 1
+    for _ in range(300):
+        table = [table]
+    with pytest.raises(planner.DefaultsError, match=r"\[submission\] x\.0\.0"):
+        load_defaults({"submission": {"x": table}})
+    path = tmp_path / "d.toml"
+    path.write_text("[run]\nx = " + "[" * 3000 + "]" * 3000 + "\n")  # tomllib recurses per level
+    with pytest.raises(planner.DefaultsError, match="nested too deeply to read"):
+        load_defaults(path)

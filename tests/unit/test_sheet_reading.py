@@ -373,3 +373,78 @@ def test_column_name_containing_duplicated_is_an_ordinary_column(tmp_path: Path,
     if source == "frame":
         sheet = pl.DataFrame({"sample": ["S1"], "reads_duplicated_0": ["1"]})
     assert own_runs(sheet) == [{"runSettingId": "S1", "parameters": {"sample": "S1", "reads_duplicated_0": "1"}}]
+
+
+# Nesting depth: orjson writes at most 254 levels, and polars 2.1 crashes reading NDJSON nested a few hundred deep.
+
+
+def _deep_object(levels: int) -> bytes:
+    return b'{"a":' * (levels - 1) + b"[1]" + b"}" * (levels - 1)  # ``levels`` levels of containers
+
+
+def test_ndjson_value_nested_254_levels_plans_255_is_refused_naming_the_line(tmp_path: Path) -> None:
+    fine, deep = tmp_path / "fine.ndjson", tmp_path / "deep.ndjson"
+    fine.write_bytes(b'{"sample":"S1","x":' + _deep_object(254) + b"}\n")
+    (run,) = own_runs(fine)
+    assert orjson.dumps(run["parameters"]["x"]).count(b"{") == 253  # the value arrived whole
+    deep.write_bytes(b'{"sample":"S0","x":{"a":[1]}}\n' * 2 + b'{"sample":"S1","x":' + _deep_object(255) + b"}\n")
+    with pytest.raises(planner.SheetError, match=r"deep\.ndjson: line 3: JSON nested deeper than 254 levels"):
+        planner.plan(deep, backend="omics-batch", defaults=DEFAULTS)
+
+
+def test_ndjson_brackets_inside_strings_are_not_nesting(tmp_path: Path) -> None:
+    """The cheap scan counts every '{' and '['; a line it suspects is measured exactly, strings skipped."""
+    sheet = tmp_path / "s.ndjson"
+    text = "{[" * 400 + '\\"' + "[" * 100
+    sheet.write_bytes(orjson.dumps({"sample": "S1", "note": text}) + b"\n")
+    assert own_runs(sheet) == [{"runSettingId": "S1", "parameters": {"sample": "S1", "note": text}}]
+
+
+def test_ndjson_depth_scan_follows_a_line_across_chunks() -> None:
+    from planner.sheet import _DepthScan
+
+    scan = _DepthScan()
+    scan.feed(b'{"a":1}\n' * 1000 + b"[" * 200)  # a line still open at the end of a chunk
+    assert not scan.suspect
+    scan.feed(b"[" * 56 + b"]" * 256 + b"\n")  # 256 openers in one line, over two chunks
+    assert scan.suspect
+    fresh = _DepthScan()
+    fresh.feed(b"[" * 200 + b"\n")
+    fresh.feed(b"[" * 200 + b"\n")  # two lines of 200: each within the limit
+    assert not fresh.suspect
+
+
+@pytest.mark.parametrize("depth", [254, 255, 1025])
+def test_json_cell_depth_limit(depth: int, tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "payload"], [["S1", "[" * depth + "]" * depth]])
+    kw: dict[str, Any] = {"defaults": {**DEFAULTS, "sheet": {"types": {"payload": "json"}}}}
+    if depth <= 254:
+        assert own_runs(sheet, **kw)[0]["parameters"]["payload"] == orjson.loads("[" * depth + "]" * depth)
+        return
+    with pytest.raises(planner.ValidationError) as caught:
+        own_runs(sheet, **kw)
+    (problem,) = caught.value.problems
+    assert (problem.row, problem.id, problem.column, problem.rule) == (1, "S1", "payload", "max-depth")
+    assert "nested deeper than 254 levels" in problem.message
+
+
+def test_invalid_json_cell_is_still_reported_as_invalid(tmp_path: Path) -> None:
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "payload"], [["S1", "[[1]"]])
+    with pytest.raises(planner.ValidationError) as caught:
+        own_runs(sheet, defaults={**DEFAULTS, "sheet": {"types": {"payload": "json"}}})
+    (problem,) = caught.value.problems
+    assert problem.rule == "type" and "is not valid JSON" in problem.message
+
+
+def test_a_named_pipe_is_refused_without_being_opened(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "s.csv"
+    os.mkfifo(fifo)  # opening it would block: nobody writes to it
+    with pytest.raises(planner.SheetError, match=r"s\.csv: is a named pipe, not a regular file"):
+        planner.plan(fifo, backend="omics-batch", defaults=DEFAULTS)
+    (tmp_path / "sheets").mkdir()
+    write_csv(tmp_path / "sheets" / "a.csv", ["sample"], [["S1"]])
+    os.mkfifo(tmp_path / "sheets" / "b.csv")
+    with pytest.raises(planner.SheetError, match=r"b\.csv\): is a named pipe"):
+        planner.plan(str(tmp_path / "sheets" / "*.csv"), backend="omics-batch", defaults=DEFAULTS)
