@@ -132,9 +132,12 @@ def _struct_fields(node: _Node) -> list[pl.Expr] | None:
             inner = _struct_fields(child)
             if inner is None or not inner:
                 return None
-            # A map left with no set keys is omitted, as the fragment path does.
-            present = pl.any_horizontal([f.is_not_null() for f in inner])
-            fields.append(pl.when(present).then(pl.struct(inner)).alias(name))
+            value = pl.struct(inner)
+            if not child.from_defaults:
+                # A map left with no set keys is omitted, as the fragment path does; one the
+                # defaults hold is kept, empty or not.
+                value = pl.when(pl.any_horizontal([f.is_not_null() for f in inner])).then(value)
+            fields.append(value.alias(name))
         elif child.plain is None or child.default is not None:
             return None
         else:

@@ -80,3 +80,12 @@ def test_struct_path_is_used_for_plain_cells_and_not_for_escaped_keys() -> None:
     assert _struct_json(root) is not None
     root.children['we"ird'] = _Leaf(cell=pl.col("y"), plain=pl.col("y"))
     assert _struct_json(root) is None
+
+
+def test_an_empty_map_from_the_defaults_is_kept_when_the_row_sets_nothing_in_it() -> None:
+    # Polly: config.infra is the per-key map; [run] config = {} must still reach the run.
+    frame = pl.DataFrame({"sample_id": ["S1", "S2"], "cpu": [None, "2"]})
+    runs = planner.plan(frame, backend="polly", defaults={"run": {"config": {}}, "submission": {"pipeline_id": "pl-1"}}).runs()
+    got = [orjson.loads(r) for r in runs.get_column("run")]
+    assert got[0]["config"] == {}
+    assert got[1]["config"] == {"infra": {"cpu": 2}}  # cpu is an integer field of Polly's infra
