@@ -151,36 +151,38 @@ def open_sheet(
             downloaded = os.path.dirname(files[0])
         if _suffix(files[0]) == ".parquet":
             parquet = files
-    read_names = frame.collect_schema().names()
-    # The csv module reads escaped quotes in a header ("say ""hi""") the way the file means them.
-    columns = header if header is not None and len(header) == len(read_names) else read_names
-    _check_header(columns, label)
-    chosen = _choose_id_column(columns, id_column, label)
-    missing = sorted(set(types) - set(columns))
-    if missing:
-        raise DefaultsError(f"[sheet.types] names {', '.join(map(repr, missing))}, which the sheet {label} does not have; its columns are {', '.join(map(repr, columns))}")
-    source_of = {name: f"c{index}" for index, name in enumerate(columns)}
-    renames = dict(zip(read_names, source_of.values()))
-    schema = frame.rename(renames).collect_schema()
-    internal_types = {source_of[c]: k for c, k in types.items()}
-    raw_json = {c for c, k in internal_types.items() if k == "json" and schema[c] == pl.String}
+    # A sheet downloaded from S3 is removed if it is refused here (or, below, when the Sheet is gone).
+    with _removed_on_error(downloaded):
+        read_names = frame.collect_schema().names()
+        # The csv module reads escaped quotes in a header ("say ""hi""") the way the file means them.
+        columns = header if header is not None and len(header) == len(read_names) else read_names
+        _check_header(columns, label)
+        chosen = _choose_id_column(columns, id_column, label)
+        missing = sorted(set(types) - set(columns))
+        if missing:
+            raise DefaultsError(f"[sheet.types] names {', '.join(map(repr, missing))}, which the sheet {label} does not have; its columns are {', '.join(map(repr, columns))}")
+        source_of = {name: f"c{index}" for index, name in enumerate(columns)}
+        renames = dict(zip(read_names, source_of.values()))
+        schema = frame.rename(renames).collect_schema()
+        internal_types = {source_of[c]: k for c, k in types.items()}
+        raw_json = {c for c, k in internal_types.items() if k == "json" and schema[c] == pl.String}
 
-    def prepare(raw: pl.LazyFrame, first_row: int) -> pl.LazyFrame:
-        renamed = raw.rename(renames)
-        # An empty string means "not set" in every format, not only in CSV cells.
-        renamed = renamed.with_columns(pl.when(pl.col(pl.String) != "").then(pl.col(pl.String)))
-        return _apply_types(renamed, schema, internal_types).with_row_index(ROW, offset=first_row)
+        def prepare(raw: pl.LazyFrame, first_row: int) -> pl.LazyFrame:
+            renamed = raw.rename(renames)
+            # An empty string means "not set" in every format, not only in CSV cells.
+            renamed = renamed.with_columns(pl.when(pl.col(pl.String) != "").then(pl.col(pl.String)))
+            return _apply_types(renamed, schema, internal_types).with_row_index(ROW, offset=first_row)
 
-    checks = [(c, k) for c, k in types.items() if k != "string" and schema[source_of[c]] == pl.String]
-    sheet = Sheet(
-        frame=prepare(frame, 1), columns=list(columns), source=source_of, id_column=chosen, path=label, sha256=digest,
-        raw_json=raw_json, type_problems=checks, prepare=prepare, parquet_files=parquet,
-        bytes_per_row=_row_size(source, files),
-    )
-    if downloaded is not None:
-        # The frame reads the downloaded copy lazily: remove it when the sheet is gone.
-        weakref.finalize(sheet, shutil.rmtree, downloaded, True)
-    return sheet
+        checks = [(c, k) for c, k in types.items() if k != "string" and schema[source_of[c]] == pl.String]
+        sheet = Sheet(
+            frame=prepare(frame, 1), columns=list(columns), source=source_of, id_column=chosen, path=label, sha256=digest,
+            raw_json=raw_json, type_problems=checks, prepare=prepare, parquet_files=parquet,
+            bytes_per_row=_row_size(source, files),
+        )
+        if downloaded is not None:
+            # The frame reads the downloaded copy lazily: remove it when the sheet is gone.
+            weakref.finalize(sheet, shutil.rmtree, downloaded, True)
+        return sheet
 
 
 def _from_frame(source: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, str, str]:
@@ -198,6 +200,22 @@ def _from_path(path: str, s3_client: Any) -> tuple[pl.LazyFrame, str, str, list[
     """The scan of a local or S3 sheet, its label and hash, (CSV, TSV) the header as the
     csv module reads it, and the local files read (an S3 sheet is downloaded first)."""
     files = _resolve(path, s3_client)
+    with _removed_on_error(os.path.dirname(files[0]) if path.startswith("s3://") else None):
+        return _scanned(path, files)
+
+
+@contextlib.contextmanager
+def _removed_on_error(directory: str | None) -> Iterator[None]:
+    """Remove ``directory`` (a downloaded S3 sheet) if the block fails: a refused sheet leaves no copy behind."""
+    try:
+        yield
+    except BaseException:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def _scanned(path: str, files: list[str]) -> tuple[pl.LazyFrame, str, str, list[str] | None, list[str]]:
     suffix = _suffix(files[0])
     if any(_suffix(f) != suffix for f in files):
         raise SheetError(f"{path}: the glob matches sheets of different formats")
@@ -348,10 +366,11 @@ def _download_s3(uri: str, s3_client: Any) -> list[str]:
             raise SheetError(f"{uri}: no object matches")
         local = []
         directory = tempfile.mkdtemp(prefix="planner-sheet-")
-        for index, name in enumerate(keys):
-            target = os.path.join(directory, f"{index:05d}{Path(name).suffix}")
-            s3_client.download_file(bucket, name, target)
-            local.append(target)
+        with _removed_on_error(directory):
+            for index, name in enumerate(keys):
+                target = os.path.join(directory, f"{index:05d}{Path(name).suffix}")
+                s3_client.download_file(bucket, name, target)
+                local.append(target)
         return local
     except (ClientError, BotoCoreError) as exc:
         raise SheetError(f"{uri}: cannot read the sheet from S3: {exc}") from exc
