@@ -21,6 +21,7 @@ import stat
 import tempfile
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,18 +114,88 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _ragged_row(path: str) -> str:
-    """``"row N "`` of the first data row with more cells than the header (error path only)."""
+def _ragged_row(path: str, fewer: bool = False) -> str:
+    """``"row N "`` of the first data row with more (or, with ``fewer``, fewer) cells than the
+    header (error path only: the csv module is slow, but it counts records as polars does)."""
     suffix = _suffix(path)
     if suffix not in _TEXT_FORMATS or not os.path.isfile(path):
         return "a row "
-    with open(path, encoding="utf-8-sig", newline="") as handle:
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
         reader = csv.reader(handle, delimiter=_TEXT_FORMATS[suffix])
         width = len(next(reader, []))
         for number, record in enumerate(reader, start=1):
-            if len(record) > width:
-                return f"row {number} ({len(record)} cells, the header has {width}) "
+            if (0 < len(record) < width) if fewer else len(record) > width:
+                return f"row {number} ({len(record)} {'cell' if len(record) == 1 else 'cells'}, the header has {width}) "
     return "a row "
+
+
+class _CellCount:
+    """Separators and line ends of a CSV/TSV file, counted while it is hashed.
+
+    polars fills a row with fewer cells than the header with nulls, silently: a line cut
+    short would plan with defaults where its values were.  When the file has no quote
+    character every record is one line, so if the separators number (width - 1) per line
+    no row is short (one with more cells polars refuses itself).  Otherwise
+    ``_refuse_short_rows`` parses the file to find out.
+    """
+
+    def __init__(self, separator: str):
+        self.separator = separator.encode()
+        self.separators = 0
+        self.lines = 0
+        self.quoted = False
+        self.last = b"\n"
+
+    def feed(self, chunk: bytes) -> None:
+        self.separators += chunk.count(self.separator)
+        self.lines += chunk.count(b"\n")
+        self.quoted = self.quoted or b'"' in chunk
+        self.last = chunk[-1:]
+
+    def even(self, width: int) -> bool:
+        records = self.lines + (self.last != b"\n")  # the header included
+        return not self.quoted and self.separators == (width - 1) * records
+
+
+def _refuse_short_rows(file: str, separator: str, width: int, label: str) -> None:
+    """SheetError naming the first data row with fewer cells than the header, if any.
+
+    pyarrow's parser (C++, quoted separators and newlines understood) only finds out
+    whether there is one; the csv module then names its row.  Blank lines are not rows
+    with fewer cells: polars reads them as empty rows, which fail the id check.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    short: list[Any] = []
+
+    def invalid(row: Any) -> str:
+        if row.actual_columns < row.expected_columns:
+            short.append(row)
+            return "error"  # one is enough: stop parsing
+        return "skip"  # more cells than the header: polars refuses those, naming the row
+
+    try:
+        # The header is read as a row like any other (pyarrow's skip_rows counts lines, not
+        # records, and a quoted header may span lines); only the first column is converted.
+        reader = pacsv.open_csv(
+            file,
+            read_options=pacsv.ReadOptions(autogenerate_column_names=True, block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(delimiter=separator, newlines_in_values=True, invalid_row_handler=invalid),
+            convert_options=pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.string()}, check_utf8=False),
+        )
+        for _ in reader:
+            pass
+    except (pa.ArrowException, OSError):
+        pass  # anything else wrong with the file is polars' to report, as for any sheet
+    if short:
+        located = _ragged_row(file, fewer=True)
+        if located == "a row ":  # the csv module read it otherwise: say what pyarrow saw
+            located = f"a row ({short[0].actual_columns} of {width} cells) "
+        raise SheetError(
+            f"{label}: {located}has fewer cells than the header: a cell is missing or the line was cut short; "
+            "write every cell (an empty one for \"not set\") and check quoting and the delimiter"
+        )
 
 
 def open_sheet(
@@ -230,23 +301,38 @@ def _scanned(path: str, files: list[str]) -> tuple[pl.LazyFrame, str, str, list[
             kind = "a directory" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
             raise SheetError(f"{where}: is {kind}, not a regular file; save the sheet to a file and plan that")
     digest = hashlib.sha256()
+    counts: list[_CellCount] = []
     for file in files:
         where = path if len(files) == 1 else f"{path} ({file})"
         depth = _DepthScan() if suffix in _JSON_LINES else None
+        cells = _CellCount(_TEXT_FORMATS[suffix]) if suffix in _TEXT_FORMATS else None
         try:
-            with open(file, "rb") as handle:
+            with open(file, "rb") as handle, ThreadPoolExecutor(1, thread_name_prefix="planner-sheet-hash") as hasher:
+                hashed: Future[None] | None = None
                 while chunk := handle.read(1 << 23):
-                    digest.update(chunk)
+                    if hashed is not None:
+                        hashed.result()
+                    hashed = hasher.submit(digest.update, chunk)  # hashlib lets go of the GIL: the scans below overlap it
                     if depth is not None:
                         depth.feed(chunk)
+                    if cells is not None:
+                        cells.feed(chunk)
+                if hashed is not None:
+                    hashed.result()
         except OSError as exc:
             raise SheetError(f"{where}: cannot read the sheet: {exc.strerror}") from exc
         if depth is not None and depth.suspect:
             _refuse_deep_lines(file, where)
+        if cells is not None:
+            counts.append(cells)
     header = None
+    if suffix in _TEXT_FORMATS:
+        separator, header = _sniff(files[0], suffix, path)
+        for file, cells in zip(files, counts):
+            if not cells.even(len(header)):
+                _refuse_short_rows(file, separator, len(header), path if len(files) == 1 else f"{path} ({file})")
     with polars_errors(path):
         if suffix in _TEXT_FORMATS:
-            separator, header = _sniff(files[0], suffix, path)
             frame = pl.scan_csv(files, separator=separator, infer_schema=False, quote_char='"', encoding="utf8", raise_if_empty=True)
         elif suffix == ".parquet":
             frame = pl.scan_parquet(files)

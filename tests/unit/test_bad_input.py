@@ -358,6 +358,55 @@ def test_ragged_row_number_counts_records_not_lines(tmp_path: Path, capsys: pyte
     assert_nothing_written(tmp_path / "plan")
 
 
+@pytest.mark.parametrize(
+    ("name", "data", "fragment"),
+    [
+        # polars alone would fill the missing cells with nulls and plan the row with defaults.
+        ("sheet.csv", b"sample,x,outputUri\na,1,s3://o/a/\nb,2\nc,3,s3://o/c/\n", "row 2 (2 cells, the header has 3)"),
+        # The file was cut short: its last line has no end and lacks a cell.
+        ("sheet.csv", b"sample,x\na,1\nb,2\nc", "row 3 (1 cell, the header has 2)"),
+        ("sheet.tsv", b"sample\tx\na\t1\nb\n", "row 2 (1 cell, the header has 2)"),
+        # Quoted separators and newlines: counting separators cannot tell, the parser can.
+        ("sheet.csv", b'sample,x,y\na,"1,5","l1\nl2"\nb,"2,5"\nc,3,4\n', "row 2 (2 cells, the header has 3)"),
+        ("sheet.csv", b'\xef\xbb\xbf"sample","x"\r\n"a","1"\r\n"b"\r\n', "row 2 (1 cell, the header has 2)"),
+    ],
+)
+def test_a_row_with_fewer_cells_than_the_header_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, data: bytes, fragment: str) -> None:
+    sheet = tmp_path / name
+    sheet.write_bytes(data)
+    code, out, err = run_cli(_plan_args(tmp_path, sheet), capsys)
+    assert code == 2 and out == ""
+    assert_clean_stderr(err)
+    assert fragment in err and "fewer cells than the header" in err
+    assert_nothing_written(tmp_path / "plan")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'sample,x,y\na,"1,5","l1\nl2"\nb,",",""\n',  # separators and newlines inside quotes
+        b"sample,x\na,\nb,\n",  # empty cells are cells
+        b"sample,x\r\na,1\r\nb,2",  # CRLF, no newline at the end
+        b'sample,"x\ny"\na,\n',  # a quoted header spanning two lines (found by the property test)
+    ],
+)
+def test_rows_with_every_cell_are_not_taken_for_short_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str], data: bytes) -> None:
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_bytes(data)
+    code, _, err = run_cli(_plan_args(tmp_path, sheet), capsys)
+    assert code == 0, err
+    assert (tmp_path / "plan" / "plan.json").is_file()
+
+
+def test_a_blank_line_is_an_empty_row_not_a_short_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_bytes(b"sample,x\na,1\n\nb,2\n")
+    code, _, err = run_cli(_plan_args(tmp_path, sheet), capsys)
+    assert code == 2
+    assert "fewer cells" not in err and "row 2" in err and "empty" in err
+    assert_nothing_written(tmp_path / "plan")
+
+
 # ---------------------------------------------------------------- --skip-invalid
 
 

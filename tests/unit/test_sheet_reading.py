@@ -112,6 +112,13 @@ def test_glob_of_two_csvs_reads_both_in_name_order(tmp_path: Path) -> None:
     assert [orjson.loads(r)["parameters"]["x"] for r in runs.get_column("run")] == ["1", "2", "3", "4"]
 
 
+def test_glob_names_the_file_whose_row_is_short(tmp_path: Path) -> None:
+    write_csv(tmp_path / "part-a.csv", ["sample", "x"], [["A1", "1"], ["A2", "2"]])
+    (tmp_path / "part-b.csv").write_bytes(b"sample,x\nB1,3\nB2\n")
+    with pytest.raises(planner.SheetError, match=r"part-b\.csv\): row 2 \(1 cell, the header has 2\) has fewer cells"):
+        planner.plan(str(tmp_path / "part-*.csv"), backend="omics-batch", defaults=DEFAULTS)
+
+
 def test_glob_matching_nothing_is_a_sheet_error(tmp_path: Path) -> None:
     with pytest.raises(planner.SheetError, match="no file matches"):
         planner.plan(str(tmp_path / "none-*.csv"), backend="omics-batch", defaults=DEFAULTS)
