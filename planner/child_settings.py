@@ -52,6 +52,7 @@ from typing import Any
 import orjson
 
 from .errors import InputError, PlannerError
+from .jsontext import dumps
 
 MANIFEST_ENV = "PLANNER_MANIFEST"
 MANIFEST_ETAG_ENV = "PLANNER_MANIFEST_ETAG"
@@ -219,12 +220,12 @@ def export_lines(settings: Mapping[str, Any]) -> list[str]:
             raise InputError(f"parameters {names[name]!r} and {key!r} both become the variable {name}; use JSON output instead")
         names[name] = key
         lines.append(f"export {name}={shlex.quote(_text(value))}")
-    lines.append(f"export PLANNER_SETTINGS={shlex.quote(orjson.dumps(dict(settings)).decode())}")
+    lines.append(f"export PLANNER_SETTINGS={shlex.quote(dumps(dict(settings)).decode())}")
     return lines
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
+    return value if isinstance(value, str) else dumps(value).decode()
 
 
 def glue_arguments(argv: Sequence[str]) -> dict[str, Any]:
@@ -269,7 +270,7 @@ def run(args: argparse.Namespace, *, s3: Any = None, out: Any = None) -> int:
     if args.export:
         stream.write("\n".join(export_lines(settings)) + "\n")
     else:
-        stream.write(orjson.dumps(settings).decode() + "\n")
+        stream.write(dumps(settings).decode() + "\n")
     stream.flush()
     return 0
 

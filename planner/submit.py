@@ -25,6 +25,7 @@ from botocore.validate import ParamValidator
 from .aws import Clients
 from .backends import backend_module
 from .errors import InputError, SubmissionError
+from .jsontext import dumps
 from .ledger import LEDGER_FILE, Ledger
 from .model import check_shape, operation_input
 from .plan import SAMPLES_FILE, read_plan
@@ -198,7 +199,7 @@ def submit(plan_dir: str, **options: Any) -> dict[str, Any]:
     try:
         backend = runtime(ctx.manifest["backend"])
         if ctx.dry_run:
-            ctx.emit = lambda request: sys.stdout.buffer.write(orjson.dumps(request) + b"\n")
+            ctx.emit = lambda request: sys.stdout.buffer.write(dumps(request) + b"\n")
         else:
             if ctx.clients.sandbox and hasattr(backend, "prepare_sandbox"):
                 backend.prepare_sandbox(ctx)

@@ -65,6 +65,7 @@ import urllib3
 from tqdm import tqdm
 
 from ..errors import Problem, SubmissionError
+from ..jsontext import dumps
 from ..model import FieldRule, check_scalar
 from .base import BackendSpec, RoutedField
 
@@ -268,7 +269,7 @@ class PollyAPI:
         headers = {"x-api-key": self._key, "Accept": _MEDIA_TYPE}
         payload = None
         if body is not None:
-            payload = orjson.dumps(body)
+            payload = dumps(body)
             headers["Content-Type"] = _MEDIA_TYPE
         delay, waited, broken = 1.0, 0.0, 0
         while True:
@@ -487,7 +488,7 @@ def _requests(entries: Iterator[tuple[int, int, dict[str, Any]]], run_id: str) -
     size = 16  # {"data":[]}
     for shard, position, entry in entries:
         job = job_resource(run_id, entry)
-        job_size = len(orjson.dumps(job)) + 1
+        job_size = len(dumps(job)) + 1
         if jobs and (len(jobs) >= JOBS_PER_REQUEST or size + job_size > MAX_REQUEST_BYTES):
             yield JobsRequest(names, places, jobs)
             names, places, jobs, size = [], [], [], 16

@@ -455,3 +455,22 @@ def test_listings_follow_the_cursor_across_pages(tmp_path, polly, monkeypatch):
     assert table.get_column("remote_id").null_count() == 0
     listings = [r for r in polly.requests() if r["method"] == "GET" and r["path"] == "/jobs"]
     assert len(listings) == 5 and [r["query"].get("page[after]") is None for r in listings] == [True] + [False] * 4
+
+
+def test_a_parameter_nested_as_deep_as_a_sheet_may_hold_is_submitted(tmp_path, polly):
+    """A json cell 254 levels deep is accepted by the plan; the request that carries it wraps it
+    in data/attributes/parameters, deeper than orjson writes: it must still reach Polly whole."""
+    deep = "[" * 254 + "1" + "]" * 254
+    sheet = pl.DataFrame({"sample": ["S0000", "S0001"], "deep": [deep, None]})
+    out = str(tmp_path / "plan")
+    planner.plan(sheet, backend="polly", defaults={**DEFAULTS, "sheet": {"types": {"deep": "json"}}}).write(out)
+    report = _submit(out)
+    assert report["jobs_submitted"] == 2
+    jobs = {job["name"]: job for job in polly.jobs()}
+    value = jobs["S0000"]["parameters"]["deep"]
+    depth = 0
+    while isinstance(value, list):
+        (value,) = value
+        depth += 1
+    assert (depth, value) == (254, 1)
+    assert "deep" not in jobs["S0001"]["parameters"]

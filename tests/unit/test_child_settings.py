@@ -157,3 +157,16 @@ def test_line_index_refuses_a_file_that_is_not_a_shard(tmp_path):
     with pytest.raises(PlannerError, match="not a shard file"):
         line_index(path)
     assert os.path.exists(path)
+
+
+def test_an_entry_holding_a_value_as_deep_as_a_plan_allows_is_printed_whole():
+    """A parameter 254 levels deep (the most a plan holds) sits 256 deep in the entry,
+    past what orjson writes; the settings still come out whole, as compact JSON."""
+    deep = [1]
+    for _ in range(253):
+        deep = [deep]
+    settings = {"id": "S1", "jobQueue": "q", "parameters": {"deep": deep, "plain": "é"}}
+    lines = export_lines(settings)
+    assert lines[1] == "export PARAM_DEEP='" + "[" * 254 + "1" + "]" * 254 + "'"
+    whole = lines[3].removeprefix("export PLANNER_SETTINGS=").strip("'")
+    assert orjson.loads(whole) == settings and '"plain":"é"' in whole
