@@ -30,8 +30,8 @@ entry 0 of the shard is the run's first sample), ``--planner-index-uri`` and
 starts), staged beside it as ``<plan_id>/<sha256 of the index>.index``.  A Glue
 script reads entry i with two ranged GETs: ``planner.child_settings.read_child_settings(
 **glue_arguments(sys.argv), index=i)``.  The job run itself takes its fields
-(``JobName``, ``WorkerType``, ...) from ``[run]``: per-sample values of those
-fields stay in the manifest, for the script.
+(``JobName``, ``WorkerType``, ...) from ``[run]``, so a sheet column naming one of
+those fields is refused in this mode (a ``param.`` column passes the value to the script).
 
 Status comes from ``GetJobRuns`` (paginated), mapped back to samples by the run
 key: ``state`` is the ``JobRunState`` and ``reason`` the ``ErrorMessage``.  Runs
@@ -79,6 +79,16 @@ def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_field
     mode = submission.get("mode", "per-run")
     if mode not in ("per-run", "manifest"):
         found.append(Problem(None, None, "submission.mode", str(mode), "enum", "must be per-run or manifest"))
+    per_sample = sorted(sheet_fields & set(_PER_RUN))
+    if mode == "manifest" and per_sample:
+        # One job run serves a whole shard: a per-sample JobName or WorkerType could not apply,
+        # and leaving it in the manifest alone would look as if it did.
+        found.append(Problem(
+            None, None, "submission.mode", "manifest", "manifest-fields",
+            f"sheet column{'s' if len(per_sample) > 1 else ''} {', '.join(per_sample)} set job-run fields per sample, but in manifest mode "
+            "one job run serves a whole shard and takes its fields from [run]: set them in [run], or name the columns "
+            f"param.{per_sample[0]} (and so on) to pass them to the script as arguments",
+        ))
     return found
 
 

@@ -503,6 +503,27 @@ def test_manifest_mode_dry_run_shows_one_request_per_shard_and_stages_nothing(tm
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0 and _runs(glue, job) == []
 
 
+def test_manifest_mode_refuses_per_sample_job_run_fields(tmp_path):
+    """One job run per shard cannot honour a per-sample WorkerType; a param. column can still carry it."""
+    sheet = _sheet(3).with_columns(pl.lit("G.2X").alias("WorkerType"), pl.lit(4).alias("NumberOfWorkers"))
+    defaults = {**_defaults("etl"), "submission": {"mode": "manifest"}}
+    with pytest.raises(planner.ValidationError) as caught:
+        _plan(tmp_path, sheet, defaults)
+    (problem,) = caught.value.problems
+    assert (problem.column, problem.rule) == ("[submission] mode", "manifest-fields")
+    assert "NumberOfWorkers, WorkerType" in problem.message and "param.NumberOfWorkers" in problem.message
+    assert not (tmp_path / "plan").exists()
+    renamed = sheet.rename({"WorkerType": "param.WorkerType", "NumberOfWorkers": "param.NumberOfWorkers"})
+    plan_dir = _plan(tmp_path, renamed, defaults)
+    manifest = planner.read_plan(plan_dir)
+    with open(os.path.join(plan_dir, manifest["shards"][0]["path"]), encoding="utf-8") as handle:
+        first = json.loads(handle.read())[0]
+    assert first["WorkerType"] == "G.1X" and first["Arguments"]["--WorkerType"] == "G.2X" and first["Arguments"]["--NumberOfWorkers"] == "4"
+    # The same sheet in per-run mode sets the fields per sample, as before.
+    per_run = planner.plan(sheet, backend="glue", defaults=_defaults("etl")).runs()
+    assert {orjson.loads(run)["WorkerType"] for run in per_run.get_column("run")} == {"G.2X"}
+
+
 def test_an_index_object_with_other_bytes_is_refused(tmp_path, moto_server, glue, make_job, s3, bucket):
     job = make_job()
     plan_dir = _plan(tmp_path, _sheet(3), {**_defaults(job), "submission": {"mode": "manifest"}})
