@@ -253,7 +253,10 @@ class Plan:
             return
         ident = pl.col(self.sheet.source[self.sheet.id_column]).cast(pl.String).alias(ID)
         for part in _prefetched(parts):
-            yield self._query(part.with_columns(ident), rejected_ids, mode)[0].collect()
+            # The streaming engine splits the batch in morsels and encodes them on every core
+            # (the in-memory engine runs a string expression on one chunk single-threaded);
+            # it keeps the rows in order.
+            yield self._query(part.with_columns(ident), rejected_ids, mode)[0].collect(engine="streaming")
 
     def _row_problems(self, bad: pl.DataFrame, checked: pl.LazyFrame, checks: Sequence[Check]) -> list[Problem]:
         """Problems of the bad rows: their offending values are read again for those rows only,
