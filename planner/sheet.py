@@ -301,7 +301,7 @@ def _scanned(path: str, files: list[str]) -> tuple[pl.LazyFrame, str, str, list[
             kind = "a directory" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
             raise SheetError(f"{where}: is {kind}, not a regular file; save the sheet to a file and plan that")
     digest = hashlib.sha256()
-    counts: list[_CellCount] = []
+    counts: list[tuple[str, str, _CellCount]] = []
     for file in files:
         where = path if len(files) == 1 else f"{path} ({file})"
         depth = _DepthScan() if suffix in _JSON_LINES else None
@@ -324,13 +324,13 @@ def _scanned(path: str, files: list[str]) -> tuple[pl.LazyFrame, str, str, list[
         if depth is not None and depth.suspect:
             _refuse_deep_lines(file, where)
         if cells is not None:
-            counts.append(cells)
+            counts.append((file, where, cells))
     header = None
     if suffix in _TEXT_FORMATS:
         separator, header = _sniff(files[0], suffix, path)
-        for file, cells in zip(files, counts):
+        for file, where, cells in counts:
             if not cells.even(len(header)):
-                _refuse_short_rows(file, separator, len(header), path if len(files) == 1 else f"{path} ({file})")
+                _refuse_short_rows(file, separator, len(header), where)
     with polars_errors(path):
         if suffix in _TEXT_FORMATS:
             frame = pl.scan_csv(files, separator=separator, infer_schema=False, quote_char='"', encoding="utf8", raise_if_empty=True)
