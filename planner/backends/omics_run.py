@@ -133,8 +133,18 @@ def submit(ctx: Any) -> dict[str, Any]:
 
 
 def refresh(ctx: Any) -> None:
+    """Each started run's state: one ListRuns pass when many runs are still moving, else a
+    GetRun each (on the submit's thread pool and rate).  A run the ledger already holds in
+    a final state never changes again and is not asked about: a long ``status --watch``
+    costs less as runs finish."""
+    from ..submit import rate_limited
+
     omics = ctx.clients.get("omics")
-    started = {s.sample: s.remote_id for s in ctx.ledger.submissions("done") if s.kind == "StartRun" and s.remote_id}
+    settled = {row[0] for row in ctx.ledger.samples() if row[5] in SPEC.final_states}
+    started = {
+        s.sample: s.remote_id for s in ctx.ledger.submissions("done")
+        if s.kind == "StartRun" and s.remote_id and s.sample not in settled
+    }
     if not started:
         return
     states: dict[str, tuple[str, str | None]] = {}
@@ -144,10 +154,18 @@ def refresh(ctx: Any) -> None:
             for item in page.get("items", []):
                 if item["id"] in wanted:
                     states[item["id"]] = (item["status"], None)
-    missing = [run_id for run_id in started.values() if run_id not in states]
-    for run_id in missing:
+    limiter = rate_limited(ctx)
+    gate = threading.Lock()
+
+    def get(run_id: str) -> None:
+        with gate:
+            next(limiter)
         run = ctx.call(f"GetRun {run_id}", omics.get_run, id=run_id)
         states[run_id] = (run["status"], run.get("failureReason") or run.get("statusMessage"))
+
+    missing = [run_id for run_id in started.values() if run_id not in states]
+    with ThreadPoolExecutor(max_workers=ctx.concurrency, thread_name_prefix="planner-getrun") as pool:
+        list(pool.map(get, missing))
     places = {sample: (shard, position) for sample, shard, position in ctx.samples().select("id", "shard", "position").iter_rows()}
     ctx.ledger.upsert_samples(
         (sample, *places[sample], run_id, "SUCCESS", states[run_id][0], states[run_id][1]) for sample, run_id in started.items()
@@ -156,13 +174,12 @@ def refresh(ctx: Any) -> None:
 
 def cancel(ctx: Any) -> int:
     omics = ctx.clients.get("omics")
-    final = {"COMPLETED", "FAILED", "CANCELLED", "DELETED"}
     cancelled = 0
     states = {row[0]: row[5] for row in ctx.ledger.samples()}
     for submission in ctx.ledger.submissions("done"):
         if submission.kind != "StartRun" or not submission.remote_id:
             continue
-        if states.get(submission.sample) in final:
+        if states.get(submission.sample) in SPEC.final_states:
             continue
         ctx.call(f"CancelRun {submission.remote_id}", omics.cancel_run, id=submission.remote_id)
         cancelled += 1

@@ -191,6 +191,27 @@ def test_omics_run_request_ids_are_derived_and_a_resubmit_starts_nothing(tmp_pat
     assert emulator.run_count() == 10
 
 
+def test_omics_run_status_asks_only_about_runs_that_can_still_change(tmp_path, moto_server, make_emulator, clock):
+    emulator = make_emulator(failure_rate=0.3, seed=3)
+    plan_dir = _plan(tmp_path, 12, backend="omics-run")
+    options = {"sandbox": True, "endpoints": {"s3": moto_server, "omics": emulator.endpoint_url}, "concurrency": 4}
+    submit(plan_dir, **options)
+    calls = lambda: [op for op, _ in emulator.requests() if op in ("GetRun", "ListRuns")]  # noqa: E731
+    table = status(plan_dir, **options)
+    assert len(calls()) == 12  # one GetRun per run (on the thread pool)
+    assert table.filter(pl.col("state").is_in(["COMPLETED", "FAILED"])).height == 0
+    for _ in range(12):
+        clock.advance(1.0)
+    table = status(plan_dir, **options)
+    assert len(calls()) == 24
+    states = dict(zip(table.get_column("id"), table.get_column("state")))
+    assert set(states.values()) == {"COMPLETED", "FAILED"}
+    # Every run is final now: a refresh asks nothing and the table stays as it was.
+    again = status(plan_dir, **options)
+    assert len(calls()) == 24
+    assert dict(zip(again.get_column("id"), again.get_column("state"))) == states
+
+
 def test_retry_plans_exactly_the_failed_runs(tmp_path, moto_server, make_emulator, bucket, clock):
     emulator = make_emulator(failure_rate=0.3, seed=7)
     plan_dir = _plan(tmp_path, 60)
