@@ -142,10 +142,11 @@ def test_credentials_and_the_polly_key_appear_nowhere(column: str, credentials: 
     run("cancel", rig.plan_dir)  # Polly has no cancel: an error message
 
     # A creating call the service refuses: the error goes to stderr and into the ledger.
+    refusal = faultkit.SendFault("refuse", times=1000, status=400, code="ValidationException")
     if column == "polly":
         world.polly_emulator.inject([422] * 3, method="POST", path="/jobs")
     else:
-        hooks([(f"before-send.{faultkit.event_name(failing.service)}.{failing.operation}", faultkit.SendFault("refuse", times=1000, status=400, code="ValidationException"))])
+        hooks([(f"before-send.{faultkit.event_name(failing.service)}.{failing.operation}", refusal)])
     code, _, err = run("submit", failing.plan_dir, *_staging(failing))
     assert code == 1 and err.startswith("planner: error: ")
     # The service unreachable.
@@ -154,8 +155,11 @@ def test_credentials_and_the_polly_key_appear_nowhere(column: str, credentials: 
     monkeypatch.setenv("AWS_ENDPOINT_URL_GLUE", "http://127.0.0.1:9")
     monkeypatch.setenv("POLLY_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setattr("planner.backends.polly.TRANSPORT_ATTEMPTS", 1)
-    code, _, err = run("status", rig.plan_dir, "--max-attempts", "1")
-    assert code == 1 and err.startswith("planner: error: ")
+    # The failing plan still has every run to send, so this submit must reach for the service
+    # (a status could rightly ask nothing: omics-run skips runs already in a final state).
+    refusal.times = 0
+    code, _, err = run("submit", failing.plan_dir, *_staging(failing), "--max-attempts", "1")
+    assert code == 1 and err.startswith("planner: error: ") and "127.0.0.1:9" in err, err
 
     if column != "polly":  # the environment's credentials signed the planner's calls: they were there to leak
         assert signed and all(ACCESS_KEY in auth and token == SESSION_TOKEN for auth, token in signed), signed[:2]
