@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -170,6 +171,19 @@ def rate_limited(ctx: Context) -> Iterator[None]:
                 ctx.sleep(next_at - now)
             next_at = max(next_at, now) + interval
         yield
+
+
+def paced(ctx: Context) -> Callable[[], None]:
+    """``rate_limited`` for a thread pool: each worker calls the result before a request
+    (a generator cannot be advanced from two threads at once)."""
+    limiter = rate_limited(ctx)
+    gate = threading.Lock()
+
+    def wait() -> None:
+        with gate:
+            next(limiter)
+
+    return wait
 
 
 def _lock_plan(plan_dir: str) -> Any:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -88,13 +87,12 @@ def _runs(ctx: Any) -> Iterator[tuple[str, int, int, str]]:
 
 def submit(ctx: Any) -> dict[str, Any]:
     from ..errors import SubmissionError
-    from ..submit import rate_limited, request_problems
+    from ..submit import paced, request_problems
 
     omics = None if ctx.dry_run else ctx.clients.get("omics")
     done = ctx.ledger.done_keys()
     pending = [run for run in _runs(ctx) if f"StartRun:{run[0]}" not in done]
-    limiter = rate_limited(ctx)
-    gate = threading.Lock()
+    wait_turn = paced(ctx)
     failures: list[str] = []
 
     def start(run: tuple[str, int, int, str]) -> None:
@@ -104,8 +102,7 @@ def submit(ctx: Any) -> dict[str, Any]:
             ctx.emit({"operation": "StartRun", "sample": sample, "problems": request_problems("omics", "StartRun", request), "request": request})
             return
         key = f"StartRun:{sample}"
-        with gate:
-            next(limiter)
+        wait_turn()
         ctx.ledger.intent(key, "StartRun", shard=shard, sample=sample, token=request["requestId"])
         try:
             response = ctx.call(f"StartRun for {sample}", omics.start_run, **request)
@@ -137,7 +134,7 @@ def refresh(ctx: Any) -> None:
     GetRun each (on the submit's thread pool and rate).  A run the ledger already holds in
     a final state never changes again and is not asked about: a long ``status --watch``
     costs less as runs finish."""
-    from ..submit import rate_limited
+    from ..submit import paced
 
     omics = ctx.clients.get("omics")
     settled = {row[0] for row in ctx.ledger.samples() if row[5] in SPEC.final_states}
@@ -154,12 +151,10 @@ def refresh(ctx: Any) -> None:
             for item in page.get("items", []):
                 if item["id"] in wanted:
                     states[item["id"]] = (item["status"], None)
-    limiter = rate_limited(ctx)
-    gate = threading.Lock()
+    wait_turn = paced(ctx)
 
     def get(run_id: str) -> None:
-        with gate:
-            next(limiter)
+        wait_turn()
         run = ctx.call(f"GetRun {run_id}", omics.get_run, id=run_id)
         states[run_id] = (run["status"], run.get("failureReason") or run.get("statusMessage"))
 
