@@ -78,7 +78,9 @@ def read_rows(path: str) -> Iterator[dict[str, Any]]:
             yield from csv.DictReader(f)
 
 
-def build_entries(rows: Iterable[dict[str, Any]], run: dict[str, Any], id_column: str, errors: list[str]) -> Iterator[dict[str, Any]]:
+def build_entries(
+    rows: Iterable[dict[str, Any]], run: dict[str, Any], id_column: str, errors: list[str]
+) -> Iterator[dict[str, Any]]:
     """Route, merge and validate each row; yield the row's own StartRunBatch entry."""
     def_params = run.get("parameters", {})
     def_tags = run.get("runTags", {})
@@ -171,7 +173,13 @@ def write_stdlib(chunk: list[dict[str, Any]], path: Path) -> dict[str, Any]:
 
 
 def _write_bytes(data: bytes, path: Path, entries: int) -> dict[str, Any]:
-    info = {"path": path.name, "entries": entries, "bytes": len(data), "md5": hashlib.md5(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest()}
+    info = {
+        "path": path.name,
+        "entries": entries,
+        "bytes": len(data),
+        "md5": hashlib.md5(data).hexdigest(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
     with open(path, "wb") as f:
         f.write(data)
     return info

@@ -96,6 +96,7 @@ def label(rows: int) -> str:
 
 # -- integer hashing as polars expressions ----------------------------------------------
 
+
 def _mix(x: pl.Expr) -> pl.Expr:
     """A 32-bit integer hash (the 'hash32' xorshift-multiply finaliser), kept in Int64."""
     x = ((x // 65536) ^ x) * 0x45D9F3B % _MASK32
@@ -135,12 +136,15 @@ def value_exprs() -> dict[str, pl.Expr]:
         "p02": pl.concat_str([run, s, pl.lit("_S1_L001_R2_001.fastq.gz")]),
         "p03": pick(103, ["2", "4", "8", "16", "32", "64"]),
         "p04": pick(104, ["forward", "reverse", "unstranded", "auto"]),
-        "p05": pick(105, [
-            "s3://bench-refs/GRCh38/GRCh38.primary_assembly.genome.fa.gz",
-            "s3://bench-refs/GRCh37/GRCh37.p13.genome.fa.gz",
-            "s3://bench-refs/GRCm39/GRCm39.primary_assembly.genome.fa.gz",
-            "s3://bench-refs/T2T/chm13v2.0.fa.gz",
-        ]),
+        "p05": pick(
+            105,
+            [
+                "s3://bench-refs/GRCh38/GRCh38.primary_assembly.genome.fa.gz",
+                "s3://bench-refs/GRCh37/GRCh37.p13.genome.fa.gz",
+                "s3://bench-refs/GRCm39/GRCm39.primary_assembly.genome.fa.gz",
+                "s3://bench-refs/T2T/chm13v2.0.fa.gz",
+            ],
+        ),
         "p06": num(106, 62_000, 2_000),
         "p07": pick(107, ["star_salmon", "star_rsem", "hisat2", "bowtie2"]),
         "p08": pick(108, ["true", "false"]),
@@ -153,7 +157,9 @@ def value_exprs() -> dict[str, pl.Expr]:
         "tag.a": pl.concat_str([pl.lit("proj-"), padded(121, 20, 2)]),
         "tag.b": pick(122, ["boston", "cambridge", "hinxton", "basel", "singapore"]),
         "tag.c": pl.concat_str([pl.lit("batch-"), padded(123, 500, 3)]),
-        "outputUri": pl.concat_str([pl.lit("s3://bench-omics-results/cohort-"), num(131, 10), pl.lit("/"), s, pl.lit("/")]),
+        "outputUri": pl.concat_str(
+            [pl.lit("s3://bench-omics-results/cohort-"), num(131, 10), pl.lit("/"), s, pl.lit("/")]
+        ),
         "priority": num(132, 1001),
     }
 
@@ -179,7 +185,11 @@ def write_sheet(rows: int, formats: list[str], out: Path = DATA, *, force: bool 
     schema = pa.schema([(c, pa.string()) for c in COLUMNS])
     with contextlib.ExitStack() as stack:
         csv_file = stack.enter_context(open(tmp["csv"], "wb")) if "csv" in todo else None
-        pq_writer = stack.enter_context(pq.ParquetWriter(tmp["parquet"], schema, compression="zstd")) if "parquet" in todo else None
+        pq_writer = (
+            stack.enter_context(pq.ParquetWriter(tmp["parquet"], schema, compression="zstd"))
+            if "parquet" in todo
+            else None
+        )
         for start in range(0, rows, CHUNK_ROWS):
             df = chunk(start, min(rows, start + CHUNK_ROWS))
             if csv_file is not None:
@@ -213,14 +223,28 @@ def big_chunk(start: int, stop: int) -> pl.DataFrame:
     prefixes = frame.select(
         s.alias("sample"),
         *[
-            pl.concat_str([pl.lit(f"s3://bench-seq-data/deep-{k}/run-"), padded(600 + k, 1000, 3), pl.lit("/"), s, pl.lit("/chunk_")]).alias(f"__prefix{k}")
+            pl.concat_str(
+                [
+                    pl.lit(f"s3://bench-seq-data/deep-{k}/run-"),
+                    padded(600 + k, 1000, 3),
+                    pl.lit("/"),
+                    s,
+                    pl.lit("/chunk_"),
+                ]
+            ).alias(f"__prefix{k}")
             for k in range(1, BIG_PARAMS + 1)
         ],
         pl.concat_str([pl.lit("s3://bench-omics-results/deep/"), s, pl.lit("/")]).alias("outputUri"),
         num(132, 1001).alias("priority"),
     )
     params = [
-        pl.concat_str([pl.concat_str([pl.col(f"__prefix{k}"), pl.lit(f"{j:03d}_R{1 + j % 2}.fastq.gz")]) for j in range(BIG_PIECES)], separator=",").alias(f"p{k:02d}")
+        pl.concat_str(
+            [
+                pl.concat_str([pl.col(f"__prefix{k}"), pl.lit(f"{j:03d}_R{1 + j % 2}.fastq.gz")])
+                for j in range(BIG_PIECES)
+            ],
+            separator=",",
+        ).alias(f"p{k:02d}")
         for k in range(1, BIG_PARAMS + 1)
     ]
     return prefixes.select("sample", *params, "outputUri", "priority")

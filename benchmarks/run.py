@@ -171,8 +171,22 @@ def measure(cmd: list[str], out: Path, log_name: str, rss_cap_mb: float | None =
     return rec
 
 
-def run_planner(sheet: Path, defaults: Path, out: Path, log_name: str, rss_cap_mb: float | None = None) -> dict[str, Any]:
-    cmd = [planner_exe(), "plan", str(sheet), "--backend", "omics-batch", "--defaults", str(defaults), "--out", str(out), "--quiet", "--force"]
+def run_planner(
+    sheet: Path, defaults: Path, out: Path, log_name: str, rss_cap_mb: float | None = None
+) -> dict[str, Any]:
+    cmd = [
+        planner_exe(),
+        "plan",
+        str(sheet),
+        "--backend",
+        "omics-batch",
+        "--defaults",
+        str(defaults),
+        "--out",
+        str(out),
+        "--quiet",
+        "--force",
+    ]
     rec = measure(cmd, out, log_name, rss_cap_mb)
     rec.pop("stdout", None)
     if rec["rc"] == 0:
@@ -229,7 +243,9 @@ def one(method: str, rows: int, fmt: str, sheet: Path, defaults: Path, repeat: i
         rec["out_mb_per_s"] = rec["out_bytes"] / 1e6 / secs
         if rec["rows"] != rows:
             rec["warning"] = f"wrote {rec['rows']} runs for {rows} rows"
-    rec.update({"method": method, "format": fmt, "n": rows, "size": gen_sheet.label(rows), "sheet_bytes": sheet.stat().st_size})
+    rec.update(
+        {"method": method, "format": fmt, "n": rows, "size": gen_sheet.label(rows), "sheet_bytes": sheet.stat().st_size}
+    )
     return rec
 
 
@@ -243,13 +259,21 @@ def check_equivalence(fmt: str, defaults: Path, rows: int = 10_000) -> dict[str,
     p = run_planner(sheet, defaults, p_out, f"check_planner_{fmt}")
     b = run_baseline("orjson", sheet, defaults, b_out, f"check_orjson_{fmt}")
     if p["rc"] != 0 or b["rc"] != 0:
-        res.update(ok=False, error=f"planner rc={p['rc']}, baseline rc={b['rc']}: {(p.get('stderr') or b.get('stderr') or '').strip()[-500:]}")
+        res.update(
+            ok=False,
+            error=f"planner rc={p['rc']}, baseline rc={b['rc']}: {(p.get('stderr') or b.get('stderr') or '').strip()[-500:]}",
+        )
     else:
         plan = json.loads((p_out / "plan.json").read_text())
         mine = [e for s in plan["shards"] for e in orjson.loads((p_out / s["path"]).read_bytes())]
         theirs = [e for f in sorted(b_out.glob("*.json")) for e in orjson.loads(f.read_bytes())]
         diff = [i for i, (x, y) in enumerate(zip(mine, theirs)) if x != y or list(x) != list(y)]
-        res.update(ok=len(mine) == len(theirs) and not diff, planner_entries=len(mine), baseline_entries=len(theirs), differing=len(diff))
+        res.update(
+            ok=len(mine) == len(theirs) and not diff,
+            planner_entries=len(mine),
+            baseline_entries=len(theirs),
+            differing=len(diff),
+        )
         if diff:
             res["first_difference"] = {"planner": mine[diff[0]], "baseline": theirs[diff[0]]}
     for d in (p_out, b_out):
@@ -259,8 +283,13 @@ def check_equivalence(fmt: str, defaults: Path, rows: int = 10_000) -> dict[str,
 
 # -- machine and code identity ----------------------------------------------------------
 
+
 def machine_info() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(), "cores": os.cpu_count()}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cores": os.cpu_count(),
+    }
     try:
         info["cpu_affinity"] = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -289,8 +318,12 @@ def machine_info() -> dict[str, Any]:
 def code_info() -> dict[str, Any]:
     info: dict[str, Any] = {}
     try:
-        info["git_head"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "planner"], cwd=ROOT, capture_output=True, text=True, check=False).stdout
+        info["git_head"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "planner"], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout
         info["planner_uncommitted_files"] = len(dirty.splitlines())
     except OSError:
         pass
@@ -302,6 +335,7 @@ def code_info() -> dict[str, Any]:
 
 
 # -- results ------------------------------------------------------------------------------
+
 
 def load_results(fresh: bool) -> dict[str, Any]:
     path = RESULTS / "results.json"
@@ -337,7 +371,15 @@ def memory_scaling(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (n, fmt), r in sorted(by.items()):
         base = by.get((1_000_000, fmt))
         if base and n > 1_000_000:
-            out.append({"n": n, "format": fmt, "peak_rss_mb": r["peak_rss_mb"], "peak_rss_mb_1m": base["peak_rss_mb"], "ratio_to_1m": r["peak_rss_mb"] / base["peak_rss_mb"]})
+            out.append(
+                {
+                    "n": n,
+                    "format": fmt,
+                    "peak_rss_mb": r["peak_rss_mb"],
+                    "peak_rss_mb_1m": base["peak_rss_mb"],
+                    "ratio_to_1m": r["peak_rss_mb"] / base["peak_rss_mb"],
+                }
+            )
     return out
 
 
@@ -354,12 +396,19 @@ def markdown_table(doc: dict[str, Any]) -> str:
         lines.append(
             f"| {r['size']} | {r['format']} | {r['method']} | {secs} | {r['rows_per_s']:,.0f} | {r['out_mb_per_s']:.1f} | {r['peak_rss_mb']:,.0f} | {r['out_bytes'] / 1e6:,.0f} |"
         )
-    lines += ["", "| rows | format | planner s | vs stdlib (json.dump) | vs stdlib (json.dumps) | vs orjson | planner / floor |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        "| rows | format | planner s | vs stdlib (json.dump) | vs stdlib (json.dumps) | vs orjson | planner / floor |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in doc.get("ratios", []):
+
         def x(k: str, r: dict[str, Any] = r) -> str:
             return f"{r[k]:.2f}x" if k in r else ""
 
-        lines.append(f"| {r['size']} | {r['format']} | {r['planner_s']:.2f} | {x('speedup_vs_stdlib')} | {x('speedup_vs_stdlib_dumps')} | {x('speedup_vs_orjson')} | {x('planner_over_floor')} |")
+        lines.append(
+            f"| {r['size']} | {r['format']} | {r['planner_s']:.2f} | {x('speedup_vs_stdlib')} | {x('speedup_vs_stdlib_dumps')} | {x('speedup_vs_orjson')} | {x('planner_over_floor')} |"
+        )
     return "\n".join(lines)
 
 
@@ -381,28 +430,57 @@ def plot(doc: dict[str, Any]) -> Path | None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: skipping the plot (pip install matplotlib into the venv to draw it)", file=sys.stderr)
+        print(
+            "matplotlib is not installed: skipping the plot (pip install matplotlib into the venv to draw it)",
+            file=sys.stderr,
+        )
         return None
     runs = [r for r in doc["runs"] if r.get("rc") == 0]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
-    colours = {"planner": "tab:blue", "stdlib": "tab:red", "stdlib_dumps": "tab:orange", "orjson": "tab:green", "floor": "tab:gray"}
+    colours = {
+        "planner": "tab:blue",
+        "stdlib": "tab:red",
+        "stdlib_dumps": "tab:orange",
+        "orjson": "tab:green",
+        "floor": "tab:gray",
+    }
     styles = {"csv": "--", "parquet": "-"}
     markers = {"csv": "s", "parquet": "o"}
     for method in METHODS:
         for fmt in ("csv", "parquet"):
-            pts = sorted((r["n"], r["rows_per_s"], r["peak_rss_mb"]) for r in runs if r["method"] == method and r["format"] == fmt)
+            pts = sorted(
+                (r["n"], r["rows_per_s"], r["peak_rss_mb"])
+                for r in runs
+                if r["method"] == method and r["format"] == fmt
+            )
             if not pts:
                 continue
             xs = [p[0] for p in pts]
             name = "floor (rows prebuilt)" if method == "floor" else method
-            kw = {"color": colours[method], "linestyle": styles[fmt], "marker": markers[fmt], "label": f"{name} ({fmt})"}
+            kw = {
+                "color": colours[method],
+                "linestyle": styles[fmt],
+                "marker": markers[fmt],
+                "label": f"{name} ({fmt})",
+            }
             ax1.plot(xs, [p[1] for p in pts], **kw)
             ax2.plot(xs, [p[2] for p in pts], **kw)
     big = doc.get("big_shard")
     if big and big.get("rc") == 0:
         note = f"big shard: {big['n']:,} runs, one {big['out_bytes'] / 1e9:.2f} GB shard\nplanner {big['wall_s']:.0f} s, peak RSS {big['peak_rss_mb']:,.0f} MB"
-        ax2.text(0.98, 0.02, note, transform=ax2.transAxes, ha="right", va="bottom", fontsize=8, bbox={"boxstyle": "round", "facecolor": "lavender", "alpha": 0.8})
-    ax1.set(xscale="log", yscale="log", xlabel="rows", ylabel="rows / s (floor: encode+hash+write only)", title="throughput")
+        ax2.text(
+            0.98,
+            0.02,
+            note,
+            transform=ax2.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            bbox={"boxstyle": "round", "facecolor": "lavender", "alpha": 0.8},
+        )
+    ax1.set(
+        xscale="log", yscale="log", xlabel="rows", ylabel="rows / s (floor: encode+hash+write only)", title="throughput"
+    )
     ax2.set(xscale="log", xlabel="rows", ylabel="peak RSS (MB)", title="peak memory (one process per measurement)")
     ax2.axhline(1000, color="black", linewidth=0.6, linestyle=":")
     ax2.text(ax2.get_xlim()[0], 1000, " 1 GB", va="bottom", fontsize=7)
@@ -410,7 +488,10 @@ def plot(doc: dict[str, Any]) -> Path | None:
         ax.grid(True, which="both", alpha=0.3)
     ax2.legend(fontsize=7, loc="upper left")
     m = doc.get("machine", {})
-    fig.suptitle(f"planner plan --backend omics-batch vs plain Python - {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('ram_gb', '?')} GB RAM, polars {m.get('polars', '?')}", fontsize=9)
+    fig.suptitle(
+        f"planner plan --backend omics-batch vs plain Python - {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('ram_gb', '?')} GB RAM, polars {m.get('polars', '?')}",
+        fontsize=9,
+    )
     fig.tight_layout()
     path = RESULTS / "throughput.png"
     fig.savefig(path, dpi=110)
@@ -420,9 +501,10 @@ def plot(doc: dict[str, Any]) -> Path | None:
 
 # -- main ---------------------------------------------------------------------------------
 
+
 def fmt_row(r: dict[str, Any]) -> str:
     if r.get("rc") != 0:
-        return f"{r['size']:>5} {r['format']:<8} {r['method']:<13} FAILED rc={r.get('rc')}: {(r.get('stderr') or '').strip().splitlines()[-1:] }"
+        return f"{r['size']:>5} {r['format']:<8} {r['method']:<13} FAILED rc={r.get('rc')}: {(r.get('stderr') or '').strip().splitlines()[-1:]}"
     return (
         f"{r['size']:>5} {r['format']:<8} {r['method']:<13} {r['seconds']:9.3f} s {r['rows_per_s']:>12,.0f} rows/s "
         f"{r['out_mb_per_s']:8.1f} MB/s {r['peak_rss_mb']:8.0f} MB RSS"
@@ -437,7 +519,9 @@ def big_shard(doc: dict[str, Any], defaults: Path, keep_out: bool, rows_text: st
         rows = max(1_000, int(100_000 * free / BIG_SHARD_MIN_FREE / 1_000) * 1_000)
         scaled = f"only {free / 1e9:.1f} GB free (< {BIG_SHARD_MIN_FREE / 1e9:.0f} GB): scaled to {rows} runs"
         print(f"big shard: {scaled}", file=sys.stderr)
-    print(f"big shard: generating {rows} runs x ~57.5 KB of parameters (disk free {free / 1e9:.0f} GB)", file=sys.stderr)
+    print(
+        f"big shard: generating {rows} runs x ~57.5 KB of parameters (disk free {free / 1e9:.0f} GB)", file=sys.stderr
+    )
     t = time.perf_counter()
     sheet = gen_sheet.write_big_sheet(rows, DATA)
     print(f"  {sheet} ({sheet.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.0f} s", file=sys.stderr)
@@ -445,7 +529,15 @@ def big_shard(doc: dict[str, Any], defaults: Path, keep_out: bool, rows_text: st
     rec = run_planner(sheet, defaults, out, f"planner_big_shard_{gen_sheet.label(rows)}", rss_cap_mb)
     rec["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     rec["planner_source_sha256"] = code_info()["planner_source_sha256"]
-    rec.update({"method": "planner", "format": "parquet", "n": rows, "sheet_bytes": sheet.stat().st_size, "free_disk_gb": round(free / 1e9, 1)})
+    rec.update(
+        {
+            "method": "planner",
+            "format": "parquet",
+            "n": rows,
+            "sheet_bytes": sheet.stat().st_size,
+            "free_disk_gb": round(free / 1e9, 1),
+        }
+    )
     if scaled:
         rec["scaled"] = scaled
     if rec["rc"] == 0:
@@ -453,9 +545,16 @@ def big_shard(doc: dict[str, Any], defaults: Path, keep_out: bool, rows_text: st
         rec["shards"] = [{k: s[k] for k in ("entries", "bytes", "part_size", "etag")} for s in plan["shards"]]
         rec["rows_per_s"] = rec["rows"] / rec["wall_s"]
         rec["out_mb_per_s"] = rec["out_bytes"] / 1e6 / rec["wall_s"]
-        print(f"  planner: {rec['wall_s']:.1f} s, {rec['out_bytes'] / 1e9:.2f} GB in {len(plan['shards'])} shard(s), peak RSS {rec['peak_rss_mb']:.0f} MB", file=sys.stderr)
+        print(
+            f"  planner: {rec['wall_s']:.1f} s, {rec['out_bytes'] / 1e9:.2f} GB in {len(plan['shards'])} shard(s), peak RSS {rec['peak_rss_mb']:.0f} MB",
+            file=sys.stderr,
+        )
     else:
-        why = f" (stopped by the harness at {rec['killed_at_rss_cap_mb']} MB RSS, cap {rss_cap_mb:.0f} MB)" if "killed_at_rss_cap_mb" in rec else ""
+        why = (
+            f" (stopped by the harness at {rec['killed_at_rss_cap_mb']} MB RSS, cap {rss_cap_mb:.0f} MB)"
+            if "killed_at_rss_cap_mb" in rec
+            else ""
+        )
         print(f"  planner FAILED rc={rec['rc']}{why}: {rec.get('stderr', '')[-2000:]}", file=sys.stderr)
     if not keep_out:
         if out.exists():
@@ -466,23 +565,48 @@ def big_shard(doc: dict[str, Any], defaults: Path, keep_out: bool, rows_text: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     ap.add_argument("--sizes", default="10k,100k,1M", help="comma-separated row counts (default 10k,100k,1M)")
     ap.add_argument("--formats", default="csv,parquet")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
-    ap.add_argument("--with-10m", action="store_true", help="also 10M rows (formats per --formats-10m, methods per --methods-10m)")
+    ap.add_argument(
+        "--with-10m", action="store_true", help="also 10M rows (formats per --formats-10m, methods per --methods-10m)"
+    )
     ap.add_argument("--formats-10m", default="parquet", help="formats at 10M rows (default parquet)")
-    ap.add_argument("--methods-10m", default="planner,orjson", help="methods run at 10M rows (default planner,orjson; the floor holds all rows in memory)")
-    ap.add_argument("--big-shard", action="store_true", help="also plan one ~5.8 GB shard (100,000 runs x ~57.5 KB); needs ~20 GB of disk")
-    ap.add_argument("--big-rss-cap-mb", type=float, default=None, help="stop the big-shard plan if its RSS passes this (default: half the RAM, at most 12 GB)")
-    ap.add_argument("--big-rows", default=None, help="runs in the big shard (default 100k, scaled down when disk is short)")
+    ap.add_argument(
+        "--methods-10m",
+        default="planner,orjson",
+        help="methods run at 10M rows (default planner,orjson; the floor holds all rows in memory)",
+    )
+    ap.add_argument(
+        "--big-shard",
+        action="store_true",
+        help="also plan one ~5.8 GB shard (100,000 runs x ~57.5 KB); needs ~20 GB of disk",
+    )
+    ap.add_argument(
+        "--big-rss-cap-mb",
+        type=float,
+        default=None,
+        help="stop the big-shard plan if its RSS passes this (default: half the RAM, at most 12 GB)",
+    )
+    ap.add_argument(
+        "--big-rows", default=None, help="runs in the big shard (default 100k, scaled down when disk is short)"
+    )
     ap.add_argument("--only-big-shard", action="store_true", help="skip the size sweep")
     ap.add_argument("--repeat", type=int, default=1, help="runs per measurement; the median is kept")
     ap.add_argument("--repeat-10m", type=int, default=1, help="runs per measurement at 10M rows (default 1)")
     ap.add_argument("--fresh", action="store_true", help="start results.json over instead of merging into it")
     ap.add_argument("--keep-out", action="store_true", help="keep the plan/baseline outputs in benchmarks/out/")
     ap.add_argument("--no-plot", action="store_true")
-    ap.add_argument("--no-check", action="store_true", help="skip checking, at 10k rows, that the baselines write the same entries as the planner")
+    ap.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip checking, at 10k rows, that the baselines write the same entries as the planner",
+    )
     ap.add_argument("--table", action="store_true", help="print results.json as Markdown tables and exit")
     ap.add_argument("--plot-only", action="store_true", help="redraw the plot from results.json and exit")
     args = ap.parse_args(argv)
@@ -501,7 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [gen_sheet.parse_rows(s) for s in args.sizes.split(",") if s]
     plan_list = [(n, methods, formats) for n in sizes]
     if args.with_10m:
-        plan_list.append((10_000_000, [m for m in args.methods_10m.split(",") if m], [f for f in args.formats_10m.split(",") if f]))
+        plan_list.append(
+            (10_000_000, [m for m in args.methods_10m.split(",") if m], [f for f in args.formats_10m.split(",") if f])
+        )
     if args.only_big_shard:
         plan_list = []
 
@@ -513,7 +639,11 @@ def main(argv: list[str] | None = None) -> int:
         "columns": gen_sheet.COLUMNS,
         "empty_cells": "about 1 in 3 of every non-id column (null in Parquet, empty in CSV)",
         "parquet_row_group_rows": gen_sheet.CHUNK_ROWS,
-        "big_shard": {"parameters": gen_sheet.BIG_PARAMS, "uris_per_parameter": gen_sheet.BIG_PIECES, "row_group_rows": gen_sheet.BIG_ROW_GROUP},
+        "big_shard": {
+            "parameters": gen_sheet.BIG_PARAMS,
+            "uris_per_parameter": gen_sheet.BIG_PIECES,
+            "row_group_rows": gen_sheet.BIG_ROW_GROUP,
+        },
     }
     doc.setdefault("notes", {})["method_defs"] = {
         "planner": "planner plan SHEET --backend omics-batch --defaults D --out OUT --quiet --force; process wall time",
@@ -536,10 +666,21 @@ def main(argv: list[str] | None = None) -> int:
     for n, meths, fmts in plan_list:
         t = time.perf_counter()
         sheets = gen_sheet.write_sheet(n, fmts, DATA)
-        print(f"sheet {gen_sheet.label(n)}: {', '.join(f'{p.name} {p.stat().st_size / 1e6:.0f} MB' for p in sheets.values())} ({time.perf_counter() - t:.1f} s)", file=sys.stderr)
+        print(
+            f"sheet {gen_sheet.label(n)}: {', '.join(f'{p.name} {p.stat().st_size / 1e6:.0f} MB' for p in sheets.values())} ({time.perf_counter() - t:.1f} s)",
+            file=sys.stderr,
+        )
         for fmt in fmts:
             for method in meths:
-                rec = one(method, n, fmt, sheets[fmt], defaults, args.repeat_10m if n >= 10_000_000 else args.repeat, args.keep_out)
+                rec = one(
+                    method,
+                    n,
+                    fmt,
+                    sheets[fmt],
+                    defaults,
+                    args.repeat_10m if n >= 10_000_000 else args.repeat,
+                    args.keep_out,
+                )
                 rec["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
                 rec["planner_source_sha256"] = code_info()["planner_source_sha256"]
                 print(fmt_row(rec), file=sys.stderr)

@@ -29,6 +29,7 @@ def read_child_settings(**options: object) -> dict[str, object]:
 
     return read(**options)  # type: ignore[arg-type]
 
+
 __all__ = [
     "DefaultsError",
     "InputError",

@@ -81,20 +81,29 @@ class Clients:
             inject_host_prefix=not (service == "omics" and endpoint),
             max_pool_connections=64,
         )
-        return session.client(service, endpoint_url=self.endpoints.get(service) or self.endpoint_url, region_name=session.region_name or "us-east-1", config=config)
+        return session.client(
+            service,
+            endpoint_url=self.endpoints.get(service) or self.endpoint_url,
+            region_name=session.region_name or "us-east-1",
+            config=config,
+        )
 
 
 def check_options(*, region: str | None, endpoint_url: str | None, max_attempts: int) -> None:
     """Refuse, as input errors, the AWS options botocore would reject when it makes a client."""
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 0:
-        raise InputError(f"--max-attempts {max_attempts!r}: must be a whole number, 0 or more (botocore's retries per call)")
+        raise InputError(
+            f"--max-attempts {max_attempts!r}: must be a whole number, 0 or more (botocore's retries per call)"
+        )
     if region is not None and not _REGION.fullmatch(region):
         raise InputError(f"--region {region!r}: not an AWS region name (like us-east-1)")
     if endpoint_url is not None and not (
         endpoint_url.lower().startswith(("http://", "https://"))
         and (is_valid_endpoint_url(endpoint_url) or is_valid_ipv6_endpoint_url(endpoint_url))
     ):
-        raise InputError(f"--endpoint-url {endpoint_url!r}: not a URL of an endpoint (like https://s3.us-east-1.amazonaws.com or http://127.0.0.1:5000)")
+        raise InputError(
+            f"--endpoint-url {endpoint_url!r}: not a URL of an endpoint (like https://s3.us-east-1.amazonaws.com or http://127.0.0.1:5000)"
+        )
 
 
 # botocore's own rule (botocore.utils.validate_region_name), minus the empty name.

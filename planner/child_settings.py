@@ -143,7 +143,9 @@ def _ranged_get(s3: Any, uri: str, first: int, last: int, etag: str | None, what
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if status == 412 or code == "PreconditionFailed":
-            raise PlannerError(f"{uri}: the object changed since it was submitted (ETag is no longer {etag}); refusing to read it") from exc
+            raise PlannerError(
+                f"{uri}: the object changed since it was submitted (ETag is no longer {etag}); refusing to read it"
+            ) from exc
         if status == 416 or code == "InvalidRange":
             raise InputError(f"{uri}: has no bytes {first}-{last}: the index is beyond this {what}") from exc
         raise PlannerError(f"{uri}: cannot read the {what}: {code}: {error.get('Message', exc)}") from exc
@@ -175,9 +177,15 @@ def read_child_settings(
     etag = etag or env.get(MANIFEST_ETAG_ENV)
     index_uri = index_uri or env.get(INDEX_URI_ENV)
     index_etag = index_etag or env.get(INDEX_ETAG_ENV) or None
-    missing = [name for name, value in ((MANIFEST_ENV, manifest_uri), (MANIFEST_ETAG_ENV, etag), (INDEX_URI_ENV, index_uri)) if not value]
+    missing = [
+        name
+        for name, value in ((MANIFEST_ENV, manifest_uri), (MANIFEST_ETAG_ENV, etag), (INDEX_URI_ENV, index_uri))
+        if not value
+    ]
     if missing:
-        raise InputError(f"{', '.join(missing)} not set: run this inside a job submitted by `planner submit` (or give the locations)")
+        raise InputError(
+            f"{', '.join(missing)} not set: run this inside a job submitted by `planner submit` (or give the locations)"
+        )
     assert manifest_uri and etag and index_uri
     first = first_index if first_index is not None else (_integer(env.get(FIRST_INDEX_ENV), FIRST_INDEX_ENV) or 0)
     offset = index if index is not None else (_integer(env.get(ARRAY_INDEX_ENV), ARRAY_INDEX_ENV) or 0)
@@ -186,7 +194,6 @@ def read_child_settings(
     position = first + offset
     if s3 is None:
         import boto3
-
         from botocore.config import Config
 
         s3 = boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 8}))
@@ -194,8 +201,8 @@ def read_child_settings(
     bounds = _ranged_get(s3, index_uri, start, start + 2 * OFFSET.size - 1, index_etag, "index")
     if len(bounds) != 2 * OFFSET.size:
         raise InputError(f"{index_uri}: entry {position} is beyond the end of the manifest")
-    line_start, = OFFSET.unpack_from(bounds, 0)
-    line_end, = OFFSET.unpack_from(bounds, OFFSET.size)
+    (line_start,) = OFFSET.unpack_from(bounds, 0)
+    (line_end,) = OFFSET.unpack_from(bounds, OFFSET.size)
     if line_end <= line_start:
         raise PlannerError(f"{index_uri}: damaged index (entry {position} spans {line_start}..{line_end})")
     line = _ranged_get(s3, manifest_uri, line_start, line_end - 1, etag, "manifest")
@@ -217,7 +224,9 @@ def export_lines(settings: Mapping[str, Any]) -> list[str]:
     for key, value in parameters.items():
         name = "PARAM_" + _NOT_A_NAME.sub("_", key).upper()
         if name in names:
-            raise InputError(f"parameters {names[name]!r} and {key!r} both become the variable {name}; use JSON output instead")
+            raise InputError(
+                f"parameters {names[name]!r} and {key!r} both become the variable {name}; use JSON output instead"
+            )
         names[name] = key
         lines.append(f"export {name}={shlex.quote(_text(value))}")
     lines.append(f"export PLANNER_SETTINGS={shlex.quote(dumps(dict(settings)).decode())}")
@@ -249,13 +258,34 @@ def glue_arguments(argv: Sequence[str]) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``planner child-settings``, for a parser the main CLI owns."""
-    parser.add_argument("--index", type=int, metavar="N", help="the array index (default: AWS_BATCH_JOB_ARRAY_INDEX, or 0 outside an array)")
-    parser.add_argument("--export", action="store_true", help="print `export NAME=VALUE` lines for eval instead of JSON")
-    parser.add_argument("--planner-manifest", dest="manifest_uri", metavar="S3_URI", help=f"the staged shard (default: ${MANIFEST_ENV})")
-    parser.add_argument("--planner-manifest-etag", dest="etag", metavar="ETAG", help=f"its ETag (default: ${MANIFEST_ETAG_ENV})")
-    parser.add_argument("--planner-index-uri", dest="index_uri", metavar="S3_URI", help=f"its line index (default: ${INDEX_URI_ENV})")
-    parser.add_argument("--planner-index-etag", dest="index_etag", metavar="ETAG", help=f"the index's ETag (default: ${INDEX_ETAG_ENV})")
-    parser.add_argument("--planner-first-index", dest="first_index", type=int, metavar="N", help=f"the shard position of array index 0 (default: ${FIRST_INDEX_ENV}, else 0)")
+    parser.add_argument(
+        "--index",
+        type=int,
+        metavar="N",
+        help="the array index (default: AWS_BATCH_JOB_ARRAY_INDEX, or 0 outside an array)",
+    )
+    parser.add_argument(
+        "--export", action="store_true", help="print `export NAME=VALUE` lines for eval instead of JSON"
+    )
+    parser.add_argument(
+        "--planner-manifest", dest="manifest_uri", metavar="S3_URI", help=f"the staged shard (default: ${MANIFEST_ENV})"
+    )
+    parser.add_argument(
+        "--planner-manifest-etag", dest="etag", metavar="ETAG", help=f"its ETag (default: ${MANIFEST_ETAG_ENV})"
+    )
+    parser.add_argument(
+        "--planner-index-uri", dest="index_uri", metavar="S3_URI", help=f"its line index (default: ${INDEX_URI_ENV})"
+    )
+    parser.add_argument(
+        "--planner-index-etag", dest="index_etag", metavar="ETAG", help=f"the index's ETag (default: ${INDEX_ETAG_ENV})"
+    )
+    parser.add_argument(
+        "--planner-first-index",
+        dest="first_index",
+        type=int,
+        metavar="N",
+        help=f"the shard position of array index 0 (default: ${FIRST_INDEX_ENV}, else 0)",
+    )
 
 
 def run(args: argparse.Namespace, *, s3: Any = None, out: Any = None) -> int:
@@ -263,8 +293,13 @@ def run(args: argparse.Namespace, *, s3: Any = None, out: Any = None) -> int:
     if args.index is not None and args.index < 0:
         raise InputError("--index must be a non-negative integer")
     settings = read_child_settings(
-        manifest_uri=args.manifest_uri, etag=args.etag, index_uri=args.index_uri, index=args.index,
-        first_index=args.first_index, index_etag=args.index_etag, s3=s3,
+        manifest_uri=args.manifest_uri,
+        etag=args.etag,
+        index_uri=args.index_uri,
+        index=args.index,
+        first_index=args.first_index,
+        index_etag=args.index_etag,
+        s3=s3,
     )
     stream = out or sys.stdout
     if args.export:

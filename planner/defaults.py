@@ -39,7 +39,9 @@ class Defaults:
     source: str = "<none>"
 
 
-def load_defaults(source: str | os.PathLike[str] | dict[str, Any] | None, sets: Iterable[str] = (), spec: BackendSpec | None = None) -> Defaults:
+def load_defaults(
+    source: str | os.PathLike[str] | dict[str, Any] | None, sets: Iterable[str] = (), spec: BackendSpec | None = None
+) -> Defaults:
     """Read a defaults file or dict and apply ``--set`` assignments on top."""
     if source is None:
         document: dict[str, Any] = {}
@@ -52,18 +54,24 @@ def load_defaults(source: str | os.PathLike[str] | dict[str, Any] | None, sets: 
         label = str(source)
     unknown = set(document) - _SECTIONS
     if unknown:
-        raise DefaultsError(f"{label}: unknown section(s) {', '.join(map(repr, sorted(unknown)))}; a defaults file has [run], [submission], [sheet] and [staging]")
+        raise DefaultsError(
+            f"{label}: unknown section(s) {', '.join(map(repr, sorted(unknown)))}; a defaults file has [run], [submission], [sheet] and [staging]"
+        )
     sheet = _table(document, "sheet", label)
     sheet_unknown = set(sheet) - {"id_column", "types"}
     if sheet_unknown:
-        raise DefaultsError(f"{label}: [sheet] takes id_column and types, not {', '.join(map(repr, sorted(sheet_unknown)))}")
+        raise DefaultsError(
+            f"{label}: [sheet] takes id_column and types, not {', '.join(map(repr, sorted(sheet_unknown)))}"
+        )
     types = sheet.get("types", {})
     if not isinstance(types, dict) or not all(isinstance(v, str) for v in types.values()):
-        raise DefaultsError(f"{label}: [sheet.types] maps column names to type names, e.g. threads = \"int\"")
+        raise DefaultsError(f'{label}: [sheet.types] maps column names to type names, e.g. threads = "int"')
     staging = _table(document, "staging", label)
     uri = staging.get("uri")
     if uri is not None and not (isinstance(uri, str) and uri.startswith("s3://") and len(uri) > len("s3://")):
-        raise DefaultsError(f"{label}: [staging] uri must be an s3:// URI, e.g. \"s3://my-bucket/planner-staging/\", not {uri!r}")
+        raise DefaultsError(
+            f'{label}: [staging] uri must be an s3:// URI, e.g. "s3://my-bucket/planner-staging/", not {uri!r}'
+        )
     defaults = Defaults(
         run=_table(document, "run", label),
         submission=_table(document, "submission", label),
@@ -89,7 +97,9 @@ def _check_depth(defaults: Defaults, label: str) -> None:
             if len(path) >= MAX_TABLE_DEPTH:
                 key = ".".join(path)
                 shown = key if len(key) <= 60 else key[:59] + "…"
-                raise DefaultsError(f"{label}: [{name}] {shown}: nested deeper than {MAX_TABLE_DEPTH} levels (counting [{name}] as one); the planner handles at most {MAX_TABLE_DEPTH}")
+                raise DefaultsError(
+                    f"{label}: [{name}] {shown}: nested deeper than {MAX_TABLE_DEPTH} levels (counting [{name}] as one); the planner handles at most {MAX_TABLE_DEPTH}"
+                )
             items = node.items() if isinstance(node, dict) else enumerate(node)
             stack += [(value, (*path, str(key))) for key, value in items if isinstance(value, (dict, list))]
 
@@ -106,9 +116,13 @@ def _read_file(path: str) -> dict[str, Any]:
         else:
             document = tomllib.loads(data.decode("utf-8-sig"))
     except (tomllib.TOMLDecodeError, orjson.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DefaultsError(f"{path}: is not valid {'JSON' if path.lower().endswith('.json') else 'TOML'}: {exc}") from exc
+        raise DefaultsError(
+            f"{path}: is not valid {'JSON' if path.lower().endswith('.json') else 'TOML'}: {exc}"
+        ) from exc
     except RecursionError:  # tomllib recurses per level of nested arrays and inline tables
-        raise DefaultsError(f"{path}: is nested too deeply to read (the planner handles at most {MAX_TABLE_DEPTH} levels)") from None
+        raise DefaultsError(
+            f"{path}: is nested too deeply to read (the planner handles at most {MAX_TABLE_DEPTH} levels)"
+        ) from None
     if not isinstance(document, dict):
         raise DefaultsError(f"{path}: must hold a table (a JSON object)")
     return document
@@ -125,7 +139,9 @@ def _apply_set(defaults: Defaults, assignment: str, spec: BackendSpec | None) ->
     key, sep, text = assignment.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise DefaultsError(f"--set {assignment!r}: write KEY=VALUE, e.g. --set outputUri=s3://bucket/out/ or --set parameters.threads=8")
+        raise DefaultsError(
+            f"--set {assignment!r}: write KEY=VALUE, e.g. --set outputUri=s3://bucket/out/ or --set parameters.threads=8"
+        )
     path = key.split(".")
     target = defaults.run
     if path[0] == "submission":

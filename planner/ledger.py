@@ -87,7 +87,7 @@ class Submission:
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 class Ledger:
@@ -99,19 +99,19 @@ class Ledger:
         self._lock = threading.RLock()  # one connection, shared by the submit workers
 
     @classmethod
-    def open(cls, plan_dir: str | os.PathLike[str], manifest: dict[str, Any], *, create: bool = True) -> "Ledger":
+    def open(cls, plan_dir: str | os.PathLike[str], manifest: dict[str, Any], *, create: bool = True) -> Ledger:
         path = os.path.join(os.fspath(plan_dir), LEDGER_FILE)
         if not create and not os.path.exists(path):
             raise PlanDirError(f"{plan_dir}: nothing submitted yet (no {LEDGER_FILE}); run `planner submit` first")
         return cls._connect(path, manifest)
 
     @classmethod
-    def in_memory(cls, manifest: dict[str, Any]) -> "Ledger":
+    def in_memory(cls, manifest: dict[str, Any]) -> Ledger:
         """A ledger that writes nowhere: for --dry-run on a plan never submitted."""
         return cls._connect(":memory:", manifest)
 
     @classmethod
-    def _connect(cls, path: str, manifest: dict[str, Any]) -> "Ledger":
+    def _connect(cls, path: str, manifest: dict[str, Any]) -> Ledger:
         db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout=30000")  # before WAL mode: a reader may be opening it too
         if path != ":memory:":
@@ -132,13 +132,21 @@ class Ledger:
             with self._transaction():
                 self.db.executemany(
                     "INSERT INTO meta(key, value) VALUES (?, ?)",
-                    [("schema_version", str(SCHEMA_VERSION)), ("plan_id", manifest["plan_id"]), ("backend", manifest["backend"])],
+                    [
+                        ("schema_version", str(SCHEMA_VERSION)),
+                        ("plan_id", manifest["plan_id"]),
+                        ("backend", manifest["backend"]),
+                    ],
                 )
             return
         if rows.get("schema_version") != str(SCHEMA_VERSION):
-            raise PlanDirError(f"{self.path}: ledger schema {rows.get('schema_version')}; this planner reads schema {SCHEMA_VERSION}")
+            raise PlanDirError(
+                f"{self.path}: ledger schema {rows.get('schema_version')}; this planner reads schema {SCHEMA_VERSION}"
+            )
         if rows.get("plan_id") != manifest["plan_id"]:
-            raise PlanDirError(f"{self.path}: the ledger belongs to plan {rows.get('plan_id')}, not {manifest['plan_id']}: the plan was changed after submission")
+            raise PlanDirError(
+                f"{self.path}: the ledger belongs to plan {rows.get('plan_id')}, not {manifest['plan_id']}: the plan was changed after submission"
+            )
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -158,7 +166,9 @@ class Ledger:
 
     def upload_started(self, shard: int, bucket: str, key: str, upload_id: str) -> None:
         with self._transaction():
-            self.db.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?)", (shard, bucket, key, upload_id, now()))
+            self.db.execute(
+                "INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?)", (shard, bucket, key, upload_id, now())
+            )
 
     def upload_ended(self, shard: int, upload_id: str) -> None:
         with self._transaction():
@@ -171,16 +181,30 @@ class Ledger:
         with self._transaction():
             self.db.execute(
                 "INSERT OR REPLACE INTO staged VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (staged.shard, staged.uri, staged.bucket, staged.key, staged.etag, staged.sha256, staged.version_id, staged.bytes, now()),
+                (
+                    staged.shard,
+                    staged.uri,
+                    staged.bucket,
+                    staged.key,
+                    staged.etag,
+                    staged.sha256,
+                    staged.version_id,
+                    staged.bytes,
+                    now(),
+                ),
             )
 
     def staged(self, shard: int) -> Staged | None:
-        row = self.db.execute("SELECT shard, uri, bucket, key, etag, sha256, version_id, bytes FROM staged WHERE shard = ?", (shard,)).fetchone()
+        row = self.db.execute(
+            "SELECT shard, uri, bucket, key, etag, sha256, version_id, bytes FROM staged WHERE shard = ?", (shard,)
+        ).fetchone()
         return Staged(*row) if row else None
 
     # Submissions.
 
-    def intent(self, key: str, kind: str, *, shard: int | None = None, sample: str | None = None, token: str | None = None) -> None:
+    def intent(
+        self, key: str, kind: str, *, shard: int | None = None, sample: str | None = None, token: str | None = None
+    ) -> None:
         """Journal that a creating call is about to be made (idempotent for a key already journaled)."""
         with self._transaction():
             self.db.execute(
@@ -193,22 +217,33 @@ class Ledger:
         with self._transaction():
             self.db.execute(
                 "UPDATE submissions SET state = ?, remote_id = ?, response = ?, error = NULL, result_at = ? WHERE key = ?",
-                (DONE, remote_id, orjson.dumps(response, default=str).decode() if response is not None else None, now(), key),
+                (
+                    DONE,
+                    remote_id,
+                    orjson.dumps(response, default=str).decode() if response is not None else None,
+                    now(),
+                    key,
+                ),
             )
 
     def failure(self, key: str, error: str) -> None:
         with self._transaction():
-            self.db.execute("UPDATE submissions SET state = ?, error = ?, result_at = ? WHERE key = ?", (FAILED, error, now(), key))
+            self.db.execute(
+                "UPDATE submissions SET state = ?, error = ?, result_at = ? WHERE key = ?", (FAILED, error, now(), key)
+            )
 
     def submission(self, key: str) -> Submission | None:
         row = self.db.execute(
-            "SELECT key, kind, shard, sample, token, state, remote_id, response, error FROM submissions WHERE key = ?", (key,)
+            "SELECT key, kind, shard, sample, token, state, remote_id, response, error FROM submissions WHERE key = ?",
+            (key,),
         ).fetchone()
         return _submission(row) if row else None
 
     def submissions(self, state: str | None = None) -> list[Submission]:
         query = "SELECT key, kind, shard, sample, token, state, remote_id, response, error FROM submissions"
-        rows = self.db.execute(query + (" WHERE state = ?" if state else "") + " ORDER BY key", (state,) if state else ()).fetchall()
+        rows = self.db.execute(
+            query + (" WHERE state = ?" if state else "") + " ORDER BY key", (state,) if state else ()
+        ).fetchall()
         return [_submission(r) for r in rows]
 
     def done_keys(self) -> set[str]:
@@ -216,7 +251,9 @@ class Ledger:
 
     # Per-sample state.
 
-    def upsert_samples(self, rows: Iterable[tuple[str, int, int, str | None, str | None, str | None, str | None]]) -> None:
+    def upsert_samples(
+        self, rows: Iterable[tuple[str, int, int, str | None, str | None, str | None, str | None]]
+    ) -> None:
         """(id, shard, position, remote_id, submission_status, state, reason); nulls keep what is known."""
         stamp = now()
         with self._transaction():

@@ -84,7 +84,7 @@ def run_json(
         r for path in spec.map_paths for r in routes if r.kind != "field" and r.container == path
     ]
     for route in ordered:
-        as_string = route.kind == "parameter" and spec.parameters_as_strings or route.kind == "tag"
+        as_string = (route.kind == "parameter" and spec.parameters_as_strings) or route.kind == "tag"
         leaf = _leaf(root, route.path)
         dtype, raw = dtypes[route.source], route.source in raw_json
         leaf.cell = cell_json(route.source, dtype, raw, as_string)
@@ -145,7 +145,9 @@ def _struct_fields(node: _Node) -> list[pl.Expr] | None:
     return fields
 
 
-def _add_defaults(node: _Node, values: Mapping[str, Any], prefix: tuple[str, ...], map_paths: set[tuple[str, ...]]) -> None:
+def _add_defaults(
+    node: _Node, values: Mapping[str, Any], prefix: tuple[str, ...], map_paths: set[tuple[str, ...]]
+) -> None:
     nested = {path[: len(prefix) + 1] for path in map_paths if len(path) > len(prefix)}
     for name, value in values.items():
         path = prefix + (name,)
@@ -220,7 +222,10 @@ def _concat(parts: list[pl.Expr | str]) -> pl.Expr:
 
 # The plain-Python statement of the rule, for tests and for reading.
 
-def reference_row(values: Mapping[str, Any], routes: Sequence[Route], spec: BackendSpec, sample_id: str) -> dict[str, Any]:
+
+def reference_row(
+    values: Mapping[str, Any], routes: Sequence[Route], spec: BackendSpec, sample_id: str
+) -> dict[str, Any]:
     """A row's own settings as a dict, in the key order described above."""
     row: dict[str, Any] = {}
     if spec.id_field is not None:
@@ -243,7 +248,9 @@ def reference_run(default_run: Mapping[str, Any], row: Mapping[str, Any], spec: 
     return _merge_at(dict(default_run), row, (), set(spec.map_paths))
 
 
-def _merge_at(base: dict[str, Any], row: Mapping[str, Any], prefix: tuple[str, ...], map_paths: set[tuple[str, ...]]) -> dict[str, Any]:
+def _merge_at(
+    base: dict[str, Any], row: Mapping[str, Any], prefix: tuple[str, ...], map_paths: set[tuple[str, ...]]
+) -> dict[str, Any]:
     nested = {path[: len(prefix) + 1] for path in map_paths if len(path) > len(prefix)}
     merged = dict(base)
     for name, value in row.items():

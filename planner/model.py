@@ -34,7 +34,7 @@ class FieldRule:
     enum: tuple[str, ...] | None = None
     prefix: str | None = None  # e.g. "s3://" for output URIs
 
-    def with_limits(self, **changes: Any) -> "FieldRule":
+    def with_limits(self, **changes: Any) -> FieldRule:
         return replace(self, **changes)
 
 
@@ -154,7 +154,16 @@ def check_shape(shape: Any, value: Any, where: str, overrides: dict[str, FieldRu
             child = f"{where}.{key}" if where else key
             if member is None:
                 known = ", ".join(sorted(shape.members))
-                found.append(Problem(None, None, child, None, "unknown-field", f"is not a field of this request; known fields: {known}"))
+                found.append(
+                    Problem(
+                        None,
+                        None,
+                        child,
+                        None,
+                        "unknown-field",
+                        f"is not a field of this request; known fields: {known}",
+                    )
+                )
                 continue
             if key in overrides and not where:
                 found.extend(check_scalar(overrides[key], item, child))
@@ -164,18 +173,26 @@ def check_shape(shape: Any, value: Any, where: str, overrides: dict[str, FieldRu
     if kind == "list":
         if not isinstance(value, list):
             return [Problem(None, None, where, _show(value), "type", "must be a list")]
-        found = _range_problems(rule_for(where, shape), len(value), lambda r, m: Problem(None, None, where, None, r, f"count {m}"))
+        found = _range_problems(
+            rule_for(where, shape), len(value), lambda r, m: Problem(None, None, where, None, r, f"count {m}")
+        )
         for index, item in enumerate(value):
             found.extend(check_shape(shape.member, item, f"{where}[{index}]"))
         return found
     if kind == "map":
         if not isinstance(value, dict):
             return [Problem(None, None, where, _show(value), "type", "must be a table of key = value")]
-        found = _range_problems(rule_for(where, shape), len(value), lambda r, m: Problem(None, None, where, None, r, f"count {m}"))
+        found = _range_problems(
+            rule_for(where, shape), len(value), lambda r, m: Problem(None, None, where, None, r, f"count {m}")
+        )
         key_rule, value_rule = rule_for("key", shape.key), rule_for("value", shape.value)
         for key, item in value.items():
             found.extend(check_scalar(key_rule, key, f"{where} key {key!r}"))
-            found.extend(check_shape(shape.value, item, f"{where}.{key}") if value_rule.type not in SCALAR_TYPES else check_scalar(value_rule, item, f"{where}.{key}"))
+            found.extend(
+                check_shape(shape.value, item, f"{where}.{key}")
+                if value_rule.type not in SCALAR_TYPES
+                else check_scalar(value_rule, item, f"{where}.{key}")
+            )
         return found
     return check_scalar(rule_for(where, shape), value, where)
 
@@ -183,7 +200,17 @@ def check_shape(shape: Any, value: Any, where: str, overrides: dict[str, FieldRu
 def required_problems(shape: Any, value: dict[str, Any], where: str, provided_by_sheet: set[str]) -> list[Problem]:
     """Required members missing from a default request and not set by any sheet column."""
     missing = [name for name in shape.required_members if name not in value and name not in provided_by_sheet]
-    return [Problem(None, None, f"{where}.{name}" if where else name, None, "required", "is required: set it in the defaults file or as a sheet column") for name in missing]
+    return [
+        Problem(
+            None,
+            None,
+            f"{where}.{name}" if where else name,
+            None,
+            "required",
+            "is required: set it in the defaults file or as a sheet column",
+        )
+        for name in missing
+    ]
 
 
 def _show(value: Any) -> str:

@@ -90,9 +90,13 @@ class Plan:
         self.max_bytes = min(options.max_bytes or spec.max_bytes, spec.max_bytes)
         self.part_size = options.part_size or default_part_size(self.max_bytes)
         if not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
-            raise InputError(f"part size {self.part_size}: S3 parts are {MIN_PART_SIZE} (5 MiB) to {MAX_PART_SIZE} (5 GiB) bytes")
+            raise InputError(
+                f"part size {self.part_size}: S3 parts are {MIN_PART_SIZE} (5 MiB) to {MAX_PART_SIZE} (5 GiB) bytes"
+            )
         if -(-self.max_bytes // self.part_size) > 10_000:
-            raise InputError(f"part size {self.part_size} would split a {self.max_bytes}-byte shard into more than 10,000 parts")
+            raise InputError(
+                f"part size {self.part_size} would split a {self.max_bytes}-byte shard into more than 10,000 parts"
+            )
         self.rows = 0
         self.problems: list[Problem] = []
 
@@ -112,7 +116,9 @@ class Plan:
     def _frame(self) -> tuple[pl.LazyFrame, list[Problem], set[str]]:
         """The sheet as one row per run, problems found across rows, and ids to reject whole."""
         with polars_errors(self.sheet.path):
-            frame = self.sheet.frame.with_columns(pl.col(self.sheet.source[self.sheet.id_column]).cast(pl.String).alias(ID))
+            frame = self.sheet.frame.with_columns(
+                pl.col(self.sheet.source[self.sheet.id_column]).cast(pl.String).alias(ID)
+            )
             if self.options.group:
                 return self._grouped(frame)
         if self.options.list_columns:
@@ -133,7 +139,11 @@ class Plan:
         repeated = rows.filter(pl.col(ID).is_duplicated()).group_by(ID, maintain_order=True).agg(pl.col(ROW).sort())
         problems = [
             Problem(
-                rows_of[0], sample, self.sheet.id_column, sample, "unique",
+                rows_of[0],
+                sample,
+                self.sheet.id_column,
+                sample,
+                "unique",
                 f"id appears in rows {_rows(rows_of)}; ids must be unique "
                 "(for several rows per sample, e.g. one per lane, use --group --list-columns fastq_1,fastq_2)",
             )
@@ -146,7 +156,9 @@ class Plan:
         columns = [c for c in self.sheet.columns if c != self.sheet.id_column]
         unknown = [c for c in self.options.list_columns if c not in columns]
         if unknown:
-            raise InputError(f"--list-columns names {', '.join(map(repr, unknown))}, not columns of the sheet (it has {', '.join(map(repr, columns))})")
+            raise InputError(
+                f"--list-columns names {', '.join(map(repr, unknown))}, not columns of the sheet (it has {', '.join(map(repr, columns))})"
+            )
         lists = {self.sheet.source[c] for c in self.options.list_columns}
         lists |= {RAW_PREFIX + c for c in lists}
         data = frame.collect()
@@ -168,18 +180,30 @@ class Plan:
         for c in checked:
             for record in grouped.filter(pl.col(f"__differs_{c}")).iter_rows(named=True):
                 values = record[f"__values_{c}"] or []
-                problems.append(Problem(
-                    record["__rows"][0], record[ID], self.sheet.name_of(c), " | ".join("" if v is None else str(v) for v in values), "group-agree",
-                    f"differs between rows {_rows(record['__rows'])} of this sample; with --group, columns other than --list-columns must agree within a sample",
-                ))
+                problems.append(
+                    Problem(
+                        record["__rows"][0],
+                        record[ID],
+                        self.sheet.name_of(c),
+                        " | ".join("" if v is None else str(v) for v in values),
+                        "group-agree",
+                        f"differs between rows {_rows(record['__rows'])} of this sample; with --group, columns other than --list-columns must agree within a sample",
+                    )
+                )
         rejected = {p.id for p in problems if p.id is not None}
         out = grouped.with_columns(
             pl.col("__rows").list.first().alias(ROW),
-            *[pl.when(pl.col(c).list.drop_nulls().list.len() > 0).then(pl.col(c)).alias(c) for c in present if c in lists],
+            *[
+                pl.when(pl.col(c).list.drop_nulls().list.len() > 0).then(pl.col(c)).alias(c)
+                for c in present
+                if c in lists
+            ],
         ).select([ROW, ID, *present])
         return out.lazy(), problems, rejected
 
-    def _query(self, frame: pl.LazyFrame, rejected_ids: set[str], mode: str) -> tuple[pl.LazyFrame, pl.LazyFrame, list[Check]]:
+    def _query(
+        self, frame: pl.LazyFrame, rejected_ids: set[str], mode: str
+    ) -> tuple[pl.LazyFrame, pl.LazyFrame, list[Check]]:
         """The streaming query (row, id, which checks failed, the run's JSON), the checked
         frame (to fetch the offending values of the few bad rows afterwards), and the checks."""
         schema = frame.collect_schema()
@@ -190,16 +214,36 @@ class Plan:
         checks = row_checks(self.sheet, self.routes, self.spec, self.defaults, schema)
         if rejected_ids and self.options.skip_invalid:
             # Every row of a repeated id is rejected, not just the first: which one is right is unknown.
-            checks.append(Check(pl.col(ID).is_in(list(rejected_ids)), self.sheet.id_column, pl.col(ID), "unique", "rejected with the other rows of this repeated id"))
+            checks.append(
+                Check(
+                    pl.col(ID).is_in(list(rejected_ids)),
+                    self.sheet.id_column,
+                    pl.col(ID),
+                    "unique",
+                    "rejected with the other rows of this repeated id",
+                )
+            )
         run = run_json(self.routes, self.spec, self.defaults.run, ID, schema, self.sheet.raw_json, mode).alias(RUN)
         frame = frame.with_columns(run)
         size_limit = self.max_bytes - 5
-        checks.append(Check(pl.col(RUN).str.len_bytes() > size_limit, "*", pl.col(RUN).str.len_bytes().cast(pl.String), "max-bytes", f"the run's settings take more than the {size_limit} bytes a shard may hold"))
-        why = pl.concat_str([pl.when(c.flag).then(pl.lit(str(i))) for i, c in enumerate(checks)], separator=",", ignore_nulls=True)
+        checks.append(
+            Check(
+                pl.col(RUN).str.len_bytes() > size_limit,
+                "*",
+                pl.col(RUN).str.len_bytes().cast(pl.String),
+                "max-bytes",
+                f"the run's settings take more than the {size_limit} bytes a shard may hold",
+            )
+        )
+        why = pl.concat_str(
+            [pl.when(c.flag).then(pl.lit(str(i))) for i, c in enumerate(checks)], separator=",", ignore_nulls=True
+        )
         query = frame.select(ROW, ID, pl.when(why != "").then(why).alias(WHY), RUN)
         return query, frame, checks
 
-    def _batches(self, mode: str, progress: bool, scratch: str, rejected_ids: set[str] | None = None) -> Iterator[pl.DataFrame]:
+    def _batches(
+        self, mode: str, progress: bool, scratch: str, rejected_ids: set[str] | None = None
+    ) -> Iterator[pl.DataFrame]:
         """Checked and encoded batches; problems accumulate in ``self.problems``.
 
         Repeated ids are found only at the end of the stream, from id hashes spilled to
@@ -220,7 +264,9 @@ class Plan:
                 for batch in self._collect(query, grouped_rejects | (rejected_ids or set()), mode):
                     seen += batch.height
                     if hashes is not None:
-                        hashes.add(batch.filter(pl.col(ID).is_not_null()).select(ROW, pl.col(ID).hash(seed=1).alias(_HASH)))
+                        hashes.add(
+                            batch.filter(pl.col(ID).is_not_null()).select(ROW, pl.col(ID).hash(seed=1).alias(_HASH))
+                        )
                     bad = batch.filter(pl.col(WHY).is_not_null())
                     if bad.height:
                         bad_rows.append(bad.select(ROW, ID, WHY))
@@ -242,7 +288,7 @@ class Plan:
             self.repeated_problems, self.repeated_ids = self._repeated_ids(hashes.suspects())
         self.problems += self.repeated_problems
         self.failed = bool(self.problems)
-        self.problems.sort(key=lambda p: (p.row or 0))
+        self.problems.sort(key=lambda p: p.row or 0)
 
     def _collect(self, query: pl.LazyFrame, rejected_ids: set[str], mode: str) -> Iterator[pl.DataFrame]:
         """The streaming query's results batch by batch; a Parquet sheet is read in pyarrow
@@ -302,7 +348,13 @@ class Plan:
         os.makedirs(scratch)
         for batches in self._passes(mode, progress, scratch):
             shutil.rmtree(os.path.join(directory, "shards"), ignore_errors=True)  # a second pass starts afresh
-            writer = ShardWriter(directory, max_entries=self.max_entries, max_bytes=self.max_bytes, part_size=self.part_size, min_entries=self.spec.min_entries)
+            writer = ShardWriter(
+                directory,
+                max_entries=self.max_entries,
+                max_bytes=self.max_bytes,
+                part_size=self.part_size,
+                min_entries=self.spec.min_entries,
+            )
             samples = _Spill(os.path.join(scratch, "samples.arrow"))
             try:
                 for batch in batches:
@@ -322,9 +374,20 @@ class Plan:
         if self.problems:
             write_problems(os.path.join(directory, REJECTED_FILE), self.problems)
         manifest = finish_plan(
-            directory, self.spec, shards, samples.frames(), inline=self.options.inline,
-            defaults=self.defaults.run, submission=self.defaults.submission, staging_uri=self.defaults.staging_uri,
-            sheet={"path": self.sheet.path, "sha256": self.sheet.sha256, "rows": self.rows, "id_column": self.sheet.id_column},
+            directory,
+            self.spec,
+            shards,
+            samples.frames(),
+            inline=self.options.inline,
+            defaults=self.defaults.run,
+            submission=self.defaults.submission,
+            staging_uri=self.defaults.staging_uri,
+            sheet={
+                "path": self.sheet.path,
+                "sha256": self.sheet.sha256,
+                "rows": self.rows,
+                "id_column": self.sheet.id_column,
+            },
             options={
                 "group": self.options.group,
                 "list_columns": list(self.options.list_columns),
@@ -423,7 +486,9 @@ def _write_samples(directory: str, samples: Iterable[pl.DataFrame], shards: list
         nonlocal writer, offset
         ordinal = pl.int_range(offset, offset + piece.height, dtype=pl.Int64, eager=True)
         shard = ends.search_sorted(ordinal, side="right")
-        table = piece.with_columns(shard.cast(pl.Int32).alias("shard"), (ordinal - starts.gather(shard)).cast(pl.Int32).alias("position")).to_arrow()
+        table = piece.with_columns(
+            shard.cast(pl.Int32).alias("shard"), (ordinal - starts.gather(shard)).cast(pl.Int32).alias("position")
+        ).to_arrow()
         if writer is None:
             writer = pq.ParquetWriter(path, table.schema, compression="zstd", write_statistics=False)
         writer.write_table(table, row_group_size=SAMPLES_ROW_GROUP)
@@ -461,7 +526,9 @@ def _check_target(target: str, force: bool) -> None:
     if not os.path.isfile(os.path.join(target, PLAN_FILE)):
         raise InputError(f"{target} exists and is not a plan directory; refusing to replace it")
     if os.path.exists(os.path.join(target, "ledger.sqlite")):
-        raise PlanDirError(f"{target} has been submitted (ledger.sqlite); it is the record of what was sent: plan into a new directory")
+        raise PlanDirError(
+            f"{target} has been submitted (ledger.sqlite); it is the record of what was sent: plan into a new directory"
+        )
 
 
 def _problems(bad: pl.DataFrame, checks: Sequence[Check]) -> list[Problem]:
@@ -469,13 +536,26 @@ def _problems(bad: pl.DataFrame, checks: Sequence[Check]) -> list[Problem]:
     for record in bad.iter_rows(named=True):
         for index in record[WHY].split(","):
             check = checks[int(index)]
-            found.append(Problem(record[ROW], record[ID], check.column, record[f"__v{index}"], check.rule, check.message))
+            found.append(
+                Problem(record[ROW], record[ID], check.column, record[f"__v{index}"], check.rule, check.message)
+            )
     return found
 
 
 def write_problems(path: str, problems: Iterable[Problem]) -> None:
     rows = [(p.row, p.id, p.column, p.value, p.rule, p.message) for p in problems]
-    table = pl.DataFrame(rows, schema={"row": pl.Int64, "id": pl.String, "column": pl.String, "value": pl.String, "rule": pl.String, "message": pl.String}, orient="row")
+    table = pl.DataFrame(
+        rows,
+        schema={
+            "row": pl.Int64,
+            "id": pl.String,
+            "column": pl.String,
+            "value": pl.String,
+            "rule": pl.String,
+            "message": pl.String,
+        },
+        orient="row",
+    )
     safe_csv(table, path)
 
 
@@ -484,12 +564,17 @@ def safe_csv(table: pl.DataFrame, path: str) -> None:
     tab or CR) gets a leading quote, so opening the file in a spreadsheet runs nothing."""
     texts = [c for c, t in table.schema.items() if t == pl.String]
     table.with_columns(
-        pl.when(pl.col(c).str.contains(r"^[=+\-@\t\r]")).then(pl.lit("'") + pl.col(c)).otherwise(pl.col(c)).alias(c) for c in texts
+        pl.when(pl.col(c).str.contains(r"^[=+\-@\t\r]")).then(pl.lit("'") + pl.col(c)).otherwise(pl.col(c)).alias(c)
+        for c in texts
     ).write_csv(path)
 
 
 def _as_text(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    return value.cast(pl.String) if dtype in (pl.String, pl.Int64, pl.Float64, pl.Boolean) or dtype.is_numeric() else json_text(value)
+    return (
+        value.cast(pl.String)
+        if dtype in (pl.String, pl.Int64, pl.Float64, pl.Boolean) or dtype.is_numeric()
+        else json_text(value)
+    )
 
 
 _HASH = "__hash"
@@ -586,7 +671,7 @@ def _prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
                 if stop.is_set():
                     return
             ready.put(("end", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+        except BaseException as exc:
             ready.put(("error", exc))
 
     thread = threading.Thread(target=produce, name="planner-read-ahead", daemon=True)
@@ -636,8 +721,15 @@ def plan(
     loaded = load_defaults(defaults, sets, spec)
     opened = open_sheet(sheet, id_column=id_column or loaded.id_column, types=loaded.types, s3_client=s3_client)
     options = PlanOptions(
-        backend=backend, id_column=opened.id_column, group=group, list_columns=tuple(list_columns),
-        skip_invalid=skip_invalid, inline=inline, part_size=part_size, max_entries=max_entries, max_bytes=max_bytes,
+        backend=backend,
+        id_column=opened.id_column,
+        group=group,
+        list_columns=tuple(list_columns),
+        skip_invalid=skip_invalid,
+        inline=inline,
+        part_size=part_size,
+        max_entries=max_entries,
+        max_bytes=max_bytes,
     )
     return Plan(opened, loaded, spec, options)
 
@@ -649,7 +741,9 @@ def read_plan(directory: str | os.PathLike[str]) -> dict[str, Any]:
         with open(path, "rb") as handle:
             manifest = orjson.loads(handle.read())
     except FileNotFoundError:
-        raise PlanDirError(f"{directory}: not a plan directory (no {PLAN_FILE}); make one with `planner plan`") from None
+        raise PlanDirError(
+            f"{directory}: not a plan directory (no {PLAN_FILE}); make one with `planner plan`"
+        ) from None
     except orjson.JSONDecodeError as exc:
         raise PlanDirError(f"{path}: damaged: {exc}") from exc
     if manifest.get("format") != FORMAT:

@@ -47,16 +47,22 @@ def route_columns(columns: Sequence[str], spec: BackendSpec, source: Mapping[str
         if column.startswith(TAG_PREFIX):
             key = column[len(TAG_PREFIX) :]
             if spec.tags_path is None:
-                raise SheetError(f"column {column!r}: {spec.title} has no per-run tags; remove the column or make it a parameter (param.{key})")
+                raise SheetError(
+                    f"column {column!r}: {spec.title} has no per-run tags; remove the column or make it a parameter (param.{key})"
+                )
             route = Route(column, internal, "tag", spec.tags_path + (key,), None)
         elif column.startswith(PARAM_PREFIX):
             key = column[len(PARAM_PREFIX) :]
-            route = Route(column, internal, "parameter", spec.parameters_path + (spec.parameter_key_prefix + key,), None)
+            route = Route(
+                column, internal, "parameter", spec.parameters_path + (spec.parameter_key_prefix + key,), None
+            )
         elif column in spec.fields:
             field = spec.fields[column]
             route = Route(column, internal, "field", field.path, field.rule)
         else:
-            route = Route(column, internal, "parameter", spec.parameters_path + (spec.parameter_key_prefix + column,), None)
+            route = Route(
+                column, internal, "parameter", spec.parameters_path + (spec.parameter_key_prefix + column,), None
+            )
         if not route.key:
             raise SheetError(f"column {column!r}: the name after the prefix is empty")
         if route.path in taken:

@@ -263,7 +263,9 @@ class ShardWriter:
             take = min(room_entries, fit, total - start)
             if take == 0:
                 if shard.entries == 0:
-                    raise ValueError(f"run {id_list[start]!r} alone is larger than a shard may be ({self.max_bytes} bytes)")
+                    raise ValueError(
+                        f"run {id_list[start]!r} alone is larger than a shard may be ({self.max_bytes} bytes)"
+                    )
                 self._finish_current()
                 continue
             stop = start + take
@@ -274,7 +276,9 @@ class ShardWriter:
 
     def _current(self) -> _OpenShard:
         if self.current is None:
-            self.current = _OpenShard(self.directory, len(self.closed) + (self.waiting is not None), self.part_size, self.lanes)
+            self.current = _OpenShard(
+                self.directory, len(self.closed) + (self.waiting is not None), self.part_size, self.lanes
+            )
         return self.current
 
     def _append(self, shard: _OpenShard, ids: list[str], runs: pl.Series, cost: int) -> None:

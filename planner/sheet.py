@@ -82,7 +82,11 @@ class Sheet:
             reader = pq.ParquetFile(file)
             # One row group at a time: iter_batches over a whole file keeps memory it has
             # read (about 20 bytes a row), so the peak would grow with the sheet.
-            for record_batch in (b for g in range(reader.metadata.num_row_groups) for b in reader.iter_batches(batch_size=rows, row_groups=[g])):
+            for record_batch in (
+                b
+                for g in range(reader.metadata.num_row_groups)
+                for b in reader.iter_batches(batch_size=rows, row_groups=[g])
+            ):
                 batch = pl.from_arrow(record_batch)
                 assert isinstance(batch, pl.DataFrame)
                 yield self.prepare(batch.lazy(), first)
@@ -101,9 +105,16 @@ def polars_errors(path: str) -> Iterator[None]:
     """Map the errors polars raises while reading a sheet into SheetError."""
     try:
         yield
-    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError, pl.exceptions.SchemaError, pl.exceptions.ShapeError) as exc:
+    except (
+        pl.exceptions.ComputeError,
+        pl.exceptions.NoDataError,
+        pl.exceptions.SchemaError,
+        pl.exceptions.ShapeError,
+    ) as exc:
         if "more fields than defined" in str(exc):
-            raise SheetError(f"{path}: {_ragged_row(path)}has more cells than the header: check quoting and the delimiter") from exc
+            raise SheetError(
+                f"{path}: {_ragged_row(path)}has more cells than the header: check quoting and the delimiter"
+            ) from exc
         raise SheetError(f"{path}: cannot read the sheet: {_first_line(exc)}") from exc
     except pl.exceptions.PolarsError as exc:
         raise SheetError(f"{path}: cannot read the sheet: {_first_line(exc)}") from exc
@@ -125,7 +136,9 @@ def _ragged_row(path: str, fewer: bool = False) -> str:
         width = len(next(reader, []))
         for number, record in enumerate(reader, start=1):
             if (0 < len(record) < width) if fewer else len(record) > width:
-                return f"row {number} ({len(record)} {'cell' if len(record) == 1 else 'cells'}, the header has {width}) "
+                return (
+                    f"row {number} ({len(record)} {'cell' if len(record) == 1 else 'cells'}, the header has {width}) "
+                )
     return "a row "
 
 
@@ -182,7 +195,9 @@ def _refuse_short_rows(file: str, separator: str, width: int, label: str) -> Non
             file,
             read_options=pacsv.ReadOptions(autogenerate_column_names=True, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(delimiter=separator, newlines_in_values=True, invalid_row_handler=invalid),
-            convert_options=pacsv.ConvertOptions(include_columns=["f0"], column_types={"f0": pa.string()}, check_utf8=False),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=["f0"], column_types={"f0": pa.string()}, check_utf8=False
+            ),
         )
         for _ in reader:
             pass
@@ -194,7 +209,7 @@ def _refuse_short_rows(file: str, separator: str, width: int, label: str) -> Non
             located = f"a row ({short[0].actual_columns} of {width} cells) "
         raise SheetError(
             f"{label}: {located}has fewer cells than the header: a cell is missing or the line was cut short; "
-            "write every cell (an empty one for \"not set\") and check quoting and the delimiter"
+            'write every cell (an empty one for "not set") and check quoting and the delimiter'
         )
 
 
@@ -231,7 +246,9 @@ def open_sheet(
         chosen = _choose_id_column(columns, id_column, label)
         missing = sorted(set(types) - set(columns))
         if missing:
-            raise DefaultsError(f"[sheet.types] names {', '.join(map(repr, missing))}, which the sheet {label} does not have; its columns are {', '.join(map(repr, columns))}")
+            raise DefaultsError(
+                f"[sheet.types] names {', '.join(map(repr, missing))}, which the sheet {label} does not have; its columns are {', '.join(map(repr, columns))}"
+            )
         source_of = {name: f"c{index}" for index, name in enumerate(columns)}
         renames = dict(zip(read_names, source_of.values()))
         schema = frame.rename(renames).collect_schema()
@@ -246,8 +263,16 @@ def open_sheet(
 
         checks = [(c, k) for c, k in types.items() if k != "string" and schema[source_of[c]] == pl.String]
         sheet = Sheet(
-            frame=prepare(frame, 1), columns=list(columns), source=source_of, id_column=chosen, path=label, sha256=digest,
-            raw_json=raw_json, type_problems=checks, prepare=prepare, parquet_files=parquet,
+            frame=prepare(frame, 1),
+            columns=list(columns),
+            source=source_of,
+            id_column=chosen,
+            path=label,
+            sha256=digest,
+            raw_json=raw_json,
+            type_problems=checks,
+            prepare=prepare,
+            parquet_files=parquet,
             bytes_per_row=_row_size(source, files),
         )
         if downloaded is not None:
@@ -298,7 +323,15 @@ def _scanned(path: str, files: list[str]) -> tuple[pl.LazyFrame, str, str, list[
         except OSError as exc:
             raise SheetError(f"{where}: cannot read the sheet: {exc.strerror}") from exc
         if not stat.S_ISREG(mode):
-            kind = "a directory" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+            kind = (
+                "a directory"
+                if stat.S_ISDIR(mode)
+                else "a named pipe"
+                if stat.S_ISFIFO(mode)
+                else "a socket"
+                if stat.S_ISSOCK(mode)
+                else "a device"
+            )
             raise SheetError(f"{where}: is {kind}, not a regular file; save the sheet to a file and plan that")
     digest = hashlib.sha256()
     counts: list[tuple[str, str, _CellCount]] = []
@@ -312,7 +345,9 @@ def _scanned(path: str, files: list[str]) -> tuple[pl.LazyFrame, str, str, list[
                 while chunk := handle.read(1 << 23):
                     if hashed is not None:
                         hashed.result()
-                    hashed = hasher.submit(digest.update, chunk)  # hashlib lets go of the GIL: the scans below overlap it
+                    hashed = hasher.submit(
+                        digest.update, chunk
+                    )  # hashlib lets go of the GIL: the scans below overlap it
                     if depth is not None:
                         depth.feed(chunk)
                     if cells is not None:
@@ -333,13 +368,17 @@ def _scanned(path: str, files: list[str]) -> tuple[pl.LazyFrame, str, str, list[
                 _refuse_short_rows(file, separator, len(header), where)
     with polars_errors(path):
         if suffix in _TEXT_FORMATS:
-            frame = pl.scan_csv(files, separator=separator, infer_schema=False, quote_char='"', encoding="utf8", raise_if_empty=True)
+            frame = pl.scan_csv(
+                files, separator=separator, infer_schema=False, quote_char='"', encoding="utf8", raise_if_empty=True
+            )
         elif suffix == ".parquet":
             frame = pl.scan_parquet(files)
         elif suffix in _JSON_LINES:
             frame = pl.scan_ndjson(files, infer_schema_length=None)
         else:
-            raise SheetError(f"{path}: unknown sheet format {suffix!r}; use .csv, .tsv, .tab, .parquet, .ndjson or .jsonl")
+            raise SheetError(
+                f"{path}: unknown sheet format {suffix!r}; use .csv, .tsv, .tab, .parquet, .ndjson or .jsonl"
+            )
         frame.collect_schema()
     return frame, path, digest.hexdigest(), header, files
 
@@ -380,7 +419,9 @@ def _refuse_deep_lines(file: str, label: str) -> None:
     with open(file, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             if line.count(b"{") + line.count(b"[") > _MAX_LINE_DEPTH and json_depth(line) > _MAX_LINE_DEPTH:
-                raise SheetError(f"{label}: line {number}: JSON nested deeper than {MAX_JSON_DEPTH} levels (inside the row's object); the planner handles at most {MAX_JSON_DEPTH}")
+                raise SheetError(
+                    f"{label}: line {number}: JSON nested deeper than {MAX_JSON_DEPTH} levels (inside the row's object); the planner handles at most {MAX_JSON_DEPTH}"
+                )
 
 
 def json_depth(text: bytes) -> int:
@@ -473,7 +514,9 @@ def _sniff(file: str, suffix: str, label: str) -> tuple[str, list[str]]:
         if len(head) == 1 << 16 and exc.start > len(head) - 4:
             text = head[: exc.start].decode("utf-8-sig")
         else:
-            raise SheetError(f"{label}: is not UTF-8 text (byte {exc.start} of the header block); save it as UTF-8") from exc
+            raise SheetError(
+                f"{label}: is not UTF-8 text (byte {exc.start} of the header block); save it as UTF-8"
+            ) from exc
     if not text.strip():
         raise SheetError(f"{label}: the sheet is empty: it needs a header row and one row per sample")
     if "\x00" in text.split("\n", 1)[0]:
@@ -507,12 +550,16 @@ def _check_header(columns: Sequence[str], label: str) -> None:
 def _choose_id_column(columns: Sequence[str], wanted: str | None, label: str) -> str:
     if wanted is not None:
         if wanted not in columns:
-            raise SheetError(f"{label}: the id column {wanted!r} is not in the sheet; its columns are {', '.join(map(repr, columns))}")
+            raise SheetError(
+                f"{label}: the id column {wanted!r} is not in the sheet; its columns are {', '.join(map(repr, columns))}"
+            )
         return wanted
     for name in ID_CANDIDATES:
         if name in columns:
             return name
-    raise SheetError(f"{label}: no id column: name one with --id-column, or call a column {', '.join(ID_CANDIDATES)}; the columns are {', '.join(map(repr, columns))}")
+    raise SheetError(
+        f"{label}: no id column: name one with --id-column, or call a column {', '.join(ID_CANDIDATES)}; the columns are {', '.join(map(repr, columns))}"
+    )
 
 
 def _apply_types(frame: pl.LazyFrame, schema: pl.Schema, types: dict[str, str]) -> pl.LazyFrame:
@@ -534,7 +581,14 @@ def _apply_types(frame: pl.LazyFrame, schema: pl.Schema, types: dict[str, str]) 
             casts.append(pl.when(value.is_finite()).then(value))
         elif kind == "bool":
             lowered = source.str.strip_chars().str.to_lowercase()
-            casts.append(pl.when(lowered.is_in(_TRUE)).then(True).when(lowered.is_in(_FALSE)).then(False).otherwise(None).alias(column))
+            casts.append(
+                pl.when(lowered.is_in(_TRUE))
+                .then(True)
+                .when(lowered.is_in(_FALSE))
+                .then(False)
+                .otherwise(None)
+                .alias(column)
+            )
         elif kind == "json":
             casts.append(source.map_batches(_canonical_json, return_dtype=pl.String))
     return frame.with_columns(casts) if casts else frame
@@ -560,4 +614,8 @@ def json_too_deep(cells: pl.Series) -> pl.Series:
     """Whether each JSON text cell nests deeper than ``MAX_JSON_DEPTH`` (null: False)."""
     if cells.null_count() == cells.len():
         return pl.Series(cells.name, [False] * cells.len(), dtype=pl.Boolean)
-    return pl.Series(cells.name, [t is not None and json_depth(t.encode()) > MAX_JSON_DEPTH for t in cells.to_list()], dtype=pl.Boolean)
+    return pl.Series(
+        cells.name,
+        [t is not None and json_depth(t.encode()) > MAX_JSON_DEPTH for t in cells.to_list()],
+        dtype=pl.Boolean,
+    )

@@ -44,7 +44,7 @@ class StagingPrefix:
     prefix: str
 
     @classmethod
-    def parse(cls, uri: str) -> "StagingPrefix":
+    def parse(cls, uri: str) -> StagingPrefix:
         if not uri.startswith("s3://") or len(uri) <= len("s3://"):
             raise InputError(f"staging location {uri!r}: must be an s3:// URI, e.g. s3://my-bucket/planner-staging/")
         bucket, _, prefix = uri[len("s3://") :].partition("/")
@@ -68,7 +68,17 @@ def _status(exc: ClientError) -> int:
 class Stager:
     """Uploads the shards of one plan and checks them again before use."""
 
-    def __init__(self, s3: Any, ledger: Ledger, plan_dir: str, manifest: dict[str, Any], staging_uri: str, *, concurrency: int = 4, progress: bool = False):
+    def __init__(
+        self,
+        s3: Any,
+        ledger: Ledger,
+        plan_dir: str,
+        manifest: dict[str, Any],
+        staging_uri: str,
+        *,
+        concurrency: int = 4,
+        progress: bool = False,
+    ):
         self.s3 = s3
         self.ledger = ledger
         self.plan_dir = plan_dir
@@ -85,7 +95,15 @@ class Stager:
         shards = {s["index"]: s for s in self.manifest["shards"]}
         total = sum(shards[i]["bytes"] for i in shard_indexes)
         out: dict[int, Staged] = {}
-        with tqdm(total=total, unit="B", unit_scale=True, desc="stage", file=sys.stderr, disable=not self.progress, leave=False) as bar:
+        with tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            desc="stage",
+            file=sys.stderr,
+            disable=not self.progress,
+            leave=False,
+        ) as bar:
             for index in shard_indexes:
                 out[index] = self._stage_one(shards[index], bar)
         return out
@@ -113,17 +131,23 @@ class Stager:
             # Another writer got there first (412): fine if it wrote the same bytes.
             existing = self._head(bucket, key)
             if existing is None:
-                raise SubmissionError(f"s3://{bucket}/{key}: S3 refused the write as existing, yet the object is not there") from None
+                raise SubmissionError(
+                    f"s3://{bucket}/{key}: S3 refused the write as existing, yet the object is not there"
+                ) from None
             self._same_or_fail(bucket, key, shard, existing["ETag"])
             etag, version = existing["ETag"], existing.get("VersionId")
         if shard["bytes"] <= shard["part_size"]:
             bar.update(shard["bytes"])
         if etag != shard["etag"]:
-            raise SubmissionError(f"s3://{bucket}/{key}: S3 reports ETag {etag}, but the plan predicted {shard['etag']} for these bytes (part size {shard['part_size']})")
+            raise SubmissionError(
+                f"s3://{bucket}/{key}: S3 reports ETag {etag}, but the plan predicted {shard['etag']} for these bytes (part size {shard['part_size']})"
+            )
         return self._record(shard, bucket, key, etag, version)
 
     def _record(self, shard: dict[str, Any], bucket: str, key: str, etag: str, version: str | None) -> Staged:
-        staged = Staged(shard["index"], f"s3://{bucket}/{key}", bucket, key, etag, shard["sha256"], version, shard["bytes"])
+        staged = Staged(
+            shard["index"], f"s3://{bucket}/{key}", bucket, key, etag, shard["sha256"], version, shard["bytes"]
+        )
         self.ledger.record_staged(staged)
         return staged
 
@@ -147,8 +171,14 @@ class Stager:
     def _put(self, bucket: str, key: str, path: str, shard: dict[str, Any]) -> tuple[str, str | None]:
         with open(path, "rb") as body:
             response = self._call(
-                self.s3.put_object, bucket, key,
-                Bucket=bucket, Key=key, Body=body, IfNoneMatch="*", ContentType="application/json",
+                self.s3.put_object,
+                bucket,
+                key,
+                Bucket=bucket,
+                Key=key,
+                Body=body,
+                IfNoneMatch="*",
+                ContentType="application/json",
                 ContentMD5=base64.b64encode(bytes.fromhex(shard["md5"])).decode(),
                 ChecksumSHA256=base64.b64encode(bytes.fromhex(shard["sha256"])).decode(),
                 Metadata={SHA256_METADATA: shard["sha256"]},
@@ -158,7 +188,15 @@ class Stager:
     def _multipart(self, bucket: str, key: str, path: str, shard: dict[str, Any], bar: tqdm) -> tuple[str, str | None]:
         size, part_size = shard["bytes"], shard["part_size"]
         count = -(-size // part_size)
-        created = self._call(self.s3.create_multipart_upload, bucket, key, Bucket=bucket, Key=key, ContentType="application/json", Metadata={SHA256_METADATA: shard["sha256"]})
+        created = self._call(
+            self.s3.create_multipart_upload,
+            bucket,
+            key,
+            Bucket=bucket,
+            Key=key,
+            ContentType="application/json",
+            Metadata={SHA256_METADATA: shard["sha256"]},
+        )
         upload_id = created["UploadId"]
         self.ledger.upload_started(shard["index"], bucket, key, upload_id)
 
@@ -168,19 +206,33 @@ class Stager:
                 data = handle.read(part_size)
             digest = hashlib.md5(data).digest()
             response = self._call(
-                self.s3.upload_part, bucket, key,
-                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data,
+                self.s3.upload_part,
+                bucket,
+                key,
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
                 ContentMD5=base64.b64encode(digest).decode(),
             )
             bar.update(len(data))
             return {"PartNumber": number, "ETag": response["ETag"]}
 
         try:
-            with ThreadPoolExecutor(max_workers=min(self.concurrency, count), thread_name_prefix="planner-part") as pool:
+            with ThreadPoolExecutor(
+                max_workers=min(self.concurrency, count), thread_name_prefix="planner-part"
+            ) as pool:
                 parts = list(pool.map(upload, range(1, count + 1)))
             response = self._call(
-                self.s3.complete_multipart_upload, bucket, key,
-                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, IfNoneMatch="*",
+                self.s3.complete_multipart_upload,
+                bucket,
+                key,
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                IfNoneMatch="*",
             )
         except BaseException:
             self._abort(bucket, key, upload_id)
@@ -241,10 +293,14 @@ class Stager:
         if head is None:
             raise SubmissionError(f"{staged.uri}: the staged object has disappeared; run submit again to stage it anew")
         if head["ETag"] != staged.etag:
-            raise SubmissionError(f"{staged.uri}: the staged object changed: ETag {head['ETag']}, staged as {staged.etag}; refusing to submit it")
+            raise SubmissionError(
+                f"{staged.uri}: the staged object changed: ETag {head['ETag']}, staged as {staged.etag}; refusing to submit it"
+            )
         recorded = (head.get("Metadata") or {}).get(SHA256_METADATA)
         if recorded is not None and recorded != staged.sha256:
-            raise SubmissionError(f"{staged.uri}: the staged object's sha256 metadata {recorded} differs from the plan's {staged.sha256}")
+            raise SubmissionError(
+                f"{staged.uri}: the staged object's sha256 metadata {recorded} differs from the plan's {staged.sha256}"
+            )
 
 
 class _AlreadyThere(Exception):
@@ -257,4 +313,6 @@ def _check_file(path: str, shard: dict[str, Any]) -> None:
     except OSError as exc:
         raise SubmissionError(f"{path}: the shard file is missing: {exc.strerror}") from exc
     if size != shard["bytes"]:
-        raise SubmissionError(f"{path}: {size} bytes, but plan.json says {shard['bytes']}: the plan directory was changed; plan again")
+        raise SubmissionError(
+            f"{path}: {size} bytes, but plan.json says {shard['bytes']}: the plan directory was changed; plan again"
+        )

@@ -34,10 +34,17 @@ from .staging import Stager
 
 SANDBOX_STAGING = "s3://planner-sandbox/staging/"
 # Errors that mean "later", not "never": wait and try again, beyond botocore's own retries.
-RETRY_LATER = frozenset({
-    "ThrottlingException", "Throttling", "TooManyRequestsException", "ServiceQuotaExceededException",
-    "ConcurrentRunsExceededException", "RequestLimitExceeded", "SlowDown",
-})
+RETRY_LATER = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "ServiceQuotaExceededException",
+        "ConcurrentRunsExceededException",
+        "RequestLimitExceeded",
+        "SlowDown",
+    }
+)
 
 
 def runtime(backend: str) -> ModuleType:
@@ -74,8 +81,18 @@ class Context:
     def stager(self) -> Stager:
         if self._stager is None:
             if not self.staging_uri:
-                raise InputError("this plan needs S3 staging: give --staging s3://bucket/prefix/ or [staging] uri in the defaults file")
-            self._stager = Stager(self.clients.get("s3"), self.ledger, self.plan_dir, self.manifest, self.staging_uri, concurrency=self.concurrency, progress=self.progress)
+                raise InputError(
+                    "this plan needs S3 staging: give --staging s3://bucket/prefix/ or [staging] uri in the defaults file"
+                )
+            self._stager = Stager(
+                self.clients.get("s3"),
+                self.ledger,
+                self.plan_dir,
+                self.manifest,
+                self.staging_uri,
+                concurrency=self.concurrency,
+                progress=self.progress,
+            )
         return self._stager
 
     def shard_runs(self, index: int) -> list[dict[str, Any]]:
@@ -110,7 +127,15 @@ def request_problems(service: str, operation: str, params: dict[str, Any]) -> li
     """Everything wrong with a request, by botocore's own check and the model's max, pattern and enum."""
     shape = operation_input(service, operation)
     report = ParamValidator().validate(params, shape)
-    found = [line.strip() for line in report.generate_report().splitlines() if line.strip() and not line.startswith("Parameter validation failed")] if report.has_errors() else []
+    found = (
+        [
+            line.strip()
+            for line in report.generate_report().splitlines()
+            if line.strip() and not line.startswith("Parameter validation failed")
+        ]
+        if report.has_errors()
+        else []
+    )
     found += [p.describe() for p in check_shape(shape, params, "")]
     return found
 
@@ -137,7 +162,15 @@ def open_context(
         raise InputError("--concurrency must be at least 1")
     if rate is not None and rate <= 0:
         raise InputError("--rate must be a positive number of requests per second")
-    clients = Clients(profile=profile, region=region, endpoint_url=endpoint_url, endpoints=dict(endpoints or {}), retry_mode=retry_mode, max_attempts=max_attempts, sandbox=sandbox)
+    clients = Clients(
+        profile=profile,
+        region=region,
+        endpoint_url=endpoint_url,
+        endpoints=dict(endpoints or {}),
+        retry_mode=retry_mode,
+        max_attempts=max_attempts,
+        sandbox=sandbox,
+    )
     if sandbox and endpoints is None:  # started only once the options are known to be good
         from .sandbox.local import ensure_running
 
@@ -149,7 +182,17 @@ def open_context(
         ledger = Ledger.in_memory(manifest)
     else:
         ledger = Ledger.open(plan_dir, manifest, create=create_ledger and not dry_run)
-    return Context(plan_dir=plan_dir, manifest=manifest, ledger=ledger, clients=clients, staging_uri=staging, concurrency=concurrency, rate=rate, dry_run=dry_run, progress=progress)
+    return Context(
+        plan_dir=plan_dir,
+        manifest=manifest,
+        ledger=ledger,
+        clients=clients,
+        staging_uri=staging,
+        concurrency=concurrency,
+        rate=rate,
+        dry_run=dry_run,
+        progress=progress,
+    )
 
 
 def _ensure_bucket(s3: Any, uri: str) -> None:
@@ -196,7 +239,9 @@ def _lock_plan(plan_dir: str) -> Any:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise SubmissionError(f"{plan_dir}: another `planner submit` of this plan is running; wait for it to end") from None
+        raise SubmissionError(
+            f"{plan_dir}: another `planner submit` of this plan is running; wait for it to end"
+        ) from None
     return handle
 
 
@@ -230,7 +275,9 @@ def submit(plan_dir: str, **options: Any) -> dict[str, Any]:
 
 
 STATUS_COLUMNS = ["id", "shard", "position", "remote_id", "submission_status", "state", "reason", "updated_at"]
-STATUS_SCHEMA = {name: pl.Int64 if name in ("shard", "position") else pl.String for name in STATUS_COLUMNS}  # the ledger's samples table
+STATUS_SCHEMA = {
+    name: pl.Int64 if name in ("shard", "position") else pl.String for name in STATUS_COLUMNS
+}  # the ledger's samples table
 
 
 def status(plan_dir: str, *, refresh: bool = True, **options: Any) -> pl.DataFrame:
@@ -252,13 +299,25 @@ def sample_table(ctx: Context) -> pl.DataFrame:
     submissions = [s for s in ctx.ledger.submissions() if s.sample is None and s.remote_id is not None]
     batches = pl.DataFrame(
         [(s.shard, s.remote_id) for s in submissions if s.shard is not None],
-        schema={"shard": pl.Int32, "submission_id": pl.String}, orient="row",
+        schema={"shard": pl.Int32, "submission_id": pl.String},
+        orient="row",
     )
     table = planned.join(known, on="id", how="left").join(batches, on="shard", how="left")
     whole_plan = [s.remote_id for s in submissions if s.shard is None]
     if len(whole_plan) == 1:  # one submission for the whole plan (a Polly run): every sample is in it
         table = table.with_columns(pl.col("submission_id").fill_null(pl.lit(whole_plan[0])))
-    return table.select("row", "id", "shard", "position", "submission_id", "remote_id", "submission_status", "state", "reason", "updated_at")
+    return table.select(
+        "row",
+        "id",
+        "shard",
+        "position",
+        "submission_id",
+        "remote_id",
+        "submission_status",
+        "state",
+        "reason",
+        "updated_at",
+    )
 
 
 def cancel(plan_dir: str, **options: Any) -> int:

@@ -44,23 +44,56 @@ def default_problems(spec: BackendSpec, defaults: Defaults, routes: Sequence[Rou
     if misshapen:
         return misshapen  # the backend's own checks expect tables where the maps are
     found = [
-        Problem(None, None, f"[run] {p.column}" if not p.column.startswith("submission.") else f"[submission] {p.column[len('submission.'):]}", p.value, p.rule, p.message)
+        Problem(
+            None,
+            None,
+            f"[run] {p.column}"
+            if not p.column.startswith("submission.")
+            else f"[submission] {p.column[len('submission.') :]}",
+            p.value,
+            p.rule,
+            p.message,
+        )
         for p in spec.check_defaults(defaults.run, defaults.submission, sheet_fields)
     ]
     unknown = set(defaults.submission) - spec.submission_keys
     for key in sorted(unknown):
         allowed = ", ".join(sorted(spec.submission_keys)) or "nothing"
-        found.append(Problem(None, None, f"[submission] {key}", None, "unknown-field", f"{spec.title} takes {allowed} here"))
+        found.append(
+            Problem(None, None, f"[submission] {key}", None, "unknown-field", f"{spec.title} takes {allowed} here")
+        )
     for route in routes:
-        if route.kind == "parameter" and spec.reserved_parameter_prefix and route.key.startswith(spec.reserved_parameter_prefix):
-            found.append(Problem(None, None, f"header {route.column!r}", route.key, "reserved", f"{spec.title} arguments beginning with {spec.reserved_parameter_prefix} are set by the planner; rename the column"))
+        if (
+            route.kind == "parameter"
+            and spec.reserved_parameter_prefix
+            and route.key.startswith(spec.reserved_parameter_prefix)
+        ):
+            found.append(
+                Problem(
+                    None,
+                    None,
+                    f"header {route.column!r}",
+                    route.key,
+                    "reserved",
+                    f"{spec.title} arguments beginning with {spec.reserved_parameter_prefix} are set by the planner; rename the column",
+                )
+            )
         if route.kind == "tag":
             found += _header_problems(spec.tag_key_rule, route.key, route.column)
         elif route.kind == "parameter" and spec.parameter_key_rule is not None:
             found += _header_problems(spec.parameter_key_rule, route.key, route.column)
     for name in spec.required:
         if name not in defaults.run and not any(r.path == (name,) for r in routes):
-            found.append(Problem(None, None, f"[run] {name}", None, "required", f"is required: set it in [run] of the defaults file, with --set {name}=..., or as a sheet column"))
+            found.append(
+                Problem(
+                    None,
+                    None,
+                    f"[run] {name}",
+                    None,
+                    "required",
+                    f"is required: set it in [run] of the defaults file, with --set {name}=..., or as a sheet column",
+                )
+            )
     return found
 
 
@@ -75,7 +108,16 @@ def _table_problems(spec: BackendSpec, run: Mapping[str, Any]) -> list[Problem]:
             node = node[name]
             if not isinstance(node, Mapping):
                 where = ".".join(path[: depth + 1])
-                found.append(Problem(None, None, f"[run] {where}", repr(node), "type", f"must be a table of key = value ([run.{where}])"))
+                found.append(
+                    Problem(
+                        None,
+                        None,
+                        f"[run] {where}",
+                        repr(node),
+                        "type",
+                        f"must be a table of key = value ([run.{where}])",
+                    )
+                )
                 break
     return found
 
@@ -83,7 +125,10 @@ def _table_problems(spec: BackendSpec, run: Mapping[str, Any]) -> list[Problem]:
 def _header_problems(rule: FieldRule | None, key: str, column: str) -> list[Problem]:
     if rule is None:
         return []
-    return [Problem(None, None, f"header {column!r}", p.value, p.rule, f"key {p.message}") for p in check_scalar(rule, key, column)]
+    return [
+        Problem(None, None, f"header {column!r}", p.value, p.rule, f"key {p.message}")
+        for p in check_scalar(rule, key, column)
+    ]
 
 
 def coerce_fields(routes: Sequence[Route], schema: Mapping[str, pl.DataType]) -> list[pl.Expr]:
@@ -137,22 +182,45 @@ def _text(column: str, schema: Mapping[str, pl.DataType]) -> pl.Expr:
     return source if schema[column] == pl.String else json_text(source)
 
 
-def row_checks(sheet: Sheet, routes: Sequence[Route], spec: BackendSpec, defaults: Defaults, schema: Mapping[str, pl.DataType]) -> list[Check]:
+def row_checks(
+    sheet: Sheet, routes: Sequence[Route], spec: BackendSpec, defaults: Defaults, schema: Mapping[str, pl.DataType]
+) -> list[Check]:
     """Every per-row rule, as expressions over the coerced frame ``schema`` describes."""
     checks: list[Check] = []
     ident = pl.col(ID)
-    checks.append(Check(ident.is_null() | (ident.str.strip_chars() == ""), sheet.id_column, pl.lit(""), "required", "the sample id is empty"))
+    checks.append(
+        Check(
+            ident.is_null() | (ident.str.strip_chars() == ""),
+            sheet.id_column,
+            pl.lit(""),
+            "required",
+            "the sample id is empty",
+        )
+    )
     if spec.id_rule is not None:
         checks += _rule_checks(spec.id_rule, ident, ident, sheet.id_column)
     for column, kind in sheet.type_problems:
         internal = sheet.source[column]
         raw = pl.col(RAW_PREFIX + internal)
-        message = {"int": "is not an integer", "float": "is not a finite number", "bool": "is not true/false/yes/no/1/0", "json": "is not valid JSON"}[kind]
+        message = {
+            "int": "is not an integer",
+            "float": "is not a finite number",
+            "bool": "is not true/false/yes/no/1/0",
+            "json": "is not valid JSON",
+        }[kind]
         failed = raw.is_not_null() & pl.col(internal).is_null()
         if kind == "json":
             # Only the cells that failed are measured (the others are null here).
             deep = pl.when(failed).then(raw).map_batches(json_too_deep, return_dtype=pl.Boolean).fill_null(False)
-            checks.append(Check(failed & deep, column, raw, "max-depth", f"is JSON nested deeper than {MAX_JSON_DEPTH} levels; the planner handles at most {MAX_JSON_DEPTH} (declared json in [sheet.types])"))
+            checks.append(
+                Check(
+                    failed & deep,
+                    column,
+                    raw,
+                    "max-depth",
+                    f"is JSON nested deeper than {MAX_JSON_DEPTH} levels; the planner handles at most {MAX_JSON_DEPTH} (declared json in [sheet.types])",
+                )
+            )
             failed = failed & ~deep
         checks.append(Check(failed, column, raw, "type", f"{message} (declared {kind} in [sheet.types])"))
     declared = {c for c, _ in sheet.type_problems}
@@ -162,7 +230,15 @@ def row_checks(sheet: Sheet, routes: Sequence[Route], spec: BackendSpec, default
         shown = pl.col(raw_name) if raw_name in schema else _text(route.source, schema)
         if route.kind == "field" and route.rule is not None:
             if route.column not in declared and raw_name in schema:
-                checks.append(Check(pl.col(raw_name).is_not_null() & value.is_null(), route.column, _text(raw_name, schema), "type", f"must be {_article(route.rule.type)} for {route.path[-1]}"))
+                checks.append(
+                    Check(
+                        pl.col(raw_name).is_not_null() & value.is_null(),
+                        route.column,
+                        _text(raw_name, schema),
+                        "type",
+                        f"must be {_article(route.rule.type)} for {route.path[-1]}",
+                    )
+                )
             checks += _rule_checks(route.rule, value, shown, route.column)
         elif route.kind == "tag" and spec.tag_value_rule is not None:
             text = value if schema[route.source] == pl.String else json_text(value)
@@ -173,12 +249,27 @@ def row_checks(sheet: Sheet, routes: Sequence[Route], spec: BackendSpec, default
     for name in spec.required:
         route = next((r for r in routes if r.path == (name,)), None)
         if name not in defaults.run and route is not None:
-            checks.append(Check(pl.col(route.source).is_null(), route.column, pl.lit(""), "required", f"{name} is required and has no default: fill the cell or set it in [run]"))
+            checks.append(
+                Check(
+                    pl.col(route.source).is_null(),
+                    route.column,
+                    pl.lit(""),
+                    "required",
+                    f"{name} is required and has no default: fill the cell or set it in [run]",
+                )
+            )
     return checks
 
 
 def _article(kind: str) -> str:
-    return {"integer": "an integer", "long": "an integer", "double": "a number", "float": "a number", "boolean": "true or false", "string": "text"}.get(kind, kind)
+    return {
+        "integer": "an integer",
+        "long": "an integer",
+        "double": "a number",
+        "float": "a number",
+        "boolean": "true or false",
+        "string": "text",
+    }.get(kind, kind)
 
 
 def _rule_checks(rule: FieldRule, value: pl.Expr, shown: pl.Expr, column: str) -> list[Check]:
@@ -187,15 +278,43 @@ def _rule_checks(rule: FieldRule, value: pl.Expr, shown: pl.Expr, column: str) -
     if rule.type == "string":
         length = value.str.len_chars()
         if rule.min is not None:
-            checks.append(Check(set_ & (length < rule.min), column, shown, "min", f"must be at least {int(rule.min)} characters"))
+            checks.append(
+                Check(set_ & (length < rule.min), column, shown, "min", f"must be at least {int(rule.min)} characters")
+            )
         if rule.max is not None:
-            checks.append(Check(set_ & (length > rule.max), column, shown, "max", f"must be at most {int(rule.max)} characters"))
+            checks.append(
+                Check(set_ & (length > rule.max), column, shown, "max", f"must be at most {int(rule.max)} characters")
+            )
         if rule.enum is not None:
-            checks.append(Check(set_ & ~value.is_in(list(rule.enum)), column, shown, "enum", f"must be one of {', '.join(rule.enum)}"))
+            checks.append(
+                Check(
+                    set_ & ~value.is_in(list(rule.enum)),
+                    column,
+                    shown,
+                    "enum",
+                    f"must be one of {', '.join(rule.enum)}",
+                )
+            )
         if rule.pattern is not None:
-            checks.append(Check(set_ & (length > 0) & ~value.str.contains(rule.pattern), column, shown, "pattern", f"must match {rule.pattern}"))
+            checks.append(
+                Check(
+                    set_ & (length > 0) & ~value.str.contains(rule.pattern),
+                    column,
+                    shown,
+                    "pattern",
+                    f"must match {rule.pattern}",
+                )
+            )
         if rule.prefix is not None:
-            checks.append(Check(set_ & ~value.str.starts_with(rule.prefix), column, shown, "prefix", f"must begin with {rule.prefix}"))
+            checks.append(
+                Check(
+                    set_ & ~value.str.starts_with(rule.prefix),
+                    column,
+                    shown,
+                    "prefix",
+                    f"must begin with {rule.prefix}",
+                )
+            )
     elif rule.type in INTEGER_TYPES or rule.type in FLOAT_TYPES:
         if rule.min is not None:
             checks.append(Check(set_ & (value < rule.min), column, shown, "min", f"must be at least {_num(rule.min)}"))
@@ -213,7 +332,15 @@ def _tag_count_checks(routes: Sequence[Route], spec: BackendSpec, defaults: Defa
         return []  # cannot be exceeded by any row
     count = pl.sum_horizontal([pl.col(r.source).is_not_null().cast(pl.Int32) for r in extra]) + len(default_tags)
     name = ".".join(spec.tags_path)
-    return [Check(count > spec.max_tags, f"tag.* ({len(extra)} columns)", count.cast(pl.String), "max-tags", f"a run has at most {spec.max_tags} {name}, defaults included")]
+    return [
+        Check(
+            count > spec.max_tags,
+            f"tag.* ({len(extra)} columns)",
+            count.cast(pl.String),
+            "max-tags",
+            f"a run has at most {spec.max_tags} {name}, defaults included",
+        )
+    ]
 
 
 def _at(values: Mapping[str, Any], path: Sequence[str]) -> Any:

@@ -51,7 +51,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "run": {"jobQueue": "queue", "jobDefinition": "jobdef:1", "parameters": {"reference": "s3://refs/hg38.fa"}},
     },
     "glue": {
-        "run": {"JobName": "etl", "WorkerType": "G.1X", "NumberOfWorkers": 2, "Arguments": {"--input_format": "parquet"}},
+        "run": {
+            "JobName": "etl",
+            "WorkerType": "G.1X",
+            "NumberOfWorkers": 2,
+            "Arguments": {"--input_format": "parquet"},
+        },
     },
     "polly": {
         "run": {"parameters": {"genome": "GRCh38"}, "config": {"infra": {"cpu": 2, "memory": 8}}},
@@ -117,7 +122,14 @@ def write_defaults(path: Path, document: Mapping[str, Any]) -> Path:
     return path
 
 
-def csv_text(header: Sequence[str], rows: Iterable[Sequence[str | None]], *, sep: str = ",", newline: str = "\n", quote_all: bool = False) -> str:
+def csv_text(
+    header: Sequence[str],
+    rows: Iterable[Sequence[str | None]],
+    *,
+    sep: str = ",",
+    newline: str = "\n",
+    quote_all: bool = False,
+) -> str:
     """CSV text; ``None`` and ``""`` are written as empty cells."""
 
     def cell(value: str | None) -> str:
@@ -132,7 +144,9 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[str | None]], *, sep
     return newline.join(out) + newline
 
 
-def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str | None]], *, bom: bool = False, **kw: Any) -> Path:
+def write_csv(
+    path: Path, header: Sequence[str], rows: Iterable[Sequence[str | None]], *, bom: bool = False, **kw: Any
+) -> Path:
     data = csv_text(header, rows, **kw).encode("utf-8")
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + data)
     return path
@@ -152,14 +166,20 @@ def run_cli(argv: Sequence[str], capsys: Any) -> tuple[int, str, str]:
     return code, out, err
 
 
-def run_cli_process(argv: Sequence[str], cwd: Path | None = None, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli_process(
+    argv: Sequence[str], cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``python -m planner.cli argv`` in a child process."""
     environment = dict(os.environ)
     environment.pop("PLANNER_DEBUG", None)
     environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "planner.cli", *map(str, argv)],
-        cwd=cwd, env=environment, capture_output=True, text=True, timeout=120,
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -13,7 +13,13 @@ from types import ModuleType
 from ..errors import InputError
 from .base import BackendSpec, RoutedField
 
-MODULES = {"omics-batch": "omics_batch", "omics-run": "omics_run", "batch": "aws_batch", "glue": "glue", "polly": "polly"}
+MODULES = {
+    "omics-batch": "omics_batch",
+    "omics-run": "omics_run",
+    "batch": "aws_batch",
+    "glue": "glue",
+    "polly": "polly",
+}
 
 
 def backend_module(name: str) -> ModuleType:

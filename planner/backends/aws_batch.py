@@ -58,7 +58,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
-
 import polars as pl
 from tqdm import tqdm
 
@@ -97,22 +96,48 @@ def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_field
     added = ADDED_DEPENDENCIES.get(order, 0) if isinstance(order, str) else 0
     if len(run.get("dependsOn", []) or []) + added > MAX_DEPENDS_ON:
         extra = f" (dependsOnType {order} adds {added})" if added else ""
-        found.append(Problem(None, None, "dependsOn", None, "max", f"at most {MAX_DEPENDS_ON} dependencies per job{extra}"))
+        found.append(
+            Problem(None, None, "dependsOn", None, "max", f"at most {MAX_DEPENDS_ON} dependencies per job{extra}")
+        )
     attempts = (run.get("retryStrategy") or {}).get("attempts")
     if attempts is not None and not (isinstance(attempts, int) and 1 <= attempts <= 10):
-        found.append(Problem(None, None, "retryStrategy.attempts", repr(attempts), "range", "must be an integer from 1 to 10"))
+        found.append(
+            Problem(None, None, "retryStrategy.attempts", repr(attempts), "range", "must be an integer from 1 to 10")
+        )
     seconds = (run.get("timeout") or {}).get("attemptDurationSeconds")
     if seconds is not None and not (isinstance(seconds, int) and seconds >= 60):
-        found.append(Problem(None, None, "timeout.attemptDurationSeconds", repr(seconds), "min", "must be at least 60 seconds"))
+        found.append(
+            Problem(None, None, "timeout.attemptDurationSeconds", repr(seconds), "min", "must be at least 60 seconds")
+        )
     for index, variable in enumerate((run.get("containerOverrides") or {}).get("environment", []) or []):
         name = str((variable or {}).get("name", ""))
         if name.startswith("AWS_BATCH"):
-            found.append(Problem(None, None, f"containerOverrides.environment[{index}].name", name, "reserved", "names starting with AWS_BATCH are reserved for AWS Batch"))
+            found.append(
+                Problem(
+                    None,
+                    None,
+                    f"containerOverrides.environment[{index}].name",
+                    name,
+                    "reserved",
+                    "names starting with AWS_BATCH are reserved for AWS Batch",
+                )
+            )
     for name in UNSUPPORTED_OVERRIDES:
         if name in run:
-            found.append(Problem(None, None, name, None, "unsupported", "each child learns where its settings are from containerOverrides.environment; jobs needing this override are not supported yet"))
+            found.append(
+                Problem(
+                    None,
+                    None,
+                    name,
+                    None,
+                    "unsupported",
+                    "each child learns where its settings are from containerOverrides.environment; jobs needing this override are not supported yet",
+                )
+            )
     if order is not None and order not in ("N_TO_N", "SEQUENTIAL"):
-        found.append(Problem(None, None, "submission.dependsOnType", str(order), "enum", "must be N_TO_N or SEQUENTIAL"))
+        found.append(
+            Problem(None, None, "submission.dependsOnType", str(order), "enum", "must be N_TO_N or SEQUENTIAL")
+        )
     return found
 
 
@@ -187,7 +212,9 @@ def _check_depends_on(manifest: dict[str, Any]) -> None:
     extra = ADDED_DEPENDENCIES.get(manifest["submission"].get("dependsOnType"), 0)
     count = len(manifest["defaults"].get("dependsOn") or []) + extra
     if count > MAX_DEPENDS_ON:
-        raise InputError(f"dependsOn: the defaults' {count - extra} dependencies plus the {extra} the planner adds for dependsOnType exceed {MAX_DEPENDS_ON}")
+        raise InputError(
+            f"dependsOn: the defaults' {count - extra} dependencies plus the {extra} the planner adds for dependsOnType exceed {MAX_DEPENDS_ON}"
+        )
 
 
 def build_request(
@@ -205,10 +232,14 @@ def build_request(
     of a one-run shard, which then goes as a plain job with its own parameters.
     """
     base = lone_run if lone_run is not None else manifest["defaults"]
-    request: dict[str, Any] = {k: v for k, v in base.items() if k not in ("id", "jobName", "dependsOn", "arrayProperties")}
+    request: dict[str, Any] = {
+        k: v for k, v in base.items() if k not in ("id", "jobName", "dependsOn", "arrayProperties")
+    }
     if lone_run is not None and request.get("parameters"):
         # SubmitJob parameters are strings; the run's typed values (a number, a list) go as JSON text.
-        request["parameters"] = {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in request["parameters"].items()}
+        request["parameters"] = {
+            k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in request["parameters"].items()
+        }
     request["jobName"] = job_name(manifest, shard["index"])
     if shard["entries"] >= 2:
         request["arrayProperties"] = {"size": shard["entries"]}
@@ -246,7 +277,9 @@ def _index_key(ctx: Any, sha256: str) -> tuple[str, str]:
 def _index_bytes(ctx: Any, shard: dict[str, Any]) -> bytes:
     data = line_index(os.path.join(ctx.plan_dir, shard["path"]))
     if entry_count(data) != shard["entries"]:
-        raise SubmissionError(f"{shard['path']}: {entry_count(data)} lines, but plan.json says {shard['entries']} entries: the plan directory was changed; plan again")
+        raise SubmissionError(
+            f"{shard['path']}: {entry_count(data)} lines, but plan.json says {shard['entries']} entries: the plan directory was changed; plan again"
+        )
     return data
 
 
@@ -268,7 +301,11 @@ def _stage_index(ctx: Any, shard: dict[str, Any]) -> Any:
     s3 = ctx.clients.get("s3")
     try:
         response = s3.put_object(
-            Bucket=bucket, Key=key, Body=data, IfNoneMatch="*", ContentType=INDEX_CONTENT_TYPE,
+            Bucket=bucket,
+            Key=key,
+            Body=data,
+            IfNoneMatch="*",
+            ContentType=INDEX_CONTENT_TYPE,
             ContentMD5=base64.b64encode(md5.digest()).decode(),
             ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode(),
             Metadata={SHA256_METADATA: sha256},
@@ -276,14 +313,19 @@ def _stage_index(ctx: Any, shard: dict[str, Any]) -> Any:
         etag, version = response["ETag"], response.get("VersionId")
     except ClientError as exc:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if status != 412 and exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "ConditionalRequestConflict"):
+        if status != 412 and exc.response.get("Error", {}).get("Code") not in (
+            "PreconditionFailed",
+            "ConditionalRequestConflict",
+        ):
             raise SubmissionError(f"s3://{bucket}/{key}: cannot stage the line index: {exc}") from exc
         head = ctx.call(f"HeadObject s3://{bucket}/{key}", s3.head_object, Bucket=bucket, Key=key)
         etag, version = head["ETag"], head.get("VersionId")  # already there: fine if it is the same bytes
     except BotoCoreError as exc:
         raise SubmissionError(f"s3://{bucket}/{key}: cannot reach S3: {exc}") from exc
     if etag != expected:
-        raise SubmissionError(f"s3://{bucket}/{key} has ETag {etag}, but this line index's is {expected}: refusing to use it; remove the object or stage under another prefix")
+        raise SubmissionError(
+            f"s3://{bucket}/{key} has ETag {etag}, but this line index's is {expected}: refusing to use it; remove the object or stage under another prefix"
+        )
     staged = Staged(index_row(shard["index"]), f"s3://{bucket}/{key}", bucket, key, etag, sha256, version, len(data))
     ctx.ledger.record_staged(staged)
     return staged
@@ -326,7 +368,10 @@ def _no_blind_retry(response: Any = None, caught_exception: Exception | None = N
 def find_jobs(ctx: Any, batch: Any, queue: str, name: str) -> list[dict[str, Any]]:
     """Jobs (not array children) named exactly ``name`` in ``queue``, oldest first."""
     found = [
-        job for job in list_jobs(ctx, batch, f"ListJobs {name} in {queue}", jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [name]}])
+        job
+        for job in list_jobs(
+            ctx, batch, f"ListJobs {name} in {queue}", jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [name]}]
+        )
         # The filter matches case-insensitively and with * wildcards; moto lists array children too.
         if job.get("jobName") == name and ":" not in job["jobId"] and "index" not in (job.get("arrayProperties") or {})
     ]
@@ -340,7 +385,9 @@ def submit(ctx: Any) -> dict[str, Any]:
     _check_depends_on(manifest)
     batch = None if ctx.dry_run else ctx.clients.get("batch")
     if batch is not None:
-        batch.meta.events.register_first("needs-retry.batch.SubmitJob", _no_blind_retry, unique_id="planner-batch-no-blind-retry")
+        batch.meta.events.register_first(
+            "needs-retry.batch.SubmitJob", _no_blind_retry, unique_id="planner-batch-no-blind-retry"
+        )
     queue = str(manifest["defaults"]["jobQueue"])
     samples = None if ctx.dry_run else ctx.samples()
     chained = manifest["submission"].get("dependsOnType") in ("SEQUENTIAL", "N_TO_N")
@@ -357,7 +404,8 @@ def submit(ctx: Any) -> dict[str, Any]:
         rows = samples.filter(pl.col("shard") == index).select("id", "position")
         plain = manifest["shards"][index]["entries"] == 1
         ctx.ledger.upsert_samples(
-            (sample, index, position, job_id if plain else None, submission_status, None, reason) for sample, position in rows.iter_rows()
+            (sample, index, position, job_id if plain else None, submission_status, None, reason)
+            for sample, position in rows.iter_rows()
         )
 
     def dry(shard: dict[str, Any]) -> None:
@@ -371,15 +419,28 @@ def submit(ctx: Any) -> dict[str, Any]:
         data = _index_bytes(ctx, shard)
         bucket, key = _index_key(ctx, hashlib.sha256(data).hexdigest())
         environment = _environment(
-            f"s3://{location.bucket}/{location.key(ctx.plan_id, shard['sha256'])}", shard["etag"],
-            f"s3://{bucket}/{key}", f'"{hashlib.md5(data).hexdigest()}"',
+            f"s3://{location.bucket}/{location.key(ctx.plan_id, shard['sha256'])}",
+            shard["etag"],
+            f"s3://{bucket}/{key}",
+            f'"{hashlib.md5(data).hexdigest()}"',
         )
         previous = None
         if chained and shard["index"] > 0:
             before = ctx.ledger.submission(f"SubmitJob:{shard['index'] - 1:05d}")
-            previous = before.remote_id if before is not None and before.remote_id else f"(job id of {job_name(manifest, shard['index'] - 1)})"
+            previous = (
+                before.remote_id
+                if before is not None and before.remote_id
+                else f"(job id of {job_name(manifest, shard['index'] - 1)})"
+            )
         request = build_request(manifest, shard, environment, previous=previous, lone_run=_lone_run(ctx, shard))
-        ctx.emit({"operation": "SubmitJob", "shard": shard["index"], "problems": request_problems("batch", "SubmitJob", request), "request": request})
+        ctx.emit(
+            {
+                "operation": "SubmitJob",
+                "shard": shard["index"],
+                "problems": request_problems("batch", "SubmitJob", request),
+                "request": request,
+            }
+        )
 
     def one(shard: dict[str, Any]) -> str:
         """Submit (or find) the job of one shard; returns its job id."""
@@ -396,7 +457,17 @@ def submit(ctx: Any) -> dict[str, Any]:
             existing = find_jobs(ctx, batch, queue, name)
             if existing:
                 job = existing[0]
-                ctx.ledger.result(key, job["jobId"], {"jobId": job["jobId"], "jobName": name, "jobArn": job.get("jobArn"), "reconciled": True, "found": len(existing)})
+                ctx.ledger.result(
+                    key,
+                    job["jobId"],
+                    {
+                        "jobId": job["jobId"],
+                        "jobName": name,
+                        "jobArn": job.get("jobArn"),
+                        "reconciled": True,
+                        "found": len(existing),
+                    },
+                )
                 mark_samples(index, job["jobId"], "SUBMITTED")
                 count("reconciled")
                 return str(job["jobId"])
@@ -425,12 +496,19 @@ def submit(ctx: Any) -> dict[str, Any]:
                 # The call may have been carried out: look for the job by name before sending again.
                 existing = find_jobs(ctx, batch, queue, name)
                 if existing:
-                    response = {"jobId": existing[0]["jobId"], "jobName": name, "jobArn": existing[0].get("jobArn"), "reconciled": True}
+                    response = {
+                        "jobId": existing[0]["jobId"],
+                        "jobName": name,
+                        "jobArn": existing[0].get("jobArn"),
+                        "reconciled": True,
+                    }
                     break
                 if attempt == MAX_UNKNOWN_OUTCOMES:
                     ctx.ledger.failure(key, str(exc))
                     mark_samples(index, None, "FAILED", str(exc))
-                    raise SubmissionError(f"SubmitJob for shard {index}: {exc}; no job was made (ListJobs finds none)") from exc
+                    raise SubmissionError(
+                        f"SubmitJob for shard {index}: {exc}; no job was made (ListJobs finds none)"
+                    ) from exc
                 ctx.sleep(min(2.0**attempt, 30.0))
             except SubmissionError as exc:
                 ctx.ledger.failure(key, str(exc))
@@ -446,8 +524,16 @@ def submit(ctx: Any) -> dict[str, Any]:
     if ctx.dry_run:
         for shard in shards:
             dry(shard)
-        return {"backend": SPEC.name, "plan_id": ctx.plan_id, "dry_run": True, "jobs": len(shards), "runs": manifest["runs"]}
-    with tqdm(total=len(shards), unit="job", desc="SubmitJob", file=sys.stderr, disable=not ctx.progress, leave=False) as bar:
+        return {
+            "backend": SPEC.name,
+            "plan_id": ctx.plan_id,
+            "dry_run": True,
+            "jobs": len(shards),
+            "runs": manifest["runs"],
+        }
+    with tqdm(
+        total=len(shards), unit="job", desc="SubmitJob", file=sys.stderr, disable=not ctx.progress, leave=False
+    ) as bar:
         if chained or ctx.concurrency == 1 or len(shards) == 1:
             for shard in shards:  # each job names the one before it: one at a time, in order
                 one(shard)
@@ -457,8 +543,12 @@ def submit(ctx: Any) -> dict[str, Any]:
                 for _ in pool.map(one, shards):
                     bar.update(1)
     return {
-        "backend": SPEC.name, "plan_id": ctx.plan_id, "jobs_submitted": counts["created"],
-        "jobs_reconciled": counts["reconciled"], "jobs_already_submitted": counts["reused"], "runs": manifest["runs"],
+        "backend": SPEC.name,
+        "plan_id": ctx.plan_id,
+        "jobs_submitted": counts["created"],
+        "jobs_reconciled": counts["reconciled"],
+        "jobs_already_submitted": counts["reused"],
+        "runs": manifest["runs"],
     }
 
 
@@ -482,20 +572,27 @@ def _children(ctx: Any, batch: Any, parent: dict[str, Any]) -> pl.DataFrame:
     rows: dict[int, tuple[str, str, str | None]] = {}
     for status in statuses:
         # Without jobStatus ListJobs lists only RUNNING jobs: ask per status.
-        for child in list_jobs(ctx, batch, f"ListJobs of array {parent['jobId']}", arrayJobId=parent["jobId"], jobStatus=status):
+        for child in list_jobs(
+            ctx, batch, f"ListJobs of array {parent['jobId']}", arrayJobId=parent["jobId"], jobStatus=status
+        ):
             position = (child.get("arrayProperties") or {}).get("index")
             if position is None:
                 position = int(child["jobId"].rsplit(":", 1)[1])  # child ids are <parent id>:<index>
             rows[int(position)] = (child["jobId"], child.get("status") or status, child.get("statusReason"))
     return pl.DataFrame(
         [(position, *values) for position, values in rows.items()],
-        schema={"position": pl.Int32, "remote_id": pl.String, "state": pl.String, "reason": pl.String}, orient="row",
+        schema={"position": pl.Int32, "remote_id": pl.String, "state": pl.String, "reason": pl.String},
+        orient="row",
     )
 
 
 def refresh(ctx: Any) -> None:
     batch = ctx.clients.get("batch")
-    submitted = {s.shard: s.remote_id for s in ctx.ledger.submissions("done") if s.kind == "SubmitJob" and s.remote_id is not None}
+    submitted = {
+        s.shard: s.remote_id
+        for s in ctx.ledger.submissions("done")
+        if s.kind == "SubmitJob" and s.remote_id is not None
+    }
     if not submitted:
         return
     jobs = _describe(ctx, batch, list(submitted.values()))
@@ -506,18 +603,30 @@ def refresh(ctx: Any) -> None:
             continue  # gone from Batch's history: keep what the ledger knows
         rows = samples.filter(pl.col("shard") == shard_index).select("id", "position")
         if ctx.manifest["shards"][shard_index]["entries"] == 1:
-            children = pl.DataFrame({"position": [0], "remote_id": [job_id], "state": [job.get("status")], "reason": [job.get("statusReason")]},
-                                    schema={"position": pl.Int32, "remote_id": pl.String, "state": pl.String, "reason": pl.String})
+            children = pl.DataFrame(
+                {
+                    "position": [0],
+                    "remote_id": [job_id],
+                    "state": [job.get("status")],
+                    "reason": [job.get("statusReason")],
+                },
+                schema={"position": pl.Int32, "remote_id": pl.String, "state": pl.String, "reason": pl.String},
+            )
         else:
             children = _children(ctx, batch, job)
         # A child not listed yet (its parent has not spawned it) shows the parent's state.
         table = rows.join(children, on="position", how="left").with_columns(
             pl.col("state").fill_null(pl.lit(job.get("status"), pl.String)),
-            pl.when(pl.col("state").is_null()).then(pl.lit(job.get("statusReason"), pl.String)).otherwise(pl.col("reason")).alias("reason"),
+            pl.when(pl.col("state").is_null())
+            .then(pl.lit(job.get("statusReason"), pl.String))
+            .otherwise(pl.col("reason"))
+            .alias("reason"),
         )
         ctx.ledger.upsert_samples(
             (sample, shard_index, position, remote_id, "SUBMITTED", state, reason)
-            for sample, position, remote_id, state, reason in table.select("id", "position", "remote_id", "state", "reason").iter_rows()
+            for sample, position, remote_id, state, reason in table.select(
+                "id", "position", "remote_id", "state", "reason"
+            ).iter_rows()
         )
 
 
@@ -553,27 +662,39 @@ def prepare_sandbox(ctx: Any) -> None:
         role = iam.get_role(RoleName=SANDBOX_ROLE)["Role"]["Arn"]
     except ClientError:
         try:
-            role = iam.create_role(RoleName=SANDBOX_ROLE, AssumeRolePolicyDocument='{"Version": "2012-10-17", "Statement": []}')["Role"]["Arn"]
+            role = iam.create_role(
+                RoleName=SANDBOX_ROLE, AssumeRolePolicyDocument='{"Version": "2012-10-17", "Statement": []}'
+            )["Role"]["Arn"]
         except ClientError as exc:
             # The answer to an earlier CreateRole was lost (botocore sent it again), or another
             # submit made the role meanwhile: it exists, which is all that is needed.
             if exc.response.get("Error", {}).get("Code") != "EntityAlreadyExists":
                 raise
             role = iam.get_role(RoleName=SANDBOX_ROLE)["Role"]["Arn"]
-    environments = batch.describe_compute_environments(computeEnvironments=[SANDBOX_COMPUTE]).get("computeEnvironments", [])
+    environments = batch.describe_compute_environments(computeEnvironments=[SANDBOX_COMPUTE]).get(
+        "computeEnvironments", []
+    )
     if environments:
         compute = environments[0]["computeEnvironmentArn"]
     else:
-        compute = batch.create_compute_environment(computeEnvironmentName=SANDBOX_COMPUTE, type="UNMANAGED", state="ENABLED", serviceRole=role)["computeEnvironmentArn"]
+        compute = batch.create_compute_environment(
+            computeEnvironmentName=SANDBOX_COMPUTE, type="UNMANAGED", state="ENABLED", serviceRole=role
+        )["computeEnvironmentArn"]
     queue = _name_of(str(defaults["jobQueue"]))
     if not batch.describe_job_queues(jobQueues=[queue]).get("jobQueues"):
-        batch.create_job_queue(jobQueueName=queue, state="ENABLED", priority=1, computeEnvironmentOrder=[{"order": 1, "computeEnvironment": compute}])
+        batch.create_job_queue(
+            jobQueueName=queue,
+            state="ENABLED",
+            priority=1,
+            computeEnvironmentOrder=[{"order": 1, "computeEnvironment": compute}],
+        )
     name, _, revision = _name_of(str(defaults["jobDefinition"])).partition(":")
     wanted = int(revision) if revision.isdigit() else 1
     have = batch.describe_job_definitions(jobDefinitionName=name).get("jobDefinitions", [])
     for _ in range(max((d["revision"] for d in have), default=0), wanted):
         batch.register_job_definition(
-            jobDefinitionName=name, type="container",
+            jobDefinitionName=name,
+            type="container",
             containerProperties={
                 "image": "public.ecr.aws/docker/library/python:3.12-slim",
                 "command": ["planner", "child-settings"],

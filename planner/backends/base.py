@@ -58,7 +58,9 @@ class BackendSpec:
     # its runs travel in the requests themselves (omics-batch decides per plan size).
     shard_mode: Callable[[dict[str, Any]], str] = field(default=lambda submission: "inline")
     # Checks of the default request and the request-level settings.
-    check_defaults: Callable[[dict[str, Any], dict[str, Any], set[str]], list[Problem]] = field(default=lambda run, submission, sheet_fields: [])
+    check_defaults: Callable[[dict[str, Any], dict[str, Any], set[str]], list[Problem]] = field(
+        default=lambda run, submission, sheet_fields: []
+    )
     # Request-level keys the [submission] table may hold.
     submission_keys: frozenset[str] = frozenset()
     # The botocore shape of the [run] table (None for Polly), so --set knows a field's type.

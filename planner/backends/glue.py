@@ -71,11 +71,20 @@ _PER_RUN = [name for name, shape in _INPUT.members.items() if shape.type_name in
 
 def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_fields: set[str]) -> list[Problem]:
     found = check_shape(_INPUT, run, "", _OVERRIDES)
-    for key in (run.get("Arguments") or {}):
+    for key in run.get("Arguments") or {}:
         if not str(key).startswith("--"):
             found.append(Problem(None, None, f"Arguments.{key}", None, "prefix", "Glue argument names begin with --"))
         elif str(key).startswith(RESERVED_PREFIX):
-            found.append(Problem(None, None, f"Arguments.{key}", None, "reserved", f"argument names beginning with {RESERVED_PREFIX} are set by the planner"))
+            found.append(
+                Problem(
+                    None,
+                    None,
+                    f"Arguments.{key}",
+                    None,
+                    "reserved",
+                    f"argument names beginning with {RESERVED_PREFIX} are set by the planner",
+                )
+            )
     mode = submission.get("mode", "per-run")
     if mode not in ("per-run", "manifest"):
         found.append(Problem(None, None, "submission.mode", str(mode), "enum", "must be per-run or manifest"))
@@ -83,12 +92,18 @@ def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_field
     if mode == "manifest" and per_sample:
         # One job run serves a whole shard: a per-sample JobName or WorkerType could not apply,
         # and leaving it in the manifest alone would look as if it did.
-        found.append(Problem(
-            None, None, "submission.mode", "manifest", "manifest-fields",
-            f"sheet column{'s' if len(per_sample) > 1 else ''} {', '.join(per_sample)} set job-run fields per sample, but in manifest mode "
-            "one job run serves a whole shard and takes its fields from [run]: set them in [run], or name the columns "
-            f"param.{per_sample[0]} (and so on) to pass them to the script as arguments",
-        ))
+        found.append(
+            Problem(
+                None,
+                None,
+                "submission.mode",
+                "manifest",
+                "manifest-fields",
+                f"sheet column{'s' if len(per_sample) > 1 else ''} {', '.join(per_sample)} set job-run fields per sample, but in manifest mode "
+                "one job run serves a whole shard and takes its fields from [run]: set them in [run], or name the columns "
+                f"param.{per_sample[0]} (and so on) to pass them to the script as arguments",
+            )
+        )
     return found
 
 
@@ -100,7 +115,9 @@ SPEC = BackendSpec(
     title="AWS Glue StartJobRun",
     id_field=None,
     id_rule=None,
-    fields={name: RoutedField((name,), _OVERRIDES.get(name) or rule_for(name, _INPUT.members[name])) for name in _PER_RUN},
+    fields={
+        name: RoutedField((name,), _OVERRIDES.get(name) or rule_for(name, _INPUT.members[name])) for name in _PER_RUN
+    },
     parameters_path=("Arguments",),
     parameter_key_prefix="--",
     parameters_as_strings=True,
@@ -194,7 +211,9 @@ def _no_blind_retry(response: Any = None, caught_exception: Exception | None = N
 
 def _glue(ctx: Any) -> Any:
     glue = ctx.clients.get("glue")
-    glue.meta.events.register_first("needs-retry.glue.StartJobRun", _no_blind_retry, unique_id="planner-glue-no-blind-retry")
+    glue.meta.events.register_first(
+        "needs-retry.glue.StartJobRun", _no_blind_retry, unique_id="planner-glue-no-blind-retry"
+    )
     return glue
 
 
@@ -275,7 +294,8 @@ class _Slots:
                     self._told = True
                     print(
                         f"glue: all {self.limit} run slots of job {self.job} (MaxConcurrentRuns) are taken; waiting for runs to end "
-                        "(JobRunQueuingEnabled = true in the defaults lets Glue queue runs instead)", file=sys.stderr,
+                        "(JobRunQueuingEnabled = true in the defaults lets Glue queue runs instead)",
+                        file=sys.stderr,
                     )
                 self.ctx.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
@@ -305,7 +325,9 @@ class _Submitter:
 
     def record(self, start: _Start, run_id: str, state: str | None = None) -> None:
         self.ctx.ledger.result(start.key, run_id, {"JobName": start.job, "JobRunId": run_id})
-        self.ctx.ledger.upsert_samples((sample, start.shard, position, run_id, "SUBMITTED", state, None) for sample, position in self._rows(start))
+        self.ctx.ledger.upsert_samples(
+            (sample, start.shard, position, run_id, "SUBMITTED", state, None) for sample, position in self._rows(start)
+        )
 
     def _rows(self, start: _Start) -> list[tuple[str, int]]:
         if start.sample is not None:
@@ -318,7 +340,9 @@ class _Submitter:
 
     def _fail(self, start: _Start, error: str) -> None:
         self.ctx.ledger.failure(start.key, error)
-        self.ctx.ledger.upsert_samples((sample, start.shard, position, None, "FAILED", None, error) for sample, position in self._rows(start))
+        self.ctx.ledger.upsert_samples(
+            (sample, start.shard, position, None, "FAILED", None, error) for sample, position in self._rows(start)
+        )
         with self._gate:
             self.failures.append(f"{start.label}: {error}")
 
@@ -342,7 +366,9 @@ class _Submitter:
             try:
                 with self._gate:
                     next(self._limiter)
-                self.ctx.ledger.intent(start.key, "StartJobRun", shard=start.shard, sample=start.sample, token=start.run_key)
+                self.ctx.ledger.intent(
+                    start.key, "StartJobRun", shard=start.shard, sample=start.sample, token=start.run_key
+                )
                 try:
                     response = self.ctx.call(f"StartJobRun for {start.label}", self._send, **start.request)
                 except _NoSlot:
@@ -353,7 +379,10 @@ class _Submitter:
                     try:
                         found = _scan(self.ctx, self.glue, start.job).ours.get(start.run_key)
                     except SubmissionError as lookup:
-                        self._fail(start, f"StartJobRun may have started a run ({exc}) and GetJobRuns failed: {lookup}; submit again to reconcile")
+                        self._fail(
+                            start,
+                            f"StartJobRun may have started a run ({exc}) and GetJobRuns failed: {lookup}; submit again to reconcile",
+                        )
                         return
                     if found is not None:
                         started = True
@@ -361,7 +390,9 @@ class _Submitter:
                         return
                     unknown += 1
                     if unknown >= MAX_UNKNOWN_OUTCOMES:
-                        self._fail(start, f"StartJobRun did not answer ({exc}) {unknown} times, and no run carries its key")
+                        self._fail(
+                            start, f"StartJobRun did not answer ({exc}) {unknown} times, and no run carries its key"
+                        )
                         return
                     continue
                 except SubmissionError as exc:
@@ -399,7 +430,9 @@ def _per_run_starts(ctx: Any, done: set[str]) -> Iterator[_Start]:
                 arguments = request.get("Arguments") or {}
                 reserved = sorted(name for name in arguments if name.startswith(RESERVED_PREFIX))
                 if reserved:
-                    raise InputError(f"sample {sample}: argument {reserved[0]} is reserved for the planner; rename the column")
+                    raise InputError(
+                        f"sample {sample}: argument {reserved[0]} is reserved for the planner; rename the column"
+                    )
                 token = run_key(ctx.plan_id, sample)
                 request["Arguments"] = {**arguments, RUN_KEY: token}
                 yield _Start(key, token, shard["index"], sample, position, request)
@@ -413,7 +446,11 @@ def _manifest_request(ctx: Any, shard: dict[str, Any], uri: str, etag: str, inde
     request = orjson.loads(orjson.dumps(ctx.manifest["defaults"]))
     request["Arguments"] = {
         **(request.get("Arguments") or {}),
-        MANIFEST: uri, MANIFEST_ETAG: etag, FIRST_INDEX: "0", INDEX_URI: index[0], INDEX_ETAG: index[1],
+        MANIFEST: uri,
+        MANIFEST_ETAG: etag,
+        FIRST_INDEX: "0",
+        INDEX_URI: index[0],
+        INDEX_ETAG: index[1],
         RUN_KEY: shard_run_key(ctx.plan_id, shard["index"]),
     }
     return request
@@ -429,21 +466,33 @@ def _manifest_starts(ctx: Any, done: set[str]) -> Iterator[_Start]:
         bucket, index_key = _index_location(ctx, data)
         if ctx.dry_run:
             index_etag = f'"{hashlib.md5(data).hexdigest()}"'
-            request = _manifest_request(ctx, shard, f"s3://{bucket}/{_staged_key(ctx, shard)}", shard["etag"], (f"s3://{bucket}/{index_key}", index_etag))
+            request = _manifest_request(
+                ctx,
+                shard,
+                f"s3://{bucket}/{_staged_key(ctx, shard)}",
+                shard["etag"],
+                (f"s3://{bucket}/{index_key}", index_etag),
+            )
         else:
             staged = ctx.ledger.staged(index)
             if staged is None:
                 raise SubmissionError(f"shard {index} is not staged; staging must come first")
             ctx.stager.verify(staged)  # the script reads it with IfMatch: refuse a changed object before starting
-            request = _manifest_request(ctx, shard, ctx.stager.uri(staged), staged.etag, _stage_index(ctx, data, bucket, index_key))
+            request = _manifest_request(
+                ctx, shard, ctx.stager.uri(staged), staged.etag, _stage_index(ctx, data, bucket, index_key)
+            )
         yield _Start(key, shard_run_key(ctx.plan_id, index), index, None, None, request)
 
 
 def _warn_secrets(starts: Iterable[_Start]) -> None:
-    names = sorted({
-        name for start in starts for name in (start.request.get("Arguments") or {})
-        if _SECRET_NAME.search(name) and not name.startswith(RESERVED_PREFIX)
-    })
+    names = sorted(
+        {
+            name
+            for start in starts
+            for name in (start.request.get("Arguments") or {})
+            if _SECRET_NAME.search(name) and not name.startswith(RESERVED_PREFIX)
+        }
+    )
     if names:
         print(
             f"warning: Glue argument{'s' if len(names) > 1 else ''} {', '.join(names)} look{'' if len(names) > 1 else 's'} like "
@@ -464,7 +513,14 @@ def submit(ctx: Any) -> dict[str, Any]:
     if ctx.dry_run:
         for start in starts:
             where = {"sample": start.sample} if start.sample is not None else {"shard": start.shard}
-            ctx.emit({"operation": "StartJobRun", **where, "problems": request_problems("glue", "StartJobRun", start.request), "request": start.request})
+            ctx.emit(
+                {
+                    "operation": "StartJobRun",
+                    **where,
+                    "problems": request_problems("glue", "StartJobRun", start.request),
+                    "request": start.request,
+                }
+            )
         return {**summary, "job_runs": total}
 
     glue = _glue(ctx)
@@ -485,14 +541,17 @@ def submit(ctx: Any) -> dict[str, Any]:
             submitter.record(start, run["Id"], run.get("JobRunState"))
         else:
             pending.append(start)
-    with tqdm(total=len(pending), unit="run", desc="StartJobRun", file=sys.stderr, disable=not ctx.progress, leave=False) as bar:
-        with ThreadPoolExecutor(max_workers=ctx.concurrency, thread_name_prefix="planner-startjobrun") as pool:
-            for _ in pool.map(submitter.start, pending):
-                bar.update(1)
+    with tqdm(
+        total=len(pending), unit="run", desc="StartJobRun", file=sys.stderr, disable=not ctx.progress, leave=False
+    ) as bar, ThreadPoolExecutor(max_workers=ctx.concurrency, thread_name_prefix="planner-startjobrun") as pool:
+        for _ in pool.map(submitter.start, pending):
+            bar.update(1)
     failures = submitter.failures
     if failures:
         shown = "; ".join(failures[:5]) + (f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
-        raise SubmissionError(f"{len(failures)} of {len(pending)} job runs could not be started ({shown}); `planner status` lists them and `planner retry` plans them again")
+        raise SubmissionError(
+            f"{len(failures)} of {len(pending)} job runs could not be started ({shown}); `planner status` lists them and `planner retry` plans them again"
+        )
     return {
         **summary,
         "job_runs_started": submitter.started,
@@ -528,11 +587,17 @@ def refresh(ctx: Any) -> None:
         state, reason = run.get("JobRunState"), run.get("ErrorMessage")
         if submission.sample is not None:
             if places is None:
-                places = {sample: (shard, position) for sample, shard, position in samples.select("id", "shard", "position").iter_rows()}
+                places = {
+                    sample: (shard, position)
+                    for sample, shard, position in samples.select("id", "shard", "position").iter_rows()
+                }
             updates.append((submission.sample, *places[submission.sample], run["Id"], None, state, reason))
         else:
             rows = samples.filter(pl.col("shard") == submission.shard)
-            updates.extend((sample, int(submission.shard or 0), position, run["Id"], None, state, reason) for sample, position in rows.select("id", "position").iter_rows())
+            updates.extend(
+                (sample, int(submission.shard or 0), position, run["Id"], None, state, reason)
+                for sample, position in rows.select("id", "position").iter_rows()
+            )
     ctx.ledger.upsert_samples(updates)
 
 
@@ -562,7 +627,10 @@ def cancel(ctx: Any) -> int:
             stopped += len(response.get("SuccessfulSubmissions", []))
             for error in response.get("Errors", []):
                 detail = error.get("ErrorDetail") or {}
-                print(f"glue: run {error.get('JobRunId')} of {job} not stopped: {detail.get('ErrorCode', '')}: {detail.get('ErrorMessage', '')}", file=sys.stderr)
+                print(
+                    f"glue: run {error.get('JobRunId')} of {job} not stopped: {detail.get('ErrorCode', '')}: {detail.get('ErrorMessage', '')}",
+                    file=sys.stderr,
+                )
     return stopped
 
 
@@ -574,7 +642,9 @@ def _index_bytes(ctx: Any, shard: dict[str, Any]) -> bytes:
 
     data = line_index(_path(ctx, shard))
     if entry_count(data) != shard["entries"]:
-        raise SubmissionError(f"{shard['path']}: {entry_count(data)} lines, but plan.json says {shard['entries']} entries: the plan directory was changed; plan again")
+        raise SubmissionError(
+            f"{shard['path']}: {entry_count(data)} lines, but plan.json says {shard['entries']} entries: the plan directory was changed; plan again"
+        )
     return data
 
 
@@ -602,7 +672,9 @@ def _stage_index(ctx: Any, data: bytes, bucket: str, key: str) -> tuple[str, str
         try:
             return str(s3.head_object(Bucket=bucket, Key=key)["ETag"])
         except ClientError as exc:
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404 or exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404 or exc.response.get(
+                "Error", {}
+            ).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise SubmissionError(f"{uri}: cannot check the index object: {exc}") from exc
         except BotoCoreError as exc:
@@ -610,7 +682,9 @@ def _stage_index(ctx: Any, data: bytes, bucket: str, key: str) -> tuple[str, str
 
     def same_or_fail(found: str) -> tuple[str, str]:
         if found != etag:
-            raise SubmissionError(f"{uri} already exists with ETag {found}, but this shard's line index has ETag {etag}: refusing to overwrite it; remove the object or stage under another prefix")
+            raise SubmissionError(
+                f"{uri} already exists with ETag {found}, but this shard's line index has ETag {etag}: refusing to overwrite it; remove the object or stage under another prefix"
+            )
         return uri, etag
 
     found = existing()
@@ -618,12 +692,19 @@ def _stage_index(ctx: Any, data: bytes, bucket: str, key: str) -> tuple[str, str
         return same_or_fail(found)
     try:
         s3.put_object(
-            Bucket=bucket, Key=key, Body=data, IfNoneMatch="*", ContentType="application/octet-stream",
+            Bucket=bucket,
+            Key=key,
+            Body=data,
+            IfNoneMatch="*",
+            ContentType="application/octet-stream",
             ContentMD5=base64.b64encode(digest).decode(),
         )
     except ClientError as exc:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if status == 412 or exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+        if status == 412 or exc.response.get("Error", {}).get("Code") in (
+            "PreconditionFailed",
+            "ConditionalRequestConflict",
+        ):
             found = existing()  # another writer got there first: fine if it wrote the same bytes
             if found is not None:
                 return same_or_fail(found)
@@ -647,8 +728,11 @@ def prepare_sandbox(ctx: Any) -> None:
             if exc.response.get("Error", {}).get("Code") != "EntityNotFoundException":
                 raise SubmissionError(f"GetJob {job}: {exc}") from exc
         ctx.call(
-            f"CreateJob {job}", glue.create_job,
-            Name=job, Role=SANDBOX_ROLE, GlueVersion="4.0",
+            f"CreateJob {job}",
+            glue.create_job,
+            Name=job,
+            Role=SANDBOX_ROLE,
+            GlueVersion="4.0",
             Command={"Name": "glueetl", "ScriptLocation": SANDBOX_SCRIPT, "PythonVersion": "3"},
             ExecutionProperty={"MaxConcurrentRuns": SANDBOX_MAX_CONCURRENT_RUNS},
         )

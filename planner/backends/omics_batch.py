@@ -157,7 +157,13 @@ def submit(ctx: Any) -> dict[str, Any]:
             (sample, index, position, None, "SUBMITTED", None, None)
             for sample, position in rows.select("id", "position").iter_rows()
         )
-    return {"backend": SPEC.name, "plan_id": ctx.plan_id, "batches_created": created, "batches_already_submitted": reused, "runs": ctx.manifest["runs"]}
+    return {
+        "backend": SPEC.name,
+        "plan_id": ctx.plan_id,
+        "batches_created": created,
+        "batches_already_submitted": reused,
+        "runs": ctx.manifest["runs"],
+    }
 
 
 def refresh(ctx: Any) -> None:

@@ -29,7 +29,8 @@ _INPUT = operation_input("omics", "StartRun")
 _TAGS = _INPUT.members["tags"]
 _OVERRIDES = {"outputUri": rule_for("outputUri", _INPUT.members["outputUri"]).with_limits(prefix="s3://")}
 _PER_RUN = [
-    name for name, shape in _INPUT.members.items()
+    name
+    for name, shape in _INPUT.members.items()
     if shape.type_name in SCALAR_TYPES and name not in ("requestId", "runId")
 ]
 
@@ -37,7 +38,9 @@ _PER_RUN = [
 def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_fields: set[str]) -> list[Problem]:
     found = check_shape(_INPUT, run, "", _OVERRIDES)
     if "requestId" in run:
-        found.append(Problem(None, None, "requestId", None, "derived", "is derived per sample by the planner; remove it"))
+        found.append(
+            Problem(None, None, "requestId", None, "derived", "is derived per sample by the planner; remove it")
+        )
     return found
 
 
@@ -46,7 +49,9 @@ SPEC = BackendSpec(
     title="AWS HealthOmics StartRun",
     id_field=None,
     id_rule=None,
-    fields={name: RoutedField((name,), _OVERRIDES.get(name) or rule_for(name, _INPUT.members[name])) for name in _PER_RUN},
+    fields={
+        name: RoutedField((name,), _OVERRIDES.get(name) or rule_for(name, _INPUT.members[name])) for name in _PER_RUN
+    },
     parameters_path=("parameters",),
     tags_path=("tags",),
     tag_key_rule=rule_for("tags key", _TAGS.key),
@@ -99,7 +104,14 @@ def submit(ctx: Any) -> dict[str, Any]:
         sample, shard, position, text = run
         request = dict(orjson.loads(text), requestId=request_id(ctx.plan_id, sample))
         if ctx.dry_run:
-            ctx.emit({"operation": "StartRun", "sample": sample, "problems": request_problems("omics", "StartRun", request), "request": request})
+            ctx.emit(
+                {
+                    "operation": "StartRun",
+                    "sample": sample,
+                    "problems": request_problems("omics", "StartRun", request),
+                    "request": request,
+                }
+            )
             return
         key = f"StartRun:{sample}"
         wait_turn()
@@ -115,7 +127,9 @@ def submit(ctx: Any) -> dict[str, Any]:
         ctx.ledger.result(key, response["id"], response)
         ctx.ledger.upsert_samples([(sample, shard, position, response["id"], "SUCCESS", response.get("status"), None)])
 
-    with tqdm(total=len(pending), unit="run", desc="StartRun", file=sys.stderr, disable=not ctx.progress, leave=False) as bar:
+    with tqdm(
+        total=len(pending), unit="run", desc="StartRun", file=sys.stderr, disable=not ctx.progress, leave=False
+    ) as bar:
         if ctx.dry_run:
             for run in pending:
                 start(run)
@@ -125,8 +139,16 @@ def submit(ctx: Any) -> dict[str, Any]:
                     bar.update(1)
     if failures:
         shown = "; ".join(failures[:5]) + (f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
-        raise SubmissionError(f"{len(failures)} of {len(pending)} runs could not be started ({shown}); `planner status` lists them and `planner retry` plans them again")
-    return {"backend": SPEC.name, "plan_id": ctx.plan_id, "runs_started": len(pending), "runs_already_started": ctx.manifest["runs"] - len(pending), "runs": ctx.manifest["runs"]}
+        raise SubmissionError(
+            f"{len(failures)} of {len(pending)} runs could not be started ({shown}); `planner status` lists them and `planner retry` plans them again"
+        )
+    return {
+        "backend": SPEC.name,
+        "plan_id": ctx.plan_id,
+        "runs_started": len(pending),
+        "runs_already_started": ctx.manifest["runs"] - len(pending),
+        "runs": ctx.manifest["runs"],
+    }
 
 
 def refresh(ctx: Any) -> None:
@@ -139,7 +161,8 @@ def refresh(ctx: Any) -> None:
     omics = ctx.clients.get("omics")
     settled = {row[0] for row in ctx.ledger.samples() if row[5] in SPEC.final_states}
     started = {
-        s.sample: s.remote_id for s in ctx.ledger.submissions("done")
+        s.sample: s.remote_id
+        for s in ctx.ledger.submissions("done")
         if s.kind == "StartRun" and s.remote_id and s.sample not in settled
     }
     if not started:
@@ -161,9 +184,13 @@ def refresh(ctx: Any) -> None:
     missing = [run_id for run_id in started.values() if run_id not in states]
     with ThreadPoolExecutor(max_workers=ctx.concurrency, thread_name_prefix="planner-getrun") as pool:
         list(pool.map(get, missing))
-    places = {sample: (shard, position) for sample, shard, position in ctx.samples().select("id", "shard", "position").iter_rows()}
+    places = {
+        sample: (shard, position)
+        for sample, shard, position in ctx.samples().select("id", "shard", "position").iter_rows()
+    }
     ctx.ledger.upsert_samples(
-        (sample, *places[sample], run_id, "SUCCESS", states[run_id][0], states[run_id][1]) for sample, run_id in started.items()
+        (sample, *places[sample], run_id, "SUCCESS", states[run_id][0], states[run_id][1])
+        for sample, run_id in started.items()
     )
 
 

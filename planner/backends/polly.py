@@ -85,7 +85,9 @@ def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_field
     found: list[Problem] = []
     for key in run:
         if key not in _RUN_FIELDS:
-            found.append(Problem(None, None, key, None, "unknown-field", "a Polly job takes only parameters and config.infra"))
+            found.append(
+                Problem(None, None, key, None, "unknown-field", "a Polly job takes only parameters and config.infra")
+            )
     config = run.get("config") or {}
     for key, value in config.items():
         if key != "infra":
@@ -93,11 +95,15 @@ def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_field
     for key, value in (config.get("infra") or {}).items():
         rule = _INFRA.get(key)
         if rule is None:
-            found.append(Problem(None, None, f"config.infra.{key}", None, "unknown-field", "infra takes cpu, memory and storage"))
+            found.append(
+                Problem(None, None, f"config.infra.{key}", None, "unknown-field", "infra takes cpu, memory and storage")
+            )
         else:
             found += check_scalar(rule, value, f"config.infra.{key}")
     if "pipeline_id" not in submission:
-        found.append(Problem(None, None, "submission.pipeline_id", None, "required", "is required: the Polly pipeline to run"))
+        found.append(
+            Problem(None, None, "submission.pipeline_id", None, "required", "is required: the Polly pipeline to run")
+        )
     for key, value in submission.items():
         rule = _SUBMISSION_RULES.get(key)
         if rule is not None:
@@ -107,9 +113,27 @@ def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_field
                 found.append(Problem(None, None, f"submission.{key}", None, "type", "must be a table"))
         elif "key" in key.lower() or "token" in key.lower() or "secret" in key.lower():
             # The value is not echoed: it may be the key itself.
-            found.append(Problem(None, None, f"submission.{key}", None, "secret", "an API key never goes in the plan: set POLLY_API_KEY in the environment"))
+            found.append(
+                Problem(
+                    None,
+                    None,
+                    f"submission.{key}",
+                    None,
+                    "secret",
+                    "an API key never goes in the plan: set POLLY_API_KEY in the environment",
+                )
+            )
         else:
-            found.append(Problem(None, None, f"submission.{key}", None, "unknown-field", "create_run takes pipeline_id, run_name, priority, tags, domain_context (and base_url)"))
+            found.append(
+                Problem(
+                    None,
+                    None,
+                    f"submission.{key}",
+                    None,
+                    "unknown-field",
+                    "create_run takes pipeline_id, run_name, priority, tags, domain_context (and base_url)",
+                )
+            )
     return found
 
 
@@ -123,7 +147,6 @@ SPEC = BackendSpec(
     check_defaults=_check_defaults,
     submission_keys=frozenset(_SUBMISSION_RULES) | {"tags", "domain_context"},
 )
-
 
 
 # ---------------------------------------------------------------------------
@@ -140,10 +163,19 @@ TRANSPORT_ATTEMPTS = 4  # a server that cannot be reached at all is not waited f
 _MEDIA_TYPE = "application/vnd.api+json"
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _JOB_STATUSES = {
-    "SUCCEEDED": "COMPLETED", "SUCCESS": "COMPLETED", "COMPLETED": "COMPLETED", "FINISHED": "COMPLETED",
-    "ERRORED": "FAILED", "ERROR": "FAILED", "FAILED": "FAILED",
-    "RUNNING": "RUNNING", "PROCESSING": "RUNNING", "PENDING": "PENDING", "QUEUED": "PENDING",
-    "CANCELLED": "CANCELLED", "ABORTED": "CANCELLED",
+    "SUCCEEDED": "COMPLETED",
+    "SUCCESS": "COMPLETED",
+    "COMPLETED": "COMPLETED",
+    "FINISHED": "COMPLETED",
+    "ERRORED": "FAILED",
+    "ERROR": "FAILED",
+    "FAILED": "FAILED",
+    "RUNNING": "RUNNING",
+    "PROCESSING": "RUNNING",
+    "PENDING": "PENDING",
+    "QUEUED": "PENDING",
+    "CANCELLED": "CANCELLED",
+    "ABORTED": "CANCELLED",
 }
 
 
@@ -192,7 +224,12 @@ def run_request(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def job_resource(run_id: str, entry: dict[str, Any]) -> dict[str, Any]:
     """A submit_job body for one shard entry (the merged parameters and config of a sample)."""
-    attributes = {"run_id": run_id, "name": entry["name"], "config": entry.get("config") or {}, "parameters": entry.get("parameters") or {}}
+    attributes = {
+        "run_id": run_id,
+        "name": entry["name"],
+        "config": entry.get("config") or {},
+        "parameters": entry.get("parameters") or {},
+    }
     return {"type": "jobs", "attributes": attributes}
 
 
@@ -200,7 +237,9 @@ def job_state(attributes: dict[str, Any]) -> tuple[str, str | None]:
     """The ledger's (state, reason) for a job's attributes."""
     stage = attributes.get("stage")
     progress = attributes.get("progress")
-    where = " ".join(str(p) for p in (f"at stage {stage}" if stage else None, f"({progress})" if progress else None) if p)
+    where = " ".join(
+        str(p) for p in (f"at stage {stage}" if stage else None, f"({progress})" if progress else None) if p
+    )
     if attributes.get("errored"):
         return "FAILED", f"errored {where}".strip()
     if attributes.get("finished"):
@@ -234,12 +273,23 @@ class JobsRequest:
 class PollyAPI:
     """Polly's runs and jobs endpoints: JSON:API over urllib3, with retries and no secrets in messages."""
 
-    def __init__(self, base_url: str, api_key: str, *, key_source: str, sleep: Callable[[float], None], max_wait: float, pool_size: int = 8):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        key_source: str,
+        sleep: Callable[[float], None],
+        max_wait: float,
+        pool_size: int = 8,
+    ):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SubmissionError(f"the Polly base URL must be an http(s) URL, not {base_url!r}")
         if parts.scheme == "http" and not _loopback(parts.hostname):
-            raise SubmissionError(f"refusing to send the Polly API key over plain HTTP to {parts.hostname}: use an https:// base URL")
+            raise SubmissionError(
+                f"refusing to send the Polly API key over plain HTTP to {parts.hostname}: use an https:// base URL"
+            )
         self.base_url = base_url.rstrip("/") + "/"
         self.origin = (parts.scheme, parts.hostname, parts.port)
         self._key = api_key
@@ -247,7 +297,10 @@ class PollyAPI:
         self.sleep = sleep
         self.max_wait = max_wait
         self.http = urllib3.PoolManager(
-            num_pools=2, maxsize=max(pool_size, 1), block=False, retries=False,
+            num_pools=2,
+            maxsize=max(pool_size, 1),
+            block=False,
+            retries=False,
             timeout=urllib3.Timeout(connect=10.0, read=120.0),
         )
 
@@ -261,7 +314,12 @@ class PollyAPI:
         return text.replace(self._key, "***") if self._key else text
 
     def request(
-        self, method: str, url: str, *, what: str, body: dict[str, Any] | None = None,
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        body: dict[str, Any] | None = None,
         reconcile: Callable[[], dict[str, Any] | None] | None = None,
     ) -> dict[str, Any]:
         """One call, retried while Polly says "later"; ``reconcile`` is asked, before a POST
@@ -274,11 +332,15 @@ class PollyAPI:
         delay, waited, broken = 1.0, 0.0, 0
         while True:
             try:
-                response = self.http.request(method, url, body=payload, headers=headers, redirect=False, preload_content=True)
+                response = self.http.request(
+                    method, url, body=payload, headers=headers, redirect=False, preload_content=True
+                )
             except urllib3.exceptions.HTTPError as exc:
                 broken += 1
                 if broken >= TRANSPORT_ATTEMPTS or waited >= self.max_wait:
-                    raise SubmissionError(self.redact(f"{what}: cannot reach Polly at {self.base_url}: {exc}")) from None
+                    raise SubmissionError(
+                        self.redact(f"{what}: cannot reach Polly at {self.base_url}: {exc}")
+                    ) from None
                 wait: float | None = delay
                 # A connection never made sent nothing; a broken one may have been carried out.
                 maybe_done = not isinstance(exc, urllib3.exceptions.ConnectTimeoutError)
@@ -288,7 +350,10 @@ class PollyAPI:
                     return _json(response.data, self.redact) if response.data else {}
                 if status in (401, 403):
                     said = self.redact(_error_text(response))
-                    raise PollyAuthError(f"{what}: Polly rejected the API key {self.key_source} (HTTP {status}: {said}): set POLLY_API_KEY", status)
+                    raise PollyAuthError(
+                        f"{what}: Polly rejected the API key {self.key_source} (HTTP {status}: {said}): set POLLY_API_KEY",
+                        status,
+                    )
                 if status not in _RETRY_STATUSES or waited >= self.max_wait:
                     raise PollyHTTPError(self.redact(f"{what}: HTTP {status}: {_error_text(response)}"), status)
                 wait = _retry_after(response.headers.get("Retry-After")) if status == 429 else None
@@ -306,7 +371,9 @@ class PollyAPI:
 
     def pages(self, path: str, params: dict[str, str], *, what: str) -> Iterator[list[dict[str, Any]]]:
         """Every page of a listing, following links.next (same origin only)."""
-        url: str | None = self.url(path) + "?" + "&".join(f"{quote(k, safe='[]')}={quote(v, safe='')}" for k, v in params.items())
+        url: str | None = (
+            self.url(path) + "?" + "&".join(f"{quote(k, safe='[]')}={quote(v, safe='')}" for k, v in params.items())
+        )
         seen: set[str] = set()
         while url is not None:
             if url in seen:
@@ -323,7 +390,9 @@ class PollyAPI:
             url = urljoin(url, following)
             parts = urlsplit(url)
             if (parts.scheme, parts.hostname, parts.port) != self.origin:
-                raise SubmissionError(f"{what}: Polly's next-page link leads to another host ({parts.hostname}); not sending the API key there")
+                raise SubmissionError(
+                    f"{what}: Polly's next-page link leads to another host ({parts.hostname}); not sending the API key there"
+                )
 
     # The calls.
 
@@ -342,21 +411,29 @@ class PollyAPI:
             found = self.find_run(manifest)
             return {"data": found} if found is not None else None
 
-        document = self.request("POST", self.url("runs"), what="create_run", body=run_request(manifest), reconcile=reconcile)
+        document = self.request(
+            "POST", self.url("runs"), what="create_run", body=run_request(manifest), reconcile=reconcile
+        )
         return _resource(document, "create_run")
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         try:
-            return _resource(self.request("GET", self.url(f"runs/{quote(run_id, safe='')}"), what=f"get_run {run_id}"), "get_run")
+            return _resource(
+                self.request("GET", self.url(f"runs/{quote(run_id, safe='')}"), what=f"get_run {run_id}"), "get_run"
+            )
         except PollyHTTPError as exc:
             if exc.status == 404:
-                raise SubmissionError(f"Polly has no run {run_id} (the run this plan created): was it deleted?") from None
+                raise SubmissionError(
+                    f"Polly has no run {run_id} (the run this plan created): was it deleted?"
+                ) from None
             raise
 
     def jobs(self, run_id: str) -> dict[str, dict[str, Any]]:
         """The run's jobs by name."""
         found: dict[str, dict[str, Any]] = {}
-        for page in self.pages("jobs", {"filter[run_id]": run_id, "page[size]": str(LIST_PAGE_SIZE)}, what=f"get_jobs for run {run_id}"):
+        for page in self.pages(
+            "jobs", {"filter[run_id]": run_id, "page[size]": str(LIST_PAGE_SIZE)}, what=f"get_jobs for run {run_id}"
+        ):
             for job in page:
                 found[str((job.get("attributes") or {}).get("name"))] = job
         return found
@@ -376,7 +453,9 @@ class PollyAPI:
             rest = [i for i, name in enumerate(request.names) if name not in present]
             if not rest:
                 return present
-            again = JobsRequest([request.names[i] for i in rest], [request.places[i] for i in rest], [request.jobs[i] for i in rest])
+            again = JobsRequest(
+                [request.names[i] for i in rest], [request.places[i] for i in rest], [request.jobs[i] for i in rest]
+            )
             document = self.request("POST", self.url("jobs"), what=what, body=again.body(run_id))
             return present | _by_name(document, what)
         return _by_name(document, what)
@@ -424,7 +503,11 @@ def _error_text(response: Any) -> str:
     """The JSON:API errors of a response, shortly."""
     try:
         errors = json.loads(response.data).get("errors") or []
-        texts = [f"{e.get('title', '')}: {e.get('detail', '')}".strip(": ") + (f" at {e['source']['pointer']}" if (e.get("source") or {}).get("pointer") else "") for e in errors]
+        texts = [
+            f"{e.get('title', '')}: {e.get('detail', '')}".strip(": ")
+            + (f" at {e['source']['pointer']}" if (e.get("source") or {}).get("pointer") else "")
+            for e in errors
+        ]
     except (ValueError, AttributeError, TypeError):
         texts = []
     if not texts:
@@ -445,8 +528,8 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return max(0.0, (moment - dt.datetime.now(dt.timezone.utc)).total_seconds())
+        moment = moment.replace(tzinfo=dt.UTC)
+    return max(0.0, (moment - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 def open_api(ctx: Any) -> PollyAPI:
@@ -455,15 +538,33 @@ def open_api(ctx: Any) -> PollyAPI:
     if ctx.clients.sandbox:
         base_url = endpoints.get("polly")
         if not base_url:
-            raise SubmissionError("the running sandbox has no Polly emulator (an older planner started it): run `planner sandbox stop`, then try again")
-        return PollyAPI(base_url, SANDBOX_KEY, key_source="(the sandbox key)", sleep=ctx.sleep, max_wait=ctx.max_wait, pool_size=ctx.concurrency)
+            raise SubmissionError(
+                "the running sandbox has no Polly emulator (an older planner started it): run `planner sandbox stop`, then try again"
+            )
+        return PollyAPI(
+            base_url,
+            SANDBOX_KEY,
+            key_source="(the sandbox key)",
+            sleep=ctx.sleep,
+            max_wait=ctx.max_wait,
+            pool_size=ctx.concurrency,
+        )
     base_url = endpoints.get("polly") or os.environ.get("POLLY_BASE_URL") or ctx.manifest["submission"].get("base_url")
     if not base_url:
-        raise SubmissionError("no Polly API address: set POLLY_BASE_URL, or base_url in the [submission] table of the defaults file")
+        raise SubmissionError(
+            "no Polly API address: set POLLY_BASE_URL, or base_url in the [submission] table of the defaults file"
+        )
     key = os.environ.get("POLLY_API_KEY")
     if not key:
         raise SubmissionError("no Polly API key: set POLLY_API_KEY")
-    return PollyAPI(base_url, key, key_source="from POLLY_API_KEY", sleep=ctx.sleep, max_wait=ctx.max_wait, pool_size=ctx.concurrency)
+    return PollyAPI(
+        base_url,
+        key,
+        key_source="from POLLY_API_KEY",
+        sleep=ctx.sleep,
+        max_wait=ctx.max_wait,
+        pool_size=ctx.concurrency,
+    )
 
 
 def _entries(ctx: Any, skip: set[str]) -> Iterator[tuple[int, int, dict[str, Any]]]:
@@ -502,7 +603,12 @@ def _requests(entries: Iterator[tuple[int, int, dict[str, Any]]], run_id: str) -
 
 def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
     attributes = run.get("attributes") or {}
-    return {"id": run["id"], "name": attributes.get("name"), "pipeline_id": attributes.get("pipeline_id"), "status": attributes.get("status")}
+    return {
+        "id": run["id"],
+        "name": attributes.get("name"),
+        "pipeline_id": attributes.get("pipeline_id"),
+        "status": attributes.get("status"),
+    }
 
 
 def _ensure_run(ctx: Any, api: PollyAPI) -> tuple[str, str]:
@@ -549,9 +655,24 @@ def submit(ctx: Any) -> dict[str, Any]:
 
     manifest = ctx.manifest
     if ctx.dry_run:
-        ctx.emit({"operation": "create_run", "problems": [p.describe() for p in _check_defaults(manifest["defaults"], manifest["submission"], set())], "request": run_request(manifest)})
+        ctx.emit(
+            {
+                "operation": "create_run",
+                "problems": [
+                    p.describe() for p in _check_defaults(manifest["defaults"], manifest["submission"], set())
+                ],
+                "request": run_request(manifest),
+            }
+        )
         for request in _requests(_entries(ctx, set()), "<the id create_run returns>"):
-            ctx.emit({"operation": "submit_job", "jobs": len(request.names), "first": request.names[0], "request": request.body("<the id create_run returns>")})
+            ctx.emit(
+                {
+                    "operation": "submit_job",
+                    "jobs": len(request.names),
+                    "first": request.names[0],
+                    "request": request.body("<the id create_run returns>"),
+                }
+            )
         return {"backend": SPEC.name, "plan_id": ctx.plan_id, "run_name": run_name(manifest), "runs": manifest["runs"]}
 
     api = open_api(ctx)
@@ -559,18 +680,40 @@ def submit(ctx: Any) -> dict[str, Any]:
         run_id, how = _ensure_run(ctx, api)
         known = _known_jobs(ctx, api, run_id, how)
         if known:
-            places = {sample: (shard, position) for sample, shard, position in ctx.samples().select("id", "shard", "position").iter_rows()}
-            ctx.ledger.upsert_samples((name, *places[name], job_id, "SUBMITTED", None, None) for name, job_id in known.items() if name in places)
-        sent = _submit_jobs(ctx, api, run_id, _requests(_entries(ctx, set(known)), run_id), rate_limited(ctx), total=manifest["runs"] - len(known))
+            places = {
+                sample: (shard, position)
+                for sample, shard, position in ctx.samples().select("id", "shard", "position").iter_rows()
+            }
+            ctx.ledger.upsert_samples(
+                (name, *places[name], job_id, "SUBMITTED", None, None)
+                for name, job_id in known.items()
+                if name in places
+            )
+        sent = _submit_jobs(
+            ctx,
+            api,
+            run_id,
+            _requests(_entries(ctx, set(known)), run_id),
+            rate_limited(ctx),
+            total=manifest["runs"] - len(known),
+        )
     finally:
         api.close()
     return {
-        "backend": SPEC.name, "plan_id": ctx.plan_id, "run_id": run_id, "run_name": run_name(manifest), "run_created": how == "created",
-        "jobs_submitted": sent, "jobs_already_submitted": len(known), "runs": manifest["runs"],
+        "backend": SPEC.name,
+        "plan_id": ctx.plan_id,
+        "run_id": run_id,
+        "run_name": run_name(manifest),
+        "run_created": how == "created",
+        "jobs_submitted": sent,
+        "jobs_already_submitted": len(known),
+        "runs": manifest["runs"],
     }
 
 
-def _submit_jobs(ctx: Any, api: PollyAPI, run_id: str, requests: Iterator[JobsRequest], limiter: Iterator[None], total: int) -> int:
+def _submit_jobs(
+    ctx: Any, api: PollyAPI, run_id: str, requests: Iterator[JobsRequest], limiter: Iterator[None], total: int
+) -> int:
     gate = threading.Lock()
     stop = threading.Event()
     failures: list[str] = []
@@ -590,14 +733,18 @@ def _submit_jobs(ctx: Any, api: PollyAPI, run_id: str, requests: Iterator[JobsRe
                 stop.set()
                 raise
             reason = str(exc)
-            ctx.ledger.upsert_samples((name, *place, None, "FAILED", None, reason) for name, place in zip(request.names, request.places))
+            ctx.ledger.upsert_samples(
+                (name, *place, None, "FAILED", None, reason) for name, place in zip(request.names, request.places)
+            )
             with gate:
                 failures.append(reason)
             return
         missing = [name for name in request.names if name not in created]
         if missing:
             ctx.ledger.failure(request.key, f"Polly's answer lacks jobs {missing[:3]}")
-            raise SubmissionError(f"submit_job: Polly's answer lacks jobs it was sent ({', '.join(missing[:3])}); run submit again to reconcile")
+            raise SubmissionError(
+                f"submit_job: Polly's answer lacks jobs it was sent ({', '.join(missing[:3])}); run submit again to reconcile"
+            )
         ctx.ledger.result(request.key, run_id, {"jobs": {name: str(created[name]["id"]) for name in request.names}})
         ctx.ledger.upsert_samples(
             (name, *place, str(created[name]["id"]), "SUBMITTED", *job_state(created[name].get("attributes") or {}))
@@ -608,7 +755,9 @@ def _submit_jobs(ctx: Any, api: PollyAPI, run_id: str, requests: Iterator[JobsRe
 
     slots = threading.BoundedSemaphore(ctx.concurrency * 2)  # pages are built as they are sent: memory stays bounded
     futures: list[Future[None]] = []
-    with tqdm(total=total, unit="job", desc="submit_job", file=sys.stderr, disable=not ctx.progress, leave=False) as bar:
+    with tqdm(
+        total=total, unit="job", desc="submit_job", file=sys.stderr, disable=not ctx.progress, leave=False
+    ) as bar:
         with ThreadPoolExecutor(max_workers=ctx.concurrency, thread_name_prefix="planner-polly") as pool:
             for request in requests:
                 if stop.is_set():
@@ -621,7 +770,9 @@ def _submit_jobs(ctx: Any, api: PollyAPI, run_id: str, requests: Iterator[JobsRe
             future.result()  # the first error that stopped the submission (an auth refusal)
     if failures:
         shown = "; ".join(failures[:3]) + (f"; and {len(failures) - 3} more" if len(failures) > 3 else "")
-        raise SubmissionError(f"{len(failures)} submit_job requests failed ({shown}); `planner status` lists the samples and `planner retry` plans them again")
+        raise SubmissionError(
+            f"{len(failures)} submit_job requests failed ({shown}); `planner status` lists the samples and `planner retry` plans them again"
+        )
     return sent[0]
 
 

@@ -27,7 +27,9 @@ DEFAULT_LIFETIME = 4 * 3600
 
 
 def state_dir() -> str:
-    return os.environ.get("PLANNER_SANDBOX_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "planner", "sandbox")
+    return os.environ.get("PLANNER_SANDBOX_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "planner", "sandbox"
+    )
 
 
 def _state_file() -> str:
@@ -45,7 +47,7 @@ class Sandbox:
         self._omics: Any = None
         self._polly: Any = None
 
-    def start(self) -> "Sandbox":
+    def start(self) -> Sandbox:
         from moto.server import ThreadedMotoServer
 
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -53,9 +55,20 @@ class Sandbox:
         host, port = self._moto.get_host_and_port()
         moto_url = f"http://{host}:{port}"
         # Batch jobs run without Docker: moto then moves them through their states itself.
-        request = urllib.request.Request(f"{moto_url}/moto-api/config", data=json.dumps({"batch": {"use_docker": False}}).encode(), method="POST")
+        request = urllib.request.Request(
+            f"{moto_url}/moto-api/config", data=json.dumps({"batch": {"use_docker": False}}).encode(), method="POST"
+        )
         urllib.request.urlopen(request, timeout=10).read()
-        self.endpoints = {"s3": moto_url, "batch": moto_url, "glue": moto_url, "sts": moto_url, "iam": moto_url, "ec2": moto_url, "ecs": moto_url, "logs": moto_url}
+        self.endpoints = {
+            "s3": moto_url,
+            "batch": moto_url,
+            "glue": moto_url,
+            "sts": moto_url,
+            "iam": moto_url,
+            "ec2": moto_url,
+            "ecs": moto_url,
+            "logs": moto_url,
+        }
         try:
             from .omics_emulator import OmicsEmulator
         except ImportError:  # the emulator arrives with the HealthOmics backend
@@ -80,7 +93,7 @@ class Sandbox:
         if self._moto is not None:
             self._moto.stop()
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -117,7 +130,10 @@ def ensure_running(lifetime: int = DEFAULT_LIFETIME, wait: float = 60.0) -> dict
     log = open(os.path.join(state_dir(), "sandbox.log"), "ab")
     subprocess.Popen(
         [sys.executable, "-m", "planner.sandbox.local", "serve", "--lifetime", str(lifetime)],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
     )
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
@@ -125,7 +141,9 @@ def ensure_running(lifetime: int = DEFAULT_LIFETIME, wait: float = 60.0) -> dict
         if state is not None:
             return state["endpoints"]
         time.sleep(0.2)
-    raise SubmissionError(f"the sandbox did not start within {wait:.0f} s; see {os.path.join(state_dir(), 'sandbox.log')}")
+    raise SubmissionError(
+        f"the sandbox did not start within {wait:.0f} s; see {os.path.join(state_dir(), 'sandbox.log')}"
+    )
 
 
 def stop_running() -> bool:

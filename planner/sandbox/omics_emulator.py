@@ -183,11 +183,17 @@ class _Validator:
                 return
             for name in shape.required_members:
                 if value.get(name) is None:
-                    self._add(group, f"Value null at '{_join(path, name)}' failed to satisfy constraint: Member must not be null")
+                    self._add(
+                        group,
+                        f"Value null at '{_join(path, name)}' failed to satisfy constraint: Member must not be null",
+                    )
             present = [name for name in shape.members if value.get(name) is not None]
             if getattr(shape, "is_tagged_union", False) and len(present) != 1:
-                self._add(group, f"Value at '{path or 'input'}' failed to satisfy constraint: Union must have exactly one member set "
-                          f"(one of {', '.join(shape.members)}; got {len(present)})")
+                self._add(
+                    group,
+                    f"Value at '{path or 'input'}' failed to satisfy constraint: Union must have exactly one member set "
+                    f"(one of {', '.join(shape.members)}; got {len(present)})",
+                )
             for name in present:
                 self.check(shape.members[name], value[name], _join(path, name), group)
             return
@@ -199,7 +205,10 @@ class _Validator:
             member = shape.member
             for index, item in enumerate(value, start=1):
                 if item is None:
-                    self._add(group, f"Value null at '{path}.{index}.member' failed to satisfy constraint: Member must not be null")
+                    self._add(
+                        group,
+                        f"Value null at '{path}.{index}.member' failed to satisfy constraint: Member must not be null",
+                    )
                 else:
                     self.check(member, item, f"{path}.{index}.member", group)
             return
@@ -211,7 +220,9 @@ class _Validator:
             for key, item in value.items():
                 self.check(shape.key, key, f"{path}.key", group)
                 if item is None:
-                    self._add(group, f"Value null at '{path}.{key}' failed to satisfy constraint: Member must not be null")
+                    self._add(
+                        group, f"Value null at '{path}.{key}' failed to satisfy constraint: Member must not be null"
+                    )
                 else:
                     self.check(shape.value, item, f"{path}.{key}", group)
             return
@@ -273,8 +284,14 @@ class _Validator:
         for pattern, checks in self._patterns.items():
             for ok, (seq, group, value, path, java) in zip(_match_all(pattern, [c[2] for c in checks]), checks):
                 if not ok:
-                    errors.append((seq, group, f"Value {_show(value)} at '{path}' failed to satisfy constraint: "
-                                               f"Member must satisfy regular expression pattern: {java}"))
+                    errors.append(
+                        (
+                            seq,
+                            group,
+                            f"Value {_show(value)} at '{path}' failed to satisfy constraint: "
+                            f"Member must satisfy regular expression pattern: {java}",
+                        )
+                    )
         self._patterns = {}
         errors.sort(key=lambda item: item[0])
         return [(group, message) for _, group, message in errors]
@@ -404,8 +421,9 @@ def _coerce(shape: Any, text: str) -> Any:
     return text
 
 
-def parse_request(operation: Any, labels: dict[str, str], query: dict[str, list[str]],
-                  headers: Any, body: bytes) -> dict[str, Any]:
+def parse_request(
+    operation: Any, labels: dict[str, str], query: dict[str, list[str]], headers: Any, body: bytes
+) -> dict[str, Any]:
     """The operation's input parameters, read from where the model puts each member."""
     shape = operation.input_shape
     params: dict[str, Any] = {}
@@ -445,7 +463,7 @@ def parse_request(operation: Any, labels: dict[str, str], query: dict[str, list[
                 params[name] = _coerce(member, value)
         elif location == "headers":
             prefix = wire.lower()
-            found = {k[len(prefix):]: v for k, v in headers.items() if k.lower().startswith(prefix)}
+            found = {k[len(prefix) :]: v for k, v in headers.items() if k.lower().startswith(prefix)}
             if found:
                 params[name] = found
         elif payload == name:
@@ -460,7 +478,7 @@ def parse_request(operation: Any, labels: dict[str, str], query: dict[str, list[
 
 
 def _timestamp(value: float, fmt: str) -> Any:
-    moment = _dt.datetime.fromtimestamp(value, tz=_dt.timezone.utc)
+    moment = _dt.datetime.fromtimestamp(value, tz=_dt.UTC)
     if fmt == "unixTimestamp":
         return value
     if fmt == "rfc822":
@@ -588,8 +606,10 @@ def _merge_settings(default: dict[str, Any], entry: dict[str, Any]) -> dict[str,
 def _parse_s3_uri(uri: str) -> tuple[str, str]:
     found = re.fullmatch(r"s3://([^/]+)/(.+)", uri)
     if not found:
-        raise _validation(f"Value '{uri}' at 'batchRunSettings.s3UriSettings' failed to satisfy constraint: "
-                          "Member must be an S3 URI of an object (s3://bucket/key)")
+        raise _validation(
+            f"Value '{uri}' at 'batchRunSettings.s3UriSettings' failed to satisfy constraint: "
+            "Member must be an S3 URI of an object (s3://bucket/key)"
+        )
     return found.group(1), found.group(2)
 
 
@@ -600,10 +620,20 @@ def _parse_s3_uri(uri: str) -> tuple[str, str]:
 class OmicsEmulator(LoopbackServer):
     """The HealthOmics run and run-batch API on a loopback HTTP server."""
 
-    def __init__(self, *, s3_endpoint_url: str | None = None, host: str = "127.0.0.1", port: int = 0,
-                 failure_rate: float = 0.0, seed: int = 0, throttle_per_second: float | None = None,
-                 clock: Callable[[], float] = time.monotonic, step_seconds: float = 1.0,
-                 region: str = "us-east-1", account: str = "123456789012"):
+    def __init__(
+        self,
+        *,
+        s3_endpoint_url: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        failure_rate: float = 0.0,
+        seed: int = 0,
+        throttle_per_second: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        step_seconds: float = 1.0,
+        region: str = "us-east-1",
+        account: str = "123456789012",
+    ):
         if not 0.0 <= failure_rate <= 1.0:
             raise ValueError("failure_rate must be within [0, 1]")
         if throttle_per_second is not None and throttle_per_second <= 0:
@@ -679,7 +709,9 @@ class OmicsEmulator(LoopbackServer):
         if route is None:
             with self._lock:
                 self._requests.append(("UnknownOperation", {"method": method, "path": target}))
-            return self._error(ServiceError("UnknownOperationException", f"No operation matches {method} {parts.path}", 404))
+            return self._error(
+                ServiceError("UnknownOperationException", f"No operation matches {method} {parts.path}", 404)
+            )
         operation, labels = route
         try:
             params = parse_request(operation, labels, query, headers, body)
@@ -693,7 +725,9 @@ class OmicsEmulator(LoopbackServer):
             return self._error(ServiceError("ThrottlingException", "Rate exceeded"))
         handler = self._handlers.get(operation.name)
         if handler is None:
-            return self._error(ServiceError("NotImplemented", f"{operation.name} is not implemented by the emulator", 501))
+            return self._error(
+                ServiceError("NotImplemented", f"{operation.name} is not implemented by the emulator", 501)
+            )
         try:
             if operation.input_shape is not None:
                 validate_input(operation.input_shape, params)
@@ -781,12 +815,20 @@ class OmicsEmulator(LoopbackServer):
                 head = self._s3().head_object(Bucket=bucket, Key=key)
                 current = head.get("ETag")
             except Exception as exc:  # gone, or S3 unreachable
-                self._fail_batch(batch, moment, f"The s3UriSettings object s3://{bucket}/{key} could not be read at submission "
-                                                f"({_client_error_code(exc)}); its ETag was {etag} when the batch was created")
+                self._fail_batch(
+                    batch,
+                    moment,
+                    f"The s3UriSettings object s3://{bucket}/{key} could not be read at submission "
+                    f"({_client_error_code(exc)}); its ETag was {etag} when the batch was created",
+                )
                 return
             if current != etag:
-                self._fail_batch(batch, moment, f"The s3UriSettings object s3://{bucket}/{key} was modified after the batch was "
-                                                f"created: ETag {etag} recorded at creation, ETag {current} at submission")
+                self._fail_batch(
+                    batch,
+                    moment,
+                    f"The s3UriSettings object s3://{bucket}/{key} was modified after the batch was "
+                    f"created: ETag {etag} recorded at creation, ETag {current} at submission",
+                )
                 return
         if batch.content_error is not None or batch.entries is None:
             self._fail_batch(batch, moment, batch.content_error or "The run settings could not be read")
@@ -798,7 +840,9 @@ class OmicsEmulator(LoopbackServer):
             if problem is None and not merged.get("outputUri"):
                 problem = f"Value null at 'outputUri' failed to satisfy constraint: Member must not be null (runSettingId {setting_id})"
             if problem is not None:
-                batch.submissions.append(_Submission(setting_id, "FAILED", reason="ValidationException", message=problem))
+                batch.submissions.append(
+                    _Submission(setting_id, "FAILED", reason="ValidationException", message=problem)
+                )
                 continue
             tags = merged.pop("runTags", None)
             merged.pop("outputBucketOwnerId", None)
@@ -825,7 +869,9 @@ class OmicsEmulator(LoopbackServer):
                 if session.get_credentials() is None:  # a sandbox without credentials
                     kwargs = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
                 self._s3_client = session.client(
-                    "s3", endpoint_url=self.s3_endpoint_url, region_name=self.region,
+                    "s3",
+                    endpoint_url=self.s3_endpoint_url,
+                    region_name=self.region,
                     config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 3}),
                     **kwargs,
                 )
@@ -885,15 +931,21 @@ class OmicsEmulator(LoopbackServer):
                     source = self._find_run(params["runId"])
                     settings = {**source.settings, **settings}
                 elif params.get("workflowId") is None:
-                    raise _validation("Value null at 'workflowId' failed to satisfy constraint: "
-                                      "workflowId or runId must be provided")
+                    raise _validation(
+                        "Value null at 'workflowId' failed to satisfy constraint: workflowId or runId must be provided"
+                    )
                 fails = _fraction(f"{self.seed}\x1f{request_id}") < self.failure_rate
-                run = self._new_run(settings, now, fails, request_id=request_id,
-                                    source_run_id=source.id if source else None)
+                run = self._new_run(
+                    settings, now, fails, request_id=request_id, source_run_id=source.id if source else None
+                )
                 self._run_requests[request_id] = run.id
             return {
-                "arn": run.arn, "id": run.id, "status": self._run_status(run, now), "tags": run.settings.get("tags"),
-                "uuid": run.uuid, "runOutputUri": self._run_output_uri(run),
+                "arn": run.arn,
+                "id": run.id,
+                "status": self._run_status(run, now),
+                "tags": run.settings.get("tags"),
+                "uuid": run.uuid,
+                "runOutputUri": self._run_output_uri(run),
             }
 
     def _get_run(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -904,28 +956,45 @@ class OmicsEmulator(LoopbackServer):
             status = self._run_status(run, now)
             start, stop = self._run_times(run, now)
             out = dict(run.settings)
-            out.update({
-                "arn": run.arn, "id": run.id, "uuid": run.uuid, "status": status, "batchId": run.batch_id,
-                "runId": run.source_run_id, "creationTime": self._wall(run.created_at),
-                "startTime": self._wall(start), "stopTime": self._wall(stop),
-                "runOutputUri": self._run_output_uri(run),
-                "startedBy": f"arn:aws:iam::{self.account}:user/omics-emulator",
-            })
+            out.update(
+                {
+                    "arn": run.arn,
+                    "id": run.id,
+                    "uuid": run.uuid,
+                    "status": status,
+                    "batchId": run.batch_id,
+                    "runId": run.source_run_id,
+                    "creationTime": self._wall(run.created_at),
+                    "startTime": self._wall(start),
+                    "stopTime": self._wall(stop),
+                    "runOutputUri": self._run_output_uri(run),
+                    "startedBy": f"arn:aws:iam::{self.account}:user/omics-emulator",
+                }
+            )
             if status == "FAILED":
                 out["failureReason"] = "WORKFLOW_RUN_FAILED"
-                out["statusMessage"] = (f"Emulated failure (failure_rate={self.failure_rate}, seed={self.seed})")
+                out["statusMessage"] = f"Emulated failure (failure_rate={self.failure_rate}, seed={self.seed})"
             elif status == "CANCELLED":
                 out["statusMessage"] = "Run cancelled"
             return out
 
     def _run_summary(self, run: _Run, now: float) -> dict[str, Any]:
         start, stop = self._run_times(run, now)
-        out = {key: run.settings.get(key) for key in ("workflowId", "name", "priority", "storageCapacity",
-                                                       "storageType", "workflowVersionName")}
-        out.update({
-            "arn": run.arn, "id": run.id, "status": self._run_status(run, now), "batchId": run.batch_id,
-            "creationTime": self._wall(run.created_at), "startTime": self._wall(start), "stopTime": self._wall(stop),
-        })
+        out = {
+            key: run.settings.get(key)
+            for key in ("workflowId", "name", "priority", "storageCapacity", "storageType", "workflowVersionName")
+        }
+        out.update(
+            {
+                "arn": run.arn,
+                "id": run.id,
+                "status": self._run_status(run, now),
+                "batchId": run.batch_id,
+                "creationTime": self._wall(run.created_at),
+                "startTime": self._wall(start),
+                "stopTime": self._wall(stop),
+            }
+        )
         return out
 
     def _list_runs(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -937,9 +1006,11 @@ class OmicsEmulator(LoopbackServer):
             name, group, status = params.get("name"), params.get("runGroupId"), params.get("status")
 
             def keep(run: _Run) -> bool:
-                return ((name is None or run.settings.get("name") == name)
-                        and (group is None or run.settings.get("runGroupId") == group)
-                        and (status is None or self._run_status(run, now) == status))
+                return (
+                    (name is None or run.settings.get("name") == name)
+                    and (group is None or run.settings.get("runGroupId") == group)
+                    and (status is None or self._run_status(run, now) == status)
+                )
 
             plain = name is None and group is None and status is None
             page, token = _page(runs, params.get("startingToken"), params.get("maxResults"), None if plain else keep)
@@ -968,11 +1039,14 @@ class OmicsEmulator(LoopbackServer):
         default = params["defaultRunSetting"]
         settings = params["batchRunSettings"]
         if default.get("workflowType") == "READY2RUN":
-            raise _validation("Value 'READY2RUN' at 'defaultRunSetting.workflowType' failed to satisfy constraint: "
-                              "Batch runs are not supported with READY2RUN workflows")
+            raise _validation(
+                "Value 'READY2RUN' at 'defaultRunSetting.workflowType' failed to satisfy constraint: "
+                "Batch runs are not supported with READY2RUN workflows"
+            )
         if default.get("cacheBehavior") is not None and default.get("cacheId") is None:
-            raise _validation("Value null at 'defaultRunSetting.cacheId' failed to satisfy constraint: "
-                              "cacheBehavior requires cacheId")
+            raise _validation(
+                "Value null at 'defaultRunSetting.cacheId' failed to satisfy constraint: cacheBehavior requires cacheId"
+            )
         with self._lock:
             existing = self._batch_requests.get(request_id)
             if existing is not None:
@@ -986,8 +1060,10 @@ class OmicsEmulator(LoopbackServer):
             seen: set[str] = set()
             for index, entry in enumerate(entries, start=1):
                 if entry["runSettingId"] in seen:
-                    raise _validation(f"Value '{entry['runSettingId']}' at 'batchRunSettings.inlineSettings.{index}.member."
-                                      "runSettingId' failed to satisfy constraint: runSettingId must be unique within the batch")
+                    raise _validation(
+                        f"Value '{entry['runSettingId']}' at 'batchRunSettings.inlineSettings.{index}.member."
+                        "runSettingId' failed to satisfy constraint: runSettingId must be unique within the batch"
+                    )
                 seen.add(entry["runSettingId"])
         else:
             bucket, key = _parse_s3_uri(settings["s3UriSettings"])
@@ -996,7 +1072,9 @@ class OmicsEmulator(LoopbackServer):
                 data = obj["Body"].read()
                 etag = obj["ETag"]
             except Exception as exc:
-                raise _validation(f"Unable to read s3UriSettings s3://{bucket}/{key}: {_client_error_code(exc)}") from exc
+                raise _validation(
+                    f"Unable to read s3UriSettings s3://{bucket}/{key}: {_client_error_code(exc)}"
+                ) from exc
             s3_ref = (bucket, key, etag)
             entries, entry_errors, content_error = self._read_settings_file(data)
         now = self.clock()
@@ -1011,9 +1089,15 @@ class OmicsEmulator(LoopbackServer):
                 id=batch_id,
                 uuid=str(uuid.uuid5(_UUID_NAMESPACE, f"runBatch/{batch_id}")),
                 arn=f"arn:aws:omics:{self.region}:{self.account}:runBatch/{batch_id}",
-                request_id=request_id, name=params.get("batchName"), tags=params.get("tags"),
-                default=dict(default), created_at=now, entries=entries, entry_errors=entry_errors,
-                content_error=content_error, s3=s3_ref,
+                request_id=request_id,
+                name=params.get("batchName"),
+                tags=params.get("tags"),
+                default=dict(default),
+                created_at=now,
+                entries=entries,
+                entry_errors=entry_errors,
+                content_error=content_error,
+                s3=s3_ref,
             )
             self._batches[batch_id] = batch
             self._batch_requests[request_id] = batch_id
@@ -1030,7 +1114,11 @@ class OmicsEmulator(LoopbackServer):
         if not entries:
             return None, {}, "The s3UriSettings file has no run settings"
         if len(entries) > MAX_S3_SETTINGS:
-            return None, {}, f"The s3UriSettings file has {len(entries)} run settings; at most {MAX_S3_SETTINGS} are allowed"
+            return (
+                None,
+                {},
+                f"The s3UriSettings file has {len(entries)} run settings; at most {MAX_S3_SETTINGS} are allowed",
+            )
         seen: set[str] = set()
         for index, entry in enumerate(entries):
             setting_id = entry.get("runSettingId") if isinstance(entry, dict) else None
@@ -1039,8 +1127,12 @@ class OmicsEmulator(LoopbackServer):
             if setting_id in seen:
                 return None, {}, f"Duplicate runSettingId '{setting_id}' in the s3UriSettings file"
             seen.add(setting_id)
-        member = self._model.operation_model("StartRunBatch").input_shape.members["batchRunSettings"] \
-            .members["inlineSettings"].member
+        member = (
+            self._model.operation_model("StartRunBatch")
+            .input_shape.members["batchRunSettings"]
+            .members["inlineSettings"]
+            .member
+        )
         validator = _Validator()
         for index, entry in enumerate(entries):
             validator.check(member, entry, f"[{index}]", group=index)
@@ -1057,20 +1149,24 @@ class OmicsEmulator(LoopbackServer):
         with self._lock:
             self._advance(now)
             batch = self._find_batch(params["batchId"])
-            counts = {status: 0 for status in ("PENDING", "STARTING", "RUNNING", "STOPPING", "COMPLETED", "DELETED",
-                                               "FAILED", "CANCELLED")}
+            counts = dict.fromkeys(("PENDING", "STARTING", "RUNNING", "STOPPING", "COMPLETED", "DELETED", "FAILED", "CANCELLED"), 0)
             for run_id in batch.run_ids:
                 counts[self._run_status(self._runs[run_id], now)] += 1
-            subs = {status: 0 for status in ("SUCCESS", "FAILED", "CANCEL_SUCCESS", "CANCEL_FAILED",
-                                             "DELETE_SUCCESS", "DELETE_FAILED")}
+            subs = dict.fromkeys(("SUCCESS", "FAILED", "CANCEL_SUCCESS", "CANCEL_FAILED", "DELETE_SUCCESS", "DELETE_FAILED"), 0)
             for sub in batch.submissions:
                 subs[sub.status] += 1
             total = len(batch.entries) if batch.entries is not None else 0
             started = sum(1 for sub in batch.submissions if sub.run_id is not None)
             pending = total - len(batch.submissions) if batch.status in ("PENDING", "SUBMITTING") else 0
             return {
-                "id": batch.id, "arn": batch.arn, "uuid": batch.uuid, "name": batch.name, "status": batch.status,
-                "tags": batch.tags, "totalRuns": total, "defaultRunSetting": batch.default,
+                "id": batch.id,
+                "arn": batch.arn,
+                "uuid": batch.uuid,
+                "name": batch.name,
+                "status": batch.status,
+                "tags": batch.tags,
+                "totalRuns": total,
+                "defaultRunSetting": batch.default,
                 "submissionSummary": {
                     "successfulStartSubmissionCount": started,
                     "failedStartSubmissionCount": subs["FAILED"],
@@ -1081,14 +1177,20 @@ class OmicsEmulator(LoopbackServer):
                     "failedDeleteSubmissionCount": subs["DELETE_FAILED"],
                 },
                 "runSummary": {
-                    "pendingRunCount": counts["PENDING"], "startingRunCount": counts["STARTING"],
-                    "runningRunCount": counts["RUNNING"], "stoppingRunCount": counts["STOPPING"],
-                    "completedRunCount": counts["COMPLETED"], "deletedRunCount": counts["DELETED"],
-                    "failedRunCount": counts["FAILED"], "cancelledRunCount": counts["CANCELLED"],
+                    "pendingRunCount": counts["PENDING"],
+                    "startingRunCount": counts["STARTING"],
+                    "runningRunCount": counts["RUNNING"],
+                    "stoppingRunCount": counts["STOPPING"],
+                    "completedRunCount": counts["COMPLETED"],
+                    "deletedRunCount": counts["DELETED"],
+                    "failedRunCount": counts["FAILED"],
+                    "cancelledRunCount": counts["CANCELLED"],
                 },
-                "creationTime": self._wall(batch.created_at), "submittedTime": self._wall(batch.submitted_at),
+                "creationTime": self._wall(batch.created_at),
+                "submittedTime": self._wall(batch.submitted_at),
                 "processedTime": self._wall(batch.processed_at if batch.status == "PROCESSED" else None),
-                "failedTime": self._wall(batch.failed_at), "failureReason": batch.failure_reason,
+                "failedTime": self._wall(batch.failed_at),
+                "failureReason": batch.failure_reason,
             }
 
     def _list_batch(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -1097,13 +1199,25 @@ class OmicsEmulator(LoopbackServer):
             self._advance(now)
             batches = list(self._batches.values())
             status, name, group = params.get("status"), params.get("name"), params.get("runGroupId")
-            batches = [b for b in batches if (status is None or b.status == status) and (name is None or b.name == name)
-                       and (group is None or b.default.get("runGroupId") == group)]
+            batches = [
+                b
+                for b in batches
+                if (status is None or b.status == status)
+                and (name is None or b.name == name)
+                and (group is None or b.default.get("runGroupId") == group)
+            ]
             page, token = _page(batches, params.get("startingToken"), params.get("maxItems"))
-            items = [{
-                "id": b.id, "name": b.name, "status": b.status, "createdAt": self._wall(b.created_at),
-                "totalRuns": len(b.entries) if b.entries is not None else 0, "workflowId": b.default.get("workflowId"),
-            } for b in page]
+            items = [
+                {
+                    "id": b.id,
+                    "name": b.name,
+                    "status": b.status,
+                    "createdAt": self._wall(b.created_at),
+                    "totalRuns": len(b.entries) if b.entries is not None else 0,
+                    "workflowId": b.default.get("workflowId"),
+                }
+                for b in page
+            ]
             return {"items": items, "nextToken": token}
 
     def _list_runs_in_batch(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -1114,21 +1228,30 @@ class OmicsEmulator(LoopbackServer):
             status, setting_id, run_id = params.get("submissionStatus"), params.get("runSettingId"), params.get("runId")
 
             def keep(sub: _Submission) -> bool:
-                return ((status is None or sub.status == status) and (setting_id is None or sub.run_setting_id == setting_id)
-                        and (run_id is None or sub.run_id == run_id))
+                return (
+                    (status is None or sub.status == status)
+                    and (setting_id is None or sub.run_setting_id == setting_id)
+                    and (run_id is None or sub.run_id == run_id)
+                )
 
             plain = status is None and setting_id is None and run_id is None
-            page, token = _page(batch.submissions, params.get("startingToken"), params.get("maxItems"),
-                                None if plain else keep)
+            page, token = _page(
+                batch.submissions, params.get("startingToken"), params.get("maxItems"), None if plain else keep
+            )
             runs = []
             for sub in page:
                 run = self._runs.get(sub.run_id) if sub.run_id else None
-                runs.append({
-                    "runSettingId": sub.run_setting_id, "runId": sub.run_id,
-                    "runInternalUuid": run.uuid if run else None, "runArn": run.arn if run else None,
-                    "submissionStatus": sub.status, "submissionFailureReason": sub.reason,
-                    "submissionFailureMessage": sub.message,
-                })
+                runs.append(
+                    {
+                        "runSettingId": sub.run_setting_id,
+                        "runId": sub.run_id,
+                        "runInternalUuid": run.uuid if run else None,
+                        "runArn": run.arn if run else None,
+                        "submissionStatus": sub.status,
+                        "submissionFailureReason": sub.reason,
+                        "submissionFailureMessage": sub.message,
+                    }
+                )
             return {"runs": runs, "nextToken": token}
 
     def _cancel_run_batch(self, params: dict[str, Any]) -> None:
@@ -1175,8 +1298,9 @@ class OmicsEmulator(LoopbackServer):
             batch.status = "RUNS_DELETED"
 
 
-def _page(items: list[Any], token: str | None, size: int | None,
-          keep: Callable[[Any], bool] | None = None) -> tuple[list[Any], str | None]:
+def _page(
+    items: list[Any], token: str | None, size: int | None, keep: Callable[[Any], bool] | None = None
+) -> tuple[list[Any], str | None]:
     """One page of ``items`` (those ``keep`` accepts) and the next token.
 
     The token is a position in ``items``, which only ever grows at the end, so a
@@ -1185,7 +1309,9 @@ def _page(items: list[Any], token: str | None, size: int | None,
     start = 0
     if token is not None:
         if not token.isdigit() or int(token) > len(items):
-            raise _validation(f"Value '{token}' at 'startingToken' failed to satisfy constraint: Invalid pagination token")
+            raise _validation(
+                f"Value '{token}' at 'startingToken' failed to satisfy constraint: Invalid pagination token"
+            )
         start = int(token)
     size = size or DEFAULT_PAGE_SIZE
     if keep is None:
@@ -1231,7 +1357,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _dispatch
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 

@@ -89,9 +89,19 @@ MAX_PAGE_SIZE = 100
 MAX_NAME = 255
 MAX_SHOWN_ERRORS = 20
 _TITLES = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    409: "Conflict", 413: "Payload Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Entity",
-    429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
     504: "Gateway Timeout",
 }
 
@@ -199,7 +209,9 @@ class PollyEmulator(LoopbackServer):
 
     # -- test hooks ----------------------------------------------------------
 
-    def inject(self, statuses: Iterable[int], *, after: bool = False, method: str | None = None, path: str | None = None) -> None:
+    def inject(
+        self, statuses: Iterable[int], *, after: bool = False, method: str | None = None, path: str | None = None
+    ) -> None:
         """Answer the next matching requests with these statuses (``after``: once carried out)."""
         with self._lock:
             for status in statuses:
@@ -216,7 +228,8 @@ class PollyEmulator(LoopbackServer):
             runs = [self._runs[run_id]] if run_id is not None else self._run_order
             return [
                 dict(self._job_resource(job, now)["attributes"], id=job.id, status=self._job_status(job, now))
-                for run in runs for job in run.jobs
+                for run in runs
+                for job in run.jobs
             ]
 
     def requests(self) -> list[dict[str, Any]]:
@@ -225,7 +238,9 @@ class PollyEmulator(LoopbackServer):
 
     # -- HTTP ----------------------------------------------------------------
 
-    def handle(self, method: str, target: str, headers: Any, body: bytes, host: str) -> tuple[int, dict[str, str], bytes]:
+    def handle(
+        self, method: str, target: str, headers: Any, body: bytes, host: str
+    ) -> tuple[int, dict[str, str], bytes]:
         """One HTTP request in, (status, headers, body) out."""
         method = method.upper()
         parts = urlsplit(target)
@@ -244,13 +259,18 @@ class PollyEmulator(LoopbackServer):
         else:
             try:
                 status, document = self._route(method, path, query, headers, body, host)
-                answer_headers, payload = {"Content-Type": "application/vnd.api+json"}, json.dumps(document, separators=(",", ":")).encode()
+                answer_headers, payload = (
+                    {"Content-Type": "application/vnd.api+json"},
+                    json.dumps(document, separators=(",", ":")).encode(),
+                )
             except ApiError as exc:
                 status, answer_headers, payload = self._error(exc)
             except Exception as exc:  # a bug in the emulator: answer as a server would
                 status, answer_headers, payload = self._error(ApiError(500, f"{type(exc).__name__}: {exc}"))
             if fault is not None and 200 <= status < 300:
-                status, answer_headers, payload = self._error(ApiError(fault.status, "injected failure after the request was carried out"))
+                status, answer_headers, payload = self._error(
+                    ApiError(fault.status, "injected failure after the request was carried out")
+                )
             elif fault is not None:  # the request failed anyway: the fault stays for the next one
                 with self._lock:
                     self._faults.appendleft(fault)
@@ -270,7 +290,9 @@ class PollyEmulator(LoopbackServer):
             headers["Retry-After"] = str(self.retry_after)
         return exc.status, headers, json.dumps(exc.document(), separators=(",", ":")).encode()
 
-    def _route(self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes, host: str) -> tuple[int, dict[str, Any]]:
+    def _route(
+        self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes, host: str
+    ) -> tuple[int, dict[str, Any]]:
         segments = [s for s in path.split("/") if s]
         if not segments or segments[0] not in ("runs", "jobs") or len(segments) > 2:
             raise ApiError(404, f"no such endpoint: {path}")
@@ -406,10 +428,13 @@ class PollyEmulator(LoopbackServer):
         size = int(size_text)
         after = query.get("page[after]")
         known_filters = {"run_id"} if collection == "jobs" else {"name", "status", "priority", "pipeline_id"}
-        filters = {k[len("filter["):-1]: v for k, v in query.items() if k.startswith("filter[") and k.endswith("]")}
+        filters = {k[len("filter[") : -1]: v for k, v in query.items() if k.startswith("filter[") and k.endswith("]")}
         unknown = sorted(set(filters) - known_filters)
         if unknown:
-            raise ApiError(400, f"unknown filter {unknown[0]!r}; {collection} take filter[{'], filter['.join(sorted(known_filters))}]")
+            raise ApiError(
+                400,
+                f"unknown filter {unknown[0]!r}; {collection} take filter[{'], filter['.join(sorted(known_filters))}]",
+            )
         now = self.clock()
         with self._lock:
             if collection == "jobs":
@@ -467,16 +492,25 @@ class PollyEmulator(LoopbackServer):
         attributes = _resource(data, "runs", "/data", problems)
         if attributes is not None:
             for name in sorted(set(attributes) - RUN_ATTRIBUTES):
-                problems.append((f"unknown attribute {name!r}; a run takes {', '.join(sorted(RUN_ATTRIBUTES))}", f"/data/attributes/{name}"))
+                problems.append(
+                    (
+                        f"unknown attribute {name!r}; a run takes {', '.join(sorted(RUN_ATTRIBUTES))}",
+                        f"/data/attributes/{name}",
+                    )
+                )
             pipeline_id = attributes.get("pipeline_id")
             if not isinstance(pipeline_id, str) or not pipeline_id:
                 problems.append(("pipeline_id is required: a non-empty string", "/data/attributes/pipeline_id"))
             name = attributes.get("run_name")
             if name is not None and not (isinstance(name, str) and 1 <= len(name) <= MAX_NAME):
-                problems.append((f"run_name must be a string of 1 to {MAX_NAME} characters", "/data/attributes/run_name"))
+                problems.append(
+                    (f"run_name must be a string of 1 to {MAX_NAME} characters", "/data/attributes/run_name")
+                )
             priority = attributes.get("priority", "low")
             if priority not in PRIORITIES:
-                problems.append((f"priority must be one of {', '.join(PRIORITIES)}, not {priority!r}", "/data/attributes/priority"))
+                problems.append(
+                    (f"priority must be one of {', '.join(PRIORITIES)}, not {priority!r}", "/data/attributes/priority")
+                )
             for member in ("tags", "domain_context"):
                 if not isinstance(attributes.get(member, {}), dict):
                     problems.append((f"{member} must be an object", f"/data/attributes/{member}"))
@@ -485,8 +519,13 @@ class PollyEmulator(LoopbackServer):
         assert attributes is not None
         with self._lock:
             run = _Run(
-                id=self._new_id(), name="", pipeline_id=attributes["pipeline_id"], priority=attributes.get("priority", "low"),
-                tags=dict(attributes.get("tags") or {}), domain_context=dict(attributes.get("domain_context") or {}), created=self.clock(),
+                id=self._new_id(),
+                name="",
+                pipeline_id=attributes["pipeline_id"],
+                priority=attributes.get("priority", "low"),
+                tags=dict(attributes.get("tags") or {}),
+                domain_context=dict(attributes.get("domain_context") or {}),
+                created=self.clock(),
             )
             run.name = attributes.get("run_name") or run.id  # Polly names an unnamed run by its id
             self._runs[run.id] = run
@@ -508,14 +547,21 @@ class PollyEmulator(LoopbackServer):
             if attributes is None:
                 continue
             for name in sorted(set(attributes) - JOB_ATTRIBUTES):
-                problems.append((f"unknown attribute {name!r}; a job takes {', '.join(sorted(JOB_ATTRIBUTES))}", f"{where}/attributes/{name}"))
+                problems.append(
+                    (
+                        f"unknown attribute {name!r}; a job takes {', '.join(sorted(JOB_ATTRIBUTES))}",
+                        f"{where}/attributes/{name}",
+                    )
+                )
             if not isinstance(attributes.get("run_id"), str) or not attributes.get("run_id"):
                 problems.append(("run_id is required: a string", f"{where}/attributes/run_id"))
             name = attributes.get("name")
             if name is not None and not (isinstance(name, str) and 1 <= len(name) <= MAX_NAME):
                 problems.append((f"name must be a string of 1 to {MAX_NAME} characters", f"{where}/attributes/name"))
             if not isinstance(attributes.get("parameters"), dict):
-                problems.append(("parameters is required: an object of the pipeline's parameters", f"{where}/attributes/parameters"))
+                problems.append(
+                    ("parameters is required: an object of the pipeline's parameters", f"{where}/attributes/parameters")
+                )
             problems += _config_problems(attributes.get("config"), f"{where}/attributes/config")
             jobs.append(attributes)
         if problems:
@@ -531,9 +577,16 @@ class PollyEmulator(LoopbackServer):
                     continue
                 key = (job["run_id"], job["name"])
                 if key in seen:
-                    conflicts.append((f"job name {job['name']!r} appears twice in this request", f"/data/{index}/attributes/name"))
+                    conflicts.append(
+                        (f"job name {job['name']!r} appears twice in this request", f"/data/{index}/attributes/name")
+                    )
                 elif job["name"] in self._runs[job["run_id"]].by_name:
-                    conflicts.append((f"run {job['run_id']} already has a job named {job['name']!r}", f"/data/{index}/attributes/name"))
+                    conflicts.append(
+                        (
+                            f"run {job['run_id']} already has a job named {job['name']!r}",
+                            f"/data/{index}/attributes/name",
+                        )
+                    )
                 seen[key] = index
             if conflicts:
                 raise ApiError(409, conflicts)
@@ -544,7 +597,12 @@ class PollyEmulator(LoopbackServer):
                 job_id = self._new_id()
                 name = job.get("name") or f"job#{len(run.jobs)}"
                 record = _Job(
-                    id=job_id, run_id=run.id, name=name, parameters=job["parameters"], config=job["config"], created=now,
+                    id=job_id,
+                    run_id=run.id,
+                    name=name,
+                    parameters=job["parameters"],
+                    config=job["config"],
+                    created=now,
                     fails=_fraction(f"{self.seed}:{run.id}:{name}") < self.failure_rate,
                 )
                 run.position[job_id] = len(run.jobs)
@@ -558,7 +616,7 @@ class PollyEmulator(LoopbackServer):
 def _resource(data: Any, kind: str, where: str, problems: list[tuple[str, str | None]]) -> dict[str, Any] | None:
     """The attributes of a JSON:API resource object of ``kind``, or None (with a problem noted)."""
     if not isinstance(data, dict):
-        problems.append((f"must be a resource object {{\"type\": \"{kind}\", \"attributes\": {{...}}}}", where))
+        problems.append((f'must be a resource object {{"type": "{kind}", "attributes": {{...}}}}', where))
         return None
     if data.get("type") != kind:
         problems.append((f"type must be {kind!r}, not {data.get('type')!r}", f"{where}/type"))
@@ -571,7 +629,7 @@ def _resource(data: Any, kind: str, where: str, problems: list[tuple[str, str | 
 
 def _config_problems(config: Any, where: str) -> list[tuple[str, str | None]]:
     if not isinstance(config, dict):
-        return [("config is required: an object {\"infra\": {\"cpu\", \"memory\", \"storage\"}}", where)]
+        return [('config is required: an object {"infra": {"cpu", "memory", "storage"}}', where)]
     found: list[tuple[str, str | None]] = []
     for key in sorted(set(config) - {"infra"}):
         found.append((f"unknown config member {key!r}; config holds only infra", f"{where}/{key}"))
@@ -607,7 +665,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _dispatch
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 

@@ -25,7 +25,9 @@ ROWS_KEY = pytest.StashKey[list[str]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "fault_cell(row, column): a cell of the fault matrix printed at the end of the run")
+    config.addinivalue_line(
+        "markers", "fault_cell(row, column): a cell of the fault matrix printed at the end of the run"
+    )
     config.stash[MATRIX_KEY] = {}
     config.stash[ROWS_KEY] = []
 
@@ -68,10 +70,16 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_sep("=", "fault matrix (scenario x backend)")
     terminalreporter.write_line("".ljust(width) + "".join(c.ljust(w) for c, w in zip(columns, widths)))
     for row in rows:
-        terminalreporter.write_line(row.ljust(width) + "".join(cells.get((row, c), "-").ljust(w) for c, w in zip(columns, widths)))
+        terminalreporter.write_line(
+            row.ljust(width) + "".join(cells.get((row, c), "-").ljust(w) for c, w in zip(columns, widths))
+        )
     values = list(cells.values())
-    summary = ", ".join(f"{values.count(v)} {v}" for v in ("held", "NOT HELD", "BUG", "XPASS", "skip") if values.count(v))
-    terminalreporter.write_line(f"{summary}; '-' = not applicable (no staging); glue stages only in manifest mode, used for the S3 rows")
+    summary = ", ".join(
+        f"{values.count(v)} {v}" for v in ("held", "NOT HELD", "BUG", "XPASS", "skip") if values.count(v)
+    )
+    terminalreporter.write_line(
+        f"{summary}; '-' = not applicable (no staging); glue stages only in manifest mode, used for the S3 rows"
+    )
 
 
 # ---------------------------------------------------------------- servers
@@ -113,7 +121,11 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")] + ["POLLY_API_KEY", "POLLY_BASE_URL", "PLANNER_DEBUG"]:
+    for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")] + [
+        "POLLY_API_KEY",
+        "POLLY_BASE_URL",
+        "PLANNER_DEBUG",
+    ]:
         monkeypatch.delenv(name, raising=False)
 
 
@@ -131,7 +143,9 @@ def fault_moto() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
-    request = urllib.request.Request(f"{url}/moto-api/config", data=json.dumps({"batch": {"use_docker": False}}).encode(), method="POST")
+    request = urllib.request.Request(
+        f"{url}/moto-api/config", data=json.dumps({"batch": {"use_docker": False}}).encode(), method="POST"
+    )
     urllib.request.urlopen(request, timeout=10).read()
     try:
         yield url

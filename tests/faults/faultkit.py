@@ -97,8 +97,10 @@ def aws_error(url: str, status: int, code: str, message: str, *, xml: bool = Fal
     from botocore.awsrequest import AWSResponse
 
     if query:
-        body = (f'<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>'
-                "<RequestId>faults</RequestId></ErrorResponse>").encode()
+        body = (
+            f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+            "<RequestId>faults</RequestId></ErrorResponse>"
+        ).encode()
         headers = {"Content-Type": "text/xml"}
     elif xml:
         body = f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'.encode()
@@ -165,10 +167,18 @@ class SendFault:
 
 # The sandbox's own setup under --sandbox (the IAM role, compute environment, queue and
 # job definition it creates for Batch): not the planner's submission path, left alone.
-SANDBOX_SETUP = frozenset({
-    "CreateRole", "GetRole", "CreateComputeEnvironment", "CreateJobQueue", "RegisterJobDefinition",
-    "DescribeComputeEnvironments", "DescribeJobQueues", "DescribeJobDefinitions",
-})
+SANDBOX_SETUP = frozenset(
+    {
+        "CreateRole",
+        "GetRole",
+        "CreateComputeEnvironment",
+        "CreateJobQueue",
+        "RegisterJobDefinition",
+        "DescribeComputeEnvironments",
+        "DescribeJobQueues",
+        "DescribeJobDefinitions",
+    }
+)
 
 
 @dataclass
@@ -184,8 +194,12 @@ class EveryCallFault:
     _seen: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    THROTTLE = {"s3": (503, "SlowDown"), "glue": (400, "ThrottlingException"), "iam": (400, "Throttling"),
-                "batch": (429, "TooManyRequestsException")}
+    THROTTLE = {
+        "s3": (503, "SlowDown"),
+        "glue": (400, "ThrottlingException"),
+        "iam": (400, "Throttling"),
+        "batch": (429, "TooManyRequestsException"),
+    }
 
     def __call__(self, request: Any, event_name: str, **_: Any) -> Any:
         _, service, operation = event_name.split(".")[:3]
@@ -199,7 +213,13 @@ class EveryCallFault:
             status, code = self.THROTTLE.get(service, (429, "ThrottlingException"))
             return aws_error(request.url, status, code, "injected throttle", xml=xml)
         if self.mode == "refuse":
-            return aws_error(request.url, self.status, "InternalError" if xml else "InternalServerException", "injected fault", xml=xml)
+            return aws_error(
+                request.url,
+                self.status,
+                "InternalError" if xml else "InternalServerException",
+                "injected fault",
+                xml=xml,
+            )
         forward(request)
         from botocore.exceptions import ReadTimeoutError
 
@@ -214,7 +234,11 @@ def event_name(service: str) -> str:
 # ---------------------------------------------------------------- Polly seams
 
 
-def patch_polly_request(before: Callable[[str, str], None] | None, after: Callable[[str, str], None] | None, setattr_: Callable[[Any, str, Any], None] | None = None) -> None:
+def patch_polly_request(
+    before: Callable[[str, str], None] | None,
+    after: Callable[[str, str], None] | None,
+    setattr_: Callable[[Any, str, Any], None] | None = None,
+) -> None:
     """Call ``before(method, path)`` / ``after(method, path)`` around every Polly HTTP call."""
     from planner.backends import polly
 
@@ -251,9 +275,15 @@ class PollyReset:
 
         def urlopen(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
             answer = original(self, method, url, *args, **kwargs)
-            if method == fault.method and urlsplit(url).path.rstrip("/").endswith(fault.path) and fault.hits.hit() <= fault.times:
+            if (
+                method == fault.method
+                and urlsplit(url).path.rstrip("/").endswith(fault.path)
+                and fault.hits.hit() <= fault.times
+            ):
                 fault.resets += 1
-                raise urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104, "Connection reset by peer"))
+                raise urllib3.exceptions.ProtocolError(
+                    "Connection aborted.", ConnectionResetError(104, "Connection reset by peer")
+                )
             return answer
 
         setattr_(urllib3.PoolManager, "urlopen", urlopen)
@@ -321,7 +351,9 @@ def install_barrier(barrier: dict[str, Any]) -> None:
             with open(os.path.join(barrier["directory"], f"arrived-{os.getpid()}"), "w"):
                 pass
             deadline = time.monotonic() + float(barrier.get("timeout", 10))
-            while len(os.listdir(barrier["directory"])) < int(barrier.get("parties", 2)) and time.monotonic() < deadline:
+            while (
+                len(os.listdir(barrier["directory"])) < int(barrier.get("parties", 2)) and time.monotonic() < deadline
+            ):
                 time.sleep(0.02)
             done.set()
 
@@ -329,7 +361,9 @@ def install_barrier(barrier: dict[str, Any]) -> None:
         patch_clients([(f"before-call.{event_name(barrier['service'])}.{barrier['operation']}", wait)])
     else:
         paths = tuple(barrier["paths"])
-        patch_polly_request(lambda method, path: wait() if method == "POST" and path.rstrip("/").endswith(paths) else None, None)
+        patch_polly_request(
+            lambda method, path: wait() if method == "POST" and path.rstrip("/").endswith(paths) else None, None
+        )
 
 
 def child_main(spec_json: str) -> None:
@@ -345,14 +379,20 @@ def child_main(spec_json: str) -> None:
     sys.exit(0)
 
 
-CHILD = (
-    "import sys; sys.path.insert(0, {tests!r}); "
-    "from faults import faultkit; faultkit.child_main(sys.argv[1])"
-)
+CHILD = "import sys; sys.path.insert(0, {tests!r}); from faults import faultkit; faultkit.child_main(sys.argv[1])"
 
 
-def child_command(plan_dir: str, options: dict[str, Any], kill: dict[str, Any] | None = None, barrier: dict[str, Any] | None = None) -> list[str]:
-    spec = json.dumps({"plan_dir": plan_dir, "options": options, **({"kill": kill} if kill else {}), **({"barrier": barrier} if barrier else {})})
+def child_command(
+    plan_dir: str, options: dict[str, Any], kill: dict[str, Any] | None = None, barrier: dict[str, Any] | None = None
+) -> list[str]:
+    spec = json.dumps(
+        {
+            "plan_dir": plan_dir,
+            "options": options,
+            **({"kill": kill} if kill else {}),
+            **({"barrier": barrier} if barrier else {}),
+        }
+    )
     return [sys.executable, "-c", CHILD.format(tests=TESTS_DIR), spec]
 
 
@@ -374,6 +414,14 @@ CLI_CHILD = (
 )
 
 
-def cli_child_command(argv: list[str], kill: dict[str, Any] | None = None, barrier: dict[str, Any] | None = None) -> list[str]:
+def cli_child_command(
+    argv: list[str], kill: dict[str, Any] | None = None, barrier: dict[str, Any] | None = None
+) -> list[str]:
     """``planner ARGV`` (the real command line entry) in a child process, with a kill point or a barrier."""
-    return [sys.executable, "-c", CLI_CHILD.format(tests=TESTS_DIR), json.dumps({"kill": kill, "barrier": barrier}), *map(str, argv)]
+    return [
+        sys.executable,
+        "-c",
+        CLI_CHILD.format(tests=TESTS_DIR),
+        json.dumps({"kill": kill, "barrier": barrier}),
+        *map(str, argv),
+    ]

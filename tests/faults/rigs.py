@@ -75,8 +75,11 @@ class World:
         return self._clients[(service, endpoint)]
 
     def _client(self, service: str, endpoint: str) -> Any:
-        config = Config(retries={"mode": "standard", "max_attempts": 3}, inject_host_prefix=service != "omics",
-                        s3={"addressing_style": "path"})
+        config = Config(
+            retries={"mode": "standard", "max_attempts": 3},
+            inject_host_prefix=service != "omics",
+            s3={"addressing_style": "path"},
+        )
         return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1", config=config)
 
     @property
@@ -177,23 +180,42 @@ def _omics_batch(world: World, tmp_path: Any, staging: bool, big: bool = False) 
     samples = [f"S{i:04d}" for i in range(BIG_SHARD_SAMPLES if big else 30)]
     sheet = _sheet(samples, "fastq_1", [f"s3://in/{s}_R1.fq.gz" for s in samples], big)
     defaults = {
-        "run": {"workflowId": "1234567", "roleArn": ROLE, "outputUri": "s3://results/out/", "storageType": "DYNAMIC",
-                "parameters": {"reference": "s3://refs/hg38.fa"}, "runTags": {"project": "faults"}},
+        "run": {
+            "workflowId": "1234567",
+            "roleArn": ROLE,
+            "outputUri": "s3://results/out/",
+            "storageType": "DYNAMIC",
+            "parameters": {"reference": "s3://refs/hg38.fa"},
+            "runTags": {"project": "faults"},
+        },
         "submission": {"batchName": "faults"},
     }
     plan_dir = str(tmp_path / "plan")
-    planner.plan(sheet, backend="omics-batch", defaults=defaults, **_sizes(big, max_entries=10)).write(plan_dir)  # 3 shards on S3
+    planner.plan(sheet, backend="omics-batch", defaults=defaults, **_sizes(big, max_entries=10)).write(
+        plan_dir
+    )  # 3 shards on S3
     emulator = world.omics_emulator
-    options = {"sandbox": True, "endpoints": {"s3": world.moto, "omics": emulator.endpoint_url},
-               "staging_uri": f"s3://{world.bucket}/{STAGING_PREFIX}", "concurrency": 4}
+    options = {
+        "sandbox": True,
+        "endpoints": {"s3": world.moto, "omics": emulator.endpoint_url},
+        "staging_uri": f"s3://{world.bucket}/{STAGING_PREFIX}",
+        "concurrency": 4,
+    }
     return Rig("omics-batch", "omics-batch", world, plan_dir, options, samples, "omics", "StartRunBatch", stages=True)
 
 
 def _omics_run(world: World, tmp_path: Any, staging: bool, big: bool = False) -> Rig:
     samples = [f"S{i:04d}" for i in range(12)]
     sheet = pl.DataFrame({"sample": samples, "fastq_1": [f"s3://in/{s}_R1.fq.gz" for s in samples]})
-    defaults = {"run": {"workflowId": "7654321", "roleArn": ROLE, "outputUri": "s3://results/out/",
-                        "parameters": {"genome": "GRCh38"}, "tags": {"project": "faults"}}}
+    defaults = {
+        "run": {
+            "workflowId": "7654321",
+            "roleArn": ROLE,
+            "outputUri": "s3://results/out/",
+            "parameters": {"genome": "GRCh38"},
+            "tags": {"project": "faults"},
+        }
+    }
     plan_dir = str(tmp_path / "plan")
     planner.plan(sheet, backend="omics-run", defaults=defaults).write(plan_dir)
     emulator = world.omics_emulator
@@ -205,13 +227,28 @@ def _batch(world: World, tmp_path: Any, staging: bool, big: bool = False) -> Rig
     samples = [f"S{i:04d}" for i in range(BIG_SHARD_SAMPLES if big else 9)]
     queue = f"q-{uuid.uuid4().hex[:12]}"
     sheet = _sheet(samples, "bam", [f"s3://in/{s}.bam" for s in samples], big)
-    defaults = {"run": {"jobQueue": queue, "jobDefinition": "faults-jobdef:1", "jobName": "faults",
-                        "parameters": {"reference": "s3://refs/hg38.fa"}, "retryStrategy": {"attempts": 2}}}
+    defaults = {
+        "run": {
+            "jobQueue": queue,
+            "jobDefinition": "faults-jobdef:1",
+            "jobName": "faults",
+            "parameters": {"reference": "s3://refs/hg38.fa"},
+            "retryStrategy": {"attempts": 2},
+        }
+    }
     plan_dir = str(tmp_path / "plan")
-    planner.plan(sheet, backend="batch", defaults=defaults, **_sizes(big, max_entries=3)).write(plan_dir)  # 3 arrays of 3
-    options = {"sandbox": True, "endpoints": {"s3": world.moto, "batch": world.moto, "iam": world.moto},
-               "staging_uri": f"s3://{world.bucket}/{STAGING_PREFIX}", "concurrency": 4}
-    return Rig("batch", "batch", world, plan_dir, options, samples, "batch", "SubmitJob", stages=True, extra={"queue": queue})
+    planner.plan(sheet, backend="batch", defaults=defaults, **_sizes(big, max_entries=3)).write(
+        plan_dir
+    )  # 3 arrays of 3
+    options = {
+        "sandbox": True,
+        "endpoints": {"s3": world.moto, "batch": world.moto, "iam": world.moto},
+        "staging_uri": f"s3://{world.bucket}/{STAGING_PREFIX}",
+        "concurrency": 4,
+    }
+    return Rig(
+        "batch", "batch", world, plan_dir, options, samples, "batch", "SubmitJob", stages=True, extra={"queue": queue}
+    )
 
 
 def _glue(world: World, tmp_path: Any, staging: bool, big: bool = False) -> Rig:
@@ -219,27 +256,47 @@ def _glue(world: World, tmp_path: Any, staging: bool, big: bool = False) -> Rig:
     samples = [f"S{i:04d}" for i in range(BIG_SHARD_SAMPLES if big else 9 if staging else 10)]
     job = f"etl-{uuid.uuid4().hex[:10]}"
     world.client("glue").create_job(
-        Name=job, Role="arn:aws:iam::123456789012:role/glue", GlueVersion="4.0",
+        Name=job,
+        Role="arn:aws:iam::123456789012:role/glue",
+        GlueVersion="4.0",
         Command={"Name": "glueetl", "ScriptLocation": "s3://scripts/etl.py", "PythonVersion": "3"},
         ExecutionProperty={"MaxConcurrentRuns": 100},
     )
     sheet = _sheet(samples, "input_path", [f"s3://lake/raw/{s}/" for s in samples], big)
-    defaults: dict[str, Any] = {"run": {"JobName": job, "WorkerType": "G.1X", "NumberOfWorkers": 2, "Arguments": {"--input_format": "parquet"}}}
+    defaults: dict[str, Any] = {
+        "run": {"JobName": job, "WorkerType": "G.1X", "NumberOfWorkers": 2, "Arguments": {"--input_format": "parquet"}}
+    }
     if staging:
         defaults["submission"] = {"mode": "manifest"}
     plan_dir = str(tmp_path / "plan")
-    planner.plan(sheet, backend="glue", defaults=defaults, **_sizes(big, **({"max_entries": 3} if staging else {}))).write(plan_dir)
+    planner.plan(
+        sheet, backend="glue", defaults=defaults, **_sizes(big, **({"max_entries": 3} if staging else {}))
+    ).write(plan_dir)
     options: dict[str, Any] = {"sandbox": True, "endpoints": {"s3": world.moto, "glue": world.moto}, "concurrency": 4}
     if staging:
         options["staging_uri"] = f"s3://{world.bucket}/{STAGING_PREFIX}"
-    return Rig("glue", "glue", world, plan_dir, options, samples, "glue", "StartJobRun", stages=staging, manifest_mode=staging, extra={"job": job})
+    return Rig(
+        "glue",
+        "glue",
+        world,
+        plan_dir,
+        options,
+        samples,
+        "glue",
+        "StartJobRun",
+        stages=staging,
+        manifest_mode=staging,
+        extra={"job": job},
+    )
 
 
 def _polly(world: World, tmp_path: Any, staging: bool, big: bool = False) -> Rig:
     samples = [f"S{i:04d}" for i in range(120)]  # create_run, then 3 submit_job requests of 50, 50, 20
     sheet = pl.DataFrame({"sample": samples, "fastq_1": [f"s3://seq/{s}_R1.fq.gz" for s in samples]})
-    defaults = {"run": {"parameters": {"genome": "GRCh38"}, "config": {"infra": {"cpu": 2, "memory": 8}}},
-                "submission": {"pipeline_id": "pl-rnaseq", "run_name": "faults", "priority": "medium"}}
+    defaults = {
+        "run": {"parameters": {"genome": "GRCh38"}, "config": {"infra": {"cpu": 2, "memory": 8}}},
+        "submission": {"pipeline_id": "pl-rnaseq", "run_name": "faults", "priority": "medium"},
+    }
     plan_dir = str(tmp_path / "plan")
     planner.plan(sheet, backend="polly", defaults=defaults).write(plan_dir)
     emulator = world.polly_emulator
@@ -248,7 +305,11 @@ def _polly(world: World, tmp_path: Any, staging: bool, big: bool = False) -> Rig
 
 
 MAKERS: dict[str, Callable[..., Rig]] = {
-    "omics-batch": _omics_batch, "omics-run": _omics_run, "batch": _batch, "glue": _glue, "polly": _polly,
+    "omics-batch": _omics_batch,
+    "omics-run": _omics_run,
+    "batch": _batch,
+    "glue": _glue,
+    "polly": _polly,
 }
 COLUMNS = tuple(MAKERS)
 STAGING_COLUMNS = ("omics-batch", "batch", "glue")  # the backends that stage shards on S3 (glue in manifest mode)
@@ -262,7 +323,9 @@ def make_rig(column: str, world: World, tmp_path: Any, *, staging: bool = False,
 # ---------------------------------------------------------------- counting on the server
 
 
-def _pages(call: Callable[..., dict[str, Any]], items: str, token_in: str, token_out: str = "nextToken", **params: Any) -> list[dict[str, Any]]:
+def _pages(
+    call: Callable[..., dict[str, Any]], items: str, token_in: str, token_out: str = "nextToken", **params: Any
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     token = None
     while True:
@@ -307,7 +370,9 @@ def _batch_parents(rig: Rig) -> list[dict[str, Any]]:
     batch = rig.world.client("batch")
     parents: dict[str, dict[str, Any]] = {}
     for status in _BATCH_STATUSES:
-        for job in _pages(batch.list_jobs, "jobSummaryList", "nextToken", jobQueue=rig.extra["queue"], jobStatus=status):
+        for job in _pages(
+            batch.list_jobs, "jobSummaryList", "nextToken", jobQueue=rig.extra["queue"], jobStatus=status
+        ):
             if ":" not in job["jobId"] and "index" not in (job.get("arrayProperties") or {}):
                 parents[job["jobId"]] = job
     return list(parents.values())
@@ -337,7 +402,10 @@ def _count_glue(rig: Rig) -> Counter[str]:
     plan_id = rig.manifest["plan_id"]
     if rig.manifest_mode:
         shard_of = rig.shard_of()
-        owners = {glue_backend.shard_run_key(plan_id, index): [s for s, shard in shard_of.items() if shard == index] for index in set(shard_of.values())}
+        owners = {
+            glue_backend.shard_run_key(plan_id, index): [s for s, shard in shard_of.items() if shard == index]
+            for index in set(shard_of.values())
+        }
     else:
         owners = {glue_backend.run_key(plan_id, sample): [sample] for sample in rig.samples}
     counts: Counter[str] = Counter()
@@ -363,8 +431,20 @@ def _ids_polly(rig: Rig) -> set[str]:
     return {run["id"] for run in emulator.runs()} | {job["id"] for job in emulator.jobs()}
 
 
-COUNTERS = {"omics-batch": _count_omics_batch, "omics-run": _count_omics_run, "batch": _count_batch, "glue": _count_glue, "polly": _count_polly}
-IDS = {"omics-batch": _ids_omics_batch, "omics-run": _ids_omics_run, "batch": _ids_batch, "glue": _ids_glue, "polly": _ids_polly}
+COUNTERS = {
+    "omics-batch": _count_omics_batch,
+    "omics-run": _count_omics_run,
+    "batch": _count_batch,
+    "glue": _count_glue,
+    "polly": _count_polly,
+}
+IDS = {
+    "omics-batch": _ids_omics_batch,
+    "omics-run": _ids_omics_run,
+    "batch": _ids_batch,
+    "glue": _ids_glue,
+    "polly": _ids_polly,
+}
 
 
 # ---------------------------------------------------------------- the ledger and the bucket
@@ -391,7 +471,9 @@ def bucket_versions(s3: Any, bucket: str) -> dict[str, list[dict[str, Any]]]:
         for version in page.get("Versions", []):
             found.setdefault(version["Key"], []).append({"VersionId": version["VersionId"], "ETag": version["ETag"]})
         for marker in page.get("DeleteMarkers", []):
-            found.setdefault(marker["Key"], []).append({"VersionId": marker["VersionId"], "ETag": None, "delete_marker": True})
+            found.setdefault(marker["Key"], []).append(
+                {"VersionId": marker["VersionId"], "ETag": None, "delete_marker": True}
+            )
         if not page.get("IsTruncated"):
             return found
         kwargs.update(KeyMarker=page["NextKeyMarker"], VersionIdMarker=page.get("NextVersionIdMarker"))
@@ -407,7 +489,9 @@ def check_no_overwrite(rig: Rig, before: dict[str, list[dict[str, Any]]] | None 
     for key, found in versions.items():
         assert len(found) == 1, f"s3://{rig.world.bucket}/{key} was written {len(found)} times: {found}"
     for key, found in (before or {}).items():
-        assert versions.get(key) == found, f"s3://{rig.world.bucket}/{key} changed during the resume: {found} -> {versions.get(key)}"
+        assert versions.get(key) == found, (
+            f"s3://{rig.world.bucket}/{key} changed during the resume: {found} -> {versions.get(key)}"
+        )
     manifest = rig.manifest
     predicted = {f"{STAGING_PREFIX}{manifest['plan_id']}/{s['sha256']}.json": s["etag"] for s in manifest["shards"]}
     for key, etag in predicted.items():
@@ -416,7 +500,9 @@ def check_no_overwrite(rig: Rig, before: dict[str, list[dict[str, Any]]] | None 
     for row in ledger_tables(rig.plan_dir)["staged"]:
         assert row["bucket"] == rig.world.bucket and row["key"] in versions, row
         (only,) = versions[row["key"]]
-        assert row["etag"] == only["ETag"], f"the ledger recorded {row['etag']} for {row['key']}, S3 holds {only['ETag']}"
+        assert row["etag"] == only["ETag"], (
+            f"the ledger recorded {row['etag']} for {row['key']}, S3 holds {only['ETag']}"
+        )
         if row["version_id"] is not None:
             assert row["version_id"] == only["VersionId"], row
         if row["shard"] >= 0:
@@ -429,7 +515,9 @@ def check_invariants(rig: Rig, *, staged_before: dict[str, list[dict[str, Any]]]
     counts = rig.server_counts()
     twice = {sample: n for sample, n in counts.items() if n != 1}
     missing = [sample for sample in rig.samples if sample not in counts]
-    assert not twice and not missing, f"not exactly once: submitted more than once {twice}; never submitted {missing[:10]}"
+    assert not twice and not missing, (
+        f"not exactly once: submitted more than once {twice}; never submitted {missing[:10]}"
+    )
     assert set(counts) == set(rig.samples)
 
     tables = ledger_tables(rig.plan_dir)
@@ -476,7 +564,6 @@ def shard_bytes(rig: Rig) -> dict[str, bytes]:
     return out
 
 
-
 # ---------------------------------------------------------------- crash and resume
 
 KILL_TIMEOUT = 120
@@ -484,8 +571,15 @@ KILL_TIMEOUT = 120
 
 def run_killed(rig: Rig, kill: dict[str, Any]) -> subprocess.CompletedProcess[bytes]:
     """``submit`` in a child process that SIGKILLs itself at ``kill``; it must have died there."""
-    done = subprocess.run(faultkit.child_command(rig.plan_dir, rig.options, kill), capture_output=True, timeout=KILL_TIMEOUT, env=dict(os.environ))
-    assert done.returncode == -signal.SIGKILL, f"the child was not killed at {kill} (exit {done.returncode}):\n{done.stderr.decode()[-3000:]}"
+    done = subprocess.run(
+        faultkit.child_command(rig.plan_dir, rig.options, kill),
+        capture_output=True,
+        timeout=KILL_TIMEOUT,
+        env=dict(os.environ),
+    )
+    assert done.returncode == -signal.SIGKILL, (
+        f"the child was not killed at {kill} (exit {done.returncode}):\n{done.stderr.decode()[-3000:]}"
+    )
     return done
 
 

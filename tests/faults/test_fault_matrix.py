@@ -31,8 +31,20 @@ from planner.submit import submit
 
 from . import faultkit
 from .rigs import (
-    COLUMNS, KILL_TIMEOUT, STAGING_COLUMNS, STAGING_PREFIX, Rig, World, bucket_versions, check_invariants, ledger_tables, make_rig,
-    resume_and_check, run_killed, shard_bytes, submission_states,
+    COLUMNS,
+    KILL_TIMEOUT,
+    STAGING_COLUMNS,
+    STAGING_PREFIX,
+    Rig,
+    World,
+    bucket_versions,
+    check_invariants,
+    ledger_tables,
+    make_rig,
+    resume_and_check,
+    run_killed,
+    shard_bytes,
+    submission_states,
 )
 
 # ---------------------------------------------------------------- scenarios
@@ -57,13 +69,19 @@ def kill_in_multipart(operation: str) -> Callable[..., None]:
     """Shards over one part go up in parts: die after the first part, or right after the completion."""
 
     def scenario(rig: Rig, **_: Any) -> None:
-        assert all(s["bytes"] > s["part_size"] for s in rig.manifest["shards"]), "the shards must need a multipart upload"
+        assert all(s["bytes"] > s["part_size"] for s in rig.manifest["shards"]), (
+            "the shards must need a multipart upload"
+        )
         run_killed(rig, {"at": "aws", "service": "s3", "operation": operation, "when": "after", "nth": 1})
         assert len(ledger_tables(rig.plan_dir)["uploads"]) == 1, "the multipart upload begun was not journaled"
         if operation == "UploadPart":
-            assert rig.world.s3.list_multipart_uploads(Bucket=rig.world.bucket).get("Uploads"), "no upload was left open by the kill"
+            assert rig.world.s3.list_multipart_uploads(Bucket=rig.world.bucket).get("Uploads"), (
+                "no upload was left open by the kill"
+            )
         else:
-            assert [k for k in bucket_versions(rig.world.s3, rig.world.bucket) if k.endswith(".json")], "the completed object is not there"
+            assert [k for k in bucket_versions(rig.world.s3, rig.world.bucket) if k.endswith(".json")], (
+                "the completed object is not there"
+            )
         resume_and_check(rig)
 
     return scenario
@@ -126,7 +144,9 @@ def server_error(rig: Rig, world: World, hooks: Any, **_: Any) -> None:
         submit(rig.plan_dir, **rig.options)
         assert sorted(r["status"] for r in emulator.requests() if r["status"] >= 500) == [500, 502, 503]
     else:
-        code = {"batch": "ServerException", "glue": "InternalServiceException"}.get(rig.backend, "InternalServerException")
+        code = {"batch": "ServerException", "glue": "InternalServiceException"}.get(
+            rig.backend, "InternalServerException"
+        )
         fault = faultkit.SendFault("refuse", times=2, status=500, code=code)
         _aws_fault(rig, hooks, fault)
         submit(rig.plan_dir, **rig.options)
@@ -243,7 +263,7 @@ def concurrent_other_bytes(rig: Rig, hooks: Any, **_: Any) -> None:
     hooks([("provide-client-params.s3.PutObject", writer.before), ("after-call.s3.PutObject", writer.after)])
     with pytest.raises(SubmissionError, match="refusing to overwrite"):
         submit(rig.plan_dir, **rig.options)
-    (key, data), = writer.written.items()
+    ((key, data),) = writer.written.items()
     assert writer.refused == ["PreconditionFailed"]
     assert rig.world.s3.get_object(Bucket=rig.world.bucket, Key=key)["Body"].read() == data
     assert len(bucket_versions(rig.world.s3, rig.world.bucket)[key]) == 1, "the other writer's object was replaced"
@@ -275,7 +295,9 @@ def foreign_object(rig: Rig, **_: Any) -> None:
     resume_and_check(rig)
 
 
-def _two_submits_at_once(rig: Rig, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> list[subprocess.CompletedProcess[bytes]]:
+def _two_submits_at_once(
+    rig: Rig, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> list[subprocess.CompletedProcess[bytes]]:
     """Two `planner submit PLAN` processes (the command line, endpoints from the environment), both held at
     their first creating call until the other has reached its own, or has ended."""
     import time
@@ -298,9 +320,14 @@ def _two_submits_at_once(rig: Rig, tmp_path: Any, monkeypatch: pytest.MonkeyPatc
     meeting.mkdir()
     barrier = {k: v for k, v in rig.kill_at_creating_call("before", 1).items() if k not in ("when", "nth")}
     barrier.update(directory=str(meeting), parties=2, timeout=10)
-    argv = ["submit", rig.plan_dir] + (["--staging", rig.options["staging_uri"]] if "staging_uri" in rig.options else [])
+    argv = ["submit", rig.plan_dir] + (
+        ["--staging", rig.options["staging_uri"]] if "staging_uri" in rig.options else []
+    )
     command = faultkit.cli_child_command(argv, barrier=barrier)
-    children = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ)) for _ in range(2)]
+    children = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+        for _ in range(2)
+    ]
     deadline = time.monotonic() + KILL_TIMEOUT
     while any(child.poll() is None for child in children) and time.monotonic() < deadline:
         for child in children:
@@ -338,7 +365,9 @@ SCENARIOS = [
     Scenario("SIGKILL before a staging upload", kill_around_upload("before"), staging=True),
     Scenario("SIGKILL after a staging upload", kill_around_upload("after"), staging=True),
     Scenario("SIGKILL amid a multipart upload", kill_in_multipart("UploadPart"), staging=True, big=True),
-    Scenario("SIGKILL after multipart completion", kill_in_multipart("CompleteMultipartUpload"), staging=True, big=True),
+    Scenario(
+        "SIGKILL after multipart completion", kill_in_multipart("CompleteMultipartUpload"), staging=True, big=True
+    ),
     Scenario("SIGKILL after intent, before the call", kill_around_call("before")),
     Scenario("SIGKILL after the call, before result", kill_around_call("after")),
     Scenario("SIGKILL after the result is journaled", kill_after_result),
@@ -376,7 +405,15 @@ def _cases() -> list[Any]:
 
 
 @pytest.mark.parametrize(("scenario", "column"), _cases())
-def test_fault(scenario: Scenario, column: str, world: World, tmp_path: Any, waits: Any, hooks: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fault(
+    scenario: Scenario,
+    column: str,
+    world: World,
+    tmp_path: Any,
+    waits: Any,
+    hooks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     if scenario.run is throttled and column in ("omics-batch", "omics-run"):
         world.omics_options["throttle_per_second"] = 1 if column == "omics-batch" else 6
     rig = make_rig(column, world, tmp_path / "rig", staging=scenario.staging, big=scenario.big)
@@ -386,7 +423,9 @@ def test_fault(scenario: Scenario, column: str, world: World, tmp_path: Any, wai
 # ---------------------------------------------------------------- the command line, killed
 
 
-def test_the_planner_command_killed_after_its_call_resumes_exactly_once(world: World, tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_planner_command_killed_after_its_call_resumes_exactly_once(
+    world: World, tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``planner submit`` itself (standard credential chain, endpoints from the environment, no
     --sandbox), SIGKILLed after the second StartRunBatch, then ``planner submit`` again."""
     import planner.cli
@@ -395,13 +434,20 @@ def test_the_planner_command_killed_after_its_call_resumes_exactly_once(world: W
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", world.moto)
     monkeypatch.setenv("AWS_ENDPOINT_URL_OMICS", world.omics_emulator.endpoint_url)
     argv = ["submit", rig.plan_dir, "--staging", f"s3://{world.bucket}/{STAGING_PREFIX}"]
-    done = subprocess.run(faultkit.cli_child_command(argv, rig.kill_at_creating_call("after", nth=2)), capture_output=True, timeout=KILL_TIMEOUT, env=dict(os.environ))
+    done = subprocess.run(
+        faultkit.cli_child_command(argv, rig.kill_at_creating_call("after", nth=2)),
+        capture_output=True,
+        timeout=KILL_TIMEOUT,
+        env=dict(os.environ),
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-3000:]
     assert submission_states(rig.plan_dir) == {"done": 1, "intent": 1}
     capsys.readouterr()
     assert planner.cli.main(argv) == 0
     out, err = capsys.readouterr()
-    assert '"batches_created":2' in out and '"batches_already_submitted":1' in out, out  # the dangling one sent again, deduplicated by requestId
+    assert '"batches_created":2' in out and '"batches_already_submitted":1' in out, (
+        out
+    )  # the dangling one sent again, deduplicated by requestId
     assert "Traceback" not in err
     check_invariants(rig)
 
@@ -409,11 +455,17 @@ def test_the_planner_command_killed_after_its_call_resumes_exactly_once(world: W
 # ---------------------------------------------------------------- bugs outside the matrix, fixed since (known ones would be strict xfails)
 
 
-@pytest.mark.parametrize(("column", "kill"), [
-    ("omics-batch", {"at": "aws", "service": "s3", "operation": "PutObject", "when": "before", "nth": 1}),
-    ("polly", {"at": "polly", "paths": ["/runs"], "when": "before", "nth": 1}),
-], ids=["killed before the first upload", "killed before create_run"])
-def test_status_after_a_submit_that_died_before_any_result(column: str, kill: dict[str, Any], world: World, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("column", "kill"),
+    [
+        ("omics-batch", {"at": "aws", "service": "s3", "operation": "PutObject", "when": "before", "nth": 1}),
+        ("polly", {"at": "polly", "paths": ["/runs"], "when": "before", "nth": 1}),
+    ],
+    ids=["killed before the first upload", "killed before create_run"],
+)
+def test_status_after_a_submit_that_died_before_any_result(
+    column: str, kill: dict[str, Any], world: World, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Was a bug: planner/submit.py sample_table() builds the ledger's per-sample table with
     ``pl.DataFrame(ctx.ledger.samples(), schema=STATUS_COLUMNS, orient="row")``: with no rows yet every column
     is of type null, and joining it on ``id`` with samples.parquet raises polars' SchemaError ("datatypes of
@@ -429,4 +481,6 @@ def test_status_after_a_submit_that_died_before_any_result(column: str, kill: di
     code = planner.cli.main(["status", rig.plan_dir, "--no-refresh"])
     out, err = capsys.readouterr()
     assert code == 0 and "internal error" not in err, err
-    assert f"{len(rig.samples)} samples" in out and f"  {'NOT SUBMITTED':<16} {len(rig.samples)}\n" in out, out  # every one
+    assert f"{len(rig.samples)} samples" in out and f"  {'NOT SUBMITTED':<16} {len(rig.samples)}\n" in out, (
+        out
+    )  # every one

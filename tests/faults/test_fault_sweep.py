@@ -44,7 +44,13 @@ def _random_kill(rng: random.Random, rig: Rig) -> dict[str, Any]:
     choices = ["call-before", "call-after", "result"] + (["upload-before", "upload-after"] if rig.stages else [])
     choice = rng.choice(choices)
     if choice.startswith("upload"):
-        return {"at": "aws", "service": "s3", "operation": "PutObject", "when": choice.split("-")[1], "nth": rng.randint(1, UPLOADS[rig.column])}
+        return {
+            "at": "aws",
+            "service": "s3",
+            "operation": "PutObject",
+            "when": choice.split("-")[1],
+            "nth": rng.randint(1, UPLOADS[rig.column]),
+        }
     if choice == "result":
         return {"at": "ledger", "nth": rng.randint(1, calls)}
     return rig.kill_at_creating_call(choice.split("-")[1], rng.randint(1, calls))
@@ -60,10 +66,17 @@ def test_random_repeated_crashes(column: str, seed: int, world: World, tmp_path:
     for _ in range(MAX_KILLS):
         kill = _random_kill(rng, rig)
         history.append(kill)
-        done = subprocess.run(faultkit.child_command(rig.plan_dir, rig.options, kill), capture_output=True, timeout=KILL_TIMEOUT, env=dict(os.environ))
+        done = subprocess.run(
+            faultkit.child_command(rig.plan_dir, rig.options, kill),
+            capture_output=True,
+            timeout=KILL_TIMEOUT,
+            env=dict(os.environ),
+        )
         if done.returncode == 0:
             break  # the kill point lay past the end of what was left to do
-        assert done.returncode == -signal.SIGKILL, f"seed {seed}, kills {history}: exit {done.returncode}\n{done.stderr.decode()[-3000:]}"
+        assert done.returncode == -signal.SIGKILL, (
+            f"seed {seed}, kills {history}: exit {done.returncode}\n{done.stderr.decode()[-3000:]}"
+        )
     try:
         resume_and_check(rig)
     except AssertionError as exc:

@@ -31,17 +31,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import DEFAULTS, run_cli, run_cli_process, write_defaults
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import planner
 import planner.submit
-from helpers import DEFAULTS, run_cli, run_cli_process, write_defaults
 
 BACKENDS = tuple(DEFAULTS)
 # 30 examples per fuzzer; ten times more with HYPOTHESIS_PROFILE=thorough; PLANNER_FUZZ_EXAMPLES=N sets N.
 FUZZ = settings(
-    max_examples=int(os.environ.get("PLANNER_FUZZ_EXAMPLES") or 30 * (10 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 1)),
+    max_examples=int(
+        os.environ.get("PLANNER_FUZZ_EXAMPLES")
+        or 30 * (10 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 1)
+    ),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -73,7 +76,9 @@ def _workdir(tmp_path: Path) -> Iterator[Path]:
         os.chdir(previous)
 
 
-def plan_and_check(workdir: Path, argv: list[Any], capsys: Any, *, codes: tuple[int, ...] = (0, 2)) -> tuple[int, str, str]:
+def plan_and_check(
+    workdir: Path, argv: list[Any], capsys: Any, *, codes: tuple[int, ...] = (0, 2)
+) -> tuple[int, str, str]:
     """``planner plan ARGV --out PLAN`` in ``workdir``, then every rule of this file."""
     out_dir = workdir / "plan"
     before = _snapshot(workdir)
@@ -82,7 +87,16 @@ def plan_and_check(workdir: Path, argv: list[Any], capsys: Any, *, codes: tuple[
     return code, out, err
 
 
-def check_outcome(workdir: Path, out_dir: Path, before: dict[str, str], code: int, out: str, err: str, *, codes: tuple[int, ...] = (0, 2)) -> None:
+def check_outcome(
+    workdir: Path,
+    out_dir: Path,
+    before: dict[str, str],
+    code: int,
+    out: str,
+    err: str,
+    *,
+    codes: tuple[int, ...] = (0, 2),
+) -> None:
     assert "Traceback" not in err, err
     assert "internal error" not in err, err
     assert code in codes, f"exit {code}: {err[-2000:]}"
@@ -104,17 +118,28 @@ def check_outcome(workdir: Path, out_dir: Path, before: dict[str, str], code: in
     assert changed == [], f"input files changed or removed: {changed}"
     new = [k for k in after if k not in before]
     allowed = lambda k: k == "plan" or k.startswith("plan" + os.sep) or (code == 2 and k == "plan.problems.csv")  # noqa: E731
-    assert [k for k in new if not allowed(k)] == [], f"files written outside the plan directory: {[k for k in new if not allowed(k)]}"
+    assert [k for k in new if not allowed(k)] == [], (
+        f"files written outside the plan directory: {[k for k in new if not allowed(k)]}"
+    )
 
 
-def _defaults_file(workdir: Path, backend: str, document: dict[str, Any] | None = None, *, types: dict[str, str] | None = None) -> Path:
+def _defaults_file(
+    workdir: Path, backend: str, document: dict[str, Any] | None = None, *, types: dict[str, str] | None = None
+) -> Path:
     document = copy.deepcopy(document if document is not None else DEFAULTS[backend])
     if types:
         document.setdefault("sheet", {})["types"] = types
     return write_defaults(workdir / "defaults.toml", document)
 
 
-def _csv_bytes(header: list[str], rows: list[list[str]], *, separator: str = ",", quoting: int = csv.QUOTE_MINIMAL, newline: str = "\n") -> bytes:
+def _csv_bytes(
+    header: list[str],
+    rows: list[list[str]],
+    *,
+    separator: str = ",",
+    quoting: int = csv.QUOTE_MINIMAL,
+    newline: str = "\n",
+) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=separator, quoting=quoting, lineterminator=newline)
     writer.writerow(header)
@@ -125,11 +150,45 @@ def _csv_bytes(header: list[str], rows: list[list[str]], *, separator: str = ","
 # ---------------------------------------------------------------- strategies
 
 HOSTILE_IDS = [
-    "/", "..", "../..", "../../etc/passwd", "/etc/passwd", "a/b", "a\\b", ".", "~", "$HOME", "`id`", "$(id)",
-    "A\x00B", "\x00", "line\nbreak", "cr\rhere", "tab\there", "\u202eevil", "\ufeffbom", "é", "💥", "  padded  ",
-    "x" * 10_000, "=cmd|' /C calc'!A0", "=1+1", "+1", "-1", "@SUM(A1)", "%s%n", "{}", "[]", "null", "NaN", "-", "",
+    "/",
+    "..",
+    "../..",
+    "../../etc/passwd",
+    "/etc/passwd",
+    "a/b",
+    "a\\b",
+    ".",
+    "~",
+    "$HOME",
+    "`id`",
+    "$(id)",
+    "A\x00B",
+    "\x00",
+    "line\nbreak",
+    "cr\rhere",
+    "tab\there",
+    "\u202eevil",
+    "\ufeffbom",
+    "é",
+    "💥",
+    "  padded  ",
+    "x" * 10_000,
+    "=cmd|' /C calc'!A0",
+    "=1+1",
+    "+1",
+    "-1",
+    "@SUM(A1)",
+    "%s%n",
+    "{}",
+    "[]",
+    "null",
+    "NaN",
+    "-",
+    "",
 ]
-hostile_ids = st.one_of(st.sampled_from(HOSTILE_IDS), st.text(max_size=40), st.text(alphabet="/.\\\x00\n\r\t=+-@ ab", max_size=12))
+hostile_ids = st.one_of(
+    st.sampled_from(HOSTILE_IDS), st.text(max_size=40), st.text(alphabet="/.\\\x00\n\r\t=+-@ ab", max_size=12)
+)
 hostile_cells = st.one_of(
     st.sampled_from(HOSTILE_IDS),
     st.text(max_size=60),
@@ -137,7 +196,26 @@ hostile_cells = st.one_of(
     st.sampled_from(["true", "false", "1e309", "-0", "0x10", " 7 ", "007", '{"a": 1}', "[1, 2]"]),
 )
 column_names = st.one_of(
-    st.sampled_from(["x", "threads", "param.x", "tag.k", "name", "priority", "outputUri", "cpu", "memory", "Timeout", "--x", "__row", "c0", "*", "^x$", "=cmd"]),
+    st.sampled_from(
+        [
+            "x",
+            "threads",
+            "param.x",
+            "tag.k",
+            "name",
+            "priority",
+            "outputUri",
+            "cpu",
+            "memory",
+            "Timeout",
+            "--x",
+            "__row",
+            "c0",
+            "*",
+            "^x$",
+            "=cmd",
+        ]
+    ),
     st.text(min_size=1, max_size=12).filter(lambda s: s.strip() != ""),
 )
 ENCODINGS = ["utf-8", "utf-8-sig", "latin-1", "cp1252", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "shift_jis"]
@@ -161,7 +239,9 @@ def text_sheets(draw: Any) -> tuple[bytes, str]:
     suffix = draw(st.sampled_from([".csv", ".tsv"]))
     separator = draw(st.sampled_from([",", "\t", ";"])) if draw(st.booleans()) else ("," if suffix == ".csv" else "\t")
     quoting = draw(st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC]))
-    text = _csv_bytes(header, rows, separator=separator, quoting=quoting, newline=draw(st.sampled_from(["\n", "\r\n"]))).decode()
+    text = _csv_bytes(
+        header, rows, separator=separator, quoting=quoting, newline=draw(st.sampled_from(["\n", "\r\n"]))
+    ).decode()
     if draw(st.booleans()):  # hand-joined, quoting broken
         text = "\n".join(separator.join(r) for r in [header, *rows]) + "\n"
     encoding = draw(st.sampled_from(ENCODINGS))
@@ -189,7 +269,15 @@ json_cells = st.one_of(
 def _mutations(document: dict[str, Any], draw: Any) -> dict[str, Any]:
     """Unknown keys and values of the wrong type, anywhere in a valid defaults document."""
     document = copy.deepcopy(document)
-    odd_values = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=10), st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
+    odd_values = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=10),
+        st.lists(st.integers(), max_size=3),
+        st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+    )
     keys = st.text(min_size=1, max_size=10)
     for _ in range(draw(st.integers(1, 3))):
         section = draw(st.sampled_from(["run", "submission", "sheet", "staging", "bogus"]))
@@ -208,7 +296,11 @@ def _mutations(document: dict[str, Any], draw: Any) -> dict[str, Any]:
 
 
 @FUZZ
-@given(data=st.binary(max_size=4096), suffix=st.sampled_from([".csv", ".tsv", ".tab", ".parquet", ".ndjson", ".jsonl", ".txt", ""]), backend=st.sampled_from(BACKENDS))
+@given(
+    data=st.binary(max_size=4096),
+    suffix=st.sampled_from([".csv", ".tsv", ".tab", ".parquet", ".ndjson", ".jsonl", ".txt", ""]),
+    backend=st.sampled_from(BACKENDS),
+)
 def test_random_bytes_as_a_sheet(data: bytes, suffix: str, backend: str, tmp_path: Path, capsys: Any) -> None:
     with _workdir(tmp_path) as here:
         sheet = here / f"sheet{suffix}"
@@ -218,12 +310,16 @@ def test_random_bytes_as_a_sheet(data: bytes, suffix: str, backend: str, tmp_pat
 
 @FUZZ
 @given(sheet=text_sheets(), backend=st.sampled_from(BACKENDS), skip_invalid=st.booleans())
-def test_hostile_text_sheets(sheet: tuple[bytes, str], backend: str, skip_invalid: bool, tmp_path: Path, capsys: Any) -> None:
+def test_hostile_text_sheets(
+    sheet: tuple[bytes, str], backend: str, skip_invalid: bool, tmp_path: Path, capsys: Any
+) -> None:
     data, suffix = sheet
     with _workdir(tmp_path) as here:
         path = here / f"sheet{suffix}"
         path.write_bytes(data)
-        argv = ["plan", path, "--backend", backend, "--defaults", _defaults_file(here, backend)] + (["--skip-invalid"] if skip_invalid else [])
+        argv = ["plan", path, "--backend", backend, "--defaults", _defaults_file(here, backend)] + (
+            ["--skip-invalid"] if skip_invalid else []
+        )
         plan_and_check(here, argv, capsys)
 
 
@@ -239,7 +335,9 @@ def test_json_typed_cells(cells: list[str], backend: str, tmp_path: Path, capsys
 
 @FUZZ
 @given(data=st.data(), backend=st.sampled_from(BACKENDS), as_json=st.booleans())
-def test_defaults_with_unknown_keys_and_wrong_types(data: Any, backend: str, as_json: bool, tmp_path: Path, capsys: Any) -> None:
+def test_defaults_with_unknown_keys_and_wrong_types(
+    data: Any, backend: str, as_json: bool, tmp_path: Path, capsys: Any
+) -> None:
     document = _mutations(DEFAULTS[backend], data.draw)
     with _workdir(tmp_path) as here:
         sheet = here / "sheet.csv"
@@ -268,15 +366,41 @@ def test_random_bytes_as_a_defaults_file(data: bytes, suffix: str, backend: str,
 
 
 set_keys = st.one_of(
-    st.sampled_from(["parameters.x", "runTags.k", "tags.k", "outputUri", "priority", "name", "submission.batchName", "submission.priority",
-                     "submission.pipeline_id", "run.x", "submission.", "run.", ".", "a..b", "parameters", "Arguments.--x", "config.infra.cpu", "jobQueue"]),
+    st.sampled_from(
+        [
+            "parameters.x",
+            "runTags.k",
+            "tags.k",
+            "outputUri",
+            "priority",
+            "name",
+            "submission.batchName",
+            "submission.priority",
+            "submission.pipeline_id",
+            "run.x",
+            "submission.",
+            "run.",
+            ".",
+            "a..b",
+            "parameters",
+            "Arguments.--x",
+            "config.infra.cpu",
+            "jobQueue",
+        ]
+    ),
     st.text(max_size=15).filter(lambda k: k.count(".") < 50),
 )
-set_values = st.one_of(st.text(max_size=20), st.sampled_from(["5", "-1", "1e400", "null", "true", "[1]", '{"a":1}', "{", "", "s3://b/o/", "=1+1"]))
+set_values = st.one_of(
+    st.text(max_size=20),
+    st.sampled_from(["5", "-1", "1e400", "null", "true", "[1]", '{"a":1}', "{", "", "s3://b/o/", "=1+1"]),
+)
 
 
 @FUZZ
-@given(assignments=st.lists(st.tuples(set_keys, st.sampled_from(["=", ""]), set_values), min_size=1, max_size=3), backend=st.sampled_from(BACKENDS))
+@given(
+    assignments=st.lists(st.tuples(set_keys, st.sampled_from(["=", ""]), set_values), min_size=1, max_size=3),
+    backend=st.sampled_from(BACKENDS),
+)
 def test_set_assignments(assignments: list[tuple[str, str, str]], backend: str, tmp_path: Path, capsys: Any) -> None:
     with _workdir(tmp_path) as here:
         sheet = here / "sheet.csv"
@@ -296,7 +420,9 @@ def test_hostile_ids(sample: str, backend: str, tmp_path: Path, capsys: Any) -> 
     with _workdir(tmp_path) as here:
         path = here / "sheet.csv"
         path.write_bytes(_csv_bytes(["sample", "x"], [[sample, "1"], ["ok", "2"]]))
-        code, _, err = plan_and_check(here, ["plan", path, "--backend", backend, "--defaults", _defaults_file(here, backend)], capsys)
+        code, _, err = plan_and_check(
+            here, ["plan", path, "--backend", backend, "--defaults", _defaults_file(here, backend)], capsys
+        )
         if code == 0:  # the id is kept exactly, and only in the plan's own files
             table = __import__("polars").read_parquet(here / "plan" / "samples.parquet")
             assert table.get_column("id").to_list() == [sample, "ok"]
@@ -309,7 +435,9 @@ def test_an_empty_id_is_refused(backend: str, tmp_path: Path, capsys: Any) -> No
     with _workdir(tmp_path) as here:
         path = here / "sheet.csv"
         path.write_bytes(b'sample,x\n"",1\nok,2\n')
-        code, _, err = plan_and_check(here, ["plan", path, "--backend", backend, "--defaults", _defaults_file(here, backend)], capsys, codes=(2,))
+        code, _, err = plan_and_check(
+            here, ["plan", path, "--backend", backend, "--defaults", _defaults_file(here, backend)], capsys, codes=(2,)
+        )
         assert "row 1" in err and "empty" in err
 
 
@@ -318,7 +446,9 @@ def test_a_one_megabyte_cell(backend: str, tmp_path: Path, capsys: Any) -> None:
     with _workdir(tmp_path) as here:
         path = here / "sheet.csv"
         path.write_bytes(b"sample,x\nA," + b"y" * 1_000_000 + b"\nB,1\n")
-        code, _, err = plan_and_check(here, ["plan", path, "--backend", backend, "--defaults", _defaults_file(here, backend)], capsys)
+        code, _, err = plan_and_check(
+            here, ["plan", path, "--backend", backend, "--defaults", _defaults_file(here, backend)], capsys
+        )
         assert len(err) < 10_000, "a message echoed the whole cell"
         if code == 2:
             assert "row 1" in err
@@ -329,27 +459,47 @@ def test_sheets_not_in_utf8_are_refused(encoding: str, tmp_path: Path, capsys: A
     with _workdir(tmp_path) as here:
         path = here / "sheet.csv"
         path.write_bytes("sample,name\nS1,café\nS2,naïve\n".encode(encoding, errors="replace").replace(b"?", b"\xff"))
-        _, _, err = plan_and_check(here, ["plan", path, "--backend", "omics-run", "--defaults", _defaults_file(here, "omics-run")], capsys, codes=(2,))
+        _, _, err = plan_and_check(
+            here,
+            ["plan", path, "--backend", "omics-run", "--defaults", _defaults_file(here, "omics-run")],
+            capsys,
+            codes=(2,),
+        )
         assert "UTF-8" in err
 
 
 def test_a_non_utf8_byte_far_into_the_sheet_is_refused(tmp_path: Path, capsys: Any) -> None:
     with _workdir(tmp_path) as here:
         path = here / "sheet.csv"
-        path.write_bytes(b"sample,x\n" + b"".join(b"S%d,1\n" % i for i in range(20_000)) + b"S\xe9,2\n")  # past the 64 KiB header block
-        plan_and_check(here, ["plan", path, "--backend", "omics-run", "--defaults", _defaults_file(here, "omics-run")], capsys, codes=(2,))
+        path.write_bytes(
+            b"sample,x\n" + b"".join(b"S%d,1\n" % i for i in range(20_000)) + b"S\xe9,2\n"
+        )  # past the 64 KiB header block
+        plan_and_check(
+            here,
+            ["plan", path, "--backend", "omics-run", "--defaults", _defaults_file(here, "omics-run")],
+            capsys,
+            codes=(2,),
+        )
 
 
-@pytest.mark.parametrize(("rows", "codes"), [
-    (b"S1,1,2\n", (2,)),  # more cells than the header
-    (b"S1\n", (2,)),  # fewer cells than the header: refused, not filled with nulls
-    (b'S1,"unterminated\n', (2,)),
-])
+@pytest.mark.parametrize(
+    ("rows", "codes"),
+    [
+        (b"S1,1,2\n", (2,)),  # more cells than the header
+        (b"S1\n", (2,)),  # fewer cells than the header: refused, not filled with nulls
+        (b'S1,"unterminated\n', (2,)),
+    ],
+)
 def test_ragged_rows(rows: bytes, codes: tuple[int, ...], tmp_path: Path, capsys: Any) -> None:
     with _workdir(tmp_path) as here:
         path = here / "sheet.csv"
         path.write_bytes(b"sample,x\nS0,0\n" + rows)
-        plan_and_check(here, ["plan", path, "--backend", "omics-batch", "--defaults", _defaults_file(here, "omics-batch")], capsys, codes=codes)
+        plan_and_check(
+            here,
+            ["plan", path, "--backend", "omics-batch", "--defaults", _defaults_file(here, "omics-batch")],
+            capsys,
+            codes=codes,
+        )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -358,23 +508,31 @@ def test_formula_like_values_are_data(backend: str, tmp_path: Path, capsys: Any)
     formula = "=cmd|' /C calc'!A0"
     with _workdir(tmp_path) as here:
         path = here / "sheet.csv"
-        path.write_bytes(_csv_bytes(["sample", "note"], [["S1", formula], ["S2", "=HYPERLINK(\"http://x\")"]]))
-        code, _, _ = plan_and_check(here, ["plan", path, "--backend", backend, "--defaults", _defaults_file(here, backend)], capsys, codes=(0,))
-        shards = b"".join((here / "plan" / "shards").joinpath(p).read_bytes() for p in os.listdir(here / "plan" / "shards"))
+        path.write_bytes(_csv_bytes(["sample", "note"], [["S1", formula], ["S2", '=HYPERLINK("http://x")']]))
+        code, _, _ = plan_and_check(
+            here, ["plan", path, "--backend", backend, "--defaults", _defaults_file(here, backend)], capsys, codes=(0,)
+        )
+        shards = b"".join(
+            (here / "plan" / "shards").joinpath(p).read_bytes() for p in os.listdir(here / "plan" / "shards")
+        )
         assert json.dumps(formula).encode() in shards
 
 
-@pytest.mark.parametrize("document", [
-    {"bogus": {}},
-    {"run": [1, 2]},
-    {"run": "x"},
-    {"sheet": {"types": "x"}},
-    {"sheet": {"types": {"x": 5}}},
-    {"sheet": {"types": {"x": "integer"}}},
-    {"sheet": {"id_column": "nope"}},
-    {"sheet": {"bogus": 1}},
-    {"submission": 5},
-], ids=str)
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"bogus": {}},
+        {"run": [1, 2]},
+        {"run": "x"},
+        {"sheet": {"types": "x"}},
+        {"sheet": {"types": {"x": 5}}},
+        {"sheet": {"types": {"x": "integer"}}},
+        {"sheet": {"id_column": "nope"}},
+        {"sheet": {"bogus": 1}},
+        {"submission": 5},
+    ],
+    ids=str,
+)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_defaults_of_the_wrong_shape(document: dict[str, Any], backend: str, tmp_path: Path, capsys: Any) -> None:
     with _workdir(tmp_path) as here:
@@ -386,19 +544,24 @@ def test_defaults_of_the_wrong_shape(document: dict[str, Any], backend: str, tmp
         plan_and_check(here, ["plan", sheet, "--backend", backend, "--defaults", defaults], capsys, codes=(2,))
 
 
-@pytest.mark.parametrize(("name", "data"), [
-    ("random bytes", bytes(range(256)) * 8),
-    ("utf-16", "sample,x\nS1,1\n".encode("utf-16")),
-    ("nul in an id", b"sample,x\nA\x00B,1\n"),
-    ("json nested 2000 deep", b'sample,x\nS1,"' + b"[" * 2000 + b"]" * 2000 + b'"\n'),
-])
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("random bytes", bytes(range(256)) * 8),
+        ("utf-16", "sample,x\nS1,1\n".encode("utf-16")),
+        ("nul in an id", b"sample,x\nA\x00B,1\n"),
+        ("json nested 2000 deep", b'sample,x\nS1,"' + b"[" * 2000 + b"]" * 2000 + b'"\n'),
+    ],
+)
 def test_in_a_real_process_no_traceback_reaches_the_user(name: str, data: bytes, tmp_path: Path) -> None:
     with _workdir(tmp_path) as here:
         sheet = here / "sheet.csv"
         sheet.write_bytes(data)
         defaults = _defaults_file(here, "omics-batch", types={"x": "json"})
         before = _snapshot(here)
-        done = run_cli_process(["plan", sheet, "--backend", "omics-batch", "--defaults", defaults, "--out", here / "plan"], cwd=here)
+        done = run_cli_process(
+            ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults, "--out", here / "plan"], cwd=here
+        )
         check_outcome(here, here / "plan", before, done.returncode, done.stdout, done.stderr)
 
 
@@ -407,7 +570,9 @@ def test_in_a_real_process_no_traceback_reaches_the_user(name: str, data: bytes,
 
 @pytest.mark.parametrize(("backend", "field"), [("omics-batch", "runTags"), ("glue", "Arguments"), ("polly", "config")])
 @pytest.mark.parametrize("value", [5, 1.5, True], ids=["int", "float", "bool"])
-def test_a_map_field_given_a_scalar_is_refused(backend: str, field: str, value: Any, tmp_path: Path, capsys: Any) -> None:
+def test_a_map_field_given_a_scalar_is_refused(
+    backend: str, field: str, value: Any, tmp_path: Path, capsys: Any
+) -> None:
     """Was a bug (fixed in b6fdf7c): a map field of [run] given a scalar crashes the backend's _check_defaults: omics_batch.py
     len(run.get('runTags')) -> TypeError; glue.py `for key in run.get('Arguments')` -> TypeError; polly.py
     config.items() -> AttributeError: 'planner: internal error', exit 1; expected exit 2 ('must be a table')
@@ -452,17 +617,25 @@ def test_a_staging_uri_of_the_wrong_type_is_refused(uri: Any, tmp_path: Path, ca
         document = {**copy.deepcopy(DEFAULTS["omics-batch"]), "staging": {"uri": uri}}
         defaults = here / "defaults.json"
         defaults.write_bytes(json.dumps(document).encode())
-        _, _, err = plan_and_check(here, ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults], capsys, codes=(2,))
+        _, _, err = plan_and_check(
+            here, ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults], capsys, codes=(2,)
+        )
         assert "[staging] uri" in err
 
 
-@pytest.mark.parametrize(("sheet_bytes", "document"), [
-    (b'"x\ny",z\n1,2\n', None),
-    (b'"x\x00y",z\n1,2\n', None),
-    (b"sample,x\nS1,1\n", {"sheet": {"a\nb": 1}}),
-    (b"sample,x\nS1,1\n", {"bogus\rsection": {}}),
-], ids=["header newline", "header nul", "defaults key newline", "defaults section cr"])
-def test_names_in_messages_are_quoted(sheet_bytes: bytes, document: dict[str, Any] | None, tmp_path: Path, capsys: Any) -> None:
+@pytest.mark.parametrize(
+    ("sheet_bytes", "document"),
+    [
+        (b'"x\ny",z\n1,2\n', None),
+        (b'"x\x00y",z\n1,2\n', None),
+        (b"sample,x\nS1,1\n", {"sheet": {"a\nb": 1}}),
+        (b"sample,x\nS1,1\n", {"bogus\rsection": {}}),
+    ],
+    ids=["header newline", "header nul", "defaults key newline", "defaults section cr"],
+)
+def test_names_in_messages_are_quoted(
+    sheet_bytes: bytes, document: dict[str, Any] | None, tmp_path: Path, capsys: Any
+) -> None:
     """Was a bug (fixed in b6fdf7c): messages echo user-controlled names raw, control characters included: planner/sheet.py
     _choose_id_column() (and the [sheet.types] and --list-columns messages) join the sheet's column names,
     planner/defaults.py load_defaults() the unknown section and [sheet] key names; a name holding a newline or
@@ -474,11 +647,15 @@ def test_names_in_messages_are_quoted(sheet_bytes: bytes, document: dict[str, An
         sheet.write_bytes(sheet_bytes)
         defaults = here / "defaults.json"
         defaults.write_bytes(json.dumps({**DEFAULTS["omics-batch"], **(document or {})}).encode())
-        _, _, err = plan_and_check(here, ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults], capsys, codes=(2,))
+        _, _, err = plan_and_check(
+            here, ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults], capsys, codes=(2,)
+        )
         assert not any(ch in err.rstrip("\n") for ch in "\x00\r\n"), repr(err)
 
 
-@pytest.mark.parametrize("data", [b"sample,x\rS1,1\rS2,2\r", b"sam\rple,x\nS1,1\n"], ids=["CR line endings", "CR in the header"])
+@pytest.mark.parametrize(
+    "data", [b"sample,x\rS1,1\rS2,2\r", b"sam\rple,x\nS1,1\n"], ids=["CR line endings", "CR in the header"]
+)
 def test_carriage_returns_in_the_header_are_refused_clearly(data: bytes, tmp_path: Path, capsys: Any) -> None:
     """Was a bug (fixed in b6fdf7c): planner/sheet.py _sniff() reads the header with csv.reader over io.StringIO(text) and does not catch
     csv.Error: a sheet with classic Mac line endings (CR only, as Excel's 'CSV (Macintosh)' writes), or a CR
@@ -488,7 +665,12 @@ def test_carriage_returns_in_the_header_are_refused_clearly(data: bytes, tmp_pat
     with _workdir(tmp_path) as here:
         sheet = here / "sheet.csv"
         sheet.write_bytes(data)
-        plan_and_check(here, ["plan", sheet, "--backend", "omics-batch", "--defaults", _defaults_file(here, "omics-batch")], capsys, codes=(2,))
+        plan_and_check(
+            here,
+            ["plan", sheet, "--backend", "omics-batch", "--defaults", _defaults_file(here, "omics-batch")],
+            capsys,
+            codes=(2,),
+        )
 
 
 @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
@@ -503,7 +685,12 @@ def test_utf16_without_a_bom_is_refused_clearly(encoding: str, newline: str, tmp
     with _workdir(tmp_path) as here:
         sheet = here / "sheet.csv"
         sheet.write_bytes(f"sample,x{newline}S1,1{newline}".encode(encoding))
-        _, _, err = plan_and_check(here, ["plan", sheet, "--backend", "omics-run", "--defaults", _defaults_file(here, "omics-run")], capsys, codes=(2,))
+        _, _, err = plan_and_check(
+            here,
+            ["plan", sheet, "--backend", "omics-run", "--defaults", _defaults_file(here, "omics-run")],
+            capsys,
+            codes=(2,),
+        )
         assert "UTF-8" in err and "\x00" not in err
 
 
@@ -516,7 +703,20 @@ def test_rejected_csv_neutralises_formulas(tmp_path: Path, capsys: Any) -> None:
     with _workdir(tmp_path) as here:
         sheet = here / "sheet.csv"
         sheet.write_bytes(_csv_bytes(["sample", "priority"], [["S1", formula], ["S2", "5"]]))
-        plan_and_check(here, ["plan", sheet, "--backend", "omics-batch", "--defaults", _defaults_file(here, "omics-batch"), "--skip-invalid"], capsys, codes=(0,))
+        plan_and_check(
+            here,
+            [
+                "plan",
+                sheet,
+                "--backend",
+                "omics-batch",
+                "--defaults",
+                _defaults_file(here, "omics-batch"),
+                "--skip-invalid",
+            ],
+            capsys,
+            codes=(0,),
+        )
         with open(here / "plan" / "rejected.csv", newline="", encoding="utf-8") as handle:
             cells = [cell for row in csv.reader(handle) for cell in row]
         assert formula not in cells and f"'{formula}" in cells
@@ -532,8 +732,14 @@ def test_json_cell_nested_beyond_254_levels(depth: int, tmp_path: Path, capsys: 
         path = here / "sheet.csv"
         path.write_bytes(_csv_bytes(["sample", "payload"], [["S1", _nested(depth, "list")]]))
         defaults = _defaults_file(here, "omics-batch", types={"payload": "json"})
-        _, _, err = plan_and_check(here, ["plan", path, "--backend", "omics-batch", "--defaults", defaults], capsys, codes=(2,))
-        assert "row 1 (id 'S1'), column 'payload'" in err and "nested deeper than 254 levels" in err and "[max-depth]" in err, err
+        _, _, err = plan_and_check(
+            here, ["plan", path, "--backend", "omics-batch", "--defaults", defaults], capsys, codes=(2,)
+        )
+        assert (
+            "row 1 (id 'S1'), column 'payload'" in err
+            and "nested deeper than 254 levels" in err
+            and "[max-depth]" in err
+        ), err
 
 
 @pytest.mark.parametrize("how", ["defaults file", "--set"])
@@ -570,14 +776,20 @@ def test_ndjson_nested_objects_crash_the_process(tmp_path: Path) -> None:
         sheet.write_bytes(b'{"sample":"S1","x":' + b'{"a":' * 600 + b"1" + b"}" * 600 + b"}\n")
         defaults = _defaults_file(here, "omics-run")
         before = _snapshot(here)
-        done = run_cli_process(["plan", sheet, "--backend", "omics-run", "--defaults", defaults, "--out", here / "plan"], cwd=here)
+        done = run_cli_process(
+            ["plan", sheet, "--backend", "omics-run", "--defaults", defaults, "--out", here / "plan"], cwd=here
+        )
         for core in here.glob("core*"):  # a core dump of the crash is not the planner's file
             core.unlink()
         check_outcome(here, here / "plan", before, done.returncode, done.stdout, done.stderr, codes=(2,))
         assert "line 1: JSON nested deeper than 254 levels" in done.stderr, done.stderr
 
 
-@pytest.mark.parametrize("option", [["--max-attempts", "-3"], ["--endpoint-url", "not a url"], ["--region", "bad region!"]], ids=lambda o: o[0])
+@pytest.mark.parametrize(
+    "option",
+    [["--max-attempts", "-3"], ["--endpoint-url", "not a url"], ["--region", "bad region!"]],
+    ids=lambda o: o[0],
+)
 def test_malformed_aws_options(option: list[str], tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Was a bug: the AWS options of submit/status/retry/cancel reach botocore unchecked, at client creation
     (planner/aws.py Clients._make), outside any error mapping: ``--max-attempts -3`` raises
@@ -589,7 +801,12 @@ def test_malformed_aws_options(option: list[str], tmp_path: Path, capsys: Any, m
     with _workdir(tmp_path) as here:
         sheet = here / "sheet.csv"
         sheet.write_bytes(b"sample,x\nS1,1\n")
-        plan_and_check(here, ["plan", sheet, "--backend", "omics-run", "--defaults", _defaults_file(here, "omics-run")], capsys, codes=(0,))
+        plan_and_check(
+            here,
+            ["plan", sheet, "--backend", "omics-run", "--defaults", _defaults_file(here, "omics-run")],
+            capsys,
+            codes=(0,),
+        )
         code, out, err = run_cli(["submit", here / "plan", *option], capsys)
         assert "internal error" not in err and code == 2, err
         assert f"planner: error: {option[0]} " in err and "Traceback" not in err, err
@@ -605,7 +822,11 @@ def test_status_watch_with_a_bad_interval(interval: str, world: Any, tmp_path: P
     import polars as pl
 
     plan_dir = str(tmp_path / "plan")
-    planner.plan(pl.DataFrame({"sample": ["S1"]}), backend="polly", defaults={"run": {"parameters": {}}, "submission": {"pipeline_id": "pl"}}).write(plan_dir)
+    planner.plan(
+        pl.DataFrame({"sample": ["S1"]}),
+        backend="polly",
+        defaults={"run": {"parameters": {}}, "submission": {"pipeline_id": "pl"}},
+    ).write(plan_dir)
     options = {"sandbox": True, "endpoints": {"s3": world.moto, "polly": world.polly_emulator.endpoint_url}}
     planner.submit.submit(plan_dir, **options)  # the emulator's clock stands still: the job stays PENDING
     code, out, err = run_cli(["status", plan_dir, "--watch", "--interval", interval, "--no-refresh"], capsys)
@@ -625,7 +846,19 @@ def test_an_endless_sheet_hangs_the_planner(tmp_path: Path) -> None:
         sheet = here / "sheet.csv"
         sheet.symlink_to("/dev/zero")
         defaults = _defaults_file(here, "omics-run")
-        command = [sys.executable, "-m", "planner.cli", "plan", str(sheet), "--backend", "omics-run", "--defaults", str(defaults), "--out", str(here / "plan")]
+        command = [
+            sys.executable,
+            "-m",
+            "planner.cli",
+            "plan",
+            str(sheet),
+            "--backend",
+            "omics-run",
+            "--defaults",
+            str(defaults),
+            "--out",
+            str(here / "plan"),
+        ]
         try:
             done = subprocess.run(command, cwd=here, capture_output=True, text=True, timeout=10)
         except subprocess.TimeoutExpired:

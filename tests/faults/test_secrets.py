@@ -62,7 +62,9 @@ def assert_no_secret(texts: list[str], directories: list[Path]) -> int:
     """No secret in any text, any file under ``directories`` (raw bytes), or any ledger cell; returns files checked."""
     for text in texts:
         for secret in SECRETS:
-            assert secret not in text, f"a secret was printed: ...{text[max(0, text.find(secret) - 80):text.find(secret) + 80]}..."
+            assert secret not in text, (
+                f"a secret was printed: ...{text[max(0, text.find(secret) - 80) : text.find(secret) + 80]}..."
+            )
     checked = 0
     for directory in directories:
         for path in directory.rglob("*"):
@@ -79,7 +81,9 @@ def assert_no_secret(texts: list[str], directories: list[Path]) -> int:
                     for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
                         for row in db.execute(f'SELECT * FROM "{table}"'):
                             for cell in row:
-                                assert not any(secret in str(cell) for secret in SECRETS), f"a secret in ledger table {table}: {row}"
+                                assert not any(secret in str(cell) for secret in SECRETS), (
+                                    f"a secret in ledger table {table}: {row}"
+                                )
                 finally:
                     db.close()
     return checked
@@ -115,7 +119,15 @@ def _staging(rig: Rig) -> list[str]:
 
 
 @pytest.mark.parametrize("column", COLUMNS)
-def test_credentials_and_the_polly_key_appear_nowhere(column: str, credentials: World, tmp_path: Path, capsys: Any, hooks: Any, waits: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_credentials_and_the_polly_key_appear_nowhere(
+    column: str,
+    credentials: World,
+    tmp_path: Path,
+    capsys: Any,
+    hooks: Any,
+    waits: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     world = credentials
     run = Transcript(capsys)
     signed: list[tuple[str, str]] = []  # (access key in the signature, session token) of each request the planner sends
@@ -130,7 +142,11 @@ def test_credentials_and_the_polly_key_appear_nowhere(column: str, credentials: 
     _prepare(failing)
     if column == "polly":  # the same plan would find the first one's run and jobs: make it another plan
         failing.plan_dir = str(tmp_path / "failing" / "other")
-        planner.plan(pl.DataFrame({"sample": ["F1", "F2"]}), backend="polly", defaults={"run": {"parameters": {}}, "submission": {"pipeline_id": "pl"}}).write(failing.plan_dir)
+        planner.plan(
+            pl.DataFrame({"sample": ["F1", "F2"]}),
+            backend="polly",
+            defaults={"run": {"parameters": {}}, "submission": {"pipeline_id": "pl"}},
+        ).write(failing.plan_dir)
     hooks([("before-send", witness)])  # from here on, every AWS call is the planner's own, from the command line
 
     assert run("submit", rig.plan_dir, *_staging(rig))[0] == 0
@@ -182,8 +198,14 @@ def test_a_key_passed_as_a_setting_is_refused_without_being_echoed(tmp_path: Pat
     sheet.write_text("sample,x\nS1,1\n")
     defaults = tmp_path / "defaults.json"
     defaults.write_text(json.dumps({"run": {"parameters": {}}, "submission": {"pipeline_id": "pl"}}))
-    for setting in (f"--set=submission.api_key={POLLY_KEY}", f"--set=submission.token={POLLY_KEY}", f"--set=submission.x_api_key={POLLY_KEY}"):
-        code, _, err = run("plan", sheet, "--backend", "polly", "--defaults", defaults, "--out", tmp_path / "plan", setting)
+    for setting in (
+        f"--set=submission.api_key={POLLY_KEY}",
+        f"--set=submission.token={POLLY_KEY}",
+        f"--set=submission.x_api_key={POLLY_KEY}",
+    ):
+        code, _, err = run(
+            "plan", sheet, "--backend", "polly", "--defaults", defaults, "--out", tmp_path / "plan", setting
+        )
         assert code == 2 and "POLLY_API_KEY" in err
     assert not (tmp_path / "plan").exists()
     assert_no_secret(run.texts, [tmp_path])
@@ -202,7 +224,9 @@ class _Echo(http.server.BaseHTTPRequestHandler):
         if length:
             self.rfile.read(length)
         path = self.path.split("?")[0]
-        status, content_type, body = self.answers.get((self.command, path), (404, "application/json", b'{"errors": []}'))
+        status, content_type, body = self.answers.get(
+            (self.command, path), (404, "application/json", b'{"errors": []}')
+        )
         body = body.replace(b"KEY", (self.headers.get("x-api-key") or "").encode())
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -225,7 +249,11 @@ def echo_polly(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_Echo]]:
     monkeypatch.setenv("POLLY_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
     monkeypatch.setenv("POLLY_API_KEY", POLLY_KEY)
     handler.answers[("GET", "/runs")] = (200, "application/vnd.api+json", b'{"data": [], "links": {"next": null}}')
-    handler.answers[("POST", "/runs")] = (201, "application/vnd.api+json", b'{"data": {"type": "runs", "id": "r1", "attributes": {"name": "faults"}}}')
+    handler.answers[("POST", "/runs")] = (
+        201,
+        "application/vnd.api+json",
+        b'{"data": {"type": "runs", "id": "r1", "attributes": {"name": "faults"}}}',
+    )
     try:
         yield handler
     finally:
@@ -235,13 +263,21 @@ def echo_polly(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_Echo]]:
 
 def _polly_plan(tmp_path: Path) -> str:
     out = str(tmp_path / "plan")
-    planner.plan(pl.DataFrame({"sample": ["S1", "S2"]}), backend="polly", defaults={"run": {"parameters": {}}, "submission": {"pipeline_id": "pl"}}).write(out)
+    planner.plan(
+        pl.DataFrame({"sample": ["S1", "S2"]}),
+        backend="polly",
+        defaults={"run": {"parameters": {}}, "submission": {"pipeline_id": "pl"}},
+    ).write(out)
     return out
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 422])
 def test_a_polly_error_echoing_the_key_is_redacted(status: int, echo_polly: Any, tmp_path: Path, capsys: Any) -> None:
-    echo_polly.answers[("POST", "/jobs")] = (status, "application/vnd.api+json", b'{"errors": [{"title": "Bad", "detail": "you sent KEY"}]}')
+    echo_polly.answers[("POST", "/jobs")] = (
+        status,
+        "application/vnd.api+json",
+        b'{"errors": [{"title": "Bad", "detail": "you sent KEY"}]}',
+    )
     plan_dir = _polly_plan(tmp_path)
     run = Transcript(capsys)
     code, _, err = run("submit", plan_dir)
@@ -273,7 +309,11 @@ SAFE = ["S1", "a=b", "1-2", " =x"]
 def test_status_csv_neutralises_formulas(world: World, tmp_path: Path, capsys: Any) -> None:
     ids = RISKY + SAFE
     plan_dir = str(tmp_path / "plan")
-    planner.plan(pl.DataFrame({"sample": ids}), backend="polly", defaults={"run": {"parameters": {}}, "submission": {"pipeline_id": "pl"}}).write(plan_dir)
+    planner.plan(
+        pl.DataFrame({"sample": ids}),
+        backend="polly",
+        defaults={"run": {"parameters": {}}, "submission": {"pipeline_id": "pl"}},
+    ).write(plan_dir)
     emulator = world.polly_emulator
     options = {"sandbox": True, "endpoints": {"s3": world.moto, "polly": emulator.endpoint_url}}
     planner.submit.submit(plan_dir, **options)
@@ -293,6 +333,8 @@ def test_status_csv_neutralises_formulas(world: World, tmp_path: Path, capsys: A
 
     out_parquet = tmp_path / "status.parquet"
     assert run("status", plan_dir, "--no-refresh", "--out", out_parquet)[0] == 0
-    assert sorted(pl.read_parquet(out_parquet).get_column("id").to_list()) == sorted(ids)  # parquet keeps the data as it is
+    assert sorted(pl.read_parquet(out_parquet).get_column("id").to_list()) == sorted(
+        ids
+    )  # parquet keeps the data as it is
     _, out, _ = run("status", plan_dir, "--no-refresh", "--json")
     assert sorted(json.loads(line)["id"] for line in out.splitlines()) == sorted(ids)

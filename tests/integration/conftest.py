@@ -61,7 +61,9 @@ def moto_server() -> Iterator[str]:
 @pytest.fixture()
 def s3(moto_server: str, aws_environment: None) -> Any:
     return boto3.client(
-        "s3", endpoint_url=moto_server, region_name="us-east-1",
+        "s3",
+        endpoint_url=moto_server,
+        region_name="us-east-1",
         config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 3}),
     )
 
@@ -108,7 +110,9 @@ def omics_client(emulator: OmicsEmulator, *, retries: dict[str, Any] | None = No
     (n + 1 attempts); ``{"total_max_attempts": 1}`` is a single attempt.
     """
     return boto3.client(
-        "omics", endpoint_url=emulator.endpoint_url, region_name="us-east-1",
+        "omics",
+        endpoint_url=emulator.endpoint_url,
+        region_name="us-east-1",
         config=Config(inject_host_prefix=False, retries=retries or {"mode": "standard", "max_attempts": 3}, **config),
     )
 

@@ -38,7 +38,9 @@ FAIL_AFTER = "MOTO_SIMPLE_BATCH_FAIL_AFTER"
 @pytest.fixture(scope="module")
 def batch_server(moto_server: str) -> str:
     """moto's server with Batch jobs run without Docker."""
-    request = urllib.request.Request(f"{moto_server}/moto-api/config", data=json.dumps({"batch": {"use_docker": False}}).encode(), method="POST")
+    request = urllib.request.Request(
+        f"{moto_server}/moto-api/config", data=json.dumps({"batch": {"use_docker": False}}).encode(), method="POST"
+    )
     urllib.request.urlopen(request, timeout=10).read()
     return moto_server
 
@@ -88,7 +90,9 @@ def _sheet(runs: int) -> pl.DataFrame:
     )
 
 
-def _plan(tmp_path: Any, runs: int, queue: str, name: str = "plan", submission: dict[str, Any] | None = None, **kwargs: Any) -> str:
+def _plan(
+    tmp_path: Any, runs: int, queue: str, name: str = "plan", submission: dict[str, Any] | None = None, **kwargs: Any
+) -> str:
     out = str(tmp_path / name)
     planner.plan(_sheet(runs), backend="batch", defaults=_defaults(queue, **(submission or {})), **kwargs).write(out)
     return out
@@ -104,7 +108,9 @@ def _check_by_hand(settings: dict[str, Any], queue: str, n: int) -> None:
     """The fields the services' merge rule fixes for sample n, worked out here."""
     run = _defaults(queue)["run"]
     assert settings["id"] == f"S{n:06d}"
-    assert {k: v for k, v in settings.items() if k not in ("id", "parameters")} == {k: v for k, v in run.items() if k != "parameters"}
+    assert {k: v for k, v in settings.items() if k not in ("id", "parameters")} == {
+        k: v for k, v in run.items() if k != "parameters"
+    }
     assert settings["parameters"]["bam"] == f"s3://in/S{n}.bam"
     assert settings["parameters"]["reference"] == run["parameters"]["reference"]
     assert settings["parameters"]["min_mapq"] == ("30" if n % 3 == 0 else "20")  # an empty cell keeps the default
@@ -190,7 +196,11 @@ def test_child_settings_command_needs_no_arguments_inside_a_child(tmp_path, opti
     (job_id,) = _jobs(plan_dir, options)
     (job,) = batch.describe_jobs(jobs=[job_id])["jobs"]
     env = dict(os.environ, **_child_environment(job), AWS_BATCH_JOB_ARRAY_INDEX="3", AWS_ENDPOINT_URL_S3=batch_server)
-    command = [sys.executable, "-c", "import sys; from planner.child_settings import main; sys.exit(main(sys.argv[1:]))"]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from planner.child_settings import main; sys.exit(main(sys.argv[1:]))",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert orjson.loads(done.stdout) == _merged(queue, 7)["S000003"]
@@ -236,7 +246,7 @@ def test_sigkill_between_submit_job_and_the_ledger_write_resumes_without_a_secon
         f"""
         import os, signal
         from planner.submit import open_context, runtime
-        ctx = open_context({plan_dir!r}, sandbox=True, endpoints={options['endpoints']!r}, staging_uri={options['staging_uri']!r}, concurrency=1)
+        ctx = open_context({plan_dir!r}, sandbox=True, endpoints={options["endpoints"]!r}, staging_uri={options["staging_uri"]!r}, concurrency=1)
         backend = runtime("batch")
         backend.prepare_sandbox(ctx)
         ctx.clients.get("batch").meta.events.register(
@@ -307,11 +317,15 @@ def test_failed_children_show_in_status_and_are_the_only_ones_retried(tmp_path, 
     [
         # Equal arrays pair children by index; the shorter last one waits for the whole array before it.
         ("N_TO_N", 7, lambda ids: [[], [{"jobId": ids[0]}], [{"jobId": ids[1], "type": "N_TO_N"}]]),
-        ("SEQUENTIAL", 7, lambda ids: [
-            [{"type": "SEQUENTIAL"}],
-            [{"type": "SEQUENTIAL"}, {"jobId": ids[0]}],
-            [{"type": "SEQUENTIAL"}, {"jobId": ids[1]}],
-        ]),
+        (
+            "SEQUENTIAL",
+            7,
+            lambda ids: [
+                [{"type": "SEQUENTIAL"}],
+                [{"type": "SEQUENTIAL"}, {"jobId": ids[0]}],
+                [{"type": "SEQUENTIAL"}, {"jobId": ids[1]}],
+            ],
+        ),
     ],
 )
 def test_depends_on_orders_the_arrays(tmp_path, options, queue, batch, order, runs, expected):
@@ -333,7 +347,22 @@ def test_cancel_terminates_unfinished_arrays(tmp_path, options, queue, batch):
     client = boto3.client("batch", endpoint_url="http://127.0.0.1:9", region_name="us-east-1")
     ctx.clients._cache["batch"] = client
     with Stubber(client) as stub:
-        stub.add_response("describe_jobs", {"jobs": [{"jobId": job_id, "jobName": "x", "jobQueue": queue, "status": "RUNNABLE", "startedAt": 0, "jobDefinition": "d"}]}, {"jobs": [job_id]})
+        stub.add_response(
+            "describe_jobs",
+            {
+                "jobs": [
+                    {
+                        "jobId": job_id,
+                        "jobName": "x",
+                        "jobQueue": queue,
+                        "status": "RUNNABLE",
+                        "startedAt": 0,
+                        "jobDefinition": "d",
+                    }
+                ]
+            },
+            {"jobs": [job_id]},
+        )
         stub.add_response("terminate_job", {}, {"jobId": job_id, "reason": "cancelled by planner"})
         assert runtime("batch").cancel(ctx) == 1
         stub.assert_no_pending_responses()
@@ -355,7 +384,10 @@ def test_dry_run_sends_nothing_and_writes_no_ledger(tmp_path, options, queue, ca
         # 19 of the defaults' own plus the 2 SEQUENTIAL adds would make 21.
         (lambda d: d["run"].update(dependsOn=[{"jobId": f"job-{i}"} for i in range(19)]), "dependsOn"),
         # The manifest location could not reach an EKS container.
-        (lambda d: d["run"].update(eksPropertiesOverride={"podProperties": {"containers": []}}), "eksPropertiesOverride"),
+        (
+            lambda d: d["run"].update(eksPropertiesOverride={"podProperties": {"containers": []}}),
+            "eksPropertiesOverride",
+        ),
     ],
 )
 def test_requests_batch_cannot_honour_are_refused_at_plan_time(tmp_path, queue, change, column):
@@ -385,7 +417,12 @@ def test_stubber_pins_the_exact_submit_job_request(tmp_path, options, queue, buc
     shard = manifest["shards"][0]
     ctx = open_context(plan_dir, **options)
     ctx.stager.stage([0])
-    client = boto3.client("batch", endpoint_url="http://127.0.0.1:9", region_name="us-east-1", config=Config(retries={"total_max_attempts": 1}))
+    client = boto3.client(
+        "batch",
+        endpoint_url="http://127.0.0.1:9",
+        region_name="us-east-1",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
     ctx.clients._cache["batch"] = client
     index = _offsets(open(os.path.join(plan_dir, shard["path"]), "rb").read())
     staged = f"s3://{bucket}/staging/{manifest['plan_id']}"
@@ -394,21 +431,31 @@ def test_stubber_pins_the_exact_submit_job_request(tmp_path, options, queue, buc
         "jobQueue": queue,
         "jobDefinition": "planner-test-jobdef:2",
         "parameters": {"reference": "s3://refs/hg38.fa", "min_mapq": "20"},
-        "containerOverrides": {"environment": [
-            {"name": "STAGE", "value": "test"},
-            {"name": "PLANNER_MANIFEST", "value": f"{staged}/{shard['sha256']}.json"},
-            {"name": "PLANNER_MANIFEST_ETAG", "value": shard["etag"]},
-            {"name": "PLANNER_INDEX_URI", "value": f"{staged}/{hashlib.sha256(index).hexdigest()}.index"},
-            {"name": "PLANNER_INDEX_ETAG", "value": f'"{hashlib.md5(index).hexdigest()}"'},
-            {"name": "PLANNER_FIRST_INDEX", "value": "0"},
-        ]},
+        "containerOverrides": {
+            "environment": [
+                {"name": "STAGE", "value": "test"},
+                {"name": "PLANNER_MANIFEST", "value": f"{staged}/{shard['sha256']}.json"},
+                {"name": "PLANNER_MANIFEST_ETAG", "value": shard["etag"]},
+                {"name": "PLANNER_INDEX_URI", "value": f"{staged}/{hashlib.sha256(index).hexdigest()}.index"},
+                {"name": "PLANNER_INDEX_ETAG", "value": f'"{hashlib.md5(index).hexdigest()}"'},
+                {"name": "PLANNER_FIRST_INDEX", "value": "0"},
+            ]
+        },
         "retryStrategy": {"attempts": 2},
         "timeout": {"attemptDurationSeconds": 3600},
         "tags": {"project": "p1"},
         "arrayProperties": {"size": 3},
     }
     with Stubber(client) as stub:
-        stub.add_response("submit_job", {"jobId": "job-1", "jobName": expected["jobName"], "jobArn": "arn:aws:batch:us-east-1:123456789012:job/job-1"}, expected)
+        stub.add_response(
+            "submit_job",
+            {
+                "jobId": "job-1",
+                "jobName": expected["jobName"],
+                "jobArn": "arn:aws:batch:us-east-1:123456789012:job/job-1",
+            },
+            expected,
+        )
         report = runtime("batch").submit(ctx)
         stub.assert_no_pending_responses()
     assert report["jobs_submitted"] == 1

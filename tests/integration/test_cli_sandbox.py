@@ -14,14 +14,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _planner(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "planner.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "planner.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 @pytest.fixture()
 def sandbox_env(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     # No credentials and no profile at all: the sandbox must not need them.
-    env.update(PLANNER_SANDBOX_DIR=str(tmp_path / "sandbox"), AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_EC2_METADATA_DISABLED="true")
+    env.update(
+        PLANNER_SANDBOX_DIR=str(tmp_path / "sandbox"),
+        AWS_CONFIG_FILE="/dev/null",
+        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
     yield env
     _planner("sandbox", "stop", env=env)
 
@@ -29,8 +36,15 @@ def sandbox_env(tmp_path: Path):
 def test_plan_submit_status_retry_in_the_sandbox(tmp_path: Path, sandbox_env: dict[str, str]):
     plan_dir = tmp_path / "plan"
     planned = _planner(
-        "plan", "sample_sheets/omics_batch_samples.csv", "--backend", "omics-batch",
-        "--defaults", "sample_sheets/omics_batch_defaults.toml", "--out", str(plan_dir), env=sandbox_env,
+        "plan",
+        "sample_sheets/omics_batch_samples.csv",
+        "--backend",
+        "omics-batch",
+        "--defaults",
+        "sample_sheets/omics_batch_defaults.toml",
+        "--out",
+        str(plan_dir),
+        env=sandbox_env,
     )
     assert planned.returncode == 0, planned.stderr
     submitted = _planner("submit", str(plan_dir), "--sandbox", env=sandbox_env)
@@ -39,7 +53,9 @@ def test_plan_submit_status_retry_in_the_sandbox(tmp_path: Path, sandbox_env: di
     assert (plan_dir / "ledger.sqlite").exists()
 
     status_csv = tmp_path / "status.csv"
-    watched = _planner("status", str(plan_dir), "--sandbox", "--watch", "--interval", "0.5", "--out", str(status_csv), env=sandbox_env)
+    watched = _planner(
+        "status", str(plan_dir), "--sandbox", "--watch", "--interval", "0.5", "--out", str(status_csv), env=sandbox_env
+    )
     assert watched.returncode == 0, watched.stderr
     assert "12 samples" in watched.stdout and "COMPLETED        12" in watched.stdout
     table = pl.read_csv(status_csv)
@@ -56,7 +72,19 @@ def test_plan_submit_status_retry_in_the_sandbox(tmp_path: Path, sandbox_env: di
 
 def test_status_before_submit_is_a_clear_error(tmp_path: Path, sandbox_env: dict[str, str]):
     plan_dir = tmp_path / "plan"
-    _planner("plan", "sample_sheets/omics_batch_samples.csv", "-b", "omics-batch", "-d", "sample_sheets/omics_batch_defaults.toml", "-o", str(plan_dir), env=sandbox_env)
+    _planner(
+        "plan",
+        "sample_sheets/omics_batch_samples.csv",
+        "-b",
+        "omics-batch",
+        "-d",
+        "sample_sheets/omics_batch_defaults.toml",
+        "-o",
+        str(plan_dir),
+        env=sandbox_env,
+    )
     shown = _planner("status", str(plan_dir), env=sandbox_env)
     assert shown.returncode == 1
-    assert shown.stderr.strip().splitlines() == [f"planner: error: {plan_dir}: nothing submitted yet (no ledger.sqlite); run `planner submit` first"]
+    assert shown.stderr.strip().splitlines() == [
+        f"planner: error: {plan_dir}: nothing submitted yet (no ledger.sqlite); run `planner submit` first"
+    ]

@@ -42,14 +42,25 @@ ACTIVE = ("STARTING", "RUNNING")
 
 def _transition(moto_server: str, transition: dict[str, Any] | None) -> None:
     """Set (or, with None, unset) moto's transition for Glue job runs."""
-    path, body = ("set-transition", {"model_name": "glue::job_run", "transition": transition}) if transition else ("unset-transition", {"model_name": "glue::job_run"})
-    request = urllib.request.Request(f"{moto_server}/moto-api/state-manager/{path}", data=json.dumps(body).encode(), method="POST")
+    path, body = (
+        ("set-transition", {"model_name": "glue::job_run", "transition": transition})
+        if transition
+        else ("unset-transition", {"model_name": "glue::job_run"})
+    )
+    request = urllib.request.Request(
+        f"{moto_server}/moto-api/state-manager/{path}", data=json.dumps(body).encode(), method="POST"
+    )
     urllib.request.urlopen(request, timeout=10).read()
 
 
 @pytest.fixture()
 def glue(moto_server: str, aws_environment: None) -> Any:
-    return boto3.client("glue", endpoint_url=moto_server, region_name="us-east-1", config=Config(retries={"mode": "standard", "max_attempts": 3}))
+    return boto3.client(
+        "glue",
+        endpoint_url=moto_server,
+        region_name="us-east-1",
+        config=Config(retries={"mode": "standard", "max_attempts": 3}),
+    )
 
 
 @pytest.fixture()
@@ -59,7 +70,9 @@ def make_job(glue: Any) -> Callable[..., str]:
     def make(max_concurrent_runs: int = 2) -> str:
         name = f"etl-{uuid.uuid4().hex[:10]}"
         glue.create_job(
-            Name=name, Role="arn:aws:iam::123456789012:role/glue", GlueVersion="4.0",
+            Name=name,
+            Role="arn:aws:iam::123456789012:role/glue",
+            GlueVersion="4.0",
             Command={"Name": "glueetl", "ScriptLocation": "s3://scripts/etl.py", "PythonVersion": "3"},
             ExecutionProperty={"MaxConcurrentRuns": max_concurrent_runs},
         )
@@ -109,7 +122,14 @@ def _sheet(samples: int) -> pl.DataFrame:
 
 def _defaults(job: str, **run: Any) -> dict[str, Any]:
     return {
-        "run": {"JobName": job, "WorkerType": "G.1X", "NumberOfWorkers": 2, "Timeout": 60, "Arguments": {"--input_format": "parquet"}, **run},
+        "run": {
+            "JobName": job,
+            "WorkerType": "G.1X",
+            "NumberOfWorkers": 2,
+            "Timeout": 60,
+            "Arguments": {"--input_format": "parquet"},
+            **run,
+        },
         "sheet": {"id_column": "sample"},
     }
 
@@ -127,7 +147,12 @@ def _options(moto_server: str, bucket: str | None = None, **more: Any) -> dict[s
     return options
 
 
-def _submit(plan_dir: str, options: dict[str, Any], sleep: Callable[[float], None] | None = None, hooks: dict[str, Callable[..., Any]] | None = None) -> dict[str, Any]:
+def _submit(
+    plan_dir: str,
+    options: dict[str, Any],
+    sleep: Callable[[float], None] | None = None,
+    hooks: dict[str, Callable[..., Any]] | None = None,
+) -> dict[str, Any]:
     """planner.submit.submit with a fake sleep and client event hooks put into the context."""
     ctx = open_context(plan_dir, **options)
     try:
@@ -165,7 +190,9 @@ def test_ten_samples_through_two_slots_none_lost_none_duplicated(tmp_path, moto_
         else:
             seen_active.append(sum(run["JobRunState"] in ACTIVE for run in _runs(glue, job)))
 
-    report = _submit(plan_dir, _options(moto_server, concurrency=8), sleep=mover, hooks={"after-call.glue.StartJobRun": after_start})
+    report = _submit(
+        plan_dir, _options(moto_server, concurrency=8), sleep=mover, hooks={"after-call.glue.StartJobRun": after_start}
+    )
 
     assert report["job_runs_started"] == 10
     runs = _runs(glue, job)
@@ -173,7 +200,9 @@ def test_ten_samples_through_two_slots_none_lost_none_duplicated(tmp_path, moto_
     assert len(runs) == 10 and sorted(keys) == sorted(_key(plan_dir, f"S{i:03d}") for i in range(10))
     assert len(seen_active) == 10 and max(seen_active) <= 2  # never more than MaxConcurrentRuns at once
     assert refusals == []  # the planner counted slots instead of running into ConcurrentRunsExceededException
-    assert len(mover.sleeps) >= 4  # 8 runs had to end before the last 2 could start: each end is a step of the fake sleep
+    assert (
+        len(mover.sleeps) >= 4
+    )  # 8 runs had to end before the last 2 could start: each end is a step of the fake sleep
 
     for _ in range(2):
         mover(0)
@@ -181,7 +210,9 @@ def test_ten_samples_through_two_slots_none_lost_none_duplicated(tmp_path, moto_
     assert table.height == 10 and table.get_column("remote_id").n_unique() == 10
     assert set(table.get_column("state")) == {"SUCCEEDED"}
     by_id = {run["Id"]: run["Arguments"]["--planner-run-key"] for run in _runs(glue, job)}
-    assert all(by_id[run_id] == _key(plan_dir, sample) for sample, run_id in table.select("id", "remote_id").iter_rows())
+    assert all(
+        by_id[run_id] == _key(plan_dir, sample) for sample, run_id in table.select("id", "remote_id").iter_rows()
+    )
 
 
 def test_concurrent_runs_exceeded_is_waited_out_not_failed(tmp_path, moto_server, glue, make_job, held_runs):
@@ -200,14 +231,18 @@ def test_concurrent_runs_exceeded_is_waited_out_not_failed(tmp_path, moto_server
             refusals.append(parsed["Error"]["Code"])
 
     report = _submit(
-        plan_dir, _options(moto_server, concurrency=2), sleep=mover,
+        plan_dir,
+        _options(moto_server, concurrency=2),
+        sleep=mover,
         hooks={"before-call.glue.StartJobRun": someone_else_starts_first, "after-call.glue.StartJobRun": after_start},
     )
     assert report["job_runs_started"] == 3
     assert refusals[:1] == ["ConcurrentRunsExceededException"]
     assert mover.sleeps and mover.sleeps[0] == 1.0
     ours = [run for run in _runs(glue, job) if run["Id"] not in outside]
-    assert sorted(run["Arguments"]["--planner-run-key"] for run in ours) == sorted(_key(plan_dir, f"S{i:03d}") for i in range(3))
+    assert sorted(run["Arguments"]["--planner-run-key"] for run in ours) == sorted(
+        _key(plan_dir, f"S{i:03d}") for i in range(3)
+    )
 
 
 def test_queuing_enabled_submits_without_waiting_for_slots(tmp_path):
@@ -215,10 +250,18 @@ def test_queuing_enabled_submits_without_waiting_for_slots(tmp_path):
     ctx, client = _stubbed_context(plan_dir)
     ctx.sleep = lambda seconds: pytest.fail("waited for a slot although Glue queues the runs")
     with Stubber(client) as stub:
-        stub.add_response("get_job", {"Job": {"Name": "etl", "ExecutionProperty": {"MaxConcurrentRuns": 1}}}, {"JobName": "etl"})
-        stub.add_response("get_job_runs", {"JobRuns": [{"Id": "jr_other", "JobName": "etl", "JobRunState": "RUNNING"}]}, {"JobName": "etl", "MaxResults": 200})
+        stub.add_response(
+            "get_job", {"Job": {"Name": "etl", "ExecutionProperty": {"MaxConcurrentRuns": 1}}}, {"JobName": "etl"}
+        )
+        stub.add_response(
+            "get_job_runs",
+            {"JobRuns": [{"Id": "jr_other", "JobName": "etl", "JobRunState": "RUNNING"}]},
+            {"JobName": "etl", "MaxResults": 200},
+        )
         for i in range(3):
-            stub.add_response("start_job_run", {"JobRunId": f"jr_{i}"}, {**_request(plan_dir, f"S{i:03d}", JobRunQueuingEnabled=True)})
+            stub.add_response(
+                "start_job_run", {"JobRunId": f"jr_{i}"}, {**_request(plan_dir, f"S{i:03d}", JobRunQueuingEnabled=True)}
+            )
         report = runtime("glue").submit(ctx)
         stub.assert_no_pending_responses()
     assert report["job_runs_started"] == 3
@@ -235,7 +278,7 @@ def test_a_submit_killed_after_start_job_run_resumes_without_a_second_run(tmp_pa
         f"""
         import os, signal
         from planner.submit import open_context, runtime
-        ctx = open_context({plan_dir!r}, sandbox=True, endpoints={options['endpoints']!r}, concurrency=1)
+        ctx = open_context({plan_dir!r}, sandbox=True, endpoints={options["endpoints"]!r}, concurrency=1)
         ctx.clients.get("glue").meta.events.register(
             "after-call.glue.StartJobRun", lambda **_: os.kill(os.getpid(), signal.SIGKILL))
         runtime("glue").submit(ctx)
@@ -294,13 +337,22 @@ def test_a_5xx_after_the_run_started_is_looked_up_not_resent(tmp_path, moto_serv
         forwarded = urllib.request.Request(request.url, data=request.body, headers=dict(request.headers), method="POST")
         urllib.request.urlopen(forwarded, timeout=10).read()  # the run starts...
         body = b'{"__type": "InternalServiceException", "message": "lost"}'
-        return AWSResponse(request.url, 500, {"Content-Type": "application/x-amz-json-1.1"}, _Raw(body))  # ...the answer is lost
+        return AWSResponse(
+            request.url, 500, {"Content-Type": "application/x-amz-json-1.1"}, _Raw(body)
+        )  # ...the answer is lost
 
-    report = _submit(plan_dir, _options(moto_server, concurrency=1), sleep=lambda seconds: None, hooks={"before-send.glue.StartJobRun": lose_the_first_answer})
+    report = _submit(
+        plan_dir,
+        _options(moto_server, concurrency=1),
+        sleep=lambda seconds: None,
+        hooks={"before-send.glue.StartJobRun": lose_the_first_answer},
+    )
     assert len(sent) == 3  # no second StartJobRun for the first sample
     assert report["job_runs_started"] == 3
     runs = _runs(glue, job)
-    assert sorted(run["Arguments"]["--planner-run-key"] for run in runs) == sorted(_key(plan_dir, f"S{i:03d}") for i in range(3))
+    assert sorted(run["Arguments"]["--planner-run-key"] for run in runs) == sorted(
+        _key(plan_dir, f"S{i:03d}") for i in range(3)
+    )
 
 
 # ------------------------------------------------------------------ requests
@@ -308,24 +360,34 @@ def test_a_5xx_after_the_run_started_is_looked_up_not_resent(tmp_path, moto_serv
 
 def test_arguments_are_exactly_the_merged_parameters_as_strings(tmp_path, moto_server, glue, make_job):
     job = make_job(max_concurrent_runs=20)
-    sheet = pl.DataFrame({
-        "sample": ["A", "B"],
-        "threads": [4, None],
-        "paired": [True, False],
-        "lanes": [[1, 2], [3]],
-        "param.input_format": ["csv", None],
-        "NumberOfWorkers": [None, 5],
-    })
+    sheet = pl.DataFrame(
+        {
+            "sample": ["A", "B"],
+            "threads": [4, None],
+            "paired": [True, False],
+            "lanes": [[1, 2], [3]],
+            "param.input_format": ["csv", None],
+            "NumberOfWorkers": [None, 5],
+        }
+    )
     plan_dir = _plan(tmp_path, sheet, _defaults(job, Arguments={"--input_format": "parquet", "--threads": "8"}))
     submit(plan_dir, **_options(moto_server))
     runs = {run["Arguments"]["--planner-run-key"]: run for run in _runs(glue, job)}
     a, b = runs[_key(plan_dir, "A")], runs[_key(plan_dir, "B")]
     assert a["Arguments"] == {
-        "--input_format": "csv", "--threads": "4", "--sample": "A", "--paired": "true", "--lanes": "[1,2]",
+        "--input_format": "csv",
+        "--threads": "4",
+        "--sample": "A",
+        "--paired": "true",
+        "--lanes": "[1,2]",
         "--planner-run-key": _key(plan_dir, "A"),
     }
     assert b["Arguments"] == {
-        "--input_format": "parquet", "--threads": "8", "--sample": "B", "--paired": "false", "--lanes": "[3]",
+        "--input_format": "parquet",
+        "--threads": "8",
+        "--sample": "B",
+        "--paired": "false",
+        "--lanes": "[3]",
         "--planner-run-key": _key(plan_dir, "B"),
     }
     assert (a["NumberOfWorkers"], b["NumberOfWorkers"]) == (2, 5)
@@ -341,8 +403,17 @@ def _stubbed_context(plan_dir: str) -> tuple[Any, Any]:
 
 def _request(plan_dir: str, sample: str, **fields: Any) -> dict[str, Any]:
     return {
-        "JobName": "etl", "WorkerType": "G.1X", "NumberOfWorkers": 2, "Timeout": 60, **fields,
-        "Arguments": {"--input_format": "parquet", "--sample": sample, "--input_path": f"s3://lake/raw/{sample}/", "--planner-run-key": _key(plan_dir, sample)},
+        "JobName": "etl",
+        "WorkerType": "G.1X",
+        "NumberOfWorkers": 2,
+        "Timeout": 60,
+        **fields,
+        "Arguments": {
+            "--input_format": "parquet",
+            "--sample": sample,
+            "--input_path": f"s3://lake/raw/{sample}/",
+            "--planner-run-key": _key(plan_dir, sample),
+        },
     }
 
 
@@ -350,16 +421,27 @@ def test_stubber_pins_the_exact_start_job_run_requests(tmp_path):
     plan_dir = _plan(tmp_path, _sheet(2), _defaults("etl"))
     ctx, client = _stubbed_context(plan_dir)
     with Stubber(client) as stub:
-        stub.add_response("get_job", {"Job": {"Name": "etl", "ExecutionProperty": {"MaxConcurrentRuns": 5}}}, {"JobName": "etl"})
+        stub.add_response(
+            "get_job", {"Job": {"Name": "etl", "ExecutionProperty": {"MaxConcurrentRuns": 5}}}, {"JobName": "etl"}
+        )
         stub.add_response("get_job_runs", {"JobRuns": [], "NextToken": "page-2"}, {"JobName": "etl", "MaxResults": 200})
         stub.add_response("get_job_runs", {"JobRuns": []}, {"JobName": "etl", "MaxResults": 200, "NextToken": "page-2"})
-        stub.add_response("start_job_run", {"JobRunId": "jr_a"}, {
-            "JobName": "etl", "WorkerType": "G.1X", "NumberOfWorkers": 2, "Timeout": 60,
-            "Arguments": {
-                "--input_format": "parquet", "--sample": "S000", "--input_path": "s3://lake/raw/S000/",
-                "--planner-run-key": _key(plan_dir, "S000"),
+        stub.add_response(
+            "start_job_run",
+            {"JobRunId": "jr_a"},
+            {
+                "JobName": "etl",
+                "WorkerType": "G.1X",
+                "NumberOfWorkers": 2,
+                "Timeout": 60,
+                "Arguments": {
+                    "--input_format": "parquet",
+                    "--sample": "S000",
+                    "--input_path": "s3://lake/raw/S000/",
+                    "--planner-run-key": _key(plan_dir, "S000"),
+                },
             },
-        })
+        )
         stub.add_response("start_job_run", {"JobRunId": "jr_b"}, _request(plan_dir, "S001"))
         report = runtime("glue").submit(ctx)
         stub.assert_no_pending_responses()
@@ -373,17 +455,33 @@ def test_status_maps_states_and_reasons_and_retry_takes_the_glue_failure_states(
     plan_dir = _plan(tmp_path, _sheet(4), _defaults("etl"))
     ctx, client = _stubbed_context(plan_dir)
     with Stubber(client) as stub:
-        stub.add_response("get_job", {"Job": {"Name": "etl", "ExecutionProperty": {"MaxConcurrentRuns": 10}}}, {"JobName": "etl"})
+        stub.add_response(
+            "get_job", {"Job": {"Name": "etl", "ExecutionProperty": {"MaxConcurrentRuns": 10}}}, {"JobName": "etl"}
+        )
         stub.add_response("get_job_runs", {"JobRuns": []}, {"JobName": "etl", "MaxResults": 200})
         for i in range(4):
             stub.add_response("start_job_run", {"JobRunId": f"jr_{i}"}, _request(plan_dir, f"S{i:03d}"))
         runtime("glue").submit(ctx)
 
         def run(i: int, state: str, **more: Any) -> dict[str, Any]:
-            return {"Id": f"jr_{i}", "JobName": "etl", "JobRunState": state, "Arguments": {"--planner-run-key": _key(plan_dir, f"S{i:03d}")}, **more}
+            return {
+                "Id": f"jr_{i}",
+                "JobName": "etl",
+                "JobRunState": state,
+                "Arguments": {"--planner-run-key": _key(plan_dir, f"S{i:03d}")},
+                **more,
+            }
 
-        stub.add_response("get_job_runs", {"JobRuns": [run(3, "RUNNING"), run(2, "TIMEOUT", ErrorMessage="ran 60 minutes")], "NextToken": "t"}, {"JobName": "etl", "MaxResults": 200})
-        stub.add_response("get_job_runs", {"JobRuns": [run(1, "FAILED", ErrorMessage="AnalysisException: path not found"), run(0, "SUCCEEDED")]}, {"JobName": "etl", "MaxResults": 200, "NextToken": "t"})
+        stub.add_response(
+            "get_job_runs",
+            {"JobRuns": [run(3, "RUNNING"), run(2, "TIMEOUT", ErrorMessage="ran 60 minutes")], "NextToken": "t"},
+            {"JobName": "etl", "MaxResults": 200},
+        )
+        stub.add_response(
+            "get_job_runs",
+            {"JobRuns": [run(1, "FAILED", ErrorMessage="AnalysisException: path not found"), run(0, "SUCCEEDED")]},
+            {"JobName": "etl", "MaxResults": 200, "NextToken": "t"},
+        )
         runtime("glue").refresh(ctx)
         stub.assert_no_pending_responses()
     ctx.ledger.close()
@@ -395,7 +493,13 @@ def test_status_maps_states_and_reasons_and_retry_takes_the_glue_failure_states(
         ("S003", "jr_3", "RUNNING", None),
     ]
     new_plan = str(tmp_path / "retry")
-    manifest = retry(plan_dir, new_plan, states=glue_backend.RETRY_STATES, refresh=False, endpoints={"glue": "http://127.0.0.1:9", "s3": "http://127.0.0.1:9"})
+    manifest = retry(
+        plan_dir,
+        new_plan,
+        states=glue_backend.RETRY_STATES,
+        refresh=False,
+        endpoints={"glue": "http://127.0.0.1:9", "s3": "http://127.0.0.1:9"},
+    )
     assert manifest["runs"] == 2
     original = open(os.path.join(plan_dir, "shards", "00000.json"), "rb").read().splitlines()
     retried = open(os.path.join(new_plan, "shards", "00000.json"), "rb").read().splitlines()
@@ -412,14 +516,31 @@ def test_cancel_stops_the_unfinished_runs_25_at_a_time(tmp_path, moto_server, gl
     client = boto3.client("glue", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
     ctx.clients._cache["glue"] = client  # moto has no BatchStopJobRun
     with Stubber(client) as stub:
-        running = [{"Id": s.remote_id, "JobName": job, "JobRunState": "RUNNING", "Arguments": {"--planner-run-key": s.token}} for s in done]
+        running = [
+            {"Id": s.remote_id, "JobName": job, "JobRunState": "RUNNING", "Arguments": {"--planner-run-key": s.token}}
+            for s in done
+        ]
         running[0]["JobRunState"] = "SUCCEEDED"  # ended meanwhile: not stopped
         stub.add_response("get_job_runs", {"JobRuns": running}, {"JobName": job, "MaxResults": 200})
-        stub.add_response("batch_stop_job_run", {"SuccessfulSubmissions": [{"JobName": job, "JobRunId": r} for r in run_ids[1:26]]}, {"JobName": job, "JobRunIds": run_ids[1:26]})
-        stub.add_response("batch_stop_job_run", {
-            "SuccessfulSubmissions": [{"JobName": job, "JobRunId": r} for r in run_ids[26:29]],
-            "Errors": [{"JobName": job, "JobRunId": run_ids[29], "ErrorDetail": {"ErrorCode": "InvalidInputException", "ErrorMessage": "already ended"}}],
-        }, {"JobName": job, "JobRunIds": run_ids[26:]})
+        stub.add_response(
+            "batch_stop_job_run",
+            {"SuccessfulSubmissions": [{"JobName": job, "JobRunId": r} for r in run_ids[1:26]]},
+            {"JobName": job, "JobRunIds": run_ids[1:26]},
+        )
+        stub.add_response(
+            "batch_stop_job_run",
+            {
+                "SuccessfulSubmissions": [{"JobName": job, "JobRunId": r} for r in run_ids[26:29]],
+                "Errors": [
+                    {
+                        "JobName": job,
+                        "JobRunId": run_ids[29],
+                        "ErrorDetail": {"ErrorCode": "InvalidInputException", "ErrorMessage": "already ended"},
+                    }
+                ],
+            },
+            {"JobName": job, "JobRunIds": run_ids[26:]},
+        )
         assert runtime("glue").cancel(ctx) == 28
         stub.assert_no_pending_responses()
     ctx.ledger.close()
@@ -427,7 +548,9 @@ def test_cancel_stops_the_unfinished_runs_25_at_a_time(tmp_path, moto_server, gl
     assert planner.submit.cancel(plan_dir, **_options(moto_server)) == 0
 
 
-def test_secret_looking_argument_names_warn_once_and_dry_run_sends_nothing(tmp_path, moto_server, glue, make_job, capsys):
+def test_secret_looking_argument_names_warn_once_and_dry_run_sends_nothing(
+    tmp_path, moto_server, glue, make_job, capsys
+):
     job = make_job()
     sheet = _sheet(3).with_columns(pl.lit("hunter2").alias("db_password"), pl.lit("t").alias("api_token"))
     plan_dir = _plan(tmp_path, sheet, _defaults(job))
@@ -471,10 +594,15 @@ def test_manifest_mode_runs_one_job_run_per_shard(tmp_path, moto_server, glue, m
         assert arguments["--planner-manifest"] == f"s3://{bucket}/staging/{manifest['plan_id']}/{shard['sha256']}.json"
         assert arguments["--planner-manifest-etag"] == shard["etag"]
         assert arguments["--planner-first-index"] == "0"
-        assert arguments["--planner-index-uri"] == f"s3://{bucket}/staging/{manifest['plan_id']}/{hashlib.sha256(index).hexdigest()}.index"
+        assert (
+            arguments["--planner-index-uri"]
+            == f"s3://{bucket}/staging/{manifest['plan_id']}/{hashlib.sha256(index).hexdigest()}.index"
+        )
         assert arguments["--planner-index-etag"] == f'"{hashlib.md5(index).hexdigest()}"'
         assert arguments["--input_format"] == "parquet"
-        staged_index = s3.get_object(Bucket=bucket, Key=arguments["--planner-index-uri"].split("/", 3)[3])["Body"].read()
+        staged_index = s3.get_object(Bucket=bucket, Key=arguments["--planner-index-uri"].split("/", 3)[3])[
+            "Body"
+        ].read()
         assert staged_index == index and entry_count(index) == shard["entries"]
         # What a Glue script does with its own argument list: one ranged read per sample, through child_settings.
         argv = ["script.py", "--JOB_ID", "j_1"] + [part for name, value in arguments.items() for part in (name, value)]
@@ -490,7 +618,9 @@ def test_manifest_mode_runs_one_job_run_per_shard(tmp_path, moto_server, glue, m
     assert again["job_runs_started"] == 0 and len(_runs(glue, job)) == 3
 
 
-def test_manifest_mode_dry_run_shows_one_request_per_shard_and_stages_nothing(tmp_path, moto_server, glue, make_job, s3, bucket, capsys):
+def test_manifest_mode_dry_run_shows_one_request_per_shard_and_stages_nothing(
+    tmp_path, moto_server, glue, make_job, s3, bucket, capsys
+):
     job = make_job()
     plan_dir = _plan(tmp_path, _sheet(5), {**_defaults(job), "submission": {"mode": "manifest"}}, max_entries=3)
     manifest = planner.read_plan(plan_dir)
@@ -498,7 +628,10 @@ def test_manifest_mode_dry_run_shows_one_request_per_shard_and_stages_nothing(tm
     lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["shard"] for line in lines] == [0, 1] and all(line["problems"] == [] for line in lines)
     arguments = lines[1]["request"]["Arguments"]
-    assert arguments["--planner-manifest"] == f"s3://{bucket}/staging/{manifest['plan_id']}/{manifest['shards'][1]['sha256']}.json"
+    assert (
+        arguments["--planner-manifest"]
+        == f"s3://{bucket}/staging/{manifest['plan_id']}/{manifest['shards'][1]['sha256']}.json"
+    )
     assert arguments["--planner-run-key"] == f"{manifest['plan_id']}:shard-00001"
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0 and _runs(glue, job) == []
 
@@ -518,7 +651,11 @@ def test_manifest_mode_refuses_per_sample_job_run_fields(tmp_path):
     manifest = planner.read_plan(plan_dir)
     with open(os.path.join(plan_dir, manifest["shards"][0]["path"]), encoding="utf-8") as handle:
         first = json.loads(handle.read())[0]
-    assert first["WorkerType"] == "G.1X" and first["Arguments"]["--WorkerType"] == "G.2X" and first["Arguments"]["--NumberOfWorkers"] == "4"
+    assert (
+        first["WorkerType"] == "G.1X"
+        and first["Arguments"]["--WorkerType"] == "G.2X"
+        and first["Arguments"]["--NumberOfWorkers"] == "4"
+    )
     # The same sheet in per-run mode sets the fields per sample, as before.
     per_run = planner.plan(sheet, backend="glue", defaults=_defaults("etl")).runs()
     assert {orjson.loads(run)["WorkerType"] for run in per_run.get_column("run")} == {"G.2X"}
@@ -529,7 +666,11 @@ def test_an_index_object_with_other_bytes_is_refused(tmp_path, moto_server, glue
     plan_dir = _plan(tmp_path, _sheet(3), {**_defaults(job), "submission": {"mode": "manifest"}})
     manifest = planner.read_plan(plan_dir)
     index = line_index(os.path.join(plan_dir, manifest["shards"][0]["path"]))
-    s3.put_object(Bucket=bucket, Key=f"staging/{manifest['plan_id']}/{hashlib.sha256(index).hexdigest()}.index", Body=b"not an index")
+    s3.put_object(
+        Bucket=bucket,
+        Key=f"staging/{manifest['plan_id']}/{hashlib.sha256(index).hexdigest()}.index",
+        Body=b"not an index",
+    )
     with pytest.raises(planner.SubmissionError, match="refusing to overwrite"):
         submit(plan_dir, **_options(moto_server, bucket))
     assert _runs(glue, job) == []
@@ -540,4 +681,6 @@ def test_the_sandbox_creates_the_job_the_plan_names(tmp_path, moto_server, glue)
     plan_dir = _plan(tmp_path, _sheet(2), _defaults(job))
     report = submit(plan_dir, **_options(moto_server))
     assert report["job_runs_started"] == 2
-    assert glue.get_job(JobName=job)["Job"]["ExecutionProperty"] == {"MaxConcurrentRuns": glue_backend.SANDBOX_MAX_CONCURRENT_RUNS}
+    assert glue.get_job(JobName=job)["Job"]["ExecutionProperty"] == {
+        "MaxConcurrentRuns": glue_backend.SANDBOX_MAX_CONCURRENT_RUNS
+    }

@@ -65,8 +65,11 @@ def run_states(omics: Any, batch_id: str) -> dict[str, str]:
 
 def test_inline_batch_of_60_runs_creates_60_runs_with_merged_settings(omics, omics_emulator, clock):
     response = omics.start_run_batch(
-        batchName="inline 60", requestId="plan-1/shard-0", tags={"owner": "planner"},
-        defaultRunSetting=default_setting(), batchRunSettings={"inlineSettings": inline(60)},
+        batchName="inline 60",
+        requestId="plan-1/shard-0",
+        tags={"owner": "planner"},
+        defaultRunSetting=default_setting(),
+        batchRunSettings={"inlineSettings": inline(60)},
     )
     assert response["status"] == "PENDING"
     assert response["tags"] == {"owner": "planner"}
@@ -90,7 +93,10 @@ def test_inline_batch_of_60_runs_creates_60_runs_with_merged_settings(omics, omi
     assert run["batchId"] == batch_id
     assert run["name"] == "sample-00007"
     assert run["parameters"] == {
-        "reference": "s3://refs/hg38.fa", "threads": 8, "mode": "sample", "fastq": "s3://in/sample-00007.fq.gz",
+        "reference": "s3://refs/hg38.fa",
+        "threads": 8,
+        "mode": "sample",
+        "fastq": "s3://in/sample-00007.fq.gz",
     }
     assert run["tags"] == {"project": "p1", "stage": "sample", "sample": "sample-00007"}
     assert run["storageType"] == "DYNAMIC"
@@ -103,7 +109,8 @@ def test_s3_batch_of_250_runs_records_the_etag_and_creates_the_runs(omics, omics
     body = json.dumps(inline(250)).encode()
     etag = s3.put_object(Bucket=bucket, Key="plans/p1/shard-0.json", Body=body)["ETag"]
     batch_id = omics.start_run_batch(
-        requestId="plan-1/shard-0", defaultRunSetting=default_setting(),
+        requestId="plan-1/shard-0",
+        defaultRunSetting=default_setting(),
         batchRunSettings={"s3UriSettings": f"s3://{bucket}/plans/p1/shard-0.json"},
     )["id"]
     assert omics_emulator.recorded_etag(batch_id) == etag
@@ -125,7 +132,8 @@ def test_s3_batch_of_250_runs_records_the_etag_and_creates_the_runs(omics, omics
 def test_s3_object_modified_after_submission_fails_the_batch(omics, omics_emulator, clock, s3, bucket):
     s3.put_object(Bucket=bucket, Key="shard.json", Body=json.dumps(inline(5)).encode())
     batch_id = omics.start_run_batch(
-        requestId="modified", defaultRunSetting=default_setting(),
+        requestId="modified",
+        defaultRunSetting=default_setting(),
         batchRunSettings={"s3UriSettings": f"s3://{bucket}/shard.json"},
     )["id"]
     recorded = omics_emulator.recorded_etag(batch_id)
@@ -143,8 +151,11 @@ def test_s3_object_modified_after_submission_fails_the_batch(omics, omics_emulat
 
 def test_missing_s3_settings_object_is_a_validation_error(omics, omics_emulator, bucket):
     with pytest.raises(omics.exceptions.ValidationException, match="s3UriSettings"):
-        omics.start_run_batch(requestId="missing", defaultRunSetting=default_setting(),
-                              batchRunSettings={"s3UriSettings": f"s3://{bucket}/nothing-here.json"})
+        omics.start_run_batch(
+            requestId="missing",
+            defaultRunSetting=default_setting(),
+            batchRunSettings={"s3UriSettings": f"s3://{bucket}/nothing-here.json"},
+        )
     assert omics_emulator.batch_count() == 0
 
 
@@ -153,11 +164,19 @@ def test_invalid_entries_in_the_s3_file_fail_only_their_submissions(omics, clock
     entries[1]["priority"] = 100001  # over the model's max
     entries[2]["outputUri"] = "x" * 751  # over the model's max length
     s3.put_object(Bucket=bucket, Key="mixed.json", Body=json.dumps(entries).encode())
-    batch_id = omics.start_run_batch(requestId="mixed", defaultRunSetting=default_setting(),
-                                     batchRunSettings={"s3UriSettings": f"s3://{bucket}/mixed.json"})["id"]
+    batch_id = omics.start_run_batch(
+        requestId="mixed",
+        defaultRunSetting=default_setting(),
+        batchRunSettings={"s3UriSettings": f"s3://{bucket}/mixed.json"},
+    )["id"]
     clock.advance(2 * STEP)
     by_id = {m["runSettingId"]: m for m in runs_in_batch(omics, batch_id)}
-    assert [by_id[f"sample-{i:05d}"]["submissionStatus"] for i in range(4)] == ["SUCCESS", "FAILED", "FAILED", "SUCCESS"]
+    assert [by_id[f"sample-{i:05d}"]["submissionStatus"] for i in range(4)] == [
+        "SUCCESS",
+        "FAILED",
+        "FAILED",
+        "SUCCESS",
+    ]
     assert "priority" in by_id["sample-00001"]["submissionFailureMessage"]
     assert "outputUri" in by_id["sample-00002"]["submissionFailureMessage"]
     assert "runId" not in by_id["sample-00001"]
@@ -167,11 +186,16 @@ def test_invalid_entries_in_the_s3_file_fail_only_their_submissions(omics, clock
     assert (summary["successfulStartSubmissionCount"], summary["failedStartSubmissionCount"]) == (2, 2)
 
 
-@pytest.mark.parametrize("content", [b"{not json", b'{"runSettingId": "a"}', json.dumps(inline(2) + inline(1)).encode()])
+@pytest.mark.parametrize(
+    "content", [b"{not json", b'{"runSettingId": "a"}', json.dumps(inline(2) + inline(1)).encode()]
+)
 def test_an_unusable_s3_file_fails_the_batch(omics, clock, s3, bucket, content):
     s3.put_object(Bucket=bucket, Key="bad.json", Body=content)
-    batch_id = omics.start_run_batch(requestId="bad", defaultRunSetting=default_setting(),
-                                     batchRunSettings={"s3UriSettings": f"s3://{bucket}/bad.json"})["id"]
+    batch_id = omics.start_run_batch(
+        requestId="bad",
+        defaultRunSetting=default_setting(),
+        batchRunSettings={"s3UriSettings": f"s3://{bucket}/bad.json"},
+    )["id"]
     clock.advance(2 * STEP)
     batch = omics.get_batch(batchId=batch_id)
     assert batch["status"] == "FAILED" and batch["failureReason"]
@@ -196,8 +220,14 @@ def test_the_same_request_id_twice_starts_one_run(omics, omics_emulator):
 
 
 def test_runs_and_batches_move_through_their_states_with_the_clock(omics, clock):
-    run_id = omics.start_run(workflowId="1234567", roleArn=ROLE, outputUri="s3://results/out/",
-                             requestId="single", parameters={"a": 1}, tags={"k": "v"})["id"]
+    run_id = omics.start_run(
+        workflowId="1234567",
+        roleArn=ROLE,
+        outputUri="s3://results/out/",
+        requestId="single",
+        parameters={"a": 1},
+        tags={"k": "v"},
+    )["id"]
     batch_id = start_inline_batch(omics, 2, requestId="timeline")
     seen_runs, seen_batches = [], []
     for _ in range(6):
@@ -309,7 +339,11 @@ def test_list_batch_and_delete(omics, clock):
 
 
 def _batch_kwargs(**changes: Any) -> dict[str, Any]:
-    kwargs = {"requestId": "v", "defaultRunSetting": default_setting(), "batchRunSettings": {"inlineSettings": inline(2)}}
+    kwargs = {
+        "requestId": "v",
+        "defaultRunSetting": default_setting(),
+        "batchRunSettings": {"inlineSettings": inline(2)},
+    }
     kwargs.update(changes)
     return kwargs
 
@@ -322,14 +356,26 @@ def _batch_kwargs(**changes: Any) -> dict[str, Any]:
         ({"defaultRunSetting": default_setting(workflowId="wf-123")}, "defaultRunSetting.workflowId"),
         ({"defaultRunSetting": default_setting(priority=100001)}, "defaultRunSetting.priority"),
         ({"batchRunSettings": {"inlineSettings": inline(101)}}, "batchRunSettings.inlineSettings"),
-        ({"batchRunSettings": {"inlineSettings": [{"runSettingId": "a", "name": "tab\there"}]}},
-         "batchRunSettings.inlineSettings.1.member.name"),
-        ({"batchRunSettings": {"inlineSettings": inline(1) + inline(1)}},
-         "batchRunSettings.inlineSettings.2.member.runSettingId"),
+        (
+            {"batchRunSettings": {"inlineSettings": [{"runSettingId": "a", "name": "tab\there"}]}},
+            "batchRunSettings.inlineSettings.1.member.name",
+        ),
+        (
+            {"batchRunSettings": {"inlineSettings": inline(1) + inline(1)}},
+            "batchRunSettings.inlineSettings.2.member.runSettingId",
+        ),
         ({"tags": {"k": "v" * 257}}, "tags"),
     ],
-    ids=["batchName-65", "storageType-enum", "workflowId-pattern", "priority-max", "inline-101", "name-pattern",
-         "duplicate-runSettingId", "tag-value-max"],
+    ids=[
+        "batchName-65",
+        "storageType-enum",
+        "workflowId-pattern",
+        "priority-max",
+        "inline-101",
+        "name-pattern",
+        "duplicate-runSettingId",
+        "tag-value-max",
+    ],
 )
 def test_start_run_batch_rejects_what_the_model_forbids(omics, omics_emulator, changes, field):
     with pytest.raises(omics.exceptions.ValidationException) as caught:
@@ -346,7 +392,9 @@ def test_what_botocore_would_refuse_is_refused_by_the_emulator_too(omics_emulato
     with pytest.raises(raw.exceptions.ValidationException, match="defaultRunSetting.roleArn"):
         raw.start_run_batch(**_batch_kwargs(defaultRunSetting=setting))
     with pytest.raises(raw.exceptions.ValidationException, match="Union"):
-        raw.start_run_batch(**_batch_kwargs(batchRunSettings={"inlineSettings": inline(1), "s3UriSettings": "s3://b/k"}))
+        raw.start_run_batch(
+            **_batch_kwargs(batchRunSettings={"inlineSettings": inline(1), "s3UriSettings": "s3://b/k"})
+        )
     with pytest.raises(raw.exceptions.ValidationException, match="'roleArn'"):
         raw.start_run(workflowId="1", outputUri="s3://o/", requestId="r")
     with pytest.raises(raw.exceptions.ValidationException, match="maxItems"):
@@ -402,17 +450,25 @@ def test_throttle_is_absorbed_by_standard_retries(make_emulator, make_omics_clie
 def test_concurrent_duplicates_make_one_batch_and_distinct_runs_are_all_kept(omics, omics_emulator):
     with ThreadPoolExecutor(max_workers=8) as pool:
         batch_ids = set(pool.map(lambda _: start_inline_batch(omics, 5, requestId="same"), range(16)))
-        run_ids = set(pool.map(
-            lambda i: omics.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/", requestId=f"r{i % 20}")["id"],
-            range(60),
-        ))
+        run_ids = set(
+            pool.map(
+                lambda i: omics.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/", requestId=f"r{i % 20}")[
+                    "id"
+                ],
+                range(60),
+            )
+        )
     assert len(batch_ids) == 1 and omics_emulator.batch_count() == 1
     assert len(run_ids) == 20 and omics_emulator.run_count() == 20
 
 
 def test_a_plain_client_needs_only_the_host_prefix_turned_off(omics_emulator):
     # The model's hostPrefix is "workflows-": with it botocore would call workflows-127.0.0.1.
-    client = boto3.client("omics", endpoint_url=omics_emulator.endpoint_url, region_name="us-east-1",
-                          config=Config(inject_host_prefix=False))
+    client = boto3.client(
+        "omics",
+        endpoint_url=omics_emulator.endpoint_url,
+        region_name="us-east-1",
+        config=Config(inject_host_prefix=False),
+    )
     assert client.list_batch()["items"] == []
     assert client.list_runs()["items"] == []

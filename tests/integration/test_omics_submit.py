@@ -75,8 +75,10 @@ def test_250_runs_go_in_one_s3_batch_and_status_maps_every_sample(tmp_path, endp
     report = submit(plan_dir, **_options(endpoints))
     emulator = endpoints["_emulator"]
     assert report["batches_created"] == 1 and emulator.batch_count() == 1
-    (operation, params), = [r for r in emulator.requests() if r[0] == "StartRunBatch"]
-    assert params["batchRunSettings"]["s3UriSettings"].endswith(f"{manifest['plan_id']}/{manifest['shards'][0]['sha256']}.json")
+    ((operation, params),) = [r for r in emulator.requests() if r[0] == "StartRunBatch"]
+    assert params["batchRunSettings"]["s3UriSettings"].endswith(
+        f"{manifest['plan_id']}/{manifest['shards'][0]['sha256']}.json"
+    )
     assert params["requestId"] == f"planner-{manifest['plan_id']}-00000"
     assert params["defaultRunSetting"] == DEFAULTS["run"]
     _settle(endpoints, clock)
@@ -91,11 +93,18 @@ def test_250_runs_go_in_one_s3_batch_and_status_maps_every_sample(tmp_path, endp
 def test_60_runs_go_inline_with_each_rows_own_settings(tmp_path, endpoints):
     plan_dir = _plan(tmp_path, 60)
     submit(plan_dir, **_options(endpoints))
-    (operation, params), = [r for r in endpoints["_emulator"].requests() if r[0] == "StartRunBatch"]
+    ((operation, params),) = [r for r in endpoints["_emulator"].requests() if r[0] == "StartRunBatch"]
     inline = params["batchRunSettings"]["inlineSettings"]
     assert len(inline) == 60
-    assert inline[0] == {"runSettingId": "S000000", "outputUri": "s3://results/special/", "parameters": {"sample": "S000000", "fastq_1": "s3://in/S000000_R1.fq.gz"}}
-    assert inline[1] == {"runSettingId": "S000001", "parameters": {"sample": "S000001", "fastq_1": "s3://in/S000001_R1.fq.gz"}}
+    assert inline[0] == {
+        "runSettingId": "S000000",
+        "outputUri": "s3://results/special/",
+        "parameters": {"sample": "S000000", "fastq_1": "s3://in/S000000_R1.fq.gz"},
+    }
+    assert inline[1] == {
+        "runSettingId": "S000001",
+        "parameters": {"sample": "S000001", "fastq_1": "s3://in/S000001_R1.fq.gz"},
+    }
 
 
 def test_a_second_submit_creates_nothing_new(tmp_path, endpoints):
@@ -114,7 +123,7 @@ def test_sigkill_after_the_batch_call_resumes_without_a_duplicate(tmp_path, endp
         f"""
         import os, signal
         from planner.submit import open_context, runtime
-        ctx = open_context({plan_dir!r}, sandbox=True, endpoints={options['endpoints']!r}, staging_uri={options['staging_uri']!r})
+        ctx = open_context({plan_dir!r}, sandbox=True, endpoints={options["endpoints"]!r}, staging_uri={options["staging_uri"]!r})
         ctx.clients.get("omics").meta.events.register(
             "after-call.omics.StartRunBatch", lambda **_: os.kill(os.getpid(), signal.SIGKILL))
         backend = runtime("omics-batch")
@@ -227,7 +236,11 @@ def test_retry_plans_exactly_the_failed_runs(tmp_path, moto_server, make_emulato
     assert manifest["runs"] == len(failed)
     planned = planner.plan(_sheet(60), backend="omics-batch", defaults=DEFAULTS).runs(merged=False)
     original = {run["runSettingId"]: run for run in map(orjson.loads, planned.get_column("run"))}
-    retried = [entry for shard in manifest["shards"] for entry in orjson.loads(open(os.path.join(new_plan, shard["path"]), "rb").read())]
+    retried = [
+        entry
+        for shard in manifest["shards"]
+        for entry in orjson.loads(open(os.path.join(new_plan, shard["path"]), "rb").read())
+    ]
     assert [r["runSettingId"] for r in retried] == failed
     assert all(r == original[r["runSettingId"]] for r in retried)
     assert manifest["defaults"] == DEFAULTS["run"] and manifest["plan_id"] != planner.read_plan(plan_dir)["plan_id"]
@@ -254,17 +267,29 @@ def test_stubber_pins_the_exact_start_run_batch_request(tmp_path):
     plan_dir = _plan(tmp_path, 3)
     manifest = planner.read_plan(plan_dir)
     ctx = open_context(plan_dir, endpoints={"omics": "http://127.0.0.1:9", "s3": "http://127.0.0.1:9"})
-    client = boto3.client("omics", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x", config=Config(inject_host_prefix=False))
+    client = boto3.client(
+        "omics",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        config=Config(inject_host_prefix=False),
+    )
     ctx.clients._cache["omics"] = client
     expected = {
         "batchName": "cohort",
         "requestId": f"planner-{manifest['plan_id']}-00000",
         "defaultRunSetting": DEFAULTS["run"],
-        "batchRunSettings": {"inlineSettings": [
-            {"runSettingId": "S000000", "outputUri": "s3://results/special/", "parameters": {"sample": "S000000", "fastq_1": "s3://in/S000000_R1.fq.gz"}},
-            {"runSettingId": "S000001", "parameters": {"sample": "S000001", "fastq_1": "s3://in/S000001_R1.fq.gz"}},
-            {"runSettingId": "S000002", "parameters": {"sample": "S000002", "fastq_1": "s3://in/S000002_R1.fq.gz"}},
-        ]},
+        "batchRunSettings": {
+            "inlineSettings": [
+                {
+                    "runSettingId": "S000000",
+                    "outputUri": "s3://results/special/",
+                    "parameters": {"sample": "S000000", "fastq_1": "s3://in/S000000_R1.fq.gz"},
+                },
+                {"runSettingId": "S000001", "parameters": {"sample": "S000001", "fastq_1": "s3://in/S000001_R1.fq.gz"}},
+                {"runSettingId": "S000002", "parameters": {"sample": "S000002", "fastq_1": "s3://in/S000002_R1.fq.gz"}},
+            ]
+        },
     }
     with Stubber(client) as stub:
         stub.add_response("start_run_batch", {"id": "1234", "status": "PENDING"}, expected)

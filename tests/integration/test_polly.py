@@ -143,13 +143,18 @@ def test_250_samples_make_one_run_of_250_jobs_with_the_merged_settings(tmp_path,
     plan_dir = _plan(tmp_path, 250)
     manifest = planner.read_plan(plan_dir)
     report = _submit(plan_dir)
-    assert report == dict(report, run_created=True, jobs_submitted=250, jobs_already_submitted=0, runs=250, run_name="cohort-2026-11")
+    assert report == dict(
+        report, run_created=True, jobs_submitted=250, jobs_already_submitted=0, runs=250, run_name="cohort-2026-11"
+    )
 
     (run,) = polly.runs()
     assert run["id"] == report["run_id"]
     assert {k: run[k] for k in ("name", "pipeline_id", "priority", "tags", "domain_context", "num_jobs")} == {
-        "name": "cohort-2026-11", "pipeline_id": "pl-rnaseq-3-14", "priority": "medium",
-        "tags": {"project": "dex-response", "planner_plan_id": manifest["plan_id"]}, "domain_context": {"source": "planner"},
+        "name": "cohort-2026-11",
+        "pipeline_id": "pl-rnaseq-3-14",
+        "priority": "medium",
+        "tags": {"project": "dex-response", "planner_plan_id": manifest["plan_id"]},
+        "domain_context": {"source": "planner"},
         "num_jobs": 250,
     }
     jobs = polly.jobs()
@@ -160,7 +165,9 @@ def test_250_samples_make_one_run_of_250_jobs_with_the_merged_settings(tmp_path,
         assert {"parameters": job["parameters"], "config": job["config"]} == expected[job["name"]]
     posts = _posts(polly, "/jobs")
     assert [len(p["body"]["data"]) for p in posts] == [50] * 5  # many jobs per request
-    assert {tuple(sorted(j["attributes"])) for p in posts for j in p["body"]["data"]} == {("config", "name", "parameters", "run_id")}
+    assert {tuple(sorted(j["attributes"])) for p in posts for j in p["body"]["data"]} == {
+        ("config", "name", "parameters", "run_id")
+    }
     assert len(_posts(polly, "/runs")) == 1
 
 
@@ -197,7 +204,10 @@ def test_a_wrong_key_fails_clearly_and_submits_nothing(tmp_path, polly, monkeypa
     plan_dir = _plan(tmp_path, 30)
     wrong = "pk-wrong-0123456789abcdef"
     monkeypatch.setenv("POLLY_API_KEY", wrong)
-    with pytest.raises(SubmissionError, match=r"Polly rejected the API key from POLLY_API_KEY \(HTTP 401: Unauthorized: invalid API key\): set POLLY_API_KEY$") as caught:
+    with pytest.raises(
+        SubmissionError,
+        match=r"Polly rejected the API key from POLLY_API_KEY \(HTTP 401: Unauthorized: invalid API key\): set POLLY_API_KEY$",
+    ) as caught:
         submit(plan_dir)
     assert wrong not in str(caught.value)
     assert polly.runs() == [] and polly.jobs() == []
@@ -239,7 +249,9 @@ def test_the_key_is_never_sent_over_plain_http_to_another_host(tmp_path, monkeyp
     monkeypatch.setenv("POLLY_API_KEY", KEY)
     monkeypatch.setenv("POLLY_BASE_URL", "http://polly.example.com/api")
     plan_dir = _plan(tmp_path, 5)
-    with pytest.raises(SubmissionError, match="refusing to send the Polly API key over plain HTTP to polly.example.com"):
+    with pytest.raises(
+        SubmissionError, match="refusing to send the Polly API key over plain HTTP to polly.example.com"
+    ):
         submit(plan_dir)
 
 
@@ -254,7 +266,7 @@ def test_429_and_5xx_are_retried_without_duplicates(tmp_path, make_polly, monkey
     report = _submit(plan_dir, sleeps, concurrency=1)
     assert report["jobs_submitted"] == 250
     assert len(emulator.runs()) == 1
-    assert Counter(_names(emulator)) == Counter({name: 1 for name in _expected(250)})
+    assert Counter(_names(emulator)) == Counter(dict.fromkeys(_expected(250), 1))
     statuses = [r["status"] for r in emulator.requests()]
     assert statuses.count(429) == 2 and statuses.count(409) == 0
     assert sorted(s for s in statuses if s >= 500) == [500, 502, 503, 503, 504]
@@ -272,8 +284,10 @@ def test_answers_lost_after_the_work_was_done_are_reconciled_not_repeated(tmp_pa
     plan_dir = _plan(tmp_path, 250)
     report = _submit(plan_dir, [], concurrency=1)
     assert report["jobs_submitted"] == 250
-    assert len(emulator.runs()) == 1 and len(_posts(emulator, "/runs")) == 1  # found by name and plan tag, not re-created
-    assert Counter(_names(emulator)) == Counter({name: 1 for name in _expected(250)})
+    assert (
+        len(emulator.runs()) == 1 and len(_posts(emulator, "/runs")) == 1
+    )  # found by name and plan tag, not re-created
+    assert Counter(_names(emulator)) == Counter(dict.fromkeys(_expected(250), 1))
     assert [r["status"] for r in emulator.requests()].count(409) == 1  # the repeat was refused, then reconciled
     assert {s.state for s in _ledger(plan_dir)} == {"done"}
 
@@ -305,7 +319,12 @@ def _killing_script(plan_dir: str, *, after_posts_to: str, count: int) -> str:
 
 def test_a_submit_killed_after_the_second_jobs_request_resumes_with_each_sample_once(tmp_path, polly):
     plan_dir = _plan(tmp_path, 250)
-    done = subprocess.run([sys.executable, "-c", _killing_script(plan_dir, after_posts_to="/jobs", count=2)], env=dict(os.environ), capture_output=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _killing_script(plan_dir, after_posts_to="/jobs", count=2)],
+        env=dict(os.environ),
+        capture_output=True,
+        timeout=120,
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
     assert len(polly.jobs()) == 100
     states = Counter((s.kind, s.state) for s in _ledger(plan_dir))
@@ -314,7 +333,7 @@ def test_a_submit_killed_after_the_second_jobs_request_resumes_with_each_sample_
     report = _submit(plan_dir)
     assert report == dict(report, run_created=False, jobs_already_submitted=100, jobs_submitted=150)
     assert len(polly.runs()) == 1
-    assert Counter(_names(polly)) == Counter({name: 1 for name in _expected(250)})
+    assert Counter(_names(polly)) == Counter(dict.fromkeys(_expected(250), 1))
     assert [r["status"] for r in polly.requests()].count(409) == 0  # only the missing names were sent
     assert {s.state for s in _ledger(plan_dir)} == {"done"}  # the dangling intent was reconciled
     table = status(plan_dir)
@@ -323,7 +342,12 @@ def test_a_submit_killed_after_the_second_jobs_request_resumes_with_each_sample_
 
 def test_a_submit_killed_after_create_run_does_not_make_a_second_run(tmp_path, polly):
     plan_dir = _plan(tmp_path, 60)
-    done = subprocess.run([sys.executable, "-c", _killing_script(plan_dir, after_posts_to="/runs", count=1)], env=dict(os.environ), capture_output=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _killing_script(plan_dir, after_posts_to="/runs", count=1)],
+        env=dict(os.environ),
+        capture_output=True,
+        timeout=120,
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
     (intent,) = _ledger(plan_dir)
     assert (intent.kind, intent.state, intent.remote_id) == ("create_run", "intent", None)
@@ -343,7 +367,10 @@ def test_status_maps_samples_to_job_ids_and_states(tmp_path, make_polly, clock, 
     def table() -> dict[str, tuple[Any, ...]]:
         frame = status(plan_dir)
         assert frame.height == 250
-        return {row["id"]: (row["remote_id"], row["submission_status"], row["state"], row["reason"]) for row in frame.iter_rows(named=True)}
+        return {
+            row["id"]: (row["remote_id"], row["submission_status"], row["state"], row["reason"])
+            for row in frame.iter_rows(named=True)
+        }
 
     first = table()
     assert {sample: remote for sample, (remote, *_) in first.items()} == {name: job["id"] for name, job in jobs.items()}
@@ -352,7 +379,9 @@ def test_status_maps_samples_to_job_ids_and_states(tmp_path, make_polly, clock, 
     assert {state for _, _, state, _ in table().values()} == {"RUNNING"}
     clock.advance()
     final = table()
-    by_emulator = {job["name"]: {"SUCCEEDED": "COMPLETED", "ERRORED": "FAILED"}[job["status"]] for job in emulator.jobs()}
+    by_emulator = {
+        job["name"]: {"SUCCEEDED": "COMPLETED", "ERRORED": "FAILED"}[job["status"]] for job in emulator.jobs()
+    }
     assert {sample: state for sample, (_, _, state, _) in final.items()} == by_emulator
     assert {"COMPLETED", "FAILED"} == set(by_emulator.values())
     failed = [row for row in final.values() if row[2] == "FAILED"]
@@ -372,7 +401,9 @@ def test_retry_plans_only_the_errored_jobs_into_a_new_run(tmp_path, make_polly, 
     new_plan = str(tmp_path / "retry")
     manifest = retry(plan_dir, new_plan)
     assert manifest["runs"] == len(errored)
-    retried = [entry for shard in manifest["shards"] for entry in orjson.loads(Path(new_plan, shard["path"]).read_bytes())]
+    retried = [
+        entry for shard in manifest["shards"] for entry in orjson.loads(Path(new_plan, shard["path"]).read_bytes())
+    ]
     expected = _expected(250)
     assert [entry["name"] for entry in retried] == errored
     assert all({"parameters": e["parameters"], "config": e["config"]} == expected[e["name"]] for e in retried)

@@ -23,8 +23,16 @@ def polly(make_polly: Callable[..., PollyEmulator]) -> PollyEmulator:
 HTTP = urllib3.PoolManager(retries=False)
 
 
-def call(emulator: PollyEmulator, method: str, path: str, body: Any = None, *, key: str | None = KEY,
-         content_type: str = MEDIA, raw: bytes | None = None) -> tuple[int, dict[str, Any], Any]:
+def call(
+    emulator: PollyEmulator,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    key: str | None = KEY,
+    content_type: str = MEDIA,
+    raw: bytes | None = None,
+) -> tuple[int, dict[str, Any], Any]:
     headers = {"Content-Type": content_type}
     if key is not None:
         headers["x-api-key"] = key
@@ -36,12 +44,25 @@ def call(emulator: PollyEmulator, method: str, path: str, body: Any = None, *, k
 
 
 def run_body(**attributes: Any) -> dict[str, Any]:
-    attributes = {"pipeline_id": "pl-1", "run_name": "cohort", "priority": "medium", "tags": {"a": "b"}, "domain_context": {}, **attributes}
+    attributes = {
+        "pipeline_id": "pl-1",
+        "run_name": "cohort",
+        "priority": "medium",
+        "tags": {"a": "b"},
+        "domain_context": {},
+        **attributes,
+    }
     return {"data": {"type": "runs", "attributes": attributes}}
 
 
 def job(run_id: str, name: str, **attributes: Any) -> dict[str, Any]:
-    attributes = {"run_id": run_id, "name": name, "parameters": {"x": 1}, "config": {"infra": {"cpu": 1, "memory": 2, "storage": 120}}, **attributes}
+    attributes = {
+        "run_id": run_id,
+        "name": name,
+        "parameters": {"x": 1},
+        "config": {"infra": {"cpu": 1, "memory": 2, "storage": 120}},
+        **attributes,
+    }
     return {"type": "jobs", "attributes": attributes}
 
 
@@ -67,8 +88,16 @@ def test_create_and_get_a_run_in_the_sdk_shape(polly):
     run = document["data"]
     assert run["type"] == "runs" and run["id"]
     attributes = run["attributes"]
-    assert {k: attributes[k] for k in ("name", "pipeline_id", "priority", "tags", "domain_context", "num_jobs", "status")} == {
-        "name": "cohort", "pipeline_id": "pl-1", "priority": "medium", "tags": {"a": "b"}, "domain_context": {}, "num_jobs": 0, "status": "PENDING",
+    assert {
+        k: attributes[k] for k in ("name", "pipeline_id", "priority", "tags", "domain_context", "num_jobs", "status")
+    } == {
+        "name": "cohort",
+        "pipeline_id": "pl-1",
+        "priority": "medium",
+        "tags": {"a": "b"},
+        "domain_context": {},
+        "num_jobs": 0,
+        "status": "PENDING",
     }
     status, _, again = call(polly, "GET", f"/runs/{run['id']}")
     assert status == 200 and again["data"]["attributes"]["name"] == "cohort"
@@ -78,7 +107,11 @@ def test_the_api_key_is_checked(make_polly):
     polly = make_polly(api_key="right")
     for key in (None, "wrong"):
         status, _, document = call(polly, "POST", "/runs", run_body(), key=key)
-        assert status == 401 and document["errors"][0]["status"] == "401" and document["errors"][0]["title"] == "Unauthorized"
+        assert (
+            status == 401
+            and document["errors"][0]["status"] == "401"
+            and document["errors"][0]["title"] == "Unauthorized"
+        )
     assert polly.runs() == []
     assert call(polly, "POST", "/runs", run_body(), key="right")[0] == 201
     anyone = make_polly(api_key=None)
@@ -87,10 +120,19 @@ def test_the_api_key_is_checked(make_polly):
 
 
 def test_a_run_is_validated_and_every_problem_reported(polly):
-    status, _, document = call(polly, "POST", "/runs", {"data": {"type": "run", "attributes": {"priority": "urgent", "tags": [], "colour": "red"}}})
+    status, _, document = call(
+        polly,
+        "POST",
+        "/runs",
+        {"data": {"type": "run", "attributes": {"priority": "urgent", "tags": [], "colour": "red"}}},
+    )
     assert status == 422
     assert set(pointers(document)) == {
-        "/data/type", "/data/attributes/pipeline_id", "/data/attributes/priority", "/data/attributes/tags", "/data/attributes/colour",
+        "/data/type",
+        "/data/attributes/pipeline_id",
+        "/data/attributes/priority",
+        "/data/attributes/tags",
+        "/data/attributes/colour",
     }
     assert all(e["status"] == "422" and e["detail"] for e in document["errors"])
     assert polly.runs() == []
@@ -113,7 +155,17 @@ def test_a_run_is_validated_and_every_problem_reported(polly):
 )
 def test_a_job_is_validated(polly, attributes, pointer):
     run_id = new_run(polly)
-    status, _, document = call(polly, "POST", "/jobs", {"data": [job(run_id, "ok"), {"type": "jobs", "attributes": {**job(run_id, "bad")["attributes"], **attributes}}]})
+    status, _, document = call(
+        polly,
+        "POST",
+        "/jobs",
+        {
+            "data": [
+                job(run_id, "ok"),
+                {"type": "jobs", "attributes": {**job(run_id, "bad")["attributes"], **attributes}},
+            ]
+        },
+    )
     assert status == 422
     assert pointers(document) == [pointer.replace("/data/0/", "/data/1/")]
     assert polly.jobs() == []  # the valid job of the request was not created either
@@ -173,8 +225,13 @@ def test_jobs_are_listed_page_by_page_with_a_cursor(polly):
 
 @pytest.mark.parametrize(
     ("query", "status"),
-    [("", 400), ("filter%5Brun_id%5D=RUN&page%5Bsize%5D=0", 400), ("filter%5Brun_id%5D=RUN&page%5Bsize%5D=101", 400),
-     ("filter%5Brun_id%5D=RUN&page%5Bafter%5D=nope", 400), ("filter%5Brun_id%5D=unknown", 404)],
+    [
+        ("", 400),
+        ("filter%5Brun_id%5D=RUN&page%5Bsize%5D=0", 400),
+        ("filter%5Brun_id%5D=RUN&page%5Bsize%5D=101", 400),
+        ("filter%5Brun_id%5D=RUN&page%5Bafter%5D=nope", 400),
+        ("filter%5Brun_id%5D=unknown", 404),
+    ],
 )
 def test_bad_listings_are_refused(polly, query, status):
     run_id = new_run(polly)
@@ -213,20 +270,32 @@ def test_jobs_progress_over_the_clock_and_the_run_follows(make_polly, clock):
     def run() -> dict[str, Any]:
         return call(polly, "GET", f"/runs/{run_id}")[2]["data"]["attributes"]
 
-    assert {(j["attributes"]["stage"], j["attributes"]["progress"], j["attributes"]["errored"], j["attributes"]["finished"]) for j in jobs()} == {("Queued", "0/2", False, False)}
+    assert {
+        (j["attributes"]["stage"], j["attributes"]["progress"], j["attributes"]["errored"], j["attributes"]["finished"])
+        for j in jobs()
+    } == {("Queued", "0/2", False, False)}
     assert run()["status"] == "PENDING"
     clock.now += 10
     assert {(j["attributes"]["stage"], j["attributes"]["progress"]) for j in jobs()} == {("Processing", "1/2")}
     assert run()["status"] == "RUNNING"
     clock.now += 10
-    ended = {(j["attributes"]["stage"], j["attributes"]["progress"], j["attributes"]["errored"], j["attributes"]["finished"]) for j in jobs()}
+    ended = {
+        (j["attributes"]["stage"], j["attributes"]["progress"], j["attributes"]["errored"], j["attributes"]["finished"])
+        for j in jobs()
+    }
     assert ended == {("Completed", "2/2", False, True), ("Processing", "1/2", True, False)}
     attributes = run()
     failed = sum(j["attributes"]["errored"] for j in jobs())
     assert attributes["status"] == "PARTIALLY_COMPLETED"
-    assert (attributes["num_jobs"], attributes["num_failed_jobs"], attributes["num_successful_jobs"]) == (40, failed, 40 - failed)
+    assert (attributes["num_jobs"], attributes["num_failed_jobs"], attributes["num_successful_jobs"]) == (
+        40,
+        failed,
+        40 - failed,
+    )
     assert 5 < failed < 35
-    assert {j["name"] for j in polly.jobs() if j["status"] == "ERRORED"} == {j["attributes"]["name"] for j in jobs() if j["attributes"]["errored"]}
+    assert {j["name"] for j in polly.jobs() if j["status"] == "ERRORED"} == {
+        j["attributes"]["name"] for j in jobs() if j["attributes"]["errored"]
+    }
 
 
 def test_failures_are_deterministic_per_seed(make_polly, clock):
@@ -287,4 +356,7 @@ def test_the_sandbox_runs_a_polly_emulator():
         url = sandbox.endpoints["polly"]
         assert url.startswith("http://127.0.0.1:")
         response = HTTP.request("GET", url + "/runs", headers={"x-api-key": "sandbox"})
-        assert response.status == 200 and json.loads(response.data) == {"data": [], "links": {"self": url + "/runs", "next": None}}
+        assert response.status == 200 and json.loads(response.data) == {
+            "data": [],
+            "links": {"self": url + "/runs", "next": None},
+        }

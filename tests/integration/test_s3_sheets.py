@@ -44,7 +44,9 @@ def test_a_glob_reads_every_matching_object_in_key_order(s3: Any, bucket: str, p
     s3.put_object(Bucket=bucket, Key="lanes/b.csv", Body=b"sample,x\nS3,c\n")
     s3.put_object(Bucket=bucket, Key="lanes/a.csv", Body=b"sample,x\nS1,a\nS2,b\n")
     s3.put_object(Bucket=bucket, Key="lanes/notes.txt", Body=b"not a sheet")
-    runs = planner.plan(f"s3://{bucket}/lanes/*.csv", backend="omics-batch", defaults=DEFAULTS, s3_client=s3).runs(merged=False)
+    runs = planner.plan(f"s3://{bucket}/lanes/*.csv", backend="omics-batch", defaults=DEFAULTS, s3_client=s3).runs(
+        merged=False
+    )
     assert runs.get_column("id").to_list() == ["S1", "S2", "S3"]
 
 
@@ -64,7 +66,9 @@ def test_a_missing_object_is_a_sheet_error(s3: Any, bucket: str, private_tmp: st
         (b"sample,x\n", "no rows"),  # a header only: refused when the rows are read
     ],
 )
-def test_a_refused_sheet_leaves_no_downloaded_copy(s3: Any, bucket: str, private_tmp: str, body: bytes, message: str) -> None:
+def test_a_refused_sheet_leaves_no_downloaded_copy(
+    s3: Any, bucket: str, private_tmp: str, body: bytes, message: str
+) -> None:
     s3.put_object(Bucket=bucket, Key="bad.csv", Body=body)
     with pytest.raises(SheetError, match=message):
         planner.plan(f"s3://{bucket}/bad.csv", backend="omics-batch", defaults=DEFAULTS, s3_client=s3).runs()

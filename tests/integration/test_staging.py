@@ -19,7 +19,11 @@ from planner.staging import Stager
 
 MiB = 1024 * 1024
 DEFAULTS = {
-    "run": {"workflowId": "1234567", "roleArn": "arn:aws:iam::123456789012:role/omics", "outputUri": "s3://out/results/"},
+    "run": {
+        "workflowId": "1234567",
+        "roleArn": "arn:aws:iam::123456789012:role/omics",
+        "outputUri": "s3://out/results/",
+    },
 }
 
 
@@ -28,12 +32,16 @@ def staging(bucket: str) -> str:
     return f"s3://{bucket}/planner/"
 
 
-def _plan(tmp_path, staging: str, runs: int, *, padding: int = 0, part_size: int | None = None, name: str = "plan") -> str:
+def _plan(
+    tmp_path, staging: str, runs: int, *, padding: int = 0, part_size: int | None = None, name: str = "plan"
+) -> str:
     frame = pl.DataFrame({"sample": [f"S{i:06d}" for i in range(runs)]}).with_columns(
         pl.lit("x" * padding).alias("padding") if padding else pl.lit("s3://in/a.fq.gz").alias("fastq_1")
     )
     out = str(tmp_path / name)
-    planner.plan(frame, backend="omics-batch", defaults={**DEFAULTS, "staging": {"uri": staging}}, part_size=part_size).write(out)
+    planner.plan(
+        frame, backend="omics-batch", defaults={**DEFAULTS, "staging": {"uri": staging}}, part_size=part_size
+    ).write(out)
     return out
 
 

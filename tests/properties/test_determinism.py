@@ -13,20 +13,26 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from helpers import defaults_for, examples, run_cli_process, tree_bytes, write_csv, write_defaults
 from hypothesis import given
 from hypothesis import strategies as st
 
 import planner
-from helpers import defaults_for, examples, run_cli_process, tree_bytes, write_csv, write_defaults
 
 BACKENDS = ["omics-batch", "omics-run", "batch", "glue", "polly"]
-cell = st.one_of(st.none(), st.text(st.characters(categories=("L", "N", "P", "Zs"), max_codepoint=0x2FFF), max_size=8), st.sampled_from(['a"b', "x,y", "l1\nl2", "é😀"]))
+cell = st.one_of(
+    st.none(),
+    st.text(st.characters(categories=("L", "N", "P", "Zs"), max_codepoint=0x2FFF), max_size=8),
+    st.sampled_from(['a"b', "x,y", "l1\nl2", "é😀"]),
+)
 
 
 @st.composite
 def sheets(draw: Any) -> dict[str, Any]:
     n = draw(st.integers(1, 40))
-    extra = draw(st.lists(st.sampled_from(["fastq_1", "fastq_2", "strandedness", "param.k", "note"]), unique=True, max_size=4))
+    extra = draw(
+        st.lists(st.sampled_from(["fastq_1", "fastq_2", "strandedness", "param.k", "note"]), unique=True, max_size=4)
+    )
     backend = draw(st.sampled_from(BACKENDS))
     if backend in ("omics-batch", "omics-run") and draw(st.booleans()):
         extra.append("tag.cohort")
@@ -42,7 +48,9 @@ def sheets(draw: Any) -> dict[str, Any]:
 
 def plan_into(case: dict[str, Any], base: Path, name: str, batch_rows: int | None = None) -> dict[str, bytes]:
     sheet = write_csv(base / "sheet.csv", case["header"], case["rows"])
-    plan = planner.plan(sheet, backend=case["backend"], defaults=defaults_for(case["backend"]), max_entries=case["max_entries"])
+    plan = planner.plan(
+        sheet, backend=case["backend"], defaults=defaults_for(case["backend"]), max_entries=case["max_entries"]
+    )
     if batch_rows is not None:
         plan.options = dataclasses.replace(plan.options, batch_rows=batch_rows)
     plan.write(base / name)
@@ -79,7 +87,9 @@ def test_batch_rows_smaller_than_shards_and_rejections(tmp_path: Path) -> None:
     sheet = write_csv(tmp_path / "sheet.csv", ["sample", "priority", "x"], rows)
     trees = []
     for batch_rows in (1, 7, 50_000):
-        plan = planner.plan(sheet, backend="omics-batch", defaults=defaults_for("omics-batch"), skip_invalid=True, max_entries=40)
+        plan = planner.plan(
+            sheet, backend="omics-batch", defaults=defaults_for("omics-batch"), skip_invalid=True, max_entries=40
+        )
         plan.options = dataclasses.replace(plan.options, batch_rows=batch_rows)
         manifest = plan.write(tmp_path / f"b{batch_rows}")
         assert manifest["rejected"] == len([r for r in rows if r[1] == "high"])
@@ -89,10 +99,14 @@ def test_batch_rows_smaller_than_shards_and_rejections(tmp_path: Path) -> None:
 
 
 def test_frame_input_is_deterministic(tmp_path: Path) -> None:
-    frame = pl.DataFrame({"sample": [f"s{i}" for i in range(50)], "n": list(range(50)), "l": [[str(i)] * (i % 3) for i in range(50)]})
+    frame = pl.DataFrame(
+        {"sample": [f"s{i}" for i in range(50)], "n": list(range(50)), "l": [[str(i)] * (i % 3) for i in range(50)]}
+    )
     trees = []
     for name in ("a", "b"):
-        planner.plan(frame, backend="omics-batch", defaults=defaults_for("omics-batch"), max_entries=20).write(tmp_path / name)
+        planner.plan(frame, backend="omics-batch", defaults=defaults_for("omics-batch"), max_entries=20).write(
+            tmp_path / name
+        )
         trees.append(tree_bytes(tmp_path / name))
     assert trees[0] == trees[1]
     assert len([k for k in trees[0] if k.startswith("shards/")]) == 3
@@ -106,8 +120,29 @@ def test_separate_processes_with_different_hash_seeds_agree(tmp_path: Path) -> N
     trees = []
     for seed in ("1", "2"):
         out = tmp_path / f"plan{seed}"
-        result = run_cli_process(["plan", sheet.name, "--backend", "omics-batch", "--defaults", defaults.name, "--out", out.name, "--max-entries", "50"], cwd=tmp_path, env={"PYTHONHASHSEED": seed})
+        result = run_cli_process(
+            [
+                "plan",
+                sheet.name,
+                "--backend",
+                "omics-batch",
+                "--defaults",
+                defaults.name,
+                "--out",
+                out.name,
+                "--max-entries",
+                "50",
+            ],
+            cwd=tmp_path,
+            env={"PYTHONHASHSEED": seed},
+        )
         assert result.returncode == 0, result.stderr
         trees.append(tree_bytes(out))
     assert trees[0] == trees[1]
-    assert sorted(trees[0]) == ["plan.json", "samples.parquet", "shards/00000.json", "shards/00001.json", "shards/00002.json"]
+    assert sorted(trees[0]) == [
+        "plan.json",
+        "samples.parquet",
+        "shards/00000.json",
+        "shards/00001.json",
+        "shards/00002.json",
+    ]

@@ -17,25 +17,69 @@ from typing import Any
 
 import orjson
 import polars as pl
+from helpers import ROLE, examples, write_csv
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 import planner
-from helpers import ROLE, examples, write_csv
 from planner.backends import BACKENDS
 from planner.merge import reference_row, reference_run
 
 # ---------------------------------------------------------------- text
 
 # Characters that stress CSV quoting and JSON escaping.
-SPECIALS = ['"', "\\", "\n", "\r", "\r\n", ",", "\t", ";", "'", "é", "ß", "漢", "😀", "\u2028", "\x7f", "\x01", " ", "{", "}", "[", "]", "null"]
+SPECIALS = [
+    '"',
+    "\\",
+    "\n",
+    "\r",
+    "\r\n",
+    ",",
+    "\t",
+    ";",
+    "'",
+    "é",
+    "ß",
+    "漢",
+    "😀",
+    "\u2028",
+    "\x7f",
+    "\x01",
+    " ",
+    "{",
+    "}",
+    "[",
+    "]",
+    "null",
+]
 ANY_CHAR = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
 # Header names may hold anything a cell may (the header is read by the csv module, so a
 # doubled quote is one quote), plus names that mean something to polars or to the planner:
 # wildcards and regexes in pl.col(), and the frame's own internal column names.
 NAME_SPECIALS = SPECIALS + ["*", "^", "$", "|", "(", ")", ".", "?", "+"]
 NAME_CHAR = ANY_CHAR
-AWKWARD_NAMES = ["*", "^x$", "^.*$", "^", "$", 'a"b', '"', '""', "__row", "__id", "__run", "__why", "__v0", "__raw__c1", "c0", "c1", "c2", "x|y", "(a)", "[x]"]
+AWKWARD_NAMES = [
+    "*",
+    "^x$",
+    "^.*$",
+    "^",
+    "$",
+    'a"b',
+    '"',
+    '""',
+    "__row",
+    "__id",
+    "__run",
+    "__why",
+    "__v0",
+    "__raw__c1",
+    "c0",
+    "c1",
+    "c2",
+    "x|y",
+    "(a)",
+    "[x]",
+]
 
 
 def joined(pieces: st.SearchStrategy[str], min_size: int = 0, max_size: int = 10) -> st.SearchStrategy[str]:
@@ -48,7 +92,14 @@ free_text = joined(st.one_of(st.sampled_from(SPECIALS), ANY_CHAR))
 # Python's and the regex engine's Unicode tables in step).
 PRINTABLE = st.characters(categories=("L", "M", "Zs", "S", "N", "P"), max_codepoint=0x2FFF)
 # Sample ids: non-blank, no control characters (runSettingId's pattern), awkward for CSV.
-id_text = st.text(st.one_of(st.sampled_from(['"', ",", "'", "é", "-", "_", "0", "7"]), st.characters(categories=("L", "N", "P", "S"), max_codepoint=0x2FFF)), min_size=1, max_size=10)
+id_text = st.text(
+    st.one_of(
+        st.sampled_from(['"', ",", "'", "é", "-", "_", "0", "7"]),
+        st.characters(categories=("L", "N", "P", "S"), max_codepoint=0x2FFF),
+    ),
+    min_size=1,
+    max_size=10,
+)
 ID_COLUMNS = ("sample_id", "sample", "id")
 RESERVED = {"sample_id", "sample", "id"}
 # With --id-column the id column may have any name, "name" included: for omics-batch and
@@ -58,13 +109,24 @@ EXPLICIT_ID_COLUMNS = ID_COLUMNS + ("name", "lims id", "*", "^x$", "__id")
 
 def column_name(fields: set[str]) -> st.SearchStrategy[str]:
     """A plain column name: routed as a parameter under its own name."""
-    plain = st.text(st.one_of(st.sampled_from(["_", "-", ".", " ", ",", "é", "x", "1", '"', "*", "^", "$"]), st.characters(categories=("L", "N", "P", "Zs", "S"), max_codepoint=0x2FFF)), min_size=1, max_size=10)
-    return st.one_of(st.sampled_from(AWKWARD_NAMES), plain, plain.map(lambda s: "^" + s + "$"), plain.map(lambda s: "__" + s)).filter(
-        lambda s: s.strip() != ""
-        and not s.startswith(("tag.", "param."))
-        and s not in RESERVED
-        and s not in fields
-        and "_duplicated_" not in s
+    plain = st.text(
+        st.one_of(
+            st.sampled_from(["_", "-", ".", " ", ",", "é", "x", "1", '"', "*", "^", "$"]),
+            st.characters(categories=("L", "N", "P", "Zs", "S"), max_codepoint=0x2FFF),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+    return st.one_of(
+        st.sampled_from(AWKWARD_NAMES), plain, plain.map(lambda s: "^" + s + "$"), plain.map(lambda s: "__" + s)
+    ).filter(
+        lambda s: (
+            s.strip() != ""
+            and not s.startswith(("tag.", "param."))
+            and s not in RESERVED
+            and s not in fields
+            and "_duplicated_" not in s
+        )
     )
 
 
@@ -76,7 +138,9 @@ def json_values() -> st.SearchStrategy[Any]:
         st.floats(allow_nan=False, allow_infinity=False),
         free_text,
     )
-    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(free_text, inner, max_size=3), max_leaves=6)
+    return st.recursive(
+        scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(free_text, inner, max_size=3), max_leaves=6
+    )
 
 
 # ---------------------------------------------------------------- per-backend fields
@@ -115,7 +179,9 @@ FIELD_VALUES: dict[str, dict[str, st.SearchStrategy[tuple[str, Any]]]] = {
         "Timeout": _int_text(1, 10_079),
         "WorkerType": _same(st.sampled_from(["Standard", "G.1X", "G.2X", "Z.2X"])),
         "MaxCapacity": st.floats(0, 1e6, allow_nan=False).map(lambda v: (repr(v), v)),
-        "JobRunQueuingEnabled": st.sampled_from([("true", True), ("FALSE", False), (" yes ", True), ("n", False), ("1", True), ("0", False)]),
+        "JobRunQueuingEnabled": st.sampled_from(
+            [("true", True), ("FALSE", False), (" yes ", True), ("n", False), ("1", True), ("0", False)]
+        ),
     },
     "polly": {
         "cpu": _int_text(1, 1_000_000),
@@ -126,7 +192,13 @@ FIELD_VALUES: dict[str, dict[str, st.SearchStrategy[tuple[str, Any]]]] = {
 
 # Where things go in an entry, written out here from DESIGN.md (not read from the specs).
 LAYOUT: dict[str, dict[str, Any]] = {
-    "omics-batch": {"id": "runSettingId", "params": ("parameters",), "tags": ("runTags",), "prefix": "", "strings": False},
+    "omics-batch": {
+        "id": "runSettingId",
+        "params": ("parameters",),
+        "tags": ("runTags",),
+        "prefix": "",
+        "strings": False,
+    },
     "omics-run": {"id": None, "params": ("parameters",), "tags": ("tags",), "prefix": "", "strings": False},
     "glue": {"id": None, "params": ("Arguments",), "tags": None, "prefix": "--", "strings": True},
     "polly": {"id": "name", "params": ("parameters",), "tags": None, "prefix": "", "strings": False},
@@ -153,8 +225,18 @@ def sheet_and_defaults(draw: Any, backend: str) -> dict[str, Any]:
     id_kind = "field" if id_column in BACKENDS[backend].fields else "param"
 
     # Columns: (name, kind, key); kind is "field", "param" (plain or param.KEY) or "tag".
-    chosen_fields = draw(st.lists(st.sampled_from(sorted(set(fields) - {id_column})), unique=True, max_size=len(fields)))
-    keys = draw(st.lists(st.one_of(st.sampled_from(AWKWARD_NAMES), joined(st.one_of(st.sampled_from(NAME_SPECIALS), NAME_CHAR), 1, 6)), unique=True, max_size=5))
+    chosen_fields = draw(
+        st.lists(st.sampled_from(sorted(set(fields) - {id_column})), unique=True, max_size=len(fields))
+    )
+    keys = draw(
+        st.lists(
+            st.one_of(
+                st.sampled_from(AWKWARD_NAMES), joined(st.one_of(st.sampled_from(NAME_SPECIALS), NAME_CHAR), 1, 6)
+            ),
+            unique=True,
+            max_size=5,
+        )
+    )
     columns: list[tuple[str, str, str]] = [(f, "field", f) for f in chosen_fields]
     used_names = {id_column, *chosen_fields}
     # Parameter keys already taken (two columns may not set one key; the id column takes its own).
@@ -196,11 +278,19 @@ def sheet_and_defaults(draw: Any, backend: str) -> dict[str, Any]:
         rows.append(row)
 
     # Defaults: the maps share keys with the sheet's, plus keys of their own.
-    pool = [c[2] for c in columns if c[1] == "param"] + sorted(param_keys - {c[2] for c in columns}) + draw(st.lists(free_text.filter(bool), max_size=3))
+    pool = (
+        [c[2] for c in columns if c[1] == "param"]
+        + sorted(param_keys - {c[2] for c in columns})
+        + draw(st.lists(free_text.filter(bool), max_size=3))
+    )
     tag_pool = [c[2] for c in columns if c[1] == "tag"] + draw(st.lists(st.text(min_size=1, max_size=5), max_size=3))
     run: dict[str, Any] = {}
     if backend == "omics-batch":
-        run = {"workflowId": draw(st.text(DIGITS, min_size=1, max_size=18)), "roleArn": ROLE, "outputUri": "s3://bucket/out/"}
+        run = {
+            "workflowId": draw(st.text(DIGITS, min_size=1, max_size=18)),
+            "roleArn": ROLE,
+            "outputUri": "s3://bucket/out/",
+        }
         for name in ("priority", "name", "storageType", "logLevel"):
             if draw(st.booleans()):
                 run[name] = {"priority": 7, "name": "default-name", "storageType": "STATIC", "logLevel": "ERROR"}[name]
@@ -226,10 +316,16 @@ def sheet_and_defaults(draw: Any, backend: str) -> dict[str, Any]:
     if draw(st.booleans()):
         params = draw(st.dictionaries(st.sampled_from(pool) if pool else free_text, json_values(), max_size=5))
         if layout["strings"]:
-            params = {layout["prefix"] + k: (v if isinstance(v, str) else orjson.dumps(v).decode()) for k, v in params.items()}
+            params = {
+                layout["prefix"] + k: (v if isinstance(v, str) else orjson.dumps(v).decode()) for k, v in params.items()
+            }
         run[layout["params"][0]] = params
     if layout["tags"] and draw(st.booleans()):
-        run[layout["tags"][0]] = draw(st.dictionaries(st.sampled_from(tag_pool) if tag_pool else st.text(min_size=1, max_size=5), free_text, max_size=5))
+        run[layout["tags"][0]] = draw(
+            st.dictionaries(
+                st.sampled_from(tag_pool) if tag_pool else st.text(min_size=1, max_size=5), free_text, max_size=5
+            )
+        )
     run = dict(draw(st.permutations(list(run.items()))))  # defaults in any key order
 
     document: dict[str, Any] = {"run": run}
@@ -238,7 +334,7 @@ def sheet_and_defaults(draw: Any, backend: str) -> dict[str, Any]:
         if draw(st.booleans()):
             declared = [c[0] for c in columns if c[0] in ("cpu", "memory", "storage")]
             if declared:
-                document["sheet"] = {"types": {c: "int" for c in declared}}
+                document["sheet"] = {"types": dict.fromkeys(declared, "int")}
     return {
         "backend": backend,
         "id_column": id_column,
@@ -265,7 +361,9 @@ def _put(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     target[path[-1]] = value
 
 
-def with_id_column(case: dict[str, Any], sample_id: str, cells: list[tuple[str | None, Any]]) -> list[tuple[tuple[str, str, str], tuple[str | None, Any]]]:
+def with_id_column(
+    case: dict[str, Any], sample_id: str, cells: list[tuple[str | None, Any]]
+) -> list[tuple[tuple[str, str, str], tuple[str | None, Any]]]:
     """Every column of the row in sheet order, the id column (routed like any other) included."""
     columns = list(zip(case["columns"], cells))
     columns.insert(case["id_at"], ((case["id_column"], case["id_kind"], case["id_column"]), (sample_id, sample_id)))
@@ -294,7 +392,7 @@ def oracle_row(case: dict[str, Any], sample_id: str, cells: list[tuple[str | Non
 def oracle_merge(defaults: dict[str, Any], row: dict[str, Any], backend: str) -> dict[str, Any]:
     """``{**defaults, **row}`` where the key-value maps merge per key (row wins)."""
     layout = LAYOUT[backend]
-    maps = {layout["params"], *( [layout["tags"]] if layout["tags"] else [])}
+    maps = {layout["params"], *([layout["tags"]] if layout["tags"] else [])}
     if backend == "polly":
         maps.add(("config", "infra"))
 
@@ -393,7 +491,10 @@ TYPED = {
     "bool": (pl.Boolean, st.booleans()),
     "str": (pl.String, free_text),
     "list": (pl.List(pl.String), st.lists(free_text, max_size=3)),
-    "struct": (pl.Struct({"a": pl.Int64, "b": pl.String}), st.fixed_dictionaries({"a": st.none() | st.integers(-5, 5), "b": st.none() | free_text})),
+    "struct": (
+        pl.Struct({"a": pl.Int64, "b": pl.String}),
+        st.fixed_dictionaries({"a": st.none() | st.integers(-5, 5), "b": st.none() | free_text}),
+    ),
 }
 
 
@@ -418,7 +519,9 @@ def typed_frames(draw: Any) -> tuple[pl.DataFrame, list[str], list[str]]:
     "omics-batch",
     True,
 )
-def test_typed_frame_cells_match_reference(frame_case: tuple[pl.DataFrame, list[str], list[str]], backend: str, merged: bool) -> None:
+def test_typed_frame_cells_match_reference(
+    frame_case: tuple[pl.DataFrame, list[str], list[str]], backend: str, merged: bool
+) -> None:
     """Typed cells (ints, floats, bools, lists, structs) go through polars' JSON encoder
     and must come out as orjson writes the same Python values; Glue Arguments hold
     them as JSON text."""
@@ -428,7 +531,15 @@ def test_typed_frame_cells_match_reference(frame_case: tuple[pl.DataFrame, list[
         names = [n.replace("tag.", "param.t_") for n in names]
         document: dict[str, Any] = {"run": {"JobName": "etl", "Arguments": {"--x": "1"}}}
     else:
-        document = {"run": {"workflowId": "1", "roleArn": ROLE, "outputUri": "s3://b/o/", "parameters": {"x": [1, {"y": None}]}, "runTags": {"t": "v"}}}
+        document = {
+            "run": {
+                "workflowId": "1",
+                "roleArn": ROLE,
+                "outputUri": "s3://b/o/",
+                "parameters": {"x": [1, {"y": None}]},
+                "runTags": {"t": "v"},
+            }
+        }
     plan = planner.plan(frame, backend=backend, defaults=document)
     runs = plan.runs(merged=merged)
     assert runs.get_column("id").to_list() == ids

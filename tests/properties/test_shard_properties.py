@@ -17,10 +17,10 @@ from typing import Any
 import orjson
 import polars as pl
 import pytest
+from helpers import examples, md5_etag
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from helpers import examples, md5_etag
 from planner.shard import ShardInfo, ShardWriter, default_part_size, s3_etag
 
 SEP = 2  # ",\n" between runs; a shard is "[\n" + runs joined by ",\n" + "\n]\n"
@@ -28,7 +28,10 @@ SEP = 2  # ",\n" between runs; a shard is "[\n" + runs joined by ",\n" + "\n]\n"
 
 def make_runs(sizes: list[int], wide: list[bool]) -> list[str]:
     """Valid JSON objects whose UTF-8 size follows ``sizes`` (some padded with 2-byte characters)."""
-    return [orjson.dumps({"i": i, "pad": ("é" * (s // 2)) if w else ("x" * s)}).decode() for i, (s, w) in enumerate(zip(sizes, wide))]
+    return [
+        orjson.dumps({"i": i, "pad": ("é" * (s // 2)) if w else ("x" * s)}).decode()
+        for i, (s, w) in enumerate(zip(sizes, wide))
+    ]
 
 
 def cost(run: str) -> int:
@@ -66,9 +69,17 @@ def shard_cases(draw: Any, min_entries: int, roomy: bool = False) -> dict[str, A
 
 
 def write_shards(case: dict[str, Any], directory: str) -> list[ShardInfo]:
-    writer = ShardWriter(directory, max_entries=case["max_entries"], max_bytes=case["max_bytes"], part_size=case["part_size"], min_entries=case["min_entries"])
+    writer = ShardWriter(
+        directory,
+        max_entries=case["max_entries"],
+        max_bytes=case["max_bytes"],
+        part_size=case["part_size"],
+        min_entries=case["min_entries"],
+    )
     for start, stop in case["batches"]:
-        writer.add(pl.Series(case["ids"][start:stop], dtype=pl.String), pl.Series(case["runs"][start:stop], dtype=pl.String))
+        writer.add(
+            pl.Series(case["ids"][start:stop], dtype=pl.String), pl.Series(case["runs"][start:stop], dtype=pl.String)
+        )
     return writer.close()
 
 
@@ -76,7 +87,9 @@ def check_shards(case: dict[str, Any], shards: list[ShardInfo], directory: str) 
     """Every invariant but the lone-run rule; returns the ids per shard."""
     runs, ids = case["runs"], case["ids"]
     on_disk = sorted(os.listdir(os.path.join(directory, "shards")))
-    assert on_disk == [f"{i:05d}.json" for i in range(len(shards))], "shard files on disk differ from the shards described"
+    assert on_disk == [f"{i:05d}.json" for i in range(len(shards))], (
+        "shard files on disk differ from the shards described"
+    )
     position = 0
     per_shard = []
     for index, info in enumerate(shards):
@@ -133,7 +146,15 @@ def test_min_entries_two_leaves_no_lone_run(case: dict[str, Any]) -> None:
 
 def _one_run_per_shard_case() -> dict[str, Any]:
     runs = make_runs([10, 10, 10], [False] * 3)
-    return {"runs": runs, "ids": ["a", "b", "c"], "max_entries": 10, "max_bytes": 3 + cost(runs[0]), "part_size": 64, "batches": [(0, 3)], "min_entries": 2}
+    return {
+        "runs": runs,
+        "ids": ["a", "b", "c"],
+        "max_entries": 10,
+        "max_bytes": 3 + cost(runs[0]),
+        "part_size": 64,
+        "batches": [(0, 3)],
+        "min_entries": 2,
+    }
 
 
 def _borrow_overflows_case() -> dict[str, Any]:
@@ -141,7 +162,15 @@ def _borrow_overflows_case() -> dict[str, Any]:
     max_bytes = 3 + cost(runs[0]) * 2 + 5
     # Two small runs fit together; neither fits with the big one, which fits alone.
     assert 3 + cost(runs[0]) + cost(runs[2]) > max_bytes >= 3 + cost(runs[2])
-    return {"runs": runs, "ids": ["a", "b", "c"], "max_entries": 10, "max_bytes": max_bytes, "part_size": 64, "batches": [(0, 3)], "min_entries": 2}
+    return {
+        "runs": runs,
+        "ids": ["a", "b", "c"],
+        "max_entries": 10,
+        "max_bytes": max_bytes,
+        "part_size": 64,
+        "batches": [(0, 3)],
+        "min_entries": 2,
+    }
 
 
 @examples(100)
@@ -162,7 +191,9 @@ def test_min_entries_two_keeps_limits_for_any_sizes(case: dict[str, Any]) -> Non
         (_borrow_overflows_case, [["a", "b"], ["c"]]),  # borrowing b would put c's shard over max_bytes
     ],
 )
-def test_lone_run_stays_when_borrowing_would_break_a_limit(tmp_path: Path, make: Any, expected: list[list[str]]) -> None:
+def test_lone_run_stays_when_borrowing_would_break_a_limit(
+    tmp_path: Path, make: Any, expected: list[list[str]]
+) -> None:
     case = make()
     shards = write_shards(case, str(tmp_path))
     assert check_shards(case, shards, str(tmp_path)) == expected
@@ -171,7 +202,15 @@ def test_lone_run_stays_when_borrowing_would_break_a_limit(tmp_path: Path, make:
 def test_lone_last_run_borrows_from_previous_shard(tmp_path: Path) -> None:
     """10,001 runs with 10,000 per array: 9,999 + 2, not 10,000 + 1."""
     runs = make_runs([1] * 7, [False] * 7)
-    case = {"runs": runs, "ids": list("abcdefg"), "max_entries": 3, "max_bytes": 10_000, "part_size": 64, "batches": [(0, 7)], "min_entries": 2}
+    case = {
+        "runs": runs,
+        "ids": list("abcdefg"),
+        "max_entries": 3,
+        "max_bytes": 10_000,
+        "part_size": 64,
+        "batches": [(0, 7)],
+        "min_entries": 2,
+    }
     shards = write_shards(case, str(tmp_path))
     per_shard = check_shards(case, shards, str(tmp_path))
     assert [len(s) for s in per_shard] == [3, 2, 2]
@@ -179,7 +218,15 @@ def test_lone_last_run_borrows_from_previous_shard(tmp_path: Path) -> None:
 
 def test_single_run_with_min_entries_two_is_one_shard(tmp_path: Path) -> None:
     runs = make_runs([5], [False])
-    case = {"runs": runs, "ids": ["only"], "max_entries": 10, "max_bytes": 10_000, "part_size": 64, "batches": [(0, 1)], "min_entries": 2}
+    case = {
+        "runs": runs,
+        "ids": ["only"],
+        "max_entries": 10,
+        "max_bytes": 10_000,
+        "part_size": 64,
+        "batches": [(0, 1)],
+        "min_entries": 2,
+    }
     shards = write_shards(case, str(tmp_path))
     assert [(s.entries, s.first, s.last) for s in shards] == [(1, "only", "only")]
 

@@ -16,8 +16,6 @@ from typing import Any
 
 import polars as pl
 import pytest
-
-import planner
 from helpers import (
     assert_clean_stderr,
     assert_nothing_written,
@@ -29,10 +27,18 @@ from helpers import (
     write_defaults,
 )
 
+import planner
+
 Case = Callable[[Path], tuple[list[Any], list[str]]]
 
 
-def _plan_args(tmp_path: Path, sheet: Path, defaults: dict[str, Any] | Path | None = None, backend: str = "omics-batch", extra: list[str] | None = None) -> list[Any]:
+def _plan_args(
+    tmp_path: Path,
+    sheet: Path,
+    defaults: dict[str, Any] | Path | None = None,
+    backend: str = "omics-batch",
+    extra: list[str] | None = None,
+) -> list[Any]:
     if defaults is None:
         defaults = defaults_for(backend)
     if isinstance(defaults, dict):
@@ -59,7 +65,12 @@ def case_missing_id_column(tmp_path: Path) -> tuple[list[Any], list[str]]:
 
 def case_unknown_type(tmp_path: Path) -> tuple[list[Any], list[str]]:
     sheet = _sheet(tmp_path, ["sample", "threads"], [["a", "1"]])
-    return _plan_args(tmp_path, sheet, defaults_for("omics-batch", sheet={"types": {"threads": "integer"}})), ["[sheet.types]", "threads", "'integer'", "unknown type"]
+    return _plan_args(tmp_path, sheet, defaults_for("omics-batch", sheet={"types": {"threads": "integer"}})), [
+        "[sheet.types]",
+        "threads",
+        "'integer'",
+        "unknown type",
+    ]
 
 
 def case_name_too_long(tmp_path: Path) -> tuple[list[Any], list[str]]:
@@ -141,7 +152,12 @@ def case_unknown_field_in_run(tmp_path: Path) -> tuple[list[Any], list[str]]:
     defaults = defaults_for("omics-batch")
     defaults["run"]["workflowIdd"] = "1"
     # Problems in the defaults are printed one per line, like a row's.
-    return _plan_args(tmp_path, sheet, defaults), ["1 problem", "planner: error: ", "'[run] workflowIdd'", "[unknown-field]"]
+    return _plan_args(tmp_path, sheet, defaults), [
+        "1 problem",
+        "planner: error: ",
+        "'[run] workflowIdd'",
+        "[unknown-field]",
+    ]
 
 
 def case_unknown_section(tmp_path: Path) -> tuple[list[Any], list[str]]:
@@ -254,7 +270,9 @@ def test_bad_input_exits_2_and_writes_nothing(name: str, tmp_path: Path, capsys:
     assert_nothing_written(tmp_path / "plan")
 
 
-@pytest.mark.parametrize("name", ["duplicate_ids", "more_fields_than_header", "nonexistent_sheet", "bad_enum_in_row", "unknown_field_in_run"])
+@pytest.mark.parametrize(
+    "name", ["duplicate_ids", "more_fields_than_header", "nonexistent_sheet", "bad_enum_in_row", "unknown_field_in_run"]
+)
 def test_bad_input_in_a_real_process_has_no_traceback(name: str, tmp_path: Path) -> None:
     argv, fragments = CASES[name](tmp_path)
     result = run_cli_process(argv, cwd=tmp_path)
@@ -345,18 +363,36 @@ def test_malformed_csv_names_the_row(tmp_path: Path, capsys: pytest.CaptureFixtu
     [
         # Rows are data records: a quoted cell spanning two lines is one row.
         ("sheet.tsv", b'sample\tx\na\t"l1\nl2"\nb\t2\t3\n', "row 2 (3 cells, the header has 2) has more cells"),
-        ("sheet.csv", b'\xef\xbb\xbfsample,x\r\na,"q,\r\nq"\r\nb,2\r\nc,3,4,5\r\n', "row 3 (4 cells, the header has 2) has more cells"),
+        (
+            "sheet.csv",
+            b'\xef\xbb\xbfsample,x\r\na,"q,\r\nq"\r\nb,2\r\nc,3,4,5\r\n',
+            "row 3 (4 cells, the header has 2) has more cells",
+        ),
         # Fewer: polars alone would fill the missing cells with nulls and plan the row with defaults.
-        ("sheet.csv", b"sample,x,outputUri\na,1,s3://o/a/\nb,2\nc,3,s3://o/c/\n", "row 2 (2 cells, the header has 3) has fewer cells"),
+        (
+            "sheet.csv",
+            b"sample,x,outputUri\na,1,s3://o/a/\nb,2\nc,3,s3://o/c/\n",
+            "row 2 (2 cells, the header has 3) has fewer cells",
+        ),
         # The file was cut short: its last line has no end and lacks a cell.
         ("sheet.csv", b"sample,x\na,1\nb,2\nc", "row 3 (1 cell, the header has 2) has fewer cells"),
         ("sheet.tsv", b"sample\tx\na\t1\nb\n", "row 2 (1 cell, the header has 2) has fewer cells"),
         # Quoted separators and newlines: counting separators cannot tell, the parser can.
-        ("sheet.csv", b'sample,x,y\na,"1,5","l1\nl2"\nb,"2,5"\nc,3,4\n', "row 2 (2 cells, the header has 3) has fewer cells"),
-        ("sheet.csv", b'\xef\xbb\xbf"sample","x"\r\n"a","1"\r\n"b"\r\n', "row 2 (1 cell, the header has 2) has fewer cells"),
+        (
+            "sheet.csv",
+            b'sample,x,y\na,"1,5","l1\nl2"\nb,"2,5"\nc,3,4\n',
+            "row 2 (2 cells, the header has 3) has fewer cells",
+        ),
+        (
+            "sheet.csv",
+            b'\xef\xbb\xbf"sample","x"\r\n"a","1"\r\n"b"\r\n',
+            "row 2 (1 cell, the header has 2) has fewer cells",
+        ),
     ],
 )
-def test_a_ragged_row_is_refused_by_its_record_number(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, data: bytes, fragment: str) -> None:
+def test_a_ragged_row_is_refused_by_its_record_number(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, data: bytes, fragment: str
+) -> None:
     sheet = tmp_path / name
     sheet.write_bytes(data)
     code, out, err = run_cli(_plan_args(tmp_path, sheet), capsys)
@@ -375,7 +411,9 @@ def test_a_ragged_row_is_refused_by_its_record_number(tmp_path: Path, capsys: py
         b'sample,"x\ny"\na,\n',  # a quoted header spanning two lines (found by the property test)
     ],
 )
-def test_rows_with_every_cell_are_not_taken_for_short_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str], data: bytes) -> None:
+def test_rows_with_every_cell_are_not_taken_for_short_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: bytes
+) -> None:
     sheet = tmp_path / "sheet.csv"
     sheet.write_bytes(data)
     code, _, err = run_cli(_plan_args(tmp_path, sheet), capsys)
@@ -395,7 +433,9 @@ def test_a_blank_line_is_an_empty_row_not_a_short_one(tmp_path: Path, capsys: py
 # ---------------------------------------------------------------- --skip-invalid
 
 
-def test_skip_invalid_writes_rejected_csv_and_plans_the_rest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_skip_invalid_writes_rejected_csv_and_plans_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     sheet = _sheet(
         tmp_path,
         ["sample", "priority", "x"],
@@ -525,7 +565,7 @@ def test_twenty_problems_are_all_shown_without_a_listing(tmp_path: Path, capsys:
 def test_defaults_toml_written_by_helper_round_trips(tmp_path: Path) -> None:
     """The tests' own TOML writer produces what tomllib reads back (guards the other tests)."""
     document = defaults_for("omics-batch", sheet={"types": {"a b": "int"}})
-    document["run"]["parameters"]["odd \"key\""] = "line\nbreak\x7f"
+    document["run"]["parameters"]['odd "key"'] = "line\nbreak\x7f"
     assert tomllib.loads(to_toml(document)) == document
 
 

@@ -41,16 +41,31 @@ class FakeS3:
         data = self.objects[f"{Bucket}/{Key}"]
         self.ranges.append((Key, Range))
         if IfMatch is not None and IfMatch != self.etag(f"{Bucket}/{Key}"):
-            raise ClientError({"Error": {"Code": "PreconditionFailed", "Message": "If-Match"}, "ResponseMetadata": {"HTTPStatusCode": 412}}, "GetObject")
+            raise ClientError(
+                {
+                    "Error": {"Code": "PreconditionFailed", "Message": "If-Match"},
+                    "ResponseMetadata": {"HTTPStatusCode": 412},
+                },
+                "GetObject",
+            )
         first, last = (int(x) for x in Range.removeprefix("bytes=").split("-"))
         if first >= len(data):
-            raise ClientError({"Error": {"Code": "InvalidRange", "Message": "range"}, "ResponseMetadata": {"HTTPStatusCode": 416}}, "GetObject")
+            raise ClientError(
+                {"Error": {"Code": "InvalidRange", "Message": "range"}, "ResponseMetadata": {"HTTPStatusCode": 416}},
+                "GetObject",
+            )
         return {"Body": io.BytesIO(data[first : last + 1])}
 
 
 @pytest.fixture()
 def staged(tmp_path) -> dict[str, Any]:
-    sheet = pl.DataFrame({"sample": [f"S{i}" for i in range(5)], "bam": [f"s3://in/{i}.bam" for i in range(5)], "note": ["a,b", "", "é\"q", "x", "y"]})
+    sheet = pl.DataFrame(
+        {
+            "sample": [f"S{i}" for i in range(5)],
+            "bam": [f"s3://in/{i}.bam" for i in range(5)],
+            "note": ["a,b", "", 'é"q', "x", "y"],
+        }
+    )
     plan_dir = tmp_path / "plan"
     manifest = planner.plan(sheet, backend="batch", defaults=DEFAULTS).write(str(plan_dir))
     path = plan_dir / manifest["shards"][0]["path"]
@@ -58,8 +73,11 @@ def staged(tmp_path) -> dict[str, Any]:
     index = line_index(path)
     s3 = FakeS3({"b/m.json": shard, "b/m.index": index})
     env = {
-        "PLANNER_MANIFEST": "s3://b/m.json", "PLANNER_MANIFEST_ETAG": s3.etag("b/m.json"),
-        "PLANNER_INDEX_URI": "s3://b/m.index", "PLANNER_INDEX_ETAG": s3.etag("b/m.index"), "PLANNER_FIRST_INDEX": "0",
+        "PLANNER_MANIFEST": "s3://b/m.json",
+        "PLANNER_MANIFEST_ETAG": s3.etag("b/m.json"),
+        "PLANNER_INDEX_URI": "s3://b/m.index",
+        "PLANNER_INDEX_ETAG": s3.etag("b/m.index"),
+        "PLANNER_FIRST_INDEX": "0",
     }
     return {"entries": orjson.loads(shard), "index": index, "s3": s3, "env": env}
 
@@ -83,11 +101,18 @@ def test_first_index_and_explicit_index_add_up(staged):
     env = dict(staged["env"], PLANNER_FIRST_INDEX="2")
     assert read_child_settings(environ=env, s3=staged["s3"]) == staged["entries"][2]  # a plain job: index 0
     assert read_child_settings(environ=env, index=1, s3=staged["s3"]) == staged["entries"][3]
-    assert read_child_settings(environ={}, s3=staged["s3"], index=4, first_index=0, **_locations(staged["env"])) == staged["entries"][4]
+    assert (
+        read_child_settings(environ={}, s3=staged["s3"], index=4, first_index=0, **_locations(staged["env"]))
+        == staged["entries"][4]
+    )
 
 
 def _locations(env: dict[str, str]) -> dict[str, str]:
-    return {"manifest_uri": env["PLANNER_MANIFEST"], "etag": env["PLANNER_MANIFEST_ETAG"], "index_uri": env["PLANNER_INDEX_URI"]}
+    return {
+        "manifest_uri": env["PLANNER_MANIFEST"],
+        "etag": env["PLANNER_MANIFEST_ETAG"],
+        "index_uri": env["PLANNER_INDEX_URI"],
+    }
 
 
 def test_a_changed_manifest_or_index_is_refused(staged):
@@ -107,7 +132,15 @@ def test_outside_a_job_the_missing_variables_are_named():
     with pytest.raises(InputError, match="PLANNER_MANIFEST, PLANNER_MANIFEST_ETAG, PLANNER_INDEX_URI not set"):
         read_child_settings(environ={}, s3=object())
     with pytest.raises(InputError, match="AWS_BATCH_JOB_ARRAY_INDEX"):
-        read_child_settings(environ={"PLANNER_MANIFEST": "s3://b/k", "PLANNER_MANIFEST_ETAG": "e", "PLANNER_INDEX_URI": "s3://b/i", "AWS_BATCH_JOB_ARRAY_INDEX": "x"}, s3=object())
+        read_child_settings(
+            environ={
+                "PLANNER_MANIFEST": "s3://b/k",
+                "PLANNER_MANIFEST_ETAG": "e",
+                "PLANNER_INDEX_URI": "s3://b/i",
+                "AWS_BATCH_JOB_ARRAY_INDEX": "x",
+            },
+            s3=object(),
+        )
 
 
 def test_the_command_exits_2_with_one_line_outside_a_job(monkeypatch, capsys):
@@ -141,9 +174,26 @@ def test_export_refuses_two_parameters_with_one_variable_name():
 
 
 def test_glue_arguments_are_picked_from_glues_argument_list():
-    argv = ["script.py", "--JOB_ID", "j_1", "--planner-manifest", "s3://b/m.json", "--planner-manifest-etag=\"abc\"",
-            "--planner-index-uri", "s3://b/m.index", "--planner-first-index", "3", "--job-bookmark-option", "job-bookmark-disable"]
-    assert glue_arguments(argv) == {"manifest_uri": "s3://b/m.json", "etag": '"abc"', "index_uri": "s3://b/m.index", "first_index": 3}
+    argv = [
+        "script.py",
+        "--JOB_ID",
+        "j_1",
+        "--planner-manifest",
+        "s3://b/m.json",
+        '--planner-manifest-etag="abc"',
+        "--planner-index-uri",
+        "s3://b/m.index",
+        "--planner-first-index",
+        "3",
+        "--job-bookmark-option",
+        "job-bookmark-disable",
+    ]
+    assert glue_arguments(argv) == {
+        "manifest_uri": "s3://b/m.json",
+        "etag": '"abc"',
+        "index_uri": "s3://b/m.index",
+        "first_index": 3,
+    }
     with pytest.raises(InputError):
         glue_arguments(["--planner-first-index", "-1"])
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from helpers import SAMPLE_SHEETS, defaults_for, load_manifest, run_cli, run_cli_process, write_csv, write_defaults
 
 
@@ -14,7 +13,10 @@ def test_summary_on_stdout_nothing_on_stderr(tmp_path: Path, capsys: pytest.Capt
     sheet = write_csv(tmp_path / "s.csv", ["sample", "x"], [[f"s{i}", str(i)] for i in range(150)])
     defaults = write_defaults(tmp_path / "d.toml", defaults_for("omics-batch"))
     out = tmp_path / "plan"
-    code, stdout, err = run_cli(["plan", sheet, "--backend", "omics-batch", "--defaults", defaults, "--out", out, "--max-entries", "100"], capsys)
+    code, stdout, err = run_cli(
+        ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults, "--out", out, "--max-entries", "100"],
+        capsys,
+    )
     assert code == 0
     assert err == ""
     manifest = load_manifest(out)
@@ -34,7 +36,19 @@ def test_json_flag_prints_only_plan_json(tmp_path: Path, capsys: pytest.CaptureF
 def test_real_process_success(tmp_path: Path) -> None:
     out = tmp_path / "plan"
     result = run_cli_process(
-        ["plan", SAMPLE_SHEETS / "batch_samples.csv", "--backend", "batch", "--defaults", SAMPLE_SHEETS / "batch_defaults.toml", "--out", out, "--json", "--max-entries", "5"]
+        [
+            "plan",
+            SAMPLE_SHEETS / "batch_samples.csv",
+            "--backend",
+            "batch",
+            "--defaults",
+            SAMPLE_SHEETS / "batch_defaults.toml",
+            "--out",
+            out,
+            "--json",
+            "--max-entries",
+            "5",
+        ]
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""

@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import polars as pl
 import pytest
+from helpers import SAMPLE_SHEETS, defaults_for, load_manifest, run_cli, shard_entries, write_csv, write_defaults
 
 import planner
-from helpers import SAMPLE_SHEETS, defaults_for, load_manifest, run_cli, shard_entries, write_csv, write_defaults
 from planner.backends import get_backend
 from planner.defaults import load_defaults
 
@@ -21,7 +21,9 @@ def merged_runs(sheet: Any, backend: str = "omics-batch", **kw: Any) -> list[dic
 
 @pytest.mark.parametrize("suffix", [".toml", ".json"])
 def test_toml_and_json_defaults_give_the_same_plan(tmp_path: Path, suffix: str) -> None:
-    document = defaults_for("omics-batch", sheet={"id_column": "lims", "types": {"threads": "int"}}, staging={"uri": "s3://bucket/staging/"})
+    document = defaults_for(
+        "omics-batch", sheet={"id_column": "lims", "types": {"threads": "int"}}, staging={"uri": "s3://bucket/staging/"}
+    )
     path = write_defaults(tmp_path / f"defaults{suffix}", document)
     sheet = write_csv(tmp_path / "s.csv", ["lims", "threads"], [["L1", "4"], ["L2", None]])
     manifest = planner.plan(sheet, backend="omics-batch", defaults=path).write(tmp_path / "plan")
@@ -30,14 +32,19 @@ def test_toml_and_json_defaults_give_the_same_plan(tmp_path: Path, suffix: str) 
     assert manifest["staging"] == {"uri": "s3://bucket/staging/"}
     assert manifest["sheet"]["id_column"] == "lims"
     (entries,) = shard_entries(tmp_path / "plan", manifest)
-    assert entries == [{"runSettingId": "L1", "parameters": {"lims": "L1", "threads": 4}}, {"runSettingId": "L2", "parameters": {"lims": "L2"}}]
+    assert entries == [
+        {"runSettingId": "L1", "parameters": {"lims": "L1", "threads": 4}},
+        {"runSettingId": "L2", "parameters": {"lims": "L2"}},
+    ]
 
 
 def test_toml_and_json_agree_byte_for_byte(tmp_path: Path) -> None:
     document = defaults_for("omics-batch")
     sheet = write_csv(tmp_path / "s.csv", ["sample", "x"], [["a", "1"]])
     for suffix in (".toml", ".json"):
-        planner.plan(sheet, backend="omics-batch", defaults=write_defaults(tmp_path / f"d{suffix}", document)).write(tmp_path / suffix[1:])
+        planner.plan(sheet, backend="omics-batch", defaults=write_defaults(tmp_path / f"d{suffix}", document)).write(
+            tmp_path / suffix[1:]
+        )
     assert (tmp_path / "toml" / "plan.json").read_bytes() == (tmp_path / "json" / "plan.json").read_bytes()
 
 
@@ -50,39 +57,61 @@ def test_toml_with_bom_is_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize("backend", ["omics-batch", "omics-run", "batch", "glue", "polly"])
 def test_example_defaults_files_are_valid(tmp_path: Path, backend: str) -> None:
     stem = backend.replace("-", "_")
-    manifest = planner.plan(SAMPLE_SHEETS / f"{stem}_samples.csv", backend=backend, defaults=SAMPLE_SHEETS / f"{stem}_defaults.toml").write(tmp_path / "plan")
+    manifest = planner.plan(
+        SAMPLE_SHEETS / f"{stem}_samples.csv", backend=backend, defaults=SAMPLE_SHEETS / f"{stem}_defaults.toml"
+    ).write(tmp_path / "plan")
     assert manifest["runs"] == pl.read_csv(SAMPLE_SHEETS / f"{stem}_samples.csv", infer_schema=False).height
 
 
 def test_precedence_file_then_set_then_row(tmp_path: Path) -> None:
     document = defaults_for("omics-batch")
-    document["run"].update(priority=1, parameters={"threads": 8, "genome": "file", "keep": "file"}, runTags={"project": "file", "team": "file"})
+    document["run"].update(
+        priority=1,
+        parameters={"threads": 8, "genome": "file", "keep": "file"},
+        runTags={"project": "file", "team": "file"},
+    )
     sheet = write_csv(
         tmp_path / "s.csv",
         ["sample", "priority", "genome", "tag.project"],
         [["row-wins", "3", "row", "row"], ["set-wins", None, None, None]],
     )
-    runs = merged_runs(sheet, defaults=document, sets=["priority=2", "parameters.genome=set", "runTags.project=set", "parameters.threads=16"])
+    runs = merged_runs(
+        sheet,
+        defaults=document,
+        sets=["priority=2", "parameters.genome=set", "runTags.project=set", "parameters.threads=16"],
+    )
     assert runs[0]["priority"] == 3 and runs[1]["priority"] == 2
     assert runs[0]["parameters"] == {"threads": 16, "genome": "row", "keep": "file", "sample": "row-wins"}
     assert runs[1]["parameters"] == {"threads": 16, "genome": "set", "keep": "file", "sample": "set-wins"}
     assert runs[0]["runTags"] == {"project": "row", "team": "file"}
     assert runs[1]["runTags"] == {"project": "set", "team": "file"}
     # The shards (own settings) carry only the row; --set lands in defaultRunSetting.
-    manifest = planner.plan(sheet, backend="omics-batch", defaults=document, sets=["priority=2", "parameters.genome=set"]).write(tmp_path / "plan")
+    manifest = planner.plan(
+        sheet, backend="omics-batch", defaults=document, sets=["priority=2", "parameters.genome=set"]
+    ).write(tmp_path / "plan")
     assert manifest["defaults"]["priority"] == 2 and manifest["defaults"]["parameters"]["genome"] == "set"
     (entries,) = shard_entries(tmp_path / "plan", manifest)
     assert entries[1] == {"runSettingId": "set-wins", "parameters": {"sample": "set-wins"}}
 
 
 def test_later_set_wins_over_earlier_set() -> None:
-    loaded = load_defaults(defaults_for("omics-batch"), ["parameters.threads=2", "parameters.threads=3"], get_backend("omics-batch"))
+    loaded = load_defaults(
+        defaults_for("omics-batch"), ["parameters.threads=2", "parameters.threads=3"], get_backend("omics-batch")
+    )
     assert loaded.run["parameters"]["threads"] == 3
 
 
 def test_set_values_are_json_when_they_parse(tmp_path: Path) -> None:
     sheet = write_csv(tmp_path / "s.csv", ["sample"], [["a"]])
-    sets = ["parameters.threads=16", "parameters.ratio=0.5", "parameters.flag=true", "parameters.list=[1,2]", "parameters.name=hello", "parameters.quoted=\"16\"", "parameters.empty="]
+    sets = [
+        "parameters.threads=16",
+        "parameters.ratio=0.5",
+        "parameters.flag=true",
+        "parameters.list=[1,2]",
+        "parameters.name=hello",
+        'parameters.quoted="16"',
+        "parameters.empty=",
+    ]
     (run,) = merged_runs(sheet, defaults=defaults_for("omics-batch"), sets=sets)
     params = run["parameters"]
     assert params["threads"] == 16 and isinstance(params["threads"], int)
@@ -92,7 +121,12 @@ def test_set_values_are_json_when_they_parse(tmp_path: Path) -> None:
 
 def test_set_string_fields_stay_strings_omics_run(tmp_path: Path) -> None:
     sheet = write_csv(tmp_path / "s.csv", ["sample_id"], [["a"]])
-    (run,) = merged_runs(sheet, backend="omics-run", defaults=defaults_for("omics-run"), sets=["workflowId=1234567", "tags.build=42", "name=007"])
+    (run,) = merged_runs(
+        sheet,
+        backend="omics-run",
+        defaults=defaults_for("omics-run"),
+        sets=["workflowId=1234567", "tags.build=42", "name=007"],
+    )
     assert run["workflowId"] == "1234567"
     assert run["tags"]["build"] == "42"
     assert run["name"] == "007"
@@ -100,7 +134,9 @@ def test_set_string_fields_stay_strings_omics_run(tmp_path: Path) -> None:
 
 def test_set_tag_values_stay_strings_omics_batch(tmp_path: Path) -> None:
     sheet = write_csv(tmp_path / "s.csv", ["sample"], [["a"]])
-    (run,) = merged_runs(sheet, defaults=defaults_for("omics-batch"), sets=["runTags.build=42", "outputBucketOwnerId=123456789012"])
+    (run,) = merged_runs(
+        sheet, defaults=defaults_for("omics-batch"), sets=["runTags.build=42", "outputBucketOwnerId=123456789012"]
+    )
     assert run["runTags"]["build"] == "42"
     assert run["outputBucketOwnerId"] == "123456789012"
 
@@ -134,7 +170,9 @@ def test_set_batch_parameter_number_stays_a_string(tmp_path: Path) -> None:
         ("glue", "Arguments.--threads=8", ("Arguments", "--threads"), "8"),
     ],
 )
-def test_set_types_follow_the_service_model(backend: str, assignment: str, path: tuple[str, ...], expected: Any) -> None:
+def test_set_types_follow_the_service_model(
+    backend: str, assignment: str, path: tuple[str, ...], expected: Any
+) -> None:
     value: Any = load_defaults(defaults_for(backend), [assignment], get_backend(backend)).run
     for name in path:
         value = value[name]
@@ -146,7 +184,20 @@ def test_set_submission_batch_name_via_cli(tmp_path: Path, capsys: pytest.Captur
     defaults = write_defaults(tmp_path / "d.toml", defaults_for("omics-batch"))
     out = tmp_path / "plan"
     code, _, err = run_cli(
-        ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults, "--out", out, "--set", "submission.batchName=from-cli", "--set", "submission.tags.owner=me"],
+        [
+            "plan",
+            sheet,
+            "--backend",
+            "omics-batch",
+            "--defaults",
+            defaults,
+            "--out",
+            out,
+            "--set",
+            "submission.batchName=from-cli",
+            "--set",
+            "submission.tags.owner=me",
+        ],
         capsys,
     )
     assert code == 0, err
@@ -157,7 +208,10 @@ def test_set_submission_batch_name_via_cli(tmp_path: Path, capsys: pytest.Captur
 
 def test_set_with_run_prefix_is_the_same_as_without() -> None:
     spec = get_backend("omics-batch")
-    assert load_defaults(defaults_for("omics-batch"), ["run.parameters.x=1"], spec).run == load_defaults(defaults_for("omics-batch"), ["parameters.x=1"], spec).run
+    assert (
+        load_defaults(defaults_for("omics-batch"), ["run.parameters.x=1"], spec).run
+        == load_defaults(defaults_for("omics-batch"), ["parameters.x=1"], spec).run
+    )
 
 
 def test_set_creates_missing_tables() -> None:
@@ -217,7 +271,9 @@ def test_defaults_file_must_be_a_table(tmp_path: Path) -> None:
 def test_sheet_types_must_name_sheet_columns(tmp_path: Path) -> None:
     sheet = write_csv(tmp_path / "s.csv", ["sample", "x"], [["a", "1"]])
     with pytest.raises(planner.DefaultsError, match="'threads'"):
-        planner.plan(sheet, backend="omics-batch", defaults=defaults_for("omics-batch", sheet={"types": {"threads": "int"}}))
+        planner.plan(
+            sheet, backend="omics-batch", defaults=defaults_for("omics-batch", sheet={"types": {"threads": "int"}})
+        )
 
 
 def test_glue_defaults_arguments_need_the_dash_prefix(tmp_path: Path) -> None:
@@ -274,7 +330,9 @@ def test_defaults_nested_to_the_limit_plan_one_deeper_is_refused(backend: str, t
     manifest = planner.plan(sheet, backend=backend, defaults=document).write(tmp_path / "plan")
     assert orjson.dumps(manifest["defaults"]["parameters"]["deep"]) == orjson.dumps(deep(251))
     document["run"]["parameters"]["deep"] = deep(252)
-    with pytest.raises(planner.DefaultsError, match=r"<dict>: \[run\] parameters\.deep\.a\.a.*: nested deeper than 253 levels"):
+    with pytest.raises(
+        planner.DefaultsError, match=r"<dict>: \[run\] parameters\.deep\.a\.a.*: nested deeper than 253 levels"
+    ):
         planner.plan(sheet, backend=backend, defaults=document)
 
 

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import polars as pl
 import pytest
+from helpers import SAMPLE_SHEETS, defaults_for, load_manifest, md5_etag, run_cli, shard_entries, write_csv
 
 import planner
-from helpers import SAMPLE_SHEETS, defaults_for, load_manifest, md5_etag, run_cli, shard_entries, write_csv
 
 SHARD_KEYS = {"index", "path", "mode", "entries", "bytes", "sha256", "md5", "part_size", "etag", "first", "last"}
 
@@ -58,7 +58,9 @@ def check_shard_files(out: Path, manifest: dict[str, Any]) -> None:
         (250, [(250, "s3")]),
     ],
 )
-def test_omics_batch_inline_up_to_100_runs_else_one_s3_file(tmp_path: Path, runs: int, expected: list[tuple[int, str]]) -> None:
+def test_omics_batch_inline_up_to_100_runs_else_one_s3_file(
+    tmp_path: Path, runs: int, expected: list[tuple[int, str]]
+) -> None:
     manifest = write_plan(frame(runs), "omics-batch", tmp_path / "plan")
     assert layout(manifest) == expected
     check_shard_files(tmp_path / "plan", manifest)
@@ -91,7 +93,11 @@ def test_omics_batch_250k_runs_three_s3_files(tmp_path: Path) -> None:
     manifest = write_plan(frame(250_000, x=pl.lit("v")), "omics-batch", tmp_path / "plan")
     assert layout(manifest) == [(100_000, "s3"), (100_000, "s3"), (50_000, "s3")]
     shards = manifest["shards"]
-    assert [(s["first"], s["last"]) for s in shards] == [("S0000000", "S0099999"), ("S0100000", "S0199999"), ("S0200000", "S0249999")]
+    assert [(s["first"], s["last"]) for s in shards] == [
+        ("S0000000", "S0099999"),
+        ("S0100000", "S0199999"),
+        ("S0200000", "S0249999"),
+    ]
     check_shard_files(tmp_path / "plan", manifest)
     samples = pl.read_parquet(tmp_path / "plan" / "samples.parquet")
     assert samples.height == 250_000
@@ -137,17 +143,29 @@ def test_part_size_sets_the_predicted_etag(tmp_path: Path) -> None:
 def test_part_size_outside_s3_limits_is_refused(part_size: int, max_bytes: int | None) -> None:
     # S3 parts are 5 MiB..5 GiB (DESIGN.md).
     with pytest.raises(planner.InputError, match="part size"):
-        planner.plan(frame(3), backend="omics-batch", defaults=defaults_for("omics-batch"), part_size=part_size, max_bytes=max_bytes)
+        planner.plan(
+            frame(3),
+            backend="omics-batch",
+            defaults=defaults_for("omics-batch"),
+            part_size=part_size,
+            max_bytes=max_bytes,
+        )
 
 
-@pytest.mark.parametrize(("part_size", "ok"), [(5 * 1024 * 1024 - 1, False), (5 * 1024 * 1024, True), (5 * 1024**3, True), (5 * 1024**3 + 1, False)])
+@pytest.mark.parametrize(
+    ("part_size", "ok"),
+    [(5 * 1024 * 1024 - 1, False), (5 * 1024 * 1024, True), (5 * 1024**3, True), (5 * 1024**3 + 1, False)],
+)
 def test_part_size_bounds_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], part_size: int, ok: bool) -> None:
     from helpers import assert_clean_stderr, assert_nothing_written, write_defaults
 
     sheet = write_csv(tmp_path / "s.csv", ["sample"], [["a"], ["b"]])
     defaults = write_defaults(tmp_path / "d.toml", defaults_for("omics-batch"))
     out = tmp_path / "plan"
-    code, stdout, err = run_cli(["plan", sheet, "--backend", "omics-batch", "--defaults", defaults, "--out", out, "--part-size", part_size], capsys)
+    code, stdout, err = run_cli(
+        ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults, "--out", out, "--part-size", part_size],
+        capsys,
+    )
     if ok:
         assert code == 0, err
         assert load_manifest(out)["shards"][0]["part_size"] == part_size
@@ -188,17 +206,24 @@ def test_batch_arrays_of_2_to_10000_children(tmp_path: Path, runs: int, expected
 
 def test_batch_respects_max_bytes_when_runs_do_not_pair(tmp_path: Path) -> None:
     sheet = frame(3, blob=pl.lit("x" * 400))
-    run_size = len(planner.plan(sheet.head(1), backend="batch", defaults=defaults_for("batch")).runs().get_column("run")[0].encode())
+    run_size = len(
+        planner.plan(sheet.head(1), backend="batch", defaults=defaults_for("batch"))
+        .runs()
+        .get_column("run")[0]
+        .encode()
+    )
     max_bytes = 3 + run_size + 2 + 10  # room for one run, not two
     manifest = write_plan(sheet, "batch", tmp_path / "plan", max_bytes=max_bytes)
-    assert all(1 <= s["entries"] and s["bytes"] <= max_bytes for s in manifest["shards"])
+    assert all(s["entries"] >= 1 and s["bytes"] <= max_bytes for s in manifest["shards"])
     # The limits are hard: three lone runs rather than a shard over max_bytes or an empty one.
     assert [s["entries"] for s in manifest["shards"]] == [1, 1, 1]
     check_shard_files(tmp_path / "plan", manifest)
 
 
 def test_batch_shards_carry_merged_settings_in_child_order(tmp_path: Path) -> None:
-    sheet = write_csv(tmp_path / "s.csv", ["sample", "bam"], [["A", "s3://b/a.bam"], ["B", None], ["C", "s3://b/c.bam"]])
+    sheet = write_csv(
+        tmp_path / "s.csv", ["sample", "bam"], [["A", "s3://b/a.bam"], ["B", None], ["C", "s3://b/c.bam"]]
+    )
     manifest = write_plan(sheet, "batch", tmp_path / "plan")
     (entries,) = shard_entries(tmp_path / "plan", manifest)
     base = defaults_for("batch")["run"]
@@ -216,7 +241,9 @@ def test_plan_json_for_the_omics_batch_example(tmp_path: Path, capsys: pytest.Ca
     sheet = SAMPLE_SHEETS / "omics_batch_samples.csv"
     defaults_file = SAMPLE_SHEETS / "omics_batch_defaults.toml"
     out = tmp_path / "plan"
-    code, stdout, err = run_cli(["plan", sheet, "--backend", "omics-batch", "--defaults", defaults_file, "--out", out, "--json"], capsys)
+    code, stdout, err = run_cli(
+        ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults_file, "--out", out, "--json"], capsys
+    )
     assert code == 0, err
     manifest = load_manifest(out)
     assert orjson.loads(stdout) == manifest  # --json prints plan.json
@@ -235,7 +262,9 @@ def test_plan_json_for_the_omics_batch_example(tmp_path: Path, capsys: pytest.Ca
     assert manifest["sheet"]["rows"] == 12
     (shard,) = manifest["shards"]
     assert set(shard) >= SHARD_KEYS
-    assert shard["mode"] == "inline" and shard["first"] == "CTRL_REP1" and shard["last"] == rows.get_column("sample")[-1]
+    assert (
+        shard["mode"] == "inline" and shard["first"] == "CTRL_REP1" and shard["last"] == rows.get_column("sample")[-1]
+    )
     check_shard_files(out, manifest)
 
     # Shards carry only each row's own settings: the service merges defaultRunSetting.
@@ -245,7 +274,9 @@ def test_plan_json_for_the_omics_batch_example(tmp_path: Path, capsys: pytest.Ca
         assert "workflowId" not in entry and "roleArn" not in entry
         assert set(entry["parameters"]) <= {"sample", "fastq_1", "fastq_2", "strandedness"}
         assert entry["parameters"]["sample"] == entry["runSettingId"]  # the id column is a parameter too
-        assert entry["runTags"] == {"cohort": rows.filter(pl.col("sample") == entry["runSettingId"]).get_column("tag.cohort")[0]}
+        assert entry["runTags"] == {
+            "cohort": rows.filter(pl.col("sample") == entry["runSettingId"]).get_column("tag.cohort")[0]
+        }
 
 
 def test_plan_id_changes_with_the_content(tmp_path: Path) -> None:
@@ -285,7 +316,9 @@ def test_example_sheets_plan_and_map_every_sample(tmp_path: Path, backend: str) 
 
 def test_merged_backends_include_the_defaults_in_every_entry(tmp_path: Path) -> None:
     out = tmp_path / "plan"
-    manifest = write_plan(SAMPLE_SHEETS / "omics_run_samples.csv", "omics-run", out, defaults=SAMPLE_SHEETS / "omics_run_defaults.toml")
+    manifest = write_plan(
+        SAMPLE_SHEETS / "omics_run_samples.csv", "omics-run", out, defaults=SAMPLE_SHEETS / "omics_run_defaults.toml"
+    )
     document = tomllib.loads((SAMPLE_SHEETS / "omics_run_defaults.toml").read_text(encoding="utf-8"))
     (entries,) = shard_entries(out, manifest)
     for entry in entries:

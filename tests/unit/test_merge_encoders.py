@@ -39,11 +39,13 @@ def test_values_that_look_like_null_keys_survive() -> None:
 
 
 def test_null_first_key_and_all_null_map_are_omitted() -> None:
-    frame = pl.DataFrame({
-        "sample": ["S1", "S2", "S3"],
-        "tag.a": [None, "x", None],
-        "tag.b": [None, None, "y"],
-    })
+    frame = pl.DataFrame(
+        {
+            "sample": ["S1", "S2", "S3"],
+            "tag.a": [None, "x", None],
+            "tag.b": [None, None, "y"],
+        }
+    )
     # sample is routed as a parameter (always set); the tags map is the one that can empty out
     got = own_runs(frame)
     assert [r.get("runTags") for r in got] == [None, {"a": "x"}, {"b": "y"}]
@@ -52,7 +54,9 @@ def test_null_first_key_and_all_null_map_are_omitted() -> None:
 
 def test_raw_json_nulls_are_kept() -> None:
     frame = pl.DataFrame({"sample": ["S1"], "opts": ['{"a": null, "b": [null, 1]}']})
-    got = planner.plan(frame, backend="omics-batch", defaults={**DEFAULTS, "sheet": {"types": {"opts": "json"}}}).runs(merged=False)
+    got = planner.plan(frame, backend="omics-batch", defaults={**DEFAULTS, "sheet": {"types": {"opts": "json"}}}).runs(
+        merged=False
+    )
     assert orjson.loads(got.get_column("run")[0])["parameters"]["opts"] == {"a": None, "b": [None, 1]}
 
 
@@ -85,7 +89,9 @@ def test_struct_path_is_used_for_plain_cells_and_not_for_escaped_keys() -> None:
 def test_an_empty_map_from_the_defaults_is_kept_when_the_row_sets_nothing_in_it() -> None:
     # Polly: config.infra is the per-key map; [run] config = {} must still reach the run.
     frame = pl.DataFrame({"sample_id": ["S1", "S2"], "cpu": [None, "2"]})
-    runs = planner.plan(frame, backend="polly", defaults={"run": {"config": {}}, "submission": {"pipeline_id": "pl-1"}}).runs()
+    runs = planner.plan(
+        frame, backend="polly", defaults={"run": {"config": {}}, "submission": {"pipeline_id": "pl-1"}}
+    ).runs()
     got = [orjson.loads(r) for r in runs.get_column("run")]
     assert got[0]["config"] == {}
     assert got[1]["config"] == {"infra": {"cpu": 2}}  # cpu is an integer field of Polly's infra

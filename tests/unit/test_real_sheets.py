@@ -7,9 +7,9 @@ from pathlib import Path
 import orjson
 import polars as pl
 import pytest
+from helpers import REAL_SHEETS, assert_clean_stderr, assert_nothing_written, defaults_for, run_cli, write_defaults
 
 import planner
-from helpers import REAL_SHEETS, assert_clean_stderr, assert_nothing_written, defaults_for, run_cli, write_defaults
 
 RNASEQ = REAL_SHEETS / "rnaseq_samplesheet_test.csv"
 SAREK = REAL_SHEETS / "sarek_germline_small.csv"
@@ -28,12 +28,26 @@ def defaults_file(tmp_path: Path) -> Path:
     return write_defaults(tmp_path / "defaults.toml", defaults_for("omics-batch"))
 
 
-def test_rnaseq_sheet_with_group_gathers_lanes_into_lists(tmp_path: Path, defaults_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rnaseq_sheet_with_group_gathers_lanes_into_lists(
+    tmp_path: Path, defaults_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     sheet = need(RNASEQ)
     rows = pl.read_csv(sheet, infer_schema=False)
     out = tmp_path / "plan"
     code, stdout, err = run_cli(
-        ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults_file, "--out", out, "--group", "--list-columns", "fastq_1,fastq_2"],
+        [
+            "plan",
+            sheet,
+            "--backend",
+            "omics-batch",
+            "--defaults",
+            defaults_file,
+            "--out",
+            out,
+            "--group",
+            "--list-columns",
+            "fastq_1,fastq_2",
+        ],
         capsys,
     )
     assert code == 0, err
@@ -70,19 +84,29 @@ def test_rnaseq_sheet_with_group_gathers_lanes_into_lists(tmp_path: Path, defaul
 def test_group_keeps_the_sheet_row_count(tmp_path: Path) -> None:
     sheet = need(RNASEQ)
     rows = pl.read_csv(sheet, infer_schema=False)
-    plan = planner.plan(sheet, backend="omics-batch", defaults=defaults_for("omics-batch"), group=True, list_columns=["fastq_1", "fastq_2"])
+    plan = planner.plan(
+        sheet,
+        backend="omics-batch",
+        defaults=defaults_for("omics-batch"),
+        group=True,
+        list_columns=["fastq_1", "fastq_2"],
+    )
     manifest = plan.write(tmp_path / "plan")
     assert manifest["sheet"]["rows"] == rows.height
     assert manifest["runs"] == rows.get_column("sample").n_unique() < rows.height
 
 
-def test_rnaseq_sheet_without_group_names_repeated_samples_and_rows(tmp_path: Path, defaults_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rnaseq_sheet_without_group_names_repeated_samples_and_rows(
+    tmp_path: Path, defaults_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     sheet = need(RNASEQ)
     rows = pl.read_csv(sheet, infer_schema=False).with_row_index("row", offset=1)
     repeated = rows.filter(pl.col("sample").is_duplicated()).group_by("sample", maintain_order=True).agg(pl.col("row"))
     assert repeated.height >= 1
     out = tmp_path / "plan"
-    code, _, err = run_cli(["plan", sheet, "--backend", "omics-batch", "--defaults", defaults_file, "--out", out], capsys)
+    code, _, err = run_cli(
+        ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults_file, "--out", out], capsys
+    )
     assert code == 2
     assert_clean_stderr(err)
     for sample, where in repeated.iter_rows():
@@ -98,12 +122,25 @@ def test_rnaseq_sheet_with_group_rejects_disagreeing_columns(tmp_path: Path) -> 
     rows = pl.read_csv(sheet, infer_schema=False)
     first = rows.get_column("sample")[0]
     # Make one lane of the first sample disagree on strandedness.
-    changed = rows.with_row_index().with_columns(
-        pl.when((pl.col("sample") == first) & (pl.col("index") == 0)).then(pl.lit("forward")).otherwise(pl.col("strandedness")).alias("strandedness")
-    ).drop("index")
+    changed = (
+        rows.with_row_index()
+        .with_columns(
+            pl.when((pl.col("sample") == first) & (pl.col("index") == 0))
+            .then(pl.lit("forward"))
+            .otherwise(pl.col("strandedness"))
+            .alias("strandedness")
+        )
+        .drop("index")
+    )
     path = tmp_path / "changed.csv"
     changed.write_csv(path)
-    plan = planner.plan(path, backend="omics-batch", defaults=defaults_for("omics-batch"), group=True, list_columns=["fastq_1", "fastq_2"])
+    plan = planner.plan(
+        path,
+        backend="omics-batch",
+        defaults=defaults_for("omics-batch"),
+        group=True,
+        list_columns=["fastq_1", "fastq_2"],
+    )
     with pytest.raises(planner.ValidationError) as caught:
         plan.runs()
     (problem,) = caught.value.problems
@@ -111,13 +148,17 @@ def test_rnaseq_sheet_with_group_rejects_disagreeing_columns(tmp_path: Path) -> 
     assert "forward" in problem.value
 
 
-def test_sarek_sheet_plans_with_its_id_column(tmp_path: Path, defaults_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sarek_sheet_plans_with_its_id_column(
+    tmp_path: Path, defaults_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     sheet = need(SAREK)
     rows = pl.read_csv(sheet, infer_schema=False)
     assert "id" in rows.columns and "sample" not in rows.columns and "sample_id" not in rows.columns
     for extra in ([], ["--id-column", "id"]):
         out = tmp_path / f"plan{len(extra)}"
-        code, _, err = run_cli(["plan", sheet, "--backend", "omics-batch", "--defaults", defaults_file, "--out", out, *extra], capsys)
+        code, _, err = run_cli(
+            ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults_file, "--out", out, *extra], capsys
+        )
         assert code == 0, err
         manifest = planner.read_plan(out)
         assert manifest["sheet"]["id_column"] == "id"

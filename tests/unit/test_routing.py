@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import polars as pl
 import pytest
+from helpers import SAMPLE_SHEETS, defaults_for, write_csv
 
 import planner
-from helpers import SAMPLE_SHEETS, defaults_for, write_csv
 
 
 def runs_of(sheet: Any, backend: str, merged: bool = True, **kw: Any) -> list[dict[str, Any]]:
@@ -41,20 +41,40 @@ def test_omics_batch_routes_fields_tags_and_parameters(tmp_path: Path) -> None:
 
 
 def test_omics_run_every_scalar_startrun_field_is_a_column(tmp_path: Path) -> None:
-    sheet = write_csv(tmp_path / "s.csv", ["sample_id", "logLevel", "storageCapacity", "cacheId", "tag.k", "x"], [["a", "ERROR", "1200", "42", "v", "1"]])
+    sheet = write_csv(
+        tmp_path / "s.csv",
+        ["sample_id", "logLevel", "storageCapacity", "cacheId", "tag.k", "x"],
+        [["a", "ERROR", "1200", "42", "v", "1"]],
+    )
     (run,) = runs_of(sheet, "omics-run")
     base = defaults_for("omics-run")["run"]
     # StartRun has no id field: the sample id reaches the run as the parameter sample_id.
-    assert run == {**base, "parameters": {**base["parameters"], "sample_id": "a", "x": "1"}, "tags": {**base["tags"], "k": "v"}, "logLevel": "ERROR", "storageCapacity": 1200, "cacheId": "42"}
+    assert run == {
+        **base,
+        "parameters": {**base["parameters"], "sample_id": "a", "x": "1"},
+        "tags": {**base["tags"], "k": "v"},
+        "logLevel": "ERROR",
+        "storageCapacity": 1200,
+        "cacheId": "42",
+    }
 
 
 def test_glue_parameters_are_dash_dash_string_arguments(tmp_path: Path) -> None:
-    sheet = write_csv(tmp_path / "s.csv", ["sample", "input_path", "param.threads", "NumberOfWorkers", "input_format"], [["a", "s3://in/a/", "8", "4", "csv"]])
+    sheet = write_csv(
+        tmp_path / "s.csv",
+        ["sample", "input_path", "param.threads", "NumberOfWorkers", "input_format"],
+        [["a", "s3://in/a/", "8", "4", "csv"]],
+    )
     document = defaults_for("glue", sheet={"types": {"param.threads": "int"}})
     (run,) = runs_of(sheet, "glue", defaults=document)
     assert run["NumberOfWorkers"] == 4
     # The row's --input_format replaces the default's; numbers become text.
-    assert run["Arguments"] == {"--input_format": "csv", "--sample": "a", "--input_path": "s3://in/a/", "--threads": "8"}
+    assert run["Arguments"] == {
+        "--input_format": "csv",
+        "--sample": "a",
+        "--input_path": "s3://in/a/",
+        "--threads": "8",
+    }
     assert list(run["Arguments"]) == ["--input_format", "--sample", "--input_path", "--threads"]
 
 
@@ -67,11 +87,23 @@ def test_glue_run_carries_the_sample_id_as_an_argument(tmp_path: Path) -> None:
 
 
 def test_polly_infra_columns_merge_into_config(tmp_path: Path) -> None:
-    sheet = write_csv(tmp_path / "s.csv", ["sample", "memory", "storage", "fastq_1"], [["a", "32", None, "r1"], ["b", None, "200", "r2"]])
+    sheet = write_csv(
+        tmp_path / "s.csv",
+        ["sample", "memory", "storage", "fastq_1"],
+        [["a", "32", None, "r1"], ["b", None, "200", "r2"]],
+    )
     runs = runs_of(sheet, "polly")
     assert runs == [
-        {"parameters": {"genome": "GRCh38", "sample": "a", "fastq_1": "r1"}, "config": {"infra": {"cpu": 2, "memory": 32}}, "name": "a"},
-        {"parameters": {"genome": "GRCh38", "sample": "b", "fastq_1": "r2"}, "config": {"infra": {"cpu": 2, "memory": 8, "storage": 200}}, "name": "b"},
+        {
+            "parameters": {"genome": "GRCh38", "sample": "a", "fastq_1": "r1"},
+            "config": {"infra": {"cpu": 2, "memory": 32}},
+            "name": "a",
+        },
+        {
+            "parameters": {"genome": "GRCh38", "sample": "b", "fastq_1": "r2"},
+            "config": {"infra": {"cpu": 2, "memory": 8, "storage": 200}},
+            "name": "b",
+        },
     ]
 
 
@@ -83,7 +115,9 @@ def test_polly_infra_bad_values(tmp_path: Path) -> None:
 
 
 def test_batch_parameters_are_merged_per_child(tmp_path: Path) -> None:
-    sheet = write_csv(tmp_path / "s.csv", ["sample", "reference", "bam"], [["a", "s3://r/other.fa", "x.bam"], ["b", None, "y.bam"]])
+    sheet = write_csv(
+        tmp_path / "s.csv", ["sample", "reference", "bam"], [["a", "s3://r/other.fa", "x.bam"], ["b", None, "y.bam"]]
+    )
     runs = runs_of(sheet, "batch")
     assert [r["parameters"] for r in runs] == [
         {"reference": "s3://r/other.fa", "sample": "a", "bam": "x.bam"},
@@ -95,15 +129,29 @@ def test_batch_parameters_are_merged_per_child(tmp_path: Path) -> None:
 def test_group_lanes_example(tmp_path: Path) -> None:
     sheet = SAMPLE_SHEETS / "omics_batch_lanes.csv"
     rows = pl.read_csv(sheet, infer_schema=False)
-    runs = runs_of(sheet, "omics-batch", merged=False, defaults=SAMPLE_SHEETS / "omics_batch_defaults.toml", group=True, list_columns=["fastq_1", "fastq_2"])
+    runs = runs_of(
+        sheet,
+        "omics-batch",
+        merged=False,
+        defaults=SAMPLE_SHEETS / "omics_batch_defaults.toml",
+        group=True,
+        list_columns=["fastq_1", "fastq_2"],
+    )
     expected = rows.group_by("sample", maintain_order=True).agg("fastq_1", "fastq_2", pl.col("strandedness").first())
     assert [r["runSettingId"] for r in runs] == expected.get_column("sample").to_list()
     for run, record in zip(runs, expected.iter_rows(named=True)):
-        assert run["parameters"] == {"sample": record["sample"], "fastq_1": record["fastq_1"], "fastq_2": record["fastq_2"], "strandedness": record["strandedness"]}
+        assert run["parameters"] == {
+            "sample": record["sample"],
+            "fastq_1": record["fastq_1"],
+            "fastq_2": record["fastq_2"],
+            "strandedness": record["strandedness"],
+        }
 
 
 def test_group_single_row_sample_still_gets_lists(tmp_path: Path) -> None:
-    sheet = write_csv(tmp_path / "s.csv", ["sample", "fastq_1", "lane"], [["a", "a1", "L1"], ["b", "b1", "L1"], ["a", "a2", "L1"]])
+    sheet = write_csv(
+        tmp_path / "s.csv", ["sample", "fastq_1", "lane"], [["a", "a1", "L1"], ["b", "b1", "L1"], ["a", "a2", "L1"]]
+    )
     runs = runs_of(sheet, "omics-batch", merged=False, group=True, list_columns=["fastq_1"])
     assert runs == [
         {"runSettingId": "a", "parameters": {"sample": "a", "fastq_1": ["a1", "a2"], "lane": "L1"}},
@@ -120,7 +168,9 @@ def test_group_without_repeats_is_harmless(tmp_path: Path) -> None:
 
 
 def test_group_field_columns_must_agree(tmp_path: Path) -> None:
-    sheet = write_csv(tmp_path / "s.csv", ["sample", "fastq_1", "priority"], [["a", "a1", "1"], ["a", "a2", "2"], ["b", "b1", "3"]])
+    sheet = write_csv(
+        tmp_path / "s.csv", ["sample", "fastq_1", "priority"], [["a", "a1", "1"], ["a", "a2", "2"], ["b", "b1", "3"]]
+    )
     with pytest.raises(planner.ValidationError) as caught:
         runs_of(sheet, "omics-batch", group=True, list_columns=["fastq_1"])
     (problem,) = caught.value.problems
@@ -129,8 +179,19 @@ def test_group_field_columns_must_agree(tmp_path: Path) -> None:
 
 
 def test_group_skip_invalid_drops_only_the_disagreeing_sample(tmp_path: Path) -> None:
-    sheet = write_csv(tmp_path / "s.csv", ["sample", "fastq_1", "strandedness"], [["a", "a1", "reverse"], ["a", "a2", "forward"], ["b", "b1", "reverse"]])
-    manifest = planner.plan(sheet, backend="omics-batch", defaults=defaults_for("omics-batch"), group=True, list_columns=["fastq_1"], skip_invalid=True).write(tmp_path / "plan")
+    sheet = write_csv(
+        tmp_path / "s.csv",
+        ["sample", "fastq_1", "strandedness"],
+        [["a", "a1", "reverse"], ["a", "a2", "forward"], ["b", "b1", "reverse"]],
+    )
+    manifest = planner.plan(
+        sheet,
+        backend="omics-batch",
+        defaults=defaults_for("omics-batch"),
+        group=True,
+        list_columns=["fastq_1"],
+        skip_invalid=True,
+    ).write(tmp_path / "plan")
     assert manifest["runs"] == 1
     entries = orjson.loads((tmp_path / "plan" / manifest["shards"][0]["path"]).read_bytes())
     assert [e["runSettingId"] for e in entries] == ["b"]
@@ -146,7 +207,11 @@ def test_route_columns_routes_every_column_with_its_frame_name() -> None:
     from planner.routing import Route, route_columns
 
     spec = get_backend("omics-batch")
-    routes = route_columns(["sample", "priority", "tag.t", "param.p", "*"], spec, {"sample": "c0", "priority": "c1", "tag.t": "c2", "param.p": "c3", "*": "c4"})
+    routes = route_columns(
+        ["sample", "priority", "tag.t", "param.p", "*"],
+        spec,
+        {"sample": "c0", "priority": "c1", "tag.t": "c2", "param.p": "c3", "*": "c4"},
+    )
     assert [r.column for r in routes] == ["sample", "priority", "tag.t", "param.p", "*"]
     assert [r.source for r in routes] == ["c0", "c1", "c2", "c3", "c4"]
     assert [(r.kind, r.path) for r in routes] == [
@@ -220,21 +285,44 @@ def test_group_mixed_paired_and_single_end_lanes_stay_aligned(tmp_path: Path) ->
     runs = runs_of(sheet, "omics-batch", merged=False, group=True, list_columns=["fastq_1", "fastq_2"])
     assert runs == [
         # fastq_1[i] and fastq_2[i] describe the same lane: the single-end lane keeps its null.
-        {"runSettingId": "a", "parameters": {"sample": "a", "fastq_1": ["a_L1_R1", "a_L2_R1"], "fastq_2": ["x", None], "strandedness": "reverse"}},
+        {
+            "runSettingId": "a",
+            "parameters": {
+                "sample": "a",
+                "fastq_1": ["a_L1_R1", "a_L2_R1"],
+                "fastq_2": ["x", None],
+                "strandedness": "reverse",
+            },
+        },
         # No lane of b has a fastq_2: the list column is unset, not [null, null].
-        {"runSettingId": "b", "parameters": {"sample": "b", "fastq_1": ["b_L1_R1", "b_L2_R1"], "strandedness": "reverse"}},
-        {"runSettingId": "c", "parameters": {"sample": "c", "fastq_1": ["c_L1_R1", "c_L2_R1"], "fastq_2": [None, "c_L2_R2"], "strandedness": "reverse"}},
+        {
+            "runSettingId": "b",
+            "parameters": {"sample": "b", "fastq_1": ["b_L1_R1", "b_L2_R1"], "strandedness": "reverse"},
+        },
+        {
+            "runSettingId": "c",
+            "parameters": {
+                "sample": "c",
+                "fastq_1": ["c_L1_R1", "c_L2_R1"],
+                "fastq_2": [None, "c_L2_R2"],
+                "strandedness": "reverse",
+            },
+        },
     ]
 
 
 def test_group_mixed_lanes_in_the_merged_view_and_the_plan(tmp_path: Path) -> None:
-    sheet = write_csv(tmp_path / "s.csv", ["sample", "fastq_1", "fastq_2"], [["a", "r1", "x"], ["a", "r1b", None], ["b", "s1", None]])
+    sheet = write_csv(
+        tmp_path / "s.csv", ["sample", "fastq_1", "fastq_2"], [["a", "r1", "x"], ["a", "r1b", None], ["b", "s1", None]]
+    )
     document = defaults_for("omics-batch")
     document["run"]["parameters"]["fastq_2"] = ["default"]
     merged = runs_of(sheet, "omics-batch", defaults=document, group=True, list_columns=["fastq_1", "fastq_2"])
     assert merged[0]["parameters"]["fastq_2"] == ["x", None]
     assert merged[1]["parameters"]["fastq_2"] == ["default"]  # unset for b: the default stands
-    manifest = planner.plan(sheet, backend="omics-batch", defaults=document, group=True, list_columns=["fastq_1", "fastq_2"]).write(tmp_path / "plan")
+    manifest = planner.plan(
+        sheet, backend="omics-batch", defaults=document, group=True, list_columns=["fastq_1", "fastq_2"]
+    ).write(tmp_path / "plan")
     assert manifest["runs"] == 2 and manifest["sheet"]["rows"] == 3
     entries = orjson.loads((tmp_path / "plan" / manifest["shards"][0]["path"]).read_bytes())
     assert entries[0]["parameters"] == {"sample": "a", "fastq_1": ["r1", "r1b"], "fastq_2": ["x", None]}

@@ -18,33 +18,51 @@ from planner.staging import CONFLICT_ATTEMPTS, Stager
 
 
 def _client_error(code: str, status: int, operation: str = "PutObject") -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+    return ClientError(
+        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation
+    )
 
 
 # ---------------------------------------------------------------- client options
 
 
-@pytest.mark.parametrize(("option", "value"), [
-    ("max_attempts", -1), ("region", "bad region!"), ("region", "-us-east-1"), ("region", ""),
-    ("endpoint_url", "not a url"), ("endpoint_url", "ftp://example.com"), ("endpoint_url", "http://"),
-])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("max_attempts", -1),
+        ("region", "bad region!"),
+        ("region", "-us-east-1"),
+        ("region", ""),
+        ("endpoint_url", "not a url"),
+        ("endpoint_url", "ftp://example.com"),
+        ("endpoint_url", "http://"),
+    ],
+)
 def test_bad_client_options_are_input_errors_before_any_client(option: str, value: Any) -> None:
     flag = "--" + option.replace("_", "-")
     with pytest.raises(InputError, match=f"^{flag} "):
         Clients(**{option: value})
 
 
-@pytest.mark.parametrize(("option", "value"), [
-    ("max_attempts", 0), ("region", "us-gov-west-1"), ("endpoint_url", "http://127.0.0.1:5000"),
-    ("endpoint_url", "https://s3.eu-west-1.amazonaws.com"), ("endpoint_url", "http://[::1]:5000"),
-])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("max_attempts", 0),
+        ("region", "us-gov-west-1"),
+        ("endpoint_url", "http://127.0.0.1:5000"),
+        ("endpoint_url", "https://s3.eu-west-1.amazonaws.com"),
+        ("endpoint_url", "http://[::1]:5000"),
+    ],
+)
 def test_good_client_options_make_a_client(option: str, value: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
     assert Clients(**{option: value}).get("s3") is not None
 
 
-def test_a_missing_profile_or_a_bad_endpoint_in_the_environment_is_an_input_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_profile_or_a_bad_endpoint_in_the_environment_is_an_input_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     with pytest.raises(InputError, match="could not be found"):
@@ -92,7 +110,10 @@ def test_409_every_time_ends_in_an_accurate_error(stager: tuple[Stager, list[flo
     with pytest.raises(SubmissionError) as caught:
         client._call(put, "bucket", "k", Body=io.BytesIO(b"x"))
     message = str(caught.value)
-    assert message.startswith("s3://bucket/k: S3 answered 409 ConditionalRequestConflict") and "nothing was overwritten" in message
+    assert (
+        message.startswith("s3://bucket/k: S3 answered 409 ConditionalRequestConflict")
+        and "nothing was overwritten" in message
+    )
     assert "\n" not in message and len(put.bodies) == CONFLICT_ATTEMPTS and len(waits) == CONFLICT_ATTEMPTS - 1
 
 
@@ -141,7 +162,10 @@ class _Batch:
 
 def _sandbox_context(iam: _Iam, batch: _Batch) -> Any:
     clients = {"iam": iam, "batch": batch}
-    return SimpleNamespace(clients=SimpleNamespace(get=clients.__getitem__), manifest={"defaults": {"jobQueue": "queue", "jobDefinition": "jobdef:1"}})
+    return SimpleNamespace(
+        clients=SimpleNamespace(get=clients.__getitem__),
+        manifest={"defaults": {"jobQueue": "queue", "jobDefinition": "jobdef:1"}},
+    )
 
 
 def test_a_lost_create_role_answer_is_success() -> None:

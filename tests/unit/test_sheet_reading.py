@@ -8,11 +8,13 @@ from typing import Any
 import orjson
 import polars as pl
 import pytest
-
-import planner
 from helpers import defaults_for, run_cli, write_csv
 
-DEFAULTS = {"run": {"workflowId": "1234567", "roleArn": "arn:aws:iam::123456789012:role/r", "outputUri": "s3://bucket/out/"}}
+import planner
+
+DEFAULTS = {
+    "run": {"workflowId": "1234567", "roleArn": "arn:aws:iam::123456789012:role/r", "outputUri": "s3://bucket/out/"}
+}
 
 
 def own_runs(sheet: Any, **kw: Any) -> list[dict[str, Any]]:
@@ -31,7 +33,10 @@ def test_csv_with_bom_crlf_quoted_commas_and_newlines(tmp_path: Path) -> None:
         b"S3,,\r\n"
     )
     assert own_runs(sheet) == [
-        {"runSettingId": "S1", "parameters": {"sample": "S1", "fastq_1": "s3://r/a,b.fq", "note": "line one\r\nline two"}},
+        {
+            "runSettingId": "S1",
+            "parameters": {"sample": "S1", "fastq_1": "s3://r/a,b.fq", "note": "line one\r\nline two"},
+        },
         {"runSettingId": "S2", "parameters": {"sample": "S2", "fastq_1": "s3://r/c.fq", "note": 'say "hi", then go'}},
         {"runSettingId": "S3", "parameters": {"sample": "S3"}},  # empty cells are "not set"
     ]
@@ -49,7 +54,7 @@ def test_bom_does_not_hide_the_id_column(tmp_path: Path) -> None:
 @pytest.mark.parametrize("suffix", [".tsv", ".tab"])
 def test_tab_separated(tmp_path: Path, suffix: str) -> None:
     sheet = tmp_path / f"s{suffix}"
-    sheet.write_text("sample\tfastq_1\tnote\nS1\ts3://r/a.fq\ta,b;c\nS2\t\t\"quoted\tcell\"\n", encoding="utf-8")
+    sheet.write_text('sample\tfastq_1\tnote\nS1\ts3://r/a.fq\ta,b;c\nS2\t\t"quoted\tcell"\n', encoding="utf-8")
     assert own_runs(sheet) == [
         {"runSettingId": "S1", "parameters": {"sample": "S1", "fastq_1": "s3://r/a.fq", "note": "a,b;c"}},
         {"runSettingId": "S2", "parameters": {"sample": "S2", "note": "quoted\tcell"}},
@@ -73,9 +78,19 @@ def test_parquet_lists_and_structs_become_json(tmp_path: Path) -> None:
         {
             "runSettingId": "S1",
             "priority": 5,
-            "parameters": {"sample": "S1", "fastq": ["s3://r/1.fq", "s3://r/2.fq"], "opts": {"depth": 30, "mode": "fast"}, "threads": 8, "ratio": 0.25, "flag": True},
+            "parameters": {
+                "sample": "S1",
+                "fastq": ["s3://r/1.fq", "s3://r/2.fq"],
+                "opts": {"depth": 30, "mode": "fast"},
+                "threads": 8,
+                "ratio": 0.25,
+                "flag": True,
+            },
         },
-        {"runSettingId": "S2", "parameters": {"sample": "S2", "opts": {"depth": None, "mode": "slow"}, "ratio": 1.0, "flag": False}},
+        {
+            "runSettingId": "S2",
+            "parameters": {"sample": "S2", "opts": {"depth": None, "mode": "slow"}, "ratio": 1.0, "flag": False},
+        },
     ]
 
 
@@ -83,20 +98,41 @@ def test_parquet_lists_and_structs_become_json(tmp_path: Path) -> None:
 def test_ndjson_keeps_its_types(tmp_path: Path, suffix: str) -> None:
     sheet = tmp_path / f"s{suffix}"
     lines = [
-        {"sample": "S1", "fastq": ["a.fq", "b.fq"], "depth": 30, "priority": 500, "tag.cohort": "x", "meta": {"k": "v"}},
+        {
+            "sample": "S1",
+            "fastq": ["a.fq", "b.fq"],
+            "depth": 30,
+            "priority": 500,
+            "tag.cohort": "x",
+            "meta": {"k": "v"},
+        },
         {"sample": "S2", "fastq": ["c.fq"], "depth": None, "priority": None, "tag.cohort": "y", "meta": None},
     ]
     sheet.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
     assert own_runs(sheet) == [
-        {"runSettingId": "S1", "priority": 500, "parameters": {"sample": "S1", "fastq": ["a.fq", "b.fq"], "depth": 30, "meta": {"k": "v"}}, "runTags": {"cohort": "x"}},
+        {
+            "runSettingId": "S1",
+            "priority": 500,
+            "parameters": {"sample": "S1", "fastq": ["a.fq", "b.fq"], "depth": 30, "meta": {"k": "v"}},
+            "runTags": {"cohort": "x"},
+        },
         {"runSettingId": "S2", "parameters": {"sample": "S2", "fastq": ["c.fq"]}, "runTags": {"cohort": "y"}},
     ]
 
 
 def test_example_ndjson_sheet_plans(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[2]
-    runs = own_runs(repo / "sample_sheets" / "omics_batch_samples.ndjson", defaults=repo / "sample_sheets" / "omics_batch_defaults.toml")
-    assert [r["runSettingId"] for r in runs] == ["CTRL_REP1", "DEX_6H_REP3", "DEX_24H_REP1", "VAL_CTRL_REP1", "VAL_DEX_REP2"]
+    runs = own_runs(
+        repo / "sample_sheets" / "omics_batch_samples.ndjson",
+        defaults=repo / "sample_sheets" / "omics_batch_defaults.toml",
+    )
+    assert [r["runSettingId"] for r in runs] == [
+        "CTRL_REP1",
+        "DEX_6H_REP3",
+        "DEX_24H_REP1",
+        "VAL_CTRL_REP1",
+        "VAL_DEX_REP2",
+    ]
     assert runs[1]["priority"] == 500 and "priority" not in runs[0]
     assert runs[4]["priority"] == 0  # zero is a value, not "unset"
     assert isinstance(runs[0]["parameters"]["fastq"], list)
@@ -126,7 +162,9 @@ def test_glob_matching_nothing_is_a_sheet_error(tmp_path: Path) -> None:
 
 def test_leading_zeros_stay(tmp_path: Path) -> None:
     sheet = write_csv(tmp_path / "s.csv", ["sample", "lane", "barcode", "ratio"], [["007", "001", "0012", "1.50"]])
-    assert own_runs(sheet) == [{"runSettingId": "007", "parameters": {"sample": "007", "lane": "001", "barcode": "0012", "ratio": "1.50"}}]
+    assert own_runs(sheet) == [
+        {"runSettingId": "007", "parameters": {"sample": "007", "lane": "001", "barcode": "0012", "ratio": "1.50"}}
+    ]
 
 
 def test_declared_types_convert_cells(tmp_path: Path) -> None:
@@ -172,7 +210,9 @@ def test_declared_type_bad_cell_via_cli(tmp_path: Path, capsys: pytest.CaptureFi
     sheet = write_csv(tmp_path / "s.csv", ["sample", "threads"], [["S1", "8"], ["S2", "eight"]])
     defaults = tmp_path / "d.json"
     defaults.write_bytes(orjson.dumps({**DEFAULTS, "sheet": {"types": {"threads": "int"}}}))
-    code, out, err = run_cli(["plan", sheet, "--backend", "omics-batch", "--defaults", defaults, "--out", tmp_path / "plan"], capsys)
+    code, out, err = run_cli(
+        ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults, "--out", tmp_path / "plan"], capsys
+    )
     assert code == 2
     assert "row 2" in err and "'threads'" in err and "'eight'" in err
     assert not (tmp_path / "plan").exists()
@@ -206,8 +246,13 @@ def test_id_column_rule(tmp_path: Path, header: list[str], id_column: str | None
 def test_id_column_from_defaults_file_and_cli_overrides_it(tmp_path: Path) -> None:
     sheet = write_csv(tmp_path / "s.csv", ["sample", "lims_id"], [["a", "L1"], ["b", "L2"]])
     document = {**DEFAULTS, "sheet": {"id_column": "lims_id"}}
-    assert planner.plan(sheet, backend="omics-batch", defaults=document).runs().get_column("id").to_list() == ["L1", "L2"]
-    assert planner.plan(sheet, backend="omics-batch", defaults=document, id_column="sample").runs().get_column("id").to_list() == ["a", "b"]
+    assert planner.plan(sheet, backend="omics-batch", defaults=document).runs().get_column("id").to_list() == [
+        "L1",
+        "L2",
+    ]
+    assert planner.plan(sheet, backend="omics-batch", defaults=document, id_column="sample").runs().get_column(
+        "id"
+    ).to_list() == ["a", "b"]
 
 
 def test_named_id_column_must_exist(tmp_path: Path) -> None:
@@ -217,7 +262,9 @@ def test_named_id_column_must_exist(tmp_path: Path) -> None:
 
 
 def test_polars_dataframe_and_lazyframe(tmp_path: Path) -> None:
-    frame = pl.DataFrame({"sample": ["a", "b"], "threads": [4, None], "fastq": [["x.fq"], ["y.fq", "z.fq"]], "priority": [None, 9]})
+    frame = pl.DataFrame(
+        {"sample": ["a", "b"], "threads": [4, None], "fastq": [["x.fq"], ["y.fq", "z.fq"]], "priority": [None, 9]}
+    )
     expected = [
         {"runSettingId": "a", "parameters": {"sample": "a", "threads": 4, "fastq": ["x.fq"]}},
         {"runSettingId": "b", "priority": 9, "parameters": {"sample": "b", "fastq": ["y.fq", "z.fq"]}},
@@ -232,7 +279,9 @@ def test_polars_dataframe_and_lazyframe(tmp_path: Path) -> None:
 def test_frame_content_hash_tracks_content() -> None:
     one = planner.plan(pl.DataFrame({"sample": ["a", "b"], "x": ["1", "2"]}), backend="omics-batch", defaults=DEFAULTS)
     same = planner.plan(pl.DataFrame({"sample": ["a", "b"], "x": ["1", "2"]}), backend="omics-batch", defaults=DEFAULTS)
-    other = planner.plan(pl.DataFrame({"sample": ["a", "b"], "x": ["1", "3"]}), backend="omics-batch", defaults=DEFAULTS)
+    other = planner.plan(
+        pl.DataFrame({"sample": ["a", "b"], "x": ["1", "3"]}), backend="omics-batch", defaults=DEFAULTS
+    )
     assert one.sheet.sha256 == same.sheet.sha256 != other.sheet.sha256
 
 
@@ -279,19 +328,31 @@ def test_sheet_column_named_like_an_internal_one_keeps_its_values(tmp_path: Path
 
 def test_sheet_columns_named_like_the_internal_names_keep_their_values(tmp_path: Path) -> None:
     """Sheet columns called c1, c0 (swapped with the internal names) and __raw__c0 stay themselves."""
-    sheet = write_csv(tmp_path / "s.csv", ["c1", "sample", "c0", "__raw__c0", "priority"], [["one", "S1", "zero", "raw", "7"]])
-    assert own_runs(sheet) == [{"runSettingId": "S1", "priority": 7, "parameters": {"c1": "one", "sample": "S1", "c0": "zero", "__raw__c0": "raw"}}]
+    sheet = write_csv(
+        tmp_path / "s.csv", ["c1", "sample", "c0", "__raw__c0", "priority"], [["one", "S1", "zero", "raw", "7"]]
+    )
+    assert own_runs(sheet) == [
+        {
+            "runSettingId": "S1",
+            "priority": 7,
+            "parameters": {"c1": "one", "sample": "S1", "c0": "zero", "__raw__c0": "raw"},
+        }
+    ]
 
 
 @pytest.mark.parametrize("odd", ["__row", "*"])
-def test_column_named_row_or_star_plans_like_any_other(tmp_path: Path, capsys: pytest.CaptureFixture[str], odd: str) -> None:
+def test_column_named_row_or_star_plans_like_any_other(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], odd: str
+) -> None:
     """A column called __row (the internal row number) or * (polars' wildcard) is an ordinary parameter."""
     rows = [["S1", "10", "x1"], ["S2", None, "x2"], ["S3", "30", "x3"]]
     sheet = write_csv(tmp_path / "s.csv", ["sample", odd, "x"], rows)
     defaults = tmp_path / "d.json"
     defaults.write_bytes(orjson.dumps(defaults_for("omics-batch")))
     out = tmp_path / "plan"
-    code, stdout, err = run_cli(["plan", sheet, "--backend", "omics-batch", "--defaults", defaults, "--out", out], capsys)
+    code, stdout, err = run_cli(
+        ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults, "--out", out], capsys
+    )
     assert code == 0, err
     assert err == ""
     assert stdout.startswith("planned 3 runs of 3 rows")
@@ -320,9 +381,18 @@ def test_column_named_star_is_a_plain_parameter(tmp_path: Path) -> None:
 
 def test_regex_and_star_columns_as_fields_and_tags(tmp_path: Path) -> None:
     """Pattern-like names also work behind tag. and param., and beside a routed field."""
-    sheet = write_csv(tmp_path / "s.csv", ["sample", "tag.*", "param.^p$", "priority", "p"], [["S1", "t", "mine", "3", "other"], ["S2", None, None, "4", "o2"]])
+    sheet = write_csv(
+        tmp_path / "s.csv",
+        ["sample", "tag.*", "param.^p$", "priority", "p"],
+        [["S1", "t", "mine", "3", "other"], ["S2", None, None, "4", "o2"]],
+    )
     assert own_runs(sheet) == [
-        {"runSettingId": "S1", "priority": 3, "parameters": {"sample": "S1", "^p$": "mine", "p": "other"}, "runTags": {"*": "t"}},
+        {
+            "runSettingId": "S1",
+            "priority": 3,
+            "parameters": {"sample": "S1", "^p$": "mine", "p": "other"},
+            "runTags": {"*": "t"},
+        },
         {"runSettingId": "S2", "priority": 4, "parameters": {"sample": "S2", "p": "o2"}},
     ]
 
@@ -331,7 +401,9 @@ def test_regex_and_star_columns_as_fields_and_tags(tmp_path: Path) -> None:
 
 
 def test_empty_string_in_a_dataframe_cell_lets_the_default_stand() -> None:
-    frame = pl.DataFrame({"sample": ["a", "b"], "reference": ["", "s3://r/mine.fa"], "name": ["", "run-b"], "tag.project": ["", "p-b"]})
+    frame = pl.DataFrame(
+        {"sample": ["a", "b"], "reference": ["", "s3://r/mine.fa"], "name": ["", "run-b"], "tag.project": ["", "p-b"]}
+    )
     defaults = defaults_for("omics-batch")
     defaults["run"]["name"] = "default-name"
     plan = planner.plan(frame, backend="omics-batch", defaults=defaults)
@@ -356,7 +428,10 @@ def test_empty_string_in_a_parquet_or_ndjson_cell_lets_the_default_stand(tmp_pat
     else:
         frame.write_ndjson(sheet)
     defaults = defaults_for("omics-batch")
-    runs = [orjson.loads(t) for t in planner.plan(sheet, backend="omics-batch", defaults=defaults).runs(merged=True).get_column("run")]
+    runs = [
+        orjson.loads(t)
+        for t in planner.plan(sheet, backend="omics-batch", defaults=defaults).runs(merged=True).get_column("run")
+    ]
     base = defaults["run"]
     assert runs[0]["parameters"] == {**base["parameters"], "sample": "a"}
     assert runs[0]["outputUri"] == base["outputUri"]
