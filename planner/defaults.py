@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from .backends.base import BackendSpec
 from .errors import DefaultsError
+from .spec import BackendSpec
 
 _SECTIONS = {"run", "submission", "sheet", "staging"}
 # plan.json holds [run] and [submission] one level down, and orjson writes JSON at most 254

@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 import polars as pl
 
-from .backends.base import BackendSpec
 from .routing import Route
+from .spec import BackendSpec
 
 OWN = "own"  # the row's own settings only (StartRunBatch shards: the service merges)
 MERGED = "merged"  # defaults merged with the row (everything else, and the preview)

@@ -28,7 +28,6 @@ import polars as pl
 from tqdm import tqdm
 
 from .backends import get_backend
-from .backends.base import BackendSpec
 from .defaults import Defaults, load_defaults
 from .errors import InputError, PlanDirError, Problem, SheetError, ValidationError
 from .merge import MERGED, OWN, json_text, run_json
@@ -41,6 +40,7 @@ from .shard import (
     default_part_size,
 )
 from .sheet import RAW_PREFIX, ROW, Sheet, open_sheet, polars_errors
+from .spec import BackendSpec
 from .validate import ID, Check, coerce_fields, default_problems, row_checks
 
 FORMAT = 1

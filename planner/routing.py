@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .backends.base import BackendSpec
 from .errors import SheetError
 from .model import FieldRule
+from .spec import BackendSpec
 
 TAG_PREFIX = "tag."
 PARAM_PREFIX = "param."

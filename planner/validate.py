@@ -15,13 +15,13 @@ from typing import Any
 
 import polars as pl
 
-from .backends.base import BackendSpec
 from .defaults import Defaults
 from .errors import Problem
 from .merge import json_text
 from .model import FLOAT_TYPES, INTEGER_TYPES, FieldRule, check_scalar
 from .routing import Route
 from .sheet import MAX_JSON_DEPTH, RAW_PREFIX, Sheet, json_too_deep
+from .spec import BackendSpec
 
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")

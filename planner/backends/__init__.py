@@ -11,7 +11,7 @@ from importlib import import_module
 from types import ModuleType
 
 from ..errors import InputError
-from .base import BackendSpec, RoutedField
+from ..spec import BackendSpec, RoutedField
 
 MODULES = {
     "omics-batch": "omics_batch",

@@ -72,7 +72,7 @@ from ..child_settings import (
 )
 from ..errors import InputError, Problem, SubmissionError
 from ..model import FieldRule, check_scalar, check_shape, operation_input
-from .base import BackendSpec
+from ..spec import BackendSpec
 
 MAX_ARRAY_SIZE = 10_000
 MAX_DEPENDS_ON = 20

@@ -59,7 +59,7 @@ from tqdm import tqdm
 
 from ..errors import InputError, Problem, SubmissionError
 from ..model import SCALAR_TYPES, check_shape, operation_input, rule_for
-from .base import BackendSpec, RoutedField
+from ..spec import BackendSpec, RoutedField
 
 MAX_TIMEOUT_MINUTES = 10_079
 RESERVED_PREFIX = "--planner-"  # the planner's own arguments: run key and manifest location
@@ -541,9 +541,12 @@ def submit(ctx: Any) -> dict[str, Any]:
             submitter.record(start, run["Id"], run.get("JobRunState"))
         else:
             pending.append(start)
-    with tqdm(
-        total=len(pending), unit="run", desc="StartJobRun", file=sys.stderr, disable=not ctx.progress, leave=False
-    ) as bar, ThreadPoolExecutor(max_workers=ctx.concurrency, thread_name_prefix="planner-startjobrun") as pool:
+    with (
+        tqdm(
+            total=len(pending), unit="run", desc="StartJobRun", file=sys.stderr, disable=not ctx.progress, leave=False
+        ) as bar,
+        ThreadPoolExecutor(max_workers=ctx.concurrency, thread_name_prefix="planner-startjobrun") as pool,
+    ):
         for _ in pool.map(submitter.start, pending):
             bar.update(1)
     failures = submitter.failures

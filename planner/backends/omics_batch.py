@@ -15,7 +15,7 @@ import polars as pl
 
 from ..errors import Problem
 from ..model import check_shape, operation_input, required_problems, rule_for
-from .base import BackendSpec, RoutedField
+from ..spec import BackendSpec, RoutedField
 
 MAX_INLINE_RUNS = 100
 MAX_S3_RUNS = 100_000

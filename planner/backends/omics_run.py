@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..errors import Problem
 from ..model import SCALAR_TYPES, check_shape, operation_input, rule_for
-from .base import BackendSpec, RoutedField
+from ..spec import BackendSpec, RoutedField
 
 MAX_TAGS = 50
 

@@ -67,7 +67,7 @@ from tqdm import tqdm
 from ..errors import Problem, SubmissionError
 from ..jsontext import dumps
 from ..model import FieldRule, check_scalar
-from .base import BackendSpec, RoutedField
+from ..spec import BackendSpec, RoutedField
 
 PRIORITIES = ("low", "medium", "high")
 JOB_NAME = FieldRule("name", "string", min=1, max=255)

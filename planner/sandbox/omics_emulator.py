@@ -1149,10 +1149,14 @@ class OmicsEmulator(LoopbackServer):
         with self._lock:
             self._advance(now)
             batch = self._find_batch(params["batchId"])
-            counts = dict.fromkeys(("PENDING", "STARTING", "RUNNING", "STOPPING", "COMPLETED", "DELETED", "FAILED", "CANCELLED"), 0)
+            counts = dict.fromkeys(
+                ("PENDING", "STARTING", "RUNNING", "STOPPING", "COMPLETED", "DELETED", "FAILED", "CANCELLED"), 0
+            )
             for run_id in batch.run_ids:
                 counts[self._run_status(self._runs[run_id], now)] += 1
-            subs = dict.fromkeys(("SUCCESS", "FAILED", "CANCEL_SUCCESS", "CANCEL_FAILED", "DELETE_SUCCESS", "DELETE_FAILED"), 0)
+            subs = dict.fromkeys(
+                ("SUCCESS", "FAILED", "CANCEL_SUCCESS", "CANCEL_FAILED", "DELETE_SUCCESS", "DELETE_FAILED"), 0
+            )
             for sub in batch.submissions:
                 subs[sub.status] += 1
             total = len(batch.entries) if batch.entries is not None else 0

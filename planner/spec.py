@@ -1,4 +1,4 @@
-"""What the plan stage needs to know about a backend: one ``BackendSpec`` per target.
+"""What the plan core needs to know about a backend: one ``BackendSpec`` per target.
 
 A spec says which per-run fields a sheet column may set (with the rules from the
 service model), where parameters and tags go, whether the service merges the
@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import Problem
-from ..model import FieldRule
+from .errors import Problem
+from .model import FieldRule
 
 
 @dataclass(frozen=True, slots=True)
