@@ -1,4 +1,10 @@
-"""The lifecycle both emulators share: a threaded HTTP server on loopback, in a daemon thread."""
+"""What both emulators share: a threaded HTTP server on loopback, in a daemon thread, and its request dispatch.
+
+An emulator subclasses ``LoopbackServer``, names itself (``server_version``, ``thread_name``) and implements one
+method, ``handle(method, target, headers, body) -> (status, headers, body)``: ``LoopbackHandler`` reads each
+request's body (``Content-Length`` bytes), hands it over, and writes the answer back with its ``Content-Length``
+(no body for HEAD).  The handler finds the emulator as ``self.server.emulator``.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,43 @@ from typing import Any, ClassVar, TypeVar
 Self = TypeVar("Self", bound="LoopbackServer")
 
 
+class LoopbackHandler(BaseHTTPRequestHandler):
+    """One HTTP request in, ``emulator.handle(...)`` called, its answer written out."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body leave in two writes; no 40 ms delayed-ACK stall
+
+    def _dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        emulator: LoopbackServer = self.server.emulator  # type: ignore[attr-defined]
+        status, headers, payload = emulator.handle(self.command, self.path, self.headers, body)
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _dispatch
+
+    def version_string(self) -> str:
+        return self.server.emulator.server_version  # type: ignore[attr-defined, no-any-return]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 class LoopbackServer:
     """``start()`` binds ``host:port`` (port 0: any free one) and serves; ``stop()`` ends it.
 
-    A subclass names its request handler; the handler finds the emulator as ``self.server.emulator``.
+    A subclass implements ``handle`` and names itself with ``server_version`` (the ``Server`` header) and
+    ``thread_name``.
     """
 
-    handler: ClassVar[type[BaseHTTPRequestHandler]]
+    handler: ClassVar[type[BaseHTTPRequestHandler]] = LoopbackHandler
+    server_version: ClassVar[str] = "LoopbackServer/1.0"
     thread_name: ClassVar[str] = "loopback-server"
     host: str
     port: int
@@ -27,6 +63,10 @@ class LoopbackServer:
         self.endpoint_url = ""
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    def handle(self, method: str, target: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP request in (``target`` is the path with its query string), (status, headers, body) out."""
+        raise NotImplementedError
 
     def start(self: Self) -> Self:
         if self._server is not None:

@@ -69,7 +69,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -620,6 +619,9 @@ def _parse_s3_uri(uri: str) -> tuple[str, str]:
 class OmicsEmulator(LoopbackServer):
     """The HealthOmics run and run-batch API on a loopback HTTP server."""
 
+    server_version = "OmicsEmulator/1.0"
+    thread_name = "omics-emulator"
+
     def __init__(
         self,
         *,
@@ -703,6 +705,11 @@ class OmicsEmulator(LoopbackServer):
 
     def handle(self, method: str, target: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
         """One HTTP request in, (status, headers, body) out."""
+        status, answer_headers, payload = self._handle(method, target, headers, body)
+        answer_headers["x-amzn-RequestId"] = str(uuid.uuid4())  # as every AWS answer carries one
+        return status, answer_headers, payload
+
+    def _handle(self, method: str, target: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(target)
         query = parse_qs(parts.query, keep_blank_values=True)
         route = self._router.match(method.upper(), parts.path, query)
@@ -1338,32 +1345,3 @@ def _client_error_code(exc: Exception) -> str:
         error = response.get("Error", {})
         return str(error.get("Code") or error.get("Message") or exc)
     return f"{type(exc).__name__}: {exc}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "OmicsEmulator/1.0"
-    disable_nagle_algorithm = True  # headers and body leave in two writes; no 40 ms delayed-ACK stall
-
-    def _dispatch(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
-        emulator: OmicsEmulator = self.server.emulator  # type: ignore[attr-defined]
-        status, headers, payload = emulator.handle(self.command, self.path, self.headers, body)
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _dispatch
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-OmicsEmulator.handler = _Handler
-OmicsEmulator.thread_name = "omics-emulator"

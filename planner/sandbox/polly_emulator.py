@@ -72,7 +72,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -166,6 +165,9 @@ def _fraction(key: str) -> float:
 class PollyEmulator(LoopbackServer):
     """Polly's pipelines API (runs and jobs) on a loopback HTTP server."""
 
+    server_version = "PollyEmulator/1.0"
+    thread_name = "polly-emulator"
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -238,11 +240,10 @@ class PollyEmulator(LoopbackServer):
 
     # -- HTTP ----------------------------------------------------------------
 
-    def handle(
-        self, method: str, target: str, headers: Any, body: bytes, host: str
-    ) -> tuple[int, dict[str, str], bytes]:
+    def handle(self, method: str, target: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
         """One HTTP request in, (status, headers, body) out."""
         method = method.upper()
+        host = headers.get("Host") or f"{self.host}:{self.port}"  # the links point where the client came from
         parts = urlsplit(target)
         path = parts.path.rstrip("/") or "/"
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
@@ -642,32 +643,3 @@ def _config_problems(config: Any, where: str) -> list[tuple[str, str | None]]:
         elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
             found.append((f"infra.{key} must be a positive integer, not {value!r}", f"{where}/infra/{key}"))
     return found
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "PollyEmulator/1.0"
-    disable_nagle_algorithm = True
-
-    def _dispatch(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
-        emulator: PollyEmulator = self.server.emulator  # type: ignore[attr-defined]
-        host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
-        status, headers, payload = emulator.handle(self.command, self.path, self.headers, body, host)
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _dispatch
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-PollyEmulator.handler = _Handler
-PollyEmulator.thread_name = "polly-emulator"
