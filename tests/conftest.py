@@ -1,11 +1,28 @@
-"""Test configuration: make ``tests/helpers.py`` importable and set hypothesis profiles."""
+"""What every test shares: the environment it runs in, moto's server, the emulators and their clock.
+
+* ``tests/helpers.py`` is importable (``import helpers``); hypothesis has its profiles.
+* ``aws_environment`` (autouse): dummy credentials in us-east-1, no profile, no config
+  or credentials file, no endpoint, Polly or debug setting from the developer's shell,
+  and a sandbox state directory of the test's own: no test can reach a real account or
+  a user's ``~/.cache/planner``.
+* ``moto_server``: moto on a free loopback port, started once per session (S3, Batch
+  without Docker, Glue, IAM).
+* ``clock``, ``make_omics_emulator(**options)``, ``make_polly_emulator(**options)``:
+  emulators on the test's ``FakeClock`` (the HealthOmics one on moto's S3), all
+  stopped at teardown.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -18,3 +35,112 @@ settings.register_profile(
 )
 settings.register_profile("thorough", parent=settings.get_profile("default"))  # helpers.examples() scales counts
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+class FakeClock:
+    """A clock the test moves by hand; the emulators' state follows it."""
+
+    def __init__(self, start: float = 1000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float = 1.0) -> None:
+        self.now += seconds
+
+
+# ---------------------------------------------------------------- the environment
+
+
+@pytest.fixture(autouse=True)
+def aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Dummy credentials and a region, never a real profile, endpoint or sandbox.
+
+    A test that needs another value sets it with ``monkeypatch`` after this ran.
+    """
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name in [n for n in os.environ if n.startswith(("AWS_ENDPOINT_URL", "POLLY_"))] + ["PLANNER_DEBUG"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PLANNER_SANDBOX_DIR", str(tmp_path_factory.mktemp("sandbox")))
+
+
+# ---------------------------------------------------------------- servers
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """moto's server on a free loopback port, for the whole session; yields its endpoint URL.
+
+    Batch jobs run without Docker (moto moves them through their states itself).
+    """
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    werkzeug = logging.getLogger("werkzeug")
+    level = werkzeug.level
+    werkzeug.setLevel(logging.WARNING)  # one log line per request drowns a failure's report
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    try:
+        request = urllib.request.Request(
+            f"{url}/moto-api/config", data=json.dumps({"batch": {"use_docker": False}}).encode(), method="POST"
+        )
+        urllib.request.urlopen(request, timeout=10).read()
+        yield url
+    finally:
+        server.stop()
+        werkzeug.setLevel(level)
+
+
+@pytest.fixture()
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture()
+def make_omics_emulator(moto_server: str, clock: FakeClock) -> Iterator[Callable[..., Any]]:
+    """Start HealthOmics emulators (on moto's S3 and the test's clock unless given others); all stop at teardown."""
+    from planner.sandbox.omics_emulator import OmicsEmulator
+
+    started: list[OmicsEmulator] = []
+
+    def make(**options: Any) -> OmicsEmulator:
+        options.setdefault("s3_endpoint_url", moto_server)
+        options.setdefault("clock", clock)
+        emulator = OmicsEmulator(**options).start()
+        started.append(emulator)
+        return emulator
+
+    yield make
+    for emulator in started:
+        emulator.stop()
+
+
+@pytest.fixture()
+def make_polly_emulator(clock: FakeClock) -> Iterator[Callable[..., Any]]:
+    """Start Polly emulators (on the test's clock unless given another); all stop at teardown."""
+    from planner.sandbox.polly_emulator import PollyEmulator
+
+    started: list[PollyEmulator] = []
+
+    def make(**options: Any) -> PollyEmulator:
+        options.setdefault("clock", clock)
+        emulator = PollyEmulator(**options).start()
+        started.append(emulator)
+        return emulator
+
+    yield make
+    for emulator in started:
+        emulator.stop()

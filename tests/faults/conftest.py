@@ -9,16 +9,16 @@ its strict xfail fails until the mark is removed), ``-`` (not applicable).
 
 from __future__ import annotations
 
-import json
-import os
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .rigs import COLUMNS, FakeClock, World, new_versioned_bucket
+from .rigs import COLUMNS, World, new_versioned_bucket
+
+if TYPE_CHECKING:
+    from conftest import FakeClock  # tests/conftest.py
 
 MATRIX_KEY = pytest.StashKey[dict[tuple[str, str], str]]()
 ROWS_KEY = pytest.StashKey[list[str]]()
@@ -68,10 +68,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     width = max(len(r) for r in rows) + 2
     widths = [max(len(c), 8) + 2 for c in columns]
     terminalreporter.write_sep("=", "fault matrix (scenario x backend)")
-    terminalreporter.write_line("".ljust(width) + "".join(c.ljust(w) for c, w in zip(columns, widths)))
+    terminalreporter.write_line("".ljust(width) + "".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in rows:
         terminalreporter.write_line(
-            row.ljust(width) + "".join(cells.get((row, c), "-").ljust(w) for c, w in zip(columns, widths))
+            row.ljust(width) + "".join(cells.get((row, c), "-").ljust(w) for c, w in zip(columns, widths, strict=True))
         )
     values = list(cells.values())
     summary = ", ".join(
@@ -110,82 +110,20 @@ def shared_service_models() -> Iterator[None]:
         yield
 
 
-@pytest.fixture(autouse=True)
-def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dummy credentials and a region, never a real profile."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")] + [
-        "POLLY_API_KEY",
-        "POLLY_BASE_URL",
-        "PLANNER_DEBUG",
-    ]:
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture(scope="package")
-def fault_moto() -> Iterator[str]:
-    """moto's server on a free loopback port (S3, Batch without Docker, Glue, IAM), for this package's tests."""
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    werkzeug = logging.getLogger("werkzeug")
-    level = werkzeug.level
-    werkzeug.setLevel(logging.WARNING)  # one log line per request drowns a failure's report
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    request = urllib.request.Request(
-        f"{url}/moto-api/config", data=json.dumps({"batch": {"use_docker": False}}).encode(), method="POST"
-    )
-    urllib.request.urlopen(request, timeout=10).read()
-    try:
-        yield url
-    finally:
-        server.stop()
-        werkzeug.setLevel(level)
+def fault_moto(moto_server: str) -> str:
+    """The session's moto server (``tests/conftest.py``), under this package's name."""
+    return moto_server
 
 
 @pytest.fixture()
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture()
-def world(fault_moto: str, clock: FakeClock, aws_environment: None) -> Iterator[World]:
-    """A fresh versioned staging bucket; emulators started when a rig asks, stopped at teardown."""
-    from planner.sandbox.omics_emulator import OmicsEmulator
-    from planner.sandbox.polly_emulator import PollyEmulator
-
-    started: list[Any] = []
-
-    def make_omics(**options: Any) -> Any:
-        options.setdefault("s3_endpoint_url", fault_moto)
-        options.setdefault("clock", clock)
-        emulator = OmicsEmulator(**options).start()
-        started.append(emulator)
-        return emulator
-
-    def make_polly(**options: Any) -> Any:
-        options.setdefault("clock", clock)
-        options.setdefault("api_key", "sandbox")
-        emulator = PollyEmulator(**options).start()
-        started.append(emulator)
-        return emulator
-
-    here = World(fault_moto, "", clock, make_omics, make_polly)
+def world(
+    fault_moto: str, clock: FakeClock, make_omics_emulator: Callable[..., Any], make_polly_emulator: Callable[..., Any]
+) -> World:
+    """A fresh versioned staging bucket; emulators started when a rig asks (stopped by their factories)."""
+    here = World(fault_moto, "", clock, make_omics_emulator, make_polly_emulator)
     here.bucket = new_versioned_bucket(here.s3)
-    yield here
-    for emulator in started:
-        emulator.stop()
+    return here
 
 
 class Waits:

@@ -24,7 +24,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import polars as pl
@@ -36,21 +36,11 @@ from planner.submit import submit
 
 from . import faultkit
 
+if TYPE_CHECKING:
+    from conftest import FakeClock  # tests/conftest.py
+
 ROLE = "arn:aws:iam::123456789012:role/omics"
 STAGING_PREFIX = "staging/"
-
-
-class FakeClock:
-    """The emulators' clock, moved by hand."""
-
-    def __init__(self, start: float = 1000.0):
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float = 1.0) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -140,7 +130,7 @@ class Rig:
 
     def shard_of(self) -> dict[str, int]:
         table = pl.read_parquet(os.path.join(self.plan_dir, "samples.parquet"))
-        return dict(zip(table.get_column("id").to_list(), table.get_column("shard").to_list()))
+        return dict(zip(table.get_column("id").to_list(), table.get_column("shard").to_list(), strict=True))
 
     # What the server holds.
 
