@@ -49,10 +49,24 @@ class Problem:
     message: str
 
     def describe(self) -> str:
-        where = f"row {self.row}" if self.row else "defaults"
+        """One line: where (a row's column, a default field, a --set, a header), the value, what is wrong.
+
+        ``row 3 (id 'a'), column 'priority' = 'x': ...``; ``defaults, field '[run] workflowID': ...``;
+        ``--set 'priorty' = '3': ...`` (``column`` is "--set KEY"); ``header 'tag.a b': ...``;
+        ``defaults, [run]: ...`` (the whole table).
+        """
         who = f" (id {self.id!r})" if self.id is not None else ""
         shown = "" if self.value is None else f" = {_clip(self.value)!r}"
-        return f"{where}{who}, column {self.column!r}{shown}: {self.message} [{self.rule}]"
+        tail = f"{shown}: {self.message} [{self.rule}]"
+        if self.row:
+            return f"row {self.row}{who}, column {self.column!r}{tail}"
+        if self.column.startswith("--set "):
+            return f"--set {self.column[len('--set ') :]!r}{tail}"
+        if self.column.startswith("header "):
+            return f"{self.column}{tail}"  # "header 'NAME'", the name already quoted
+        if self.column in ("[run]", "[submission]", "[sheet]", "[staging]", ""):
+            return f"defaults{who}{', ' + self.column if self.column else ''}{tail}"
+        return f"defaults{who}, field {self.column!r}{tail}"
 
 
 def _clip(value: str, width: int = 80) -> str:
