@@ -22,8 +22,11 @@ import orjson
 
 from .errors import DefaultsError
 from .spec import BackendSpec
+from .suggest import did_you_mean
 
-_SECTIONS = {"run", "submission", "sheet", "staging"}
+_SECTIONS = ("run", "submission", "sheet", "staging")
+_SHEET_KEYS = ("id_column", "types")
+_STAGING_KEYS = ("uri",)
 # plan.json holds [run] and [submission] one level down, and orjson writes JSON at most 254
 # levels deep: counting the table itself as one level, a table may nest 253 levels.
 MAX_TABLE_DEPTH = 253
@@ -37,6 +40,9 @@ class Defaults:
     types: dict[str, str] = field(default_factory=dict)
     staging_uri: str | None = None
     source: str = "<none>"
+    # Where a --set put something: "run.KEY.SUBKEY" or "submission.KEY" (also the tables it
+    # created on the way) -> the KEY=VALUE as typed, so a problem there can name the --set.
+    set_by: dict[str, str] = field(default_factory=dict)
 
 
 def load_defaults(
@@ -52,21 +58,23 @@ def load_defaults(
     else:
         document = _read_file(str(source))
         label = str(source)
-    unknown = set(document) - _SECTIONS
+    unknown = set(document) - set(_SECTIONS)
     if unknown:
         raise DefaultsError(
-            f"{label}: unknown section(s) {', '.join(map(repr, sorted(unknown)))}; a defaults file has [run], [submission], [sheet] and [staging]"
+            f"{label}: unknown section(s) {_named(unknown, _SECTIONS)}; "
+            "a defaults file has [run], [submission], [sheet] and [staging]"
         )
     sheet = _table(document, "sheet", label)
-    sheet_unknown = set(sheet) - {"id_column", "types"}
+    sheet_unknown = set(sheet) - set(_SHEET_KEYS)
     if sheet_unknown:
-        raise DefaultsError(
-            f"{label}: [sheet] takes id_column and types, not {', '.join(map(repr, sorted(sheet_unknown)))}"
-        )
+        raise DefaultsError(f"{label}: [sheet] takes id_column and types, not {_named(sheet_unknown, _SHEET_KEYS)}")
     types = sheet.get("types", {})
     if not isinstance(types, dict) or not all(isinstance(v, str) for v in types.values()):
         raise DefaultsError(f'{label}: [sheet.types] maps column names to type names, e.g. threads = "int"')
     staging = _table(document, "staging", label)
+    staging_unknown = set(staging) - set(_STAGING_KEYS)
+    if staging_unknown:
+        raise DefaultsError(f"{label}: [staging] takes only uri, not {_named(staging_unknown, _STAGING_KEYS)}")
     uri = staging.get("uri")
     if uri is not None and not (isinstance(uri, str) and uri.startswith("s3://") and len(uri) > len("s3://")):
         raise DefaultsError(
@@ -86,6 +94,12 @@ def load_defaults(
     if sets:
         _check_depth(defaults, "--set")
     return defaults
+
+
+def _named(names: Iterable[str], known: Iterable[str]) -> str:
+    """``'rnu' (did you mean 'run'?), 'x'``: unknown names, quoted, each with the closest known one."""
+    known = tuple(known)
+    return ", ".join(f"{name!r}{did_you_mean(str(name), known)}" for name in sorted(names, key=str))
 
 
 def _check_depth(defaults: Defaults, label: str) -> None:
@@ -143,20 +157,23 @@ def _apply_set(defaults: Defaults, assignment: str, spec: BackendSpec | None) ->
             f"--set {assignment!r}: write KEY=VALUE, e.g. --set outputUri=s3://bucket/out/ or --set parameters.threads=8"
         )
     path = key.split(".")
-    target = defaults.run
+    target, table = defaults.run, "run"
     if path[0] == "submission":
-        target, path = defaults.submission, path[1:]
+        target, table, path = defaults.submission, "submission", path[1:]
     elif path[0] == "run":
         path = path[1:]
     if not path or any(not part for part in path):
         raise DefaultsError(f"--set {assignment!r}: the key has an empty part")
     value = _parse_value(text, path, spec)
-    for part in path[:-1]:
+    for depth, part in enumerate(path[:-1]):
+        if part not in target:
+            defaults.set_by[".".join((table, *path[: depth + 1]))] = assignment
         node = target.setdefault(part, {})
         if not isinstance(node, dict):
             raise DefaultsError(f"--set {assignment!r}: {part} is not a table in the defaults")
         target = node
     target[path[-1]] = value
+    defaults.set_by[".".join((table, *path))] = assignment
 
 
 def _parse_value(text: str, path: list[str], spec: BackendSpec | None) -> Any:

@@ -20,6 +20,11 @@ from typing import Any
 import polars as pl
 
 from .errors import Problem
+from .suggest import did_you_mean
+
+# The message of an unknown key of a request.  The names the request does take are listed
+# once by the caller (validate.default_problems), not in every such message.
+NOT_A_FIELD = "is not a field of this request"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +145,8 @@ def check_shape(shape: Any, value: Any, where: str, overrides: dict[str, FieldRu
 
     ``overrides`` replaces the rule of a top-level member (to add project limits
     such as an ``s3://`` prefix).  Unknown keys are errors: the services reject them.
+    Their message (``NOT_A_FIELD``) offers the closest field name but does not list
+    them all; ``fields_at`` gives the list, to print once.
     """
     overrides = overrides or {}
     kind = shape.type_name
@@ -153,16 +160,8 @@ def check_shape(shape: Any, value: Any, where: str, overrides: dict[str, FieldRu
             member = shape.members.get(key)
             child = f"{where}.{key}" if where else key
             if member is None:
-                known = ", ".join(sorted(shape.members))
                 found.append(
-                    Problem(
-                        None,
-                        None,
-                        child,
-                        None,
-                        "unknown-field",
-                        f"is not a field of this request; known fields: {known}",
-                    )
+                    Problem(None, None, child, None, "unknown-field", NOT_A_FIELD + did_you_mean(key, shape.members))
                 )
                 continue
             if key in overrides and not where:
@@ -195,6 +194,28 @@ def check_shape(shape: Any, value: Any, where: str, overrides: dict[str, FieldRu
             )
         return found
     return check_scalar(rule_for(where, shape), value, where)
+
+
+def fields_at(shape: Any, path: tuple[str, ...]) -> list[str] | None:
+    """The member names of the structure at ``path`` inside ``shape`` (None: not a structure there).
+
+    A list is passed through to its items (``dependsOn.jobId``); a map key is one part of the path."""
+    for part in (*path, None):
+        while shape is not None and shape.type_name == "list":
+            shape = shape.member
+        if shape is None:
+            return None
+        if part is None:
+            break
+        if shape.type_name == "structure" and not shape.metadata.get("document"):
+            shape = shape.members.get(part)
+        elif shape.type_name == "map":
+            shape = shape.value
+        else:
+            return None
+    if shape.type_name != "structure" or shape.metadata.get("document"):
+        return None
+    return sorted(shape.members)
 
 
 def required_problems(shape: Any, value: dict[str, Any], where: str, provided_by_sheet: set[str]) -> list[Problem]:

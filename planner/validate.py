@@ -9,6 +9,7 @@ the rule, and only those rows are turned into ``Problem`` objects.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +19,11 @@ import polars as pl
 from .defaults import Defaults
 from .errors import Problem
 from .merge import json_text
-from .model import FLOAT_TYPES, INTEGER_TYPES, FieldRule, check_scalar
+from .model import FLOAT_TYPES, INTEGER_TYPES, NOT_A_FIELD, FieldRule, check_scalar, fields_at
 from .routing import Route
 from .sheet import MAX_JSON_DEPTH, RAW_PREFIX, Sheet, json_too_deep
 from .spec import BackendSpec
+from .suggest import closest
 
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
@@ -38,30 +40,26 @@ class Check:
 
 
 def default_problems(spec: BackendSpec, defaults: Defaults, routes: Sequence[Route]) -> list[Problem]:
-    """Problems in the default request and request-level settings (not per row)."""
+    """Problems in the default request and request-level settings (not per row).
+
+    A key the target does not take gets the closest name it does take ("did you mean"),
+    and the names it takes are listed once (with the first such key), not in each problem;
+    a defaults file written for another backend is said to be one, in one problem, rather
+    than refused key by key.  A problem in what a ``--set`` put there names the ``--set``.
+    """
     sheet_fields = {r.path[0] for r in routes}
     misshapen = _table_problems(spec, defaults.run)
     if misshapen:
-        return misshapen  # the backend's own checks expect tables where the maps are
-    found = [
-        Problem(
-            None,
-            None,
-            f"[run] {p.column}"
-            if not p.column.startswith("submission.")
-            else f"[submission] {p.column[len('submission.') :]}",
-            p.value,
-            p.rule,
-            p.message,
-        )
-        for p in spec.check_defaults(defaults.run, defaults.submission, sheet_fields)
-    ]
-    unknown = set(defaults.submission) - spec.submission_keys
-    for key in sorted(unknown):
-        allowed = ", ".join(sorted(spec.submission_keys)) or "nothing"
-        found.append(
-            Problem(None, None, f"[submission] {key}", None, "unknown-field", f"{spec.title} takes {allowed} here")
-        )
+        return [_located(defaults, "run", p.column[len("[run] ") :], p) for p in misshapen]
+    found: list[Problem] = []
+    for p in spec.check_defaults(defaults.run, defaults.submission, sheet_fields):
+        if p.column.startswith("submission."):
+            found.append(_located(defaults, "submission", p.column[len("submission.") :], p))
+        else:
+            found.append(_located(defaults, "run", p.column, p))
+    for key in sorted(set(defaults.submission) - spec.submission_keys):
+        p = Problem(None, None, key, None, "unknown-field", NOT_A_FIELD)
+        found.append(_located(defaults, "submission", key, p))
     for route in routes:
         if (
             route.kind == "parameter"
@@ -94,7 +92,164 @@ def default_problems(spec: BackendSpec, defaults: Defaults, routes: Sequence[Rou
                     f"is required: set it in [run] of the defaults file, with --set {name}=..., or as a sheet column",
                 )
             )
-    return found
+    return _explain_unknown(spec, defaults, _unique(found))
+
+
+# Keys that a [run] (or [submission]) of one backend has and the others do not, to tell a
+# defaults file written for another backend: SubmitJob, StartJobRun, create_run, StartRun(Batch).
+_BACKEND_MARKERS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("batch", frozenset({"jobQueue", "jobDefinition", "containerOverrides", "arrayProperties", "retryStrategy"})),
+    ("glue", frozenset({"JobName", "WorkerType", "NumberOfWorkers", "Arguments", "MaxCapacity", "ExecutionClass"})),
+    ("polly", frozenset({"pipeline_id", "run_name", "domain_context"})),
+    ("omics-batch", frozenset({"runTags", "batchName"})),
+    ("omics", frozenset({"workflowId", "roleArn", "workflowType", "storageType", "workflowVersionName", "runGroupId"})),
+)
+
+
+def _located(defaults: Defaults, table: str, where: str, problem: Problem) -> Problem:
+    """``problem`` (at ``where`` inside [table]) placed: "[run] KEY", or "--set KEY" when a --set put it there."""
+    dotted = f"{table}.{where}"
+    from_set = any(dotted == key or dotted.startswith((key + ".", key + " ", key + "[")) for key in defaults.set_by)
+    if from_set:
+        column = "--set " + (where if table == "run" else dotted)
+    else:
+        column = f"[{table}] {where}"
+    return Problem(problem.row, problem.id, column, problem.value, problem.rule, problem.message)
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    """The problems without repeats (a backend's own check and this module's may both find a key)."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for p in problems:
+        if (p.column, p.rule) not in seen:
+            seen.add((p.column, p.rule))
+            kept.append(p)
+    return kept
+
+
+def _split(column: str) -> tuple[str, tuple[str, ...], bool] | None:
+    """(table, path, set by --set) of a problem's column "[run] a.b" / "--set submission.a", else None."""
+    from_set = column.startswith("--set ")
+    if from_set:
+        text = column[len("--set ") :]
+        table = "submission" if text.startswith("submission.") else "run"
+        if table == "submission":
+            text = text[len("submission.") :]
+    elif column.startswith(("[run] ", "[submission] ")):
+        table, _, text = column[1:].partition("] ")
+    else:
+        return None
+    return table, tuple(re.sub(r"\[\d+\]", "", part) for part in text.split(".")), from_set
+
+
+def _known_fields(spec: BackendSpec, table: str, parent: tuple[str, ...]) -> list[str] | None:
+    """The keys [table] takes at ``parent`` (None: unknown to the planner)."""
+    if table == "submission":
+        return sorted(spec.submission_keys) if not parent else None
+    if spec.run_shape is not None:
+        return fields_at(spec.run_shape, parent)
+    # No service model (Polly): the keys are those of the per-key maps and routed fields.
+    paths = [*spec.map_paths, *(rf.path for rf in spec.fields.values())]
+    known = {p[len(parent)] for p in paths if len(p) > len(parent) and p[: len(parent)] == parent}
+    return sorted(known) or None
+
+
+def _explain_unknown(spec: BackendSpec, defaults: Defaults, found: list[Problem]) -> list[Problem]:
+    """Unknown keys: a "did you mean" each, and the keys the table takes said once, with the first of
+    them; or, for a defaults file written for another backend, one problem saying so."""
+    explained: list[Problem] = []
+    known_at: dict[int, tuple[str, list[str]]] = {}  # index in explained -> (section, the keys it takes)
+    sections: set[str] = set()
+    foreign: dict[str, list[str]] = {}  # table -> its top-level keys (from the file) that the target does not take
+    meant: set[str] = set()  # "[run] workflowId" when an unknown key was close to it
+    for p in found:
+        place = _split(p.column) if p.rule == "unknown-field" else None
+        if place is None:
+            explained.append(p)
+            continue
+        table, path, from_set = place
+        parent, key = path[:-1], path[-1]
+        known = _known_fields(spec, table, parent)
+        message = p.message
+        if known is not None:
+            # A misspelt "submission." prefix of a --set lands in [run].
+            candidates = [*known, "submission"] if from_set and table == "run" and not parent else known
+            match = closest(key, candidates)
+            if match is not None:
+                meant.add(f"[{table}] {'.'.join((*parent, match))}")
+                if "(did you mean" not in message:  # model.check_shape offers it already
+                    message += f" (did you mean {match!r}?)"
+        section = f"[{table}]" if not parent else f"[{table}] {'.'.join(parent)}"
+        if known is not None and p.message.startswith(NOT_A_FIELD) and section not in sections:
+            # Backend checks that word their own message (Polly's) name the keys in it already.
+            sections.add(section)
+            known_at[len(explained)] = (section, known)
+        if not parent and not from_set:
+            foreign.setdefault(table, []).append(key)
+        explained.append(Problem(p.row, p.id, p.column, p.value, p.rule, message))
+    other = _other_backend(spec, [key for keys in foreign.values() for key in keys])
+    if other is not None:
+        # Key by key the file would be refused whole, and the target's required fields asked
+        # for: the one useful thing to say is whose file it looks like, and what the target takes.
+        marks = [key for keys in foreign.values() for key in keys if _marks(key) is not None]
+        strays = "; ".join(f"{', '.join(keys)} in [{table}]" for table, keys in foreign.items())
+        takes = [
+            _takes(f"[{table}]", known) for table in foreign if (known := _known_fields(spec, table, ())) is not None
+        ]
+        unsaid = {f"[{table}] {key}" for table, keys in foreign.items() for key in keys}
+        return [
+            Problem(
+                None,
+                None,
+                "",
+                None,
+                "other-backend",
+                f"this defaults file looks like one for {_backend_phrase(other)} (it has {', '.join(marks)}): "
+                f"{spec.title} (`--backend {spec.name}`) takes none of {strays}; "
+                f"plan with {_backend_phrase(other)}, or write a defaults file for {spec.name} "
+                f"({'; '.join(takes)})",
+            ),
+            *[p for p in explained if p.rule != "required" and p.column not in unsaid],
+        ]
+    told = []
+    for index, p in enumerate(explained):
+        if p.rule == "required" and p.column in meant:
+            continue  # the unknown key close to it says so
+        if index in known_at:
+            p = Problem(p.row, p.id, p.column, p.value, p.rule, f"{p.message}; {_takes(*known_at[index])}")
+        told.append(p)
+    return told
+
+
+def _takes(section: str, known: Sequence[str]) -> str:
+    return f"{section} takes {', '.join(known)}" if known else f"{section} takes nothing"
+
+
+def _marks(key: str) -> str | None:
+    for backend, keys in _BACKEND_MARKERS:
+        if key in keys:
+            return backend
+    return None
+
+
+def _other_backend(spec: BackendSpec, foreign: Sequence[str]) -> str | None:
+    """The backend whose defaults file has these keys the target does not take (None: no sign of one)."""
+    marked = [m for m in map(_marks, foreign) if m is not None]
+    if not marked:
+        return None
+    for backend in ("batch", "glue", "polly", "omics-batch"):
+        if backend in marked and backend != spec.name:
+            return backend
+    if spec.name.startswith("omics"):
+        return None  # workflowId and the like are its own fields
+    return "omics"
+
+
+def _backend_phrase(backend: str) -> str:
+    if backend == "omics":
+        return "`--backend omics-batch` or `--backend omics-run`"
+    return f"`--backend {backend}`"
 
 
 def _table_problems(spec: BackendSpec, run: Mapping[str, Any]) -> list[Problem]:

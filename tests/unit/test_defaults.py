@@ -234,7 +234,9 @@ def test_set_with_a_bad_value_is_a_validation_problem(tmp_path: Path) -> None:
     sheet = write_csv(tmp_path / "s.csv", ["sample"], [["a"]])
     with pytest.raises(planner.ValidationError) as caught:
         planner.plan(sheet, backend="omics-batch", defaults=defaults_for("omics-batch"), sets=["priority=high"])
-    assert [(p.column, p.rule) for p in caught.value.problems] == [("[run] priority", "type")]
+    # The problem names the --set that put the value there, not the defaults file.
+    assert [(p.column, p.rule) for p in caught.value.problems] == [("--set priority", "type")]
+    assert caught.value.problems[0].describe().startswith("--set 'priority' = 'high': must be an integer")
 
 
 def test_no_defaults_at_all(tmp_path: Path) -> None:

@@ -26,6 +26,9 @@ STATES = ["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "DELETED"]
         ("FAILD", STATES, "FAILED"),
         ("canceled", STATES, "CANCELLED"),
         ("tags", FIELDS, "runTags"),
+        ("rnu", ["run", "submission", "sheet", "staging"], "run"),  # two neighbours swapped
+        ("url", ["uri"], "uri"),  # one letter changed
+        ("memroy", ["cpu", "memory", "storage"], "memory"),
     ],
 )
 def test_a_close_name_is_offered(typed: str, candidates: list[str], meant: str) -> None:
@@ -37,7 +40,8 @@ def test_a_close_name_is_offered(typed: str, candidates: list[str], meant: str) 
     ("typed", "candidates"),
     [
         ("xyz", FIELDS),  # nothing alike
-        ("cpu", ["gpu", "memory"]),  # one letter of three is too far
+        ("tag", ["name", "priority"]),
+        ("ab", ["ac", "cd"]),  # one letter of two is too much to guess
         ("", FIELDS),
         ("workflowId", FIELDS),  # a valid name needs no suggestion
         ("anything", []),
