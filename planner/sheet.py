@@ -115,6 +115,8 @@ def polars_errors(path: str) -> Iterator[None]:
             raise SheetError(
                 f"{path}: {_ragged_row(path)}has more cells than the header: check quoting and the delimiter"
             ) from exc
+        if "invalid utf-8" in str(exc).lower():
+            raise SheetError(_not_utf8_in(path)) from exc
         raise SheetError(f"{path}: cannot read the sheet: {_first_line(exc)}") from exc
     except pl.exceptions.PolarsError as exc:
         raise SheetError(f"{path}: cannot read the sheet: {_first_line(exc)}") from exc
@@ -140,6 +142,85 @@ def _ragged_row(path: str, fewer: bool = False) -> str:
                     f"row {number} ({len(record)} {'cell' if len(record) == 1 else 'cells'}, the header has {width}) "
                 )
     return "a row "
+
+
+# Byte-order marks of the encodings a spreadsheet may save "Unicode text" in.
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_ESCAPED = re.compile("[\udc80-\udcff]+")  # bytes that are not UTF-8, as errors="surrogateescape" keeps them
+
+
+def _not_utf8_in(label: str) -> str:
+    """The message for a CSV/TSV sheet polars found not to be UTF-8 past its first 64 KiB (error path only)."""
+    files = [label] if os.path.isfile(label) else sorted(globlib.glob(label)) if globlib.has_magic(label) else []
+    for file in files:
+        suffix = _suffix(file)
+        if suffix not in _TEXT_FORMATS:
+            continue
+        with open(file, "rb") as handle:
+            head = handle.read(1 << 16)
+        found = _not_utf8(file, _TEXT_FORMATS[suffix], head, quiet=True)
+        if found:
+            return f"{label}: {found}" if file == label else f"{label} ({file}): {found}"
+    return f"{label}: is not UTF-8 text; save it as UTF-8"
+
+
+def _not_utf8(file: str, separator: str, head: bytes, quiet: bool = False) -> str:
+    """Where the first byte that is not UTF-8 is (row and column) and the encoding the file looks like.
+
+    Only on the error path: the csv module reads the file up to that row, with the bytes that
+    do not decode kept as lone surrogates, so a record spanning lines still counts as one row.
+    With ``quiet``, "" when every byte decodes.
+    """
+    if head.startswith(_UTF16_BOMS):
+        return "is not UTF-8 text (it begins with a UTF-16 byte-order mark); save it as UTF-8"
+    if b"\x00" in head:
+        return "is not UTF-8 text (it holds NUL bytes, as UTF-16 does); save it as UTF-8"
+    header: list[str] = []
+    try:
+        with open(file, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+            for number, record in enumerate(csv.reader(handle, delimiter=separator)):
+                if number == 0:
+                    header = record
+                for index, cell in enumerate(record):
+                    if _ESCAPED.search(cell):
+                        return _bad_cell(number, index, header, cell)
+    except (csv.Error, OSError):
+        pass
+    return "" if quiet else "is not UTF-8 text; save it as UTF-8"
+
+
+def _bad_cell(row: int, index: int, header: list[str], cell: str) -> str:
+    """``row 1, column 'sample': byte 0xE9 is not UTF-8; the file looks like Windows-1252 (é, as in 'José')...``"""
+    runs = _ESCAPED.findall(cell)
+    byte = ord(runs[0][0]) - 0xDC00
+    codec, title = "cp1252", "Windows-1252"
+    try:
+        for run in runs:
+            _decoded(run, codec)
+    except UnicodeDecodeError:  # a byte Windows-1252 leaves undefined (0x81, 0x8D, 0x8F, 0x90, 0x9D)
+        codec, title = "latin-1", "Latin-1 (ISO-8859-1)"
+
+    def readable(text: str) -> str:
+        return _ESCAPED.sub(lambda found: _decoded(found.group(), codec, "replace"), text)
+
+    if row == 0:
+        where = f"the header, column {index + 1}"
+    elif index < len(header):
+        where = f"row {row}, column {readable(header[index])!r}"
+    else:
+        where = f"row {row}, column {index + 1}"
+    letters = _decoded(runs[0], codec)
+    example = f" ({letters}, as in {_clip(readable(cell))!r})" if letters.isprintable() else ""
+    return f"{where}: byte 0x{byte:02X} is not UTF-8; the file looks like {title}{example}: save it as UTF-8"
+
+
+def _decoded(escaped: str, codec: str, errors: str = "strict") -> str:
+    """Bytes kept as lone surrogates (errors="surrogateescape"), decoded with ``codec``."""
+    return bytes(ord(ch) - 0xDC00 for ch in escaped).decode(codec, errors)
+
+
+def _clip(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 class _CellCount:
@@ -514,9 +595,7 @@ def _sniff(file: str, suffix: str, label: str) -> tuple[str, list[str]]:
         if len(head) == 1 << 16 and exc.start > len(head) - 4:
             text = head[: exc.start].decode("utf-8-sig")
         else:
-            raise SheetError(
-                f"{label}: is not UTF-8 text (byte {exc.start} of the header block); save it as UTF-8"
-            ) from exc
+            raise SheetError(f"{label}: {_not_utf8(file, expected, head)}") from exc
     if not text.strip():
         raise SheetError(f"{label}: the sheet is empty: it needs a header row and one row per sample")
     if "\x00" in text.split("\n", 1)[0]:
