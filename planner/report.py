@@ -36,6 +36,7 @@ import html
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -231,7 +232,7 @@ def render_report(
     fits = table.height * 2 * len(_SHOWN) <= inline_bytes
     samples_json = _script_json(_samples_payload(table, link)) if fits else ""
     table_csv = None
-    if not fits or len(samples_json) > inline_bytes:
+    if not fits or len(samples_json.encode()) > inline_bytes:
         table_csv = os.path.splitext(out)[0] + ".samples.csv"
         _write_csv(table, link, table_csv)
         samples_json = "null"
@@ -445,11 +446,10 @@ def _plan_section(manifest: Mapping[str, Any], region: str | None, submitted_at:
 def _shards_table(shards: Sequence[Mapping[str, Any]]) -> str:
     if not shards:
         return '<p class="note">No shards.</p>'
-    modes: dict[str, int] = {}
-    for shard in shards:  # per shard, not per sample: a plan has few
-        modes[str(shard.get("mode"))] = modes.get(str(shard.get("mode")), 0) + 1
+    modes = Counter(str(s.get("mode")) for s in shards)
     total = sum(int(s.get("bytes") or 0) for s in shards)
-    summary = f"{len(shards):,} shards ({', '.join(f'{n:,} {m}' for m, n in sorted(modes.items()))}), {total:,} bytes"
+    noun = "shard" if len(shards) == 1 else "shards"
+    summary = f"{len(shards):,} {noun} ({', '.join(f'{n:,} {m}' for m, n in sorted(modes.items()))}), {total:,} bytes"
     head = "".join(
         f'<th class="{"num" if n in ("index", "entries", "bytes") else ""}">{n}</th>'
         for n in ("index", "mode", "entries", "bytes", "sha256", "etag", "first", "last")
@@ -568,9 +568,7 @@ def _samples_payload(table: pl.DataFrame, link: ConsoleLink | None) -> dict[str,
     return {
         "rows": shown.height,
         "page_size": PAGE_SIZE,
-        "columns": [
-            {"name": column, "numeric": column in ("row", "shard", "position"), "wrap": False} for column, _ in _SHOWN
-        ],
+        "columns": [{"name": column, "numeric": column in ("row", "shard", "position")} for column, _ in _SHOWN],
         "searched": list(_SEARCHED),
         "console": {"prefix": link.prefix, "suffix": link.suffix} if link else None,
         "data": {column: _column_payload(shown.get_column(column)) for column, _ in _SHOWN},
