@@ -1,7 +1,7 @@
-"""A local AWS HealthOmics for tests and the sandbox: the run and run-batch API on loopback.
+"""A local AWS HealthOmics for tests and the sandbox: the workflow, run and run-batch API on loopback.
 
-``OmicsEmulator`` is an HTTP server (stdlib ``ThreadingHTTPServer`` in a background
-thread) that speaks the rest-json protocol of botocore's ``omics`` service model,
+``OmicsEmulator`` is an HTTP server (``LoopbackServer``: stdlib ``ThreadingHTTPServer`` in a
+background thread) that speaks the rest-json protocol of botocore's ``omics`` service model,
 so a plain ``boto3.client("omics", endpoint_url=emu.endpoint_url)`` talks to it::
 
     with OmicsEmulator(s3_endpoint_url=moto_url) as emu:
@@ -18,43 +18,145 @@ polars' regex engine through ``planner.model.to_rust_regex``, vectorised per
 pattern); responses are serialised from the output shape (ISO-8601 timestamps as
 the model asks); errors carry ``x-amzn-ErrorType`` and the status code of the
 model's error shape, so botocore raises ``client.exceptions.ValidationException``,
-``ResourceNotFoundException``, ``ConflictException`` and ``ThrottlingException``.
+``ResourceNotFoundException``, ``ConflictException``, ``ServiceQuotaExceededException``
+(HTTP 402) and ``ThrottlingException``.
 
-Implemented operations: StartRun, GetRun, ListRuns, CancelRun, StartRunBatch,
-GetBatch, ListBatch, ListRunsInBatch, CancelRunBatch, DeleteBatch, DeleteRunBatch.
-Other operations of the model are routed and answered with HTTP 501.
+Implemented operations: StartRun, GetRun, ListRuns, CancelRun, DeleteRun, StartRunBatch,
+GetBatch, ListBatch, ListRunsInBatch, CancelRunBatch, DeleteBatch, DeleteRunBatch,
+CreateWorkflow, GetWorkflow, CreateWorkflowVersion, GetWorkflowVersion.  Other operations
+of the model are routed and answered with HTTP 501.
 
-Behaviour, as the service documents it, on a timeline driven by the injected
-``clock`` in steps of ``step_seconds`` (state is advanced lazily, on each request):
+Sources, cited as: "model" (the botocore ``omics`` service model and its documentation
+strings), "seeds/000" (StartRun), "seeds/001" (StartRunBatch), "guide" (the AWS HealthOmics
+User Guide, pages named).  What none of them says is marked UNDOCUMENTED, with the reading
+chosen.
 
-* A batch is PENDING for one step, SUBMITTING for the next, then submits all its
-  runs at once (INPROGRESS) and is PROCESSED when its runs have finished.
-  ``s3UriSettings`` is read from S3 synchronously and its ETag recorded; when the
-  batch submits, the object is checked again (HeadObject) and a changed or missing
-  object makes the batch FAILED with a reason naming the ETags.  The file's
-  content (a JSON array of inlineSettings-shaped objects, at most 100,000,
-  runSettingId unique) is checked at submission too: a malformed file fails the
-  batch, an invalid entry fails that run's submission (ListRunsInBatch shows
-  ``submissionStatus`` FAILED with a reason and message).
-* Each run takes its settings from ``defaultRunSetting`` overridden by its
-  entry; ``parameters``, ``runTags`` (and ``engineSettings``) are merged per key,
-  the run's value winning.
-* A run is PENDING, STARTING, RUNNING for one step each, then COMPLETED, or
-  FAILED when it falls in the deterministic failure subset: a hash of
-  ``seed``, the batch's ``requestId`` and the ``runSettingId`` (or, for StartRun,
-  ``seed`` and the run's ``requestId``) below ``failure_rate``.
-* ``requestId`` deduplicates StartRun and StartRunBatch: a repeat returns the
-  first call's run or batch and creates nothing.
-* CancelRun cancels an unfinished run (ConflictException once it has finished);
-  CancelRunBatch cancels a batch that has not finished and its unfinished runs
-  (their submissions become CANCEL_SUCCESS).
-* With ``throttle_per_second``, a token bucket (capacity one second's worth,
-  refilled in real time, not by ``clock``) answers requests over the rate with
-  HTTP 429 ThrottlingException, which botocore's retry modes retry.
+Time.  Everything moves on the injected ``clock`` in steps of ``step_seconds``, computed
+lazily on each request (no background work).
 
-Test hooks: ``run_count()``, ``batch_count()``, ``requests()`` (every routed
-request as ``(operation, params)``, throttled ones included) and
-``recorded_etag(batch_id)``.
+* A batch is PENDING for one step, SUBMITTING for the next, then submits its runs
+  (INPROGRESS) and is PROCESSED when they have finished (seeds/001: StartRunBatch
+  "returns immediately with a batch ID and status PENDING", runs are submitted
+  asynchronously; the statuses are the model's BatchStatus).  ``s3UriSettings`` is read
+  from S3 synchronously and its ETag recorded; when the batch submits, the object is
+  checked again (HeadObject) and a changed or missing object makes the batch FAILED with a
+  reason naming the ETags (seeds/001).  The file's content (a JSON array of
+  inlineSettings-shaped objects, at most 100,000, runSettingId unique) is checked at
+  submission too: a malformed file fails the batch, an invalid entry fails that run's
+  submission (ListRunsInBatch: ``submissionStatus`` FAILED with a reason and message).
+* Each batch run takes its settings from ``defaultRunSetting`` overridden by its entry;
+  ``parameters`` and ``runTags`` (and ``engineSettings``) merge per key, the run's value
+  winning (seeds/001).  StartRun's defaults apply: PRIVATE workflow, STATIC storage of
+  1200 GiB, ``retentionMode`` RETAIN (seeds/000).
+* A run is PENDING, STARTING, RUNNING for one step each (the model's RunStatus; guide,
+  "Run lifecycle"), then COMPLETED or FAILED.
+* ``requestId`` deduplicates StartRun, StartRunBatch, CreateWorkflow and
+  CreateWorkflowVersion (model: ``idempotencyToken``; seeds/000, seeds/001): a repeat
+  answers with the first call's resource and creates nothing, even once that run or batch
+  has been deleted (UNDOCUMENTED: the token's lifetime; a repeat for a deleted run answers
+  status DELETED).
+
+Failures.  How a run ends is decided when it starts:
+
+* ``fail_when(settings)``, when given, alone decides: it is called with the run's merged
+  settings (as GetRun shows them: ``tags``, not ``runTags``; plus ``runSettingId`` for a
+  batch run) and returns ``(failureReason, statusMessage)`` to fail the run, or None to
+  let it complete.
+* Otherwise ``failure_rate`` fails a deterministic subset: a hash of ``seed``, the batch's
+  ``requestId`` and the ``runSettingId`` (for StartRun: ``seed`` and the run's
+  ``requestId``) below ``failure_rate``; its reason is picked by another hash of the same
+  key from ``FAILURE_REASONS``, values of the guide's "Run failure reasons" table.
+* A FAILED run's GetRun carries ``failureReason`` and ``statusMessage`` (model:
+  GetRunResponse); ListRuns items carry neither (model: RunListItem has no such members).
+  Every GetRun carries ``uuid`` and ``logLocation`` (``runLogStream``, ``engineLogStream``:
+  model RunLogLocation; stream names ``run/<id>`` and ``run/<id>/engine`` in the
+  ``/aws/omics/WorkflowLog`` group, guide "Monitoring HealthOmics with CloudWatch Logs");
+  StartRun answers with ``uuid`` and ListRunsInBatch items with ``runInternalUuid`` (model).
+
+Cancel.
+
+* CancelRun cancels an unfinished run; a finished one answers ConflictException (model:
+  the error for a resource "in its current state"; guide "Run operations": "cancel a run
+  that hasn't completed yet").
+* CancelRunBatch is allowed only in PENDING, SUBMITTING or INPROGRESS (model doc; otherwise
+  ConflictException).  It prevents unsubmitted runs from starting and cancels the started,
+  unfinished ones, each submission becoming CANCEL_SUCCESS or CANCEL_FAILED (model doc;
+  GetBatch ``submissionSummary`` counts them).  A run already finished is left alone, its
+  submission keeping its status (UNDOCUMENTED).  The batch is CANCELLED at once (no
+  STOPPING step).
+* ``uncancellable(settings)`` (same argument as ``fail_when``) makes cancels of the runs it
+  is true for fail: in a batch, their submission is CANCEL_FAILED and they keep running to
+  their end; CancelRun of such a run answers ConflictException (UNDOCUMENTED: which error a
+  failed cancel gives).
+
+Deletion and retention.
+
+* DeleteRun deletes a COMPLETED, FAILED or CANCELLED run (model doc; ConflictException
+  otherwise).  A deleted run answers ResourceNotFoundException to GetRun, CancelRun and
+  DeleteRun and is not listed by ListRuns (model doc of DeleteRun: "Use ListRuns to
+  confirm the workflow no longer appears in the list. Use GetRun to verify the workflow
+  cannot be found").  Its batch still counts it: ``runSummary.deletedRunCount``, and
+  ListRunsInBatch still shows what was started.
+* DeleteRunBatch is allowed on a PROCESSED or CANCELLED batch only (model doc;
+  ConflictException otherwise) and deletes its finished runs, as DeleteRun would: each
+  submission becomes DELETE_SUCCESS, or DELETE_FAILED for a run still running (after a
+  failed cancel); the batch becomes RUNS_DELETED, or RUNS_DELETE_FAILED when any delete
+  failed (UNDOCUMENTED: when the service uses RUNS_DELETE_FAILED; this is our reading).
+* DeleteBatch needs a final batch (PROCESSED, FAILED, CANCELLED, RUNS_DELETE_FAILED,
+  RUNS_DELETED: model doc); after it GetBatch, ListRunsInBatch, CancelRunBatch and
+  DeleteRunBatch answer ResourceNotFoundException, and its runs stay ("does not delete the
+  individual workflow runs": model doc).
+* ``max_retained_runs`` (default None: no limit) is the quota of runs the API keeps
+  (guide "Run retention mode": "maximum number of runs (active and inactive)").  At the
+  maximum, a new run with ``retentionMode`` REMOVE removes the oldest retained REMOVE run,
+  whatever its status (a removed run is as if deleted); a new RETAIN run, or a REMOVE run
+  when no REMOVE run is left to remove, finds no room: StartRun answers
+  ServiceQuotaExceededException, and a batch fails at that run (status FAILED, its
+  ``failureReason`` naming the quota; that run and the ones after it get FAILED
+  submissions; the runs already started go on), as the guide says "the batch fails when
+  HealthOmics tries to start the next run after the maximum" (seeds/000 describes the
+  modes).  UNDOCUMENTED: whether a new RETAIN run may remove REMOVE runs (here it may not),
+  and whether unfinished runs are removed (here they are).
+
+Listing.  ListRuns filters by ``name``, ``runGroupId``, ``status`` and ``batchId``, in any
+combination, and pages with ``maxResults`` and ``startingToken`` (model: ListRunsRequest);
+items come in creation order, the token naming the next run, so deletions between pages
+neither skip nor repeat one.  ListRunsInBatch filters by ``submissionStatus``,
+``runSettingId`` and ``runId`` and pages with ``maxItems``.  GetBatch's ``runSummary`` counts
+every run the batch started by status (cancelled, failed, deleted included) from counters the
+lifecycle keeps, not by visiting the runs.
+
+Workflows.  CreateWorkflow and CreateWorkflowVersion need a definition (``definitionZip``,
+``definitionUri`` or ``definitionRepository``: model doc of CreateWorkflow, "required
+resources"); the emulator keeps the request's ``parameterTemplate`` (name -> {description,
+optional}: model WorkflowParameter) and echoes it with GetWorkflow and GetWorkflowVersion.
+A workflow or version is CREATING for one step, then ACTIVE (model WorkflowStatus; guide
+"Verify the workflow status"); ``set_workflow_status`` pins another status (FAILED,
+INACTIVE, DELETED, ...).  Version names are unique per workflow (model doc;
+ConflictException).  Workflows here are this account's PRIVATE ones: GetWorkflow with
+``type`` READY2RUN or another ``workflowOwnerId`` answers ResourceNotFoundException.
+
+Runs of a known workflow are checked: a run starts only when the workflow (and the version
+named by ``workflowVersionName``) is ACTIVE (guide: "You can start a run using this
+workflow after the status transitions to ACTIVE"), and its merged ``parameters`` must fit
+the template of the version named, else of the workflow: a parameter the template does not
+define, or a required one (``optional`` not true) missing, refuses the run (seeds/000: "The
+run needs all required parameters ... cannot include any parameters that are not defined
+in the parameter template").  StartRun answers ValidationException naming the parameters
+(ResourceNotFoundException for an unknown version); a batch run's submission is FAILED with
+that reason and message.  UNDOCUMENTED: the error codes of these refusals, and whether the
+batch checks at submission (here) or at StartRunBatch.  Leniency: a ``workflowId`` the
+emulator does not know (never created here, a READY2RUN workflow, or another owner's) is
+accepted unchecked, so tests and the sandbox can name any workflow; a workflow created
+without a ``parameterTemplate``, and a run with ``parametersUri``, skip the parameter check.
+
+Throttling.  With ``throttle_per_second``, a token bucket (capacity one second's worth,
+refilled in real time, not by ``clock``) answers requests over the rate with HTTP 429
+ThrottlingException, which botocore's retry modes retry.
+
+Test hooks: ``run_count()`` (runs not deleted), ``batch_count()``, ``requests()`` (every
+routed request as ``(operation, params)``, throttled ones included), ``recorded_etag(batch_id)``
+and ``set_workflow_status(workflow_id, status, version_name=None, message=None)``.
 """
 
 from __future__ import annotations
@@ -67,6 +169,8 @@ import re
 import threading
 import time
 import uuid
+from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -190,8 +294,8 @@ class _Validator:
             if getattr(shape, "is_tagged_union", False) and len(present) != 1:
                 self._add(
                     group,
-                    f"Value at '{path or 'input'}' failed to satisfy constraint: Union must have exactly one member set "
-                    f"(one of {', '.join(shape.members)}; got {len(present)})",
+                    f"Value at '{path or 'input'}' failed to satisfy constraint: "
+                    f"Union must have exactly one member set (one of {', '.join(shape.members)}; got {len(present)})",
                 )
             for name in present:
                 self.check(shape.members[name], value[name], _join(path, name), group)
@@ -281,7 +385,9 @@ class _Validator:
         """Run the deferred pattern checks; all problems in the order met."""
         errors = list(self.errors)
         for pattern, checks in self._patterns.items():
-            for ok, (seq, group, value, path, java) in zip(_match_all(pattern, [c[2] for c in checks]), checks):
+            for ok, (seq, group, value, path, java) in zip(
+                _match_all(pattern, [c[2] for c in checks]), checks, strict=True
+            ):
                 if not ok:
                     errors.append(
                         (
@@ -468,9 +574,8 @@ def parse_request(
         elif payload == name:
             if document is not None:
                 params[name] = document
-        elif payload is None and isinstance(document, dict):
-            if document.get(wire) is not None:
-                params[name] = document[wire]
+        elif payload is None and isinstance(document, dict) and document.get(wire) is not None:
+            params[name] = document[wire]
     if payload is None and document is not None and not isinstance(document, dict):
         raise ServiceError("SerializationException", "Request body must be a JSON object", 400)
     return params
@@ -517,33 +622,77 @@ def serialize(shape: Any, value: Any, default_timestamp: str = "unixTimestamp") 
 # ---------------------------------------------------------------------------
 # state
 
+# The reasons the failure_rate hash gives its failed runs: values of the "Run failure reasons" table of the AWS
+# HealthOmics User Guide (workflows-run-errors.html), with our paraphrase of each description as statusMessage.
+FAILURE_REASONS: tuple[tuple[str, str], ...] = (
+    ("OUT_OF_MEMORY_ERROR", "A workflow task ran out of memory; increase its memory in the workflow definition"),
+    ("FILE_SYSTEM_OUT_OF_SPACE", "The run storage ran out of space; increase the storage capacity and run again"),
+    ("INPUT_URI_NOT_FOUND", "An input URI does not exist or the run role cannot read it"),
+    ("RUN_TASK_FAILED", "The run failed because a task failed; see the task log stream"),
+    ("INSTANCE_RESERVATION_FAILED", "Not enough instance capacity to complete the run; try the run again later"),
+    ("SERVICE_ERROR", "A transient error occurred in the service; try the run again"),
+)
+# The model's SubmissionStatus values, each counted in GetBatch's submissionSummary.
+_SUBMISSION_STATUSES = ("SUCCESS", "FAILED", "CANCEL_SUCCESS", "CANCEL_FAILED", "DELETE_SUCCESS", "DELETE_FAILED")
+# DeleteRun: "You can only delete a run that has reached a COMPLETED, FAILED, or CANCELLED stage" (model doc).
+_RUN_DELETABLE = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+# CancelRunBatch: "Cancel is only allowed on batches in PENDING, SUBMITTING, or INPROGRESS state" (model doc).
+_BATCH_CANCELLABLE = frozenset({"PENDING", "SUBMITTING", "INPROGRESS"})
+# DeleteRunBatch: "Delete is only allowed on batches in PROCESSED or CANCELLED state" (model doc).
+_BATCH_RUNS_DELETABLE = frozenset({"PROCESSED", "CANCELLED"})
+_WORKFLOW_STATUSES = ("CREATING", "ACTIVE", "UPDATING", "DELETED", "FAILED", "INACTIVE")  # the model's WorkflowStatus
+_DEFINITION_MEMBERS = ("definitionZip", "definitionUri", "definitionRepository")
+# The workflow (and version) request members GetWorkflow and GetWorkflowVersion echo back.
+_WORKFLOW_ECHOED = (
+    "name",
+    "description",
+    "engine",
+    "main",
+    "parameterTemplate",
+    "storageType",
+    "storageCapacity",
+    "accelerators",
+    "tags",
+    "readmePath",
+    "workflowBucketOwnerId",
+)
+_LOG_GROUP = "/aws/omics/WorkflowLog"  # the log group the HealthOmics User Guide names for run logs
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, eq=False)
 class _Run:
     id: str
     uuid: str
     arn: str
     settings: dict[str, Any]
     created_at: float
-    fails: bool
+    failure: tuple[str, str] | None  # (failureReason, statusMessage) when it ends FAILED
     request_id: str | None = None
-    batch_id: str | None = None
+    batch: _Batch | None = None
     run_setting_id: str | None = None
     source_run_id: str | None = None
     cancelled_at: float | None = None
-    deleted_at: float | None = None
+    deleted_at: float | None = None  # by DeleteRun, DeleteRunBatch or retention: gone from the API
+
+    @property
+    def number(self) -> int:
+        return int(self.id)
 
 
-@dataclass(slots=True)
+def _run_number(run: _Run) -> int:
+    return int(run.id)
+
+
+@dataclass(slots=True, eq=False)
 class _Submission:
     run_setting_id: str
-    status: str  # the model's submissionStatus enum
-    run_id: str | None = None
+    status: str  # the model's SubmissionStatus
+    run: _Run | None = None
     reason: str | None = None
     message: str | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class _Batch:
     id: str
     uuid: str
@@ -563,7 +712,87 @@ class _Batch:
     failed_at: float | None = None
     failure_reason: str | None = None
     submissions: list[_Submission] = field(default_factory=list)
-    run_ids: list[str] = field(default_factory=list)
+    # GetBatch answers from counters, not by visiting the runs: every run of a batch starts at submitted_at, so the
+    # runs neither cancelled nor deleted share one place on the timeline and differ only in how they end.
+    operations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_SUBMISSION_STATUSES, 0))
+    started: int = 0
+    live_completing: int = 0
+    live_failing: int = 0
+    cancelled: int = 0
+    deleted: int = 0
+
+
+@dataclass(eq=False)
+class _WorkflowVersion:
+    name: str
+    arn: str
+    uuid: str
+    request: dict[str, Any]
+    created_at: float
+    request_id: str
+    status_override: tuple[str, str | None] | None = None
+
+
+@dataclass(eq=False)
+class _Workflow:
+    id: str
+    arn: str
+    uuid: str
+    request: dict[str, Any]
+    created_at: float
+    request_id: str
+    status_override: tuple[str, str | None] | None = None
+    versions: dict[str, _WorkflowVersion] = field(default_factory=dict)
+
+
+class _RunIndex:
+    """Listed runs (none deleted) in creation order, which is id order; a page resumes from a run id.
+
+    The token is the id of the next run to list, so deletions between pages neither skip nor repeat a run.
+    """
+
+    __slots__ = ("runs",)
+
+    def __init__(self) -> None:
+        self.runs: list[_Run] = []
+
+    def append(self, run: _Run) -> None:
+        self.runs.append(run)
+
+    def discard(self, gone: list[_Run]) -> None:
+        """Drop runs already marked deleted: a few by bisection, many in one pass."""
+        if len(gone) <= 16:
+            for run in gone:
+                index = bisect_left(self.runs, run.number, key=_run_number)
+                if index < len(self.runs) and self.runs[index] is run:
+                    del self.runs[index]
+        else:
+            self.runs = [run for run in self.runs if run.deleted_at is None]
+
+    def page(
+        self, token: str | None, size: int | None, keep: Callable[[_Run], bool] | None
+    ) -> tuple[list[_Run], str | None]:
+        runs = self.runs
+        start = 0
+        if token is not None:
+            if not token.isdigit():
+                raise _validation(
+                    f"Value '{token}' at 'startingToken' failed to satisfy constraint: Invalid pagination token"
+                )
+            start = bisect_left(runs, int(token), key=_run_number)
+        size = size or DEFAULT_PAGE_SIZE
+        if keep is None:
+            end = start + size
+            return runs[start:end], (runs[end].id if end < len(runs) else None)
+        page: list[_Run] = []
+        index = start
+        while index < len(runs) and len(page) < size:
+            if keep(runs[index]):
+                page.append(runs[index])
+            index += 1
+        while index < len(runs) and not keep(runs[index]):  # no token for an empty last page
+            index += 1
+        return page, (runs[index].id if index < len(runs) else None)
 
 
 class _TokenBucket:
@@ -612,12 +841,16 @@ def _parse_s3_uri(uri: str) -> tuple[str, str]:
     return found.group(1), found.group(2)
 
 
+def _quoted(names: list[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
+
+
 # ---------------------------------------------------------------------------
 # the emulator
 
 
 class OmicsEmulator(LoopbackServer):
-    """The HealthOmics run and run-batch API on a loopback HTTP server."""
+    """The HealthOmics workflow, run and run-batch API on a loopback HTTP server."""
 
     server_version = "OmicsEmulator/1.0"
     thread_name = "omics-emulator"
@@ -630,6 +863,9 @@ class OmicsEmulator(LoopbackServer):
         port: int = 0,
         failure_rate: float = 0.0,
         seed: int = 0,
+        fail_when: Callable[[dict[str, Any]], tuple[str, str] | None] | None = None,
+        uncancellable: Callable[[dict[str, Any]], bool] | None = None,
+        max_retained_runs: int | None = None,
         throttle_per_second: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         step_seconds: float = 1.0,
@@ -640,10 +876,15 @@ class OmicsEmulator(LoopbackServer):
             raise ValueError("failure_rate must be within [0, 1]")
         if throttle_per_second is not None and throttle_per_second <= 0:
             raise ValueError("throttle_per_second must be positive")
+        if max_retained_runs is not None and max_retained_runs < 1:
+            raise ValueError("max_retained_runs must be at least 1 (None: no limit)")
         self.s3_endpoint_url = s3_endpoint_url
         self._init_server(host, port)
         self.failure_rate = failure_rate
         self.seed = seed
+        self.fail_when = fail_when
+        self.uncancellable = uncancellable
+        self.max_retained_runs = max_retained_runs
         self.clock = clock
         self.step_seconds = float(step_seconds)
         self.region = region
@@ -656,20 +897,27 @@ class OmicsEmulator(LoopbackServer):
         self._s3_client: Any = None
         self._clock0 = clock()
         self._wall0 = time.time()
-        self._runs: dict[str, _Run] = {}
-        self._run_order: list[_Run] = []
-        self._runs_by_batch: dict[str, list[_Run]] = {}
-        self._batches: dict[str, _Batch] = {}
-        self._run_requests: dict[str, str] = {}
-        self._batch_requests: dict[str, str] = {}
+        self._runs: dict[str, _Run] = {}  # the retained runs: neither deleted nor removed
+        self._listed = _RunIndex()
+        self._listed_by_batch: dict[str, _RunIndex] = {}
+        self._removable: deque[_Run] = deque()  # runs started with retentionMode REMOVE, oldest first
+        self._batches: dict[str, _Batch] = {}  # not deleted by DeleteBatch
+        self._unfinished: dict[str, _Batch] = {}  # PENDING, SUBMITTING or INPROGRESS: the clock moves them
+        self._run_requests: dict[str, _Run] = {}
+        self._batch_requests: dict[str, _Batch] = {}
+        self._workflows: dict[str, _Workflow] = {}
+        self._workflow_requests: dict[str, _Workflow] = {}
+        self._version_requests: dict[str, _WorkflowVersion] = {}
         self._requests: list[tuple[str, dict[str, Any]]] = []
         self._next_run = 1_000_000
         self._next_batch = 9_000_000
+        self._next_workflow = 5_000_000
         self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
             "StartRun": self._start_run,
             "GetRun": self._get_run,
             "ListRuns": self._list_runs,
             "CancelRun": self._cancel_run,
+            "DeleteRun": self._delete_run,
             "StartRunBatch": self._start_run_batch,
             "GetBatch": self._get_batch,
             "ListBatch": self._list_batch,
@@ -677,11 +925,16 @@ class OmicsEmulator(LoopbackServer):
             "CancelRunBatch": self._cancel_run_batch,
             "DeleteBatch": self._delete_batch,
             "DeleteRunBatch": self._delete_run_batch,
+            "CreateWorkflow": self._create_workflow,
+            "GetWorkflow": self._get_workflow,
+            "CreateWorkflowVersion": self._create_workflow_version,
+            "GetWorkflowVersion": self._get_workflow_version,
         }
 
     # -- test hooks ----------------------------------------------------------
 
     def run_count(self) -> int:
+        """The runs the API still answers for (deleted and removed ones are not counted)."""
         with self._lock:
             self._advance(self.clock())
             return len(self._runs)
@@ -700,6 +953,23 @@ class OmicsEmulator(LoopbackServer):
         with self._lock:
             batch = self._batches.get(batch_id)
             return batch.s3[2] if batch is not None and batch.s3 is not None else None
+
+    def set_workflow_status(
+        self, workflow_id: str, status: str, *, version_name: str | None = None, message: str | None = None
+    ) -> None:
+        """Pin a workflow's (or one of its versions') status, e.g. FAILED, INACTIVE or DELETED, from now on."""
+        if status not in _WORKFLOW_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(_WORKFLOW_STATUSES)}")
+        with self._lock:
+            workflow = self._workflows.get(workflow_id)
+            if workflow is None:
+                raise ValueError(f"no workflow {workflow_id}")
+            target: _Workflow | _WorkflowVersion = workflow
+            if version_name is not None:
+                if version_name not in workflow.versions:
+                    raise ValueError(f"workflow {workflow_id} has no version {version_name}")
+                target = workflow.versions[version_name]
+            target.status_override = (status, message)
 
     # -- HTTP ----------------------------------------------------------------
 
@@ -771,24 +1041,26 @@ class OmicsEmulator(LoopbackServer):
     def _wall(self, moment: float | None) -> float | None:
         return None if moment is None else self._wall0 + (moment - self._clock0)
 
-    def _steps(self, since: float, now: float) -> float:
-        if self.step_seconds <= 0:
-            return float("inf")
-        return (now - since) / self.step_seconds
-
-    def _run_status(self, run: _Run, now: float) -> str:
-        if run.deleted_at is not None:
-            return "DELETED"
-        if run.cancelled_at is not None:
-            return "CANCELLED"
-        steps = self._steps(run.created_at, now)
+    def _phase(self, since: float, now: float) -> str:
+        """Where a run started at ``since`` is: PENDING, STARTING, RUNNING one step each, then ENDED."""
+        steps = (now - since) / self.step_seconds
         if steps < 1:
             return "PENDING"
         if steps < 2:
             return "STARTING"
         if steps < 3:
             return "RUNNING"
-        return "FAILED" if run.fails else "COMPLETED"
+        return "ENDED"
+
+    def _run_status(self, run: _Run, now: float) -> str:
+        if run.deleted_at is not None:
+            return "DELETED"
+        if run.cancelled_at is not None:
+            return "CANCELLED"
+        phase = self._phase(run.created_at, now)
+        if phase != "ENDED":
+            return phase
+        return "FAILED" if run.failure is not None else "COMPLETED"
 
     def _run_times(self, run: _Run, now: float) -> tuple[float | None, float | None]:
         step = self.step_seconds
@@ -802,13 +1074,15 @@ class OmicsEmulator(LoopbackServer):
     def _advance(self, now: float) -> None:
         """Move every unfinished batch along its timeline up to ``now``."""
         step = self.step_seconds
-        for batch in self._batches.values():
+        for batch in list(self._unfinished.values()):
             if batch.status == "PENDING" and now >= batch.created_at + step:
                 batch.status = "SUBMITTING"
             if batch.status == "SUBMITTING" and now >= batch.created_at + 2 * step:
                 self._submit(batch, batch.created_at + 2 * step)
             if batch.status == "INPROGRESS" and batch.processed_at is not None and now >= batch.processed_at:
                 batch.status = "PROCESSED"
+            if batch.status not in _BATCH_CANCELLABLE:
+                del self._unfinished[batch.id]
 
     def _fail_batch(self, batch: _Batch, moment: float, reason: str) -> None:
         batch.status = "FAILED"
@@ -840,28 +1114,68 @@ class OmicsEmulator(LoopbackServer):
         if batch.content_error is not None or batch.entries is None:
             self._fail_batch(batch, moment, batch.content_error or "The run settings could not be read")
             return
+        removed: list[_Run] = []
+        quota: str | None = None  # once a run finds no room, the batch fails and starts nothing more
         for index, entry in enumerate(batch.entries):
             setting_id = entry["runSettingId"]
-            problem = batch.entry_errors.get(index)
-            merged = _merge_settings(batch.default, entry)
-            if problem is None and not merged.get("outputUri"):
-                problem = f"Value null at 'outputUri' failed to satisfy constraint: Member must not be null (runSettingId {setting_id})"
-            if problem is not None:
-                batch.submissions.append(
-                    _Submission(setting_id, "FAILED", reason="ValidationException", message=problem)
+            if quota is not None:
+                self._add_submission(
+                    batch,
+                    _Submission(
+                        setting_id,
+                        "FAILED",
+                        reason="ServiceQuotaExceededException",
+                        message=f"Not started: the batch failed at the maximum number of runs ({quota})",
+                    ),
                 )
                 continue
+            code, problem = "ValidationException", batch.entry_errors.get(index)
+            merged = _merge_settings(batch.default, entry)
+            if problem is None and not merged.get("outputUri"):
+                problem = (
+                    "Value null at 'outputUri' failed to satisfy constraint: "
+                    f"Member must not be null (runSettingId {setting_id})"
+                )
             tags = merged.pop("runTags", None)
             merged.pop("outputBucketOwnerId", None)
             if tags:
                 merged["tags"] = tags
-            fails = _fraction(f"{self.seed}\x1f{batch.request_id}\x1f{setting_id}") < self.failure_rate
-            run = self._new_run(merged, moment, fails, batch_id=batch.id, run_setting_id=setting_id)
-            batch.run_ids.append(run.id)
-            batch.submissions.append(_Submission(setting_id, "SUCCESS", run_id=run.id))
-        batch.status = "INPROGRESS"
+            _apply_run_defaults(merged)
+            if problem is None:
+                refusal = self._workflow_refusal(merged, moment)
+                if refusal is not None:
+                    code, problem = refusal
+            if problem is None:
+                quota = self._make_room(merged, moment, removed)
+                if quota is not None:
+                    code, problem = "ServiceQuotaExceededException", quota
+            if problem is not None:
+                self._add_submission(batch, _Submission(setting_id, "FAILED", reason=code, message=problem))
+                continue
+            failure = self._decide_failure(
+                merged, f"{self.seed}\x1f{batch.request_id}\x1f{setting_id}", run_setting_id=setting_id
+            )
+            run = self._new_run(merged, moment, failure, batch=batch, run_setting_id=setting_id)
+            self._add_submission(batch, _Submission(setting_id, "SUCCESS", run=run))
+        self._unlist(removed)
         batch.submitted_at = moment
-        batch.processed_at = moment + 3 * self.step_seconds if batch.run_ids else moment
+        if quota is not None:
+            # "the batch fails when HealthOmics tries to start the next run after the maximum" (run retention guide)
+            self._fail_batch(batch, moment, f"ServiceQuotaExceededException: {quota}")
+            return
+        batch.status = "INPROGRESS"
+        batch.processed_at = moment + 3 * self.step_seconds if batch.started else moment
+
+    def _add_submission(self, batch: _Batch, submission: _Submission) -> None:
+        batch.submissions.append(submission)
+        batch.operations[submission.status] += 1
+        if submission.run is not None:
+            batch.started += 1
+
+    def _set_submission(self, batch: _Batch, submission: _Submission, status: str) -> None:
+        # submissionSummary counts operations: a later delete does not undo the count of an earlier cancel.
+        submission.status = status
+        batch.operations[status] += 1
 
     # -- S3 --------------------------------------------------------------------
 
@@ -886,28 +1200,120 @@ class OmicsEmulator(LoopbackServer):
 
     # -- runs ----------------------------------------------------------------
 
-    def _new_run(self, settings: dict[str, Any], moment: float, fails: bool, **extra: Any) -> _Run:
+    def _new_run(self, settings: dict[str, Any], moment: float, failure: tuple[str, str] | None, **extra: Any) -> _Run:
         self._next_run += 1
         run_id = str(self._next_run)
-        settings.setdefault("workflowType", "PRIVATE")
-        settings.setdefault("storageType", "STATIC")
-        settings.setdefault("retentionMode", "RETAIN")
-        if settings["storageType"] == "STATIC":
-            settings.setdefault("storageCapacity", 1200)
         run = _Run(
             id=run_id,
             uuid=str(uuid.uuid5(_UUID_NAMESPACE, f"run/{run_id}")),
             arn=f"arn:aws:omics:{self.region}:{self.account}:run/{run_id}",
             settings=settings,
             created_at=moment,
-            fails=fails,
+            failure=failure,
             **extra,
         )
         self._runs[run_id] = run
-        self._run_order.append(run)
-        if run.batch_id is not None:
-            self._runs_by_batch.setdefault(run.batch_id, []).append(run)
+        self._listed.append(run)
+        if settings.get("retentionMode") == "REMOVE":
+            self._removable.append(run)
+        batch = run.batch
+        if batch is not None:
+            self._listed_by_batch.setdefault(batch.id, _RunIndex()).append(run)
+            if failure is None:
+                batch.live_completing += 1
+            else:
+                batch.live_failing += 1
         return run
+
+    def _settings_view(self, settings: dict[str, Any], run_setting_id: str | None) -> dict[str, Any]:
+        """What ``fail_when`` and ``uncancellable`` see: the merged settings, plus a batch run's runSettingId."""
+        view = dict(settings)
+        if run_setting_id is not None:
+            view["runSettingId"] = run_setting_id
+        return view
+
+    def _decide_failure(
+        self, settings: dict[str, Any], key: str, run_setting_id: str | None = None
+    ) -> tuple[str, str] | None:
+        """How the run will end: None (COMPLETED) or its (failureReason, statusMessage)."""
+        if self.fail_when is not None:  # when given, it alone decides
+            found = self.fail_when(self._settings_view(settings, run_setting_id))
+            if found is None:
+                return None
+            reason, message = str(found[0]), str(found[1])
+            if not 1 <= len(reason) <= 64 or not message:
+                raise ValueError("fail_when must return (failureReason of 1..64 characters, statusMessage) or None")
+            return reason, message
+        if _fraction(key) < self.failure_rate:
+            return FAILURE_REASONS[int(_fraction(key + "\x1freason") * len(FAILURE_REASONS))]
+        return None
+
+    def _make_room(self, settings: dict[str, Any], moment: float, removed: list[_Run]) -> str | None:
+        """Room for one more retained run, or why there is none (ServiceQuotaExceededException).
+
+        A new REMOVE run at the maximum removes the oldest retained REMOVE run (whatever its status, whichever
+        batch it belongs to); a new RETAIN run at the maximum finds no room (run retention guide).
+        """
+        limit = self.max_retained_runs
+        if limit is None or len(self._runs) < limit:
+            return None
+        if settings.get("retentionMode") != "REMOVE":
+            return (
+                f"The account holds the maximum number of runs ({limit}); a run with retentionMode RETAIN "
+                "cannot start until runs are deleted"
+            )
+        while len(self._runs) >= limit:
+            while self._removable and self._removable[0].deleted_at is not None:
+                self._removable.popleft()
+            if not self._removable:
+                return (
+                    f"The account holds the maximum number of runs ({limit}), none of them with retentionMode "
+                    "REMOVE; delete runs to start more"
+                )
+            victim = self._removable.popleft()
+            self._mark_deleted(victim, moment)
+            removed.append(victim)
+        return None
+
+    def _cancel(self, run: _Run, moment: float) -> None:
+        run.cancelled_at = moment
+        batch = run.batch
+        if batch is not None:
+            if run.failure is None:
+                batch.live_completing -= 1
+            else:
+                batch.live_failing -= 1
+            batch.cancelled += 1
+
+    def _mark_deleted(self, run: _Run, moment: float) -> None:
+        """The run leaves the API (GetRun, CancelRun, DeleteRun: not found); ``_unlist`` drops it from ListRuns."""
+        batch = run.batch
+        if batch is not None:
+            if run.cancelled_at is not None:
+                batch.cancelled -= 1
+            elif run.failure is None:
+                batch.live_completing -= 1
+            else:
+                batch.live_failing -= 1
+            batch.deleted += 1
+        run.deleted_at = moment
+        del self._runs[run.id]
+
+    def _unlist(self, gone: list[_Run]) -> None:
+        if not gone:
+            return
+        self._listed.discard(gone)
+        by_batch: dict[str, list[_Run]] = {}
+        for run in gone:
+            if run.batch is not None:
+                by_batch.setdefault(run.batch.id, []).append(run)
+        for batch_id, runs in by_batch.items():
+            self._listed_by_batch[batch_id].discard(runs)
+
+    def _cannot_cancel(self, run: _Run) -> bool:
+        return self.uncancellable is not None and bool(
+            self.uncancellable(self._settings_view(run.settings, run.run_setting_id))
+        )
 
     def _run_output_uri(self, run: _Run) -> str | None:
         base = run.settings.get("outputUri")
@@ -916,6 +1322,12 @@ class OmicsEmulator(LoopbackServer):
         if run.settings.get("outputUriPrefixMode") == "NONE_WITH_OVERWRITE":
             return base
         return f"{base.rstrip('/')}/{run.id}"
+
+    def _log_location(self, run: _Run) -> dict[str, str]:
+        # Stream names run/<id> and run/<id>/engine in /aws/omics/WorkflowLog, as the User Guide's CloudWatch
+        # Logs page describes them; the ARN form is CloudWatch's.
+        stream = f"arn:aws:logs:{self.region}:{self.account}:log-group:{_LOG_GROUP}:log-stream:run/{run.id}"
+        return {"engineLogStream": f"{stream}/engine", "runLogStream": stream}
 
     def _find_run(self, run_id: str) -> _Run:
         run = self._runs.get(run_id)
@@ -928,10 +1340,8 @@ class OmicsEmulator(LoopbackServer):
         with self._lock:
             self._advance(now)
             request_id = params["requestId"]
-            existing = self._run_requests.get(request_id)
-            if existing is not None:
-                run = self._runs[existing]
-            else:
+            run = self._run_requests.get(request_id)
+            if run is None:
                 settings = {k: v for k, v in params.items() if k not in ("requestId", "runId")}
                 source = None
                 if params.get("runId") is not None:
@@ -941,11 +1351,20 @@ class OmicsEmulator(LoopbackServer):
                     raise _validation(
                         "Value null at 'workflowId' failed to satisfy constraint: workflowId or runId must be provided"
                     )
-                fails = _fraction(f"{self.seed}\x1f{request_id}") < self.failure_rate
+                _apply_run_defaults(settings)
+                refusal = self._workflow_refusal(settings, now)
+                if refusal is not None:
+                    raise ServiceError(*refusal)
+                removed: list[_Run] = []
+                quota = self._make_room(settings, now, removed)
+                if quota is not None:
+                    raise ServiceError("ServiceQuotaExceededException", quota)
+                self._unlist(removed)
+                failure = self._decide_failure(settings, f"{self.seed}\x1f{request_id}")
                 run = self._new_run(
-                    settings, now, fails, request_id=request_id, source_run_id=source.id if source else None
+                    settings, now, failure, request_id=request_id, source_run_id=source.id if source else None
                 )
-                self._run_requests[request_id] = run.id
+                self._run_requests[request_id] = run
             return {
                 "arn": run.arn,
                 "id": run.id,
@@ -969,34 +1388,40 @@ class OmicsEmulator(LoopbackServer):
                     "id": run.id,
                     "uuid": run.uuid,
                     "status": status,
-                    "batchId": run.batch_id,
+                    "batchId": run.batch.id if run.batch is not None else None,
                     "runId": run.source_run_id,
                     "creationTime": self._wall(run.created_at),
                     "startTime": self._wall(start),
                     "stopTime": self._wall(stop),
                     "runOutputUri": self._run_output_uri(run),
                     "startedBy": f"arn:aws:iam::{self.account}:user/omics-emulator",
+                    "logLocation": self._log_location(run),
                 }
             )
-            if status == "FAILED":
-                out["failureReason"] = "WORKFLOW_RUN_FAILED"
-                out["statusMessage"] = f"Emulated failure (failure_rate={self.failure_rate}, seed={self.seed})"
+            workflow = self._workflows.get(run.settings.get("workflowId", ""))
+            if workflow is not None:
+                out["workflowUuid"] = workflow.uuid
+            if status == "FAILED" and run.failure is not None:
+                out["failureReason"], out["statusMessage"] = run.failure
             elif status == "CANCELLED":
                 out["statusMessage"] = "Run cancelled"
             return out
 
     def _run_summary(self, run: _Run, now: float) -> dict[str, Any]:
+        # The model's RunListItem: no failureReason, statusMessage or uuid.
         start, stop = self._run_times(run, now)
         out = {
             key: run.settings.get(key)
             for key in ("workflowId", "name", "priority", "storageCapacity", "storageType", "workflowVersionName")
         }
+        workflow = self._workflows.get(run.settings.get("workflowId", ""))
         out.update(
             {
                 "arn": run.arn,
                 "id": run.id,
                 "status": self._run_status(run, now),
-                "batchId": run.batch_id,
+                "batchId": run.batch.id if run.batch is not None else None,
+                "workflowName": workflow.request.get("name") if workflow is not None else None,
                 "creationTime": self._wall(run.created_at),
                 "startTime": self._wall(start),
                 "stopTime": self._wall(stop),
@@ -1009,7 +1434,7 @@ class OmicsEmulator(LoopbackServer):
         with self._lock:
             self._advance(now)
             batch_id = params.get("batchId")
-            runs = self._runs_by_batch.get(batch_id, []) if batch_id is not None else self._run_order
+            listed = self._listed if batch_id is None else self._listed_by_batch.get(batch_id, _RunIndex())
             name, group, status = params.get("name"), params.get("runGroupId"), params.get("status")
 
             def keep(run: _Run) -> bool:
@@ -1020,7 +1445,7 @@ class OmicsEmulator(LoopbackServer):
                 )
 
             plain = name is None and group is None and status is None
-            page, token = _page(runs, params.get("startingToken"), params.get("maxResults"), None if plain else keep)
+            page, token = listed.page(params.get("startingToken"), params.get("maxResults"), None if plain else keep)
             return {"items": [self._run_summary(r, now) for r in page], "nextToken": token}
 
     def _cancel_run(self, params: dict[str, Any]) -> None:
@@ -1031,7 +1456,194 @@ class OmicsEmulator(LoopbackServer):
             status = self._run_status(run, now)
             if status in RUN_TERMINAL:
                 raise _conflict(f"Run {run.id} is {status} and cannot be cancelled")
-            run.cancelled_at = now
+            if self._cannot_cancel(run):
+                raise _conflict(f"Run {run.id} could not be cancelled; it is still {status}")
+            self._cancel(run, now)
+
+    def _delete_run(self, params: dict[str, Any]) -> None:
+        now = self.clock()
+        with self._lock:
+            self._advance(now)
+            run = self._find_run(params["id"])
+            status = self._run_status(run, now)
+            if status not in _RUN_DELETABLE:
+                raise _conflict(f"Run {run.id} is {status}; only a COMPLETED, FAILED or CANCELLED run can be deleted")
+            self._mark_deleted(run, now)
+            self._unlist([run])
+
+    # -- workflows -------------------------------------------------------------
+
+    def _workflow_status(self, item: _Workflow | _WorkflowVersion, now: float) -> tuple[str, str | None]:
+        if item.status_override is not None:
+            return item.status_override
+        return ("CREATING" if now < item.created_at + self.step_seconds else "ACTIVE"), None
+
+    def _find_workflow(self, params: dict[str, Any], key: str = "id") -> _Workflow:
+        workflow_id = params[key]
+        workflow = self._workflows.get(workflow_id)
+        # Only this account's PRIVATE workflows live here: a shared or READY2RUN one is not found.
+        owner, kind = params.get("workflowOwnerId"), params.get("type")
+        if workflow is None or (owner is not None and owner != self.account) or kind not in (None, "PRIVATE"):
+            raise _not_found(f"Workflow {workflow_id} not found")
+        return workflow
+
+    def _create_workflow(self, params: dict[str, Any]) -> dict[str, Any]:
+        if all(params.get(name) is None for name in _DEFINITION_MEMBERS):
+            raise _validation(f"A workflow definition is required: one of {', '.join(_DEFINITION_MEMBERS)}")
+        now = self.clock()
+        with self._lock:
+            workflow = self._workflow_requests.get(params["requestId"])
+            if workflow is None:
+                self._next_workflow += 1
+                workflow_id = str(self._next_workflow)
+                workflow = _Workflow(
+                    id=workflow_id,
+                    arn=f"arn:aws:omics:{self.region}:{self.account}:workflow/{workflow_id}",
+                    uuid=str(uuid.uuid5(_UUID_NAMESPACE, f"workflow/{workflow_id}")),
+                    request={k: params[k] for k in _WORKFLOW_ECHOED if params.get(k) is not None},
+                    created_at=now,
+                    request_id=params["requestId"],
+                )
+                self._workflows[workflow_id] = workflow
+                self._workflow_requests[workflow.request_id] = workflow
+            status, _ = self._workflow_status(workflow, now)
+            return {
+                "arn": workflow.arn,
+                "id": workflow.id,
+                "status": status,
+                "tags": workflow.request.get("tags"),
+                "uuid": workflow.uuid,
+            }
+
+    def _get_workflow(self, params: dict[str, Any]) -> dict[str, Any]:
+        now = self.clock()
+        with self._lock:
+            workflow = self._find_workflow(params)
+            status, message = self._workflow_status(workflow, now)
+            return {
+                **workflow.request,
+                "arn": workflow.arn,
+                "id": workflow.id,
+                "uuid": workflow.uuid,
+                "type": "PRIVATE",
+                "status": status,
+                "statusMessage": message,
+                "creationTime": self._wall(workflow.created_at),
+            }
+
+    def _create_workflow_version(self, params: dict[str, Any]) -> dict[str, Any]:
+        now = self.clock()
+        with self._lock:
+            workflow = self._find_workflow(params, "workflowId")
+            version = self._version_requests.get(params["requestId"])
+            if version is None:
+                name = params["versionName"]
+                if name in workflow.versions:
+                    raise _conflict(f"Workflow {workflow.id} already has a version named {name}")
+                if all(params.get(member) is None for member in _DEFINITION_MEMBERS):
+                    raise _validation(f"A workflow definition is required: one of {', '.join(_DEFINITION_MEMBERS)}")
+                version = _WorkflowVersion(
+                    name=name,
+                    arn=f"{workflow.arn}/version/{name}",
+                    uuid=str(uuid.uuid5(_UUID_NAMESPACE, f"workflow/{workflow.id}/version/{name}")),
+                    request={k: params[k] for k in _WORKFLOW_ECHOED if params.get(k) is not None},
+                    created_at=now,
+                    request_id=params["requestId"],
+                )
+                workflow.versions[name] = version
+                self._version_requests[version.request_id] = version
+            status, _ = self._workflow_status(version, now)
+            return {
+                "arn": version.arn,
+                "workflowId": workflow.id,
+                "versionName": version.name,
+                "status": status,
+                "tags": version.request.get("tags"),
+                "uuid": version.uuid,
+            }
+
+    def _get_workflow_version(self, params: dict[str, Any]) -> dict[str, Any]:
+        now = self.clock()
+        with self._lock:
+            workflow = self._find_workflow(params, "workflowId")
+            version = workflow.versions.get(params["versionName"])
+            if version is None:
+                raise _not_found(f"Workflow {workflow.id} has no version {params['versionName']}")
+            status, message = self._workflow_status(version, now)
+            out = {k: v for k, v in version.request.items() if k != "name"}
+            out.update(
+                {
+                    "arn": version.arn,
+                    "workflowId": workflow.id,
+                    "versionName": version.name,
+                    "uuid": version.uuid,
+                    "type": "PRIVATE",
+                    "status": status,
+                    "statusMessage": message,
+                    "creationTime": self._wall(version.created_at),
+                }
+            )
+            return out
+
+    def _workflow_refusal(self, settings: dict[str, Any], now: float) -> tuple[str, str] | None:
+        """Why a run of a workflow this emulator knows cannot start: (error code, message), or None.
+
+        A workflowId the emulator does not know (and any READY2RUN or shared workflow) is accepted unchecked.
+        """
+        workflow_id = settings.get("workflowId")
+        owner = settings.get("workflowOwnerId")
+        if workflow_id is None or settings.get("workflowType", "PRIVATE") != "PRIVATE":
+            return None
+        if owner is not None and owner != self.account:
+            return None
+        workflow = self._workflows.get(workflow_id)
+        if workflow is None:
+            return None
+        status, _ = self._workflow_status(workflow, now)
+        if status != "ACTIVE":
+            return "ValidationException", f"Workflow {workflow_id} is {status}; a run can start only once it is ACTIVE"
+        template = workflow.request.get("parameterTemplate")
+        subject = f"workflow {workflow_id}"
+        version_name = settings.get("workflowVersionName")
+        if version_name is not None:
+            version = workflow.versions.get(version_name)
+            if version is None:
+                return "ResourceNotFoundException", f"Workflow {workflow_id} has no version {version_name}"
+            status, _ = self._workflow_status(version, now)
+            if status != "ACTIVE":
+                return (
+                    "ValidationException",
+                    f"Version {version_name} of workflow {workflow_id} is {status}; "
+                    "a run can start only once it is ACTIVE",
+                )
+            template = version.request.get("parameterTemplate")
+            subject = f"workflow {workflow_id} version {version_name}"
+        if template is None or settings.get("parametersUri") is not None:
+            return None  # no template to check against (the service would generate one), or parameters on S3
+        parameters = settings.get("parameters")
+        if parameters is None:
+            parameters = {}
+        if not isinstance(parameters, dict):
+            return "ValidationException", f"parameters must be a JSON object of the parameters {subject} defines"
+        unknown = [name for name in parameters if name not in template]
+        missing = [
+            name
+            for name, spec in template.items()
+            if name not in parameters and (spec or {}).get("optional") is not True
+        ]
+        problems = []
+        if unknown:
+            problems.append(
+                f"parameter{'s' if len(unknown) > 1 else ''} {_quoted(unknown)} "
+                f"not defined in the parameter template of {subject}"
+            )
+        if missing:
+            problems.append(
+                f"required parameter{'s' if len(missing) > 1 else ''} {_quoted(missing)} of {subject} missing"
+            )
+        if problems:
+            return "ValidationException", "Run refused: " + "; ".join(problems)
+        return None
 
     # -- batches ---------------------------------------------------------------
 
@@ -1057,7 +1669,7 @@ class OmicsEmulator(LoopbackServer):
         with self._lock:
             existing = self._batch_requests.get(request_id)
             if existing is not None:
-                return self._batch_created(self._batches[existing])
+                return self._batch_created(existing)
         entries: list[dict[str, Any]] | None = None
         entry_errors: dict[int, str] = {}
         content_error: str | None = None
@@ -1089,7 +1701,7 @@ class OmicsEmulator(LoopbackServer):
             self._advance(now)
             existing = self._batch_requests.get(request_id)  # a concurrent twin won the race
             if existing is not None:
-                return self._batch_created(self._batches[existing])
+                return self._batch_created(existing)
             self._next_batch += 1
             batch_id = str(self._next_batch)
             batch = _Batch(
@@ -1107,7 +1719,8 @@ class OmicsEmulator(LoopbackServer):
                 s3=s3_ref,
             )
             self._batches[batch_id] = batch
-            self._batch_requests[request_id] = batch_id
+            self._batch_requests[request_id] = batch
+            self._unfinished[batch_id] = batch
             return self._batch_created(batch)
 
     def _read_settings_file(self, data: bytes) -> tuple[list[dict[str, Any]] | None, dict[int, str], str | None]:
@@ -1156,18 +1769,17 @@ class OmicsEmulator(LoopbackServer):
         with self._lock:
             self._advance(now)
             batch = self._find_batch(params["batchId"])
-            counts = dict.fromkeys(
-                ("PENDING", "STARTING", "RUNNING", "STOPPING", "COMPLETED", "DELETED", "FAILED", "CANCELLED"), 0
-            )
-            for run_id in batch.run_ids:
-                counts[self._run_status(self._runs[run_id], now)] += 1
-            subs = dict.fromkeys(
-                ("SUCCESS", "FAILED", "CANCEL_SUCCESS", "CANCEL_FAILED", "DELETE_SUCCESS", "DELETE_FAILED"), 0
-            )
-            for sub in batch.submissions:
-                subs[sub.status] += 1
+            counts = dict.fromkeys(("PENDING", "STARTING", "RUNNING", "COMPLETED"), 0)
+            live = batch.live_completing + batch.live_failing
+            phase = self._phase(batch.submitted_at, now) if batch.submitted_at is not None else "PENDING"
+            if phase == "ENDED":
+                counts["COMPLETED"] = batch.live_completing
+                failed = batch.live_failing
+            else:
+                counts[phase] = live
+                failed = 0
+            ops = batch.operations
             total = len(batch.entries) if batch.entries is not None else 0
-            started = sum(1 for sub in batch.submissions if sub.run_id is not None)
             pending = total - len(batch.submissions) if batch.status in ("PENDING", "SUBMITTING") else 0
             return {
                 "id": batch.id,
@@ -1179,23 +1791,23 @@ class OmicsEmulator(LoopbackServer):
                 "totalRuns": total,
                 "defaultRunSetting": batch.default,
                 "submissionSummary": {
-                    "successfulStartSubmissionCount": started,
-                    "failedStartSubmissionCount": subs["FAILED"],
+                    "successfulStartSubmissionCount": batch.started,
+                    "failedStartSubmissionCount": ops["FAILED"],
                     "pendingStartSubmissionCount": pending,
-                    "successfulCancelSubmissionCount": subs["CANCEL_SUCCESS"],
-                    "failedCancelSubmissionCount": subs["CANCEL_FAILED"],
-                    "successfulDeleteSubmissionCount": subs["DELETE_SUCCESS"],
-                    "failedDeleteSubmissionCount": subs["DELETE_FAILED"],
+                    "successfulCancelSubmissionCount": ops["CANCEL_SUCCESS"],
+                    "failedCancelSubmissionCount": ops["CANCEL_FAILED"],
+                    "successfulDeleteSubmissionCount": ops["DELETE_SUCCESS"],
+                    "failedDeleteSubmissionCount": ops["DELETE_FAILED"],
                 },
                 "runSummary": {
                     "pendingRunCount": counts["PENDING"],
                     "startingRunCount": counts["STARTING"],
                     "runningRunCount": counts["RUNNING"],
-                    "stoppingRunCount": counts["STOPPING"],
+                    "stoppingRunCount": 0,  # cancels take effect at once here: no run is ever STOPPING
                     "completedRunCount": counts["COMPLETED"],
-                    "deletedRunCount": counts["DELETED"],
-                    "failedRunCount": counts["FAILED"],
-                    "cancelledRunCount": counts["CANCELLED"],
+                    "deletedRunCount": batch.deleted,
+                    "failedRunCount": failed,
+                    "cancelledRunCount": batch.cancelled,
                 },
                 "creationTime": self._wall(batch.created_at),
                 "submittedTime": self._wall(batch.submitted_at),
@@ -1242,7 +1854,7 @@ class OmicsEmulator(LoopbackServer):
                 return (
                     (status is None or sub.status == status)
                     and (setting_id is None or sub.run_setting_id == setting_id)
-                    and (run_id is None or sub.run_id == run_id)
+                    and (run_id is None or (sub.run is not None and sub.run.id == run_id))
                 )
 
             plain = status is None and setting_id is None and run_id is None
@@ -1251,11 +1863,11 @@ class OmicsEmulator(LoopbackServer):
             )
             runs = []
             for sub in page:
-                run = self._runs.get(sub.run_id) if sub.run_id else None
+                run = sub.run  # kept after the run is deleted: the batch remembers what it started
                 runs.append(
                     {
                         "runSettingId": sub.run_setting_id,
-                        "runId": sub.run_id,
+                        "runId": run.id if run else None,
                         "runInternalUuid": run.uuid if run else None,
                         "runArn": run.arn if run else None,
                         "submissionStatus": sub.status,
@@ -1270,17 +1882,20 @@ class OmicsEmulator(LoopbackServer):
         with self._lock:
             self._advance(now)
             batch = self._find_batch(params["batchId"])
-            if batch.status in BATCH_TERMINAL:
+            if batch.status not in _BATCH_CANCELLABLE:
                 raise _conflict(f"Run batch {batch.id} is {batch.status} and cannot be cancelled")
             for sub in batch.submissions:
-                if sub.run_id is None:
-                    continue
-                run = self._runs[sub.run_id]
-                if self._run_status(run, now) not in RUN_TERMINAL:
-                    run.cancelled_at = now
-                    sub.status = "CANCEL_SUCCESS"
+                run = sub.run
+                if run is None or self._run_status(run, now) in RUN_TERMINAL:
+                    continue  # nothing to cancel: its submission keeps its status
+                if self._cannot_cancel(run):
+                    self._set_submission(batch, sub, "CANCEL_FAILED")
+                else:
+                    self._cancel(run, now)
+                    self._set_submission(batch, sub, "CANCEL_SUCCESS")
             batch.status = "CANCELLED"
             batch.processed_at = None
+            self._unfinished.pop(batch.id, None)
 
     def _delete_batch(self, params: dict[str, Any]) -> None:
         with self._lock:
@@ -1288,6 +1903,8 @@ class OmicsEmulator(LoopbackServer):
             batch = self._find_batch(params["batchId"])
             if batch.status not in BATCH_TERMINAL:
                 raise _conflict(f"Run batch {batch.id} is {batch.status}; only a finished batch can be deleted")
+            # Its runs stay (DeleteBatch "does not delete the individual workflow runs"); a repeat of its
+            # StartRunBatch requestId still answers with it (_batch_requests keeps it).
             del self._batches[batch.id]
 
     def _delete_run_batch(self, params: dict[str, Any]) -> None:
@@ -1295,18 +1912,33 @@ class OmicsEmulator(LoopbackServer):
         with self._lock:
             self._advance(now)
             batch = self._find_batch(params["batchId"])
-            if batch.status not in ("PROCESSED", "CANCELLED", "FAILED"):
-                raise _conflict(f"Run batch {batch.id} is {batch.status}; its runs can be deleted once it has finished")
+            if batch.status not in _BATCH_RUNS_DELETABLE:
+                raise _conflict(
+                    f"Run batch {batch.id} is {batch.status}; its runs can be deleted when it is PROCESSED or CANCELLED"
+                )
+            gone: list[_Run] = []
             for sub in batch.submissions:
-                if sub.run_id is None:
+                run = sub.run
+                if run is None:
                     continue
-                run = self._runs[sub.run_id]
-                if self._run_status(run, now) in RUN_TERMINAL:
-                    run.deleted_at = now
-                    sub.status = "DELETE_SUCCESS"
-                else:
-                    sub.status = "DELETE_FAILED"
-            batch.status = "RUNS_DELETED"
+                if run.deleted_at is None:
+                    if self._run_status(run, now) not in _RUN_DELETABLE:
+                        self._set_submission(batch, sub, "DELETE_FAILED")  # still running (a cancel that failed)
+                        continue
+                    self._mark_deleted(run, now)
+                    gone.append(run)
+                self._set_submission(batch, sub, "DELETE_SUCCESS")
+            self._unlist(gone)
+            batch.status = "RUNS_DELETE_FAILED" if batch.operations["DELETE_FAILED"] else "RUNS_DELETED"
+
+
+def _apply_run_defaults(settings: dict[str, Any]) -> None:
+    # StartRun's defaults (seeds/000): a PRIVATE workflow, STATIC storage of 1200 GiB, retentionMode RETAIN.
+    settings.setdefault("workflowType", "PRIVATE")
+    settings.setdefault("storageType", "STATIC")
+    settings.setdefault("retentionMode", "RETAIN")
+    if settings["storageType"] == "STATIC":
+        settings.setdefault("storageCapacity", 1200)
 
 
 def _page(

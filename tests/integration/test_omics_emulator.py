@@ -6,6 +6,7 @@ S3 is moto's server; time is a fake clock the tests move by whole steps.
 from __future__ import annotations
 
 import json
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -212,7 +213,13 @@ def test_the_same_request_id_twice_creates_one_batch(omics, omics_emulator, cloc
 
 
 def test_the_same_request_id_twice_starts_one_run(omics, omics_emulator):
-    kwargs = dict(workflowId="1234567", roleArn=ROLE, outputUri="s3://results/out/", name="s1", requestId="plan-9/s1")
+    kwargs = {
+        "workflowId": "1234567",
+        "roleArn": ROLE,
+        "outputUri": "s3://results/out/",
+        "name": "s1",
+        "requestId": "plan-9/s1",
+    }
     first = omics.start_run(**kwargs)
     second = omics.start_run(**kwargs)
     assert first["id"] == second["id"] and first["uuid"] == second["uuid"]
@@ -327,8 +334,9 @@ def test_list_batch_and_delete(omics, clock):
     clock.advance(5 * STEP)
     assert [item["id"] for item in omics.list_batch(status="PROCESSED")["items"]] == [a, b]
     omics.delete_run_batch(batchId=a)
-    assert omics.get_batch(batchId=a)["status"] == "RUNS_DELETED"
-    assert set(run_states(omics, a).values()) == {"DELETED"}
+    batch = omics.get_batch(batchId=a)
+    assert batch["status"] == "RUNS_DELETED" and batch["runSummary"]["deletedRunCount"] == 2
+    assert run_states(omics, a) == {}  # deleted runs are no longer listed
     omics.delete_batch(batchId=a)
     with pytest.raises(omics.exceptions.ResourceNotFoundException):
         omics.get_batch(batchId=a)
@@ -389,7 +397,7 @@ def test_what_botocore_would_refuse_is_refused_by_the_emulator_too(omics_emulato
     raw = make_omics_client(omics_emulator, parameter_validation=False)
     setting = default_setting()
     del setting["roleArn"]
-    with pytest.raises(raw.exceptions.ValidationException, match="defaultRunSetting.roleArn"):
+    with pytest.raises(raw.exceptions.ValidationException, match=r"defaultRunSetting\.roleArn"):
         raw.start_run_batch(**_batch_kwargs(defaultRunSetting=setting))
     with pytest.raises(raw.exceptions.ValidationException, match="Union"):
         raw.start_run_batch(
@@ -472,3 +480,553 @@ def test_a_plain_client_needs_only_the_host_prefix_turned_off(omics_emulator):
     )
     assert client.list_batch()["items"] == []
     assert client.list_runs()["items"] == []
+
+
+# ---------------------------------------------------------------------------
+# the shared loopback dispatch
+
+
+def test_both_emulators_answer_through_the_shared_loopback_handler(omics_emulator, clock):
+    from planner.sandbox.loopback import LoopbackHandler
+    from planner.sandbox.polly_emulator import PollyEmulator
+
+    with urllib.request.urlopen(f"{omics_emulator.endpoint_url}/runBatch", timeout=10) as answer:
+        assert answer.headers["Server"] == "OmicsEmulator/1.0"
+        assert answer.headers["x-amzn-RequestId"]
+        assert json.loads(answer.read()) == {"items": []}
+    with PollyEmulator(clock=clock, api_key=None) as polly:
+        assert PollyEmulator.handler is LoopbackHandler and type(omics_emulator).handler is LoopbackHandler
+        request = urllib.request.Request(f"{polly.endpoint_url}/runs?page[size]=1", headers={"x-api-key": "k"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.headers["Server"] == "PollyEmulator/1.0"
+            document = json.loads(answer.read())
+        assert document["data"] == [] and document["links"]["self"].startswith(polly.endpoint_url)
+
+
+# ---------------------------------------------------------------------------
+# failure reasons, uuid and logs
+
+
+def test_fail_when_fails_runs_with_their_own_reasons(make_emulator, make_omics_client, clock):
+    reasons = {
+        "sample-00001": ("OUT_OF_MEMORY_ERROR", "task align ran out of memory"),
+        "sample-00004": ("INPUT_URI_NOT_FOUND", "s3://in/sample-00004.fq.gz does not exist"),
+    }
+    seen: list[dict[str, Any]] = []
+
+    def fail_when(settings: dict[str, Any]) -> tuple[str, str] | None:
+        seen.append(settings)
+        return reasons.get(settings.get("runSettingId") or settings["name"])
+
+    emulator = make_emulator(fail_when=fail_when, failure_rate=1.0)  # fail_when alone decides
+    omics = make_omics_client(emulator)
+    batch_id = start_inline_batch(omics, 6, requestId="reasons")
+    single = omics.start_run(
+        workflowId="1234567", roleArn=ROLE, outputUri="s3://o/", requestId="one", name="sample-00004"
+    )["id"]
+    clock.advance(5 * STEP)
+    by_setting = {m["runSettingId"]: m["runId"] for m in runs_in_batch(omics, batch_id)}
+    runs = {setting: omics.get_run(id=run_id) for setting, run_id in by_setting.items()}
+    assert {s: r["status"] for s, r in runs.items() if r["status"] == "FAILED"} == dict.fromkeys(reasons, "FAILED")
+    for setting, (reason, message) in reasons.items():
+        assert (runs[setting]["failureReason"], runs[setting]["statusMessage"]) == (reason, message)
+    assert "failureReason" not in runs["sample-00000"] and "statusMessage" not in runs["sample-00000"]
+    alone = omics.get_run(id=single)
+    assert (alone["status"], alone["failureReason"]) == ("FAILED", "INPUT_URI_NOT_FOUND")
+    # fail_when saw the merged settings, as GetRun shows them
+    first = next(s for s in seen if s.get("runSettingId") == "sample-00001")
+    assert first["parameters"]["reference"] == "s3://refs/hg38.fa" and first["tags"]["sample"] == "sample-00001"
+    # ListRuns items carry no reason (the model's RunListItem has none)
+    items = omics.list_runs(batchId=batch_id)["items"]
+    assert {i["status"] for i in items} == {"COMPLETED", "FAILED"}
+    assert not any("failureReason" in i or "statusMessage" in i for i in items)
+    assert omics.get_batch(batchId=batch_id)["runSummary"]["failedRunCount"] == 2
+
+
+def test_failure_rate_gives_each_failed_run_a_reason_from_the_guide(make_emulator, make_omics_client, clock):
+    from planner.sandbox.omics_emulator import FAILURE_REASONS
+
+    def reasons(seed: int) -> dict[str, tuple[str, str]]:
+        omics = make_omics_client(make_emulator(failure_rate=0.5, seed=seed))
+        batch_id = start_inline_batch(omics, 60, requestId="plan-r/shard-0")
+        clock.advance(5 * STEP)
+        found = {}
+        for m in runs_in_batch(omics, batch_id):
+            run = omics.get_run(id=m["runId"])
+            if run["status"] == "FAILED":
+                found[m["runSettingId"]] = (run["failureReason"], run["statusMessage"])
+        return found
+
+    first = reasons(11)
+    assert first == reasons(11)
+    assert set(first.values()) <= set(FAILURE_REASONS)
+    assert len({reason for reason, _ in first.values()}) >= 3  # different runs fail for different reasons
+
+
+def test_every_run_has_a_uuid_and_its_log_streams(omics, clock):
+    started = omics.start_run(workflowId="1234567", roleArn=ROLE, outputUri="s3://o/", requestId="u1")
+    run = omics.get_run(id=started["id"])
+    assert started["uuid"] and run["uuid"] == started["uuid"]
+    assert run["logLocation"]["runLogStream"].endswith(f":log-stream:run/{run['id']}")
+    assert run["logLocation"]["engineLogStream"].endswith(f":log-stream:run/{run['id']}/engine")
+    assert run["logLocation"]["runLogStream"].startswith("arn:aws:logs:us-east-1:123456789012:log-group:")
+    batch_id = start_inline_batch(omics, 3, requestId="u2")
+    clock.advance(2 * STEP)
+    for item in runs_in_batch(omics, batch_id):
+        batch_run = omics.get_run(id=item["runId"])
+        assert batch_run["uuid"] == item["runInternalUuid"] and batch_run["arn"] == item["runArn"]
+        assert batch_run["logLocation"]["runLogStream"].endswith(f"run/{item['runId']}")
+    assert len({r["runInternalUuid"] for r in runs_in_batch(omics, batch_id)} | {run["uuid"]}) == 4
+
+
+# ---------------------------------------------------------------------------
+# deletion and retention
+
+
+def start_run(omics: Any, request_id: str, **kwargs: Any) -> str:
+    kwargs.setdefault("workflowId", "1234567")
+    return omics.start_run(roleArn=ROLE, outputUri="s3://o/", requestId=request_id, **kwargs)["id"]
+
+
+def test_delete_run_only_once_final_then_the_run_is_gone(omics, omics_emulator, clock):
+    ids = [start_run(omics, f"d{i}", name=f"run-{i}") for i in range(5)]
+    with pytest.raises(omics.exceptions.ConflictException, match="PENDING"):
+        omics.delete_run(id=ids[0])
+    first_page = omics.list_runs(maxResults=2)
+    assert [i["id"] for i in first_page["items"]] == ids[:2]
+    clock.advance(3 * STEP)
+    omics.delete_run(id=ids[0])  # between two pages: the next page neither skips nor repeats a run
+    second_page = omics.list_runs(maxResults=2, startingToken=first_page["nextToken"])
+    assert [i["id"] for i in second_page["items"]] == [ids[2], ids[3]]
+    omics.delete_run(id=ids[4])
+    assert omics.list_runs(maxResults=2, startingToken=second_page["nextToken"])["items"] == []
+    omics.delete_run(id=ids[2])
+    for call in (omics.get_run, omics.cancel_run, omics.delete_run):
+        with pytest.raises(omics.exceptions.ResourceNotFoundException):
+            call(id=ids[2])
+    assert [i["id"] for i in omics.list_runs()["items"]] == [ids[1], ids[3]]
+    assert omics.list_runs(name="run-2")["items"] == []
+    assert omics.list_runs(status="DELETED")["items"] == []
+    assert omics_emulator.run_count() == 2
+    again = omics.start_run(workflowId="1234567", roleArn=ROLE, outputUri="s3://o/", requestId="d2", name="run-2")
+    assert (again["id"], again["status"]) == (ids[2], "DELETED")  # the token still answers; nothing is started
+    assert omics_emulator.run_count() == 2
+    cancelled = start_run(omics, "d5")
+    omics.cancel_run(id=cancelled)
+    omics.delete_run(id=cancelled)  # a CANCELLED run is final too
+    with pytest.raises(omics.exceptions.ResourceNotFoundException):
+        omics.get_run(id=cancelled)
+
+
+def test_delete_run_batch_only_when_processed_or_cancelled(omics, clock, s3, bucket):
+    batch_id = start_inline_batch(omics, 4, requestId="drb")
+    clock.advance(2 * STEP)
+    with pytest.raises(omics.exceptions.ConflictException, match="INPROGRESS"):
+        omics.delete_run_batch(batchId=batch_id)
+    clock.advance(3 * STEP)
+    run_ids = [m["runId"] for m in runs_in_batch(omics, batch_id)]
+    omics.delete_run(id=run_ids[0])  # one run deleted by itself first
+    omics.delete_run_batch(batchId=batch_id)
+    batch = omics.get_batch(batchId=batch_id)
+    assert batch["status"] == "RUNS_DELETED"
+    assert batch["runSummary"]["deletedRunCount"] == 4 and batch["runSummary"]["completedRunCount"] == 0
+    assert batch["submissionSummary"]["successfulDeleteSubmissionCount"] == 4
+    assert batch["submissionSummary"]["successfulStartSubmissionCount"] == 4
+    mapping = runs_in_batch(omics, batch_id)
+    assert {m["submissionStatus"] for m in mapping} == {"DELETE_SUCCESS"}
+    assert [m["runId"] for m in mapping] == run_ids  # the batch still says what it started
+    for run_id in run_ids:
+        with pytest.raises(omics.exceptions.ResourceNotFoundException):
+            omics.get_run(id=run_id)
+        with pytest.raises(omics.exceptions.ResourceNotFoundException):
+            omics.cancel_run(id=run_id)
+    assert omics.list_runs(batchId=batch_id)["items"] == [] and omics.list_runs()["items"] == []
+    with pytest.raises(omics.exceptions.ConflictException):
+        omics.delete_run_batch(batchId=batch_id)  # RUNS_DELETED
+    s3.put_object(Bucket=bucket, Key="bad.json", Body=b"{not json")
+    failed = omics.start_run_batch(
+        requestId="drb-failed",
+        defaultRunSetting=default_setting(),
+        batchRunSettings={"s3UriSettings": f"s3://{bucket}/bad.json"},
+    )["id"]
+    clock.advance(2 * STEP)
+    assert omics.get_batch(batchId=failed)["status"] == "FAILED"
+    with pytest.raises(omics.exceptions.ConflictException, match="FAILED"):
+        omics.delete_run_batch(batchId=failed)
+
+
+def test_delete_batch_removes_the_batch_but_not_its_runs(omics, omics_emulator, clock):
+    batch_id = start_inline_batch(omics, 3, requestId="db")
+    clock.advance(5 * STEP)
+    run_ids = [m["runId"] for m in runs_in_batch(omics, batch_id)]
+    omics.delete_batch(batchId=batch_id)
+    with pytest.raises(omics.exceptions.ResourceNotFoundException):
+        omics.get_batch(batchId=batch_id)
+    with pytest.raises(omics.exceptions.ResourceNotFoundException):
+        omics.list_runs_in_batch(batchId=batch_id)
+    with pytest.raises(omics.exceptions.ResourceNotFoundException):
+        omics.cancel_run_batch(batchId=batch_id)
+    with pytest.raises(omics.exceptions.ResourceNotFoundException):
+        omics.delete_run_batch(batchId=batch_id)
+    with pytest.raises(omics.exceptions.ResourceNotFoundException):
+        omics.delete_batch(batchId=batch_id)
+    assert omics.list_batch()["items"] == [] and omics_emulator.batch_count() == 0
+    assert {omics.get_run(id=r)["batchId"] for r in run_ids} == {batch_id}  # "does not delete the runs"
+    assert set(run_states(omics, batch_id)) == set(run_ids)
+    assert start_inline_batch(omics, 3, requestId="db") == batch_id  # the requestId still answers
+    assert omics_emulator.run_count() == 3 and omics_emulator.batch_count() == 0
+
+
+def test_remove_mode_runs_are_removed_oldest_first_at_the_limit(make_emulator, make_omics_client, clock):
+    emulator = make_emulator(max_retained_runs=3)
+    omics = make_omics_client(emulator)
+    kept = start_run(omics, "keep")  # RETAIN: never removed
+    removable = [start_run(omics, f"rm{i}", retentionMode="REMOVE") for i in range(2)]
+    newer = [start_run(omics, f"rm{i}", retentionMode="REMOVE") for i in range(2, 4)]  # each removes the oldest
+    for run_id in removable:
+        with pytest.raises(omics.exceptions.ResourceNotFoundException):
+            omics.get_run(id=run_id)
+    assert [i["id"] for i in omics.list_runs()["items"]] == [kept, *newer]
+    assert omics.get_run(id=newer[0])["status"] == "PENDING"  # removal does not wait for runs to finish
+    assert emulator.run_count() == 3
+    with pytest.raises(omics.exceptions.ServiceQuotaExceededException, match="RETAIN"):
+        start_run(omics, "retain-over")  # a RETAIN run does not remove REMOVE runs
+    assert emulator.run_count() == 3
+
+
+def test_retain_runs_over_the_limit_are_refused_until_runs_are_deleted(make_emulator, make_omics_client, clock):
+    emulator = make_emulator(max_retained_runs=2)
+    omics = make_omics_client(emulator)
+    first, _second = start_run(omics, "r1"), start_run(omics, "r2")
+    with pytest.raises(omics.exceptions.ServiceQuotaExceededException) as caught:
+        start_run(omics, "r3")
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 402
+    with pytest.raises(omics.exceptions.ServiceQuotaExceededException, match="none of them with retentionMode REMOVE"):
+        start_run(omics, "r3-remove", retentionMode="REMOVE")
+    clock.advance(3 * STEP)
+    omics.delete_run(id=first)
+    third = start_run(omics, "r3")
+    assert omics.get_run(id=third)["status"] == "PENDING" and emulator.run_count() == 2
+
+
+def test_a_batch_passing_the_limit_fails_with_retain_and_removes_its_oldest_with_remove(
+    make_emulator, make_omics_client, clock
+):
+    omics = make_omics_client(make_emulator(max_retained_runs=5))
+    batch_id = start_inline_batch(omics, 8, requestId="over")
+    clock.advance(2 * STEP)
+    batch = omics.get_batch(batchId=batch_id)
+    assert batch["status"] == "FAILED" and "ServiceQuotaExceededException" in batch["failureReason"]
+    assert "maximum number of runs (5)" in batch["failureReason"] and "failedTime" in batch
+    mapping = runs_in_batch(omics, batch_id)
+    assert [m["submissionStatus"] for m in mapping] == ["SUCCESS"] * 5 + ["FAILED"] * 3
+    assert {m["submissionFailureReason"] for m in mapping[5:]} == {"ServiceQuotaExceededException"}
+    assert batch["submissionSummary"]["successfulStartSubmissionCount"] == 5
+    assert batch["submissionSummary"]["failedStartSubmissionCount"] == 3
+    clock.advance(3 * STEP)  # the runs already started go on to their end
+    assert set(run_states(omics, batch_id).values()) == {"COMPLETED"}
+    assert omics.get_batch(batchId=batch_id)["runSummary"]["completedRunCount"] == 5
+
+    omics = make_omics_client(make_emulator(max_retained_runs=5))
+    batch_id = start_inline_batch(omics, 8, requestId="over", defaultRunSetting=default_setting(retentionMode="REMOVE"))
+    clock.advance(5 * STEP)
+    batch = omics.get_batch(batchId=batch_id)
+    assert batch["status"] == "PROCESSED" and batch["submissionSummary"]["successfulStartSubmissionCount"] == 8
+    assert batch["runSummary"]["deletedRunCount"] == 3 and batch["runSummary"]["completedRunCount"] == 5
+    mapping = runs_in_batch(omics, batch_id)
+    assert list(run_states(omics, batch_id)) == [m["runId"] for m in mapping[3:]]
+    with pytest.raises(omics.exceptions.ResourceNotFoundException):
+        omics.get_run(id=mapping[0]["runId"])
+
+
+# ---------------------------------------------------------------------------
+# cancel
+
+
+def test_cancel_of_a_finished_batch_is_a_conflict(omics, clock, s3, bucket):
+    done = start_inline_batch(omics, 2, requestId="fin")
+    clock.advance(5 * STEP)
+    assert omics.get_batch(batchId=done)["status"] == "PROCESSED"
+    with pytest.raises(omics.exceptions.ConflictException, match="PROCESSED"):
+        omics.cancel_run_batch(batchId=done)
+    for run_id in run_states(omics, done):
+        with pytest.raises(omics.exceptions.ConflictException, match="COMPLETED"):
+            omics.cancel_run(id=run_id)
+    s3.put_object(Bucket=bucket, Key="gone.json", Body=json.dumps(inline(2)).encode())
+    failed = omics.start_run_batch(
+        requestId="fin-failed",
+        defaultRunSetting=default_setting(),
+        batchRunSettings={"s3UriSettings": f"s3://{bucket}/gone.json"},
+    )["id"]
+    s3.delete_object(Bucket=bucket, Key="gone.json")
+    clock.advance(2 * STEP)
+    assert omics.get_batch(batchId=failed)["status"] == "FAILED"
+    with pytest.raises(omics.exceptions.ConflictException, match="FAILED"):
+        omics.cancel_run_batch(batchId=failed)
+
+
+def test_cancels_that_fail_leave_their_runs_running_and_are_counted(make_emulator, make_omics_client, clock):
+    stuck = {"sample-00002", "sample-00005"}
+    emulator = make_emulator(uncancellable=lambda settings: settings.get("name") in stuck)
+    omics = make_omics_client(emulator)
+    batch_id = start_inline_batch(omics, 8, requestId="stuck")
+    clock.advance(4 * STEP)  # runs RUNNING
+    omics.cancel_run_batch(batchId=batch_id)
+    batch = omics.get_batch(batchId=batch_id)
+    assert batch["status"] == "CANCELLED"
+    assert batch["submissionSummary"]["successfulCancelSubmissionCount"] == 6
+    assert batch["submissionSummary"]["failedCancelSubmissionCount"] == 2
+    assert batch["runSummary"]["cancelledRunCount"] == 6 and batch["runSummary"]["runningRunCount"] == 2
+    statuses = {m["runSettingId"]: m["submissionStatus"] for m in runs_in_batch(omics, batch_id)}
+    assert {s for s, status in statuses.items() if status == "CANCEL_FAILED"} == stuck
+    assert omics.list_runs_in_batch(batchId=batch_id, submissionStatus="CANCEL_FAILED")["runs"][0]["runId"]
+    assert sorted(run_states(omics, batch_id).values()).count("RUNNING") == 2
+    omics.delete_run_batch(batchId=batch_id)  # the two still run: their deletes fail
+    batch = omics.get_batch(batchId=batch_id)
+    assert batch["status"] == "RUNS_DELETE_FAILED"
+    assert batch["submissionSummary"]["failedDeleteSubmissionCount"] == 2
+    assert batch["submissionSummary"]["successfulDeleteSubmissionCount"] == 6
+    assert batch["submissionSummary"]["failedCancelSubmissionCount"] == 2  # counts of operations stay
+    assert batch["runSummary"]["deletedRunCount"] == 6 and batch["runSummary"]["runningRunCount"] == 2
+    clock.advance(STEP)
+    assert set(run_states(omics, batch_id).values()) == {"COMPLETED"}
+    single = start_run(omics, "stuck-single", name="sample-00002")
+    with pytest.raises(omics.exceptions.ConflictException, match="could not be cancelled"):
+        omics.cancel_run(id=single)
+    assert omics.get_run(id=single)["status"] == "PENDING"
+
+
+# ---------------------------------------------------------------------------
+# listing and counts
+
+
+def test_list_runs_filters_combine_and_page(make_emulator, make_omics_client, clock):
+    emulator = make_emulator(
+        fail_when=lambda s: ("RUN_TASK_FAILED", "task failed") if s["name"].endswith("3") else None
+    )
+    omics = make_omics_client(emulator)
+    group_a = start_inline_batch(omics, 6, requestId="la", defaultRunSetting=default_setting(runGroupId="11"))
+    group_b = start_inline_batch(omics, 4, requestId="lb")
+    singles = [start_run(omics, f"ls{i}", name=f"single-{i}", runGroupId="11") for i in range(3)]
+    clock.advance(2 * STEP)
+    assert [i["id"] for i in omics.list_runs(name="single-1")["items"]] == [singles[1]]
+    in_group = [i["id"] for i in omics.list_runs(runGroupId="11")["items"]]
+    assert in_group == singles + list(run_states(omics, group_a))
+    assert len(in_group) == 9 and not set(in_group) & set(run_states(omics, group_b))
+    clock.advance(3 * STEP)
+    omics.cancel_run(id=start_run(omics, "ls-cancel", name="sample-00003"))
+    failed_a = omics.list_runs(batchId=group_a, status="FAILED")["items"]
+    assert [i["name"] for i in failed_a] == ["sample-00003"] and failed_a[0]["batchId"] == group_a
+    assert [i["name"] for i in omics.list_runs(status="FAILED")["items"]] == ["sample-00003"] * 2  # one per batch
+    assert [i["name"] for i in omics.list_runs(status="CANCELLED")["items"]] == ["sample-00003"]
+    assert omics.list_runs(batchId=group_b, status="CANCELLED")["items"] == []
+    assert len(omics.list_runs(name="sample-00003", status="FAILED")["items"]) == 2
+    assert omics.list_runs(name="sample-00003", runGroupId="11", status="FAILED")["items"][0]["batchId"] == group_a
+    calls = lambda: [op for op, _ in emulator.requests()].count("ListRuns")  # noqa: E731
+    before = calls()
+    paged = [
+        item["id"]
+        for page in omics.get_paginator("list_runs").paginate(status="COMPLETED", PaginationConfig={"PageSize": 3})
+        for item in page["items"]
+    ]
+    assert len(paged) == len(set(paged)) == 6 + 4 + 3 - 2  # a failed run in each batch
+    assert calls() - before == 4  # every call recorded: pages of 3, 3, 3 and 2
+    with pytest.raises(omics.exceptions.ValidationException, match="startingToken"):
+        omics.list_runs(startingToken="not-a-token")
+
+
+def test_run_summary_stays_consistent_with_list_runs_through_the_lifecycle(make_emulator, make_omics_client, clock):
+    failing = {"sample-00001", "sample-00004", "sample-00007"}
+    emulator = make_emulator(
+        fail_when=lambda s: ("SERVICE_ERROR", "transient") if s["runSettingId"] in failing else None,
+        uncancellable=lambda s: s["runSettingId"] == "sample-00009",
+        max_retained_runs=40,
+    )
+    omics = make_omics_client(emulator)
+    batch_id = start_inline_batch(omics, 12, requestId="life")
+    names = {"pendingRunCount": "PENDING", "startingRunCount": "STARTING", "runningRunCount": "RUNNING"}
+    names |= {"completedRunCount": "COMPLETED", "failedRunCount": "FAILED", "cancelledRunCount": "CANCELLED"}
+
+    def check() -> dict[str, int]:
+        summary = omics.get_batch(batchId=batch_id)["runSummary"]
+        listed = list(run_states(omics, batch_id).values())
+        for key, status in names.items():
+            assert summary[key] == listed.count(status), (key, summary, listed)
+        assert summary["stoppingRunCount"] == 0
+        assert summary["deletedRunCount"] + len(listed) == 12
+        return summary
+
+    clock.advance(2 * STEP)
+    by_setting = {m["runSettingId"]: m["runId"] for m in runs_in_batch(omics, batch_id)}
+    assert check()["pendingRunCount"] == 12
+    clock.advance(STEP)
+    omics.cancel_run(id=by_setting["sample-00000"])
+    omics.cancel_run(id=by_setting["sample-00001"])  # would have failed: cancelled counts as cancelled
+    assert check()["cancelledRunCount"] == 2
+    omics.delete_run(id=by_setting["sample-00000"])
+    assert check()["deletedRunCount"] == 1
+    clock.advance(STEP)
+    assert check()["runningRunCount"] == 10
+    clock.advance(STEP)
+    summary = check()
+    assert (summary["completedRunCount"], summary["failedRunCount"]) == (8, 2)
+    omics.delete_run(id=by_setting["sample-00004"])  # a failed run
+    omics.delete_run(id=by_setting["sample-00005"])  # a completed one
+    summary = check()
+    assert (summary["completedRunCount"], summary["failedRunCount"], summary["deletedRunCount"]) == (7, 1, 3)
+    assert omics.get_batch(batchId=batch_id)["status"] == "PROCESSED"
+    omics.delete_run_batch(batchId=batch_id)
+    summary = check()
+    assert summary["deletedRunCount"] == 12 and emulator.run_count() == 0
+
+
+# ---------------------------------------------------------------------------
+# workflows and their parameter templates
+
+
+TEMPLATE = {
+    "reference": {"description": "FASTA of the reference", "optional": False},
+    "fastq": {"description": "reads"},  # optional not given: required
+    "threads": {"description": "threads", "optional": True},
+    "mode": {"optional": True},
+}
+
+
+def create_workflow(omics: Any, request_id: str = "wf-1", **kwargs: Any) -> str:
+    kwargs.setdefault("parameterTemplate", TEMPLATE)
+    kwargs.setdefault("definitionUri", "s3://workflows/align.zip")
+    return omics.create_workflow(name="align", engine="NEXTFLOW", requestId=request_id, **kwargs)["id"]
+
+
+def test_a_workflow_is_creating_for_one_step_then_active(omics, omics_emulator, clock):
+    created = omics.create_workflow(
+        name="align",
+        engine="NEXTFLOW",
+        definitionUri="s3://workflows/align.zip",
+        parameterTemplate=TEMPLATE,
+        tags={"team": "genomics"},
+        requestId="wf-1",
+    )
+    assert created["status"] == "CREATING" and created["uuid"] and created["arn"].endswith(f"workflow/{created['id']}")
+    workflow = omics.get_workflow(id=created["id"])
+    assert (workflow["status"], workflow["type"], workflow["name"]) == ("CREATING", "PRIVATE", "align")
+    assert workflow["parameterTemplate"] == TEMPLATE and workflow["tags"] == {"team": "genomics"}
+    clock.advance(STEP)
+    assert omics.get_workflow(id=created["id"])["status"] == "ACTIVE"
+    assert omics.get_workflow(id=created["id"], type="PRIVATE", workflowOwnerId="123456789012")["id"] == created["id"]
+    with pytest.raises(omics.exceptions.ResourceNotFoundException):
+        omics.get_workflow(id=created["id"], type="READY2RUN")
+    with pytest.raises(omics.exceptions.ResourceNotFoundException):
+        omics.get_workflow(id=created["id"], workflowOwnerId="210987654321")
+    with pytest.raises(omics.exceptions.ResourceNotFoundException):
+        omics.get_workflow(id="42")
+    assert create_workflow(omics, "wf-1") == created["id"]  # the requestId dedupes
+    with pytest.raises(omics.exceptions.ValidationException, match="definition"):
+        omics.create_workflow(name="nothing", requestId="wf-2")
+    omics_emulator.set_workflow_status(created["id"], "FAILED", message="main.nf does not parse")
+    failed = omics.get_workflow(id=created["id"])
+    assert (failed["status"], failed["statusMessage"]) == ("FAILED", "main.nf does not parse")
+
+
+def test_workflow_versions_have_their_own_template_and_status(omics, omics_emulator, clock):
+    workflow_id = create_workflow(omics)
+    version_template = {"reference": {"optional": True}, "bam": {"description": "aligned reads"}}
+    created = omics.create_workflow_version(
+        workflowId=workflow_id,
+        versionName="v2",
+        definitionUri="s3://workflows/align-v2.zip",
+        parameterTemplate=version_template,
+        requestId="wf-1-v2",
+    )
+    assert (created["status"], created["workflowId"], created["versionName"]) == ("CREATING", workflow_id, "v2")
+    clock.advance(STEP)
+    version = omics.get_workflow_version(workflowId=workflow_id, versionName="v2")
+    assert (version["status"], version["type"]) == ("ACTIVE", "PRIVATE")
+    assert version["parameterTemplate"] == version_template and version["arn"] == created["arn"]
+    with pytest.raises(omics.exceptions.ConflictException):
+        omics.create_workflow_version(
+            workflowId=workflow_id, versionName="v2", definitionUri="s3://w/x.zip", requestId="other"
+        )
+    with pytest.raises(omics.exceptions.ResourceNotFoundException):
+        omics.get_workflow_version(workflowId=workflow_id, versionName="v3")
+    with pytest.raises(omics.exceptions.ResourceNotFoundException):
+        omics.create_workflow_version(workflowId="42", versionName="v1", definitionUri="s3://w/x.zip", requestId="r")
+    omics_emulator.set_workflow_status(workflow_id, "INACTIVE", version_name="v2")
+    assert omics.get_workflow_version(workflowId=workflow_id, versionName="v2")["status"] == "INACTIVE"
+    assert omics.get_workflow(id=workflow_id)["status"] == "ACTIVE"
+
+
+def test_start_run_is_checked_against_the_workflow_template(omics, omics_emulator, clock):
+    workflow_id = create_workflow(omics)
+    good = {"reference": "s3://refs/hg38.fa", "fastq": "s3://in/a.fq.gz"}
+    with pytest.raises(omics.exceptions.ValidationException, match="CREATING"):
+        start_run(omics, "t0", workflowId=workflow_id, parameters=good)
+    clock.advance(STEP)
+    run_id = start_run(omics, "t1", workflowId=workflow_id, parameters={**good, "threads": 4})
+    assert omics.get_run(id=run_id)["workflowUuid"] == omics.get_workflow(id=workflow_id)["uuid"]
+    assert omics.list_runs()["items"][0]["workflowName"] == "align"
+    with pytest.raises(omics.exceptions.ValidationException, match="'colour'") as caught:
+        start_run(omics, "t2", workflowId=workflow_id, parameters={**good, "colour": "blue"})
+    assert "not defined in the parameter template" in caught.value.response["Error"]["Message"]
+    with pytest.raises(omics.exceptions.ValidationException, match="required parameter 'fastq'"):
+        start_run(omics, "t3", workflowId=workflow_id, parameters={"reference": "s3://refs/hg38.fa"})
+    with pytest.raises(omics.exceptions.ValidationException, match="'reference', 'fastq'"):
+        start_run(omics, "t4", workflowId=workflow_id)
+    duplicate = omics.start_run(runId=run_id, roleArn=ROLE, outputUri="s3://o/", requestId="t5")
+    assert omics.get_run(id=duplicate["id"])["parameters"]["threads"] == 4  # a duplicated run is checked too
+    omics.create_workflow_version(
+        workflowId=workflow_id,
+        versionName="v2",
+        definitionUri="s3://workflows/align-v2.zip",
+        parameterTemplate={"bam": {"description": "aligned reads"}},
+        requestId="v2",
+    )
+    clock.advance(STEP)
+    start_run(omics, "t6", workflowId=workflow_id, workflowVersionName="v2", parameters={"bam": "s3://in/a.bam"})
+    with pytest.raises(omics.exceptions.ValidationException, match="'reference'"):
+        start_run(omics, "t7", workflowId=workflow_id, workflowVersionName="v2", parameters={"bam": "x", **good})
+    with pytest.raises(omics.exceptions.ResourceNotFoundException, match="v9"):
+        start_run(omics, "t8", workflowId=workflow_id, workflowVersionName="v9", parameters=good)
+    for status in ("FAILED", "INACTIVE", "DELETED"):
+        omics_emulator.set_workflow_status(workflow_id, status)
+        with pytest.raises(omics.exceptions.ValidationException, match=status):
+            start_run(omics, f"t9-{status}", workflowId=workflow_id, parameters=good)
+    # a workflow the emulator does not know is accepted unchecked
+    start_run(omics, "t10", workflowId="7654321", parameters={"anything": 1})
+    assert omics_emulator.run_count() == 4
+
+
+def test_batch_runs_are_checked_against_the_workflow_template(omics, omics_emulator, clock):
+    workflow_id = create_workflow(omics)
+    clock.advance(STEP)
+    entries = inline(5)  # each sets fastq and mode; the default sets reference, threads and mode
+    entries[1]["parameters"]["colour"] = "blue"
+    entries[3]["parameters"] = {"mode": "sample"}  # no fastq
+    batch_id = start_inline_batch(
+        omics,
+        5,
+        requestId="tb",
+        defaultRunSetting=default_setting(workflowId=workflow_id),
+        batchRunSettings={"inlineSettings": entries},
+    )
+    clock.advance(2 * STEP)
+    by_setting = {m["runSettingId"]: m for m in runs_in_batch(omics, batch_id)}
+    assert [by_setting[f"sample-{i:05d}"]["submissionStatus"] for i in range(5)] == [
+        "SUCCESS",
+        "FAILED",
+        "SUCCESS",
+        "FAILED",
+        "SUCCESS",
+    ]
+    assert by_setting["sample-00001"]["submissionFailureReason"] == "ValidationException"
+    assert "'colour'" in by_setting["sample-00001"]["submissionFailureMessage"]
+    assert "required parameter 'fastq'" in by_setting["sample-00003"]["submissionFailureMessage"]
+    assert "runId" not in by_setting["sample-00003"]
+    assert omics.get_batch(batchId=batch_id)["submissionSummary"]["failedStartSubmissionCount"] == 2
+    omics_emulator.set_workflow_status(workflow_id, "INACTIVE")
+    refused = start_inline_batch(omics, 3, requestId="tb2", defaultRunSetting=default_setting(workflowId=workflow_id))
+    clock.advance(2 * STEP)
+    mapping = runs_in_batch(omics, refused)
+    assert {m["submissionStatus"] for m in mapping} == {"FAILED"}
+    assert all("INACTIVE" in m["submissionFailureMessage"] for m in mapping)
+    assert omics_emulator.run_count() == 3
