@@ -1,16 +1,27 @@
 """The sandbox: a local AWS on loopback, so the whole flow runs with no account.
 
-``Sandbox`` starts, in this process, moto's server (S3, Batch, Glue) and the
-project's HealthOmics emulator.  The CLI's ``--sandbox`` needs the same servers
-across commands (``submit`` then ``status``), so it runs them in a small daemon
+``Sandbox`` starts, in this process, moto's server (S3, Batch, Glue, IAM) and the
+project's HealthOmics and Polly emulators.  The CLI's ``--sandbox`` needs the same
+servers across commands (``submit`` then ``status``), so it runs them in a small daemon
 process (``planner sandbox start``) whose endpoints are kept in a state file;
 ``--sandbox`` starts one when none is running, and it stops by itself after
-``--lifetime`` seconds, or with ``planner sandbox stop``.
+``--lifetime`` seconds (4 hours), or with ``planner sandbox stop``.
+
+A sandbox belongs to one install: its state lives in
+``~/.cache/planner/sandbox/<key>/``, the key a hash of the directory the planner
+package is imported from, so a second clone or virtualenv gets a sandbox of its own
+(``PLANNER_SANDBOX_DIR`` names the directory instead).  The state file records the
+planner's version and a hash of its source files; a daemon running other code than
+this process (the install was edited or upgraded since it started) is stopped and a
+new one started, never reused.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import hashlib
 import json
 import os
 import signal
@@ -19,17 +30,67 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import SubmissionError
 
 DEFAULT_LIFETIME = 4 * 3600
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../planner
+
+HELP = """\
+The sandbox is a local AWS on loopback, so that plan, submit, status, retry and cancel
+run with --sandbox on a machine with no AWS account. It runs, in one background process:
+
+  moto's server           S3, AWS Batch (jobs move through their states without Docker),
+                          AWS Glue, IAM and STS
+  a HealthOmics emulator  StartRunBatch, StartRun, GetRun and the rest of what the planner
+                          calls (moto has no HealthOmics)
+  a Polly emulator        create_run, submit_job and their status
+
+Everything lives in memory: stopping the sandbox forgets every bucket, job and run.
+
+A command run with --sandbox starts one when none is running (and says so on stderr),
+else uses the running one. It stops by itself 4 hours after it started, or with
+`planner sandbox stop`. `planner sandbox status` prints its endpoints.
+
+Each install (a clone or virtualenv) has its own sandbox, kept in
+~/.cache/planner/sandbox/<key>/ (the key a hash of where the planner is installed):
+sandbox.json holds its process id, endpoints and start time, sandbox.log its output.
+A sandbox started by other planner code (this install edited or upgraded since) is
+stopped and replaced, not reused. Set PLANNER_SANDBOX_DIR to keep the state in another
+directory, e.g. one per project or per test run.
+"""
+
+
+def install_key() -> str:
+    """A short hash of where this planner is installed: one sandbox per install."""
+    return hashlib.sha256(os.path.realpath(_PACKAGE_DIR).encode()).hexdigest()[:12]
+
+
+@functools.cache
+def code_version() -> str:
+    """The planner's version and a hash of its source files: a sandbox serves only the code that started it."""
+    from .. import __version__
+
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(_PACKAGE_DIR):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith((".py", ".html", ".json")):
+                path = os.path.join(root, name)
+                digest.update(os.path.relpath(path, _PACKAGE_DIR).encode() + b"\0")
+                with open(path, "rb") as handle:
+                    digest.update(hashlib.sha256(handle.read()).digest())
+    return f"{__version__}+{digest.hexdigest()[:16]}"
 
 
 def state_dir() -> str:
-    return os.environ.get("PLANNER_SANDBOX_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "planner", "sandbox"
+    """Where this install's sandbox keeps its state: PLANNER_SANDBOX_DIR, else ~/.cache/planner/sandbox/<key>."""
+    chosen = os.environ.get("PLANNER_SANDBOX_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "planner", "sandbox", install_key()
     )
+    return os.path.abspath(chosen)  # the daemon runs in another directory
 
 
 def _state_file() -> str:
@@ -37,7 +98,7 @@ def _state_file() -> str:
 
 
 class Sandbox:
-    """moto's server and the HealthOmics emulator, on loopback, in this process."""
+    """moto's server and the HealthOmics and Polly emulators, on loopback, in this process."""
 
     def __init__(self, *, omics_options: dict[str, Any] | None = None, polly_options: dict[str, Any] | None = None):
         self.omics_options = omics_options or {}
@@ -103,58 +164,126 @@ class Sandbox:
 def _alive(state: dict[str, Any]) -> bool:
     try:
         os.kill(int(state["pid"]), 0)
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, TypeError):
         return False
     try:
         urllib.request.urlopen(state["endpoints"]["s3"] + "/moto-api/", timeout=2).read()
-    except OSError:
+    except (OSError, KeyError, TypeError):
         return False
     return True
 
 
 def read_state() -> dict[str, Any] | None:
+    """The state of this install's running sandbox (pid, endpoints, started, code), or None."""
     try:
         with open(_state_file(), encoding="utf-8") as handle:
             state = json.load(handle)
     except (OSError, ValueError):
         return None
-    return state if _alive(state) else None
+    return state if isinstance(state, dict) and _alive(state) else None
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """One process at a time starts or replaces the sandbox of a state directory."""
+    os.makedirs(state_dir(), exist_ok=True)
+    with open(os.path.join(state_dir(), "sandbox.lock"), "a+b") as handle:
+        try:
+            import fcntl
+        except ImportError:  # not on POSIX: two first commands at once may start two sandboxes
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _lifetime_text(seconds: int) -> str:
+    if seconds >= 3600 and not seconds % 3600:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 60} min" if seconds >= 60 else f"{seconds} s"
+
+
+def _clock(started: Any) -> str:
+    try:
+        return time.strftime("%H:%M", time.localtime(float(started)))
+    except (TypeError, ValueError, OverflowError):
+        return "an unknown time"
 
 
 def ensure_running(lifetime: int = DEFAULT_LIFETIME, wait: float = 60.0) -> dict[str, str]:
-    """The endpoints of a running sandbox daemon, starting one when none runs."""
-    state = read_state()
-    if state is not None:
-        return state["endpoints"]
-    os.makedirs(state_dir(), exist_ok=True)
-    log = open(os.path.join(state_dir(), "sandbox.log"), "ab")
-    subprocess.Popen(
-        [sys.executable, "-m", "planner.sandbox.local", "serve", "--lifetime", str(lifetime)],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
+    """The endpoints of this install's running sandbox daemon, starting one when none runs.
+
+    Says on stderr whether it started one or uses a running one, and where the state is.
+    A daemon that runs other code than this process is stopped and replaced.
+    """
+    with _locked():
+        state = read_state()
+        if state is not None and state.get("code") == code_version():
+            print(
+                f"planner: using the sandbox started at {_clock(state.get('started'))} (state in {state_dir()})",
+                file=sys.stderr,
+            )
+            return state["endpoints"]
+        if state is not None:
+            print(
+                f"planner: the sandbox started at {_clock(state.get('started'))} runs other planner code "
+                f"({state.get('code') or 'an older version'}, this is {code_version()}): "
+                "stopping it (what it held is forgotten) to start a new one",
+                file=sys.stderr,
+            )
+            _stop(state)
+        endpoints = _start(lifetime, wait)
+    print(
+        f"planner: started a sandbox (state in {state_dir()}; stops by itself after {_lifetime_text(lifetime)} "
+        "or with `planner sandbox stop`)",
+        file=sys.stderr,
     )
+    return endpoints
+
+
+def _start(lifetime: int, wait: float) -> dict[str, str]:
+    log_path = os.path.join(state_dir(), "sandbox.log")
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "planner.sandbox.local", "serve", "--lifetime", str(lifetime)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            # Run this install's planner, not one the working directory happens to hold.
+            cwd=os.path.dirname(_PACKAGE_DIR),
+            env={**os.environ, "PLANNER_SANDBOX_DIR": state_dir()},
+        )
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         state = read_state()
-        if state is not None:
+        if state is not None and state.get("pid") == process.pid:
             return state["endpoints"]
+        if process.poll() is not None:
+            break
         time.sleep(0.2)
-    raise SubmissionError(
-        f"the sandbox did not start within {wait:.0f} s; see {os.path.join(state_dir(), 'sandbox.log')}"
-    )
+    if process.poll() is None:
+        process.terminate()
+    raise SubmissionError(f"the sandbox did not start within {wait:.0f} s; see {log_path}")
+
+
+def _stop(state: dict[str, Any]) -> None:
+    os.kill(int(state["pid"]), signal.SIGTERM)
+    for _ in range(50):
+        if not _alive(state):
+            return
+        time.sleep(0.1)
 
 
 def stop_running() -> bool:
+    """Stop this install's sandbox (or PLANNER_SANDBOX_DIR's); False when none was running."""
     state = read_state()
     if state is None:
         return False
-    os.kill(int(state["pid"]), signal.SIGTERM)
-    for _ in range(50):
-        if read_state() is None:
-            return True
-        time.sleep(0.1)
+    _stop(state)
     return True
 
 
@@ -165,11 +294,24 @@ def serve(lifetime: int) -> None:
     sandbox = Sandbox().start()
     os.makedirs(state_dir(), exist_ok=True)
     temporary = _state_file() + f".{os.getpid()}"
+    state = {
+        "pid": os.getpid(),
+        "endpoints": sandbox.endpoints,
+        "started": time.time(),
+        "lifetime": lifetime,
+        "code": code_version(),  # of the code this process runs, which is what it serves
+        "package": _PACKAGE_DIR,
+    }
     with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump({"pid": os.getpid(), "endpoints": sandbox.endpoints, "started": time.time()}, handle)
+        json.dump(state, handle)
     os.replace(temporary, _state_file())
+    deadline = time.monotonic() + lifetime
     try:
-        stop.wait(lifetime)
+        # Waited in short steps: a signal that lands on one of the servers' threads sets only a
+        # flag, and the handler runs when the main thread next runs Python code.  One long wait
+        # would sleep through `planner sandbox stop` for the whole lifetime.
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            stop.wait(min(left, 0.5))
     finally:
         try:
             with open(_state_file(), encoding="utf-8") as handle:
