@@ -674,10 +674,6 @@ class _Run:
     cancelled_at: float | None = None
     deleted_at: float | None = None  # by DeleteRun, DeleteRunBatch or retention: gone from the API
 
-    @property
-    def number(self) -> int:
-        return int(self.id)
-
 
 def _run_number(run: _Run) -> int:
     return int(run.id)
@@ -763,7 +759,7 @@ class _RunIndex:
         """Drop runs already marked deleted: a few by bisection, many in one pass."""
         if len(gone) <= 16:
             for run in gone:
-                index = bisect_left(self.runs, run.number, key=_run_number)
+                index = bisect_left(self.runs, _run_number(run), key=_run_number)
                 if index < len(self.runs) and self.runs[index] is run:
                     del self.runs[index]
         else:
@@ -907,7 +903,7 @@ class OmicsEmulator(LoopbackServer):
         self._batch_requests: dict[str, _Batch] = {}
         self._workflows: dict[str, _Workflow] = {}
         self._workflow_requests: dict[str, _Workflow] = {}
-        self._version_requests: dict[str, _WorkflowVersion] = {}
+        self._version_requests: dict[tuple[str, str], _WorkflowVersion] = {}
         self._requests: list[tuple[str, dict[str, Any]]] = []
         self._next_run = 1_000_000
         self._next_batch = 9_000_000
@@ -1535,7 +1531,7 @@ class OmicsEmulator(LoopbackServer):
         now = self.clock()
         with self._lock:
             workflow = self._find_workflow(params, "workflowId")
-            version = self._version_requests.get(params["requestId"])
+            version = self._version_requests.get((workflow.id, params["requestId"]))
             if version is None:
                 name = params["versionName"]
                 if name in workflow.versions:
@@ -1551,7 +1547,7 @@ class OmicsEmulator(LoopbackServer):
                     request_id=params["requestId"],
                 )
                 workflow.versions[name] = version
-                self._version_requests[version.request_id] = version
+                self._version_requests[(workflow.id, version.request_id)] = version
             status, _ = self._workflow_status(version, now)
             return {
                 "arn": version.arn,
@@ -1570,20 +1566,17 @@ class OmicsEmulator(LoopbackServer):
             if version is None:
                 raise _not_found(f"Workflow {workflow.id} has no version {params['versionName']}")
             status, message = self._workflow_status(version, now)
-            out = {k: v for k, v in version.request.items() if k != "name"}
-            out.update(
-                {
-                    "arn": version.arn,
-                    "workflowId": workflow.id,
-                    "versionName": version.name,
-                    "uuid": version.uuid,
-                    "type": "PRIVATE",
-                    "status": status,
-                    "statusMessage": message,
-                    "creationTime": self._wall(version.created_at),
-                }
-            )
-            return out
+            return {
+                **version.request,
+                "arn": version.arn,
+                "workflowId": workflow.id,
+                "versionName": version.name,
+                "uuid": version.uuid,
+                "type": "PRIVATE",
+                "status": status,
+                "statusMessage": message,
+                "creationTime": self._wall(version.created_at),
+            }
 
     def _workflow_refusal(self, settings: dict[str, Any], now: float) -> tuple[str, str] | None:
         """Why a run of a workflow this emulator knows cannot start: (error code, message), or None.

@@ -951,6 +951,11 @@ def test_workflow_versions_have_their_own_template_and_status(omics, omics_emula
         omics.get_workflow_version(workflowId=workflow_id, versionName="v3")
     with pytest.raises(omics.exceptions.ResourceNotFoundException):
         omics.create_workflow_version(workflowId="42", versionName="v1", definitionUri="s3://w/x.zip", requestId="r")
+    other = create_workflow(omics, "wf-2")  # a requestId dedupes versions of one workflow only
+    twin = omics.create_workflow_version(
+        workflowId=other, versionName="v2", definitionUri="s3://w/x.zip", requestId="wf-1-v2"
+    )
+    assert (twin["workflowId"], twin["uuid"] != created["uuid"]) == (other, True)
     omics_emulator.set_workflow_status(workflow_id, "INACTIVE", version_name="v2")
     assert omics.get_workflow_version(workflowId=workflow_id, versionName="v2")["status"] == "INACTIVE"
     assert omics.get_workflow(id=workflow_id)["status"] == "ACTIVE"
