@@ -1,16 +1,29 @@
 """planner: plan, stage, submit and track per-sample workflow runs.
 
-The Python API::
+The Python API is the CLI's, function for function, with the same checks::
 
     import planner
     p = planner.plan("samples.csv", backend="omics-batch", defaults="defaults.toml")
-    p.runs()              # every run as a polars DataFrame: row, id, run (JSON)
-    p.write("PLAN")       # the plan directory; returns what plan.json holds
+    p.runs()                                  # every run as a polars DataFrame: row, id, run (JSON)
+    manifest = p.write("PLAN")                # the plan directory; its typed manifest
+    report = planner.submit("PLAN", sandbox=True)
+    table = planner.status("PLAN", sandbox=True)            # the per-sample table
+    last = planner.watch("PLAN", sandbox=True, interval=5)  # until nothing can change
+    planner.retry("PLAN", "RETRY", sandbox=True)            # the failed samples, as a new plan
+    planner.cancel("PLAN", sandbox=True)
+
+Long work reports progress to a callback (``progress=``, taking ``ProgressEvent``s);
+messages worth a person's attention go to the ``planner`` logger.  Errors are one
+family, ``PlannerError``: ``InputError`` (exit status 2 in the CLI) and
+``SubmissionError`` (1) below it.
 """
 
 from __future__ import annotations
 
+from .backends.base import CancelOutcome, CancelReport
+from .engine import Incomplete, SubmitReport, Tally
 from .errors import (
+    AccessError,
     DefaultsError,
     InputError,
     PlanDirError,
@@ -20,7 +33,12 @@ from .errors import (
     SubmissionError,
     ValidationError,
 )
-from .plan import Plan, plan, read_plan
+from .plan import Plan, plan
+from .plandir import Manifest, read_plan
+from .progress import ProgressEvent
+from .retry import retry
+from .shard import ShardInfo
+from .submit import Snapshot, cancel, status, submit, watch
 
 
 def read_child_settings(**options: object) -> dict[str, object]:
@@ -31,17 +49,32 @@ def read_child_settings(**options: object) -> dict[str, object]:
 
 
 __all__ = [
+    "AccessError",
+    "CancelOutcome",
+    "CancelReport",
     "DefaultsError",
+    "Incomplete",
     "InputError",
+    "Manifest",
     "Plan",
     "PlanDirError",
     "PlannerError",
     "Problem",
+    "ProgressEvent",
+    "ShardInfo",
     "SheetError",
+    "Snapshot",
     "SubmissionError",
+    "SubmitReport",
+    "Tally",
     "ValidationError",
+    "cancel",
     "plan",
     "read_child_settings",
     "read_plan",
+    "retry",
+    "status",
+    "submit",
+    "watch",
 ]
 __version__ = "0.1.0"

@@ -2,118 +2,92 @@
 
 Exit status: 0 success; 2 invalid input (nothing written, nothing submitted);
 1 any other failure.  stdout carries only results (``--json`` for scripts); errors,
-one clear line each, and progress bars go to stderr.
+one clear line each, what is being waited for, and progress bars go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import logging
 import math
 import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
 from . import __version__
 from .backends import MODULES
 from .errors import InputError, PlannerError, Problem, ValidationError
-from .plan import MAX_SHOWN_PROBLEMS, plan, safe_csv, write_problems
+from .plan import MAX_SHOWN_PROBLEMS, plan
+from .plandir import REJECTED_FILE, write_problems
+from .progress import Bars
 
-_EPILOG = """\
-Column routing: a column named like a per-run API field sets that field
-(omics-batch: name, outputUri, priority, outputBucketOwnerId); tag.KEY sets a run tag;
-param.KEY sets a workflow parameter; any other column is a parameter under its own name.
-Precedence, lowest first: the defaults file, then --set, then the sheet row; an empty
-cell never overrides.  Row numbers in messages count data rows from 1 (the header is
-not counted).
+_ROUTING = """\
+Column routing, field names spelled as the API spells them:
+  a column named like a per-run field sets that field:
+    omics-batch  name, outputUri, priority, outputBucketOwnerId (runSettingId is the sample id)
+    omics-run    any scalar StartRun field (workflowVersionName, storageCapacity, ...)
+    batch        none: every column is a parameter of the array child
+    glue         any scalar StartJobRun field (NumberOfWorkers, WorkerType, ...), not in manifest mode
+    polly        cpu, memory, storage (into config.infra)
+  tag.KEY sets a run tag; param.KEY sets a workflow parameter; any other column is a parameter
+  under its own name (glue: the argument --KEY, always a string).
+Precedence, lowest first: the defaults file, then --set, then the sheet row; an empty cell never
+overrides.  Row numbers count data rows from 1 (the header is not counted).
+
+Example:
+  planner plan samples.csv --backend omics-batch --defaults defaults.toml --out PLAN
 """
+
+_PLAN_HELP = "a plan directory written by `planner plan` (or `planner retry`)"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="planner",
-        description="Plan, stage, submit and track per-sample workflow runs on AWS HealthOmics, AWS Batch, AWS Glue and Polly.",
+        description="Plan, stage, submit and track per-sample workflow runs on AWS HealthOmics, "
+        "AWS Batch, AWS Glue and Polly.",
+        epilog="Run `planner COMMAND --help` for a command's options and an example.",
     )
     parser.add_argument("--version", action="version", version=f"planner {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    raw = argparse.RawDescriptionHelpFormatter
 
     p = commands.add_parser(
         "plan",
         help="validate, merge and shard a sample sheet into a plan directory (no AWS needed)",
-        description="Turn a sample sheet and a defaults file into a plan directory: every run validated "
-        "against the target API, merged with the defaults, packed into shards within the API's limits, "
-        "and hashed (sha256, md5, predicted S3 ETag). Nothing is written unless every row is valid "
-        "(or --skip-invalid is given).",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Turn a sample sheet and a defaults file into a plan directory: every run validated\n"
+        "against the target API, merged with the defaults, packed into shards within the API's limits,\n"
+        "and hashed (sha256, md5, predicted S3 ETag).  Reads SHEET and --defaults; writes PLAN/.\n"
+        "Nothing is written unless every row is valid (or --skip-invalid is given).",
+        epilog=_ROUTING,
+        formatter_class=raw,
     )
-    p.add_argument(
-        "sheet",
-        metavar="SHEET",
-        help="the sample sheet: .csv, .tsv/.tab, .parquet or .ndjson/.jsonl; a path, a glob or an s3:// URI",
-    )
-    p.add_argument("--backend", "-b", required=True, choices=sorted(MODULES), help="the target service")
-    p.add_argument(
-        "--defaults", "-d", metavar="FILE", help="the default per-run request, TOML or JSON, in the API's own shape"
-    )
-    p.add_argument(
-        "--out",
-        "-o",
-        required=True,
-        metavar="PLAN",
-        help="the plan directory to write (must not exist, unless --force)",
-    )
+    p.add_argument("sheet", metavar="SHEET", help=".csv, .tsv/.tab, .parquet or .ndjson/.jsonl; a path, a glob or s3://")
+    p.add_argument("--backend", "-b", required=True, metavar="B", help=f"the target: {', '.join(MODULES)}")
+    p.add_argument("--defaults", "-d", metavar="FILE", help="the default per-run request, TOML or JSON, in the API's shape")
+    p.add_argument("--out", "-o", required=True, metavar="PLAN", help="the plan directory to write (must not exist)")
     p.add_argument(
         "--set",
         dest="sets",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="change a default for every run, e.g. --set outputUri=s3://b/out/ --set parameters.threads=8 (repeatable)",
+        help="change a default for every run, e.g. --set outputUri=s3://b/out/ --set parameters.threads=8",
     )
-    p.add_argument(
-        "--id-column",
-        metavar="COLUMN",
-        help="the sample id column (default: [sheet] id_column, else the first of sample_id, sample, id)",
-    )
-    p.add_argument(
-        "--group",
-        action="store_true",
-        help="allow several rows per sample (e.g. one per lane): --list-columns become lists, other columns must agree",
-    )
-    p.add_argument(
-        "--list-columns",
-        metavar="A,B",
-        default="",
-        help="with --group: columns gathered into lists in sheet order, e.g. fastq_1,fastq_2",
-    )
-    p.add_argument(
-        "--skip-invalid",
-        action="store_true",
-        help="plan the valid rows and list the others in PLAN/rejected.csv instead of failing",
-    )
-    p.add_argument(
-        "--inline",
-        action="store_true",
-        help="omics-batch: send every shard inline (at most 100 runs per batch), so nothing is staged on S3",
-    )
-    p.add_argument(
-        "--max-entries", type=int, metavar="N", help="at most N runs per shard (never more than the service allows)"
-    )
-    p.add_argument(
-        "--max-bytes", type=int, metavar="N", help="at most N bytes per shard file (never more than the service allows)"
-    )
-    p.add_argument(
-        "--part-size",
-        type=int,
-        metavar="BYTES",
-        help="multipart part size the ETag is predicted for (default: 64 MiB, or more to stay within 10,000 parts; S3 allows 5 MiB to 5 GiB)",
-    )
-    p.add_argument(
-        "--force", action="store_true", help="replace an existing plan directory that has not been submitted"
-    )
+    p.add_argument("--id-column", metavar="COLUMN", help="the sample id column (default: sample_id, sample or id)")
+    p.add_argument("--group", action="store_true", help="allow several rows per sample (one per lane)")
+    p.add_argument("--list-columns", metavar="A,B", default="", help="with --group: columns gathered into lists")
+    p.add_argument("--skip-invalid", action="store_true", help="plan the valid rows; list the rest in PLAN/rejected.csv")
+    p.add_argument("--inline", action="store_true", help="omics-batch: every shard inline (≤ 100 runs), nothing staged")
+    p.add_argument("--max-entries", type=int, metavar="N", help="at most N runs per shard (within the service's limit)")
+    p.add_argument("--max-bytes", type=int, metavar="N", help="at most N bytes per shard file")
+    p.add_argument("--part-size", type=int, metavar="BYTES", help="multipart part size the ETag is predicted for")
+    p.add_argument("--force", action="store_true", help="replace an existing plan directory never submitted")
     p.add_argument("--json", action="store_true", help="print plan.json on stdout instead of a summary")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(handler=_plan)
@@ -121,87 +95,104 @@ def _parser() -> argparse.ArgumentParser:
     s = commands.add_parser(
         "submit",
         help="stage a plan's shards on S3 and submit its runs (safe to run again after a crash)",
-        description="Stage the shards that need S3 (content-addressed, never overwritten, ETag checked) and submit "
-        "every run. Every creating call is journaled in PLAN/ledger.sqlite before and after it is made, and "
-        "idempotency tokens are derived from the plan, so running submit again resumes without duplicates.",
+        description="Stage the shards the service reads from S3 (content-addressed, never overwritten, ETag\n"
+        "checked) and submit every run.  Every creating call is journaled in PLAN/ledger.sqlite before\n"
+        "and after it is made, and idempotency tokens and names derive from the plan, so running submit\n"
+        "again resumes without duplicates.  Reads PLAN/; writes PLAN/ledger.sqlite.",
+        epilog="Examples:\n  planner submit PLAN --sandbox\n  planner submit PLAN --dry-run | head\n"
+        "  planner submit PLAN --profile lab --region eu-west-1 --rate 5",
+        formatter_class=raw,
     )
-    s.add_argument("plan_dir", metavar="PLAN", help="a plan directory written by `planner plan`")
-    s.add_argument(
-        "--staging", metavar="S3_URI", help="where to stage shards (default: [staging] uri of the defaults file)"
-    )
-    s.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="build and validate every request and print it as JSON lines; send nothing",
-    )
+    s.add_argument("plan_dir", metavar="PLAN", help=_PLAN_HELP)
+    s.add_argument("--staging", metavar="S3_URI", help="where to stage shards (default: [staging] uri of the defaults)")
+    s.add_argument("--dry-run", action="store_true", help="build and check every request, print it as JSON; send nothing")
     s.add_argument("--concurrency", type=int, default=8, metavar="N", help="requests in flight at once (default 8)")
     s.add_argument("--rate", type=float, metavar="PER_SECOND", help="at most this many creating requests per second")
+    s.add_argument("--json", action="store_true", help="print what was done as one JSON object")
     _aws_options(s)
     s.set_defaults(handler=_submit)
 
     t = commands.add_parser(
         "status",
-        help="ask the service and show where every sample is",
-        description="Refresh the per-sample state from the service, print a summary, and optionally write the per-sample table.",
+        help="ask the service where every sample is",
+        description="Refresh the per-sample state from the service (only what can still change), print a\n"
+        "summary with failures grouped by reason, and optionally write the per-sample table: sample id,\n"
+        "sheet row, shard, submission id, run id, submission status, run state, reason, log location.\n"
+        "Reads PLAN/; updates PLAN/ledger.sqlite.",
+        epilog="Examples:\n  planner status PLAN --sandbox\n  planner status PLAN --watch --interval 60 --out status.csv",
+        formatter_class=raw,
     )
-    t.add_argument("plan_dir", metavar="PLAN")
+    t.add_argument("plan_dir", metavar="PLAN", help=_PLAN_HELP)
     t.add_argument("--out", metavar="FILE", help="write the per-sample table to FILE.csv or FILE.parquet")
-    t.add_argument("--json", action="store_true", help="print the per-sample table as JSON lines instead of a summary")
-    t.add_argument("--watch", action="store_true", help="refresh until every sample has reached a final state")
-    t.add_argument(
-        "--interval",
-        type=_seconds,
-        default=30.0,
-        metavar="SECONDS",
-        help="with --watch: seconds between refreshes (default 30)",
-    )
+    t.add_argument("--json", action="store_true", help="print the summary and failure groups as one JSON object")
+    t.add_argument("--watch", action="store_true", help="refresh until nothing can change any more")
+    t.add_argument("--interval", type=_seconds, default=30.0, metavar="SECONDS", help="with --watch (default 30)")
     t.add_argument("--no-refresh", action="store_true", help="show what the ledger knows without asking the service")
     _aws_options(t)
     t.set_defaults(handler=_status)
 
     r = commands.add_parser(
         "retry",
-        help="plan again only the samples whose runs failed or were cancelled",
-        description="Refresh the status of PLAN, then write a new plan of only the samples in the given states "
-        "(or that failed to submit), each with exactly its original settings. Submit the new plan as usual.",
+        help="plan again the samples whose runs failed or were cancelled, or failed to submit",
+        description="Refresh the status of PLAN, then write NEW_PLAN of only the samples in the given states\n"
+        "(or that failed to submit), each with exactly its original settings (plus --set).  A retry is a\n"
+        "new submission: its runs always start anew.  Submit NEW_PLAN as usual.",
+        epilog="Examples:\n  planner retry PLAN --out PLAN-retry1 --sandbox\n"
+        "  planner retry PLAN --out R2 --set workflowVersionName=v2 --set cacheBehavior=CACHE_ALWAYS",
+        formatter_class=raw,
     )
-    r.add_argument("plan_dir", metavar="PLAN")
+    r.add_argument("plan_dir", metavar="PLAN", help=_PLAN_HELP)
     r.add_argument("--out", "-o", required=True, metavar="NEW_PLAN", help="the new plan directory")
     r.add_argument(
         "--states",
         metavar="A,B",
-        help="run states to retry (default: the backend's failed states: FAILED,CANCELLED; Batch FAILED; Glue FAILED,ERROR,TIMEOUT,STOPPED,EXPIRED)",
+        help="run states to retry (default: the backend's failed states: FAILED,CANCELLED; "
+        "batch FAILED; glue FAILED,ERROR,TIMEOUT,STOPPED,EXPIRED)",
+    )
+    r.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="change a setting for every retried run"
     )
     r.add_argument("--force", action="store_true", help="replace NEW_PLAN if it exists and was never submitted")
-    r.add_argument(
-        "--no-refresh", action="store_true", help="use the states the ledger knows, without asking the service"
-    )
+    r.add_argument("--no-refresh", action="store_true", help="use the states the ledger knows")
     _aws_options(r)
     r.set_defaults(handler=_retry)
 
     c = commands.add_parser(
-        "cancel", help="cancel what a plan submitted", description="Cancel the batches, jobs or runs a plan submitted."
+        "cancel",
+        help="cancel what a plan submitted that is still pending or running",
+        description="Cancel the batches, array jobs or runs a plan submitted that have not finished; what has\n"
+        "finished is left alone.  Reports per batch, job or run what was cancelled, what had already\n"
+        "finished, and what could not be cancelled (exit 1 then).  Polly's API has no cancel: for a\n"
+        "Polly plan this says so and exits 1.",
+        epilog="Example:\n  planner cancel PLAN --sandbox",
+        formatter_class=raw,
     )
-    c.add_argument("plan_dir", metavar="PLAN")
+    c.add_argument("plan_dir", metavar="PLAN", help=_PLAN_HELP)
+    c.add_argument("--json", action="store_true", help="print the outcome of every batch, job or run as JSON")
     _aws_options(c)
     c.set_defaults(handler=_cancel)
 
     k = commands.add_parser(
         "child-settings",
         help="inside an AWS Batch array child (or a Glue manifest run): print this child's own settings",
-        description="Read this child's entry of the staged shard with ranged GETs checked against the recorded ETags, "
-        "and print it as JSON (or as export lines). Inside an AWS Batch child every location comes from the "
-        "environment the planner set on the job; --index overrides AWS_BATCH_JOB_ARRAY_INDEX.",
+        description="Read this child's entry of the staged shard with ranged GETs checked against the recorded\n"
+        "ETags, and print it as JSON (or as export lines).  Inside an AWS Batch child every location comes\n"
+        "from the environment the planner set on the job; --index overrides AWS_BATCH_JOB_ARRAY_INDEX.",
+        epilog='Example (in a job script):\n  eval "$(planner child-settings --export)"',
+        formatter_class=raw,
     )
     from .child_settings import add_arguments as _child_arguments
 
     _child_arguments(k)
     k.set_defaults(handler=_child_settings)
 
+    from .sandbox import local
+
     x = commands.add_parser(
         "sandbox",
-        help="start or stop the local AWS sandbox used by --sandbox",
-        description="The sandbox is moto's server (S3, Batch, Glue) and the HealthOmics emulator on loopback, in a background process shared by the commands run with --sandbox.",
+        help="start, stop or show the local AWS sandbox used by --sandbox",
+        description=getattr(local, "HELP", "The local sandbox used by --sandbox."),
+        formatter_class=raw,
     )
     x.add_argument("action", choices=["start", "stop", "status"])
     x.set_defaults(handler=_sandbox)
@@ -221,25 +212,17 @@ def _seconds(text: str) -> float:
 
 def _aws_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("AWS access (the standard boto3 chain applies: profile, region, environment)")
-    group.add_argument(
-        "--sandbox", action="store_true", help="use the local sandbox on loopback instead of AWS (started if needed)"
-    )
+    group.add_argument("--sandbox", action="store_true", help="use the local sandbox on loopback (started if needed)")
     group.add_argument("--endpoint-url", metavar="URL", help="send every call to this endpoint")
     group.add_argument("--profile", metavar="NAME", help="the AWS profile to use")
     group.add_argument("--region", metavar="REGION", help="the AWS region")
-    group.add_argument(
-        "--retry-mode",
-        choices=["standard", "adaptive"],
-        default="standard",
-        help="botocore retry mode (default standard)",
-    )
-    group.add_argument(
-        "--max-attempts", type=int, default=8, metavar="N", help="botocore attempts per call (default 8)"
-    )
-    group.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    group.add_argument("--retry-mode", choices=["standard", "adaptive"], default="standard", help="botocore retry mode")
+    group.add_argument("--max-attempts", type=int, default=8, metavar="N", help="botocore attempts per call (default 8)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
-def _aws(args: argparse.Namespace) -> dict[str, object]:
+def _aws(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "sandbox": args.sandbox,
         "endpoint_url": args.endpoint_url,
@@ -247,122 +230,15 @@ def _aws(args: argparse.Namespace) -> dict[str, object]:
         "region": args.region,
         "retry_mode": args.retry_mode,
         "max_attempts": args.max_attempts,
+        "progress": Bars(enabled=not args.quiet and sys.stderr.isatty()),
     }
 
 
-def _submit(args: argparse.Namespace) -> int:
-    from .submit import submit
-
-    report = submit(
-        args.plan_dir,
-        staging_uri=args.staging,
-        dry_run=args.dry_run,
-        concurrency=args.concurrency,
-        rate=args.rate,
-        progress=not args.quiet and sys.stderr.isatty(),
-        **_aws(args),
-    )
-    if not args.dry_run:
-        sys.stdout.buffer.write(orjson.dumps(report) + b"\n")
-    return 0
+def _write_json(value: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS) + b"\n")
 
 
-def _status(args: argparse.Namespace) -> int:
-    import time
-
-    import polars as pl
-
-    from .backends import get_backend
-    from .plan import read_plan
-    from .submit import status
-
-    final = get_backend(read_plan(args.plan_dir)["backend"]).final_states
-    while True:
-        table = status(args.plan_dir, refresh=not args.no_refresh, **_aws(args))
-        settled = (
-            table.filter(pl.col("state").is_in(list(final)) | (pl.col("submission_status") == "FAILED")).height
-            == table.height
-        )
-        if not args.watch or settled:
-            break
-        _print_summary(table, sys.stderr)
-        time.sleep(args.interval)
-    if args.out:
-        _write_table(table, args.out)
-    if args.json:
-        for record in table.iter_rows(named=True):
-            sys.stdout.buffer.write(orjson.dumps(record) + b"\n")
-    else:
-        _print_summary(table, sys.stdout)
-    return 0
-
-
-def _print_summary(table: object, stream: object) -> None:
-    import polars as pl
-
-    assert isinstance(table, pl.DataFrame)
-    counts = (
-        table.with_columns(
-            pl.coalesce(pl.col("state"), pl.col("submission_status"), pl.lit("NOT SUBMITTED")).alias("where")
-        )
-        .group_by("where")
-        .len()
-        .sort("where")
-    )
-    print(f"{table.height} samples", file=stream)  # type: ignore[call-overload]
-    for where, count in counts.iter_rows():
-        print(f"  {where:<16} {count}", file=stream)  # type: ignore[call-overload]
-
-
-def _write_table(table: object, path: str) -> None:
-    import polars as pl
-
-    assert isinstance(table, pl.DataFrame)
-    if path.endswith(".parquet"):
-        table.write_parquet(path)
-    elif path.endswith(".csv"):
-        safe_csv(table, path)
-    else:
-        raise InputError(f"--out {path}: use a .csv or .parquet file name")
-
-
-def _retry(args: argparse.Namespace) -> int:
-    from .retry import retry
-
-    states = tuple(s.strip().upper() for s in args.states.split(",") if s.strip()) if args.states else None
-    manifest = retry(
-        args.plan_dir, args.out, states=states, force=args.force, refresh=not args.no_refresh, **_aws(args)
-    )
-    print(f"planned {manifest['runs']} runs to retry in {args.out} (plan id {manifest['plan_id']})")
-    return 0
-
-
-def _cancel(args: argparse.Namespace) -> int:
-    from .submit import cancel
-
-    count = cancel(args.plan_dir, **_aws(args))
-    print(f"cancelled {count}")
-    return 0
-
-
-def _child_settings(args: argparse.Namespace) -> int:
-    from .child_settings import run
-
-    return run(args)
-
-
-def _sandbox(args: argparse.Namespace) -> int:
-    from .sandbox.local import ensure_running, read_state, stop_running
-
-    if args.action == "start":
-        endpoints = ensure_running()
-        sys.stdout.buffer.write(orjson.dumps(endpoints) + b"\n")
-    elif args.action == "stop":
-        print("stopped" if stop_running() else "no sandbox was running")
-    else:
-        state = read_state()
-        print(orjson.dumps(state).decode() if state else "no sandbox is running")
-    return 0
+# ---------------------------------------------------------------- plan
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -370,6 +246,12 @@ def _plan(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f"--{name.replace('_', '-')} must be a positive number")
+    if args.backend not in MODULES:
+        from .suggest import did_you_mean
+
+        raise InputError(
+            f"--backend {args.backend!r}{did_you_mean(args.backend, list(MODULES))}: choose one of {', '.join(MODULES)}"
+        )
     list_columns = tuple(c.strip() for c in args.list_columns.split(",") if c.strip())
     try:
         planned = plan(
@@ -386,27 +268,33 @@ def _plan(args: argparse.Namespace) -> int:
             max_entries=args.max_entries,
             max_bytes=args.max_bytes,
         )
-        manifest = planned.write(args.out, force=args.force, progress=not args.quiet and sys.stderr.isatty())
+        manifest = planned.write(args.out, force=args.force, progress=Bars(enabled=not args.quiet and sys.stderr.isatty()))
     except ValidationError as exc:
         _report_problems(exc.problems, args.out)
         raise
     if planned.problems:
         _report_problems(planned.problems, args.out, skipped=True)
     if args.json:
-        sys.stdout.buffer.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.buffer.write(orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
         return 0
-    shards = manifest["shards"]
-    modes = sorted({s["mode"] for s in shards})
-    total = sum(s["bytes"] for s in shards)
-    print(
-        f"planned {manifest['runs']} runs of {manifest['sheet']['rows']} rows for {manifest['backend']} in {args.out}"
-    )
-    print(
-        f"  plan id {manifest['plan_id']}; {len(shards)} shard{'s' if len(shards) != 1 else ''} ({', '.join(modes)}), {total:,} bytes"
-    )
-    if manifest["rejected"]:
-        print(f"  {manifest['rejected']} rows rejected: see {os.path.join(args.out, 'rejected.csv')}")
+    shards = manifest.shards
+    modes = sorted({s.mode for s in shards})
+    total = sum(s.bytes for s in shards)
+    rows = manifest.sheet["rows"]
+    print(f"planned {manifest.runs:,} runs of {rows:,} rows for {manifest.backend} in {args.out}")
+    plural = "s" if len(shards) != 1 else ""
+    print(f"  plan id {manifest.plan_id}; {len(shards):,} shard{plural} ({', '.join(modes)}), {_size(total)}")
+    if manifest.rejected:
+        print(f"  {manifest.rejected:,} rows rejected: see {os.path.join(args.out, REJECTED_FILE)}")
     return 0
+
+
+def _size(count: int) -> str:
+    """Bytes for people: 87.8 MB (decimal units, as S3 and the AWS consoles show them)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
 
 
 def _report_problems(problems: Sequence[Problem], out: str, skipped: bool = False) -> None:
@@ -414,22 +302,165 @@ def _report_problems(problems: Sequence[Problem], out: str, skipped: bool = Fals
     for problem in problems[:MAX_SHOWN_PROBLEMS]:
         print(f"planner: {verb}: {problem.describe()}", file=sys.stderr)
     if len(problems) > MAX_SHOWN_PROBLEMS:
+        more = len(problems) - MAX_SHOWN_PROBLEMS
         if skipped:
-            print(
-                f"planner: ... and {len(problems) - MAX_SHOWN_PROBLEMS} more, all in {os.path.join(out, 'rejected.csv')}",
-                file=sys.stderr,
-            )
+            print(f"planner: ... and {more} more, all in {os.path.join(out, REJECTED_FILE)}", file=sys.stderr)
         else:
             listing = os.path.abspath(os.fspath(out)).rstrip(os.sep) + ".problems.csv"
             write_problems(listing, problems)
-            print(
-                f"planner: ... and {len(problems) - MAX_SHOWN_PROBLEMS} more; the full list is in {listing}",
-                file=sys.stderr,
-            )
+            print(f"planner: ... and {more} more; the full list is in {listing}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- submit, status, retry, cancel
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from .engine import Incomplete
+    from .submit import submit
+
+    try:
+        report = submit(
+            args.plan_dir, staging=args.staging, dry_run=args.dry_run, concurrency=args.concurrency, rate=args.rate, **_aws(args)
+        )
+    except Incomplete as exc:
+        _print_submit(exc.report, args, sys.stderr if args.dry_run else sys.stdout)
+        raise
+    _print_submit(report, args, sys.stderr if args.dry_run else sys.stdout)
+    return 0
+
+
+def _print_submit(report: Any, args: argparse.Namespace, stream: Any) -> None:
+    if args.json and not args.dry_run:
+        _write_json(report.to_json())
+        return
+    for line in report.lines():
+        print(line, file=stream)
+    if not args.dry_run and not report.failed:
+        print(f"  next: planner status {args.plan_dir}{' --sandbox' if args.sandbox else ''} --watch", file=stream)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .submit import status, watch, write_table
+
+    access = _aws(args)
+    if args.watch:
+        snapshot = watch(args.plan_dir, interval=args.interval, refresh=not args.no_refresh, on_refresh=_print_refresh, **access)
+        table = snapshot.table
+    else:
+        table = status(args.plan_dir, refresh=not args.no_refresh, **access)
+    if args.out:
+        write_table(table, args.out)
+        print(f"planner: wrote the table of {table.height:,} samples to {args.out}", file=sys.stderr)
+    summary = _summary(table)
+    if args.json:
+        _write_json(summary)
+    else:
+        _print_summary(summary, sys.stdout)
+    return 0
+
+
+def _summary(table: Any) -> dict[str, Any]:
+    from .submit import state_counts
+
+    groups = []
+    try:
+        from .report import failure_groups
+    except ImportError:  # pragma: no cover - the report module ships with the package
+        failure_groups = None
+    if failure_groups is not None:
+        groups = [{"reason": g.reason, "count": g.count, "samples": list(g.samples)} for g in failure_groups(table)]
+    return {"samples": table.height, "counts": state_counts(table), "failures": groups}
+
+
+def _print_summary(summary: dict[str, Any], stream: Any) -> None:
+    print(f"{summary['samples']:,} samples", file=stream)
+    for where, count in summary["counts"].items():
+        print(f"  {where:<16} {count:,}", file=stream)
+    if summary["failures"]:
+        print("failures by reason, largest first:", file=stream)
+        for group in summary["failures"]:
+            shown = ", ".join(group["samples"])
+            more = group["count"] - len(group["samples"])
+            tail = f" and {more:,} more" if more > 0 else ""
+            print(f"  {group['count']:>7,}  {group['reason']}  ({shown}{tail})", file=stream)
+
+
+def _print_refresh(snapshot: Any) -> None:
+    moment = dt.datetime.fromtimestamp(snapshot.at).strftime("%H:%M:%S")
+    counts = ", ".join(f"{where} {count:,}" for where, count in snapshot.counts.items())
+    changes = ", ".join(f"{where} {delta:+,}" for where, delta in snapshot.changes.items())
+    tail = f"  (changed: {changes})" if changes else ("" if snapshot.settled or snapshot.first else "  (no change)")
+    print(f"[{moment}] {counts}{tail}", file=sys.stderr)
+
+
+def _retry(args: argparse.Namespace) -> int:
+    from .retry import retry
+
+    states = tuple(s for s in args.states.split(",") if s.strip()) if args.states else None
+    access = _aws(args)
+    access.pop("progress")
+    manifest = retry(
+        args.plan_dir, args.out, states=states, sets=args.sets, force=args.force, refresh=not args.no_refresh, **access
+    )
+    print(f"planned {manifest.runs:,} runs to retry in {args.out} (plan id {manifest.plan_id})")
+    print(f"  next: planner submit {args.out}{' --sandbox' if args.sandbox else ''}")
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from .backends.base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED
+    from .submit import cancel
+
+    report = cancel(args.plan_dir, **_aws(args))
+    if args.json:
+        _write_json(report.to_json())
+    else:
+        for outcome in report.outcomes:
+            if outcome.outcome != ALREADY_FINAL:
+                detail = f": {outcome.detail}" if outcome.detail else ""
+                print(f"  {outcome.target}: {outcome.outcome}{detail}")
+        final = sum(o.samples for o in report.outcomes if o.outcome == ALREADY_FINAL)
+        print(
+            f"cancelled {report.count(CANCELLED)}; {report.count(NOT_CANCELLED)} could not be cancelled; "
+            f"{final:,} samples had already finished"
+        )
+    return 0 if report.complete else 1
+
+
+def _child_settings(args: argparse.Namespace) -> int:
+    from .child_settings import run
+
+    return run(args)
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from .sandbox.local import ensure_running, read_state, state_dir, stop_running
+
+    if args.action == "start":
+        endpoints = ensure_running()
+        _write_json(endpoints)
+    elif args.action == "stop":
+        print("stopped" if stop_running() else "no sandbox was running")
+    else:
+        state = read_state()
+        print(orjson.dumps(state).decode() if state else f"no sandbox is running (state in {state_dir()})")
+    return 0
+
+
+class _Messages(logging.Handler):
+    """The ``planner`` logger's messages, one ``planner: ...`` line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"planner: {record.getMessage()}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logger = logging.getLogger("planner")
+    handler = _Messages(logging.INFO)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     try:
         return int(args.handler(args))
     except ValidationError as exc:
@@ -448,11 +479,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an unexpected failure: one line, the traceback only on request
         if os.environ.get("PLANNER_DEBUG"):
             traceback.print_exc()
-        print(
-            f"planner: internal error: {type(exc).__name__}: {exc} (set PLANNER_DEBUG=1 for the traceback)",
-            file=sys.stderr,
-        )
+        print(f"planner: internal error: {type(exc).__name__}: {exc} (set PLANNER_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        logger.removeHandler(handler)
 
 
 if __name__ == "__main__":

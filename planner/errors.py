@@ -1,12 +1,13 @@
 """The planner's one exception tree.
 
     PlannerError                      every error the planner raises on purpose
-    ├── InputError                    the user's input is wrong: exit status 2, nothing written
+    ├── InputError                    the user's input is wrong: exit status 2, nothing written or sent
     │   ├── SheetError                the sheet cannot be read, or its shape is wrong
     │   ├── DefaultsError             the defaults file or a --set is wrong
-    │   └── ValidationError           rows break field rules; carries every Problem found
-    ├── PlanDirError                  a plan directory is missing, damaged or of another format
+    │   ├── ValidationError           rows break field rules; carries every Problem found
+    │   └── PlanDirError              a plan directory is missing, changed, damaged or of another format
     └── SubmissionError               talking to a service failed (exit status 1)
+        └── AccessError               a service cannot be reached or refused the credentials: nothing more is tried
 
 Library errors (polars, botocore, OSError) are mapped into this tree with
 ``raise ... from exc`` at the edge where they happen, so callers catch one family.
@@ -82,9 +83,13 @@ class ValidationError(InputError):
         super().__init__(f"{len(problems)} {noun} found; nothing was written")
 
 
-class PlanDirError(PlannerError):
+class PlanDirError(InputError):
     """A plan directory is missing, damaged, or of a format this version cannot read."""
 
 
 class SubmissionError(PlannerError):
     """Staging or submitting to a service failed."""
+
+
+class AccessError(SubmissionError):
+    """A service cannot be reached, or refused the credentials: every further call would fail alike."""

@@ -1,22 +1,31 @@
 """The ledger: ``PLAN/ledger.sqlite``, the single record of what was sent and what came back.
 
 Every remote call that creates something is journaled twice: an *intent* before
-the call (with the idempotency token or name it carries) and a *result* after it.
-An intent without a result means the process died mid-call; on resume the backend
-reconciles it against the service before sending anything again.
+the call (with the idempotency token or name it carries) and a *result* (or a
+*failure*) after it.  An intent without a result means the process died mid-call;
+on resume the engine reconciles it against the service before sending anything
+again.  Only ``engine.py`` writes the submissions table: a backend cannot skip a step.
 
 SQLite in WAL mode lets ``planner status`` read while ``submit`` writes.  Each
 journal write is its own committed transaction; with ``synchronous=NORMAL`` a
 commit survives the death of the process at any moment (only a power loss can
 take back the last commits, and reconciliation covers that too).
 
-Schema (version 1)::
+Schema (version 2)::
 
-    meta(key, value)                          schema_version, plan_id, backend
-    uploads(shard, bucket, key, upload_id)    multipart uploads begun and not finished
-    staged(shard, uri, bucket, key, etag, sha256, version_id, bytes, staged_at)
-    submissions(key, kind, shard, sample, token, state, remote_id, response, error, intent_at, result_at)
-    samples(id, shard, position, remote_id, submission_status, state, reason, updated_at)
+    meta(key, value)                           schema_version, plan_id, backend
+    uploads(shard, bucket, key, upload_id)     multipart uploads begun and not finished
+    staged(shard, kind, uri, bucket, key, etag, sha256, version_id, bytes, staged_at)
+                                               kind: "shard" (the shard file) or "index" (its line index)
+    submissions(key, kind, shard, sample, token, state, remote_id, response, error, intent_at, result_at,
+                remote_state, remote_summary, checked_at)
+                                               state: intent | done | failed; remote_*: what status last saw
+    samples(id, shard, position, remote_id, remote_uuid, submission_status, state, reason, log, updated_at)
+    refreshes(at, counts)                      each status refresh's counts per state (the report draws them)
+    events(at, kind, detail)                   what the planner decided: cancels, failure thresholds
+
+A version 1 ledger (no kind, uuid, log, remote_* columns; indexes as shard -1-i) is
+upgraded in place when opened.
 """
 
 from __future__ import annotations
@@ -28,18 +37,21 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from .errors import PlanDirError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LEDGER_FILE = "ledger.sqlite"
 
 INTENT = "intent"
 DONE = "done"
 FAILED = "failed"
+
+SHARD = "shard"
+INDEX = "index"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,22 +59,48 @@ CREATE TABLE IF NOT EXISTS uploads (
     shard INTEGER NOT NULL, bucket TEXT NOT NULL, key TEXT NOT NULL, upload_id TEXT NOT NULL,
     started_at TEXT NOT NULL, PRIMARY KEY (shard, upload_id));
 CREATE TABLE IF NOT EXISTS staged (
-    shard INTEGER PRIMARY KEY, uri TEXT NOT NULL, bucket TEXT NOT NULL, key TEXT NOT NULL,
-    etag TEXT NOT NULL, sha256 TEXT NOT NULL, version_id TEXT, bytes INTEGER NOT NULL, staged_at TEXT NOT NULL);
+    shard INTEGER NOT NULL, kind TEXT NOT NULL, uri TEXT NOT NULL, bucket TEXT NOT NULL, key TEXT NOT NULL,
+    etag TEXT NOT NULL, sha256 TEXT NOT NULL, version_id TEXT, bytes INTEGER NOT NULL, staged_at TEXT NOT NULL,
+    PRIMARY KEY (shard, kind));
 CREATE TABLE IF NOT EXISTS submissions (
     key TEXT PRIMARY KEY, kind TEXT NOT NULL, shard INTEGER, sample TEXT, token TEXT,
     state TEXT NOT NULL, remote_id TEXT, response TEXT, error TEXT,
-    intent_at TEXT NOT NULL, result_at TEXT);
+    intent_at TEXT NOT NULL, result_at TEXT, remote_state TEXT, remote_summary TEXT, checked_at TEXT);
 CREATE INDEX IF NOT EXISTS submissions_state ON submissions(state);
 CREATE TABLE IF NOT EXISTS samples (
-    id TEXT PRIMARY KEY, shard INTEGER NOT NULL, position INTEGER NOT NULL, remote_id TEXT,
-    submission_status TEXT, state TEXT, reason TEXT, updated_at TEXT);
+    id TEXT PRIMARY KEY, shard INTEGER NOT NULL, position INTEGER NOT NULL, remote_id TEXT, remote_uuid TEXT,
+    submission_status TEXT, state TEXT, reason TEXT, log TEXT, updated_at TEXT);
 CREATE INDEX IF NOT EXISTS samples_shard ON samples(shard, position);
+CREATE TABLE IF NOT EXISTS refreshes (at TEXT NOT NULL, counts TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (at TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+"""
+
+# Version 1 to 2, in one transaction: new columns, and the staged table keyed by (shard, kind).
+_UPGRADE_1_TO_2 = """
+ALTER TABLE samples ADD COLUMN remote_uuid TEXT;
+ALTER TABLE samples ADD COLUMN log TEXT;
+ALTER TABLE submissions ADD COLUMN remote_state TEXT;
+ALTER TABLE submissions ADD COLUMN remote_summary TEXT;
+ALTER TABLE submissions ADD COLUMN checked_at TEXT;
+ALTER TABLE staged RENAME TO staged_v1;
+CREATE TABLE staged (
+    shard INTEGER NOT NULL, kind TEXT NOT NULL, uri TEXT NOT NULL, bucket TEXT NOT NULL, key TEXT NOT NULL,
+    etag TEXT NOT NULL, sha256 TEXT NOT NULL, version_id TEXT, bytes INTEGER NOT NULL, staged_at TEXT NOT NULL,
+    PRIMARY KEY (shard, kind));
+INSERT INTO staged SELECT CASE WHEN shard < 0 THEN -1 - shard ELSE shard END,
+    CASE WHEN shard < 0 THEN 'index' ELSE 'shard' END, uri, bucket, key, etag, sha256, version_id, bytes, staged_at
+    FROM staged_v1;
+DROP TABLE staged_v1;
+CREATE TABLE refreshes (at TEXT NOT NULL, counts TEXT NOT NULL);
+CREATE TABLE events (at TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+UPDATE meta SET value = '2' WHERE key = 'schema_version'
 """
 
 
 @dataclass(frozen=True)
 class Staged:
+    """An object the plan staged on S3: a shard file, or a shard's line index."""
+
     shard: int
     uri: str
     bucket: str
@@ -71,19 +109,45 @@ class Staged:
     sha256: str
     version_id: str | None
     bytes: int
+    kind: str = SHARD
 
 
 @dataclass(frozen=True)
 class Submission:
+    """One journaled creating call."""
+
     key: str
-    kind: str
+    kind: str  # the operation, e.g. StartRunBatch
     shard: int | None
     sample: str | None
     token: str | None
-    state: str
+    state: str  # intent | done | failed
     remote_id: str | None
     response: dict[str, Any] | None
     error: str | None
+    intent_at: str | None = None
+    remote_state: str | None = None
+    remote_summary: dict[str, Any] | None = None
+
+
+class SampleState(NamedTuple):
+    """One sample as the ledger knows it.  A tuple: hundreds of thousands are written at once."""
+
+    id: str
+    shard: int
+    position: int
+    remote_id: str | None = None
+    remote_uuid: str | None = None
+    submission_status: str | None = None
+    state: str | None = None
+    reason: str | None = None
+    log: str | None = None
+
+
+SAMPLE_COLUMNS = (*SampleState._fields, "updated_at")
+_SUBMISSION_COLUMNS = (
+    "key, kind, shard, sample, token, state, remote_id, response, error, intent_at, remote_state, remote_summary"
+)
 
 
 def now() -> str:
@@ -99,54 +163,54 @@ class Ledger:
         self._lock = threading.RLock()  # one connection, shared by the submit workers
 
     @classmethod
-    def open(cls, plan_dir: str | os.PathLike[str], manifest: dict[str, Any], *, create: bool = True) -> Ledger:
+    def open(cls, plan_dir: str | os.PathLike[str], plan_id: str, backend: str, *, create: bool = True) -> Ledger:
         path = os.path.join(os.fspath(plan_dir), LEDGER_FILE)
         if not create and not os.path.exists(path):
             raise PlanDirError(f"{plan_dir}: nothing submitted yet (no {LEDGER_FILE}); run `planner submit` first")
-        return cls._connect(path, manifest)
+        return cls._connect(path, plan_id, backend)
 
     @classmethod
-    def in_memory(cls, manifest: dict[str, Any]) -> Ledger:
+    def in_memory(cls, plan_id: str, backend: str) -> Ledger:
         """A ledger that writes nowhere: for --dry-run on a plan never submitted."""
-        return cls._connect(":memory:", manifest)
+        return cls._connect(":memory:", plan_id, backend)
 
     @classmethod
-    def _connect(cls, path: str, manifest: dict[str, Any]) -> Ledger:
+    def _connect(cls, path: str, plan_id: str, backend: str) -> Ledger:
         db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout=30000")  # before WAL mode: a reader may be opening it too
         if path != ":memory:":
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=30000")
         ledger = cls(path, db)
-        with ledger._transaction():
-            for statement in _SCHEMA.strip().split(";"):
-                if statement.strip():
-                    db.execute(statement)
-        ledger._check_meta(manifest)
+        ledger._prepare(plan_id, backend)
         return ledger
 
-    def _check_meta(self, manifest: dict[str, Any]) -> None:
-        rows = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
-        if not rows:
-            with self._transaction():
+    def _prepare(self, plan_id: str, backend: str) -> None:
+        with self._transaction():
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            version = None
+            if "meta" in tables:
+                row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                version = row[0] if row else None
+            if version == "1":
+                for statement in _UPGRADE_1_TO_2.strip().split(";"):
+                    self.db.execute(statement)
+            elif version not in (None, str(SCHEMA_VERSION)):
+                raise PlanDirError(f"{self.path}: ledger schema {version}; this planner reads schema {SCHEMA_VERSION}")
+            for statement in _SCHEMA.strip().split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+            meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+            if not meta:
                 self.db.executemany(
                     "INSERT INTO meta(key, value) VALUES (?, ?)",
-                    [
-                        ("schema_version", str(SCHEMA_VERSION)),
-                        ("plan_id", manifest["plan_id"]),
-                        ("backend", manifest["backend"]),
-                    ],
+                    [("schema_version", str(SCHEMA_VERSION)), ("plan_id", plan_id), ("backend", backend)],
                 )
-            return
-        if rows.get("schema_version") != str(SCHEMA_VERSION):
-            raise PlanDirError(
-                f"{self.path}: ledger schema {rows.get('schema_version')}; this planner reads schema {SCHEMA_VERSION}"
-            )
-        if rows.get("plan_id") != manifest["plan_id"]:
-            raise PlanDirError(
-                f"{self.path}: the ledger belongs to plan {rows.get('plan_id')}, not {manifest['plan_id']}: the plan was changed after submission"
-            )
+            elif meta.get("plan_id") != plan_id:
+                raise PlanDirError(
+                    f"{self.path}: the ledger belongs to plan {meta.get('plan_id')}, not {plan_id}: "
+                    "the plan was changed after submission"
+                )
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -180,9 +244,10 @@ class Ledger:
     def record_staged(self, staged: Staged) -> None:
         with self._transaction():
             self.db.execute(
-                "INSERT OR REPLACE INTO staged VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO staged VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     staged.shard,
+                    staged.kind,
                     staged.uri,
                     staged.bucket,
                     staged.key,
@@ -194,13 +259,21 @@ class Ledger:
                 ),
             )
 
-    def staged(self, shard: int) -> Staged | None:
+    def staged(self, shard: int, kind: str = SHARD) -> Staged | None:
         row = self.db.execute(
-            "SELECT shard, uri, bucket, key, etag, sha256, version_id, bytes FROM staged WHERE shard = ?", (shard,)
+            "SELECT shard, uri, bucket, key, etag, sha256, version_id, bytes, kind FROM staged "
+            "WHERE shard = ? AND kind = ?",
+            (shard, kind),
         ).fetchone()
         return Staged(*row) if row else None
 
-    # Submissions.
+    def all_staged(self) -> list[Staged]:
+        rows = self.db.execute(
+            "SELECT shard, uri, bucket, key, etag, sha256, version_id, bytes, kind FROM staged ORDER BY kind, shard"
+        ).fetchall()
+        return [Staged(*row) for row in rows]
+
+    # Submissions: written by the engine only.
 
     def intent(
         self, key: str, kind: str, *, shard: int | None = None, sample: str | None = None, token: str | None = None
@@ -209,21 +282,17 @@ class Ledger:
         with self._transaction():
             self.db.execute(
                 "INSERT INTO submissions(key, kind, shard, sample, token, state, intent_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET state = CASE WHEN state = 'done' THEN state ELSE 'intent' END, error = NULL",
+                "ON CONFLICT(key) DO UPDATE SET state = CASE WHEN state = 'done' THEN state ELSE 'intent' END, "
+                "error = NULL",
                 (key, kind, shard, sample, token, INTENT, now()),
             )
 
     def result(self, key: str, remote_id: str, response: dict[str, Any] | None = None) -> None:
         with self._transaction():
             self.db.execute(
-                "UPDATE submissions SET state = ?, remote_id = ?, response = ?, error = NULL, result_at = ? WHERE key = ?",
-                (
-                    DONE,
-                    remote_id,
-                    orjson.dumps(response, default=str).decode() if response is not None else None,
-                    now(),
-                    key,
-                ),
+                "UPDATE submissions SET state = ?, remote_id = ?, response = ?, error = NULL, result_at = ? "
+                "WHERE key = ?",
+                (DONE, remote_id, _json(response), now(), key),
             )
 
     def failure(self, key: str, error: str) -> None:
@@ -233,45 +302,94 @@ class Ledger:
             )
 
     def submission(self, key: str) -> Submission | None:
-        row = self.db.execute(
-            "SELECT key, kind, shard, sample, token, state, remote_id, response, error FROM submissions WHERE key = ?",
-            (key,),
-        ).fetchone()
+        row = self.db.execute(f"SELECT {_SUBMISSION_COLUMNS} FROM submissions WHERE key = ?", (key,)).fetchone()
         return _submission(row) if row else None
 
-    def submissions(self, state: str | None = None) -> list[Submission]:
-        query = "SELECT key, kind, shard, sample, token, state, remote_id, response, error FROM submissions"
-        rows = self.db.execute(
-            query + (" WHERE state = ?" if state else "") + " ORDER BY key", (state,) if state else ()
-        ).fetchall()
+    def submissions(self, state: str | None = None, kind: str | None = None) -> list[Submission]:
+        clauses = [c for c, v in (("state = ?", state), ("kind = ?", kind)) if v is not None]
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        args = tuple(v for v in (state, kind) if v is not None)
+        rows = self.db.execute(f"SELECT {_SUBMISSION_COLUMNS} FROM submissions{where} ORDER BY key", args).fetchall()
         return [_submission(r) for r in rows]
 
     def done_keys(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT key FROM submissions WHERE state = 'done'")}
 
+    def remote_seen(self, key: str, state: str | None, summary: dict[str, Any] | None) -> None:
+        """What a status refresh last saw of a submission's remote object (a batch's status and counts)."""
+        with self._transaction():
+            self.db.execute(
+                "UPDATE submissions SET remote_state = ?, remote_summary = ?, checked_at = ? WHERE key = ?",
+                (state, _json(summary), now(), key),
+            )
+
     # Per-sample state.
 
-    def upsert_samples(
-        self, rows: Iterable[tuple[str, int, int, str | None, str | None, str | None, str | None]]
-    ) -> None:
-        """(id, shard, position, remote_id, submission_status, state, reason); nulls keep what is known."""
+    def upsert_samples(self, rows: Iterable[SampleState]) -> None:
+        """Merge what is known of samples; a None keeps what the ledger already holds."""
         stamp = now()
         with self._transaction():
             self.db.executemany(
-                "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
                 "remote_id = COALESCE(excluded.remote_id, remote_id), "
+                "remote_uuid = COALESCE(excluded.remote_uuid, remote_uuid), "
                 "submission_status = COALESCE(excluded.submission_status, submission_status), "
                 "state = COALESCE(excluded.state, state), reason = COALESCE(excluded.reason, reason), "
-                "updated_at = excluded.updated_at",
+                "log = COALESCE(excluded.log, log), updated_at = excluded.updated_at",
                 [(*row, stamp) for row in rows],
             )
 
-    def samples(self) -> list[tuple[Any, ...]]:
-        return self.db.execute(
-            "SELECT id, shard, position, remote_id, submission_status, state, reason, updated_at FROM samples ORDER BY shard, position"
+    def replace_samples(self, rows: Iterable[SampleState]) -> None:
+        """Set samples to exactly these values (a submission that now succeeded clears an earlier failure)."""
+        stamp = now()
+        with self._transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*row, stamp) for row in rows],
+            )
+
+    def samples(self) -> list[SampleState]:
+        rows = self.db.execute(
+            f"SELECT {', '.join(SampleState._fields)} FROM samples ORDER BY shard, position"
         ).fetchall()
+        return [SampleState._make(row) for row in rows]
+
+    def sample_rows(self) -> list[tuple[Any, ...]]:
+        """Every sample as a plain tuple in ``SAMPLE_COLUMNS`` order (for a polars frame)."""
+        return self.db.execute(f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM samples ORDER BY shard, position").fetchall()
+
+    def states(self) -> dict[str, str | None]:
+        """Each sample's run state."""
+        return dict(self.db.execute("SELECT id, state FROM samples").fetchall())
+
+    # History.
+
+    def record_refresh(self, counts: dict[str, int]) -> None:
+        with self._transaction():
+            self.db.execute("INSERT INTO refreshes VALUES (?, ?)", (now(), orjson.dumps(counts).decode()))
+
+    def refreshes(self) -> list[tuple[str, dict[str, int]]]:
+        return [(at, orjson.loads(counts)) for at, counts in self.db.execute("SELECT at, counts FROM refreshes")]
+
+    def record_event(self, kind: str, detail: dict[str, Any]) -> None:
+        with self._transaction():
+            self.db.execute("INSERT INTO events VALUES (?, ?, ?)", (now(), kind, orjson.dumps(detail).decode()))
+
+    def events(self) -> list[tuple[str, str, dict[str, Any]]]:
+        return [
+            (at, kind, orjson.loads(detail)) for at, kind, detail in self.db.execute("SELECT at, kind, detail FROM events")
+        ]
+
+    def first_intent_at(self) -> str | None:
+        row = self.db.execute("SELECT MIN(intent_at) FROM submissions").fetchone()
+        return row[0] if row else None
+
+
+def _json(value: dict[str, Any] | None) -> str | None:
+    return orjson.dumps(value, default=str).decode() if value is not None else None
 
 
 def _submission(row: tuple[Any, ...]) -> Submission:
     response = orjson.loads(row[7]) if row[7] else None
-    return Submission(row[0], row[1], row[2], row[3], row[4], row[5], row[6], response, row[8])
+    summary = orjson.loads(row[11]) if row[11] else None
+    return Submission(row[0], row[1], row[2], row[3], row[4], row[5], row[6], response, row[8], row[9], row[10], summary)

@@ -5,54 +5,40 @@ routing, the default request) happen when it is built; the rows are checked,
 merged and encoded in one streaming polars query, batch by batch, feeding the
 shard writer, so memory follows the batch and the shard, not the sheet.
 
-The directory is written under a temporary name beside its target and renamed
-into place only when everything succeeded: a failure leaves nothing half-written.
+The plan directory's format (plan.json, samples.parquet, writing it atomically)
+is in ``plandir.py``; the per-row state spilled to disk while streaming in ``spill.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
-import queue
 import shutil
-import sys
 import tempfile
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import polars as pl
-from tqdm import tqdm
 
 from .backends import get_backend
 from .defaults import Defaults, load_defaults
-from .errors import InputError, PlanDirError, Problem, SheetError, ValidationError
+from .errors import InputError, Problem, SheetError, ValidationError
 from .merge import MERGED, OWN, json_text, run_json
+from .plandir import REJECTED_FILE, Manifest, PlanContent, atomic_directory, write_plan, write_problems
+from .progress import Bars, ProgressCallback, Tracker
 from .routing import Route, route_columns
-from .shard import (
-    MAX_PART_SIZE,
-    MIN_PART_SIZE,
-    ShardInfo,
-    ShardWriter,
-    default_part_size,
-)
+from .shard import MAX_PART_SIZE, MIN_PART_SIZE, ShardWriter, default_part_size
 from .sheet import RAW_PREFIX, ROW, Sheet, open_sheet, polars_errors
 from .spec import BackendSpec
+from .spill import HASH, IdHashes, Spill, prefetched
 from .validate import ID, Check, coerce_fields, default_problems, row_checks
 
-FORMAT = 1
 BATCH_ROWS = 50_000
 BATCH_BYTES = 64 * 1024 * 1024  # about this much sheet and JSON text per batch, whatever the row size
 MIN_BATCH_ROWS = 64
 RUN = "__run"
 WHY = "__why"
-PLAN_FILE = "plan.json"
-SAMPLES_FILE = "samples.parquet"
-SAMPLES_ROW_GROUP = 1 << 18
-REJECTED_FILE = "rejected.csv"
 MAX_SHOWN_PROBLEMS = 20
 
 
@@ -242,7 +228,7 @@ class Plan:
         return query, frame, checks
 
     def _batches(
-        self, mode: str, progress: bool, scratch: str, rejected_ids: set[str] | None = None
+        self, mode: str, progress: ProgressCallback | None, scratch: str, rejected_ids: set[str] | None = None
     ) -> Iterator[pl.DataFrame]:
         """Checked and encoded batches; problems accumulate in ``self.problems``.
 
@@ -255,24 +241,24 @@ class Plan:
         seen = 0
         check_ids = not self.options.group and rejected_ids is None
         query, checked, checks = self._query(frame, grouped_rejects | (rejected_ids or set()), mode)
-        hashes = _IdHashes(scratch) if check_ids else None
+        hashes = IdHashes(scratch) if check_ids else None
         bad_rows: list[pl.DataFrame] = []
         self.failed = bool(self.problems)
-        bar = tqdm(unit="row", desc="plan", file=sys.stderr, disable=not progress, leave=False)
+        bar = Tracker(progress, "plan", "row", self._expected_rows())
         try:
             with polars_errors(self.sheet.path):
                 for batch in self._collect(query, grouped_rejects | (rejected_ids or set()), mode):
                     seen += batch.height
                     if hashes is not None:
                         hashes.add(
-                            batch.filter(pl.col(ID).is_not_null()).select(ROW, pl.col(ID).hash(seed=1).alias(_HASH))
+                            batch.filter(pl.col(ID).is_not_null()).select(ROW, pl.col(ID).hash(seed=1).alias(HASH))
                         )
                     bad = batch.filter(pl.col(WHY).is_not_null())
                     if bad.height:
                         bad_rows.append(bad.select(ROW, ID, WHY))
                         self.failed = True
                         batch = batch.filter(pl.col(WHY).is_null())
-                    bar.update(batch.height + bad.height)
+                    bar.advance(batch.height + bad.height)
                     yield batch.select(ROW, ID, RUN)
         finally:
             bar.close()
@@ -298,7 +284,7 @@ class Plan:
             yield from query.collect_batches(chunk_size=self.batch_rows)
             return
         ident = pl.col(self.sheet.source[self.sheet.id_column]).cast(pl.String).alias(ID)
-        for part in _prefetched(parts):
+        for part in prefetched(parts):
             # The streaming engine splits the batch in morsels and encodes them on every core
             # (the in-memory engine runs a string expression on one chunk single-threaded);
             # it keeps the rows in order.
@@ -312,7 +298,7 @@ class Plan:
             shown = checked.filter(pl.col(ROW).is_in(bad.get_column(ROW).implode())).select(ROW, *values).collect()
         return _problems(bad.join(shown, on=ROW, how="left", maintain_order="left"), checks)
 
-    def _passes(self, mode: str, progress: bool, scratch: str) -> Iterator[Iterator[pl.DataFrame]]:
+    def _passes(self, mode: str, progress: ProgressCallback | None, scratch: str) -> Iterator[Iterator[pl.DataFrame]]:
         """One pass over the sheet; a second when --skip-invalid must drop repeated ids."""
         self.repeated_problems: list[Problem] = []
         self.repeated_ids: set[str] = set()
@@ -325,7 +311,7 @@ class Plan:
         mode = MERGED if merged or not self.spec.server_merge else OWN
         parts: list[pl.DataFrame] = []
         with tempfile.TemporaryDirectory(prefix="planner-") as scratch:
-            for batches in self._passes(mode, progress=False, scratch=scratch):
+            for batches in self._passes(mode, progress=None, scratch=scratch):
                 parts = list(batches)
         self._raise_problems()
         out = pl.concat(parts) if parts else pl.DataFrame(schema={ROW: pl.UInt32, ID: pl.String, RUN: pl.String})
@@ -337,12 +323,25 @@ class Plan:
 
     # The plan directory.
 
-    def write(self, out: str | os.PathLike[str], *, force: bool = False, progress: bool = False) -> dict[str, Any]:
-        """Write the plan directory atomically and return what ``plan.json`` holds."""
-        with atomic_directory(out, force) as directory:
-            return self._write_into(directory, progress)
+    def write(
+        self, out: str | os.PathLike[str], *, force: bool = False, progress: bool | ProgressCallback = False
+    ) -> Manifest:
+        """Write the plan directory atomically and return its manifest (what ``plan.json`` holds).
 
-    def _write_into(self, directory: str, progress: bool) -> dict[str, Any]:
+        ``progress``: True for a bar on stderr, or a callback taking ``ProgressEvent``s."""
+        callback = Bars() if progress is True else (progress or None)
+        with atomic_directory(out, force) as directory:
+            return self._write_into(directory, callback)
+
+    def _expected_rows(self) -> int | None:
+        """The sheet's row count when its files say it without reading them (Parquet metadata)."""
+        if not self.sheet.parquet_files or self.options.group:
+            return None
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in self.sheet.parquet_files)
+
+    def _write_into(self, directory: str, progress: ProgressCallback | None) -> Manifest:
         mode = OWN if self.spec.server_merge else MERGED
         scratch = os.path.join(directory, ".scratch")  # per-row state spilled while streaming; removed below
         os.makedirs(scratch)
@@ -355,7 +354,7 @@ class Plan:
                 part_size=self.part_size,
                 min_entries=self.spec.min_entries,
             )
-            samples = _Spill(os.path.join(scratch, "samples.arrow"))
+            samples = Spill(os.path.join(scratch, "samples.arrow"))
             try:
                 for batch in batches:
                     if self.failed and not self.options.skip_invalid:
@@ -373,15 +372,11 @@ class Plan:
             raise ValidationError(self.problems) if self.problems else SheetError(f"{self.sheet.path}: no runs to plan")
         if self.problems:
             write_problems(os.path.join(directory, REJECTED_FILE), self.problems)
-        manifest = finish_plan(
-            directory,
-            self.spec,
-            shards,
-            samples.frames(),
-            inline=self.options.inline,
+        content = PlanContent(
             defaults=self.defaults.run,
             submission=self.defaults.submission,
             staging_uri=self.defaults.staging_uri,
+            inline=self.options.inline,
             sheet={
                 "path": self.sheet.path,
                 "sha256": self.sheet.sha256,
@@ -398,137 +393,9 @@ class Plan:
             },
             rejected=len({p.row for p in self.problems}),
         )
+        manifest = write_plan(directory, self.spec, shards, samples.frames(), content)
         shutil.rmtree(scratch)
         return manifest
-
-
-@contextlib.contextmanager
-def atomic_directory(out: str | os.PathLike[str], force: bool) -> Iterator[str]:
-    """A temporary directory beside ``out``, renamed to ``out`` only if the block succeeds."""
-    target = os.path.abspath(os.fspath(out))
-    _check_target(target, force)
-    parent = os.path.dirname(target)
-    created = parent
-    while not os.path.exists(os.path.dirname(created)):
-        created = os.path.dirname(created)  # the outermost folder this call creates, if any
-    made_parent = not os.path.exists(parent)
-    os.makedirs(parent, exist_ok=True)
-    staging_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
-    try:
-        yield staging_dir
-        if os.path.exists(target):
-            shutil.rmtree(target)
-        os.rename(staging_dir, target)
-    except BaseException:
-        shutil.rmtree(created if made_parent else staging_dir, ignore_errors=True)
-        raise
-
-
-def finish_plan(
-    directory: str,
-    spec: BackendSpec,
-    shards: list[ShardInfo],
-    samples: Iterable[pl.DataFrame],
-    *,
-    inline: bool,
-    defaults: dict[str, Any],
-    submission: dict[str, Any],
-    staging_uri: str | None,
-    sheet: dict[str, Any],
-    options: dict[str, Any],
-    rejected: int = 0,
-) -> dict[str, Any]:
-    """Name shard modes, write samples.parquet and plan.json; return the manifest."""
-    _set_modes(shards, spec, inline, submission)
-    _write_samples(directory, samples, shards)
-    canonical = {
-        "format": FORMAT,
-        "backend": spec.name,
-        "defaults": defaults,
-        "submission": submission,
-        "shards": [[s.sha256, s.entries, s.mode] for s in shards],
-    }
-    manifest = {
-        "format": FORMAT,
-        "backend": spec.name,
-        "plan_id": hashlib.sha256(orjson.dumps(canonical)).hexdigest()[:24],
-        "runs": sum(s.entries for s in shards),
-        "rejected": rejected,
-        "defaults": defaults,
-        "submission": submission,
-        "staging": {"uri": staging_uri},
-        "sheet": sheet,
-        "options": options,
-        "shards": [s.to_json() for s in shards],
-    }
-    with open(os.path.join(directory, PLAN_FILE), "wb") as handle:
-        handle.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
-    return manifest
-
-
-def _write_samples(directory: str, samples: Iterable[pl.DataFrame], shards: list[ShardInfo]) -> None:
-    """samples.parquet: every planned sample's sheet row, id, shard and position in it.
-
-    Written a row group at a time from pieces in shard order; row groups hold a fixed
-    number of rows, so the file's bytes do not depend on how the sheet was batched.
-    """
-    import pyarrow.parquet as pq
-
-    sizes = pl.Series([s.entries for s in shards], dtype=pl.Int64)
-    ends = sizes.cum_sum()
-    starts = ends - sizes
-    path = os.path.join(directory, SAMPLES_FILE)
-    schema = {"row": pl.Int64, "id": pl.String}
-    writer: Any = None
-    offset = 0
-
-    def write(piece: pl.DataFrame) -> None:
-        nonlocal writer, offset
-        ordinal = pl.int_range(offset, offset + piece.height, dtype=pl.Int64, eager=True)
-        shard = ends.search_sorted(ordinal, side="right")
-        table = piece.with_columns(
-            shard.cast(pl.Int32).alias("shard"), (ordinal - starts.gather(shard)).cast(pl.Int32).alias("position")
-        ).to_arrow()
-        if writer is None:
-            writer = pq.ParquetWriter(path, table.schema, compression="zstd", write_statistics=False)
-        writer.write_table(table, row_group_size=SAMPLES_ROW_GROUP)
-        offset += piece.height
-
-    pending = pl.DataFrame(schema=schema)
-    try:
-        for piece in samples:
-            pending = pl.concat([pending, piece.select(pl.col("row").cast(pl.Int64), pl.col("id").cast(pl.String))])
-            while pending.height >= SAMPLES_ROW_GROUP:
-                write(pending.head(SAMPLES_ROW_GROUP))
-                pending = pending.slice(SAMPLES_ROW_GROUP)
-        if pending.height or writer is None:
-            write(pending)
-    finally:
-        if writer is not None:
-            writer.close()
-
-
-def _set_modes(shards: list[ShardInfo], spec: BackendSpec, inline: bool, submission: dict[str, Any]) -> None:
-    if spec.inline_max is not None:
-        total = sum(s.entries for s in shards)
-        mode = "inline" if inline or (len(shards) == 1 and total <= spec.inline_max) else "s3"
-    else:
-        mode = spec.shard_mode(submission)
-    for shard in shards:
-        shard.mode = mode
-
-
-def _check_target(target: str, force: bool) -> None:
-    if not os.path.exists(target):
-        return
-    if not force:
-        raise InputError(f"{target} already exists; plan into a new directory, or pass --force to replace it")
-    if not os.path.isfile(os.path.join(target, PLAN_FILE)):
-        raise InputError(f"{target} exists and is not a plan directory; refusing to replace it")
-    if os.path.exists(os.path.join(target, "ledger.sqlite")):
-        raise PlanDirError(
-            f"{target} has been submitted (ledger.sqlite); it is the record of what was sent: plan into a new directory"
-        )
 
 
 def _problems(bad: pl.DataFrame, checks: Sequence[Check]) -> list[Problem]:
@@ -542,154 +409,12 @@ def _problems(bad: pl.DataFrame, checks: Sequence[Check]) -> list[Problem]:
     return found
 
 
-def write_problems(path: str, problems: Iterable[Problem]) -> None:
-    rows = [(p.row, p.id, p.column, p.value, p.rule, p.message) for p in problems]
-    table = pl.DataFrame(
-        rows,
-        schema={
-            "row": pl.Int64,
-            "id": pl.String,
-            "column": pl.String,
-            "value": pl.String,
-            "rule": pl.String,
-            "message": pl.String,
-        },
-        orient="row",
-    )
-    safe_csv(table, path)
-
-
-def safe_csv(table: pl.DataFrame, path: str) -> None:
-    """Write CSV with spreadsheet formulas neutralised: a text cell starting with = + - @ (or a
-    tab or CR) gets a leading quote, so opening the file in a spreadsheet runs nothing."""
-    texts = [c for c, t in table.schema.items() if t == pl.String]
-    table.with_columns(
-        pl.when(pl.col(c).str.contains(r"^[=+\-@\t\r]")).then(pl.lit("'") + pl.col(c)).otherwise(pl.col(c)).alias(c)
-        for c in texts
-    ).write_csv(path)
-
-
 def _as_text(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     return (
         value.cast(pl.String)
         if dtype in (pl.String, pl.Int64, pl.Float64, pl.Boolean) or dtype.is_numeric()
         else json_text(value)
     )
-
-
-_HASH = "__hash"
-
-
-class _Spill:
-    """Frames of one schema appended to an Arrow IPC stream on disk, read back in order:
-    per-row state of the whole sheet lives on disk, not in memory, while the plan streams."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.writer: Any = None
-
-    def add(self, frame: pl.DataFrame) -> None:
-        if frame.height == 0:
-            return
-        import pyarrow as pa
-
-        table = frame.to_arrow()
-        if self.writer is None:
-            self.writer = pa.ipc.new_stream(self.path, table.schema)
-        self.writer.write_table(table)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-    def frames(self) -> Iterator[pl.DataFrame]:
-        if not os.path.exists(self.path):
-            return
-        import pyarrow as pa
-
-        # Read, not memory-mapped: mapped pages would count in the process's RSS.
-        with pa.OSFile(self.path) as source:
-            for record_batch in pa.ipc.open_stream(source):
-                frame = pl.from_arrow(record_batch)
-                assert isinstance(frame, pl.DataFrame)
-                yield frame
-
-
-class _IdHashes:
-    """Every row's 8-byte id hash, spilled to disk in 16 partitions by its top bits.
-
-    Equal hashes land in the same partition, so repeats are found one partition at a
-    time: memory for this check is a sixteenth of the sheet's hashes, not all of them.
-    """
-
-    PARTS = 16
-
-    def __init__(self, scratch: str):
-        self.spills = [_Spill(os.path.join(scratch, f"ids-{i:02d}.arrow")) for i in range(self.PARTS)]
-
-    def add(self, frame: pl.DataFrame) -> None:
-        parts = frame.with_columns((pl.col(_HASH) // (1 << 60)).cast(pl.Int64).alias("__part"))
-        for (part,), piece in parts.partition_by("__part", as_dict=True, include_key=False).items():
-            self.spills[int(part)].add(piece)  # type: ignore[call-overload]
-
-    def close(self) -> None:
-        for spill in self.spills:
-            spill.close()
-
-    def suspects(self) -> pl.Series:
-        """Rows whose id hash some other row shares, in row order."""
-        found = []
-        for spill in self.spills:
-            frames = list(spill.frames())
-            if frames:
-                part = pl.concat(frames)
-                found.append(part.filter(pl.col(_HASH).is_duplicated()).get_column(ROW))
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(spill.path)
-        return pl.concat(found).sort() if found else pl.Series(ROW, [], dtype=pl.UInt32)
-
-
-def _prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """``items``, produced on a background thread up to ``depth`` ahead.
-
-    Decoding the next Parquet batch (pyarrow releases the GIL) then overlaps with polars
-    encoding this one; at most ``depth`` batches wait, so memory stays bounded.
-    """
-    ready: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        ready.put(("item", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            ready.put(("end", None))
-        except BaseException as exc:
-            ready.put(("error", exc))
-
-    thread = threading.Thread(target=produce, name="planner-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, item = ready.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            with contextlib.suppress(queue.Empty):
-                ready.get(timeout=0.1)  # unblock a producer waiting to hand over
-        thread.join()
 
 
 def _rows(rows: Sequence[int]) -> str:
@@ -717,6 +442,10 @@ def plan(
 
     Raises an ``InputError`` (``ValidationError`` with every problem) for bad input.
     """
+    for name, value in (("max_entries", max_entries), ("max_bytes", max_bytes), ("part_size", part_size)):
+        # The same rule as the CLI's: 0 is not "unset" but a limit nothing fits in.
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InputError(f"{name.replace('_', '-')} {value!r}: must be a positive whole number")
     spec = get_backend(backend)
     loaded = load_defaults(defaults, sets, spec)
     opened = open_sheet(sheet, id_column=id_column or loaded.id_column, types=loaded.types, s3_client=s3_client)
@@ -732,20 +461,3 @@ def plan(
         max_bytes=max_bytes,
     )
     return Plan(opened, loaded, spec, options)
-
-
-def read_plan(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """``plan.json`` of a plan directory, checked for format."""
-    path = os.path.join(os.fspath(directory), PLAN_FILE)
-    try:
-        with open(path, "rb") as handle:
-            manifest = orjson.loads(handle.read())
-    except FileNotFoundError:
-        raise PlanDirError(
-            f"{directory}: not a plan directory (no {PLAN_FILE}); make one with `planner plan`"
-        ) from None
-    except orjson.JSONDecodeError as exc:
-        raise PlanDirError(f"{path}: damaged: {exc}") from exc
-    if manifest.get("format") != FORMAT:
-        raise PlanDirError(f"{path}: plan format {manifest.get('format')!r}; this planner reads format {FORMAT}")
-    return manifest

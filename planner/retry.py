@@ -1,52 +1,65 @@
-"""``planner retry``: a new plan of only the samples whose runs failed, were cancelled,
-or failed to submit, each with exactly the settings it had in the original plan.
+"""``planner retry``: a new plan of the samples whose runs failed, were cancelled, or failed to
+submit, each with exactly the settings it had in the original plan (``--set`` aside).
 
-The entries are copied from the original shards, not re-planned from the sheet,
-so a sheet edited since cannot change what is retried.  Shard files hold one run
-per line, so they are read line by line: memory stays bounded for any shard.
+The entries are copied from the original shards, not re-planned from the sheet, so a
+sheet edited since cannot change what is retried.  A retry is a new submission: its
+plan id carries its lineage (the plan retried, and a fresh attempt id), so every
+requestId, job name, run key and run name differs from every earlier attempt's and
+the services start new runs, while submitting the same retry plan again still starts
+nothing.  ``--set KEY=VALUE`` changes a setting for every retried run (a new
+``workflowVersionName``, ``cacheId`` and ``cacheBehavior`` to resume from a HealthOmics
+run cache, more storage), recorded in the new plan's ``sheet.retry_sets``.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import polars as pl
 
 from .backends import get_backend
-from .errors import InputError
-from .plan import atomic_directory, finish_plan, read_plan
+from .defaults import load_defaults
+from .errors import DefaultsError, InputError, ValidationError
+from .plandir import Manifest, PlanContent, PlanDirectory, atomic_directory, write_plan
 from .shard import ShardWriter
+from .spec import BackendSpec
 from .submit import status
 
 _BATCH = 10_000
 
 
 def retry(
-    plan_dir: str,
-    out: str,
+    plan_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
     *,
     states: Sequence[str] | None = None,
+    sets: Sequence[str] = (),
     force: bool = False,
     refresh: bool = True,
-    **aws: Any,
-) -> dict[str, Any]:
-    """Plan the samples of ``plan_dir`` in ``states`` (default: the backend's failed states),
-    or that failed to submit, into ``out``."""
-    manifest = read_plan(plan_dir)
-    spec = get_backend(manifest["backend"])
-    states = tuple(states) if states else spec.retry_states
-    if os.path.abspath(out) == os.path.abspath(plan_dir):
+    **access: Any,
+) -> Manifest:
+    """Plan into ``out`` the samples of ``plan_dir`` whose run is in ``states`` (default: the
+    backend's failed states) or whose submission failed.  ``access``: the keyword arguments
+    of ``status`` (sandbox, profile, region, ...), used to refresh the states first."""
+    plan = PlanDirectory(plan_dir)
+    manifest = plan.manifest
+    spec = get_backend(manifest.backend)
+    states = _states(states, spec)
+    if os.path.abspath(out) == os.path.abspath(plan.path):
         raise InputError("--out must be a new directory, not the plan being retried")
-    table = status(plan_dir, refresh=refresh, **aws)
-    wanted = table.filter(pl.col("state").is_in(list(states)) | (pl.col("submission_status") == "FAILED")).sort(
-        "shard", "position"
-    )
+    defaults, submission, assignments = _with_sets(manifest, spec, sets)
+    table = status(plan.path, refresh=refresh, **access)
+    wanted = table.filter(
+        pl.col("state").is_in(list(states)) | (pl.col("submission_status") == "FAILED")
+    ).sort("shard", "position")
     if wanted.height == 0:
-        raise InputError(f"{plan_dir}: no sample is in {', '.join(states)} or failed to submit; nothing to retry")
-    options = manifest["options"]
-    part_size = manifest["shards"][0]["part_size"]
+        raise InputError(f"{plan.path}: no sample is in {', '.join(states)} or failed to submit; nothing to retry")
+    options = manifest.options
+    part_size = manifest.shards[0].part_size
     with atomic_directory(out, force) as directory:
         writer = ShardWriter(
             directory,
@@ -56,42 +69,91 @@ def retry(
             min_entries=spec.min_entries,
         )
         try:
-            for shard_index, rows in wanted.group_by("shard", maintain_order=True):
-                positions = set(rows.get_column("position").to_list())
+            for (shard_index,), rows in wanted.group_by("shard", maintain_order=True):
+                shard = manifest.shard(int(shard_index))  # type: ignore[arg-type]
                 ids = rows.get_column("id").to_list()
-                entries = _entries(os.path.join(plan_dir, manifest["shards"][int(shard_index[0])]["path"]), positions)  # type: ignore[index]
+                entries = plan.entries_at(shard, rows.get_column("position").to_list())
+                if assignments:
+                    entries = [_assign(entry, assignments, spec) for entry in entries]
                 for start in range(0, len(ids), _BATCH):
                     writer.add(
                         pl.Series(ids[start : start + _BATCH], dtype=pl.String),
-                        pl.Series(entries[start : start + _BATCH], dtype=pl.String),
+                        pl.Series([e.decode() for e in entries[start : start + _BATCH]], dtype=pl.String),
                     )
         except BaseException:
             writer.abort()
             raise
         shards = writer.close()
-        sheet = dict(manifest["sheet"], retry_of=manifest["plan_id"], retried_states=list(states))
-        return finish_plan(
-            directory,
-            spec,
-            shards,
-            [wanted.select(pl.col("row").cast(pl.Int64), "id")],
-            inline=options.get("inline", False),
-            defaults=manifest["defaults"],
-            submission=manifest["submission"],
-            staging_uri=(manifest.get("staging") or {}).get("uri"),
+        sheet = dict(
+            manifest.sheet,
+            retry_of=manifest.plan_id,
+            retried_states=list(states),
+            retry_attempt=uuid.uuid4().hex,  # a deliberate retry is a new identity, always
+            retry_sets=list(sets),
+        )
+        content = PlanContent(
+            defaults=defaults,
+            submission=submission,
             sheet=sheet,
             options=options,
+            staging_uri=manifest.staging_uri,
+            inline=options.get("inline", False),
         )
+        return write_plan(directory, spec, shards, [wanted.select(pl.col("row").cast(pl.Int64), "id")], content)
 
 
-def _entries(path: str, positions: set[int]) -> list[str]:
-    """The runs at ``positions`` of a shard file (one run per line, between "[" and "]")."""
-    found = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle):
-            position = line_number - 1
-            if position in positions:
-                found.append(line.rstrip("\n").removesuffix(","))
-    if len(found) != len(positions):
-        raise InputError(f"{path}: has fewer runs than the plan records; was the plan directory changed?")
-    return found
+def _states(states: Sequence[str] | None, spec: BackendSpec) -> tuple[str, ...]:
+    if not states:
+        return spec.retry_states
+    known = sorted(spec.final_states | set(spec.retry_states))
+    chosen = tuple(s.strip().upper() for s in states if s.strip())
+    unknown = [s for s in chosen if s not in known]
+    if unknown:
+        from .suggest import did_you_mean
+
+        first = unknown[0]
+        raise InputError(
+            f"--states {first!r}{did_you_mean(first, known)}: not a final state of {spec.name}; "
+            f"choose from {', '.join(known)}"
+        )
+    return chosen
+
+
+def _with_sets(
+    manifest: Manifest, spec: BackendSpec, sets: Sequence[str]
+) -> tuple[dict[str, Any], dict[str, Any], list[tuple[tuple[str, ...], Any]]]:
+    """The retry's defaults and request-level settings, and the per-run assignments ``sets`` make."""
+    if not sets:
+        return manifest.defaults, manifest.submission, []
+    loaded = load_defaults({"run": manifest.defaults, "submission": manifest.submission}, sets, spec)
+    problems = spec.check_defaults(loaded.run, loaded.submission, set())
+    if problems:
+        raise ValidationError(problems)
+    assignments = []
+    for path in sorted(getattr(loaded, "set_by", {}) or {}):
+        table, *keys = path.split(".")
+        if table != "run" or not keys:
+            continue
+        value: Any = loaded.run
+        for key in keys:
+            value = value[key]
+        if not isinstance(value, dict):
+            assignments.append((tuple(keys), value))
+    if not assignments and not any(s.partition("=")[0].strip().startswith("submission.") for s in sets):
+        raise DefaultsError(f"--set {sets[0]!r}: changes nothing a run is sent")
+    return loaded.run, loaded.submission, assignments
+
+
+def _assign(entry: bytes, assignments: list[tuple[tuple[str, ...], Any]], spec: BackendSpec) -> bytes:
+    """One retried run with the ``--set`` values in it.  For a service that merges the
+    defaults itself (StartRunBatch) an entry is changed only where it sets the field itself:
+    elsewhere the new defaults reach it."""
+    run = orjson.loads(entry)
+    for keys, value in assignments:
+        if spec.server_merge and keys[0] not in run:
+            continue
+        node = run
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return orjson.dumps(run)

@@ -56,11 +56,13 @@ def s3_etag(md5_hex: str, part_md5s: list[bytes], size: int, part_size: int) -> 
     return f'"{hashlib.md5(b"".join(part_md5s)).hexdigest()}-{len(part_md5s)}"'
 
 
-@dataclass
+@dataclass(frozen=True)
 class ShardInfo:
+    """One shard as ``plan.json`` records it (the plan-directory format is in ``plandir.py``)."""
+
     index: int
     path: str  # relative to the plan directory
-    mode: str  # "inline" or "s3"
+    mode: str  # "inline" (the runs travel in the requests) or "s3" (the service reads the staged file)
     entries: int
     bytes: int
     sha256: str
@@ -72,6 +74,10 @@ class ShardInfo:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ShardInfo:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
 
 
 class _Lanes:
@@ -243,7 +249,6 @@ class ShardWriter:
         self.current: _OpenShard | None = None
         self.waiting: _OpenShard | None = None  # full, its last run held, until the next shard has two
         self.closed: list[ShardInfo] = []
-        self.count = 0
 
     def add(self, ids: pl.Series, runs: pl.Series) -> None:
         """Append a batch of runs (JSON text) with their sample ids, in order."""
@@ -290,7 +295,6 @@ class ShardWriter:
             self.closed.append(self.waiting.close())
             self.waiting = None
         shard.add(ids[:-1], blob, ids[-1], last, cost)
-        self.count += len(ids)
 
     def _finish_current(self) -> None:
         shard = self.current

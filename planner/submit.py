@@ -1,302 +1,247 @@
-"""Submit, status, retry and cancel: what every backend shares.
+"""Submit, status, watch and cancel: the operations on a plan directory after ``planner plan``.
 
-A backend's runtime is a module with four functions over a ``Context``:
-``stage_indexes(manifest)`` (the shards it needs on S3), ``submit(ctx)``,
-``refresh(ctx)`` (ask the service, update the ledger's per-sample state) and
-``cancel(ctx)``.  This module opens the plan and ledger, builds the clients
-(the sandbox's when asked), stages what must be staged, and hands over.
+Each opens the plan (``plandir.py``), its ledger and the clients (``context.py``),
+and hands the backend (``backends/``) to the engine (``engine.py``) or asks it for
+status.  These functions are the Python API; the CLI is a thin front over them, so
+both check the same things and report the same way.
+
+AWS access takes the standard boto3 chain (profile, region, environment,
+``AWS_ENDPOINT_URL`` and ``AWS_ENDPOINT_URL_<SERVICE>``), plus ``endpoint_url``,
+``profile``, ``region``, ``retry_mode`` and ``max_attempts``; ``sandbox=True`` runs
+against the local sandbox on loopback (started when none runs).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any
+from typing import IO, Any
 
-import orjson
 import polars as pl
-from botocore.exceptions import BotoCoreError, ClientError
-from botocore.validate import ParamValidator
 
-from .aws import Clients
-from .backends import backend_module
+from .backends import backend_class, get_backend
+from .backends.base import CancelReport
+from .context import Context, Options, open_context
+from .engine import Engine, Incomplete, SubmitReport
 from .errors import InputError, SubmissionError
 from .jsontext import dumps
-from .ledger import LEDGER_FILE, Ledger
-from .model import check_shape, operation_input
-from .plan import SAMPLES_FILE, read_plan
-from .staging import Stager
+from .ledger import SAMPLE_COLUMNS
+from .plandir import PlanDirectory
+from .progress import ProgressCallback
 
-SANDBOX_STAGING = "s3://planner-sandbox/staging/"
-# Errors that mean "later", not "never": wait and try again, beyond botocore's own retries.
-RETRY_LATER = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "TooManyRequestsException",
-        "ServiceQuotaExceededException",
-        "ConcurrentRunsExceededException",
-        "RequestLimitExceeded",
-        "SlowDown",
-    }
-)
-
-
-def runtime(backend: str) -> ModuleType:
-    """The backend module, which defines stage_indexes, submit, refresh and cancel
-    (and, optionally, prepare_sandbox: create in the sandbox what the plan refers to)."""
-    module = backend_module(backend)
-    if not hasattr(module, "submit"):
-        raise SubmissionError(f"submitting to {backend} is not available in this version yet (planning is)")
-    return module
+LOCK_FILE = ".submit.lock"
+NOT_SUBMITTED = "NOT SUBMITTED"
+# The per-sample table, in the order `planner status` writes it.
+STATUS_COLUMNS = [
+    "row",
+    "id",
+    "shard",
+    "position",
+    "submission_id",
+    "remote_id",
+    "remote_uuid",
+    "submission_status",
+    "state",
+    "reason",
+    "log",
+    "updated_at",
+]
+_LEDGER_SCHEMA = {name: pl.Int32 if name in ("shard", "position") else pl.String for name in SAMPLE_COLUMNS}
 
 
-@dataclass
-class Context:
-    plan_dir: str
-    manifest: dict[str, Any]
-    ledger: Ledger
-    clients: Clients
-    staging_uri: str | None = None
-    concurrency: int = 8
-    rate: float | None = None  # requests per second, over all workers
-    dry_run: bool = False
-    progress: bool = False
-    emit: Callable[[dict[str, Any]], None] = field(default=lambda request: None)
-    sleep: Callable[[float], None] = time.sleep
-    clock: Callable[[], float] = time.monotonic
-    max_wait: float = 900.0  # how long "later" errors are waited out, per call
-    _stager: Stager | None = None
+@dataclass(frozen=True)
+class Access:
+    """How to reach the services: the standard boto3 chain plus these."""
 
-    @property
-    def plan_id(self) -> str:
-        return str(self.manifest["plan_id"])
+    sandbox: bool = False
+    endpoint_url: str | None = None
+    profile: str | None = None
+    region: str | None = None
+    retry_mode: str = "standard"
+    max_attempts: int = 8
+    endpoints: dict[str, str] | None = None  # per service (tests, and the sandbox's daemon)
 
-    @property
-    def stager(self) -> Stager:
-        if self._stager is None:
-            if not self.staging_uri:
-                raise InputError(
-                    "this plan needs S3 staging: give --staging s3://bucket/prefix/ or [staging] uri in the defaults file"
-                )
-            self._stager = Stager(
-                self.clients.get("s3"),
-                self.ledger,
-                self.plan_dir,
-                self.manifest,
-                self.staging_uri,
-                concurrency=self.concurrency,
-                progress=self.progress,
-            )
-        return self._stager
+    def __post_init__(self) -> None:
+        if self.retry_mode not in ("standard", "adaptive", "legacy"):
+            raise InputError(f"retry mode {self.retry_mode!r}: choose standard or adaptive")
 
-    def shard_runs(self, index: int) -> list[dict[str, Any]]:
-        shard = self.manifest["shards"][index]
-        with open(os.path.join(self.plan_dir, shard["path"]), "rb") as handle:
-            return orjson.loads(handle.read())  # type: ignore[no-any-return]
-
-    def samples(self) -> pl.DataFrame:
-        return pl.read_parquet(os.path.join(self.plan_dir, SAMPLES_FILE))
-
-    def call(self, what: str, method: Callable[..., Any], **params: Any) -> Any:
-        """One service call; throttling and quota errors are waited out, not failed."""
-        delay = 1.0
-        waited = 0.0
-        while True:
-            try:
-                return method(**params)
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code in RETRY_LATER and waited < self.max_wait:
-                    self.sleep(delay)
-                    waited += delay
-                    delay = min(delay * 2, 60.0)
-                    continue
-                message = exc.response.get("Error", {}).get("Message", str(exc))
-                raise SubmissionError(f"{what}: {code}: {message}") from exc
-            except BotoCoreError as exc:
-                raise SubmissionError(f"{what}: {exc}") from exc
+    def open(self, plan_dir: str | os.PathLike[str], options: Options, **kwargs: Any) -> Context:
+        return open_context(
+            plan_dir,
+            options=options,
+            sandbox=self.sandbox,
+            endpoint_url=self.endpoint_url,
+            profile=self.profile,
+            region=self.region,
+            retry_mode=self.retry_mode,
+            max_attempts=self.max_attempts,
+            endpoints=self.endpoints,
+            **kwargs,
+        )
 
 
-def request_problems(service: str, operation: str, params: dict[str, Any]) -> list[str]:
-    """Everything wrong with a request, by botocore's own check and the model's max, pattern and enum."""
-    shape = operation_input(service, operation)
-    report = ParamValidator().validate(params, shape)
-    found = (
-        [
-            line.strip()
-            for line in report.generate_report().splitlines()
-            if line.strip() and not line.startswith("Parameter validation failed")
-        ]
-        if report.has_errors()
-        else []
-    )
-    found += [p.describe() for p in check_shape(shape, params, "")]
-    return found
+@contextlib.contextmanager
+def _plan_lock(plan_dir: str) -> Iterator[None]:
+    """One submit per plan at a time: two at once would both see no result for a call and
+    both send it (Batch, Glue and Polly have no idempotency token).  The lock dies with the process."""
+    handle = open(os.path.join(plan_dir, LOCK_FILE), "a")  # noqa: SIM115 - held for the whole block
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SubmissionError(
+                f"{plan_dir}: another `planner submit` of this plan is running; wait for it to end"
+            ) from None
+        yield
+    finally:
+        handle.close()  # closing the file releases the lock
 
 
-def open_context(
-    plan_dir: str,
+def submitting(plan_dir: str | os.PathLike[str]) -> bool:
+    """Whether a `planner submit` of this plan is running now (it holds the plan's lock)."""
+    path = os.path.join(os.fspath(plan_dir), LOCK_FILE)
+    if not os.path.exists(path):
+        return False
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def submit(
+    plan_dir: str | os.PathLike[str],
     *,
+    staging: str | None = None,
+    dry_run: bool = False,
+    concurrency: int = 8,
+    rate: float | None = None,
+    max_wait: float = 900.0,
     sandbox: bool = False,
     endpoint_url: str | None = None,
     profile: str | None = None,
     region: str | None = None,
-    staging_uri: str | None = None,
     retry_mode: str = "standard",
     max_attempts: int = 8,
+    endpoints: dict[str, str] | None = None,
+    progress: ProgressCallback | None = None,
+    emit: Callable[[dict[str, Any]], None] | None = None,
+) -> SubmitReport:
+    """Stage and submit a plan; safe to run again after a crash or a partial submit.
+
+    Raises ``engine.Incomplete`` (a ``SubmissionError`` carrying the report) when some
+    calls were refused; ``planner status`` then lists those samples as FAILED and
+    ``planner retry`` plans them again.  ``dry_run``: build and check every request
+    and hand each to ``emit`` (default: a JSON line on stdout), sending nothing.
+    """
+    options = Options(staging_uri=staging, concurrency=concurrency, rate=rate, dry_run=dry_run, max_wait=max_wait)
+    access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
+    plan = PlanDirectory(plan_dir)  # a clear error for a folder that is not a plan, before anything is made in it
+    lock = contextlib.nullcontext() if dry_run else _plan_lock(plan.path)
+    with lock:
+        ctx = access.open(plan.path, options, progress=progress)
+        try:
+            if dry_run:
+                ctx.emit = emit or _print_line
+            return _submit(ctx)
+        finally:
+            ctx.ledger.close()
+
+
+def _submit(ctx: Context) -> SubmitReport:
+    backend = backend_class(ctx.manifest.backend)(ctx)
+    report = SubmitReport(ctx.manifest.backend, ctx.plan_id, ctx.manifest.runs, dry_run=ctx.dry_run)
+    if not ctx.dry_run:
+        staged = backend.staged_shards()
+        if ctx.clients.sandbox:
+            from .sandbox.prepare import prepare
+
+            prepare(ctx, stages=bool(staged))
+        if staged:
+            ctx.stager.stage(staged)
+    engine = Engine(ctx)
+    phases = backend.phases()
+    try:
+        for phase in phases:
+            tally = engine.run(phase)
+            report.phases.append(tally)
+            if tally.failed:
+                break  # a later phase builds on this one (Polly's jobs need their run)
+    finally:
+        phases.close()
+    if ctx._stager is not None:
+        report.staged_uploaded, report.staged_reused = ctx._stager.uploaded, ctx._stager.reused
+    if ctx.dry_run and report.phases and all(t.already == t.total for t in report.phases):
+        report.notes.append("every submission of this plan is already journaled as made: nothing would be sent")
+    existed = sum(t.existed for t in report.phases)
+    if existed:
+        report.notes.append(
+            f"the service answered {existed} request(s) with what an earlier submission of this same plan "
+            f"(plan id {ctx.plan_id}, perhaps from another directory) had made: nothing new was started for them; "
+            "`planner retry` plans samples to run again"
+        )
+    if report.failed:
+        raise Incomplete(report)
+    return report
+
+
+def _print_line(line: dict[str, Any]) -> None:
+    sys.stdout.buffer.write(dumps(line) + b"\n")
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------- status
+
+
+def status(
+    plan_dir: str | os.PathLike[str],
+    *,
+    refresh: bool = True,
     concurrency: int = 8,
     rate: float | None = None,
-    dry_run: bool = False,
-    progress: bool = False,
-    create_ledger: bool = True,
+    sandbox: bool = False,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+    retry_mode: str = "standard",
+    max_attempts: int = 8,
     endpoints: dict[str, str] | None = None,
-) -> Context:
-    manifest = read_plan(plan_dir)
-    if concurrency < 1:
-        raise InputError("--concurrency must be at least 1")
-    if rate is not None and rate <= 0:
-        raise InputError("--rate must be a positive number of requests per second")
-    clients = Clients(
-        profile=profile,
-        region=region,
-        endpoint_url=endpoint_url,
-        endpoints=dict(endpoints or {}),
-        retry_mode=retry_mode,
-        max_attempts=max_attempts,
-        sandbox=sandbox,
-    )
-    if sandbox and endpoints is None:  # started only once the options are known to be good
-        from .sandbox.local import ensure_running
+    progress: ProgressCallback | None = None,
+) -> pl.DataFrame:
+    """The per-sample table (``STATUS_COLUMNS``): sheet row, id, where it was submitted, its run, state, reason.
 
-        clients.endpoints = dict(ensure_running())
-    staging = staging_uri or (manifest.get("staging") or {}).get("uri")
-    if sandbox and not staging_uri:
-        staging = SANDBOX_STAGING  # the plan's own bucket does not exist in the sandbox
-    if dry_run and not os.path.exists(os.path.join(plan_dir, LEDGER_FILE)):
-        ledger = Ledger.in_memory(manifest)
-    else:
-        ledger = Ledger.open(plan_dir, manifest, create=create_ledger and not dry_run)
-    return Context(
-        plan_dir=plan_dir,
-        manifest=manifest,
-        ledger=ledger,
-        clients=clients,
-        staging_uri=staging,
-        concurrency=concurrency,
-        rate=rate,
-        dry_run=dry_run,
-        progress=progress,
-    )
-
-
-def _ensure_bucket(s3: Any, uri: str) -> None:
-    bucket = uri[len("s3://") :].split("/", 1)[0]
+    With ``refresh`` the service is asked first (only about what can still change)."""
+    access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
+    ctx = access.open(plan_dir, Options(concurrency=concurrency, rate=rate), progress=progress, create_ledger=False)
     try:
-        s3.head_bucket(Bucket=bucket)
-    except ClientError:
-        s3.create_bucket(Bucket=bucket)
-
-
-def rate_limited(ctx: Context) -> Iterator[None]:
-    """Yields once per allowed request: at most ``ctx.rate`` per second (no limit when None)."""
-    interval = 0.0 if not ctx.rate else 1.0 / ctx.rate
-    next_at = ctx.clock()
-    while True:
-        if interval:
-            now = ctx.clock()
-            if now < next_at:
-                ctx.sleep(next_at - now)
-            next_at = max(next_at, now) + interval
-        yield
-
-
-def paced(ctx: Context) -> Callable[[], None]:
-    """``rate_limited`` for a thread pool: each worker calls the result before a request
-    (a generator cannot be advanced from two threads at once)."""
-    limiter = rate_limited(ctx)
-    gate = threading.Lock()
-
-    def wait() -> None:
-        with gate:
-            next(limiter)
-
-    return wait
-
-
-def _lock_plan(plan_dir: str) -> Any:
-    """One submit per plan at a time: two at once would both see no result for a call and
-    both send it (Batch, Glue and Polly have no idempotency token).  The lock dies with the process."""
-    import fcntl
-
-    handle = open(os.path.join(plan_dir, ".submit.lock"), "a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise SubmissionError(
-            f"{plan_dir}: another `planner submit` of this plan is running; wait for it to end"
-        ) from None
-    return handle
-
-
-def submit(plan_dir: str, **options: Any) -> dict[str, Any]:
-    """Stage and submit a plan; safe to run again after a crash or a partial submit."""
-    read_plan(plan_dir)  # a clear error for a folder that is not a plan, before anything is created in it
-    lock = None if options.get("dry_run") else _lock_plan(plan_dir)
-    try:
-        ctx = open_context(plan_dir, **options)
-    except BaseException:
-        if lock is not None:
-            lock.close()
-        raise
-    try:
-        backend = runtime(ctx.manifest["backend"])
-        if ctx.dry_run:
-            ctx.emit = lambda request: sys.stdout.buffer.write(dumps(request) + b"\n")
-        else:
-            if ctx.clients.sandbox and hasattr(backend, "prepare_sandbox"):
-                backend.prepare_sandbox(ctx)
-            indexes = backend.stage_indexes(ctx.manifest)
-            if indexes:
-                if ctx.clients.sandbox and ctx.staging_uri:
-                    _ensure_bucket(ctx.clients.get("s3"), ctx.staging_uri)  # the sandbox starts with no buckets
-                ctx.stager.stage(indexes)
-        return backend.submit(ctx)  # type: ignore[no-any-return]
+        return _status(ctx, refresh)
     finally:
         ctx.ledger.close()
-        if lock is not None:
-            lock.close()  # closing the file releases the lock
 
 
-STATUS_COLUMNS = ["id", "shard", "position", "remote_id", "submission_status", "state", "reason", "updated_at"]
-STATUS_SCHEMA = {
-    name: pl.Int64 if name in ("shard", "position") else pl.String for name in STATUS_COLUMNS
-}  # the ledger's samples table
-
-
-def status(plan_dir: str, *, refresh: bool = True, **options: Any) -> pl.DataFrame:
-    """The per-sample table: sample id, shard, remote ids, submission status, run state, failure reason."""
-    ctx = open_context(plan_dir, create_ledger=False, **options)
-    try:
-        if refresh:
-            runtime(ctx.manifest["backend"]).refresh(ctx)
-        return sample_table(ctx)
-    finally:
-        ctx.ledger.close()
+def _status(ctx: Context, refresh: bool) -> pl.DataFrame:
+    if refresh:
+        backend_class(ctx.manifest.backend)(ctx).refresh()
+    table = sample_table(ctx)
+    if refresh:
+        ctx.ledger.record_refresh(state_counts(table))
+    return table
 
 
 def sample_table(ctx: Context) -> pl.DataFrame:
+    """Every planned sample with what the ledger knows of it."""
     # Typed, not inferred: a ledger with no samples yet (a submit that stopped before its first
     # result) would give columns of type null, which cannot be joined with the plan's ids.
-    known = pl.DataFrame(ctx.ledger.samples(), schema=STATUS_SCHEMA, orient="row").drop("shard", "position")
-    planned = ctx.samples()
-    submissions = [s for s in ctx.ledger.submissions() if s.sample is None and s.remote_id is not None]
+    known = pl.DataFrame(ctx.ledger.sample_rows(), schema=_LEDGER_SCHEMA, orient="row").drop("shard", "position")
+    planned = ctx.plan.samples()
+    submissions = [s for s in ctx.ledger.submissions("done") if s.sample is None and s.remote_id is not None]
     batches = pl.DataFrame(
         [(s.shard, s.remote_id) for s in submissions if s.shard is not None],
         schema={"shard": pl.Int32, "submission_id": pl.String},
@@ -306,23 +251,128 @@ def sample_table(ctx: Context) -> pl.DataFrame:
     whole_plan = [s.remote_id for s in submissions if s.shard is None]
     if len(whole_plan) == 1:  # one submission for the whole plan (a Polly run): every sample is in it
         table = table.with_columns(pl.col("submission_id").fill_null(pl.lit(whole_plan[0])))
-    return table.select(
-        "row",
-        "id",
-        "shard",
-        "position",
-        "submission_id",
-        "remote_id",
-        "submission_status",
-        "state",
-        "reason",
-        "updated_at",
+    return table.select(STATUS_COLUMNS)
+
+
+def where_expr() -> pl.Expr:
+    """A sample's place in the lifecycle: its run state, else its submission status, else NOT SUBMITTED."""
+    return pl.coalesce(pl.col("state"), pl.col("submission_status"), pl.lit(NOT_SUBMITTED))
+
+
+def state_counts(table: pl.DataFrame) -> dict[str, int]:
+    counts = table.group_by(where_expr().alias("where")).len().sort("where")
+    return {str(where): int(count) for where, count in counts.iter_rows()}
+
+
+def settled(table: pl.DataFrame, final_states: frozenset[str]) -> bool:
+    """Nothing can change any more: every sample's run has ended, or its submission failed,
+    or it was never submitted (then only `planner submit` can change it)."""
+    moving = table.filter(
+        pl.col("submission_status").is_not_null()
+        & (pl.col("submission_status") != "FAILED")
+        & ~pl.col("state").is_in(list(final_states | {"DELETED"})).fill_null(False)
     )
+    return moving.height == 0
 
 
-def cancel(plan_dir: str, **options: Any) -> int:
-    ctx = open_context(plan_dir, create_ledger=False, **options)
+@dataclass(frozen=True)
+class Snapshot:
+    """One refresh of ``watch``: when, the table, its counts, and what changed since the last one."""
+
+    at: float
+    table: pl.DataFrame
+    counts: dict[str, int]
+    changes: dict[str, int] = field(default_factory=dict)  # state -> difference in count
+    settled: bool = False
+    first: bool = False
+
+
+def watch(
+    plan_dir: str | os.PathLike[str],
+    *,
+    interval: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.time,
+    on_refresh: Callable[[Snapshot], None] | None = None,
+    **access: Any,
+) -> Snapshot:
+    """Refresh every ``interval`` seconds until nothing can change any more; returns the last snapshot.
+
+    ``on_refresh`` sees each snapshot (the CLI prints the time and what changed).  ``access``
+    takes the keyword arguments of ``status`` (sandbox, profile, region, ...)."""
+    if not (isinstance(interval, (int, float)) and 0 < interval < float("inf")):
+        raise InputError(f"interval {interval!r}: must be a positive number of seconds")
+    final = get_backend(PlanDirectory(plan_dir).manifest.backend).final_states
+    if access.get("sandbox") and not access.get("endpoints"):
+        from .sandbox.local import ensure_running
+
+        access["endpoints"] = dict(ensure_running())  # found (or started) once, not at every refresh
+    previous: dict[str, int] | None = None
+    while True:
+        table = status(plan_dir, **access)
+        counts = state_counts(table)
+        changes = {}
+        if previous is not None:
+            for name in sorted(set(counts) | set(previous)):
+                delta = counts.get(name, 0) - previous.get(name, 0)
+                if delta:
+                    changes[name] = delta
+        done = settled(table, final) and not submitting(plan_dir)
+        snapshot = Snapshot(clock(), table, counts, changes, done, first=previous is None)
+        if on_refresh is not None:
+            on_refresh(snapshot)
+        if done:
+            return snapshot
+        previous = counts
+        sleep(interval)
+
+
+# ---------------------------------------------------------------- cancel
+
+
+def cancel(
+    plan_dir: str | os.PathLike[str],
+    *,
+    concurrency: int = 8,
+    rate: float | None = None,
+    sandbox: bool = False,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+    retry_mode: str = "standard",
+    max_attempts: int = 8,
+    endpoints: dict[str, str] | None = None,
+    progress: ProgressCallback | None = None,
+    reason: str = "asked by the user",
+) -> CancelReport:
+    """Cancel what the plan submitted that is still pending or running; what has finished is left alone.
+
+    The report says per batch, job or run what was cancelled, what had already
+    finished, and what could not be cancelled (``complete`` is False then)."""
+    access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
+    ctx = access.open(plan_dir, Options(concurrency=concurrency, rate=rate), progress=progress, create_ledger=False)
     try:
-        return int(runtime(ctx.manifest["backend"]).cancel(ctx))
+        return _cancel(ctx, reason)
     finally:
         ctx.ledger.close()
+
+
+def _cancel(ctx: Context, reason: str) -> CancelReport:
+    backend = backend_class(ctx.manifest.backend)(ctx)
+    report = backend.cancel()
+    ctx.ledger.record_event("cancel", {"reason": reason, **report.to_json()})
+    with contextlib.suppress(SubmissionError):  # the states after the cancel, as far as the service tells now
+        backend.refresh()
+    return report
+
+
+def write_table(table: pl.DataFrame, path: str, stream: IO[str] | None = None) -> None:
+    """The per-sample table as CSV (spreadsheet formulas neutralised) or Parquet, by the file name."""
+    from .plandir import safe_csv
+
+    if path.endswith(".parquet"):
+        table.write_parquet(path)
+    elif path.endswith(".csv"):
+        safe_csv(table, path)
+    else:
+        raise InputError(f"--out {path}: use a .csv or .parquet file name")

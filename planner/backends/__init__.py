@@ -1,17 +1,22 @@
 """The five targets, by the name ``--backend`` takes.
 
 Each backend module is imported only when used: loading a botocore service model
-costs a noticeable fraction of a second, and a command touches one backend.
+costs a noticeable fraction of a second, and a command touches one backend.  A
+module holds its ``SPEC`` (what the plan core needs) and a ``Backend`` subclass
+named by ``BACKEND`` (submission, status, cancel; the interface is in ``base.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from importlib import import_module
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from ..spec import BackendSpec, RoutedField
+from ..spec import BackendSpec
+
+if TYPE_CHECKING:
+    from .base import Backend
 
 MODULES = {
     "omics-batch": "omics_batch",
@@ -22,33 +27,24 @@ MODULES = {
 }
 
 
-def backend_module(name: str) -> ModuleType:
-    """The module of a backend: its SPEC and its runtime (submit, refresh, cancel, ...)."""
+def _module(name: str) -> ModuleType:
     if name not in MODULES:
-        raise InputError(f"unknown backend {name!r}; choose one of {', '.join(MODULES)}")
+        from ..suggest import did_you_mean
+
+        raise InputError(f"unknown backend {name!r}{did_you_mean(name, list(MODULES))}; choose one of {', '.join(MODULES)}")
     return import_module(f".{MODULES[name]}", __package__)
 
 
 def get_backend(name: str) -> BackendSpec:
-    spec: BackendSpec = backend_module(name).SPEC
+    """The plan-time spec of a backend."""
+    spec: BackendSpec = _module(name).SPEC
     return spec
 
 
-class _Specs(Mapping[str, BackendSpec]):
-    """``BACKENDS[name]`` gives a backend's spec, importing its module on first use."""
-
-    def __getitem__(self, name: str) -> BackendSpec:
-        if name not in MODULES:
-            raise KeyError(name)
-        return get_backend(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(MODULES)
-
-    def __len__(self) -> int:
-        return len(MODULES)
+def backend_class(name: str) -> type[Backend]:
+    """The runtime class of a backend (its submit, refresh and cancel)."""
+    cls: type[Backend] = _module(name).BACKEND
+    return cls
 
 
-BACKENDS: Mapping[str, BackendSpec] = _Specs()
-
-__all__ = ["BACKENDS", "MODULES", "BackendSpec", "RoutedField", "backend_module", "get_backend"]
+__all__ = ["MODULES", "backend_class", "get_backend"]

@@ -17,7 +17,7 @@ connection) are turned off: the planner looks for the run key before sending aga
 Concurrency.  A job allows ``ExecutionProperty.MaxConcurrentRuns`` runs at once
 (1 when unset); no more of the plan's starts are let through than leave that many
 runs in STARTING, RUNNING, STOPPING or WAITING, and a ``ConcurrentRunsExceededException``
-(another client took a slot) is waited out with backoff on ``ctx.sleep``.  A request
+(another client took a slot) is waited out by the engine, with one line on stderr.  A request
 with ``JobRunQueuingEnabled = true`` is sent at once: Glue queues it.
 
 Manifest mode (``[submission] mode = "manifest"``): each shard is staged on S3
@@ -34,32 +34,35 @@ script reads entry i with two ranged GETs: ``planner.child_settings.read_child_s
 those fields is refused in this mode (a ``param.`` column passes the value to the script).
 
 Status comes from ``GetJobRuns`` (paginated), mapped back to samples by the run
-key: ``state`` is the ``JobRunState`` and ``reason`` the ``ErrorMessage``.  Runs
+key: ``state`` is the ``JobRunState``, ``reason`` the ``ErrorMessage`` and ``log`` the
+run's CloudWatch log group and stream (its id); a plan whose runs have all ended
+asks nothing.  Runs
 that ended badly are in FAILED, ERROR, TIMEOUT, STOPPED or EXPIRED
 (``RETRY_STATES``).  ``cancel`` stops runs with ``BatchStopJobRun``, 25 ids a call.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import os
 import re
-import sys
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import polars as pl
-from botocore.exceptions import BotoCoreError, ClientError
-from tqdm import tqdm
+from botocore.exceptions import ClientError
 
+from ..context import Context, error_code
+from ..engine import Call, Created, Later, Phase, Place, model_check, no_blind_retry
 from ..errors import InputError, Problem, SubmissionError
+from ..ledger import SampleState
 from ..model import SCALAR_TYPES, check_shape, operation_input, rule_for
+from ..progress import log
+from ..shard import ShardInfo
 from ..spec import BackendSpec, RoutedField
+from ..staging import StagingPrefix
+from .base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
 
 MAX_TIMEOUT_MINUTES = 10_079
 RESERVED_PREFIX = "--planner-"  # the planner's own arguments: run key and manifest location
@@ -147,11 +150,8 @@ ACTIVE_STATES = frozenset({"STARTING", "RUNNING", "STOPPING", "WAITING"})  # a r
 DEFAULT_MAX_CONCURRENT_RUNS = 1  # Glue's own default for a job without ExecutionProperty
 MAX_STOP_IDS = 25  # BatchStopJobRun JobRunIds: 1..25
 PAGE_SIZE = 200  # GetJobRuns MaxResults: 1..200
-MAX_UNKNOWN_OUTCOMES = 5  # StartJobRun calls that may have reached Glue, looked up and sent again
 MAX_BACKOFF = 60.0
-SANDBOX_ROLE = "arn:aws:iam::123456789012:role/planner-sandbox-glue"
-SANDBOX_SCRIPT = "s3://planner-sandbox/glue/planner_job.py"
-SANDBOX_MAX_CONCURRENT_RUNS = 2
+PLACEHOLDER_STAGING = "s3://STAGING-BUCKET/"
 
 # Glue writes job arguments to its logs (seeds/002): names like these deserve a warning.
 _SECRET_NAME = re.compile(r"password|secret|token|key|credential", re.IGNORECASE)
@@ -165,12 +165,8 @@ def shard_run_key(plan_id: str, index: int) -> str:
     return f"{plan_id}:shard-{index:05d}"
 
 
-def manifest_mode(manifest: dict[str, Any]) -> bool:
-    return manifest.get("submission", {}).get("mode") == "manifest"
-
-
-def stage_indexes(manifest: dict[str, Any]) -> list[int]:
-    return [s["index"] for s in manifest["shards"] if s["mode"] == "s3"]  # manifest mode: every shard
+def manifest_mode(submission: dict[str, Any]) -> bool:
+    return submission.get("mode") == "manifest"
 
 
 @dataclass
@@ -179,9 +175,8 @@ class _Start:
 
     key: str  # the ledger key
     run_key: str
-    shard: int
-    sample: str | None  # None in manifest mode: the run serves the whole shard
-    position: int | None
+    shard: ShardInfo
+    place: Place | None  # None in manifest mode: the run serves the whole shard
     request: dict[str, Any]
 
     @property
@@ -190,34 +185,10 @@ class _Start:
 
     @property
     def label(self) -> str:
-        return self.sample if self.sample is not None else f"shard {self.shard}"
+        return f"sample {self.place.id}" if self.place is not None else f"shard {self.shard.index}"
 
 
-class _NoSlot(Exception):
-    """StartJobRun answered ConcurrentRunsExceededException: wait for a slot, then send again."""
-
-
-class _OutcomeUnknown(Exception):
-    """StartJobRun may have started a run (a 5xx or a lost connection): look before sending again."""
-
-
-def _no_blind_retry(response: Any = None, caught_exception: Exception | None = None, **_: Any) -> None:
-    """needs-retry hook: botocore would resend a StartJobRun that may already have started a run."""
-    if caught_exception is not None:
-        raise _OutcomeUnknown(str(caught_exception)) from caught_exception
-    if response is not None and response[0].status_code >= 500:
-        raise _OutcomeUnknown(f"HTTP {response[0].status_code}")
-
-
-def _glue(ctx: Any) -> Any:
-    glue = ctx.clients.get("glue")
-    glue.meta.events.register_first(
-        "needs-retry.glue.StartJobRun", _no_blind_retry, unique_id="planner-glue-no-blind-retry"
-    )
-    return glue
-
-
-def _job_runs(ctx: Any, glue: Any, job: str) -> Iterator[dict[str, Any]]:
+def job_runs(ctx: Context, glue: Any, job: str) -> Iterator[dict[str, Any]]:
     """Every run of ``job``, page by page."""
     params: dict[str, Any] = {"JobName": job, "MaxResults": PAGE_SIZE}
     while True:
@@ -234,22 +205,17 @@ class _JobRuns:
     ours: dict[str, dict[str, Any]]  # this plan's runs by run key
 
 
-def _scan(ctx: Any, glue: Any, job: str) -> _JobRuns:
+def _scan(ctx: Context, glue: Any, job: str) -> _JobRuns:
     prefix = f"{ctx.plan_id}:"
     active = 0
     ours: dict[str, dict[str, Any]] = {}
-    for run in _job_runs(ctx, glue, job):
+    for run in job_runs(ctx, glue, job):
         if run.get("JobRunState") in ACTIVE_STATES:
             active += 1
         key = (run.get("Arguments") or {}).get(RUN_KEY)
         if key and key.startswith(prefix):
             ours.setdefault(key, run)  # newest first: a retried run (JobRunId) shows its latest attempt
     return _JobRuns(active, ours)
-
-
-def _max_concurrent_runs(ctx: Any, glue: Any, job: str) -> int:
-    found = ctx.call(f"GetJob {job}", glue.get_job, JobName=job)["Job"]
-    return int((found.get("ExecutionProperty") or {}).get("MaxConcurrentRuns") or DEFAULT_MAX_CONCURRENT_RUNS)
 
 
 class _Slots:
@@ -262,7 +228,7 @@ class _Slots:
     at a time, and only with nothing in flight, so a count is never stale.
     """
 
-    def __init__(self, ctx: Any, glue: Any, job: str, limit: int, active: int):
+    def __init__(self, ctx: Context, glue: Any, job: str, limit: int, active: int):
         self.ctx, self.glue, self.job, self.limit = ctx, glue, job, limit
         self.free = limit - active
         self.calls = 0  # starts let through whose StartJobRun has not returned
@@ -292,10 +258,11 @@ class _Slots:
                         return
                 if not self._told:
                     self._told = True
-                    print(
-                        f"glue: all {self.limit} run slots of job {self.job} (MaxConcurrentRuns) are taken; waiting for runs to end "
+                    log.warning(
+                        "glue: all %d run slots of job %s (MaxConcurrentRuns) are taken; waiting for runs to end "
                         "(JobRunQueuingEnabled = true in the defaults lets Glue queue runs instead)",
-                        file=sys.stderr,
+                        self.limit,
+                        self.job,
                     )
                 self.ctx.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
@@ -310,178 +277,242 @@ class _Slots:
             self._changed.notify_all()
 
 
-class _Submitter:
-    """Starts job runs on a thread pool, within each job's slots and the rate limit."""
+class Glue(Backend):
+    spec = SPEC
 
-    def __init__(self, ctx: Any, glue: Any, slots: dict[str, _Slots]):
-        from ..submit import rate_limited
+    def phases(self) -> Iterator[Phase]:
+        manifest = self.ctx.manifest
+        in_manifest_mode = manifest_mode(manifest.submission)
+        starts = list(self._manifest_starts() if in_manifest_mode else self._per_run_starts())
+        _warn_secrets(starts)
+        self._ours: dict[str, dict[str, Any]] = {}
+        self._slots: dict[str, _Slots] = {}
+        if not self.ctx.dry_run:
+            glue = self.ctx.clients.get("glue")
+            no_blind_retry(glue, "StartJobRun")
+            pending = [s for s in starts if s.key not in self._done]
+            for job in sorted({s.job for s in pending}):
+                # Before anything is sent: how many runs hold the job's slots, and which are this plan's.
+                limit = self._max_concurrent_runs(glue, job)
+                runs = _scan(self.ctx, glue, job)
+                self._slots[job] = _Slots(self.ctx, glue, job, limit, runs.active)
+                self._ours.update(runs.ours)
+        unit = "job run"
+        total = len(manifest.shards) if in_manifest_mode else manifest.runs
+        yield Phase("StartJobRun", unit, (self._call(s) for s in starts), total=total, find_first=True)
 
-        self.ctx, self.glue, self.slots = ctx, glue, slots
-        self._limiter = rate_limited(ctx)
-        self._gate = threading.Lock()
-        self._samples: pl.DataFrame | None = None
-        self.started = 0
-        self.failures: list[str] = []
+    @property
+    def _done(self) -> set[str]:
+        if not hasattr(self, "_done_keys"):
+            self._done_keys = self.ctx.ledger.done_keys()
+        return self._done_keys
 
-    def record(self, start: _Start, run_id: str, state: str | None = None) -> None:
-        self.ctx.ledger.result(start.key, run_id, {"JobName": start.job, "JobRunId": run_id})
-        self.ctx.ledger.upsert_samples(
-            (sample, start.shard, position, run_id, "SUBMITTED", state, None) for sample, position in self._rows(start)
-        )
-
-    def _rows(self, start: _Start) -> list[tuple[str, int]]:
-        if start.sample is not None:
-            return [(start.sample, int(start.position or 0))]
-        with self._gate:
-            if self._samples is None:
-                self._samples = self.ctx.samples()
-        rows = self._samples.filter(pl.col("shard") == start.shard).sort("position")
-        return list(rows.select("id", "position").iter_rows())
-
-    def _fail(self, start: _Start, error: str) -> None:
-        self.ctx.ledger.failure(start.key, error)
-        self.ctx.ledger.upsert_samples(
-            (sample, start.shard, position, None, "FAILED", None, error) for sample, position in self._rows(start)
-        )
-        with self._gate:
-            self.failures.append(f"{start.label}: {error}")
-
-    def _send(self, **request: Any) -> Any:
-        try:
-            return self.glue.start_job_run(**request)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConcurrentRunsExceededException":
-                raise _NoSlot() from exc
-            raise
-
-    def start(self, start: _Start) -> None:
-        queued = bool(start.request.get("JobRunQueuingEnabled"))
-        slots = None if queued else self.slots[start.job]
-        delay = 1.0
-        unknown = 0
-        while True:
-            if slots is not None:
-                slots.acquire()
-            started = refused = False
-            try:
-                with self._gate:
-                    next(self._limiter)
-                self.ctx.ledger.intent(
-                    start.key, "StartJobRun", shard=start.shard, sample=start.sample, token=start.run_key
-                )
-                try:
-                    response = self.ctx.call(f"StartJobRun for {start.label}", self._send, **start.request)
-                except _NoSlot:
-                    refused = True
-                except _OutcomeUnknown as exc:
-                    self.ctx.sleep(delay)  # give the run, if there is one, time to be listed
-                    delay = min(delay * 2, MAX_BACKOFF)
-                    try:
-                        found = _scan(self.ctx, self.glue, start.job).ours.get(start.run_key)
-                    except SubmissionError as lookup:
-                        self._fail(
-                            start,
-                            f"StartJobRun may have started a run ({exc}) and GetJobRuns failed: {lookup}; submit again to reconcile",
-                        )
-                        return
-                    if found is not None:
-                        started = True
-                        self._started(start, found["Id"], found.get("JobRunState"))
-                        return
-                    unknown += 1
-                    if unknown >= MAX_UNKNOWN_OUTCOMES:
-                        self._fail(
-                            start, f"StartJobRun did not answer ({exc}) {unknown} times, and no run carries its key"
-                        )
-                        return
-                    continue
-                except SubmissionError as exc:
-                    self._fail(start, str(exc))
-                    return
-                else:
-                    started = True
-                    self._started(start, response["JobRunId"])
-                    return
-            finally:
-                if slots is not None:
-                    slots.release(started=started, refused=refused)
-            if slots is None:  # queuing asked for, yet refused: wait as the service asks
-                self.ctx.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
-
-    def _started(self, start: _Start, run_id: str, state: str | None = None) -> None:
-        self.record(start, run_id, state)
-        with self._gate:
-            self.started += 1
-
-
-def _per_run_starts(ctx: Any, done: set[str]) -> Iterator[_Start]:
-    """A start per sample not yet journaled as done, in plan order, its shard read line by line."""
-    samples = ctx.samples()
-    for shard in ctx.manifest["shards"]:
-        ids = samples.filter(pl.col("shard") == shard["index"]).sort("position").get_column("id").to_list()
-        with open(_path(ctx, shard), encoding="utf-8") as handle:
-            next(handle)  # "["
-            for position, (sample, line) in enumerate(zip(ids, handle)):
+    def _per_run_starts(self) -> Iterator[_Start]:
+        """A start per sample not yet journaled as done, in plan order, its shard read line by line."""
+        for shard in self.ctx.manifest.shards:
+            ids = self.ids_by_position(shard).to_list()
+            for position, (sample, line) in enumerate(zip(ids, self.ctx.plan.lines(shard), strict=True)):
                 key = f"StartJobRun:{sample}"
-                if key in done:
+                place = Place(sample, shard.index, position)
+                if key in self._done:
+                    yield _Start(key, run_key(self.ctx.plan_id, sample), shard, place, {"JobName": ""})
                     continue
-                request = orjson.loads(line.rstrip("\n").removesuffix(","))
+                request = orjson.loads(line)
                 arguments = request.get("Arguments") or {}
                 reserved = sorted(name for name in arguments if name.startswith(RESERVED_PREFIX))
                 if reserved:
                     raise InputError(
                         f"sample {sample}: argument {reserved[0]} is reserved for the planner; rename the column"
                     )
-                token = run_key(ctx.plan_id, sample)
+                token = run_key(self.ctx.plan_id, sample)
                 request["Arguments"] = {**arguments, RUN_KEY: token}
-                yield _Start(key, token, shard["index"], sample, position, request)
+                yield _Start(key, token, shard, place, request)
 
+    def _manifest_starts(self) -> Iterator[_Start]:
+        for shard in self.ctx.manifest.shards:
+            key = f"StartJobRun:{shard.index:05d}"
+            job = {"JobName": str(self.ctx.manifest.defaults.get("JobName"))}  # the full request is built when sent
+            yield _Start(key, shard_run_key(self.ctx.plan_id, shard.index), shard, None, job)
 
-def _path(ctx: Any, shard: dict[str, Any]) -> str:
-    return os.path.join(ctx.plan_dir, shard["path"])
-
-
-def _manifest_request(ctx: Any, shard: dict[str, Any], uri: str, etag: str, index: tuple[str, str]) -> dict[str, Any]:
-    request = orjson.loads(orjson.dumps(ctx.manifest["defaults"]))
-    request["Arguments"] = {
-        **(request.get("Arguments") or {}),
-        MANIFEST: uri,
-        MANIFEST_ETAG: etag,
-        FIRST_INDEX: "0",
-        INDEX_URI: index[0],
-        INDEX_ETAG: index[1],
-        RUN_KEY: shard_run_key(ctx.plan_id, shard["index"]),
-    }
-    return request
-
-
-def _manifest_starts(ctx: Any, done: set[str]) -> Iterator[_Start]:
-    for shard in ctx.manifest["shards"]:
-        index = shard["index"]
-        key = f"StartJobRun:{index:05d}"
-        if key in done:
-            continue
-        data = _index_bytes(ctx, shard)
-        bucket, index_key = _index_location(ctx, data)
-        if ctx.dry_run:
-            index_etag = f'"{hashlib.md5(data).hexdigest()}"'
-            request = _manifest_request(
-                ctx,
-                shard,
-                f"s3://{bucket}/{_staged_key(ctx, shard)}",
-                shard["etag"],
-                (f"s3://{bucket}/{index_key}", index_etag),
-            )
+    def _manifest_request(self, start: _Start) -> dict[str, Any]:
+        shard = start.shard
+        index = self.line_index(shard)
+        if self.ctx.dry_run:
+            where = StagingPrefix.parse(self.ctx.staging_uri or PLACEHOLDER_STAGING)
+            shard_uri, shard_etag = where.uri(self.ctx.plan_id, shard.sha256), shard.etag
+            index_uri = where.uri(self.ctx.plan_id, hashlib.sha256(index).hexdigest(), ".index")
+            index_etag = f'"{hashlib.md5(index).hexdigest()}"'
         else:
-            staged = ctx.ledger.staged(index)
+            staged = self.ctx.ledger.staged(shard.index)
             if staged is None:
-                raise SubmissionError(f"shard {index} is not staged; staging must come first")
-            ctx.stager.verify(staged)  # the script reads it with IfMatch: refuse a changed object before starting
-            request = _manifest_request(
-                ctx, shard, ctx.stager.uri(staged), staged.etag, _stage_index(ctx, data, bucket, index_key)
+                raise SubmissionError(f"shard {shard.index} is not staged; staging must come first")
+            self.ctx.stager.verify(staged)  # the script reads it with IfMatch: refuse a changed object first
+            staged_index = self.ctx.stager.stage_index(shard, index)
+            shard_uri, shard_etag, index_uri, index_etag = staged.uri, staged.etag, staged_index.uri, staged_index.etag
+        request = orjson.loads(orjson.dumps(self.ctx.manifest.defaults))
+        request["Arguments"] = {
+            **(request.get("Arguments") or {}),
+            MANIFEST: shard_uri,
+            MANIFEST_ETAG: shard_etag,
+            FIRST_INDEX: "0",
+            INDEX_URI: index_uri,
+            INDEX_ETAG: index_etag,
+            RUN_KEY: start.run_key,
+        }
+        return request
+
+    def _call(self, start: _Start) -> Call:
+        def covers() -> list[Place]:
+            return [start.place] if start.place is not None else self.places(start.shard)
+
+        def build() -> dict[str, Any]:
+            if start.place is None:
+                start.request = self._manifest_request(start)
+            return start.request
+
+        def find(fresh: bool) -> Created | None:
+            job = start.job
+            if fresh:
+                self._ours.update(_scan(self.ctx, self.ctx.clients.get("glue"), job).ours)
+            run = self._ours.get(start.run_key)
+            if run is None or run.get("JobName", job) != job:
+                return None
+            return Created(run["Id"], {"JobName": job, "JobRunId": run["Id"]}, run.get("JobRunState"))
+
+        def send(request: dict[str, Any]) -> Created:
+            job = str(request["JobName"])
+            slots = None if request.get("JobRunQueuingEnabled") else self._slots.get(job)
+            if slots is not None:
+                slots.acquire()
+            started = refused = False
+            try:
+                response = self.ctx.clients.get("glue").start_job_run(**request)
+                started = True
+            except ClientError as exc:
+                if error_code(exc) != "ConcurrentRunsExceededException":
+                    raise
+                refused = True
+                raise Later(f"ConcurrentRunsExceededException: all run slots of job {job} are taken") from exc
+            finally:
+                if slots is not None:
+                    slots.release(started=started, refused=refused)
+            return Created(response["JobRunId"], {"JobName": job, "JobRunId": response["JobRunId"]})
+
+        return Call(
+            key=start.key,
+            operation="StartJobRun",
+            label=start.label,
+            covers=covers,
+            build=build,
+            send=send,
+            find=find,
+            token=start.run_key,
+            shard=start.shard.index,
+            sample=start.place.id if start.place is not None else None,
+            one_to_one=start.place is not None,
+            where={"sample": start.place.id} if start.place is not None else {"shard": start.shard.index},
+            check=model_check("glue", "StartJobRun"),
+        )
+
+    def _max_concurrent_runs(self, glue: Any, job: str) -> int:
+        found = self.ctx.call(f"GetJob {job}", glue.get_job, JobName=job)["Job"]
+        return int((found.get("ExecutionProperty") or {}).get("MaxConcurrentRuns") or DEFAULT_MAX_CONCURRENT_RUNS)
+
+    def _jobs(self, started: list[Any]) -> list[str]:
+        default = self.ctx.manifest.defaults.get("JobName")
+        return sorted({str((s.response or {}).get("JobName") or default) for s in started})
+
+    def refresh(self) -> None:
+        """Every moving run's JobRunState and ErrorMessage, one GetJobRuns pass per job."""
+        known = {s.id: s for s in self.ctx.ledger.samples()}
+        started = [s for s in self.ctx.ledger.submissions("done", kind="StartJobRun") if s.remote_id]
+        moving = [s for s in started if not self._settled(s, known)]
+        if not moving:
+            return
+        glue = self.ctx.clients.get("glue")
+        by_key: dict[str, dict[str, Any]] = {}
+        by_id: dict[str, dict[str, Any]] = {}
+        for job in self._jobs(moving):
+            for run in job_runs(self.ctx, glue, job):
+                key = (run.get("Arguments") or {}).get(RUN_KEY)
+                if key and key.startswith(f"{self.ctx.plan_id}:"):
+                    by_key.setdefault(key, run)
+                by_id[run["Id"]] = run
+        places = self.place_index()
+        updates: list[SampleState] = []
+        for submission in moving:
+            run = by_key.get(submission.token or "") or by_id.get(str(submission.remote_id))
+            if run is None:
+                continue  # no longer listed (Glue keeps job runs for a limited time): the ledger keeps what it knew
+            state, reason = run.get("JobRunState"), run.get("ErrorMessage")
+            log_at = f"{run.get('LogGroupName') or '/aws-glue/jobs'} {run['Id']}"
+            if submission.sample is not None:
+                place = places[submission.sample]
+                updates.append(
+                    SampleState(place.id, place.shard, place.position, run["Id"], None, None, state, reason, log_at)
+                )
+            else:
+                updates.extend(
+                    SampleState(p.id, p.shard, p.position, run["Id"], None, None, state, reason, log_at)
+                    for p in self.places(int(submission.shard or 0))
+                )
+        self.ctx.ledger.upsert_samples(updates)
+
+    def _settled(self, submission: Any, known: dict[str, SampleState]) -> bool:
+        if submission.sample is not None:
+            row = known.get(submission.sample)
+            return row is not None and row.state in FINAL_STATES
+        return all(
+            (known.get(p.id) is not None and known[p.id].state in FINAL_STATES)
+            for p in self.places(int(submission.shard or 0))
+        )
+
+    def cancel(self) -> CancelReport:
+        """Stop every started run that has not ended (states refreshed first): BatchStopJobRun, 25 run ids a call."""
+        self.refresh()
+        glue = self.ctx.clients.get("glue")
+        report = self.report()
+        known = {s.id: s for s in self.ctx.ledger.samples()}
+        by_shard = {s.shard: s for s in known.values()}
+        by_job: dict[str, list[tuple[str, int]]] = {}
+        final = 0
+        for submission in self.ctx.ledger.submissions("done", kind="StartJobRun"):
+            if not submission.remote_id:
+                continue
+            row = known.get(submission.sample) if submission.sample is not None else by_shard.get(submission.shard)
+            samples = (
+                1 if submission.sample is not None else self.ctx.manifest.shard(int(submission.shard or 0)).entries
             )
-        yield _Start(key, shard_run_key(ctx.plan_id, index), index, None, None, request)
+            run_id = (row.remote_id if row is not None else None) or submission.remote_id
+            if row is not None and row.state in FINAL_STATES:
+                final += samples
+                continue
+            job = self._jobs([submission])[0]
+            if all(run_id != r for r, _ in by_job.get(job, [])):
+                by_job.setdefault(job, []).append((run_id, samples))
+        if final:
+            report.outcomes.append(CancelOutcome(f"{final} job runs' samples", ALREADY_FINAL, "had ended", final))
+        for job, runs in sorted(by_job.items()):
+            for start in range(0, len(runs), MAX_STOP_IDS):
+                chunk = dict(runs[start : start + MAX_STOP_IDS])
+                try:
+                    response = self.ctx.call(
+                        f"BatchStopJobRun {job}", glue.batch_stop_job_run, JobName=job, JobRunIds=list(chunk)
+                    )
+                except SubmissionError as exc:
+                    report.outcomes += [
+                        CancelOutcome(f"run {r} of {job}", NOT_CANCELLED, str(exc), n) for r, n in chunk.items()
+                    ]
+                    continue
+                for done in response.get("SuccessfulSubmissions", []):
+                    run = done.get("JobRunId")
+                    report.outcomes.append(CancelOutcome(f"run {run} of {job}", CANCELLED, None, chunk.get(run, 1)))
+                for error in response.get("Errors", []):
+                    detail = error.get("ErrorDetail") or {}
+                    run = error.get("JobRunId")
+                    said = f"{detail.get('ErrorCode', '')}: {detail.get('ErrorMessage', '')}".strip(": ")
+                    report.outcomes.append(CancelOutcome(f"run {run} of {job}", NOT_CANCELLED, said, chunk.get(run, 1)))
+        return report
 
 
 def _warn_secrets(starts: Iterable[_Start]) -> None:
@@ -494,248 +525,14 @@ def _warn_secrets(starts: Iterable[_Start]) -> None:
         }
     )
     if names:
-        print(
-            f"warning: Glue argument{'s' if len(names) > 1 else ''} {', '.join(names)} look{'' if len(names) > 1 else 's'} like "
-            "a secret, and Glue may log job arguments: pass secrets through Secrets Manager or a Glue connection instead",
-            file=sys.stderr,
+        plural = len(names) > 1
+        log.warning(
+            "Glue argument%s %s look%s like a secret, and Glue may log job arguments: "
+            "pass secrets through Secrets Manager or a Glue connection instead",
+            "s" if plural else "",
+            ", ".join(names),
+            "" if plural else "s",
         )
 
 
-def submit(ctx: Any) -> dict[str, Any]:
-    from ..submit import request_problems
-
-    done = ctx.ledger.done_keys()
-    manifest = manifest_mode(ctx.manifest)
-    starts = list(_manifest_starts(ctx, done) if manifest else _per_run_starts(ctx, done))
-    _warn_secrets(starts)
-    summary = {"backend": SPEC.name, "plan_id": ctx.plan_id, "mode": "manifest" if manifest else "per-run"}
-    total = len(ctx.manifest["shards"]) if manifest else ctx.manifest["runs"]
-    if ctx.dry_run:
-        for start in starts:
-            where = {"sample": start.sample} if start.sample is not None else {"shard": start.shard}
-            ctx.emit(
-                {
-                    "operation": "StartJobRun",
-                    **where,
-                    "problems": request_problems("glue", "StartJobRun", start.request),
-                    "request": start.request,
-                }
-            )
-        return {**summary, "job_runs": total}
-
-    glue = _glue(ctx)
-    jobs = sorted({start.job for start in starts})
-    slots: dict[str, _Slots] = {}
-    found: dict[str, dict[str, Any]] = {}
-    for job in jobs:  # before anything is sent: what runs already, and which of those are this plan's
-        limit = _max_concurrent_runs(ctx, glue, job)
-        runs = _scan(ctx, glue, job)
-        slots[job] = _Slots(ctx, glue, job, limit, runs.active)
-        found.update(runs.ours)
-    submitter = _Submitter(ctx, glue, slots)
-    pending = []
-    for start in starts:
-        run = found.get(start.run_key)
-        if run is not None and run.get("JobName", start.job) == start.job:
-            ctx.ledger.intent(start.key, "StartJobRun", shard=start.shard, sample=start.sample, token=start.run_key)
-            submitter.record(start, run["Id"], run.get("JobRunState"))
-        else:
-            pending.append(start)
-    with (
-        tqdm(
-            total=len(pending), unit="run", desc="StartJobRun", file=sys.stderr, disable=not ctx.progress, leave=False
-        ) as bar,
-        ThreadPoolExecutor(max_workers=ctx.concurrency, thread_name_prefix="planner-startjobrun") as pool,
-    ):
-        for _ in pool.map(submitter.start, pending):
-            bar.update(1)
-    failures = submitter.failures
-    if failures:
-        shown = "; ".join(failures[:5]) + (f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
-        raise SubmissionError(
-            f"{len(failures)} of {len(pending)} job runs could not be started ({shown}); `planner status` lists them and `planner retry` plans them again"
-        )
-    return {
-        **summary,
-        "job_runs_started": submitter.started,
-        "job_runs_found": len(starts) - len(pending),  # started before, found by their run key
-        "job_runs_already_started": total - len(starts),
-        "job_runs": total,
-        "runs": ctx.manifest["runs"],
-    }
-
-
-def refresh(ctx: Any) -> None:
-    """Every started run's JobRunState and ErrorMessage, one GetJobRuns pass per job."""
-    started = [s for s in ctx.ledger.submissions("done") if s.kind == "StartJobRun" and s.remote_id]
-    if not started:
-        return
-    glue = ctx.clients.get("glue")
-    jobs = sorted({str((s.response or {}).get("JobName") or ctx.manifest["defaults"].get("JobName")) for s in started})
-    by_key: dict[str, dict[str, Any]] = {}
-    by_id: dict[str, dict[str, Any]] = {}
-    for job in jobs:
-        for run in _job_runs(ctx, glue, job):
-            key = (run.get("Arguments") or {}).get(RUN_KEY)
-            if key and key.startswith(f"{ctx.plan_id}:"):
-                by_key.setdefault(key, run)
-            by_id[run["Id"]] = run
-    samples = ctx.samples()
-    places: dict[str, tuple[int, int]] | None = None
-    updates: list[tuple[str, int, int, str | None, str | None, str | None, str | None]] = []
-    for submission in started:
-        run = by_key.get(submission.token or "") or by_id.get(submission.remote_id)
-        if run is None:
-            continue  # no longer listed (Glue keeps job runs for a limited time): the ledger keeps what it knew
-        state, reason = run.get("JobRunState"), run.get("ErrorMessage")
-        if submission.sample is not None:
-            if places is None:
-                places = {
-                    sample: (shard, position)
-                    for sample, shard, position in samples.select("id", "shard", "position").iter_rows()
-                }
-            updates.append((submission.sample, *places[submission.sample], run["Id"], None, state, reason))
-        else:
-            rows = samples.filter(pl.col("shard") == submission.shard)
-            updates.extend(
-                (sample, int(submission.shard or 0), position, run["Id"], None, state, reason)
-                for sample, position in rows.select("id", "position").iter_rows()
-            )
-    ctx.ledger.upsert_samples(updates)
-
-
-def cancel(ctx: Any) -> int:
-    """Stop every started run that has not ended (states refreshed first): BatchStopJobRun, 25 run ids a call."""
-    refresh(ctx)
-    glue = ctx.clients.get("glue")
-    # The latest run and state, per sample and per shard (a Glue retry attempt is a new run id).
-    by_sample = {row[0]: (row[3], row[5]) for row in ctx.ledger.samples()}
-    by_shard = {row[1]: (row[3], row[5]) for row in ctx.ledger.samples()}
-    by_job: dict[str, list[str]] = {}
-    for submission in ctx.ledger.submissions("done"):
-        if submission.kind != "StartJobRun" or not submission.remote_id:
-            continue
-        known = by_sample.get(submission.sample) if submission.sample is not None else by_shard.get(submission.shard)
-        run_id, state = (known[0] or submission.remote_id, known[1]) if known else (submission.remote_id, None)
-        if state in FINAL_STATES:
-            continue
-        job = str((submission.response or {}).get("JobName") or ctx.manifest["defaults"].get("JobName"))
-        if run_id not in by_job.setdefault(job, []):
-            by_job[job].append(run_id)
-    stopped = 0
-    for job, run_ids in sorted(by_job.items()):
-        for start in range(0, len(run_ids), MAX_STOP_IDS):
-            chunk = run_ids[start : start + MAX_STOP_IDS]
-            response = ctx.call(f"BatchStopJobRun {job}", glue.batch_stop_job_run, JobName=job, JobRunIds=chunk)
-            stopped += len(response.get("SuccessfulSubmissions", []))
-            for error in response.get("Errors", []):
-                detail = error.get("ErrorDetail") or {}
-                print(
-                    f"glue: run {error.get('JobRunId')} of {job} not stopped: {detail.get('ErrorCode', '')}: {detail.get('ErrorMessage', '')}",
-                    file=sys.stderr,
-                )
-    return stopped
-
-
-# The line index of a manifest, in the format ``child_settings`` reads.
-
-
-def _index_bytes(ctx: Any, shard: dict[str, Any]) -> bytes:
-    from ..child_settings import entry_count, line_index
-
-    data = line_index(_path(ctx, shard))
-    if entry_count(data) != shard["entries"]:
-        raise SubmissionError(
-            f"{shard['path']}: {entry_count(data)} lines, but plan.json says {shard['entries']} entries: the plan directory was changed; plan again"
-        )
-    return data
-
-
-def _staged_key(ctx: Any, shard: dict[str, Any]) -> str:
-    from ..staging import StagingPrefix
-
-    return StagingPrefix.parse(ctx.staging_uri or "s3://STAGING-BUCKET/").key(ctx.plan_id, shard["sha256"])
-
-
-def _index_location(ctx: Any, data: bytes) -> tuple[str, str]:
-    from ..staging import StagingPrefix
-
-    location = StagingPrefix.parse(ctx.staging_uri or "s3://STAGING-BUCKET/")
-    return location.bucket, location.key(ctx.plan_id, hashlib.sha256(data).hexdigest()).removesuffix(".json") + ".index"
-
-
-def _stage_index(ctx: Any, data: bytes, bucket: str, key: str) -> tuple[str, str]:
-    """Put a shard's line index on S3, never over another object; reuse an identical one.  (URI, ETag)"""
-    digest = hashlib.md5(data).digest()
-    etag = f'"{digest.hex()}"'
-    uri = f"s3://{bucket}/{key}"
-    s3 = ctx.clients.get("s3")
-
-    def existing() -> str | None:
-        try:
-            return str(s3.head_object(Bucket=bucket, Key=key)["ETag"])
-        except ClientError as exc:
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404 or exc.response.get(
-                "Error", {}
-            ).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise SubmissionError(f"{uri}: cannot check the index object: {exc}") from exc
-        except BotoCoreError as exc:
-            raise SubmissionError(f"{uri}: cannot reach S3: {exc}") from exc
-
-    def same_or_fail(found: str) -> tuple[str, str]:
-        if found != etag:
-            raise SubmissionError(
-                f"{uri} already exists with ETag {found}, but this shard's line index has ETag {etag}: refusing to overwrite it; remove the object or stage under another prefix"
-            )
-        return uri, etag
-
-    found = existing()
-    if found is not None:
-        return same_or_fail(found)
-    try:
-        s3.put_object(
-            Bucket=bucket,
-            Key=key,
-            Body=data,
-            IfNoneMatch="*",
-            ContentType="application/octet-stream",
-            ContentMD5=base64.b64encode(digest).decode(),
-        )
-    except ClientError as exc:
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if status == 412 or exc.response.get("Error", {}).get("Code") in (
-            "PreconditionFailed",
-            "ConditionalRequestConflict",
-        ):
-            found = existing()  # another writer got there first: fine if it wrote the same bytes
-            if found is not None:
-                return same_or_fail(found)
-        raise SubmissionError(f"{uri}: cannot stage the line index: {exc}") from exc
-    except BotoCoreError as exc:
-        raise SubmissionError(f"{uri}: cannot reach S3: {exc}") from exc
-    return uri, etag
-
-
-def prepare_sandbox(ctx: Any) -> None:
-    """Create in the sandbox the Glue jobs the plan names (a glueetl job, MaxConcurrentRuns 2)."""
-    glue = ctx.clients.get("glue")
-    jobs = {str(ctx.manifest["defaults"].get("JobName"))}
-    if not manifest_mode(ctx.manifest):
-        jobs |= {start.job for start in _per_run_starts(ctx, set())}
-    for job in sorted(jobs):
-        try:
-            glue.get_job(JobName=job)
-            continue
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "EntityNotFoundException":
-                raise SubmissionError(f"GetJob {job}: {exc}") from exc
-        ctx.call(
-            f"CreateJob {job}",
-            glue.create_job,
-            Name=job,
-            Role=SANDBOX_ROLE,
-            GlueVersion="4.0",
-            Command={"Name": "glueetl", "ScriptLocation": SANDBOX_SCRIPT, "PythonVersion": "3"},
-            ExecutionProperty={"MaxConcurrentRuns": SANDBOX_MAX_CONCURRENT_RUNS},
-        )
+BACKEND = Glue

@@ -9,13 +9,18 @@ row's own settings and ``plan.json`` carries ``defaultRunSetting``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-import polars as pl
-
-from ..errors import Problem
+from ..engine import Call, Created, Phase, model_check
+from ..errors import Problem, SubmissionError
+from ..ledger import SampleState
 from ..model import check_shape, operation_input, required_problems, rule_for
+from ..shard import ShardInfo
 from ..spec import BackendSpec, RoutedField
+from ..staging import StagingPrefix
+from .base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
+from .healthomics import FINAL, conflict, get_runs, list_runs, not_found
 
 MAX_INLINE_RUNS = 100
 MAX_S3_RUNS = 100_000
@@ -70,136 +75,259 @@ SPEC = BackendSpec(
 # id and the shard index, so a repeated or resumed submit gets the same batch back
 # from the service instead of a second one.
 
+BATCH_FINAL = frozenset({"PROCESSED", "FAILED", "CANCELLED", "RUNS_DELETING", "RUNS_DELETED", "RUNS_DELETE_FAILED"})
+# GetBatch's runSummary, by the run status each count is of.
+RUN_COUNTS = {
+    "pendingRunCount": "PENDING",
+    "startingRunCount": "STARTING",
+    "runningRunCount": "RUNNING",
+    "stoppingRunCount": "STOPPING",
+    "completedRunCount": "COMPLETED",
+    "deletedRunCount": "DELETED",
+    "failedRunCount": "FAILED",
+    "cancelledRunCount": "CANCELLED",
+}
+PLACEHOLDER_STAGING = "s3://STAGING-BUCKET/"
+
 
 def request_id(plan_id: str, index: int) -> str:
     return f"planner-{plan_id}-{index:05d}"
 
 
-def batch_name(manifest: dict[str, Any], index: int) -> str:
-    count = len(manifest["shards"])
-    base = str(manifest["submission"].get("batchName") or f"planner-{manifest['plan_id'][:12]}")
+def batch_name(submission: dict[str, Any], plan_id: str, index: int, count: int) -> str:
+    base = str(submission.get("batchName") or f"planner-{plan_id[:12]}")
     if count == 1:
         return base
     suffix = f"-{index + 1}of{count}"
     return base[: 64 - len(suffix)] + suffix
 
 
-def stage_indexes(manifest: dict[str, Any]) -> list[int]:
-    return [s["index"] for s in manifest["shards"] if s["mode"] == "s3"]
+class OmicsBatch(Backend):
+    spec = SPEC
 
+    def phases(self) -> Iterator[Phase]:
+        shards = self.ctx.manifest.shards
+        yield Phase("StartRunBatch", "batch", (self._call(s) for s in shards), total=len(shards), ordered=True)
 
-def build_request(ctx: Any, shard: dict[str, Any], settings_uri: str | None) -> dict[str, Any]:
-    manifest = ctx.manifest
-    request: dict[str, Any] = {
-        "batchName": batch_name(manifest, shard["index"]),
-        "requestId": request_id(manifest["plan_id"], shard["index"]),
-        "defaultRunSetting": manifest["defaults"],
-    }
-    if manifest["submission"].get("tags"):
-        request["tags"] = manifest["submission"]["tags"]
-    if shard["mode"] == "inline":
-        request["batchRunSettings"] = {"inlineSettings": ctx.shard_runs(shard["index"])}
-    else:
-        request["batchRunSettings"] = {"s3UriSettings": settings_uri}
-    return request
+    def _call(self, shard: ShardInfo) -> Call:
+        manifest = self.ctx.manifest
+        token = request_id(manifest.plan_id, shard.index)
 
-
-def _would_stage_at(ctx: Any, shard: dict[str, Any]) -> str:
-    from ..staging import StagingPrefix
-
-    location = StagingPrefix.parse(ctx.staging_uri or "s3://STAGING-BUCKET/")
-    return f"s3://{location.bucket}/{location.key(ctx.plan_id, shard['sha256'])}"
-
-
-def submit(ctx: Any) -> dict[str, Any]:
-    from ..errors import SubmissionError
-    from ..submit import request_problems
-
-    omics = None if ctx.dry_run else ctx.clients.get("omics")
-    samples = ctx.samples()
-    created = reused = 0
-    for shard in ctx.manifest["shards"]:
-        index = shard["index"]
-        key = f"StartRunBatch:{index:05d}"
-        known = ctx.ledger.submission(key)
-        if known is not None and known.state == "done":
-            reused += 1
-            continue
-        staged = None
-        if shard["mode"] == "s3":
-            if ctx.dry_run:
-                uri = _would_stage_at(ctx, shard)
+        def build() -> dict[str, Any]:
+            request: dict[str, Any] = {
+                "batchName": batch_name(manifest.submission, manifest.plan_id, shard.index, len(manifest.shards)),
+                "requestId": token,
+                "defaultRunSetting": manifest.defaults,
+            }
+            if manifest.submission.get("tags"):
+                request["tags"] = manifest.submission["tags"]
+            if shard.mode == "inline":
+                self.ctx.plan.check_shard(shard)  # not staged, so not checked by S3: check it here
+                request["batchRunSettings"] = {"inlineSettings": self.ctx.plan.entries(shard)}
+            elif self.ctx.dry_run:
+                where = StagingPrefix.parse(self.ctx.staging_uri or PLACEHOLDER_STAGING)
+                request["batchRunSettings"] = {"s3UriSettings": where.uri(manifest.plan_id, shard.sha256)}
             else:
-                staged = ctx.ledger.staged(index)
+                staged = self.ctx.ledger.staged(shard.index)
                 if staged is None:
-                    raise SubmissionError(f"shard {index} is not staged; staging must come first")
-                uri = ctx.stager.uri(staged)
-        else:
-            uri = None
-        request = build_request(ctx, shard, uri)
-        if ctx.dry_run:
-            problems = request_problems("omics", "StartRunBatch", request)
-            ctx.emit({"operation": "StartRunBatch", "shard": index, "problems": problems, "request": request})
-            continue
-        if staged is not None:
-            ctx.stager.verify(staged)  # the service fails the batch if the file changed; refuse before that
-        ctx.ledger.intent(key, "StartRunBatch", shard=index, token=request["requestId"])
-        try:
-            response = ctx.call(f"StartRunBatch for shard {index}", omics.start_run_batch, **request)
-        except SubmissionError as exc:
-            ctx.ledger.failure(key, str(exc))
-            raise
-        response.pop("ResponseMetadata", None)
-        ctx.ledger.result(key, response["id"], response)
-        created += 1
-        rows = samples.filter(pl.col("shard") == index)
-        ctx.ledger.upsert_samples(
-            (sample, index, position, None, "SUBMITTED", None, None)
-            for sample, position in rows.select("id", "position").iter_rows()
+                    raise SubmissionError(f"shard {shard.index} is not staged; staging must come first")
+                self.ctx.stager.verify(staged)  # the service fails the batch if the file changed: refuse first
+                request["batchRunSettings"] = {"s3UriSettings": staged.uri}
+            return request
+
+        def send(request: dict[str, Any]) -> Created:
+            response = dict(self.ctx.clients.get("omics").start_run_batch(**request))
+            response.pop("ResponseMetadata", None)
+            # A requestId the service has seen is answered with the batch made then; one that has
+            # moved past PENDING was made by an earlier submission of this plan, not by this call.
+            existed = response.get("status") not in (None, "PENDING", "CREATING")
+            return Created(response["id"], response, uuid=response.get("uuid"), existed=existed)
+
+        return Call(
+            key=f"StartRunBatch:{shard.index:05d}",
+            operation="StartRunBatch",
+            label=f"shard {shard.index}",
+            covers=lambda: self.places(shard),
+            build=build,
+            send=send,
+            token=token,
+            shard=shard.index,
+            where={"shard": shard.index},
+            check=model_check("omics", "StartRunBatch"),
         )
-    return {
-        "backend": SPEC.name,
-        "plan_id": ctx.plan_id,
-        "batches_created": created,
-        "batches_already_submitted": reused,
-        "runs": ctx.manifest["runs"],
-    }
 
+    # Status: GetBatch per batch, and lists only for what moved.
+    #
+    # A batch whose GetBatch (status and counts) is what the last refresh saw has not
+    # moved: nothing more is asked.  Otherwise ListRunsInBatch maps samples to runs
+    # (while some sample has none yet), and the runs whose state may have changed
+    # (those not yet final) are placed by elimination: ListRuns(batchId, status) for
+    # each status they may now be in, cheapest first, all but the largest, which
+    # takes the rest.  A plan whose runs have all finished costs one GetBatch a batch.
 
-def refresh(ctx: Any) -> None:
-    """Map every runSettingId to its runId and state: GetBatch, ListRunsInBatch, ListRuns(batchId)."""
-    omics = ctx.clients.get("omics")
-    samples = ctx.samples()
-    for submission in ctx.ledger.submissions("done"):
-        if submission.kind != "StartRunBatch" or submission.remote_id is None:
-            continue
-        batch_id = submission.remote_id
-        batch = ctx.call(f"GetBatch {batch_id}", omics.get_batch, batchId=batch_id)
-        submitted: dict[str, tuple[str | None, str | None, str | None]] = {}
-        for page in omics.get_paginator("list_runs_in_batch").paginate(batchId=batch_id):
+    def refresh(self) -> None:
+        omics = self.ctx.clients.get("omics")
+        known = {s.id: s for s in self.ctx.ledger.samples()}
+        for submission in self.ctx.ledger.submissions("done", kind="StartRunBatch"):
+            if submission.remote_id is not None and submission.shard is not None:
+                self._refresh_batch(
+                    omics, submission.key, submission.remote_id, submission.shard, known, submission.remote_summary
+                )
+
+    def _refresh_batch(
+        self,
+        omics: Any,
+        key: str,
+        batch_id: str,
+        shard: int,
+        known: dict[str, SampleState],
+        seen: dict[str, Any] | None,
+    ) -> None:
+        ledger = self.ctx.ledger
+        try:
+            batch = self.ctx.call(f"GetBatch {batch_id}", omics.get_batch, batchId=batch_id)
+        except SubmissionError as exc:
+            if not not_found(exc):
+                raise
+            self._mark_deleted(shard, known, f"batch {batch_id} was deleted (it is no longer in HealthOmics)")
+            ledger.remote_seen(key, "DELETED", None)
+            return
+        summary = {
+            "status": batch.get("status"),
+            "runSummary": batch.get("runSummary") or {},
+            "submissionSummary": batch.get("submissionSummary") or {},
+        }
+        if summary == seen:
+            return  # nothing moved since the last look
+        rows = {p.id: known.get(p.id) or SampleState(p.id, p.shard, p.position) for p in self.places(shard)}
+        self._map_runs(omics, batch_id, rows, summary["submissionSummary"])
+        self._place_runs(omics, batch_id, rows, summary["runSummary"])
+        if summary["status"] in ("FAILED", "CANCELLED"):
+            # Samples the batch never submitted share its fate.
+            reason = batch.get("failureReason") or f"batch {batch_id} {str(summary['status']).lower()}"
+            for sample, row in rows.items():
+                if row.remote_id is None and row.submission_status in (None, "SUBMITTED"):
+                    rows[sample] = row._replace(state=summary["status"], reason=reason)
+        ledger.upsert_samples(rows.values())
+        for sample, row in rows.items():
+            known[sample] = row
+        ledger.remote_seen(key, summary["status"], summary)
+
+    def _map_runs(self, omics: Any, batch_id: str, rows: dict[str, SampleState], submitted: dict[str, Any]) -> None:
+        """Which run each sample got (ListRunsInBatch), while some sample has none yet."""
+        processed = int(submitted.get("successfulStartSubmissionCount") or 0) + int(
+            submitted.get("failedStartSubmissionCount") or 0
+        )
+        mapped = sum(1 for r in rows.values() if r.remote_id is not None or r.submission_status == "FAILED")
+        if processed <= mapped:
+            return
+        params: dict[str, Any] = {"batchId": batch_id}
+        while True:
+            page = self.ctx.call(f"ListRunsInBatch {batch_id}", omics.list_runs_in_batch, **params)
             for item in page.get("runs", []):
+                row = rows.get(item.get("runSettingId"))
+                if row is None:
+                    continue
+                failed = item.get("submissionStatus") == "FAILED"
                 reason = item.get("submissionFailureMessage") or item.get("submissionFailureReason")
-                submitted[item["runSettingId"]] = (item.get("runId"), item.get("submissionStatus"), reason)
-        states: dict[str, str] = {}
-        for page in omics.get_paginator("list_runs").paginate(batchId=batch_id):
-            for item in page.get("items", []):
-                states[item["id"]] = item["status"]
-        rows = samples.filter(pl.col("shard") == submission.shard)
-        updates = []
-        for sample, position in rows.select("id", "position").iter_rows():
-            run_id, submission_status, reason = submitted.get(sample, (None, None, None))
-            state = states.get(run_id) if run_id else None
-            if submission_status is None and batch.get("status") in ("FAILED", "CANCELLED"):
-                state, reason = batch["status"], batch.get("failureReason") or f"batch {batch['status'].lower()}"
-            updates.append((sample, submission.shard, position, run_id, submission_status, state, reason))
-        ctx.ledger.upsert_samples(updates)
+                rows[row.id] = row._replace(
+                    remote_id=item.get("runId") or row.remote_id,
+                    remote_uuid=item.get("runInternalUuid") or row.remote_uuid,
+                    submission_status=item.get("submissionStatus") or row.submission_status,
+                    reason=reason if failed else row.reason,
+                )
+            token = page.get("nextToken")
+            if not token:
+                return
+            params["startingToken"] = token
+
+    def _place_runs(self, omics: Any, batch_id: str, rows: dict[str, SampleState], summary: dict[str, Any]) -> None:
+        counts = {state: int(summary.get(name) or 0) for name, state in RUN_COUNTS.items()}
+        by_run = {r.remote_id: r for r in rows.values() if r.remote_id is not None}
+        held = {state: 0 for state in counts}
+        for row in by_run.values():
+            if row.state in held:
+                held[row.state] += 1
+        if held == counts:
+            return
+        # Runs that may have moved: every one not yet final (and the final ones too when
+        # runs were deleted, since a finished run can still become DELETED).
+        moving = {run for run, row in by_run.items() if row.state not in FINAL or counts["DELETED"] != held["DELETED"]}
+        settled = {state: 0 for state in counts}
+        for run, row in by_run.items():
+            if run not in moving and row.state in settled:
+                settled[row.state] += 1
+        needed = {state: counts[state] - settled[state] for state in counts if counts[state] - settled[state] > 0}
+        found: dict[str, str] = {}
+        listed = sorted(needed, key=lambda state: counts[state])
+        infer = listed.pop() if listed and sum(needed.values()) == len(moving) else None
+        for state in listed:
+            for run in list_runs(
+                self.ctx, omics, f"ListRuns of batch {batch_id} ({state})", batchId=batch_id, status=state
+            ):
+                if run in moving:
+                    found[run] = state
+        if infer is not None:
+            for run in moving:
+                found.setdefault(run, infer)
+        newly_failed = [run for run, state in found.items() if state == "FAILED" and by_run[run].state != "FAILED"]
+        details = get_runs(self.ctx, omics, newly_failed)
+        for run, state in found.items():
+            row = by_run[run]
+            detail = details.get(run)
+            rows[row.id] = row._replace(
+                state=detail.status if detail else state,
+                reason=detail.reason if detail else row.reason,
+                log=detail.log if detail else row.log,
+            )
+
+    def _mark_deleted(self, shard: int, known: dict[str, SampleState], reason: str) -> None:
+        rows = []
+        for place in self.places(shard):
+            row = known.get(place.id) or SampleState(place.id, place.shard, place.position)
+            if row.state not in FINAL or row.state is None:
+                rows.append(row._replace(state="DELETED", reason=reason))
+        self.ctx.ledger.upsert_samples(rows)
+
+    # Cancel: CancelRunBatch for each batch not yet finished.  The service cancels only
+    # PENDING, SUBMITTING and INPROGRESS batches and answers ConflictException for the
+    # others; a batch that finished meanwhile is reported as such, and the rest go on.
+
+    def cancel(self) -> CancelReport:
+        omics = self.ctx.clients.get("omics")
+        report = self.report()
+        for submission in self.ctx.ledger.submissions("done", kind="StartRunBatch"):
+            if submission.remote_id is None or submission.shard is None:
+                continue
+            batch_id = submission.remote_id
+            target = f"batch {batch_id} (shard {submission.shard})"
+            samples = self.ctx.manifest.shard(submission.shard).entries
+            try:
+                batch = self.ctx.call(f"GetBatch {batch_id}", omics.get_batch, batchId=batch_id)
+            except SubmissionError as exc:
+                if not not_found(exc):
+                    raise
+                report.outcomes.append(CancelOutcome(target, ALREADY_FINAL, "deleted", samples))
+                continue
+            if batch.get("status") in BATCH_FINAL:
+                report.outcomes.append(CancelOutcome(target, ALREADY_FINAL, str(batch.get("status")), samples))
+                continue
+            try:
+                self.ctx.call(f"CancelRunBatch {batch_id}", omics.cancel_run_batch, batchId=batch_id)
+            except SubmissionError as exc:
+                if conflict(exc):
+                    report.outcomes.append(CancelOutcome(target, ALREADY_FINAL, "finished before the cancel", samples))
+                else:
+                    report.outcomes.append(CancelOutcome(target, NOT_CANCELLED, str(exc), samples))
+                continue
+            after = self.ctx.call(f"GetBatch {batch_id}", omics.get_batch, batchId=batch_id)
+            refused = int((after.get("submissionSummary") or {}).get("failedCancelSubmissionCount") or 0)
+            if refused:
+                detail = f"{refused} of its runs could not be cancelled"
+                report.outcomes.append(CancelOutcome(target, NOT_CANCELLED, detail, samples))
+            else:
+                report.outcomes.append(CancelOutcome(target, CANCELLED, None, samples))
+        return report
 
 
-def cancel(ctx: Any) -> int:
-    omics = ctx.clients.get("omics")
-    cancelled = 0
-    for submission in ctx.ledger.submissions("done"):
-        if submission.kind == "StartRunBatch" and submission.remote_id:
-            ctx.call(f"CancelRunBatch {submission.remote_id}", omics.cancel_run_batch, batchId=submission.remote_id)
-            cancelled += 1
-    return cancelled
+BACKEND = OmicsBatch

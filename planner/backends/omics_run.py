@@ -9,19 +9,17 @@ random, so a resumed submit cannot start a second run (seeds/000).
 from __future__ import annotations
 
 import hashlib
-import os
-import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
-import polars as pl
-from tqdm import tqdm
 
-from ..errors import Problem
+from ..engine import Call, Created, Phase, Place, model_check
+from ..errors import Problem, SubmissionError
 from ..model import SCALAR_TYPES, check_shape, operation_input, rule_for
 from ..spec import BackendSpec, RoutedField
+from .base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
+from .healthomics import ACTIVE, FINAL, conflict, get_runs, list_runs, not_found
 
 MAX_TAGS = 50
 
@@ -68,141 +66,109 @@ SPEC = BackendSpec(
 # gets the same run back from the service (botocore would otherwise fill in a
 # random token, which defeats deduplication after a crash).
 
-LIST_INSTEAD_OF_GET = 200  # above this many runs, one ListRuns pass beats a GetRun each
+LIST_INSTEAD_OF_GET = 200  # above this many moving runs, lists of the active ones beat a GetRun each
 
 
 def request_id(plan_id: str, sample: str) -> str:
     return f"planner-{plan_id}-{hashlib.sha256(sample.encode()).hexdigest()[:32]}"
 
 
-def stage_indexes(manifest: dict[str, Any]) -> list[int]:
-    return []  # StartRun takes its settings in the request itself
+class OmicsRun(Backend):
+    spec = SPEC
 
+    def phases(self) -> Iterator[Phase]:
+        yield Phase("StartRun", "run", self._calls(), total=self.ctx.manifest.runs)
 
-def _runs(ctx: Any) -> Iterator[tuple[str, int, int, str]]:
-    """(sample, shard, position, run JSON) in plan order, read line by line."""
-    samples = ctx.samples()
-    for shard in ctx.manifest["shards"]:
-        ids = samples.filter(pl.col("shard") == shard["index"]).sort("position").get_column("id").to_list()
-        with open(os.path.join(ctx.plan_dir, shard["path"]), encoding="utf-8") as handle:
-            next(handle)  # "["
-            for position, (sample, line) in enumerate(zip(ids, handle)):
-                yield sample, shard["index"], position, line.rstrip("\n").removesuffix(",")
+    def _calls(self) -> Iterator[Call]:
+        for shard in self.ctx.manifest.shards:
+            if not self.ctx.dry_run:
+                self.ctx.plan.check_shard(shard)  # not staged, so not checked by S3: check it here
+            ids = self.ids_by_position(shard).to_list()
+            for position, (sample, line) in enumerate(zip(ids, self.ctx.plan.lines(shard), strict=True)):
+                yield self._call(Place(sample, shard.index, position), line)
 
+    def _call(self, place: Place, line: bytes) -> Call:
+        token = request_id(self.ctx.plan_id, place.id)
 
-def submit(ctx: Any) -> dict[str, Any]:
-    from ..errors import SubmissionError
-    from ..submit import paced, request_problems
+        def build() -> dict[str, Any]:
+            return dict(orjson.loads(line), requestId=token)
 
-    omics = None if ctx.dry_run else ctx.clients.get("omics")
-    done = ctx.ledger.done_keys()
-    pending = [run for run in _runs(ctx) if f"StartRun:{run[0]}" not in done]
-    wait_turn = paced(ctx)
-    failures: list[str] = []
+        def send(request: dict[str, Any]) -> Created:
+            response = dict(self.ctx.clients.get("omics").start_run(**request))
+            response.pop("ResponseMetadata", None)
+            # The service answers a requestId it has seen with the run made then (seeds/000):
+            # one that has moved past PENDING was not started by this call.
+            existed = response.get("status") not in (None, "PENDING")
+            return Created(response["id"], response, response.get("status"), response.get("uuid"), existed=existed)
 
-    def start(run: tuple[str, int, int, str]) -> None:
-        sample, shard, position, text = run
-        request = dict(orjson.loads(text), requestId=request_id(ctx.plan_id, sample))
-        if ctx.dry_run:
-            ctx.emit(
-                {
-                    "operation": "StartRun",
-                    "sample": sample,
-                    "problems": request_problems("omics", "StartRun", request),
-                    "request": request,
-                }
-            )
-            return
-        key = f"StartRun:{sample}"
-        wait_turn()
-        ctx.ledger.intent(key, "StartRun", shard=shard, sample=sample, token=request["requestId"])
-        try:
-            response = ctx.call(f"StartRun for {sample}", omics.start_run, **request)
-        except SubmissionError as exc:
-            ctx.ledger.failure(key, str(exc))
-            ctx.ledger.upsert_samples([(sample, shard, position, None, "FAILED", None, str(exc))])
-            failures.append(f"{sample}: {exc}")
-            return
-        response.pop("ResponseMetadata", None)
-        ctx.ledger.result(key, response["id"], response)
-        ctx.ledger.upsert_samples([(sample, shard, position, response["id"], "SUCCESS", response.get("status"), None)])
-
-    with tqdm(
-        total=len(pending), unit="run", desc="StartRun", file=sys.stderr, disable=not ctx.progress, leave=False
-    ) as bar:
-        if ctx.dry_run:
-            for run in pending:
-                start(run)
-        else:
-            with ThreadPoolExecutor(max_workers=ctx.concurrency, thread_name_prefix="planner-startrun") as pool:
-                for _ in pool.map(start, pending):
-                    bar.update(1)
-    if failures:
-        shown = "; ".join(failures[:5]) + (f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
-        raise SubmissionError(
-            f"{len(failures)} of {len(pending)} runs could not be started ({shown}); `planner status` lists them and `planner retry` plans them again"
+        return Call(
+            key=f"StartRun:{place.id}",
+            operation="StartRun",
+            label=f"sample {place.id}",
+            covers=lambda: [place],
+            build=build,
+            send=send,
+            token=token,
+            shard=place.shard,
+            sample=place.id,
+            one_to_one=True,
+            where={"sample": place.id},
+            check=model_check("omics", "StartRun"),
         )
-    return {
-        "backend": SPEC.name,
-        "plan_id": ctx.plan_id,
-        "runs_started": len(pending),
-        "runs_already_started": ctx.manifest["runs"] - len(pending),
-        "runs": ctx.manifest["runs"],
-    }
+
+    def refresh(self) -> None:
+        """Each moving run's state.  A run the ledger holds as final is never asked about again;
+        a few moving runs are asked with GetRun each, many by listing the account's active runs
+        (PENDING, STARTING, RUNNING, STOPPING: bounded by how many runs can be active, not by
+        how many the account keeps) and a GetRun for each that has left them, once, at its end."""
+        omics = self.ctx.clients.get("omics")
+        moving = {s.remote_id: s for s in self.ctx.ledger.samples() if s.remote_id and s.state not in FINAL}
+        if not moving:
+            return
+        active: dict[str, str] = {}
+        if len(moving) > LIST_INSTEAD_OF_GET:
+            for state in ACTIVE:
+                for run in list_runs(self.ctx, omics, f"ListRuns ({state})", status=state):
+                    if run in moving:
+                        active[run] = state
+        details = get_runs(self.ctx, omics, [run for run in moving if run not in active])
+        rows = []
+        for run, row in moving.items():
+            detail = details.get(run)
+            if detail is None:
+                rows.append(row._replace(state=active[run]))
+            else:
+                rows.append(
+                    row._replace(state=detail.status, reason=detail.reason, log=detail.log, remote_uuid=detail.uuid)
+                )
+        self.ctx.ledger.upsert_samples(rows)
+
+    def cancel(self) -> CancelReport:
+        """CancelRun for every run not yet final (states refreshed first); one that finished
+        meanwhile (ConflictException) or was deleted is reported as such, and the rest go on."""
+        self.refresh()
+        omics = self.ctx.clients.get("omics")
+        report = self.report()
+        samples = self.ctx.ledger.samples()
+        final = sum(1 for s in samples if s.remote_id and s.state in FINAL)
+        if final:
+            report.outcomes.append(CancelOutcome(f"{final} runs", ALREADY_FINAL, "had finished", final))
+        moving = [s for s in samples if s.remote_id and s.state not in FINAL]
+
+        def stop(row: Any) -> CancelOutcome:
+            target = f"run {row.remote_id} (sample {row.id})"
+            try:
+                self.ctx.call(f"CancelRun {row.remote_id}", omics.cancel_run, id=row.remote_id)
+            except SubmissionError as exc:
+                if conflict(exc):
+                    return CancelOutcome(target, ALREADY_FINAL, "finished before the cancel")
+                if not_found(exc):
+                    return CancelOutcome(target, ALREADY_FINAL, "deleted")
+                return CancelOutcome(target, NOT_CANCELLED, str(exc))
+            return CancelOutcome(target, CANCELLED)
+
+        report.outcomes += self.ctx.map(stop, moving, task="CancelRun", unit="run")
+        return report
 
 
-def refresh(ctx: Any) -> None:
-    """Each started run's state: one ListRuns pass when many runs are still moving, else a
-    GetRun each (on the submit's thread pool and rate).  A run the ledger already holds in
-    a final state never changes again and is not asked about: a long ``status --watch``
-    costs less as runs finish."""
-    from ..submit import paced
-
-    omics = ctx.clients.get("omics")
-    settled = {row[0] for row in ctx.ledger.samples() if row[5] in SPEC.final_states}
-    started = {
-        s.sample: s.remote_id
-        for s in ctx.ledger.submissions("done")
-        if s.kind == "StartRun" and s.remote_id and s.sample not in settled
-    }
-    if not started:
-        return
-    states: dict[str, tuple[str, str | None]] = {}
-    if len(started) > LIST_INSTEAD_OF_GET:
-        wanted = set(started.values())
-        for page in omics.get_paginator("list_runs").paginate():
-            for item in page.get("items", []):
-                if item["id"] in wanted:
-                    states[item["id"]] = (item["status"], None)
-    wait_turn = paced(ctx)
-
-    def get(run_id: str) -> None:
-        wait_turn()
-        run = ctx.call(f"GetRun {run_id}", omics.get_run, id=run_id)
-        states[run_id] = (run["status"], run.get("failureReason") or run.get("statusMessage"))
-
-    missing = [run_id for run_id in started.values() if run_id not in states]
-    with ThreadPoolExecutor(max_workers=ctx.concurrency, thread_name_prefix="planner-getrun") as pool:
-        list(pool.map(get, missing))
-    places = {
-        sample: (shard, position)
-        for sample, shard, position in ctx.samples().select("id", "shard", "position").iter_rows()
-    }
-    ctx.ledger.upsert_samples(
-        (sample, *places[sample], run_id, "SUCCESS", states[run_id][0], states[run_id][1])
-        for sample, run_id in started.items()
-    )
-
-
-def cancel(ctx: Any) -> int:
-    omics = ctx.clients.get("omics")
-    cancelled = 0
-    states = {row[0]: row[5] for row in ctx.ledger.samples()}
-    for submission in ctx.ledger.submissions("done"):
-        if submission.kind != "StartRun" or not submission.remote_id:
-            continue
-        if states.get(submission.sample) in SPEC.final_states:
-            continue
-        ctx.call(f"CancelRun {submission.remote_id}", omics.cancel_run, id=submission.remote_id)
-        cancelled += 1
-    return cancelled
+BACKEND = OmicsRun

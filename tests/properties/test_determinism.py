@@ -91,7 +91,7 @@ def test_batch_rows_smaller_than_shards_and_rejections(tmp_path: Path) -> None:
             sheet, backend="omics-batch", defaults=defaults_for("omics-batch"), skip_invalid=True, max_entries=40
         )
         plan.options = dataclasses.replace(plan.options, batch_rows=batch_rows)
-        manifest = plan.write(tmp_path / f"b{batch_rows}")
+        manifest = plan.write(tmp_path / f"b{batch_rows}").to_json()
         assert manifest["rejected"] == len([r for r in rows if r[1] == "high"])
         trees.append(tree_bytes(tmp_path / f"b{batch_rows}"))
     assert "rejected.csv" in trees[0]

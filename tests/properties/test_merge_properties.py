@@ -22,7 +22,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import planner
-from planner.backends import BACKENDS
+from planner.backends import get_backend
 from planner.merge import reference_row, reference_run
 
 # ---------------------------------------------------------------- text
@@ -222,7 +222,7 @@ def sheet_and_defaults(draw: Any, backend: str) -> dict[str, Any]:
     id_column = draw(st.sampled_from(EXPLICIT_ID_COLUMNS if explicit_id else ID_COLUMNS))
     ids = draw(st.lists(id_text, min_size=n, max_size=n, unique=True))
     # The id column is routed like any other column: a field if named like one, else a parameter.
-    id_kind = "field" if id_column in BACKENDS[backend].fields else "param"
+    id_kind = "field" if id_column in get_backend(backend).fields else "param"
 
     # Columns: (name, kind, key); kind is "field", "param" (plain or param.KEY) or "tag".
     chosen_fields = draw(
@@ -245,7 +245,7 @@ def sheet_and_defaults(draw: Any, backend: str) -> dict[str, Any]:
         kinds = ["param.", "plain"] + (["tag."] if layout["tags"] else [])
         kind = draw(st.sampled_from(kinds))
         if kind == "plain":
-            name = draw(column_name(set(BACKENDS[backend].fields)))
+            name = draw(column_name(set(get_backend(backend).fields)))
             if name in used_names or name in param_keys:
                 continue
             columns.append((name, "param", name))

@@ -450,7 +450,7 @@ def test_skip_invalid_writes_rejected_csv_and_plans_the_rest(
     assert sorted(set(rejected.get_column("id").to_list())) == ["b", "d"]  # both rows of the repeated id
     assert sorted(set(rejected.get_column("row").cast(pl.Int64).to_list())) == [2, 4, 5]
     assert ("2", "b", "priority", "high", "type") in rejected.select("row", "id", "column", "value", "rule").rows()
-    manifest = planner.read_plan(out)
+    manifest = planner.read_plan(out).to_json()
     assert manifest["runs"] == 3 and manifest["rejected"] == 3 and manifest["sheet"]["rows"] == 6
     entries = [e for s in manifest["shards"] for e in pl.read_json(out / s["path"]).rows(named=True)]
     assert [e["runSettingId"] for e in entries] == ["a", "c", "e"]
@@ -505,7 +505,7 @@ def test_force_replaces_an_earlier_plan(tmp_path: Path, capsys: pytest.CaptureFi
     assert run_cli(_plan_args(tmp_path, sheet), capsys)[0] == 0
     sheet = _sheet(tmp_path, ["sample"], [["c"]])
     assert run_cli(_plan_args(tmp_path, sheet, extra=["--force"]), capsys)[0] == 0
-    assert planner.read_plan(out)["runs"] == 1
+    assert planner.read_plan(out).to_json()["runs"] == 1
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".plan.tmp-")] == []
 
 
@@ -527,7 +527,7 @@ def test_submitted_plan_is_never_replaced(tmp_path: Path, capsys: pytest.Capture
     assert run_cli(_plan_args(tmp_path, sheet), capsys)[0] == 0
     (out / "ledger.sqlite").write_bytes(b"")
     code, _, err = run_cli(_plan_args(tmp_path, sheet, extra=["--force"]), capsys)
-    assert code == 1  # not bad input: the directory is a record of what was sent
+    assert code == 2  # refused as input: the directory is the record of what was sent, and nothing is written
     assert "ledger.sqlite" in err
     assert (out / "ledger.sqlite").exists()
 
@@ -585,7 +585,7 @@ def test_repeated_ids_found_across_batches(tmp_path: Path, batch_rows: int) -> N
 
     skipping = planner.plan(sheet, backend="omics-batch", defaults=defaults_for("omics-batch"), skip_invalid=True)
     skipping.options = dataclasses.replace(skipping.options, batch_rows=batch_rows)
-    manifest = skipping.write(tmp_path / "plan")
+    manifest = skipping.write(tmp_path / "plan").to_json()
     samples = pl.read_parquet(tmp_path / "plan" / "samples.parquet")
     assert samples.get_column("id").to_list() == [i for i in ids if i not in ("s2", "s7")]
     assert manifest["rejected"] == 5

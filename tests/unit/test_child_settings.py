@@ -67,7 +67,7 @@ def staged(tmp_path) -> dict[str, Any]:
         }
     )
     plan_dir = tmp_path / "plan"
-    manifest = planner.plan(sheet, backend="batch", defaults=DEFAULTS).write(str(plan_dir))
+    manifest = planner.plan(sheet, backend="batch", defaults=DEFAULTS).write(str(plan_dir)).to_json()
     path = plan_dir / manifest["shards"][0]["path"]
     shard = path.read_bytes()
     index = line_index(path)

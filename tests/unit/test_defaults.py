@@ -26,7 +26,7 @@ def test_toml_and_json_defaults_give_the_same_plan(tmp_path: Path, suffix: str) 
     )
     path = write_defaults(tmp_path / f"defaults{suffix}", document)
     sheet = write_csv(tmp_path / "s.csv", ["lims", "threads"], [["L1", "4"], ["L2", None]])
-    manifest = planner.plan(sheet, backend="omics-batch", defaults=path).write(tmp_path / "plan")
+    manifest = planner.plan(sheet, backend="omics-batch", defaults=path).write(tmp_path / "plan").to_json()
     assert manifest["defaults"] == document["run"]
     assert manifest["submission"] == document["submission"]
     assert manifest["staging"] == {"uri": "s3://bucket/staging/"}
@@ -59,7 +59,7 @@ def test_example_defaults_files_are_valid(tmp_path: Path, backend: str) -> None:
     stem = backend.replace("-", "_")
     manifest = planner.plan(
         SAMPLE_SHEETS / f"{stem}_samples.csv", backend=backend, defaults=SAMPLE_SHEETS / f"{stem}_defaults.toml"
-    ).write(tmp_path / "plan")
+    ).write(tmp_path / "plan").to_json()
     assert manifest["runs"] == pl.read_csv(SAMPLE_SHEETS / f"{stem}_samples.csv", infer_schema=False).height
 
 
@@ -88,7 +88,7 @@ def test_precedence_file_then_set_then_row(tmp_path: Path) -> None:
     # The shards (own settings) carry only the row; --set lands in defaultRunSetting.
     manifest = planner.plan(
         sheet, backend="omics-batch", defaults=document, sets=["priority=2", "parameters.genome=set"]
-    ).write(tmp_path / "plan")
+    ).write(tmp_path / "plan").to_json()
     assert manifest["defaults"]["priority"] == 2 and manifest["defaults"]["parameters"]["genome"] == "set"
     (entries,) = shard_entries(tmp_path / "plan", manifest)
     assert entries[1] == {"runSettingId": "set-wins", "parameters": {"sample": "set-wins"}}
@@ -146,7 +146,7 @@ def test_set_workflow_id_stays_a_string_omics_batch(tmp_path: Path) -> None:
     sheet = write_csv(tmp_path / "s.csv", ["sample"], [["a"]])
     plan = planner.plan(sheet, backend="omics-batch", defaults=defaults_for("omics-batch"), sets=["workflowId=1234567"])
     assert plan.defaults.run["workflowId"] == "1234567"
-    manifest = plan.write(tmp_path / "plan")
+    manifest = plan.write(tmp_path / "plan").to_json()
     assert manifest["defaults"]["workflowId"] == "1234567"
 
 
@@ -329,7 +329,7 @@ def test_defaults_nested_to_the_limit_plan_one_deeper_is_refused(backend: str, t
 
     document = defaults_for(backend)
     document["run"]["parameters"]["deep"] = deep(251)  # [run] 1, parameters 2, then 251 levels: 253
-    manifest = planner.plan(sheet, backend=backend, defaults=document).write(tmp_path / "plan")
+    manifest = planner.plan(sheet, backend=backend, defaults=document).write(tmp_path / "plan").to_json()
     assert orjson.dumps(manifest["defaults"]["parameters"]["deep"]) == orjson.dumps(deep(251))
     document["run"]["parameters"]["deep"] = deep(252)
     with pytest.raises(

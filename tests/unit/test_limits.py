@@ -24,7 +24,7 @@ def frame(n: int, **columns: pl.Expr) -> pl.DataFrame:
 
 def write_plan(sheet: Any, backend: str, out: Path, **kw: Any) -> dict[str, Any]:
     kw.setdefault("defaults", defaults_for(backend))
-    return planner.plan(sheet, backend=backend, **kw).write(out)
+    return planner.plan(sheet, backend=backend, **kw).write(out).to_json()
 
 
 def layout(manifest: dict[str, Any]) -> list[tuple[int, str]]:

@@ -51,7 +51,7 @@ def test_rnaseq_sheet_with_group_gathers_lanes_into_lists(
         capsys,
     )
     assert code == 0, err
-    manifest = planner.read_plan(out)
+    manifest = planner.read_plan(out).to_json()
     samples = rows.get_column("sample").unique(maintain_order=True).to_list()
     assert manifest["runs"] == len(samples) < rows.height
     # The summary counts the sheet's rows, not the grouped samples.
@@ -91,7 +91,7 @@ def test_group_keeps_the_sheet_row_count(tmp_path: Path) -> None:
         group=True,
         list_columns=["fastq_1", "fastq_2"],
     )
-    manifest = plan.write(tmp_path / "plan")
+    manifest = plan.write(tmp_path / "plan").to_json()
     assert manifest["sheet"]["rows"] == rows.height
     assert manifest["runs"] == rows.get_column("sample").n_unique() < rows.height
 
@@ -160,7 +160,7 @@ def test_sarek_sheet_plans_with_its_id_column(
             ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults_file, "--out", out, *extra], capsys
         )
         assert code == 0, err
-        manifest = planner.read_plan(out)
+        manifest = planner.read_plan(out).to_json()
         assert manifest["sheet"]["id_column"] == "id"
         assert manifest["runs"] == rows.height
         (shard,) = manifest["shards"]
@@ -177,7 +177,7 @@ def test_sarek_sheet_plans_with_its_id_column(
 def test_sarek_sheet_plans_for_every_backend(tmp_path: Path, backend: str) -> None:
     sheet = need(SAREK)
     rows = pl.read_csv(sheet, infer_schema=False)
-    manifest = planner.plan(sheet, backend=backend, defaults=defaults_for(backend)).write(tmp_path / "plan")
+    manifest = planner.plan(sheet, backend=backend, defaults=defaults_for(backend)).write(tmp_path / "plan").to_json()
     assert manifest["runs"] == rows.height
     samples = pl.read_parquet(tmp_path / "plan" / "samples.parquet")
     assert samples.get_column("id").to_list() == rows.get_column("id").to_list()

@@ -191,7 +191,7 @@ def test_group_skip_invalid_drops_only_the_disagreeing_sample(tmp_path: Path) ->
         group=True,
         list_columns=["fastq_1"],
         skip_invalid=True,
-    ).write(tmp_path / "plan")
+    ).write(tmp_path / "plan").to_json()
     assert manifest["runs"] == 1
     entries = orjson.loads((tmp_path / "plan" / manifest["shards"][0]["path"]).read_bytes())
     assert [e["runSettingId"] for e in entries] == ["b"]
@@ -322,7 +322,7 @@ def test_group_mixed_lanes_in_the_merged_view_and_the_plan(tmp_path: Path) -> No
     assert merged[1]["parameters"]["fastq_2"] == ["default"]  # unset for b: the default stands
     manifest = planner.plan(
         sheet, backend="omics-batch", defaults=document, group=True, list_columns=["fastq_1", "fastq_2"]
-    ).write(tmp_path / "plan")
+    ).write(tmp_path / "plan").to_json()
     assert manifest["runs"] == 2 and manifest["sheet"]["rows"] == 3
     entries = orjson.loads((tmp_path / "plan" / manifest["shards"][0]["path"]).read_bytes())
     assert entries[0]["parameters"] == {"sample": "a", "fastq_1": ["r1", "r1b"], "fastq_2": ["x", None]}

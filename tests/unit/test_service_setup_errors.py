@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 import planner.staging
 from planner.aws import Clients
-from planner.backends import aws_batch
+from planner.sandbox import prepare
 from planner.errors import InputError, SubmissionError
 from planner.staging import CONFLICT_ATTEMPTS, Stager
 
@@ -89,17 +89,20 @@ class _Put:
         return {"ETag": '"e"'}
 
 
+_ITEM = planner.staging._Object(0, "shard", "bucket", "k", 1, "00", "00", '"00"', "application/json", 1)
+
+
 @pytest.fixture()
 def stager(monkeypatch: pytest.MonkeyPatch) -> tuple[Stager, list[float]]:
     waits: list[float] = []
-    monkeypatch.setattr(planner.staging.time, "sleep", waits.append)
-    return Stager(None, None, "", {}, "s3://bucket/prefix/"), waits  # type: ignore[arg-type]
+    plan = SimpleNamespace(plan_id="p" * 24)
+    return Stager(None, None, plan, "s3://bucket/prefix/", sleep=waits.append), waits  # type: ignore[arg-type]
 
 
 def test_409_is_tried_again_with_the_whole_body(stager: tuple[Stager, list[float]]) -> None:
     client, waits = stager
     put = _Put(_client_error("ConditionalRequestConflict", 409), _client_error("ConditionalRequestConflict", 409))
-    assert client._call(put, "bucket", "k", Body=io.BytesIO(b"shard bytes")) == {"ETag": '"e"'}
+    assert client._call(put, _ITEM, Body=io.BytesIO(b"shard bytes")) == {"ETag": '"e"'}
     assert put.bodies == [b"shard bytes"] * 3
     assert len(waits) == 2 and 0 < waits[0] < waits[1] <= 5
 
@@ -108,7 +111,7 @@ def test_409_every_time_ends_in_an_accurate_error(stager: tuple[Stager, list[flo
     client, waits = stager
     put = _Put(*[_client_error("ConditionalRequestConflict", 409)] * CONFLICT_ATTEMPTS)
     with pytest.raises(SubmissionError) as caught:
-        client._call(put, "bucket", "k", Body=io.BytesIO(b"x"))
+        client._call(put, _ITEM, Body=io.BytesIO(b"x"))
     message = str(caught.value)
     assert (
         message.startswith("s3://bucket/k: S3 answered 409 ConditionalRequestConflict")
@@ -121,7 +124,7 @@ def test_412_is_not_tried_again(stager: tuple[Stager, list[float]]) -> None:
     client, waits = stager
     put = _Put(_client_error("PreconditionFailed", 412))
     with pytest.raises(planner.staging._AlreadyThere):
-        client._call(put, "bucket", "k", Body=io.BytesIO(b"x"))
+        client._call(put, _ITEM, Body=io.BytesIO(b"x"))
     assert len(put.bodies) == 1 and waits == []
 
 
@@ -164,16 +167,16 @@ def _sandbox_context(iam: _Iam, batch: _Batch) -> Any:
     clients = {"iam": iam, "batch": batch}
     return SimpleNamespace(
         clients=SimpleNamespace(get=clients.__getitem__),
-        manifest={"defaults": {"jobQueue": "queue", "jobDefinition": "jobdef:1"}},
+        manifest=SimpleNamespace(defaults={"jobQueue": "queue", "jobDefinition": "jobdef:1"}),
     )
 
 
 def test_a_lost_create_role_answer_is_success() -> None:
     batch = _Batch()
-    aws_batch.prepare_sandbox(_sandbox_context(_Iam("EntityAlreadyExists"), batch))
-    assert batch.environments == [f"arn:aws:iam::123456789012:role/{aws_batch.SANDBOX_ROLE}"]
+    prepare.prepare_batch(_sandbox_context(_Iam("EntityAlreadyExists"), batch))
+    assert batch.environments == [f"arn:aws:iam::123456789012:role/{prepare.BATCH_ROLE}"]
 
 
 def test_other_create_role_errors_still_raise() -> None:
     with pytest.raises(ClientError, match="AccessDenied"):
-        aws_batch.prepare_sandbox(_sandbox_context(_Iam("AccessDenied"), _Batch()))
+        prepare.prepare_batch(_sandbox_context(_Iam("AccessDenied"), _Batch()))

@@ -272,7 +272,7 @@ def test_polars_dataframe_and_lazyframe(tmp_path: Path) -> None:
     assert own_runs(frame) == expected
     assert own_runs(frame.lazy()) == expected
     # A frame is planned to a directory like a file is.
-    manifest = planner.plan(frame.lazy(), backend="omics-batch", defaults=DEFAULTS).write(tmp_path / "plan")
+    manifest = planner.plan(frame.lazy(), backend="omics-batch", defaults=DEFAULTS).write(tmp_path / "plan").to_json()
     assert manifest["sheet"]["path"] == "<frame>" and manifest["sheet"]["rows"] == 2 and manifest["runs"] == 2
 
 

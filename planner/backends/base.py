@@ -1,0 +1,132 @@
+"""The interface every backend implements: one class per target service.
+
+A backend says only what differs between services:
+
+* ``spec``: what the plan core needs (fields, maps, limits; ``planner/spec.py``);
+* ``staged_shards()``: which shards the service (or its jobs) read from S3;
+* ``phases()``: the creating calls of a submission, as ``engine.Phase``s of ``engine.Call``s
+  (how to build each request, send it, and find an earlier attempt again); the engine
+  journals, paces, retries and accounts for them, so no backend writes the journal;
+* ``refresh()``: ask the service where every sample is, and record it in the ledger;
+* ``cancel()``: stop what is still running, reporting per batch, job or run what happened.
+
+Preparing the sandbox (creating a Batch queue or a Glue job in moto) is not a backend's
+business: it lives in ``planner/sandbox/prepare.py``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import polars as pl
+
+from ..context import Context
+from ..engine import Phase, Place
+from ..errors import PlanDirError
+from ..shard import ShardInfo
+from ..spec import BackendSpec
+
+CANCELLED = "cancelled"
+ALREADY_FINAL = "already final"
+NOT_CANCELLED = "not cancelled"
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """What cancel did to one batch, array job or run."""
+
+    target: str  # "batch 1234", "run 5678", "job abc"
+    outcome: str  # CANCELLED, ALREADY_FINAL or NOT_CANCELLED
+    detail: str | None = None
+    samples: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "outcome": self.outcome, "detail": self.detail, "samples": self.samples}
+
+
+@dataclass
+class CancelReport:
+    backend: str
+    plan_id: str
+    outcomes: list[CancelOutcome] = field(default_factory=list)
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for o in self.outcomes if o.outcome == outcome)
+
+    @property
+    def complete(self) -> bool:
+        """Everything that could be cancelled was."""
+        return self.count(NOT_CANCELLED) == 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "plan_id": self.plan_id,
+            "cancelled": self.count(CANCELLED),
+            "already_final": self.count(ALREADY_FINAL),
+            "not_cancelled": self.count(NOT_CANCELLED),
+            "outcomes": [o.to_json() for o in self.outcomes],
+        }
+
+
+class Backend(ABC):
+    """A target service, over one plan's context."""
+
+    spec: ClassVar[BackendSpec]
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    # Submission.
+
+    def staged_shards(self) -> list[int]:
+        """The shards the service reads from S3: staged (and checked) before any call."""
+        return [s.index for s in self.ctx.manifest.shards if s.mode == "s3"]
+
+    @abstractmethod
+    def phases(self) -> Iterator[Phase]:
+        """The creating calls, phase by phase; a phase runs to its end before the next is asked for."""
+
+    # Status and cancel.
+
+    @abstractmethod
+    def refresh(self) -> None:
+        """Ask the service where every submitted sample is; record it in the ledger."""
+
+    @abstractmethod
+    def cancel(self) -> CancelReport:
+        """Stop what is still pending or running; leave what has finished alone."""
+
+    # Helpers for the backends.
+
+    def report(self) -> CancelReport:
+        return CancelReport(self.spec.name, self.ctx.plan_id)
+
+    def places(self, shard: ShardInfo | int) -> list[Place]:
+        """Every sample of a shard, in position order."""
+        index = shard if isinstance(shard, int) else shard.index
+        rows = self.ctx.plan.samples_of(index).sort("position").select("id", "shard", "position")
+        return [Place(*row) for row in rows.iter_rows()]
+
+    def place_index(self) -> dict[str, Place]:
+        """Every sample by id."""
+        frame = self.ctx.plan.samples().select("id", "shard", "position")
+        return {row[0]: Place(*row) for row in frame.iter_rows()}
+
+    def line_index(self, shard: ShardInfo) -> bytes:
+        """The shard's line index (the byte offset of each entry; format in ``child_settings.py``)."""
+        from ..child_settings import entry_count, line_index
+
+        data = line_index(self.ctx.plan.shard_path(shard))
+        if entry_count(data) != shard.entries:
+            raise PlanDirError(
+                f"{shard.path}: {entry_count(data)} lines, but plan.json says {shard.entries} entries: "
+                "the plan directory was changed; plan again"
+            )
+        return data
+
+    def ids_by_position(self, shard: ShardInfo) -> pl.Series:
+        return self.ctx.plan.samples_of(shard.index).sort("position").get_column("id")

@@ -1,0 +1,327 @@
+"""What every backend works with: the plan, its ledger, the clients, the options, and how to wait.
+
+``Context`` is built once per command by ``open_context`` and handed to the backend
+and the engine.  ``Context.call`` makes one service call that does not create
+anything (GetBatch, ListJobs, DescribeJobs...); the engine uses the same waiting
+rules for the calls that do.
+
+Waiting (the reliability rule "wait only where waiting can help"):
+
+* throttling (``ThrottlingException``, ``TooManyRequestsException``, ``SlowDown``...)
+  and concurrency limits (Glue's ``ConcurrentRunsExceededException``, a HealthOmics
+  ``ServiceQuotaExceededException`` about active or concurrent runs) are waited out:
+  backoff from 1 s doubling to 60 s, at most ``max_wait`` seconds per call, with one
+  line on stderr (the ``planner`` logger) saying what is waited for and for how long;
+  once a wait for a reason has run out, later calls hitting the same reason fail at
+  once instead of each waiting the whole time again;
+* any other quota fails fast, naming the quota (the service's message);
+* credentials refused or an endpoint that cannot be reached stop everything
+  (``AccessError``): every further call would fail alike.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+
+from .aws import Clients
+from .errors import AccessError, InputError, SubmissionError
+from .ledger import LEDGER_FILE, Ledger
+from .plandir import Manifest, PlanDirectory
+from .progress import ProgressCallback, Tracker, log
+from .staging import Stager
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+SANDBOX_STAGING = "s3://planner-sandbox/staging/"
+MAX_BACKOFF = 60.0
+
+THROTTLING = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "ProvisionedThroughputExceededException",
+    }
+)
+CONCURRENCY = frozenset({"ConcurrentRunsExceededException"})
+QUOTA = "ServiceQuotaExceededException"
+# A quota that frees itself as runs end: the only kind of quota worth waiting for.
+_ACTIVE_RUNS = re.compile(r"\b(active|concurrent|running|in[- ]progress)\b", re.IGNORECASE)
+ACCESS_DENIED = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "ExpiredTokenException",
+    }
+)
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def error_message(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Message", "") or exc)
+
+
+def wait_reason(exc: ClientError) -> str | None:
+    """What a "later" answer waits for, or None when waiting cannot help."""
+    code = error_code(exc)
+    if code in THROTTLING:
+        return f"{code}: the service is throttling requests"
+    if code in CONCURRENCY:
+        return f"{code}: the concurrent-run limit is reached; waiting for runs to end"
+    if code == QUOTA and _ACTIVE_RUNS.search(error_message(exc)):
+        return f"{code}: {error_message(exc)}; waiting for runs to end"
+    return None
+
+
+def refusal(what: str, exc: ClientError | BotoCoreError) -> SubmissionError:
+    """A service error as the planner's exception, with the fix named where there is one."""
+    if isinstance(exc, BotoCoreError):
+        if isinstance(exc, (EndpointConnectionError, NoCredentialsError)):
+            return AccessError(f"{what}: {exc}")
+        return SubmissionError(f"{what}: {exc}")
+    code, message = error_code(exc), error_message(exc)
+    if code in ACCESS_DENIED:
+        return AccessError(f"{what}: {code}: {message}")
+    if code == QUOTA:
+        return SubmissionError(
+            f"{what}: {code}: {message} (a service quota: waiting will not free it; "
+            "raise it in Service Quotas, or remove what holds it)"
+        )
+    return SubmissionError(f"{what}: {code}: {message}")
+
+
+class Patience:
+    """How long "later" answers are waited out, shared by every call of one command."""
+
+    def __init__(self, max_wait: float, sleep: Callable[[float], None]):
+        self.max_wait = max_wait
+        self.sleep = sleep
+        self._told: set[str] = set()
+        self._exhausted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def pause(self, what: str, reason: str, waited: float, delay: float) -> float:
+        """Sleep before trying ``what`` again; returns the seconds slept.  Raises once the wait is over."""
+        kind = reason.split(":", 1)[0]
+        with self._lock:
+            if kind in self._exhausted or waited >= self.max_wait:
+                self._exhausted.add(kind)
+                raise SubmissionError(f"{what}: {reason}; gave up after waiting {_duration(self.max_wait)}")
+            if kind not in self._told:
+                self._told.add(kind)
+                log.warning("%s; waiting up to %s before giving up", reason, _duration(self.max_wait))
+        seconds = min(delay, self.max_wait - waited)
+        self.sleep(seconds)
+        return seconds
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+@dataclass
+class Options:
+    """The options of submit, status, retry and cancel, checked the same way for the CLI and the API."""
+
+    staging_uri: str | None = None
+    concurrency: int = 8
+    rate: float | None = None  # creating requests per second, over all workers
+    dry_run: bool = False
+    max_wait: float = 900.0  # seconds a call waits out "later" answers
+
+    def __post_init__(self) -> None:
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise InputError(f"concurrency {self.concurrency!r}: must be a whole number, at least 1")
+        if self.rate is not None and not (isinstance(self.rate, (int, float)) and 0 < self.rate < float("inf")):
+            raise InputError(f"rate {self.rate!r}: must be a positive number of requests per second")
+        if not self.max_wait >= 0:
+            raise InputError(f"max_wait {self.max_wait!r}: must be 0 or more seconds")
+
+
+@dataclass
+class Context:
+    """One command's view of a plan: read it, journal in its ledger, talk to the services."""
+
+    plan: PlanDirectory
+    ledger: Ledger
+    clients: Clients
+    options: Options = field(default_factory=Options)
+    progress: ProgressCallback | None = None
+    emit: Callable[[dict[str, Any]], None] = field(default=lambda line: None)  # --dry-run's request lines
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    _stager: Stager | None = field(default=None, repr=False)
+    _patience: Patience | None = field(default=None, repr=False)
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.plan.manifest
+
+    @property
+    def plan_id(self) -> str:
+        return self.plan.plan_id
+
+    @property
+    def dry_run(self) -> bool:
+        return self.options.dry_run
+
+    @property
+    def staging_uri(self) -> str | None:
+        return self.options.staging_uri
+
+    @property
+    def patience(self) -> Patience:
+        if self._patience is None:
+            self._patience = Patience(self.options.max_wait, self.sleep)
+        return self._patience
+
+    @property
+    def stager(self) -> Stager:
+        if self._stager is None:
+            if not self.staging_uri:
+                raise InputError(
+                    "this plan needs S3 staging: give --staging s3://bucket/prefix/ or [staging] uri in the defaults file"
+                )
+            self._stager = Stager(
+                self.clients.get("s3"),
+                self.ledger,
+                self.plan,
+                self.staging_uri,
+                concurrency=self.options.concurrency,
+                progress=self.progress,
+                sleep=self.sleep,
+            )
+        return self._stager
+
+    def call(self, what: str, method: Callable[..., Any], *args: Any, **params: Any) -> Any:
+        """One service call; "later" answers are waited out (see the module docstring)."""
+        waited, delay = 0.0, 1.0
+        while True:
+            try:
+                return method(*args, **params)
+            except ClientError as exc:
+                reason = wait_reason(exc)
+                if reason is None:
+                    raise refusal(what, exc) from exc
+                waited += self.patience.pause(what, reason, waited, delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+            except BotoCoreError as exc:
+                raise refusal(what, exc) from exc
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], *, task: str, unit: str) -> list[R]:
+        """``fn`` over ``items`` on ``concurrency`` threads within the rate limit, in order, with progress."""
+        if not items:
+            return []
+        pace = self.pacer()
+
+        def paced(item: T) -> R:
+            pace()
+            return fn(item)
+
+        with Tracker(self.progress, task, unit, len(items)) as bar:
+            if self.options.concurrency == 1 or len(items) == 1:
+                out = []
+                for item in items:
+                    out.append(paced(item))
+                    bar.advance()
+                return out
+            with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix=f"planner-{task}") as pool:
+                results = []
+                for result in pool.map(paced, items):
+                    results.append(result)
+                    bar.advance()
+                return results
+
+    def pacer(self) -> Callable[[], None]:
+        """A gate each worker passes before a creating request: at most ``rate`` per second over all."""
+        limiter = _rate_limited(self.options.rate, self.clock, self.sleep)
+        gate = threading.Lock()
+
+        def wait() -> None:
+            with gate:
+                next(limiter)
+
+        return wait
+
+
+def _rate_limited(rate: float | None, clock: Callable[[], float], sleep: Callable[[float], None]) -> Iterator[None]:
+    """Yields once per allowed request: at most ``rate`` per second (no limit when None)."""
+    interval = 0.0 if not rate else 1.0 / rate
+    next_at = clock()
+    while True:
+        if interval:
+            now = clock()
+            if now < next_at:
+                sleep(next_at - now)
+            next_at = max(next_at, now) + interval
+        yield
+
+
+def open_context(
+    plan_dir: str | os.PathLike[str],
+    *,
+    options: Options | None = None,
+    sandbox: bool = False,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+    retry_mode: str = "standard",
+    max_attempts: int = 8,
+    endpoints: dict[str, str] | None = None,
+    progress: ProgressCallback | None = None,
+    create_ledger: bool = True,
+) -> Context:
+    """Read the plan, check the options, open (or create) its ledger and prepare the clients."""
+    plan = PlanDirectory(plan_dir)
+    options = options or Options()
+    clients = Clients(
+        profile=profile,
+        region=region,
+        endpoint_url=endpoint_url,
+        endpoints=dict(endpoints or {}),
+        retry_mode=retry_mode,
+        max_attempts=max_attempts,
+        sandbox=sandbox,
+    )
+    if sandbox and endpoints is None:  # started only once the options are known to be good
+        from .sandbox.local import ensure_running
+
+        clients.endpoints = dict(ensure_running())
+    staging = options.staging_uri or plan.manifest.staging_uri
+    if sandbox and not options.staging_uri:
+        staging = SANDBOX_STAGING  # the plan's own bucket does not exist in the sandbox
+    options = Options(
+        staging_uri=staging,
+        concurrency=options.concurrency,
+        rate=options.rate,
+        dry_run=options.dry_run,
+        max_wait=options.max_wait,
+    )
+    manifest = plan.manifest
+    if options.dry_run and not os.path.exists(plan.file(LEDGER_FILE)):
+        ledger = Ledger.in_memory(manifest.plan_id, manifest.backend)
+    else:
+        ledger = Ledger.open(
+            plan.path, manifest.plan_id, manifest.backend, create=create_ledger and not options.dry_run
+        )
+    return Context(plan=plan, ledger=ledger, clients=clients, options=options, progress=progress)

@@ -1,0 +1,100 @@
+"""Progress, as one callback protocol that the CLI, the Python API and the tests share.
+
+Long work (planning a sheet, staging shards, submitting calls, refreshing status)
+reports ``ProgressEvent``s: which task, how much of it is done, of how much, in
+what unit, and when it has finished.  The CLI draws them as tqdm bars on stderr;
+an API caller passes any callable (a notebook widget, a log line, a list in a test).
+Messages worth a person's attention (what is being waited for, and how long) go
+to the ``planner`` logger, which the CLI prints on stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("planner")
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    task: str  # "plan", "stage", "StartRunBatch", "refresh", ...
+    unit: str  # "row", "B", "run", "batch", "job", ...
+    done: int
+    total: int | None
+    finished: bool = False
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+def ignore(event: ProgressEvent) -> None:
+    """The default callback: progress is not shown."""
+
+
+class Tracker:
+    """One task's progress, advanced from any thread, reported to a callback."""
+
+    def __init__(self, callback: ProgressCallback | None, task: str, unit: str, total: int | None = None):
+        self.callback = callback or ignore
+        self.task, self.unit, self.total = task, unit, total
+        self.done = 0
+        self._lock = threading.Lock()
+        self.callback(ProgressEvent(task, unit, 0, total))
+
+    def advance(self, amount: int = 1) -> None:
+        with self._lock:
+            self.done += amount
+            event = ProgressEvent(self.task, self.unit, self.done, self.total)
+        self.callback(event)
+
+    def close(self) -> None:
+        self.callback(ProgressEvent(self.task, self.unit, self.done, self.total, finished=True))
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Bars:
+    """The CLI's callback: a tqdm bar per task on stderr, shown only for work that takes
+    more than a second (a bar that flashes for a 9-row sheet helps nobody)."""
+
+    def __init__(self, enabled: bool = True, delay: float = 1.0):
+        self.enabled = enabled
+        self.delay = delay
+        self._bars: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        with self._lock:
+            bar = self._bars.get(event.task)
+            if bar is None:
+                scale = event.unit == "B"
+                bar = tqdm(
+                    total=event.total,
+                    desc=event.task,
+                    unit=event.unit,
+                    unit_scale=scale,
+                    file=sys.stderr,
+                    delay=self.delay,
+                    leave=True,
+                    dynamic_ncols=True,
+                )
+                self._bars[event.task] = bar
+            if event.total is not None and bar.total != event.total:
+                bar.total = event.total
+            bar.update(event.done - bar.n)
+            if event.finished:
+                bar.close()
+                del self._bars[event.task]
