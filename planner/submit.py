@@ -150,12 +150,13 @@ def submit(
         try:
             if dry_run:
                 ctx.emit = emit or _print_line
-            return _submit(ctx)
+            return run_submission(ctx)
         finally:
             ctx.ledger.close()
 
 
-def _submit(ctx: Context) -> SubmitReport:
+def run_submission(ctx: Context) -> SubmitReport:
+    """Submit over an opened context (what ``submit`` does once the plan is locked and opened)."""
     backend = backend_class(ctx.manifest.backend)(ctx)
     report = SubmitReport(ctx.manifest.backend, ctx.plan_id, ctx.manifest.runs, dry_run=ctx.dry_run)
     if not ctx.dry_run:

@@ -233,3 +233,27 @@ def examples(n: int) -> Any:
 
     scale = 10 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 1
     return settings(max_examples=n * scale)
+
+
+# ---------------------------------------------------------------- submitting through the internals
+
+
+def open_plan(plan_dir: Any, *, staging: str | None = None, concurrency: int = 8, **access: Any) -> Any:
+    """An opened ``planner.context.Context`` (the ledger is the caller's to close)."""
+    from planner.context import Options, open_context
+
+    return open_context(str(plan_dir), options=Options(staging_uri=staging, concurrency=concurrency), **access)
+
+
+def access_of(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The AWS access part of a test's submit options (what status, retry and cancel take)."""
+    return {k: v for k, v in options.items() if k not in ("staging", "concurrency", "rate", "dry_run", "max_wait")}
+
+
+def ledger_of(plan_dir: Any) -> Any:
+    """The plan's ledger, opened read-write (close it after use)."""
+    from planner.ledger import Ledger
+    from planner.plandir import read_plan
+
+    manifest = read_plan(str(plan_dir))
+    return Ledger.open(str(plan_dir), manifest.plan_id, manifest.backend, create=False)

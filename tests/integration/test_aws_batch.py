@@ -27,10 +27,11 @@ from botocore.config import Config
 from botocore.stub import Stubber
 
 import planner
+from helpers import access_of, ledger_of, open_plan
 from planner.child_settings import read_child_settings
 from planner.errors import InputError
 from planner.retry import retry
-from planner.submit import cancel, open_context, runtime, status, submit
+from planner.submit import cancel, run_submission, status, submit
 
 FAIL_AFTER = "MOTO_SIMPLE_BATCH_FAIL_AFTER"
 
@@ -60,7 +61,7 @@ def options(batch_server: str, bucket: str) -> dict[str, Any]:
     return {
         "sandbox": True,
         "endpoints": {"s3": batch_server, "batch": batch_server, "iam": batch_server},
-        "staging_uri": f"s3://{bucket}/staging/",
+        "staging": f"s3://{bucket}/staging/",
     }
 
 
@@ -116,12 +117,12 @@ def _check_by_hand(settings: dict[str, Any], queue: str, n: int) -> None:
     assert settings["parameters"]["min_mapq"] == ("30" if n % 3 == 0 else "20")  # an empty cell keeps the default
 
 
-def _jobs(ctx_or_plan: str, options: dict[str, Any]) -> list[str]:
-    ctx = open_context(ctx_or_plan, **options)
+def _jobs(plan_dir: str, options: dict[str, Any]) -> list[str]:
+    ledger = ledger_of(plan_dir)
     try:
-        return [s.remote_id for s in ctx.ledger.submissions("done") if s.kind == "SubmitJob"]
+        return [str(s.remote_id) for s in ledger.submissions("done") if s.kind == "SubmitJob"]
     finally:
-        ctx.ledger.close()
+        ledger.close()
 
 
 def _child_environment(job: dict[str, Any]) -> dict[str, str]:
@@ -138,11 +139,12 @@ def _count_named(batch: Any, queue: str, name: str) -> int:
 def test_25001_runs_become_three_arrays_and_every_child_reads_its_own_settings(tmp_path, options, queue, batch, s3):
     plan_dir = _plan(tmp_path, 25_001, queue)
     merged = _merged(queue, 25_001)
-    manifest = planner.read_plan(plan_dir)
+    manifest = planner.read_plan(plan_dir).to_json()
     assert [s["entries"] for s in manifest["shards"]] == [10_000, 10_000, 5_001]
 
     report = submit(plan_dir, **options)
-    assert report == dict(report, jobs_submitted=3, jobs_reconciled=0, jobs_already_submitted=0, runs=25_001)
+    jobs = report.tally("SubmitJob")
+    assert (jobs.created, jobs.found, jobs.already, report.runs) == (3, 0, 0, 25_001)
     job_ids = _jobs(plan_dir, options)
     jobs = {j["jobId"]: j for j in batch.describe_jobs(jobs=job_ids)["jobs"]}
     first_position = 0
@@ -165,7 +167,7 @@ def test_25001_runs_become_three_arrays_and_every_child_reads_its_own_settings(t
             _check_by_hand(settings, queue, n)
         first_position += shard["entries"]
 
-    table = status(plan_dir, **options)
+    table = status(plan_dir, **access_of(options))
     assert table.height == 25_001
     assert set(table.get_column("state")) == {"SUCCEEDED"}
     assert set(table.get_column("submission_status")) == {"SUBMITTED"}
@@ -177,7 +179,7 @@ def test_25001_runs_become_three_arrays_and_every_child_reads_its_own_settings(t
 def test_one_run_is_a_plain_job_with_its_own_parameters(tmp_path, options, queue, batch, s3):
     plan_dir = _plan(tmp_path, 1, queue)
     report = submit(plan_dir, **options)
-    assert report["jobs_submitted"] == 1
+    assert report.tally("SubmitJob").created == 1
     (job_id,) = _jobs(plan_dir, options)
     (job,) = batch.describe_jobs(jobs=[job_id])["jobs"]
     assert "arrayProperties" not in job or "size" not in job["arrayProperties"]
@@ -186,7 +188,7 @@ def test_one_run_is_a_plain_job_with_its_own_parameters(tmp_path, options, queue
     environment = _child_environment(job)  # no AWS_BATCH_JOB_ARRAY_INDEX in a plain job
     assert read_child_settings(environ=environment, s3=s3) == expected
     _check_by_hand(expected, queue, 0)
-    table = status(plan_dir, **options)
+    table = status(plan_dir, **access_of(options))
     assert table.select("remote_id", "submission_id", "state").row(0) == (job_id, job_id, "SUCCEEDED")
 
 
@@ -231,53 +233,54 @@ def test_a_second_submit_creates_nothing_new(tmp_path, options, queue, batch):
     plan_dir = _plan(tmp_path, 9, queue, max_entries=4)
     first = submit(plan_dir, **options)
     again = submit(plan_dir, **options)
-    assert first["jobs_submitted"] == 3
-    assert again == dict(again, jobs_submitted=0, jobs_reconciled=0, jobs_already_submitted=3)
-    manifest = planner.read_plan(plan_dir)
+    assert first.tally("SubmitJob").created == 3
+    jobs = again.tally("SubmitJob")
+    assert (jobs.created, jobs.found, jobs.already) == (0, 0, 3)
+    manifest = planner.read_plan(plan_dir).to_json()
     for shard in manifest["shards"]:
         assert _count_named(batch, queue, f"cohort-{manifest['plan_id']}-{shard['index']:05d}") == 1
 
 
 def test_sigkill_between_submit_job_and_the_ledger_write_resumes_without_a_second_job(tmp_path, options, queue, batch):
     plan_dir = _plan(tmp_path, 6, queue, max_entries=3)
-    manifest = planner.read_plan(plan_dir)
+    manifest = planner.read_plan(plan_dir).to_json()
     names = [f"cohort-{manifest['plan_id']}-{s['index']:05d}" for s in manifest["shards"]]
     script = textwrap.dedent(
         f"""
         import os, signal
-        from planner.submit import open_context, runtime
-        ctx = open_context({plan_dir!r}, sandbox=True, endpoints={options["endpoints"]!r}, staging_uri={options["staging_uri"]!r}, concurrency=1)
-        backend = runtime("batch")
-        backend.prepare_sandbox(ctx)
+        from planner.context import Options, open_context
+        from planner.submit import run_submission
+        options = Options(staging_uri={options["staging"]!r}, concurrency=1)
+        ctx = open_context({plan_dir!r}, options=options, sandbox=True, endpoints={options["endpoints"]!r})
         ctx.clients.get("batch").meta.events.register(
             "after-call.batch.SubmitJob", lambda **_: os.kill(os.getpid(), signal.SIGKILL))
-        ctx.stager.stage(backend.stage_indexes(ctx.manifest))
-        backend.submit(ctx)
+        run_submission(ctx)
         """
     )
     done = subprocess.run([sys.executable, "-c", script], env=dict(os.environ), capture_output=True, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
     assert [_count_named(batch, queue, name) for name in names] == [1, 0]  # the first job exists...
-    ctx = open_context(plan_dir, **options)
-    (intent,) = ctx.ledger.submissions()
+    ledger = ledger_of(plan_dir)
+    (intent,) = ledger.submissions()
     assert intent.state == "intent" and intent.remote_id is None  # ...but the ledger never heard back
-    ctx.ledger.close()
+    ledger.close()
 
     report = submit(plan_dir, **options)
-    assert report == dict(report, jobs_submitted=1, jobs_reconciled=1, jobs_already_submitted=0)
+    jobs = report.tally("SubmitJob")
+    assert (jobs.created, jobs.found, jobs.already) == (1, 1, 0)
     assert [_count_named(batch, queue, name) for name in names] == [1, 1]
-    ctx = open_context(plan_dir, **options)
-    first, second = ctx.ledger.submissions()
+    ledger = ledger_of(plan_dir)
+    first, second = ledger.submissions()
     assert first.state == second.state == "done" and first.response["reconciled"] is True
-    ctx.ledger.close()
+    ledger.close()
     listed = batch.list_jobs(jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [names[0]]}])["jobSummaryList"]
     assert first.remote_id in {j["jobId"] for j in listed}
-    assert status(plan_dir, **options).get_column("state").to_list() == ["SUCCEEDED"] * 6
+    assert status(plan_dir, **access_of(options)).get_column("state").to_list() == ["SUCCEEDED"] * 6
 
 
 def test_failed_children_show_in_status_and_are_the_only_ones_retried(tmp_path, options, queue, monkeypatch):
     plan_dir = _plan(tmp_path, 7, queue, max_entries=4)
-    manifest = planner.read_plan(plan_dir)
+    manifest = planner.read_plan(plan_dir).to_json()
     assert [s["entries"] for s in manifest["shards"]] == [4, 3]
     failing = f"cohort-{manifest['plan_id']}-00001"
 
@@ -288,28 +291,25 @@ def test_failed_children_show_in_status_and_are_the_only_ones_retried(tmp_path, 
         else:
             monkeypatch.delenv(FAIL_AFTER, raising=False)
 
-    ctx = open_context(plan_dir, concurrency=1, **options)  # one SubmitJob at a time: the variable is process-wide
+    ctx = open_plan(plan_dir, concurrency=1, **options)  # one SubmitJob at a time: the variable is process-wide
     ctx.clients.get("batch").meta.events.register("provide-client-params.batch.SubmitJob", fail_the_second_array)
-    backend = runtime("batch")
-    backend.prepare_sandbox(ctx)
-    ctx.stager.stage(backend.stage_indexes(ctx.manifest))
-    backend.submit(ctx)
+    run_submission(ctx)
     ctx.ledger.close()
     monkeypatch.delenv(FAIL_AFTER, raising=False)
 
-    table = status(plan_dir, **options)
+    table = status(plan_dir, **access_of(options))
     states = dict(zip(table.get_column("id"), table.get_column("state")))
     assert states == {f"S{n:06d}": "FAILED" if n >= 4 else "SUCCEEDED" for n in range(7)}
 
     new_plan = str(tmp_path / "retry")
-    retried = retry(plan_dir, new_plan, **options)
+    retried = retry(plan_dir, new_plan, **access_of(options)).to_json()
     assert retried["runs"] == 3 and [s["entries"] for s in retried["shards"]] == [3]
     entries = orjson.loads(open(os.path.join(new_plan, retried["shards"][0]["path"]), "rb").read())
     merged = _merged(queue, 7)
     assert entries == [merged[f"S{n:06d}"] for n in (4, 5, 6)]
-    # Batch has no CANCELLED state: asking for it alone finds nothing to retry.
-    with pytest.raises(InputError, match="nothing to retry"):
-        retry(plan_dir, str(tmp_path / "none"), states=("CANCELLED",), **options)
+    # Batch has no CANCELLED state (a cancelled job is FAILED): asking for it is refused, naming the states there are.
+    with pytest.raises(InputError, match="not a final state of batch; choose from FAILED, SUCCEEDED"):
+        retry(plan_dir, str(tmp_path / "none"), states=("CANCELLED",), **access_of(options))
 
 
 @pytest.mark.parametrize(
@@ -330,7 +330,7 @@ def test_failed_children_show_in_status_and_are_the_only_ones_retried(tmp_path, 
 )
 def test_depends_on_orders_the_arrays(tmp_path, options, queue, batch, order, runs, expected):
     plan_dir = _plan(tmp_path, runs, queue, submission={"dependsOnType": order}, max_entries=3)
-    assert [s["entries"] for s in planner.read_plan(plan_dir)["shards"]] == [3, 2, 2]
+    assert [s["entries"] for s in planner.read_plan(plan_dir).to_json()["shards"]] == [3, 2, 2]
     submit(plan_dir, **options)
     ids = _jobs(plan_dir, options)
     described = {j["jobId"]: j for j in batch.describe_jobs(jobs=ids)["jobs"]}
@@ -341,9 +341,10 @@ def test_cancel_terminates_unfinished_arrays(tmp_path, options, queue, batch):
     plan_dir = _plan(tmp_path, 5, queue)
     submit(plan_dir, **options)
     (job_id,) = _jobs(plan_dir, options)
-    assert cancel(plan_dir, **options) == 0  # moto finished it at once: nothing left to cancel
+    report = cancel(plan_dir, **access_of(options))  # moto finished it at once: nothing left to cancel
+    assert report.count("cancelled") == 0 and report.count("already final") == 1 and report.complete
 
-    ctx = open_context(plan_dir, **options)
+    ctx = open_plan(plan_dir, **options)
     client = boto3.client("batch", endpoint_url="http://127.0.0.1:9", region_name="us-east-1")
     ctx.clients._cache["batch"] = client
     with Stubber(client) as stub:
@@ -364,7 +365,9 @@ def test_cancel_terminates_unfinished_arrays(tmp_path, options, queue, batch):
             {"jobs": [job_id]},
         )
         stub.add_response("terminate_job", {}, {"jobId": job_id, "reason": "cancelled by planner"})
-        assert runtime("batch").cancel(ctx) == 1
+        from planner.backends.aws_batch import AwsBatch
+
+        assert AwsBatch(ctx).cancel().count("cancelled") == 1
         stub.assert_no_pending_responses()
     ctx.ledger.close()
 
@@ -413,10 +416,9 @@ def test_stubber_pins_the_exact_submit_job_request(tmp_path, options, queue, buc
     import hashlib
 
     plan_dir = _plan(tmp_path, 3, queue)
-    manifest = planner.read_plan(plan_dir)
+    manifest = planner.read_plan(plan_dir).to_json()
     shard = manifest["shards"][0]
-    ctx = open_context(plan_dir, **options)
-    ctx.stager.stage([0])
+    ctx = open_plan(plan_dir, **options)
     client = boto3.client(
         "batch",
         endpoint_url="http://127.0.0.1:9",
@@ -424,6 +426,7 @@ def test_stubber_pins_the_exact_submit_job_request(tmp_path, options, queue, buc
         config=Config(retries={"total_max_attempts": 1}),
     )
     ctx.clients._cache["batch"] = client
+    ctx.clients.sandbox = False  # the Batch calls are stubbed: nothing to create in the sandbox first
     index = _offsets(open(os.path.join(plan_dir, shard["path"]), "rb").read())
     staged = f"s3://{bucket}/staging/{manifest['plan_id']}"
     expected = {
@@ -447,6 +450,12 @@ def test_stubber_pins_the_exact_submit_job_request(tmp_path, options, queue, buc
         "arrayProperties": {"size": 3},
     }
     with Stubber(client) as stub:
+        # Before a first SubmitJob the deterministic name is looked up: a lost ledger must not mean a second job.
+        stub.add_response(
+            "list_jobs",
+            {"jobSummaryList": []},
+            {"jobQueue": queue, "filters": [{"name": "JOB_NAME", "values": [expected["jobName"]]}]},
+        )
         stub.add_response(
             "submit_job",
             {
@@ -456,12 +465,12 @@ def test_stubber_pins_the_exact_submit_job_request(tmp_path, options, queue, buc
             },
             expected,
         )
-        report = runtime("batch").submit(ctx)
+        report = run_submission(ctx)
         stub.assert_no_pending_responses()
-    assert report["jobs_submitted"] == 1
+    assert report.tally("SubmitJob").created == 1
     assert ctx.ledger.submission("SubmitJob:00000").remote_id == "job-1"
-    assert ctx.ledger.staged(-1).etag == f'"{hashlib.md5(index).hexdigest()}"'  # the index, as virtual shard -1
-    assert [row[4] for row in ctx.ledger.samples()] == ["SUBMITTED"] * 3
+    assert ctx.ledger.staged(0, "index").etag == f'"{hashlib.md5(index).hexdigest()}"'  # the line index
+    assert [row.submission_status for row in ctx.ledger.samples()] == ["SUBMITTED"] * 3
     ctx.ledger.close()
 
 
