@@ -17,9 +17,10 @@ from botocore.config import Config
 from botocore.stub import Stubber
 
 import planner
+from helpers import access_of, ledger_of, open_plan
 from planner.errors import SubmissionError
 from planner.retry import retry
-from planner.submit import open_context, status, submit
+from planner.submit import run_submission, status, submit
 
 DEFAULTS = {
     "run": {
@@ -52,7 +53,7 @@ def _options(endpoints: dict[str, Any]) -> dict[str, Any]:
     return {
         "sandbox": True,
         "endpoints": {k: v for k, v in endpoints.items() if not k.startswith("_")},
-        "staging_uri": f"s3://{endpoints['_bucket']}/staging/",
+        "staging": f"s3://{endpoints['_bucket']}/staging/",
     }
 
 
@@ -70,11 +71,11 @@ def _settle(endpoints: dict[str, Any], clock: Any, steps: int = 12) -> None:
 
 def test_250_runs_go_in_one_s3_batch_and_status_maps_every_sample(tmp_path, endpoints, clock):
     plan_dir = _plan(tmp_path, 250)
-    manifest = planner.read_plan(plan_dir)
+    manifest = planner.read_plan(plan_dir).to_json()
     assert [s["mode"] for s in manifest["shards"]] == ["s3"]
     report = submit(plan_dir, **_options(endpoints))
     emulator = endpoints["_emulator"]
-    assert report["batches_created"] == 1 and emulator.batch_count() == 1
+    assert report.tally("StartRunBatch").created == 1 and emulator.batch_count() == 1
     ((operation, params),) = [r for r in emulator.requests() if r[0] == "StartRunBatch"]
     assert params["batchRunSettings"]["s3UriSettings"].endswith(
         f"{manifest['plan_id']}/{manifest['shards'][0]['sha256']}.json"
@@ -82,7 +83,7 @@ def test_250_runs_go_in_one_s3_batch_and_status_maps_every_sample(tmp_path, endp
     assert params["requestId"] == f"planner-{manifest['plan_id']}-00000"
     assert params["defaultRunSetting"] == DEFAULTS["run"]
     _settle(endpoints, clock)
-    table = status(plan_dir, **_options(endpoints))
+    table = status(plan_dir, **access_of(_options(endpoints)))
     assert table.height == 250
     assert table.get_column("remote_id").null_count() == 0 and table.get_column("remote_id").n_unique() == 250
     assert set(table.get_column("state")) == {"COMPLETED"}
@@ -111,7 +112,8 @@ def test_a_second_submit_creates_nothing_new(tmp_path, endpoints):
     plan_dir = _plan(tmp_path, 250)
     submit(plan_dir, **_options(endpoints))
     again = submit(plan_dir, **_options(endpoints))
-    assert again == dict(again, batches_created=0, batches_already_submitted=1)
+    batches = again.tally("StartRunBatch")
+    assert (batches.created, batches.already) == (0, 1)
     assert endpoints["_emulator"].batch_count() == 1
     assert [r[0] for r in endpoints["_emulator"].requests()].count("StartRunBatch") == 1
 
@@ -122,13 +124,13 @@ def test_sigkill_after_the_batch_call_resumes_without_a_duplicate(tmp_path, endp
     script = textwrap.dedent(
         f"""
         import os, signal
-        from planner.submit import open_context, runtime
-        ctx = open_context({plan_dir!r}, sandbox=True, endpoints={options["endpoints"]!r}, staging_uri={options["staging_uri"]!r})
+        from planner.context import Options, open_context
+        from planner.submit import run_submission
+        options = Options(staging_uri={options["staging"]!r})
+        ctx = open_context({plan_dir!r}, options=options, sandbox=True, endpoints={options["endpoints"]!r})
         ctx.clients.get("omics").meta.events.register(
             "after-call.omics.StartRunBatch", lambda **_: os.kill(os.getpid(), signal.SIGKILL))
-        backend = runtime("omics-batch")
-        ctx.stager.stage(backend.stage_indexes(ctx.manifest))
-        backend.submit(ctx)
+        run_submission(ctx)
         """
     )
     env = dict(os.environ)
@@ -136,24 +138,25 @@ def test_sigkill_after_the_batch_call_resumes_without_a_duplicate(tmp_path, endp
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
     emulator = endpoints["_emulator"]
     assert emulator.batch_count() == 1
-    ctx = open_context(plan_dir, **options)
-    (intent,) = ctx.ledger.submissions()
+    ledger = ledger_of(plan_dir)
+    (intent,) = ledger.submissions()
     assert intent.state == "intent" and intent.remote_id is None  # died before the result was journaled
-    ctx.ledger.close()
+    ledger.close()
 
     report = submit(plan_dir, **options)
-    assert report["batches_created"] == 1  # the call was made again...
+    batches = report.tally("StartRunBatch")
+    assert batches.created + batches.found == 1  # the call was made again...
     assert emulator.batch_count() == 1  # ...and the service answered with the same batch (requestId)
-    ctx = open_context(plan_dir, **options)
-    (result,) = ctx.ledger.submissions()
+    ledger = ledger_of(plan_dir)
+    (result,) = ledger.submissions()
     assert result.state == "done" and result.remote_id is not None
-    ctx.ledger.close()
+    ledger.close()
 
 
 def test_a_modified_staged_object_is_refused_before_the_call(tmp_path, endpoints, s3):
     plan_dir = _plan(tmp_path, 250)
     options = _options(endpoints)
-    ctx = open_context(plan_dir, **options)
+    ctx = open_plan(plan_dir, **options)
     staged = ctx.stager.stage([0])[0]
     ctx.ledger.close()
     s3.put_object(Bucket=staged.bucket, Key=staged.key, Body=b"[]\n")
@@ -165,10 +168,10 @@ def test_a_modified_staged_object_is_refused_before_the_call(tmp_path, endpoints
 @pytest.mark.slow
 def test_three_batches_for_250000_runs(tmp_path, endpoints, clock):
     plan_dir = _plan(tmp_path, 250_000)
-    manifest = planner.read_plan(plan_dir)
+    manifest = planner.read_plan(plan_dir).to_json()
     assert [s["entries"] for s in manifest["shards"]] == [100_000, 100_000, 50_000]
     report = submit(plan_dir, **_options(endpoints))
-    assert report["batches_created"] == 3 and endpoints["_emulator"].batch_count() == 3
+    assert report.tally("StartRunBatch").created == 3 and endpoints["_emulator"].batch_count() == 3
     names = [p["batchName"] for op, p in endpoints["_emulator"].requests() if op == "StartRunBatch"]
     assert names == ["cohort-1of3", "cohort-2of3", "cohort-3of3"]
 
@@ -178,11 +181,11 @@ def test_throttling_slows_omics_run_down_but_loses_nothing(tmp_path, moto_server
     plan_dir = _plan(tmp_path, 40, backend="omics-run")
     options = {"sandbox": True, "endpoints": {"s3": moto_server, "omics": emulator.endpoint_url}, "concurrency": 8}
     report = submit(plan_dir, **options)
-    assert report["runs_started"] == 40
+    assert report.tally("StartRun").created == 40
     assert emulator.run_count() == 40
     throttled = [r for r in emulator.requests() if r[0] == "StartRun"]
     assert len(throttled) > 40  # some calls were throttled and retried
-    table = status(plan_dir, **options)
+    table = status(plan_dir, **access_of(options))
     assert table.get_column("remote_id").n_unique() == 40
 
 
@@ -206,17 +209,17 @@ def test_omics_run_status_asks_only_about_runs_that_can_still_change(tmp_path, m
     options = {"sandbox": True, "endpoints": {"s3": moto_server, "omics": emulator.endpoint_url}, "concurrency": 4}
     submit(plan_dir, **options)
     calls = lambda: [op for op, _ in emulator.requests() if op in ("GetRun", "ListRuns")]  # noqa: E731
-    table = status(plan_dir, **options)
+    table = status(plan_dir, **access_of(options))
     assert len(calls()) == 12  # one GetRun per run (on the thread pool)
     assert table.filter(pl.col("state").is_in(["COMPLETED", "FAILED"])).height == 0
     for _ in range(12):
         clock.advance(1.0)
-    table = status(plan_dir, **options)
+    table = status(plan_dir, **access_of(options))
     assert len(calls()) == 24
     states = dict(zip(table.get_column("id"), table.get_column("state")))
     assert set(states.values()) == {"COMPLETED", "FAILED"}
     # Every run is final now: a refresh asks nothing and the table stays as it was.
-    again = status(plan_dir, **options)
+    again = status(plan_dir, **access_of(options))
     assert len(calls()) == 24
     assert dict(zip(again.get_column("id"), again.get_column("state"))) == states
 
@@ -228,11 +231,11 @@ def test_retry_plans_exactly_the_failed_runs(tmp_path, moto_server, make_emulato
     submit(plan_dir, **options)
     for _ in range(12):
         clock.advance(1.0)
-    table = status(plan_dir, **options)
+    table = status(plan_dir, **access_of(options))
     failed = table.filter(pl.col("state") == "FAILED").get_column("id").to_list()
     assert 0 < len(failed) < 60
     new_plan = str(tmp_path / "retry")
-    manifest = retry(plan_dir, new_plan, **options)
+    manifest = retry(plan_dir, new_plan, **access_of(options)).to_json()
     assert manifest["runs"] == len(failed)
     planned = planner.plan(_sheet(60), backend="omics-batch", defaults=DEFAULTS).runs(merged=False)
     original = {run["runSettingId"]: run for run in map(orjson.loads, planned.get_column("run"))}
@@ -243,13 +246,14 @@ def test_retry_plans_exactly_the_failed_runs(tmp_path, moto_server, make_emulato
     ]
     assert [r["runSettingId"] for r in retried] == failed
     assert all(r == original[r["runSettingId"]] for r in retried)
-    assert manifest["defaults"] == DEFAULTS["run"] and manifest["plan_id"] != planner.read_plan(plan_dir)["plan_id"]
+    assert manifest["defaults"] == DEFAULTS["run"] and manifest["plan_id"] != planner.read_plan(plan_dir).to_json()["plan_id"]
 
 
 def test_cancel_cancels_the_batches(tmp_path, endpoints, clock):
     plan_dir = _plan(tmp_path, 30)
     submit(plan_dir, **_options(endpoints))
-    assert planner.submit.cancel(plan_dir, **_options(endpoints)) == 1
+    report = planner.cancel(plan_dir, **access_of(_options(endpoints)))
+    assert report.count("cancelled") == 1 and report.complete
     assert [r[0] for r in endpoints["_emulator"].requests()].count("CancelRunBatch") == 1
 
 
@@ -265,8 +269,8 @@ def test_dry_run_sends_nothing_and_writes_no_ledger(tmp_path, endpoints, capsys)
 
 def test_stubber_pins_the_exact_start_run_batch_request(tmp_path):
     plan_dir = _plan(tmp_path, 3)
-    manifest = planner.read_plan(plan_dir)
-    ctx = open_context(plan_dir, endpoints={"omics": "http://127.0.0.1:9", "s3": "http://127.0.0.1:9"})
+    manifest = planner.read_plan(plan_dir).to_json()
+    ctx = open_plan(plan_dir, endpoints={"omics": "http://127.0.0.1:9", "s3": "http://127.0.0.1:9"})
     client = boto3.client(
         "omics",
         region_name="us-east-1",
@@ -293,7 +297,7 @@ def test_stubber_pins_the_exact_start_run_batch_request(tmp_path):
     }
     with Stubber(client) as stub:
         stub.add_response("start_run_batch", {"id": "1234", "status": "PENDING"}, expected)
-        report = planner.submit.runtime("omics-batch").submit(ctx)
+        report = run_submission(ctx)
         stub.assert_no_pending_responses()
-    assert report["batches_created"] == 1
+    assert report.tally("StartRunBatch").created == 1
     assert ctx.ledger.submission("StartRunBatch:00000").remote_id == "1234"
