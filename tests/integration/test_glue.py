@@ -30,10 +30,13 @@ from botocore.config import Config
 from botocore.stub import Stubber
 
 import planner
+from helpers import access_of, ledger_of, open_plan
 from planner.backends import glue as glue_backend
 from planner.child_settings import entry_count, glue_arguments, line_index, read_child_settings
 from planner.retry import retry
-from planner.submit import open_context, runtime, status, submit
+from planner.backends.glue import Glue
+from planner.sandbox import prepare
+from planner.submit import run_submission, status, submit
 
 HOLD = {"progression": "manual", "times": 10**9}
 STEP = {"progression": "manual", "times": 1}
@@ -143,7 +146,7 @@ def _plan(tmp_path: Any, sheet: pl.DataFrame, defaults: dict[str, Any], name: st
 def _options(moto_server: str, bucket: str | None = None, **more: Any) -> dict[str, Any]:
     options: dict[str, Any] = {"sandbox": True, "endpoints": {"s3": moto_server, "glue": moto_server}, **more}
     if bucket:
-        options["staging_uri"] = f"s3://{bucket}/staging/"
+        options["staging"] = f"s3://{bucket}/staging/"
     return options
 
 
@@ -152,25 +155,21 @@ def _submit(
     options: dict[str, Any],
     sleep: Callable[[float], None] | None = None,
     hooks: dict[str, Callable[..., Any]] | None = None,
-) -> dict[str, Any]:
+) -> Any:
     """planner.submit.submit with a fake sleep and client event hooks put into the context."""
-    ctx = open_context(plan_dir, **options)
+    ctx = open_plan(plan_dir, **options)
     try:
         if sleep is not None:
             ctx.sleep = sleep
         for event, hook in (hooks or {}).items():
             ctx.clients.get("glue").meta.events.register(event, hook)
-        backend = runtime("glue")
-        indexes = backend.stage_indexes(ctx.manifest)
-        if indexes:
-            ctx.stager.stage(indexes)
-        return backend.submit(ctx)  # type: ignore[no-any-return]
+        return run_submission(ctx)
     finally:
         ctx.ledger.close()
 
 
 def _key(plan_dir: str, sample: str) -> str:
-    plan_id = planner.read_plan(plan_dir)["plan_id"]
+    plan_id = planner.read_plan(plan_dir).to_json()["plan_id"]
     return f"{plan_id}:{hashlib.sha256(sample.encode()).hexdigest()[:32]}"
 
 
@@ -194,7 +193,7 @@ def test_ten_samples_through_two_slots_none_lost_none_duplicated(tmp_path, moto_
         plan_dir, _options(moto_server, concurrency=8), sleep=mover, hooks={"after-call.glue.StartJobRun": after_start}
     )
 
-    assert report["job_runs_started"] == 10
+    assert report.tally("StartJobRun").created == 10
     runs = _runs(glue, job)
     keys = [run["Arguments"]["--planner-run-key"] for run in runs]
     assert len(runs) == 10 and sorted(keys) == sorted(_key(plan_dir, f"S{i:03d}") for i in range(10))
@@ -206,7 +205,7 @@ def test_ten_samples_through_two_slots_none_lost_none_duplicated(tmp_path, moto_
 
     for _ in range(2):
         mover(0)
-    table = status(plan_dir, **_options(moto_server))
+    table = status(plan_dir, **access_of(_options(moto_server)))
     assert table.height == 10 and table.get_column("remote_id").n_unique() == 10
     assert set(table.get_column("state")) == {"SUCCEEDED"}
     by_id = {run["Id"]: run["Arguments"]["--planner-run-key"] for run in _runs(glue, job)}
@@ -236,7 +235,7 @@ def test_concurrent_runs_exceeded_is_waited_out_not_failed(tmp_path, moto_server
         sleep=mover,
         hooks={"before-call.glue.StartJobRun": someone_else_starts_first, "after-call.glue.StartJobRun": after_start},
     )
-    assert report["job_runs_started"] == 3
+    assert report.tally("StartJobRun").created == 3
     assert refusals[:1] == ["ConcurrentRunsExceededException"]
     assert mover.sleeps and mover.sleeps[0] == 1.0
     ours = [run for run in _runs(glue, job) if run["Id"] not in outside]
@@ -262,9 +261,9 @@ def test_queuing_enabled_submits_without_waiting_for_slots(tmp_path):
             stub.add_response(
                 "start_job_run", {"JobRunId": f"jr_{i}"}, {**_request(plan_dir, f"S{i:03d}", JobRunQueuingEnabled=True)}
             )
-        report = runtime("glue").submit(ctx)
+        report = run_submission(ctx)
         stub.assert_no_pending_responses()
-    assert report["job_runs_started"] == 3
+    assert report.tally("StartJobRun").created == 3
 
 
 # ------------------------------------------------------------------ idempotency
@@ -277,33 +276,35 @@ def test_a_submit_killed_after_start_job_run_resumes_without_a_second_run(tmp_pa
     script = textwrap.dedent(
         f"""
         import os, signal
-        from planner.submit import open_context, runtime
-        ctx = open_context({plan_dir!r}, sandbox=True, endpoints={options["endpoints"]!r}, concurrency=1)
+        from planner.context import Options, open_context
+        from planner.submit import run_submission
+        ctx = open_context({plan_dir!r}, options=Options(concurrency=1), sandbox=True, endpoints={options["endpoints"]!r})
         ctx.clients.get("glue").meta.events.register(
             "after-call.glue.StartJobRun", lambda **_: os.kill(os.getpid(), signal.SIGKILL))
-        runtime("glue").submit(ctx)
+        run_submission(ctx)
         """
     )
     done = subprocess.run([sys.executable, "-c", script], env=dict(os.environ), capture_output=True, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
     assert len(_runs(glue, job)) == 1
-    ctx = open_context(plan_dir, **options)
-    (intent,) = ctx.ledger.submissions()
+    ledger = ledger_of(plan_dir)
+    (intent,) = ledger.submissions()
     assert intent.state == "intent" and intent.remote_id is None  # died before the result was journaled
-    ctx.ledger.close()
+    ledger.close()
 
     report = submit(plan_dir, **options)
-    assert report["job_runs_found"] == 1 and report["job_runs_started"] == 9
+    runs_started = report.tally("StartJobRun")
+    assert runs_started.found == 1 and runs_started.created == 9
     runs = _runs(glue, job)
     assert len(runs) == 10 and len({run["Arguments"]["--planner-run-key"] for run in runs}) == 10
-    ctx = open_context(plan_dir, **options)
-    assert intent.key in ctx.ledger.done_keys() and len(ctx.ledger.done_keys()) == 10
+    ledger = ledger_of(plan_dir)
+    assert intent.key in ledger.done_keys() and len(ledger.done_keys()) == 10
     first = next(run for run in runs if run["Arguments"]["--planner-run-key"] == intent.token)
-    assert ctx.ledger.submission(intent.key).remote_id == first["Id"]
-    ctx.ledger.close()
+    assert ledger.submission(intent.key).remote_id == first["Id"]
+    ledger.close()
 
-    again = submit(plan_dir, **options)
-    assert again["job_runs_started"] == 0 and again["job_runs_already_started"] == 10 and len(_runs(glue, job)) == 10
+    again = submit(plan_dir, **options).tally("StartJobRun")
+    assert again.created == 0 and again.already == 10 and len(_runs(glue, job)) == 10
 
 
 def test_a_lost_ledger_starts_nothing_twice(tmp_path, moto_server, glue, make_job):
@@ -311,8 +312,8 @@ def test_a_lost_ledger_starts_nothing_twice(tmp_path, moto_server, glue, make_jo
     plan_dir = _plan(tmp_path, _sheet(5), _defaults(job))
     submit(plan_dir, **_options(moto_server))
     os.unlink(os.path.join(plan_dir, "ledger.sqlite"))
-    report = submit(plan_dir, **_options(moto_server))
-    assert report["job_runs_found"] == 5 and report["job_runs_started"] == 0
+    report = submit(plan_dir, **_options(moto_server)).tally("StartJobRun")
+    assert report.found == 5 and report.created == 0
     assert len(_runs(glue, job)) == 5
 
 
@@ -348,7 +349,7 @@ def test_a_5xx_after_the_run_started_is_looked_up_not_resent(tmp_path, moto_serv
         hooks={"before-send.glue.StartJobRun": lose_the_first_answer},
     )
     assert len(sent) == 3  # no second StartJobRun for the first sample
-    assert report["job_runs_started"] == 3
+    assert report.tally("StartJobRun").created == 3
     runs = _runs(glue, job)
     assert sorted(run["Arguments"]["--planner-run-key"] for run in runs) == sorted(
         _key(plan_dir, f"S{i:03d}") for i in range(3)
@@ -395,7 +396,7 @@ def test_arguments_are_exactly_the_merged_parameters_as_strings(tmp_path, moto_s
 
 
 def _stubbed_context(plan_dir: str) -> tuple[Any, Any]:
-    ctx = open_context(plan_dir, endpoints={"glue": "http://127.0.0.1:9", "s3": "http://127.0.0.1:9"}, concurrency=1)
+    ctx = open_plan(plan_dir, endpoints={"glue": "http://127.0.0.1:9", "s3": "http://127.0.0.1:9"}, concurrency=1)
     client = boto3.client("glue", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
     ctx.clients._cache["glue"] = client
     return ctx, client
@@ -443,9 +444,9 @@ def test_stubber_pins_the_exact_start_job_run_requests(tmp_path):
             },
         )
         stub.add_response("start_job_run", {"JobRunId": "jr_b"}, _request(plan_dir, "S001"))
-        report = runtime("glue").submit(ctx)
+        report = run_submission(ctx)
         stub.assert_no_pending_responses()
-    assert report["job_runs_started"] == 2
+    assert report.tally("StartJobRun").created == 2
     assert ctx.ledger.submission("StartJobRun:S000").remote_id == "jr_a"
     assert ctx.ledger.submission("StartJobRun:S001").token == _key(plan_dir, "S001")
     ctx.ledger.close()
@@ -461,7 +462,7 @@ def test_status_maps_states_and_reasons_and_retry_takes_the_glue_failure_states(
         stub.add_response("get_job_runs", {"JobRuns": []}, {"JobName": "etl", "MaxResults": 200})
         for i in range(4):
             stub.add_response("start_job_run", {"JobRunId": f"jr_{i}"}, _request(plan_dir, f"S{i:03d}"))
-        runtime("glue").submit(ctx)
+        run_submission(ctx)
 
         def run(i: int, state: str, **more: Any) -> dict[str, Any]:
             return {
@@ -482,7 +483,7 @@ def test_status_maps_states_and_reasons_and_retry_takes_the_glue_failure_states(
             {"JobRuns": [run(1, "FAILED", ErrorMessage="AnalysisException: path not found"), run(0, "SUCCEEDED")]},
             {"JobName": "etl", "MaxResults": 200, "NextToken": "t"},
         )
-        runtime("glue").refresh(ctx)
+        Glue(ctx).refresh()
         stub.assert_no_pending_responses()
     ctx.ledger.close()
     table = status(plan_dir, refresh=False, endpoints={"glue": "http://127.0.0.1:9", "s3": "http://127.0.0.1:9"})
@@ -499,7 +500,7 @@ def test_status_maps_states_and_reasons_and_retry_takes_the_glue_failure_states(
         states=glue_backend.RETRY_STATES,
         refresh=False,
         endpoints={"glue": "http://127.0.0.1:9", "s3": "http://127.0.0.1:9"},
-    )
+    ).to_json()
     assert manifest["runs"] == 2
     original = open(os.path.join(plan_dir, "shards", "00000.json"), "rb").read().splitlines()
     retried = open(os.path.join(new_plan, "shards", "00000.json"), "rb").read().splitlines()
@@ -510,7 +511,7 @@ def test_cancel_stops_the_unfinished_runs_25_at_a_time(tmp_path, moto_server, gl
     job = make_job(max_concurrent_runs=100)
     plan_dir = _plan(tmp_path, _sheet(30), _defaults(job))
     submit(plan_dir, **_options(moto_server))
-    ctx = open_context(plan_dir, **_options(moto_server))
+    ctx = open_plan(plan_dir, **_options(moto_server))
     done = ctx.ledger.submissions("done")
     run_ids = [s.remote_id for s in done]
     client = boto3.client("glue", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
@@ -541,15 +542,18 @@ def test_cancel_stops_the_unfinished_runs_25_at_a_time(tmp_path, moto_server, gl
             },
             {"JobName": job, "JobRunIds": run_ids[26:]},
         )
-        assert runtime("glue").cancel(ctx) == 28
+        report = Glue(ctx).cancel()
         stub.assert_no_pending_responses()
+    assert (report.count("cancelled"), report.count("not cancelled")) == (28, 1) and not report.complete
+    (refused,) = [o for o in report.outcomes if o.outcome == "not cancelled"]
+    assert refused.target == f"run {run_ids[29]} of {job}" and "already ended" in str(refused.detail)
     ctx.ledger.close()
     # moto ends its runs at once: cancel sees them all SUCCEEDED and stops nothing.
-    assert planner.submit.cancel(plan_dir, **_options(moto_server)) == 0
+    assert planner.cancel(plan_dir, **access_of(_options(moto_server))).count("cancelled") == 0
 
 
 def test_secret_looking_argument_names_warn_once_and_dry_run_sends_nothing(
-    tmp_path, moto_server, glue, make_job, capsys
+    tmp_path, moto_server, glue, make_job, capsys, caplog
 ):
     job = make_job()
     sheet = _sheet(3).with_columns(pl.lit("hunter2").alias("db_password"), pl.lit("t").alias("api_token"))
@@ -560,7 +564,7 @@ def test_secret_looking_argument_names_warn_once_and_dry_run_sends_nothing(
     assert [line["sample"] for line in lines] == ["S000", "S001", "S002"]
     assert all(line["problems"] == [] and line["operation"] == "StartJobRun" for line in lines)
     assert lines[0]["request"]["Arguments"]["--planner-run-key"] == _key(plan_dir, "S000")
-    warnings = [line for line in captured.err.splitlines() if "secret" in line]
+    warnings = [record.getMessage() for record in caplog.records if "secret" in record.getMessage()]
     assert len(warnings) == 1 and "--api_token" in warnings[0] and "--db_password" in warnings[0]
     assert _runs(glue, job) == []
     assert not os.path.exists(os.path.join(plan_dir, "ledger.sqlite"))
@@ -579,12 +583,12 @@ def test_manifest_mode_runs_one_job_run_per_shard(tmp_path, moto_server, glue, m
     job = make_job(max_concurrent_runs=2)
     defaults = {**_defaults(job), "submission": {"mode": "manifest"}}
     plan_dir = _plan(tmp_path, _sheet(10), defaults, max_entries=4)
-    manifest = planner.read_plan(plan_dir)
+    manifest = planner.read_plan(plan_dir).to_json()
     assert [s["entries"] for s in manifest["shards"]] == [4, 4, 2] and {s["mode"] for s in manifest["shards"]} == {"s3"}
     options = _options(moto_server, bucket)
 
     report = submit(plan_dir, **options)
-    assert report["job_runs_started"] == 3 and report["runs"] == 10
+    assert report.tally("StartJobRun").created == 3 and report.runs == 10
     runs = {run["Arguments"]["--planner-run-key"]: run for run in _runs(glue, job)}
     assert sorted(runs) == [f"{manifest['plan_id']}:shard-{i:05d}" for i in range(3)]
     for shard in manifest["shards"]:
@@ -610,12 +614,12 @@ def test_manifest_mode_runs_one_job_run_per_shard(tmp_path, moto_server, glue, m
         entries = [read_child_settings(environ={}, s3=s3, index=i, **located) for i in range(shard["entries"])]
         assert entries == orjson.loads(local)
 
-    table = status(plan_dir, **options)
+    table = status(plan_dir, **access_of(options))
     assert table.height == 10 and set(table.get_column("state")) == {"SUCCEEDED"}
     by_shard = dict(table.group_by("shard").agg(pl.col("remote_id").unique()).iter_rows())
     assert all(len(ids) == 1 for ids in by_shard.values()) and len({ids[0] for ids in by_shard.values()}) == 3
     again = submit(plan_dir, **options)
-    assert again["job_runs_started"] == 0 and len(_runs(glue, job)) == 3
+    assert again.tally("StartJobRun").created == 0 and len(_runs(glue, job)) == 3
 
 
 def test_manifest_mode_dry_run_shows_one_request_per_shard_and_stages_nothing(
@@ -623,7 +627,7 @@ def test_manifest_mode_dry_run_shows_one_request_per_shard_and_stages_nothing(
 ):
     job = make_job()
     plan_dir = _plan(tmp_path, _sheet(5), {**_defaults(job), "submission": {"mode": "manifest"}}, max_entries=3)
-    manifest = planner.read_plan(plan_dir)
+    manifest = planner.read_plan(plan_dir).to_json()
     submit(plan_dir, dry_run=True, **_options(moto_server, bucket))
     lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["shard"] for line in lines] == [0, 1] and all(line["problems"] == [] for line in lines)
@@ -648,7 +652,7 @@ def test_manifest_mode_refuses_per_sample_job_run_fields(tmp_path):
     assert not (tmp_path / "plan").exists()
     renamed = sheet.rename({"WorkerType": "param.WorkerType", "NumberOfWorkers": "param.NumberOfWorkers"})
     plan_dir = _plan(tmp_path, renamed, defaults)
-    manifest = planner.read_plan(plan_dir)
+    manifest = planner.read_plan(plan_dir).to_json()
     with open(os.path.join(plan_dir, manifest["shards"][0]["path"]), encoding="utf-8") as handle:
         first = json.loads(handle.read())[0]
     assert (
@@ -664,7 +668,7 @@ def test_manifest_mode_refuses_per_sample_job_run_fields(tmp_path):
 def test_an_index_object_with_other_bytes_is_refused(tmp_path, moto_server, glue, make_job, s3, bucket):
     job = make_job()
     plan_dir = _plan(tmp_path, _sheet(3), {**_defaults(job), "submission": {"mode": "manifest"}})
-    manifest = planner.read_plan(plan_dir)
+    manifest = planner.read_plan(plan_dir).to_json()
     index = line_index(os.path.join(plan_dir, manifest["shards"][0]["path"]))
     s3.put_object(
         Bucket=bucket,
@@ -680,7 +684,5 @@ def test_the_sandbox_creates_the_job_the_plan_names(tmp_path, moto_server, glue)
     job = f"sandbox-{uuid.uuid4().hex[:8]}"
     plan_dir = _plan(tmp_path, _sheet(2), _defaults(job))
     report = submit(plan_dir, **_options(moto_server))
-    assert report["job_runs_started"] == 2
-    assert glue.get_job(JobName=job)["Job"]["ExecutionProperty"] == {
-        "MaxConcurrentRuns": glue_backend.SANDBOX_MAX_CONCURRENT_RUNS
-    }
+    assert report.tally("StartJobRun").created == 2
+    assert glue.get_job(JobName=job)["Job"]["ExecutionProperty"] == {"MaxConcurrentRuns": prepare.GLUE_MAX_CONCURRENT_RUNS}
