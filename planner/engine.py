@@ -282,6 +282,8 @@ class Engine:
             # after all, or a lost ledger): look before sending anything again.
             found = call.find(False)
             if found is not None:
+                if known is None:  # a lost ledger: journal the intent the earlier attempt's record lost
+                    ledger.intent(call.key, call.operation, shard=call.shard, sample=call.sample, token=call.token)
                 self._record(call, found, reconciled=True)
                 with lock:
                     tally.found += call.count

@@ -261,10 +261,13 @@ class Polly(Backend):
         manifest = self.ctx.manifest
         api = None if self.ctx.dry_run else open_api(self.ctx)
         try:
+            before = self.ctx.ledger.submission(RUN_KEY)
             yield Phase("create_run", "run", [self._run_call(api)], total=1, find_first=True)
             known = self.ctx.ledger.submission(RUN_KEY)
             run_id = known.remote_id if known is not None and known.remote_id else RUN_PLACEHOLDER
             listing = _RunJobs(api, run_id) if api is not None else None
+            if listing is not None and before is None and known is not None and not (known.response or {}).get("reconciled"):
+                listing.jobs = {}  # the run was made just now: it has no jobs yet, no need to ask
             calls = (self._jobs_call(api, listing, run_id, request) for request in self._requests())
             yield Phase("submit_job", "job", calls, total=manifest.runs, find_first=True)
         finally:

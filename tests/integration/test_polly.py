@@ -23,11 +23,13 @@ import pytest
 
 import planner
 import planner.cli
+from planner import polly_api
 from planner.backends import polly as polly_backend
 from planner.errors import SubmissionError
 from planner.retry import retry
 from planner.sandbox.polly_emulator import PollyEmulator
-from planner.submit import cancel, open_context, runtime, status, submit
+from planner.submit import cancel, run_submission, status, submit
+from helpers import ledger_of, open_plan
 
 KEY = "pk-live-7f3a9c1e5b2d4f60a8e1c3b5d7f9a2c4"  # distinctive, so a leak is found by grep
 DEFAULTS = {
@@ -108,17 +110,29 @@ def _plan(tmp_path: Path, samples: int, name: str = "plan", **submission: Any) -
 
 
 def _context(plan_dir: str, sleeps: list[float] | None = None, **options: Any) -> Any:
-    ctx = open_context(plan_dir, **options)
+    ctx = open_plan(plan_dir, **options)
     if sleeps is not None:
         ctx.sleep = sleeps.append
     return ctx
 
 
 def _submit(plan_dir: str, sleeps: list[float] | None = None, **options: Any) -> dict[str, Any]:
-    """submit() with an injected sleep (retries wait on nothing)."""
+    """submit() with an injected sleep (retries wait on nothing), as the counts this file checks:
+    run_created, run_id, run_name, jobs_submitted, jobs_found, jobs_already_submitted."""
     ctx = _context(plan_dir, sleeps, **options)
     try:
-        return runtime("polly").submit(ctx)  # type: ignore[no-any-return]
+        report = run_submission(ctx)
+        run = ctx.ledger.submission(polly_backend.RUN_KEY)
+        jobs = report.tally("submit_job")
+        return {
+            "run_created": report.tally("create_run").created == 1,
+            "run_id": run.remote_id if run is not None else None,
+            "run_name": polly_backend.run_name(ctx.manifest),
+            "jobs_submitted": jobs.created,
+            "jobs_found": jobs.found,
+            "jobs_already_submitted": jobs.already,
+            "runs": report.runs,
+        }
     finally:
         ctx.ledger.close()
 
@@ -132,16 +146,16 @@ def _names(emulator: PollyEmulator) -> list[str]:
 
 
 def _ledger(plan_dir: str) -> list[Any]:
-    ctx = open_context(plan_dir, create_ledger=False)
+    ledger = ledger_of(plan_dir)
     try:
-        return ctx.ledger.submissions()
+        return ledger.submissions()
     finally:
-        ctx.ledger.close()
+        ledger.close()
 
 
 def test_250_samples_make_one_run_of_250_jobs_with_the_merged_settings(tmp_path, polly):
     plan_dir = _plan(tmp_path, 250)
-    manifest = planner.read_plan(plan_dir)
+    manifest = planner.read_plan(plan_dir).to_json()
     report = _submit(plan_dir)
     assert report == dict(
         report, run_created=True, jobs_submitted=250, jobs_already_submitted=0, runs=250, run_name="cohort-2026-11"
@@ -177,7 +191,7 @@ def test_sandbox_submit_uses_the_sandbox_endpoint_and_key(tmp_path, make_polly, 
     monkeypatch.setenv("POLLY_BASE_URL", "https://polly.invalid")  # nor is the real service used
     plan_dir = _plan(tmp_path, 8)
     report = submit(plan_dir, sandbox=True, endpoints={"s3": moto_server, "polly": emulator.endpoint_url})
-    assert report["jobs_submitted"] == 8 and len(emulator.jobs()) == 8
+    assert report.tally("submit_job").created == 8 and len(emulator.jobs()) == 8
 
 
 def test_a_second_submit_sends_nothing_new(tmp_path, polly):
@@ -196,7 +210,7 @@ def test_a_lost_ledger_finds_the_run_and_its_jobs_instead_of_duplicating(tmp_pat
     os.unlink(os.path.join(plan_dir, "ledger.sqlite"))
     again = _submit(plan_dir)
     assert again["run_id"] == first["run_id"] and again["run_created"] is False
-    assert again["jobs_submitted"] == 0 and again["jobs_already_submitted"] == 120
+    assert again["jobs_submitted"] == 0 and again["jobs_found"] == 120  # found in the run, recorded, not sent
     assert len(polly.runs()) == 1 and len(_posts(polly, "/runs")) == 1 and len(_posts(polly, "/jobs")) == 3
 
 
@@ -296,8 +310,9 @@ def _killing_script(plan_dir: str, *, after_posts_to: str, count: int) -> str:
     return textwrap.dedent(
         f"""
         import os, signal
-        from planner.backends import polly
-        from planner.submit import open_context, runtime
+        from planner import polly_api as polly
+        from planner.context import Options, open_context
+        from planner.submit import run_submission
 
         original = polly.PollyAPI.request
         seen = []
@@ -311,8 +326,8 @@ def _killing_script(plan_dir: str, *, after_posts_to: str, count: int) -> str:
             return answer
 
         polly.PollyAPI.request = request
-        ctx = open_context({plan_dir!r}, concurrency=1)
-        runtime("polly").submit(ctx)
+        ctx = open_context({plan_dir!r}, options=Options(concurrency=1))
+        run_submission(ctx)
         """
     )
 
@@ -331,7 +346,9 @@ def test_a_submit_killed_after_the_second_jobs_request_resumes_with_each_sample_
     assert states == Counter({("create_run", "done"): 1, ("submit_job", "done"): 1, ("submit_job", "intent"): 1})
 
     report = _submit(plan_dir)
-    assert report == dict(report, run_created=False, jobs_already_submitted=100, jobs_submitted=150)
+    assert report == dict(report, run_created=False, jobs_submitted=150)
+    # One request was journaled as done; the one the kill cut short is found in the run, not sent again.
+    assert (report["jobs_already_submitted"], report["jobs_found"]) == (50, 50)
     assert len(polly.runs()) == 1
     assert Counter(_names(polly)) == Counter(dict.fromkeys(_expected(250), 1))
     assert [r["status"] for r in polly.requests()].count(409) == 0  # only the missing names were sent
@@ -399,7 +416,7 @@ def test_retry_plans_only_the_errored_jobs_into_a_new_run(tmp_path, make_polly, 
     assert 0 < len(errored) < 250
 
     new_plan = str(tmp_path / "retry")
-    manifest = retry(plan_dir, new_plan)
+    manifest = retry(plan_dir, new_plan).to_json()
     assert manifest["runs"] == len(errored)
     retried = [
         entry for shard in manifest["shards"] for entry in orjson.loads(Path(new_plan, shard["path"]).read_bytes())
@@ -418,7 +435,7 @@ def test_retry_plans_only_the_errored_jobs_into_a_new_run(tmp_path, make_polly, 
 def test_the_api_key_appears_nowhere_in_the_plan_directory(tmp_path, polly, clock):
     plan_dir = _plan(tmp_path, 120)
     polly.inject([400], method="POST", path="/jobs")  # one request fails: its error is journaled
-    with pytest.raises(SubmissionError, match="1 submit_job requests failed") as caught:
+    with pytest.raises(SubmissionError, match="50 of 120 jobs could not be submitted") as caught:
         _submit(plan_dir)
     messages = [str(caught.value)]
     _submit(plan_dir)  # the failed samples are sent again
@@ -479,7 +496,7 @@ def test_jobs_requests_stay_within_the_byte_bound(tmp_path, polly, monkeypatch):
 
 
 def test_listings_follow_the_cursor_across_pages(tmp_path, polly, monkeypatch):
-    monkeypatch.setattr(polly_backend, "LIST_PAGE_SIZE", 7)
+    monkeypatch.setattr(polly_api, "LIST_PAGE_SIZE", 7)
     plan_dir = _plan(tmp_path, 30)
     _submit(plan_dir)
     table = status(plan_dir)
