@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import polars as pl
 import pytest
 
@@ -49,7 +50,7 @@ def test_plan_submit_status_retry_in_the_sandbox(tmp_path: Path, sandbox_env: di
     assert planned.returncode == 0, planned.stderr
     submitted = _planner("submit", str(plan_dir), "--sandbox", env=sandbox_env)
     assert submitted.returncode == 0, submitted.stderr
-    assert '"batches_created":1' in submitted.stdout
+    assert "StartRunBatch: 1 batch: 1 created" in submitted.stdout
     assert (plan_dir / "ledger.sqlite").exists()
 
     status_csv = tmp_path / "status.csv"
@@ -62,8 +63,10 @@ def test_plan_submit_status_retry_in_the_sandbox(tmp_path: Path, sandbox_env: di
     assert table.height == 12 and set(table.get_column("state")) == {"COMPLETED"}
     assert table.get_column("remote_id").n_unique() == 12
 
-    again = _planner("submit", str(plan_dir), "--sandbox", env=sandbox_env)
-    assert again.returncode == 0 and '"batches_created":0' in again.stdout
+    again = _planner("submit", str(plan_dir), "--sandbox", "--json", env=sandbox_env)
+    assert again.returncode == 0
+    (batches,) = orjson.loads(again.stdout)["submissions"]
+    assert (batches["operation"], batches["created"], batches["already"]) == ("StartRunBatch", 0, 1)
 
     nothing_failed = _planner("retry", str(plan_dir), "--sandbox", "--out", str(tmp_path / "retry"), env=sandbox_env)
     assert nothing_failed.returncode == 2 and "nothing to retry" in nothing_failed.stderr
@@ -84,7 +87,7 @@ def test_status_before_submit_is_a_clear_error(tmp_path: Path, sandbox_env: dict
         env=sandbox_env,
     )
     shown = _planner("status", str(plan_dir), env=sandbox_env)
-    assert shown.returncode == 1
+    assert shown.returncode == 2  # a plan never submitted has no status yet: the command was given the wrong input
     assert shown.stderr.strip().splitlines() == [
         f"planner: error: {plan_dir}: nothing submitted yet (no ledger.sqlite); run `planner submit` first"
     ]

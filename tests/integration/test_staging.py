@@ -14,7 +14,7 @@ import pytest
 import planner
 from planner.errors import SubmissionError
 from planner.ledger import Ledger
-from planner.plan import read_plan
+from planner.plandir import PlanDirectory, read_plan
 from planner.staging import Stager
 
 MiB = 1024 * 1024
@@ -46,9 +46,10 @@ def _plan(
 
 
 def _stager(plan_dir: str, s3, concurrency: int = 4) -> tuple[Stager, dict]:
-    manifest = read_plan(plan_dir)
-    ledger = Ledger.open(plan_dir, manifest)
-    return Stager(s3, ledger, plan_dir, manifest, manifest["staging"]["uri"], concurrency=concurrency), manifest
+    plan = PlanDirectory(plan_dir)
+    ledger = Ledger.open(plan_dir, plan.plan_id, plan.manifest.backend)
+    stager = Stager(s3, ledger, plan, str(plan.manifest.staging_uri), concurrency=concurrency)
+    return stager, plan.manifest.to_json()
 
 
 class CallCounter:
@@ -157,7 +158,7 @@ def test_sigkill_during_multipart_staging_then_resume(tmp_path, s3, bucket, stag
         f"""
         import os, signal, boto3
         from planner.ledger import Ledger
-        from planner.plan import read_plan
+        from planner.plandir import PlanDirectory, read_plan
         from planner.staging import Stager
         s3 = boto3.client("s3", endpoint_url={moto_server!r}, region_name="us-east-1")
         parts = []
@@ -166,8 +167,9 @@ def test_sigkill_during_multipart_staging_then_resume(tmp_path, s3, bucket, stag
             if len(parts) == 2:
                 os.kill(os.getpid(), signal.SIGKILL)
         s3.meta.events.register("after-call.s3.UploadPart", die_after_two)
-        manifest = read_plan({plan_dir!r})
-        Stager(s3, Ledger.open({plan_dir!r}, manifest), {plan_dir!r}, manifest, manifest["staging"]["uri"], concurrency=1).stage([0])
+        plan = PlanDirectory({plan_dir!r})
+        ledger = Ledger.open({plan_dir!r}, plan.plan_id, plan.manifest.backend)
+        Stager(s3, ledger, plan, plan.manifest.staging_uri, concurrency=1).stage([0])
         """
     )
     env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
