@@ -36,9 +36,9 @@ from .errors import (
 from .plan import Plan, plan
 from .plandir import Manifest, read_plan
 from .progress import ProgressEvent
-from .retry import retry
+from .retry_plan import retry
 from .shard import ShardInfo
-from .submit import Snapshot, cancel, status, submit, watch
+from .submission import Snapshot, cancel, status, submit, watch
 
 
 def read_child_settings(**options: object) -> dict[str, object]:

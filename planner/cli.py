@@ -123,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=raw,
     )
     t.add_argument("plan_dir", metavar="PLAN", help=_PLAN_HELP)
-    t.add_argument("--out", metavar="FILE", help="write the per-sample table to FILE.csv or FILE.parquet")
+    t.add_argument("--out", metavar="FILE", help="write the per-sample table to FILE.csv, .parquet or .jsonl")
     t.add_argument("--json", action="store_true", help="print the summary and failure groups as one JSON object")
     t.add_argument("--watch", action="store_true", help="refresh until nothing can change any more")
     t.add_argument("--interval", type=_seconds, default=30.0, metavar="SECONDS", help="with --watch (default 30)")
@@ -316,7 +316,7 @@ def _report_problems(problems: Sequence[Problem], out: str, skipped: bool = Fals
 
 def _submit(args: argparse.Namespace) -> int:
     from .engine import Incomplete
-    from .submit import submit
+    from .submission import submit
 
     try:
         report = submit(
@@ -340,7 +340,7 @@ def _print_submit(report: Any, args: argparse.Namespace, stream: Any) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .submit import status, watch, write_table
+    from .submission import status, watch, write_table
 
     access = _aws(args)
     if args.watch:
@@ -360,7 +360,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _summary(table: Any) -> dict[str, Any]:
-    from .submit import state_counts
+    from .submission import state_counts
 
     groups = []
     try:
@@ -394,7 +394,7 @@ def _print_refresh(snapshot: Any) -> None:
 
 
 def _retry(args: argparse.Namespace) -> int:
-    from .retry import retry
+    from .retry_plan import retry
 
     states = tuple(s for s in args.states.split(",") if s.strip()) if args.states else None
     access = _aws(args)
@@ -409,7 +409,7 @@ def _retry(args: argparse.Namespace) -> int:
 
 def _cancel(args: argparse.Namespace) -> int:
     from .backends.base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED
-    from .submit import cancel
+    from .submission import cancel
 
     report = cancel(args.plan_dir, **_aws(args))
     if args.json:

@@ -358,7 +358,6 @@ class Engine:
         response = dict(created.response)
         if reconciled:
             response["reconciled"] = True
-        self.ctx.ledger.result(call.key, created.remote_id, response)
         rows = []
         for place in call.covers():
             if created.per_sample is not None:
@@ -372,13 +371,11 @@ class Engine:
                 )
             else:
                 rows.append(SampleState(place.id, place.shard, place.position, None, None, SUBMITTED))
-        self.ctx.ledger.replace_samples(rows)
+        self.ctx.ledger.result(call.key, created.remote_id, response, rows)
 
     def _fail(self, call: Call, error: str) -> None:
-        self.ctx.ledger.failure(call.key, error)
-        self.ctx.ledger.replace_samples(
-            SampleState(p.id, p.shard, p.position, None, None, FAILED, None, error) for p in call.covers()
-        )
+        rows = [SampleState(p.id, p.shard, p.position, None, None, FAILED, None, error) for p in call.covers()]
+        self.ctx.ledger.failure(call.key, error, rows)
 
 
 def model_check(service: str, operation: str) -> Callable[[dict[str, Any]], list[str]]:

@@ -287,19 +287,34 @@ class Ledger:
                 (key, kind, shard, sample, token, INTENT, now()),
             )
 
-    def result(self, key: str, remote_id: str, response: dict[str, Any] | None = None) -> None:
+    def result(
+        self,
+        key: str,
+        remote_id: str,
+        response: dict[str, Any] | None = None,
+        samples: Iterable[SampleState] = (),
+    ) -> None:
+        """Journal a call's result, and where it leaves its samples, in one transaction: a process
+        that dies between the two can never leave a journaled call whose samples show nothing."""
+        stamp = now()
         with self._transaction():
             self.db.execute(
                 "UPDATE submissions SET state = ?, remote_id = ?, response = ?, error = NULL, result_at = ? "
                 "WHERE key = ?",
-                (DONE, remote_id, _json(response), now(), key),
+                (DONE, remote_id, _json(response), stamp, key),
             )
+            self._replace(samples, stamp)
 
-    def failure(self, key: str, error: str) -> None:
+    def failure(self, key: str, error: str, samples: Iterable[SampleState] = ()) -> None:
+        stamp = now()
         with self._transaction():
             self.db.execute(
-                "UPDATE submissions SET state = ?, error = ?, result_at = ? WHERE key = ?", (FAILED, error, now(), key)
+                "UPDATE submissions SET state = ?, error = ?, result_at = ? WHERE key = ?", (FAILED, error, stamp, key)
             )
+            self._replace(samples, stamp)
+
+    def _replace(self, rows: Iterable[SampleState], stamp: str) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [(*r, stamp) for r in rows])
 
     def submission(self, key: str) -> Submission | None:
         row = self.db.execute(f"SELECT {_SUBMISSION_COLUMNS} FROM submissions WHERE key = ?", (key,)).fetchone()
@@ -339,14 +354,6 @@ class Ledger:
                 [(*row, stamp) for row in rows],
             )
 
-    def replace_samples(self, rows: Iterable[SampleState]) -> None:
-        """Set samples to exactly these values (a submission that now succeeded clears an earlier failure)."""
-        stamp = now()
-        with self._transaction():
-            self.db.executemany(
-                "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(*row, stamp) for row in rows],
-            )
 
     def samples(self) -> list[SampleState]:
         rows = self.db.execute(

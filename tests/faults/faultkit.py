@@ -13,7 +13,7 @@ Nothing in ``planner/`` is changed for these tests.  Faults get in through publi
 
 ``child_main`` is what runs in the child process a matrix test kills: it installs
 one kill point (or a barrier that holds the first creating call until another
-process reaches its own) and calls ``planner.submit.submit``; ``cli_main`` does
+process reaches its own) and calls ``planner.submission.submit``; ``cli_main`` does
 the same around the command line's own ``planner.cli.main``.  This module imports
 nothing from pytest, so the children can import it.
 """
@@ -240,7 +240,7 @@ def patch_polly_request(
     setattr_: Callable[[Any, str, Any], None] | None = None,
 ) -> None:
     """Call ``before(method, path)`` / ``after(method, path)`` around every Polly HTTP call."""
-    from planner.backends import polly
+    from planner import polly_api as polly
 
     original = polly.PollyAPI.request
 
@@ -367,13 +367,13 @@ def install_barrier(barrier: dict[str, Any]) -> None:
 
 
 def child_main(spec_json: str) -> None:
-    """Run ``planner.submit.submit`` with a kill point (or a barrier) installed; exit 0 if it was never reached."""
+    """Run ``planner.submission.submit`` with a kill point (or a barrier) installed; exit 0 if it was never reached."""
     spec = json.loads(spec_json)
     if "kill" in spec:
         install_kill(spec["kill"])
     if "barrier" in spec:
         install_barrier(spec["barrier"])
-    from planner.submit import submit
+    from planner.submission import submit
 
     submit(spec["plan_dir"], **spec["options"])
     sys.exit(0)

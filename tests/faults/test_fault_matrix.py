@@ -5,7 +5,7 @@ Each test runs one scenario on one small plan, then checks the same invariants
 server; the ledger consistent with the server; no staged object overwritten
 (the staging bucket is versioned, so even a rewrite of the same bytes shows).
 
-Crash scenarios run ``planner.submit.submit`` in a child process that SIGKILLs
+Crash scenarios run ``planner.submission.submit`` in a child process that SIGKILLs
 itself at a step boundary (a botocore ``before-call``/``after-call`` handler on
 the S3 upload or the creating call, Polly's ``PollyAPI.request``, or right after
 ``Ledger.result``), then resume with ``submit`` in this process.  Service faults
@@ -24,10 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pytest
 
 from planner.errors import SubmissionError
-from planner.submit import submit
+from planner.submission import submit
 
 from . import faultkit
 from .rigs import (
@@ -303,11 +304,13 @@ def _two_submits_at_once(
     import time
 
     if rig.backend == "batch":  # what --sandbox creates, made first: the sandbox's own setup races otherwise
-        from planner.submit import open_context, runtime
+        from helpers import open_plan
 
-        ctx = open_context(rig.plan_dir, **rig.options)
+        from planner.sandbox.prepare import prepare_batch
+
+        ctx = open_plan(rig.plan_dir, **rig.options)
         try:
-            runtime("batch").prepare_sandbox(ctx)
+            prepare_batch(ctx)
         finally:
             ctx.ledger.close()
     for service, endpoint in rig.options["endpoints"].items():
@@ -321,7 +324,7 @@ def _two_submits_at_once(
     barrier = {k: v for k, v in rig.kill_at_creating_call("before", 1).items() if k not in ("when", "nth")}
     barrier.update(directory=str(meeting), parties=2, timeout=10)
     argv = ["submit", rig.plan_dir] + (
-        ["--staging", rig.options["staging_uri"]] if "staging_uri" in rig.options else []
+        ["--staging", rig.options["staging"]] if "staging" in rig.options else []
     )
     command = faultkit.cli_child_command(argv, barrier=barrier)
     children = [
@@ -443,11 +446,11 @@ def test_the_planner_command_killed_after_its_call_resumes_exactly_once(
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-3000:]
     assert submission_states(rig.plan_dir) == {"done": 1, "intent": 1}
     capsys.readouterr()
-    assert planner.cli.main(argv) == 0
+    assert planner.cli.main([*argv, "--json"]) == 0
     out, err = capsys.readouterr()
-    assert '"batches_created":2' in out and '"batches_already_submitted":1' in out, (
-        out
-    )  # the dangling one sent again, deduplicated by requestId
+    (batches,) = orjson.loads(out)["submissions"]
+    # The dangling one is sent again and deduplicated by requestId: the service hands back the batch it made.
+    assert (batches["created"] + batches["found"], batches["already"]) == (2, 1), out
     assert "Traceback" not in err
     check_invariants(rig)
 
@@ -466,7 +469,7 @@ def test_the_planner_command_killed_after_its_call_resumes_exactly_once(
 def test_status_after_a_submit_that_died_before_any_result(
     column: str, kill: dict[str, Any], world: World, tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Was a bug: planner/submit.py sample_table() builds the ledger's per-sample table with
+    """Was a bug: planner/submission.py sample_table() builds the ledger's per-sample table with
     ``pl.DataFrame(ctx.ledger.samples(), schema=STATUS_COLUMNS, orient="row")``: with no rows yet every column
     is of type null, and joining it on ``id`` with samples.parquet raises polars' SchemaError ("datatypes of
     join keys don't match - `id`: str on left does not match `id`: null on right").  So `planner status` (with

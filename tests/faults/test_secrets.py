@@ -27,7 +27,6 @@ import pytest
 
 import planner
 import planner.cli
-from planner.submit import open_context, runtime
 
 from . import faultkit
 from .rigs import COLUMNS, STAGING_PREFIX, Rig, World, make_rig
@@ -107,9 +106,13 @@ def credentials(monkeypatch: pytest.MonkeyPatch, world: World) -> World:
 def _prepare(rig: Rig) -> None:
     """What --sandbox would create for the plan (a Batch queue and job definition), made beforehand."""
     if rig.backend == "batch":
-        ctx = open_context(rig.plan_dir, **rig.options)
+        from helpers import open_plan
+
+        from planner.sandbox.prepare import prepare_batch
+
+        ctx = open_plan(rig.plan_dir, **rig.options)
         try:
-            runtime("batch").prepare_sandbox(ctx)
+            prepare_batch(ctx)
         finally:
             ctx.ledger.close()
 
@@ -170,7 +173,7 @@ def test_credentials_and_the_polly_key_appear_nowhere(
     monkeypatch.setenv("AWS_ENDPOINT_URL_BATCH", "http://127.0.0.1:9")
     monkeypatch.setenv("AWS_ENDPOINT_URL_GLUE", "http://127.0.0.1:9")
     monkeypatch.setenv("POLLY_BASE_URL", "http://127.0.0.1:9")
-    monkeypatch.setattr("planner.backends.polly.TRANSPORT_ATTEMPTS", 1)
+    monkeypatch.setattr("planner.polly_api.TRANSPORT_ATTEMPTS", 1)
     # The failing plan still has every run to send, so this submit must reach for the service
     # (a status could rightly ask nothing: omics-run skips runs already in a final state).
     refusal.times = 0
@@ -316,8 +319,8 @@ def test_status_csv_neutralises_formulas(world: World, tmp_path: Path, capsys: A
     ).write(plan_dir)
     emulator = world.polly_emulator
     options = {"sandbox": True, "endpoints": {"s3": world.moto, "polly": emulator.endpoint_url}}
-    planner.submit.submit(plan_dir, **options)
-    table = planner.submit.status(plan_dir, **options)
+    planner.submission.submit(plan_dir, **options)
+    table = planner.submission.status(plan_dir, **options)
     assert sorted(table.get_column("id").to_list()) == sorted(ids)
 
     run = Transcript(capsys)
@@ -336,5 +339,8 @@ def test_status_csv_neutralises_formulas(world: World, tmp_path: Path, capsys: A
     assert sorted(pl.read_parquet(out_parquet).get_column("id").to_list()) == sorted(
         ids
     )  # parquet keeps the data as it is
+    out_lines = tmp_path / "status.jsonl"
+    assert run("status", plan_dir, "--no-refresh", "--out", out_lines)[0] == 0
+    assert sorted(json.loads(line)["id"] for line in out_lines.read_text().splitlines()) == sorted(ids)
     _, out, _ = run("status", plan_dir, "--no-refresh", "--json")
-    assert sorted(json.loads(line)["id"] for line in out.splitlines()) == sorted(ids)
+    assert json.loads(out)["samples"] == len(ids)

@@ -30,8 +30,8 @@ import planner
 from helpers import access_of, ledger_of, open_plan
 from planner.child_settings import read_child_settings
 from planner.errors import InputError
-from planner.retry import retry
-from planner.submit import cancel, run_submission, status, submit
+from planner.retry_plan import retry
+from planner.submission import cancel, run_submission, status, submit
 
 FAIL_AFTER = "MOTO_SIMPLE_BATCH_FAIL_AFTER"
 
@@ -249,7 +249,7 @@ def test_sigkill_between_submit_job_and_the_ledger_write_resumes_without_a_secon
         f"""
         import os, signal
         from planner.context import Options, open_context
-        from planner.submit import run_submission
+        from planner.submission import run_submission
         options = Options(staging_uri={options["staging"]!r}, concurrency=1)
         ctx = open_context({plan_dir!r}, options=options, sandbox=True, endpoints={options["endpoints"]!r})
         ctx.clients.get("batch").meta.events.register(

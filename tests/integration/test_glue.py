@@ -33,10 +33,10 @@ import planner
 from helpers import access_of, ledger_of, open_plan
 from planner.backends import glue as glue_backend
 from planner.child_settings import entry_count, glue_arguments, line_index, read_child_settings
-from planner.retry import retry
+from planner.retry_plan import retry
 from planner.backends.glue import Glue
 from planner.sandbox import prepare
-from planner.submit import run_submission, status, submit
+from planner.submission import run_submission, status, submit
 
 HOLD = {"progression": "manual", "times": 10**9}
 STEP = {"progression": "manual", "times": 1}
@@ -156,7 +156,7 @@ def _submit(
     sleep: Callable[[float], None] | None = None,
     hooks: dict[str, Callable[..., Any]] | None = None,
 ) -> Any:
-    """planner.submit.submit with a fake sleep and client event hooks put into the context."""
+    """planner.submission.submit with a fake sleep and client event hooks put into the context."""
     ctx = open_plan(plan_dir, **options)
     try:
         if sleep is not None:
@@ -277,7 +277,7 @@ def test_a_submit_killed_after_start_job_run_resumes_without_a_second_run(tmp_pa
         f"""
         import os, signal
         from planner.context import Options, open_context
-        from planner.submit import run_submission
+        from planner.submission import run_submission
         ctx = open_context({plan_dir!r}, options=Options(concurrency=1), sandbox=True, endpoints={options["endpoints"]!r})
         ctx.clients.get("glue").meta.events.register(
             "after-call.glue.StartJobRun", lambda **_: os.kill(os.getpid(), signal.SIGKILL))

@@ -19,8 +19,8 @@ from botocore.stub import Stubber
 import planner
 from helpers import access_of, ledger_of, open_plan
 from planner.errors import SubmissionError
-from planner.retry import retry
-from planner.submit import run_submission, status, submit
+from planner.retry_plan import retry
+from planner.submission import run_submission, status, submit
 
 DEFAULTS = {
     "run": {
@@ -125,7 +125,7 @@ def test_sigkill_after_the_batch_call_resumes_without_a_duplicate(tmp_path, endp
         f"""
         import os, signal
         from planner.context import Options, open_context
-        from planner.submit import run_submission
+        from planner.submission import run_submission
         options = Options(staging_uri={options["staging"]!r})
         ctx = open_context({plan_dir!r}, options=options, sandbox=True, endpoints={options["endpoints"]!r})
         ctx.clients.get("omics").meta.events.register(

@@ -26,9 +26,9 @@ import planner.cli
 from planner import polly_api
 from planner.backends import polly as polly_backend
 from planner.errors import SubmissionError
-from planner.retry import retry
+from planner.retry_plan import retry
 from planner.sandbox.polly_emulator import PollyEmulator
-from planner.submit import cancel, run_submission, status, submit
+from planner.submission import cancel, run_submission, status, submit
 from helpers import ledger_of, open_plan
 
 KEY = "pk-live-7f3a9c1e5b2d4f60a8e1c3b5d7f9a2c4"  # distinctive, so a leak is found by grep
@@ -312,7 +312,7 @@ def _killing_script(plan_dir: str, *, after_posts_to: str, count: int) -> str:
         import os, signal
         from planner import polly_api as polly
         from planner.context import Options, open_context
-        from planner.submit import run_submission
+        from planner.submission import run_submission
 
         original = polly.PollyAPI.request
         seen = []

@@ -27,7 +27,7 @@ from .errors import DefaultsError, InputError, ValidationError
 from .plandir import Manifest, PlanContent, PlanDirectory, atomic_directory, write_plan
 from .shard import ShardWriter
 from .spec import BackendSpec
-from .submit import status
+from .submission import status
 
 _BATCH = 10_000
 

@@ -368,12 +368,14 @@ def _cancel(ctx: Context, reason: str) -> CancelReport:
 
 
 def write_table(table: pl.DataFrame, path: str, stream: IO[str] | None = None) -> None:
-    """The per-sample table as CSV (spreadsheet formulas neutralised) or Parquet, by the file name."""
+    """The per-sample table as CSV (spreadsheet formulas neutralised), Parquet or JSON lines, by the file name."""
     from .plandir import safe_csv
 
     if path.endswith(".parquet"):
         table.write_parquet(path)
     elif path.endswith(".csv"):
         safe_csv(table, path)
+    elif path.endswith((".jsonl", ".ndjson")):
+        table.write_ndjson(path)
     else:
-        raise InputError(f"--out {path}: use a .csv or .parquet file name")
+        raise InputError(f"--out {path}: use a .csv, .parquet or .jsonl file name")
