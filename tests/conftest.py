@@ -53,6 +53,32 @@ class FakeClock:
 # ---------------------------------------------------------------- the environment
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_service_models() -> Iterator[None]:
+    """Parse each botocore JSON file (service model, endpoint rules, partitions) once per session.
+
+    The planner makes a new boto3 session for every command (as a CLI process
+    would), so every submit and status parses the S3, HealthOmics, Batch or Glue
+    model again: a quarter of a second per client, most of the fault suite's time.
+    botocore itself shares one parsed model across the clients of a session; this
+    shares it across sessions.  Nothing changes a parsed model (botocore merges its
+    sdk-extras into the dict it loaded, the same merge each time).
+    """
+    import botocore.loaders
+
+    original = botocore.loaders.JSONFileLoader.load_file
+    cache: dict[str, Any] = {}
+
+    def load_file(self: Any, file_path: str) -> Any:
+        if file_path not in cache:
+            cache[file_path] = original(self, file_path)
+        return cache[file_path]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(botocore.loaders.JSONFileLoader, "load_file", load_file)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Dummy credentials and a region, never a real profile, endpoint or sandbox.

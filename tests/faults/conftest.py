@@ -85,31 +85,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 # ---------------------------------------------------------------- servers
 
 
-@pytest.fixture(scope="package", autouse=True)
-def shared_service_models() -> Iterator[None]:
-    """Parse each botocore JSON model once for this package's tests.
-
-    The planner makes a new boto3 session for every command (as a CLI process
-    would), so every submit and status parses the S3, HealthOmics, Batch or Glue
-    model again: a quarter of a second per client, most of this suite's time.
-    botocore itself shares one parsed model across the clients of a session; this
-    shares it across sessions.  Undone when the package's tests end.
-    """
-    import botocore.loaders
-
-    original = botocore.loaders.JSONFileLoader.load_file
-    cache: dict[str, Any] = {}
-
-    def load_file(self: Any, file_path: str) -> Any:
-        if file_path not in cache:
-            cache[file_path] = original(self, file_path)
-        return cache[file_path]
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(botocore.loaders.JSONFileLoader, "load_file", load_file)
-        yield
-
-
 @pytest.fixture(scope="package")
 def fault_moto(moto_server: str) -> str:
     """The session's moto server (``tests/conftest.py``), under this package's name."""
@@ -148,7 +123,7 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> Waits:
     """Cut every retry wait short (botocore's ``time.sleep`` in its endpoint, ``ctx.sleep``)."""
     import botocore.endpoint
 
-    import planner.submit
+    import planner.submission
 
     recorded = Waits()
 
@@ -159,14 +134,14 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> Waits:
         sleep = staticmethod(recorded.botocore_sleep)
 
     monkeypatch.setattr(botocore.endpoint, "time", _Time())
-    original = planner.submit.open_context
+    original = planner.submission.open_context
 
     def open_context(*args: Any, **kwargs: Any) -> Any:
         ctx = original(*args, **kwargs)
         ctx.sleep = recorded.planner_sleep
         return ctx
 
-    monkeypatch.setattr(planner.submit, "open_context", open_context)
+    monkeypatch.setattr(planner.submission, "open_context", open_context)
     return recorded
 
 
