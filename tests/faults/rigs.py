@@ -1,6 +1,6 @@
 """One small plan per backend on loopback servers, and the invariants every fault must leave intact.
 
-A ``Rig`` holds a plan directory, the options ``planner.submit.submit`` takes for
+A ``Rig`` holds a plan directory, the options ``planner.submission.submit`` takes for
 it, what its creating call is, and how to count on the *server* how many times
 each sample was submitted.  ``check_invariants`` is the same for every scenario:
 
@@ -32,7 +32,7 @@ from botocore.config import Config
 
 import planner
 from planner.backends import glue as glue_backend
-from planner.submit import submit
+from planner.submission import submit
 
 from . import faultkit
 
@@ -120,8 +120,13 @@ class Rig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def access(self) -> dict[str, Any]:
+        """The options without the submit-only ones: what status, retry and cancel take."""
+        return {k: v for k, v in self.options.items() if k not in ("staging", "concurrency", "rate", "max_wait")}
+
+    @property
     def manifest(self) -> dict[str, Any]:
-        return planner.read_plan(self.plan_dir)
+        return planner.read_plan(self.plan_dir).to_json()
 
     def kill_at_creating_call(self, when: str, nth: int) -> dict[str, Any]:
         if self.backend == "polly":
@@ -188,7 +193,7 @@ def _omics_batch(world: World, tmp_path: Any, staging: bool, big: bool = False) 
     options = {
         "sandbox": True,
         "endpoints": {"s3": world.moto, "omics": emulator.endpoint_url},
-        "staging_uri": f"s3://{world.bucket}/{STAGING_PREFIX}",
+        "staging": f"s3://{world.bucket}/{STAGING_PREFIX}",
         "concurrency": 4,
     }
     return Rig("omics-batch", "omics-batch", world, plan_dir, options, samples, "omics", "StartRunBatch", stages=True)
@@ -233,7 +238,7 @@ def _batch(world: World, tmp_path: Any, staging: bool, big: bool = False) -> Rig
     options = {
         "sandbox": True,
         "endpoints": {"s3": world.moto, "batch": world.moto, "iam": world.moto},
-        "staging_uri": f"s3://{world.bucket}/{STAGING_PREFIX}",
+        "staging": f"s3://{world.bucket}/{STAGING_PREFIX}",
         "concurrency": 4,
     }
     return Rig(
@@ -264,7 +269,7 @@ def _glue(world: World, tmp_path: Any, staging: bool, big: bool = False) -> Rig:
     ).write(plan_dir)
     options: dict[str, Any] = {"sandbox": True, "endpoints": {"s3": world.moto, "glue": world.moto}, "concurrency": 4}
     if staging:
-        options["staging_uri"] = f"s3://{world.bucket}/{STAGING_PREFIX}"
+        options["staging"] = f"s3://{world.bucket}/{STAGING_PREFIX}"
     return Rig(
         "glue",
         "glue",
@@ -495,7 +500,7 @@ def check_no_overwrite(rig: Rig, before: dict[str, list[dict[str, Any]]] | None 
         )
         if row["version_id"] is not None:
             assert row["version_id"] == only["VersionId"], row
-        if row["shard"] >= 0:
+        if row["kind"] == "shard":  # (a line index is the other kind)
             assert row["etag"] == manifest["shards"][row["shard"]]["etag"]
 
 
@@ -519,7 +524,7 @@ def check_invariants(rig: Rig, *, staged_before: dict[str, list[dict[str, Any]]]
     assert None not in journaled
     assert journaled <= known, f"the ledger names remote ids the service does not know: {sorted(journaled - known)}"
 
-    table = planner.submit.status(rig.plan_dir, **rig.options)
+    table = planner.submission.status(rig.plan_dir, **rig.access)
     assert sorted(table.get_column("id").to_list()) == sorted(rig.samples)
     unmapped = table.filter(pl.col("remote_id").is_null()).get_column("id").to_list()
     assert unmapped == [], f"samples without a remote id after status: {unmapped[:10]}"
