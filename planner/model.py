@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from .errors import Problem
+from .errors import PlannerError, Problem
 from .suggest import did_you_mean
 
 # The message of an unknown key of a request.  The names the request does take are listed
@@ -66,8 +66,28 @@ def _session() -> Any:
     return botocore.session.get_session()
 
 
+# The first botocore release whose models have every operation and field the planner uses:
+# HealthOmics StartRunBatch, GetBatch, ListRunsInBatch, CancelRunBatch and ListRuns' batchId came
+# in 1.42.74, StartRun's outputUriPrefixMode in 1.43.123 (checked against the releases on PyPI).
+MIN_BOTOCORE = (1, 43, 123)
+
+
+def check_botocore(version: str) -> None:
+    """Refuse, with the fix named, a botocore older than the planner's models need."""
+    found = tuple(int(part) if part.isdigit() else 0 for part in version.split(".")[:3])
+    if found < MIN_BOTOCORE:
+        wanted = ".".join(map(str, MIN_BOTOCORE))
+        raise PlannerError(
+            f"botocore {version} is installed, but the planner needs {wanted} or later (the HealthOmics "
+            f"StartRunBatch API and its fields): pip install --upgrade 'boto3>={wanted}'"
+        )
+
+
 def operation_input(service: str, operation: str) -> Any:
     """The botocore input shape of ``service``'s ``operation``."""
+    import botocore
+
+    check_botocore(botocore.__version__)
     return _session().get_service_model(service).operation_model(operation).input_shape
 
 

@@ -59,6 +59,12 @@ def route_columns(columns: Sequence[str], spec: BackendSpec, source: Mapping[str
         elif column in spec.fields:
             field = spec.fields[column]
             route = Route(column, internal, "field", field.path, field.rule)
+        elif column in spec.request_only:
+            raise SheetError(
+                f"column {column!r}: {column} is a field of the whole {spec.title} request, not of one run: "
+                f"set it in [run] (or with --set {column}=...); for a workflow parameter of that name, "
+                f"name the column {PARAM_PREFIX}{column}"
+            )
         else:
             route = Route(
                 column, internal, "parameter", spec.parameters_path + (spec.parameter_key_prefix + column,), None

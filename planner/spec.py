@@ -36,6 +36,10 @@ class BackendSpec:
     fields: dict[str, RoutedField]
     # Per-key maps: parameters and tags.  Paths are where the map sits in an entry.
     parameters_path: tuple[str, ...]
+    # Fields of the request that a sheet column cannot set per run (they apply to a whole batch,
+    # job or run request, or are not scalars): a column of such a name is refused with the fix
+    # named, instead of quietly becoming a workflow parameter of that name.
+    request_only: frozenset[str] = frozenset()
     parameter_key_prefix: str = ""  # Glue names its arguments "--KEY"
     parameters_as_strings: bool = False  # Glue Arguments are strings; other JSON values are JSON-encoded
     parameter_rule: FieldRule | None = None  # rule for one parameter value (Glue: string length)

@@ -31,7 +31,9 @@ def _module(name: str) -> ModuleType:
     if name not in MODULES:
         from ..suggest import did_you_mean
 
-        raise InputError(f"unknown backend {name!r}{did_you_mean(name, list(MODULES))}; choose one of {', '.join(MODULES)}")
+        raise InputError(
+            f"unknown backend {name!r}{did_you_mean(name, list(MODULES))}; choose one of {', '.join(MODULES)}"
+        )
     return import_module(f".{MODULES[name]}", __package__)
 
 

@@ -141,6 +141,7 @@ SPEC = BackendSpec(
     id_rule=None,
     # Children of one array job share the job's request; only parameters differ per child.
     fields={},
+    request_only=frozenset(_INPUT.members) - {"parameters"},
     parameters_path=("parameters",),
     max_entries=MAX_ARRAY_SIZE,
     max_bytes=5 * 1024**3,

@@ -70,6 +70,7 @@ _INPUT = operation_input("glue", "StartJobRun")
 _ARGUMENTS = _INPUT.members["Arguments"]
 _OVERRIDES = {"Timeout": rule_for("Timeout", _INPUT.members["Timeout"]).with_limits(max=MAX_TIMEOUT_MINUTES)}
 _PER_RUN = [name for name, shape in _INPUT.members.items() if shape.type_name in SCALAR_TYPES and name != "JobRunId"]
+_REQUEST_ONLY = frozenset(_INPUT.members) - set(_PER_RUN) - {"Arguments"}  # NotificationProperty, JobRunId...
 
 
 def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_fields: set[str]) -> list[Problem]:
@@ -121,6 +122,7 @@ SPEC = BackendSpec(
     fields={
         name: RoutedField((name,), _OVERRIDES.get(name) or rule_for(name, _INPUT.members[name])) for name in _PER_RUN
     },
+    request_only=_REQUEST_ONLY,
     parameters_path=("Arguments",),
     parameter_key_prefix="--",
     parameters_as_strings=True,

@@ -15,7 +15,7 @@ from typing import Any
 from ..engine import Call, Created, Phase, model_check
 from ..errors import Problem, SubmissionError
 from ..ledger import SampleState
-from ..model import check_shape, operation_input, required_problems, rule_for
+from ..model import SCALAR_TYPES, check_shape, operation_input, required_problems, rule_for
 from ..shard import ShardInfo
 from ..spec import BackendSpec, RoutedField
 from ..staging import StagingPrefix
@@ -31,6 +31,12 @@ _INPUT = operation_input("omics", "StartRunBatch")
 _DEFAULT = _INPUT.members["defaultRunSetting"]
 _INLINE = _INPUT.members["batchRunSettings"].members["inlineSettings"].member
 _TAGS = _INLINE.members["runTags"]
+# What one run of a batch may set: the scalar members of inlineSettings, as the model has them
+# (runSettingId is the sample id; parameters and runTags are the per-key maps).
+_PER_RUN = [n for n, shape in _INLINE.members.items() if shape.type_name in SCALAR_TYPES and n != "runSettingId"]
+# Everything else the batch takes (defaultRunSetting's own fields, and engineSettings, a map the
+# service merges per key but a sheet cell cannot express as one field) is set in [run].
+_REQUEST_ONLY = frozenset(_DEFAULT.members) - set(_PER_RUN) - {"parameters", "runTags"}
 
 # outputUri "must begin with s3://" (seeds/001); the model's pattern allows any text.
 _OVERRIDES = {"outputUri": rule_for("outputUri", _DEFAULT.members["outputUri"]).with_limits(prefix="s3://")}
@@ -52,9 +58,9 @@ SPEC = BackendSpec(
     id_field="runSettingId",
     id_rule=rule_for("runSettingId", _INLINE.members["runSettingId"]),
     fields={
-        name: RoutedField((name,), _OVERRIDES.get(name) or rule_for(name, _INLINE.members[name]))
-        for name in ("name", "outputUri", "priority", "outputBucketOwnerId")
+        name: RoutedField((name,), _OVERRIDES.get(name) or rule_for(name, _INLINE.members[name])) for name in _PER_RUN
     },
+    request_only=_REQUEST_ONLY,
     parameters_path=("parameters",),
     tags_path=("runTags",),
     tag_key_rule=rule_for("runTags key", _TAGS.key),
@@ -260,7 +266,13 @@ class OmicsBatch(Backend):
         needed = {state: counts[state] - settled[state] for state in counts if counts[state] - settled[state] > 0}
         found: dict[str, str] = {}
         listed = sorted(needed, key=lambda state: counts[state])
-        infer = listed.pop() if listed and sum(needed.values()) == len(moving) else None
+        infer = None
+        if listed and sum(needed.values()) == len(moving):
+            # A deleted run is listed nowhere, so DELETED can only be inferred; else the costliest list is.
+            infer = "DELETED" if "DELETED" in needed else listed[-1]
+            listed.remove(infer)
+        elif "DELETED" in listed:
+            listed.remove("DELETED")  # nothing lists deleted runs: those left over are asked with GetRun
         for state in listed:
             for run in list_runs(
                 self.ctx, omics, f"ListRuns of batch {batch_id} ({state})", batchId=batch_id, status=state
@@ -270,8 +282,13 @@ class OmicsBatch(Backend):
         if infer is not None:
             for run in moving:
                 found.setdefault(run, infer)
+        # Runs newly FAILED are asked why (ListRuns items carry no reason); runs that no list
+        # placed (the counts did not add up) are asked where they are.
+        unplaced = [run for run in moving if run not in found]
         newly_failed = [run for run, state in found.items() if state == "FAILED" and by_run[run].state != "FAILED"]
-        details = get_runs(self.ctx, omics, newly_failed)
+        details = get_runs(self.ctx, omics, newly_failed + unplaced)
+        for run in unplaced:
+            found[run] = details[run].status
         for run, state in found.items():
             row = by_run[run]
             detail = details.get(run)

@@ -31,6 +31,8 @@ _PER_RUN = [
     for name, shape in _INPUT.members.items()
     if shape.type_name in SCALAR_TYPES and name not in ("requestId", "runId")
 ]
+# The request's other members (engineSettings, sessionPolicy...) are set in [run], not per sample.
+_REQUEST_ONLY = frozenset(_INPUT.members) - set(_PER_RUN) - {"parameters", "tags"}
 
 
 def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_fields: set[str]) -> list[Problem]:
@@ -50,6 +52,7 @@ SPEC = BackendSpec(
     fields={
         name: RoutedField((name,), _OVERRIDES.get(name) or rule_for(name, _INPUT.members[name])) for name in _PER_RUN
     },
+    request_only=_REQUEST_ONLY,
     parameters_path=("parameters",),
     tags_path=("tags",),
     tag_key_rule=rule_for("tags key", _TAGS.key),

@@ -121,6 +121,7 @@ SPEC = BackendSpec(
     id_field="name",
     id_rule=JOB_NAME,
     fields={name: RoutedField(("config", "infra", name), rule) for name, rule in _INFRA.items()},
+    request_only=frozenset(_SUBMISSION_RULES) - {"base_url"} | {"tags", "domain_context", "config"},
     parameters_path=("parameters",),
     check_defaults=_check_defaults,
     submission_keys=frozenset(_SUBMISSION_RULES) | {"tags", "domain_context"},
@@ -266,7 +267,12 @@ class Polly(Backend):
             known = self.ctx.ledger.submission(RUN_KEY)
             run_id = known.remote_id if known is not None and known.remote_id else RUN_PLACEHOLDER
             listing = _RunJobs(api, run_id) if api is not None else None
-            if listing is not None and before is None and known is not None and not (known.response or {}).get("reconciled"):
+            if (
+                listing is not None
+                and before is None
+                and known is not None
+                and not (known.response or {}).get("reconciled")
+            ):
                 listing.jobs = {}  # the run was made just now: it has no jobs yet, no need to ask
             calls = (self._jobs_call(api, listing, run_id, request) for request in self._requests())
             yield Phase("submit_job", "job", calls, total=manifest.runs, find_first=True)

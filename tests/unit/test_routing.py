@@ -21,7 +21,7 @@ def runs_of(sheet: Any, backend: str, merged: bool = True, **kw: Any) -> list[di
 def test_omics_batch_routes_fields_tags_and_parameters(tmp_path: Path) -> None:
     sheet = write_csv(
         tmp_path / "s.csv",
-        ["strandedness", "sample", "tag.cohort", "priority", "param.name", "name", "outputUri", "logLevel"],
+        ["strandedness", "sample", "tag.cohort", "priority", "param.name", "name", "outputUri", "param.logLevel"],
         [["reverse", "S1", "disc", "5", "pname", "run-S1", "s3://o/S1/", "ALL"]],
     )
     (run,) = runs_of(sheet, "omics-batch", merged=False)
@@ -34,10 +34,34 @@ def test_omics_batch_routes_fields_tags_and_parameters(tmp_path: Path) -> None:
         "priority": 5,
         "name": "run-S1",
         "outputUri": "s3://o/S1/",
-        # logLevel is a defaultRunSetting field, not a per-run one: a parameter here.
+        # param. makes a parameter of a name that is also a request field (logLevel) or a per-run one (name).
         "parameters": {"strandedness": "reverse", "sample": "S1", "name": "pname", "logLevel": "ALL"},
         "runTags": {"cohort": "disc"},
     }
+
+
+@pytest.mark.parametrize(
+    ("backend", "column"),
+    [
+        ("omics-batch", "logLevel"),  # a defaultRunSetting field: the same for every run of a batch
+        ("omics-batch", "workflowVersionName"),
+        ("omics-batch", "engineSettings"),  # an inlineSettings member, but a map, not one cell's value
+        ("omics-run", "engineSettings"),
+        ("batch", "jobQueue"),  # the array job's request, shared by its children
+        ("batch", "timeout"),
+        ("glue", "NotificationProperty"),
+        ("polly", "priority"),  # the Polly run's, not a job's
+    ],
+)
+def test_a_column_naming_a_field_no_run_can_set_is_refused_with_the_fix(
+    tmp_path: Path, backend: str, column: str
+) -> None:
+    """Was a bug: such a column silently became a workflow parameter of that name, and the field kept its default."""
+    sheet = write_csv(tmp_path / "s.csv", ["sample", column], [["S1", "x"]])
+    with pytest.raises(planner.SheetError) as caught:
+        planner.plan(sheet, backend=backend, defaults=defaults_for(backend)).runs()
+    message = str(caught.value)
+    assert f"column {column!r}" in message and "set it in [run]" in message and f"param.{column}" in message
 
 
 def test_omics_run_every_scalar_startrun_field_is_a_column(tmp_path: Path) -> None:

@@ -1,0 +1,470 @@
+"""The life of a submission after it starts, walked as a user walks it, on the emulators and moto's server.
+
+Some runs fail, the user retries (twice), cancels while some runs have finished,
+asks for status after runs were deleted, and watches a large plan.  Each test pins
+a behaviour that was wrong before the submission engine (the issue "Lifecycle
+correctness on every backend"); the test names say which.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+import orjson
+import polars as pl
+import pytest
+from botocore.config import Config
+from helpers import access_of, ledger_of, open_plan
+
+import planner
+from planner.engine import Incomplete
+from planner.errors import PlanDirError
+from planner.submission import run_submission, status, submit
+
+ROLE = "arn:aws:iam::123456789012:role/omics"
+BATCH_DEFAULTS: dict[str, Any] = {
+    "run": {
+        "workflowId": "1234567",
+        "roleArn": ROLE,
+        "outputUri": "s3://results/cohort/",
+        "parameters": {"reference": "s3://refs/hg38.fa"},
+    },
+    "submission": {"batchName": "cohort"},
+}
+RUN_DEFAULTS: dict[str, Any] = {
+    "run": {"workflowId": "7654321", "roleArn": ROLE, "outputUri": "s3://results/run/", "parameters": {"genome": "38"}}
+}
+
+
+def _sheet(samples: int, **columns: Any) -> pl.DataFrame:
+    frame = pl.DataFrame({"sample": [f"S{i:05d}" for i in range(samples)]})
+    return frame.with_columns((pl.lit("s3://in/") + pl.col("sample") + ".bam").alias("bam"), **columns)
+
+
+def _plan(tmp_path: Path, samples: int, backend: str = "omics-batch", name: str = "plan", **options: Any) -> str:
+    out = str(tmp_path / name)
+    defaults = options.pop("defaults", BATCH_DEFAULTS if backend == "omics-batch" else RUN_DEFAULTS)
+    planner.plan(_sheet(samples), backend=backend, defaults=defaults, **options).write(out)
+    return out
+
+
+@pytest.fixture()
+def omics_world(moto_server: str, make_emulator: Any, bucket: str, clock: Any) -> Any:
+    """An emulator factory and the options that reach it (created on first use, with the test's options)."""
+
+    class World:
+        emulator: Any = None
+
+        def start(self, **emulator_options: Any) -> dict[str, Any]:
+            self.emulator = make_emulator(**emulator_options)
+            return self.options
+
+        @property
+        def options(self) -> dict[str, Any]:
+            endpoints = {"s3": moto_server, "omics": self.emulator.endpoint_url}
+            return {"sandbox": True, "endpoints": endpoints, "staging": f"s3://{bucket}/staging/"}
+
+        def calls(self, *operations: str) -> list[str]:
+            return [op for op, _ in self.emulator.requests() if not operations or op in operations]
+
+        def client(self) -> Any:
+            return boto3.client(
+                "omics",
+                endpoint_url=self.emulator.endpoint_url,
+                region_name="us-east-1",
+                config=Config(inject_host_prefix=False, retries={"mode": "standard", "max_attempts": 2}),
+            )
+
+    return World()
+
+
+def _settle(clock: Any, steps: int = 12) -> None:
+    for _ in range(steps):
+        clock.advance(1.0)
+
+
+def _states(table: pl.DataFrame) -> dict[str, str | None]:
+    return dict(table.select("id", "state").iter_rows())
+
+
+def _fail_all(settings: dict[str, Any]) -> tuple[str, str]:
+    return ("WORKFLOW_RUN_FAILED", "the reference is not readable")
+
+
+# ---------------------------------------------------------------- 1. a retry always runs again
+
+
+@pytest.mark.parametrize("backend", ["omics-batch", "omics-run"])
+def test_a_retry_of_failed_runs_starts_new_runs_and_its_resubmit_starts_nothing(
+    tmp_path: Path, omics_world: Any, clock: Any, backend: str
+) -> None:
+    """Was a bug: retry_of was not in the plan id, so the retry sent the same requestIds and HealthOmics
+    answered with the old failed batch (or runs): `retry` then `submit` started nothing."""
+    options = omics_world.start(fail_when=_fail_all)
+    plan_dir = _plan(tmp_path, 6, backend)
+    submit(plan_dir, **options)
+    _settle(clock)
+    assert set(_states(status(plan_dir, **access_of(options))).values()) == {"FAILED"}
+
+    first = planner.retry(plan_dir, str(tmp_path / "retry1"), **access_of(options))
+    assert (
+        first.plan_id != planner.read_plan(plan_dir).plan_id and first.retry_of == planner.read_plan(plan_dir).plan_id
+    )
+    runs_before = omics_world.emulator.run_count()
+    report = submit(str(tmp_path / "retry1"), **options)
+    assert sum(t.created for t in report.phases) >= 1 and sum(t.existed for t in report.phases) == 0
+    _settle(clock)  # (a batch submits its runs a few steps after it is made)
+    assert omics_world.emulator.run_count() == runs_before + 6  # six new runs, none handed back
+    again = submit(str(tmp_path / "retry1"), **options)
+    assert [t.already for t in again.phases] == [t.total for t in again.phases]  # resubmitting starts nothing
+    _settle(clock)
+    assert omics_world.emulator.run_count() == runs_before + 6
+
+    second = planner.retry(str(tmp_path / "retry1"), str(tmp_path / "retry2"), **access_of(options))
+    assert second.plan_id not in (first.plan_id, planner.read_plan(plan_dir).plan_id)
+    submit(str(tmp_path / "retry2"), **options)
+    _settle(clock)
+    assert omics_world.emulator.run_count() == runs_before + 12  # a retry of a retry runs again too
+
+
+def test_two_retries_of_the_same_plan_are_two_attempts(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+    """A deliberate retry is never deduplicated against an earlier one, even from the same failures."""
+    options = omics_world.start(fail_when=_fail_all)
+    plan_dir = _plan(tmp_path, 3)
+    submit(plan_dir, **options)
+    _settle(clock)
+    one = planner.retry(plan_dir, str(tmp_path / "r1"), **access_of(options))
+    two = planner.retry(plan_dir, str(tmp_path / "r2"), **access_of(options))
+    assert one.plan_id != two.plan_id and one.shards[0].sha256 == two.shards[0].sha256  # same runs, new identity
+    submit(str(tmp_path / "r1"), **options)
+    submit(str(tmp_path / "r2"), **options)
+    assert omics_world.emulator.batch_count() == 3
+
+
+# ---------------------------------------------------------------- 2, 3. a refused batch is retried, with --set
+
+
+def test_a_refused_start_run_batch_marks_its_samples_failed_and_retry_set_fixes_it(
+    tmp_path: Path, omics_world: Any, clock: Any
+) -> None:
+    """Was a bug: a StartRunBatch that failed left its samples NOT SUBMITTED; retry found nothing to retry
+    and `status --watch` never ended."""
+    options = omics_world.start()
+    defaults = {**BATCH_DEFAULTS, "run": {**BATCH_DEFAULTS["run"], "cacheBehavior": "CACHE_ALWAYS"}}  # no cacheId
+    plan_dir = _plan(tmp_path, 4, defaults=defaults)
+    with pytest.raises(Incomplete, match="could not be submitted") as caught:
+        submit(plan_dir, **options)
+    assert caught.value.report.tally("StartRunBatch").failed == 1
+    table = status(plan_dir, **access_of(options))
+    assert set(table.get_column("submission_status")) == {"FAILED"}
+    assert all("cacheId" in reason for reason in table.get_column("reason"))
+    last = planner.watch(
+        plan_dir, interval=1, sleep=lambda s: pytest.fail("waited: nothing can change"), **access_of(options)
+    )
+    assert last.settled
+
+    retried = planner.retry(plan_dir, str(tmp_path / "retry"), sets=["cacheId=4242"], **access_of(options))
+    assert retried.runs == 4 and retried.defaults["cacheId"] == "4242"  # a string field: the text as given
+    assert retried.sheet["retry_sets"] == ["cacheId=4242"]
+    report = submit(str(tmp_path / "retry"), **options)
+    assert report.tally("StartRunBatch").created == 1
+    ((_, request),) = [(op, p) for op, p in omics_world.emulator.requests() if op == "StartRunBatch"][-1:]
+    assert request["defaultRunSetting"]["cacheId"] == "4242"
+
+
+def test_retry_set_reaches_every_run_of_a_backend_that_sends_merged_runs(
+    tmp_path: Path, omics_world: Any, clock: Any
+) -> None:
+    options = omics_world.start(fail_when=_fail_all)
+    plan_dir = _plan(tmp_path, 3, "omics-run")
+    submit(plan_dir, **options)
+    _settle(clock)
+    sets = ["workflowVersionName=v2", "parameters.genome=39", "storageCapacity=2400"]
+    retried = planner.retry(plan_dir, str(tmp_path / "retry"), sets=sets, **access_of(options))
+    entries = [
+        orjson.loads(line)
+        for line in open(os.path.join(tmp_path, "retry", retried.shards[0].path), "rb").read().splitlines()[1:-1]
+        for line in [line.rstrip(b",")]
+    ]
+    assert all(e["workflowVersionName"] == "v2" and e["storageCapacity"] == 2400 for e in entries)
+    assert all(e["parameters"]["genome"] == 39 and e["parameters"]["bam"].endswith(".bam") for e in entries)
+    with pytest.raises(planner.ValidationError):  # a --set is checked against the model like any default
+        planner.retry(plan_dir, str(tmp_path / "bad"), sets=["storageType=FAST"], **access_of(options))
+    assert not (tmp_path / "bad").exists()
+
+
+# ---------------------------------------------------------------- 4. cancel goes on past what has finished
+
+
+def test_cancel_skips_a_finished_batch_and_cancels_the_rest(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+    """Was a bug: cancel stopped at the first batch that had finished (ConflictException), exit 1,
+    leaving later batches running."""
+    options = omics_world.start()
+    plan_dir = _plan(tmp_path, 9, max_entries=3)  # three batches
+    submit(plan_dir, **options)
+    ledger = ledger_of(plan_dir)
+    first_batch = ledger.submission("StartRunBatch:00000").remote_id
+    ledger.close()
+    omics_world.client().cancel_run_batch(batchId=first_batch)  # ended behind the planner's back
+    report = planner.cancel(plan_dir, **access_of(options))
+    assert (report.count("cancelled"), report.count("already final"), report.count("not cancelled")) == (2, 1, 0)
+    assert report.complete
+    assert set(_states(status(plan_dir, **access_of(options))).values()) == {"CANCELLED"}
+
+
+def test_cancel_reports_runs_that_could_not_be_cancelled_and_the_cli_exits_1(
+    tmp_path: Path, omics_world: Any, clock: Any, capsys: Any
+) -> None:
+    options = omics_world.start(uncancellable=lambda settings: settings.get("runSettingId") == "S00004")
+    plan_dir = _plan(tmp_path, 6, max_entries=3)
+    submit(plan_dir, **options)
+    _settle(clock, steps=3)  # the batches have submitted their runs, which are running
+    env = dict(
+        os.environ, AWS_ENDPOINT_URL_OMICS=options["endpoints"]["omics"], AWS_ENDPOINT_URL_S3=options["endpoints"]["s3"]
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "planner.cli", "cancel", plan_dir, "--json"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1, done.stderr  # something could not be cancelled
+    report = orjson.loads(done.stdout)
+    assert (report["cancelled"], report["not_cancelled"]) == (1, 1)
+    (refused,) = [o for o in report["outcomes"] if o["outcome"] == "not cancelled"]
+    assert refused["detail"] == "1 of its runs could not be cancelled" and "(shard 1)" in refused["target"]
+
+
+def test_omics_run_cancel_leaves_finished_runs_alone(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+    """Runs started a step apart: at cancel time the first have finished (ConflictException on CancelRun
+    for any the ledger still thought running), the rest are cancelled; cancel does not stop at the first."""
+    options = omics_world.start()
+    plan_dir = _plan(tmp_path, 6, "omics-run")
+    ctx = open_plan(plan_dir, concurrency=1, **options)
+    ctx.clients.get("omics").meta.events.register("after-call.omics.StartRun", lambda **_: clock.advance(1.0))
+    run_submission(ctx)
+    ctx.ledger.close()
+    report = planner.cancel(plan_dir, **access_of(options))
+    finished = sum(o.samples for o in report.outcomes if o.outcome == "already final")
+    assert finished >= 2 and report.count("cancelled") == 6 - finished and report.complete
+    states = _states(status(plan_dir, **access_of(options)))
+    assert sorted(states.values()).count("CANCELLED") == 6 - finished
+
+
+# ---------------------------------------------------------------- 5. status that scales
+
+
+def test_status_asks_only_about_what_moved(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+    """Was a bug: every refresh made GetBatch plus every page of ListRunsInBatch and ListRuns, even when
+    every run was final (5,003 calls for 250,000 runs)."""
+    options = omics_world.start(failure_rate=0.1, seed=4)
+    plan_dir = _plan(tmp_path, 2_500, max_entries=1_000)  # three batches of S3 settings
+    submit(plan_dir, **options)
+    _settle(clock)
+    before = len(omics_world.calls())
+    table = status(plan_dir, **access_of(options))
+    assert set(table.get_column("state")) <= {"COMPLETED", "FAILED"} and table.get_column("remote_id").null_count() == 0
+    first = omics_world.calls()[before:]
+    failed = table.filter(pl.col("state") == "FAILED").height
+    # GetBatch each, ListRunsInBatch once (25 pages of 100), one listing of the rarer final state, GetRun per failure.
+    assert first.count("GetBatch") == 3 and first.count("ListRunsInBatch") == 25
+    assert first.count("GetRun") == failed and first.count("ListRuns") <= 3 * 3
+    before = len(omics_world.calls())
+    again = status(plan_dir, **access_of(options))
+    assert omics_world.calls()[before:] == ["GetBatch"] * 3  # all final, nothing moved: one call a batch
+    assert _states(again) == _states(table)
+
+
+def test_omics_run_status_never_pages_the_whole_account(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+    """Was a bug: above 200 runs status paged an unfiltered ListRuns over every run of the account."""
+    options = omics_world.start()
+    client = omics_world.client()
+    for i in range(600):  # a busy account: other people's finished runs
+        client.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/x/", requestId=f"other-{i}")
+    _settle(clock)
+    plan_dir = _plan(tmp_path, 300, "omics-run")
+    submit(plan_dir, **options)
+    before = len(omics_world.emulator.requests())
+    status(plan_dir, **access_of(options))
+    asked = omics_world.emulator.requests()[before:]
+    assert all(params.get("status") for op, params in asked if op == "ListRuns")  # only the active runs are listed
+    _settle(clock)
+    before = len(omics_world.emulator.requests())
+    table = status(plan_dir, **access_of(options))
+    asked = [op for op, _ in omics_world.emulator.requests()[before:]]
+    assert asked.count("GetRun") == 300 and set(table.get_column("state")) == {"COMPLETED"}  # each run once, at its end
+    before = len(omics_world.emulator.requests())
+    status(plan_dir, **access_of(options))
+    assert omics_world.emulator.requests()[before:] == []  # all final: nothing to ask
+
+
+# ---------------------------------------------------------------- 6. deleted runs and batches are a state
+
+
+def test_status_and_retry_after_runs_and_batches_were_deleted(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+    """Was a bug: a deleted batch or run made status and retry fail for the whole plan (ResourceNotFound)."""
+    options = omics_world.start(fail_when=lambda s: _fail_all(s) if s["runSettingId"] == "S00000" else None)
+    plan_dir = _plan(tmp_path, 6, max_entries=3)
+    submit(plan_dir, **options)
+    _settle(clock)
+    assert _states(status(plan_dir, **access_of(options)))["S00000"] == "FAILED"
+    ledger = ledger_of(plan_dir)
+    batches = [ledger.submission(f"StartRunBatch:0000{i}").remote_id for i in range(2)]
+    ledger.close()
+    client = omics_world.client()
+    client.delete_run_batch(batchId=batches[0])  # its runs are deleted
+    client.delete_batch(batchId=batches[1])  # the batch record is gone, its runs stay
+    table = status(plan_dir, **access_of(options))
+    states = _states(table)
+    assert [states[f"S0000{i}"] for i in range(3)] == ["DELETED"] * 3
+    assert [states[f"S0000{i}"] for i in range(3, 6)] == ["COMPLETED"] * 3
+    with pytest.raises(planner.InputError, match="nothing to retry"):  # the failed run is gone: nothing to retry
+        planner.retry(plan_dir, str(tmp_path / "retry"), **access_of(options))
+
+
+def test_a_deleted_omics_run_is_shown_deleted(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+    options = omics_world.start()
+    plan_dir = _plan(tmp_path, 3, "omics-run")
+    submit(plan_dir, **options)
+    ledger = ledger_of(plan_dir)
+    run_id = ledger.submission("StartRun:S00001").remote_id
+    ledger.close()
+    _settle(clock)
+    omics_world.client().delete_run(id=run_id)
+    states = _states(status(plan_dir, **access_of(options)))
+    assert states == {"S00000": "COMPLETED", "S00001": "DELETED", "S00002": "COMPLETED"}
+
+
+# ---------------------------------------------------------------- 7, 8. why runs failed, and their uuids
+
+
+def test_failed_runs_carry_their_reason_and_every_run_its_uuid(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+    def fail(settings: dict[str, Any]) -> tuple[str, str] | None:
+        number = int(settings["runSettingId"][1:])
+        if number % 3 == 1:
+            return ("WORKFLOW_RUN_FAILED", "task FASTQC exited with 137")
+        if number % 3 == 2:
+            return ("INVALID_INPUT", "s3://in/missing.bam not found")
+        return None
+
+    options = omics_world.start(fail_when=fail)
+    plan_dir = _plan(tmp_path, 9)
+    submit(plan_dir, **options)
+    _settle(clock)
+    table = status(plan_dir, **access_of(options))
+    reasons = dict(table.select("id", "reason").iter_rows())
+    assert reasons["S00001"] == "WORKFLOW_RUN_FAILED: task FASTQC exited with 137"
+    assert reasons["S00002"] == "INVALID_INPUT: s3://in/missing.bam not found"
+    assert reasons["S00000"] is None
+    assert table.get_column("remote_uuid").null_count() == 0 and table.get_column("remote_uuid").n_unique() == 9
+    assert table.filter(pl.col("state") == "FAILED").get_column("log").null_count() == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "planner.cli", "status", plan_dir, "--no-refresh", "--json"],
+        capture_output=True,
+        text=True,
+    )
+    groups = orjson.loads(done.stdout)["failures"]
+    assert [(g["reason"], g["count"]) for g in groups] == [
+        ("INVALID_INPUT: s3://in/missing.bam not found", 3),
+        ("WORKFLOW_RUN_FAILED: task FASTQC exited with 137", 3),
+    ]
+    assert groups[0]["samples"] == ["S00002", "S00005", "S00008"]
+
+
+# ---------------------------------------------------------------- 9. no silent waits
+
+
+def test_a_quota_that_waiting_cannot_free_fails_fast_naming_it(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+    """Was a bug: ServiceQuotaExceededException was waited out for up to 15 minutes per call, printing nothing."""
+    options = omics_world.start(max_retained_runs=5)
+    plan_dir = _plan(tmp_path, 8, "omics-run")
+    ctx = open_plan(plan_dir, concurrency=4, **options)
+    slept: list[float] = []
+    ctx.sleep = slept.append
+    with pytest.raises(Incomplete) as caught:
+        run_submission(ctx)
+    ctx.ledger.close()
+    tally = caught.value.report.tally("StartRun")
+    assert (tally.created, tally.failed) == (5, 3) and slept == []
+    assert "ServiceQuotaExceededException" in str(caught.value) and "maximum number of runs" in str(caught.value)
+    assert "waiting will not free it" in str(caught.value)
+
+
+def test_throttling_is_waited_out_with_one_line_saying_so(
+    tmp_path: Path, omics_world: Any, clock: Any, caplog: Any
+) -> None:
+    options = omics_world.start(throttle_per_second=5)
+    plan_dir = _plan(tmp_path, 30, "omics-run")
+    with caplog.at_level(logging.WARNING, logger="planner"):
+        ctx = open_plan(plan_dir, concurrency=8, max_attempts=1, **options)
+        try:
+            report = run_submission(ctx)
+        finally:
+            ctx.ledger.close()
+    assert report.tally("StartRun").created == 30 and omics_world.emulator.run_count() == 30
+    told = [r.getMessage() for r in caplog.records if "ThrottlingException" in r.getMessage()]
+    assert len(told) == 1 and "waiting up to 15 min" in told[0]
+
+
+# ---------------------------------------------------------------- 11. what happened, not what was asked
+
+
+@pytest.mark.parametrize("backend", ["omics-batch", "omics-run"])
+def test_the_same_plan_submitted_from_a_second_directory_says_it_started_nothing(
+    tmp_path: Path, omics_world: Any, clock: Any, backend: str
+) -> None:
+    """Was a bug: a second directory of the same plan reported `batches_created: 1` (`runs_started: 9`)
+    while the service handed back the first directory's finished work."""
+    options = omics_world.start()
+    first = _plan(tmp_path, 4, backend, name="first")
+    second = _plan(tmp_path, 4, backend, name="second")
+    assert planner.read_plan(first).plan_id == planner.read_plan(second).plan_id
+    submit(first, **options)
+    _settle(clock)
+    runs = omics_world.emulator.run_count()
+    report = submit(second, **options)
+    assert sum(t.existed for t in report.phases) == sum(t.total for t in report.phases)
+    assert sum(t.created for t in report.phases) == 0 and omics_world.emulator.run_count() == runs
+    assert any("nothing new was started" in note for note in report.notes)
+
+
+# ---------------------------------------------------------------- 12. a plan changed after planning
+
+
+def test_an_edited_plan_json_is_refused(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+    options = omics_world.start()
+    plan_dir = _plan(tmp_path, 4)
+    path = Path(plan_dir, "plan.json")
+    data = orjson.loads(path.read_bytes())
+    data["defaults"]["outputUri"] = "s3://elsewhere/"
+    path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    with pytest.raises(PlanDirError, match="changed after it was planned"):
+        submit(plan_dir, **options)
+    assert omics_world.calls() == []
+    done = subprocess.run([sys.executable, "-m", "planner.cli", "status", plan_dir], capture_output=True, text=True)
+    assert done.returncode == 2 and "changed after it was planned" in done.stderr
+
+
+def test_an_edited_inline_shard_is_refused_before_any_call(tmp_path: Path, omics_world: Any) -> None:
+    options = omics_world.start()
+    plan_dir = _plan(tmp_path, 4)  # inline: not staged, so not checked by S3
+    shard = Path(plan_dir, "shards", "00000.json")
+    shard.write_bytes(shard.read_bytes().replace(b"S00001", b"S00009"))
+    with pytest.raises(PlanDirError, match="the shard was changed"):
+        submit(plan_dir, **options)
+    assert "StartRunBatch" not in omics_world.calls()
+
+
+# ---------------------------------------------------------------- per-run fields come from the model
+
+
+def test_a_per_run_engine_settings_column_is_refused_not_made_a_parameter(tmp_path: Path) -> None:
+    """Was a bug: engineSettings (an inlineSettings member) and defaultRunSetting-only fields became
+    workflow parameters silently when a sheet had such a column."""
+    sheet = _sheet(2, workflowVersionName=pl.lit("v2"))
+    with pytest.raises(planner.SheetError, match="set it in \\[run\\]"):
+        planner.plan(sheet, backend="omics-batch", defaults=BATCH_DEFAULTS).write(str(tmp_path / "p"))
+    assert not (tmp_path / "p").exists()
