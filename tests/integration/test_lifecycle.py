@@ -468,3 +468,26 @@ def test_a_per_run_engine_settings_column_is_refused_not_made_a_parameter(tmp_pa
     with pytest.raises(planner.SheetError, match="set it in \\[run\\]"):
         planner.plan(sheet, backend="omics-batch", defaults=BATCH_DEFAULTS).write(str(tmp_path / "p"))
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.slow
+def test_status_of_250000_finished_runs_costs_one_call_a_batch(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+    """The issue's figure: 5,003 calls per refresh of 250,000 finished runs before; now the first refresh
+    after the runs end maps and places them once, and every later one asks GetBatch of each batch only."""
+    options = omics_world.start(failure_rate=0.01, seed=2)
+    plan_dir = _plan(tmp_path, 250_000)
+    submit(plan_dir, **options)
+    _settle(clock)
+    before = len(omics_world.calls())
+    table = status(plan_dir, **access_of(options))
+    first = omics_world.calls()[before:]
+    assert table.get_column("remote_id").null_count() == 0
+    failed = table.filter(pl.col("state") == "FAILED").height
+    assert 0 < failed < 5_000 and first.count("GetRun") == failed  # a reason for each failed run, once
+    per_batch = table.filter(pl.col("state") == "FAILED").group_by("submission_id").len().get_column("len")
+    # Samples to runs once (ListRunsInBatch, 100 a page); the rarer final state listed, the larger inferred.
+    assert first.count("ListRunsInBatch") == 2_500
+    assert first.count("ListRuns") == sum(-(-n // 100) for n in per_batch.to_list())
+    before = len(omics_world.calls())
+    status(plan_dir, **access_of(options))
+    assert omics_world.calls()[before:] == ["GetBatch"] * 3
