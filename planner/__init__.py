@@ -11,6 +11,8 @@ The Python API is the CLI's, function for function, with the same checks::
     last = planner.watch("PLAN", sandbox=True, interval=5)  # until nothing can change
     planner.retry("PLAN", "RETRY", sandbox=True)            # the failed samples, as a new plan
     planner.cancel("PLAN", sandbox=True)
+    planner.report("PLAN", "report.html")                   # one HTML file to share
+    planner.clean("PLAN", runs=True, sandbox=True)          # what the plan staged (and its runs), once ended
 
 Long work reports progress to a callback (``progress=``, taking ``ProgressEvent``s);
 messages worth a person's attention go to the ``planner`` logger.  Errors are one
@@ -38,7 +40,8 @@ from .plandir import Manifest, read_plan
 from .progress import ProgressEvent
 from .retry_plan import retry
 from .shard import ShardInfo
-from .submission import Snapshot, cancel, status, submit, watch
+from .cleanup import CleanReport, clean
+from .submission import Snapshot, Threshold, cancel, report, status, submit, watch
 
 
 def read_child_settings(**options: object) -> dict[str, object]:
@@ -52,6 +55,7 @@ __all__ = [
     "AccessError",
     "CancelOutcome",
     "CancelReport",
+    "CleanReport",
     "DefaultsError",
     "Incomplete",
     "InputError",
@@ -67,11 +71,14 @@ __all__ = [
     "SubmissionError",
     "SubmitReport",
     "Tally",
+    "Threshold",
     "ValidationError",
     "cancel",
+    "clean",
     "plan",
     "read_child_settings",
     "read_plan",
+    "report",
     "retry",
     "status",
     "submit",
