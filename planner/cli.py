@@ -67,9 +67,13 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_ROUTING,
         formatter_class=raw,
     )
-    p.add_argument("sheet", metavar="SHEET", help=".csv, .tsv/.tab, .parquet or .ndjson/.jsonl; a path, a glob or s3://")
+    p.add_argument(
+        "sheet", metavar="SHEET", help=".csv, .tsv/.tab, .parquet or .ndjson/.jsonl; a path, a glob or s3://"
+    )
     p.add_argument("--backend", "-b", required=True, metavar="B", help=f"the target: {', '.join(MODULES)}")
-    p.add_argument("--defaults", "-d", metavar="FILE", help="the default per-run request, TOML or JSON, in the API's shape")
+    p.add_argument(
+        "--defaults", "-d", metavar="FILE", help="the default per-run request, TOML or JSON, in the API's shape"
+    )
     p.add_argument("--out", "-o", required=True, metavar="PLAN", help="the plan directory to write (must not exist)")
     p.add_argument(
         "--set",
@@ -82,7 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--id-column", metavar="COLUMN", help="the sample id column (default: sample_id, sample or id)")
     p.add_argument("--group", action="store_true", help="allow several rows per sample (one per lane)")
     p.add_argument("--list-columns", metavar="A,B", default="", help="with --group: columns gathered into lists")
-    p.add_argument("--skip-invalid", action="store_true", help="plan the valid rows; list the rest in PLAN/rejected.csv")
+    p.add_argument(
+        "--skip-invalid", action="store_true", help="plan the valid rows; list the rest in PLAN/rejected.csv"
+    )
     p.add_argument("--inline", action="store_true", help="omics-batch: every shard inline (≤ 100 runs), nothing staged")
     p.add_argument("--max-entries", type=int, metavar="N", help="at most N runs per shard (within the service's limit)")
     p.add_argument("--max-bytes", type=int, metavar="N", help="at most N bytes per shard file")
@@ -105,10 +111,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("plan_dir", metavar="PLAN", help=_PLAN_HELP)
     s.add_argument("--staging", metavar="S3_URI", help="where to stage shards (default: [staging] uri of the defaults)")
-    s.add_argument("--dry-run", action="store_true", help="build and check every request, print it as JSON; send nothing")
+    s.add_argument(
+        "--dry-run", action="store_true", help="build and check every request, print it as JSON; send nothing"
+    )
     s.add_argument("--concurrency", type=int, default=8, metavar="N", help="requests in flight at once (default 8)")
     s.add_argument("--rate", type=float, metavar="PER_SECOND", help="at most this many creating requests per second")
     s.add_argument("--json", action="store_true", help="print what was done as one JSON object")
+    s.add_argument(
+        "--watch", action="store_true", help="then watch the runs until nothing can change (as status --watch)"
+    )
+    s.add_argument("--interval", type=_seconds, default=30.0, metavar="SECONDS", help="with --watch (default 30)")
+    s.add_argument("--cancel-if-failed", metavar="N|P%", help="with --watch: as status --watch --cancel-if-failed")
     _aws_options(s)
     s.set_defaults(handler=_submit)
 
@@ -128,6 +141,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--watch", action="store_true", help="refresh until nothing can change any more")
     t.add_argument("--interval", type=_seconds, default=30.0, metavar="SECONDS", help="with --watch (default 30)")
     t.add_argument("--no-refresh", action="store_true", help="show what the ledger knows without asking the service")
+    t.add_argument(
+        "--cancel-if-failed",
+        metavar="N|P%",
+        help="with --watch: once more than N samples (or P%% of the plan) have failed, cancel everything still "
+        "pending or running, say so, and exit 1 (e.g. 50, or 5%%)",
+    )
     _aws_options(t)
     t.set_defaults(handler=_status)
 
@@ -150,7 +169,12 @@ def _parser() -> argparse.ArgumentParser:
         "batch FAILED; glue FAILED,ERROR,TIMEOUT,STOPPED,EXPIRED)",
     )
     r.add_argument(
-        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="change a setting for every retried run"
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a setting for every retried run",
     )
     r.add_argument("--force", action="store_true", help="replace NEW_PLAN if it exists and was never submitted")
     r.add_argument("--no-refresh", action="store_true", help="use the states the ledger knows")
@@ -171,6 +195,40 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the outcome of every batch, job or run as JSON")
     _aws_options(c)
     c.set_defaults(handler=_cancel)
+
+    w = commands.add_parser(
+        "report",
+        help="write one self-contained HTML report of a plan: progress, failures by reason, every sample",
+        description="Write one HTML file that opens offline (charts and data inlined) and can be mailed or\n"
+        "attached to a ticket: what was planned, the state counts, progress over time (from each status\n"
+        "refresh), failures grouped by reason with their samples, and a searchable per-sample table with\n"
+        "links to the service's console.  Reads PLAN/ and its ledger; needs the report extra\n"
+        "(pip install 'planner[report]').",
+        epilog="Examples:\n  planner report PLAN --out report.html\n  planner report PLAN --out r.html --refresh --sandbox",
+        formatter_class=raw,
+    )
+    w.add_argument("plan_dir", metavar="PLAN", help=_PLAN_HELP)
+    w.add_argument("--out", "-o", required=True, metavar="FILE.html", help="the report to write")
+    w.add_argument("--refresh", action="store_true", help="ask the service first (default: the ledger's last look)")
+    _aws_options(w)
+    w.set_defaults(handler=_report)
+
+    n = commands.add_parser(
+        "clean",
+        help="remove what a plan staged on S3 (and, with --runs, its HealthOmics runs) once every run has ended",
+        description="Remove the objects this plan staged on S3 (only those its ledger recorded, each checked by\n"
+        "its ETag first), once every sample has ended.  With --runs, also delete the plan's HealthOmics\n"
+        "runs or batches that have ended (DeleteRunBatch, DeleteRun), which frees the retained-run\n"
+        "quota.  Nothing another plan staged, and nothing still running, is ever touched.",
+        epilog="Examples:\n  planner clean PLAN --dry-run\n  planner clean PLAN --runs --sandbox",
+        formatter_class=raw,
+    )
+    n.add_argument("plan_dir", metavar="PLAN", help=_PLAN_HELP)
+    n.add_argument("--runs", action="store_true", help="also delete the plan's HealthOmics runs or batches")
+    n.add_argument("--dry-run", action="store_true", help="say what would be removed; remove nothing")
+    n.add_argument("--json", action="store_true", help="print what was (or would be) removed as JSON")
+    _aws_options(n)
+    n.set_defaults(handler=_clean)
 
     k = commands.add_parser(
         "child-settings",
@@ -217,7 +275,9 @@ def _aws_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--profile", metavar="NAME", help="the AWS profile to use")
     group.add_argument("--region", metavar="REGION", help="the AWS region")
     group.add_argument("--retry-mode", choices=["standard", "adaptive"], default="standard", help="botocore retry mode")
-    group.add_argument("--max-attempts", type=int, default=8, metavar="N", help="botocore attempts per call (default 8)")
+    group.add_argument(
+        "--max-attempts", type=int, default=8, metavar="N", help="botocore attempts per call (default 8)"
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
@@ -268,7 +328,9 @@ def _plan(args: argparse.Namespace) -> int:
             max_entries=args.max_entries,
             max_bytes=args.max_bytes,
         )
-        manifest = planned.write(args.out, force=args.force, progress=Bars(enabled=not args.quiet and sys.stderr.isatty()))
+        manifest = planned.write(
+            args.out, force=args.force, progress=Bars(enabled=not args.quiet and sys.stderr.isatty())
+        )
     except ValidationError as exc:
         _report_problems(exc.problems, args.out)
         raise
@@ -320,12 +382,19 @@ def _submit(args: argparse.Namespace) -> int:
 
     try:
         report = submit(
-            args.plan_dir, staging=args.staging, dry_run=args.dry_run, concurrency=args.concurrency, rate=args.rate, **_aws(args)
+            args.plan_dir,
+            staging=args.staging,
+            dry_run=args.dry_run,
+            concurrency=args.concurrency,
+            rate=args.rate,
+            **_aws(args),
         )
     except Incomplete as exc:
         _print_submit(exc.report, args, sys.stderr if args.dry_run else sys.stdout)
         raise
     _print_submit(report, args, sys.stderr if args.dry_run else sys.stdout)
+    if args.watch and not args.dry_run:
+        return _watch(args, _aws(args))
     return 0
 
 
@@ -343,11 +412,11 @@ def _status(args: argparse.Namespace) -> int:
     from .submission import status, watch, write_table
 
     access = _aws(args)
+    if args.cancel_if_failed and not args.watch:
+        raise InputError("--cancel-if-failed goes with --watch")
     if args.watch:
-        snapshot = watch(args.plan_dir, interval=args.interval, refresh=not args.no_refresh, on_refresh=_print_refresh, **access)
-        table = snapshot.table
-    else:
-        table = status(args.plan_dir, refresh=not args.no_refresh, **access)
+        return _watch(args, access)
+    table = status(args.plan_dir, refresh=not args.no_refresh, **access)
     if args.out:
         write_table(table, args.out)
         print(f"planner: wrote the table of {table.height:,} samples to {args.out}", file=sys.stderr)
@@ -364,7 +433,7 @@ def _summary(table: Any) -> dict[str, Any]:
 
     groups = []
     try:
-        from .report import failure_groups
+        from .htmlreport import failure_groups
     except ImportError:  # pragma: no cover - the report module ships with the package
         failure_groups = None
     if failure_groups is not None:
@@ -383,6 +452,63 @@ def _print_summary(summary: dict[str, Any], stream: Any) -> None:
             more = group["count"] - len(group["samples"])
             tail = f" and {more:,} more" if more > 0 else ""
             print(f"  {group['count']:>7,}  {group['reason']}  ({shown}{tail})", file=stream)
+
+
+def _watch(args: argparse.Namespace, access: dict[str, Any]) -> int:
+    """status --watch (and submit --watch): refresh until settled, or until the failure threshold."""
+    from .submission import Threshold, watch, write_table
+
+    threshold = Threshold.parse(args.cancel_if_failed) if args.cancel_if_failed else None
+    refresh = not getattr(args, "no_refresh", False)
+    snapshot = watch(
+        args.plan_dir,
+        interval=args.interval,
+        cancel_if_failed=threshold,
+        refresh=refresh,
+        on_refresh=_print_refresh,
+        **access,
+    )
+    table = snapshot.table
+    if getattr(args, "out", None):
+        write_table(table, args.out)
+        print(f"planner: wrote the table of {table.height:,} samples to {args.out}", file=sys.stderr)
+    summary = _summary(table)
+    if snapshot.cancelled is not None:
+        cancelled = snapshot.cancelled
+        summary["cancelled"] = cancelled.to_json()
+        print(
+            f"planner: {snapshot.failed:,} samples failed, more than {threshold}: cancelled "
+            f"{cancelled.count('cancelled')} (and {cancelled.count('not cancelled')} could not be); "
+            "the reason is recorded in the ledger",
+            file=sys.stderr,
+        )
+    if getattr(args, "json", False):
+        _write_json(summary)
+    else:
+        _print_summary(summary, sys.stdout)
+    return 1 if snapshot.cancelled is not None else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .submission import report
+
+    access = _aws(args)
+    summary = report(args.plan_dir, args.out, refresh=args.refresh, **access)
+    extra = f"; the full table is in {summary.table_csv}" if getattr(summary, "table_csv", None) else ""
+    print(f"wrote {args.out} ({_size(summary.bytes)}, {summary.samples:,} samples){extra}")
+    return 0
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from .cleanup import clean
+
+    done = clean(args.plan_dir, runs=args.runs, dry_run=args.dry_run, **_aws(args))
+    if args.json:
+        _write_json(done.to_json())
+    else:
+        for line in done.lines():
+            print(line)
+    return 0 if not done.kept and all(o.outcome != "kept" for o in done.runs) else 1
 
 
 def _print_refresh(snapshot: Any) -> None:
@@ -479,7 +605,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an unexpected failure: one line, the traceback only on request
         if os.environ.get("PLANNER_DEBUG"):
             traceback.print_exc()
-        print(f"planner: internal error: {type(exc).__name__}: {exc} (set PLANNER_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"planner: internal error: {type(exc).__name__}: {exc} (set PLANNER_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         logger.removeHandler(handler)

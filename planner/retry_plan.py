@@ -53,9 +53,9 @@ def retry(
         raise InputError("--out must be a new directory, not the plan being retried")
     defaults, submission, assignments = _with_sets(manifest, spec, sets)
     table = status(plan.path, refresh=refresh, **access)
-    wanted = table.filter(
-        pl.col("state").is_in(list(states)) | (pl.col("submission_status") == "FAILED")
-    ).sort("shard", "position")
+    wanted = table.filter(pl.col("state").is_in(list(states)) | (pl.col("submission_status") == "FAILED")).sort(
+        "shard", "position"
+    )
     if wanted.height == 0:
         raise InputError(f"{plan.path}: no sample is in {', '.join(states)} or failed to submit; nothing to retry")
     options = manifest.options

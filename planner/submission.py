@@ -277,6 +277,41 @@ def settled(table: pl.DataFrame, final_states: frozenset[str]) -> bool:
 
 
 @dataclass(frozen=True)
+class Threshold:
+    """When a watch gives up on a submission: more than ``count`` samples failed, or more than
+    ``percent`` of the plan (``--cancel-if-failed 50`` or ``--cancel-if-failed 5%``)."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Threshold:
+        value = text.strip()
+        try:
+            if value.endswith("%"):
+                percent = float(value[:-1])
+                if not 0 <= percent < 100:
+                    raise ValueError
+                return cls(percent=percent)
+            count = int(value)
+            if count < 0:
+                raise ValueError
+            return cls(count=count)
+        except ValueError:
+            raise InputError(
+                f"--cancel-if-failed {text!r}: give a number of samples (e.g. 50) or a share of the plan (e.g. 5%)"
+            ) from None
+
+    def crossed(self, failed: int, total: int) -> bool:
+        if self.count is not None:
+            return failed > self.count
+        return self.percent is not None and failed * 100 > self.percent * total
+
+    def __str__(self) -> str:
+        return f"{self.count} samples" if self.count is not None else f"{self.percent:g}% of the plan"
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """One refresh of ``watch``: when, the table, its counts, and what changed since the last one."""
 
@@ -286,12 +321,21 @@ class Snapshot:
     changes: dict[str, int] = field(default_factory=dict)  # state -> difference in count
     settled: bool = False
     first: bool = False
+    failed: int = 0
+    cancelled: CancelReport | None = None  # what the failure threshold cancelled, when it was crossed
+
+
+def failed_samples(table: pl.DataFrame, failure_states: tuple[str, ...]) -> int:
+    """Samples whose run ended badly or whose submission failed."""
+    bad = pl.col("state").is_in(list(failure_states)).fill_null(False) | (pl.col("submission_status") == "FAILED")
+    return table.filter(bad.fill_null(False)).height
 
 
 def watch(
     plan_dir: str | os.PathLike[str],
     *,
     interval: float = 30.0,
+    cancel_if_failed: Threshold | str | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.time,
     on_refresh: Callable[[Snapshot], None] | None = None,
@@ -299,11 +343,14 @@ def watch(
 ) -> Snapshot:
     """Refresh every ``interval`` seconds until nothing can change any more; returns the last snapshot.
 
-    ``on_refresh`` sees each snapshot (the CLI prints the time and what changed).  ``access``
-    takes the keyword arguments of ``status`` (sandbox, profile, region, ...)."""
+    ``cancel_if_failed``: once more samples than that have failed, cancel everything still
+    pending or running (the reason is recorded in the ledger) and return at once, the
+    snapshot's ``cancelled`` saying what was done.  ``on_refresh`` sees each snapshot (the CLI
+    prints the time and what changed).  ``access`` takes the keyword arguments of ``status``."""
     if not (isinstance(interval, (int, float)) and 0 < interval < float("inf")):
         raise InputError(f"interval {interval!r}: must be a positive number of seconds")
-    final = get_backend(PlanDirectory(plan_dir).manifest.backend).final_states
+    threshold = Threshold.parse(cancel_if_failed) if isinstance(cancel_if_failed, str) else cancel_if_failed
+    spec = get_backend(PlanDirectory(plan_dir).manifest.backend)
     if access.get("sandbox") and not access.get("endpoints"):
         from .sandbox.local import ensure_running
 
@@ -318,11 +365,23 @@ def watch(
                 delta = counts.get(name, 0) - previous.get(name, 0)
                 if delta:
                     changes[name] = delta
-        done = settled(table, final) and not submitting(plan_dir)
-        snapshot = Snapshot(clock(), table, counts, changes, done, first=previous is None)
+        done = settled(table, spec.final_states) and not submitting(plan_dir)
+        failed = failed_samples(table, spec.retry_states)
+        cancelled = None
+        if threshold is not None and not done and threshold.crossed(failed, table.height):
+            reason = f"more than {threshold} failed ({failed:,} of {table.height:,} samples)"
+            keys = ("concurrency", "rate", "sandbox", "endpoint_url", "profile", "region", "retry_mode", "max_attempts")
+            keys += ("progress",)
+            cancelled = cancel(
+                plan_dir,
+                reason=reason,
+                endpoints=access.get("endpoints"),
+                **{k: access[k] for k in keys if k in access},
+            )
+        snapshot = Snapshot(clock(), table, counts, changes, done, previous is None, failed, cancelled)
         if on_refresh is not None:
             on_refresh(snapshot)
-        if done:
+        if done or cancelled is not None:
             return snapshot
         previous = counts
         sleep(interval)
@@ -379,3 +438,46 @@ def write_table(table: pl.DataFrame, path: str, stream: IO[str] | None = None) -
         table.write_ndjson(path)
     else:
         raise InputError(f"--out {path}: use a .csv, .parquet or .jsonl file name")
+
+
+# ---------------------------------------------------------------- report
+
+
+def report(
+    plan_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    refresh: bool = False,
+    region: str | None = None,
+    sandbox: bool = False,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    retry_mode: str = "standard",
+    max_attempts: int = 8,
+    endpoints: dict[str, str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> Any:
+    """Write the plan's self-contained HTML report to ``out`` (``htmlreport.render_report``): what was
+    planned, the state counts, progress over time, failures by reason, and every sample.
+
+    ``refresh`` asks the service first (else the ledger's last look is shown); ``region`` builds the
+    links to the service's console (default: the client's region)."""
+    from .htmlreport import render_report
+
+    access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
+    ctx = access.open(plan_dir, Options(), progress=progress, create_ledger=False)
+    try:
+        table = _status(ctx, refresh)
+        where = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if where is None and ctx.clients.sandbox:
+            where = "us-east-1"
+        return render_report(
+            ctx.manifest.to_json(),
+            table,
+            ctx.ledger.refreshes(),
+            os.fspath(out),
+            region=where,
+            submitted_at=ctx.ledger.first_intent_at(),
+        )
+    finally:
+        ctx.ledger.close()

@@ -100,6 +100,17 @@ class Backend(ABC):
     def cancel(self) -> CancelReport:
         """Stop what is still pending or running; leave what has finished alone."""
 
+    def delete_runs(self, dry_run: bool) -> list[CancelOutcome]:
+        """Delete what the plan's runs left in the service (``planner clean --runs``), final ones only.
+
+        Only HealthOmics keeps runs that count against a quota; the others say so."""
+        from ..errors import InputError
+
+        raise InputError(
+            f"clean --runs deletes HealthOmics runs and batches; {self.spec.title} keeps none to delete "
+            "(`planner clean` without --runs removes what the plan staged)"
+        )
+
     # Helpers for the backends.
 
     def report(self) -> CancelReport:

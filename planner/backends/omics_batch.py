@@ -346,5 +346,37 @@ class OmicsBatch(Backend):
                 report.outcomes.append(CancelOutcome(target, CANCELLED, None, samples))
         return report
 
+    def delete_runs(self, dry_run: bool) -> list[CancelOutcome]:
+        """DeleteRunBatch for each of the plan's batches that has finished (it frees the retained-run quota)."""
+        omics = self.ctx.clients.get("omics")
+        outcomes = []
+        for submission in self.ctx.ledger.submissions("done", kind="StartRunBatch"):
+            if submission.remote_id is None or submission.shard is None:
+                continue
+            batch_id, samples = submission.remote_id, self.ctx.manifest.shard(submission.shard).entries
+            target = f"batch {batch_id} (shard {submission.shard})"
+            try:
+                batch = self.ctx.call(f"GetBatch {batch_id}", omics.get_batch, batchId=batch_id)
+            except SubmissionError as exc:
+                if not not_found(exc):
+                    raise
+                outcomes.append(CancelOutcome(target, "already deleted", "the batch is gone", samples))
+                continue
+            state = str(batch.get("status"))
+            if state in ("RUNS_DELETED", "RUNS_DELETING"):
+                outcomes.append(CancelOutcome(target, "already deleted", state, samples))
+            elif state not in ("PROCESSED", "CANCELLED"):
+                outcomes.append(CancelOutcome(target, "kept", f"{state}: only a finished batch's runs are deleted", samples))
+            elif dry_run:
+                outcomes.append(CancelOutcome(target, "would delete", None, samples))
+            else:
+                try:
+                    self.ctx.call(f"DeleteRunBatch {batch_id}", omics.delete_run_batch, batchId=batch_id)
+                except SubmissionError as exc:
+                    outcomes.append(CancelOutcome(target, "kept", str(exc), samples))
+                    continue
+                outcomes.append(CancelOutcome(target, "deleted", None, samples))
+        return outcomes
+
 
 BACKEND = OmicsBatch

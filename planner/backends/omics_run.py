@@ -173,5 +173,28 @@ class OmicsRun(Backend):
         report.outcomes += self.ctx.map(stop, moving, task="CancelRun", unit="run")
         return report
 
+    def delete_runs(self, dry_run: bool) -> list[CancelOutcome]:
+        """DeleteRun for each of the plan's runs that has ended (it frees the retained-run quota)."""
+        omics = self.ctx.clients.get("omics")
+        rows = [s for s in self.ctx.ledger.samples() if s.remote_id]
+
+        def delete(row: Any) -> CancelOutcome:
+            target = f"run {row.remote_id} (sample {row.id})"
+            if row.state == "DELETED":
+                return CancelOutcome(target, "already deleted")
+            if row.state not in FINAL:
+                return CancelOutcome(target, "kept", f"{row.state}: only a run that has ended is deleted")
+            if dry_run:
+                return CancelOutcome(target, "would delete")
+            try:
+                self.ctx.call(f"DeleteRun {row.remote_id}", omics.delete_run, id=row.remote_id)
+            except SubmissionError as exc:
+                if not_found(exc):
+                    return CancelOutcome(target, "already deleted", "the run is gone")
+                return CancelOutcome(target, "kept", str(exc))
+            return CancelOutcome(target, "deleted")
+
+        return self.ctx.map(delete, rows, task="DeleteRun", unit="run")
+
 
 BACKEND = OmicsRun

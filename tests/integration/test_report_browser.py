@@ -35,7 +35,7 @@ from urllib.parse import quote
 import polars as pl
 import pytest
 
-from planner.report import NO_REASON, NOT_SUBMITTED, TABLE_SCHEMA, render_report
+from planner.htmlreport import NO_REASON, NOT_SUBMITTED, TABLE_SCHEMA, render_report
 
 CHROMIUM = ("/usr/bin/chromium", "chromium", "chromium-browser")
 INSTALL = "apt-get install -y chromium (Debian's package; .ci/run installs it as root when it is missing)"

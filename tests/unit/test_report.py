@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from planner.errors import PlannerError
-from planner.report import (
+from planner.htmlreport import (
     NO_REASON,
     NOT_SUBMITTED,
     TABLE_SCHEMA,
