@@ -333,6 +333,7 @@ def _plan(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         _report_problems(exc.problems, args.out)
+        exc.reported = True  # type: ignore[attr-defined]
         raise
     if planned.problems:
         _report_problems(planned.problems, args.out, skipped=True)
@@ -590,7 +591,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except ValidationError as exc:
-        print(f"planner: {exc}", file=sys.stderr)
+        if not getattr(exc, "reported", False):  # `plan` lists them itself (and the rest in a CSV)
+            for problem in exc.problems[:MAX_SHOWN_PROBLEMS]:
+                print(f"planner: error: {problem.describe()}", file=sys.stderr)
+        print(f"planner: {exc.summary}", file=sys.stderr)
         return exc.exit_code
     except PlannerError as exc:
         print(f"planner: error: {exc}", file=sys.stderr)

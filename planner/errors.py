@@ -77,10 +77,15 @@ def _clip(value: str, width: int = 80) -> str:
 class ValidationError(InputError):
     """Rows of the sheet (or default fields) break the rules of the target API."""
 
+    SHOWN = 3  # problems named in the message itself (a notebook's traceback shows only the message)
+
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         noun = "problem" if len(problems) == 1 else "problems"
-        super().__init__(f"{len(problems)} {noun} found; nothing was written")
+        self.summary = f"{len(problems)} {noun} found; nothing was written"
+        shown = "; ".join(p.describe() for p in problems[: self.SHOWN])
+        more = f"; and {len(problems) - self.SHOWN} more (.problems has them all)" if len(problems) > self.SHOWN else ""
+        super().__init__(f"{self.summary}: {shown}{more}" if problems else self.summary)
 
 
 class PlanDirError(InputError):

@@ -85,6 +85,23 @@ class Plan:
             )
         self.rows = 0
         self.problems: list[Problem] = []
+        self.checked = False  # every row has been read and checked (by check(), runs() or write())
+
+    def __repr__(self) -> str:
+        where = f"{self.spec.name} plan of {self.sheet.path} ({len(self.sheet.columns)} columns, id {self.sheet.id_column!r})"
+        if not self.checked:
+            return f"<{where}: rows not read yet; .check() lists every problem>"
+        noun = "problem" if len(self.problems) == 1 else "problems"
+        return f"<{where}: {self.rows:,} rows, {len(self.problems)} {noun}>"
+
+    def check(self) -> list[Problem]:
+        """Read and check every row (nothing is written): every problem found, or [] when all are valid."""
+        mode = OWN if self.spec.server_merge else MERGED
+        with tempfile.TemporaryDirectory(prefix="planner-") as scratch:
+            for batches in self._passes(mode, progress=None, scratch=scratch):
+                for _ in batches:
+                    pass
+        return list(self.problems)
 
     # The rows, checked and encoded.
 
@@ -141,6 +158,14 @@ class Plan:
         """One row per sample: --list-columns gathered into lists, every other column agreeing."""
         columns = [c for c in self.sheet.columns if c != self.sheet.id_column]
         unknown = [c for c in self.options.list_columns if c not in columns]
+        if unknown:
+            from .suggest import did_you_mean
+
+            hint = did_you_mean(unknown[0], columns)
+            raise InputError(
+                f"--list-columns names {', '.join(map(repr, unknown))}{hint}, not a column of the sheet "
+                f"(it has {', '.join(map(repr, columns))})"
+            )
         if unknown:
             raise InputError(
                 f"--list-columns names {', '.join(map(repr, unknown))}, not columns of the sheet (it has {', '.join(map(repr, columns))})"
@@ -275,6 +300,7 @@ class Plan:
         self.problems += self.repeated_problems
         self.failed = bool(self.problems)
         self.problems.sort(key=lambda p: p.row or 0)
+        self.checked = True
 
     def _collect(self, query: pl.LazyFrame, rejected_ids: set[str], mode: str) -> Iterator[pl.DataFrame]:
         """The streaming query's results batch by batch; a Parquet sheet is read in pyarrow
