@@ -166,10 +166,6 @@ class Plan:
                 f"--list-columns names {', '.join(map(repr, unknown))}{hint}, not a column of the sheet "
                 f"(it has {', '.join(map(repr, columns))})"
             )
-        if unknown:
-            raise InputError(
-                f"--list-columns names {', '.join(map(repr, unknown))}, not columns of the sheet (it has {', '.join(map(repr, columns))})"
-            )
         lists = {self.sheet.source[c] for c in self.options.list_columns}
         lists |= {RAW_PREFIX + c for c in lists}
         data = frame.collect()
