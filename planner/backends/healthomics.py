@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 
 from ..context import Context, error_code
 from ..errors import SubmissionError
+from ..progress import Tracker
 
 ACTIVE = ("PENDING", "STARTING", "RUNNING", "STOPPING")
 FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "DELETED"})
@@ -79,11 +80,13 @@ def list_runs(ctx: Context, omics: Any, what: str, **filters: Any) -> dict[str, 
     """Every ListRuns item for ``filters`` (batchId, status...), by run id, page by page."""
     found: dict[str, dict[str, Any]] = {}
     params: dict[str, Any] = dict(filters)
-    while True:
-        page = ctx.call(what, omics.list_runs, **params)
-        for item in page.get("items", []):
-            found[item["id"]] = item
-        token = page.get("nextToken")
-        if not token:
-            return found
-        params["startingToken"] = token
+    with Tracker(ctx.progress, what, "page") as bar:
+        while True:
+            page = ctx.call(what, omics.list_runs, **params)
+            bar.advance()
+            for item in page.get("items", []):
+                found[item["id"]] = item
+            token = page.get("nextToken")
+            if not token:
+                return found
+            params["startingToken"] = token

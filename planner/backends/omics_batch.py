@@ -16,6 +16,7 @@ from ..engine import Call, Created, Phase, model_check
 from ..errors import Problem, SubmissionError
 from ..ledger import SampleState
 from ..model import SCALAR_TYPES, check_shape, operation_input, required_problems, rule_for
+from ..progress import Tracker
 from ..shard import ShardInfo
 from ..spec import BackendSpec, RoutedField
 from ..staging import StagingPrefix
@@ -228,8 +229,16 @@ class OmicsBatch(Backend):
         if processed <= mapped:
             return
         params: dict[str, Any] = {"batchId": batch_id}
+        pages = -(-processed // 100)  # the service's default page holds 100 runs
+        with Tracker(self.ctx.progress, f"ListRunsInBatch {batch_id}", "page", pages) as bar:
+            self._list_runs_in_batch(omics, batch_id, rows, params, bar)
+
+    def _list_runs_in_batch(
+        self, omics: Any, batch_id: str, rows: dict[str, SampleState], params: dict[str, Any], bar: Tracker
+    ) -> None:
         while True:
             page = self.ctx.call(f"ListRunsInBatch {batch_id}", omics.list_runs_in_batch, **params)
+            bar.advance()
             for item in page.get("runs", []):
                 row = rows.get(item.get("runSettingId"))
                 if row is None:
@@ -366,7 +375,9 @@ class OmicsBatch(Backend):
             if state in ("RUNS_DELETED", "RUNS_DELETING"):
                 outcomes.append(CancelOutcome(target, "already deleted", state, samples))
             elif state not in ("PROCESSED", "CANCELLED"):
-                outcomes.append(CancelOutcome(target, "kept", f"{state}: only a finished batch's runs are deleted", samples))
+                outcomes.append(
+                    CancelOutcome(target, "kept", f"{state}: only a finished batch's runs are deleted", samples)
+                )
             elif dry_run:
                 outcomes.append(CancelOutcome(target, "would delete", None, samples))
             else:
