@@ -174,7 +174,7 @@ class OmicsBatch(Backend):
 
     def refresh(self) -> None:
         omics = self.ctx.clients.get("omics")
-        known = {s.id: s for s in self.ctx.ledger.samples()}
+        known = _Known(self.ctx.ledger)  # read from the ledger only once a batch has moved
         for submission in self.ctx.ledger.submissions("done", kind="StartRunBatch"):
             if submission.remote_id is not None and submission.shard is not None:
                 self._refresh_batch(
@@ -187,7 +187,7 @@ class OmicsBatch(Backend):
         key: str,
         batch_id: str,
         shard: int,
-        known: dict[str, SampleState],
+        known: _Known,
         seen: dict[str, Any] | None,
     ) -> None:
         ledger = self.ctx.ledger
@@ -307,7 +307,7 @@ class OmicsBatch(Backend):
                 log=detail.log if detail else row.log,
             )
 
-    def _mark_deleted(self, shard: int, known: dict[str, SampleState], reason: str) -> None:
+    def _mark_deleted(self, shard: int, known: _Known, reason: str) -> None:
         rows = []
         for place in self.places(shard):
             row = known.get(place.id) or SampleState(place.id, place.shard, place.position)
@@ -388,6 +388,27 @@ class OmicsBatch(Backend):
                     continue
                 outcomes.append(CancelOutcome(target, "deleted", None, samples))
         return outcomes
+
+
+class _Known(dict[str, SampleState]):
+    """The ledger's samples by id, read on first use."""
+
+    def __init__(self, ledger: Any):
+        super().__init__()
+        self.ledger, self.loaded = ledger, False
+
+    def _load(self) -> None:
+        if not self.loaded:
+            self.loaded = True
+            self.update((s.id, s) for s in self.ledger.samples())
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self._load()
+        return super().get(key, default)
+
+    def __setitem__(self, key: str, value: SampleState) -> None:
+        self._load()
+        super().__setitem__(key, value)
 
 
 BACKEND = OmicsBatch
