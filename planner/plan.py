@@ -356,12 +356,18 @@ class Plan:
             return self._write_into(directory, callback)
 
     def _expected_rows(self) -> int | None:
-        """The sheet's row count when its files say it without reading them (Parquet metadata)."""
-        if not self.sheet.parquet_files or self.options.group:
+        """About how many rows the sheet has, without reading it: exact from Parquet metadata,
+        estimated for a text sheet from its size and the size of its first rows (the bar's
+        total is set to the true count when the pass ends)."""
+        if self.options.group:
             return None
-        import pyarrow.parquet as pq
+        if self.sheet.parquet_files:
+            import pyarrow.parquet as pq
 
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in self.sheet.parquet_files)
+            return sum(pq.ParquetFile(f).metadata.num_rows for f in self.sheet.parquet_files)
+        if self.sheet.bytes_per_row and os.path.isfile(self.sheet.path):
+            return max(1, round(os.path.getsize(self.sheet.path) / self.sheet.bytes_per_row))
+        return None
 
     def _write_into(self, directory: str, progress: ProgressCallback | None) -> Manifest:
         mode = OWN if self.spec.server_merge else MERGED

@@ -94,6 +94,8 @@ class Bars:
                 self._bars[event.task] = bar
             if event.total is not None and bar.total != event.total:
                 bar.total = event.total
+            if event.finished and bar.total is not None and bar.total != event.done:
+                bar.total = event.done  # an estimated total (a text sheet's rows) gives way to the count
             bar.update(event.done - bar.n)
             if event.finished:
                 bar.close()
