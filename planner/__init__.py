@@ -23,6 +23,7 @@ family, ``PlannerError``: ``InputError`` (exit status 2 in the CLI) and
 from __future__ import annotations
 
 from .backends.base import CancelOutcome, CancelReport
+from .cleanup import CleanReport, clean
 from .engine import Incomplete, SubmitReport, Tally
 from .errors import (
     AccessError,
@@ -40,7 +41,6 @@ from .plandir import Manifest, read_plan
 from .progress import ProgressEvent
 from .retry_plan import retry
 from .shard import ShardInfo
-from .cleanup import CleanReport, clean
 from .submission import Snapshot, Threshold, cancel, report, status, submit, watch
 
 

@@ -17,32 +17,46 @@ Waiting (the reliability rule "wait only where waiting can help"):
 * any other quota fails fast, naming the quota (the service's message);
 * credentials refused or an endpoint that cannot be reached stop everything
   (``AccessError``): every further call would fail alike.
+
+Staging settings (``Options.staging_kms_key``, ``Options.expected_bucket_owner``, or
+``staging_options(...)`` around an API call) override plan.json's staging table;
+``--sandbox`` without ``--staging`` ignores the plan's (its bucket, key and account do
+not exist there).  The account that must own the staging bucket, when none is given,
+is the caller's own, asked of STS GetCallerIdentity once, on the first S3 call to the
+staging bucket, and never in a dry run (which then shows ``CALLER-ACCOUNT``).  STS is
+asked where ``AWS_ENDPOINT_URL_STS``/``AWS_ENDPOINT_URL``/``endpoint_url`` say, else,
+for an S3 endpoint that is not AWS's (moto, the sandbox), at that endpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
 from .aws import Clients
+from .child_settings import EXPECTED_OWNER_ARGUMENT, EXPECTED_OWNER_ENV
+from .defaults import check_account, check_kms_key_id
 from .errors import AccessError, InputError, SubmissionError
 from .ledger import LEDGER_FILE, Ledger
 from .plandir import Manifest, PlanDirectory
 from .progress import ProgressCallback, Tracker, log
-from .staging import Stager
+from .staging import Stager, is_aws_endpoint
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 SANDBOX_STAGING = "s3://planner-sandbox/staging/"
+DRY_RUN_OWNER = "CALLER-ACCOUNT"  # a dry run asks no one which account the caller is
 MAX_BACKOFF = 60.0
 
 THROTTLING = frozenset(
@@ -148,8 +162,14 @@ class Options:
     rate: float | None = None  # creating requests per second, over all workers
     dry_run: bool = False
     max_wait: float = 900.0  # seconds a call waits out "later" answers
+    staging_kms_key: str | None = None  # SSE-KMS for staged objects (overrides plan.json's staging kms_key_id)
+    expected_bucket_owner: str | None = None  # the staging bucket's account (overrides plan.json's)
 
     def __post_init__(self) -> None:
+        if self.staging_kms_key is not None:
+            check_kms_key_id(self.staging_kms_key, "--staging-kms-key")
+        if self.expected_bucket_owner is not None:
+            check_account(self.expected_bucket_owner, "expected bucket owner")
         if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
             raise InputError(f"concurrency {self.concurrency!r}: must be a whole number, at least 1")
         if self.rate is not None and not (isinstance(self.rate, (int, float)) and 0 < self.rate < float("inf")):
@@ -172,6 +192,8 @@ class Context:
     clock: Callable[[], float] = time.monotonic
     _stager: Stager | None = field(default=None, repr=False)
     _patience: Patience | None = field(default=None, repr=False)
+    _owner: list[str | None] = field(default_factory=list, repr=False)  # [account] once resolved
+    _owner_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def manifest(self) -> Manifest:
@@ -200,7 +222,8 @@ class Context:
         if self._stager is None:
             if not self.staging_uri:
                 raise InputError(
-                    "this plan needs S3 staging: give --staging s3://bucket/prefix/ or [staging] uri in the defaults file"
+                    "this plan needs S3 staging: give --staging s3://bucket/prefix/ "
+                    "or [staging] uri in the defaults file"
                 )
             self._stager = Stager(
                 self.clients.get("s3"),
@@ -210,8 +233,58 @@ class Context:
                 concurrency=self.options.concurrency,
                 progress=self.progress,
                 sleep=self.sleep,
+                kms_key_id=self.options.staging_kms_key,
+                expected_bucket_owner=self.expected_bucket_owner,
+                resolve_alias=self._key_of_alias,
             )
         return self._stager
+
+    def expected_bucket_owner(self) -> str | None:
+        """The account that must own the staging bucket: as configured, else the caller's own (STS, once).
+
+        None in a dry run with nothing configured: a dry run needs no credentials."""
+        with self._owner_lock:
+            if not self._owner:
+                if self.options.expected_bucket_owner or self.dry_run:
+                    self._owner.append(self.options.expected_bucket_owner)
+                else:
+                    self._owner.append(self._caller_account())
+            return self._owner[0]
+
+    def child_environment(self) -> dict[str, str]:
+        """What an AWS Batch child needs besides the staged locations: the bucket's expected owner."""
+        return {EXPECTED_OWNER_ENV: self.expected_bucket_owner() or DRY_RUN_OWNER}
+
+    def child_arguments(self) -> dict[str, str]:
+        """The same for a Glue manifest run, as a job argument."""
+        return {EXPECTED_OWNER_ARGUMENT: self.expected_bucket_owner() or DRY_RUN_OWNER}
+
+    def _caller_account(self) -> str:
+        if self.clients.endpoint_for("sts") is None:
+            s3_endpoint = self.clients.endpoint_for("s3")
+            if s3_endpoint and not is_aws_endpoint(s3_endpoint):
+                # An S3 emulator (moto, the sandbox) answers STS at the same address; AWS's STS would
+                # not know its credentials.
+                self.clients.endpoints["sts"] = s3_endpoint
+        try:
+            identity = self.call("STS GetCallerIdentity", self.clients.get("sts").get_caller_identity)
+        except SubmissionError as exc:
+            raise AccessError(
+                f"cannot tell which account must own the staging bucket ({exc}); set [staging] "
+                "expected_bucket_owner in the plan, or make STS reachable with these credentials"
+            ) from exc
+        return str(identity["Account"])
+
+    def _key_of_alias(self, alias: str) -> str:
+        """A KMS alias as the ARN of its key (kms:DescribeKey), to compare with what S3 reports."""
+        try:
+            found = self.call(f"KMS DescribeKey {alias}", self.clients.get("kms").describe_key, KeyId=alias)
+        except SubmissionError as exc:
+            raise SubmissionError(
+                f"staging KMS key {alias}: S3 reports objects under a key ARN, and the alias could not be "
+                f"resolved to compare them ({exc}); give the key ARN as kms_key_id instead"
+            ) from exc
+        return str(found["KeyMetadata"]["Arn"])
 
     def call(self, what: str, method: Callable[..., Any], *args: Any, **params: Any) -> Any:
         """One service call; "later" answers are waited out (see the module docstring)."""
@@ -277,6 +350,24 @@ def _rate_limited(rate: float | None, clock: Callable[[], float], sleep: Callabl
         yield
 
 
+_STAGING_OVERRIDES: ContextVar[dict[str, str | None] | None] = ContextVar("planner_staging_overrides", default=None)
+
+
+@contextlib.contextmanager
+def staging_options(*, kms_key_id: str | None = None, expected_bucket_owner: str | None = None) -> Iterator[None]:
+    """Staging settings for the contexts opened inside the block (what ``--staging-kms-key`` does for
+    ``planner submit``): they win over plan.json's staging table, as ``Options`` fields would."""
+    if kms_key_id is not None:
+        check_kms_key_id(kms_key_id, "--staging-kms-key")
+    if expected_bucket_owner is not None:
+        check_account(expected_bucket_owner, "expected bucket owner")
+    token = _STAGING_OVERRIDES.set({"kms_key_id": kms_key_id, "expected_bucket_owner": expected_bucket_owner})
+    try:
+        yield
+    finally:
+        _STAGING_OVERRIDES.reset(token)
+
+
 def open_context(
     plan_dir: str | os.PathLike[str],
     *,
@@ -307,15 +398,24 @@ def open_context(
         from .sandbox.local import ensure_running
 
         clients.endpoints = dict(ensure_running())
-    staging = options.staging_uri or plan.manifest.staging_uri
+    planned = plan.manifest.staging
+    overrides = _STAGING_OVERRIDES.get() or {}
+    staging = options.staging_uri or planned.uri
+    kms_key_id = options.staging_kms_key or overrides.get("kms_key_id")
+    owner = options.expected_bucket_owner or overrides.get("expected_bucket_owner")
     if sandbox and not options.staging_uri:
-        staging = SANDBOX_STAGING  # the plan's own bucket does not exist in the sandbox
+        staging = SANDBOX_STAGING  # the plan's own bucket (its key, its account) does not exist in the sandbox
+    else:
+        kms_key_id = kms_key_id or planned.kms_key_id
+        owner = owner or planned.expected_bucket_owner
     options = Options(
         staging_uri=staging,
         concurrency=options.concurrency,
         rate=options.rate,
         dry_run=options.dry_run,
         max_wait=options.max_wait,
+        staging_kms_key=kms_key_id,
+        expected_bucket_owner=owner,
     )
     manifest = plan.manifest
     if options.dry_run and not os.path.exists(plan.file(LEDGER_FILE)):

@@ -150,7 +150,7 @@ def _add_defaults(
 ) -> None:
     nested = {path[: len(prefix) + 1] for path in map_paths if len(path) > len(prefix)}
     for name, value in values.items():
-        path = prefix + (name,)
+        path = (*prefix, name)
         if path in nested and isinstance(value, Mapping):
             child = _Node(from_defaults=True)
             node.children[name] = child
@@ -254,7 +254,7 @@ def _merge_at(
     nested = {path[: len(prefix) + 1] for path in map_paths if len(path) > len(prefix)}
     merged = dict(base)
     for name, value in row.items():
-        path = prefix + (name,)
+        path = (*prefix, name)
         if path in nested and isinstance(merged.get(name), Mapping) and isinstance(value, Mapping):
             if path in map_paths:
                 merged[name] = {**merged[name], **value}

@@ -142,7 +142,8 @@ class PollyAPI:
                 if status in (401, 403):
                     said = self.redact(_error_text(response))
                     raise PollyAuthError(
-                        f"{what}: Polly rejected the API key {self.key_source} (HTTP {status}: {said}): set POLLY_API_KEY",
+                        f"{what}: Polly rejected the API key {self.key_source} (HTTP {status}: {said}): "
+                        "set POLLY_API_KEY",
                         status,
                     )
                 if status not in _RETRY_STATUSES or waited >= self.max_wait:
@@ -182,7 +183,8 @@ class PollyAPI:
             parts = urlsplit(url)
             if (parts.scheme, parts.hostname, parts.port) != self.origin:
                 raise SubmissionError(
-                    f"{what}: Polly's next-page link leads to another host ({parts.hostname}); not sending the API key there"
+                    f"{what}: Polly's next-page link leads to another host ({parts.hostname}); "
+                    "not sending the API key there"
                 )
 
     # The calls.
@@ -312,7 +314,8 @@ def open_api(ctx: Context) -> PollyAPI:
         base_url = endpoints.get("polly")
         if not base_url:
             raise SubmissionError(
-                "the running sandbox has no Polly emulator (an older planner started it): run `planner sandbox stop`, then try again"
+                "the running sandbox has no Polly emulator (an older planner started it): "
+                "run `planner sandbox stop`, then try again"
             )
         return PollyAPI(
             base_url,

@@ -122,7 +122,7 @@ class _OpenShard:
     def __init__(self, directory: str, index: int, part_size: int, lanes: _Lanes):
         self.index = index
         self.relpath = f"shards/{index:05d}.json"
-        self.handle: BinaryIO = open(os.path.join(directory, self.relpath), "wb")
+        self.handle: BinaryIO = open(os.path.join(directory, self.relpath), "wb")  # noqa: SIM115 - closed in close()
         self.lanes = lanes
         self.part_size = part_size
         self.sha256 = hashlib.sha256()

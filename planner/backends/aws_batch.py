@@ -66,7 +66,8 @@ from .base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcom
 
 MAX_ARRAY_SIZE = 10_000
 MAX_DEPENDS_ON = 20
-# dependsOnType adds to every job: SEQUENTIAL its own {"type": "SEQUENTIAL"} and the previous job; N_TO_N the previous job.
+# dependsOnType adds to every job: SEQUENTIAL its own {"type": "SEQUENTIAL"} and the previous job;
+# N_TO_N the previous job.
 ADDED_DEPENDENCIES = {"SEQUENTIAL": 2, "N_TO_N": 1}
 # Each child's manifest location travels in containerOverrides.environment, which these kinds of job do not read.
 UNSUPPORTED_OVERRIDES = ("ecsPropertiesOverride", "eksPropertiesOverride", "nodeOverrides")
@@ -121,7 +122,8 @@ def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_field
                     name,
                     None,
                     "unsupported",
-                    "each child learns where its settings are from containerOverrides.environment; jobs needing this override are not supported yet",
+                    "each child learns where its settings are from containerOverrides.environment; "
+                    "jobs needing this override are not supported yet",
                 )
             )
     if order is not None and order not in ("N_TO_N", "SEQUENTIAL"):
@@ -288,6 +290,7 @@ class AwsBatch(Backend):
                     index_uri,
                     f'"{hashlib.md5(index).hexdigest()}"',
                 )
+                environment |= self.ctx.child_environment()  # the bucket's expected owner (or CALLER-ACCOUNT)
                 return build_request(manifest, shard, environment, previous=previous, lone_run=lone)
             staged = self.ctx.ledger.staged(shard.index)
             if staged is None:
@@ -297,6 +300,7 @@ class AwsBatch(Backend):
             self.ctx.stager.verify(staged)
             self.ctx.stager.verify(staged_index)
             environment = _environment(staged.uri, staged.etag, staged_index.uri, staged_index.etag)
+            environment |= self.ctx.child_environment()  # children read with ExpectedBucketOwner too
             return build_request(manifest, shard, environment, previous=previous, lone_run=lone)
 
         def send(request: dict[str, Any]) -> Created:

@@ -103,8 +103,9 @@ def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_field
                 "submission.mode",
                 "manifest",
                 "manifest-fields",
-                f"sheet column{'s' if len(per_sample) > 1 else ''} {', '.join(per_sample)} set job-run fields per sample, but in manifest mode "
-                "one job run serves a whole shard and takes its fields from [run]: set them in [run], or name the columns "
+                f"sheet column{'s' if len(per_sample) > 1 else ''} {', '.join(per_sample)} set job-run fields "
+                "per sample, but in manifest mode one job run serves a whole shard and takes its fields "
+                "from [run]: set them in [run], or name the columns "
                 f"param.{per_sample[0]} (and so on) to pass them to the script as arguments",
             )
         )
@@ -360,6 +361,7 @@ class Glue(Backend):
             INDEX_URI: index_uri,
             INDEX_ETAG: index_etag,
             RUN_KEY: start.run_key,
+            **self.ctx.child_arguments(),  # --planner-expected-bucket-owner: the script reads with it
         }
         return request
 

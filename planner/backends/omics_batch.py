@@ -259,7 +259,7 @@ class OmicsBatch(Backend):
     def _place_runs(self, omics: Any, batch_id: str, rows: dict[str, SampleState], summary: dict[str, Any]) -> None:
         counts = {state: int(summary.get(name) or 0) for name, state in RUN_COUNTS.items()}
         by_run = {r.remote_id: r for r in rows.values() if r.remote_id is not None}
-        held = {state: 0 for state in counts}
+        held = dict.fromkeys(counts, 0)
         for row in by_run.values():
             if row.state in held:
                 held[row.state] += 1
@@ -268,7 +268,7 @@ class OmicsBatch(Backend):
         # Runs that may have moved: every one not yet final (and the final ones too when
         # runs were deleted, since a finished run can still become DELETED).
         moving = {run for run, row in by_run.items() if row.state not in FINAL or counts["DELETED"] != held["DELETED"]}
-        settled = {state: 0 for state in counts}
+        settled = dict.fromkeys(counts, 0)
         for run, row in by_run.items():
             if run not in moving and row.state in settled:
                 settled[row.state] += 1

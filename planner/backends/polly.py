@@ -67,7 +67,7 @@ def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_field
                 Problem(None, None, key, None, "unknown-field", "a Polly job takes only parameters and config.infra")
             )
     config = run.get("config") or {}
-    for key, value in config.items():
+    for key in config:
         if key != "infra":
             found.append(Problem(None, None, f"config.{key}", None, "unknown-field", "config holds only infra"))
     for key, value in (config.get("infra") or {}).items():

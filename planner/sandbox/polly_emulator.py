@@ -4,7 +4,8 @@
 thread) answering the endpoints behind the calls of Polly's pipelines SDK
 (seeds/003: ``create_run``, ``submit_job``, ``get_run``, ``get_runs``, ``get_jobs``)::
 
-    POST /runs            {"data": {"type": "runs", "attributes": {pipeline_id, run_name, priority, tags, domain_context}}}
+    POST /runs            {"data": {"type": "runs",
+                                    "attributes": {pipeline_id, run_name, priority, tags, domain_context}}}
                           -> 201 {"data": <run>}
     GET  /runs/{id}       -> 200 {"data": <run>}; 404 for an unknown run
     GET  /runs            ?filter[name]=&filter[status]=&filter[priority]=&filter[pipeline_id]=&page[size]=&page[after]=
@@ -448,7 +449,9 @@ class PollyEmulator(LoopbackServer):
                 items: list[Any] = run.jobs
                 positions = run.position
                 render = self._job_resource
-                keep: Callable[[Any], bool] = lambda job: True
+
+                def keep(job: Any) -> bool:
+                    return True
             else:
                 items, positions, render = self._run_order, self._run_position, self._run_resource
 
@@ -636,7 +639,7 @@ def _config_problems(config: Any, where: str) -> list[tuple[str, str | None]]:
         found.append((f"unknown config member {key!r}; config holds only infra", f"{where}/{key}"))
     infra = config.get("infra", {})
     if not isinstance(infra, dict):
-        return found + [("infra must be an object of cpu, memory and storage", f"{where}/infra")]
+        return [*found, ("infra must be an object of cpu, memory and storage", f"{where}/infra")]
     for key, value in infra.items():
         if key not in INFRA_KEYS:
             found.append((f"unknown infra member {key!r}; infra takes cpu, memory and storage", f"{where}/infra/{key}"))
