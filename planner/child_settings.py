@@ -9,6 +9,9 @@ where both are in its container environment:
     PLANNER_INDEX_URI        s3://bucket/prefix/<plan_id>/<sha256>.index  its line index
     PLANNER_INDEX_ETAG       the index's ETag (optional: checked when present)
     PLANNER_FIRST_INDEX      position in the shard of array child 0 (0 for a whole shard)
+    PLANNER_EXPECTED_BUCKET_OWNER  the account that must own the staging bucket: every GET
+                             carries it as ExpectedBucketOwner (a bucket of that name in
+                             another account is refused, never read)
 
 AWS Batch adds ``AWS_BATCH_JOB_ARRAY_INDEX`` to every array child; a plain job (a
 plan of one run) has none and reads position ``PLANNER_FIRST_INDEX``.
@@ -34,7 +37,8 @@ variable name are an error rather than one silently hiding the other.
 
 The same works for a Glue job in manifest mode, which passes the locations as job
 arguments (``--planner-manifest``, ``--planner-manifest-etag``,
-``--planner-index-uri``, ``--planner-index-etag``, ``--planner-first-index``):
+``--planner-index-uri``, ``--planner-index-etag``, ``--planner-first-index``,
+``--planner-expected-bucket-owner``):
 ``glue_arguments(sys.argv)`` picks them out of Glue's argument list.
 """
 
@@ -60,6 +64,8 @@ INDEX_URI_ENV = "PLANNER_INDEX_URI"
 INDEX_ETAG_ENV = "PLANNER_INDEX_ETAG"
 FIRST_INDEX_ENV = "PLANNER_FIRST_INDEX"
 ARRAY_INDEX_ENV = "AWS_BATCH_JOB_ARRAY_INDEX"
+EXPECTED_OWNER_ENV = "PLANNER_EXPECTED_BUCKET_OWNER"
+EXPECTED_OWNER_ARGUMENT = "--planner-expected-bucket-owner"
 
 OFFSET = struct.Struct(">Q")  # one index entry: a line's start offset in the shard file
 
@@ -69,6 +75,7 @@ _GLUE_ARGUMENTS = {
     "--planner-index-uri": "index_uri",
     "--planner-index-etag": "index_etag",
     "--planner-first-index": "first_index",
+    EXPECTED_OWNER_ARGUMENT: "expected_bucket_owner",
 }
 _NOT_A_NAME = re.compile(r"[^A-Za-z0-9_]")
 
@@ -129,13 +136,17 @@ def _integer(value: str | int | None, what: str) -> int | None:
     return number
 
 
-def _ranged_get(s3: Any, uri: str, first: int, last: int, etag: str | None, what: str) -> bytes:
+def _ranged_get(
+    s3: Any, uri: str, first: int, last: int, etag: str | None, what: str, owner: str | None = None
+) -> bytes:
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = _split_uri(uri, what)
     params: dict[str, Any] = {"Bucket": bucket, "Key": key, "Range": f"bytes={first}-{last}"}
     if etag:
         params["IfMatch"] = etag
+    if owner:
+        params["ExpectedBucketOwner"] = owner
     try:
         return s3.get_object(**params)["Body"].read()  # type: ignore[no-any-return]
     except ClientError as exc:
@@ -148,6 +159,17 @@ def _ranged_get(s3: Any, uri: str, first: int, last: int, etag: str | None, what
             ) from exc
         if status == 416 or code == "InvalidRange":
             raise InputError(f"{uri}: has no bytes {first}-{last}: the index is beyond this {what}") from exc
+        if status == 403 or code in ("403", "AccessDenied"):
+            whose = (
+                f"either the bucket {bucket} is not owned by account {owner} (ExpectedBucketOwner: a bucket of "
+                "that name in another account is refused, never read), or "
+                if owner
+                else ""
+            )
+            raise PlannerError(
+                f"{uri}: S3 refused to read the {what} ({code or 403}): {whose}the job's role lacks s3:GetObject "
+                "on it (`planner policy PLAN` prints the role's policy)"
+            ) from exc
         raise PlannerError(f"{uri}: cannot read the {what}: {code}: {error.get('Message', exc)}") from exc
     except BotoCoreError as exc:
         raise PlannerError(f"{uri}: cannot reach S3: {exc}") from exc
@@ -163,6 +185,7 @@ def read_child_settings(
     first_index: int | None = None,
     index_etag: str | None = None,
     environ: Mapping[str, str] | None = None,
+    expected_bucket_owner: str | None = None,
 ) -> dict[str, Any]:
     """The merged settings of one child, read with two ranged GETs.
 
@@ -170,13 +193,18 @@ def read_child_settings(
     (see the module docstring).  ``index`` is the array index (default
     ``AWS_BATCH_JOB_ARRAY_INDEX``, or 0 for a plain job); the entry read is
     ``first_index + index`` of the shard.  ``s3`` is a boto3 S3 client (default:
-    one from the standard chain, honouring ``AWS_ENDPOINT_URL_S3``).
+    one from the standard chain, honouring ``AWS_ENDPOINT_URL_S3``).  Both GETs carry
+    ``expected_bucket_owner`` (default ``PLANNER_EXPECTED_BUCKET_OWNER``) as
+    ``ExpectedBucketOwner`` when there is one.
     """
     env = os.environ if environ is None else environ
     manifest_uri = manifest_uri or env.get(MANIFEST_ENV)
     etag = etag or env.get(MANIFEST_ETAG_ENV)
     index_uri = index_uri or env.get(INDEX_URI_ENV)
     index_etag = index_etag or env.get(INDEX_ETAG_ENV) or None
+    owner = expected_bucket_owner or env.get(EXPECTED_OWNER_ENV) or None
+    if owner is not None and not (len(owner) == 12 and owner.isascii() and owner.isdigit()):
+        raise InputError(f"{EXPECTED_OWNER_ENV} = {owner!r}: must be an AWS account id (12 digits)")
     missing = [
         name
         for name, value in ((MANIFEST_ENV, manifest_uri), (MANIFEST_ETAG_ENV, etag), (INDEX_URI_ENV, index_uri))
@@ -198,14 +226,14 @@ def read_child_settings(
 
         s3 = boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 8}))
     start = position * OFFSET.size
-    bounds = _ranged_get(s3, index_uri, start, start + 2 * OFFSET.size - 1, index_etag, "index")
+    bounds = _ranged_get(s3, index_uri, start, start + 2 * OFFSET.size - 1, index_etag, "index", owner)
     if len(bounds) != 2 * OFFSET.size:
         raise InputError(f"{index_uri}: entry {position} is beyond the end of the manifest")
     (line_start,) = OFFSET.unpack_from(bounds, 0)
     (line_end,) = OFFSET.unpack_from(bounds, OFFSET.size)
     if line_end <= line_start:
         raise PlannerError(f"{index_uri}: damaged index (entry {position} spans {line_start}..{line_end})")
-    line = _ranged_get(s3, manifest_uri, line_start, line_end - 1, etag, "manifest")
+    line = _ranged_get(s3, manifest_uri, line_start, line_end - 1, etag, "manifest", owner)
     return entry_from_line(line)
 
 
@@ -286,6 +314,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"the shard position of array index 0 (default: ${FIRST_INDEX_ENV}, else 0)",
     )
+    parser.add_argument(
+        EXPECTED_OWNER_ARGUMENT,
+        dest="expected_bucket_owner",
+        metavar="ACCOUNT",
+        help=f"the account that must own the bucket (default: ${EXPECTED_OWNER_ENV})",
+    )
 
 
 def run(args: argparse.Namespace, *, s3: Any = None, out: Any = None) -> int:
@@ -300,6 +334,7 @@ def run(args: argparse.Namespace, *, s3: Any = None, out: Any = None) -> int:
         first_index=args.first_index,
         index_etag=args.index_etag,
         s3=s3,
+        expected_bucket_owner=getattr(args, "expected_bucket_owner", None),
     )
     stream = out or sys.stdout
     if args.export:

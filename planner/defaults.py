@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,12 +22,18 @@ from typing import Any
 import orjson
 
 from .errors import DefaultsError
+from .plandir import StagingSettings
 from .spec import BackendSpec
 from .suggest import did_you_mean
 
 _SECTIONS = ("run", "submission", "sheet", "staging")
 _SHEET_KEYS = ("id_column", "types")
-_STAGING_KEYS = ("uri",)
+_STAGING_KEYS = ("uri", "kms_key_id", "expected_bucket_owner")
+# What S3 takes as SSEKMSKeyId: a key id (or multi-Region key id), a key ARN, an alias name or an alias ARN.
+_KEY_ID = r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})"
+_ALIAS = r"alias/[A-Za-z0-9/_-]{1,250}"
+_KMS_KEY = re.compile(rf"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{{12}}:(?:key/{_KEY_ID}|{_ALIAS})|{_KEY_ID}|{_ALIAS}")
+_ACCOUNT = re.compile(r"\d{12}")
 # plan.json holds [run] and [submission] one level down, and orjson writes JSON at most 254
 # levels deep: counting the table itself as one level, a table may nest 253 levels.
 MAX_TABLE_DEPTH = 253
@@ -40,9 +47,16 @@ class Defaults:
     types: dict[str, str] = field(default_factory=dict)
     staging_uri: str | None = None
     source: str = "<none>"
+    staging_kms_key_id: str | None = None  # [staging] kms_key_id
+    staging_expected_bucket_owner: str | None = None  # [staging] expected_bucket_owner
     # Where a --set put something: "run.KEY.SUBKEY" or "submission.KEY" (also the tables it
     # created on the way) -> the KEY=VALUE as typed, so a problem there can name the --set.
     set_by: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def staging(self) -> StagingSettings:
+        """The [staging] table as plan.json records it."""
+        return StagingSettings(self.staging_uri, self.staging_kms_key_id, self.staging_expected_bucket_owner)
 
 
 def load_defaults(
@@ -74,12 +88,21 @@ def load_defaults(
     staging = _table(document, "staging", label)
     staging_unknown = set(staging) - set(_STAGING_KEYS)
     if staging_unknown:
-        raise DefaultsError(f"{label}: [staging] takes only uri, not {_named(staging_unknown, _STAGING_KEYS)}")
+        raise DefaultsError(
+            f"{label}: [staging] takes uri, kms_key_id and expected_bucket_owner, "
+            f"not {_named(staging_unknown, _STAGING_KEYS)}"
+        )
     uri = staging.get("uri")
     if uri is not None and not (isinstance(uri, str) and uri.startswith("s3://") and len(uri) > len("s3://")):
         raise DefaultsError(
             f'{label}: [staging] uri must be an s3:// URI, e.g. "s3://my-bucket/planner-staging/", not {uri!r}'
         )
+    kms_key_id = staging.get("kms_key_id")
+    if kms_key_id is not None:
+        check_kms_key_id(kms_key_id, f"{label}: [staging] kms_key_id")
+    owner = staging.get("expected_bucket_owner")
+    if owner is not None:
+        check_account(owner, f"{label}: [staging] expected_bucket_owner")
     defaults = Defaults(
         run=_table(document, "run", label),
         submission=_table(document, "submission", label),
@@ -87,6 +110,8 @@ def load_defaults(
         types=dict(types),
         staging_uri=staging.get("uri"),
         source=label,
+        staging_kms_key_id=kms_key_id,
+        staging_expected_bucket_owner=owner,
     )
     _check_depth(defaults, label)
     for assignment in sets:
@@ -94,6 +119,22 @@ def load_defaults(
     if sets:
         _check_depth(defaults, "--set")
     return defaults
+
+
+def check_kms_key_id(value: Any, what: str) -> str:
+    """A KMS key as S3 takes it for SSE-KMS, or a DefaultsError naming ``what``."""
+    if not (isinstance(value, str) and _KMS_KEY.fullmatch(value)):
+        raise DefaultsError(
+            f"{what} {value!r}: not a KMS key; give a key id, a key ARN, an alias name (alias/NAME) or an alias ARN"
+        )
+    return value
+
+
+def check_account(value: Any, what: str) -> str:
+    """An AWS account id (12 digits, as text), or a DefaultsError naming ``what``."""
+    if not (isinstance(value, str) and _ACCOUNT.fullmatch(value)):
+        raise DefaultsError(f'{what} {value!r}: must be an AWS account id, 12 digits in quotes, e.g. "123456789012"')
+    return value
 
 
 def _named(names: Iterable[str], known: Iterable[str]) -> str:

@@ -11,12 +11,16 @@ journal write is its own committed transaction; with ``synchronous=NORMAL`` a
 commit survives the death of the process at any moment (only a power loss can
 take back the last commits, and reconciliation covers that too).
 
-Schema (version 2)::
+Schema (version 3)::
 
     meta(key, value)                           schema_version, plan_id, backend
     uploads(shard, bucket, key, upload_id)     multipart uploads begun and not finished
-    staged(shard, kind, uri, bucket, key, etag, sha256, version_id, bytes, staged_at)
-                                               kind: "shard" (the shard file) or "index" (its line index)
+    staged(shard, kind, uri, bucket, key, etag, sha256, version_id, bytes, staged_at, content_check, checksum,
+           kms_key_id)                         kind: "shard" (the shard file) or "index" (its line index);
+                                               content_check: "etag" (the predicted MD5 ETag) or
+                                               "checksum-sha256" (SSE-KMS: S3's SHA-256 checksum, in checksum;
+                                               etag is then the opaque one S3 reported); kms_key_id: the key
+                                               S3 reported encrypting it with (None: not SSE-KMS)
     submissions(key, kind, shard, sample, token, state, remote_id, response, error, intent_at, result_at,
                 remote_state, remote_summary, checked_at)
                                                state: intent | done | failed; remote_*: what status last saw
@@ -24,8 +28,9 @@ Schema (version 2)::
     refreshes(at, counts)                      each status refresh's counts per state (the report draws them)
     events(at, kind, detail)                   what the planner decided: cancels, failure thresholds
 
-A version 1 ledger (no kind, uuid, log, remote_* columns; indexes as shard -1-i) is
-upgraded in place when opened.
+A version 1 ledger (no kind, uuid, log, remote_* columns; indexes as shard -1-i) and
+a version 2 ledger (no content_check, checksum, kms_key_id) are upgraded in place when
+opened.  The file is created 0600 (its WAL and shared-memory files take its mode).
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ from typing import Any, NamedTuple
 import orjson
 
 from .errors import PlanDirError
+from .plandir import ETAG_CHECK, private_file
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LEDGER_FILE = "ledger.sqlite"
 
 INTENT = "intent"
@@ -61,6 +67,7 @@ CREATE TABLE IF NOT EXISTS uploads (
 CREATE TABLE IF NOT EXISTS staged (
     shard INTEGER NOT NULL, kind TEXT NOT NULL, uri TEXT NOT NULL, bucket TEXT NOT NULL, key TEXT NOT NULL,
     etag TEXT NOT NULL, sha256 TEXT NOT NULL, version_id TEXT, bytes INTEGER NOT NULL, staged_at TEXT NOT NULL,
+    content_check TEXT NOT NULL DEFAULT 'etag', checksum TEXT, kms_key_id TEXT,
     PRIMARY KEY (shard, kind));
 CREATE TABLE IF NOT EXISTS submissions (
     key TEXT PRIMARY KEY, kind TEXT NOT NULL, shard INTEGER, sample TEXT, token TEXT,
@@ -96,6 +103,14 @@ CREATE TABLE events (at TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL)
 UPDATE meta SET value = '2' WHERE key = 'schema_version'
 """
 
+# Version 2 to 3: how each staged object's content is checked (the ETag, or with SSE-KMS a checksum).
+_UPGRADE_2_TO_3 = """
+ALTER TABLE staged ADD COLUMN content_check TEXT NOT NULL DEFAULT 'etag';
+ALTER TABLE staged ADD COLUMN checksum TEXT;
+ALTER TABLE staged ADD COLUMN kms_key_id TEXT;
+UPDATE meta SET value = '3' WHERE key = 'schema_version'
+"""
+
 
 @dataclass(frozen=True)
 class Staged:
@@ -110,6 +125,9 @@ class Staged:
     version_id: str | None
     bytes: int
     kind: str = SHARD
+    content_check: str = ETAG_CHECK  # or CHECKSUM_CHECK (SSE-KMS: the ETag is not an MD5)
+    checksum: str | None = None  # S3's SHA-256 checksum, base64 ("...=-N" for N parts): for CHECKSUM_CHECK
+    kms_key_id: str | None = None  # the KMS key S3 reported encrypting the object with
 
 
 @dataclass(frozen=True)
@@ -145,6 +163,7 @@ class SampleState(NamedTuple):
 
 
 SAMPLE_COLUMNS = (*SampleState._fields, "updated_at")
+_STAGED_COLUMNS = "shard, uri, bucket, key, etag, sha256, version_id, bytes, kind, content_check, checksum, kms_key_id"
 _SUBMISSION_COLUMNS = (
     "key, kind, shard, sample, token, state, remote_id, response, error, intent_at, remote_state, remote_summary"
 )
@@ -176,6 +195,8 @@ class Ledger:
 
     @classmethod
     def _connect(cls, path: str, plan_id: str, backend: str) -> Ledger:
+        if path != ":memory:":
+            private_file(path)  # before SQLite creates it with the umask's mode; -wal and -shm follow it
         db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout=30000")  # before WAL mode: a reader may be opening it too
         if path != ":memory:":
@@ -192,9 +213,11 @@ class Ledger:
             if "meta" in tables:
                 row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
                 version = row[0] if row else None
-            if version == "1":
-                for statement in _UPGRADE_1_TO_2.strip().split(";"):
-                    self.db.execute(statement)
+            upgrades = {"1": (_UPGRADE_1_TO_2, _UPGRADE_2_TO_3), "2": (_UPGRADE_2_TO_3,)}
+            if version in upgrades:
+                for upgrade in upgrades[version]:
+                    for statement in upgrade.strip().split(";"):
+                        self.db.execute(statement)
             elif version not in (None, str(SCHEMA_VERSION)):
                 raise PlanDirError(f"{self.path}: ledger schema {version}; this planner reads schema {SCHEMA_VERSION}")
             for statement in _SCHEMA.strip().split(";"):
@@ -244,7 +267,7 @@ class Ledger:
     def record_staged(self, staged: Staged) -> None:
         with self._transaction():
             self.db.execute(
-                "INSERT OR REPLACE INTO staged VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO staged VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     staged.shard,
                     staged.kind,
@@ -256,21 +279,21 @@ class Ledger:
                     staged.version_id,
                     staged.bytes,
                     now(),
+                    staged.content_check,
+                    staged.checksum,
+                    staged.kms_key_id,
                 ),
             )
 
     def staged(self, shard: int, kind: str = SHARD) -> Staged | None:
         row = self.db.execute(
-            "SELECT shard, uri, bucket, key, etag, sha256, version_id, bytes, kind FROM staged "
-            "WHERE shard = ? AND kind = ?",
+            f"SELECT {_STAGED_COLUMNS} FROM staged WHERE shard = ? AND kind = ?",
             (shard, kind),
         ).fetchone()
         return Staged(*row) if row else None
 
     def all_staged(self) -> list[Staged]:
-        rows = self.db.execute(
-            "SELECT shard, uri, bucket, key, etag, sha256, version_id, bytes, kind FROM staged ORDER BY kind, shard"
-        ).fetchall()
+        rows = self.db.execute(f"SELECT {_STAGED_COLUMNS} FROM staged ORDER BY kind, shard").fetchall()
         return [Staged(*row) for row in rows]
 
     # Submissions: written by the engine only.
@@ -314,7 +337,9 @@ class Ledger:
             self._replace(samples, stamp)
 
     def _replace(self, rows: Iterable[SampleState], stamp: str) -> None:
-        self.db.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [(*r, stamp) for r in rows])
+        self.db.executemany(
+            "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [(*r, stamp) for r in rows]
+        )
 
     def submission(self, key: str) -> Submission | None:
         row = self.db.execute(f"SELECT {_SUBMISSION_COLUMNS} FROM submissions WHERE key = ?", (key,)).fetchone()
@@ -354,7 +379,6 @@ class Ledger:
                 [(*row, stamp) for row in rows],
             )
 
-
     def samples(self) -> list[SampleState]:
         rows = self.db.execute(
             f"SELECT {', '.join(SampleState._fields)} FROM samples ORDER BY shard, position"
@@ -384,7 +408,8 @@ class Ledger:
 
     def events(self) -> list[tuple[str, str, dict[str, Any]]]:
         return [
-            (at, kind, orjson.loads(detail)) for at, kind, detail in self.db.execute("SELECT at, kind, detail FROM events")
+            (at, kind, orjson.loads(detail))
+            for at, kind, detail in self.db.execute("SELECT at, kind, detail FROM events")
         ]
 
     def first_intent_at(self) -> str | None:
@@ -399,4 +424,6 @@ def _json(value: dict[str, Any] | None) -> str | None:
 def _submission(row: tuple[Any, ...]) -> Submission:
     response = orjson.loads(row[7]) if row[7] else None
     summary = orjson.loads(row[11]) if row[11] else None
-    return Submission(row[0], row[1], row[2], row[3], row[4], row[5], row[6], response, row[8], row[9], row[10], summary)
+    return Submission(
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], response, row[8], row[9], row[10], summary
+    )

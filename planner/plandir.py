@@ -7,6 +7,11 @@
     PLAN/rejected.csv         only with --skip-invalid: row, id, column, value, rule, message
     PLAN/ledger.sqlite        written by submit (ledger.py)
 
+The staging table of plan.json (``StagingSettings``) says where and how the shards
+are staged: ``uri``, and when set ``kms_key_id`` (SSE-KMS under that key; content is
+then checked by checksum, ``content_check``) and ``expected_bucket_owner``.  These are
+submission-time settings, not part of the plan id: the shards' bytes do not change.
+
 The plan id is a hash of what the services will be sent: the backend, the default
 request, the request-level settings, each shard's sha256, size and mode, and for a
 plan written by ``planner retry`` its lineage (the plan retried and a fresh attempt
@@ -15,7 +20,11 @@ id, so that a deliberate retry never shares an identity with an earlier attempt)
 its id and is refused, so one plan cannot end up submitted with two settings.
 
 A directory is written under a temporary name beside its target and renamed into
-place only once everything succeeded: a failure leaves nothing half-written.
+place only once everything succeeded: a failure leaves nothing half-written.  What a
+plan lists (sample ids, the S3 locations of their data) is private: the directory is
+made 0700 and every file in it 0600 before the rename, whatever the umask (one chmod
+per file, not per row), and the listings written beside it (``PLAN.problems.csv``) and
+the CSV exports are created 0600 (``private_file``).
 """
 
 from __future__ import annotations
@@ -43,6 +52,44 @@ REJECTED_FILE = "rejected.csv"
 LEDGER_NAME = "ledger.sqlite"  # owned by ledger.py; named here to refuse replacing a submitted plan
 SAMPLES_ROW_GROUP = 1 << 18
 SAMPLES_SCHEMA = {"row": pl.Int64, "id": pl.String, "shard": pl.Int32, "position": pl.Int32}
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+# How staged content is checked before a submission refers to it (plan.json, the ledger).
+ETAG_CHECK = "etag"  # the ETag S3 reports is the MD5 plan.json predicted
+CHECKSUM_CHECK = "checksum-sha256"  # SSE-KMS: the ETag is opaque, S3's SHA-256 checksum is compared
+
+
+@dataclass(frozen=True)
+class StagingSettings:
+    """Where and how a plan's shards are staged: plan.json's staging table.
+
+    ``kms_key_id``: SSE-KMS under this key (a key id, key ARN, alias name or alias
+    ARN).  ``expected_bucket_owner``: the account that must own the staging bucket
+    (every S3 call carries it as ``ExpectedBucketOwner``); unset, the caller's own
+    account (STS GetCallerIdentity) at submit time.
+    """
+
+    uri: str | None = None
+    kms_key_id: str | None = None
+    expected_bucket_owner: str | None = None
+
+    @property
+    def content_check(self) -> str:
+        return CHECKSUM_CHECK if self.kms_key_id else ETAG_CHECK
+
+    def to_json(self) -> dict[str, Any]:
+        table: dict[str, Any] = {"uri": self.uri}  # only what is set: plans without the others stay byte-identical
+        if self.kms_key_id:
+            table["kms_key_id"] = self.kms_key_id
+            table["content_check"] = self.content_check
+        if self.expected_bucket_owner:
+            table["expected_bucket_owner"] = self.expected_bucket_owner
+        return table
+
+    @classmethod
+    def from_json(cls, table: Any) -> StagingSettings:
+        table = table if isinstance(table, dict) else {}
+        return cls(table.get("uri"), table.get("kms_key_id") or None, table.get("expected_bucket_owner") or None)
 
 
 @dataclass(frozen=True)
@@ -60,6 +107,12 @@ class Manifest:
     staging_uri: str | None = None
     rejected: int = 0
     format: int = FORMAT
+    staging_kms_key_id: str | None = None
+    staging_expected_bucket_owner: str | None = None
+
+    @property
+    def staging(self) -> StagingSettings:
+        return StagingSettings(self.staging_uri, self.staging_kms_key_id, self.staging_expected_bucket_owner)
 
     @property
     def retry_of(self) -> str | None:
@@ -79,7 +132,7 @@ class Manifest:
             "rejected": self.rejected,
             "defaults": self.defaults,
             "submission": self.submission,
-            "staging": {"uri": self.staging_uri},
+            "staging": self.staging.to_json(),
             "sheet": self.sheet,
             "options": self.options,
             "shards": [s.to_json() for s in self.shards],
@@ -93,6 +146,7 @@ class Manifest:
             raise PlanDirError(f"{where}: plan format {data.get('format')!r}; this planner reads format {FORMAT}")
         try:
             shards = tuple(ShardInfo.from_json(s) for s in data["shards"])
+            staging = StagingSettings.from_json(data.get("staging"))
             return cls(
                 backend=str(data["backend"]),
                 plan_id=str(data["plan_id"]),
@@ -102,8 +156,10 @@ class Manifest:
                 sheet=dict(data["sheet"]),
                 options=dict(data["options"]),
                 shards=shards,
-                staging_uri=(data.get("staging") or {}).get("uri"),
+                staging_uri=staging.uri,
                 rejected=int(data.get("rejected", 0)),
+                staging_kms_key_id=staging.kms_key_id,
+                staging_expected_bucket_owner=staging.expected_bucket_owner,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanDirError(f"{where}: damaged plan manifest ({type(exc).__name__}: {exc})") from None
@@ -261,12 +317,36 @@ def atomic_directory(out: str | os.PathLike[str], force: bool) -> Iterator[str]:
     staging_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
     try:
         yield staging_dir
+        make_private(staging_dir)
         if os.path.exists(target):
             shutil.rmtree(target)
         os.rename(staging_dir, target)
     except BaseException:
         shutil.rmtree(created if made_parent else staging_dir, ignore_errors=True)
         raise
+
+
+def make_private(directory: str) -> None:
+    """The directory and everything under it readable by the owner only: 0700 and 0600, whatever the umask."""
+    os.chmod(directory, PRIVATE_DIR)
+    for root, directories, files in os.walk(directory):
+        for name in directories:
+            os.chmod(os.path.join(root, name), PRIVATE_DIR)
+        for name in files:
+            os.chmod(os.path.join(root, name), PRIVATE_FILE)
+
+
+def private_file(path: str | os.PathLike[str]) -> None:
+    """Create ``path`` empty and 0600 (whatever the umask) unless it exists: a writer that then opens
+    it for writing keeps that mode.  A file that exists keeps the permissions its owner gave it."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(descriptor, PRIVATE_FILE)  # the umask may have taken bits away, never added: this is exact
+    finally:
+        os.close(descriptor)
 
 
 def _check_target(target: str, force: bool) -> None:
@@ -294,6 +374,7 @@ class PlanContent:
     inline: bool = False
     rejected: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    staging: StagingSettings | None = None  # the whole staging table; its uri wins over staging_uri
 
 
 def write_plan(
@@ -302,6 +383,7 @@ def write_plan(
     """Name the shard modes, write samples.parquet and plan.json; return the manifest."""
     moded = _set_modes(shards, spec, content.inline, content.submission)
     _write_samples(directory, samples, moded)
+    staging = content.staging or StagingSettings(content.staging_uri)
     manifest = Manifest(
         backend=spec.name,
         plan_id=plan_identity(spec.name, content.defaults, content.submission, moded, content.sheet),
@@ -309,10 +391,12 @@ def write_plan(
         rejected=content.rejected,
         defaults=content.defaults,
         submission=content.submission,
-        staging_uri=content.staging_uri,
+        staging_uri=staging.uri or content.staging_uri,
         sheet=content.sheet,
         options=content.options,
         shards=tuple(moded),
+        staging_kms_key_id=staging.kms_key_id,
+        staging_expected_bucket_owner=staging.expected_bucket_owner,
     )
     with open(os.path.join(directory, PLAN_FILE), "wb") as handle:
         handle.write(orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
@@ -389,8 +473,10 @@ def write_problems(path: str, problems: Iterable[Any]) -> None:
 
 def safe_csv(table: pl.DataFrame, path: str) -> None:
     """Write CSV with spreadsheet formulas neutralised: a text cell starting with = + - @ (or a
-    tab or CR) gets a leading quote, so opening the file in a spreadsheet runs nothing."""
+    tab or CR) gets a leading quote, so opening the file in a spreadsheet runs nothing.  A new
+    file is created 0600 (``private_file``): it lists sample ids."""
     texts = [c for c, t in table.schema.items() if t == pl.String]
+    private_file(path)
     table.with_columns(
         pl.when(pl.col(c).str.contains(r"^[=+\-@\t\r]")).then(pl.lit("'") + pl.col(c)).otherwise(pl.col(c)).alias(c)
         for c in texts

@@ -300,8 +300,13 @@ def open_sheet(
     id_column: str | None = None,
     types: dict[str, str] | None = None,
     s3_client: Any = None,
+    expected_bucket_owner: str | None = None,
 ) -> Sheet:
-    """Open a sheet lazily; check its header, id column and declared types."""
+    """Open a sheet lazily; check its header, id column and declared types.
+
+    An ``s3://`` sheet is downloaded into a private temporary folder (0700, files 0600)
+    with ``ExpectedBucketOwner`` on every call: ``expected_bucket_owner``, else the
+    caller's own account (STS GetCallerIdentity)."""
     types = dict(types or {})
     for column, kind in types.items():
         if kind not in SHEET_TYPES:
@@ -313,7 +318,7 @@ def open_sheet(
     if isinstance(source, (pl.DataFrame, pl.LazyFrame)):
         frame, label, digest = _from_frame(source)
     else:
-        frame, label, digest, header, files = _from_path(str(source), s3_client)
+        frame, label, digest, header, files = _from_path(str(source), s3_client, expected_bucket_owner)
         if str(source).startswith("s3://"):
             downloaded = os.path.dirname(files[0])
         if _suffix(files[0]) == ".parquet":
@@ -373,10 +378,12 @@ def _from_frame(source: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, str,
     return frame, "<frame>", digest.hexdigest()
 
 
-def _from_path(path: str, s3_client: Any) -> tuple[pl.LazyFrame, str, str, list[str] | None, list[str]]:
+def _from_path(
+    path: str, s3_client: Any, owner: str | None = None
+) -> tuple[pl.LazyFrame, str, str, list[str] | None, list[str]]:
     """The scan of a local or S3 sheet, its label and hash, (CSV, TSV) the header as the
     csv module reads it, and the local files read (an S3 sheet is downloaded first)."""
-    files = _resolve(path, s3_client)
+    files = _resolve(path, s3_client, owner)
     with _removed_on_error(os.path.dirname(files[0]) if path.startswith("s3://") else None):
         return _scanned(path, files)
 
@@ -538,9 +545,9 @@ def _suffix(file: str) -> str:
     return Path(file).suffix.lower()
 
 
-def _resolve(path: str, s3_client: Any) -> list[str]:
+def _resolve(path: str, s3_client: Any, owner: str | None = None) -> list[str]:
     if path.startswith("s3://"):
-        return _download_s3(path, s3_client)
+        return _download_s3(path, s3_client, owner)
     if any(ch in path for ch in "*?["):
         files = sorted(globlib.glob(path))
         if not files:
@@ -553,19 +560,32 @@ def _resolve(path: str, s3_client: Any) -> list[str]:
     return [path]
 
 
-def _download_s3(uri: str, s3_client: Any) -> list[str]:
+def _download_s3(uri: str, s3_client: Any, owner: str | None = None) -> list[str]:
     from botocore.exceptions import BotoCoreError, ClientError
+
+    from .staging import caller_account, is_access_denied, owner_refusal
 
     if s3_client is None:
         from .aws import client
 
         s3_client = client("s3")
     bucket, _, key = uri[len("s3://") :].partition("/")
+    if owner is None:
+        try:
+            owner = caller_account(s3_client)
+        except (ClientError, BotoCoreError) as exc:
+            raise SheetError(
+                f"{uri}: cannot tell which account must own the bucket (STS GetCallerIdentity: {exc}); "
+                "set [staging] expected_bucket_owner"
+            ) from exc
     try:
         if any(ch in key for ch in "*?["):
             prefix = key.split("*")[0].split("?")[0].split("[")[0]
             keys = []
-            for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            pages = s3_client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix, ExpectedBucketOwner=owner
+            )
+            for page in pages:
                 keys += [o["Key"] for o in page.get("Contents", []) if fnmatch.fnmatchcase(o["Key"], key)]
             keys.sort()
         else:
@@ -577,10 +597,15 @@ def _download_s3(uri: str, s3_client: Any) -> list[str]:
         with _removed_on_error(directory):
             for index, name in enumerate(keys):
                 target = os.path.join(directory, f"{index:05d}{Path(name).suffix}")
-                s3_client.download_file(bucket, name, target)
+                s3_client.download_file(bucket, name, target, ExtraArgs={"ExpectedBucketOwner": owner})
+                os.chmod(target, 0o600)  # the folder is mkdtemp's 0700; the copy is private too
                 local.append(target)
         return local
-    except (ClientError, BotoCoreError) as exc:
+    except ClientError as exc:
+        if is_access_denied(exc):
+            raise SheetError(str(owner_refusal(f"{uri}: cannot read the sheet from S3", bucket, owner, exc))) from exc
+        raise SheetError(f"{uri}: cannot read the sheet from S3: {exc}") from exc
+    except BotoCoreError as exc:
         raise SheetError(f"{uri}: cannot read the sheet from S3: {exc}") from exc
 
 

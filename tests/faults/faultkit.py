@@ -199,6 +199,7 @@ class EveryCallFault:
         "glue": (400, "ThrottlingException"),
         "iam": (400, "Throttling"),
         "batch": (429, "TooManyRequestsException"),
+        "sts": (400, "Throttling"),
     }
 
     def __call__(self, request: Any, event_name: str, **_: Any) -> Any:
@@ -209,9 +210,10 @@ class EveryCallFault:
             self._seen.add(event_name)
             self.faulted.append(f"{service}.{operation}")
         xml = service == "s3"
+        query = service == "sts"  # GetCallerIdentity (the staging bucket's expected owner): the query protocol
         if self.mode == "refuse" and self.status == 429:
             status, code = self.THROTTLE.get(service, (429, "ThrottlingException"))
-            return aws_error(request.url, status, code, "injected throttle", xml=xml)
+            return aws_error(request.url, status, code, "injected throttle", xml=xml, query=query)
         if self.mode == "refuse":
             return aws_error(
                 request.url,
@@ -219,6 +221,7 @@ class EveryCallFault:
                 "InternalError" if xml else "InternalServerException",
                 "injected fault",
                 xml=xml,
+                query=query,
             )
         forward(request)
         from botocore.exceptions import ReadTimeoutError

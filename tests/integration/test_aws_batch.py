@@ -442,6 +442,7 @@ def test_stubber_pins_the_exact_submit_job_request(tmp_path, options, queue, buc
                 {"name": "PLANNER_INDEX_URI", "value": f"{staged}/{hashlib.sha256(index).hexdigest()}.index"},
                 {"name": "PLANNER_INDEX_ETAG", "value": f'"{hashlib.md5(index).hexdigest()}"'},
                 {"name": "PLANNER_FIRST_INDEX", "value": "0"},
+                {"name": "PLANNER_EXPECTED_BUCKET_OWNER", "value": "123456789012"},  # moto's STS: the caller
             ]
         },
         "retryStrategy": {"attempts": 2},
