@@ -112,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("plan_dir", metavar="PLAN", help=_PLAN_HELP)
     s.add_argument("--staging", metavar="S3_URI", help="where to stage shards (default: [staging] uri of the defaults)")
     s.add_argument(
+        "--staging-kms-key",
+        metavar="KEY",
+        help="stage with SSE-KMS under this KMS key (id, ARN or alias; default: [staging] kms_key_id)",
+    )
+    s.add_argument(
         "--dry-run", action="store_true", help="build and check every request, print it as JSON; send nothing"
     )
     s.add_argument("--concurrency", type=int, default=8, metavar="N", help="requests in flight at once (default 8)")
@@ -123,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--interval", type=_seconds, default=30.0, metavar="SECONDS", help="with --watch (default 30)")
     s.add_argument("--cancel-if-failed", metavar="N|P%", help="with --watch: as status --watch --cancel-if-failed")
     _aws_options(s)
-    s.set_defaults(handler=_submit)
+    s.set_defaults(handler=_with_staging_key(_submit))
 
     t = commands.add_parser(
         "status",
@@ -229,6 +234,8 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--json", action="store_true", help="print what was (or would be) removed as JSON")
     _aws_options(n)
     n.set_defaults(handler=_clean)
+
+    _policy_parser(commands)
 
     k = commands.add_parser(
         "child-settings",
@@ -558,6 +565,68 @@ def _child_settings(args: argparse.Namespace) -> int:
     from .child_settings import run
 
     return run(args)
+
+
+# ---------------------------------------------------------------- security: --staging-kms-key, policy
+
+
+def _with_staging_key(handler: Any) -> Any:
+    """``handler`` with ``--staging-kms-key`` in force for the contexts it opens."""
+
+    def run(args: argparse.Namespace) -> int:
+        from .context import staging_options
+
+        with staging_options(kms_key_id=args.staging_kms_key):
+            return int(handler(args))
+
+    return run
+
+
+def _policy_parser(commands: Any) -> None:
+    y = commands.add_parser(
+        "policy",
+        help="print the least-privilege IAM policies this plan needs (submitter, service role), as JSON",
+        description="Print, as JSON, the IAM policy documents this plan needs: `submitter`, the exact actions\n"
+        "planner submit/status/retry/cancel call for this backend, scoped to this plan's staged objects, the\n"
+        "job queue and definition, the Glue job or the workflow, with iam:PassRole on the role it passes;\n"
+        "and `service_role`, read access to exactly the staged shards and indexes (kms:Decrypt on the\n"
+        "staging key when there is one) for the role that reads them.  Reads PLAN/ only; no AWS call.",
+        epilog="Examples:\n  planner policy PLAN > policies.json\n"
+        "  planner policy PLAN --only submitter --region eu-west-1 --account 123456789012",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    y.add_argument("plan_dir", metavar="PLAN", help=_PLAN_HELP)
+    y.add_argument("--staging", metavar="S3_URI", help="where the shards are staged (default: [staging] uri)")
+    y.add_argument("--staging-kms-key", metavar="KEY", help="the staging KMS key (default: [staging] kms_key_id)")
+    y.add_argument("--region", metavar="REGION", help="the region in the ARNs (default: the plan's, else *)")
+    y.add_argument("--account", metavar="ID", help="the account in the ARNs (default: the plan's, else *)")
+    y.add_argument(
+        "--only", choices=["submitter", "service-role"], help="print only this policy document (for aws iam ...)"
+    )
+    y.set_defaults(handler=_policy)
+
+
+def _policy(args: argparse.Namespace) -> int:
+    from .defaults import check_account, check_kms_key_id
+    from .policy import policies
+
+    if args.staging_kms_key is not None:
+        check_kms_key_id(args.staging_kms_key, "--staging-kms-key")
+    if args.account is not None:
+        check_account(args.account, "--account")
+    found = policies(
+        args.plan_dir, staging=args.staging, kms_key_id=args.staging_kms_key, region=args.region, account=args.account
+    )
+    if args.only is None:
+        sys.stdout.buffer.write(orjson.dumps(found.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+    document = found.submitter if args.only == "submitter" else found.service_role
+    if document is None:
+        raise InputError(f"this plan needs no {args.only} policy: {'; '.join(found.notes)}")
+    sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    for note in found.notes:
+        print(f"planner: note: {note}", file=sys.stderr)
+    return 0
 
 
 def _sandbox(args: argparse.Namespace) -> int:

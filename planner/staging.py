@@ -513,7 +513,9 @@ class Stager:
                     ContentMD5=_b64(bytes.fromhex(item.md5)),
                     ChecksumSHA256=checksum,
                     Metadata={SHA256_METADATA: item.sha256},
-                    **self._encryption(),
+                    # The checksum is kept with the object even without SSE-KMS: a later run with a key
+                    # (or a bucket that encrypts by default) can still check these bytes.
+                    **({"ChecksumAlgorithm": "SHA256"} | self._encryption()),
                 ),
             )
         return response, checksum if self.kms_key_id else None
