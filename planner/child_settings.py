@@ -343,30 +343,3 @@ def run(args: argparse.Namespace, *, s3: Any = None, out: Any = None) -> int:
         stream.write(dumps(settings).decode() + "\n")
     stream.flush()
     return 0
-
-
-def build_parser(prog: str = "planner child-settings") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Inside an AWS Batch array child (or a Glue manifest-mode run) submitted by `planner submit`, "
-        "print this child's own merged settings, read with a ranged GET of its line of the staged manifest.",
-    )
-    add_arguments(parser)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``planner child-settings [--index N] [--export] [--planner-... VALUE]``: 0, 2 (bad input) or 1."""
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except PlannerError as exc:
-        print(f"planner: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

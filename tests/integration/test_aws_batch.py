@@ -2,7 +2,7 @@
 
 moto's Batch without Docker finishes every job at SubmitJob: SUCCEEDED, or FAILED
 while ``MOTO_SIMPLE_BATCH_FAIL_AFTER`` is set in the server's process (this one).
-Each test plans into its own job queue, which ``prepare_sandbox`` creates.
+Each test plans into its own job queue, which ``--sandbox`` creates (``planner/sandbox/prepare.py``).
 """
 
 from __future__ import annotations
@@ -198,11 +198,7 @@ def test_child_settings_command_needs_no_arguments_inside_a_child(tmp_path, opti
     (job_id,) = _jobs(plan_dir, options)
     (job,) = batch.describe_jobs(jobs=[job_id])["jobs"]
     env = dict(os.environ, **_child_environment(job), AWS_BATCH_JOB_ARRAY_INDEX="3", AWS_ENDPOINT_URL_S3=batch_server)
-    command = [
-        sys.executable,
-        "-c",
-        "import sys; from planner.child_settings import main; sys.exit(main(sys.argv[1:]))",
-    ]
+    command = [sys.executable, "-m", "planner.cli", "child-settings"]  # what `planner child-settings` runs
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert orjson.loads(done.stdout) == _merged(queue, 7)["S000003"]

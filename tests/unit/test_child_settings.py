@@ -12,12 +12,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 import planner
+import planner.cli
 from planner.child_settings import (
     entry_count,
     export_lines,
     glue_arguments,
     line_index,
-    main,
     read_child_settings,
 )
 from planner.errors import InputError, PlannerError
@@ -146,7 +146,7 @@ def test_outside_a_job_the_missing_variables_are_named():
 def test_the_command_exits_2_with_one_line_outside_a_job(monkeypatch, capsys):
     for name in ("PLANNER_MANIFEST", "PLANNER_MANIFEST_ETAG", "PLANNER_INDEX_URI"):
         monkeypatch.delenv(name, raising=False)
-    assert main([]) == 2
+    assert planner.cli.main(["child-settings"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("planner: error: ") and err.count("\n") == 1
 
