@@ -19,14 +19,12 @@ import polars as pl
 from .defaults import Defaults
 from .errors import Problem
 from .merge import json_text
-from .model import FLOAT_TYPES, INTEGER_TYPES, NOT_A_FIELD, FieldRule, check_scalar, fields_at
+from .model import FLOAT_TYPES, INTEGER_TYPES, NOT_A_FIELD, FieldRule, _num, check_scalar, fields_at
 from .routing import Route
-from .sheet import MAX_JSON_DEPTH, RAW_PREFIX, Sheet, json_too_deep
+from .sheet import _FALSE, _TRUE, MAX_JSON_DEPTH, RAW_PREFIX, Sheet, json_too_deep
 from .spec import BackendSpec
 from .suggest import closest
 
-_TRUE = ("true", "t", "yes", "y", "1")
-_FALSE = ("false", "f", "no", "n", "0")
 ID = "__id"
 
 
@@ -505,7 +503,3 @@ def _at(values: Mapping[str, Any], path: Sequence[str]) -> Any:
             return None
         node = node.get(name)
     return node
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
