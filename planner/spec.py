@@ -3,8 +3,8 @@
 A spec says which per-run fields a sheet column may set (with the rules from the
 service model), where parameters and tags go, whether the service merges the
 defaults itself, and how many entries and bytes one shard may hold.  The plan
-stage is generic over specs; each backend module fills one in, and later adds its
-submit, status, retry and cancel beside it.
+stage is generic over specs; each backend module fills one in, beside the ``Backend``
+subclass that submits, refreshes and cancels (``backends/base.py``).
 """
 
 from __future__ import annotations

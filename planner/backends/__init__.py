@@ -3,7 +3,11 @@
 Each backend module is imported only when used: loading a botocore service model
 costs a noticeable fraction of a second, and a command touches one backend.  A
 module holds its ``SPEC`` (what the plan core needs) and a ``Backend`` subclass
-named by ``BACKEND`` (submission, status, cancel; the interface is in ``base.py``).
+named by ``BACKEND`` (its phases of creating calls, refresh and cancel; the
+interface is in ``base.py``).
+
+``register(name, module)`` adds a backend from outside the package for the Python
+API (a test's in-memory stub, say); the CLI's ``--backend`` takes the five above.
 """
 
 from __future__ import annotations
@@ -25,15 +29,38 @@ MODULES = {
     "glue": "glue",
     "polly": "polly",
 }
+_REGISTERED: dict[str, ModuleType] = {}
+
+
+def register(name: str, module: ModuleType) -> None:
+    """Serve backend ``name`` from ``module``, which holds its ``SPEC`` (named ``name``) and ``BACKEND``.
+
+    The five built-in names cannot be replaced; ``unregister`` forgets the name again."""
+    from .base import Backend
+
+    if name in MODULES:
+        raise ValueError(f"{name!r} is a built-in backend")
+    spec, cls = getattr(module, "SPEC", None), getattr(module, "BACKEND", None)
+    if not isinstance(spec, BackendSpec) or spec.name != name:
+        raise ValueError(f"{module.__name__}: SPEC must be a BackendSpec named {name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise ValueError(f"{module.__name__}: BACKEND must be a subclass of planner.backends.base.Backend")
+    _REGISTERED[name] = module
+
+
+def unregister(name: str) -> None:
+    """Forget a backend ``register`` added (nothing happens for a name it did not add)."""
+    _REGISTERED.pop(name, None)
 
 
 def _module(name: str) -> ModuleType:
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     if name not in MODULES:
         from ..suggest import did_you_mean
 
-        raise InputError(
-            f"unknown backend {name!r}{did_you_mean(name, list(MODULES))}; choose one of {', '.join(MODULES)}"
-        )
+        known = [*MODULES, *_REGISTERED]
+        raise InputError(f"unknown backend {name!r}{did_you_mean(name, known)}; choose one of {', '.join(known)}")
     return import_module(f".{MODULES[name]}", __package__)
 
 
@@ -44,9 +71,9 @@ def get_backend(name: str) -> BackendSpec:
 
 
 def backend_class(name: str) -> type[Backend]:
-    """The runtime class of a backend (its submit, refresh and cancel)."""
+    """The class that submits, refreshes and cancels a plan of this backend."""
     cls: type[Backend] = _module(name).BACKEND
     return cls
 
 
-__all__ = ["MODULES", "backend_class", "get_backend"]
+__all__ = ["MODULES", "backend_class", "get_backend", "register", "unregister"]
