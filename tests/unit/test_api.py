@@ -118,7 +118,7 @@ def test_submit_reports_what_it_created_and_its_progress(service: StubService, t
 
     assert all(isinstance(e, ProgressEvent) for e in events)
     mine = [e for e in events if e.task == "StartRun"]
-    assert [e.done for e in mine] == sorted(e.done for e in mine)  # it only goes forward
+    assert all(0 <= e.done <= 5 for e in mine)  # (their order across workers: test_progress_order.py)
     assert mine[0].done == 0 and mine[-1].finished and mine[-1].done == mine[-1].total == 5
     assert {e.unit for e in mine} == {"run"}
 
