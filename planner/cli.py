@@ -601,6 +601,11 @@ def _policy_parser(commands: Any) -> None:
     y.add_argument("--region", metavar="REGION", help="the region in the ARNs (default: the plan's, else *)")
     y.add_argument("--account", metavar="ID", help="the account in the ARNs (default: the plan's, else *)")
     y.add_argument(
+        "--expected-bucket-owner",
+        metavar="ID",
+        help="the staging bucket's account, required of every S3 access (default: [staging] expected_bucket_owner)",
+    )
+    y.add_argument(
         "--only", choices=["submitter", "service-role"], help="print only this policy document (for aws iam ...)"
     )
     y.set_defaults(handler=_policy)
@@ -612,10 +617,16 @@ def _policy(args: argparse.Namespace) -> int:
 
     if args.staging_kms_key is not None:
         check_kms_key_id(args.staging_kms_key, "--staging-kms-key")
-    if args.account is not None:
-        check_account(args.account, "--account")
+    for option in ("account", "expected_bucket_owner"):
+        if getattr(args, option) is not None:
+            check_account(getattr(args, option), f"--{option.replace('_', '-')}")
     found = policies(
-        args.plan_dir, staging=args.staging, kms_key_id=args.staging_kms_key, region=args.region, account=args.account
+        args.plan_dir,
+        staging=args.staging,
+        kms_key_id=args.staging_kms_key,
+        expected_bucket_owner=args.expected_bucket_owner,
+        region=args.region,
+        account=args.account,
     )
     if args.only is None:
         sys.stdout.buffer.write(orjson.dumps(found.to_json(), option=orjson.OPT_INDENT_2) + b"\n")

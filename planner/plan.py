@@ -403,7 +403,7 @@ class Plan:
         content = PlanContent(
             defaults=self.defaults.run,
             submission=self.defaults.submission,
-            staging_uri=self.defaults.staging_uri,
+            staging=self.defaults.staging,  # uri, and kms_key_id / expected_bucket_owner when set
             inline=self.options.inline,
             sheet={
                 "path": self.sheet.path,
@@ -476,7 +476,13 @@ def plan(
             raise InputError(f"{name.replace('_', '-')} {value!r}: must be a positive whole number")
     spec = get_backend(backend)
     loaded = load_defaults(defaults, sets, spec)
-    opened = open_sheet(sheet, id_column=id_column or loaded.id_column, types=loaded.types, s3_client=s3_client)
+    opened = open_sheet(
+        sheet,
+        id_column=id_column or loaded.id_column,
+        types=loaded.types,
+        s3_client=s3_client,
+        expected_bucket_owner=loaded.staging_expected_bucket_owner,
+    )
     options = PlanOptions(
         backend=backend,
         id_column=opened.id_column,

@@ -234,10 +234,11 @@ def _staging_statements(
         reader.append(_statement("DecryptWithTheStagingKey", ["kms:Decrypt"], [key], _merge(via, key_condition)))
         if key_condition:  # an alias: the planner resolves it to compare with the key ARN S3 reports
             submitter.append(_statement("ResolveTheKeyAlias", ["kms:DescribeKey"], [key], key_condition))
-    notes.append(
-        "the planner asks STS GetCallerIdentity which account must own the staging bucket (unless "
-        "[staging] expected_bucket_owner is set): that call needs no permission"
-    )
+    if not owner:
+        notes.append(
+            "the planner asks STS GetCallerIdentity which account must own the staging bucket (unless "
+            "[staging] expected_bucket_owner is set): that call needs no permission"
+        )
     return submitter, reader
 
 
@@ -246,7 +247,7 @@ def _service_statements(plan: PlanDirectory, scope: _Scope) -> list[dict[str, An
     backend, defaults = plan.manifest.backend, plan.manifest.defaults
     if backend == "omics-batch":
         return [
-            *_omics_runs(scope, [defaults]),
+            *_omics_runs(scope, [defaults], ["omics:GetRun", "omics:TagResource"]),
             _statement(
                 "StartFollowAndCancelTheBatches",
                 ["omics:StartRunBatch", "omics:GetBatch", "omics:CancelRunBatch", "omics:TagResource"],
@@ -257,7 +258,7 @@ def _service_statements(plan: PlanDirectory, scope: _Scope) -> list[dict[str, An
         ]
     if backend == "omics-run":
         return [
-            *_omics_runs(scope, _entries(plan)),
+            *_omics_runs(scope, _entries(plan), ["omics:GetRun", "omics:CancelRun", "omics:TagResource"]),
             _statement("ListRuns", ["omics:ListRuns"], ["*"]),
             *_pass_roles(_roles(plan), "omics.amazonaws.com"),
         ]
@@ -354,8 +355,9 @@ def _entries(plan: PlanDirectory) -> Iterable[dict[str, Any]]:
             yield orjson.loads(line)
 
 
-def _omics_runs(scope: _Scope, requests: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """omics:StartRun on runs, the workflows (and run groups, run caches) the requests name."""
+def _omics_runs(scope: _Scope, requests: Iterable[dict[str, Any]], run_actions: list[str]) -> list[dict[str, Any]]:
+    """omics:StartRun on runs, the workflows (and run groups, run caches) the requests name; ``run_actions``
+    on the runs."""
     resources = {scope.arn("omics", "run/*")}
     for request in requests:
         if request.get("workflowId"):
@@ -367,11 +369,7 @@ def _omics_runs(scope: _Scope, requests: Iterable[dict[str, Any]]) -> list[dict[
             resources.add(scope.arn("omics", f"runCache/{request['cacheId']}"))
     return [
         _statement("StartRunsOfTheWorkflow", ["omics:StartRun"], sorted(resources)),
-        _statement(
-            "FollowTagAndCancelTheRuns",
-            ["omics:GetRun", "omics:CancelRun", "omics:TagResource"],
-            [scope.arn("omics", "run/*")],
-        ),
+        _statement("FollowAndTagTheRuns", run_actions, [scope.arn("omics", "run/*")]),
     ]
 
 

@@ -96,7 +96,7 @@ def retry(
             submission=submission,
             sheet=sheet,
             options=options,
-            staging_uri=manifest.staging_uri,
+            staging=manifest.staging,  # a retry stages as its plan did (key, expected owner)
             inline=options.get("inline", False),
         )
         return write_plan(directory, spec, shards, [wanted.select(pl.col("row").cast(pl.Int64), "id")], content)

@@ -363,12 +363,18 @@ class Stager:
         encryption = reported.get("ServerSideEncryption")
         key = reported.get("SSEKMSKeyId")
         if not self.kms_key_id:
-            if encryption in KMS_ENCRYPTIONS:
+            if encryption in KMS_ENCRYPTIONS and written:
                 raise SubmissionError(
                     f"{item.uri}: S3 encrypts it with SSE-KMS (key {key}) though no KMS key is set for staging "
-                    "(the bucket's default encryption, probably): its ETag is then no MD5 the plan can check; "
+                    "(the bucket's default encryption): its ETag is then no MD5 the plan can check; "
                     "set [staging] kms_key_id (or --staging-kms-key) to that key so that the planner stages "
                     "under it and checks the content by checksum"
+                )
+            if encryption in KMS_ENCRYPTIONS:
+                raise SubmissionError(
+                    f"{item.uri} already exists encrypted with SSE-KMS (key {key}), but no KMS key is set for "
+                    "staging, so its content cannot be checked by its ETag: give that key (--staging-kms-key "
+                    "or [staging] kms_key_id), or stage under another prefix"
                 )
             if etag != item.etag:
                 if written:
@@ -619,6 +625,8 @@ class Stager:
             self._abort(bucket, key, upload_id)
             self.ledger.upload_ended(item.shard, upload_id)
             seen.add(upload_id)
+        if item.size <= item.part_size:
+            return  # one PUT: no upload of parts can have been begun for it (and no listing permission needed)
         try:
             listing = self.s3.list_multipart_uploads(**self._owned(Bucket=item.bucket, Prefix=item.key))
         except (ClientError, BotoCoreError):

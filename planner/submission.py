@@ -428,8 +428,10 @@ def _cancel(ctx: Context, reason: str) -> CancelReport:
 
 def write_table(table: pl.DataFrame, path: str, stream: IO[str] | None = None) -> None:
     """The per-sample table as CSV (spreadsheet formulas neutralised), Parquet or JSON lines, by the file name."""
-    from .plandir import safe_csv
+    from .plandir import private_file, safe_csv
 
+    if path.endswith((".parquet", ".jsonl", ".ndjson")):
+        private_file(path)  # created 0600 unless it exists (then it keeps its mode), as safe_csv does for CSV
     if path.endswith(".parquet"):
         table.write_parquet(path)
     elif path.endswith(".csv"):

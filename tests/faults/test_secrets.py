@@ -1,12 +1,14 @@
 """Secrets: credentials and the Polly API key never reach a plan, the ledger, the output or a message;
-``planner status --out x.csv`` neutralises spreadsheet formulas.
+nor does a presigned URL (the planner makes none); ``planner status --out x.csv`` neutralises
+spreadsheet formulas.
 
 The AWS credentials are recognisable strings in the environment, picked up by the
 standard boto3 chain (no --sandbox, whose fixed credentials would prove nothing);
 endpoints come from ``AWS_ENDPOINT_URL_<SERVICE>``.  Every command runs through
 ``planner.cli.main`` and everything it prints is kept; errors are provoked on
 purpose (a refused creating call, an unreachable service, nothing to retry, a
-cancel).  Then every byte of every file in the plan directories (the SQLite
+cancel); ``submit --dry-run``, ``planner policy`` and SSE-KMS staging (``--staging-kms-key``)
+are run too.  Then every byte of every file in the plan directories (the SQLite
 ledger with its WAL, the status export), every cell of every ledger table, and
 every line printed is searched for each secret.
 """
@@ -36,6 +38,8 @@ SECRET_KEY = "faultsuite-SECRET-wJalrXUtnFEMI-K7MDENG-bPxRfiCY"
 SESSION_TOKEN = "faultsuite-TOKEN-IQoJb3JpZ2luX2VjEJr-session-9d1c"
 POLLY_KEY = "faultsuite-POLLYKEY-pk-live-4f60a8e1c3b5d7f9"
 SECRETS = (ACCESS_KEY, SECRET_KEY, SESSION_TOKEN, POLLY_KEY)
+# What a presigned URL (or a signed request copied into a message) carries: never printed or kept.
+PRESIGNED = ("X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "AWSAccessKeyId=", "Signature=")
 
 
 class Transcript:
@@ -60,7 +64,7 @@ class Transcript:
 def assert_no_secret(texts: list[str], directories: list[Path]) -> int:
     """No secret in any text, any file under ``directories`` (raw bytes), or any ledger cell; returns files checked."""
     for text in texts:
-        for secret in SECRETS:
+        for secret in (*SECRETS, *PRESIGNED):
             assert secret not in text, (
                 f"a secret was printed: ...{text[max(0, text.find(secret) - 80) : text.find(secret) + 80]}..."
             )
@@ -70,7 +74,7 @@ def assert_no_secret(texts: list[str], directories: list[Path]) -> int:
             if not path.is_file():
                 continue
             data = path.read_bytes()
-            for secret in SECRETS:
+            for secret in (*SECRETS, *PRESIGNED):
                 assert secret.encode() not in data, f"{secret[:12]}... found in {path}"
                 assert secret.encode("utf-16-le") not in data, f"{secret[:12]}... found (UTF-16) in {path}"
             checked += 1
@@ -152,7 +156,16 @@ def test_credentials_and_the_polly_key_appear_nowhere(
         ).write(failing.plan_dir)
     hooks([("before-send", witness)])  # from here on, every AWS call is the planner's own, from the command line
 
-    assert run("submit", rig.plan_dir, *_staging(rig))[0] == 0
+    code, dry, _ = run("submit", rig.plan_dir, *_staging(rig), "--dry-run")
+    assert code == 0 and dry.strip()  # every request printed, nothing sent
+    if rig.stages:
+        code, printed, _ = run("policy", rig.plan_dir, *_staging(rig))
+        assert code == 0 and json.loads(printed)["submitter"]["Statement"]
+        key = world.client("kms").create_key(Description="secrets sweep")["KeyMetadata"]["Arn"]
+        kms_staging = f"s3://{world.bucket}/kms-{STAGING_PREFIX}"  # the failing plan (same id) stages without
+        assert run("submit", rig.plan_dir, "--staging", kms_staging, "--staging-kms-key", key)[0] == 0
+    else:
+        assert run("submit", rig.plan_dir, *_staging(rig))[0] == 0
     world.clock.advance(5)
     assert run("status", rig.plan_dir)[0] == 0
     assert run("status", rig.plan_dir, "--json")[0] == 0

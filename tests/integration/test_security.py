@@ -402,7 +402,7 @@ def test_every_staging_call_carries_the_caller_account_as_expected_owner(
     plan_dir = _prepared(_batch_plan(tmp_path, 5, queue), moto_server)
     submit(plan_dir, **_batch_options(moto_server, bucket))
     staging_calls = [(n, p) for n, p in planner_s3_calls.calls if p.get("Bucket") == bucket]
-    assert {"HeadObject", "PutObject", "ListMultipartUploads"} <= {n for n, _ in staging_calls}
+    assert {"HeadObject", "PutObject"} <= {n for n, _ in staging_calls}
     assert [n for n, p in staging_calls if p.get("ExpectedBucketOwner") != MOTO_ACCOUNT] == []  # every one
     # The children are told, and read with it too.
     environment = _job_environment(moto_server, plan_dir)
@@ -594,3 +594,35 @@ def test_submit_staging_kms_key_stages_encrypted_through_the_cli(
         "checksum-sha256",
     )
     assert planner.cli.main(["submit", plan_dir, "--staging-kms-key", "not-a-key"]) == 2
+
+
+def test_the_staging_table_of_the_defaults_reaches_plan_json_and_submit_without_changing_the_plan_id(
+    tmp_path, moto_server, s3, bucket, key, make_omics_emulator
+):
+    frame = pl.DataFrame({"sample": [f"S{i:04d}" for i in range(250)]})
+    plain = {**OMICS_DEFAULTS, "staging": {"uri": f"s3://{bucket}/planner/"}}
+    keyed = {
+        "run": OMICS_DEFAULTS["run"],
+        "staging": {**plain["staging"], "kms_key_id": key, "expected_bucket_owner": MOTO_ACCOUNT},
+    }
+    first = planner.plan(frame, backend="omics-batch", defaults=plain).write(str(tmp_path / "plain"))
+    second = planner.plan(frame, backend="omics-batch", defaults=keyed).write(str(tmp_path / "keyed"))
+    assert first.plan_id == second.plan_id and first.shards == second.shards  # the shards' bytes do not change
+    assert second.to_json()["staging"] == {
+        "uri": f"s3://{bucket}/planner/",
+        "kms_key_id": key,
+        "content_check": "checksum-sha256",
+        "expected_bucket_owner": MOTO_ACCOUNT,
+    }
+    assert first.to_json()["staging"] == {"uri": f"s3://{bucket}/planner/"}  # plans without them: as before
+    emulator = make_omics_emulator()
+    submit(str(tmp_path / "keyed"), endpoints={"s3": moto_server, "omics": emulator.endpoint_url})
+    ledger = Ledger.open(str(tmp_path / "keyed"), second.plan_id, "omics-batch", create=False)
+    staged = ledger.staged(0)
+    ledger.close()
+    head = s3.head_object(Bucket=bucket, Key=staged.key)
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"], staged.content_check) == (
+        "aws:kms",
+        key,
+        "checksum-sha256",
+    )

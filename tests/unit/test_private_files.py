@@ -93,12 +93,17 @@ def test_a_new_csv_export_is_private_and_an_existing_one_keeps_its_mode(tmp_path
     assert mode(shared) == 0o644 and "COMPLETED" in shared.read_text()
 
 
-def test_status_out_csv_is_private(tmp_path: Path, umask: int) -> None:
+@pytest.mark.parametrize("name", ["status.csv", "status.parquet", "status.jsonl"])
+def test_status_out_exports_are_private_unless_they_exist(tmp_path: Path, umask: int, name: str) -> None:
     from planner.submission import write_table
 
-    out = tmp_path / "status.csv"
-    write_table(pl.DataFrame({"id": ["S1"], "state": ["RUNNING"]}), str(out))
-    assert mode(out) == 0o600
+    table = pl.DataFrame({"id": ["S1"], "state": ["RUNNING"]})
+    out = tmp_path / name
+    write_table(table, str(out))
+    assert mode(out) == 0o600 and out.stat().st_size > 0
+    os.chmod(out, 0o644)
+    write_table(table, str(out))
+    assert mode(out) == 0o644
 
 
 def test_private_file_is_exact_and_leaves_an_existing_file_alone(tmp_path: Path, umask: int) -> None:
