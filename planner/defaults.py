@@ -26,9 +26,10 @@ from .plandir import StagingSettings
 from .spec import BackendSpec
 from .suggest import did_you_mean
 
-_SECTIONS = ("run", "submission", "sheet", "staging")
+_SECTIONS = ("run", "submission", "sheet", "staging", "workflow")
 _SHEET_KEYS = ("id_column", "types")
 _STAGING_KEYS = ("uri", "kms_key_id", "expected_bucket_owner")
+_WORKFLOW_KEYS = ("parameter_template", "id_parameter", "output_parameters")
 # What S3 takes as SSEKMSKeyId: a key id (or multi-Region key id), a key ARN, an alias name or an alias ARN.
 _KEY_ID = r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})"
 _ALIAS = r"alias/[A-Za-z0-9/_-]{1,250}"
@@ -52,6 +53,12 @@ class Defaults:
     # Where a --set put something: "run.KEY.SUBKEY" or "submission.KEY" (also the tables it
     # created on the way) -> the KEY=VALUE as typed, so a problem there can name the --set.
     set_by: dict[str, str] = field(default_factory=dict)
+    # [workflow]: the parameter template file (a path, relative to the defaults file's folder
+    # resolved), what the id column is sent as (None: a parameter under its own name; False:
+    # no parameter; a name), and the parameters that are a run's output location.
+    parameter_template: str | None = None
+    id_parameter: str | bool | None = None
+    output_parameters: tuple[str, ...] = ()
 
     @property
     def staging(self) -> StagingSettings:
@@ -76,7 +83,7 @@ def load_defaults(
     if unknown:
         raise DefaultsError(
             f"{label}: unknown section(s) {_named(unknown, _SECTIONS)}; "
-            "a defaults file has [run], [submission], [sheet] and [staging]"
+            "a defaults file has [run], [submission], [sheet], [staging] and [workflow]"
         )
     sheet = _table(document, "sheet", label)
     sheet_unknown = set(sheet) - set(_SHEET_KEYS)
@@ -103,6 +110,7 @@ def load_defaults(
     owner = staging.get("expected_bucket_owner")
     if owner is not None:
         check_account(owner, f"{label}: [staging] expected_bucket_owner")
+    workflow = _workflow_table(document, label, None if isinstance(source, dict) or source is None else str(source))
     defaults = Defaults(
         run=_table(document, "run", label),
         submission=_table(document, "submission", label),
@@ -112,6 +120,7 @@ def load_defaults(
         source=label,
         staging_kms_key_id=kms_key_id,
         staging_expected_bucket_owner=owner,
+        **workflow,
     )
     _check_depth(defaults, label)
     for assignment in sets:
@@ -119,6 +128,45 @@ def load_defaults(
     if sets:
         _check_depth(defaults, "--set")
     return defaults
+
+
+def _workflow_table(document: dict[str, Any], label: str, path: str | None) -> dict[str, Any]:
+    """[workflow]: parameter_template (resolved against the defaults file's folder), id_parameter, output_parameters."""
+    table = _table(document, "workflow", label)
+    unknown = set(table) - set(_WORKFLOW_KEYS)
+    if unknown:
+        raise DefaultsError(
+            f"{label}: [workflow] takes parameter_template, id_parameter and output_parameters, "
+            f"not {_named(unknown, _WORKFLOW_KEYS)}"
+        )
+    found: dict[str, Any] = {}
+    template = table.get("parameter_template")
+    if template is not None:
+        if not isinstance(template, str) or not template:
+            raise DefaultsError(
+                f'{label}: [workflow] parameter_template names a file, e.g. "workflow-template.json", not {template!r}'
+            )
+        folder = os.path.dirname(path) if path else ""
+        found["parameter_template"] = template if os.path.isabs(template) else os.path.join(folder, template)
+    if "id_parameter" in table:
+        value = table["id_parameter"]
+        if value is True:
+            value = None
+        if not (value is False or value is None or (isinstance(value, str) and value)):
+            raise DefaultsError(
+                f"{label}: [workflow] id_parameter is the parameter the sample id is sent as "
+                f'(e.g. "sample_id"), or false to send it as none; not {value!r}'
+            )
+        found["id_parameter"] = value
+    outputs = table.get("output_parameters", [])
+    if isinstance(outputs, str):
+        outputs = [outputs]
+    if not isinstance(outputs, list) or not all(isinstance(o, str) and o for o in outputs):
+        raise DefaultsError(
+            f'{label}: [workflow] output_parameters lists parameter names, e.g. ["outdir"], not {outputs!r}'
+        )
+    found["output_parameters"] = tuple(dict.fromkeys(outputs))
+    return found
 
 
 def check_kms_key_id(value: Any, what: str) -> str:

@@ -11,6 +11,7 @@ is in ``plandir.py``; the per-row state spilled to disk while streaming in ``spi
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -25,21 +26,34 @@ from .backends import get_backend
 from .defaults import Defaults, load_defaults
 from .errors import InputError, Problem, SheetError, ValidationError
 from .merge import MERGED, OWN, json_text, run_json
-from .plandir import REJECTED_FILE, Manifest, PlanContent, atomic_directory, write_plan, write_problems
-from .progress import Bars, ProgressCallback, Tracker
+from .outputs import KIND, LOCATION, LocationSpill, collision_problems, constant_problem, output_locations
+from .plandir import (
+    PLAN_FILE,
+    REJECTED_FILE,
+    Manifest,
+    PlanContent,
+    PlanDirectory,
+    atomic_directory,
+    write_plan,
+    write_problems,
+)
+from .progress import Bars, ProgressCallback, Tracker, log
 from .routing import Route, route_columns
 from .shard import MAX_PART_SIZE, MIN_PART_SIZE, ShardWriter, default_part_size
 from .sheet import RAW_PREFIX, ROW, Sheet, open_sheet, polars_errors
 from .spec import BackendSpec
 from .spill import HASH, IdHashes, Spill, prefetched
-from .validate import ID, Check, coerce_fields, default_problems, row_checks
+from .validate import ID, Check, _located, coerce_fields, default_problems, row_checks
+from .workflow import NEAR_FIELD, Lookup, WorkflowCheck, near_field_problems, resolve_workflow, template_checks
 
 BATCH_ROWS = 50_000
 BATCH_BYTES = 64 * 1024 * 1024  # about this much sheet and JSON text per batch, whatever the row size
 MIN_BATCH_ROWS = 64
 RUN = "__run"
 WHY = "__why"
+OUT = "__out"
 MAX_SHOWN_PROBLEMS = 20
+REJECTED = "__rejected"  # the rule of a row rejected for a problem found after a pass (its own problems replace it)
 
 
 @dataclass(frozen=True)
@@ -54,18 +68,51 @@ class PlanOptions:
     max_entries: int | None = None  # tighter limits than the service's, e.g. for tests
     max_bytes: int | None = None
     batch_rows: int = BATCH_ROWS
+    # Preflight at plan time: S3 existence of every s3:// input (planner check's, see preflight.py), with
+    # this access to S3; the workflow template (workflow.py) is checked whenever one is found.
+    check_inputs: bool = False
+    access: Lookup | None = None
+    concurrency: int = 32
 
 
 class Plan:
     """A sheet planned for one backend; ``write()`` makes the plan directory."""
 
-    def __init__(self, sheet: Sheet, defaults: Defaults, spec: BackendSpec, options: PlanOptions):
+    def __init__(
+        self,
+        sheet: Sheet,
+        defaults: Defaults,
+        spec: BackendSpec,
+        options: PlanOptions,
+        workflow: WorkflowCheck | None = None,
+    ):
         self.sheet = sheet
         self.defaults = defaults
         self.spec = spec
         self.options = options
-        self.routes: list[Route] = route_columns(sheet.columns, spec, sheet.source)
+        self.routes: list[Route] = route_columns(
+            sheet.columns, spec, sheet.source, id_column=sheet.id_column, id_parameter=defaults.id_parameter
+        )
         problems = default_problems(spec, defaults, self.routes)
+        broken_defaults = bool(problems)  # the template's view of them would only add noise
+        # The workflow's parameter template (HealthOmics), when one was found: what the header and the
+        # defaults break is said now; what a row breaks, per row (``self.template_checks``).
+        self.workflow = workflow
+        template = workflow.template if workflow is not None else None
+        problems += near_field_problems(
+            self.routes, spec, sheet.id_column, template.defined if template is not None else ()
+        )
+        self.template_checks: list[Any] = []
+        if workflow is not None and not broken_defaults:
+            problems += workflow.problems
+        if template is not None and not broken_defaults:
+            found, self.template_checks = template_checks(
+                template, spec, defaults.run, self.routes, sheet.id_column, functools.partial(_located, defaults)
+            )
+            near = {p.column for p in problems if p.rule == NEAR_FIELD}  # "did you mean" says it already
+            problems += [p for p in found if p.column not in near]
+        self.outputs, output_problems = output_locations(spec, defaults, self.routes)
+        problems += output_problems
         if problems:
             raise ValidationError(problems)
         self.max_entries = min(options.max_entries or spec.max_entries, spec.max_entries)
@@ -85,6 +132,8 @@ class Plan:
             )
         self.rows = 0
         self.problems: list[Problem] = []
+        self.plan_problems: list[Problem] = []
+        self._rejected_rows: set[int] = set()
         self.checked = False  # every row has been read and checked (by check(), runs() or write())
 
     def __repr__(self) -> str:
@@ -101,7 +150,7 @@ class Plan:
             for batches in self._passes(mode, progress=None, scratch=scratch):
                 for _ in batches:
                     pass
-        return list(self.problems)
+        return list(self.problems) + list(self.plan_problems)
 
     # The rows, checked and encoded.
 
@@ -219,6 +268,11 @@ class Plan:
             frame = frame.with_columns(coercions)
             schema = frame.collect_schema()
         checks = row_checks(self.sheet, self.routes, self.spec, self.defaults, schema)
+        checks += [Check(c.flag, c.column, pl.lit(""), c.rule, c.message) for c in self.template_checks]
+        if self._rejected_rows and self.options.skip_invalid:
+            # Rows refused for what only the whole sheet shows (a shared output location, a missing input);
+            # their own problems replace this one's once the pass is over.
+            checks.append(Check(pl.col(ROW).is_in(sorted(self._rejected_rows)), "*", pl.lit(""), REJECTED, "rejected"))
         if rejected_ids and self.options.skip_invalid:
             # Every row of a repeated id is rejected, not just the first: which one is right is unknown.
             checks.append(
@@ -245,7 +299,8 @@ class Plan:
         why = pl.concat_str(
             [pl.when(c.flag).then(pl.lit(str(i))) for i, c in enumerate(checks)], separator=",", ignore_nulls=True
         )
-        query = frame.select(ROW, ID, pl.when(why != "").then(why).alias(WHY), RUN)
+        outputs = [o.expr(schema).alias(f"{OUT}{i}") for i, o in enumerate(self.outputs) if not o.constant]
+        query = frame.select(ROW, ID, pl.when(why != "").then(why).alias(WHY), RUN, *outputs)
         return query, frame, checks
 
     def _batches(
@@ -259,10 +314,13 @@ class Plan:
         """
         frame, problems, grouped_rejects = self._frame()
         self.problems = list(problems)
-        seen = 0
+        seen = valid = 0
         check_ids = not self.options.group and rejected_ids is None
         query, checked, checks = self._query(frame, grouped_rejects | (rejected_ids or set()), mode)
         hashes = IdHashes(scratch) if check_ids else None
+        first_pass = rejected_ids is None
+        varying = [(i, o) for i, o in enumerate(self.outputs) if not o.constant]
+        locations = LocationSpill(scratch) if first_pass and varying else None
         bad_rows: list[pl.DataFrame] = []
         self.failed = bool(self.problems)
         bar = Tracker(progress, "plan", "row", self._expected_rows())
@@ -280,11 +338,24 @@ class Plan:
                         self.failed = True
                         batch = batch.filter(pl.col(WHY).is_null())
                     bar.advance(batch.height + bad.height)
+                    valid += batch.height
+                    if locations is not None:
+                        for i, _ in varying:
+                            locations.add(
+                                batch.select(
+                                    pl.col(ROW).cast(pl.Int64),
+                                    ID,
+                                    pl.col(f"{OUT}{i}").alias(LOCATION),
+                                    pl.lit(i, dtype=pl.Int64).alias(KIND),
+                                )
+                            )
                     yield batch.select(ROW, ID, RUN)
         finally:
             bar.close()
             if hashes is not None:
                 hashes.close()
+            if locations is not None:
+                locations.close()
         if seen == 0:
             raise SheetError(f"{self.sheet.path}: the sheet has a header but no rows")
         if not self.options.group:
@@ -294,7 +365,15 @@ class Plan:
         if hashes is not None:
             self.repeated_problems, self.repeated_ids = self._repeated_ids(hashes.suspects())
         self.problems += self.repeated_problems
-        self.failed = bool(self.problems)
+        if locations is not None:
+            for problem in collision_problems(locations.shared(), self.outputs):
+                self.row_rejects.setdefault(problem.row or 0, []).append(problem)
+        if first_pass and valid > 1:
+            self.plan_problems += [constant_problem(o, valid) for o in self.outputs if o.constant]
+        # Rows rejected for problems found after a pass: their own problems, not the placeholder's.
+        self.problems = [p for p in self.problems if p.rule != REJECTED]
+        self.problems += [p for found in self.row_rejects.values() for p in found]
+        self.failed = bool(self.problems or self.plan_problems)
         self.problems.sort(key=lambda p: p.row or 0)
         self.checked = True
 
@@ -321,11 +400,21 @@ class Plan:
         return _problems(bad.join(shown, on=ROW, how="left", maintain_order="left"), checks)
 
     def _passes(self, mode: str, progress: ProgressCallback | None, scratch: str) -> Iterator[Iterator[pl.DataFrame]]:
-        """One pass over the sheet; a second when --skip-invalid must drop repeated ids."""
+        """One pass over the sheet; more when --skip-invalid must drop rows that only the whole
+        sheet (repeated ids, shared output locations) or the written plan (missing inputs) shows."""
         self.repeated_problems: list[Problem] = []
         self.repeated_ids: set[str] = set()
+        self.row_rejects: dict[int, list[Problem]] = {}  # row -> problems found after a pass
+        self.plan_problems: list[Problem] = []  # found after a pass, of no one row: nothing can be planned
+        self._rejected_rows: set[int] = set()
         yield self._batches(mode, progress, scratch)
-        if self.repeated_ids and self.options.skip_invalid:
+        excluded_ids = False
+        while self.options.skip_invalid and not self.plan_problems:
+            more = set(self.row_rejects) - self._rejected_rows
+            if not more and (excluded_ids or not self.repeated_ids):
+                return
+            self._rejected_rows |= more
+            excluded_ids = True
             yield self._batches(mode, progress, scratch, rejected_ids=self.repeated_ids)
 
     def runs(self, merged: bool = True) -> pl.DataFrame:
@@ -340,6 +429,8 @@ class Plan:
         return out.rename({ROW: "row", ID: "id", RUN: "run"})
 
     def _raise_problems(self) -> None:
+        if self.plan_problems:
+            raise ValidationError(self.problems + self.plan_problems)
         if self.problems and not self.options.skip_invalid:
             raise ValidationError(self.problems)
 
@@ -373,6 +464,7 @@ class Plan:
         mode = OWN if self.spec.server_merge else MERGED
         scratch = os.path.join(directory, ".scratch")  # per-row state spilled while streaming; removed below
         os.makedirs(scratch)
+        inputs_checked = False
         for batches in self._passes(mode, progress, scratch):
             shutil.rmtree(os.path.join(directory, "shards"), ignore_errors=True)  # a second pass starts afresh
             writer = ShardWriter(
@@ -396,11 +488,28 @@ class Plan:
                 raise
             shards = writer.close()
             samples.close()
+            if self.options.check_inputs and not inputs_checked and shards:
+                inputs_checked = True  # once: a later pass only drops rows, it adds no input
+                manifest = write_plan(directory, self.spec, shards, samples.frames(), self._content())
+                self._check_inputs(PlanDirectory(directory, manifest), progress)
         if not shards:
             raise ValidationError(self.problems) if self.problems else SheetError(f"{self.sheet.path}: no runs to plan")
         if self.problems:
             write_problems(os.path.join(directory, REJECTED_FILE), self.problems)
-        content = PlanContent(
+        manifest = write_plan(directory, self.spec, shards, samples.frames(), self._content())
+        if self.workflow is not None:
+            _record(directory, "workflow", self.workflow.to_json())
+            if self.workflow.skipped and not self.workflow.asked:
+                log.warning(
+                    "note: the workflow's parameters were not checked: %s (plan.json records it; give "
+                    "--parameter-template FILE, or run `planner check PLAN` with access to the workflow)",
+                    self.workflow.skipped,
+                )
+        shutil.rmtree(scratch)
+        return manifest
+
+    def _content(self) -> PlanContent:
+        return PlanContent(
             defaults=self.defaults.run,
             submission=self.defaults.submission,
             staging=self.defaults.staging,  # uri, and kms_key_id / expected_bucket_owner when set
@@ -421,9 +530,43 @@ class Plan:
             },
             rejected=len({p.row for p in self.problems}),
         )
-        manifest = write_plan(directory, self.spec, shards, samples.frames(), content)
-        shutil.rmtree(scratch)
-        return manifest
+
+    def _check_inputs(self, written: PlanDirectory, progress: ProgressCallback | None) -> None:
+        """--check-inputs: every s3:// input of the plan just written (not yet in place) must exist.
+
+        Rows with a missing input are problems of their own (rejected with --skip-invalid: the
+        next pass leaves them out); a missing default input is every run's, and stops the plan."""
+        from .preflight import check_inputs
+
+        report = check_inputs(
+            written,
+            access=self.options.access or Lookup(),
+            concurrency=self.options.concurrency,
+            progress=progress,
+        )
+        for warning in report.warnings[:MAX_SHOWN_PROBLEMS]:
+            log.warning("warning: %s", warning.describe())
+        if len(report.warnings) > MAX_SHOWN_PROBLEMS:
+            log.warning(
+                "warning: ... and %d more that could not be verified", len(report.warnings) - MAX_SHOWN_PROBLEMS
+            )
+        for problem in report.problems:
+            if problem.row:
+                self.row_rejects.setdefault(problem.row, []).append(problem)
+            else:
+                self.plan_problems.append(problem)
+        if report.problems and (not self.options.skip_invalid or self.plan_problems):
+            raise ValidationError(self.problems + report.problems)
+
+
+def _record(directory: str, key: str, value: Any) -> None:
+    """Add ``key`` to plan.json (outside the plan id: it is not sent to the service), written as plandir writes it."""
+    path = os.path.join(directory, PLAN_FILE)
+    with open(path, "rb") as handle:
+        document = orjson.loads(handle.read())
+    document[key] = value
+    with open(path, "wb") as handle:
+        handle.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 def _problems(bad: pl.DataFrame, checks: Sequence[Check]) -> list[Problem]:
@@ -465,8 +608,23 @@ def plan(
     max_entries: int | None = None,
     max_bytes: int | None = None,
     s3_client: Any = None,
+    parameter_template: str | os.PathLike[str] | None = None,
+    workflow_lookup: bool = True,
+    check_inputs: bool = False,
+    sandbox: bool = False,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+    endpoints: dict[str, str] | None = None,
+    concurrency: int = 32,
 ) -> Plan:
     """Plan ``sheet`` (a path, glob, s3:// URI, or polars frame) for ``backend``.
+
+    HealthOmics plans are checked against the workflow's parameter template (``workflow.py``):
+    ``parameter_template`` (a file; else ``[workflow] parameter_template``), else the service's
+    (read with the AWS options, or the sandbox's; never with ``workflow_lookup=False`` or
+    PLANNER_NO_WORKFLOW_LOOKUP=1), else the check is skipped, which is logged and recorded.
+    ``check_inputs``: when the plan is written, every s3:// input must exist (``preflight.py``).
 
     Raises an ``InputError`` (``ValidationError`` with every problem) for bad input.
     """
@@ -474,6 +632,8 @@ def plan(
         # The same rule as the CLI's: 0 is not "unset" but a limit nothing fits in.
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise InputError(f"{name.replace('_', '-')} {value!r}: must be a positive whole number")
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise InputError(f"concurrency {concurrency!r}: must be a whole number, at least 1")
     spec = get_backend(backend)
     loaded = load_defaults(defaults, sets, spec)
     opened = open_sheet(
@@ -483,6 +643,16 @@ def plan(
         s3_client=s3_client,
         expected_bucket_owner=loaded.staging_expected_bucket_owner,
     )
+    access = Lookup.from_environment(
+        enabled=workflow_lookup,
+        sandbox=sandbox,
+        endpoint_url=endpoint_url,
+        profile=profile,
+        region=region,
+        endpoints=endpoints,
+    )
+    template_file = os.fspath(parameter_template) if parameter_template is not None else loaded.parameter_template
+    workflow = resolve_workflow(spec, loaded.run, opened.columns, template_file, access)
     options = PlanOptions(
         backend=backend,
         id_column=opened.id_column,
@@ -493,5 +663,8 @@ def plan(
         part_size=part_size,
         max_entries=max_entries,
         max_bytes=max_bytes,
+        check_inputs=check_inputs,
+        access=access,
+        concurrency=concurrency,
     )
-    return Plan(opened, loaded, spec, options)
+    return Plan(opened, loaded, spec, options, workflow)

@@ -5,7 +5,8 @@
 - every other column is a workflow parameter under its own name.
 
 The id column is routed like any other column (so a per-sample workflow gets its
-sample id as a parameter), besides naming the run where the API has a field for it.
+sample id as a parameter), besides naming the run where the API has a field for it;
+``[workflow] id_parameter`` sends it as a parameter of another name, or (false) as none.
 """
 
 from __future__ import annotations
@@ -38,13 +39,28 @@ class Route:
         return self.path[:-1]
 
 
-def route_columns(columns: Sequence[str], spec: BackendSpec, source: Mapping[str, str] | None = None) -> list[Route]:
-    """Routes for every column, in sheet order; ``source`` maps names to frame columns."""
+def route_columns(
+    columns: Sequence[str],
+    spec: BackendSpec,
+    source: Mapping[str, str] | None = None,
+    *,
+    id_column: str | None = None,
+    id_parameter: str | bool | None = None,
+) -> list[Route]:
+    """Routes for every column, in sheet order; ``source`` maps names to frame columns.
+
+    ``id_parameter`` applies to ``id_column`` where it would be a parameter: None keeps
+    its own name, a name sends it as that parameter, False sends it as none."""
     routes: list[Route] = []
     taken: dict[tuple[str, ...], str] = {}
     for column in columns:
         internal = source[column] if source is not None else column
-        if column.startswith(TAG_PREFIX):
+        if column == id_column and id_parameter is not None and _is_parameter(column, spec):
+            if id_parameter is False:
+                continue
+            key = spec.parameter_key_prefix + str(id_parameter)
+            route = Route(column, internal, "parameter", (*spec.parameters_path, key), None)
+        elif column.startswith(TAG_PREFIX):
             key = column[len(TAG_PREFIX) :]
             if spec.tags_path is None:
                 raise SheetError(
@@ -76,3 +92,8 @@ def route_columns(columns: Sequence[str], spec: BackendSpec, source: Mapping[str
         taken[route.path] = column
         routes.append(route)
     return routes
+
+
+def _is_parameter(column: str, spec: BackendSpec) -> bool:
+    """Whether a column of this name is routed to a parameter (not a field or a tag)."""
+    return not column.startswith(TAG_PREFIX) and column not in spec.fields and column not in spec.request_only

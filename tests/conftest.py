@@ -3,8 +3,8 @@
 * ``tests/helpers.py`` is importable (``import helpers``); hypothesis has its profiles.
 * ``aws_environment`` (autouse): dummy credentials in us-east-1, no profile, no config
   or credentials file, no endpoint, Polly or debug setting from the developer's shell,
-  and a sandbox state directory of the test's own: no test can reach a real account or
-  a user's ``~/.cache/planner``.
+  a sandbox state directory of the test's own, and no workflow lookup at plan time: no
+  test can reach a real account or a user's ``~/.cache/planner``.
 * ``moto_server``: moto on a free loopback port, started once per session (S3, Batch
   without Docker, Glue, IAM).
 * ``clock``, ``make_omics_emulator(**options)``, ``make_polly_emulator(**options)``:
@@ -97,6 +97,9 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Te
     for name in [n for n in os.environ if n.startswith(("AWS_ENDPOINT_URL", "POLLY_"))] + ["PLANNER_DEBUG"]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PLANNER_SANDBOX_DIR", str(tmp_path_factory.mktemp("sandbox")))
+    # `planner plan` reads a HealthOmics workflow when credentials are at hand: these dummy ones reach no
+    # workflow; a test of that lookup points it at the emulator and deletes this.
+    monkeypatch.setenv("PLANNER_NO_WORKFLOW_LOOKUP", "1")
 
 
 # ---------------------------------------------------------------- servers
