@@ -96,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing plan directory never submitted")
     p.add_argument("--json", action="store_true", help="print plan.json on stdout instead of a summary")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _preflight_plan_options(p)
     p.set_defaults(handler=_plan)
 
     s = commands.add_parser(
@@ -127,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--interval", type=_seconds, default=30.0, metavar="SECONDS", help="with --watch (default 30)")
     s.add_argument("--cancel-if-failed", metavar="N|P%", help="with --watch: as status --watch --cancel-if-failed")
+    s.add_argument(
+        "--check", action="store_true", help="first `planner check` (workflow, inputs, quota); stop at a problem"
+    )
     _aws_options(s)
     s.set_defaults(handler=_with_staging_key(_submit))
 
@@ -236,6 +240,7 @@ def _parser() -> argparse.ArgumentParser:
     n.set_defaults(handler=_clean)
 
     _policy_parser(commands)
+    _check_parser(commands)
 
     k = commands.add_parser(
         "child-settings",
@@ -334,6 +339,7 @@ def _plan(args: argparse.Namespace) -> int:
             part_size=args.part_size,
             max_entries=args.max_entries,
             max_bytes=args.max_bytes,
+            **_preflight_plan_arguments(args),
         )
         manifest = planned.write(
             args.out, force=args.force, progress=Bars(enabled=not args.quiet and sys.stderr.isatty())
@@ -345,7 +351,8 @@ def _plan(args: argparse.Namespace) -> int:
     if planned.problems:
         _report_problems(planned.problems, args.out, skipped=True)
     if args.json:
-        sys.stdout.buffer.write(orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
+        with open(os.path.join(args.out, "plan.json"), "rb") as handle:  # as written, with its workflow record
+            sys.stdout.buffer.write(handle.read())
         return 0
     shards = manifest.shards
     modes = sorted({s.mode for s in shards})
@@ -386,6 +393,7 @@ def _report_problems(problems: Sequence[Problem], out: str, skipped: bool = Fals
 
 def _submit(args: argparse.Namespace) -> int:
     from .engine import Incomplete
+    from .preflight import PreflightError
     from .submission import submit
 
     try:
@@ -395,8 +403,13 @@ def _submit(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             concurrency=args.concurrency,
             rate=args.rate,
+            check=args.check,
             **_aws(args),
         )
+    except PreflightError as exc:
+        _report_problems(exc.problems, args.plan_dir)
+        exc.reported = True  # type: ignore[attr-defined]
+        raise
     except Incomplete as exc:
         _print_submit(exc.report, args, sys.stderr if args.dry_run else sys.stdout)
         raise
@@ -637,6 +650,106 @@ def _policy(args: argparse.Namespace) -> int:
     sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
     for note in found.notes:
         print(f"planner: note: {note}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- preflight: check, and its plan options
+
+
+def _preflight_plan_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "preflight (HealthOmics: the workflow's parameter template; any backend: the inputs on S3)"
+    )
+    group.add_argument(
+        "--parameter-template",
+        metavar="FILE",
+        help="the workflow's parameter template, offline: GetWorkflow's JSON, or the template itself "
+        "(default: [workflow] parameter_template, else read from HealthOmics when credentials are at hand)",
+    )
+    group.add_argument(
+        "--no-workflow-lookup",
+        action="store_true",
+        help="never ask HealthOmics for the workflow (also PLANNER_NO_WORKFLOW_LOOKUP=1)",
+    )
+    group.add_argument(
+        "--check-inputs", action="store_true", help="ask S3 whether every s3:// input exists (as planner check)"
+    )
+    group.add_argument("--concurrency", type=int, default=32, metavar="N", help="with --check-inputs (default 32)")
+    group.add_argument("--sandbox", action="store_true", help="read the workflow (and inputs) from the sandbox")
+    group.add_argument("--endpoint-url", metavar="URL", help="send the preflight's calls to this endpoint")
+    group.add_argument("--profile", metavar="NAME", help="the AWS profile to use")
+    group.add_argument("--region", metavar="REGION", help="the AWS region")
+
+
+def _preflight_plan_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "parameter_template": args.parameter_template,
+        "workflow_lookup": not args.no_workflow_lookup,
+        "check_inputs": args.check_inputs,
+        "concurrency": args.concurrency,
+        "sandbox": args.sandbox,
+        "endpoint_url": args.endpoint_url,
+        "profile": args.profile,
+        "region": args.region,
+    }
+
+
+def _check_parser(commands: Any) -> None:
+    k = commands.add_parser(
+        "check",
+        help="preflight a plan: the workflow's template and status, every s3:// input, the run quota",
+        description="Check a plan before submitting it; nothing is created, only read.  HealthOmics: the\n"
+        "workflow (and version) must be ACTIVE, and unless its parameter template is the one recorded at\n"
+        "plan time, every run is checked against it (parameters it does not define, required ones\n"
+        "missing).  Every backend: every distinct s3:// value in the runs' parameters must exist (HeadObject,\n"
+        "or one ListObjectsV2 per folder when cheaper; a URI ending in / is a prefix); 403 is a warning\n"
+        "(cannot verify), not a missing input.  HealthOmics RETAIN runs: a warning when the account's\n"
+        "retained runs would pass the quota.  Exit 2 when a problem is found (more than 20: the full\n"
+        "list in PLAN.problems.csv).",
+        epilog="Examples:\n  planner check PLAN\n  planner check PLAN --json | jq .inputs\n"
+        "  planner check PLAN --parameter-template workflow.json --no-inputs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    k.add_argument("plan_dir", metavar="PLAN", help=_PLAN_HELP)
+    k.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    k.add_argument("--parameter-template", metavar="FILE", help="check against this template, not the service's")
+    k.add_argument("--no-inputs", action="store_true", help="do not ask S3 about the inputs")
+    k.add_argument("--no-workflow", action="store_true", help="do not read the workflow")
+    k.add_argument("--no-quotas", action="store_true", help="do not read the run count and quota")
+    k.add_argument("--concurrency", type=int, default=32, metavar="N", help="S3 requests in flight (default 32)")
+    k.add_argument("--rate", type=float, metavar="PER_SECOND", help="at most this many S3 requests per second")
+    _aws_options(k)
+    k.set_defaults(handler=_check)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .preflight import check
+
+    report = check(
+        args.plan_dir,
+        inputs=not args.no_inputs,
+        workflow=not args.no_workflow,
+        quotas=not args.no_quotas,
+        parameter_template=args.parameter_template,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        **_aws(args),
+    )
+    for warning in report.warnings[:MAX_SHOWN_PROBLEMS]:
+        print(f"planner: warning: {warning.describe()}", file=sys.stderr)
+    if len(report.warnings) > MAX_SHOWN_PROBLEMS:
+        print(f"planner: ... and {len(report.warnings) - MAX_SHOWN_PROBLEMS} more warnings", file=sys.stderr)
+    if report.problems:
+        _report_problems(report.problems, args.plan_dir)
+    if args.json:
+        _write_json(report.to_json())
+    else:
+        for line in report.lines():
+            print(line)
+    if report.problems:
+        noun = "problem" if len(report.problems) == 1 else "problems"
+        print(f"planner: {len(report.problems)} {noun} found by the preflight check", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -133,17 +133,36 @@ def submit(
     endpoints: dict[str, str] | None = None,
     progress: ProgressCallback | None = None,
     emit: Callable[[dict[str, Any]], None] | None = None,
+    check: bool = False,
 ) -> SubmitReport:
     """Stage and submit a plan; safe to run again after a crash or a partial submit.
 
     Raises ``engine.Incomplete`` (a ``SubmissionError`` carrying the report) when some
     calls were refused; ``planner status`` then lists those samples as FAILED and
     ``planner retry`` plans them again.  ``dry_run``: build and check every request
-    and hand each to ``emit`` (default: a JSON line on stdout), sending nothing.
+    and hand each to ``emit`` (default: a JSON line on stdout), sending nothing.  ``check``: first the
+    preflight check (``preflight.py``); its problems raise ``PreflightError`` before anything is staged.
     """
     options = Options(staging_uri=staging, concurrency=concurrency, rate=rate, dry_run=dry_run, max_wait=max_wait)
     access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
     plan = PlanDirectory(plan_dir)  # a clear error for a folder that is not a plan, before anything is made in it
+    if check and not dry_run:
+        from .preflight import preflight_submit
+
+        preflight_submit(
+            plan.path,
+            concurrency=concurrency,
+            rate=rate,
+            max_wait=max_wait,
+            sandbox=sandbox,
+            endpoint_url=endpoint_url,
+            profile=profile,
+            region=region,
+            retry_mode=retry_mode,
+            max_attempts=max_attempts,
+            endpoints=endpoints,
+            progress=progress,
+        )
     lock = contextlib.nullcontext() if dry_run else _plan_lock(plan.path)
     with lock:
         ctx = access.open(plan.path, options, progress=progress)

@@ -155,8 +155,13 @@ refilled in real time, not by ``clock``) answers requests over the rate with HTT
 ThrottlingException, which botocore's retry modes retry.
 
 Test hooks: ``run_count()`` (runs not deleted), ``batch_count()``, ``requests()`` (every
-routed request as ``(operation, params)``, throttled ones included), ``recorded_etag(batch_id)``
-and ``set_workflow_status(workflow_id, status, version_name=None, message=None)``.
+routed request as ``(operation, params)``, throttled ones included), ``recorded_etag(batch_id)``,
+``set_workflow_status(workflow_id, status, version_name=None, message=None)`` and
+``put_workflow(workflow_id, ...)``, which makes (or replaces) an ACTIVE workflow under an id
+of the caller's choosing, with its parameter template: the id a plan names, where
+CreateWorkflow would choose one.  The sandbox reaches it over HTTP, as moto's ``/moto-api/``:
+``PUT /_emulator/workflows/{id}`` with a JSON body ``{"name", "parameterTemplate",
+"versions": {name: {"parameterTemplate"}}}`` (not an AWS API; no SigV4 is checked).
 """
 
 from __future__ import annotations
@@ -967,6 +972,59 @@ class OmicsEmulator(LoopbackServer):
                 target = workflow.versions[version_name]
             target.status_override = (status, message)
 
+    def put_workflow(
+        self,
+        workflow_id: str,
+        *,
+        name: str | None = None,
+        parameter_template: dict[str, Any] | None = None,
+        versions: dict[str, dict[str, Any] | None] | None = None,
+    ) -> None:
+        """Make (or replace) an ACTIVE PRIVATE workflow ``workflow_id`` with this template, and its versions
+        (name -> parameter template), as CreateWorkflow and CreateWorkflowVersion would once ACTIVE."""
+        if not re.fullmatch(r"[0-9]{1,18}", workflow_id):
+            raise ValueError("a workflow id is 1 to 18 digits (model: WorkflowId)")
+        with self._lock:
+            born = self.clock() - self.step_seconds  # past CREATING already
+            request: dict[str, Any] = {"name": name or f"workflow-{workflow_id}", "engine": "NEXTFLOW"}
+            if parameter_template is not None:
+                request["parameterTemplate"] = parameter_template
+            workflow = _Workflow(
+                id=workflow_id,
+                arn=f"arn:aws:omics:{self.region}:{self.account}:workflow/{workflow_id}",
+                uuid=str(uuid.uuid5(_UUID_NAMESPACE, f"workflow/{workflow_id}")),
+                request=request,
+                created_at=born,
+                request_id=f"put-workflow-{workflow_id}",
+            )
+            for version, template in (versions or {}).items():
+                workflow.versions[version] = _WorkflowVersion(
+                    name=version,
+                    arn=f"{workflow.arn}/version/{version}",
+                    uuid=str(uuid.uuid5(_UUID_NAMESPACE, f"workflow/{workflow_id}/version/{version}")),
+                    request={"parameterTemplate": template} if template is not None else {},
+                    created_at=born,
+                    request_id=f"put-workflow-{workflow_id}-{version}",
+                )
+            self._workflows[workflow_id] = workflow
+
+    def _emulator_api(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """The hooks over HTTP (``PUT /_emulator/workflows/{id}``), for the sandbox's other processes."""
+        match = re.fullmatch(r"/_emulator/workflows/([^/]+)", path)
+        if method.upper() != "PUT" or match is None:
+            return self._error(ServiceError("UnknownOperationException", f"No hook matches {method} {path}", 404))
+        try:
+            document = json.loads(body or b"{}")
+            self.put_workflow(
+                unquote(match.group(1)),
+                name=document.get("name"),
+                parameter_template=document.get("parameterTemplate"),
+                versions=document.get("versions"),
+            )
+        except (ValueError, AttributeError, TypeError) as exc:
+            return self._error(ServiceError("ValidationException", str(exc), 400))
+        return 200, {"Content-Type": "application/json"}, json.dumps({"id": unquote(match.group(1))}).encode()
+
     # -- HTTP ----------------------------------------------------------------
 
     def handle(self, method: str, target: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -977,6 +1035,8 @@ class OmicsEmulator(LoopbackServer):
 
     def _handle(self, method: str, target: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(target)
+        if parts.path.startswith("/_emulator/"):
+            return self._emulator_api(method, parts.path, body)
         query = parse_qs(parts.query, keep_blank_values=True)
         route = self._router.match(method.upper(), parts.path, query)
         if route is None:
@@ -1491,6 +1551,8 @@ class OmicsEmulator(LoopbackServer):
             workflow = self._workflow_requests.get(params["requestId"])
             if workflow is None:
                 self._next_workflow += 1
+                while str(self._next_workflow) in self._workflows:  # an id put_workflow chose
+                    self._next_workflow += 1
                 workflow_id = str(self._next_workflow)
                 workflow = _Workflow(
                     id=workflow_id,

@@ -2,12 +2,18 @@
 
 moto starts empty: an AWS Batch plan needs its job queue (on a compute environment)
 and its job definition up to the revision the plan names; a Glue plan needs its
-jobs.  The HealthOmics and Polly emulators accept any workflow or pipeline they do
-not know, so nothing is made for them.  None of this runs outside ``--sandbox``.
+jobs.  The HealthOmics emulator starts runs of a workflow it does not know unchecked;
+a HealthOmics plan checked against a parameter template (plan.json's ``workflow``,
+``workflow.py``) gets its workflow made there, ACTIVE, under the id the plan names and
+with that template, so that the emulator refuses a run that breaks it, as the service
+does (the example plans of ``sample_sheets/`` are).  The Polly emulator accepts any
+pipeline.  None of this runs outside ``--sandbox``.
 """
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +22,7 @@ from botocore.exceptions import ClientError
 from ..context import Context, error_code
 from ..errors import SubmissionError
 
+SANDBOX_WORKFLOW_PREFIX = "planner-sandbox-"  # the name of a workflow prepare made (and may make again)
 BATCH_ROLE = "planner-sandbox-batch"
 BATCH_COMPUTE = "planner-sandbox"
 GLUE_ROLE = "arn:aws:iam::123456789012:role/planner-sandbox-glue"
@@ -121,4 +128,56 @@ def prepare_glue(ctx: Context) -> None:
         )
 
 
-_STEPS: dict[str, Callable[[Context], None]] = {"batch": prepare_batch, "glue": prepare_glue}
+def prepare_omics(ctx: Context) -> None:
+    """The workflow the plan was checked against, made in the emulator under the plan's workflowId.
+
+    Left alone when the emulator knows it already (made with CreateWorkflow, or by an earlier
+    prepare with the same template); a workflow an earlier prepare made with another template
+    (the template file was edited since) is made again."""
+    from ..preflight import recorded_workflow
+    from ..workflow import WorkflowTemplate
+
+    record = recorded_workflow(ctx.plan)
+    defaults = ctx.manifest.defaults
+    workflow_id = defaults.get("workflowId")
+    if not record or record.get("check") != "template" or not workflow_id:
+        return
+    if defaults.get("workflowType") not in (None, "PRIVATE") or defaults.get("workflowOwnerId"):
+        return  # the emulator holds this account's PRIVATE workflows only
+    if record.get("workflowId") not in (None, str(workflow_id)):
+        return  # a template of another workflow
+    wanted = WorkflowTemplate.from_json(record)
+    version = defaults.get("workflowVersionName")
+    omics = ctx.clients.get("omics")
+    try:
+        known = omics.get_workflow(id=str(workflow_id))
+        found = omics.get_workflow_version(workflowId=str(workflow_id), versionName=version) if version else known
+        same = WorkflowTemplate(dict(found.get("parameterTemplate") or {})).sha256 == wanted.sha256
+        if same or not str(known.get("name", "")).startswith(SANDBOX_WORKFLOW_PREFIX):
+            return
+    except ClientError as exc:
+        if error_code(exc) != "ResourceNotFoundException":
+            raise SubmissionError(f"GetWorkflow {workflow_id} in the sandbox: {exc}") from exc
+    template = dict(wanted.parameters)
+    body: dict[str, Any] = {"name": f"{SANDBOX_WORKFLOW_PREFIX}{workflow_id}", "parameterTemplate": template}
+    if version:
+        body["versions"] = {str(version): template}
+    endpoint = str(ctx.clients.endpoint_for("omics")).rstrip("/")
+    request = urllib.request.Request(
+        f"{endpoint}/_emulator/workflows/{workflow_id}",
+        data=json.dumps(body).encode(),
+        method="PUT",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        urllib.request.urlopen(request, timeout=10).read()
+    except OSError as exc:
+        raise SubmissionError(f"the sandbox's HealthOmics emulator did not take workflow {workflow_id}: {exc}") from exc
+
+
+_STEPS: dict[str, Callable[[Context], None]] = {
+    "batch": prepare_batch,
+    "glue": prepare_glue,
+    "omics-batch": prepare_omics,
+    "omics-run": prepare_omics,
+}
