@@ -497,6 +497,8 @@ class Plan:
         if self.problems:
             write_problems(os.path.join(directory, REJECTED_FILE), self.problems)
         manifest = write_plan(directory, self.spec, shards, samples.frames(), self._content())
+        if self.defaults.output_parameters:  # for `planner check`; only when set, so other plans keep their bytes
+            _record(directory, "output_parameters", list(self.defaults.output_parameters))
         if self.workflow is not None:
             _record(directory, "workflow", self.workflow.to_json())
             if self.workflow.skipped and not self.workflow.asked:

@@ -8,6 +8,9 @@ What a written plan is checked for, each where it applies:
   run of the shards: parameters it does not define, required ones missing;
 * the inputs: every distinct ``s3://`` value in the runs' parameters (lists and nested
   values included; the defaults' too), deduplicated, must exist in S3;
+* the output locations: no two runs write to the same place (``outputs.py``: the
+  ``outputUri`` of StartRun runs with ``outputUriPrefixMode`` NONE_WITH_OVERWRITE, and the
+  ``[workflow] output_parameters`` plan.json records), as at plan time;
 * the retained-run quota (HealthOmics, ``retentionMode`` RETAIN): a warning when the runs
   already kept plus this plan's would pass it.
 
@@ -36,6 +39,7 @@ a warning, "cannot verify", never "missing".
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -84,9 +88,21 @@ class PreflightError(ValidationError):
 # ---------------------------------------------------------------- reading the runs of a plan, columnar
 
 
+_VERIFIED: set[tuple[str, str, int, int]] = set()  # shards whose sha256 was checked, as (path, sha256, size, mtime)
+
+
 def entries(plan: PlanDirectory, shard: ShardInfo) -> pl.LazyFrame:
     """A shard's runs as text, one row each: ``position`` and ``line`` (the run's JSON)."""
-    plan.check_shard(shard)  # what is checked is what was planned
+    path = plan.shard_path(shard)
+    try:
+        stat = os.stat(path)
+        seen = (path, shard.sha256, stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        seen = None
+    if seen is None or seen not in _VERIFIED:
+        plan.check_shard(shard)  # what is checked is what was planned (once per check, not once per phase)
+        if seen is not None:
+            _VERIFIED.add(seen)
     lines = pl.scan_csv(
         plan.shard_path(shard),
         has_header=False,
@@ -474,6 +490,12 @@ def open_check_context(
 # ---------------------------------------------------------------- the workflow, against the written runs
 
 
+def recorded_outputs(plan: PlanDirectory) -> list[str]:
+    """plan.json's ``output_parameters`` (from ``[workflow] output_parameters``)."""
+    with open(plan.file(PLAN_FILE), "rb") as handle:
+        return list(orjson.loads(handle.read()).get("output_parameters") or [])
+
+
 def recorded_workflow(plan: PlanDirectory) -> dict[str, Any] | None:
     """plan.json's ``workflow`` record (what the plan was checked against, or why not)."""
     with open(plan.file(PLAN_FILE), "rb") as handle:
@@ -636,6 +658,65 @@ def check_workflow(plan: PlanDirectory, access: Lookup, template_file: str | Non
     return report
 
 
+# ---------------------------------------------------------------- output locations, against the written runs
+
+
+def output_problems(plan: PlanDirectory) -> list[Problem]:
+    """Runs of the written plan that share an output location (the plan-time rule of ``outputs.py``), columnar."""
+    from .outputs import COLLISION, OVERWRITE
+
+    manifest = plan.manifest
+    declared = recorded_outputs(plan)
+    path = _parameters_path(manifest.backend)
+    defaults = default_parameters(plan)
+    prefix = "--" if manifest.backend == "glue" else ""
+    kinds: list[tuple[str, pl.Expr]] = []
+    if manifest.backend == "omics-run":
+        mode = pl.col("line").str.json_path_match("$.outputUriPrefixMode").fill_null("SERVICE_DEFINED")
+        uri = pl.col("line").str.json_path_match("$.outputUri")
+        kinds.append(("outputUri", pl.when(mode == OVERWRITE).then(uri)))
+    for name in declared:
+        key = name if name.startswith(prefix) else prefix + name
+        where = "$" + "".join(f"[{orjson.dumps(part).decode()}]" for part in (*path, key))
+        value = pl.col("line").str.json_path_match(where)
+        default = defaults.get(key)
+        if default is not None:  # shards of StartRunBatch carry a row's own settings only
+            value = value.fill_null(default if isinstance(default, str) else orjson.dumps(default).decode())
+        kinds.append((key, value))
+    if not kinds:
+        return []
+    found = []
+    for shard in manifest.shards:
+        lines = entries(plan, shard)
+        for index, (_, expr) in enumerate(kinds):
+            found.append(
+                lines.select(
+                    pl.lit(shard.index, dtype=pl.Int32).alias("shard"),
+                    pl.col("position").cast(pl.Int32),
+                    pl.lit(index).alias("kind"),
+                    expr.str.strip_chars_end("/").alias("location"),
+                )
+                .drop_nulls("location")
+                .collect()
+            )
+    if not found:
+        return []
+    every = pl.concat(found).unique(["shard", "position", "location"], maintain_order=True)
+    shared = every.filter(pl.col("location").is_duplicated())
+    if shared.height == 0:
+        return []
+    who = shared.join(plan.samples(), on=["shard", "position"], how="left").sort("row")
+    groups = who.group_by("location", maintain_order=True).agg("row", "id", "kind")
+    problems = []
+    for location, rows, ids, kind_of in groups.iter_rows():
+        for row, sample, kind in zip(rows, ids, kind_of, strict=True):
+            others = ", ".join(f"{r} ({i!r})" for r, i in zip(rows, ids, strict=True) if r != row)
+            problems.append(
+                Problem(row, sample, kinds[kind][0], location, COLLISION, f"the same output location as rows {others}")
+            )
+    return sorted(problems, key=lambda p: p.row or 0)
+
+
 # ---------------------------------------------------------------- the whole check
 
 
@@ -645,6 +726,7 @@ class CheckReport:
     backend: str
     runs: int
     workflow: WorkflowReport | None = None
+    outputs: int | None = None  # the runs found sharing an output location (None: not checked)
     inputs: InputsReport | None = None
     quotas: dict[str, Any] | None = None
     problems: list[Problem] = field(default_factory=list)
@@ -658,6 +740,9 @@ class CheckReport:
         out = [f"checked plan {self.plan_id} ({self.backend}, {self.runs:,} runs)"]
         if self.workflow is not None:
             out.append("  " + self.workflow.line())
+        if self.outputs is not None:
+            shared = f"{self.outputs:,} runs share an output location" if self.outputs else "no two runs share one"
+            out.append(f"  outputs: {shared}")
         if self.inputs is not None:
             out.append("  " + self.inputs.line())
         if self.quotas is not None and self.quotas.get("note"):
@@ -674,6 +759,7 @@ class CheckReport:
             "runs": self.runs,
             "ok": self.ok,
             "workflow": self.workflow.to_json() if self.workflow is not None else None,
+            "outputs": None if self.outputs is None else {"sharing": self.outputs},
             "inputs": self.inputs.to_json() if self.inputs is not None else None,
             "quotas": self.quotas,
             "problems": [_problem_json(p) for p in self.problems],
@@ -727,6 +813,10 @@ def check(
         if report.workflow is not None:
             report.problems += report.workflow.problems
             report.warnings += report.workflow.warnings
+    if manifest.backend == "omics-run" or recorded_outputs(plan):
+        collisions = output_problems(plan)
+        report.outputs = len(collisions)
+        report.problems += collisions
     if inputs or quotas:
         ctx = open_check_context(plan, access, concurrency, rate, max_wait, progress, retry_mode, max_attempts)
     if inputs:

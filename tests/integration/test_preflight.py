@@ -51,8 +51,9 @@ def _defaults(backend: str, bucket: str) -> dict[str, Any]:
 
 def _plan(tmp_path: Path, backend: str, header: list[str], rows: list[list[str | None]], **options: Any) -> Path:
     sheet = write_csv(tmp_path / "s.csv", header, rows)
-    bucket = next((v.split("/")[2] for row in rows for v in row if v and v.startswith("s3://")), "none")
-    options.setdefault("defaults", _defaults(backend, bucket))
+    if "defaults" not in options:
+        bucket = next((v.split("/")[2] for row in rows for v in row if v and v.startswith("s3://")), "none")
+        options["defaults"] = _defaults(backend, bucket)
     out = tmp_path / "plan"
     planner.plan(sheet, backend=backend, **options).write(out)
     return out
@@ -448,3 +449,92 @@ def test_the_retained_run_quota_warns_with_the_fix(
             {"ServiceCode": "omics"},
         )
         assert quota_value(client) == (5000.0, "Maximum number of runs")
+
+
+# ---------------------------------------------------------------- 100,000 rows
+
+
+@pytest.mark.slow
+def test_100k_distinct_inputs_are_checked_by_folder(tmp_path: Path, s3: Any, moto_server: str) -> None:
+    from moto.s3.models import s3_backends
+
+    base = _bucket(s3)
+    store = s3_backends["123456789012"]["aws"]
+    # 10 buckets of 10 folders of 1,000 objects (moto scans a whole bucket per listing: smaller buckets list faster)
+    for b in range(10):
+        store.create_bucket(f"{base}-{b}", "us-east-1")
+    gone = {17, 50_001, 99_999}
+    for i in range(100_000):
+        if i not in gone:
+            store.put_object(f"{base}-{i // 10_000}", f"run/{i // 1000:03d}/s{i:06d}.bam", b"x")
+    sheet = tmp_path / "s.parquet"
+    n = pl.int_range(100_000)
+    pl.select(
+        pl.format("s{}", n.cast(pl.String).str.zfill(6)).alias("sample"),
+        pl.format(
+            "s3://{}-{}/run/{}/s{}.bam",
+            pl.lit(base),
+            (n // 10_000).cast(pl.String),
+            (n // 1000).cast(pl.String).str.zfill(3),
+            n.cast(pl.String).str.zfill(6),
+        ).alias("bam"),
+    ).write_parquet(sheet)
+    planner.plan(sheet, backend="batch", defaults=_defaults("batch", base)).write(tmp_path / "plan")
+    report = check(tmp_path / "plan", endpoints={"s3": moto_server}, quotas=False)
+    assert [(p.row, p.id, p.rule) for p in report.problems] == [
+        (i + 1, f"s{i:06d}", "s3-missing") for i in sorted(gone)
+    ]
+    assert report.inputs is not None and report.inputs.uris == 100_001
+    # a listing per folder of 1,000 (one page each), not 100,000 HeadObjects
+    assert report.inputs.calls == {"HeadBucket": 11, "ListObjectsV2": 100, "HeadObject": 1}
+
+
+@pytest.mark.slow
+def test_100k_rows_against_a_template(tmp_path: Path) -> None:
+    template = tmp_path / "t.json"
+    template.write_bytes(
+        orjson.dumps({"sample": {}, "bam": {}, "reference": {"optional": True}, "threads": {"optional": True}})
+    )
+    empty = {5, 77_777}
+    sheet = tmp_path / "s.parquet"
+    pl.select(
+        pl.format("s{}", pl.int_range(100_000)).alias("sample"),
+        pl.when(~pl.int_range(100_000).is_in(list(empty)))
+        .then(pl.format("s3://b/{}.bam", pl.int_range(100_000)))
+        .alias("bam"),
+    ).write_parquet(sheet)
+    with pytest.raises(ValidationError) as caught:
+        planner.plan(
+            sheet, backend="omics-batch", defaults=defaults_for("omics-batch"), parameter_template=template
+        ).write(tmp_path / "plan")
+    assert [(p.row, p.column, p.rule) for p in caught.value.problems] == [
+        (i + 1, "bam", "template-required") for i in sorted(empty)
+    ]
+
+
+# ---------------------------------------------------------------- output locations, at check time
+
+
+@pytest.mark.parametrize(
+    ("backend", "column", "declared"),
+    [("glue", "output_path", "output_path"), ("omics-batch", "outdir", "outdir"), ("batch", "outdir", "outdir")],
+)
+def test_check_finds_runs_sharing_an_output_location(tmp_path: Path, backend: str, column: str, declared: str) -> None:
+    # A plan made without [workflow] output_parameters (by an older planner, say) is told about its collisions
+    # once plan.json names them.
+    rows = [["A", "s3://b/o/a/"], ["B", None], ["C", "s3://b/o/a"], ["D", None], ["E", "s3://b/o/e/"]]
+    document = defaults_for(backend)
+    key = f"--{column}" if backend == "glue" else column
+    document["run"]["parameters" if backend != "glue" else "Arguments"][key] = "s3://b/o/default/"
+    plan = _plan(tmp_path, backend, ["sample", column], rows, defaults=document)
+    manifest = orjson.loads((plan / "plan.json").read_bytes())
+    (plan / "plan.json").write_bytes(orjson.dumps({**manifest, "output_parameters": [declared]}))
+    report = check(plan, inputs=False, quotas=False, workflow=False)
+    assert [(p.row, p.id, p.value, p.rule) for p in report.problems] == [
+        (1, "A", "s3://b/o/a", "output-collision"),
+        (2, "B", "s3://b/o/default", "output-collision"),
+        (3, "C", "s3://b/o/a", "output-collision"),
+        (4, "D", "s3://b/o/default", "output-collision"),
+    ]
+    assert report.problems[0].message == "the same output location as rows 3 ('C')"
+    assert report.outputs == 4
