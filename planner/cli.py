@@ -703,9 +703,10 @@ def _check_parser(commands: Any) -> None:
         "plan time, every run is checked against it (parameters it does not define, required ones\n"
         "missing).  Every backend: every distinct s3:// value in the runs' parameters must exist (HeadObject,\n"
         "or one ListObjectsV2 per folder when cheaper; a URI ending in / is a prefix); 403 is a warning\n"
-        "(cannot verify), not a missing input.  HealthOmics RETAIN runs: a warning when the account's\n"
-        "retained runs would pass the quota.  Exit 2 when a problem is found (more than 20: the full\n"
-        "list in PLAN.problems.csv).",
+        "(cannot verify), not a missing input.  No two runs may share an output location (StartRun's\n"
+        "outputUri with NONE_WITH_OVERWRITE, [workflow] output_parameters).  HealthOmics RETAIN runs: a\n"
+        "warning when the account's retained runs would pass the quota.  Exit 2 when a problem is found\n"
+        "(more than 20: the full list in PLAN.problems.csv).",
         epilog="Examples:\n  planner check PLAN\n  planner check PLAN --json | jq .inputs\n"
         "  planner check PLAN --parameter-template workflow.json --no-inputs",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -7,6 +7,11 @@ with a ``submission.`` prefix, into ``[submission]``.  VALUE is read as JSON whe
 parses as JSON and the field is not a string field, else taken as text, so
 ``--set parameters.threads=16`` sets a number and ``--set workflowId=1234567`` the
 string the model asks for.
+
+``[workflow]`` says what the runs are checked against and how the sheet feeds them
+(README: Preflight): ``parameter_template`` (a file, relative to the defaults file),
+``id_parameter`` (the parameter the id column is sent as; false: none) and
+``output_parameters`` (parameters that are a run's own output location).
 """
 
 from __future__ import annotations

@@ -112,7 +112,8 @@ class Plan:
             near = {p.column for p in problems if p.rule == NEAR_FIELD}  # "did you mean" says it already
             problems += [p for p in found if p.column not in near]
         self.outputs, output_problems = output_locations(spec, defaults, self.routes)
-        problems += output_problems
+        if not broken_defaults:
+            problems += output_problems
         if problems:
             raise ValidationError(problems)
         self.max_entries = min(options.max_entries or spec.max_entries, spec.max_entries)

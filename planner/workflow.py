@@ -268,6 +268,7 @@ def read_workflow(run: Mapping[str, Any], lookup: Lookup) -> WorkflowCheck:
         naming["type"] = run["workflowType"]
     if run.get("workflowOwnerId"):
         naming["workflowOwnerId"] = run["workflowOwnerId"]
+    asking = ("workflowId", workflow_id)  # the field of the call being made, for a "not found"
     try:
         omics = _omics_client(lookup)
         if omics is None:
@@ -275,32 +276,33 @@ def read_workflow(run: Mapping[str, Any], lookup: Lookup) -> WorkflowCheck:
         found = omics.get_workflow(id=workflow_id, **naming)
         answer = None
         if version:
+            asking = ("workflowVersionName", str(version))
             answer = omics.get_workflow_version(workflowId=workflow_id, versionName=str(version), **naming)
     except NoCredentialsError:
         return WorkflowCheck(skipped=f"no AWS credentials to read workflow {workflow_id}")
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         message = str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
-        if code in ("ResourceNotFoundException", "ValidationException"):
-            if lookup.sandbox:
-                return WorkflowCheck(
-                    skipped=f"the sandbox does not know workflow {workflow_id} (it starts runs of it unchecked)"
-                )
-            where = f"[run] {'workflowVersionName' if version and 'ersion' in message else 'workflowId'}"
+        if code not in ("ResourceNotFoundException", "ValidationException"):
+            return WorkflowCheck(skipped=f"cannot read workflow {workflow_id}: {code}: {message}")
+        if lookup.sandbox:
             return WorkflowCheck(
-                problems=(
-                    Problem(
-                        None,
-                        None,
-                        where,
-                        str(version) if where.endswith("VersionName") else workflow_id,
-                        NOT_FOUND,
-                        f"HealthOmics does not know it ({code}: {message}); check the id, the region, and for a "
-                        "shared or READY2RUN workflow workflowOwnerId or workflowType",
-                    ),
-                )
+                skipped=f"the sandbox does not know workflow {workflow_id} (it starts runs of it unchecked)"
             )
-        return WorkflowCheck(skipped=f"cannot read workflow {workflow_id}: {code}: {message}")
+        field, value = asking
+        return WorkflowCheck(
+            problems=(
+                Problem(
+                    None,
+                    None,
+                    f"[run] {field}",
+                    value,
+                    NOT_FOUND,
+                    f"HealthOmics does not know it ({code}: {message}); check the id, the region, and for a "
+                    "shared or READY2RUN workflow workflowOwnerId or workflowType",
+                ),
+            )
+        )
     except BotoCoreError as exc:
         return WorkflowCheck(skipped=f"cannot read workflow {workflow_id}: {exc}")
     template = from_service(found, answer)

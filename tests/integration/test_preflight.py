@@ -344,6 +344,20 @@ def test_a_version_named_by_the_run_is_read_and_must_be_active(
     ]
 
 
+def test_an_unknown_version_names_the_version(
+    tmp_path: Path, lookup: None, make_omics_emulator: Callable[..., OmicsEmulator]
+) -> None:
+    emulator = make_omics_emulator()
+    _workflow(emulator)
+    document = defaults_for("omics-batch")
+    document["run"]["workflowVersionName"] = "v9"
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "bam"], [["A", "s3://b/a.bam"]])
+    with pytest.raises(ValidationError) as caught:
+        planner.plan(sheet, backend="omics-batch", defaults=document, endpoints={"omics": emulator.endpoint_url})
+    (problem,) = caught.value.problems
+    assert (problem.column, problem.value, problem.rule) == ("[run] workflowVersionName", "v9", "workflow-not-found")
+
+
 def test_an_unknown_workflow_is_a_problem_and_no_credentials_skip_the_check(
     tmp_path: Path, lookup: None, make_omics_emulator: Callable[..., OmicsEmulator], monkeypatch: pytest.MonkeyPatch
 ) -> None:
