@@ -552,3 +552,18 @@ def test_check_finds_runs_sharing_an_output_location(tmp_path: Path, backend: st
     ]
     assert report.problems[0].message == "the same output location as rows 3 ('C')"
     assert report.outputs == 4
+
+
+def test_submit_check_on_the_command_line(tmp_path: Path, s3: Any, moto_server: str) -> None:
+    bucket = _bucket(s3, "a.bam")
+    rows = [["A", f"s3://{bucket}/a.bam"], ["B", f"s3://{bucket}/b.bam"]]
+    plan = _plan(tmp_path, "batch", ["sample", "bam"], rows)
+    staging = f"s3://{bucket}/staging/"
+    done = run_cli_process(["submit", plan, "--check", "--staging", staging, "--endpoint-url", moto_server])
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"planner: error: row 2 (id 'B'), column 'bam' = 's3://{bucket}/b.bam': no such object in S3 [s3-missing]",
+        "planner: 1 problem found by the preflight check; nothing was staged or submitted",
+    ]
+    assert s3.list_objects_v2(Bucket=bucket, Prefix="staging/").get("KeyCount") == 0
+    assert not (plan / "ledger.sqlite").exists()
