@@ -95,8 +95,9 @@ def clean(
         staged = ctx.ledger.all_staged()
         if staged:
             s3 = ctx.clients.get("s3")
+            owner = ctx.expected_bucket_owner()  # a bucket of the same name in another account is not ours
             for item in staged:
-                _remove(s3, item, report, dry_run)
+                _remove(s3, item, report, dry_run, owner)
         if runs:
             report.runs = backend_class(ctx.manifest.backend)(ctx).delete_runs(dry_run)
         if not dry_run:
@@ -106,9 +107,10 @@ def clean(
         ctx.ledger.close()
 
 
-def _remove(s3: Any, item: Staged, report: CleanReport, dry_run: bool) -> None:
+def _remove(s3: Any, item: Staged, report: CleanReport, dry_run: bool, owner: str | None) -> None:
+    mine = {"ExpectedBucketOwner": owner} if owner else {}
     try:
-        head = s3.head_object(Bucket=item.bucket, Key=item.key)
+        head = s3.head_object(Bucket=item.bucket, Key=item.key, **mine)
     except ClientError as exc:
         if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
             report.gone.append(item.uri)
@@ -122,7 +124,7 @@ def _remove(s3: Any, item: Staged, report: CleanReport, dry_run: bool) -> None:
     report.removed.append(item.uri)
     if dry_run:
         return
-    params: dict[str, Any] = {"Bucket": item.bucket, "Key": item.key}
+    params: dict[str, Any] = {"Bucket": item.bucket, "Key": item.key, **mine}
     if item.version_id and item.version_id != "null":
         params["VersionId"] = item.version_id  # the version this plan wrote, not a newer one
     try:

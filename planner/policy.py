@@ -176,6 +176,11 @@ def policies(
         found.notes.append(
             "the region or the account is not known from the plan: * stands in; pin them with --region and --account"
         )
+    found.notes.append(
+        "planner clean also needs s3:DeleteObject and s3:DeleteObjectVersion on the staged objects (and, with "
+        "--runs, omics:DeleteRunBatch or omics:DeleteRun); planner check needs omics:GetWorkflow, "
+        "omics:GetWorkflowVersion and s3:GetObject/s3:ListBucket on the inputs: grant them to whoever runs those"
+    )
     found.submitter = _document(submitter) if submitter else None
     found.service_role = _document(reader) if reader else None
     return found

@@ -47,10 +47,9 @@ class Tracker:
         self.callback(ProgressEvent(task, unit, 0, total))
 
     def advance(self, amount: int = 1) -> None:
-        with self._lock:
+        with self._lock:  # the callback inside the lock: counts reach it in order from any number of workers
             self.done += amount
-            event = ProgressEvent(self.task, self.unit, self.done, self.total)
-        self.callback(event)
+            self.callback(ProgressEvent(self.task, self.unit, self.done, self.total))
 
     def close(self) -> None:
         self.callback(ProgressEvent(self.task, self.unit, self.done, self.total, finished=True))
