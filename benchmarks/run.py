@@ -47,7 +47,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-import gen_sheet
+import contextlib  # noqa: E402 - after the sys.path line above
+
+import gen_sheet  # noqa: E402 - after the sys.path line above
 
 DATA = HERE / "data"
 OUT = HERE / "out"
@@ -102,10 +104,8 @@ def _wait_capped(pid: int, cap_mb: float) -> tuple[int, Any, float | None]:
             if rss > cap_mb:
                 killed_at = rss
                 for t in targets:
-                    try:
+                    with contextlib.suppress(OSError):
                         os.kill(t, signal.SIGTERM)
-                    except OSError:
-                        pass
         time.sleep(0.1)
 
 
@@ -261,13 +261,14 @@ def check_equivalence(fmt: str, defaults: Path, rows: int = 10_000) -> dict[str,
     if p["rc"] != 0 or b["rc"] != 0:
         res.update(
             ok=False,
-            error=f"planner rc={p['rc']}, baseline rc={b['rc']}: {(p.get('stderr') or b.get('stderr') or '').strip()[-500:]}",
+            error=f"planner rc={p['rc']}, baseline rc={b['rc']}: "
+            + (p.get("stderr") or b.get("stderr") or "").strip()[-500:],
         )
     else:
         plan = json.loads((p_out / "plan.json").read_text())
         mine = [e for s in plan["shards"] for e in orjson.loads((p_out / s["path"]).read_bytes())]
         theirs = [e for f in sorted(b_out.glob("*.json")) for e in orjson.loads(f.read_bytes())]
-        diff = [i for i, (x, y) in enumerate(zip(mine, theirs)) if x != y or list(x) != list(y)]
+        diff = [i for i, (x, y) in enumerate(zip(mine, theirs, strict=False)) if x != y or list(x) != list(y)]
         res.update(
             ok=len(mine) == len(theirs) and not diff,
             planner_entries=len(mine),
@@ -290,10 +291,8 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "cores": os.cpu_count(),
     }
-    try:
+    with contextlib.suppress(AttributeError):
         info["cpu_affinity"] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        pass
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -394,7 +393,8 @@ def markdown_table(doc: dict[str, Any]) -> str:
             continue
         secs = f"{r['seconds']:.2f}" + (" (timed part)" if r["method"] == "floor" else "")
         lines.append(
-            f"| {r['size']} | {r['format']} | {r['method']} | {secs} | {r['rows_per_s']:,.0f} | {r['out_mb_per_s']:.1f} | {r['peak_rss_mb']:,.0f} | {r['out_bytes'] / 1e6:,.0f} |"
+            f"| {r['size']} | {r['format']} | {r['method']} | {secs} | {r['rows_per_s']:,.0f} | "
+            f"{r['out_mb_per_s']:.1f} | {r['peak_rss_mb']:,.0f} | {r['out_bytes'] / 1e6:,.0f} |"
         )
     lines += [
         "",
@@ -407,7 +407,8 @@ def markdown_table(doc: dict[str, Any]) -> str:
             return f"{r[k]:.2f}x" if k in r else ""
 
         lines.append(
-            f"| {r['size']} | {r['format']} | {r['planner_s']:.2f} | {x('speedup_vs_stdlib')} | {x('speedup_vs_stdlib_dumps')} | {x('speedup_vs_orjson')} | {x('planner_over_floor')} |"
+            f"| {r['size']} | {r['format']} | {r['planner_s']:.2f} | {x('speedup_vs_stdlib')} | "
+            f"{x('speedup_vs_stdlib_dumps')} | {x('speedup_vs_orjson')} | {x('planner_over_floor')} |"
         )
     return "\n".join(lines)
 
@@ -467,7 +468,10 @@ def plot(doc: dict[str, Any]) -> Path | None:
             ax2.plot(xs, [p[2] for p in pts], **kw)
     big = doc.get("big_shard")
     if big and big.get("rc") == 0:
-        note = f"big shard: {big['n']:,} runs, one {big['out_bytes'] / 1e9:.2f} GB shard\nplanner {big['wall_s']:.0f} s, peak RSS {big['peak_rss_mb']:,.0f} MB"
+        note = (
+            f"big shard: {big['n']:,} runs, one {big['out_bytes'] / 1e9:.2f} GB shard\n"
+            f"planner {big['wall_s']:.0f} s, peak RSS {big['peak_rss_mb']:,.0f} MB"
+        )
         ax2.text(
             0.98,
             0.02,
@@ -489,7 +493,8 @@ def plot(doc: dict[str, Any]) -> Path | None:
     ax2.legend(fontsize=7, loc="upper left")
     m = doc.get("machine", {})
     fig.suptitle(
-        f"planner plan --backend omics-batch vs plain Python - {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('ram_gb', '?')} GB RAM, polars {m.get('polars', '?')}",
+        f"planner plan --backend omics-batch vs plain Python - {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
+        f"{m.get('ram_gb', '?')} GB RAM, polars {m.get('polars', '?')}",
         fontsize=9,
     )
     fig.tight_layout()
@@ -504,7 +509,8 @@ def plot(doc: dict[str, Any]) -> Path | None:
 
 def fmt_row(r: dict[str, Any]) -> str:
     if r.get("rc") != 0:
-        return f"{r['size']:>5} {r['format']:<8} {r['method']:<13} FAILED rc={r.get('rc')}: {(r.get('stderr') or '').strip().splitlines()[-1:]}"
+        last = (r.get("stderr") or "").strip().splitlines()[-1:]
+        return f"{r['size']:>5} {r['format']:<8} {r['method']:<13} FAILED rc={r.get('rc')}: {last}"
     return (
         f"{r['size']:>5} {r['format']:<8} {r['method']:<13} {r['seconds']:9.3f} s {r['rows_per_s']:>12,.0f} rows/s "
         f"{r['out_mb_per_s']:8.1f} MB/s {r['peak_rss_mb']:8.0f} MB RSS"
@@ -546,7 +552,8 @@ def big_shard(doc: dict[str, Any], defaults: Path, keep_out: bool, rows_text: st
         rec["rows_per_s"] = rec["rows"] / rec["wall_s"]
         rec["out_mb_per_s"] = rec["out_bytes"] / 1e6 / rec["wall_s"]
         print(
-            f"  planner: {rec['wall_s']:.1f} s, {rec['out_bytes'] / 1e9:.2f} GB in {len(plan['shards'])} shard(s), peak RSS {rec['peak_rss_mb']:.0f} MB",
+            f"  planner: {rec['wall_s']:.1f} s, {rec['out_bytes'] / 1e9:.2f} GB in {len(plan['shards'])} shard(s), "
+            f"peak RSS {rec['peak_rss_mb']:.0f} MB",
             file=sys.stderr,
         )
     else:
@@ -647,7 +654,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     doc.setdefault("notes", {})["method_defs"] = {
         "planner": "planner plan SHEET --backend omics-batch --defaults D --out OUT --quiet --force; process wall time",
-        "stdlib": "csv.DictReader / pyarrow iter_batches+to_pylist; per-row dict merge + validation; json.dump per 100k chunk; md5+sha256 (file read back); process wall time",
+        "stdlib": "csv.DictReader / pyarrow iter_batches+to_pylist; per-row dict merge + validation; "
+        "json.dump per 100k chunk; md5+sha256 (file read back); process wall time",
         "stdlib_dumps": "as stdlib, json.dumps(...).encode() hashed in memory then written",
         "orjson": "as stdlib, orjson.dumps hashed in memory then written",
         "floor": "entries prebuilt in memory (untimed); timed_s = orjson.dumps + md5 + sha256 + write per 100k chunk",
@@ -667,7 +675,9 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         sheets = gen_sheet.write_sheet(n, fmts, DATA)
         print(
-            f"sheet {gen_sheet.label(n)}: {', '.join(f'{p.name} {p.stat().st_size / 1e6:.0f} MB' for p in sheets.values())} ({time.perf_counter() - t:.1f} s)",
+            f"sheet {gen_sheet.label(n)}: "
+            f"{', '.join(f'{p.name} {p.stat().st_size / 1e6:.0f} MB' for p in sheets.values())} "
+            f"({time.perf_counter() - t:.1f} s)",
             file=sys.stderr,
         )
         for fmt in fmts:

@@ -148,7 +148,7 @@ def _ranged_get(
     if owner:
         params["ExpectedBucketOwner"] = owner
     try:
-        return s3.get_object(**params)["Body"].read()  # type: ignore[no-any-return]
+        return s3.get_object(**params)["Body"].read()
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))

@@ -141,7 +141,8 @@ def _parser() -> argparse.ArgumentParser:
         "summary with failures grouped by reason, and optionally write the per-sample table: sample id,\n"
         "sheet row, shard, submission id, run id, submission status, run state, reason, log location.\n"
         "Reads PLAN/; updates PLAN/ledger.sqlite.",
-        epilog="Examples:\n  planner status PLAN --sandbox\n  planner status PLAN --watch --interval 60 --out status.csv",
+        epilog="Examples:\n  planner status PLAN --sandbox\n"
+        "  planner status PLAN --watch --interval 60 --out status.csv",
         formatter_class=raw,
     )
     t.add_argument("plan_dir", metavar="PLAN", help=_PLAN_HELP)
@@ -213,7 +214,8 @@ def _parser() -> argparse.ArgumentParser:
         "refresh), failures grouped by reason with their samples, and a searchable per-sample table with\n"
         "links to the service's console.  Reads PLAN/ and its ledger; needs the report extra\n"
         "(pip install 'planner[report]').",
-        epilog="Examples:\n  planner report PLAN --out report.html\n  planner report PLAN --out r.html --refresh --sandbox",
+        epilog="Examples:\n  planner report PLAN --out report.html\n"
+        "  planner report PLAN --out r.html --refresh --sandbox",
         formatter_class=raw,
     )
     w.add_argument("plan_dir", metavar="PLAN", help=_PLAN_HELP)
@@ -430,7 +432,7 @@ def _print_submit(report: Any, args: argparse.Namespace, stream: Any) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .submission import status, watch, write_table
+    from .submission import status, write_table
 
     access = _aws(args)
     if args.cancel_if_failed and not args.watch:
@@ -450,15 +452,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _summary(table: Any) -> dict[str, Any]:
+    from .htmlreport import failure_groups  # plotly is imported only to draw a report
     from .submission import state_counts
 
-    groups = []
-    try:
-        from .htmlreport import failure_groups
-    except ImportError:  # pragma: no cover - the report module ships with the package
-        failure_groups = None
-    if failure_groups is not None:
-        groups = [{"reason": g.reason, "count": g.count, "samples": list(g.samples)} for g in failure_groups(table)]
+    groups = [{"reason": g.reason, "count": g.count, "samples": list(g.samples)} for g in failure_groups(table)]
     return {"samples": table.height, "counts": state_counts(table), "failures": groups}
 
 

@@ -206,7 +206,8 @@ def _check_depth(defaults: Defaults, label: str) -> None:
                 key = ".".join(path)
                 shown = key if len(key) <= 60 else key[:59] + "…"
                 raise DefaultsError(
-                    f"{label}: [{name}] {shown}: nested deeper than {MAX_TABLE_DEPTH} levels (counting [{name}] as one); the planner handles at most {MAX_TABLE_DEPTH}"
+                    f"{label}: [{name}] {shown}: nested deeper than {MAX_TABLE_DEPTH} levels (counting [{name}] as "
+                    f"one); the planner handles at most {MAX_TABLE_DEPTH}"
                 )
             items = node.items() if isinstance(node, dict) else enumerate(node)
             stack += [(value, (*path, str(key))) for key, value in items if isinstance(value, (dict, list))]
@@ -248,7 +249,8 @@ def _apply_set(defaults: Defaults, assignment: str, spec: BackendSpec | None) ->
     key = key.strip()
     if not sep or not key:
         raise DefaultsError(
-            f"--set {assignment!r}: write KEY=VALUE, e.g. --set outputUri=s3://bucket/out/ or --set parameters.threads=8"
+            f"--set {assignment!r}: write KEY=VALUE, e.g. --set outputUri=s3://bucket/out/ or --set "
+            "parameters.threads=8"
         )
     path = key.split(".")
     target, table = defaults.run, "run"

@@ -304,7 +304,8 @@ class Ledger:
         """Journal that a creating call is about to be made (idempotent for a key already journaled)."""
         with self._transaction():
             self.db.execute(
-                "INSERT INTO submissions(key, kind, shard, sample, token, state, intent_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "INSERT INTO submissions(key, kind, shard, sample, token, state, intent_at) VALUES (?, ?, ?, ?, ?, ?, "
+                "?) "
                 "ON CONFLICT(key) DO UPDATE SET state = CASE WHEN state = 'done' THEN state ELSE 'intent' END, "
                 "error = NULL",
                 (key, kind, shard, sample, token, INTENT, now()),

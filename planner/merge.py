@@ -107,7 +107,7 @@ _NULL_AFTER_COMMA = r',"[^"\\]*":null'
 _NULL_FIRST = r'\{"[^"\\]*":null,?'
 
 
-def _flat(dtype: pl.DataType) -> bool:
+def _flat(dtype: Any) -> bool:  # a polars DataType, or its class
     """Strings, integers, booleans, or lists of them: no objects of the row's own whose
     nulls would be cut, and no floats (polars writes NaN as null, which would be cut too)."""
     if isinstance(dtype, pl.List):

@@ -135,10 +135,14 @@ class Plan:
         self.problems: list[Problem] = []
         self.plan_problems: list[Problem] = []
         self._rejected_rows: set[int] = set()
+        self.repeated_problems: list[Problem] = []
+        self.repeated_ids: set[str] = set()
+        self.row_rejects: dict[int, list[Problem]] = {}
         self.checked = False  # every row has been read and checked (by check(), runs() or write())
 
     def __repr__(self) -> str:
-        where = f"{self.spec.name} plan of {self.sheet.path} ({len(self.sheet.columns)} columns, id {self.sheet.id_column!r})"
+        columns = len(self.sheet.columns)
+        where = f"{self.spec.name} plan of {self.sheet.path} ({columns} columns, id {self.sheet.id_column!r})"
         if not self.checked:
             return f"<{where}: rows not read yet; .check() lists every problem>"
         noun = "problem" if len(self.problems) == 1 else "problems"
@@ -244,7 +248,8 @@ class Plan:
                         self.sheet.name_of(c),
                         " | ".join("" if v is None else str(v) for v in values),
                         "group-agree",
-                        f"differs between rows {_rows(record['__rows'])} of this sample; with --group, columns other than --list-columns must agree within a sample",
+                        f"differs between rows {_rows(record['__rows'])} of this sample; with --group, columns other "
+                        "than --list-columns must agree within a sample",
                     )
                 )
         rejected = {p.id for p in problems if p.id is not None}
@@ -403,11 +408,11 @@ class Plan:
     def _passes(self, mode: str, progress: ProgressCallback | None, scratch: str) -> Iterator[Iterator[pl.DataFrame]]:
         """One pass over the sheet; more when --skip-invalid must drop rows that only the whole
         sheet (repeated ids, shared output locations) or the written plan (missing inputs) shows."""
-        self.repeated_problems: list[Problem] = []
-        self.repeated_ids: set[str] = set()
-        self.row_rejects: dict[int, list[Problem]] = {}  # row -> problems found after a pass
-        self.plan_problems: list[Problem] = []  # found after a pass, of no one row: nothing can be planned
-        self._rejected_rows: set[int] = set()
+        self.repeated_problems = []
+        self.repeated_ids = set()
+        self.row_rejects = {}  # row -> problems found after a pass
+        self.plan_problems = []  # found after a pass, of no one row: nothing can be planned
+        self._rejected_rows = set()
         yield self._batches(mode, progress, scratch)
         excluded_ids = False
         while self.options.skip_invalid and not self.plan_problems:

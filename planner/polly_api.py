@@ -152,6 +152,7 @@ class PollyAPI:
                 if wait is None:
                     wait = delay
                 maybe_done = status != 429  # "too many requests" was refused, not carried out
+            assert wait is not None
             wait = max(0.0, min(wait, self.max_wait - waited))
             self.sleep(wait)
             waited += wait

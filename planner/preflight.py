@@ -402,8 +402,8 @@ def check_inputs(
         return report
     ctx = ctx or open_check_context(plan, access or Lookup(), concurrency, rate, max_wait, progress)
     outcome, report.calls = probe_uris(ctx, table.get_column("uri").to_list())
-    report.buckets = table.select(pl.col("uri").str.strip_prefix("s3://").str.splitn("/", 2).struct.field("field_0"))
-    report.buckets = report.buckets.n_unique()
+    buckets = table.select(pl.col("uri").str.strip_prefix("s3://").str.splitn("/", 2).struct.field("field_0"))
+    report.buckets = buckets.n_unique()
     report.found = sum(1 for state in outcome.values() if state[0] == FOUND)
     report.unverified = sum(1 for state in outcome.values() if state[0] in (FORBIDDEN, FAILED))
     report.missing = len(outcome) - report.found - report.unverified

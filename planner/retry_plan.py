@@ -70,7 +70,7 @@ def retry(
         )
         try:
             for (shard_index,), rows in wanted.group_by("shard", maintain_order=True):
-                shard = manifest.shard(int(shard_index))  # type: ignore[arg-type]
+                shard = manifest.shard(int(shard_index))
                 ids = rows.get_column("id").to_list()
                 entries = plan.entries_at(shard, rows.get_column("position").to_list())
                 if assignments:

@@ -64,14 +64,13 @@ def route_columns(
             key = column[len(TAG_PREFIX) :]
             if spec.tags_path is None:
                 raise SheetError(
-                    f"column {column!r}: {spec.title} has no per-run tags; remove the column or make it a parameter (param.{key})"
+                    f"column {column!r}: {spec.title} has no per-run tags; remove the column or make it a parameter "
+                    f"(param.{key})"
                 )
-            route = Route(column, internal, "tag", spec.tags_path + (key,), None)
+            route = Route(column, internal, "tag", (*spec.tags_path, key), None)
         elif column.startswith(PARAM_PREFIX):
             key = column[len(PARAM_PREFIX) :]
-            route = Route(
-                column, internal, "parameter", spec.parameters_path + (spec.parameter_key_prefix + key,), None
-            )
+            route = Route(column, internal, "parameter", (*spec.parameters_path, spec.parameter_key_prefix + key), None)
         elif column in spec.fields:
             field = spec.fields[column]
             route = Route(column, internal, "field", field.path, field.rule)
@@ -83,7 +82,7 @@ def route_columns(
             )
         else:
             route = Route(
-                column, internal, "parameter", spec.parameters_path + (spec.parameter_key_prefix + column,), None
+                column, internal, "parameter", (*spec.parameters_path, spec.parameter_key_prefix + column), None
             )
         if not route.key:
             raise SheetError(f"column {column!r}: the name after the prefix is empty")

@@ -333,10 +333,11 @@ def open_sheet(
         missing = sorted(set(types) - set(columns))
         if missing:
             raise DefaultsError(
-                f"[sheet.types] names {', '.join(map(repr, missing))}, which the sheet {label} does not have; its columns are {', '.join(map(repr, columns))}"
+                f"[sheet.types] names {', '.join(map(repr, missing))}, which the sheet {label} does not have; its "
+                f"columns are {', '.join(map(repr, columns))}"
             )
         source_of = {name: f"c{index}" for index, name in enumerate(columns)}
-        renames = dict(zip(read_names, source_of.values()))
+        renames = dict(zip(read_names, source_of.values(), strict=False))
         schema = frame.rename(renames).collect_schema()
         internal_types = {source_of[c]: k for c, k in types.items()}
         raw_json = {c for c, k in internal_types.items() if k == "json" and schema[c] == pl.String}
@@ -508,7 +509,8 @@ def _refuse_deep_lines(file: str, label: str) -> None:
         for number, line in enumerate(handle, start=1):
             if line.count(b"{") + line.count(b"[") > _MAX_LINE_DEPTH and json_depth(line) > _MAX_LINE_DEPTH:
                 raise SheetError(
-                    f"{label}: line {number}: JSON nested deeper than {MAX_JSON_DEPTH} levels (inside the row's object); the planner handles at most {MAX_JSON_DEPTH}"
+                    f"{label}: line {number}: JSON nested deeper than {MAX_JSON_DEPTH} levels (inside the row's "
+                    f"object); the planner handles at most {MAX_JSON_DEPTH}"
                 )
 
 
@@ -636,7 +638,8 @@ def _sniff(file: str, suffix: str, label: str) -> tuple[str, list[str]]:
             if other != expected and other in header[0]:
                 raise SheetError(
                     f"{label}: the header has one column but contains {name}s: the file looks {name}-separated; "
-                    f"a {suffix} sheet must be separated by {'tabs' if expected == chr(9) else 'commas'} (rename it or convert it)"
+                    f"a {suffix} sheet must be separated by {'tabs' if expected == chr(9) else 'commas'} (rename it "
+                    "or convert it)"
                 )
     return expected, header
 
@@ -655,14 +658,16 @@ def _choose_id_column(columns: Sequence[str], wanted: str | None, label: str) ->
     if wanted is not None:
         if wanted not in columns:
             raise SheetError(
-                f"{label}: the id column {wanted!r} is not in the sheet; its columns are {', '.join(map(repr, columns))}"
+                f"{label}: the id column {wanted!r} is not in the sheet; its columns are "
+                f"{', '.join(map(repr, columns))}"
             )
         return wanted
     for name in ID_CANDIDATES:
         if name in columns:
             return name
     raise SheetError(
-        f"{label}: no id column: name one with --id-column, or call a column {', '.join(ID_CANDIDATES)}; the columns are {', '.join(map(repr, columns))}"
+        f"{label}: no id column: name one with --id-column, or call a column {', '.join(ID_CANDIDATES)}; the columns "
+        f"are {', '.join(map(repr, columns))}"
     )
 
 

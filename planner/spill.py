@@ -73,7 +73,7 @@ class IdHashes:
     def add(self, frame: pl.DataFrame) -> None:
         parts = frame.with_columns((pl.col(HASH) // (1 << 60)).cast(pl.Int64).alias("__part"))
         for (part,), piece in parts.partition_by("__part", as_dict=True, include_key=False).items():
-            self.spills[int(part)].add(piece)  # type: ignore[call-overload]
+            self.spills[int(part)].add(piece)
 
     def close(self) -> None:
         for spill in self.spills:

@@ -57,7 +57,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -487,7 +487,7 @@ class Stager:
         if self.kms_key_id:
             params["ChecksumMode"] = "ENABLED"  # S3 reports the checksum only when asked
         try:
-            return self.s3.head_object(**params)  # type: ignore[no-any-return]
+            return self.s3.head_object(**params)
         except ClientError as exc:
             if _status(exc) == 404 or _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -506,7 +506,12 @@ class Stager:
     def _put(self, item: _Object) -> tuple[dict[str, Any], str | None]:
         checksum = _b64(bytes.fromhex(item.sha256))
         with contextlib.ExitStack() as stack:
-            body: bytes | BinaryIO = item.data if item.data is not None else stack.enter_context(open(item.path, "rb"))  # type: ignore[arg-type]
+            body: bytes | IO[bytes]
+            if item.data is not None:
+                body = item.data
+            else:
+                assert item.path is not None
+                body = stack.enter_context(open(item.path, "rb"))
             response = self._call(
                 self.s3.put_object,
                 item,
@@ -597,10 +602,10 @@ class Stager:
             if attempt:
                 self.sleep(min(CONFLICT_DELAY * 2 ** (attempt - 1), 5.0) * random.uniform(0.5, 1.0))
                 body = kwargs.get("Body")
-                if hasattr(body, "seek"):
+                if body is not None and hasattr(body, "seek"):
                     body.seek(0)  # the first attempt read the file to its end
             try:
-                return method(**kwargs)  # type: ignore[no-any-return]
+                return dict(method(**kwargs))
             except ClientError as exc:
                 if _status(exc) == 412 or _error_code(exc) == "PreconditionFailed":
                     raise _AlreadyThere() from exc

@@ -195,7 +195,9 @@ def run_submission(ctx: Context) -> SubmitReport:
             if tally.failed:
                 break  # a later phase builds on this one (Polly's jobs need their run)
     finally:
-        phases.close()
+        close = getattr(phases, "close", None)
+        if close is not None:
+            close()  # a backend's generator lets go of what it holds (Polly's HTTP pool)
     if ctx._stager is not None:
         report.staged_uploaded, report.staged_reused = ctx._stager.uploaded, ctx._stager.reused
     if ctx.dry_run and report.phases and all(t.already == t.total for t in report.phases):
@@ -389,8 +391,8 @@ def watch(
         cancelled = None
         if threshold is not None and not done and threshold.crossed(failed, table.height):
             reason = f"more than {threshold} failed ({failed:,} of {table.height:,} samples)"
-            keys = ("concurrency", "rate", "sandbox", "endpoint_url", "profile", "region", "retry_mode", "max_attempts")
-            keys += ("progress",)
+            keys = ["concurrency", "rate", "sandbox", "endpoint_url", "profile", "region", "retry_mode", "max_attempts"]
+            keys.append("progress")
             cancelled = cancel(
                 plan_dir,
                 reason=reason,

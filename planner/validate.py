@@ -71,7 +71,8 @@ def default_problems(spec: BackendSpec, defaults: Defaults, routes: Sequence[Rou
                     f"header {route.column!r}",
                     route.key,
                     "reserved",
-                    f"{spec.title} arguments beginning with {spec.reserved_parameter_prefix} are set by the planner; rename the column",
+                    f"{spec.title} arguments beginning with {spec.reserved_parameter_prefix} are set by the planner; "
+                    "rename the column",
                 )
             )
         if route.kind == "tag":
@@ -371,7 +372,8 @@ def row_checks(
                     column,
                     raw,
                     "max-depth",
-                    f"is JSON nested deeper than {MAX_JSON_DEPTH} levels; the planner handles at most {MAX_JSON_DEPTH} (declared json in [sheet.types])",
+                    f"is JSON nested deeper than {MAX_JSON_DEPTH} levels; the planner handles at most "
+                    f"{MAX_JSON_DEPTH} (declared json in [sheet.types])",
                 )
             )
             failed = failed & ~deep
@@ -400,12 +402,12 @@ def row_checks(
             checks += _rule_checks(spec.parameter_rule, value, value, route.column)
     checks += _tag_count_checks(routes, spec, defaults)
     for name in spec.required:
-        route = next((r for r in routes if r.path == (name,)), None)
-        if name not in defaults.run and route is not None:
+        required_route = next((r for r in routes if r.path == (name,)), None)
+        if name not in defaults.run and required_route is not None:
             checks.append(
                 Check(
-                    pl.col(route.source).is_null(),
-                    route.column,
+                    pl.col(required_route.source).is_null(),
+                    required_route.column,
                     pl.lit(""),
                     "required",
                     f"{name} is required and has no default: fill the cell or set it in [run]",

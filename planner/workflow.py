@@ -492,12 +492,12 @@ def template_checks(
     for name in template.required:
         if name in default_keys or prefix + name in default_keys:
             continue
-        route = by_key.get(name)
-        if route is not None:
+        required = by_key.get(name)
+        if required is not None:
             checks.append(
                 TemplateCheck(
-                    pl.col(route.source).is_null(),
-                    route.column,
+                    pl.col(required.source).is_null(),
+                    required.column,
                     REQUIRED,
                     f"is empty, and {subject} requires parameter {name!r}, which has no default: fill the cell, "
                     f"or set it in [run.parameters]",

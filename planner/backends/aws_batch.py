@@ -187,7 +187,7 @@ def _depends_on(manifest: Manifest, shard: ShardInfo, previous: str | None) -> l
 
 
 def _check_depends_on(manifest: Manifest) -> None:
-    extra = ADDED_DEPENDENCIES.get(manifest.submission.get("dependsOnType"), 0)
+    extra = ADDED_DEPENDENCIES.get(str(manifest.submission.get("dependsOnType") or ""), 0)
     count = len(manifest.defaults.get("dependsOn") or []) + extra
     if count > MAX_DEPENDS_ON:
         raise InputError(

@@ -445,19 +445,19 @@ class Glue(Backend):
         places = self.place_index()
         updates: list[SampleState] = []
         for submission in moving:
-            run = by_key.get(submission.token or "") or by_id.get(str(submission.remote_id))
-            if run is None:
+            found = by_key.get(submission.token or "") or by_id.get(str(submission.remote_id))
+            if found is None:
                 continue  # no longer listed (Glue keeps job runs for a limited time): the ledger keeps what it knew
-            state, reason = run.get("JobRunState"), run.get("ErrorMessage")
-            log_at = f"{run.get('LogGroupName') or '/aws-glue/jobs'} {run['Id']}"
+            state, reason = found.get("JobRunState"), found.get("ErrorMessage")
+            log_at = f"{found.get('LogGroupName') or '/aws-glue/jobs'} {found['Id']}"
             if submission.sample is not None:
                 place = places[submission.sample]
                 updates.append(
-                    SampleState(place.id, place.shard, place.position, run["Id"], None, None, state, reason, log_at)
+                    SampleState(place.id, place.shard, place.position, found["Id"], None, None, state, reason, log_at)
                 )
             else:
                 updates.extend(
-                    SampleState(p.id, p.shard, p.position, run["Id"], None, None, state, reason, log_at)
+                    SampleState(p.id, p.shard, p.position, found["Id"], None, None, state, reason, log_at)
                     for p in self.places(int(submission.shard or 0))
                 )
         self.ctx.ledger.upsert_samples(updates)
@@ -483,7 +483,11 @@ class Glue(Backend):
         for submission in self.ctx.ledger.submissions("done", kind="StartJobRun"):
             if not submission.remote_id:
                 continue
-            row = known.get(submission.sample) if submission.sample is not None else by_shard.get(submission.shard)
+            row = (
+                known.get(submission.sample)
+                if submission.sample is not None
+                else by_shard.get(int(submission.shard or 0))
+            )
             samples = (
                 1 if submission.sample is not None else self.ctx.manifest.shard(int(submission.shard or 0)).entries
             )

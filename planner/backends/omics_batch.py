@@ -402,7 +402,7 @@ class _Known(dict[str, SampleState]):
             self.loaded = True
             self.update((s.id, s) for s in self.ledger.samples())
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         self._load()
         return super().get(key, default)
 

@@ -396,9 +396,9 @@ class Polly(Backend):
             except PollyHTTPError as exc:
                 if exc.status != 404:
                     raise
-                reason = f"Polly's run {known.remote_id} was deleted"
+                gone = f"Polly's run {known.remote_id} was deleted"
                 self.ctx.ledger.upsert_samples(
-                    s._replace(state="DELETED", reason=reason) for s in samples.values() if s.state not in FINAL
+                    s._replace(state="DELETED", reason=gone) for s in samples.values() if s.state not in FINAL
                 )
                 return
             jobs = api.jobs(known.remote_id)

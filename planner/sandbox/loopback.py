@@ -37,7 +37,7 @@ class LoopbackHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _dispatch
 
     def version_string(self) -> str:
-        return self.server.emulator.server_version  # type: ignore[attr-defined, no-any-return]
+        return str(self.server.emulator.server_version)  # type: ignore[attr-defined]
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -77,7 +77,7 @@ class LoopbackServer:
         self._server = server
         host, port = server.server_address[:2]
         self.port = port
-        self.endpoint_url = f"http://{host}:{port}"
+        self.endpoint_url = f"http://{host!s}:{port}"
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=self.thread_name, daemon=True
         )

@@ -448,14 +448,15 @@ class PollyEmulator(LoopbackServer):
                     raise ApiError(404, f"run {run_id} not found")
                 items: list[Any] = run.jobs
                 positions = run.position
-                render = self._job_resource
+                render: Callable[[Any, float], dict[str, Any]] = self._job_resource
 
-                def keep(job: Any) -> bool:
+                def keep(item: Any) -> bool:
                     return True
             else:
                 items, positions, render = self._run_order, self._run_position, self._run_resource
 
-                def keep(run: _Run) -> bool:
+                def keep(item: Any) -> bool:
+                    run: _Run = item
                     attributes = None
                     for name, value in filters.items():
                         if name in ("name", "priority", "pipeline_id"):
@@ -505,8 +506,8 @@ class PollyEmulator(LoopbackServer):
             pipeline_id = attributes.get("pipeline_id")
             if not isinstance(pipeline_id, str) or not pipeline_id:
                 problems.append(("pipeline_id is required: a non-empty string", "/data/attributes/pipeline_id"))
-            name = attributes.get("run_name")
-            if name is not None and not (isinstance(name, str) and 1 <= len(name) <= MAX_NAME):
+            run_name = attributes.get("run_name")
+            if run_name is not None and not (isinstance(run_name, str) and 1 <= len(run_name) <= MAX_NAME):
                 problems.append(
                     (f"run_name must be a string of 1 to {MAX_NAME} characters", "/data/attributes/run_name")
                 )
@@ -559,8 +560,8 @@ class PollyEmulator(LoopbackServer):
                 )
             if not isinstance(attributes.get("run_id"), str) or not attributes.get("run_id"):
                 problems.append(("run_id is required: a string", f"{where}/attributes/run_id"))
-            name = attributes.get("name")
-            if name is not None and not (isinstance(name, str) and 1 <= len(name) <= MAX_NAME):
+            job_name = attributes.get("name")
+            if job_name is not None and not (isinstance(job_name, str) and 1 <= len(job_name) <= MAX_NAME):
                 problems.append((f"name must be a string of 1 to {MAX_NAME} characters", f"{where}/attributes/name"))
             if not isinstance(attributes.get("parameters"), dict):
                 problems.append(

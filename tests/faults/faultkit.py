@@ -29,7 +29,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 FAULTS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -103,7 +103,9 @@ def aws_error(url: str, status: int, code: str, message: str, *, xml: bool = Fal
         ).encode()
         headers = {"Content-Type": "text/xml"}
     elif xml:
-        body = f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'.encode()
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'
+        ).encode()
         headers = {"Content-Type": "application/xml"}
     else:
         body = json.dumps({"__type": code, "message": message}).encode()
@@ -194,7 +196,7 @@ class EveryCallFault:
     _seen: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    THROTTLE = {
+    THROTTLE: ClassVar[dict[str, tuple[int, str]]] = {
         "s3": (503, "SlowDown"),
         "glue": (400, "ThrottlingException"),
         "iam": (400, "Throttling"),

@@ -176,7 +176,7 @@ def connection_reset(rig: Rig, world: World, hooks: Any, monkeypatch: pytest.Mon
         runs, jobs = faultkit.PollyReset("/runs"), faultkit.PollyReset("/jobs")
         runs.install(monkeypatch.setattr)
         jobs.install(monkeypatch.setattr)
-        world.polly_emulator  # started before the first call
+        _ = world.polly_emulator  # started before the first call
         submit(rig.plan_dir, **rig.options)
         assert runs.resets == 1 and jobs.resets == 1
     else:
@@ -323,9 +323,7 @@ def _two_submits_at_once(
     meeting.mkdir()
     barrier = {k: v for k, v in rig.kill_at_creating_call("before", 1).items() if k not in ("when", "nth")}
     barrier.update(directory=str(meeting), parties=2, timeout=10)
-    argv = ["submit", rig.plan_dir] + (
-        ["--staging", rig.options["staging"]] if "staging" in rig.options else []
-    )
+    argv = ["submit", rig.plan_dir] + (["--staging", rig.options["staging"]] if "staging" in rig.options else [])
     command = faultkit.cli_child_command(argv, barrier=barrier)
     children = [
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
@@ -455,7 +453,8 @@ def test_the_planner_command_killed_after_its_call_resumes_exactly_once(
     check_invariants(rig)
 
 
-# ---------------------------------------------------------------- bugs outside the matrix, fixed since (known ones would be strict xfails)
+# ---------------------------------------------------------------- bugs outside the matrix, fixed since
+# (known ones would be strict xfails)
 
 
 @pytest.mark.parametrize(

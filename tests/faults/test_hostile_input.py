@@ -435,7 +435,7 @@ def test_an_empty_id_is_refused(backend: str, tmp_path: Path, capsys: Any) -> No
     with _workdir(tmp_path) as here:
         path = here / "sheet.csv"
         path.write_bytes(b'sample,x\n"",1\nok,2\n')
-        code, _, err = plan_and_check(
+        _code, _, err = plan_and_check(
             here, ["plan", path, "--backend", backend, "--defaults", _defaults_file(here, backend)], capsys, codes=(2,)
         )
         assert "row 1" in err and "empty" in err
@@ -509,7 +509,7 @@ def test_formula_like_values_are_data(backend: str, tmp_path: Path, capsys: Any)
     with _workdir(tmp_path) as here:
         path = here / "sheet.csv"
         path.write_bytes(_csv_bytes(["sample", "note"], [["S1", formula], ["S2", '=HYPERLINK("http://x")']]))
-        code, _, _ = plan_and_check(
+        _code, _, _ = plan_and_check(
             here, ["plan", path, "--backend", backend, "--defaults", _defaults_file(here, backend)], capsys, codes=(0,)
         )
         shards = b"".join(
@@ -565,7 +565,7 @@ def test_in_a_real_process_no_traceback_reaches_the_user(name: str, data: bytes,
         check_outcome(here, here / "plan", before, done.returncode, done.stdout, done.stderr)
 
 
-# ---------------------------------------------------------------- bugs found by this suite, fixed since: regression tests
+# ---------------------------------------------------------------- bugs this suite found, fixed since
 
 
 @pytest.mark.parametrize(("backend", "field"), [("omics-batch", "runTags"), ("glue", "Arguments"), ("polly", "config")])
@@ -573,7 +573,8 @@ def test_in_a_real_process_no_traceback_reaches_the_user(name: str, data: bytes,
 def test_a_map_field_given_a_scalar_is_refused(
     backend: str, field: str, value: Any, tmp_path: Path, capsys: Any
 ) -> None:
-    """Was a bug (fixed in b6fdf7c): a map field of [run] given a scalar crashes the backend's _check_defaults: omics_batch.py
+    """Was a bug (fixed in b6fdf7c): a map field of [run] given a scalar crashes the backend's _check_defaults:
+    omics_batch.py
     len(run.get('runTags')) -> TypeError; glue.py `for key in run.get('Arguments')` -> TypeError; polly.py
     config.items() -> AttributeError: 'planner: internal error', exit 1; expected exit 2 ('must be a table')
     """
@@ -590,7 +591,8 @@ def test_a_map_field_given_a_scalar_is_refused(
 @pytest.mark.parametrize("backend", ["omics-batch", "omics-run", "polly"])
 @pytest.mark.parametrize("value", ["x", 5, [1, 2]], ids=["str", "int", "list"])
 def test_parameters_of_the_wrong_type_are_refused(backend: str, value: Any, tmp_path: Path, capsys: Any) -> None:
-    """Was a bug (fixed in b6fdf7c): [run] parameters of the wrong type (a string, number, list, boolean) is accepted with exit 0 for
+    """Was a bug (fixed in b6fdf7c): [run] parameters of the wrong type (a string, number, list, boolean) is accepted
+    with exit 0 for
     omics-batch, omics-run and polly (the model's document type lets anything through and no check asks for a
     table); omics-run and polly then silently drop the default parameters from every merged run, omics-batch
     sends parameters="x" as defaultRunSetting; expected exit 2 ('parameters must be a table')
@@ -607,7 +609,8 @@ def test_parameters_of_the_wrong_type_are_refused(backend: str, value: Any, tmp_
 
 @pytest.mark.parametrize("uri", [5, ["s3://b/"], {"b": 1}])
 def test_a_staging_uri_of_the_wrong_type_is_refused(uri: Any, tmp_path: Path, capsys: Any) -> None:
-    """Was a bug (fixed in b6fdf7c): planner/defaults.py load_defaults() keeps [staging] uri unchecked (a number, list, table or bad text
+    """Was a bug (fixed in b6fdf7c): planner/defaults.py load_defaults() keeps [staging] uri unchecked (a number,
+    list, table or bad text
     is planned with exit 0); submit then fails in staging.py StagingPrefix.parse (uri.startswith) with
     'planner: internal error: AttributeError', exit 1, even with --dry-run; expected exit 2 at plan time
     """
@@ -636,7 +639,8 @@ def test_a_staging_uri_of_the_wrong_type_is_refused(uri: Any, tmp_path: Path, ca
 def test_names_in_messages_are_quoted(
     sheet_bytes: bytes, document: dict[str, Any] | None, tmp_path: Path, capsys: Any
 ) -> None:
-    """Was a bug (fixed in b6fdf7c): messages echo user-controlled names raw, control characters included: planner/sheet.py
+    """Was a bug (fixed in b6fdf7c): messages echo user-controlled names raw, control characters included:
+    planner/sheet.py
     _choose_id_column() (and the [sheet.types] and --list-columns messages) join the sheet's column names,
     planner/defaults.py load_defaults() the unknown section and [sheet] key names; a name holding a newline or
     CR splits (or overwrites) one error over several stderr lines, NUL bytes reach the terminal; expected one
@@ -657,7 +661,8 @@ def test_names_in_messages_are_quoted(
     "data", [b"sample,x\rS1,1\rS2,2\r", b"sam\rple,x\nS1,1\n"], ids=["CR line endings", "CR in the header"]
 )
 def test_carriage_returns_in_the_header_are_refused_clearly(data: bytes, tmp_path: Path, capsys: Any) -> None:
-    """Was a bug (fixed in b6fdf7c): planner/sheet.py _sniff() reads the header with csv.reader over io.StringIO(text) and does not catch
+    """Was a bug (fixed in b6fdf7c): planner/sheet.py _sniff() reads the header with csv.reader over
+    io.StringIO(text) and does not catch
     csv.Error: a sheet with classic Mac line endings (CR only, as Excel's 'CSV (Macintosh)' writes), or a CR
     in a header name, gives 'planner: internal error: Error: new-line character seen in unquoted field', exit
     1; expected exit 2 with a clear message (only LF and CRLF are supported)
@@ -676,7 +681,8 @@ def test_carriage_returns_in_the_header_are_refused_clearly(data: bytes, tmp_pat
 @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
 @pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["LF", "CRLF"])
 def test_utf16_without_a_bom_is_refused_clearly(encoding: str, newline: str, tmp_path: Path, capsys: Any) -> None:
-    """Was a bug (fixed in b6fdf7c): a UTF-16 sheet without a byte-order mark decodes as UTF-8 (a NUL beside every letter), so
+    """Was a bug (fixed in b6fdf7c): a UTF-16 sheet without a byte-order mark decodes as UTF-8 (a NUL beside every
+    letter), so
     planner/sheet.py _sniff() lets it through: with LF line ends the user reads 'no id column ... the columns
     are s\\x00a\\x00m...' with raw NULs, with CRLF line ends csv.reader raises and the user gets 'internal
     error', exit 1; expected 'is not UTF-8 text' (NUL bytes in a text sheet are a sure sign of UTF-16 or
@@ -695,7 +701,8 @@ def test_utf16_without_a_bom_is_refused_clearly(encoding: str, newline: str, tmp
 
 
 def test_rejected_csv_neutralises_formulas(tmp_path: Path, capsys: Any) -> None:
-    """Was a bug (CSV injection; fixed in b6fdf7c): planner/plan.py write_problems() writes rejected.csv (and PLAN.problems.csv) with the
+    """Was a bug (CSV injection; fixed in b6fdf7c): planner/plan.py write_problems() writes rejected.csv (and
+    PLAN.problems.csv) with the
     offending values raw, so a value like '=HYPERLINK(...)' or "=cmd|' /C calc'!A0" is a live formula when the
     file is opened in a spreadsheet; cli._write_table neutralises exactly this for `status --out x.csv`
     """
@@ -807,7 +814,7 @@ def test_malformed_aws_options(option: list[str], tmp_path: Path, capsys: Any, m
             capsys,
             codes=(0,),
         )
-        code, out, err = run_cli(["submit", here / "plan", *option], capsys)
+        code, _out, err = run_cli(["submit", here / "plan", *option], capsys)
         assert "internal error" not in err and code == 2, err
         assert f"planner: error: {option[0]} " in err and "Traceback" not in err, err
         assert not (here / "plan" / "ledger.sqlite").exists()  # refused before the ledger is made

@@ -22,7 +22,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import polars as pl
 import pytest
@@ -196,7 +196,7 @@ def test_credentials_and_the_polly_key_appear_nowhere(
     if column != "polly":  # the environment's credentials signed the planner's calls: they were there to leak
         assert signed and all(ACCESS_KEY in auth and token == SESSION_TOKEN for auth, token in signed), signed[:2]
     assert_no_secret(run.texts, [tmp_path / "ok", tmp_path / "failing"])
-    tables = {t for t in _tables(Path(failing.plan_dir) / "ledger.sqlite")}
+    tables = set(_tables(Path(failing.plan_dir) / "ledger.sqlite"))
     assert {"meta", "submissions", "samples", "staged", "uploads"} <= tables
 
 
@@ -233,7 +233,7 @@ def test_a_key_passed_as_a_setting_is_refused_without_being_echoed(tmp_path: Pat
 class _Echo(http.server.BaseHTTPRequestHandler):
     """A Polly stand-in that echoes the x-api-key header back in its answers (a debugging proxy, say)."""
 
-    answers: dict[tuple[str, str], tuple[int, str, bytes]] = {}
+    answers: ClassVar[dict[tuple[str, str], tuple[int, str, bytes]]] = {}
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -302,7 +302,8 @@ def test_a_polly_error_echoing_the_key_is_redacted(status: int, echo_polly: Any,
 
 
 def test_a_non_json_answer_echoing_the_key_is_redacted(echo_polly: Any, tmp_path: Path, capsys: Any) -> None:
-    """Was a bug (fixed in b6fdf7c): planner/backends/polly.py _json() built 'Polly answered with something that is not JSON:
+    """Was a bug (fixed in b6fdf7c): planner/backends/polly.py _json() built 'Polly answered with something that is
+    not JSON:
     {data[:120]!r}' without PollyAPI.redact(): a 2xx answer that is not JSON and echoes the x-api-key (a
     proxy's or a debug page) put POLLY_API_KEY on stderr and, through Ledger.failure() and upsert_samples(),
     into ledger.sqlite (submissions.error, samples.reason) and so into `status` output; the module promises

@@ -17,6 +17,7 @@ import sys
 import textwrap
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -25,9 +26,9 @@ import polars as pl
 import pytest
 from botocore.config import Config
 from botocore.stub import Stubber
+from helpers import access_of, ledger_of, open_plan
 
 import planner
-from helpers import access_of, ledger_of, open_plan
 from planner.child_settings import read_child_settings
 from planner.errors import InputError
 from planner.retry_plan import retry
@@ -148,7 +149,7 @@ def test_25001_runs_become_three_arrays_and_every_child_reads_its_own_settings(t
     job_ids = _jobs(plan_dir, options)
     jobs = {j["jobId"]: j for j in batch.describe_jobs(jobs=job_ids)["jobs"]}
     first_position = 0
-    for shard, job_id in zip(manifest["shards"], job_ids):
+    for shard, job_id in zip(manifest["shards"], job_ids, strict=False):
         job = jobs[job_id]
         assert job["jobName"] == f"cohort-{manifest['plan_id']}-{shard['index']:05d}"
         assert job["arrayProperties"]["size"] == shard["entries"]
@@ -294,13 +295,13 @@ def test_failed_children_show_in_status_and_are_the_only_ones_retried(tmp_path, 
     monkeypatch.delenv(FAIL_AFTER, raising=False)
 
     table = status(plan_dir, **access_of(options))
-    states = dict(zip(table.get_column("id"), table.get_column("state")))
+    states = dict(zip(table.get_column("id"), table.get_column("state"), strict=False))
     assert states == {f"S{n:06d}": "FAILED" if n >= 4 else "SUCCEEDED" for n in range(7)}
 
     new_plan = str(tmp_path / "retry")
     retried = retry(plan_dir, new_plan, **access_of(options)).to_json()
     assert retried["runs"] == 3 and [s["entries"] for s in retried["shards"]] == [3]
-    entries = orjson.loads(open(os.path.join(new_plan, retried["shards"][0]["path"]), "rb").read())
+    entries = orjson.loads(Path(os.path.join(new_plan, retried["shards"][0]["path"])).read_bytes())
     merged = _merged(queue, 7)
     assert entries == [merged[f"S{n:06d}"] for n in (4, 5, 6)]
     # Batch has no CANCELLED state (a cancelled job is FAILED): asking for it is refused, naming the states there are.
@@ -423,7 +424,7 @@ def test_stubber_pins_the_exact_submit_job_request(tmp_path, options, queue, buc
     )
     ctx.clients._cache["batch"] = client
     ctx.clients.sandbox = False  # the Batch calls are stubbed: nothing to create in the sandbox first
-    index = _offsets(open(os.path.join(plan_dir, shard["path"]), "rb").read())
+    index = _offsets(Path(os.path.join(plan_dir, shard["path"])).read_bytes())
     staged = f"s3://{bucket}/staging/{manifest['plan_id']}"
     expected = {
         "jobName": f"cohort-{manifest['plan_id']}-00000",

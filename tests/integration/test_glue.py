@@ -19,6 +19,7 @@ import threading
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -28,13 +29,13 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from botocore.stub import Stubber
+from helpers import access_of, ledger_of, open_plan
 
 import planner
-from helpers import access_of, ledger_of, open_plan
 from planner.backends import glue as glue_backend
+from planner.backends.glue import Glue
 from planner.child_settings import entry_count, glue_arguments, line_index, read_child_settings
 from planner.retry_plan import retry
-from planner.backends.glue import Glue
 from planner.sandbox import prepare
 from planner.submission import run_submission, status, submit
 
@@ -278,7 +279,9 @@ def test_a_submit_killed_after_start_job_run_resumes_without_a_second_run(tmp_pa
         import os, signal
         from planner.context import Options, open_context
         from planner.submission import run_submission
-        ctx = open_context({plan_dir!r}, options=Options(concurrency=1), sandbox=True, endpoints={options["endpoints"]!r})
+        ctx = open_context(
+            {plan_dir!r}, options=Options(concurrency=1), sandbox=True, endpoints={options["endpoints"]!r}
+        )
         ctx.clients.get("glue").meta.events.register(
             "after-call.glue.StartJobRun", lambda **_: os.kill(os.getpid(), signal.SIGKILL))
         run_submission(ctx)
@@ -502,8 +505,8 @@ def test_status_maps_states_and_reasons_and_retry_takes_the_glue_failure_states(
         endpoints={"glue": "http://127.0.0.1:9", "s3": "http://127.0.0.1:9"},
     ).to_json()
     assert manifest["runs"] == 2
-    original = open(os.path.join(plan_dir, "shards", "00000.json"), "rb").read().splitlines()
-    retried = open(os.path.join(new_plan, "shards", "00000.json"), "rb").read().splitlines()
+    original = Path(os.path.join(plan_dir, "shards", "00000.json")).read_bytes().splitlines()
+    retried = Path(os.path.join(new_plan, "shards", "00000.json")).read_bytes().splitlines()
     assert [line.rstrip(b",") for line in retried[1:-1]] == [line.rstrip(b",") for line in original[2:4]]
 
 
@@ -593,7 +596,7 @@ def test_manifest_mode_runs_one_job_run_per_shard(tmp_path, moto_server, glue, m
     assert sorted(runs) == [f"{manifest['plan_id']}:shard-{i:05d}" for i in range(3)]
     for shard in manifest["shards"]:
         arguments = runs[f"{manifest['plan_id']}:shard-{shard['index']:05d}"]["Arguments"]
-        local = open(os.path.join(plan_dir, shard["path"]), "rb").read()
+        local = Path(os.path.join(plan_dir, shard["path"])).read_bytes()
         index = line_index(os.path.join(plan_dir, shard["path"]))
         assert arguments["--planner-manifest"] == f"s3://{bucket}/staging/{manifest['plan_id']}/{shard['sha256']}.json"
         assert arguments["--planner-manifest-etag"] == shard["etag"]
@@ -685,4 +688,6 @@ def test_the_sandbox_creates_the_job_the_plan_names(tmp_path, moto_server, glue)
     plan_dir = _plan(tmp_path, _sheet(2), _defaults(job))
     report = submit(plan_dir, **_options(moto_server))
     assert report.tally("StartJobRun").created == 2
-    assert glue.get_job(JobName=job)["Job"]["ExecutionProperty"] == {"MaxConcurrentRuns": prepare.GLUE_MAX_CONCURRENT_RUNS}
+    assert glue.get_job(JobName=job)["Job"]["ExecutionProperty"] == {
+        "MaxConcurrentRuns": prepare.GLUE_MAX_CONCURRENT_RUNS
+    }

@@ -189,7 +189,7 @@ def test_retry_set_reaches_every_run_of_a_backend_that_sends_merged_runs(
     retried = planner.retry(plan_dir, str(tmp_path / "retry"), sets=sets, **access_of(options))
     entries = [
         orjson.loads(line)
-        for line in open(os.path.join(tmp_path, "retry", retried.shards[0].path), "rb").read().splitlines()[1:-1]
+        for line in Path(os.path.join(tmp_path, "retry", retried.shards[0].path)).read_bytes().splitlines()[1:-1]
         for line in [line.rstrip(b",")]
     ]
     assert all(e["workflowVersionName"] == "v2" and e["storageCapacity"] == 2400 for e in entries)

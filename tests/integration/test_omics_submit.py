@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -15,9 +16,9 @@ import polars as pl
 import pytest
 from botocore.config import Config
 from botocore.stub import Stubber
+from helpers import access_of, ledger_of, open_plan
 
 import planner
-from helpers import access_of, ledger_of, open_plan
 from planner.errors import SubmissionError
 from planner.retry_plan import retry
 from planner.submission import run_submission, status, submit
@@ -76,7 +77,7 @@ def test_250_runs_go_in_one_s3_batch_and_status_maps_every_sample(tmp_path, endp
     report = submit(plan_dir, **_options(endpoints))
     emulator = endpoints["_emulator"]
     assert report.tally("StartRunBatch").created == 1 and emulator.batch_count() == 1
-    ((operation, params),) = [r for r in emulator.requests() if r[0] == "StartRunBatch"]
+    ((_operation, params),) = [r for r in emulator.requests() if r[0] == "StartRunBatch"]
     assert params["batchRunSettings"]["s3UriSettings"].endswith(
         f"{manifest['plan_id']}/{manifest['shards'][0]['sha256']}.json"
     )
@@ -94,7 +95,7 @@ def test_250_runs_go_in_one_s3_batch_and_status_maps_every_sample(tmp_path, endp
 def test_60_runs_go_inline_with_each_rows_own_settings(tmp_path, endpoints):
     plan_dir = _plan(tmp_path, 60)
     submit(plan_dir, **_options(endpoints))
-    ((operation, params),) = [r for r in endpoints["_emulator"].requests() if r[0] == "StartRunBatch"]
+    ((_operation, params),) = [r for r in endpoints["_emulator"].requests() if r[0] == "StartRunBatch"]
     inline = params["batchRunSettings"]["inlineSettings"]
     assert len(inline) == 60
     assert inline[0] == {
@@ -216,12 +217,12 @@ def test_omics_run_status_asks_only_about_runs_that_can_still_change(tmp_path, m
         clock.advance(1.0)
     table = status(plan_dir, **access_of(options))
     assert len(calls()) == 24
-    states = dict(zip(table.get_column("id"), table.get_column("state")))
+    states = dict(zip(table.get_column("id"), table.get_column("state"), strict=False))
     assert set(states.values()) == {"COMPLETED", "FAILED"}
     # Every run is final now: a refresh asks nothing and the table stays as it was.
     again = status(plan_dir, **access_of(options))
     assert len(calls()) == 24
-    assert dict(zip(again.get_column("id"), again.get_column("state"))) == states
+    assert dict(zip(again.get_column("id"), again.get_column("state"), strict=False)) == states
 
 
 def test_retry_plans_exactly_the_failed_runs(tmp_path, moto_server, make_emulator, bucket, clock):
@@ -242,11 +243,14 @@ def test_retry_plans_exactly_the_failed_runs(tmp_path, moto_server, make_emulato
     retried = [
         entry
         for shard in manifest["shards"]
-        for entry in orjson.loads(open(os.path.join(new_plan, shard["path"]), "rb").read())
+        for entry in orjson.loads(Path(os.path.join(new_plan, shard["path"])).read_bytes())
     ]
     assert [r["runSettingId"] for r in retried] == failed
     assert all(r == original[r["runSettingId"]] for r in retried)
-    assert manifest["defaults"] == DEFAULTS["run"] and manifest["plan_id"] != planner.read_plan(plan_dir).to_json()["plan_id"]
+    assert (
+        manifest["defaults"] == DEFAULTS["run"]
+        and manifest["plan_id"] != planner.read_plan(plan_dir).to_json()["plan_id"]
+    )
 
 
 def test_cancel_cancels_the_batches(tmp_path, endpoints, clock):

@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 import polars as pl
 import pytest
+from helpers import access_of, ledger_of, open_plan
 
 import planner
-from helpers import access_of, ledger_of, open_plan
 from planner.cleanup import clean
 from planner.submission import Threshold, report, run_submission, status, submit
 

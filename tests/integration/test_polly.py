@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import polars as pl
 import pytest
+from helpers import ledger_of, open_plan
 
 import planner
 import planner.cli
@@ -29,7 +30,6 @@ from planner.errors import SubmissionError
 from planner.retry_plan import retry
 from planner.sandbox.polly_emulator import PollyEmulator
 from planner.submission import cancel, run_submission, status, submit
-from helpers import ledger_of, open_plan
 
 KEY = "pk-live-7f3a9c1e5b2d4f60a8e1c3b5d7f9a2c4"  # distinctive, so a leak is found by grep
 DEFAULTS = {
@@ -220,7 +220,8 @@ def test_a_wrong_key_fails_clearly_and_submits_nothing(tmp_path, polly, monkeypa
     monkeypatch.setenv("POLLY_API_KEY", wrong)
     with pytest.raises(
         SubmissionError,
-        match=r"Polly rejected the API key from POLLY_API_KEY \(HTTP 401: Unauthorized: invalid API key\): set POLLY_API_KEY$",
+        match=r"Polly rejected the API key from POLLY_API_KEY \(HTTP 401: Unauthorized: invalid API key\): "
+        r"set POLLY_API_KEY$",
     ) as caught:
         submit(plan_dir)
     assert wrong not in str(caught.value)
@@ -264,7 +265,7 @@ def test_the_key_is_never_sent_over_plain_http_to_another_host(tmp_path, monkeyp
     monkeypatch.setenv("POLLY_BASE_URL", "http://polly.example.com/api")
     plan_dir = _plan(tmp_path, 5)
     with pytest.raises(
-        SubmissionError, match="refusing to send the Polly API key over plain HTTP to polly.example.com"
+        SubmissionError, match=r"refusing to send the Polly API key over plain HTTP to polly\.example\.com"
     ):
         submit(plan_dir)
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -14,7 +15,7 @@ import pytest
 import planner
 from planner.errors import SubmissionError
 from planner.ledger import Ledger
-from planner.plandir import PlanDirectory, read_plan
+from planner.plandir import PlanDirectory
 from planner.staging import Stager
 
 MiB = 1024 * 1024
@@ -72,7 +73,7 @@ def test_single_part_shard_gets_the_predicted_etag(tmp_path, s3, bucket, staging
     assert head["ETag"] == shard["etag"] == staged.etag == f'"{shard["md5"]}"'
     assert head["Metadata"]["planner-sha256"] == shard["sha256"]
     body = s3.get_object(Bucket=bucket, Key=staged.key)["Body"].read()
-    assert body == open(os.path.join(plan_dir, shard["path"]), "rb").read()
+    assert body == Path(os.path.join(plan_dir, shard["path"])).read_bytes()
     stager.verify(staged)
 
 
@@ -120,7 +121,7 @@ def test_a_concurrent_write_of_the_same_bytes_is_a_412_and_is_reused(tmp_path, s
     plan_dir = _plan(tmp_path, staging, 250)
     stager, manifest = _stager(plan_dir, s3)
     shard = manifest["shards"][0]
-    data = open(os.path.join(plan_dir, shard["path"]), "rb").read()
+    data = Path(os.path.join(plan_dir, shard["path"])).read_bytes()
     key = f"planner/{manifest['plan_id']}/{shard['sha256']}.json"
     statuses = []
 

@@ -56,7 +56,7 @@ ANY_CHAR = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
 # Header names may hold anything a cell may (the header is read by the csv module, so a
 # doubled quote is one quote), plus names that mean something to polars or to the planner:
 # wildcards and regexes in pl.col(), and the frame's own internal column names.
-NAME_SPECIALS = SPECIALS + ["*", "^", "$", "|", "(", ")", ".", "?", "+"]
+NAME_SPECIALS = [*SPECIALS, "*", "^", "$", "|", "(", ")", ".", "?", "+"]
 NAME_CHAR = ANY_CHAR
 AWKWARD_NAMES = [
     "*",
@@ -104,7 +104,7 @@ ID_COLUMNS = ("sample_id", "sample", "id")
 RESERVED = {"sample_id", "sample", "id"}
 # With --id-column the id column may have any name, "name" included: for omics-batch and
 # omics-run that is a per-run field, which the id column then sets (like any column would).
-EXPLICIT_ID_COLUMNS = ID_COLUMNS + ("name", "lims id", "*", "^x$", "__id")
+EXPLICIT_ID_COLUMNS = (*ID_COLUMNS, "name", "lims id", "*", "^x$", "__id")
 
 
 def column_name(fields: set[str]) -> st.SearchStrategy[str]:
@@ -267,7 +267,7 @@ def sheet_and_defaults(draw: Any, backend: str) -> dict[str, Any]:
     rows: list[list[tuple[str | None, Any]]] = []
     for _ in range(n):
         row = []
-        for name, kind, key in columns:
+        for _name, kind, key in columns:
             if draw(st.booleans()) and draw(st.booleans()):
                 row.append((None, None))
             elif kind == "field":
@@ -365,7 +365,7 @@ def with_id_column(
     case: dict[str, Any], sample_id: str, cells: list[tuple[str | None, Any]]
 ) -> list[tuple[tuple[str, str, str], tuple[str | None, Any]]]:
     """Every column of the row in sheet order, the id column (routed like any other) included."""
-    columns = list(zip(case["columns"], cells))
+    columns = list(zip(case["columns"], cells, strict=False))
     columns.insert(case["id_at"], ((case["id_column"], case["id_kind"], case["id_column"]), (sample_id, sample_id)))
     return columns
 
@@ -378,14 +378,14 @@ def oracle_row(case: dict[str, Any], sample_id: str, cells: list[tuple[str | Non
     if layout["id"]:
         row[layout["id"]] = sample_id
     columns = with_id_column(case, sample_id, cells)
-    for (name, kind, key), (_, value) in columns:
+    for (_name, kind, key), (_, value) in columns:
         if kind == "field" and value is not None:
             _put(row, field_path(backend, key), value)
     maps = [("param", layout["params"])] + ([("tag", layout["tags"])] if layout["tags"] else [])
     for wanted, path in maps:
-        for (name, kind, key), (_, value) in columns:
+        for (_name, kind, key), (_, value) in columns:
             if kind == wanted and value is not None:
-                _put(row, path + ((layout["prefix"] if kind == "param" else "") + key,), value)
+                _put(row, (*path, (layout["prefix"] if kind == "param" else "") + key), value)
     return row
 
 
@@ -399,7 +399,7 @@ def oracle_merge(defaults: dict[str, Any], row: dict[str, Any], backend: str) ->
     def merge(base: Any, over: Any, path: tuple[str, ...]) -> Any:
         result = dict(base)
         for key, value in over.items():
-            here = path + (key,)
+            here = (*path, key)
             is_map = here in maps
             leads_to_map = any(m[: len(here)] == here and len(m) > len(here) for m in maps)
             if (is_map or leads_to_map) and isinstance(result.get(key), dict) and isinstance(value, dict):
@@ -417,7 +417,7 @@ def oracle_merge(defaults: dict[str, Any], row: dict[str, Any], backend: str) ->
 def plan_case(case: dict[str, Any], directory: Path) -> planner.Plan:
     sheet = directory / "sheet.csv"
     rows = []
-    for sample_id, cells in zip(case["ids"], case["rows"]):
+    for sample_id, cells in zip(case["ids"], case["rows"], strict=False):
         texts = [text for text, _ in cells]
         texts.insert(case["id_at"], sample_id)
         rows.append(texts)
@@ -437,7 +437,7 @@ def check_merge(case: dict[str, Any], merged: bool) -> None:
     assert runs.get_column("id").to_list() == case["ids"]
     assert runs.get_column("row").to_list() == list(range(1, len(case["ids"]) + 1))
     default_run = case["defaults"]["run"]
-    for sample_id, cells, text in zip(case["ids"], case["rows"], runs.get_column("run")):
+    for sample_id, cells, text in zip(case["ids"], case["rows"], runs.get_column("run"), strict=False):
         values = {name: value for (name, _, _), (_, value) in with_id_column(case, sample_id, cells)}
         own = reference_row(values, plan.routes, plan.spec, sample_id)
         expected = reference_run(default_run, own, plan.spec) if merged else own
@@ -543,7 +543,7 @@ def test_typed_frame_cells_match_reference(
     plan = planner.plan(frame, backend=backend, defaults=document)
     runs = plan.runs(merged=merged)
     assert runs.get_column("id").to_list() == ids
-    for record, text in zip(frame.iter_rows(named=True), runs.get_column("run")):
+    for record, text in zip(frame.iter_rows(named=True), runs.get_column("run"), strict=False):
         # An empty string means "not set" in every format; the id column is a parameter too.
         values = {name: None if record[name] == "" else record[name] for name in ["sample", *names]}
         own = reference_row(values, plan.routes, plan.spec, record["sample"])

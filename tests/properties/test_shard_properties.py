@@ -30,7 +30,7 @@ def make_runs(sizes: list[int], wide: list[bool]) -> list[str]:
     """Valid JSON objects whose UTF-8 size follows ``sizes`` (some padded with 2-byte characters)."""
     return [
         orjson.dumps({"i": i, "pad": ("é" * (s // 2)) if w else ("x" * s)}).decode()
-        for i, (s, w) in enumerate(zip(sizes, wide))
+        for i, (s, w) in enumerate(zip(sizes, wide, strict=False))
     ]
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from helpers import SAMPLE_SHEETS, defaults_for, write_csv, write_defaults
 
 import planner
-from helpers import SAMPLE_SHEETS, defaults_for, write_csv, write_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -57,9 +57,13 @@ def test_toml_with_bom_is_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize("backend", ["omics-batch", "omics-run", "batch", "glue", "polly"])
 def test_example_defaults_files_are_valid(tmp_path: Path, backend: str) -> None:
     stem = backend.replace("-", "_")
-    manifest = planner.plan(
-        SAMPLE_SHEETS / f"{stem}_samples.csv", backend=backend, defaults=SAMPLE_SHEETS / f"{stem}_defaults.toml"
-    ).write(tmp_path / "plan").to_json()
+    manifest = (
+        planner.plan(
+            SAMPLE_SHEETS / f"{stem}_samples.csv", backend=backend, defaults=SAMPLE_SHEETS / f"{stem}_defaults.toml"
+        )
+        .write(tmp_path / "plan")
+        .to_json()
+    )
     assert manifest["runs"] == pl.read_csv(SAMPLE_SHEETS / f"{stem}_samples.csv", infer_schema=False).height
 
 
@@ -86,9 +90,11 @@ def test_precedence_file_then_set_then_row(tmp_path: Path) -> None:
     assert runs[0]["runTags"] == {"project": "row", "team": "file"}
     assert runs[1]["runTags"] == {"project": "set", "team": "file"}
     # The shards (own settings) carry only the row; --set lands in defaultRunSetting.
-    manifest = planner.plan(
-        sheet, backend="omics-batch", defaults=document, sets=["priority=2", "parameters.genome=set"]
-    ).write(tmp_path / "plan").to_json()
+    manifest = (
+        planner.plan(sheet, backend="omics-batch", defaults=document, sets=["priority=2", "parameters.genome=set"])
+        .write(tmp_path / "plan")
+        .to_json()
+    )
     assert manifest["defaults"]["priority"] == 2 and manifest["defaults"]["parameters"]["genome"] == "set"
     (entries,) = shard_entries(tmp_path / "plan", manifest)
     assert entries[1] == {"runSettingId": "set-wins", "parameters": {"sample": "set-wins"}}

@@ -115,7 +115,7 @@ def test_large_runs_are_cut_by_bytes_before_entries(tmp_path: Path) -> None:
     check_shard_files(tmp_path / "plan", manifest)
     # Greedy: each shard but the last had no room for the next run.
     entries = shard_entries(tmp_path / "plan", manifest)
-    for shard, following in zip(shards, entries[1:]):
+    for shard, following in zip(shards, entries[1:], strict=False):
         assert shard["bytes"] + len(orjson.dumps(following[0])) + 2 > max_bytes
     assert [e["runSettingId"] for shard in entries for e in shard] == [f"S{i:07d}" for i in range(300)]
 

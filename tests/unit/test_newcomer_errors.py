@@ -146,7 +146,10 @@ def test_a_set_key_unknown_to_polly_is_offered_the_right_one(tmp_path: Path) -> 
             '[sheet]\nidcolumn = "sample"\n',
             "[sheet] takes id_column and types, not 'idcolumn' (did you mean 'id_column'?)",
         ),
-        ('[staging]\nurl = "s3://b/p/"\n', "[staging] takes uri, kms_key_id and expected_bucket_owner, not 'url' (did you mean 'uri'?)"),
+        (
+            '[staging]\nurl = "s3://b/p/"\n',
+            "[staging] takes uri, kms_key_id and expected_bucket_owner, not 'url' (did you mean 'uri'?)",
+        ),
     ],
     ids=["section", "sheet key", "staging key"],
 )

@@ -168,7 +168,7 @@ def test_sarek_sheet_plans_with_its_id_column(
         entries = orjson.loads((out / shard["path"]).read_bytes())
         assert [e["runSettingId"] for e in entries] == rows.get_column("id").to_list()
         # Every column is a parameter under its own name, the id column "id" included.
-        for entry, record in zip(entries, rows.iter_rows(named=True)):
+        for entry, record in zip(entries, rows.iter_rows(named=True), strict=False):
             assert entry["parameters"] == {c: record[c] for c in rows.columns}
             assert list(entry["parameters"]) == rows.columns
 

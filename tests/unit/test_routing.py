@@ -163,7 +163,7 @@ def test_group_lanes_example(tmp_path: Path) -> None:
     )
     expected = rows.group_by("sample", maintain_order=True).agg("fastq_1", "fastq_2", pl.col("strandedness").first())
     assert [r["runSettingId"] for r in runs] == expected.get_column("sample").to_list()
-    for run, record in zip(runs, expected.iter_rows(named=True)):
+    for run, record in zip(runs, expected.iter_rows(named=True), strict=False):
         assert run["parameters"] == {
             "sample": record["sample"],
             "fastq_1": record["fastq_1"],
@@ -208,14 +208,18 @@ def test_group_skip_invalid_drops_only_the_disagreeing_sample(tmp_path: Path) ->
         ["sample", "fastq_1", "strandedness"],
         [["a", "a1", "reverse"], ["a", "a2", "forward"], ["b", "b1", "reverse"]],
     )
-    manifest = planner.plan(
-        sheet,
-        backend="omics-batch",
-        defaults=defaults_for("omics-batch"),
-        group=True,
-        list_columns=["fastq_1"],
-        skip_invalid=True,
-    ).write(tmp_path / "plan").to_json()
+    manifest = (
+        planner.plan(
+            sheet,
+            backend="omics-batch",
+            defaults=defaults_for("omics-batch"),
+            group=True,
+            list_columns=["fastq_1"],
+            skip_invalid=True,
+        )
+        .write(tmp_path / "plan")
+        .to_json()
+    )
     assert manifest["runs"] == 1
     entries = orjson.loads((tmp_path / "plan" / manifest["shards"][0]["path"]).read_bytes())
     assert [e["runSettingId"] for e in entries] == ["b"]
@@ -344,9 +348,11 @@ def test_group_mixed_lanes_in_the_merged_view_and_the_plan(tmp_path: Path) -> No
     merged = runs_of(sheet, "omics-batch", defaults=document, group=True, list_columns=["fastq_1", "fastq_2"])
     assert merged[0]["parameters"]["fastq_2"] == ["x", None]
     assert merged[1]["parameters"]["fastq_2"] == ["default"]  # unset for b: the default stands
-    manifest = planner.plan(
-        sheet, backend="omics-batch", defaults=document, group=True, list_columns=["fastq_1", "fastq_2"]
-    ).write(tmp_path / "plan").to_json()
+    manifest = (
+        planner.plan(sheet, backend="omics-batch", defaults=document, group=True, list_columns=["fastq_1", "fastq_2"])
+        .write(tmp_path / "plan")
+        .to_json()
+    )
     assert manifest["runs"] == 2 and manifest["sheet"]["rows"] == 3
     entries = orjson.loads((tmp_path / "plan" / manifest["shards"][0]["path"]).read_bytes())
     assert entries[0]["parameters"] == {"sample": "a", "fastq_1": ["r1", "r1b"], "fastq_2": ["x", None]}

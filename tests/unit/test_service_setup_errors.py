@@ -12,8 +12,8 @@ from botocore.exceptions import ClientError
 
 import planner.staging
 from planner.aws import Clients
-from planner.sandbox import prepare
 from planner.errors import InputError, SubmissionError
+from planner.sandbox import prepare
 from planner.staging import CONFLICT_ATTEMPTS, Stager
 
 

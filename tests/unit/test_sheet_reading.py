@@ -210,7 +210,7 @@ def test_declared_type_bad_cell_via_cli(tmp_path: Path, capsys: pytest.CaptureFi
     sheet = write_csv(tmp_path / "s.csv", ["sample", "threads"], [["S1", "8"], ["S2", "eight"]])
     defaults = tmp_path / "d.json"
     defaults.write_bytes(orjson.dumps({**DEFAULTS, "sheet": {"types": {"threads": "int"}}}))
-    code, out, err = run_cli(
+    code, _out, err = run_cli(
         ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults, "--out", tmp_path / "plan"], capsys
     )
     assert code == 2
