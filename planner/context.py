@@ -50,7 +50,7 @@ from .errors import AccessError, InputError, SubmissionError
 from .ledger import LEDGER_FILE, Ledger
 from .plandir import Manifest, PlanDirectory
 from .progress import ProgressCallback, Tracker, log
-from .staging import Stager, is_aws_endpoint
+from .staging import Stager, StagingPrefix, is_aws_endpoint
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -238,6 +238,10 @@ class Context:
                 resolve_alias=self._key_of_alias,
             )
         return self._stager
+
+    def staging_location(self) -> StagingPrefix:
+        """Where shards are staged; in a dry run without one, a placeholder shows where they would go."""
+        return StagingPrefix.parse(self.staging_uri or "s3://STAGING-BUCKET/")
 
     def expected_bucket_owner(self) -> str | None:
         """The account that must own the staging bucket: as configured, else the caller's own (STS, once).

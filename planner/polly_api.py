@@ -37,13 +37,12 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import urllib3
 
-from .context import Context
+from .context import MAX_BACKOFF, Context
 from .errors import AccessError, SubmissionError
 from .jsontext import dumps
 
 LIST_PAGE_SIZE = 100
 SANDBOX_KEY = "sandbox"
-MAX_BACKOFF = 60.0
 TRANSPORT_ATTEMPTS = 4  # a server that cannot be reached at all is not waited for as long as a busy one
 _MEDIA_TYPE = "application/vnd.api+json"
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})

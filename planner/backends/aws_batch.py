@@ -61,7 +61,6 @@ from ..model import FieldRule, check_scalar, check_shape, operation_input
 from ..plandir import Manifest
 from ..shard import ShardInfo
 from ..spec import BackendSpec
-from ..staging import StagingPrefix
 from .base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
 
 MAX_ARRAY_SIZE = 10_000
@@ -161,7 +160,6 @@ DESCRIBE_MAX = 100  # DescribeJobs takes at most 100 job ids
 JOB_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
 FINAL = frozenset({"SUCCEEDED", "FAILED"})
 CANCEL_REASON = "cancelled by planner"
-PLACEHOLDER_STAGING = "s3://STAGING-BUCKET/"
 
 
 def job_name(manifest: Manifest, index: int) -> str:
@@ -241,11 +239,6 @@ def _environment(manifest_uri: str, manifest_etag: str, index_uri: str, index_et
     }
 
 
-def name_of(reference: str) -> str:
-    """A queue or job definition name from a name or an ARN (``...:job-queue/NAME``)."""
-    return reference.rsplit("/", 1)[-1] if reference.startswith("arn:") else reference
-
-
 class AwsBatch(Backend):
     spec = SPEC
 
@@ -282,7 +275,7 @@ class AwsBatch(Backend):
             lone = self.ctx.plan.entries(shard)[0] if shard.entries == 1 else None
             index = self.line_index(shard)
             if self.ctx.dry_run:
-                where = StagingPrefix.parse(self.ctx.staging_uri or PLACEHOLDER_STAGING)
+                where = self.ctx.staging_location()
                 index_uri = where.uri(manifest.plan_id, hashlib.sha256(index).hexdigest(), ".index")
                 environment = _environment(
                     where.uri(manifest.plan_id, shard.sha256),

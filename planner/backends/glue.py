@@ -53,7 +53,7 @@ from typing import Any
 import orjson
 from botocore.exceptions import ClientError
 
-from ..context import Context, error_code
+from ..context import MAX_BACKOFF, Context, error_code
 from ..engine import Call, Created, Later, Phase, Place, model_check, no_blind_retry
 from ..errors import InputError, Problem, SubmissionError
 from ..ledger import SampleState
@@ -61,7 +61,6 @@ from ..model import SCALAR_TYPES, check_shape, operation_input, rule_for
 from ..progress import log
 from ..shard import ShardInfo
 from ..spec import BackendSpec, RoutedField
-from ..staging import StagingPrefix
 from .base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
 
 MAX_TIMEOUT_MINUTES = 10_079
@@ -153,8 +152,6 @@ ACTIVE_STATES = frozenset({"STARTING", "RUNNING", "STOPPING", "WAITING"})  # a r
 DEFAULT_MAX_CONCURRENT_RUNS = 1  # Glue's own default for a job without ExecutionProperty
 MAX_STOP_IDS = 25  # BatchStopJobRun JobRunIds: 1..25
 PAGE_SIZE = 200  # GetJobRuns MaxResults: 1..200
-MAX_BACKOFF = 60.0
-PLACEHOLDER_STAGING = "s3://STAGING-BUCKET/"
 
 # Glue writes job arguments to its logs (seeds/002): names like these deserve a warning.
 _SECRET_NAME = re.compile(r"password|secret|token|key|credential", re.IGNORECASE)
@@ -341,7 +338,7 @@ class Glue(Backend):
         shard = start.shard
         index = self.line_index(shard)
         if self.ctx.dry_run:
-            where = StagingPrefix.parse(self.ctx.staging_uri or PLACEHOLDER_STAGING)
+            where = self.ctx.staging_location()
             shard_uri, shard_etag = where.uri(self.ctx.plan_id, shard.sha256), shard.etag
             index_uri = where.uri(self.ctx.plan_id, hashlib.sha256(index).hexdigest(), ".index")
             index_etag = f'"{hashlib.md5(index).hexdigest()}"'

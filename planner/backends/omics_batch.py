@@ -19,7 +19,6 @@ from ..model import SCALAR_TYPES, check_shape, operation_input, required_problem
 from ..progress import Tracker
 from ..shard import ShardInfo
 from ..spec import BackendSpec, RoutedField
-from ..staging import StagingPrefix
 from .base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
 from .healthomics import FINAL, conflict, get_runs, list_runs, not_found
 
@@ -94,7 +93,6 @@ RUN_COUNTS = {
     "failedRunCount": "FAILED",
     "cancelledRunCount": "CANCELLED",
 }
-PLACEHOLDER_STAGING = "s3://STAGING-BUCKET/"
 
 
 def request_id(plan_id: str, index: int) -> str:
@@ -132,7 +130,7 @@ class OmicsBatch(Backend):
                 self.ctx.plan.check_shard(shard)  # not staged, so not checked by S3: check it here
                 request["batchRunSettings"] = {"inlineSettings": self.ctx.plan.entries(shard)}
             elif self.ctx.dry_run:
-                where = StagingPrefix.parse(self.ctx.staging_uri or PLACEHOLDER_STAGING)
+                where = self.ctx.staging_location()
                 request["batchRunSettings"] = {"s3UriSettings": where.uri(manifest.plan_id, shard.sha256)}
             else:
                 staged = self.ctx.ledger.staged(shard.index)
