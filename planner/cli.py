@@ -595,12 +595,15 @@ def _with_staging_key(handler: Any) -> Any:
 def _policy_parser(commands: Any) -> None:
     y = commands.add_parser(
         "policy",
-        help="print the least-privilege IAM policies this plan needs (submitter, service role), as JSON",
+        help="print the least-privilege IAM policies this plan needs (submitter, service role, check, clean), as JSON",
         description="Print, as JSON, the IAM policy documents this plan needs: `submitter`, the exact actions\n"
         "planner submit/status/retry/cancel call for this backend, scoped to this plan's staged objects, the\n"
         "job queue and definition, the Glue job or the workflow, with iam:PassRole on the role it passes;\n"
-        "and `service_role`, read access to exactly the staged shards and indexes (kms:Decrypt on the\n"
-        "staging key when there is one) for the role that reads them.  Reads PLAN/ only; no AWS call.",
+        "`service_role`, read access to exactly the staged shards and indexes (kms:Decrypt on the\n"
+        "staging key when there is one) for the role that reads them; `check`, what planner check reads\n"
+        "(the workflow, the retained-run quota, the input buckets and folders); and `clean`, what planner\n"
+        "clean calls (the status refresh, the staged objects' deletion, and with --runs DeleteRunBatch or\n"
+        "DeleteRun).  A document the plan does not need is null.  Reads PLAN/ only; no AWS call.",
         epilog="Examples:\n  planner policy PLAN > policies.json\n"
         "  planner policy PLAN --only submitter --region eu-west-1 --account 123456789012",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -616,7 +619,9 @@ def _policy_parser(commands: Any) -> None:
         help="the staging bucket's account, required of every S3 access (default: [staging] expected_bucket_owner)",
     )
     y.add_argument(
-        "--only", choices=["submitter", "service-role"], help="print only this policy document (for aws iam ...)"
+        "--only",
+        choices=["submitter", "service-role", "check", "clean"],
+        help="print only this policy document (for aws iam put-role-policy --policy-document file://...)",
     )
     y.set_defaults(handler=_policy)
 
@@ -641,7 +646,7 @@ def _policy(args: argparse.Namespace) -> int:
     if args.only is None:
         sys.stdout.buffer.write(orjson.dumps(found.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
         return 0
-    document = found.submitter if args.only == "submitter" else found.service_role
+    document = found.document(args.only)
     if document is None:
         raise InputError(f"this plan needs no {args.only} policy: {'; '.join(found.notes)}")
     sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")

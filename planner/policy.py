@@ -1,6 +1,6 @@
 """``planner policy PLAN``: the least-privilege IAM policy documents a plan needs.
 
-Two documents, as JSON:
+Four documents, as JSON:
 
 * ``submitter``: for whoever runs ``planner submit``, ``status``, ``retry`` and
   ``cancel``: exactly the actions the planner calls for this backend (``CALLS``),
@@ -13,7 +13,16 @@ Two documents, as JSON:
   role, the Glue job's role (manifest mode): ``s3:GetObject`` on exactly the staged
   shards and their line indexes (the plan's prefix when they are too many for one
   policy), and ``kms:Decrypt`` on the staging key when there is one.  None when
-  nothing is staged (``omics-run``, inline plans, Glue per sample, Polly).
+  nothing is staged (``omics-run``, inline plans, Glue per sample, Polly);
+* ``check``: for whoever runs ``planner check`` (or ``submit --check``): the workflow
+  read (GetWorkflow, GetWorkflowVersion), the retained-run count and quota (ListRuns,
+  Service Quotas' ListServiceQuotas), and the inputs looked at: ``s3:ListBucket`` on
+  the buckets the runs read (HeadBucket, ListObjectsV2) and ``s3:GetObject`` (what
+  HeadObject is authorized as) on the folders they read from (``CHECK_CALLS``);
+* ``clean``: for whoever runs ``planner clean``: the status refresh that shows every
+  run has ended, HeadObject and DeleteObject (``s3:DeleteObjectVersion`` for the
+  version the plan wrote) on the plan's staged objects, and for ``--runs``
+  DeleteRunBatch or DeleteRun (``CLEAN_CALLS``).
 
 The actions and resource types follow the AWS Service Authorization Reference:
 HealthOmics StartRunBatch is authorized as ``omics:StartRunBatch`` on ``runBatch``
@@ -40,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import polars as pl
 
 from .child_settings import line_index
 from .errors import InputError
@@ -97,6 +107,47 @@ CALLS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "polly": (),
 }
+# planner check: the workflow, the quota, and the inputs (CHECK_INPUT_CALLS, on S3 buckets it does not own).
+CHECK_CALLS: dict[str, tuple[tuple[str, str], ...]] = {
+    "omics-batch": (
+        ("GetWorkflow", "omics:GetWorkflow"),
+        ("GetWorkflowVersion", "omics:GetWorkflowVersion"),
+        ("ListRuns", "omics:ListRuns"),
+        ("ListServiceQuotas", "servicequotas:ListServiceQuotas"),
+    ),
+    "batch": (),
+    "glue": (),
+    "polly": (),
+}
+CHECK_CALLS["omics-run"] = CHECK_CALLS["omics-batch"]
+CHECK_INPUT_CALLS = (
+    ("HeadBucket", "s3:ListBucket"),
+    ("HeadObject", "s3:GetObject"),
+    ("ListObjectsV2", "s3:ListBucket"),
+)
+# planner clean: the refresh first (nothing is removed while a run may read it), then the deletes.
+CLEAN_CALLS: dict[str, tuple[tuple[str, str], ...]] = {
+    "omics-batch": (
+        ("GetBatch", "omics:GetBatch"),
+        ("ListRunsInBatch", "omics:ListRunsInBatch"),
+        ("ListRuns", "omics:ListRuns"),
+        ("GetRun", "omics:GetRun"),
+        ("DeleteRunBatch", "omics:DeleteRunBatch"),
+    ),
+    "omics-run": (
+        ("GetRun", "omics:GetRun"),
+        ("ListRuns", "omics:ListRuns"),
+        ("DeleteRun", "omics:DeleteRun"),
+    ),
+    "batch": (("ListJobs", "batch:ListJobs"), ("DescribeJobs", "batch:DescribeJobs")),
+    "glue": (("GetJobRuns", "glue:GetJobRuns"), ("GetJob", "glue:GetJob")),
+    "polly": (),
+}
+CLEAN_STAGING_CALLS = (
+    ("HeadObject", "s3:GetObject"),
+    ("DeleteObject", "s3:DeleteObject"),
+    ("DeleteObject", "s3:DeleteObjectVersion"),
+)
 _ARN = re.compile(r"arn:(?P<partition>aws[a-z-]*):(?P<service>[a-z0-9-]+):(?P<region>[a-z0-9-]*):(?P<account>\d{12})?:")
 _KEY_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}")
 
@@ -110,6 +161,8 @@ class Policies:
     submitter: dict[str, Any] | None
     service_role: dict[str, Any] | None
     service_role_is: str | None
+    check: dict[str, Any] | None = None
+    clean: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -119,8 +172,19 @@ class Policies:
             "submitter": self.submitter,
             "service_role": self.service_role,
             "service_role_is": self.service_role_is,
+            "check": self.check,
+            "clean": self.clean,
             "notes": self.notes,
         }
+
+    def document(self, name: str) -> dict[str, Any] | None:
+        """One document by the name ``--only`` takes: submitter, service-role, check or clean."""
+        return {
+            "submitter": self.submitter,
+            "service-role": self.service_role,
+            "check": self.check,
+            "clean": self.clean,
+        }[name]
 
 
 @dataclass(frozen=True)
@@ -155,6 +219,8 @@ def policies(
     submitter = _service_statements(plan, scope)
     reader: list[dict[str, Any]] = []
     staged = [s for s in manifest.shards if s.mode == "s3"] if manifest.backend in STAGING_BACKENDS else []
+    cleaner = _refresh_statements(plan, scope)
+    where = None
     if staged:
         uri = staging or settings.uri
         if not uri:
@@ -162,8 +228,19 @@ def policies(
                 "this plan stages its shards on S3 and names no staging location: "
                 "give --staging s3://bucket/prefix/ (as you will to planner submit)"
             )
+        where = StagingPrefix.parse(uri)
         staging_statements, reader = _staging_statements(
-            plan, staged, StagingPrefix.parse(uri), kms_key_id or settings.kms_key_id, owner, scope, found.notes
+            plan, staged, where, kms_key_id or settings.kms_key_id, owner, scope, found.notes
+        )
+        bucket_arn = f"arn:{scope.partition}:s3:::{where.bucket}"
+        cleaner.insert(
+            0,
+            _statement(
+                "RemoveThisPlansStagedFiles",
+                ["s3:GetObject", "s3:DeleteObject", "s3:DeleteObjectVersion"],
+                [f"{bucket_arn}/{where.key(manifest.plan_id, '*', '')}"],
+                {"StringEquals": {"s3:ResourceAccount": owner}} if owner else None,
+            ),
         )
         submitter = staging_statements + submitter
         found.service_role_is = _reader(plan)
@@ -176,13 +253,13 @@ def policies(
         found.notes.append(
             "the region or the account is not known from the plan: * stands in; pin them with --region and --account"
         )
-    found.notes.append(
-        "planner clean also needs s3:DeleteObject and s3:DeleteObjectVersion on the staged objects (and, with "
-        "--runs, omics:DeleteRunBatch or omics:DeleteRun); planner check needs omics:GetWorkflow, "
-        "omics:GetWorkflowVersion and s3:GetObject/s3:ListBucket on the inputs: grant them to whoever runs those"
-    )
+    checker = _check_statements(plan, scope, found.notes)
+    if manifest.backend in ("omics-batch", "omics-run"):
+        found.notes.append(f"clean's {cleaner[-1]['Action'][0]} is needed only with planner clean --runs")
     found.submitter = _document(submitter) if submitter else None
     found.service_role = _document(reader) if reader else None
+    found.check = _document(checker) if checker else None
+    found.clean = _document(cleaner) if cleaner else None
     return found
 
 
@@ -289,6 +366,82 @@ def _service_statements(plan: PlanDirectory, scope: _Scope) -> list[dict[str, An
             _statement(
                 "RunTheGlueJob",
                 ["glue:StartJobRun", "glue:GetJobRuns", "glue:GetJob", "glue:BatchStopJobRun"],
+                [scope.arn("glue", f"job/{name}") for name in _glue_jobs(plan)],
+            )
+        ]
+    return []
+
+
+def _check_statements(plan: PlanDirectory, scope: _Scope, notes: list[str]) -> list[dict[str, Any]]:
+    """What ``planner check`` reads: the workflow and the quota (HealthOmics), and the runs' inputs on S3."""
+    from .preflight import distinct_uris
+
+    statements = []
+    backend = plan.manifest.backend
+    if backend in ("omics-batch", "omics-run"):
+        requests = [plan.manifest.defaults] if backend == "omics-batch" else list(_entries(plan))
+        workflows = sorted(
+            {
+                scope.arn("omics", f"workflow/{r['workflowId']}", account=str(r.get("workflowOwnerId") or "") or None)
+                for r in requests
+                if r.get("workflowId")
+            }
+        )
+        if workflows:
+            versions = [f"{arn}/version/*" for arn in workflows]
+            statements.append(
+                _statement("ReadTheWorkflow", ["omics:GetWorkflow", "omics:GetWorkflowVersion"], workflows + versions)
+            )
+        statements.append(
+            _statement("CountTheRetainedRuns", ["omics:ListRuns", "servicequotas:ListServiceQuotas"], ["*"])
+        )
+    uris = distinct_uris(plan).get_column("uri")
+    parts = pl.DataFrame({"uri": uris}).select(
+        pl.col("uri").str.extract(r"^s3://([^/]+)", 1).alias("bucket"),
+        pl.col("uri").str.extract(r"^s3://[^/]+/(.*/)?", 1).fill_null("").alias("folder"),
+    )
+    parts = parts.drop_nulls("bucket").unique().sort("bucket", "folder")
+    if parts.height:
+        s3 = f"arn:{scope.partition}:s3:::"
+        buckets = parts.get_column("bucket").unique().sort().to_list()
+        folders = [f"{s3}{bucket}/{folder}*" for bucket, folder in parts.iter_rows()]
+        if len(folders) > MAX_LISTED_OBJECTS:
+            notes.append(
+                f"the runs read from {len(folders):,} folders, too many to list: check reads any object of "
+                f"the {len(buckets)} input bucket(s)"
+            )
+            folders = [f"{s3}{bucket}/*" for bucket in buckets]
+        statements.append(_statement("FindTheInputBuckets", ["s3:ListBucket"], [f"{s3}{b}" for b in buckets]))
+        statements.append(_statement("LookAtTheInputs", ["s3:GetObject"], folders))
+    return statements
+
+
+def _refresh_statements(plan: PlanDirectory, scope: _Scope) -> list[dict[str, Any]]:
+    """What ``planner clean`` calls on the service: the refresh first, then (HealthOmics, ``--runs``) the delete."""
+    backend = plan.manifest.backend
+    if backend == "omics-batch":
+        return [
+            _statement(
+                "KnowTheRunsHaveEnded",
+                ["omics:GetBatch", "omics:GetRun"],
+                [scope.arn("omics", "runBatch/*"), scope.arn("omics", "run/*")],
+            ),
+            _statement("ListRuns", ["omics:ListRuns", "omics:ListRunsInBatch"], ["*"]),
+            _statement("DeleteTheBatches", ["omics:DeleteRunBatch"], [scope.arn("omics", "runBatch/*")]),
+        ]
+    if backend == "omics-run":
+        return [
+            _statement("KnowTheRunsHaveEnded", ["omics:GetRun"], [scope.arn("omics", "run/*")]),
+            _statement("ListRuns", ["omics:ListRuns"], ["*"]),
+            _statement("DeleteTheRuns", ["omics:DeleteRun"], [scope.arn("omics", "run/*")]),
+        ]
+    if backend == "batch":
+        return [_statement("KnowTheJobsHaveEnded", ["batch:ListJobs", "batch:DescribeJobs"], ["*"])]
+    if backend == "glue":
+        return [
+            _statement(
+                "KnowTheJobRunsHaveEnded",
+                ["glue:GetJobRuns", "glue:GetJob"],
                 [scope.arn("glue", f"job/{name}") for name in _glue_jobs(plan)],
             )
         ]

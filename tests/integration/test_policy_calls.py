@@ -193,3 +193,107 @@ def test_glue_manifest_calls_are_all_in_the_policy(
     cancel(plan_dir, **access)
     seen = check_calls(plan_dir, recorder, staging)
     assert {"StartJobRun", "GetJobRuns", "PutObject"} <= seen
+
+
+class EveryClient:
+    """(service, operation, parameters) of every call of every botocore client, however it was made
+    (``planner check`` reads the workflow and the quota on clients of its own)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from botocore.client import BaseClient
+
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+        original = BaseClient._make_api_call
+
+        def record(client: Any, operation: str, params: dict[str, Any]) -> Any:
+            self.calls.append((client.meta.service_model.service_name, operation, dict(params)))
+            return original(client, operation, params)
+
+        monkeypatch.setattr(BaseClient, "_make_api_call", record)
+
+
+def _resource(service: str, operation: str, params: dict[str, Any]) -> str | None:
+    """The resource a call touches, as the policy names it (None: the action takes no resource)."""
+    if service == "s3":
+        return f"arn:aws:s3:::{params['Bucket']}" + (f"/{params['Key']}" if operation in _S3_OBJECT_CALLS else "")
+    if operation in ("GetWorkflow", "GetWorkflowVersion"):
+        workflow = params.get("id") or params["workflowId"]
+        version = f"/version/{params['versionName']}" if "versionName" in params else ""
+        return f"arn:aws:omics:{REGION}:{ACCOUNT}:workflow/{workflow}{version}"
+    if operation in ("GetBatch", "DeleteRunBatch"):
+        return f"arn:aws:omics:{REGION}:{ACCOUNT}:runBatch/{params['batchId']}"
+    if operation in ("GetRun", "DeleteRun"):
+        return f"arn:aws:omics:{REGION}:{ACCOUNT}:run/{params['id']}"
+    return None
+
+
+_S3_OBJECT_CALLS = {"HeadObject", "GetObject", "DeleteObject"}
+
+
+def _check_each(document: dict[str, Any], calls: list[tuple[str, str, dict[str, Any]]], table: Any) -> set[str]:
+    actions: dict[str, list[str]] = {}
+    for operation, action in table:
+        actions.setdefault(operation, []).append(action)
+    seen = set()
+    for service, operation, params in calls:
+        seen.add(operation)
+        if (service, operation) in NO_PERMISSION:
+            continue
+        assert operation in actions, f"{service}.{operation} is called but its table does not list it"
+        for action in actions[operation]:
+            if action == "s3:DeleteObjectVersion" and "VersionId" not in params:
+                continue
+            resource = _resource(service, operation, params)
+            assert allowed(document, action, resource), (operation, action, resource)
+    return seen
+
+
+def test_check_and_clean_calls_are_all_in_their_policies(
+    tmp_path: Path,
+    moto_server: str,
+    bucket: str,
+    s3: Any,
+    clock: Any,
+    make_omics_emulator: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from planner.cleanup import clean
+    from planner.policy import CHECK_CALLS, CHECK_INPUT_CALLS, CLEAN_CALLS, CLEAN_STAGING_CALLS
+    from planner.preflight import check
+
+    emulator = make_omics_emulator()
+    template = {"sample": {"optional": False}, "bam": {"optional": False}, "extra": {"optional": True}}
+    emulator.put_workflow("1234567", parameter_template=template)
+    # Inputs in two folders: 147 keys listed, 3 headed one by one (fewer than LIST_MIN).
+    for i in range(150):
+        s3.put_object(Bucket=bucket, Key=f"{'many' if i < 147 else 'few'}/{i}.bam", Body=b"x")
+    sheet = pl.DataFrame(
+        {
+            "sample": [f"S{i:05d}" for i in range(150)],
+            "bam": [f"s3://{bucket}/{'many' if i < 147 else 'few'}/{i}.bam" for i in range(150)],
+        }
+    )
+    plan_dir = str(tmp_path / "plan")
+    defaults = _omics_defaults(bucket)
+    defaults["run"]["outputUri"] = f"s3://{bucket}/out/"
+    planner.plan(sheet, backend="omics-batch", defaults=defaults).write(plan_dir)  # 150 runs: staged on S3
+    found = policies(plan_dir, region=REGION, account=ACCOUNT)
+    assert found.check is not None and found.clean is not None
+    # moto answers ListServiceQuotas with an error: the check then says the quota is not known.
+    access = {"endpoints": {"s3": moto_server, "omics": emulator.endpoint_url, "service-quotas": moto_server}}
+
+    monkeypatch.delenv("PLANNER_NO_WORKFLOW_LOOKUP")
+    every = EveryClient(monkeypatch)
+    report = check(plan_dir, **access)
+    assert not report.problems, report.problems
+    seen = _check_each(found.check, every.calls, (*CHECK_CALLS["omics-batch"], *CHECK_INPUT_CALLS))
+    assert {"GetWorkflow", "HeadObject", "ListObjectsV2", "ListRuns"} <= seen
+
+    submit(plan_dir, **access)
+    for _ in range(12):
+        clock.advance(1.0)
+    every.calls.clear()
+    done = clean(plan_dir, runs=True, **access)
+    assert len(done.removed) == 1 and [o.outcome for o in done.runs] == ["deleted"]
+    seen = _check_each(found.clean, every.calls, (*CLEAN_CALLS["omics-batch"], *CLEAN_STAGING_CALLS))
+    assert {"GetBatch", "DeleteRunBatch", "HeadObject", "DeleteObject"} <= seen

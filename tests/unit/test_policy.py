@@ -22,7 +22,16 @@ import planner
 import planner.cli
 from planner.child_settings import line_index
 from planner.plandir import PlanDirectory
-from planner.policy import CALLS, MAX_LISTED_OBJECTS, S3_STAGING_CALLS, policies
+from planner.policy import (
+    CALLS,
+    CHECK_CALLS,
+    CHECK_INPUT_CALLS,
+    CLEAN_CALLS,
+    CLEAN_STAGING_CALLS,
+    MAX_LISTED_OBJECTS,
+    S3_STAGING_CALLS,
+    policies,
+)
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_sheets"
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -33,7 +42,7 @@ SHEETS = {
     "glue": ("glue_samples.csv", "glue_defaults.toml"),
     "polly": ("polly_samples.csv", "polly_defaults.toml"),
 }
-_ACTION = re.compile(r"(s3|kms|omics|batch|glue|iam):[A-Z][A-Za-z]+")
+_ACTION = re.compile(r"(s3|kms|omics|batch|glue|iam|servicequotas):[A-Z][A-Za-z]+")
 _ARN = re.compile(r"arn:aws[a-z-]*:(s3|kms|omics|batch|glue|iam):[a-z0-9-*]*:(\d{12}|\*)?:[^\s]+")
 _OPERATORS = {"StringEquals", "StringLike", "ForAnyValue:StringEquals"}
 KEY = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -99,6 +108,34 @@ def test_every_document_is_well_formed_and_holds_exactly_the_calls(tmp_path: Pat
         assert actions(found.service_role) == {"s3:GetObject", "kms:Decrypt"}
     else:
         assert found.service_role is None
+    # planner check and planner clean: their own documents, exactly what those commands call.
+    assert found.check is not None and found.clean is not None
+    check_document(found.check)
+    check_document(found.clean)
+    checked = {action for _, action in CHECK_CALLS[backend]} | {action for _, action in CHECK_INPUT_CALLS}
+    assert actions(found.check) == checked  # every sample sheet reads its inputs from S3
+    cleaned = {action for _, action in CLEAN_CALLS[backend]}
+    if staged:
+        cleaned |= {action for _, action in CLEAN_STAGING_CALLS}
+    assert actions(found.clean) == cleaned
+
+
+def test_check_reads_only_the_input_folders_and_clean_only_the_plans_prefix(tmp_path: Path) -> None:
+    frame = pl.DataFrame(
+        {"sample": ["S1", "S2", "S3"], "bam": ["s3://seq/run1/a.bam", "s3://seq/run1/b.bam", "s3://refs/top.fa"]}
+    )
+    plan_dir = str(tmp_path / "p")
+    defaults = {"run": {"jobQueue": "q", "jobDefinition": "d:1"}, "staging": {"uri": "s3://b/p/"}}
+    planner.plan(frame, backend="batch", defaults=defaults, max_entries=2).write(plan_dir)
+    found = policies(plan_dir, expected_bucket_owner="111122223333")
+    (listing,) = statement_for(found.check, "s3:ListBucket")
+    assert listing["Resource"] == ["arn:aws:s3:::refs", "arn:aws:s3:::seq"]
+    (heads,) = statement_for(found.check, "s3:GetObject")
+    assert heads["Resource"] == ["arn:aws:s3:::refs/*", "arn:aws:s3:::seq/run1/*"]
+    (remove,) = statement_for(found.clean, "s3:DeleteObject")
+    assert remove["Resource"] == [f"arn:aws:s3:::b/p/{PlanDirectory(plan_dir).plan_id}/*"]
+    assert remove["Condition"] == {"StringEquals": {"s3:ResourceAccount": "111122223333"}}
+    assert "omics:DeleteRunBatch" not in actions(found.clean)
 
 
 def test_the_service_role_reads_exactly_the_staged_shards_and_indexes(tmp_path: Path) -> None:
@@ -189,10 +226,21 @@ def test_the_command_prints_json_and_one_document_with_only(tmp_path: Path, caps
     plan_dir = _sample_plan(tmp_path, "batch", max_entries=3)
     assert planner.cli.main(["policy", plan_dir, "--region", "eu-west-1", "--account", "111122223333"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert set(printed) == {"plan_id", "backend", "submitter", "service_role", "service_role_is", "notes"}
+    assert set(printed) == {
+        "plan_id",
+        "backend",
+        "submitter",
+        "service_role",
+        "service_role_is",
+        "check",
+        "clean",
+        "notes",
+    }
     check_document(printed["submitter"])
     assert planner.cli.main(["policy", plan_dir, "--only", "service-role"]) == 0
     check_document(json.loads(capsys.readouterr().out))
+    assert planner.cli.main(["policy", plan_dir, "--only", "clean"]) == 0
+    assert "batch:DescribeJobs" in actions(json.loads(capsys.readouterr().out))
     assert planner.cli.main(["policy", _sample_plan(tmp_path, "omics-run"), "--only", "service-role"]) == 2
     assert "needs no service-role policy" in capsys.readouterr().err
     assert planner.cli.main(["policy", plan_dir, "--account", "12"]) == 2
