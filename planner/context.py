@@ -31,6 +31,7 @@ for an S3 endpoint that is not AWS's (moto, the sandbox), at that endpoint.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import threading
@@ -50,6 +51,7 @@ from .errors import AccessError, InputError, SubmissionError
 from .ledger import LEDGER_FILE, Ledger
 from .plandir import Manifest, PlanDirectory
 from .progress import ProgressCallback, Tracker, log
+from .shard import ShardInfo
 from .staging import Stager, StagingPrefix, is_aws_endpoint
 
 T = TypeVar("T")
@@ -57,6 +59,7 @@ R = TypeVar("R")
 
 SANDBOX_STAGING = "s3://planner-sandbox/staging/"
 DRY_RUN_OWNER = "CALLER-ACCOUNT"  # a dry run asks no one which account the caller is
+KMS_ETAG = "ASSIGNED-BY-S3-UNDER-SSE-KMS"  # a dry run's ETag of an object S3 will encrypt: not an MD5
 MAX_BACKOFF = 60.0
 
 THROTTLING = frozenset(
@@ -242,6 +245,18 @@ class Context:
     def staging_location(self) -> StagingPrefix:
         """Where shards are staged; in a dry run without one, a placeholder shows where they would go."""
         return StagingPrefix.parse(self.staging_uri or "s3://STAGING-BUCKET/")
+
+    def predicted_staging(self, shard: ShardInfo, index: bytes) -> tuple[str, str, str, str]:
+        """A dry run's (shard URI, its ETag, index URI, its ETag), as the children would be told them.
+
+        Without SSE-KMS S3's ETag of a single-part object is the MD5 of its bytes, known now; under
+        SSE-KMS it is not (S3 assigns it), so a placeholder says so instead of a wrong value."""
+        where = self.staging_location()
+        shard_uri = where.uri(self.plan_id, shard.sha256)
+        index_uri = where.uri(self.plan_id, hashlib.sha256(index).hexdigest(), ".index")
+        if self.options.staging_kms_key:
+            return shard_uri, KMS_ETAG, index_uri, KMS_ETAG
+        return shard_uri, shard.etag, index_uri, f'"{hashlib.md5(index).hexdigest()}"'
 
     def expected_bucket_owner(self) -> str | None:
         """The account that must own the staging bucket: as configured, else the caller's own (STS, once).

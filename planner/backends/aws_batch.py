@@ -46,7 +46,6 @@ CANCELLED) plans it with the failures.  ``cancel`` terminates the array parents
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -275,14 +274,7 @@ class AwsBatch(Backend):
             lone = self.ctx.plan.entries(shard)[0] if shard.entries == 1 else None
             index = self.line_index(shard)
             if self.ctx.dry_run:
-                where = self.ctx.staging_location()
-                index_uri = where.uri(manifest.plan_id, hashlib.sha256(index).hexdigest(), ".index")
-                environment = _environment(
-                    where.uri(manifest.plan_id, shard.sha256),
-                    shard.etag,
-                    index_uri,
-                    f'"{hashlib.md5(index).hexdigest()}"',
-                )
+                environment = _environment(*self.ctx.predicted_staging(shard, index))
                 environment |= self.ctx.child_environment()  # the bucket's expected owner (or CALLER-ACCOUNT)
                 return build_request(manifest, shard, environment, previous=previous, lone_run=lone)
             staged = self.ctx.ledger.staged(shard.index)

@@ -338,10 +338,7 @@ class Glue(Backend):
         shard = start.shard
         index = self.line_index(shard)
         if self.ctx.dry_run:
-            where = self.ctx.staging_location()
-            shard_uri, shard_etag = where.uri(self.ctx.plan_id, shard.sha256), shard.etag
-            index_uri = where.uri(self.ctx.plan_id, hashlib.sha256(index).hexdigest(), ".index")
-            index_etag = f'"{hashlib.md5(index).hexdigest()}"'
+            shard_uri, shard_etag, index_uri, index_etag = self.ctx.predicted_staging(shard, index)
         else:
             staged = self.ctx.ledger.staged(shard.index)
             if staged is None:

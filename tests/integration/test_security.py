@@ -338,6 +338,28 @@ def test_with_kms_an_opaque_etag_is_recorded_and_is_the_one_the_children_use(
         read_child_settings(environ=dict(environment, AWS_BATCH_JOB_ARRAY_INDEX="2"), s3=_s3(moto_server))
 
 
+def test_a_dry_run_under_kms_does_not_pretend_to_know_the_etag(tmp_path, capsys):
+    """Under SSE-KMS S3 assigns the ETag: a dry run shows a placeholder, not the MD5 it could compute;
+    without KMS it shows the MD5, which is what S3 will answer."""
+    import orjson
+
+    plan_dir = _batch_plan(tmp_path, 4, "q")
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    shard = PlanDirectory(plan_dir).manifest.shard(0)
+
+    def environment(**options):
+        submit(plan_dir, dry_run=True, staging="s3://b/s/", **options)
+        (line,) = [orjson.loads(text) for text in capsys.readouterr().out.splitlines()]
+        pairs = line["request"]["containerOverrides"]["environment"]
+        return {pair["name"]: pair["value"] for pair in pairs}
+
+    with staging_options(kms_key_id=key):
+        encrypted = environment()
+    assert encrypted["PLANNER_MANIFEST_ETAG"] == encrypted["PLANNER_INDEX_ETAG"] == "ASSIGNED-BY-S3-UNDER-SSE-KMS"
+    plain = environment()
+    assert plain["PLANNER_MANIFEST_ETAG"] == shard.etag and plain["PLANNER_INDEX_ETAG"].startswith('"')
+
+
 def test_without_kms_an_etag_that_is_not_the_predicted_md5_is_refused(tmp_path, moto_server, bucket, staging):
     wrapper = OpaqueETags()
     s3 = wrapper.attach(_s3(moto_server))
