@@ -8,11 +8,18 @@ request's body (``Content-Length`` bytes), hands it over, and writes the answer 
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, TypeVar
 
 Self = TypeVar("Self", bound="LoopbackServer")
+
+
+def fraction(key: str) -> float:
+    """A number in [0, 1) fixed by ``key``: which runs an emulator fails is the same on every run of a test."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 class LoopbackHandler(BaseHTTPRequestHandler):

@@ -168,7 +168,6 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import hashlib
 import json
 import re
 import threading
@@ -186,7 +185,7 @@ import polars as pl
 
 from planner.model import to_rust_regex
 
-from .loopback import LoopbackServer
+from .loopback import LoopbackServer, fraction
 
 __all__ = ["OmicsEmulator"]
 
@@ -815,11 +814,6 @@ class _TokenBucket:
             return False
 
 
-def _fraction(key: str) -> float:
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
-
-
 def _merge_settings(default: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     merged = dict(default)
     for key, value in entry.items():
@@ -1300,8 +1294,8 @@ class OmicsEmulator(LoopbackServer):
             if not 1 <= len(reason) <= 64 or not message:
                 raise ValueError("fail_when must return (failureReason of 1..64 characters, statusMessage) or None")
             return reason, message
-        if _fraction(key) < self.failure_rate:
-            return FAILURE_REASONS[int(_fraction(key + "\x1freason") * len(FAILURE_REASONS))]
+        if fraction(key) < self.failure_rate:
+            return FAILURE_REASONS[int(fraction(key + "\x1freason") * len(FAILURE_REASONS))]
         return None
 
     def _make_room(self, settings: dict[str, Any], moment: float, removed: list[_Run]) -> str | None:

@@ -64,7 +64,6 @@ body and the status answered, for every request).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import threading
@@ -76,7 +75,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from .loopback import LoopbackServer
+from .loopback import LoopbackServer, fraction
 
 __all__ = ["PollyEmulator"]
 
@@ -156,11 +155,6 @@ class _Fault:
     after: bool  # carry the request out, then answer this status instead
     method: str | None
     path: str | None
-
-
-def _fraction(key: str) -> float:
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 class PollyEmulator(LoopbackServer):
@@ -608,7 +602,7 @@ class PollyEmulator(LoopbackServer):
                     parameters=job["parameters"],
                     config=job["config"],
                     created=now,
-                    fails=_fraction(f"{self.seed}:{run.id}:{name}") < self.failure_rate,
+                    fails=fraction(f"{self.seed}:{run.id}:{name}") < self.failure_rate,
                 )
                 run.position[job_id] = len(run.jobs)
                 run.jobs.append(record)

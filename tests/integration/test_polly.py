@@ -437,7 +437,7 @@ def test_the_api_key_appears_nowhere_in_the_plan_directory(tmp_path, polly, cloc
     plan_dir = _plan(tmp_path, 120)
     # One request fails (the chunks of 50, 50 and 20 jobs go out at once: any of them): its error is journaled.
     polly.inject([400], method="POST", path="/jobs")
-    with pytest.raises(SubmissionError, match="(50|20) of 120 jobs could not be submitted") as caught:
+    with pytest.raises(SubmissionError, match=r"(50|20) of 120 jobs could not be submitted") as caught:
         _submit(plan_dir)
     messages = [str(caught.value)]
     _submit(plan_dir)  # the failed samples are sent again
