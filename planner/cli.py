@@ -464,7 +464,7 @@ def _print_summary(summary: dict[str, Any], stream: Any) -> None:
     for where, count in summary["counts"].items():
         print(f"  {where:<16} {count:,}", file=stream)
     if summary["failures"]:
-        print("failures by reason, largest first:", file=stream)
+        print("failed or cancelled, by reason, largest first:", file=stream)
         for group in summary["failures"]:
             shown = ", ".join(group["samples"])
             more = group["count"] - len(group["samples"])

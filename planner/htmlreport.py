@@ -50,7 +50,13 @@ from .errors import PlannerError
 
 INSTALL_HINT = "install it with: pip install 'planner[report]'"
 NOT_SUBMITTED = "NOT SUBMITTED"
-NO_REASON = "(no reason given)"
+NO_REASON = "no reason given"  # after the state: "CANCELLED: no reason given", "FAILED: no reason given"
+
+
+def unexplained(state: str | None) -> str:
+    """The group of samples in ``state`` whose service gave no reason (a cancelled run seldom has one)."""
+    return f"{state or 'submission failed'}: {NO_REASON}"
+
 
 # States that end a run without its result, across the services (HealthOmics runs, Batch jobs,
 # Glue job runs, Polly jobs as the ledger records them). A sample whose submission itself
@@ -165,13 +171,18 @@ def failure_groups(
     table: pl.DataFrame, *, states: Iterable[str] = FAILURE_STATES, examples: int = EXAMPLES
 ) -> list[FailureGroup]:
     """Failed samples (a state in ``states``, or a failed submission) grouped by reason,
-    largest group first; a missing or blank reason is grouped as ``(no reason given)``."""
+    largest group first; a missing or blank reason is grouped by state, as ``unexplained(state)``."""
     reason = pl.col("reason").str.strip_chars()
     groups = (
         table.lazy()
         .filter(pl.col("state").is_in(sorted(states)) | (pl.col("submission_status") == "FAILED"))
         .sort("row", nulls_last=True)  # so each group's examples are its first samples in the sheet
-        .group_by(pl.when(reason.fill_null("") == "").then(pl.lit(NO_REASON)).otherwise(reason).alias("reason"))
+        .group_by(
+            pl.when(reason.fill_null("") == "")
+            .then(pl.format("{}: " + NO_REASON, pl.col("state").fill_null("submission failed")))
+            .otherwise(reason)
+            .alias("reason")
+        )
         .agg(pl.len().alias("count"), pl.col("id").head(examples).alias("samples"))
         .sort(["count", "reason"], descending=[True, False])
         .collect()
@@ -512,7 +523,7 @@ def _failures_section(groups: Sequence[FailureGroup], *, linked: bool) -> str:
             examples += f' <span class="note">and {group.count - len(group.samples):,} more</span>'
         show = (
             f' <a href="#q={_e(quote(group.reason, safe=""))}">show in the table</a>'
-            if linked and group.reason != NO_REASON
+            if linked and not group.reason.endswith(NO_REASON)
             else ""
         )
         rows.append(

@@ -35,7 +35,7 @@ from urllib.parse import quote
 import polars as pl
 import pytest
 
-from planner.htmlreport import NO_REASON, NOT_SUBMITTED, TABLE_SCHEMA, render_report
+from planner.htmlreport import NOT_SUBMITTED, TABLE_SCHEMA, render_report, unexplained
 
 CHROMIUM = ("/usr/bin/chromium", "chromium", "chromium-browser")
 INSTALL = "apt-get install -y chromium (Debian's package; .ci/run installs it as root when it is missing)"
@@ -257,10 +257,12 @@ def expected_counts(table: pl.DataFrame) -> dict[str, int]:
 
 
 def expected_failures(table: pl.DataFrame) -> dict[str, int]:
-    reason = pl.col("reason").str.strip_chars()
     failed = table.filter(pl.col("state").is_in(["FAILED", "CANCELLED"]) | (pl.col("submission_status") == "FAILED"))
-    groups = failed.group_by(pl.when(reason.fill_null("") == "").then(pl.lit(NO_REASON)).otherwise(reason)).len()
-    return dict(groups.iter_rows())
+    keys = [
+        r.strip() if r and r.strip() else unexplained(state)
+        for state, r in failed.select("state", "reason").iter_rows()
+    ]
+    return dict(pl.Series(keys, dtype=pl.String).value_counts().iter_rows())
 
 
 def assert_clean(page: Loaded) -> None:

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 from planner.errors import PlannerError
 from planner.htmlreport import (
-    NO_REASON,
     NOT_SUBMITTED,
     TABLE_SCHEMA,
     ConsoleLink,
@@ -30,6 +29,7 @@ from planner.htmlreport import (
     failure_groups,
     render_report,
     state_counts,
+    unexplained,
 )
 
 HOSTILE_ID = "<script>alert(1)</script>"
@@ -136,7 +136,7 @@ def test_failure_groups_group_by_reason_largest_first(table: pl.DataFrame) -> No
     groups = failure_groups(table)
     assert groups == [
         FailureGroup(HOSTILE_REASON, 2, ("S1", "S2")),
-        FailureGroup(NO_REASON, 1, ("S3",)),  # a failed submission counts, its missing reason is named
+        FailureGroup(unexplained(None), 1, ("S3",)),  # a failed submission counts, its missing reason is named
     ]
 
 
@@ -144,7 +144,15 @@ def test_failure_groups_blank_reason_is_no_reason_and_examples_follow_the_sheet(
     rows = [{"state": "FAILED", "reason": reason} for reason in ("  ", None, "", "oom", "oom", "oom")]
     shuffled = sample_table(rows).sample(fraction=1.0, shuffle=True, seed=7)
     groups = failure_groups(shuffled, examples=2)
-    assert groups == [FailureGroup(NO_REASON, 3, ("S0", "S1")), FailureGroup("oom", 3, ("S3", "S4"))]
+    assert groups == [FailureGroup("FAILED: no reason given", 3, ("S0", "S1")), FailureGroup("oom", 3, ("S3", "S4"))]
+
+
+def test_failure_groups_without_a_reason_are_told_apart_by_state() -> None:
+    rows = [{"state": "CANCELLED", "reason": None}] * 2 + [{"state": "FAILED", "reason": ""}]
+    assert failure_groups(sample_table(rows)) == [
+        FailureGroup("CANCELLED: no reason given", 2, ("S0", "S1")),
+        FailureGroup("FAILED: no reason given", 1, ("S2",)),
+    ]
 
 
 def test_failure_groups_take_the_states_asked_for() -> None:
@@ -170,7 +178,7 @@ def test_failure_groups_equal_a_plain_python_grouping(cells: list[tuple[str | No
     expected: dict[str, list[str]] = {}
     for i, (state, submission, reason) in enumerate(cells):
         if state in ("FAILED", "CANCELLED", "TIMEOUT") or submission == "FAILED":
-            key = reason.strip() if reason and reason.strip() else NO_REASON
+            key = reason.strip() if reason and reason.strip() else unexplained(state)
             expected.setdefault(key, []).append(f"S{i}")
     ordered = sorted(expected.items(), key=lambda item: (-len(item[1]), item[0]))
     assert failure_groups(table) == [FailureGroup(k, len(v), tuple(v[:5])) for k, v in ordered]
