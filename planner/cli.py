@@ -148,7 +148,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("plan_dir", metavar="PLAN", help=_PLAN_HELP)
     t.add_argument("--out", metavar="FILE", help="write the per-sample table to FILE.csv, .parquet or .jsonl")
     t.add_argument("--json", action="store_true", help="print the summary and failure groups as one JSON object")
-    t.add_argument("--watch", action="store_true", help="refresh until nothing can change any more")
+    t.add_argument(
+        "--watch",
+        action="store_true",
+        help="refresh until nothing can change any more; exit 1 if any sample failed or was cancelled",
+    )
     t.add_argument("--interval", type=_seconds, default=30.0, metavar="SECONDS", help="with --watch (default 30)")
     t.add_argument("--no-refresh", action="store_true", help="show what the ledger knows without asking the service")
     t.add_argument(
@@ -267,8 +271,25 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=raw,
     )
     x.add_argument("action", choices=["start", "stop", "status"])
+    x.add_argument(
+        "--failure-rate",
+        type=_fraction,
+        metavar="F",
+        help="start: fail this share (0..1) of the HealthOmics and Polly runs, to try retry and cancel",
+    )
     x.set_defaults(handler=_sandbox)
     return parser
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to 1 (e.g. 0.2)") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not from 0 to 1 (e.g. 0.2 fails one run in five)")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -504,7 +525,18 @@ def _watch(args: argparse.Namespace, access: dict[str, Any]) -> int:
         _write_json(summary)
     else:
         _print_summary(summary, sys.stdout)
-    return 1 if snapshot.cancelled is not None else 0
+    if snapshot.cancelled is not None:
+        return 1
+    # What was waited for did not all succeed: a script's `planner submit --watch && next-step` stops here.
+    unsuccessful = sum(group["count"] for group in summary["failures"])
+    if unsuccessful:
+        print(
+            f"planner: {unsuccessful:,} of {table.height:,} samples failed or were cancelled; "
+            f"`planner retry {args.plan_dir} --out NEW_PLAN` plans them again",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -759,8 +791,10 @@ def _check(args: argparse.Namespace) -> int:
 def _sandbox(args: argparse.Namespace) -> int:
     from .sandbox.local import ensure_running, read_state, state_dir, stop_running
 
+    if args.failure_rate is not None and args.action != "start":
+        raise InputError(f"--failure-rate is for `planner sandbox start`, not `planner sandbox {args.action}`")
     if args.action == "start":
-        endpoints = ensure_running()
+        endpoints = ensure_running(failure_rate=args.failure_rate)
         _write_json(endpoints)
     elif args.action == "stop":
         print("stopped" if stop_running() else "no sandbox was running")

@@ -57,6 +57,11 @@ else uses the running one. It stops by itself 4 hours after it started, or with
 Each install (a clone or virtualenv) has its own sandbox, kept in
 ~/.cache/planner/sandbox/<key>/ (the key a hash of where the planner is installed):
 sandbox.json holds its process id, endpoints and start time, sandbox.log its output.
+To try retry, cancel and --cancel-if-failed, `planner sandbox start --failure-rate 0.2`
+starts one whose HealthOmics and Polly runs fail at that rate (a fixed subset, each with
+one of the failure reasons HealthOmics documents); AWS Batch and Glue jobs, run by moto,
+always succeed. A running sandbox with another rate is replaced (what it held is forgotten).
+
 A sandbox started by other planner code (this install edited or upgraded since) is
 stopped and replaced, not reused. Set PLANNER_SANDBOX_DIR to keep the state in another
 directory, e.g. one per project or per test run.
@@ -213,14 +218,31 @@ def _clock(started: Any) -> str:
         return "an unknown time"
 
 
-def ensure_running(lifetime: int = DEFAULT_LIFETIME, wait: float = 60.0) -> dict[str, str]:
+def ensure_running(
+    lifetime: int = DEFAULT_LIFETIME, wait: float = 60.0, failure_rate: float | None = None
+) -> dict[str, str]:
     """The endpoints of this install's running sandbox daemon, starting one when none runs.
 
     Says on stderr whether it started one or uses a running one, and where the state is.
-    A daemon that runs other code than this process is stopped and replaced.
+    A daemon that runs other code than this process is stopped and replaced; so is one whose
+    runs fail at another rate than ``failure_rate`` (None: whatever runs, else none fail).
     """
     with _locked():
         state = read_state()
+        if (
+            state is not None
+            and state.get("code") == code_version()
+            and failure_rate is not None
+            and float(state.get("failure_rate") or 0.0) != failure_rate
+        ):
+            print(
+                f"planner: the sandbox started at {_clock(state.get('started'))} fails "
+                f"{float(state.get('failure_rate') or 0.0):.0%} of its runs, not {failure_rate:.0%}: stopping it "
+                "(what it held is forgotten) to start a new one",
+                file=sys.stderr,
+            )
+            _stop(state)
+            state = None
         if state is not None and state.get("code") == code_version():
             print(
                 f"planner: using the sandbox started at {_clock(state.get('started'))} (state in {state_dir()})",
@@ -235,20 +257,22 @@ def ensure_running(lifetime: int = DEFAULT_LIFETIME, wait: float = 60.0) -> dict
                 file=sys.stderr,
             )
             _stop(state)
-        endpoints = _start(lifetime, wait)
+        endpoints = _start(lifetime, wait, failure_rate or 0.0)
+    failing = f"; {failure_rate:.0%} of its HealthOmics and Polly runs fail" if failure_rate else ""
     print(
         f"planner: started a sandbox (state in {state_dir()}; stops by itself after {_lifetime_text(lifetime)} "
-        "or with `planner sandbox stop`)",
+        f"or with `planner sandbox stop`){failing}",
         file=sys.stderr,
     )
     return endpoints
 
 
-def _start(lifetime: int, wait: float) -> dict[str, str]:
+def _start(lifetime: int, wait: float, failure_rate: float) -> dict[str, str]:
     log_path = os.path.join(state_dir(), "sandbox.log")
+    command = [sys.executable, "-m", "planner.sandbox.local", "serve", "--lifetime", str(lifetime)]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "planner.sandbox.local", "serve", "--lifetime", str(lifetime)],
+            [*command, "--failure-rate", repr(failure_rate)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -287,11 +311,12 @@ def stop_running() -> bool:
     return True
 
 
-def serve(lifetime: int) -> None:
+def serve(lifetime: int, failure_rate: float = 0.0) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    sandbox = Sandbox().start()
+    failing = {"failure_rate": failure_rate}
+    sandbox = Sandbox(omics_options=failing, polly_options=dict(failing)).start()
     os.makedirs(state_dir(), exist_ok=True)
     temporary = _state_file() + f".{os.getpid()}"
     state = {
@@ -299,6 +324,7 @@ def serve(lifetime: int) -> None:
         "endpoints": sandbox.endpoints,
         "started": time.time(),
         "lifetime": lifetime,
+        "failure_rate": failure_rate,
         "code": code_version(),  # of the code this process runs, which is what it serves
         "package": _PACKAGE_DIR,
     }
@@ -327,9 +353,10 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     serve_parser = sub.add_parser("serve")
     serve_parser.add_argument("--lifetime", type=int, default=DEFAULT_LIFETIME)
+    serve_parser.add_argument("--failure-rate", type=float, default=0.0)
     args = parser.parse_args(argv)
     if args.command == "serve":
-        serve(args.lifetime)
+        serve(args.lifetime, args.failure_rate)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ import planner
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTED = re.compile(
-    r"^planner: started a sandbox \(state in (?P<dir>.+); stops by itself after 4 h or with `planner sandbox stop`\)$"
+    r"^planner: started a sandbox \(state in (?P<dir>.+); stops by itself after 4 h or with `planner sandbox stop`\)"
+    r"(; (?P<failing>\d+)% of its HealthOmics and Polly runs fail)?$"
 )
 USING = re.compile(r"^planner: using the sandbox started at \d\d:\d\d \(state in (?P<dir>.+)\)$")
 
@@ -200,3 +201,38 @@ def test_a_sandbox_of_other_code_is_replaced_not_reused(tmp_path: Path, daemons:
     assert new is not None and new["pid"] != old["pid"] and new["code"] == old["code"]
     assert wait_stopped(old["pid"]) and not answers(old["endpoints"]["s3"])
     assert json.loads(second.stdout) == new["endpoints"]
+
+
+@pytest.mark.slow
+def test_a_sandbox_whose_runs_fail_lets_a_user_try_retry(tmp_path: Path, daemons: Daemons) -> None:
+    """`sandbox start --failure-rate`: some runs fail with a documented reason, `submit --watch` exits 1
+    saying so, and the retry of the failed ones is planned; another rate replaces the sandbox."""
+    env = environment(PLANNER_SANDBOX_DIR=str(tmp_path / "sandbox"))
+    started = daemons.cli(env, "sandbox", "start", "--failure-rate", "0.5")
+    assert started.returncode == 0, started.stderr
+    (line,) = started.stderr.splitlines()
+    assert STARTED.match(line) and STARTED.match(line)["failing"] == "50"
+    plan_dir = tmp_path / "plan"
+    sheet, defaults = ROOT / "sample_sheets/omics_batch_samples.csv", ROOT / "sample_sheets/omics_batch_defaults.toml"
+    planned = daemons.cli(env, "plan", str(sheet), "-b", "omics-batch", "-d", str(defaults), "-o", str(plan_dir))
+    assert planned.returncode == 0, planned.stderr
+    watched = daemons.cli(env, "submit", str(plan_dir), "--sandbox", "--watch", "--interval", "0.5", "--json")
+    assert watched.returncode == 1, watched.stderr
+    summary = json.loads(watched.stdout.splitlines()[-1])
+    failed = summary["counts"].get("FAILED", 0)
+    assert 0 < failed < 12 and summary["counts"]["COMPLETED"] == 12 - failed
+    assert sum(group["count"] for group in summary["failures"]) == failed
+    assert all(re.match(r"[A-Z_]+: ", group["reason"]) for group in summary["failures"])  # code: message
+    assert f"{failed} of 12 samples failed or were cancelled" in watched.stderr
+
+    retried = daemons.cli(env, "retry", str(plan_dir), "--sandbox", "--out", str(tmp_path / "retry"))
+    assert retried.returncode == 0, retried.stderr
+    assert f"planned {failed} runs to retry" in retried.stdout
+
+    same = daemons.cli(env, "sandbox", "start")  # no rate asked: the running one is used
+    assert USING.match(same.stderr.splitlines()[0])
+    other = daemons.cli(env, "sandbox", "start", "--failure-rate", "0")
+    assert "fails 50% of its runs, not 0%: stopping it" in other.stderr
+    assert read(tmp_path / "sandbox")["failure_rate"] == 0.0  # type: ignore[index]
+    refused = daemons.cli(env, "sandbox", "status", "--failure-rate", "0.1")
+    assert refused.returncode == 2 and "--failure-rate is for `planner sandbox start`" in refused.stderr
