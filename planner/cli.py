@@ -268,6 +268,8 @@ def _parser() -> argparse.ArgumentParser:
         "sandbox",
         help="start, stop or show the local AWS sandbox used by --sandbox",
         description=getattr(local, "HELP", "The local sandbox used by --sandbox."),
+        epilog="Examples:\n  planner sandbox start --failure-rate 0.3   # then plan, submit --sandbox --watch, retry\n"
+        "  planner sandbox status\n  planner sandbox stop",
         formatter_class=raw,
     )
     x.add_argument("action", choices=["start", "stop", "status"])

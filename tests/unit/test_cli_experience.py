@@ -88,11 +88,11 @@ def test_a_mistyped_retry_state_is_named(tmp_path: Path) -> None:
 
 
 def test_every_command_explains_itself_with_an_example() -> None:
-    for command in ("plan", "submit", "status", "retry", "cancel", "report", "clean", "child-settings", "sandbox"):
+    commands = ("plan", "submit", "status", "retry", "cancel", "report", "clean", "check", "policy")
+    for command in (*commands, "child-settings", "sandbox"):
         shown = _planner(command, "--help")
         assert shown.returncode == 0 and len(shown.stdout) > 400, command
-        if command not in ("sandbox",):
-            assert "Example" in shown.stdout, command
+        assert "Example" in shown.stdout, command
         if command in ("submit", "status", "retry", "cancel", "report", "clean"):
             assert "a plan directory written by `planner plan`" in shown.stdout, command
     assert "Polly's API has no cancel" in _planner("cancel", "--help").stdout.replace("\n", " ")
