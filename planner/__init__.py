@@ -13,6 +13,8 @@ The Python API is the CLI's, function for function, with the same checks::
     planner.cancel("PLAN", sandbox=True)
     planner.report("PLAN", "report.html")                   # one HTML file to share
     planner.clean("PLAN", runs=True, sandbox=True)          # what the plan staged (and its runs), once ended
+    planner.check("PLAN", sandbox=True).problems            # preflight: the workflow, the inputs, the quota
+    planner.policies("PLAN").submitter                      # the least-privilege IAM documents
 
 Long work reports progress to a callback (``progress=``, taking ``ProgressEvent``s);
 messages worth a person's attention go to the ``planner`` logger.  Errors are one
@@ -38,6 +40,8 @@ from .errors import (
 )
 from .plan import Plan, plan
 from .plandir import Manifest, read_plan
+from .policy import Policies, policies
+from .preflight import CheckReport, check
 from .progress import ProgressEvent
 from .retry_plan import retry
 from .shard import ShardInfo
@@ -55,6 +59,7 @@ __all__ = [
     "AccessError",
     "CancelOutcome",
     "CancelReport",
+    "CheckReport",
     "CleanReport",
     "DefaultsError",
     "Incomplete",
@@ -63,6 +68,7 @@ __all__ = [
     "Plan",
     "PlanDirError",
     "PlannerError",
+    "Policies",
     "Problem",
     "ProgressEvent",
     "ShardInfo",
@@ -74,8 +80,10 @@ __all__ = [
     "Threshold",
     "ValidationError",
     "cancel",
+    "check",
     "clean",
     "plan",
+    "policies",
     "read_child_settings",
     "read_plan",
     "report",

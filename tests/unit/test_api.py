@@ -298,3 +298,24 @@ def test_bad_options_are_input_errors_before_anything_happens(
         call(plan_dir)
     assert caught.value.exit_code == 2
     assert service.calls == [] and not os.path.exists(os.path.join(plan_dir, "ledger.sqlite"))
+
+
+# ---------------------------------------------------------------- check and policies, as the CLI's
+
+
+def test_check_and_policies_are_the_cli_commands(tmp_path: Path) -> None:
+    """`planner check` and `planner policy` from Python: a template file finds the undefined parameter
+    with no AWS access, and the policy documents come back as dicts."""
+    out = str(tmp_path / "plan")
+    role = "arn:aws:iam::123456789012:role/omics"
+    defaults = {"run": {"workflowId": "1234567", "roleArn": role, "outputUri": "s3://out/"}}
+    sheet = pl.DataFrame({"sample": ["S1", "S2"], "fastq": ["s3://in/1.fq", "s3://in/2.fq"]})
+    planner.plan(sheet, backend="omics-batch", defaults=defaults, workflow_lookup=False).write(out)
+    template = tmp_path / "template.json"
+    template.write_text('{"sample": {"optional": false}, "fastq_1": {"optional": false}}', encoding="utf-8")
+    report = planner.check(out, parameter_template=str(template), inputs=False, quotas=False)
+    assert isinstance(report, planner.CheckReport)
+    assert {(p.column, p.rule) for p in report.problems} >= {("parameters.fastq", "template-unknown")}
+    found = planner.policies(out, region="us-east-1")
+    assert isinstance(found, planner.Policies) and found.service_role is None  # inline: nothing staged
+    assert "omics:StartRunBatch" in {a for s in found.submitter["Statement"] for a in s["Action"]}
