@@ -12,10 +12,11 @@ import datetime as dt
 import logging
 import math
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -46,8 +47,45 @@ Example:
 _PLAN_HELP = "a plan directory written by `planner plan` (or `planner retry`)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, with "did you mean" for a mistyped command, choice or option."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}{_hint(self, message)}; see `{self.prog} --help`\n")
+
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '(?P<given>[^']*)' \(choose from (?P<choices>.*)\)")
+
+
+def _hint(parser: argparse.ArgumentParser, message: str) -> str:
+    from .suggest import did_you_mean
+
+    found = _INVALID_CHOICE.search(message)
+    if found:
+        choices = re.findall(r"'([^']*)'", found["choices"])
+        return did_you_mean(found["given"], choices)
+    if message.startswith("unrecognized arguments: "):
+        options = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+        for given in message.removeprefix("unrecognized arguments: ").split():
+            if given.startswith("--"):
+                hint = did_you_mean(given.split("=", 1)[0], options)
+                if hint:
+                    return hint
+    return ""
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments; one a command does not know is refused by that command, naming its closest option."""
+    parser = _parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="planner",
         description="Plan, stage, submit and track per-sample workflow runs on AWS HealthOmics, "
         "AWS Batch, AWS Glue and Polly.",
@@ -421,6 +459,11 @@ def _submit(args: argparse.Namespace) -> int:
     from .preflight import PreflightError
     from .submission import submit
 
+    access = _aws(args)
+    if args.sandbox and args.watch and not args.dry_run:
+        from .sandbox.local import ensure_running
+
+        access["endpoints"] = ensure_running()  # once, for the submit and the watch after it
     try:
         report = submit(
             args.plan_dir,
@@ -429,7 +472,7 @@ def _submit(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             rate=args.rate,
             check=args.check,
-            **_aws(args),
+            **access,
         )
     except PreflightError as exc:
         _report_problems(exc.problems, args.plan_dir)
@@ -440,7 +483,7 @@ def _submit(args: argparse.Namespace) -> int:
         raise
     _print_submit(report, args, sys.stderr if args.dry_run else sys.stdout)
     if args.watch and not args.dry_run:
-        return _watch(args, _aws(args))
+        return _watch(args, access)
     return 0
 
 
@@ -450,16 +493,28 @@ def _print_submit(report: Any, args: argparse.Namespace, stream: Any) -> None:
         return
     for line in report.lines():
         print(line, file=stream)
-    if not args.dry_run and not report.failed:
-        print(f"  next: planner status {args.plan_dir}{' --sandbox' if args.sandbox else ''} --watch", file=stream)
+    if not args.dry_run and not report.failed and not args.watch:
+        print(f"  next: planner status {args.plan_dir}{_access_flags(args)} --watch", file=stream)
+
+
+def _access_flags(args: argparse.Namespace) -> str:
+    """The access options a suggested next command needs to reach the same service."""
+    flags = " --sandbox" if args.sandbox else ""
+    for option in ("endpoint_url", "profile", "region"):
+        value = getattr(args, option, None)
+        if value:
+            flags += f" --{option.replace('_', '-')} {value}"
+    return flags
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .submission import status, write_table
+    from .submission import check_table_path, status, write_table
 
     access = _aws(args)
     if args.cancel_if_failed and not args.watch:
         raise InputError("--cancel-if-failed goes with --watch")
+    if args.out:
+        check_table_path(args.out)  # before the refresh (or a whole watch) is spent
     if args.watch:
         return _watch(args, access)
     table = status(args.plan_dir, refresh=not args.no_refresh, **access)
@@ -534,7 +589,7 @@ def _watch(args: argparse.Namespace, access: dict[str, Any]) -> int:
     if unsuccessful:
         print(
             f"planner: {unsuccessful:,} of {table.height:,} samples failed or were cancelled; "
-            f"`planner retry {args.plan_dir} --out NEW_PLAN` plans them again",
+            f"`planner retry {args.plan_dir} --out NEW_PLAN{_access_flags(args)}` plans them again",
             file=sys.stderr,
         )
         return 1
@@ -581,7 +636,7 @@ def _retry(args: argparse.Namespace) -> int:
         args.plan_dir, args.out, states=states, sets=args.sets, force=args.force, refresh=not args.no_refresh, **access
     )
     print(f"planned {manifest.runs:,} runs to retry in {args.out} (plan id {manifest.plan_id})")
-    print(f"  next: planner submit {args.out}{' --sandbox' if args.sandbox else ''}")
+    print(f"  next: planner submit {args.out}{_access_flags(args)}")
     return 0
 
 
@@ -814,7 +869,7 @@ class _Messages(logging.Handler):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     logger = logging.getLogger("planner")
     handler = _Messages(logging.INFO)
     logger.addHandler(handler)

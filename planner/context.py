@@ -113,7 +113,12 @@ def wait_reason(exc: ClientError) -> str | None:
 def refusal(what: str, exc: ClientError | BotoCoreError) -> SubmissionError:
     """A service error as the planner's exception, with the fix named where there is one."""
     if isinstance(exc, BotoCoreError):
-        if isinstance(exc, (EndpointConnectionError, NoCredentialsError)):
+        if isinstance(exc, NoCredentialsError):
+            return AccessError(
+                f"{what}: {exc}: configure AWS credentials (aws configure, AWS_PROFILE or --profile), "
+                "or add --sandbox if this plan was submitted to the sandbox"
+            )
+        if isinstance(exc, EndpointConnectionError):
             return AccessError(f"{what}: {exc}")
         return SubmissionError(f"{what}: {exc}")
     code, message = error_code(exc), error_message(exc)

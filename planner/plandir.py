@@ -190,6 +190,11 @@ def plan_identity(
 def read_plan(directory: str | os.PathLike[str]) -> Manifest:
     """``plan.json`` of a plan directory, checked for format and against its own plan id."""
     path = os.path.join(os.fspath(directory), PLAN_FILE)
+    if os.path.isfile(os.fspath(directory)):
+        raise PlanDirError(
+            f"{directory}: is a file, not a plan directory; to plan it: `planner plan {directory} --backend ... "
+            "--defaults ... --out PLAN`, then give PLAN"
+        )
     if not os.path.isdir(os.fspath(directory)):
         raise PlanDirError(f"{directory}: no such plan directory; make one with `planner plan`")
     try:

@@ -28,6 +28,7 @@ from .plandir import Manifest, PlanContent, PlanDirectory, atomic_directory, wri
 from .shard import ShardWriter
 from .spec import BackendSpec
 from .submission import status
+from .validate import set_problems
 
 _BATCH = 10_000
 
@@ -126,7 +127,7 @@ def _with_sets(
     if not sets:
         return manifest.defaults, manifest.submission, []
     loaded = load_defaults({"run": manifest.defaults, "submission": manifest.submission}, sets, spec)
-    problems = spec.check_defaults(loaded.run, loaded.submission, set())
+    problems = set_problems(spec, loaded)
     if problems:
         raise ValidationError(problems)
     assignments = []

@@ -447,10 +447,25 @@ def _cancel(ctx: Context, reason: str) -> CancelReport:
     return report
 
 
+TABLE_SUFFIXES = (".csv", ".parquet", ".jsonl", ".ndjson")
+
+
+def check_table_path(path: str) -> None:
+    """Refuse an ``--out`` the table cannot be written to, before any refresh or watch is spent."""
+    if not path.endswith(TABLE_SUFFIXES):
+        raise InputError(f"--out {path}: use a .csv, .parquet or .jsonl file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InputError(f"--out {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise InputError(f"--out {path}: cannot be written here (permissions)")
+
+
 def write_table(table: pl.DataFrame, path: str, stream: IO[str] | None = None) -> None:
     """The per-sample table as CSV (spreadsheet formulas neutralised), Parquet or JSON lines, by the file name."""
     from .plandir import private_file, safe_csv
 
+    check_table_path(path)
     if path.endswith((".parquet", ".jsonl", ".ndjson")):
         private_file(path)  # created 0600 unless it exists (then it keeps its mode), as safe_csv does for CSV
     if path.endswith(".parquet"):

@@ -49,12 +49,7 @@ def default_problems(spec: BackendSpec, defaults: Defaults, routes: Sequence[Rou
     misshapen = _table_problems(spec, defaults.run)
     if misshapen:
         return [_located(defaults, "run", p.column[len("[run] ") :], p) for p in misshapen]
-    found: list[Problem] = []
-    for p in spec.check_defaults(defaults.run, defaults.submission, sheet_fields):
-        if p.column.startswith("submission."):
-            found.append(_located(defaults, "submission", p.column[len("submission.") :], p))
-        else:
-            found.append(_located(defaults, "run", p.column, p))
+    found = _checked_defaults(spec, defaults, sheet_fields)
     for key in sorted(set(defaults.submission) - spec.submission_keys):
         p = Problem(None, None, key, None, "unknown-field", NOT_A_FIELD)
         found.append(_located(defaults, "submission", key, p))
@@ -92,6 +87,22 @@ def default_problems(spec: BackendSpec, defaults: Defaults, routes: Sequence[Rou
                 )
             )
     return _explain_unknown(spec, defaults, _unique(found))
+
+
+def set_problems(spec: BackendSpec, defaults: Defaults) -> list[Problem]:
+    """Problems in a plan's settings once ``retry --set`` changed them, each named as the ``--set``
+    (or the plan's field) it is in, with "did you mean" for a key the request does not take."""
+    return _explain_unknown(spec, defaults, _unique(_checked_defaults(spec, defaults, set())))
+
+
+def _checked_defaults(spec: BackendSpec, defaults: Defaults, sheet_fields: set[str]) -> list[Problem]:
+    found: list[Problem] = []
+    for p in spec.check_defaults(defaults.run, defaults.submission, sheet_fields):
+        if p.column.startswith("submission."):
+            found.append(_located(defaults, "submission", p.column[len("submission.") :], p))
+        else:
+            found.append(_located(defaults, "run", p.column, p))
+    return found
 
 
 # Keys that a [run] (or [submission]) of one backend has and the others do not, to tell a

@@ -153,3 +153,56 @@ def test_a_plan_shows_its_problems_before_anything_is_written(tmp_path: Path) ->
     message = str(caught.value)
     assert message.startswith("2 problems found; nothing was written: row 1 (id 'a'), column 'sample'")
     assert "row 3 (id 'b'), column 'priority' = 'x'" in message and not (tmp_path / "out").exists()
+
+
+def test_a_sheet_given_where_a_plan_is_expected_is_told_apart() -> None:
+    done = _planner("submit", SAMPLE_SHEETS / "omics_batch_samples.csv")
+    assert done.returncode == 2 and "is a file, not a plan directory; to plan it: `planner plan" in _one_line(
+        done.stderr
+    )
+
+
+def test_argument_errors_are_one_line_with_did_you_mean(tmp_path: Path) -> None:
+    """argparse printed its usage block first; a mistyped command or option was not named."""
+    command = _planner("stauts", tmp_path)
+    assert command.returncode == 2 and "(did you mean 'status'?)" in _one_line(command.stderr)
+    option = _planner("submit", tmp_path, "--dryrun")
+    line = _one_line(option.stderr)
+    assert option.returncode == 2 and line.startswith("planner submit: error: unrecognized arguments: --dryrun")
+    assert "(did you mean '--dry-run'?)" in line and line.endswith("see `planner submit --help`")
+    bad_value = _planner("status", tmp_path, "--interval", "0")
+    assert bad_value.returncode == 2 and "--interval" in _one_line(bad_value.stderr)
+
+
+def test_status_out_is_checked_before_any_refresh(tmp_path: Path) -> None:
+    """Was a bug: a bad --out was refused only after the refresh (or a whole --watch) had been spent."""
+    plan_dir = tmp_path / "plan"
+    planner.plan(
+        SAMPLE_SHEETS / "omics_batch_samples.csv",
+        backend="omics-batch",
+        defaults=SAMPLE_SHEETS / "omics_batch_defaults.toml",
+    ).write(str(plan_dir))
+    # No ledger and an unreachable endpoint: had the refresh come first, it would fail on either.
+    for out, said in (
+        (tmp_path / "x.xlsx", "use a .csv, .parquet or .jsonl"),
+        (tmp_path / "no" / "x.csv", "does not exist"),
+    ):
+        done = _planner("status", plan_dir, "--watch", "--endpoint-url", "http://127.0.0.1:9", "--out", out)
+        assert done.returncode == 2 and said in _one_line(done.stderr), done.stderr
+
+
+def test_retry_set_errors_name_the_set(tmp_path: Path) -> None:
+    from planner.ledger import Ledger
+
+    plan_dir = tmp_path / "plan"
+    planner.plan(
+        SAMPLE_SHEETS / "omics_run_samples.csv",
+        backend="omics-run",
+        defaults=SAMPLE_SHEETS / "omics_run_defaults.toml",
+    ).write(str(plan_dir))
+    manifest = planner.read_plan(plan_dir)
+    Ledger.open(str(plan_dir), manifest.plan_id, manifest.backend, create=True).close()  # as a submit leaves it
+    with pytest.raises(planner.ValidationError) as caught:
+        planner.retry(str(plan_dir), str(tmp_path / "r"), sets=["workflowID=2"], refresh=False)
+    (problem,) = caught.value.problems
+    assert problem.describe().startswith("--set 'workflowID': is not a field of this request (did you mean")
