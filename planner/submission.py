@@ -134,6 +134,8 @@ def submit(
     progress: ProgressCallback | None = None,
     emit: Callable[[dict[str, Any]], None] | None = None,
     check: bool = False,
+    staging_kms_key: str | None = None,
+    expected_bucket_owner: str | None = None,
 ) -> SubmitReport:
     """Stage and submit a plan; safe to run again after a crash or a partial submit.
 
@@ -142,8 +144,18 @@ def submit(
     ``planner retry`` plans them again.  ``dry_run``: build and check every request
     and hand each to ``emit`` (default: a JSON line on stdout), sending nothing.  ``check``: first the
     preflight check (``preflight.py``); its problems raise ``PreflightError`` before anything is staged.
+    ``staging_kms_key`` (the CLI's ``--staging-kms-key``) and ``expected_bucket_owner`` override
+    plan.json's ``[staging] kms_key_id`` and ``expected_bucket_owner``.
     """
-    options = Options(staging_uri=staging, concurrency=concurrency, rate=rate, dry_run=dry_run, max_wait=max_wait)
+    options = Options(
+        staging_uri=staging,
+        concurrency=concurrency,
+        rate=rate,
+        dry_run=dry_run,
+        max_wait=max_wait,
+        staging_kms_key=staging_kms_key,
+        expected_bucket_owner=expected_bucket_owner,
+    )
     access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
     plan = PlanDirectory(plan_dir)  # a clear error for a folder that is not a plan, before anything is made in it
     if check and not dry_run:

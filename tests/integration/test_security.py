@@ -353,9 +353,10 @@ def test_a_dry_run_under_kms_does_not_pretend_to_know_the_etag(tmp_path, capsys)
         pairs = line["request"]["containerOverrides"]["environment"]
         return {pair["name"]: pair["value"] for pair in pairs}
 
-    with staging_options(kms_key_id=key):
+    with staging_options(kms_key_id=key):  # the CLI's --staging-kms-key
         encrypted = environment()
     assert encrypted["PLANNER_MANIFEST_ETAG"] == encrypted["PLANNER_INDEX_ETAG"] == "ASSIGNED-BY-S3-UNDER-SSE-KMS"
+    assert environment(staging_kms_key=key) == encrypted  # the API's keyword
     plain = environment()
     assert plain["PLANNER_MANIFEST_ETAG"] == shard.etag and plain["PLANNER_INDEX_ETAG"].startswith('"')
 
