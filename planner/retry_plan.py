@@ -25,6 +25,7 @@ from .backends import get_backend
 from .defaults import load_defaults
 from .errors import DefaultsError, InputError, ValidationError
 from .plandir import Manifest, PlanContent, PlanDirectory, atomic_directory, write_plan
+from .progress import ProgressCallback
 from .shard import ShardWriter
 from .spec import BackendSpec
 from .submission import status
@@ -41,11 +42,18 @@ def retry(
     sets: Sequence[str] = (),
     force: bool = False,
     refresh: bool = True,
-    **access: Any,
+    sandbox: bool = False,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+    retry_mode: str = "standard",
+    max_attempts: int = 8,
+    endpoints: dict[str, str] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> Manifest:
     """Plan into ``out`` the samples of ``plan_dir`` whose run is in ``states`` (default: the
-    backend's failed states) or whose submission failed.  ``access``: the keyword arguments
-    of ``status`` (sandbox, profile, region, ...), used to refresh the states first."""
+    backend's failed states) or whose submission failed.  The access keyword arguments are
+    ``status``'s (sandbox, profile, region, ...), used to refresh the states first."""
     plan = PlanDirectory(plan_dir)
     manifest = plan.manifest
     spec = get_backend(manifest.backend)
@@ -53,7 +61,18 @@ def retry(
     if os.path.abspath(out) == os.path.abspath(plan.path):
         raise InputError("--out must be a new directory, not the plan being retried")
     defaults, submission, assignments = _with_sets(manifest, spec, sets)
-    table = status(plan.path, refresh=refresh, **access)
+    table = status(
+        plan.path,
+        refresh=refresh,
+        sandbox=sandbox,
+        endpoint_url=endpoint_url,
+        profile=profile,
+        region=region,
+        retry_mode=retry_mode,
+        max_attempts=max_attempts,
+        endpoints=endpoints,
+        progress=progress,
+    )
     wanted = table.filter(pl.col("state").is_in(list(states)) | (pl.col("submission_status") == "FAILED")).sort(
         "shard", "position"
     )

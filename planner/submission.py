@@ -372,25 +372,47 @@ def watch(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.time,
     on_refresh: Callable[[Snapshot], None] | None = None,
-    **access: Any,
+    refresh: bool = True,
+    concurrency: int = 8,
+    rate: float | None = None,
+    sandbox: bool = False,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+    retry_mode: str = "standard",
+    max_attempts: int = 8,
+    endpoints: dict[str, str] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> Snapshot:
     """Refresh every ``interval`` seconds until nothing can change any more; returns the last snapshot.
 
     ``cancel_if_failed``: once more samples than that have failed, cancel everything still
     pending or running (the reason is recorded in the ledger) and return at once, the
     snapshot's ``cancelled`` saying what was done.  ``on_refresh`` sees each snapshot (the CLI
-    prints the time and what changed).  ``access`` takes the keyword arguments of ``status``."""
+    prints the time and what changed).  The other keyword arguments are ``status``'s."""
     if not (isinstance(interval, (int, float)) and 0 < interval < float("inf")):
         raise InputError(f"interval {interval!r}: must be a positive number of seconds")
     threshold = Threshold.parse(cancel_if_failed) if isinstance(cancel_if_failed, str) else cancel_if_failed
     spec = get_backend(PlanDirectory(plan_dir).manifest.backend)
-    if access.get("sandbox") and not access.get("endpoints"):
+    if sandbox and not endpoints:
         from .sandbox.local import ensure_running
 
-        access["endpoints"] = dict(ensure_running())  # found (or started) once, not at every refresh
+        endpoints = dict(ensure_running())  # found (or started) once, not at every refresh
+    access: dict[str, Any] = {
+        "concurrency": concurrency,
+        "rate": rate,
+        "sandbox": sandbox,
+        "endpoint_url": endpoint_url,
+        "profile": profile,
+        "region": region,
+        "retry_mode": retry_mode,
+        "max_attempts": max_attempts,
+        "endpoints": endpoints,
+        "progress": progress,
+    }
     previous: dict[str, int] | None = None
     while True:
-        table = status(plan_dir, **access)
+        table = status(plan_dir, refresh=refresh, **access)
         counts = state_counts(table)
         changes = {}
         if previous is not None:
@@ -403,14 +425,7 @@ def watch(
         cancelled = None
         if threshold is not None and not done and threshold.crossed(failed, table.height):
             reason = f"more than {threshold} failed ({failed:,} of {table.height:,} samples)"
-            keys = ["concurrency", "rate", "sandbox", "endpoint_url", "profile", "region", "retry_mode", "max_attempts"]
-            keys.append("progress")
-            cancelled = cancel(
-                plan_dir,
-                reason=reason,
-                endpoints=access.get("endpoints"),
-                **{k: access[k] for k in keys if k in access},
-            )
+            cancelled = cancel(plan_dir, reason=reason, **access)
         snapshot = Snapshot(clock(), table, counts, changes, done, previous is None, failed, cancelled)
         if on_refresh is not None:
             on_refresh(snapshot)
