@@ -207,7 +207,8 @@ def _parser() -> argparse.ArgumentParser:
         help="plan again the samples whose runs failed or were cancelled, or failed to submit",
         description="Refresh the status of PLAN, then write NEW_PLAN of only the samples in the given states\n"
         "(or that failed to submit), each with exactly its original settings (plus --set).  A retry is a\n"
-        "new submission: its runs always start anew.  Submit NEW_PLAN as usual.",
+        "new submission: its runs always start anew.  Submit NEW_PLAN as usual.  Reads PLAN/ (and asks\n"
+        "the service, recording what it says in PLAN/ledger.sqlite); writes NEW_PLAN/ only.",
         epilog="Examples:\n  planner retry PLAN --out PLAN-retry1 --sandbox\n"
         "  planner retry PLAN --out R2 --set workflowVersionName=v2 --set cacheBehavior=CACHE_ALWAYS",
         formatter_class=raw,
@@ -239,7 +240,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Cancel the batches, array jobs or runs a plan submitted that have not finished; what has\n"
         "finished is left alone.  Reports per batch, job or run what was cancelled, what had already\n"
         "finished, and what could not be cancelled (exit 1 then).  Polly's API has no cancel: for a\n"
-        "Polly plan this says so and exits 1.",
+        "Polly plan this says so and exits 1.  Reads PLAN/ and asks the service; records each outcome\n"
+        "in PLAN/ledger.sqlite.",
         epilog="Example:\n  planner cancel PLAN --sandbox",
         formatter_class=raw,
     )
@@ -272,7 +274,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Remove the objects this plan staged on S3 (only those its ledger recorded, each checked by\n"
         "its ETag first), once every sample has ended.  With --runs, also delete the plan's HealthOmics\n"
         "runs or batches that have ended (DeleteRunBatch, DeleteRun), which frees the retained-run\n"
-        "quota.  Nothing another plan staged, and nothing still running, is ever touched.",
+        "quota.  Nothing another plan staged, and nothing still running, is ever touched.  Reads PLAN/\n"
+        "and asks the service; records what it removed in PLAN/ledger.sqlite (the plan itself is kept).",
         epilog="Examples:\n  planner clean PLAN --dry-run\n  planner clean PLAN --runs --sandbox",
         formatter_class=raw,
     )
@@ -317,6 +320,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="F",
         help="start: fail this share (0..1) of the HealthOmics and Polly runs, to try retry and cancel",
     )
+    x.add_argument("--json", action="store_true", help="start, status: the endpoints (or the state) as JSON")
     x.set_defaults(handler=_sandbox)
     return parser
 
@@ -716,9 +720,14 @@ def _policy_parser(commands: Any) -> None:
 
 
 def _policy(args: argparse.Namespace) -> int:
+    from .aws import check_options
     from .defaults import check_account, check_kms_key_id
     from .policy import policies
 
+    check_options(region=args.region, endpoint_url=None, max_attempts=8)
+    if args.region is not None and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", args.region):
+        # No endpoint is involved, so botocore's looser rule would let an ARN no IAM matches through.
+        raise InputError(f"--region {args.region!r}: not an AWS region name (like us-east-1 or eu-central-2)")
     if args.staging_kms_key is not None:
         check_kms_key_id(args.staging_kms_key, "--staging-kms-key")
     for option in ("account", "expected_bucket_owner"):
@@ -852,13 +861,38 @@ def _sandbox(args: argparse.Namespace) -> int:
         raise InputError(f"--failure-rate is for `planner sandbox start`, not `planner sandbox {args.action}`")
     if args.action == "start":
         endpoints = ensure_running(failure_rate=args.failure_rate)
-        _write_json(endpoints)
+        if args.json:
+            _write_json(endpoints)
+        else:
+            _print_endpoints(endpoints)
     elif args.action == "stop":
         print("stopped" if stop_running() else "no sandbox was running")
     else:
         state = read_state()
-        print(orjson.dumps(state).decode() if state else f"no sandbox is running (state in {state_dir()})")
+        if args.json:
+            _write_json(state)  # null when none is running
+        elif state is None:
+            print(f"no sandbox is running (state in {state_dir()})")
+        else:
+            started = float(state.get("started") or 0)
+            ends = started + float(state.get("lifetime") or 0)
+            failing = float(state.get("failure_rate") or 0)
+            print(
+                f"running since {_clock(started)}, stops by itself at {_clock(ends)} (pid {state.get('pid')}; "
+                f"state in {state_dir()})"
+                + (f"; {failing:.0%} of its HealthOmics and Polly runs fail" if failing else "")
+            )
+            _print_endpoints(state.get("endpoints") or {})
     return 0
+
+
+def _clock(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M")
+
+
+def _print_endpoints(endpoints: dict[str, str]) -> None:
+    for service, url in endpoints.items():
+        print(f"  {service:<16} {url}")
 
 
 class _Messages(logging.Handler):

@@ -324,7 +324,9 @@ class Threshold:
             if value.endswith("%"):
                 percent = float(value[:-1])
                 if not 0 <= percent < 100:
-                    raise ValueError
+                    raise InputError(
+                        f"--cancel-if-failed {text!r}: a share of the plan is from 0% to less than 100% (e.g. 5%)"
+                    )
                 return cls(percent=percent)
             count = int(value)
             if count < 0:
@@ -356,6 +358,13 @@ class Snapshot:
     first: bool = False
     failed: int = 0
     cancelled: CancelReport | None = None  # what the failure threshold cancelled, when it was crossed
+
+    def __repr__(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.at))
+        counts = ", ".join(f"{state} {count:,}" for state, count in self.counts.items())
+        end = "; settled" if self.settled else ""
+        end += "; the failure threshold cancelled the rest" if self.cancelled is not None else ""
+        return f"<Snapshot at {when}: {self.table.height:,} samples: {counts}{end}>"
 
 
 def failed_samples(table: pl.DataFrame, failure_states: tuple[str, ...]) -> int:
@@ -527,6 +536,9 @@ def report(
 
     ``refresh`` asks the service first (else the ledger's last look is shown); ``region`` builds the
     links to the service's console (default: the client's region)."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(out)))
+    if not os.path.isdir(folder):
+        raise InputError(f"--out {out}: the folder {folder} does not exist")
     from .htmlreport import render_report
 
     access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)

@@ -60,7 +60,7 @@ def test_a_threshold_is_a_count_or_a_share(text: str, expected: Threshold) -> No
     assert Threshold(percent=5).crossed(6, 100) and not Threshold(percent=5).crossed(5, 100)
 
 
-@pytest.mark.parametrize("text", ["", "-1", "x", "100%", "5 %%"])
+@pytest.mark.parametrize("text", ["", "-1", "x", "100%", "150%", "5 %%"])
 def test_a_bad_threshold_is_an_input_error(text: str) -> None:
     with pytest.raises(planner.InputError, match="--cancel-if-failed"):
         Threshold.parse(text)

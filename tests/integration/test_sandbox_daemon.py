@@ -127,7 +127,7 @@ def test_two_sandbox_dirs_do_not_see_each_others_daemon(tmp_path: Path, daemons:
     first = environment(PLANNER_SANDBOX_DIR=str(tmp_path / "first"))
     second = environment(PLANNER_SANDBOX_DIR=str(tmp_path / "second"))
 
-    started = daemons.cli(first, "sandbox", "start")
+    started = daemons.cli(first, "sandbox", "start", "--json")
     assert started.returncode == 0, started.stderr
     assert started.stderr.splitlines() == [
         f"planner: started a sandbox (state in {tmp_path / 'first'}; stops by itself after 4 h or with "
@@ -140,7 +140,7 @@ def test_two_sandbox_dirs_do_not_see_each_others_daemon(tmp_path: Path, daemons:
     assert daemons.cli(second, "sandbox", "stop").stdout.startswith("no sandbox was running")
     assert answers(endpoints["s3"])  # the other one was left alone
 
-    again = daemons.cli(first, "sandbox", "start")
+    again = daemons.cli(first, "sandbox", "start", "--json")
     assert json.loads(again.stdout) == endpoints
     (line,) = again.stderr.splitlines()
     assert USING.match(line) and USING.match(line)["dir"] == str(tmp_path / "first")
@@ -170,7 +170,7 @@ def test_two_installs_get_a_sandbox_each(tmp_path: Path, daemons: Daemons) -> No
 
     assert daemons.cli(env_b, "sandbox", "status", cwd=clones[1]).stdout.startswith("no sandbox is running")
     assert daemons.cli(env_b, "sandbox", "stop", cwd=clones[1]).stdout.startswith("no sandbox was running")
-    other = daemons.cli(env_b, "sandbox", "start", cwd=clones[1])
+    other = daemons.cli(env_b, "sandbox", "start", "--json", cwd=clones[1])
     found_b = STARTED.match(other.stderr.strip())
     assert found_b and found_b["dir"] != found["dir"]
     assert json.loads(other.stdout)["s3"] != state_a["endpoints"]["s3"]
@@ -187,7 +187,7 @@ def test_a_sandbox_of_other_code_is_replaced_not_reused(tmp_path: Path, daemons:
 
     # As if the daemon had been started by other code (an older checkout, an edited install).
     (tmp_path / "sandbox" / "sandbox.json").write_text(json.dumps({**old, "code": "0.0.1+0123456789abcdef"}))
-    second = daemons.cli(env, "sandbox", "start")
+    second = daemons.cli(env, "sandbox", "start", "--json")
     assert second.returncode == 0, second.stderr
     lines = second.stderr.splitlines()
     assert len(lines) == 2

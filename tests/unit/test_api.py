@@ -319,3 +319,10 @@ def test_check_and_policies_are_the_cli_commands(tmp_path: Path) -> None:
     found = planner.policies(out, region="us-east-1")
     assert isinstance(found, planner.Policies) and found.service_role is None  # inline: nothing staged
     assert "omics:StartRunBatch" in {a for s in found.submitter["Statement"] for a in s["Action"]}
+
+
+def test_a_snapshot_says_what_it_holds_in_one_line() -> None:
+    """Its repr used to print the whole per-sample table and an epoch float."""
+    table = pl.DataFrame({"id": [f"S{i}" for i in range(1000)]})
+    shown = repr(planner.Snapshot(0.0, table, {"COMPLETED": 990, "FAILED": 10}, settled=True))
+    assert shown.startswith("<Snapshot at 19") and shown.endswith(": 1,000 samples: COMPLETED 990, FAILED 10; settled>")
