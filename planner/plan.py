@@ -139,6 +139,7 @@ class Plan:
         self.repeated_ids: set[str] = set()
         self.row_rejects: dict[int, list[Problem]] = {}
         self.checked = False  # every row has been read and checked (by check(), runs() or write())
+        self.written: tuple[str, Manifest] | None = None  # where write() put it, and what it wrote
 
     def __repr__(self) -> str:
         columns = len(self.sheet.columns)
@@ -146,7 +147,12 @@ class Plan:
         if not self.checked:
             return f"<{where}: rows not read yet; .check() lists every problem>"
         noun = "problem" if len(self.problems) == 1 else "problems"
-        return f"<{where}: {self.rows:,} rows, {len(self.problems)} {noun}>"
+        said = f"<{where}: {self.rows:,} rows, {len(self.problems)} {noun}"
+        if self.written is not None:
+            out, manifest = self.written
+            shards = "shard" if len(manifest.shards) == 1 else "shards"
+            said += f"; written to {out}: {manifest.runs:,} runs in {len(manifest.shards)} {shards}"
+        return said + ">"
 
     def check(self) -> list[Problem]:
         """Read and check every row (nothing is written): every problem found, or [] when all are valid."""
@@ -450,7 +456,9 @@ class Plan:
         ``progress``: True for a bar on stderr, or a callback taking ``ProgressEvent``s."""
         callback = Bars() if progress is True else (progress or None)
         with atomic_directory(out, force) as directory:
-            return self._write_into(directory, callback)
+            manifest = self._write_into(directory, callback)
+        self.written = (os.fspath(out), manifest)
+        return manifest
 
     def _expected_rows(self) -> int | None:
         """About how many rows the sheet has, without reading it: exact from Parquet metadata,

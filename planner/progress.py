@@ -79,7 +79,8 @@ class Bars:
         with self._lock:
             bar = self._bars.get(event.task)
             if bar is None:
-                scale = event.unit == "B"
+                # Bytes as kB/MB, and counts past a few thousand as k/M: "762k row/s", not "762400.19row/s".
+                scale = event.unit == "B" or (event.total or 0) >= 10_000
                 bar = tqdm(
                     total=event.total,
                     desc=event.task,

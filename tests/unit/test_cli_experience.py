@@ -155,6 +155,17 @@ def test_a_plan_shows_its_problems_before_anything_is_written(tmp_path: Path) ->
     assert "row 3 (id 'b'), column 'priority' = 'x'" in message and not (tmp_path / "out").exists()
 
 
+def test_a_written_plan_says_where_and_how_many_runs_and_shards(tmp_path: Path) -> None:
+    plan = planner.plan(
+        SAMPLE_SHEETS / "omics_batch_samples.csv",
+        backend="omics-batch",
+        defaults=SAMPLE_SHEETS / "omics_batch_defaults.toml",
+        max_entries=5,
+    )
+    plan.write(tmp_path / "out")
+    assert repr(plan).endswith(f"12 rows, 0 problems; written to {tmp_path / 'out'}: 12 runs in 3 shards>")
+
+
 def test_a_sheet_given_where_a_plan_is_expected_is_told_apart() -> None:
     done = _planner("submit", SAMPLE_SHEETS / "omics_batch_samples.csv")
     assert done.returncode == 2 and "is a file, not a plan directory; to plan it: `planner plan" in _one_line(
