@@ -25,6 +25,7 @@ from .context import Options, error_code
 from .errors import InputError, SubmissionError
 from .ledger import Staged
 from .progress import ProgressCallback
+from .staging import is_access_denied
 from .submission import Access, _status, settled, submitting
 
 
@@ -115,6 +116,9 @@ def _remove(s3: Any, item: Staged, report: CleanReport, dry_run: bool, owner: st
         if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
             report.gone.append(item.uri)
             return
+        if is_access_denied(exc):  # kept, and the rest still cleaned: one refusal need not stop them
+            report.kept.append((item.uri, _refused(exc, owner)))
+            return
         raise SubmissionError(f"{item.uri}: cannot check the object: {exc}") from exc
     except BotoCoreError as exc:
         raise SubmissionError(f"{item.uri}: cannot reach S3: {exc}") from exc
@@ -132,3 +136,13 @@ def _remove(s3: Any, item: Staged, report: CleanReport, dry_run: bool, owner: st
     except (ClientError, BotoCoreError) as exc:
         report.removed.pop()
         report.kept.append((item.uri, f"could not be removed: {exc}"))
+
+
+def _refused(exc: ClientError, owner: str | None) -> str:
+    code = error_code(exc) or "403"
+    return (
+        f"S3 refused HeadObject ({code}): it may be gone already (without s3:ListBucket S3 answers 403, "
+        "not 404, for a missing object)"
+        + (f", the bucket may not be owned by account {owner}" if owner else "")
+        + ", or these credentials lack s3:GetObject on it (`planner policy PLAN --only clean`)"
+    )

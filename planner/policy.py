@@ -33,7 +33,10 @@ CompleteMultipartUpload are ``s3:PutObject``; PutObject with SSE-KMS needs
 ``kms:GenerateDataKey``, a multipart upload and HeadObject's checksum mode on an
 SSE-KMS object ``kms:Decrypt``; Batch ListJobs/DescribeJobs and HealthOmics
 ListRuns/ListRunsInBatch take no resource (``*``).  STS GetCallerIdentity (how the
-planner learns which account must own the staging bucket) needs no permission.
+planner learns which account must own the staging bucket) needs no permission.  No
+``s3:ListBucket`` on the staging bucket: without it S3 answers HeadObject of a missing
+object with 403 instead of 404, which staging settles with its conditional write
+(If-None-Match) and ``clean`` reports as an object kept, with the reason.
 
 Region and account: ``--region``/``--account`` when given, else what the plan's own
 ARNs and staging settings say, else ``*``.

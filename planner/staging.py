@@ -322,7 +322,10 @@ class Stager:
             return known
         if item.kind == SHARD:
             self._abort_leftovers(item)
-        existing = self._head(item.bucket, item.key)
+        # A 403 here may be S3's answer for a missing object to a caller without s3:ListBucket, which the
+        # policy does not grant: the conditional write below settles it (412 when the object is there, 403
+        # again when the bucket refuses us).
+        existing = self._head(item.bucket, item.key, refused_is_absent=True)
         if existing is not None:
             return self._adopt(item, existing, bar)
         if item.path is not None:
@@ -482,7 +485,7 @@ class Stager:
                 f"{item.path}: {size} bytes, but plan.json says {item.size}: the plan directory was changed; plan again"
             )
 
-    def _head(self, bucket: str, key: str) -> dict[str, Any] | None:
+    def _head(self, bucket: str, key: str, *, refused_is_absent: bool = False) -> dict[str, Any] | None:
         params = self._owned(Bucket=bucket, Key=key)
         if self.kms_key_id:
             params["ChecksumMode"] = "ENABLED"  # S3 reports the checksum only when asked
@@ -492,6 +495,8 @@ class Stager:
             if _status(exc) == 404 or _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             if is_access_denied(exc):
+                if refused_is_absent:
+                    return None
                 raise owner_refusal(f"s3://{bucket}/{key}", bucket, self.expected_bucket_owner, exc) from exc
             raise SubmissionError(f"s3://{bucket}/{key}: cannot check the object: {exc}") from exc
         except BotoCoreError as exc:

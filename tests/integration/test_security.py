@@ -649,3 +649,69 @@ def test_the_staging_table_of_the_defaults_reaches_plan_json_and_submit_without_
         key,
         "checksum-sha256",
     )
+
+
+class _NoListBucket:
+    """S3 as it answers a role without ``s3:ListBucket``: a HeadObject of a missing object is 403
+    AccessDenied, not 404 ("If you don't have the s3:ListBucket permission, Amazon S3 returns an HTTP
+    status code 403 Access Denied error", HeadObject in the S3 API Reference).  The policy
+    ``planner policy`` prints grants no ListBucket on the staging bucket, so staging must not need it."""
+
+    def __init__(self, s3: Any) -> None:
+        self.s3 = s3  # moto, asked directly whether the object is there
+        self.refused: list[str] = []
+
+    def __call__(self, request: Any, event_name: str, **_: Any) -> Any:
+        from urllib.parse import unquote, urlsplit
+
+        from botocore.exceptions import ClientError
+        from faults.faultkit import aws_error
+
+        if request.method != "HEAD":
+            return None
+        bucket, _, key = unquote(urlsplit(request.url).path).lstrip("/").partition("/")
+        try:
+            self.s3.head_object(Bucket=bucket, Key=key)
+        except ClientError:
+            self.refused.append(key)
+            return aws_error(request.url, 403, "AccessDenied", "Access Denied", xml=True)
+        return None
+
+
+def test_staging_needs_no_list_bucket_permission(tmp_path, moto_server, s3, bucket, staging):
+    plan_dir = _omics_plan(tmp_path, 250)
+    refusing = _NoListBucket(s3)
+    client = _s3(moto_server)
+    client.meta.events.register("before-send.s3", refusing)
+    staged = _stager(plan_dir, client, staging).stage([0])
+    assert refusing.refused, "the fault never fired: the pre-check no longer asks about a missing object"
+    item = staged[0]
+    assert s3.head_object(Bucket=bucket, Key=item.key)["ETag"] == item.etag
+    # Staged again by a second stager (a lost ledger): the object is there, HeadObject answers, it is reused.
+    os.remove(Path(plan_dir) / "ledger.sqlite")
+    again = _stager(plan_dir, client, staging)
+    assert again.stage([0])[0].etag == item.etag and again.reused == 1
+
+
+def test_clean_without_list_bucket_keeps_going_and_says_why(tmp_path, moto_server, s3, bucket, staging, monkeypatch):
+    from planner import aws
+    from planner.cleanup import clean
+
+    plan_dir = _omics_plan(tmp_path, 250)
+    ledger_plan = PlanDirectory(plan_dir)
+    _stager(plan_dir, _s3(moto_server), staging).stage([0])
+    (staged,) = Ledger.open(plan_dir, ledger_plan.plan_id, "omics-batch").all_staged()
+    s3.delete_object(Bucket=bucket, Key=staged.key)  # removed by hand already
+    original = aws.Clients._make
+
+    def make(self: Any, service: str) -> Any:
+        client = original(self, service)
+        if service == "s3":
+            client.meta.events.register("before-send.s3", _NoListBucket(s3))
+        return client
+
+    monkeypatch.setattr(aws.Clients, "_make", make)
+    report = clean(plan_dir, endpoints={"s3": moto_server}, refresh=False)
+    assert report.removed == []
+    ((uri, why),) = report.kept
+    assert uri == staged.uri and "403" in why and "s3:ListBucket" in why
