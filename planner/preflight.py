@@ -39,6 +39,7 @@ a warning, "cannot verify", never "missing".
 from __future__ import annotations
 
 import math
+import re
 import os
 import threading
 import time
@@ -185,13 +186,22 @@ class InputsReport:
 
 
 def distinct_uris(plan: PlanDirectory) -> pl.DataFrame:
-    """Every distinct s3:// string in the runs' parameters: ``literal`` (its JSON text) and ``uri``."""
+    """Every distinct s3:// string in the runs' parameters: ``literal`` (its JSON text) and ``uri``.
+
+    The ``[workflow] output_parameters`` are left out: a run writes there, so nothing need
+    exist there before it runs."""
     path = _parameters_path(plan.manifest.backend)
+    outputs = output_keys(plan)
+    # A top-level "name":"value" pair of the compact JSON the shards hold (orjson writes no spaces).
+    pairs = "|".join(re.escape(orjson.dumps(k).decode()) + r':"(?:[^"\\]|\\.)*"' for k in sorted(outputs))
     found = []
     for shard in plan.manifest.shards:
+        parameters = _parameters(path)
+        if pairs:
+            parameters = parameters.str.replace_all(pairs, "")
         found.append(
             entries(plan, shard)
-            .select(_parameters(path).str.extract_all(_LITERAL).alias("literal"))
+            .select(parameters.str.extract_all(_LITERAL).alias("literal"))
             .explode("literal")
             .drop_nulls()
             .select(pl.col("literal").str.slice(1))
@@ -200,7 +210,7 @@ def distinct_uris(plan: PlanDirectory) -> pl.DataFrame:
         )
     defaults = [
         orjson.dumps(value).decode()
-        for _, value in walk(default_parameters(plan), "")
+        for _, value in walk({k: v for k, v in default_parameters(plan).items() if k not in outputs}, "")
         if isinstance(value, str) and value.startswith("s3://")
     ]
     found.append(pl.DataFrame({"literal": defaults}, schema={"literal": pl.String}))
@@ -494,6 +504,14 @@ def recorded_outputs(plan: PlanDirectory) -> list[str]:
     """plan.json's ``output_parameters`` (from ``[workflow] output_parameters``)."""
     with open(plan.file(PLAN_FILE), "rb") as handle:
         return list(orjson.loads(handle.read()).get("output_parameters") or [])
+
+
+def output_keys(plan: PlanDirectory) -> set[str]:
+    """The output parameters' keys as the runs spell them (Glue's ``--`` before the name)."""
+    from .backends import get_backend
+
+    prefix = get_backend(plan.manifest.backend).parameter_key_prefix
+    return {name if name.startswith(prefix) else prefix + name for name in recorded_outputs(plan)}
 
 
 def recorded_workflow(plan: PlanDirectory) -> dict[str, Any] | None:

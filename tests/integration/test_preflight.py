@@ -567,3 +567,23 @@ def test_submit_check_on_the_command_line(tmp_path: Path, s3: Any, moto_server: 
     ]
     assert s3.list_objects_v2(Bucket=bucket, Prefix="staging/").get("KeyCount") == 0
     assert not (plan / "ledger.sqlite").exists()
+
+
+@pytest.mark.parametrize(("backend", "column"), [("glue", "output_path"), ("batch", "outdir"), ("omics-batch", "outdir")])
+def test_output_parameters_are_not_inputs(tmp_path: Path, s3: Any, moto_server: str, backend: str, column: str) -> None:
+    # Where a run writes is not there before it runs: neither the check nor the check's policy asks S3 about it.
+    bucket = _bucket(s3, "a.bam")
+    document = defaults_for(backend, workflow={"output_parameters": [column]})
+    arguments = document["run"]["parameters" if backend != "glue" else "Arguments"]
+    prefix = "--" if backend == "glue" else ""
+    arguments[f"{prefix}reference"] = f"s3://{bucket}/refs/hg38.fa"
+    arguments[f"{prefix}{column}"] = f"s3://{bucket}/out/default/"
+    rows = [["A", f"s3://{bucket}/a.bam", f"s3://{bucket}/out/A/"], ["B", f"s3://{bucket}/a.bam", None]]
+    plan = _plan(tmp_path, backend, ["sample", "bam", column], rows, defaults=document)
+    report = check(plan, endpoints={"s3": moto_server}, quotas=False, workflow=False)
+    assert _lines(report) == [] and report.warnings == []
+    assert report.inputs is not None and report.inputs.uris == 2  # the reads and the reference, not the outputs
+    found = planner.policies(plan, staging="s3://b/p/", region="us-east-1", account="123456789012")
+    assert found.check is not None
+    read = [r for s in found.check["Statement"] if "s3:GetObject" in s["Action"] for r in s["Resource"]]
+    assert read == [f"arn:aws:s3:::{bucket}/*", f"arn:aws:s3:::{bucket}/refs/*"]
