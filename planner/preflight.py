@@ -39,8 +39,8 @@ a warning, "cannot verify", never "missing".
 from __future__ import annotations
 
 import math
-import re
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence

@@ -6,7 +6,8 @@ no failure reason (the model's RunListItem has none), so the reason of a FAILED 
 and its log location, come from one GetRun per run, asked once, when it is first
 seen to have failed.  A run deleted since (DeleteRun, DeleteRunBatch, retention
 mode REMOVE) answers ResourceNotFoundException: it shows as DELETED, never stops a
-status for the whole plan.
+status for the whole plan; a run the ledger already saw end keeps that outcome (what
+``retry`` needs after ``planner clean --runs``).
 """
 
 from __future__ import annotations

@@ -81,6 +81,8 @@ SPEC = BackendSpec(
 # id and the shard index, so a repeated or resumed submit gets the same batch back
 # from the service instead of a second one.
 
+# What a run ended as; a run deleted after that (DeleteRunBatch) keeps it in the ledger.
+OUTCOMES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 BATCH_FINAL = frozenset({"PROCESSED", "FAILED", "CANCELLED", "RUNS_DELETING", "RUNS_DELETED", "RUNS_DELETE_FAILED"})
 # GetBatch's runSummary, by the run status each count is of.
 RUN_COUNTS = {
@@ -299,6 +301,8 @@ class OmicsBatch(Backend):
         for run, state in found.items():
             row = by_run[run]
             detail = details.get(run)
+            if row.state in OUTCOMES and (detail.status if detail else state) == "DELETED":
+                continue  # deleted after it ended (planner clean --runs): its outcome is what retry needs
             rows[row.id] = row._replace(
                 state=detail.status if detail else state,
                 reason=detail.reason if detail else row.reason,

@@ -319,9 +319,23 @@ def test_status_and_retry_after_runs_and_batches_were_deleted(tmp_path: Path, om
     client.delete_batch(batchId=batches[1])  # the batch record is gone, its runs stay
     table = status(plan_dir, **access_of(options))
     states = _states(table)
-    assert [states[f"S0000{i}"] for i in range(3)] == ["DELETED"] * 3
+    # Runs deleted after they ended keep their outcome (the ledger knew it): the failed one is still retried.
+    assert [states[f"S0000{i}"] for i in range(3)] == ["FAILED", "COMPLETED", "COMPLETED"]
     assert [states[f"S0000{i}"] for i in range(3, 6)] == ["COMPLETED"] * 3
-    with pytest.raises(planner.InputError, match="nothing to retry"):  # the failed run is gone: nothing to retry
+    assert planner.retry(plan_dir, str(tmp_path / "retry"), **access_of(options)).runs == 1
+
+
+def test_runs_deleted_before_anyone_saw_them_end_are_deleted(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+    options = omics_world.start(fail_when=lambda s: _fail_all(s) if s["runSettingId"] == "S00000" else None)
+    plan_dir = _plan(tmp_path, 3)
+    submit(plan_dir, **options)
+    _settle(clock)  # ended, but no status has looked since submit
+    ledger = ledger_of(plan_dir)
+    batch = ledger.submission("StartRunBatch:00000").remote_id
+    ledger.close()
+    omics_world.client().delete_run_batch(batchId=batch)
+    assert set(_states(status(plan_dir, **access_of(options))).values()) == {"DELETED"}
+    with pytest.raises(planner.InputError, match="nothing to retry"):  # what they ended as is not known
         planner.retry(plan_dir, str(tmp_path / "retry"), **access_of(options))
 
 

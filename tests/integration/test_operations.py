@@ -184,9 +184,41 @@ def test_clean_removes_only_what_this_plan_staged_once_everything_ended(
     other_id = planner.read_plan(other).plan_id
     assert keys() == [k for k in before if other_id in k]  # the other plan's shard is left alone
     assert [o.outcome for o in done.runs] == ["deleted"]
-    assert set(dict(status(mine, **access_of(options)).select("id", "state").iter_rows()).values()) == {"DELETED"}
+    # The runs are gone from HealthOmics; their outcome stays in the ledger.
+    assert set(dict(status(mine, **access_of(options)).select("id", "state").iter_rows()).values()) == {"COMPLETED"}
     again = clean(mine, **access_of(options))
     assert again.removed == [] and len(again.gone) == 1
+
+
+@pytest.mark.parametrize("backend", ["omics-batch", "omics-run"])
+def test_clean_runs_keeps_each_samples_outcome_so_retry_still_finds_the_failed(
+    tmp_path: Path, world: Any, clock: Any, backend: str
+) -> None:
+    """Was a bug (omics-batch): DeleteRunBatch made every run DELETED in the ledger, FAILED ones too,
+    so `retry` after `clean --runs` found nothing to retry.  A run's outcome is kept once known."""
+
+    def sample(settings: dict[str, Any]) -> str:  # a batch's run setting, or StartRun's request
+        return str(settings.get("runSettingId") or settings["parameters"]["sample"])
+
+    options = world.start(
+        fail_when=lambda settings: ("WORKFLOW_RUN_FAILED", "bad") if sample(settings) < "S0002" else None
+    )
+    plan_dir = _plan(tmp_path, 5, backend)
+    submit(plan_dir, **options)
+    _settle(clock)
+    done = clean(plan_dir, runs=True, **access_of(options))
+    assert {o.outcome for o in done.runs} == {"deleted"}
+    table = status(plan_dir, **access_of(options))
+    assert dict(table.select("id", "state").iter_rows()) == {
+        "S0000": "FAILED",
+        "S0001": "FAILED",
+        "S0002": "COMPLETED",
+        "S0003": "COMPLETED",
+        "S0004": "COMPLETED",
+    }
+    assert table.filter(pl.col("state") == "FAILED").get_column("reason").to_list() == ["WORKFLOW_RUN_FAILED: bad"] * 2
+    retried = planner.retry(plan_dir, str(tmp_path / "retry"), **access_of(options))
+    assert retried.runs == 2
 
 
 def test_clean_keeps_an_object_someone_replaced(tmp_path: Path, world: Any, clock: Any, s3: Any, bucket: str) -> None:

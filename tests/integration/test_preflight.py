@@ -569,7 +569,9 @@ def test_submit_check_on_the_command_line(tmp_path: Path, s3: Any, moto_server: 
     assert not (plan / "ledger.sqlite").exists()
 
 
-@pytest.mark.parametrize(("backend", "column"), [("glue", "output_path"), ("batch", "outdir"), ("omics-batch", "outdir")])
+@pytest.mark.parametrize(
+    ("backend", "column"), [("glue", "output_path"), ("batch", "outdir"), ("omics-batch", "outdir")]
+)
 def test_output_parameters_are_not_inputs(tmp_path: Path, s3: Any, moto_server: str, backend: str, column: str) -> None:
     # Where a run writes is not there before it runs: neither the check nor the check's policy asks S3 about it.
     bucket = _bucket(s3, "a.bam")
