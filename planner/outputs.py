@@ -42,6 +42,12 @@ KIND = "__kind"
 _ID = "__id"  # validate.ID: the sample id column of the plan's frames
 
 
+def output_key(name: str, spec: BackendSpec) -> str:
+    """An ``[workflow] output_parameters`` name as the runs spell the key (Glue's ``--`` before it)."""
+    prefix = spec.parameter_key_prefix
+    return name if name.startswith(prefix) else prefix + name
+
+
 @dataclass(frozen=True)
 class OutputLocation:
     """Where one kind of output goes: its name in messages, and what to do about a collision."""
@@ -104,9 +110,8 @@ def output_locations(
     for name in spec.parameters_path:
         node = node.get(name) if isinstance(node, Mapping) else None
     default_parameters = node if isinstance(node, Mapping) else {}
-    prefix = spec.parameter_key_prefix
     for name in defaults.output_parameters:
-        key = name if name.startswith(prefix) else prefix + name
+        key = output_key(name, spec)
         route = parameters.get(key)
         default = default_parameters.get(key)
         if route is None and default is None:

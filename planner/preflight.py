@@ -194,11 +194,9 @@ def distinct_uris(plan: PlanDirectory) -> pl.DataFrame:
     outputs = output_keys(plan)
     # A top-level "name":"value" pair of the compact JSON the shards hold (orjson writes no spaces).
     pairs = "|".join(re.escape(orjson.dumps(k).decode()) + r':"(?:[^"\\]|\\.)*"' for k in sorted(outputs))
+    parameters = _parameters(path).str.replace_all(pairs, "") if pairs else _parameters(path)
     found = []
     for shard in plan.manifest.shards:
-        parameters = _parameters(path)
-        if pairs:
-            parameters = parameters.str.replace_all(pairs, "")
         found.append(
             entries(plan, shard)
             .select(parameters.str.extract_all(_LITERAL).alias("literal"))
@@ -509,9 +507,10 @@ def recorded_outputs(plan: PlanDirectory) -> list[str]:
 def output_keys(plan: PlanDirectory) -> set[str]:
     """The output parameters' keys as the runs spell them (Glue's ``--`` before the name)."""
     from .backends import get_backend
+    from .outputs import output_key
 
-    prefix = get_backend(plan.manifest.backend).parameter_key_prefix
-    return {name if name.startswith(prefix) else prefix + name for name in recorded_outputs(plan)}
+    spec = get_backend(plan.manifest.backend)
+    return {output_key(name, spec) for name in recorded_outputs(plan)}
 
 
 def recorded_workflow(plan: PlanDirectory) -> dict[str, Any] | None:

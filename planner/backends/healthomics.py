@@ -23,7 +23,9 @@ from ..errors import SubmissionError
 from ..progress import Tracker
 
 ACTIVE = ("PENDING", "STARTING", "RUNNING", "STOPPING")
-FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "DELETED"})
+# What a run ended as; a run deleted after that (DeleteRun, DeleteRunBatch) keeps it in the ledger.
+OUTCOMES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+FINAL = OUTCOMES | {"DELETED"}
 NOT_FOUND = "ResourceNotFoundException"
 CONFLICT = "ConflictException"
 

@@ -20,7 +20,7 @@ from ..progress import Tracker
 from ..shard import ShardInfo
 from ..spec import BackendSpec, RoutedField
 from .base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
-from .healthomics import FINAL, conflict, get_runs, list_runs, not_found
+from .healthomics import FINAL, OUTCOMES, conflict, get_runs, list_runs, not_found
 
 MAX_INLINE_RUNS = 100
 MAX_S3_RUNS = 100_000
@@ -81,8 +81,6 @@ SPEC = BackendSpec(
 # id and the shard index, so a repeated or resumed submit gets the same batch back
 # from the service instead of a second one.
 
-# What a run ended as; a run deleted after that (DeleteRunBatch) keeps it in the ledger.
-OUTCOMES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 BATCH_FINAL = frozenset({"PROCESSED", "FAILED", "CANCELLED", "RUNS_DELETING", "RUNS_DELETED", "RUNS_DELETE_FAILED"})
 # GetBatch's runSummary, by the run status each count is of.
 RUN_COUNTS = {
