@@ -448,6 +448,7 @@ def _scanned(path: str, files: list[str]) -> tuple[pl.LazyFrame, str, str, list[
         if depth is not None and depth.suspect:
             _refuse_deep_lines(file, where)
         if cells is not None:
+            _refuse_compressed_looking(file, where)
             counts.append((file, where, cells))
     header = None
     if suffix in _TEXT_FORMATS:
@@ -470,6 +471,23 @@ def _scanned(path: str, files: list[str]) -> tuple[pl.LazyFrame, str, str, list[
             )
         frame.collect_schema()
     return frame, path, digest.hexdigest(), header, files
+
+
+# polars decompresses a CSV whose first bytes are a gzip, zlib or zstd header, whatever its name,
+# and fails ("corrupt deflate stream") on text that only starts like one: a header "x^..." is a zlib
+# header to it. A sheet is plain UTF-8 text, so such a start is refused with a way out.
+_COMPRESSED_STARTS = (b"\x1f\x8b", b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda", b"\x28\xb5\x2f\xfd")
+
+
+def _refuse_compressed_looking(file: str, where: str) -> None:
+    with open(file, "rb") as handle:
+        start = handle.read(4)
+    if start.startswith(_COMPRESSED_STARTS):
+        shown = start[:2].decode("utf-8", "backslashreplace")
+        raise SheetError(
+            f"{where}: the sheet starts with {shown!r}, which reads as the header of a compressed stream: "
+            "a sheet must be uncompressed text; rename its first column (or save it with a UTF-8 BOM)"
+        )
 
 
 # orjson writes JSON at most 254 levels deep, and polars (2.1) crashes reading NDJSON nested a

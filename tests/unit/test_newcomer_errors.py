@@ -15,16 +15,22 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import pytest
 from helpers import SAMPLE_SHEETS, assert_nothing_written, defaults_for, run_cli_process, write_defaults
 
 from planner.errors import Problem
 
-OMICS_BATCH_FIELDS = (
-    "cacheBehavior, cacheId, configurationName, engineSettings, logLevel, name, networkingMode, outputBucketOwnerId, "
-    "outputUri, parameters, priority, requesterPaysEnabled, retentionMode, roleArn, runGroupId, runTags, "
-    "scratchStorageMode, sessionPolicy, storageCapacity, storageType, workflowId, workflowOwnerId, workflowType, "
-    "workflowVersionName"
+# What [run] takes for omics-batch: StartRunBatch's defaultRunSetting members in the installed botocore
+# model, sorted (botocore 1.44 added requesterPaysEnabled; the floor in pyproject.toml is older).
+OMICS_BATCH_FIELDS = ", ".join(
+    sorted(
+        botocore.session.get_session()
+        .get_service_model("omics")
+        .shape_for("StartRunBatchRequest")
+        .members["defaultRunSetting"]
+        .members
+    )
 )
 
 

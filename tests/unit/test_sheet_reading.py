@@ -530,3 +530,22 @@ def test_a_named_pipe_is_refused_without_being_opened(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "sheets" / "b.csv")
     with pytest.raises(planner.SheetError, match=r"b\.csv\): is a named pipe"):
         planner.plan(str(tmp_path / "sheets" / "*.csv"), backend="omics-batch", defaults=DEFAULTS)
+
+
+def test_a_header_that_starts_like_a_zlib_stream_is_refused_not_a_crash(tmp_path: Path, capsys: Any) -> None:
+    """polars decompresses a CSV starting with a zlib header ("x^" is one) and crashes on plain text
+    that only starts like one (found by the merge properties under hypothesis 6.100)."""
+    sheet = tmp_path / "s.csv"
+    sheet.write_bytes(b"x^0,sample\n1,A\n")
+    out_dir = tmp_path / "plan"
+    defaults = tmp_path / "defaults.json"
+    defaults.write_bytes(orjson.dumps(DEFAULTS))
+    code, out, err = run_cli(
+        ["plan", sheet, "--backend", "omics-batch", "--defaults", defaults, "--out", out_dir], capsys
+    )
+    assert code == 2, err
+    assert "starts with 'x^'" in err and "rename its first column" in err
+    assert out == "" and "Traceback" not in err and not out_dir.exists()
+    # the way out it names works: the same sheet with a UTF-8 BOM plans
+    sheet.write_bytes(b"\xef\xbb\xbfx^0,sample\n1,A\n")
+    assert [run["runSettingId"] for run in own_runs(sheet)] == ["A"]
