@@ -9,7 +9,7 @@ parses as JSON and the field is not a string field, else taken as text, so
 string the model asks for.
 
 ``[workflow]`` says what the runs are checked against and how the sheet feeds them
-(README: Preflight): ``parameter_template`` (a file, relative to the defaults file),
+(docs/check.md): ``parameter_template`` (a file, relative to the defaults file),
 ``id_parameter`` (the parameter the id column is sent as; false: none) and
 ``output_parameters`` (parameters that are a run's own output location).
 """
