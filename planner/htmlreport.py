@@ -303,10 +303,13 @@ def _fill(template: str, slots: Mapping[str, str]) -> str:
 
 
 def _write_atomically(path: str, data: bytes) -> None:
-    partial = f"{path}.partial"
-    with open(partial, "wb") as handle:
-        handle.write(data)
-    os.replace(partial, path)
+    from .plandir import replace_privately  # the report lists sample ids: private, as every export
+
+    def write(partial: str) -> None:
+        with open(partial, "wb") as handle:
+            handle.write(data)
+
+    replace_privately(path, write)
 
 
 def _e(value: object) -> str:
@@ -609,6 +612,6 @@ def _write_csv(table: pl.DataFrame, link: ConsoleLink | None, path: str) -> None
         pl.when(pl.col(name).str.contains(r"^[=+\-@\t\r]")).then("'" + pl.col(name)).otherwise(pl.col(name)).alias(name)
         for name in texts
     )
-    partial = f"{path}.partial"
-    neutralised.write_csv(partial)
-    os.replace(partial, path)
+    from .plandir import replace_privately
+
+    replace_privately(path, neutralised.write_csv)

@@ -1,0 +1,104 @@
+"""A newcomer's second hour (issue 29), through the CLI against the loopback servers: output paths,
+file modes, exit codes and messages after the first submit."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from helpers import run_cli
+
+import planner
+from planner.submission import submit
+
+ROLE = "arn:aws:iam::123456789012:role/omics"
+DEFAULTS: dict[str, Any] = {
+    "run": {"workflowId": "1234567", "roleArn": ROLE, "outputUri": "s3://results/x/"},
+    "submission": {"batchName": "second-hour"},
+}
+
+
+def _plan(tmp_path: Path, samples: int, backend: str = "omics-batch", name: str = "plan", **options: Any) -> str:
+    out = str(tmp_path / name)
+    sheet = pl.DataFrame({"sample": [f"S{i:04d}" for i in range(samples)]})
+    defaults = DEFAULTS if backend == "omics-batch" else {"run": DEFAULTS["run"]}
+    planner.plan(sheet, backend=backend, defaults=defaults, **options).write(out)
+    return out
+
+
+@pytest.fixture()
+def submitted(
+    tmp_path: Path, moto_server: str, make_emulator: Any, bucket: str, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """A 4-sample omics-batch plan submitted to the HealthOmics emulator, every run ended; the CLI finds the
+    servers through AWS_ENDPOINT_URL_*, as a user's shell would."""
+    emulator = make_emulator()
+    endpoints = {"s3": moto_server, "omics": emulator.endpoint_url}
+    plan_dir = _plan(tmp_path, 4)
+    submit(plan_dir, sandbox=True, endpoints=endpoints, staging=f"s3://{bucket}/staging/")
+    for _ in range(12):
+        clock.advance(1.0)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_OMICS", emulator.endpoint_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server)
+    return plan_dir
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+# ---------------------------------------------------------------- 1. output paths that are directories
+
+
+@pytest.mark.parametrize("trailing", ["", "/"])
+def test_report_out_a_directory_is_refused_and_nothing_is_written(
+    submitted: str, tmp_path: Path, capsys: Any, trailing: str
+) -> None:
+    pytest.importorskip("plotly", reason="the report extra (plotly) is not installed")
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    code, _, err = run_cli(["report", submitted, "--out", f"{folder}{trailing}"], capsys)
+    assert code == 2 and "internal error" not in err and "is a directory" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert list(folder.iterdir()) == [] and not Path(f"{folder}.partial").exists()
+
+
+def test_report_out_ending_in_a_separator_is_refused(submitted: str, tmp_path: Path, capsys: Any) -> None:
+    code, _, err = run_cli(["report", submitted, "--out", str(tmp_path / "new") + "/"], capsys)
+    assert code == 2 and "a file name" in err, err
+    assert not (tmp_path / "new").exists() and list(tmp_path.glob("*.partial")) == []
+
+
+def test_status_out_a_directory_is_refused(submitted: str, tmp_path: Path, capsys: Any) -> None:
+    folder = tmp_path / "d.csv"
+    folder.mkdir()
+    code, _, err = run_cli(["status", submitted, "--out", str(folder)], capsys)
+    assert code == 2 and "internal error" not in err and "is a directory" in err, err
+    assert list(folder.iterdir()) == []
+
+
+# ---------------------------------------------------------------- 2. the report is private
+
+
+def test_the_report_and_its_samples_csv_are_private(submitted: str, tmp_path: Path, capsys: Any) -> None:
+    pytest.importorskip("plotly", reason="the report extra (plotly) is not installed")
+    previous = os.umask(0o022)
+    try:
+        out = tmp_path / "report.html"
+        assert run_cli(["report", submitted, "--out", str(out)], capsys)[0] == 0
+        assert _mode(out) == 0o600
+        from planner.htmlreport import render_report
+
+        table = planner.status(submitted)
+        summary = render_report(planner.read_plan(submitted).to_json(), table, [], str(out), inline_bytes=10)
+        assert summary.table_csv is not None and _mode(Path(summary.table_csv)) == 0o600
+        os.chmod(out, 0o644)  # the owner shares it on purpose: a new report keeps that
+        assert run_cli(["report", submitted, "--out", str(out)], capsys)[0] == 0
+        assert _mode(out) == 0o644
+        assert list(tmp_path.glob("*.partial")) == []
+    finally:
+        os.umask(previous)
