@@ -75,7 +75,7 @@ class Clients:
             session = boto3.session.Session(region_name=self.region or "us-east-1", **SANDBOX_CREDENTIALS)
         else:
             session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
-        endpoint = self.endpoint_for(service)
+        endpoint = self.endpoint_for(service) or self._sandbox_fallback()
         config = Config(
             retries={"mode": self.retry_mode, "max_attempts": self.max_attempts},
             inject_host_prefix=not (service == "omics" and endpoint),
@@ -83,10 +83,15 @@ class Clients:
         )
         return session.client(
             service,
-            endpoint_url=self.endpoints.get(service) or self.endpoint_url,
+            endpoint_url=self.endpoints.get(service) or self.endpoint_url or self._sandbox_fallback(),
             region_name=session.region_name or "us-east-1",
             config=config,
         )
+
+    def _sandbox_fallback(self) -> str | None:
+        # In the sandbox a service it does not list (KMS for a staging key's alias, Service Quotas)
+        # goes to moto's server, which serves most of AWS on one port: never to AWS itself.
+        return self.endpoints.get("s3") if self.sandbox else None
 
 
 def check_options(*, region: str | None, endpoint_url: str | None, max_attempts: int) -> None:

@@ -134,6 +134,7 @@ class Sandbox:
             "ec2": moto_url,
             "ecs": moto_url,
             "logs": moto_url,
+            "kms": moto_url,
         }
         try:
             from .omics_emulator import OmicsEmulator

@@ -102,3 +102,94 @@ def test_the_report_and_its_samples_csv_are_private(submitted: str, tmp_path: Pa
         assert list(tmp_path.glob("*.partial")) == []
     finally:
         os.umask(previous)
+
+
+# ---------------------------------------------------------------- 3. an S3 sheet honours the AWS options
+
+
+SHEET = "sample,fastq_1\nS1,s3://reads/S1.fq.gz\nS2,s3://reads/S2.fq.gz\n"
+
+
+@pytest.fixture()
+def defaults_file(tmp_path: Path) -> Path:
+    path = tmp_path / "defaults.toml"
+    path.write_text(
+        f'[run]\nworkflowId = "1234567"\nroleArn = "{ROLE}"\noutputUri = "s3://results/x/"\n', encoding="utf-8"
+    )
+    return path
+
+
+def test_plan_of_an_s3_sheet_goes_to_endpoint_url(
+    tmp_path: Path, moto_server: str, s3: Any, bucket: str, defaults_file: Path, capsys: Any
+) -> None:
+    s3.put_object(Bucket=bucket, Key="sheets/samples.csv", Body=SHEET.encode())
+    argv = ["plan", f"s3://{bucket}/sheets/samples.csv", "--backend", "omics-batch", "--defaults", defaults_file]
+    code, out, err = run_cli([*argv, "--out", tmp_path / "plan", "--endpoint-url", moto_server], capsys)
+    assert code == 0, err
+    assert "planned 2 runs" in out
+
+
+def test_plan_of_an_s3_sheet_uses_the_profile(
+    tmp_path: Path,
+    moto_server: str,
+    s3: Any,
+    bucket: str,
+    defaults_file: Path,
+    capsys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The profile names the endpoint (botocore's endpoint_url setting): only a client made with
+    --profile finds the sheet."""
+    s3.put_object(Bucket=bucket, Key="samples.csv", Body=SHEET.encode())
+    config = tmp_path / "aws-config"
+    config.write_text(
+        f"[profile lab]\nregion = us-east-1\nendpoint_url = {moto_server}\n"
+        "aws_access_key_id = lab\naws_secret_access_key = lab\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    argv = ["plan", f"s3://{bucket}/samples.csv", "--backend", "omics-batch", "--defaults", defaults_file]
+    code, out, err = run_cli([*argv, "--out", tmp_path / "plan", "--profile", "lab"], capsys)
+    assert code == 0 and "planned 2 runs" in out, err
+    code, _, err = run_cli([*argv, "--out", tmp_path / "other", "--profile", "nobody"], capsys)
+    assert code == 2 and "nobody" in err and "Traceback" not in err
+
+
+def test_plan_of_an_s3_sheet_in_the_sandbox_reads_the_sandbox(
+    tmp_path: Path, moto_server: str, s3: Any, bucket: str, defaults_file: Path
+) -> None:
+    s3.put_object(Bucket=bucket, Key="samples.csv", Body=SHEET.encode())
+    planned = planner.plan(
+        f"s3://{bucket}/samples.csv",
+        backend="omics-batch",
+        defaults=str(defaults_file),
+        sandbox=True,
+        endpoints={"s3": moto_server},
+    )
+    assert planned.write(tmp_path / "plan").runs == 2
+
+
+def test_in_the_sandbox_no_client_goes_to_aws(moto_server: str) -> None:
+    """The KMS alias lookup (staging with --staging-kms-key alias/...) went to kms.us-east-1.amazonaws.com."""
+    from planner.aws import Clients
+
+    clients = Clients(sandbox=True, endpoints={"s3": moto_server, "omics": "http://127.0.0.1:1"})
+    assert clients.get("kms").meta.endpoint_url == moto_server
+    assert clients.get("service-quotas").meta.endpoint_url == moto_server
+
+
+def test_policy_names_the_bucket_the_ledger_staged_to(
+    tmp_path: Path, moto_server: str, make_emulator: Any, bucket: str, capsys: Any
+) -> None:
+    import json
+
+    emulator = make_emulator()
+    plan_dir = _plan(tmp_path, 150)
+    manifest = planner.read_plan(plan_dir)
+    assert any(shard.mode == "s3" for shard in manifest.shards)
+    endpoints = {"s3": moto_server, "omics": emulator.endpoint_url}
+    submit(plan_dir, sandbox=True, endpoints=endpoints, staging=f"s3://{bucket}/elsewhere/")
+    code, out, err = run_cli(["policy", plan_dir, "--only", "submitter", "--region", "us-east-1"], capsys)
+    assert code == 0, err
+    resources = [r for s in json.loads(out)["Statement"] for r in s["Resource"]]
+    assert f"arn:aws:s3:::{bucket}/elsewhere/{manifest.plan_id}/*" in resources, resources
