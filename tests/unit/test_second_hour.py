@@ -1,0 +1,79 @@
+"""A newcomer's second hour (issue 29), through the CLI in-process: ids, values, messages that send
+the user the right way, and exit codes, with no AWS at all."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import assert_nothing_written, run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "sample_sheets"
+OMICS = ["--backend", "omics-batch", "--defaults", str(EXAMPLES / "omics_batch_defaults.toml")]
+HEADER = "sample,strandedness,fasta,gtf,fastq_1"
+CELLS = "auto,s3://refs/genome.fa,s3://refs/genes.gtf,s3://reads/r1.fq.gz"
+
+
+def _sheet(tmp_path: Path, *rows: str, header: str = HEADER) -> Path:
+    path = tmp_path / "samples.csv"
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- 4. whitespace around ids
+
+
+def test_ids_with_surrounding_whitespace_are_refused_naming_the_rows(tmp_path: Path, capsys: Any) -> None:
+    sheet = _sheet(tmp_path, f"CTRL_REP1,{CELLS}", f"CTRL_REP2,{CELLS}", f"CTRL_REP2 ,{CELLS}", f"\tKO_REP1,{CELLS}")
+    code, _, err = run_cli(["plan", sheet, *OMICS, "--out", tmp_path / "plan"], capsys)
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if "[whitespace]" in line]
+    assert len(lines) == 2 and lines[0].startswith("planner: error: row 3 (id 'CTRL_REP2 ')"), err
+    assert lines[1].startswith("planner: error: row 4 (id '\\tKO_REP1')"), err
+    assert_nothing_written(tmp_path / "plan")
+
+
+# ---------------------------------------------------------------- 5. out-of-range integers
+
+
+@pytest.mark.parametrize("typed", ["99999999999999999999999999", "10000000000000000000000", "100001"])
+def test_an_integer_above_the_fields_maximum_has_one_message_wherever_it_is_typed(
+    tmp_path: Path, capsys: Any, typed: str
+) -> None:
+    expected = f"= '{typed}': must be at most 100000 [max]"
+    code, _, err = run_cli(
+        ["plan", EXAMPLES / "omics_batch_samples.csv", *OMICS, "--out", tmp_path / "a", "--set", f"priority={typed}"],
+        capsys,
+    )
+    assert code == 2 and expected in err, err
+    sheet = _sheet(tmp_path, f"S1,{CELLS},{typed}", header=f"{HEADER},priority")
+    code, _, err = run_cli(["plan", sheet, *OMICS, "--out", tmp_path / "b"], capsys)
+    assert code == 2 and expected in err, err
+    defaults = tmp_path / "defaults.toml"
+    text = (EXAMPLES / "omics_batch_defaults.toml").read_text(encoding="utf-8")
+    defaults.write_text(re.sub(r"(?m)^priority = .*$", f"priority = {typed}", text), encoding="utf-8")
+    (tmp_path / "omics_workflow_template.json").write_bytes((EXAMPLES / "omics_workflow_template.json").read_bytes())
+    argv = ["plan", EXAMPLES / "omics_batch_samples.csv", "--backend", "omics-batch", "--defaults", defaults]
+    code, _, err = run_cli([*argv, "--out", tmp_path / "c"], capsys)
+    assert code == 2 and expected in err, err
+
+
+def test_a_negative_integer_beyond_64_bits_is_below_the_minimum(tmp_path: Path, capsys: Any) -> None:
+    sheet = _sheet(tmp_path, f"S1,{CELLS},-99999999999999999999999", header=f"{HEADER},priority")
+    code, _, err = run_cli(["plan", sheet, *OMICS, "--out", tmp_path / "b"], capsys)
+    assert code == 2 and "= '-99999999999999999999999': must be at least 0 [min]" in err, err
+
+
+def test_an_integer_beyond_64_bits_where_no_field_rule_applies_is_refused_not_a_crash(
+    tmp_path: Path, capsys: Any
+) -> None:
+    polly = ["--backend", "polly", "--defaults", str(EXAMPLES / "polly_defaults.toml")]
+    typed = "99999999999999999999999999"
+    argv = ["plan", EXAMPLES / "polly_samples.csv", *polly, "--out", tmp_path / "p", "--set", f"parameters.big={typed}"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "internal error" not in err, err
+    assert f"parameters.big = {typed}: must be at most 9223372036854775807 (a 64-bit integer)" in err, err
+    assert_nothing_written(tmp_path / "p")
