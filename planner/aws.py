@@ -96,9 +96,11 @@ class Clients:
 
 def check_options(*, region: str | None, endpoint_url: str | None, max_attempts: int) -> None:
     """Refuse, as input errors, the AWS options botocore would reject when it makes a client."""
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 0:
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        # botocore counts the first attempt: 1 is "no retries", 0 would be "never send the call".
         raise InputError(
-            f"--max-attempts {max_attempts!r}: must be a whole number, 0 or more (botocore's retries per call)"
+            f"--max-attempts {max_attempts!r}: must be a whole number, 1 or more (botocore's attempts per call, "
+            "the first included)"
         )
     if region is not None and not _REGION.fullmatch(region):
         raise InputError(f"--region {region!r}: not an AWS region name (like us-east-1)")

@@ -22,7 +22,7 @@ import orjson
 
 from . import __version__
 from .backends import MODULES
-from .errors import InputError, PlannerError, Problem, ValidationError
+from .errors import InputError, NothingToRetry, PlannerError, Problem, ValidationError
 from .plan import MAX_SHOWN_PROBLEMS, plan
 from .plandir import REJECTED_FILE, write_problems
 from .progress import Bars
@@ -425,11 +425,10 @@ def _plan(args: argparse.Namespace) -> int:
     modes = sorted({s.mode for s in shards})
     total = sum(s.bytes for s in shards)
     rows = manifest.sheet["rows"]
-    print(f"planned {manifest.runs:,} runs of {rows:,} rows for {manifest.backend} in {args.out}")
-    plural = "s" if len(shards) != 1 else ""
-    print(f"  plan id {manifest.plan_id}; {len(shards):,} shard{plural} ({', '.join(modes)}), {_size(total)}")
+    print(f"planned {_n(manifest.runs, 'run')} of {_n(rows, 'row')} for {manifest.backend} in {args.out}")
+    print(f"  plan id {manifest.plan_id}; {_n(len(shards), 'shard')} ({', '.join(modes)}), {_size(total)}")
     if manifest.rejected:
-        print(f"  {manifest.rejected:,} rows rejected: see {os.path.join(args.out, REJECTED_FILE)}")
+        print(f"  {_n(manifest.rejected, 'row')} rejected: see {os.path.join(args.out, REJECTED_FILE)}")
     return 0
 
 
@@ -524,7 +523,7 @@ def _status(args: argparse.Namespace) -> int:
     table = status(args.plan_dir, refresh=not args.no_refresh, **access)
     if args.out:
         write_table(table, args.out)
-        print(f"planner: wrote the table of {table.height:,} samples to {args.out}", file=sys.stderr)
+        print(f"planner: wrote the table of {_n(table.height, 'sample')} to {args.out}", file=sys.stderr)
     summary = _summary(table)
     if args.json:
         _write_json(summary)
@@ -541,8 +540,13 @@ def _summary(table: Any) -> dict[str, Any]:
     return {"samples": table.height, "counts": state_counts(table), "failures": groups}
 
 
+def _n(count: int, noun: str) -> str:
+    """``1 run``, ``2 runs``, ``12,000 runs``."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
 def _print_summary(summary: dict[str, Any], stream: Any) -> None:
-    print(f"{summary['samples']:,} samples", file=stream)
+    print(_n(summary["samples"], "sample"), file=stream)
     for where, count in summary["counts"].items():
         print(f"  {where:<16} {count:,}", file=stream)
     if summary["failures"]:
@@ -606,7 +610,7 @@ def _report(args: argparse.Namespace) -> int:
     access = _aws(args)
     summary = report(args.plan_dir, args.out, refresh=args.refresh, **access)
     extra = f"; the full table is in {summary.table_csv}" if getattr(summary, "table_csv", None) else ""
-    print(f"wrote {args.out} ({_size(summary.bytes)}, {summary.samples:,} samples){extra}")
+    print(f"wrote {args.out} ({_size(summary.bytes)}, {_n(summary.samples, 'sample')}){extra}")
     return 0
 
 
@@ -636,10 +640,20 @@ def _retry(args: argparse.Namespace) -> int:
     states = tuple(s for s in args.states.split(",") if s.strip()) if args.states else None
     access = _aws(args)
     access.pop("progress")
-    manifest = retry(
-        args.plan_dir, args.out, states=states, sets=args.sets, force=args.force, refresh=not args.no_refresh, **access
-    )
-    print(f"planned {manifest.runs:,} runs to retry in {args.out} (plan id {manifest.plan_id})")
+    try:
+        manifest = retry(
+            args.plan_dir,
+            args.out,
+            states=states,
+            sets=args.sets,
+            force=args.force,
+            refresh=not args.no_refresh,
+            **access,
+        )
+    except NothingToRetry as exc:
+        print(f"planner: {exc}; nothing was written", file=sys.stderr)
+        return exc.exit_code
+    print(f"planned {_n(manifest.runs, 'run')} to retry in {args.out} (plan id {manifest.plan_id})")
     print(f"  next: planner submit {args.out}{_access_flags(args)}")
     return 0
 
@@ -659,7 +673,7 @@ def _cancel(args: argparse.Namespace) -> int:
         final = sum(o.samples for o in report.outcomes if o.outcome == ALREADY_FINAL)
         print(
             f"cancelled {report.count(CANCELLED)}; {report.count(NOT_CANCELLED)} could not be cancelled; "
-            f"{final:,} samples had already finished"
+            f"{_n(final, 'sample')} had already finished"
         )
     return 0 if report.complete else 1
 
@@ -883,6 +897,8 @@ def _sandbox(args: argparse.Namespace) -> int:
                 + (f"; {failing:.0%} of its HealthOmics and Polly runs fail" if failing else "")
             )
             _print_endpoints(state.get("endpoints") or {})
+        if state is None:
+            return 1  # so that `planner sandbox status && ...` goes on only when one runs
     return 0
 
 

@@ -182,6 +182,16 @@ def _explain_unknown(spec: BackendSpec, defaults: Defaults, found: list[Problem]
         parent, key = path[:-1], path[-1]
         known = _known_fields(spec, table, parent)
         message = p.message
+        routed = spec.fields.get(key) if table == "run" and not parent else None
+        if routed is not None and routed.path != (key,) and "(did you mean" not in message:
+            # A sheet column named `memory` sets config.infra.memory: the same name in --set or [run] is
+            # the top-level key, which the request does not take.
+            dotted = ".".join(routed.path)
+            message += (
+                f" (did you mean {dotted!r}? a sheet column {key} sets it per row; --set {dotted}=... for every run)"
+            )
+            explained.append(Problem(p.row, p.id, p.column, p.value, p.rule, message))
+            continue
         if known is not None:
             # A misspelt "submission." prefix of a --set lands in [run].
             candidates = [*known, "submission"] if from_set and table == "run" and not parent else known

@@ -193,3 +193,57 @@ def test_policy_names_the_bucket_the_ledger_staged_to(
     assert code == 0, err
     resources = [r for s in json.loads(out)["Statement"] for r in s["Resource"]]
     assert f"arn:aws:s3:::{bucket}/elsewhere/{manifest.plan_id}/*" in resources, resources
+
+
+# ---------------------------------------------------------------- 9. exit codes
+
+
+def test_retry_with_nothing_to_retry_exits_0_and_writes_nothing(submitted: str, tmp_path: Path, capsys: Any) -> None:
+    code, out, err = run_cli(["retry", submitted, "--out", tmp_path / "retry"], capsys)
+    assert code == 0 and "nothing to retry" in err and out == "", err
+    assert not (tmp_path / "retry").exists()
+
+
+def test_retry_takes_states_as_one_string_in_python(submitted: str, tmp_path: Path) -> None:
+    with pytest.raises(planner.NothingToRetry, match=r"no sample is in FAILED or failed to submit"):
+        planner.retry(submitted, str(tmp_path / "retry"), states="FAILED")
+    with pytest.raises(planner.NothingToRetry, match=r"no sample is in FAILED, CANCELLED or"):
+        planner.retry(submitted, str(tmp_path / "retry"), states="FAILED,CANCELLED")
+
+
+POLLY_KEY = "pk-test-second-hour"
+
+
+@pytest.fixture()
+def polly_submitted(tmp_path: Path, make_polly_emulator: Any, clock: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The Polly example (8 samples) submitted to an emulator failing half its jobs, every job ended."""
+    emulator = make_polly_emulator(failure_rate=0.5, seed=5, api_key=POLLY_KEY)
+    monkeypatch.setenv("POLLY_BASE_URL", emulator.endpoint_url)
+    monkeypatch.setenv("POLLY_API_KEY", POLLY_KEY)
+    examples = Path(__file__).resolve().parents[2] / "sample_sheets"
+    plan_dir = str(tmp_path / "polly-plan")
+    planned = planner.plan(
+        str(examples / "polly_samples.csv"), backend="polly", defaults=str(examples / "polly_defaults.toml")
+    )
+    planned.write(plan_dir)
+    submit(plan_dir)
+    clock.advance(10)
+    states = set(planner.status(plan_dir).get_column("state"))
+    assert states <= {"COMPLETED", "FAILED"} and "FAILED" in states, states
+    return plan_dir
+
+
+def test_polly_cancel_when_every_job_has_ended_exits_0(polly_submitted: str, capsys: Any) -> None:
+    code, out, err = run_cli(["cancel", polly_submitted], capsys)
+    assert code == 0, err
+    assert "8 samples had already finished" in out
+
+
+def test_polly_retry_set_memory_says_config_infra_memory(polly_submitted: str, tmp_path: Path, capsys: Any) -> None:
+    code, _, err = run_cli(["retry", polly_submitted, "--out", tmp_path / "retry", "--set", "memory=16"], capsys)
+    assert code == 2 and "did you mean 'config.infra.memory'?" in err, err
+    assert not (tmp_path / "retry").exists()
+    code, out, err = run_cli(
+        ["retry", polly_submitted, "--out", tmp_path / "retry", "--set", "config.infra.memory=16"], capsys
+    )
+    assert code == 0 and "to retry in" in out, err

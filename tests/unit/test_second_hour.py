@@ -77,3 +77,55 @@ def test_an_integer_beyond_64_bits_where_no_field_rule_applies_is_refused_not_a_
     assert code == 2 and "internal error" not in err, err
     assert f"parameters.big = {typed}: must be at most 9223372036854775807 (a 64-bit integer)" in err, err
     assert_nothing_written(tmp_path / "p")
+
+
+# ---------------------------------------------------------------- 6-8. messages that send the user the right way
+
+
+def test_a_missing_role_for_omics_batch_does_not_send_the_user_to_a_sheet_column(tmp_path: Path, capsys: Any) -> None:
+    text = (EXAMPLES / "omics_batch_defaults.toml").read_text(encoding="utf-8")
+    defaults = tmp_path / "defaults.toml"
+    defaults.write_text("".join(line for line in text.splitlines(True) if not line.startswith("roleArn")))
+    (tmp_path / "omics_workflow_template.json").write_bytes((EXAMPLES / "omics_workflow_template.json").read_bytes())
+    argv = ["plan", EXAMPLES / "omics_batch_samples.csv", "--backend", "omics-batch", "--defaults", defaults]
+    code, _, err = run_cli([*argv, "--out", tmp_path / "plan"], capsys)
+    assert code == 2 and "roleArn" in err and "--set roleArn=" in err, err
+    assert "or as a sheet column" not in err and "no sheet column can set it" in err, err
+
+
+def test_set_memory_for_polly_points_to_config_infra_memory(tmp_path: Path, capsys: Any) -> None:
+    polly = ["--backend", "polly", "--defaults", str(EXAMPLES / "polly_defaults.toml")]
+    code, _, err = run_cli(
+        ["plan", EXAMPLES / "polly_samples.csv", *polly, "--out", tmp_path / "p", "--set", "memory=16"], capsys
+    )
+    assert code == 2 and "did you mean 'config.infra.memory'?" in err, err
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1, err
+    code, _, err = run_cli(
+        ["plan", EXAMPLES / "polly_samples.csv", *polly, "--out", tmp_path / "p", "--set", "config.infra.memory=16"],
+        capsys,
+    )
+    assert code == 0, err
+
+
+# ---------------------------------------------------------------- 9. exit codes and small things
+
+
+def test_max_attempts_0_is_refused(tmp_path: Path, capsys: Any) -> None:
+    code, _, err = run_cli(["plan", EXAMPLES / "omics_batch_samples.csv", *OMICS, "--out", tmp_path / "plan"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["status", tmp_path / "plan", "--max-attempts", "0"], capsys)
+    assert code == 2 and "--max-attempts 0: must be a whole number, 1 or more" in err, err
+
+
+def test_one_of_a_thing_is_not_plural(tmp_path: Path, capsys: Any) -> None:
+    sheet = _sheet(tmp_path, f"S1,{CELLS}")
+    code, out, err = run_cli(["plan", sheet, *OMICS, "--out", tmp_path / "plan"], capsys)
+    assert code == 0, err
+    assert "planned 1 run of 1 row for omics-batch" in out and "; 1 shard (inline)" in out, out
+
+
+def test_sandbox_status_with_none_running_exits_1(capsys: Any) -> None:
+    code, out, _ = run_cli(["sandbox", "status"], capsys)
+    assert code == 1 and out.startswith("no sandbox is running")
+    code, out, _ = run_cli(["sandbox", "status", "--json"], capsys)
+    assert code == 1 and out.strip() == "null"
