@@ -23,6 +23,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -34,6 +35,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import SubmissionError
+
+# What it starts, reuses or replaces goes to the planner logger (the CLI prints it; a script may not want it).
+log = logging.getLogger("planner")
 
 DEFAULT_LIFETIME = 4 * 3600
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../planner
@@ -236,34 +240,30 @@ def ensure_running(
             and failure_rate is not None
             and float(state.get("failure_rate") or 0.0) != failure_rate
         ):
-            print(
-                f"planner: the sandbox started at {_clock(state.get('started'))} fails "
+            log.info(
+                f"the sandbox started at {_clock(state.get('started'))} fails "
                 f"{float(state.get('failure_rate') or 0.0):.0%} of its runs, not {failure_rate:.0%}: stopping it "
                 "(what it held is forgotten) to start a new one",
-                file=sys.stderr,
             )
             _stop(state)
             state = None
         if state is not None and state.get("code") == code_version():
-            print(
-                f"planner: using the sandbox started at {_clock(state.get('started'))} (state in {state_dir()})",
-                file=sys.stderr,
+            log.info(
+                f"using the sandbox started at {_clock(state.get('started'))} (state in {state_dir()})",
             )
             return state["endpoints"]
         if state is not None:
-            print(
-                f"planner: the sandbox started at {_clock(state.get('started'))} runs other planner code "
+            log.info(
+                f"the sandbox started at {_clock(state.get('started'))} runs other planner code "
                 f"({state.get('code') or 'an older version'}, this is {code_version()}): "
                 "stopping it (what it held is forgotten) to start a new one",
-                file=sys.stderr,
             )
             _stop(state)
         endpoints = _start(lifetime, wait, failure_rate or 0.0)
     failing = f"; {failure_rate:.0%} of its HealthOmics and Polly runs fail" if failure_rate else ""
-    print(
-        f"planner: started a sandbox (state in {state_dir()}; stops by itself after {_lifetime_text(lifetime)} "
+    log.info(
+        f"started a sandbox (state in {state_dir()}; stops by itself after {_lifetime_text(lifetime)} "
         f"or with `planner sandbox stop`){failing}",
-        file=sys.stderr,
     )
     return endpoints
 

@@ -13,6 +13,7 @@ import pytest
 from helpers import run_cli
 
 import planner
+import planner.cli
 from planner.submission import submit
 
 ROLE = "arn:aws:iam::123456789012:role/omics"
@@ -247,3 +248,24 @@ def test_polly_retry_set_memory_says_config_infra_memory(polly_submitted: str, t
         ["retry", polly_submitted, "--out", tmp_path / "retry", "--set", "config.infra.memory=16"], capsys
     )
     assert code == 0 and "to retry in" in out, err
+
+
+# ---------------------------------------------------------------- 10. the sandbox speaks through the logger
+
+
+def test_the_sandbox_says_what_it_does_through_the_planner_logger(capfd: Any, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from planner.sandbox.local import ensure_running, stop_running
+
+    try:
+        with caplog.at_level(logging.INFO, logger="planner"):
+            ensure_running()
+            ensure_running()
+        assert capfd.readouterr().err == ""  # a script that does not want it does not get it
+        said = [record.getMessage() for record in caplog.records if record.name == "planner"]
+        assert said[0].startswith("started a sandbox (state in ") and said[1].startswith("using the sandbox"), said
+        assert planner.cli.main(["sandbox", "start"]) == 0  # the CLI shows it
+        assert capfd.readouterr().err.startswith("planner: using the sandbox started at ")
+    finally:
+        stop_running()
