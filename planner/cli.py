@@ -25,7 +25,7 @@ from .backends import MODULES
 from .errors import InputError, NothingToRetry, PlannerError, Problem, ValidationError
 from .plan import MAX_SHOWN_PROBLEMS, plan
 from .plandir import REJECTED_FILE, write_problems
-from .progress import Bars
+from .progress import stderr_progress
 
 _ROUTING = """\
 Column routing, field names spelled as the API spells them:
@@ -369,7 +369,7 @@ def _aws(args: argparse.Namespace) -> dict[str, Any]:
         "region": args.region,
         "retry_mode": args.retry_mode,
         "max_attempts": args.max_attempts,
-        "progress": Bars(enabled=not args.quiet and sys.stderr.isatty()),
+        "progress": stderr_progress(args.quiet),
     }
 
 
@@ -408,9 +408,7 @@ def _plan(args: argparse.Namespace) -> int:
             max_bytes=args.max_bytes,
             **_preflight_plan_arguments(args),
         )
-        manifest = planned.write(
-            args.out, force=args.force, progress=Bars(enabled=not args.quiet and sys.stderr.isatty())
-        )
+        manifest = planned.write(args.out, force=args.force, progress=stderr_progress(args.quiet))
     except ValidationError as exc:
         _report_problems(exc.problems, args.out)
         exc.reported = True  # type: ignore[attr-defined]

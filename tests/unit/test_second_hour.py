@@ -129,3 +129,52 @@ def test_sandbox_status_with_none_running_exits_1(capsys: Any) -> None:
     assert code == 1 and out.startswith("no sandbox is running")
     code, out, _ = run_cli(["sandbox", "status", "--json"], capsys)
     assert code == 1 and out.strip() == "null"
+
+
+# ---------------------------------------------------------------- 11. progress without a terminal
+
+
+class _Clock:
+    """Each reading is ``step`` seconds after the last: work that takes long, without waiting."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_without_a_terminal_long_work_prints_a_progress_line_at_most_every_10_s(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import planner.progress
+
+    monkeypatch.setattr(planner.progress, "monotonic", _Clock(11.0))  # every event comes 11 s after the last
+    rows = [f"S{i:03d},{CELLS}" for i in range(40)]
+    code, _, err = run_cli(["plan", _sheet(tmp_path, *rows), *OMICS, "--out", tmp_path / "plan"], capsys)
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.startswith("planner: plan: ")]
+    assert lines, err
+    shape = r"planner: plan: [\d,]+ (of [\d,]+ )?rows?, [\d,.]+ rows?/s(, done)?"
+    assert all(re.fullmatch(shape, line) for line in lines), lines
+    code, _, err = run_cli(["plan", _sheet(tmp_path, *rows), *OMICS, "--out", tmp_path / "quiet", "-q"], capsys)
+    assert code == 0 and "planner: plan: " not in err, err
+
+
+def test_progress_lines_are_10_s_apart_and_say_what_how_many_and_how_fast() -> None:
+    import io
+
+    from planner.progress import Lines, ProgressEvent
+
+    moments = iter([0.0, 3.0, 9.9, 10.0, 15.0, 20.5, 21.0])
+    stream = io.StringIO()
+    lines = Lines(stream=stream, clock=lambda: next(moments), every=10.0)
+    for done in (0, 100, 200, 300, 400, 500):
+        lines(ProgressEvent("refresh", "sample", done, 200_000))
+    lines(ProgressEvent("refresh", "sample", 600, 200_000, finished=True))
+    assert stream.getvalue().splitlines() == [
+        "planner: refresh: 300 of 200,000 samples, 30 samples/s",
+        "planner: refresh: 500 of 200,000 samples, 24.4 samples/s",
+        "planner: refresh: 600 of 200,000 samples, 28.6 samples/s, done",
+    ]
