@@ -553,6 +553,7 @@ def report(
             os.fspath(out),
             region=where,
             submitted_at=ctx.ledger.first_intent_at(),
+            staged=[staged.uri for staged in ctx.ledger.all_staged()],
         )
     finally:
         ctx.ledger.close()

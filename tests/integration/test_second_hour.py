@@ -269,3 +269,56 @@ def test_the_sandbox_says_what_it_does_through_the_planner_logger(capfd: Any, ca
         assert capfd.readouterr().err.startswith("planner: using the sandbox started at ")
     finally:
         stop_running()
+
+
+# ---------------------------------------------------------------- 12. the report: colours and header
+
+
+def test_every_state_has_its_own_colour_in_the_charts() -> None:
+    from planner.htmlreport import _COLOURS, _OTHER_COLOURS, NOT_SUBMITTED, SUCCESS_STATES
+
+    waiting = ("PENDING", "STARTING", "SUBMITTED", "RUNNABLE", "WAITING", "QUEUED")
+    assert len({_COLOURS[state] for state in waiting}) == len(waiting)
+    assert len(set(_COLOURS.values())) == len(_COLOURS), "two states share a colour"
+    assert not set(_OTHER_COLOURS) & set(_COLOURS.values()) and NOT_SUBMITTED in _COLOURS
+    assert set(_COLOURS) >= SUCCESS_STATES
+
+
+def _facts(page: str) -> dict[str, str]:
+    """The report's header table: name -> its cell as text."""
+    import html
+    import re
+
+    table = page[page.index('<table class="facts">') :]
+    table = table[: table.index("</table>")]
+    cells = re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", table)
+    return {html.unescape(name): html.unescape(re.sub(r"<[^>]+>", "", value)) for name, value in cells}
+
+
+def test_the_report_header_says_what_plan_json_and_the_ledger_say(
+    tmp_path: Path, moto_server: str, make_emulator: Any, bucket: str, clock: Any, capsys: Any, monkeypatch: Any
+) -> None:
+    pytest.importorskip("plotly", reason="the report extra (plotly) is not installed")
+    emulator = make_emulator()
+    plan_dir = _plan(tmp_path, 150, max_entries=100)  # above 100 runs: staged on S3, in two files
+    submit(
+        plan_dir,
+        sandbox=True,
+        endpoints={"s3": moto_server, "omics": emulator.endpoint_url},
+        staging=f"s3://{bucket}/staged-here/",
+    )
+    clock.advance(12)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_OMICS", emulator.endpoint_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server)
+    out = tmp_path / "report.html"
+    code, _, err = run_cli(["report", plan_dir, "--out", out], capsys)
+    assert code == 0, err
+    facts = _facts(out.read_text(encoding="utf-8"))
+    manifest = planner.read_plan(plan_dir).to_json()
+    assert facts["backend"] == manifest["backend"] and facts["plan id"] == manifest["plan_id"]
+    assert facts["runs planned"] == f"{manifest['runs']:,}" and facts["sheet rows"] == f"{manifest['sheet']['rows']:,}"
+    assert facts["sheet"] == manifest["sheet"]["path"] and manifest["sheet"]["sha256"].startswith(facts["sheet sha256"])
+    assert facts["staging"] == (manifest["staging"]["uri"] or "none in plan.json")
+    shards = [shard for shard in manifest["shards"] if shard["mode"] == "s3"]
+    assert len(shards) == 2
+    assert facts["staged"] == f"{len(shards)} objects under s3://{bucket}/staged-here/{manifest['plan_id']}/", facts
