@@ -310,6 +310,7 @@ def _parser() -> argparse.ArgumentParser:
         help="start, stop or show the local AWS sandbox used by --sandbox",
         description=getattr(local, "HELP", "The local sandbox used by --sandbox."),
         epilog="Examples:\n  planner sandbox start --failure-rate 0.3   # then plan, submit --sandbox --watch, retry\n"
+        "  planner sandbox start --failure-rate 0.3 --run-seconds 20   # then submit --watch --cancel-if-failed 2\n"
         "  planner sandbox status\n  planner sandbox stop",
         formatter_class=raw,
     )
@@ -320,9 +321,27 @@ def _parser() -> argparse.ArgumentParser:
         metavar="F",
         help="start: fail this share (0..1) of the HealthOmics and Polly runs, to try retry and cancel",
     )
+    x.add_argument(
+        "--run-seconds",
+        type=_run_seconds,
+        metavar="S",
+        help="start: HealthOmics runs run for about S seconds each (from S/2 to 3S/2, so the runs of a batch "
+        "end one after another and --cancel-if-failed can fire while some still run)",
+    )
     x.add_argument("--json", action="store_true", help="start, status: the endpoints (or the state) as JSON")
     x.set_defaults(handler=_sandbox)
     return parser
+
+
+def _run_seconds(text: str) -> float:
+    """An argparse type: a positive number of seconds, at most a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError(f"{text}: give a number of seconds above 0, at most 86400")
+    return value
 
 
 def _fraction(text: str) -> float:
@@ -869,10 +888,12 @@ def _check(args: argparse.Namespace) -> int:
 def _sandbox(args: argparse.Namespace) -> int:
     from .sandbox.local import ensure_running, read_state, state_dir, stop_running
 
-    if args.failure_rate is not None and args.action != "start":
-        raise InputError(f"--failure-rate is for `planner sandbox start`, not `planner sandbox {args.action}`")
+    for name in ("failure_rate", "run_seconds"):
+        if getattr(args, name) is not None and args.action != "start":
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} is for `planner sandbox start`, not `planner sandbox {args.action}`")
     if args.action == "start":
-        endpoints = ensure_running(failure_rate=args.failure_rate)
+        endpoints = ensure_running(failure_rate=args.failure_rate, run_seconds=args.run_seconds)
         if args.json:
             _write_json(endpoints)
         else:

@@ -322,3 +322,41 @@ def test_the_report_header_says_what_plan_json_and_the_ledger_say(
     shards = [shard for shard in manifest["shards"] if shard["mode"] == "s3"]
     assert len(shards) == 2
     assert facts["staged"] == f"{len(shards)} objects under s3://{bucket}/staged-here/{manifest['plan_id']}/", facts
+
+
+# ---------------------------------------------------------------- 13. runs that take a while in the sandbox
+
+
+@pytest.mark.parametrize("run_seconds", [None, 20.0])
+def test_with_run_seconds_a_failure_threshold_fires_while_runs_still_run(
+    tmp_path: Path, moto_server: str, make_emulator: Any, bucket: str, clock: Any, run_seconds: float | None
+) -> None:
+    """One batch of 12 runs, half failing.  Runs of one step each all end in one tick: by the time a
+    watch sees a failure nothing is left to cancel.  With run_seconds they end one after another."""
+    emulator = make_emulator(failure_rate=0.5, seed=3, run_seconds=run_seconds)
+    endpoints = {"s3": moto_server, "omics": emulator.endpoint_url}
+    plan_dir = _plan(tmp_path, 12)
+    submit(plan_dir, sandbox=True, endpoints=endpoints, staging=f"s3://{bucket}/staging/")
+    last = planner.watch(
+        plan_dir,
+        interval=1,
+        cancel_if_failed="1",
+        sleep=lambda seconds: clock.advance(1.0),
+        sandbox=True,
+        endpoints=endpoints,
+    )
+    states = list(
+        dict(planner.status(plan_dir, sandbox=True, endpoints=endpoints).select("id", "state").iter_rows()).values()
+    )
+    if run_seconds is None:
+        assert last.cancelled is None and "CANCELLED" not in states  # everything had ended at once
+    else:
+        assert last.cancelled is not None and last.cancelled.count("cancelled") >= 1
+        assert {"FAILED", "CANCELLED"} <= set(states) and states.count("FAILED") >= 2
+
+
+def test_run_seconds_is_for_sandbox_start_and_positive(capsys: Any) -> None:
+    code, _, err = run_cli(["sandbox", "status", "--run-seconds", "5"], capsys)
+    assert code == 2 and "--run-seconds is for `planner sandbox start`" in err
+    code, _, err = run_cli(["sandbox", "start", "--run-seconds", "0"], capsys)
+    assert code == 2 and "above 0" in err
