@@ -343,7 +343,9 @@ class Threshold:
         return self.percent is not None and failed * 100 > self.percent * total
 
     def __str__(self) -> str:
-        return f"{self.count} samples" if self.count is not None else f"{self.percent:g}% of the plan"
+        if self.count is not None:
+            return f"{self.count} sample" + ("" if self.count == 1 else "s")
+        return f"{self.percent:g}% of the plan"
 
 
 @dataclass(frozen=True)

@@ -360,3 +360,183 @@ def test_run_seconds_is_for_sandbox_start_and_positive(capsys: Any) -> None:
     assert code == 2 and "--run-seconds is for `planner sandbox start`" in err
     code, _, err = run_cli(["sandbox", "start", "--run-seconds", "0"], capsys)
     assert code == 2 and "above 0" in err
+
+
+# ---------------------------------------------------------------- 9. every row of docs/exit-status.md
+
+
+EXIT_STATUS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "exit-status.md"
+EXAMPLE_SHEETS = Path(__file__).resolve().parents[2] / "sample_sheets"
+OMICS_EXAMPLE = [
+    str(EXAMPLE_SHEETS / "omics_batch_samples.csv"),
+    "--backend",
+    "omics-batch",
+    "--defaults",
+    str(EXAMPLE_SHEETS / "omics_batch_defaults.toml"),
+]
+
+
+def _documented_exit_statuses() -> dict[str, int]:
+    import re
+
+    rows = re.findall(r"^\| `([a-z-]+)` \| .*? \| (\d+) \|$", EXIT_STATUS_PAGE.read_text(encoding="utf-8"), re.M)
+    return {case: int(code) for case, code in rows}
+
+
+def _planned(tmp_path: Path, capsys: Any) -> str:
+    out = tmp_path / "example"
+    code, _, err = run_cli(["plan", *OMICS_EXAMPLE, "--out", out], capsys)
+    assert code == 0, err
+    return str(out)
+
+
+def _case_planned(request: Any, tmp_path: Path, capsys: Any) -> int:
+    code, _, _ = run_cli(["plan", *OMICS_EXAMPLE, "--out", tmp_path / "plan"], capsys)
+    assert (tmp_path / "plan" / "plan.json").exists()
+    return code
+
+
+def _case_bad_input(request: Any, tmp_path: Path, capsys: Any) -> int:
+    code, _, err = run_cli(
+        ["plan", *OMICS_EXAMPLE[:2], "omics-bacth", *OMICS_EXAMPLE[3:], "--out", tmp_path / "p"], capsys
+    )
+    assert "did you mean 'omics-batch'" in err and not (tmp_path / "p").exists()
+    return code
+
+
+def _case_not_a_plan(request: Any, tmp_path: Path, capsys: Any) -> int:
+    return run_cli(["status", tmp_path], capsys)[0]
+
+
+def _case_changed_plan(request: Any, tmp_path: Path, capsys: Any) -> int:
+    plan_dir = Path(_planned(tmp_path, capsys))
+    shard = plan_dir / "shards" / "00000.json"
+    shard.write_bytes(shard.read_bytes().replace(b"CTRL_REP1", b"CTRL_REPX"))
+    code, _, err = run_cli(["submit", plan_dir, "--dry-run"], capsys)
+    assert "the shard was changed" in err
+    return code
+
+
+def _case_out_is_a_directory(request: Any, tmp_path: Path, capsys: Any) -> int:
+    plan_dir = request.getfixturevalue("submitted")
+    return run_cli(["status", plan_dir, "--out", tmp_path], capsys)[0]
+
+
+def _case_check_problem(request: Any, tmp_path: Path, capsys: Any) -> int:
+    request.getfixturevalue("moto_server")
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", request.getfixturevalue("moto_server"))
+    code, _, err = run_cli(["check", _planned(tmp_path, capsys), "--no-workflow", "--no-quotas"], capsys)
+    assert "[s3-no-bucket]" in err, err
+    return code
+
+
+def _case_unreachable(request: Any, tmp_path: Path, capsys: Any) -> int:
+    plan_dir = _planned(tmp_path, capsys)
+    argv = ["submit", plan_dir, "--endpoint-url", "http://127.0.0.1:9", "--max-attempts", "1"]
+    code, _, err = run_cli(argv, capsys)
+    assert ("internal error" not in err and not (Path(plan_dir) / "ledger.sqlite").exists()) or code == 1, err
+    return code
+
+
+def _ended_plan(request: Any, tmp_path: Path, **emulator_options: Any) -> str:
+    """A 6-sample plan submitted to an emulator (on the test's clock), every run ended; the CLI finds it."""
+    emulator = request.getfixturevalue("make_emulator")(**emulator_options)
+    moto_server = request.getfixturevalue("moto_server")
+    endpoints = {"s3": moto_server, "omics": emulator.endpoint_url}
+    plan_dir = _plan(tmp_path, 6, name="ended")
+    submit(plan_dir, sandbox=True, endpoints=endpoints, staging=f"s3://{request.getfixturevalue('bucket')}/s/")
+    request.getfixturevalue("clock").advance(12)
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_OMICS", emulator.endpoint_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server)
+    return plan_dir
+
+
+def _case_watch_settled(request: Any, tmp_path: Path, capsys: Any) -> int:
+    return run_cli(["status", _ended_plan(request, tmp_path), "--watch", "--interval", "1"], capsys)[0]
+
+
+def _case_watch_failed(request: Any, tmp_path: Path, capsys: Any) -> int:
+    plan_dir = _ended_plan(request, tmp_path, failure_rate=0.5, seed=3)
+    code, _, err = run_cli(["status", plan_dir, "--watch", "--interval", "1"], capsys)
+    assert "failed or were cancelled" in err, err
+    return code
+
+
+def _case_threshold(request: Any, tmp_path: Path, capsys: Any) -> int:
+    import time
+
+    # Real time here: the CLI's watch sleeps for real.  Runs of 2..6 s end over seconds, a refresh every
+    # 0.2 s: a loaded machine still looks many times between the second failure and the last run's end.
+    emulator = request.getfixturevalue("make_emulator")(
+        failure_rate=0.5, seed=3, clock=time.monotonic, step_seconds=0.2, run_seconds=4.0
+    )
+    moto_server = request.getfixturevalue("moto_server")
+    plan_dir = _plan(tmp_path, 12, name="threshold")
+    submit(plan_dir, sandbox=True, endpoints={"s3": moto_server, "omics": emulator.endpoint_url})
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_OMICS", emulator.endpoint_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server)
+    code, _, err = run_cli(["status", plan_dir, "--watch", "--interval", "0.2", "--cancel-if-failed", "1"], capsys)
+    assert "more than 1 sample: cancelled" in err, err
+    return code
+
+
+def _case_nothing_to_retry(request: Any, tmp_path: Path, capsys: Any) -> int:
+    code, _, err = run_cli(["retry", request.getfixturevalue("submitted"), "--out", tmp_path / "retry"], capsys)
+    assert "nothing to retry" in err and not (tmp_path / "retry").exists()
+    return code
+
+
+def _case_cancelled_or_ended(request: Any, tmp_path: Path, capsys: Any) -> int:
+    code = run_cli(["cancel", request.getfixturevalue("submitted")], capsys)[0]
+    assert run_cli(["cancel", request.getfixturevalue("polly_submitted")], capsys)[0] == code
+    return code
+
+
+def _case_not_cancelled(request: Any, tmp_path: Path, capsys: Any) -> int:
+    emulator = request.getfixturevalue("make_emulator")(uncancellable=lambda settings: True)
+    moto_server = request.getfixturevalue("moto_server")
+    plan_dir = _plan(tmp_path, 3, name="stuck")
+    submit(plan_dir, sandbox=True, endpoints={"s3": moto_server, "omics": emulator.endpoint_url})
+    request.getfixturevalue("clock").advance(2.5)  # the batch has started its runs: they are RUNNING
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_OMICS", emulator.endpoint_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server)
+    code, out, err = run_cli(["cancel", plan_dir], capsys)
+    assert "could not be cancelled" in out, out + err
+    return code
+
+
+def _case_polly_running(request: Any, tmp_path: Path, capsys: Any) -> int:
+    emulator = request.getfixturevalue("make_polly_emulator")(api_key=POLLY_KEY)
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setenv("POLLY_BASE_URL", emulator.endpoint_url)
+    monkeypatch.setenv("POLLY_API_KEY", POLLY_KEY)
+    plan_dir = str(tmp_path / "polly-running")
+    planner.plan(
+        str(EXAMPLE_SHEETS / "polly_samples.csv"), backend="polly", defaults=str(EXAMPLE_SHEETS / "polly_defaults.toml")
+    ).write(plan_dir)
+    submit(plan_dir)  # the emulator's clock does not move: every job is still running
+    code, _, err = run_cli(["cancel", plan_dir], capsys)
+    assert "Polly's API has no cancel" in err
+    return code
+
+
+def _case_sandbox_none(request: Any, tmp_path: Path, capsys: Any) -> int:
+    return run_cli(["sandbox", "status"], capsys)[0]
+
+
+EXIT_CASES = {
+    name[len("_case_") :].replace("_", "-"): case for name, case in list(globals().items()) if name.startswith("_case_")
+}
+
+
+def test_every_documented_exit_status_has_a_case() -> None:
+    assert set(_documented_exit_statuses()) == set(EXIT_CASES)
+
+
+@pytest.mark.parametrize("case", sorted(_documented_exit_statuses()))
+def test_the_documented_exit_status(case: str, request: Any, tmp_path: Path, capsys: Any) -> None:
+    assert EXIT_CASES[case](request, tmp_path, capsys) == _documented_exit_statuses()[case]
