@@ -19,7 +19,8 @@ The Python API is the CLI's, function for function, with the same checks::
 Long work reports progress to a callback (``progress=``, taking ``ProgressEvent``s);
 messages worth a person's attention go to the ``planner`` logger.  Errors are one
 family, ``PlannerError``: ``InputError`` (exit status 2 in the CLI) and
-``SubmissionError`` (1) below it.
+``SubmissionError`` (1) below it; ``NothingToRetry`` (0: nothing written) when ``retry`` finds
+no sample to plan again.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .errors import (
     AccessError,
     DefaultsError,
     InputError,
+    NothingToRetry,
     PlanDirError,
     PlannerError,
     Problem,
@@ -65,6 +67,7 @@ __all__ = [
     "Incomplete",
     "InputError",
     "Manifest",
+    "NothingToRetry",
     "Plan",
     "PlanDirError",
     "PlannerError",

@@ -75,7 +75,7 @@ class Clients:
             session = boto3.session.Session(region_name=self.region or "us-east-1", **SANDBOX_CREDENTIALS)
         else:
             session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
-        endpoint = self.endpoint_for(service)
+        endpoint = self.endpoint_for(service) or self._sandbox_fallback()
         config = Config(
             retries={"mode": self.retry_mode, "max_attempts": self.max_attempts},
             inject_host_prefix=not (service == "omics" and endpoint),
@@ -83,17 +83,24 @@ class Clients:
         )
         return session.client(
             service,
-            endpoint_url=self.endpoints.get(service) or self.endpoint_url,
+            endpoint_url=self.endpoints.get(service) or self.endpoint_url or self._sandbox_fallback(),
             region_name=session.region_name or "us-east-1",
             config=config,
         )
 
+    def _sandbox_fallback(self) -> str | None:
+        # In the sandbox a service it does not list (KMS for a staging key's alias, Service Quotas)
+        # goes to moto's server, which serves most of AWS on one port: never to AWS itself.
+        return self.endpoints.get("s3") if self.sandbox else None
+
 
 def check_options(*, region: str | None, endpoint_url: str | None, max_attempts: int) -> None:
     """Refuse, as input errors, the AWS options botocore would reject when it makes a client."""
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 0:
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        # botocore counts the first attempt: 1 is "no retries", 0 would be "never send the call".
         raise InputError(
-            f"--max-attempts {max_attempts!r}: must be a whole number, 0 or more (botocore's retries per call)"
+            f"--max-attempts {max_attempts!r}: must be a whole number, 1 or more (botocore's attempts per call, "
+            "the first included)"
         )
     if region is not None and not _REGION.fullmatch(region):
         raise InputError(f"--region {region!r}: not an AWS region name (like us-east-1)")

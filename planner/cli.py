@@ -22,10 +22,10 @@ import orjson
 
 from . import __version__
 from .backends import MODULES
-from .errors import InputError, PlannerError, Problem, ValidationError
+from .errors import InputError, NothingToRetry, PlannerError, Problem, ValidationError
 from .plan import MAX_SHOWN_PROBLEMS, plan
 from .plandir import REJECTED_FILE, write_problems
-from .progress import Bars
+from .progress import stderr_progress
 
 _ROUTING = """\
 Column routing, field names spelled as the API spells them:
@@ -310,6 +310,7 @@ def _parser() -> argparse.ArgumentParser:
         help="start, stop or show the local AWS sandbox used by --sandbox",
         description=getattr(local, "HELP", "The local sandbox used by --sandbox."),
         epilog="Examples:\n  planner sandbox start --failure-rate 0.3   # then plan, submit --sandbox --watch, retry\n"
+        "  planner sandbox start --failure-rate 0.3 --run-seconds 20   # then submit --watch --cancel-if-failed 2\n"
         "  planner sandbox status\n  planner sandbox stop",
         formatter_class=raw,
     )
@@ -320,9 +321,27 @@ def _parser() -> argparse.ArgumentParser:
         metavar="F",
         help="start: fail this share (0..1) of the HealthOmics and Polly runs, to try retry and cancel",
     )
+    x.add_argument(
+        "--run-seconds",
+        type=_run_seconds,
+        metavar="S",
+        help="start: HealthOmics runs run for about S seconds each (from S/2 to 3S/2, so the runs of a batch "
+        "end one after another and --cancel-if-failed can fire while some still run)",
+    )
     x.add_argument("--json", action="store_true", help="start, status: the endpoints (or the state) as JSON")
     x.set_defaults(handler=_sandbox)
     return parser
+
+
+def _run_seconds(text: str) -> float:
+    """An argparse type: a positive number of seconds, at most a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError(f"{text}: give a number of seconds above 0, at most 86400")
+    return value
 
 
 def _fraction(text: str) -> float:
@@ -369,7 +388,7 @@ def _aws(args: argparse.Namespace) -> dict[str, Any]:
         "region": args.region,
         "retry_mode": args.retry_mode,
         "max_attempts": args.max_attempts,
-        "progress": Bars(enabled=not args.quiet and sys.stderr.isatty()),
+        "progress": stderr_progress(args.quiet),
     }
 
 
@@ -408,9 +427,7 @@ def _plan(args: argparse.Namespace) -> int:
             max_bytes=args.max_bytes,
             **_preflight_plan_arguments(args),
         )
-        manifest = planned.write(
-            args.out, force=args.force, progress=Bars(enabled=not args.quiet and sys.stderr.isatty())
-        )
+        manifest = planned.write(args.out, force=args.force, progress=stderr_progress(args.quiet))
     except ValidationError as exc:
         _report_problems(exc.problems, args.out)
         exc.reported = True  # type: ignore[attr-defined]
@@ -425,11 +442,10 @@ def _plan(args: argparse.Namespace) -> int:
     modes = sorted({s.mode for s in shards})
     total = sum(s.bytes for s in shards)
     rows = manifest.sheet["rows"]
-    print(f"planned {manifest.runs:,} runs of {rows:,} rows for {manifest.backend} in {args.out}")
-    plural = "s" if len(shards) != 1 else ""
-    print(f"  plan id {manifest.plan_id}; {len(shards):,} shard{plural} ({', '.join(modes)}), {_size(total)}")
+    print(f"planned {_n(manifest.runs, 'run')} of {_n(rows, 'row')} for {manifest.backend} in {args.out}")
+    print(f"  plan id {manifest.plan_id}; {_n(len(shards), 'shard')} ({', '.join(modes)}), {_size(total)}")
     if manifest.rejected:
-        print(f"  {manifest.rejected:,} rows rejected: see {os.path.join(args.out, REJECTED_FILE)}")
+        print(f"  {_n(manifest.rejected, 'row')} rejected: see {os.path.join(args.out, REJECTED_FILE)}")
     return 0
 
 
@@ -524,7 +540,7 @@ def _status(args: argparse.Namespace) -> int:
     table = status(args.plan_dir, refresh=not args.no_refresh, **access)
     if args.out:
         write_table(table, args.out)
-        print(f"planner: wrote the table of {table.height:,} samples to {args.out}", file=sys.stderr)
+        print(f"planner: wrote the table of {_n(table.height, 'sample')} to {args.out}", file=sys.stderr)
     summary = _summary(table)
     if args.json:
         _write_json(summary)
@@ -541,8 +557,13 @@ def _summary(table: Any) -> dict[str, Any]:
     return {"samples": table.height, "counts": state_counts(table), "failures": groups}
 
 
+def _n(count: int, noun: str) -> str:
+    """``1 run``, ``2 runs``, ``12,000 runs``."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
 def _print_summary(summary: dict[str, Any], stream: Any) -> None:
-    print(f"{summary['samples']:,} samples", file=stream)
+    print(_n(summary["samples"], "sample"), file=stream)
     for where, count in summary["counts"].items():
         print(f"  {where:<16} {count:,}", file=stream)
     if summary["failures"]:
@@ -606,7 +627,7 @@ def _report(args: argparse.Namespace) -> int:
     access = _aws(args)
     summary = report(args.plan_dir, args.out, refresh=args.refresh, **access)
     extra = f"; the full table is in {summary.table_csv}" if getattr(summary, "table_csv", None) else ""
-    print(f"wrote {args.out} ({_size(summary.bytes)}, {summary.samples:,} samples){extra}")
+    print(f"wrote {args.out} ({_size(summary.bytes)}, {_n(summary.samples, 'sample')}){extra}")
     return 0
 
 
@@ -636,10 +657,20 @@ def _retry(args: argparse.Namespace) -> int:
     states = tuple(s for s in args.states.split(",") if s.strip()) if args.states else None
     access = _aws(args)
     access.pop("progress")
-    manifest = retry(
-        args.plan_dir, args.out, states=states, sets=args.sets, force=args.force, refresh=not args.no_refresh, **access
-    )
-    print(f"planned {manifest.runs:,} runs to retry in {args.out} (plan id {manifest.plan_id})")
+    try:
+        manifest = retry(
+            args.plan_dir,
+            args.out,
+            states=states,
+            sets=args.sets,
+            force=args.force,
+            refresh=not args.no_refresh,
+            **access,
+        )
+    except NothingToRetry as exc:
+        print(f"planner: {exc}; nothing was written", file=sys.stderr)
+        return exc.exit_code
+    print(f"planned {_n(manifest.runs, 'run')} to retry in {args.out} (plan id {manifest.plan_id})")
     print(f"  next: planner submit {args.out}{_access_flags(args)}")
     return 0
 
@@ -659,7 +690,7 @@ def _cancel(args: argparse.Namespace) -> int:
         final = sum(o.samples for o in report.outcomes if o.outcome == ALREADY_FINAL)
         print(
             f"cancelled {report.count(CANCELLED)}; {report.count(NOT_CANCELLED)} could not be cancelled; "
-            f"{final:,} samples had already finished"
+            f"{_n(final, 'sample')} had already finished"
         )
     return 0 if report.complete else 1
 
@@ -857,10 +888,12 @@ def _check(args: argparse.Namespace) -> int:
 def _sandbox(args: argparse.Namespace) -> int:
     from .sandbox.local import ensure_running, read_state, state_dir, stop_running
 
-    if args.failure_rate is not None and args.action != "start":
-        raise InputError(f"--failure-rate is for `planner sandbox start`, not `planner sandbox {args.action}`")
+    for name in ("failure_rate", "run_seconds"):
+        if getattr(args, name) is not None and args.action != "start":
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} is for `planner sandbox start`, not `planner sandbox {args.action}`")
     if args.action == "start":
-        endpoints = ensure_running(failure_rate=args.failure_rate)
+        endpoints = ensure_running(failure_rate=args.failure_rate, run_seconds=args.run_seconds)
         if args.json:
             _write_json(endpoints)
         else:
@@ -883,6 +916,8 @@ def _sandbox(args: argparse.Namespace) -> int:
                 + (f"; {failing:.0%} of its HealthOmics and Polly runs fail" if failing else "")
             )
             _print_endpoints(state.get("endpoints") or {})
+        if state is None:
+            return 1  # so that `planner sandbox status && ...` goes on only when one runs
     return 0
 
 

@@ -9,7 +9,7 @@ parses as JSON and the field is not a string field, else taken as text, so
 string the model asks for.
 
 ``[workflow]`` says what the runs are checked against and how the sheet feeds them
-(README: Preflight): ``parameter_template`` (a file, relative to the defaults file),
+(docs/check.md): ``parameter_template`` (a file, relative to the defaults file),
 ``id_parameter`` (the parameter the id column is sent as; false: none) and
 ``output_parameters`` (parameters that are a run's own output location).
 """
@@ -20,7 +20,7 @@ import copy
 import os
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,7 +132,48 @@ def load_defaults(
         _apply_set(defaults, assignment, spec)
     if sets:
         _check_depth(defaults, "--set")
+    _check_integers(defaults, spec)
     return defaults
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _check_integers(defaults: Defaults, spec: BackendSpec | None) -> None:
+    """Refuse an integer beyond 64 bits, which no JSON request can carry, where no field rule will:
+    an integer field's own range check names its limits ("must be at most 100000")."""
+    for table, document in (("run", defaults.run), ("submission", defaults.submission)):
+        for path, value in _integers(document, ()):
+            if INT64_MIN <= value <= INT64_MAX or (
+                table == "run" and spec is not None and _is_integer_field(path, spec)
+            ):
+                continue
+            key = ".".join((table, *path))
+            where = f"--set {defaults.set_by[key]!r}" if key in defaults.set_by else f"{defaults.source}: [{table}]"
+            bound = f"at most {INT64_MAX}" if value > 0 else f"at least {INT64_MIN}"
+            raise DefaultsError(
+                f"{where}: {'.'.join(path)} = {value}: must be {bound} (a 64-bit integer); quote it to send it as text"
+            )
+
+
+def _integers(node: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], int]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _integers(value, (*path, str(key)))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _integers(value, (*path, str(index)))
+    elif isinstance(node, int) and not isinstance(node, bool):
+        yield path, node
+
+
+def _is_integer_field(path: tuple[str, ...], spec: BackendSpec) -> bool:
+    shape = spec.run_shape
+    for part in path:
+        if shape is None or shape.type_name != "structure" or shape.metadata.get("document"):
+            return False
+        shape = shape.members.get(part)
+    return shape is not None and shape.type_name in ("integer", "long")
 
 
 def _workflow_table(document: dict[str, Any], label: str, path: str | None) -> dict[str, Any]:
@@ -275,10 +316,17 @@ def _apply_set(defaults: Defaults, assignment: str, spec: BackendSpec | None) ->
 def _parse_value(text: str, path: list[str], spec: BackendSpec | None) -> Any:
     if spec is not None and _is_string_field(path, spec):
         return text
+    if _INTEGER.fullmatch(text):
+        # Exactly as typed: orjson reads an integer beyond 64 bits as a float (1e+26), which the
+        # field's rule would then call "not an integer" instead of "at most 100000".
+        return int(text)
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return text
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 def _is_string_field(path: list[str], spec: BackendSpec) -> bool:

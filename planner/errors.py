@@ -6,6 +6,7 @@
     │   ├── DefaultsError             the defaults file or a --set is wrong
     │   ├── ValidationError           rows break field rules; carries every Problem found
     │   └── PlanDirError              a plan directory is missing, changed, damaged or of another format
+    ├── NothingToRetry                retry found no sample to plan again: nothing written (exit status 0)
     └── SubmissionError               talking to a service failed (exit status 1)
         └── AccessError               a service cannot be reached or refused the credentials: nothing more is tried
 
@@ -28,6 +29,13 @@ class InputError(PlannerError):
     """The user's input is wrong; nothing was written or submitted."""
 
     exit_code = 2
+
+
+class NothingToRetry(PlannerError):
+    """``retry`` found no sample in the states asked for: nothing was written.  Not bad input, and not
+    a failure: the CLI says so and exits 0."""
+
+    exit_code = 0
 
 
 class SheetError(InputError):

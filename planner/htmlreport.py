@@ -103,14 +103,28 @@ _SEARCHED = ("id", "remote_id", "remote_uuid", "submission_id", "reason", "log")
 _SHARDS_SHOWN = 200  # shard rows in the page; plan.json has them all
 
 # Colours by what a state means, so the same state looks the same in both charts.
-_GOOD, _BAD, _STOPPED, _ACTIVE, _WAITING, _IDLE = "#2e7d32", "#c62828", "#ef6c00", "#1565c0", "#64b5f6", "#9e9e9e"
+# A hue per meaning (green ended well, red failed, orange stopped, blue running, light blues and
+# purples waiting, grey not submitted) and a shade of it per state: no two states share a colour,
+# so PENDING, STARTING and SUBMITTED are told apart in the progress chart.
 _COLOURS = {
-    **dict.fromkeys(SUCCESS_STATES, _GOOD),
-    **dict.fromkeys(("FAILED", "ERROR", "TIMEOUT", "EXPIRED"), _BAD),
-    **dict.fromkeys(("CANCELLED", "STOPPED", "STOPPING", "DELETED"), _STOPPED),
-    **dict.fromkeys(("RUNNING",), _ACTIVE),
-    **dict.fromkeys(("PENDING", "STARTING", "SUBMITTED", "RUNNABLE", "WAITING", "QUEUED"), _WAITING),
-    NOT_SUBMITTED: _IDLE,
+    "COMPLETED": "#2e7d32",
+    "SUCCEEDED": "#43a047",
+    "FAILED": "#c62828",
+    "ERROR": "#8e0000",
+    "TIMEOUT": "#e57373",
+    "EXPIRED": "#880e4f",
+    "CANCELLED": "#ef6c00",
+    "STOPPED": "#ffa726",
+    "STOPPING": "#ffcc80",
+    "DELETED": "#795548",
+    "RUNNING": "#1565c0",
+    "STARTING": "#42a5f5",
+    "PENDING": "#90caf9",
+    "SUBMITTED": "#b39ddb",
+    "RUNNABLE": "#4dd0e1",
+    "WAITING": "#80cbc4",
+    "QUEUED": "#7986cb",
+    NOT_SUBMITTED: "#9e9e9e",
 }
 _OTHER_COLOURS = ("#6a1b9a", "#00838f", "#5d4037", "#ad1457", "#827717", "#283593")
 
@@ -229,6 +243,7 @@ def render_report(
     submitted_at: str | None = None,
     generated_at: str | None = None,
     inline_bytes: int = INLINE_BYTES,
+    staged: Sequence[str] = (),
 ) -> ReportSummary:
     """Write the HTML report of one plan to ``out``; see the module docstring for what it holds."""
     go, plotly_js = _plotly()
@@ -254,7 +269,7 @@ def render_report(
     slots = {
         "TITLE": _e(f"planner report · {manifest.get('backend')} · {manifest.get('plan_id')}"),
         "SUBTITLE": _subtitle(manifest, table.height, generated_at),
-        "PLAN": _plan_section(manifest, region, submitted_at, generated_at),
+        "PLAN": _plan_section(manifest, region, submitted_at, generated_at, staged),
         "STATE_COUNTS": _counts_table(counts, table.height),
         "PROGRESS": _progress_section(history),
         "FAILURES": _failures_section(groups, linked=table_csv is None),
@@ -303,10 +318,13 @@ def _fill(template: str, slots: Mapping[str, str]) -> str:
 
 
 def _write_atomically(path: str, data: bytes) -> None:
-    partial = f"{path}.partial"
-    with open(partial, "wb") as handle:
-        handle.write(data)
-    os.replace(partial, path)
+    from .plandir import replace_privately  # the report lists sample ids: private, as every export
+
+    def write(partial: str) -> None:
+        with open(partial, "wb") as handle:
+            handle.write(data)
+
+    replace_privately(path, write)
 
 
 def _e(value: object) -> str:
@@ -413,6 +431,17 @@ def _subtitle(manifest: Mapping[str, Any], samples: int, generated_at: str) -> s
     )
 
 
+def _staged(staged: Sequence[str], submitted_at: str | None) -> str:
+    """Where the ledger says the shards went: ``submit --staging`` (or the sandbox) may have put them
+    elsewhere than plan.json's staging names, and a plan with no staging of its own still stages."""
+    if not staged:
+        what = "nothing: every shard went inline" if submitted_at else "nothing yet"
+        return f'<span class="note">{what}</span>'
+    prefix = staged[0].rpartition("/")[0] + "/"  # <prefix>/<plan_id>/: one folder per plan
+    objects = "object" if len(staged) == 1 else "objects"
+    return f"{len(staged):,} {objects} under <code>{_e(prefix)}</code>"
+
+
 def _facts(rows: Iterable[tuple[str, str]]) -> str:
     body = "".join(f"<tr><th>{_e(name)}</th><td>{value}</td></tr>" for name, value in rows)
     return f'<table class="facts">{body}</table>'
@@ -423,7 +452,13 @@ def _json_details(summary: str, value: Any, *, element_id: str) -> str:
     return f'<details id="{element_id}"><summary>{_e(summary)}</summary><pre>{_e(text)}</pre></details>'
 
 
-def _plan_section(manifest: Mapping[str, Any], region: str | None, submitted_at: str | None, generated_at: str) -> str:
+def _plan_section(
+    manifest: Mapping[str, Any],
+    region: str | None,
+    submitted_at: str | None,
+    generated_at: str,
+    staged: Sequence[str] = (),
+) -> str:
     sheet = manifest.get("sheet") or {}
     defaults = manifest.get("defaults") or {}
     digest = defaults_digest(defaults)
@@ -438,7 +473,8 @@ def _plan_section(manifest: Mapping[str, Any], region: str | None, submitted_at:
         ("sheet sha256", _short(sheet.get("sha256"))),
         ("defaults digest", f'<span id="defaults-digest">sha256:{_short(digest)}</span>'),
         ("submitted", _e(submitted_at) if submitted_at else not_recorded),
-        ("staging", f"<code>{_e(staging)}</code>" if staging else '<span class="note">none</span>'),
+        ("staging", f"<code>{_e(staging)}</code>" if staging else '<span class="note">none in plan.json</span>'),
+        ("staged", _staged(staged, submitted_at)),
         ("region", _e(region) if region else '<span class="note">not given: no console links</span>'),
         ("generated", _e(generated_at)),
     ]
@@ -609,6 +645,6 @@ def _write_csv(table: pl.DataFrame, link: ConsoleLink | None, path: str) -> None
         pl.when(pl.col(name).str.contains(r"^[=+\-@\t\r]")).then("'" + pl.col(name)).otherwise(pl.col(name)).alias(name)
         for name in texts
     )
-    partial = f"{path}.partial"
-    neutralised.write_csv(partial)
-    os.replace(partial, path)
+    from .plandir import replace_privately
+
+    replace_privately(path, neutralised.write_csv)

@@ -238,19 +238,25 @@ def fields_at(shape: Any, path: tuple[str, ...]) -> list[str] | None:
     return sorted(shape.members)
 
 
-def required_problems(shape: Any, value: dict[str, Any], where: str, provided_by_sheet: set[str]) -> list[Problem]:
-    """Required members missing from a default request and not set by any sheet column."""
+def required_problems(
+    shape: Any, value: dict[str, Any], where: str, provided_by_sheet: set[str], *, by_row: bool = True
+) -> list[Problem]:
+    """Required members missing from a default request and not set by any sheet column.
+
+    ``by_row=False``: a request-wide member no row can set (StartRunBatch's roleArn), so the
+    message does not send the user to a sheet column the plan would refuse."""
     missing = [name for name in shape.required_members if name not in value and name not in provided_by_sheet]
-    return [
-        Problem(
-            None,
-            None,
-            f"{where}.{name}" if where else name,
-            None,
-            "required",
-            "is required: set it in the defaults file or as a sheet column",
+
+    def advice(name: str) -> str:
+        if by_row:
+            return "is required: set it in the defaults file or as a sheet column"
+        return (
+            f"is required: set it in [run] of the defaults file or with --set {name}=...; "
+            "it is one setting for the whole submission, so no sheet column can set it"
         )
-        for name in missing
+
+    return [
+        Problem(None, None, f"{where}.{name}" if where else name, None, "required", advice(name)) for name in missing
     ]
 
 

@@ -658,6 +658,7 @@ def plan(
         types=loaded.types,
         s3_client=s3_client,
         expected_bucket_owner=loaded.staging_expected_bucket_owner,
+        clients=_sheet_clients(sheet, sandbox, endpoint_url, profile, region, endpoints),
     )
     access = Lookup.from_environment(
         enabled=workflow_lookup,
@@ -684,3 +685,27 @@ def plan(
         concurrency=concurrency,
     )
     return Plan(opened, loaded, spec, options, workflow)
+
+
+def _sheet_clients(
+    sheet: object,
+    sandbox: bool,
+    endpoint_url: str | None,
+    profile: str | None,
+    region: str | None,
+    endpoints: dict[str, str] | None,
+) -> Any:
+    """The clients an ``s3://`` sheet is read with: the command's AWS options, or the sandbox's
+    endpoints (started only for such a sheet); None for a local sheet or a frame."""
+    if not (isinstance(sheet, str) and sheet.startswith("s3://")):
+        return None
+    from .aws import Clients
+
+    clients = Clients(
+        profile=profile, region=region, endpoint_url=endpoint_url, endpoints=dict(endpoints or {}), sandbox=sandbox
+    )
+    if sandbox and endpoints is None:
+        from .sandbox.local import ensure_running
+
+        clients.endpoints = dict(ensure_running())
+    return clients

@@ -33,8 +33,9 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -352,6 +353,42 @@ def private_file(path: str | os.PathLike[str]) -> None:
         os.fchmod(descriptor, PRIVATE_FILE)  # the umask may have taken bits away, never added: this is exact
     finally:
         os.close(descriptor)
+
+
+def check_output_file(path: str, option: str = "--out", example: str = "out.csv") -> None:
+    """Refuse an output path that cannot be written as a file, before any work is spent on it:
+    a directory (or a name ending in a separator), a folder that does not exist, no permission."""
+    if os.path.isdir(path):
+        raise InputError(
+            f"{option} {path}: is a directory, not a file name; name a file in it, e.g. {os.path.join(path, example)}"
+        )
+    if path.endswith((os.sep, "/")):
+        raise InputError(f"{option} {path}: ends with '/'; give a file name, e.g. {os.path.join(path, example)}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InputError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise InputError(f"{option} {path}: cannot be written here (permissions)")
+
+
+def replace_privately(path: str, write: Callable[[str], None]) -> None:
+    """Write ``path`` whole or not at all: ``write`` fills ``path.partial``, which is then renamed into
+    place.  A new file is 0600 (whatever the umask), as ``private_file`` makes it; a file that exists
+    keeps the mode its owner gave it.  On failure the partial file is removed."""
+    mode = stat.S_IMODE(os.stat(path).st_mode) if os.path.isfile(path) else PRIVATE_FILE
+    partial = f"{path}.partial"
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    try:
+        os.fchmod(descriptor, mode)  # a partial file left by an earlier crash may have had another mode
+    finally:
+        os.close(descriptor)
+    try:
+        write(partial)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
 
 
 def _check_target(target: str, force: bool) -> None:

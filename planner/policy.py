@@ -225,7 +225,7 @@ def policies(
     cleaner = _refresh_statements(plan, scope)
     where = None
     if staged:
-        uri = staging or settings.uri
+        uri = staging or _staged_prefix(plan) or settings.uri
         if not uri:
             raise InputError(
                 "this plan stages its shards on S3 and names no staging location: "
@@ -267,6 +267,26 @@ def policies(
 
 
 STAGING_BACKENDS = ("omics-batch", "batch", "glue")
+
+
+def _staged_prefix(plan: PlanDirectory) -> str | None:
+    """Where a submitted plan's ledger says its shards were staged (``submit --staging`` may have
+    put them elsewhere than plan.json names); None before anything was staged."""
+    from .ledger import Ledger
+    from .plandir import LEDGER_NAME
+
+    if not os.path.exists(os.path.join(plan.path, LEDGER_NAME)):
+        return None
+    ledger = Ledger.open(plan.path, plan.plan_id, plan.manifest.backend, create=False)
+    try:
+        staged = ledger.all_staged()
+    finally:
+        ledger.close()
+    if not staged:
+        return None
+    # Staged keys are <prefix>/<plan_id>/<sha256>.json (StagingPrefix.key): the prefix is what comes before.
+    prefix, _, _ = staged[0].key.rpartition(f"{plan.plan_id}/")
+    return f"s3://{staged[0].bucket}/{prefix}"
 
 
 def _staging_statements(

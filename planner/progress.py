@@ -2,7 +2,8 @@
 
 Long work (planning a sheet, staging shards, submitting calls, refreshing status)
 reports ``ProgressEvent``s: which task, how much of it is done, of how much, in
-what unit, and when it has finished.  The CLI draws them as tqdm bars on stderr;
+what unit, and when it has finished.  The CLI draws them as tqdm bars on stderr,
+or, when stderr is not a terminal (cron, CI logs), as a line at most every 10 s;
 an API caller passes any callable (a notebook widget, a log line, a list in a test).
 Messages worth a person's attention (what is being waited for, and how long) go
 to the ``planner`` logger, which the CLI prints on stderr.
@@ -15,7 +16,8 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from time import monotonic
+from typing import IO, Any
 
 log = logging.getLogger("planner")
 
@@ -100,3 +102,47 @@ class Bars:
             if event.finished:
                 bar.close()
                 del self._bars[event.task]
+
+
+class Lines:
+    """The CLI's callback when stderr is not a terminal: no bar (its carriage returns make a log
+    unreadable), but one line per task at most every ``every`` seconds, saying what, how many and
+    how fast; and a last line when a task that printed one finishes.  Work shorter than ``every``
+    prints nothing."""
+
+    def __init__(self, stream: IO[str] | None = None, clock: Callable[[], float] | None = None, every: float = 10.0):
+        self.stream = stream
+        self.clock = clock or (lambda: monotonic())  # looked up at each call: tests replace it
+        self.every = every
+        self._started: dict[str, float] = {}
+        self._printed: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        with self._lock:
+            now = self.clock()
+            started = self._started.setdefault(event.task, now)
+            last = self._printed.get(event.task, started)
+            if event.finished:
+                self._started.pop(event.task, None)
+                if self._printed.pop(event.task, None) is not None:
+                    self._say(event, now - started, ", done")
+            elif now - last >= self.every:
+                self._printed[event.task] = now
+                self._say(event, now - started, "")
+
+    def _say(self, event: ProgressEvent, elapsed: float, tail: str) -> None:
+        unit = event.unit if event.unit == "B" else f"{event.unit}s"
+        of = f" of {event.total:,}" if event.total is not None else ""
+        rate = event.done / elapsed if elapsed > 0 else 0.0
+        shown = f"{rate:,.0f}" if rate >= 100 or rate.is_integer() else f"{rate:,.1f}"
+        print(
+            f"planner: {event.task}: {event.done:,}{of} {unit}, {shown} {unit}/s{tail}", file=self.stream or sys.stderr
+        )
+
+
+def stderr_progress(quiet: bool = False) -> ProgressCallback:
+    """What the CLI reports long work with: bars on a terminal, timed lines otherwise, nothing with --quiet."""
+    if quiet:
+        return ignore
+    return Bars() if sys.stderr.isatty() else Lines()

@@ -23,7 +23,7 @@ import polars as pl
 
 from .backends import get_backend
 from .defaults import load_defaults
-from .errors import DefaultsError, InputError, ValidationError
+from .errors import DefaultsError, InputError, NothingToRetry, ValidationError
 from .plandir import Manifest, PlanContent, PlanDirectory, atomic_directory, write_plan
 from .progress import ProgressCallback
 from .shard import ShardWriter
@@ -77,7 +77,7 @@ def retry(
         "shard", "position"
     )
     if wanted.height == 0:
-        raise InputError(f"{plan.path}: no sample is in {', '.join(states)} or failed to submit; nothing to retry")
+        raise NothingToRetry(f"{plan.path}: no sample is in {', '.join(states)} or failed to submit; nothing to retry")
     options = manifest.options
     part_size = manifest.shards[0].part_size
     with atomic_directory(out, force) as directory:
@@ -122,7 +122,9 @@ def retry(
         return write_plan(directory, spec, shards, [wanted.select(pl.col("row").cast(pl.Int64), "id")], content)
 
 
-def _states(states: Sequence[str] | None, spec: BackendSpec) -> tuple[str, ...]:
+def _states(states: Sequence[str] | str | None, spec: BackendSpec) -> tuple[str, ...]:
+    if isinstance(states, str):  # "FAILED" or "FAILED,CANCELLED", as --states takes it: not its letters
+        states = states.split(",")
     if not states:
         return spec.retry_states
     known = sorted(spec.final_states | set(spec.retry_states))

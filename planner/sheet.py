@@ -301,12 +301,14 @@ def open_sheet(
     types: dict[str, str] | None = None,
     s3_client: Any = None,
     expected_bucket_owner: str | None = None,
+    clients: Any = None,
 ) -> Sheet:
     """Open a sheet lazily; check its header, id column and declared types.
 
     An ``s3://`` sheet is downloaded into a private temporary folder (0700, files 0600)
     with ``ExpectedBucketOwner`` on every call: ``expected_bucket_owner``, else the
-    caller's own account (STS GetCallerIdentity)."""
+    caller's own account (STS GetCallerIdentity).  ``clients`` (an ``aws.Clients``) carries the
+    command's profile, region and endpoints (the sandbox's) for both calls."""
     types = dict(types or {})
     for column, kind in types.items():
         if kind not in SHEET_TYPES:
@@ -318,7 +320,7 @@ def open_sheet(
     if isinstance(source, (pl.DataFrame, pl.LazyFrame)):
         frame, label, digest = _from_frame(source)
     else:
-        frame, label, digest, header, files = _from_path(str(source), s3_client, expected_bucket_owner)
+        frame, label, digest, header, files = _from_path(str(source), s3_client, expected_bucket_owner, clients)
         if str(source).startswith("s3://"):
             downloaded = os.path.dirname(files[0])
         if _suffix(files[0]) == ".parquet":
@@ -380,11 +382,11 @@ def _from_frame(source: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, str,
 
 
 def _from_path(
-    path: str, s3_client: Any, owner: str | None = None
+    path: str, s3_client: Any, owner: str | None = None, clients: Any = None
 ) -> tuple[pl.LazyFrame, str, str, list[str] | None, list[str]]:
     """The scan of a local or S3 sheet, its label and hash, (CSV, TSV) the header as the
     csv module reads it, and the local files read (an S3 sheet is downloaded first)."""
-    files = _resolve(path, s3_client, owner)
+    files = _resolve(path, s3_client, owner, clients)
     with _removed_on_error(os.path.dirname(files[0]) if path.startswith("s3://") else None):
         return _scanned(path, files)
 
@@ -565,9 +567,9 @@ def _suffix(file: str) -> str:
     return Path(file).suffix.lower()
 
 
-def _resolve(path: str, s3_client: Any, owner: str | None = None) -> list[str]:
+def _resolve(path: str, s3_client: Any, owner: str | None = None, clients: Any = None) -> list[str]:
     if path.startswith("s3://"):
-        return _download_s3(path, s3_client, owner)
+        return _download_s3(path, s3_client, owner, clients)
     if any(ch in path for ch in "*?["):
         files = sorted(globlib.glob(path))
         if not files:
@@ -580,11 +582,13 @@ def _resolve(path: str, s3_client: Any, owner: str | None = None) -> list[str]:
     return [path]
 
 
-def _download_s3(uri: str, s3_client: Any, owner: str | None = None) -> list[str]:
+def _download_s3(uri: str, s3_client: Any, owner: str | None = None, clients: Any = None) -> list[str]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from .staging import caller_account, is_access_denied, owner_refusal
 
+    if s3_client is None and clients is not None:
+        s3_client = clients.get("s3")
     if s3_client is None:
         from .aws import client
 
@@ -592,7 +596,7 @@ def _download_s3(uri: str, s3_client: Any, owner: str | None = None) -> list[str
     bucket, _, key = uri[len("s3://") :].partition("/")
     if owner is None:
         try:
-            owner = caller_account(s3_client)
+            owner = caller_account(s3_client, clients)
         except (ClientError, BotoCoreError) as exc:
             raise SheetError(
                 f"{uri}: cannot tell which account must own the bucket (STS GetCallerIdentity: {exc}); "

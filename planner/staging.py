@@ -181,16 +181,17 @@ def is_aws_endpoint(endpoint: str | None) -> bool:
     return host.endswith(_AWS_HOSTS)
 
 
-def caller_account(s3: Any) -> str:
+def caller_account(s3: Any, clients: Any = None) -> str:
     """The account of the standard credential chain (STS GetCallerIdentity), to expect as a bucket's owner.
 
-    STS is asked where ``AWS_ENDPOINT_URL_STS``/``AWS_ENDPOINT_URL`` say; else, when ``s3``
-    talks to an endpoint that is not AWS's (moto, the sandbox), at that endpoint, which
+    STS is asked with ``clients`` (an ``aws.Clients``: the command's profile, endpoints,
+    sandbox) when given, where ``AWS_ENDPOINT_URL_STS``/``AWS_ENDPOINT_URL`` say; else, when
+    ``s3`` talks to an endpoint that is not AWS's (moto, the sandbox), at that endpoint, which
     serves STS too; else at AWS.  Raises botocore's errors.
     """
     from .aws import Clients
 
-    clients = Clients(region=s3.meta.region_name)
+    clients = clients or Clients(region=s3.meta.region_name)
     endpoint = s3.meta.endpoint_url
     if clients.endpoint_for("sts") is None and endpoint and not is_aws_endpoint(endpoint):
         clients.endpoints["sts"] = endpoint

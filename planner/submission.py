@@ -343,7 +343,9 @@ class Threshold:
         return self.percent is not None and failed * 100 > self.percent * total
 
     def __str__(self) -> str:
-        return f"{self.count} samples" if self.count is not None else f"{self.percent:g}% of the plan"
+        if self.count is not None:
+            return f"{self.count} sample" + ("" if self.count == 1 else "s")
+        return f"{self.percent:g}% of the plan"
 
 
 @dataclass(frozen=True)
@@ -488,13 +490,11 @@ TABLE_SUFFIXES = (".csv", ".parquet", ".jsonl", ".ndjson")
 
 def check_table_path(path: str) -> None:
     """Refuse an ``--out`` the table cannot be written to, before any refresh or watch is spent."""
+    from .plandir import check_output_file
+
+    check_output_file(path, example="status.csv")
     if not path.endswith(TABLE_SUFFIXES):
         raise InputError(f"--out {path}: use a .csv, .parquet or .jsonl file name")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise InputError(f"--out {path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        raise InputError(f"--out {path}: cannot be written here (permissions)")
 
 
 def write_table(table: pl.DataFrame, path: str, stream: IO[str] | None = None) -> None:
@@ -536,10 +536,10 @@ def report(
 
     ``refresh`` asks the service first (else the ledger's last look is shown); ``region`` builds the
     links to the service's console (default: the client's region)."""
-    folder = os.path.dirname(os.path.abspath(os.fspath(out)))
-    if not os.path.isdir(folder):
-        raise InputError(f"--out {out}: the folder {folder} does not exist")
     from .htmlreport import render_report
+    from .plandir import check_output_file
+
+    check_output_file(os.fspath(out), example="report.html")
 
     access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
     ctx = access.open(plan_dir, Options(), progress=progress, create_ledger=False)
@@ -555,6 +555,7 @@ def report(
             os.fspath(out),
             region=where,
             submitted_at=ctx.ledger.first_intent_at(),
+            staged=[staged.uri for staged in ctx.ledger.all_staged()],
         )
     finally:
         ctx.ledger.close()

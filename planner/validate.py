@@ -182,6 +182,16 @@ def _explain_unknown(spec: BackendSpec, defaults: Defaults, found: list[Problem]
         parent, key = path[:-1], path[-1]
         known = _known_fields(spec, table, parent)
         message = p.message
+        routed = spec.fields.get(key) if table == "run" and not parent else None
+        if routed is not None and routed.path != (key,) and "(did you mean" not in message:
+            # A sheet column named `memory` sets config.infra.memory: the same name in --set or [run] is
+            # the top-level key, which the request does not take.
+            dotted = ".".join(routed.path)
+            message += (
+                f" (did you mean {dotted!r}? a sheet column {key} sets it per row; --set {dotted}=... for every run)"
+            )
+            explained.append(Problem(p.row, p.id, p.column, p.value, p.rule, message))
+            continue
         if known is not None:
             # A misspelt "submission." prefix of a --set lands in [run].
             candidates = [*known, "submission"] if from_set and table == "run" and not parent else known
@@ -362,6 +372,16 @@ def row_checks(
             "the sample id is empty",
         )
     )
+    checks.append(
+        Check(
+            (ident.str.strip_chars() != ident) & (ident.str.strip_chars() != ""),
+            sheet.id_column,
+            ident,
+            "whitespace",
+            "the sample id begins or ends with whitespace, so it is another id than the same text without it "
+            "(and would be sent so, e.g. as a runSettingId): remove it from the cell",
+        )
+    )
     if spec.id_rule is not None:
         checks += _rule_checks(spec.id_rule, ident, ident, sheet.id_column)
     for column, kind in sheet.type_problems:
@@ -396,9 +416,15 @@ def row_checks(
         shown = pl.col(raw_name) if raw_name in schema else _text(route.source, schema)
         if route.kind == "field" and route.rule is not None:
             if route.column not in declared and raw_name in schema:
+                unconverted = pl.col(raw_name).is_not_null() & value.is_null()
+                beyond = _beyond_64_bits(route.rule, pl.col(raw_name), schema[raw_name])
+                checks += [
+                    Check(unconverted & (beyond == sign), route.column, pl.col(raw_name), rule, message)
+                    for sign, rule, message in _range_messages(route.rule)
+                ]
                 checks.append(
                     Check(
-                        pl.col(raw_name).is_not_null() & value.is_null(),
+                        unconverted & (beyond == 0),
                         route.column,
                         _text(raw_name, schema),
                         "type",
@@ -425,6 +451,28 @@ def row_checks(
                 )
             )
     return checks
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _beyond_64_bits(rule: FieldRule, raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """1 (or -1) where a text cell is an integer too large (or small) for 64 bits, else 0.
+
+    Such a cell is an integer, just out of range: it gets the field's range message, as the same
+    value in the defaults file or ``--set`` does, not "must be an integer"."""
+    if rule.type not in INTEGER_TYPES or dtype != pl.String:
+        return pl.lit(0)
+    text = raw.str.strip_chars()
+    integer = text.str.contains(r"^[+-]?[0-9]+$")
+    return pl.when(integer & text.str.starts_with("-")).then(-1).when(integer).then(1).otherwise(0)
+
+
+def _range_messages(rule: FieldRule) -> list[tuple[int, str, str]]:
+    """The range rule a 64-bit overflow breaks, in ``model.check_scalar``'s words."""
+    most = rule.max if rule.max is not None else INT64_MAX
+    least = rule.min if rule.min is not None else INT64_MIN
+    return [(1, "max", f"must be at most {_num(most)}"), (-1, "min", f"must be at least {_num(least)}")]
 
 
 def _article(kind: str) -> str:

@@ -44,7 +44,7 @@ _OVERRIDES = {"outputUri": rule_for("outputUri", _DEFAULT.members["outputUri"]).
 
 def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_fields: set[str]) -> list[Problem]:
     found = check_shape(_DEFAULT, run, "", _OVERRIDES)
-    found += required_problems(_DEFAULT, run, "", set())  # workflowId and roleArn cannot come from a row
+    found += required_problems(_DEFAULT, run, "", set(), by_row=False)  # workflowId and roleArn cannot come from a row
     request = {k: v for k, v in submission.items() if k in ("batchName", "tags")}
     found += check_shape(_INPUT, request, "")
     if len(run.get("runTags", {}) or {}) > MAX_RUN_TAGS:

@@ -45,7 +45,7 @@ from ..model import FieldRule, check_scalar
 from ..plandir import Manifest
 from ..polly_api import PollyAPI, PollyHTTPError, open_api
 from ..spec import BackendSpec, RoutedField
-from .base import Backend, CancelReport
+from .base import ALREADY_FINAL, Backend, CancelOutcome, CancelReport
 
 PRIORITIES = ("low", "medium", "high")
 JOB_NAME = FieldRule("name", "string", min=1, max=255)
@@ -415,6 +415,14 @@ class Polly(Backend):
         self.ctx.ledger.upsert_samples(rows)
 
     def cancel(self) -> CancelReport:
+        # Nothing left to cancel is not a failure to cancel: say so, as the other backends do.
+        self.refresh()
+        known = self.ctx.ledger.submission(RUN_KEY)
+        samples = self.ctx.ledger.samples()
+        if known is not None and samples and all(s.state in FINAL or s.submission_status == "FAILED" for s in samples):
+            target = f"run {known.remote_id}" if known.remote_id else "run"
+            outcome = CancelOutcome(target, ALREADY_FINAL, "every job had ended", samples=len(samples))
+            return CancelReport(self.ctx.manifest.backend, self.ctx.manifest.plan_id, [outcome])
         raise SubmissionError(
             "Polly's API has no cancel: the pipelines SDK offers create_run, submit_job, get_run and get_jobs only, "
             "so nothing was cancelled"

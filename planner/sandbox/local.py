@@ -23,6 +23,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -34,6 +35,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import SubmissionError
+
+# What it starts, reuses or replaces goes to the planner logger (the CLI prints it; a script may not want it).
+logger = logging.getLogger("planner")
 
 DEFAULT_LIFETIME = 4 * 3600
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../planner
@@ -134,6 +138,7 @@ class Sandbox:
             "ec2": moto_url,
             "ecs": moto_url,
             "logs": moto_url,
+            "kms": moto_url,
         }
         try:
             from .omics_emulator import OmicsEmulator
@@ -219,60 +224,70 @@ def _clock(started: Any) -> str:
 
 
 def ensure_running(
-    lifetime: int = DEFAULT_LIFETIME, wait: float = 60.0, failure_rate: float | None = None
+    lifetime: int = DEFAULT_LIFETIME,
+    wait: float = 60.0,
+    failure_rate: float | None = None,
+    run_seconds: float | None = None,
 ) -> dict[str, str]:
     """The endpoints of this install's running sandbox daemon, starting one when none runs.
 
-    Says on stderr whether it started one or uses a running one, and where the state is.
-    A daemon that runs other code than this process is stopped and replaced; so is one whose
-    runs fail at another rate than ``failure_rate`` (None: whatever runs, else none fail).
+    Says (on the ``planner`` logger) whether it started one or uses a running one, and where the
+    state is.  A daemon that runs other code than this process is stopped and replaced; so is one
+    whose runs fail at another rate than ``failure_rate`` or last another ``run_seconds`` (None:
+    whatever runs, else none fail and runs take one step).
     """
     with _locked():
         state = read_state()
-        if (
-            state is not None
-            and state.get("code") == code_version()
-            and failure_rate is not None
-            and float(state.get("failure_rate") or 0.0) != failure_rate
-        ):
-            print(
-                f"planner: the sandbox started at {_clock(state.get('started'))} fails "
-                f"{float(state.get('failure_rate') or 0.0):.0%} of its runs, not {failure_rate:.0%}: stopping it "
+        differs = _differs(state, failure_rate, run_seconds) if state is not None else None
+        if state is not None and state.get("code") == code_version() and differs is not None:
+            logger.info(
+                f"the sandbox started at {_clock(state.get('started'))} {differs}: stopping it "
                 "(what it held is forgotten) to start a new one",
-                file=sys.stderr,
             )
             _stop(state)
             state = None
         if state is not None and state.get("code") == code_version():
-            print(
-                f"planner: using the sandbox started at {_clock(state.get('started'))} (state in {state_dir()})",
-                file=sys.stderr,
+            logger.info(
+                f"using the sandbox started at {_clock(state.get('started'))} (state in {state_dir()})",
             )
             return state["endpoints"]
         if state is not None:
-            print(
-                f"planner: the sandbox started at {_clock(state.get('started'))} runs other planner code "
+            logger.info(
+                f"the sandbox started at {_clock(state.get('started'))} runs other planner code "
                 f"({state.get('code') or 'an older version'}, this is {code_version()}): "
                 "stopping it (what it held is forgotten) to start a new one",
-                file=sys.stderr,
             )
             _stop(state)
-        endpoints = _start(lifetime, wait, failure_rate or 0.0)
+        endpoints = _start(lifetime, wait, failure_rate or 0.0, run_seconds)
     failing = f"; {failure_rate:.0%} of its HealthOmics and Polly runs fail" if failure_rate else ""
-    print(
-        f"planner: started a sandbox (state in {state_dir()}; stops by itself after {_lifetime_text(lifetime)} "
+    if run_seconds:
+        failing += f"; its HealthOmics runs run for about {run_seconds:g} s each"
+    logger.info(
+        f"started a sandbox (state in {state_dir()}; stops by itself after {_lifetime_text(lifetime)} "
         f"or with `planner sandbox stop`){failing}",
-        file=sys.stderr,
     )
     return endpoints
 
 
-def _start(lifetime: int, wait: float, failure_rate: float) -> dict[str, str]:
+def _differs(state: dict[str, Any], failure_rate: float | None, run_seconds: float | None) -> str | None:
+    """How the running sandbox differs from the one asked for (None: it will do)."""
+    running_rate = float(state.get("failure_rate") or 0.0)
+    if failure_rate is not None and running_rate != failure_rate:
+        return f"fails {running_rate:.0%} of its runs, not {failure_rate:.0%}"
+    running_seconds = state.get("run_seconds")
+    if run_seconds is not None and running_seconds != run_seconds:
+        took = f"{running_seconds:g} s" if running_seconds else "one step"
+        return f"runs its HealthOmics runs for {took}, not {run_seconds:g} s"
+    return None
+
+
+def _start(lifetime: int, wait: float, failure_rate: float, run_seconds: float | None = None) -> dict[str, str]:
     log_path = os.path.join(state_dir(), "sandbox.log")
     command = [sys.executable, "-m", "planner.sandbox.local", "serve", "--lifetime", str(lifetime)]
+    lengths = ["--run-seconds", repr(run_seconds)] if run_seconds else []
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [*command, "--failure-rate", repr(failure_rate)],
+            [*command, "--failure-rate", repr(failure_rate), *lengths],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -311,12 +326,12 @@ def stop_running() -> bool:
     return True
 
 
-def serve(lifetime: int, failure_rate: float = 0.0) -> None:
+def serve(lifetime: int, failure_rate: float = 0.0, run_seconds: float | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     failing = {"failure_rate": failure_rate}
-    sandbox = Sandbox(omics_options=failing, polly_options=dict(failing)).start()
+    sandbox = Sandbox(omics_options={**failing, "run_seconds": run_seconds}, polly_options=dict(failing)).start()
     os.makedirs(state_dir(), exist_ok=True)
     temporary = _state_file() + f".{os.getpid()}"
     state = {
@@ -325,6 +340,7 @@ def serve(lifetime: int, failure_rate: float = 0.0) -> None:
         "started": time.time(),
         "lifetime": lifetime,
         "failure_rate": failure_rate,
+        "run_seconds": run_seconds,
         "code": code_version(),  # of the code this process runs, which is what it serves
         "package": _PACKAGE_DIR,
     }
@@ -354,9 +370,10 @@ def main(argv: list[str] | None = None) -> None:
     serve_parser = sub.add_parser("serve")
     serve_parser.add_argument("--lifetime", type=int, default=DEFAULT_LIFETIME)
     serve_parser.add_argument("--failure-rate", type=float, default=0.0)
+    serve_parser.add_argument("--run-seconds", type=float, default=None)
     args = parser.parse_args(argv)
     if args.command == "serve":
-        serve(args.lifetime, args.failure_rate)
+        serve(args.lifetime, args.failure_rate, args.run_seconds)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,11 @@ lazily on each request (no background work).
   winning (seeds/001).  StartRun's defaults apply: PRIVATE workflow, STATIC storage of
   1200 GiB, ``retentionMode`` RETAIN (seeds/000).
 * A run is PENDING, STARTING, RUNNING for one step each (the model's RunStatus; guide,
-  "Run lifecycle"), then COMPLETED or FAILED.
+  "Run lifecycle"), then COMPLETED or FAILED.  With ``run_seconds``, a run is RUNNING for
+  between half and one and a half times that (fixed by a hash of the seed and the run id), so
+  the runs of one batch end one after another, as real runs do, and a failure threshold
+  (``--cancel-if-failed``) can fire while others still run (``planner sandbox start
+  --run-seconds``).
 * ``requestId`` deduplicates StartRun, StartRunBatch, CreateWorkflow and
   CreateWorkflowVersion (model: ``idempotencyToken``; seeds/000, seeds/001): a repeat
   answers with the first call's resource and creates nothing, even once that run or batch
@@ -866,9 +870,12 @@ class OmicsEmulator(LoopbackServer):
         step_seconds: float = 1.0,
         region: str = "us-east-1",
         account: str = "123456789012",
+        run_seconds: float | None = None,
     ):
         if not 0.0 <= failure_rate <= 1.0:
             raise ValueError("failure_rate must be within [0, 1]")
+        if run_seconds is not None and run_seconds <= 0:
+            raise ValueError("run_seconds must be positive (None: one step)")
         if throttle_per_second is not None and throttle_per_second <= 0:
             raise ValueError("throttle_per_second must be positive")
         if max_retained_runs is not None and max_retained_runs < 1:
@@ -882,6 +889,7 @@ class OmicsEmulator(LoopbackServer):
         self.max_retained_runs = max_retained_runs
         self.clock = clock
         self.step_seconds = float(step_seconds)
+        self.run_seconds = run_seconds
         self.region = region
         self.account = account
         self._bucket = _TokenBucket(throttle_per_second) if throttle_per_second else None
@@ -1091,23 +1099,30 @@ class OmicsEmulator(LoopbackServer):
     def _wall(self, moment: float | None) -> float | None:
         return None if moment is None else self._wall0 + (moment - self._clock0)
 
-    def _phase(self, since: float, now: float) -> str:
-        """Where a run started at ``since`` is: PENDING, STARTING, RUNNING one step each, then ENDED."""
+    def _phase(self, since: float, now: float, running: float | None = None) -> str:
+        """Where a run started at ``since`` is: PENDING, STARTING one step each, RUNNING one step
+        (or ``running`` seconds), then ENDED."""
         steps = (now - since) / self.step_seconds
         if steps < 1:
             return "PENDING"
         if steps < 2:
             return "STARTING"
-        if steps < 3:
+        if now - since < 2 * self.step_seconds + (self.step_seconds if running is None else running):
             return "RUNNING"
         return "ENDED"
+
+    def _running(self, run: _Run) -> float:
+        """How long ``run`` is RUNNING: one step, or with ``run_seconds`` a length of its own around it."""
+        if self.run_seconds is None:
+            return self.step_seconds
+        return self.run_seconds * (0.5 + fraction(f"{self.seed}\x1frunning\x1f{run.id}"))
 
     def _run_status(self, run: _Run, now: float) -> str:
         if run.deleted_at is not None:
             return "DELETED"
         if run.cancelled_at is not None:
             return "CANCELLED"
-        phase = self._phase(run.created_at, now)
+        phase = self._phase(run.created_at, now, self._running(run))
         if phase != "ENDED":
             return phase
         return "FAILED" if run.failure is not None else "COMPLETED"
@@ -1115,7 +1130,7 @@ class OmicsEmulator(LoopbackServer):
     def _run_times(self, run: _Run, now: float) -> tuple[float | None, float | None]:
         step = self.step_seconds
         started = run.created_at + 2 * step
-        stopped = run.created_at + 3 * step
+        stopped = started + self._running(run)
         end = run.cancelled_at
         start_time = started if started <= now and (end is None or started <= end) else None
         stop_time = end if end is not None else (stopped if stopped <= now else None)
@@ -1214,7 +1229,9 @@ class OmicsEmulator(LoopbackServer):
             self._fail_batch(batch, moment, f"ServiceQuotaExceededException: {quota}")
             return
         batch.status = "INPROGRESS"
-        batch.processed_at = moment + 3 * self.step_seconds if batch.started else moment
+        runs = [s.run for s in batch.submissions if s.run is not None]
+        longest = max((self._running(run) for run in runs), default=self.step_seconds)
+        batch.processed_at = moment + 2 * self.step_seconds + longest if batch.started else moment
 
     def _add_submission(self, batch: _Batch, submission: _Submission) -> None:
         batch.submissions.append(submission)
@@ -1821,7 +1838,19 @@ class OmicsEmulator(LoopbackServer):
             counts = dict.fromkeys(("PENDING", "STARTING", "RUNNING", "COMPLETED"), 0)
             live = batch.live_completing + batch.live_failing
             phase = self._phase(batch.submitted_at, now) if batch.submitted_at is not None else "PENDING"
-            if phase == "ENDED":
+            if self.run_seconds is not None and batch.submitted_at is not None:
+                # Runs of one batch end at times of their own: count them one by one (a sandbox's few).
+                phase, failed = "", 0
+                for submission in batch.submissions:
+                    run = submission.run
+                    if run is None or run.cancelled_at is not None or run.deleted_at is not None:
+                        continue
+                    status = self._run_status(run, now)
+                    if status == "FAILED":
+                        failed += 1
+                    elif status in counts:
+                        counts[status] += 1
+            elif phase == "ENDED":
                 counts["COMPLETED"] = batch.live_completing
                 failed = batch.live_failing
             else:

@@ -335,7 +335,7 @@ def test_runs_deleted_before_anyone_saw_them_end_are_deleted(tmp_path: Path, omi
     ledger.close()
     omics_world.client().delete_run_batch(batchId=batch)
     assert set(_states(status(plan_dir, **access_of(options))).values()) == {"DELETED"}
-    with pytest.raises(planner.InputError, match="nothing to retry"):  # what they ended as is not known
+    with pytest.raises(planner.NothingToRetry, match="nothing to retry"):  # what they ended as is not known
         planner.retry(plan_dir, str(tmp_path / "retry"), **access_of(options))
 
 

@@ -30,6 +30,7 @@ def _client_error(code: str, status: int, operation: str = "PutObject") -> Clien
     ("option", "value"),
     [
         ("max_attempts", -1),
+        ("max_attempts", 0),  # botocore counts the first attempt: 0 would never send the call
         ("region", "bad region!"),
         ("region", "-us-east-1"),
         ("region", ""),
@@ -47,7 +48,7 @@ def test_bad_client_options_are_input_errors_before_any_client(option: str, valu
 @pytest.mark.parametrize(
     ("option", "value"),
     [
-        ("max_attempts", 0),
+        ("max_attempts", 1),
         ("region", "us-gov-west-1"),
         ("endpoint_url", "http://127.0.0.1:5000"),
         ("endpoint_url", "https://s3.eu-west-1.amazonaws.com"),
