@@ -112,6 +112,19 @@ UPDATE meta SET value = '3' WHERE key = 'schema_version'
 """
 
 
+class LedgerDamaged(PlanDirError):
+    """The ledger file cannot be read as a ledger: never taken for one with nothing in it."""
+
+    def __init__(self, path: str, why: str):
+        super().__init__(
+            f"{path} is damaged ({why}): planner will not read it as a record of what was submitted. "
+            "Restore it from a backup or a copy of the plan directory; if none exists, move it aside, run "
+            "`planner submit PLAN` (it finds what an earlier submit made before sending anything again: "
+            "HealthOmics by requestId, AWS Batch by job name, Glue by run key, Polly by run name), then "
+            "`planner status PLAN`"
+        )
+
+
 @dataclass(frozen=True)
 class Staged:
     """An object the plan staged on S3: a shard file, or a shard's line index."""
@@ -163,6 +176,9 @@ class SampleState(NamedTuple):
 
 
 SAMPLE_COLUMNS = (*SampleState._fields, "updated_at")
+# Every write names its columns: an upgraded ledger has its added columns at the end of the table.
+_SAMPLE_NAMES = ", ".join(SAMPLE_COLUMNS)
+_SAMPLE_SLOTS = ", ".join("?" * len(SAMPLE_COLUMNS))
 _STAGED_COLUMNS = "shard, uri, bucket, key, etag, sha256, version_id, bytes, kind, content_check, checksum, kms_key_id"
 _SUBMISSION_COLUMNS = (
     "key, kind, shard, sample, token, state, remote_id, response, error, intent_at, remote_state, remote_summary"
@@ -195,24 +211,43 @@ class Ledger:
 
     @classmethod
     def _connect(cls, path: str, plan_id: str, backend: str) -> Ledger:
+        existed = path != ":memory:" and os.path.exists(path)
+        if existed and os.path.getsize(path) == 0:
+            # SQLite would take an empty file for a new database: a plan would read as never submitted.
+            raise LedgerDamaged(path, "it is empty (0 bytes)")
         if path != ":memory:":
             private_file(path)  # before SQLite creates it with the umask's mode; -wal and -shm follow it
         db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA busy_timeout=30000")  # before WAL mode: a reader may be opening it too
-        if path != ":memory:":
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-        ledger = cls(path, db)
-        ledger._prepare(plan_id, backend)
+        try:
+            db.execute("PRAGMA busy_timeout=30000")  # before WAL mode: a reader may be opening it too
+            if path != ":memory:":
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+            if existed:
+                # A truncated file can open and read its first pages: quick_check walks every page
+                # (0.6 s for a million samples, a tenth of reading them).
+                problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+                if problems != ["ok"]:
+                    raise LedgerDamaged(path, "; ".join(problems))
+            ledger = cls(path, db)
+            ledger._prepare(plan_id, backend, existed)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise LedgerDamaged(path, str(exc)) from exc
+        except BaseException:
+            db.close()
+            raise
         return ledger
 
-    def _prepare(self, plan_id: str, backend: str) -> None:
+    def _prepare(self, plan_id: str, backend: str, existed: bool = False) -> None:
         with self._transaction():
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             version = None
             if "meta" in tables:
                 row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
                 version = row[0] if row else None
+            if existed and version is None and tables:
+                raise LedgerDamaged(self.path, "it holds tables but no schema version")
             upgrades = {"1": (_UPGRADE_1_TO_2, _UPGRADE_2_TO_3), "2": (_UPGRADE_2_TO_3,)}
             if version in upgrades:
                 for upgrade in upgrades[version]:
@@ -254,7 +289,8 @@ class Ledger:
     def upload_started(self, shard: int, bucket: str, key: str, upload_id: str) -> None:
         with self._transaction():
             self.db.execute(
-                "INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?)", (shard, bucket, key, upload_id, now())
+                "INSERT OR REPLACE INTO uploads(shard, bucket, key, upload_id, started_at) VALUES (?, ?, ?, ?, ?)",
+                (shard, bucket, key, upload_id, now()),
             )
 
     def upload_ended(self, shard: int, upload_id: str) -> None:
@@ -267,7 +303,8 @@ class Ledger:
     def record_staged(self, staged: Staged) -> None:
         with self._transaction():
             self.db.execute(
-                "INSERT OR REPLACE INTO staged VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO staged(shard, kind, uri, bucket, key, etag, sha256, version_id, bytes, "
+                "staged_at, content_check, checksum, kms_key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     staged.shard,
                     staged.kind,
@@ -284,6 +321,11 @@ class Ledger:
                     staged.kms_key_id,
                 ),
             )
+
+    def forget_staged(self, shard: int, kind: str = SHARD) -> None:
+        """The object is gone from S3: the next staging writes it again."""
+        with self._transaction():
+            self.db.execute("DELETE FROM staged WHERE shard = ? AND kind = ?", (shard, kind))
 
     def staged(self, shard: int, kind: str = SHARD) -> Staged | None:
         row = self.db.execute(
@@ -339,7 +381,7 @@ class Ledger:
 
     def _replace(self, rows: Iterable[SampleState], stamp: str) -> None:
         self.db.executemany(
-            "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [(*r, stamp) for r in rows]
+            f"INSERT OR REPLACE INTO samples({_SAMPLE_NAMES}) VALUES ({_SAMPLE_SLOTS})", [(*r, stamp) for r in rows]
         )
 
     def submission(self, key: str) -> Submission | None:
@@ -371,7 +413,7 @@ class Ledger:
         stamp = now()
         with self._transaction():
             self.db.executemany(
-                "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                f"INSERT INTO samples({_SAMPLE_NAMES}) VALUES ({_SAMPLE_SLOTS}) ON CONFLICT(id) DO UPDATE SET "
                 "remote_id = COALESCE(excluded.remote_id, remote_id), "
                 "remote_uuid = COALESCE(excluded.remote_uuid, remote_uuid), "
                 "submission_status = COALESCE(excluded.submission_status, submission_status), "
@@ -398,19 +440,23 @@ class Ledger:
 
     def record_refresh(self, counts: dict[str, int]) -> None:
         with self._transaction():
-            self.db.execute("INSERT INTO refreshes VALUES (?, ?)", (now(), orjson.dumps(counts).decode()))
+            self.db.execute("INSERT INTO refreshes(at, counts) VALUES (?, ?)", (now(), orjson.dumps(counts).decode()))
 
     def refreshes(self) -> list[tuple[str, dict[str, int]]]:
         return [(at, orjson.loads(counts)) for at, counts in self.db.execute("SELECT at, counts FROM refreshes")]
 
     def record_event(self, kind: str, detail: dict[str, Any]) -> None:
         with self._transaction():
-            self.db.execute("INSERT INTO events VALUES (?, ?, ?)", (now(), kind, orjson.dumps(detail).decode()))
+            self.db.execute(
+                "INSERT INTO events(at, kind, detail) VALUES (?, ?, ?)", (now(), kind, orjson.dumps(detail).decode())
+            )
 
-    def events(self) -> list[tuple[str, str, dict[str, Any]]]:
+    def events(self, kind: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+        """What the planner decided, in order; ``kind``: only those of that kind."""
+        where, args = (" WHERE kind = ?", (kind,)) if kind is not None else ("", ())
         return [
             (at, kind, orjson.loads(detail))
-            for at, kind, detail in self.db.execute("SELECT at, kind, detail FROM events")
+            for at, kind, detail in self.db.execute(f"SELECT at, kind, detail FROM events{where} ORDER BY rowid", args)
         ]
 
     def first_intent_at(self) -> str | None:

@@ -25,14 +25,16 @@ from typing import IO, Any
 import polars as pl
 
 from .backends import backend_class, get_backend
-from .backends.base import CancelReport
+from .backends.base import NOT_CANCELLED, CancelOutcome, CancelReport
 from .context import Context, Options, open_context
 from .engine import Engine, Incomplete, SubmitReport
 from .errors import InputError, SubmissionError
+from .intents import remedy, require_settled, settle
 from .jsontext import dumps
 from .ledger import SAMPLE_COLUMNS
 from .plandir import PlanDirectory
-from .progress import ProgressCallback
+from .progress import ProgressCallback, log
+from .spec import BackendSpec
 
 LOCK_FILE = ".submit.lock"
 NOT_SUBMITTED = "NOT SUBMITTED"
@@ -69,6 +71,19 @@ class Access:
     def __post_init__(self) -> None:
         if self.retry_mode not in ("standard", "adaptive", "legacy"):
             raise InputError(f"retry mode {self.retry_mode!r}: choose standard or adaptive")
+
+    def read(
+        self, plan_dir: str | os.PathLike[str], options: Options, *, ask: bool, progress: ProgressCallback | None
+    ) -> Context:
+        """Open a submitted plan to read its ledger, with the open intents of an interrupted submit
+        settled first (``intents.py``; ``ask``: the service may be called), or refused."""
+        ctx = self.open(plan_dir, options, progress=progress, create_ledger=False)
+        try:
+            require_settled(ctx, ask=ask)
+        except BaseException:
+            ctx.ledger.close()
+            raise
+        return ctx
 
     def open(self, plan_dir: str | os.PathLike[str], options: Options, **kwargs: Any) -> Context:
         return open_context(
@@ -253,7 +268,7 @@ def status(
 
     With ``refresh`` the service is asked first (only about what can still change)."""
     access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
-    ctx = access.open(plan_dir, Options(concurrency=concurrency, rate=rate), progress=progress, create_ledger=False)
+    ctx = access.read(plan_dir, Options(concurrency=concurrency, rate=rate), ask=refresh, progress=progress)
     try:
         return _status(ctx, refresh)
     finally:
@@ -285,7 +300,17 @@ def sample_table(ctx: Context) -> pl.DataFrame:
     whole_plan = [s.remote_id for s in submissions if s.shard is None]
     if len(whole_plan) == 1:  # one submission for the whole plan (a Polly run): every sample is in it
         table = table.with_columns(pl.col("submission_id").fill_null(pl.lit(whole_plan[0])))
+    why = cancel_reason(ctx)
+    if why is not None:  # the service gives a cancelled run no reason; the ledger recorded planner's
+        unexplained = (pl.col("state") == "CANCELLED") & pl.col("reason").is_null()
+        table = table.with_columns(pl.when(unexplained).then(pl.lit(why)).otherwise(pl.col("reason")).alias("reason"))
     return table.select(STATUS_COLUMNS)
+
+
+def cancel_reason(ctx: Context) -> str | None:
+    """Why planner last cancelled this plan's runs (``planner cancel``, or a watch's failure threshold)."""
+    reasons = [detail.get("reason") for _, _, detail in ctx.ledger.events("cancel")]
+    return f"cancelled by planner: {reasons[-1]}" if reasons and reasons[-1] else None
 
 
 def where_expr() -> pl.Expr:
@@ -298,6 +323,14 @@ def state_counts(table: pl.DataFrame) -> dict[str, int]:
     return {str(where): int(count) for where, count in counts.iter_rows()}
 
 
+def unknown_states(table: pl.DataFrame, spec: BackendSpec) -> dict[str, int]:
+    """Samples by run state, for the states the service does not document (``BackendSpec.moving_states``
+    and ``final_states``): a new HealthOmics status, Polly's TERMINATED..."""
+    known = sorted(spec.known_states | {"DELETED"})
+    strange = table.filter(pl.col("state").is_not_null() & ~pl.col("state").is_in(known))
+    return {str(state): int(count) for state, count in strange.group_by("state").len().sort("state").iter_rows()}
+
+
 def settled(table: pl.DataFrame, final_states: frozenset[str]) -> bool:
     """Nothing can change any more: every sample's run has ended, or its submission failed,
     or it was never submitted (then only `planner submit` can change it)."""
@@ -307,6 +340,13 @@ def settled(table: pl.DataFrame, final_states: frozenset[str]) -> bool:
         & ~pl.col("state").is_in(list(final_states | {"DELETED"})).fill_null(False)
     )
     return moving.height == 0
+
+
+def unknown_warning(state: str, count: int, spec: BackendSpec) -> str:
+    return (
+        f"{count:,} sample(s) in state {state}, which {spec.title} does not document as far as planner knows "
+        "(look at them in the service's console)"
+    )
 
 
 @dataclass(frozen=True)
@@ -422,6 +462,7 @@ def watch(
         "progress": progress,
     }
     previous: dict[str, int] | None = None
+    warned: set[str] = set()
     while True:
         table = status(plan_dir, refresh=refresh, **access)
         counts = state_counts(table)
@@ -431,7 +472,11 @@ def watch(
                 delta = counts.get(name, 0) - previous.get(name, 0)
                 if delta:
                     changes[name] = delta
-        done = settled(table, spec.final_states) and not submitting(plan_dir)
+        unknown = unknown_states(table, spec)
+        for state in sorted(set(unknown) - warned):  # once each: the watch does not wait on them
+            warned.add(state)
+            log.warning(unknown_warning(state, unknown[state], spec) + "; not waited for")
+        done = settled(table, spec.final_states | set(unknown)) and not submitting(plan_dir)
         failed = failed_samples(table, spec.retry_states)
         cancelled = None
         if threshold is not None and not done and threshold.crossed(failed, table.height):
@@ -477,8 +522,12 @@ def cancel(
 
 
 def _cancel(ctx: Context, reason: str) -> CancelReport:
+    unsettled = settle(ctx, ask=True)  # what an interrupted submit started is cancelled too, once found
     backend = backend_class(ctx.manifest.backend)(ctx)
     report = backend.cancel()
+    for call in unsettled:  # may be running, unknown to the ledger: never "cancelled 0" and exit 0
+        detail = f"no recorded answer (a submit was interrupted); {remedy(ctx.plan.path)}, then cancel again"
+        report.outcomes.append(CancelOutcome(call.describe(), NOT_CANCELLED, detail))
     ctx.ledger.record_event("cancel", {"reason": reason, **report.to_json()})
     with contextlib.suppress(SubmissionError):  # the states after the cancel, as far as the service tells now
         backend.refresh()
@@ -542,7 +591,7 @@ def report(
     check_output_file(os.fspath(out), example="report.html")
 
     access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
-    ctx = access.open(plan_dir, Options(), progress=progress, create_ledger=False)
+    ctx = access.read(plan_dir, Options(), ask=refresh, progress=progress)
     try:
         table = _status(ctx, refresh)
         where = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")

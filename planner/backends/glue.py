@@ -135,6 +135,7 @@ SPEC = BackendSpec(
     reserved_parameter_prefix="--planner-",
     final_states=FINAL_STATES,
     retry_states=RETRY_STATES,
+    moving_states=frozenset({"STARTING", "RUNNING", "STOPPING", "WAITING"}),  # the model's JobRunState, less final
     shard_mode=lambda submission: "s3" if submission.get("mode") == "manifest" else "inline",
 )
 
@@ -343,8 +344,8 @@ class Glue(Backend):
             staged = self.ctx.ledger.staged(shard.index)
             if staged is None:
                 raise SubmissionError(f"shard {shard.index} is not staged; staging must come first")
-            self.ctx.stager.verify(staged)  # the script reads it with IfMatch: refuse a changed object first
-            staged_index = self.ctx.stager.stage_index(shard, index)
+            staged = self.ctx.stager.verify(staged)  # the script reads it with IfMatch: refuse a changed object
+            staged_index = self.ctx.stager.verify(self.ctx.stager.stage_index(shard, index), index)
             shard_uri, shard_etag, index_uri, index_etag = staged.uri, staged.etag, staged_index.uri, staged_index.etag
         request = orjson.loads(orjson.dumps(self.ctx.manifest.defaults))
         request["Arguments"] = {
