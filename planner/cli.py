@@ -485,6 +485,13 @@ def _submit(args: argparse.Namespace) -> int:
     except Incomplete as exc:
         _print_submit(exc.report, args, sys.stderr if args.dry_run else sys.stdout)
         raise
+    except KeyboardInterrupt:
+        print(
+            "planner: interrupted: nothing more was sent, and the calls in flight were journaled; "
+            f"`planner submit {args.plan_dir}{_access_flags(args)}` resumes",
+            file=sys.stderr,
+        )
+        return 130
     _print_submit(report, args, sys.stderr if args.dry_run else sys.stdout)
     if args.watch and not args.dry_run:
         return _watch(args, access)

@@ -16,6 +16,13 @@ engine ``Phase``s of them.  The engine does the rest, the same way for all five:
                no access at all  -> journal the failure and stop (every other call would fail alike)
     the refused calls summed up at the end (``Incomplete``, which carries the report)
 
+Stop means stop: every call goes out on a worker thread, never the one that hands them out,
+so Ctrl-C there reaches no call on the wire.  It sets ``ctx.stop``; queued calls are dropped,
+waiting ones (the rate limit, a "later" answer) wake and send nothing, and the calls in flight
+finish and are journaled before ``KeyboardInterrupt`` goes on up.  ``ctx.stop`` is looked at
+before every creating call too: `planner cancel` (or a failure threshold) stops a running
+submit through it (``Stopped``).
+
 ``no_blind_retry`` turns botocore's own resend of a call without an idempotency token
 (AWS Batch SubmitJob, Glue StartJobRun) into ``OutcomeUnknown``: a 5xx or a broken
 connection may hide a call that was carried out, so it is looked up, never resent blind.
@@ -25,13 +32,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .context import MAX_BACKOFF, Context, refusal, wait_reason
+from .context import MAX_BACKOFF, Context, attend, finished, refusal, wait_reason
 from .errors import AccessError, SubmissionError
 from .ledger import DONE, SampleState
 from .progress import Tracker
@@ -242,36 +250,45 @@ class Engine:
                 return
             try:
                 self._one(call, phase, tally, lock)
-            except BaseException as exc:  # a stop: no access, a changed plan, an interrupt
+            except BaseException as exc:  # a stop: no access, a changed plan, asked to stop
                 stop.set()
                 with lock:
                     errors.append(exc)
             finally:
                 bar.advance(call.count)
 
-        with Tracker(self.ctx.progress, phase.operation, phase.unit, phase.total) as bar:
-            if phase.ordered or self.ctx.options.concurrency == 1 or self.ctx.dry_run:
-                for call in phase.calls:
-                    one(call)
-                    if stop.is_set():
-                        break
+        def in_order() -> None:
+            for call in phase.calls:
+                one(call)
+                if stop.is_set():
+                    break
+
+        sequential = phase.ordered or self.ctx.options.concurrency == 1 or self.ctx.dry_run
+        workers = 1 if sequential else self.ctx.options.concurrency
+        with (
+            Tracker(self.ctx.progress, phase.operation, phase.unit, phase.total) as bar,
+            self.ctx.stop.pool(workers, "planner-submit") as pool,
+        ):
+            if sequential:
+                finished(pool.submit(in_order))
             else:
                 window = threading.BoundedSemaphore(self.ctx.options.concurrency * 2)  # calls built as they go
                 futures: list[Future[None]] = []
-                with ThreadPoolExecutor(self.ctx.options.concurrency, thread_name_prefix="planner-submit") as pool:
-                    for call in phase.calls:
-                        if stop.is_set():
-                            break
-                        window.acquire()
-                        future = pool.submit(one, call)
-                        future.add_done_callback(lambda _f: window.release())
-                        futures.append(future)
+                for call in phase.calls:
+                    if stop.is_set():
+                        break
+                    attend(lambda timeout: window.acquire(timeout=timeout))
+                    future = pool.submit(one, call)
+                    future.add_done_callback(lambda _f: window.release())
+                    futures.append(future)
+                attend(lambda timeout: not futures_wait(futures, timeout=timeout).not_done)
         if errors:
             raise errors[0]
         return tally
 
     def _one(self, call: Call, phase: Phase, tally: Tally, lock: threading.Lock) -> None:
         ledger = self.ctx.ledger
+        self.ctx.stop.check()
         known = ledger.submission(call.key)
         if known is not None and known.state == DONE:
             with lock:
@@ -297,7 +314,7 @@ class Engine:
             with lock:
                 tally.created += call.count
             return
-        self.pace()
+        self.pace()  # raises Stopped, sending nothing, once the submit must stop
         ledger.intent(call.key, call.operation, shard=call.shard, sample=call.sample, token=call.token)
         try:
             created = self._send(call, request)
@@ -340,6 +357,7 @@ class Engine:
                 # The call may have been carried out: look for what it would have made first.
                 unknown += 1
                 self.ctx.sleep(min(2.0 ** (unknown - 1), UNKNOWN_BACKOFF))
+                self.ctx.stop.check()
                 if call.find is not None:
                     found = call.find(True)
                     if found is not None:
