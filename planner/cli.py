@@ -22,7 +22,7 @@ import orjson
 
 from . import __version__
 from .backends import MODULES
-from .errors import InputError, PlannerError, Problem, ValidationError
+from .errors import InputError, PlannerError, Problem, Stopped, ValidationError
 from .plan import MAX_SHOWN_PROBLEMS, plan
 from .plandir import REJECTED_FILE, write_problems
 from .progress import Bars
@@ -923,6 +923,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for problem in exc.problems[:MAX_SHOWN_PROBLEMS]:
                 print(f"planner: error: {problem.describe()}", file=sys.stderr)
         print(f"planner: {exc.summary}", file=sys.stderr)
+        return exc.exit_code
+    except Stopped as exc:  # not an error: what the user (a cancel, a threshold) asked for
+        print(f"planner: stopped: {exc}", file=sys.stderr)
         return exc.exit_code
     except PlannerError as exc:
         print(f"planner: error: {exc}", file=sys.stderr)

@@ -26,15 +26,17 @@ import polars as pl
 
 from .backends import backend_class, get_backend
 from .backends.base import CancelReport
-from .context import Context, Options, open_context
+from .context import STOP_FILE, Context, Options, open_context, request_stop, stop_requester
 from .engine import Engine, Incomplete, SubmitReport
-from .errors import InputError, SubmissionError
+from .errors import InputError, Stopped, SubmissionError
 from .jsontext import dumps
 from .ledger import SAMPLE_COLUMNS
 from .plandir import PlanDirectory
-from .progress import ProgressCallback
+from .progress import ProgressCallback, log
 
 LOCK_FILE = ".submit.lock"
+STOP_TIMEOUT = 300.0  # seconds `cancel` waits for a running submit to finish its calls in flight and end
+LOCK_POLL = 0.1
 NOT_SUBMITTED = "NOT SUBMITTED"
 # The per-sample table, in the order `planner status` writes it.
 STATUS_COLUMNS = [
@@ -85,21 +87,82 @@ class Access:
         )
 
 
+def _try_lock(handle: IO[str]) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def _plan_lock(plan_dir: str) -> Iterator[None]:
     """One submit per plan at a time: two at once would both see no result for a call and
-    both send it (Batch, Glue and Polly have no idempotency token).  The lock dies with the process."""
+    both send it (Batch, Glue and Polly have no idempotency token).  The lock dies with the process.
+
+    A `planner cancel` waiting for the lock (its stop request names a live process) is not
+    overtaken; a stop request left by a cancel that has ended is removed."""
     handle = open(os.path.join(plan_dir, LOCK_FILE), "a")  # noqa: SIM115 - held for the whole block
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SubmissionError(
-                f"{plan_dir}: another `planner submit` of this plan is running; wait for it to end"
-            ) from None
+        if not _try_lock(handle):
+            raise SubmissionError(f"{plan_dir}: another `planner submit` of this plan is running; wait for it to end")
+        marker = os.path.join(plan_dir, STOP_FILE)
+        requester = stop_requester(marker)
+        if requester is not None and requester != os.getpid() and _alive(requester):
+            raise Stopped(
+                f"{plan_dir}: a `planner cancel` of this plan (process {requester}) is under way; nothing was submitted"
+            )
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(marker)  # what an ended cancel (or threshold) asked of a submit that has ended too
         yield
     finally:
         handle.close()  # closing the file releases the lock
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+@contextlib.contextmanager
+def _submit_stopped(
+    plan_dir: str, reason: str, timeout: float, sleep: Callable[[float], None] = time.sleep
+) -> Iterator[None]:
+    """Hold the plan's submit lock; if a `planner submit` of the plan holds it, first ask that submit to
+    stop (the marker its engine looks at before every creating call) and wait for it to end, at most
+    ``timeout`` seconds.  Nothing the plan submits can start while the block runs, nor after it."""
+    handle = open(os.path.join(plan_dir, LOCK_FILE), "a")  # noqa: SIM115 - held for the whole block
+    marker = None
+    try:
+        if not _try_lock(handle):
+            marker = request_stop(plan_dir, f"asked to stop: {reason}")
+            log.warning(
+                "a `planner submit` of this plan is running: asked it to stop; waiting up to %.0f s for it to "
+                "finish the calls in flight and end",
+                timeout,
+            )
+            deadline = time.monotonic() + timeout
+            while not _try_lock(handle):
+                if time.monotonic() >= deadline:
+                    # The request stays: the submit still stops before its next creating call.
+                    marker = None
+                    raise SubmissionError(
+                        f"{plan_dir}: the running `planner submit` of this plan did not end within {timeout:.0f} s "
+                        "(a call in flight may be waiting on the service); it will send nothing more, but "
+                        "nothing was cancelled yet: run `planner cancel` again once it has ended"
+                    )
+                sleep(LOCK_POLL)
+        yield
+    finally:
+        if marker is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(marker)
+        handle.close()
 
 
 def submitting(plan_dir: str | os.PathLike[str]) -> bool:
@@ -178,10 +241,17 @@ def submit(
     lock = contextlib.nullcontext() if dry_run else _plan_lock(plan.path)
     with lock:
         ctx = access.open(plan.path, options, progress=progress)
+        if not dry_run:
+            ctx.stop.watch(os.path.join(plan.path, STOP_FILE))  # `planner cancel` asks through it
         try:
             if dry_run:
                 ctx.emit = emit or _print_line
             return run_submission(ctx)
+        except Stopped as exc:
+            raise Stopped(
+                f"{exc}; nothing more was sent, the calls in flight were journaled "
+                "(`planner status` shows where every sample is)"
+            ) from None
         finally:
             ctx.ledger.close()
 
@@ -461,17 +531,25 @@ def cancel(
     endpoints: dict[str, str] | None = None,
     progress: ProgressCallback | None = None,
     reason: str = "asked by the user",
+    stop_timeout: float = STOP_TIMEOUT,
 ) -> CancelReport:
     """Cancel what the plan submitted that is still pending or running; what has finished is left alone.
+
+    A `planner submit` of the plan still running is asked to stop first, and waited for (at most
+    ``stop_timeout`` seconds): its calls in flight end and are journaled, it sends nothing more, and
+    what it made is cancelled with the rest.  No submit of the plan can start while cancel runs.
 
     The report says per batch, job or run what was cancelled, what had already
     finished, and what could not be cancelled (``complete`` is False then)."""
     access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
-    ctx = access.open(plan_dir, Options(concurrency=concurrency, rate=rate), progress=progress, create_ledger=False)
-    try:
-        return _cancel(ctx, reason)
-    finally:
-        ctx.ledger.close()
+    plan = PlanDirectory(plan_dir)
+    with _submit_stopped(plan.path, f"`planner cancel` ({reason})", stop_timeout):
+        options = Options(concurrency=concurrency, rate=rate)
+        ctx = access.open(plan.path, options, progress=progress, create_ledger=False)
+        try:
+            return _cancel(ctx, reason)
+        finally:
+            ctx.ledger.close()
 
 
 def _cancel(ctx: Context, reason: str) -> CancelReport:

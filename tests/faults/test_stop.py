@@ -109,3 +109,69 @@ def test_ctrl_c_during_submit_sends_nothing_more_and_the_next_submit_resumes(
     code, _out, err = _finish(again)
     assert code == 0, err
     check_invariants(rig)  # every sample exactly once on the server
+
+
+# ---------------------------------------------------------------- 2. cancel while a submit of the plan runs
+
+
+def _unended_omics_runs(world: World) -> list[str]:
+    """Runs the HealthOmics emulator holds that were neither cancelled nor ended (ListRuns, as a user would)."""
+    runs = world.omics.list_runs().get("items", [])
+    return [r["id"] for r in runs if r["status"] not in ("CANCELLED", "STOPPING", "COMPLETED", "FAILED", "DELETED")]
+
+
+def _check_nothing_started_after(rig: Rig, known: set[str], submitting: subprocess.Popen[bytes]) -> None:
+    """The submit had ended when the cancel returned, the server holds nothing more than it did then, and
+    every run it holds is in the ledger (so the cancel saw it)."""
+    assert submitting.poll() is not None, "the cancel returned while the submit of the plan was still running"
+    code, _out, err = _finish(submitting)
+    assert code == 1 and "planner: stopped: asked to stop" in err and "Traceback" not in err, (code, err)
+    rig.settle()
+    assert rig.server_ids() == known, f"started after the cancel returned: {sorted(rig.server_ids() - known)}"
+    journaled = {s["remote_id"] for s in ledger_tables(rig.plan_dir)["submissions"] if s["state"] == "done"}
+    assert known == journaled, f"the server holds runs the ledger does not: {sorted(known - journaled)}"
+    assert 0 < len(known) < len(rig.samples)
+
+
+@pytest.mark.parametrize("column", ["omics-run", "glue"])
+def test_cancel_stops_a_running_submit_of_the_plan_first(column: str, world: World, tmp_path: Any) -> None:
+    """Was a bug (issue 25, item 2): `planner cancel` while `planner submit` of the same plan ran cancelled what
+    the ledger held at that moment, exit 0, and the submit went on starting runs afterwards."""
+    rig = make_rig(column, world, tmp_path)
+    submitting = _planner(rig, "submit", rig.plan_dir, "--rate", "0.5", "--concurrency", "4")
+    _wait_for("the second call journaled", lambda: _journal(rig.plan_dir).get("done", 0) >= 2, submitting)
+    code, out, err = _finish(_planner(rig, "cancel", rig.plan_dir))
+    known = rig.server_ids()
+    _check_nothing_started_after(rig, known, submitting)
+    assert code == 0, err
+    assert "asked it to stop" in err, err  # what cancel waited for was said
+    if column == "omics-run":
+        assert _unended_omics_runs(world) == [], "a run the submit made was left running"
+        assert f"cancelled {len(known)}" in out, out
+
+    again = _planner(rig, "submit", rig.plan_dir)  # the user's later submit sends the rest: a cancel is no lock-out
+    code, _out, err = _finish(again)
+    assert code == 0, err
+
+
+def test_a_failure_threshold_firing_mid_submit_stops_it_too(
+    world: World, tmp_path: Any, make_omics_emulator: Callable[..., Any]
+) -> None:
+    """Was a bug (issue 25, item 2): `planner status --watch --cancel-if-failed 0` that fired while the submit
+    of the plan ran cancelled what existed then; the submit went on starting runs afterwards."""
+    world.omics_options["fail_when"] = lambda settings: (
+        ("FAILED", "injected: the first sample fails")
+        if (settings.get("parameters") or {}).get("sample") == "S0000"
+        else None
+    )
+    rig = make_rig("omics-run", world, tmp_path)
+    submitting = _planner(rig, "submit", rig.plan_dir, "--rate", "0.5", "--concurrency", "4")
+    _wait_for("the second call journaled", lambda: _journal(rig.plan_dir).get("done", 0) >= 2, submitting)
+    for _ in range(4):
+        world.clock.advance(1.0)  # the runs made so far move on; S0000 fails
+    watching = _planner(rig, "status", rig.plan_dir, "--watch", "--interval", "0.2", "--cancel-if-failed", "0")
+    code, _out, err = _finish(watching)
+    known = rig.server_ids()
+    _check_nothing_started_after(rig, known, submitting)
+    assert code == 1 and "more than 0 samples" in err, err
+    assert _unended_omics_runs(world) == []
