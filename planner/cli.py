@@ -461,8 +461,12 @@ def _report_problems(problems: Sequence[Problem], out: str, skipped: bool = Fals
 def _submit(args: argparse.Namespace) -> int:
     from .engine import Incomplete
     from .preflight import PreflightError
-    from .submission import submit
+    from .submission import Threshold, submit
 
+    # Every option is checked before the first call: nothing is sent on a command line that is wrong.
+    if args.cancel_if_failed and not args.watch:
+        raise InputError("--cancel-if-failed goes with --watch")
+    threshold = Threshold.parse(args.cancel_if_failed) if args.cancel_if_failed and not args.dry_run else None
     access = _aws(args)
     if args.sandbox and args.watch and not args.dry_run:
         from .sandbox.local import ensure_running
@@ -476,6 +480,8 @@ def _submit(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             rate=args.rate,
             check=args.check,
+            cancel_if_failed=threshold,
+            interval=args.interval,
             **access,
         )
     except PreflightError as exc:
@@ -484,7 +490,11 @@ def _submit(args: argparse.Namespace) -> int:
         raise
     except Incomplete as exc:
         _print_submit(exc.report, args, sys.stderr if args.dry_run else sys.stdout)
-        raise
+        if not args.watch or args.dry_run:
+            raise
+        # What was submitted still runs: watch it (and keep its failure threshold) all the same.
+        print(f"planner: error: {exc}; watching what was submitted", file=sys.stderr)
+        return max(1, _watch(args, access))
     except KeyboardInterrupt:
         print(
             "planner: interrupted: nothing more was sent, and the calls in flight were journaled; "

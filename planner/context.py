@@ -330,6 +330,7 @@ class Context:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     stop: Stop = field(default_factory=Stop)
+    on_refused: Callable[[int], None] | None = None  # told how many samples each refused call leaves FAILED
     _stager: Stager | None = field(default=None, repr=False)
     _patience: Patience | None = field(default=None, repr=False)
     _owner: list[str | None] = field(default_factory=list, repr=False)  # [account] once resolved

@@ -394,6 +394,8 @@ class Engine:
     def _fail(self, call: Call, error: str) -> None:
         rows = [SampleState(p.id, p.shard, p.position, None, None, FAILED, None, error) for p in call.covers()]
         self.ctx.ledger.failure(call.key, error, rows)
+        if self.ctx.on_refused is not None:
+            self.ctx.on_refused(len(rows))  # a failure threshold counts them as they come
 
 
 def model_check(service: str, operation: str) -> Callable[[dict[str, Any]], list[str]]:

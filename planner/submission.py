@@ -14,9 +14,11 @@ against the local sandbox on loopback (started when none runs).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -71,6 +73,10 @@ class Access:
     def __post_init__(self) -> None:
         if self.retry_mode not in ("standard", "adaptive", "legacy"):
             raise InputError(f"retry mode {self.retry_mode!r}: choose standard or adaptive")
+
+    def status(self, plan_dir: str) -> pl.DataFrame:
+        """``status`` with these settings (refreshed)."""
+        return status(plan_dir, **vars(self))
 
     def open(self, plan_dir: str | os.PathLike[str], options: Options, **kwargs: Any) -> Context:
         return open_context(
@@ -199,6 +205,8 @@ def submit(
     check: bool = False,
     staging_kms_key: str | None = None,
     expected_bucket_owner: str | None = None,
+    cancel_if_failed: Threshold | str | None = None,
+    interval: float = 30.0,
 ) -> SubmitReport:
     """Stage and submit a plan; safe to run again after a crash or a partial submit.
 
@@ -209,7 +217,15 @@ def submit(
     preflight check (``preflight.py``); its problems raise ``PreflightError`` before anything is staged.
     ``staging_kms_key`` (the CLI's ``--staging-kms-key``) and ``expected_bucket_owner`` override
     plan.json's ``[staging] kms_key_id`` and ``expected_bucket_owner``.
+
+    ``cancel_if_failed`` (``watch``'s threshold) is guarded while submitting too: refused calls are
+    counted as they come and the runs refreshed every ``interval`` seconds; once more samples than
+    that have failed nothing more is sent, everything submitted is cancelled, and ``ThresholdCrossed``
+    (a ``Stopped`` carrying the ``CancelReport``) is raised.
     """
+    threshold = _threshold(cancel_if_failed)
+    if not (isinstance(interval, (int, float)) and 0 < interval < float("inf")):
+        raise InputError(f"interval {interval!r}: must be a positive number of seconds")
     options = Options(
         staging_uri=staging,
         concurrency=concurrency,
@@ -239,21 +255,95 @@ def submit(
             progress=progress,
         )
     lock = contextlib.nullcontext() if dry_run else _plan_lock(plan.path)
+    guard = None
     with lock:
         ctx = access.open(plan.path, options, progress=progress)
         if not dry_run:
             ctx.stop.watch(os.path.join(plan.path, STOP_FILE))  # `planner cancel` asks through it
+            if threshold is not None:
+                guard = _Guard(ctx, threshold, interval, access)
         try:
             if dry_run:
                 ctx.emit = emit or _print_line
             return run_submission(ctx)
         except Stopped as exc:
-            raise Stopped(
-                f"{exc}; nothing more was sent, the calls in flight were journaled "
-                "(`planner status` shows where every sample is)"
-            ) from None
+            if guard is None or guard.reason is None:
+                raise Stopped(
+                    f"{exc}; nothing more was sent, the calls in flight were journaled "
+                    "(`planner status` shows where every sample is)"
+                ) from None
         finally:
+            if guard is not None:
+                guard.end()
             ctx.ledger.close()
+    # The threshold stopped the submit: cancel what it made (the plan's lock is free again for that).
+    assert guard is not None and guard.reason is not None
+    reach = dataclasses.replace(access, endpoints=guard.access.endpoints)
+    report = cancel(plan.path, reason=guard.reason, concurrency=concurrency, progress=progress, **vars(reach))
+    raise ThresholdCrossed(guard.reason, guard.failed, report)
+
+
+class ThresholdCrossed(Stopped):
+    """A submit's failure threshold was crossed: it sent nothing more and cancelled what it had made."""
+
+    def __init__(self, reason: str, failed: int, cancelled: CancelReport):
+        super().__init__(
+            f"{reason}: sent nothing more, and cancelled {cancelled.count('cancelled')} "
+            f"(and {cancelled.count('not cancelled')} could not be); the reason is recorded in the ledger"
+        )
+        self.reason = reason
+        self.failed = failed
+        self.cancelled = cancelled
+
+
+class _Guard:
+    """A failure threshold kept while submitting: refused calls are counted as the engine meets them,
+    and a thread of its own refreshes the runs every ``interval`` seconds (as `status --watch` does),
+    so failing runs count too.  Once crossed, the submit is stopped (``ctx.stop``)."""
+
+    def __init__(self, ctx: Context, threshold: Threshold, interval: float, access: Access):
+        self.ctx, self.threshold, self.interval = ctx, threshold, interval
+        # The endpoints the submit found (the sandbox's daemon), not looked for again at each refresh.
+        self.access = dataclasses.replace(access, endpoints=dict(ctx.clients.endpoints) or access.endpoints)
+        self.total = ctx.manifest.runs
+        self.failure_states = backend_class(ctx.manifest.backend).spec.retry_states
+        self.refused = 0
+        self.failed = 0
+        self.reason: str | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        ctx.on_refused = self._refused
+        self._thread = threading.Thread(target=self._watch, name="planner-threshold", daemon=True)
+        self._thread.start()
+
+    def _refused(self, samples: int) -> None:
+        with self._lock:
+            self.refused += samples
+            self._judge(self.refused)
+
+    def _judge(self, failed: int) -> None:
+        if self.reason is None and self.threshold.crossed(failed, self.total):
+            self.failed = failed
+            self.reason = f"more than {self.threshold} failed ({failed:,} of {self.total:,} samples)"
+            self.ctx.stop.set(f"the failure threshold: {self.reason}")
+
+    def _watch(self) -> None:
+        told = False
+        while not self._done.wait(self.interval) and self.reason is None:
+            try:
+                table = self.access.status(self.ctx.plan.path)
+            except SubmissionError as exc:  # a refresh that fails now may work next time
+                if not told:
+                    told = True
+                    log.warning("the failure threshold could not refresh the runs (%s); trying again", exc)
+                continue
+            failed = failed_samples(table, self.failure_states)
+            with self._lock:
+                self._judge(max(failed, self.refused))
+
+    def end(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=10)  # a refresh under way ends on its own; nothing it does sends anything
 
 
 def run_submission(ctx: Context) -> SubmitReport:
@@ -416,6 +506,10 @@ class Threshold:
         return f"{self.count} samples" if self.count is not None else f"{self.percent:g}% of the plan"
 
 
+def _threshold(given: Threshold | str | None) -> Threshold | None:
+    return Threshold.parse(given) if isinstance(given, str) else given
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """One refresh of ``watch``: when, the table, its counts, and what changed since the last one."""
@@ -471,7 +565,7 @@ def watch(
     prints the time and what changed).  The other keyword arguments are ``status``'s."""
     if not (isinstance(interval, (int, float)) and 0 < interval < float("inf")):
         raise InputError(f"interval {interval!r}: must be a positive number of seconds")
-    threshold = Threshold.parse(cancel_if_failed) if isinstance(cancel_if_failed, str) else cancel_if_failed
+    threshold = _threshold(cancel_if_failed)
     spec = get_backend(PlanDirectory(plan_dir).manifest.backend)
     if sandbox and not endpoints:
         from .sandbox.local import ensure_running

@@ -175,3 +175,66 @@ def test_a_failure_threshold_firing_mid_submit_stops_it_too(
     _check_nothing_started_after(rig, known, submitting)
     assert code == 1 and "more than 0 samples" in err, err
     assert _unended_omics_runs(world) == []
+
+
+# ---------------------------------------------------------------- 3. the failure threshold during submit
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--watch", "--cancel-if-failed", "banana"], "--cancel-if-failed 'banana'"),
+        (["--cancel-if-failed", "5"], "--cancel-if-failed goes with --watch"),
+    ],
+    ids=["not a threshold", "without --watch"],
+)
+def test_submit_refuses_a_bad_threshold_before_sending_anything(
+    argv: list[str], said: str, world: World, tmp_path: Any
+) -> None:
+    """Was a bug (issue 25, item 3): `--cancel-if-failed banana` was refused only once the submit had ended."""
+    rig = make_rig("omics-run", world, tmp_path)
+    code, _out, err = _finish(_planner(rig, "submit", rig.plan_dir, *argv))
+    assert code == 2 and said in err and "Traceback" not in err, err
+    assert rig.server_ids() == set(), "runs were started on a command line that was refused"
+    assert not os.path.exists(os.path.join(rig.plan_dir, "ledger.sqlite"))
+
+
+def test_submit_keeps_the_threshold_while_submitting(world: World, tmp_path: Any) -> None:
+    """Was a bug (issue 25, item 3): the threshold was looked at only after every call had been sent: with the
+    account's run quota full, all nine remaining StartRun calls were refused one after another."""
+    world.omics_options["max_retained_runs"] = 3  # from the fourth run on, StartRun is refused (a quota)
+    rig = make_rig("omics-run", world, tmp_path)
+    argv = ["--concurrency", "1", "--watch", "--interval", "60", "--cancel-if-failed", "2"]
+    code, _out, err = _finish(_planner(rig, "submit", rig.plan_dir, *argv))
+    assert code == 1 and "more than 2 samples failed (3 of 12 samples)" in err, err
+    assert "Traceback" not in err
+    submissions = ledger_tables(rig.plan_dir)["submissions"]
+    assert sorted(s["state"] for s in submissions) == ["done"] * 3 + ["failed"] * 3, "calls went on past the threshold"
+    assert _unended_omics_runs(world) == [], "what was submitted was not cancelled"
+    events = [e for e in ledger_tables(rig.plan_dir)["events"] if e["kind"] == "cancel"]
+    assert len(events) == 1 and "more than 2 samples failed" in events[0]["detail"]
+
+
+def test_submit_watch_still_guards_what_was_submitted_when_calls_are_refused(world: World, tmp_path: Any) -> None:
+    """Was a bug (issue 25, item 3): one refused call made `submit --watch --cancel-if-failed` exit at once,
+    leaving every run it had started unwatched and unguarded."""
+    world.omics_options["max_retained_runs"] = 10  # the last 2 of the 12 StartRun calls are refused (a quota)
+    world.omics_options["fail_when"] = lambda settings: (
+        ("FAILED", "injected") if (settings.get("parameters") or {}).get("sample") < "S0005" else None
+    )
+    rig = make_rig("omics-run", world, tmp_path)
+    argv = ["--concurrency", "1", "--rate", "1", "--watch", "--interval", "0.2", "--cancel-if-failed", "50%"]
+    child = _planner(rig, "submit", rig.plan_dir, *argv)
+    started = 0
+    while sum(_journal(rig.plan_dir).values()) < 12:  # one step of the service's clock per run started:
+        assert child.poll() is None, _finish(child)[2]  # S0000 ends first, S0009 last
+        now = _journal(rig.plan_dir).get("done", 0)
+        world.clock.advance(now - started)
+        started = now
+        time.sleep(POLL)
+    code, _out, err = _finish(child)  # 5 runs failed and 2 calls were refused: 7 of 12, more than 50%
+    assert code == 1, err
+    assert "more than 50% of the plan" in err, err
+    events = [e for e in ledger_tables(rig.plan_dir)["events"] if e["kind"] == "cancel"]
+    assert len(events) == 1, "the threshold did not cancel what was submitted"
+    assert _unended_omics_runs(world) == [], "the runs still going were not cancelled"
