@@ -7,6 +7,8 @@ engine ``Phase``s of them.  The engine does the rest, the same way for all five:
 
     for each call, on a bounded thread pool (in order, for calls that name the one before):
         journaled done           -> counted "already", nothing sent
+        a sample handed over     -> counted "handed over", nothing sent: `planner retry` planned it
+                                    again in a new plan, which runs it (sending it here would run it twice)
         find() finds it          -> journaled as found (reconciled), nothing sent
         build the request; pass the rate limit; journal the intent
         send:  answered          -> journal the result, mark its samples SUBMITTED
@@ -143,8 +145,10 @@ class Tally:
     found: int = 0  # made by an earlier attempt of this plan whose result was not journaled: recorded now
     already: int = 0  # journaled as done before this run: nothing sent
     existed: int = 0  # the service answered with what an earlier submission made: nothing new started
+    handed_over: int = 0  # covers samples `planner retry` planned again elsewhere: not sent from here
     failed: int = 0
     failures: list[str] = field(default_factory=list)
+    retries: set[tuple[str, str]] = field(default_factory=set)  # (plan id, path) of those retry plans
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -155,6 +159,7 @@ class Tally:
             "found": self.found,
             "already": self.already,
             "existed": self.existed,
+            "handed_over": self.handed_over,
             "failed": self.failed,
         }
 
@@ -202,6 +207,7 @@ class SubmitReport:
                 (t.found, "found from an earlier attempt"),
                 (t.already, "already submitted"),
                 (t.existed, "already existed (nothing new started)"),
+                (t.handed_over, "handed over to a retry plan (not sent)"),
                 (t.failed, "FAILED"),
             ):
                 if count:
@@ -238,6 +244,7 @@ class Engine:
     def __init__(self, ctx: Context):
         self.ctx = ctx
         self.pace = ctx.pacer()
+        self.handed = ctx.ledger.handovers()  # sample -> the retry plan that runs it now
 
     def run(self, phase: Phase) -> Tally:
         tally = Tally(phase.operation, phase.unit, phase.total)
@@ -294,6 +301,13 @@ class Engine:
             with lock:
                 tally.already += call.count
             return
+        if self.handed:
+            retries = {self.handed[p.id] for p in call.covers() if p.id in self.handed}
+            if retries:
+                with lock:
+                    tally.handed_over += call.count
+                    tally.retries |= retries
+                return
         if call.find is not None and (known is not None or phase.find_first) and not self.ctx.dry_run:
             # An intent without a result (or a failure after which the call may have been made
             # after all, or a lost ledger): look before sending anything again.

@@ -102,7 +102,7 @@ def _try_lock(handle: IO[str]) -> bool:
 
 
 @contextlib.contextmanager
-def _plan_lock(plan_dir: str) -> Iterator[None]:
+def plan_lock(plan_dir: str) -> Iterator[None]:
     """One submit per plan at a time: two at once would both see no result for a call and
     both send it (Batch, Glue and Polly have no idempotency token).  The lock dies with the process.
 
@@ -254,7 +254,7 @@ def submit(
             endpoints=endpoints,
             progress=progress,
         )
-    lock = contextlib.nullcontext() if dry_run else _plan_lock(plan.path)
+    lock = contextlib.nullcontext() if dry_run else plan_lock(plan.path)
     guard = None
     with lock:
         ctx = access.open(plan.path, options, progress=progress)
@@ -380,6 +380,14 @@ def run_submission(ctx: Context) -> SubmitReport:
             f"the service answered {existed} request(s) with what an earlier submission of this same plan "
             f"(plan id {ctx.plan_id}, perhaps from another directory) had made: nothing new was started for them; "
             "`planner retry` plans samples to run again"
+        )
+    handed = sum(t.handed_over for t in report.phases)
+    if handed:
+        retries = sorted({retry for t in report.phases for retry in t.retries})
+        where = "; ".join(f"plan {plan_id} in {path}" for plan_id, path in retries)
+        report.notes.append(
+            f"{handed:,} {'call was' if handed == 1 else 'calls were'} not sent: `planner retry` planned their "
+            f"samples again ({where}), which runs them; `planner submit` of that plan submits them"
         )
     if report.failed:
         raise Incomplete(report)

@@ -238,3 +238,30 @@ def test_submit_watch_still_guards_what_was_submitted_when_calls_are_refused(wor
     events = [e for e in ledger_tables(rig.plan_dir)["events"] if e["kind"] == "cancel"]
     assert len(events) == 1, "the threshold did not cancel what was submitted"
     assert _unended_omics_runs(world) == [], "the runs still going were not cancelled"
+
+
+# ---------------------------------------------------------------- 6. a retry takes its samples over
+
+
+def test_submitting_the_original_after_its_retry_sends_nothing_the_retry_runs(world: World, tmp_path: Any) -> None:
+    """Was a bug (issue 25, item 6): after `planner retry` and `planner submit` of the retry plan, a
+    `planner submit` of the original sent the original's refused calls again: two samples ran twice."""
+    world.omics_options["max_retained_runs"] = 10  # 2 of the 12 StartRun calls are refused (a quota)
+    rig = make_rig("omics-run", world, tmp_path)
+    code, _out, err = _finish(_planner(rig, "submit", rig.plan_dir))
+    assert code == 1 and "2 of 12 runs could not be submitted" in err, err
+    world.omics_emulator.max_retained_runs = None  # the quota raised
+
+    retried = str(tmp_path / "retry")
+    code, _out, err = _finish(_planner(rig, "retry", rig.plan_dir, "--out", retried))
+    assert code == 0, err
+    code, _out, err = _finish(_planner(rig, "submit", retried))
+    assert code == 0, err
+    assert sorted(rig.server_counts().values()) == [1] * 12
+
+    code, out, err = _finish(_planner(rig, "submit", rig.plan_dir))  # the original again: a cron, a habit
+    assert code == 0, err
+    rig.settle()
+    twice = {sample: n for sample, n in rig.server_counts().items() if n != 1}
+    assert twice == {}, f"run twice: {twice}"
+    assert "2 handed over to a retry plan (not sent)" in out and retried in out, out
