@@ -339,6 +339,17 @@ class Context:
     def __post_init__(self) -> None:
         if self.sleep is time.sleep:
             self.sleep = self.stop.sleep  # every wait of the command ends when it must stop
+        self.clients.on_client = self._stop_sends
+
+    def _stop_sends(self, client: Any) -> None:
+        """Nothing leaves once the command must stop, botocore's own resends included (a throttled
+        creating call retried after its backoff): the call was not carried out, and its journaled
+        intent is reconciled by the next submit."""
+
+        def refuse(**_: Any) -> None:
+            self.stop.check()
+
+        client.meta.events.register("before-send", refuse, unique_id="planner-stop")
 
     @property
     def manifest(self) -> Manifest:
