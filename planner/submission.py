@@ -343,7 +343,7 @@ class _Guard:
 
     def end(self) -> None:
         self._done.set()
-        self._thread.join(timeout=10)  # a refresh under way ends on its own; nothing it does sends anything
+        self._thread.join(timeout=1)  # a refresh under way ends on its own; nothing it does sends anything
 
 
 def run_submission(ctx: Context) -> SubmitReport:
