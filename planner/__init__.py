@@ -37,6 +37,7 @@ from .errors import (
     PlannerError,
     Problem,
     SheetError,
+    Stopped,
     SubmissionError,
     ValidationError,
 )
@@ -47,7 +48,7 @@ from .preflight import CheckReport, check
 from .progress import ProgressEvent
 from .retry_plan import retry
 from .shard import ShardInfo
-from .submission import Snapshot, Threshold, cancel, report, status, submit, watch
+from .submission import Snapshot, Threshold, ThresholdCrossed, cancel, report, status, submit, watch
 
 
 def read_child_settings(**options: object) -> dict[str, object]:
@@ -77,10 +78,12 @@ __all__ = [
     "ShardInfo",
     "SheetError",
     "Snapshot",
+    "Stopped",
     "SubmissionError",
     "SubmitReport",
     "Tally",
     "Threshold",
+    "ThresholdCrossed",
     "ValidationError",
     "cancel",
     "check",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ class Clients:
     retry_mode: str = "standard"
     max_attempts: int = 8
     sandbox: bool = False
+    on_client: Callable[[Any], None] | None = None  # sees each client once made (registers its event hooks)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -55,7 +57,10 @@ class Clients:
     def get(self, service: str) -> Any:
         with self._lock:
             if service not in self._cache:
-                self._cache[service] = self._make(service)
+                made = self._make(service)
+                if self.on_client is not None:
+                    self.on_client(made)
+                self._cache[service] = made
             return self._cache[service]
 
     def _make(self, service: str) -> Any:

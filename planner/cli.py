@@ -22,7 +22,7 @@ import orjson
 
 from . import __version__
 from .backends import MODULES
-from .errors import InputError, NothingToRetry, PlannerError, Problem, ValidationError
+from .errors import InputError, NothingToRetry, PlannerError, Problem, Stopped, ValidationError
 from .plan import MAX_SHOWN_PROBLEMS, plan
 from .plandir import REJECTED_FILE, write_problems
 from .progress import stderr_progress
@@ -477,8 +477,12 @@ def _report_problems(problems: Sequence[Problem], out: str, skipped: bool = Fals
 def _submit(args: argparse.Namespace) -> int:
     from .engine import Incomplete
     from .preflight import PreflightError
-    from .submission import submit
+    from .submission import Threshold, submit
 
+    # Every option is checked before the first call: nothing is sent on a command line that is wrong.
+    if args.cancel_if_failed and not args.watch:
+        raise InputError("--cancel-if-failed goes with --watch")
+    threshold = Threshold.parse(args.cancel_if_failed) if args.cancel_if_failed and not args.dry_run else None
     access = _aws(args)
     if args.sandbox and args.watch and not args.dry_run:
         from .sandbox.local import ensure_running
@@ -492,6 +496,8 @@ def _submit(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             rate=args.rate,
             check=args.check,
+            cancel_if_failed=threshold,
+            interval=args.interval,
             **access,
         )
     except PreflightError as exc:
@@ -500,7 +506,18 @@ def _submit(args: argparse.Namespace) -> int:
         raise
     except Incomplete as exc:
         _print_submit(exc.report, args, sys.stderr if args.dry_run else sys.stdout)
-        raise
+        if not args.watch or args.dry_run:
+            raise
+        # What was submitted still runs: watch it (and keep its failure threshold) all the same.
+        print(f"planner: error: {exc}; watching what was submitted", file=sys.stderr)
+        return max(1, _watch(args, access))
+    except KeyboardInterrupt:
+        print(
+            "planner: interrupted: nothing more was sent, and the calls in flight were journaled; "
+            f"`planner submit {args.plan_dir}{_access_flags(args)}` resumes",
+            file=sys.stderr,
+        )
+        return 130
     _print_submit(report, args, sys.stderr if args.dry_run else sys.stdout)
     if args.watch and not args.dry_run:
         return _watch(args, access)
@@ -998,6 +1015,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for problem in exc.problems[:MAX_SHOWN_PROBLEMS]:
                 print(f"planner: error: {problem.describe()}", file=sys.stderr)
         print(f"planner: {exc.summary}", file=sys.stderr)
+        return exc.exit_code
+    except Stopped as exc:  # not an error: what the user (a cancel, a threshold) asked for
+        print(f"planner: stopped: {exc}", file=sys.stderr)
         return exc.exit_code
     except PlannerError as exc:
         print(f"planner: error: {exc}", file=sys.stderr)

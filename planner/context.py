@@ -18,6 +18,13 @@ Waiting (the reliability rule "wait only where waiting can help"):
 * credentials refused or an endpoint that cannot be reached stop everything
   (``AccessError``): every further call would fail alike.
 
+Stopping (the reliability rule "stop means stop"): every wait above, the rate limit's
+included, sleeps on ``Context.stop`` (``Stop``), which ends it at once when the command is
+asked to stop: Ctrl-C reaching the thread that hands work to the pools (``Stop.pool``), or,
+for a running submit, the marker ``PLAN/.stop-request`` that `planner cancel` (or a failure
+threshold) writes.  A stopped wait raises ``Stopped``: the call it was waiting to send is not
+sent.  Calls already on the wire finish and are journaled.
+
 Staging settings (``Options.staging_kms_key``, ``Options.expected_bucket_owner``, or
 ``staging_options(...)`` around an API call) override plan.json's staging table;
 ``--sandbox`` without ``--staging`` ignores the plan's (its bucket, key and account do
@@ -32,12 +39,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -47,7 +57,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from .aws import Clients
 from .child_settings import EXPECTED_OWNER_ARGUMENT, EXPECTED_OWNER_ENV
 from .defaults import check_account, check_kms_key_id
-from .errors import AccessError, InputError, SubmissionError
+from .errors import AccessError, InputError, Stopped, SubmissionError
 from .ledger import LEDGER_FILE, Ledger
 from .plandir import Manifest, PlanDirectory
 from .progress import ProgressCallback, Tracker, log
@@ -61,6 +71,9 @@ SANDBOX_STAGING = "s3://planner-sandbox/staging/"
 DRY_RUN_OWNER = "CALLER-ACCOUNT"  # a dry run asks no one which account the caller is
 KMS_ETAG = "ASSIGNED-BY-S3-UNDER-SSE-KMS"  # a dry run's ETag of an object S3 will encrypt: not an MD5
 MAX_BACKOFF = 60.0
+STOP_FILE = ".stop-request"  # in the plan directory: a running submit is asked to stop
+MARKER_POLL = 0.2  # seconds between looks at the marker while waiting
+SIGNAL_POLL = 0.1  # seconds the thread handing out work blocks at a time: Ctrl-C is seen that soon
 
 THROTTLING = frozenset(
     {
@@ -132,12 +145,128 @@ def refusal(what: str, exc: ClientError | BotoCoreError) -> SubmissionError:
     return SubmissionError(f"{what}: {code}: {message}")
 
 
+class Stop:
+    """Whether the command must send nothing more, and why; its ``sleep`` ends when it must.
+
+    Set in this process (Ctrl-C in the thread that hands out work, see ``pool``; a failure
+    threshold), or asked from outside through a marker file (``watch``): a running submit is
+    told to stop by `planner cancel` writing ``PLAN/.stop-request``."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._reason: str | None = None
+        self.interrupted = False  # by Ctrl-C (the command line's exit status 130)
+        self.marker: str | None = None
+
+    def watch(self, marker: str) -> None:
+        """Stop too when ``marker`` appears (looked at before each creating call and while waiting)."""
+        self.marker = marker
+
+    def set(self, reason: str, *, interrupted: bool = False) -> None:
+        with self._lock:
+            if not self._event.is_set():
+                self._reason, self.interrupted = reason, interrupted
+                self._event.set()
+
+    def reason(self) -> str | None:
+        """Why the command must stop, or None."""
+        if not self._event.is_set() and self.marker is not None:
+            asked = read_stop_request(self.marker)
+            if asked is not None:
+                self.set(asked)
+        return self._reason if self._event.is_set() else None
+
+    def check(self) -> None:
+        """Raise ``Stopped`` when the command must stop: what was about to be sent is not."""
+        reason = self.reason()
+        if reason is not None:
+            raise Stopped(reason)
+
+    def sleep(self, seconds: float) -> None:
+        """``time.sleep`` that ends at once, raising ``Stopped``, when the command must stop."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.check()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._event.wait(min(left, MARKER_POLL) if self.marker is not None else left)
+
+    @contextlib.contextmanager
+    def pool(self, workers: int, name: str) -> Iterator[ThreadPoolExecutor]:
+        """A thread pool that, when the thread handing it work is interrupted (Ctrl-C), starts nothing
+        more: queued work is dropped and the workers' waits end; what is running finishes."""
+        executor = ThreadPoolExecutor(workers, thread_name_prefix=name, initializer=_leave_signals_to_the_caller)
+        try:
+            yield executor
+        except KeyboardInterrupt:
+            self.set("interrupted", interrupted=True)
+            raise
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+def attend(wait: Callable[[float], object]) -> None:
+    """Block until ``wait(timeout)`` answers true, in short waits.  Python runs a signal's handler
+    only in the main thread, when it runs Python code: a SIGINT that the kernel hands to another
+    thread (tqdm's monitor, say) would otherwise wait for the main thread's lock to be released."""
+    while not wait(SIGNAL_POLL):
+        pass
+
+
+def finished(future: Future[R]) -> R:
+    """``future.result()``, attentive to Ctrl-C (``attend``)."""
+    attend(lambda timeout: not futures_wait([future], timeout=timeout).not_done)
+    return future.result()
+
+
+def _leave_signals_to_the_caller() -> None:
+    """A worker blocks SIGINT: the kernel then hands Ctrl-C to the thread waiting on the pool, whose
+    wait it breaks (delivered to a worker, it would only be seen once every queued call had gone)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def request_stop(plan_dir: str, reason: str) -> str:
+    """Ask a running submit of the plan to stop (``Stop.watch``); returns the marker's path."""
+    path = os.path.join(plan_dir, STOP_FILE)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w") as handle:
+        json.dump({"reason": reason, "pid": os.getpid(), "at": time.time()}, handle)
+    os.replace(temporary, path)
+    return path
+
+
+def read_stop_request(path: str) -> str | None:
+    """The reason a stop request at ``path`` gives, or None when there is none."""
+    try:
+        with open(path) as handle:
+            asked = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return "asked to stop (an unreadable stop request)"
+    return str(asked.get("reason") or "asked to stop")
+
+
+def stop_requester(path: str) -> int | None:
+    """The process that wrote the stop request at ``path``, when there is one."""
+    try:
+        with open(path) as handle:
+            pid = json.load(handle).get("pid")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return pid if isinstance(pid, int) else None
+
+
 class Patience:
     """How long "later" answers are waited out, shared by every call of one command."""
 
-    def __init__(self, max_wait: float, sleep: Callable[[float], None]):
+    def __init__(self, max_wait: float, sleep: Callable[[float], None], stop: Stop | None = None):
         self.max_wait = max_wait
         self.sleep = sleep
+        self.stop = stop or Stop()
         self._told: set[str] = set()
         self._exhausted: set[str] = set()
         self._lock = threading.Lock()
@@ -153,7 +282,9 @@ class Patience:
                 self._told.add(kind)
                 log.warning("%s; waiting up to %s before giving up", reason, _duration(self.max_wait))
         seconds = min(delay, self.max_wait - waited)
+        self.stop.check()
         self.sleep(seconds)
+        self.stop.check()
         return seconds
 
 
@@ -198,10 +329,27 @@ class Context:
     emit: Callable[[dict[str, Any]], None] = field(default=lambda line: None)  # --dry-run's request lines
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
+    stop: Stop = field(default_factory=Stop)
+    on_refused: Callable[[int], None] | None = None  # told how many samples each refused call leaves FAILED
     _stager: Stager | None = field(default=None, repr=False)
     _patience: Patience | None = field(default=None, repr=False)
     _owner: list[str | None] = field(default_factory=list, repr=False)  # [account] once resolved
     _owner_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.sleep is time.sleep:
+            self.sleep = self.stop.sleep  # every wait of the command ends when it must stop
+        self.clients.on_client = self._stop_sends
+
+    def _stop_sends(self, client: Any) -> None:
+        """Nothing leaves once the command must stop, botocore's own resends included (a throttled
+        creating call retried after its backoff): the call was not carried out, and its journaled
+        intent is reconciled by the next submit."""
+
+        def refuse(**_: Any) -> None:
+            self.stop.check()
+
+        client.meta.events.register("before-send", refuse, unique_id="planner-stop")
 
     @property
     def manifest(self) -> Manifest:
@@ -222,7 +370,7 @@ class Context:
     @property
     def patience(self) -> Patience:
         if self._patience is None:
-            self._patience = Patience(self.options.max_wait, self.sleep)
+            self._patience = Patience(self.options.max_wait, self.sleep, self.stop)
         return self._patience
 
     @property
@@ -342,36 +490,43 @@ class Context:
                     out.append(paced(item))
                     bar.advance()
                 return out
-            with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix=f"planner-{task}") as pool:
+            with self.stop.pool(self.options.concurrency, f"planner-{task}") as pool:
                 results = []
-                for result in pool.map(paced, items):
-                    results.append(result)
+                for future in [pool.submit(paced, item) for item in items]:
+                    results.append(finished(future))
                     bar.advance()
                 return results
 
     def pacer(self) -> Callable[[], None]:
-        """A gate each worker passes before a creating request: at most ``rate`` per second over all."""
-        limiter = _rate_limited(self.options.rate, self.clock, self.sleep)
+        """A gate each worker passes before a creating request: at most ``rate`` per second over all.
+        Raises ``Stopped`` instead of letting a request through once the command must stop."""
+        limiter = _RateLimit(self.options.rate, self.clock, self.sleep)
         gate = threading.Lock()
 
         def wait() -> None:
             with gate:
-                next(limiter)
+                self.stop.check()
+                limiter.wait()
+            self.stop.check()
 
         return wait
 
 
-def _rate_limited(rate: float | None, clock: Callable[[], float], sleep: Callable[[float], None]) -> Iterator[None]:
-    """Yields once per allowed request: at most ``rate`` per second (no limit when None)."""
-    interval = 0.0 if not rate else 1.0 / rate
-    next_at = clock()
-    while True:
-        if interval:
-            now = clock()
-            if now < next_at:
-                sleep(next_at - now)
-            next_at = max(next_at, now) + interval
-        yield
+class _RateLimit:
+    """At most ``rate`` requests per second (no limit when None): ``wait`` before each."""
+
+    def __init__(self, rate: float | None, clock: Callable[[], float], sleep: Callable[[float], None]):
+        self.interval = 0.0 if not rate else 1.0 / rate
+        self.clock, self.sleep = clock, sleep
+        self.next_at = clock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        now = self.clock()
+        if now < self.next_at:
+            self.sleep(self.next_at - now)
+        self.next_at = max(self.next_at, now) + self.interval
 
 
 _STAGING_OVERRIDES: ContextVar[dict[str, str | None] | None] = ContextVar("planner_staging_overrides", default=None)

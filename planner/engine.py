@@ -7,6 +7,8 @@ engine ``Phase``s of them.  The engine does the rest, the same way for all five:
 
     for each call, on a bounded thread pool (in order, for calls that name the one before):
         journaled done           -> counted "already", nothing sent
+        a sample handed over     -> counted "handed over", nothing sent: `planner retry` planned it
+                                    again in a new plan, which runs it (sending it here would run it twice)
         find() finds it          -> journaled as found (reconciled), nothing sent
         build the request; pass the rate limit; journal the intent
         send:  answered          -> journal the result, mark its samples SUBMITTED
@@ -15,6 +17,13 @@ engine ``Phase``s of them.  The engine does the rest, the same way for all five:
                refused           -> journal the failure, mark its samples FAILED, go on with the rest
                no access at all  -> journal the failure and stop (every other call would fail alike)
     the refused calls summed up at the end (``Incomplete``, which carries the report)
+
+Stop means stop: every call goes out on a worker thread, never the one that hands them out,
+so Ctrl-C there reaches no call on the wire.  It sets ``ctx.stop``; queued calls are dropped,
+waiting ones (the rate limit, a "later" answer) wake and send nothing, and the calls in flight
+finish and are journaled before ``KeyboardInterrupt`` goes on up.  ``ctx.stop`` is looked at
+before every creating call too: `planner cancel` (or a failure threshold) stops a running
+submit through it (``Stopped``).
 
 ``no_blind_retry`` turns botocore's own resend of a call without an idempotency token
 (AWS Batch SubmitJob, Glue StartJobRun) into ``OutcomeUnknown``: a 5xx or a broken
@@ -25,13 +34,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .context import MAX_BACKOFF, Context, refusal, wait_reason
+from .context import MAX_BACKOFF, Context, attend, finished, refusal, wait_reason
 from .errors import AccessError, SubmissionError
 from .ledger import DONE, SampleState
 from .progress import Tracker
@@ -135,8 +145,10 @@ class Tally:
     found: int = 0  # made by an earlier attempt of this plan whose result was not journaled: recorded now
     already: int = 0  # journaled as done before this run: nothing sent
     existed: int = 0  # the service answered with what an earlier submission made: nothing new started
+    handed_over: int = 0  # covers samples `planner retry` planned again elsewhere: not sent from here
     failed: int = 0
     failures: list[str] = field(default_factory=list)
+    retries: set[tuple[str, str]] = field(default_factory=set)  # (plan id, path) of those retry plans
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -147,6 +159,7 @@ class Tally:
             "found": self.found,
             "already": self.already,
             "existed": self.existed,
+            "handed_over": self.handed_over,
             "failed": self.failed,
         }
 
@@ -194,6 +207,7 @@ class SubmitReport:
                 (t.found, "found from an earlier attempt"),
                 (t.already, "already submitted"),
                 (t.existed, "already existed (nothing new started)"),
+                (t.handed_over, "handed over to a retry plan (not sent)"),
                 (t.failed, "FAILED"),
             ):
                 if count:
@@ -230,6 +244,7 @@ class Engine:
     def __init__(self, ctx: Context):
         self.ctx = ctx
         self.pace = ctx.pacer()
+        self.handed = ctx.ledger.handovers()  # sample -> the retry plan that runs it now
 
     def run(self, phase: Phase) -> Tally:
         tally = Tally(phase.operation, phase.unit, phase.total)
@@ -242,41 +257,57 @@ class Engine:
                 return
             try:
                 self._one(call, phase, tally, lock)
-            except BaseException as exc:  # a stop: no access, a changed plan, an interrupt
+            except BaseException as exc:  # a stop: no access, a changed plan, asked to stop
                 stop.set()
                 with lock:
                     errors.append(exc)
             finally:
                 bar.advance(call.count)
 
-        with Tracker(self.ctx.progress, phase.operation, phase.unit, phase.total) as bar:
-            if phase.ordered or self.ctx.options.concurrency == 1 or self.ctx.dry_run:
-                for call in phase.calls:
-                    one(call)
-                    if stop.is_set():
-                        break
+        def in_order() -> None:
+            for call in phase.calls:
+                one(call)
+                if stop.is_set():
+                    break
+
+        sequential = phase.ordered or self.ctx.options.concurrency == 1 or self.ctx.dry_run
+        workers = 1 if sequential else self.ctx.options.concurrency
+        with (
+            Tracker(self.ctx.progress, phase.operation, phase.unit, phase.total) as bar,
+            self.ctx.stop.pool(workers, "planner-submit") as pool,
+        ):
+            if sequential:
+                finished(pool.submit(in_order))
             else:
                 window = threading.BoundedSemaphore(self.ctx.options.concurrency * 2)  # calls built as they go
                 futures: list[Future[None]] = []
-                with ThreadPoolExecutor(self.ctx.options.concurrency, thread_name_prefix="planner-submit") as pool:
-                    for call in phase.calls:
-                        if stop.is_set():
-                            break
-                        window.acquire()
-                        future = pool.submit(one, call)
-                        future.add_done_callback(lambda _f: window.release())
-                        futures.append(future)
+                for call in phase.calls:
+                    if stop.is_set():
+                        break
+                    attend(lambda timeout: window.acquire(timeout=timeout))
+                    future = pool.submit(one, call)
+                    future.add_done_callback(lambda _f: window.release())
+                    futures.append(future)
+                attend(lambda timeout: not futures_wait(futures, timeout=timeout).not_done)
         if errors:
             raise errors[0]
         return tally
 
     def _one(self, call: Call, phase: Phase, tally: Tally, lock: threading.Lock) -> None:
         ledger = self.ctx.ledger
+        self.ctx.stop.check()
         known = ledger.submission(call.key)
         if known is not None and known.state == DONE:
             with lock:
                 tally.already += call.count
             return
+        if self.handed:
+            retries = {self.handed[p.id] for p in call.covers() if p.id in self.handed}
+            if retries:
+                with lock:
+                    tally.handed_over += call.count
+                    tally.retries |= retries
+                return
         if call.find is not None and (known is not None or phase.find_first) and not self.ctx.dry_run:
             # An intent without a result (or a failure after which the call may have been made
             # after all, or a lost ledger): look before sending anything again.
@@ -297,7 +328,7 @@ class Engine:
             with lock:
                 tally.created += call.count
             return
-        self.pace()
+        self.pace()  # raises Stopped, sending nothing, once the submit must stop
         ledger.intent(call.key, call.operation, shard=call.shard, sample=call.sample, token=call.token)
         try:
             created = self._send(call, request)
@@ -349,6 +380,7 @@ class Engine:
                 # The call may have been carried out: look for what it would have made first.
                 unknown += 1
                 self.ctx.sleep(min(2.0 ** (unknown - 1), UNKNOWN_BACKOFF))
+                self.ctx.stop.check()
                 if call.find is not None:
                     found = call.find(True)
                     if found is not None:
@@ -385,6 +417,8 @@ class Engine:
     def _fail(self, call: Call, error: str) -> None:
         rows = [SampleState(p.id, p.shard, p.position, None, None, FAILED, None, error) for p in call.covers()]
         self.ctx.ledger.failure(call.key, error, rows)
+        if self.ctx.on_refused is not None:
+            self.ctx.on_refused(len(rows))  # a failure threshold counts them as they come
 
 
 def model_check(service: str, operation: str) -> Callable[[dict[str, Any]], list[str]]:

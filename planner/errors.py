@@ -8,7 +8,8 @@
     │   └── PlanDirError              a plan directory is missing, changed, damaged or of another format
     ├── NothingToRetry                retry found no sample to plan again: nothing written (exit status 0)
     └── SubmissionError               talking to a service failed (exit status 1)
-        └── AccessError               a service cannot be reached or refused the credentials: nothing more is tried
+        ├── AccessError               a service cannot be reached or refused the credentials: nothing more is tried
+        └── Stopped                   asked to stop (Ctrl-C, `planner cancel`, a failure threshold): nothing more sent
 
 Library errors (polars, botocore, OSError) are mapped into this tree with
 ``raise ... from exc`` at the edge where they happen, so callers catch one family.
@@ -106,3 +107,7 @@ class SubmissionError(PlannerError):
 
 class AccessError(SubmissionError):
     """A service cannot be reached, or refused the credentials: every further call would fail alike."""
+
+
+class Stopped(SubmissionError):
+    """Asked to stop (Ctrl-C, `planner cancel`, a failure threshold): no creating call is sent after it."""

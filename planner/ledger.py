@@ -26,7 +26,9 @@ Schema (version 3)::
                                                state: intent | done | failed; remote_*: what status last saw
     samples(id, shard, position, remote_id, remote_uuid, submission_status, state, reason, log, updated_at)
     refreshes(at, counts)                      each status refresh's counts per state (the report draws them)
-    events(at, kind, detail)                   what the planner decided: cancels, failure thresholds
+    events(at, kind, detail)                   what the planner decided: cancels, failure thresholds, and
+                                               "retry": samples handed over to a retry plan
+                                               ({"plan_id", "path", "samples"}), which submit sends no more
 
 A version 1 ledger (no kind, uuid, log, remote_* columns; indexes as shard -1-i) and
 a version 2 ledger (no content_check, checksum, kms_key_id) are upgraded in place when
@@ -458,6 +460,19 @@ class Ledger:
             (at, kind, orjson.loads(detail))
             for at, kind, detail in self.db.execute(f"SELECT at, kind, detail FROM events{where} ORDER BY rowid", args)
         ]
+
+    def record_handover(self, plan_id: str, path: str, samples: list[str]) -> None:
+        """``planner retry`` planned ``samples`` again in plan ``plan_id`` (at ``path``): this plan's own
+        submit must not send them again."""
+        self.record_event("retry", {"plan_id": plan_id, "path": path, "samples": samples})
+
+    def handovers(self) -> dict[str, tuple[str, str]]:
+        """Each sample handed over to a retry plan: its (plan id, path), the latest retry's."""
+        handed: dict[str, tuple[str, str]] = {}
+        for (detail,) in self.db.execute("SELECT detail FROM events WHERE kind = 'retry' ORDER BY at"):
+            retry = orjson.loads(detail)
+            handed.update(dict.fromkeys(retry.get("samples") or [], (str(retry["plan_id"]), str(retry["path"]))))
+        return handed
 
     def first_intent_at(self) -> str | None:
         row = self.db.execute("SELECT MIN(intent_at) FROM submissions").fetchone()

@@ -9,6 +9,11 @@ the services start new runs, while submitting the same retry plan again still st
 nothing.  ``--set KEY=VALUE`` changes a setting for every retried run (a new
 ``workflowVersionName``, ``cacheId`` and ``cacheBehavior`` to resume from a HealthOmics
 run cache, more storage), recorded in the new plan's ``sheet.retry_sets``.
+
+The hand-over is recorded in the original plan's ledger (``Ledger.record_handover``), under
+the original's lock and before the new plan is in place: a later `planner submit` of the
+original sends nothing for those samples (it would run them a second time) and says which
+plan runs them now.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ import polars as pl
 from .backends import get_backend
 from .defaults import load_defaults
 from .errors import DefaultsError, InputError, NothingToRetry, ValidationError
+from .ledger import Ledger
 from .plandir import Manifest, PlanContent, PlanDirectory, atomic_directory, write_plan
 from .progress import ProgressCallback, log
 from .shard import ShardWriter
 from .spec import BackendSpec
-from .submission import status
+from .submission import plan_lock, status
 from .validate import set_problems
 
 _BATCH = 10_000
@@ -125,7 +131,20 @@ def retry(
             staging=manifest.staging,  # a retry stages as its plan did (key, expected owner)
             inline=options.get("inline", False),
         )
-        return write_plan(directory, spec, shards, [wanted.select(pl.col("row").cast(pl.Int64), "id")], content)
+        written = write_plan(directory, spec, shards, [wanted.select(pl.col("row").cast(pl.Int64), "id")], content)
+        _hand_over(plan, written.plan_id, os.path.abspath(out), wanted.get_column("id").to_list())
+        return written
+
+
+def _hand_over(plan: PlanDirectory, retry_plan_id: str, path: str, samples: list[str]) -> None:
+    """Record in the original's ledger that ``samples`` are the retry's now; a submit of the original
+    running meanwhile (it holds the lock) refuses the retry, which is then not written."""
+    with plan_lock(plan.path):
+        ledger = Ledger.open(plan.path, plan.manifest.plan_id, plan.manifest.backend, create=False)
+        try:
+            ledger.record_handover(retry_plan_id, path, samples)
+        finally:
+            ledger.close()
 
 
 def _deleted_left_out(table: pl.DataFrame, states: tuple[str, ...]) -> str | None:

@@ -14,9 +14,11 @@ against the local sandbox on loopback (started when none runs).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,9 +28,9 @@ import polars as pl
 
 from .backends import backend_class, get_backend
 from .backends.base import NOT_CANCELLED, CancelOutcome, CancelReport
-from .context import Context, Options, open_context
+from .context import STOP_FILE, Context, Options, open_context, request_stop, stop_requester
 from .engine import Engine, Incomplete, SubmitReport
-from .errors import InputError, SubmissionError
+from .errors import InputError, Stopped, SubmissionError
 from .intents import remedy, require_settled, settle
 from .jsontext import dumps
 from .ledger import SAMPLE_COLUMNS
@@ -37,6 +39,8 @@ from .progress import ProgressCallback, log
 from .spec import BackendSpec
 
 LOCK_FILE = ".submit.lock"
+STOP_TIMEOUT = 300.0  # seconds `cancel` waits for a running submit to finish its calls in flight and end
+LOCK_POLL = 0.1
 NOT_SUBMITTED = "NOT SUBMITTED"
 # The per-sample table, in the order `planner status` writes it.
 STATUS_COLUMNS = [
@@ -85,6 +89,10 @@ class Access:
             raise
         return ctx
 
+    def status(self, plan_dir: str) -> pl.DataFrame:
+        """``status`` with these settings (refreshed)."""
+        return status(plan_dir, **vars(self))
+
     def open(self, plan_dir: str | os.PathLike[str], options: Options, **kwargs: Any) -> Context:
         return open_context(
             plan_dir,
@@ -100,21 +108,82 @@ class Access:
         )
 
 
+def _try_lock(handle: IO[str]) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
-def _plan_lock(plan_dir: str) -> Iterator[None]:
+def plan_lock(plan_dir: str) -> Iterator[None]:
     """One submit per plan at a time: two at once would both see no result for a call and
-    both send it (Batch, Glue and Polly have no idempotency token).  The lock dies with the process."""
+    both send it (Batch, Glue and Polly have no idempotency token).  The lock dies with the process.
+
+    A `planner cancel` waiting for the lock (its stop request names a live process) is not
+    overtaken; a stop request left by a cancel that has ended is removed."""
     handle = open(os.path.join(plan_dir, LOCK_FILE), "a")  # noqa: SIM115 - held for the whole block
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SubmissionError(
-                f"{plan_dir}: another `planner submit` of this plan is running; wait for it to end"
-            ) from None
+        if not _try_lock(handle):
+            raise SubmissionError(f"{plan_dir}: another `planner submit` of this plan is running; wait for it to end")
+        marker = os.path.join(plan_dir, STOP_FILE)
+        requester = stop_requester(marker)
+        if requester is not None and requester != os.getpid() and _alive(requester):
+            raise Stopped(
+                f"{plan_dir}: a `planner cancel` of this plan (process {requester}) is under way; nothing was submitted"
+            )
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(marker)  # what an ended cancel (or threshold) asked of a submit that has ended too
         yield
     finally:
         handle.close()  # closing the file releases the lock
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+@contextlib.contextmanager
+def _submit_stopped(
+    plan_dir: str, reason: str, timeout: float, sleep: Callable[[float], None] = time.sleep
+) -> Iterator[None]:
+    """Hold the plan's submit lock; if a `planner submit` of the plan holds it, first ask that submit to
+    stop (the marker its engine looks at before every creating call) and wait for it to end, at most
+    ``timeout`` seconds.  Nothing the plan submits can start while the block runs, nor after it."""
+    handle = open(os.path.join(plan_dir, LOCK_FILE), "a")  # noqa: SIM115 - held for the whole block
+    marker = None
+    try:
+        if not _try_lock(handle):
+            marker = request_stop(plan_dir, f"asked to stop: {reason}")
+            log.warning(
+                "a `planner submit` of this plan is running: asked it to stop; waiting up to %.0f s for it to "
+                "finish the calls in flight and end",
+                timeout,
+            )
+            deadline = time.monotonic() + timeout
+            while not _try_lock(handle):
+                if time.monotonic() >= deadline:
+                    # The request stays: the submit still stops before its next creating call.
+                    marker = None
+                    raise SubmissionError(
+                        f"{plan_dir}: the running `planner submit` of this plan did not end within {timeout:.0f} s "
+                        "(a call in flight may be waiting on the service); it will send nothing more, but "
+                        "nothing was cancelled yet: run `planner cancel` again once it has ended"
+                    )
+                sleep(LOCK_POLL)
+        yield
+    finally:
+        if marker is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(marker)
+        handle.close()
 
 
 def submitting(plan_dir: str | os.PathLike[str]) -> bool:
@@ -151,6 +220,8 @@ def submit(
     check: bool = False,
     staging_kms_key: str | None = None,
     expected_bucket_owner: str | None = None,
+    cancel_if_failed: Threshold | str | None = None,
+    interval: float = 30.0,
 ) -> SubmitReport:
     """Stage and submit a plan; safe to run again after a crash or a partial submit.
 
@@ -161,7 +232,15 @@ def submit(
     preflight check (``preflight.py``); its problems raise ``PreflightError`` before anything is staged.
     ``staging_kms_key`` (the CLI's ``--staging-kms-key``) and ``expected_bucket_owner`` override
     plan.json's ``[staging] kms_key_id`` and ``expected_bucket_owner``.
+
+    ``cancel_if_failed`` (``watch``'s threshold) is guarded while submitting too: refused calls are
+    counted as they come and the runs refreshed every ``interval`` seconds; once more samples than
+    that have failed nothing more is sent, everything submitted is cancelled, and ``ThresholdCrossed``
+    (a ``Stopped`` carrying the ``CancelReport``) is raised.
     """
+    threshold = _threshold(cancel_if_failed)
+    if not (isinstance(interval, (int, float)) and 0 < interval < float("inf")):
+        raise InputError(f"interval {interval!r}: must be a positive number of seconds")
     options = Options(
         staging_uri=staging,
         concurrency=concurrency,
@@ -190,15 +269,96 @@ def submit(
             endpoints=endpoints,
             progress=progress,
         )
-    lock = contextlib.nullcontext() if dry_run else _plan_lock(plan.path)
+    lock = contextlib.nullcontext() if dry_run else plan_lock(plan.path)
+    guard = None
     with lock:
         ctx = access.open(plan.path, options, progress=progress)
+        if not dry_run:
+            ctx.stop.watch(os.path.join(plan.path, STOP_FILE))  # `planner cancel` asks through it
+            if threshold is not None:
+                guard = _Guard(ctx, threshold, interval, access)
         try:
             if dry_run:
                 ctx.emit = emit or _print_line
             return run_submission(ctx)
+        except Stopped as exc:
+            if guard is None or guard.reason is None:
+                raise Stopped(
+                    f"{exc}; nothing more was sent, the calls in flight were journaled "
+                    "(`planner status` shows where every sample is)"
+                ) from None
         finally:
+            if guard is not None:
+                guard.end()
             ctx.ledger.close()
+    # The threshold stopped the submit: cancel what it made (the plan's lock is free again for that).
+    assert guard is not None and guard.reason is not None
+    reach = dataclasses.replace(access, endpoints=guard.access.endpoints)
+    report = cancel(plan.path, reason=guard.reason, concurrency=concurrency, progress=progress, **vars(reach))
+    raise ThresholdCrossed(guard.reason, guard.failed, report)
+
+
+class ThresholdCrossed(Stopped):
+    """A submit's failure threshold was crossed: it sent nothing more and cancelled what it had made."""
+
+    def __init__(self, reason: str, failed: int, cancelled: CancelReport):
+        super().__init__(
+            f"{reason}: sent nothing more, and cancelled {cancelled.count('cancelled')} "
+            f"(and {cancelled.count('not cancelled')} could not be); the reason is recorded in the ledger"
+        )
+        self.reason = reason
+        self.failed = failed
+        self.cancelled = cancelled
+
+
+class _Guard:
+    """A failure threshold kept while submitting: refused calls are counted as the engine meets them,
+    and a thread of its own refreshes the runs every ``interval`` seconds (as `status --watch` does),
+    so failing runs count too.  Once crossed, the submit is stopped (``ctx.stop``)."""
+
+    def __init__(self, ctx: Context, threshold: Threshold, interval: float, access: Access):
+        self.ctx, self.threshold, self.interval = ctx, threshold, interval
+        # The endpoints the submit found (the sandbox's daemon), not looked for again at each refresh.
+        self.access = dataclasses.replace(access, endpoints=dict(ctx.clients.endpoints) or access.endpoints)
+        self.total = ctx.manifest.runs
+        self.failure_states = backend_class(ctx.manifest.backend).spec.retry_states
+        self.refused = 0
+        self.failed = 0
+        self.reason: str | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        ctx.on_refused = self._refused
+        self._thread = threading.Thread(target=self._watch, name="planner-threshold", daemon=True)
+        self._thread.start()
+
+    def _refused(self, samples: int) -> None:
+        with self._lock:
+            self.refused += samples
+            self._judge(self.refused)
+
+    def _judge(self, failed: int) -> None:
+        if self.reason is None and self.threshold.crossed(failed, self.total):
+            self.failed = failed
+            self.reason = f"more than {self.threshold} failed ({failed:,} of {self.total:,} samples)"
+            self.ctx.stop.set(f"the failure threshold: {self.reason}")
+
+    def _watch(self) -> None:
+        told = False
+        while not self._done.wait(self.interval) and self.reason is None:
+            try:
+                table = self.access.status(self.ctx.plan.path)
+            except SubmissionError as exc:  # a refresh that fails now may work next time
+                if not told:
+                    told = True
+                    log.warning("the failure threshold could not refresh the runs (%s); trying again", exc)
+                continue
+            failed = failed_samples(table, self.failure_states)
+            with self._lock:
+                self._judge(max(failed, self.refused))
+
+    def end(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=1)  # a refresh under way ends on its own; nothing it does sends anything
 
 
 def run_submission(ctx: Context) -> SubmitReport:
@@ -235,6 +395,14 @@ def run_submission(ctx: Context) -> SubmitReport:
             f"the service answered {existed} request(s) with what an earlier submission of this same plan "
             f"(plan id {ctx.plan_id}, perhaps from another directory) had made: nothing new was started for them; "
             "`planner retry` plans samples to run again"
+        )
+    handed = sum(t.handed_over for t in report.phases)
+    if handed:
+        retries = sorted({retry for t in report.phases for retry in t.retries})
+        where = "; ".join(f"plan {plan_id} in {path}" for plan_id, path in retries)
+        report.notes.append(
+            f"{handed:,} {'call was' if handed == 1 else 'calls were'} not sent: `planner retry` planned their "
+            f"samples again ({where}), which runs them; `planner submit` of that plan submits them"
         )
     if report.failed:
         raise Incomplete(report)
@@ -388,6 +556,10 @@ class Threshold:
         return f"{self.percent:g}% of the plan"
 
 
+def _threshold(given: Threshold | str | None) -> Threshold | None:
+    return Threshold.parse(given) if isinstance(given, str) else given
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """One refresh of ``watch``: when, the table, its counts, and what changed since the last one."""
@@ -443,7 +615,7 @@ def watch(
     prints the time and what changed).  The other keyword arguments are ``status``'s."""
     if not (isinstance(interval, (int, float)) and 0 < interval < float("inf")):
         raise InputError(f"interval {interval!r}: must be a positive number of seconds")
-    threshold = Threshold.parse(cancel_if_failed) if isinstance(cancel_if_failed, str) else cancel_if_failed
+    threshold = _threshold(cancel_if_failed)
     spec = get_backend(PlanDirectory(plan_dir).manifest.backend)
     if sandbox and not endpoints:
         from .sandbox.local import ensure_running
@@ -508,17 +680,25 @@ def cancel(
     endpoints: dict[str, str] | None = None,
     progress: ProgressCallback | None = None,
     reason: str = "asked by the user",
+    stop_timeout: float = STOP_TIMEOUT,
 ) -> CancelReport:
     """Cancel what the plan submitted that is still pending or running; what has finished is left alone.
+
+    A `planner submit` of the plan still running is asked to stop first, and waited for (at most
+    ``stop_timeout`` seconds): its calls in flight end and are journaled, it sends nothing more, and
+    what it made is cancelled with the rest.  No submit of the plan can start while cancel runs.
 
     The report says per batch, job or run what was cancelled, what had already
     finished, and what could not be cancelled (``complete`` is False then)."""
     access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
-    ctx = access.open(plan_dir, Options(concurrency=concurrency, rate=rate), progress=progress, create_ledger=False)
-    try:
-        return _cancel(ctx, reason)
-    finally:
-        ctx.ledger.close()
+    plan = PlanDirectory(plan_dir)
+    with _submit_stopped(plan.path, f"`planner cancel` ({reason})", stop_timeout):
+        options = Options(concurrency=concurrency, rate=rate)
+        ctx = access.open(plan.path, options, progress=progress, create_ledger=False)
+        try:
+            return _cancel(ctx, reason)
+        finally:
+            ctx.ledger.close()
 
 
 def _cancel(ctx: Context, reason: str) -> CancelReport:

@@ -266,6 +266,7 @@ class _Slots:
                         self.job,
                     )
                 self.ctx.sleep(delay)
+                self.ctx.stop.check()  # asked to stop while waiting for a slot: start nothing
                 delay = min(delay * 2, MAX_BACKOFF)
 
     def release(self, *, started: bool, refused: bool = False) -> None:
