@@ -163,6 +163,9 @@ class SampleState(NamedTuple):
 
 
 SAMPLE_COLUMNS = (*SampleState._fields, "updated_at")
+# Every write names its columns: an upgraded ledger has its added columns at the end of the table.
+_SAMPLE_NAMES = ", ".join(SAMPLE_COLUMNS)
+_SAMPLE_SLOTS = ", ".join("?" * len(SAMPLE_COLUMNS))
 _STAGED_COLUMNS = "shard, uri, bucket, key, etag, sha256, version_id, bytes, kind, content_check, checksum, kms_key_id"
 _SUBMISSION_COLUMNS = (
     "key, kind, shard, sample, token, state, remote_id, response, error, intent_at, remote_state, remote_summary"
@@ -254,7 +257,8 @@ class Ledger:
     def upload_started(self, shard: int, bucket: str, key: str, upload_id: str) -> None:
         with self._transaction():
             self.db.execute(
-                "INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?)", (shard, bucket, key, upload_id, now())
+                "INSERT OR REPLACE INTO uploads(shard, bucket, key, upload_id, started_at) VALUES (?, ?, ?, ?, ?)",
+                (shard, bucket, key, upload_id, now()),
             )
 
     def upload_ended(self, shard: int, upload_id: str) -> None:
@@ -267,7 +271,8 @@ class Ledger:
     def record_staged(self, staged: Staged) -> None:
         with self._transaction():
             self.db.execute(
-                "INSERT OR REPLACE INTO staged VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO staged(shard, kind, uri, bucket, key, etag, sha256, version_id, bytes, "
+                "staged_at, content_check, checksum, kms_key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     staged.shard,
                     staged.kind,
@@ -339,7 +344,7 @@ class Ledger:
 
     def _replace(self, rows: Iterable[SampleState], stamp: str) -> None:
         self.db.executemany(
-            "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [(*r, stamp) for r in rows]
+            f"INSERT OR REPLACE INTO samples({_SAMPLE_NAMES}) VALUES ({_SAMPLE_SLOTS})", [(*r, stamp) for r in rows]
         )
 
     def submission(self, key: str) -> Submission | None:
@@ -371,7 +376,7 @@ class Ledger:
         stamp = now()
         with self._transaction():
             self.db.executemany(
-                "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                f"INSERT INTO samples({_SAMPLE_NAMES}) VALUES ({_SAMPLE_SLOTS}) ON CONFLICT(id) DO UPDATE SET "
                 "remote_id = COALESCE(excluded.remote_id, remote_id), "
                 "remote_uuid = COALESCE(excluded.remote_uuid, remote_uuid), "
                 "submission_status = COALESCE(excluded.submission_status, submission_status), "
@@ -398,14 +403,16 @@ class Ledger:
 
     def record_refresh(self, counts: dict[str, int]) -> None:
         with self._transaction():
-            self.db.execute("INSERT INTO refreshes VALUES (?, ?)", (now(), orjson.dumps(counts).decode()))
+            self.db.execute("INSERT INTO refreshes(at, counts) VALUES (?, ?)", (now(), orjson.dumps(counts).decode()))
 
     def refreshes(self) -> list[tuple[str, dict[str, int]]]:
         return [(at, orjson.loads(counts)) for at, counts in self.db.execute("SELECT at, counts FROM refreshes")]
 
     def record_event(self, kind: str, detail: dict[str, Any]) -> None:
         with self._transaction():
-            self.db.execute("INSERT INTO events VALUES (?, ?, ?)", (now(), kind, orjson.dumps(detail).decode()))
+            self.db.execute(
+                "INSERT INTO events(at, kind, detail) VALUES (?, ?, ?)", (now(), kind, orjson.dumps(detail).decode())
+            )
 
     def events(self) -> list[tuple[str, str, dict[str, Any]]]:
         return [
