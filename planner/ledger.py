@@ -112,6 +112,19 @@ UPDATE meta SET value = '3' WHERE key = 'schema_version'
 """
 
 
+class LedgerDamaged(PlanDirError):
+    """The ledger file cannot be read as a ledger: never taken for one with nothing in it."""
+
+    def __init__(self, path: str, why: str):
+        super().__init__(
+            f"{path} is damaged ({why}): planner will not read it as a record of what was submitted. "
+            "Restore it from a backup or a copy of the plan directory; if none exists, move it aside, run "
+            "`planner submit PLAN` (it finds what an earlier submit made before sending anything again: "
+            "HealthOmics by requestId, AWS Batch by job name, Glue by run key, Polly by run name), then "
+            "`planner status PLAN`"
+        )
+
+
 @dataclass(frozen=True)
 class Staged:
     """An object the plan staged on S3: a shard file, or a shard's line index."""
@@ -198,24 +211,43 @@ class Ledger:
 
     @classmethod
     def _connect(cls, path: str, plan_id: str, backend: str) -> Ledger:
+        existed = path != ":memory:" and os.path.exists(path)
+        if existed and os.path.getsize(path) == 0:
+            # SQLite would take an empty file for a new database: a plan would read as never submitted.
+            raise LedgerDamaged(path, "it is empty (0 bytes)")
         if path != ":memory:":
             private_file(path)  # before SQLite creates it with the umask's mode; -wal and -shm follow it
         db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA busy_timeout=30000")  # before WAL mode: a reader may be opening it too
-        if path != ":memory:":
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-        ledger = cls(path, db)
-        ledger._prepare(plan_id, backend)
+        try:
+            db.execute("PRAGMA busy_timeout=30000")  # before WAL mode: a reader may be opening it too
+            if path != ":memory:":
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+            if existed:
+                # A truncated file can open and read its first pages: quick_check walks every page
+                # (0.6 s for a million samples, a tenth of reading them).
+                problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+                if problems != ["ok"]:
+                    raise LedgerDamaged(path, "; ".join(problems))
+            ledger = cls(path, db)
+            ledger._prepare(plan_id, backend, existed)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise LedgerDamaged(path, str(exc)) from exc
+        except BaseException:
+            db.close()
+            raise
         return ledger
 
-    def _prepare(self, plan_id: str, backend: str) -> None:
+    def _prepare(self, plan_id: str, backend: str, existed: bool = False) -> None:
         with self._transaction():
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             version = None
             if "meta" in tables:
                 row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
                 version = row[0] if row else None
+            if existed and version is None and tables:
+                raise LedgerDamaged(self.path, "it holds tables but no schema version")
             upgrades = {"1": (_UPGRADE_1_TO_2, _UPGRADE_2_TO_3), "2": (_UPGRADE_2_TO_3,)}
             if version in upgrades:
                 for upgrade in upgrades[version]:

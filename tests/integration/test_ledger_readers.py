@@ -1,0 +1,95 @@
+"""What the commands that read a plan's ledger say when it does not hold a clean success (issue 25,
+items 8 to 12): a damaged ledger, a watch where nothing succeeded, states the code does not know,
+deleted samples left out of retry, the threshold's reason, a killed retry or cancel.
+
+Each walks the command line as a user does, against the HealthOmics emulator and moto's server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+import planner
+import planner.cli
+from planner.submission import submit
+
+ROLE = "arn:aws:iam::123456789012:role/omics"
+RUN = {"workflowId": "1234567", "roleArn": ROLE, "outputUri": "s3://results/x/", "parameters": {"ref": "hg38"}}
+
+
+def _plan(tmp_path: Path, samples: int, backend: str = "omics-run", name: str = "plan", **options: Any) -> str:
+    out = str(tmp_path / name)
+    sheet = pl.DataFrame({"sample": [f"S{i:04d}" for i in range(samples)]})
+    defaults: dict[str, Any] = {"run": RUN}
+    if backend == "omics-batch":
+        defaults = {"run": RUN, "submission": {"batchName": "readers"}}
+    planner.plan(sheet, backend=backend, defaults=defaults, **options).write(out)
+    return out
+
+
+@pytest.fixture()
+def world(moto_server: str, make_emulator: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Emulators on loopback; the CLI reaches them through AWS_ENDPOINT_URL_<SERVICE>, as a user's would."""
+
+    class World:
+        emulator: Any = None
+
+        def start(self, **emulator_options: Any) -> dict[str, Any]:
+            self.emulator = make_emulator(**emulator_options)
+            endpoints = {"s3": moto_server, "omics": self.emulator.endpoint_url}
+            monkeypatch.setenv("AWS_ENDPOINT_URL_OMICS", endpoints["omics"])
+            monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server)
+            return {"sandbox": True, "endpoints": endpoints, "staging": f"s3://{bucket}/staging/"}
+
+    return World()
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = planner.cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---------------------------------------------------------------- item 12: a damaged ledger
+
+
+def _truncate(path: str) -> None:
+    size = os.path.getsize(path)
+    with open(path, "r+b") as handle:
+        handle.truncate(size // 2)
+
+
+def _garbage(path: str) -> None:
+    with open(path, "wb") as handle:
+        handle.write(b"this is not a ledger\n" * 500)
+
+
+def _empty(path: str) -> None:
+    open(path, "wb").close()
+
+
+@pytest.mark.parametrize("damage", [_truncate, _garbage, _empty], ids=["truncated", "garbage", "0 bytes"])
+@pytest.mark.parametrize("command", ["status", "cancel", "retry", "clean", "report"])
+def test_a_damaged_ledger_is_refused_never_read_as_empty(
+    damage: Any, command: str, tmp_path: Path, world: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    options = world.start()
+    plan_dir = _plan(tmp_path, 40)
+    submit(plan_dir, **options)
+    ledger = os.path.join(plan_dir, "ledger.sqlite")
+    for leftover in ("-wal", "-shm"):  # as after a copy of the plan that left them behind
+        if os.path.exists(ledger + leftover):
+            os.remove(ledger + leftover)
+    damage(ledger)
+    extra = {"retry": ["--out", str(tmp_path / "retry")], "report": ["--out", str(tmp_path / "r.html")]}
+    code, out, err = _cli(capsys, command, plan_dir, *extra.get(command, []))
+    assert code == 2, (code, out, err)
+    assert "internal error" not in err and "Traceback" not in err
+    assert "ledger.sqlite" in err and "damaged" in err, err
+    assert "cancelled 0" not in out and "nothing submitted" not in err
+    assert not os.path.exists(tmp_path / "retry") and not os.path.exists(tmp_path / "r.html")
