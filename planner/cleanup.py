@@ -23,6 +23,7 @@ from .backends import backend_class, get_backend
 from .backends.base import CancelOutcome
 from .context import Options, error_code
 from .errors import InputError, SubmissionError
+from .intents import require_settled
 from .ledger import Staged
 from .progress import ProgressCallback
 from .staging import is_access_denied
@@ -83,6 +84,7 @@ def clean(
         spec = get_backend(ctx.manifest.backend)
         if submitting(ctx.plan.path):
             raise InputError(f"{ctx.plan.path}: a `planner submit` of this plan is running; clean removes nothing now")
+        require_settled(ctx, ask=True)  # a batch an interrupted submit started may read a staged shard
         table = _status(ctx, refresh)
         if not settled(table, spec.final_states):
             moving = table.filter(

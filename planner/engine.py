@@ -319,6 +319,15 @@ class Engine:
             else:
                 tally.created += call.count
 
+    def reconcile(self, call: Call) -> bool:
+        """Settle an open intent without sending anything (``intents.settle``): journal what
+        ``find`` finds.  False when the call has no ``find`` or the service lists nothing it made."""
+        found = call.find(False) if call.find is not None else None
+        if found is None:
+            return False
+        self._record(call, found, reconciled=True)
+        return True
+
     def _send(self, call: Call, request: dict[str, Any]) -> Created:
         what = f"{call.operation} for {call.label}"
         waited, delay, unknown = 0.0, 1.0, 0

@@ -25,10 +25,11 @@ from typing import IO, Any
 import polars as pl
 
 from .backends import backend_class, get_backend
-from .backends.base import CancelReport
+from .backends.base import NOT_CANCELLED, CancelOutcome, CancelReport
 from .context import Context, Options, open_context
 from .engine import Engine, Incomplete, SubmitReport
 from .errors import InputError, SubmissionError
+from .intents import remedy, require_settled, settle
 from .jsontext import dumps
 from .ledger import SAMPLE_COLUMNS
 from .plandir import PlanDirectory
@@ -69,6 +70,19 @@ class Access:
     def __post_init__(self) -> None:
         if self.retry_mode not in ("standard", "adaptive", "legacy"):
             raise InputError(f"retry mode {self.retry_mode!r}: choose standard or adaptive")
+
+    def read(
+        self, plan_dir: str | os.PathLike[str], options: Options, *, ask: bool, progress: ProgressCallback | None
+    ) -> Context:
+        """Open a submitted plan to read its ledger, with the open intents of an interrupted submit
+        settled first (``intents.py``; ``ask``: the service may be called), or refused."""
+        ctx = self.open(plan_dir, options, progress=progress, create_ledger=False)
+        try:
+            require_settled(ctx, ask=ask)
+        except BaseException:
+            ctx.ledger.close()
+            raise
+        return ctx
 
     def open(self, plan_dir: str | os.PathLike[str], options: Options, **kwargs: Any) -> Context:
         return open_context(
@@ -253,7 +267,7 @@ def status(
 
     With ``refresh`` the service is asked first (only about what can still change)."""
     access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
-    ctx = access.open(plan_dir, Options(concurrency=concurrency, rate=rate), progress=progress, create_ledger=False)
+    ctx = access.read(plan_dir, Options(concurrency=concurrency, rate=rate), ask=refresh, progress=progress)
     try:
         return _status(ctx, refresh)
     finally:
@@ -475,8 +489,12 @@ def cancel(
 
 
 def _cancel(ctx: Context, reason: str) -> CancelReport:
+    unsettled = settle(ctx, ask=True)  # what an interrupted submit started is cancelled too, once found
     backend = backend_class(ctx.manifest.backend)(ctx)
     report = backend.cancel()
+    for call in unsettled:  # may be running, unknown to the ledger: never "cancelled 0" and exit 0
+        detail = f"no recorded answer (a submit was interrupted); {remedy(ctx.plan.path)}, then cancel again"
+        report.outcomes.append(CancelOutcome(call.describe(), NOT_CANCELLED, detail))
     ctx.ledger.record_event("cancel", {"reason": reason, **report.to_json()})
     with contextlib.suppress(SubmissionError):  # the states after the cancel, as far as the service tells now
         backend.refresh()
@@ -542,7 +560,7 @@ def report(
     from .htmlreport import render_report
 
     access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
-    ctx = access.open(plan_dir, Options(), progress=progress, create_ledger=False)
+    ctx = access.read(plan_dir, Options(), ask=refresh, progress=progress)
     try:
         table = _status(ctx, refresh)
         where = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")

@@ -1,0 +1,100 @@
+"""Commands that read the ledger after a submit was SIGKILLed between the service's answer and the
+ledger's record of it (issue 25, item 4): the journal holds only the intent, the service holds a
+batch, run or job.  ``status``, ``cancel``, ``clean`` and ``retry`` must settle such an intent
+first, as ``submit`` does (AWS Batch by job name, Glue by run key, Polly by run name), or, where the
+service can be asked only by sending the call again (HealthOmics' requestId), refuse and say to run
+``planner submit PLAN`` first; never show the samples NOT SUBMITTED, cancel nothing and exit 0, or
+delete a staged shard a batch still reads.
+
+The submit is a real child process killed by the fault kit; each command after it is the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import polars as pl
+import pytest
+
+import planner.cli
+
+from .rigs import COLUMNS, Rig, World, bucket_versions, make_rig, run_killed, submission_states
+
+SETTLED_BY_LOOKUP = ("batch", "glue", "polly")
+
+
+def _killed_after_the_answer(column: str, world: World, tmp_path: Any) -> Rig:
+    rig = make_rig(column, world, tmp_path / "rig")
+    run_killed(rig, rig.kill_at_creating_call("after", nth=2))
+    assert submission_states(rig.plan_dir)["intent"] >= 1
+    return rig
+
+
+def _cli(rig: Rig, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *argv: str) -> Any:
+    for service, url in rig.options["endpoints"].items():
+        if service == "polly":
+            monkeypatch.setenv("POLLY_BASE_URL", url)
+            monkeypatch.setenv("POLLY_API_KEY", "sandbox")  # what --sandbox uses; the emulator takes any key
+        else:
+            monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service.upper()}", url)
+    capsys.readouterr()
+    code = planner.cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert "planner: internal error" not in err, err  # (the emulators log the killed child's broken connections)
+    return code, out, err
+
+
+def _not_submitted_yet_on_the_server(rig: Rig, table: str) -> list[str]:
+    """Samples the service received that the status table shows as NOT SUBMITTED."""
+    rows = pl.read_csv(table, infer_schema=False)
+    shown = pl.coalesce(pl.col("state"), pl.col("submission_status"))
+    missing = set(rows.filter(shown.is_null()).get_column("id").to_list())
+    return sorted(missing & set(rig.server_counts()))
+
+
+@pytest.mark.parametrize("column", COLUMNS)
+def test_status_after_a_submit_killed_before_it_recorded_an_answer(
+    column: str, world: World, tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = _killed_after_the_answer(column, world, tmp_path)
+    table = str(tmp_path / "status.csv")
+    code, out, err = _cli(rig, capsys, monkeypatch, "status", rig.plan_dir, "--json", "--out", table)
+    if column in SETTLED_BY_LOOKUP:
+        # Found on the service and journaled: the killed call's samples no longer read NOT SUBMITTED.
+        assert code == 0, err
+        assert _not_submitted_yet_on_the_server(rig, table) == [], out
+    else:
+        assert code == 2, (out, err)
+        assert f"planner submit {rig.plan_dir}" in err and "reconcile" in err, err
+        assert "NOT SUBMITTED" not in out
+
+
+@pytest.mark.parametrize("column", ["omics-batch", "omics-run", "batch", "glue"])
+def test_cancel_after_a_submit_killed_before_it_recorded_an_answer(
+    column: str, world: World, tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = _killed_after_the_answer(column, world, tmp_path)
+    code, out, err = _cli(rig, capsys, monkeypatch, "cancel", rig.plan_dir)
+    if column in SETTLED_BY_LOOKUP:
+        # Found and journaled before the cancel, and so cancelled with the rest.
+        table = str(tmp_path / "status.csv")
+        assert _cli(rig, capsys, monkeypatch, "status", rig.plan_dir, "--no-refresh", "--out", table)[0] == 0
+        assert _not_submitted_yet_on_the_server(rig, table) == []
+    else:
+        # Nothing is known of the interrupted call's batch or run: not "cancelled 0", exit 0.
+        assert code == 1, (out, err)
+        assert f"planner submit {rig.plan_dir}" in out + err, (out, err)
+
+
+def test_clean_keeps_a_staged_shard_an_unrecorded_batch_may_read(
+    world: World, tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = _killed_after_the_answer("omics-batch", world, tmp_path)
+    before = bucket_versions(rig.world.s3, rig.world.bucket)
+    rig.settle()
+    code, out, err = _cli(rig, capsys, monkeypatch, "clean", rig.plan_dir)
+    assert code == 2, (out, err)
+    assert f"planner submit {rig.plan_dir}" in err
+    assert bucket_versions(rig.world.s3, rig.world.bucket) == before, "clean removed a staged object"
+    assert os.path.exists(os.path.join(rig.plan_dir, "ledger.sqlite"))
