@@ -322,6 +322,11 @@ class Ledger:
                 ),
             )
 
+    def forget_staged(self, shard: int, kind: str = SHARD) -> None:
+        """The object is gone from S3: the next staging writes it again."""
+        with self._transaction():
+            self.db.execute("DELETE FROM staged WHERE shard = ? AND kind = ?", (shard, kind))
+
     def staged(self, shard: int, kind: str = SHARD) -> Staged | None:
         row = self.db.execute(
             f"SELECT {_STAGED_COLUMNS} FROM staged WHERE shard = ? AND kind = ?",

@@ -65,7 +65,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .errors import AccessError, InputError, SubmissionError
 from .ledger import INDEX, SHARD, Ledger, Staged
 from .plandir import CHECKSUM_CHECK, ETAG_CHECK, PlanDirectory
-from .progress import ProgressCallback, Tracker
+from .progress import ProgressCallback, Tracker, log
 from .shard import ShardInfo
 
 SHA256_METADATA = "planner-sha256"
@@ -649,11 +649,13 @@ class Stager:
         with contextlib.suppress(ClientError, BotoCoreError):  # already completed or aborted: nothing left
             self.s3.abort_multipart_upload(**self._owned(Bucket=bucket, Key=key, UploadId=upload_id))
 
-    def verify(self, staged: Staged) -> None:
+    def verify(self, staged: Staged, index: bytes | None = None) -> Staged:
         """Right before a submission refers to the object: is it still exactly what was staged?
 
         Always the ETag the service will see; with SSE-KMS also the checksum, the
         encryption and the key; without, the sha256 the object carries as metadata.
+        An object that has gone (``planner clean`` after a partly refused submit) is staged
+        anew from the plan, and that record returned (``index``: a line index's bytes).
         """
         if self.kms_key_id and staged.content_check != CHECKSUM_CHECK:
             raise SubmissionError(
@@ -662,7 +664,7 @@ class Stager:
             )
         head = self._head(staged.bucket, staged.key)
         if head is None:
-            raise SubmissionError(f"{staged.uri}: the staged object has disappeared; run submit again to stage it anew")
+            return self._stage_again(staged, index)
         if head["ETag"] != staged.etag:
             raise SubmissionError(
                 f"{staged.uri}: the staged object changed: ETag {head['ETag']}, staged as {staged.etag}; "
@@ -682,12 +684,25 @@ class Stager:
                     f"{staged.uri}: the staged object changed: SHA-256 checksum {head.get('ChecksumSHA256')}, "
                     f"staged as {staged.checksum}; refusing to submit it"
                 )
-            return
+            return staged
         recorded = (head.get("Metadata") or {}).get(SHA256_METADATA)
         if recorded is not None and recorded != staged.sha256:
             raise SubmissionError(
                 f"{staged.uri}: the staged object's sha256 metadata {recorded} differs from the plan's {staged.sha256}"
             )
+        return staged
+
+    def _stage_again(self, staged: Staged, index: bytes | None) -> Staged:
+        """A staged object that is gone: staged again from the plan (the same bytes, at the same key)."""
+        if staged.kind == INDEX and index is None:
+            raise SubmissionError(f"{staged.uri}: the staged line index has disappeared")
+        log.warning("%s: the staged %s has gone (planner clean?); staging it again", staged.uri, staged.kind)
+        self.ledger.forget_staged(staged.shard, staged.kind)
+        shard = self.plan.manifest.shard(staged.shard)
+        if staged.kind == INDEX:
+            assert index is not None
+            return self.stage_index(shard, index)
+        return self._stage(self._shard_object(shard), None)
 
 
 def _key_tail(key: str) -> str:

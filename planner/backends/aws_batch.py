@@ -282,8 +282,8 @@ class AwsBatch(Backend):
                 raise SubmissionError(f"shard {shard.index} is not staged; staging must come first")
             staged_index = self.ctx.stager.stage_index(shard, index)
             # Children read both with If-Match: refuse now rather than fail every child later.
-            self.ctx.stager.verify(staged)
-            self.ctx.stager.verify(staged_index)
+            staged = self.ctx.stager.verify(staged)
+            staged_index = self.ctx.stager.verify(staged_index, index)
             environment = _environment(staged.uri, staged.etag, staged_index.uri, staged_index.etag)
             environment |= self.ctx.child_environment()  # children read with ExpectedBucketOwner too
             return build_request(manifest, shard, environment, previous=previous, lone_run=lone)

@@ -343,8 +343,8 @@ class Glue(Backend):
             staged = self.ctx.ledger.staged(shard.index)
             if staged is None:
                 raise SubmissionError(f"shard {shard.index} is not staged; staging must come first")
-            self.ctx.stager.verify(staged)  # the script reads it with IfMatch: refuse a changed object first
-            staged_index = self.ctx.stager.stage_index(shard, index)
+            staged = self.ctx.stager.verify(staged)  # the script reads it with IfMatch: refuse a changed object
+            staged_index = self.ctx.stager.verify(self.ctx.stager.stage_index(shard, index), index)
             shard_uri, shard_etag, index_uri, index_etag = staged.uri, staged.etag, staged_index.uri, staged_index.etag
         request = orjson.loads(orjson.dumps(self.ctx.manifest.defaults))
         request["Arguments"] = {

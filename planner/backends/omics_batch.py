@@ -136,7 +136,7 @@ class OmicsBatch(Backend):
                 staged = self.ctx.ledger.staged(shard.index)
                 if staged is None:
                     raise SubmissionError(f"shard {shard.index} is not staged; staging must come first")
-                self.ctx.stager.verify(staged)  # the service fails the batch if the file changed: refuse first
+                staged = self.ctx.stager.verify(staged)  # the service fails the batch if the file changed
                 request["batchRunSettings"] = {"s3UriSettings": staged.uri}
             return request
 

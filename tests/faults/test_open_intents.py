@@ -18,8 +18,11 @@ import polars as pl
 import pytest
 
 import planner.cli
+from planner.errors import SubmissionError
+from planner.submission import submit
 
-from .rigs import COLUMNS, Rig, World, bucket_versions, make_rig, run_killed, submission_states
+from . import faultkit
+from .rigs import COLUMNS, STAGING_PREFIX, Rig, World, bucket_versions, make_rig, run_killed, submission_states
 
 SETTLED_BY_LOOKUP = ("batch", "glue", "polly")
 
@@ -98,3 +101,27 @@ def test_clean_keeps_a_staged_shard_an_unrecorded_batch_may_read(
     assert f"planner submit {rig.plan_dir}" in err
     assert bucket_versions(rig.world.s3, rig.world.bucket) == before, "clean removed a staged object"
     assert os.path.exists(os.path.join(rig.plan_dir, "ledger.sqlite"))
+
+
+def test_submit_after_clean_stages_a_refused_shard_again(
+    world: World, tmp_path: Any, hooks: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 25, item 5: the first shard's StartRunBatch is refused, the other batches run and end;
+    `planner clean` removes the staged shards; `planner submit` again must stage the refused shard
+    anew and submit it, not fail forever with "the staged object has disappeared"."""
+    rig = make_rig("omics-batch", world, tmp_path / "rig")
+    refuse = faultkit.SendFault("refuse", times=1, status=400, code="ValidationException")
+    hooks([(f"before-send.{faultkit.event_name('omics')}.StartRunBatch", refuse)])
+    with pytest.raises(SubmissionError, match="could not be submitted"):
+        submit(rig.plan_dir, **rig.options)
+    world.clock.advance(60)  # the two batches made run to their end
+    code, out, err = _cli(rig, capsys, monkeypatch, "clean", rig.plan_dir)
+    assert code == 0, (out, err)
+    assert "removed 3 staged object(s)" in out, out
+    staging = ["--staging", f"s3://{world.bucket}/{STAGING_PREFIX}"]
+    code, out, err = _cli(rig, capsys, monkeypatch, "submit", rig.plan_dir, *staging)
+    assert code == 0, (out, err)
+    assert "1 created" in out and "2 already submitted" in out, out
+    rig.settle()
+    assert rig.server_counts() == dict.fromkeys(rig.samples, 1)
+    assert submission_states(rig.plan_dir) == {"done": 3}
