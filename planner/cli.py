@@ -525,6 +525,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.out:
         write_table(table, args.out)
         print(f"planner: wrote the table of {table.height:,} samples to {args.out}", file=sys.stderr)
+    _warn_unknown(args.plan_dir, table)
     summary = _summary(table)
     if args.json:
         _write_json(summary)
@@ -588,16 +589,62 @@ def _watch(args: argparse.Namespace, access: dict[str, Any]) -> int:
         _print_summary(summary, sys.stdout)
     if snapshot.cancelled is not None:
         return 1
-    # What was waited for did not all succeed: a script's `planner submit --watch && next-step` stops here.
-    unsuccessful = sum(group["count"] for group in summary["failures"])
-    if unsuccessful:
-        print(
-            f"planner: {unsuccessful:,} of {table.height:,} samples failed or were cancelled; "
-            f"`planner retry {args.plan_dir} --out NEW_PLAN{_access_flags(args)}` plans them again",
-            file=sys.stderr,
+    # Exit 0 only when every sample reached its success state: a script's
+    # `planner submit --watch && next-step` stops at anything else, told what happened.
+    unsuccessful = _unsuccessful(args, table, sum(group["count"] for group in summary["failures"]))
+    for line in unsuccessful:
+        print(f"planner: {line}", file=sys.stderr)
+    return 1 if unsuccessful else 0
+
+
+def _unsuccessful(args: argparse.Namespace, table: Any, failed: int) -> list[str]:
+    """What kept samples of a settled watch from their success state, one line per kind, with what to do."""
+    import polars as pl
+
+    from .backends import get_backend
+    from .plandir import PlanDirectory
+    from .submission import NOT_SUBMITTED, unknown_states, where_expr
+
+    spec = get_backend(PlanDirectory(args.plan_dir).manifest.backend)
+    total, flags = table.height, _access_flags(args)
+    if table.filter(pl.col("state").is_in(sorted(spec.success_states))).height == total:
+        return []
+    lines = []
+    if failed:
+        lines.append(
+            f"{failed:,} of {total:,} samples failed or were cancelled; "
+            f"`planner retry {args.plan_dir} --out NEW_PLAN{flags}` plans them again"
         )
-        return 1
-    return 0
+    where = table.select(where_expr().alias("where")).get_column("where")
+    never = int((where == NOT_SUBMITTED).sum())
+    if never:
+        lines.append(
+            f"{never:,} of {total:,} samples were never submitted (NOT SUBMITTED): "
+            f"`planner submit {args.plan_dir}{flags}` submits them"
+        )
+    deleted = int((where == "DELETED").sum())
+    if deleted:
+        lines.append(
+            f"{deleted:,} of {total:,} samples' runs were deleted before a refresh saw them end: their outcome is "
+            f"not known; `planner retry {args.plan_dir} --out NEW_PLAN --states DELETED{flags}` plans them again"
+        )
+    unknown = unknown_states(table, spec)
+    if unknown:
+        shown = ", ".join(f"{state} {count:,}" for state, count in unknown.items())
+        lines.append(f"{sum(unknown.values()):,} of {total:,} samples are in states planner does not know ({shown})")
+    if not lines:
+        lines.append(f"{total:,} samples, not all in {', '.join(sorted(spec.success_states))}")
+    return lines
+
+
+def _warn_unknown(plan_dir: str, table: Any) -> None:
+    from .backends import get_backend
+    from .plandir import PlanDirectory
+    from .submission import unknown_states, unknown_warning
+
+    spec = get_backend(PlanDirectory(plan_dir).manifest.backend)
+    for state, count in unknown_states(table, spec).items():
+        print(f"planner: warning: {unknown_warning(state, count, spec)}", file=sys.stderr)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -74,6 +74,19 @@ class BackendSpec:
     # Run states after which nothing changes any more, and those `planner retry` picks by default.
     final_states: frozenset[str] = frozenset({"COMPLETED", "FAILED", "CANCELLED", "DELETED"})
     retry_states: tuple[str, ...] = ("FAILED", "CANCELLED")
+    # States a run may still leave, as the service documents them (HealthOmics RunStatus by default).
+    # A state neither final nor moving is one the planner does not know: shown as it is, warned of,
+    # and not waited on by `status --watch`.
+    moving_states: frozenset[str] = frozenset({"PENDING", "STARTING", "RUNNING", "STOPPING"})
+
+    @property
+    def success_states(self) -> frozenset[str]:
+        """The final states of a run that succeeded (a deleted run's outcome is not known)."""
+        return self.final_states - set(self.retry_states) - {"DELETED"}
+
+    @property
+    def known_states(self) -> frozenset[str]:
+        return self.final_states | self.moving_states
 
     @property
     def map_paths(self) -> tuple[tuple[str, ...], ...]:

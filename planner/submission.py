@@ -33,7 +33,8 @@ from .intents import remedy, require_settled, settle
 from .jsontext import dumps
 from .ledger import SAMPLE_COLUMNS
 from .plandir import PlanDirectory
-from .progress import ProgressCallback
+from .progress import ProgressCallback, log
+from .spec import BackendSpec
 
 LOCK_FILE = ".submit.lock"
 NOT_SUBMITTED = "NOT SUBMITTED"
@@ -312,6 +313,14 @@ def state_counts(table: pl.DataFrame) -> dict[str, int]:
     return {str(where): int(count) for where, count in counts.iter_rows()}
 
 
+def unknown_states(table: pl.DataFrame, spec: BackendSpec) -> dict[str, int]:
+    """Samples by run state, for the states the service does not document (``BackendSpec.moving_states``
+    and ``final_states``): a new HealthOmics status, Polly's TERMINATED..."""
+    known = sorted(spec.known_states | {"DELETED"})
+    strange = table.filter(pl.col("state").is_not_null() & ~pl.col("state").is_in(known))
+    return {str(state): int(count) for state, count in strange.group_by("state").len().sort("state").iter_rows()}
+
+
 def settled(table: pl.DataFrame, final_states: frozenset[str]) -> bool:
     """Nothing can change any more: every sample's run has ended, or its submission failed,
     or it was never submitted (then only `planner submit` can change it)."""
@@ -321,6 +330,13 @@ def settled(table: pl.DataFrame, final_states: frozenset[str]) -> bool:
         & ~pl.col("state").is_in(list(final_states | {"DELETED"})).fill_null(False)
     )
     return moving.height == 0
+
+
+def unknown_warning(state: str, count: int, spec: BackendSpec) -> str:
+    return (
+        f"{count:,} sample(s) in state {state}, which {spec.title} does not document as far as planner knows "
+        "(look at them in the service's console)"
+    )
 
 
 @dataclass(frozen=True)
@@ -434,6 +450,7 @@ def watch(
         "progress": progress,
     }
     previous: dict[str, int] | None = None
+    warned: set[str] = set()
     while True:
         table = status(plan_dir, refresh=refresh, **access)
         counts = state_counts(table)
@@ -443,7 +460,11 @@ def watch(
                 delta = counts.get(name, 0) - previous.get(name, 0)
                 if delta:
                     changes[name] = delta
-        done = settled(table, spec.final_states) and not submitting(plan_dir)
+        unknown = unknown_states(table, spec)
+        for state in sorted(set(unknown) - warned):  # once each: the watch does not wait on them
+            warned.add(state)
+            log.warning(unknown_warning(state, unknown[state], spec) + "; not waited for")
+        done = settled(table, spec.final_states | set(unknown)) and not submitting(plan_dir)
         failed = failed_samples(table, spec.retry_states)
         cancelled = None
         if threshold is not None and not done and threshold.crossed(failed, table.height):

@@ -135,6 +135,8 @@ SPEC = BackendSpec(
     # Batch has no CANCELLED: a terminated job is FAILED with a reason.
     final_states=frozenset({"SUCCEEDED", "FAILED"}),
     retry_states=("FAILED",),
+    # The model's JobStatus enum, less the final states.
+    moving_states=frozenset({"SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING"}),
     name="batch",
     title="AWS Batch SubmitJob (array jobs)",
     id_field="id",

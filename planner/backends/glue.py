@@ -135,6 +135,7 @@ SPEC = BackendSpec(
     reserved_parameter_prefix="--planner-",
     final_states=FINAL_STATES,
     retry_states=RETRY_STATES,
+    moving_states=frozenset({"STARTING", "RUNNING", "STOPPING", "WAITING"}),  # the model's JobRunState, less final
     shard_mode=lambda submission: "s3" if submission.get("mode") == "manifest" else "inline",
 )
 

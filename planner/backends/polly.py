@@ -118,6 +118,7 @@ def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_field
 SPEC = BackendSpec(
     name="polly",
     title="Elucidata Polly pipelines (create_run + submit_job)",
+    moving_states=frozenset({"PENDING", "RUNNING"}),  # what job_state maps a job still under way to
     id_field="name",
     id_rule=JOB_NAME,
     fields={name: RoutedField(("config", "infra", name), rule) for name, rule in _INFRA.items()},
@@ -205,6 +206,10 @@ def job_state(attributes: dict[str, Any]) -> tuple[str, str | None]:
     if isinstance(status, str) and status.upper() in _JOB_STATUSES:
         state = _JOB_STATUSES[status.upper()]
         return state, (f"{status} {where}".strip() if state == "FAILED" else None)
+    if isinstance(status, str) and status.strip():
+        # A status the SDK documents nowhere (TERMINATED, KILLED...): kept as Polly says it, so
+        # `planner status` shows it as unknown instead of taking it for a job still running.
+        return status.strip().upper(), f"Polly job status {status!r}, which planner does not know"
     if str(stage or "").lower() in ("", "queued", "pending", "submitted") or str(progress or "").startswith("0/"):
         return "PENDING", None
     return "RUNNING", None

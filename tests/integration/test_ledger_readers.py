@@ -17,6 +17,8 @@ import planner
 import planner.cli
 from planner.submission import submit
 
+from .conftest import omics_client
+
 ROLE = "arn:aws:iam::123456789012:role/omics"
 RUN = {"workflowId": "1234567", "roleArn": ROLE, "outputUri": "s3://results/x/", "parameters": {"ref": "hg38"}}
 
@@ -93,3 +95,27 @@ def test_a_damaged_ledger_is_refused_never_read_as_empty(
     assert "ledger.sqlite" in err and "damaged" in err, err
     assert "cancelled 0" not in out and "nothing submitted" not in err
     assert not os.path.exists(tmp_path / "retry") and not os.path.exists(tmp_path / "r.html")
+
+
+# ---------------------------------------------------------------- item 8: a watch where nothing succeeded
+
+
+def test_watch_after_every_run_was_deleted_unseen_exits_1_and_says_how_to_retry(
+    tmp_path: Path, world: Any, clock: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The runs end and are deleted (retention mode REMOVE, another tool) before any status refresh
+    saw them end: nothing is known to have succeeded, so the watch may not exit 0."""
+    options = world.start()
+    plan_dir = _plan(tmp_path, 3)
+    submit(plan_dir, **options)
+    clock.advance(600)
+    omics = omics_client(world.emulator)
+    for run in omics.list_runs()["items"]:
+        omics.delete_run(id=run["id"])
+    code, out, err = _cli(capsys, "status", plan_dir, "--watch", "--interval", "1")
+    assert code == 1, (out, err)
+    assert "DELETED" in out
+    assert "3 of 3 samples' runs were deleted before a refresh saw them end" in err, err
+    assert "--states DELETED" in err
+    code, out, err = _cli(capsys, "retry", plan_dir, "--out", str(tmp_path / "again"), "--states", "DELETED")
+    assert code == 0 and "planned 3 runs to retry" in out, (out, err)
