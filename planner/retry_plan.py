@@ -25,7 +25,7 @@ from .backends import get_backend
 from .defaults import load_defaults
 from .errors import DefaultsError, InputError, ValidationError
 from .plandir import Manifest, PlanContent, PlanDirectory, atomic_directory, write_plan
-from .progress import ProgressCallback
+from .progress import ProgressCallback, log
 from .shard import ShardWriter
 from .spec import BackendSpec
 from .submission import status
@@ -76,8 +76,14 @@ def retry(
     wanted = table.filter(pl.col("state").is_in(list(states)) | (pl.col("submission_status") == "FAILED")).sort(
         "shard", "position"
     )
+    left_out = _deleted_left_out(table, states)
     if wanted.height == 0:
-        raise InputError(f"{plan.path}: no sample is in {', '.join(states)} or failed to submit; nothing to retry")
+        raise InputError(
+            f"{plan.path}: no sample is in {', '.join(states)} or failed to submit; nothing to retry"
+            + (f" ({left_out})" if left_out else "")
+        )
+    if left_out:
+        log.warning(left_out)
     options = manifest.options
     part_size = manifest.shards[0].part_size
     with atomic_directory(out, force) as directory:
@@ -120,6 +126,20 @@ def retry(
             inline=options.get("inline", False),
         )
         return write_plan(directory, spec, shards, [wanted.select(pl.col("row").cast(pl.Int64), "id")], content)
+
+
+def _deleted_left_out(table: pl.DataFrame, states: tuple[str, ...]) -> str | None:
+    """Samples whose run was deleted before its outcome was seen are not retried unless asked: say so."""
+    if "DELETED" in states:
+        return None
+    deleted = table.filter(pl.col("state") == "DELETED").height
+    if not deleted:
+        return None
+    return (
+        f"{deleted:,} sample{'s' if deleted != 1 else ''} whose runs were deleted before planner saw them end "
+        f"{'were' if deleted != 1 else 'was'} left out (state DELETED, outcome unknown); "
+        f"to retry them too: --states {','.join((*states, 'DELETED'))}"
+    )
 
 
 def _states(states: Sequence[str] | None, spec: BackendSpec) -> tuple[str, ...]:

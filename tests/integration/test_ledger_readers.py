@@ -119,3 +119,29 @@ def test_watch_after_every_run_was_deleted_unseen_exits_1_and_says_how_to_retry(
     assert "--states DELETED" in err
     code, out, err = _cli(capsys, "retry", plan_dir, "--out", str(tmp_path / "again"), "--states", "DELETED")
     assert code == 0 and "planned 3 runs to retry" in out, (out, err)
+
+
+# ---------------------------------------------------------------- item 10: deleted samples and retry
+
+
+def test_retry_says_how_many_deleted_samples_it_left_out_and_how_to_include_them(
+    tmp_path: Path, world: Any, clock: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    options = world.start(
+        fail_when=lambda s: ("RUN_FAILED", "bad input") if s["parameters"]["sample"] == "S0000" else None
+    )
+    plan_dir = _plan(tmp_path, 4)
+    submit(plan_dir, **options)
+    clock.advance(600)
+    omics = omics_client(world.emulator)
+    for run in omics.list_runs()["items"]:
+        if omics.get_run(id=run["id"])["parameters"]["sample"] in ("S0001", "S0002"):
+            omics.delete_run(id=run["id"])  # ended and deleted before planner saw how
+    code, out, err = _cli(capsys, "retry", plan_dir, "--out", str(tmp_path / "r1"))
+    assert code == 0 and "planned 1 runs to retry" in out, (out, err)
+    assert "2 samples whose runs were deleted before planner saw them end were left out" in err, err
+    assert "--states FAILED,CANCELLED,DELETED" in err
+    code, out, err = _cli(
+        capsys, "retry", plan_dir, "--out", str(tmp_path / "r2"), "--states", "FAILED,CANCELLED,DELETED"
+    )
+    assert code == 0 and "planned 3 runs to retry" in out and "left out" not in err, (out, err)
