@@ -300,7 +300,17 @@ def sample_table(ctx: Context) -> pl.DataFrame:
     whole_plan = [s.remote_id for s in submissions if s.shard is None]
     if len(whole_plan) == 1:  # one submission for the whole plan (a Polly run): every sample is in it
         table = table.with_columns(pl.col("submission_id").fill_null(pl.lit(whole_plan[0])))
+    why = cancel_reason(ctx)
+    if why is not None:  # the service gives a cancelled run no reason; the ledger recorded planner's
+        unexplained = (pl.col("state") == "CANCELLED") & pl.col("reason").is_null()
+        table = table.with_columns(pl.when(unexplained).then(pl.lit(why)).otherwise(pl.col("reason")).alias("reason"))
     return table.select(STATUS_COLUMNS)
+
+
+def cancel_reason(ctx: Context) -> str | None:
+    """Why planner last cancelled this plan's runs (``planner cancel``, or a watch's failure threshold)."""
+    reasons = [detail.get("reason") for _, kind, detail in ctx.ledger.events() if kind == "cancel"]
+    return f"cancelled by planner: {reasons[-1]}" if reasons and reasons[-1] else None
 
 
 def where_expr() -> pl.Expr:

@@ -10,12 +10,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 import pytest
+from helpers import open_plan
 
 import planner
 import planner.cli
-from planner.submission import submit
+from planner.submission import run_submission, submit
 
 from .conftest import omics_client
 
@@ -145,3 +147,32 @@ def test_retry_says_how_many_deleted_samples_it_left_out_and_how_to_include_them
         capsys, "retry", plan_dir, "--out", str(tmp_path / "r2"), "--states", "FAILED,CANCELLED,DELETED"
     )
     assert code == 0 and "planned 3 runs to retry" in out and "left out" not in err, (out, err)
+
+
+# ---------------------------------------------------------------- item 11: the threshold's reason
+
+
+def test_status_and_report_show_why_the_threshold_cancelled_the_rest(
+    tmp_path: Path, world: Any, clock: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was a bug: status and the report grouped the runs the failure threshold cancelled under
+    'CANCELLED: no reason given', though the ledger recorded why."""
+    options = world.start(fail_when=lambda settings: ("WORKFLOW_RUN_FAILED", "reference not found"))
+    plan_dir = _plan(tmp_path, 10)
+    ctx = open_plan(plan_dir, concurrency=1, **options)
+    ctx.clients.get("omics").meta.events.register("after-call.omics.StartRun", lambda **_: clock.advance(1.0))
+    run_submission(ctx)  # runs started a step apart: the first fail while the last are still pending
+    ctx.ledger.close()
+    code, out, err = _cli(capsys, "status", plan_dir, "--watch", "--interval", "1", "--cancel-if-failed", "2")
+    assert code == 1, (out, err)
+    clock.advance(600)
+    code, out, err = _cli(capsys, "status", plan_dir, "--json")
+    groups = {g["reason"]: g["count"] for g in orjson.loads(out)["failures"]}
+    cancelled = [reason for reason in groups if "more than 2 samples failed" in reason]
+    assert cancelled and not any("no reason given" in reason for reason in groups), groups
+    report_file = str(tmp_path / "report.html")
+    code, out, err = _cli(capsys, "report", plan_dir, "--out", report_file)
+    assert code == 0, err
+    with open(report_file, encoding="utf-8") as handle:
+        html = handle.read()
+    assert "more than 2 samples failed" in html and "CANCELLED: no reason given" not in html
