@@ -451,10 +451,12 @@ class Ledger:
                 "INSERT INTO events(at, kind, detail) VALUES (?, ?, ?)", (now(), kind, orjson.dumps(detail).decode())
             )
 
-    def events(self) -> list[tuple[str, str, dict[str, Any]]]:
+    def events(self, kind: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+        """What the planner decided, in order; ``kind``: only those of that kind."""
+        where, args = (" WHERE kind = ?", (kind,)) if kind is not None else ("", ())
         return [
             (at, kind, orjson.loads(detail))
-            for at, kind, detail in self.db.execute("SELECT at, kind, detail FROM events")
+            for at, kind, detail in self.db.execute(f"SELECT at, kind, detail FROM events{where} ORDER BY rowid", args)
         ]
 
     def first_intent_at(self) -> str | None:

@@ -319,7 +319,9 @@ def atomic_directory(out: str | os.PathLike[str], force: bool) -> Iterator[str]:
         created = os.path.dirname(created)  # the outermost folder this call creates, if any
     made_parent = not os.path.exists(parent)
     os.makedirs(parent, exist_ok=True)
-    staging_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
+    _remove_orphans(parent, os.path.basename(target))
+    # The writer's pid in the name: what a killed `planner plan` or `retry` left is told from a live one's.
+    staging_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-{os.getpid()}-", dir=parent)
     try:
         yield staging_dir
         make_private(staging_dir)
@@ -329,6 +331,25 @@ def atomic_directory(out: str | os.PathLike[str], force: bool) -> Iterator[str]:
     except BaseException:
         shutil.rmtree(created if made_parent else staging_dir, ignore_errors=True)
         raise
+
+
+def _remove_orphans(parent: str, name: str) -> None:
+    """Temporary folders a killed writer of ``name`` left beside it (its process is gone)."""
+    prefix = f".{name}.tmp-"
+    for entry in os.listdir(parent):
+        pid, _, rest = entry.removeprefix(prefix).partition("-")
+        if entry.startswith(prefix) and pid.isdigit() and rest and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def make_private(directory: str) -> None:

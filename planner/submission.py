@@ -309,7 +309,7 @@ def sample_table(ctx: Context) -> pl.DataFrame:
 
 def cancel_reason(ctx: Context) -> str | None:
     """Why planner last cancelled this plan's runs (``planner cancel``, or a watch's failure threshold)."""
-    reasons = [detail.get("reason") for _, kind, detail in ctx.ledger.events() if kind == "cancel"]
+    reasons = [detail.get("reason") for _, _, detail in ctx.ledger.events("cancel")]
     return f"cancelled by planner: {reasons[-1]}" if reasons and reasons[-1] else None
 
 

@@ -32,6 +32,8 @@ from ..spec import BackendSpec
 CANCELLED = "cancelled"
 ALREADY_FINAL = "already final"
 NOT_CANCELLED = "not cancelled"
+CANCEL_ASKED = "cancel-asked"  # a ledger event: a cancel call is about to be sent for this target
+BY_EARLIER_CANCEL = "by an earlier `planner cancel` of this plan"
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,15 @@ class Backend(ABC):
         )
 
     # Helpers for the backends.
+
+    def cancels_asked(self) -> set[str]:
+        """What an earlier `planner cancel` of this plan asked the service to cancel (it may have been
+        killed before it could say so): counted as cancelled when found stopping or cancelled."""
+        return {str(detail.get("target")) for _, _, detail in self.ctx.ledger.events(CANCEL_ASKED)}
+
+    def asking_to_cancel(self, target: str) -> None:
+        """Journaled before each cancel call, for ``cancels_asked``."""
+        self.ctx.ledger.record_event(CANCEL_ASKED, {"target": target})
 
     def report(self) -> CancelReport:
         return CancelReport(self.spec.name, self.ctx.plan_id)

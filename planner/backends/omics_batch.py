@@ -19,7 +19,7 @@ from ..model import SCALAR_TYPES, check_shape, operation_input, required_problem
 from ..progress import Tracker
 from ..shard import ShardInfo
 from ..spec import BackendSpec, RoutedField
-from .base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
+from .base import ALREADY_FINAL, BY_EARLIER_CANCEL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
 from .healthomics import FINAL, OUTCOMES, conflict, get_runs, list_runs, not_found
 
 MAX_INLINE_RUNS = 100
@@ -322,6 +322,7 @@ class OmicsBatch(Backend):
     def cancel(self) -> CancelReport:
         omics = self.ctx.clients.get("omics")
         report = self.report()
+        asked = self.cancels_asked()
         for submission in self.ctx.ledger.submissions("done", kind="StartRunBatch"):
             if submission.remote_id is None or submission.shard is None:
                 continue
@@ -335,13 +336,19 @@ class OmicsBatch(Backend):
                     raise
                 report.outcomes.append(CancelOutcome(target, ALREADY_FINAL, "deleted", samples))
                 continue
+            if batch_id in asked and batch.get("status") in ("STOPPING", "CANCELLED"):
+                report.outcomes.append(CancelOutcome(target, CANCELLED, BY_EARLIER_CANCEL, samples))
+                continue
             if batch.get("status") in BATCH_FINAL:
                 report.outcomes.append(CancelOutcome(target, ALREADY_FINAL, str(batch.get("status")), samples))
                 continue
             try:
+                self.asking_to_cancel(batch_id)
                 self.ctx.call(f"CancelRunBatch {batch_id}", omics.cancel_run_batch, batchId=batch_id)
             except SubmissionError as exc:
-                if conflict(exc):
+                if conflict(exc) and batch_id in asked:
+                    report.outcomes.append(CancelOutcome(target, CANCELLED, BY_EARLIER_CANCEL, samples))
+                elif conflict(exc):
                     report.outcomes.append(CancelOutcome(target, ALREADY_FINAL, "finished before the cancel", samples))
                 else:
                     report.outcomes.append(CancelOutcome(target, NOT_CANCELLED, str(exc), samples))

@@ -18,7 +18,7 @@ from ..engine import Call, Created, Phase, Place, model_check
 from ..errors import Problem, SubmissionError
 from ..model import SCALAR_TYPES, check_shape, operation_input, rule_for
 from ..spec import BackendSpec, RoutedField
-from .base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
+from .base import ALREADY_FINAL, BY_EARLIER_CANCEL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
 from .healthomics import ACTIVE, FINAL, conflict, get_runs, list_runs, not_found
 
 MAX_TAGS = 50
@@ -153,14 +153,21 @@ class OmicsRun(Backend):
         omics = self.ctx.clients.get("omics")
         report = self.report()
         samples = self.ctx.ledger.samples()
-        final = sum(1 for s in samples if s.remote_id and s.state in FINAL)
+        asked = self.cancels_asked()  # by a cancel killed before it could report them
+        earlier = {s.id for s in samples if s.remote_id in asked and s.state in ("STOPPING", "CANCELLED")}
+        for row in samples:
+            if row.id in earlier:
+                target = f"run {row.remote_id} (sample {row.id})"
+                report.outcomes.append(CancelOutcome(target, CANCELLED, BY_EARLIER_CANCEL))
+        final = sum(1 for s in samples if s.remote_id and s.state in FINAL and s.id not in earlier)
         if final:
             report.outcomes.append(CancelOutcome(f"{final} runs", ALREADY_FINAL, "had finished", final))
-        moving = [s for s in samples if s.remote_id and s.state not in FINAL]
+        moving = [s for s in samples if s.remote_id and s.state not in FINAL and s.id not in earlier]
 
         def stop(row: Any) -> CancelOutcome:
             target = f"run {row.remote_id} (sample {row.id})"
             try:
+                self.asking_to_cancel(str(row.remote_id))
                 self.ctx.call(f"CancelRun {row.remote_id}", omics.cancel_run, id=row.remote_id)
             except SubmissionError as exc:
                 if conflict(exc):

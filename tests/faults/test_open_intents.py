@@ -12,6 +12,9 @@ The submit is a real child process killed by the fault kit; each command after i
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from typing import Any
 
 import polars as pl
@@ -22,7 +25,17 @@ from planner.errors import SubmissionError
 from planner.submission import submit
 
 from . import faultkit
-from .rigs import COLUMNS, STAGING_PREFIX, Rig, World, bucket_versions, make_rig, run_killed, submission_states
+from .rigs import (
+    COLUMNS,
+    KILL_TIMEOUT,
+    STAGING_PREFIX,
+    Rig,
+    World,
+    bucket_versions,
+    make_rig,
+    run_killed,
+    submission_states,
+)
 
 SETTLED_BY_LOOKUP = ("batch", "glue", "polly")
 
@@ -125,3 +138,60 @@ def test_submit_after_clean_stages_a_refused_shard_again(
     rig.settle()
     assert rig.server_counts() == dict.fromkeys(rig.samples, 1)
     assert submission_states(rig.plan_dir) == {"done": 3}
+
+
+# ---------------------------------------------------------------- item 12: a killed cancel, a killed retry
+
+
+def test_a_cancel_run_again_after_it_was_killed_counts_what_it_had_cancelled(
+    world: World, tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`planner cancel` SIGKILLed right after its first CancelRunBatch, then run again: the batch it
+    had cancelled is counted as cancelled, not as 'already finished'."""
+    rig = make_rig("omics-batch", world, tmp_path / "rig")
+    submit(rig.plan_dir, **rig.options)
+    for service, url in rig.options["endpoints"].items():
+        monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service.upper()}", url)
+    kill = {"at": "aws", "service": "omics", "operation": "CancelRunBatch", "when": "after", "nth": 1}
+    done = subprocess.run(
+        faultkit.cli_child_command(["cancel", rig.plan_dir], kill),
+        capture_output=True,
+        timeout=KILL_TIMEOUT,
+        env=dict(os.environ),
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-3000:]
+    code, out, err = _cli(rig, capsys, monkeypatch, "cancel", rig.plan_dir)
+    assert code == 0, (out, err)
+    assert "cancelled 3;" in out and "samples had already finished" in out, out
+    assert "0 samples had already finished" in out, out
+
+
+def test_a_retry_killed_while_writing_leaves_nothing_in_the_way(
+    world: World, tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`planner retry` SIGKILLed while it writes the new plan leaves its temporary folder; the next
+    retry (or plan) into the same place removes it and succeeds."""
+    rig = make_rig("omics-run", world, tmp_path / "rig")
+    submit(rig.plan_dir, **rig.options)
+    omics = rig.world.omics
+    for item in omics.list_runs()["items"][:2]:
+        omics.cancel_run(id=item["id"])
+    world.clock.advance(600)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_OMICS", rig.options["endpoints"]["omics"])
+    out_dir = tmp_path / "retry"
+    killer = (
+        "import os, signal, sys; import planner.shard as shard; "
+        "shard.ShardWriter.close = lambda self: os.kill(os.getpid(), signal.SIGKILL); "
+        "from planner.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", killer, "retry", rig.plan_dir, "--out", str(out_dir)],
+        capture_output=True,
+        timeout=KILL_TIMEOUT,
+        env=dict(os.environ),
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-3000:]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".retry.tmp-")], "the kill left nothing behind"
+    code, out, err = _cli(rig, capsys, monkeypatch, "retry", rig.plan_dir, "--out", str(out_dir))
+    assert code == 0 and "planned 2 runs to retry" in out, (out, err)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".retry")] == []
