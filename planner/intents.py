@@ -60,6 +60,7 @@ def settle(ctx: Context, *, ask: bool) -> list[Unsettled]:
 
     engine = Engine(ctx)
     left: list[Unsettled] = []
+    found = 0
     phases = backend_class(ctx.manifest.backend)(ctx).phases()
     try:
         for phase in phases:
@@ -72,7 +73,7 @@ def settle(ctx: Context, *, ask: bool) -> list[Unsettled]:
                 else:
                     # Found is journaled; found nothing means the call was never carried out, and its
                     # samples are rightly NOT SUBMITTED until `planner submit` sends it.
-                    engine.reconcile(call)
+                    found += engine.reconcile(call)
                 if not open_intents:
                     break
             if not open_intents:
@@ -81,6 +82,8 @@ def settle(ctx: Context, *, ask: bool) -> list[Unsettled]:
         close = getattr(phases, "close", None)
         if close is not None:
             close()
+    if found:
+        log.info("%d call(s) of an interrupted submit found at the service and recorded in the ledger", found)
     # Keys the plan's calls no longer make (a plan changed since): only submit can say more.
     left += [Unsettled(key, s.kind, key) for key, s in open_intents.items()]
     return left
