@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from .context import Context
 from .errors import InputError
-from .ledger import INTENT
+from .ledger import INTENT, Submission
 from .progress import log
 
 SHOWN = 3
@@ -60,19 +60,25 @@ def settle(ctx: Context, *, ask: bool) -> list[Unsettled]:
 
     engine = Engine(ctx)
     left: list[Unsettled] = []
+    found = 0
     phases = backend_class(ctx.manifest.backend)(ctx).phases()
     try:
         for phase in phases:
             for call in phase.calls:
+                if call.find is None:
+                    # No call of this operation can be looked up (HealthOmics): its open intents are
+                    # named from the ledger, without reading the rest of the plan's shards.
+                    for key, intent in list(open_intents.items()):
+                        if intent.kind == call.operation:
+                            del open_intents[key]
+                            left.append(Unsettled(key, intent.kind, _label(intent)))
+                    break
                 if call.key not in open_intents:
                     continue
                 del open_intents[call.key]
-                if call.find is None:
-                    left.append(Unsettled(call.key, call.operation, call.label))
-                else:
-                    # Found is journaled; found nothing means the call was never carried out, and its
-                    # samples are rightly NOT SUBMITTED until `planner submit` sends it.
-                    engine.reconcile(call)
+                # Found is journaled; found nothing means the call was never carried out, and its
+                # samples are rightly NOT SUBMITTED until `planner submit` sends it.
+                found += engine.reconcile(call)
                 if not open_intents:
                     break
             if not open_intents:
@@ -81,9 +87,17 @@ def settle(ctx: Context, *, ask: bool) -> list[Unsettled]:
         close = getattr(phases, "close", None)
         if close is not None:
             close()
+    if found:
+        log.info("%d call(s) of an interrupted submit found at the service and recorded in the ledger", found)
     # Keys the plan's calls no longer make (a plan changed since): only submit can say more.
-    left += [Unsettled(key, s.kind, key) for key, s in open_intents.items()]
+    left += [Unsettled(key, s.kind, _label(s)) for key, s in open_intents.items()]
     return left
+
+
+def _label(intent: Submission) -> str:
+    if intent.sample is not None:
+        return f"sample {intent.sample}"
+    return f"shard {intent.shard}" if intent.shard is not None else intent.key
 
 
 class Unreconciled(InputError):

@@ -33,6 +33,7 @@ CANCELLED = "cancelled"
 ALREADY_FINAL = "already final"
 NOT_CANCELLED = "not cancelled"
 CANCEL_ASKED = "cancel-asked"  # a ledger event: a cancel call is about to be sent for this target
+CANCEL_ENDED = "cancel"  # the ledger event of a cancel that ran to its end (its reason and report)
 BY_EARLIER_CANCEL = "by an earlier `planner cancel` of this plan"
 
 
@@ -116,9 +117,15 @@ class Backend(ABC):
     # Helpers for the backends.
 
     def cancels_asked(self) -> set[str]:
-        """What an earlier `planner cancel` of this plan asked the service to cancel (it may have been
-        killed before it could say so): counted as cancelled when found stopping or cancelled."""
-        return {str(detail.get("target")) for _, _, detail in self.ctx.ledger.events(CANCEL_ASKED)}
+        """What an earlier `planner cancel` of this plan asked the service to cancel and never reported
+        (it was killed first): counted as cancelled when found stopping or cancelled."""
+        asked: set[str] = set()
+        for _, kind, detail in self.ctx.ledger.events():
+            if kind == CANCEL_ENDED:
+                asked.clear()  # that cancel ran to its end and reported them
+            elif kind == CANCEL_ASKED:
+                asked.add(str(detail.get("target")))
+        return asked
 
     def asking_to_cancel(self, target: str) -> None:
         """Journaled before each cancel call, for ``cancels_asked``."""

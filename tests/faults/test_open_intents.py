@@ -80,6 +80,7 @@ def test_status_after_a_submit_killed_before_it_recorded_an_answer(
         # Found on the service and journaled: the killed call's samples no longer read NOT SUBMITTED.
         assert code == 0, err
         assert _not_submitted_yet_on_the_server(rig, table) == [], out
+        assert "call(s) of an interrupted submit found at the service and recorded in the ledger" in err, err
     else:
         assert code == 2, (out, err)
         assert f"planner submit {rig.plan_dir}" in err and "reconcile" in err, err
