@@ -36,15 +36,18 @@ class Unsettled:
         return f"{self.operation} for {self.label}"
 
 
-def settle(ctx: Context, *, ask: bool) -> list[Unsettled]:
+def settle(ctx: Context, *, ask: bool, locked: bool = False) -> list[Unsettled]:
     """Settle the ledger's open intents; returns those that only ``planner submit`` can settle.
 
     ``ask``: the command may call the service (False for ``status --no-refresh`` and a report
-    without ``--refresh``: then a warning says what the ledger cannot tell)."""
+    without ``--refresh``: then a warning says what the ledger cannot tell).  ``locked``: the caller
+    holds the plan's submit lock itself (``cancel``, once the running submit it stopped has ended), so
+    no submit is running and every open intent is an interrupted one; without it the lock held means
+    a submit runs and its intents are in flight."""
     from .submission import submitting
 
     open_intents = {s.key: s for s in ctx.ledger.submissions(INTENT)}
-    if not open_intents or submitting(ctx.plan.path):
+    if not open_intents or (not locked and submitting(ctx.plan.path)):
         return []
     if not ask:
         log.warning(

@@ -702,7 +702,9 @@ def cancel(
 
 
 def _cancel(ctx: Context, reason: str) -> CancelReport:
-    unsettled = settle(ctx, ask=True)  # what an interrupted submit started is cancelled too, once found
+    # What an interrupted submit started is cancelled too, once found.  Cancel holds the plan's lock
+    # (``_submit_stopped``): no submit runs, so every open intent is an interrupted submit's.
+    unsettled = settle(ctx, ask=True, locked=True)
     backend = backend_class(ctx.manifest.backend)(ctx)
     report = backend.cancel()
     for call in unsettled:  # may be running, unknown to the ledger: never "cancelled 0" and exit 0
