@@ -140,7 +140,7 @@ def test_retry_says_how_many_deleted_samples_it_left_out_and_how_to_include_them
         if omics.get_run(id=run["id"])["parameters"]["sample"] in ("S0001", "S0002"):
             omics.delete_run(id=run["id"])  # ended and deleted before planner saw how
     code, out, err = _cli(capsys, "retry", plan_dir, "--out", str(tmp_path / "r1"))
-    assert code == 0 and "planned 1 runs to retry" in out, (out, err)
+    assert code == 0 and "planned 1 run to retry" in out, (out, err)
     assert "2 samples whose runs were deleted before planner saw them end were left out" in err, err
     assert "--states FAILED,CANCELLED,DELETED" in err
     code, out, err = _cli(

@@ -89,4 +89,4 @@ def test_status_and_retry_of_an_old_release_plan_after_its_runs_end(
     assert [g["samples"] for g in summary["failures"]] == [["S2"]]
     retry_dir = str(tmp_path / "retry")
     assert planner.cli.main(["retry", old_plan, "--out", retry_dir, "--no-refresh"]) == 0
-    assert "planned 1 runs to retry" in capsys.readouterr().out
+    assert "planned 1 run to retry" in capsys.readouterr().out
