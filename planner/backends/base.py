@@ -32,6 +32,8 @@ from ..spec import BackendSpec
 CANCELLED = "cancelled"
 ALREADY_FINAL = "already final"
 NOT_CANCELLED = "not cancelled"
+# A cancel the service performs asynchronously (a HealthOmics batch is STOPPING): asked, not yet done.
+STOPPING = "stopping"
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class CancelOutcome:
     """What cancel did to one batch, array job or run."""
 
     target: str  # "batch 1234", "run 5678", "job abc"
-    outcome: str  # CANCELLED, ALREADY_FINAL or NOT_CANCELLED
+    outcome: str  # CANCELLED, STOPPING, ALREADY_FINAL or NOT_CANCELLED
     detail: str | None = None
     samples: int = 1
 
@@ -58,7 +60,7 @@ class CancelReport:
 
     @property
     def complete(self) -> bool:
-        """Everything that could be cancelled was."""
+        """Everything that could be cancelled was (or is being: STOPPING)."""
         return self.count(NOT_CANCELLED) == 0
 
     def to_json(self) -> dict[str, Any]:
@@ -66,6 +68,7 @@ class CancelReport:
             "backend": self.backend,
             "plan_id": self.plan_id,
             "cancelled": self.count(CANCELLED),
+            "stopping": self.count(STOPPING),
             "already_final": self.count(ALREADY_FINAL),
             "not_cancelled": self.count(NOT_CANCELLED),
             "outcomes": [o.to_json() for o in self.outcomes],

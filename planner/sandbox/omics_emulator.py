@@ -196,7 +196,13 @@ DEFAULT_PAGE_SIZE = 100
 _UUID_NAMESPACE = uuid.UUID("5f0c6a53-8d0e-4c1e-9a56-0a2b1f0e7a11")
 
 RUN_TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "DELETED"})
+# DeleteBatch "requires the batch to be in a terminal state: PROCESSED, FAILED, CANCELLED, RUNS_DELETE_FAILED, or
+# RUNS_DELETED" (model doc; the API reference page omits RUNS_DELETE_FAILED: the model is followed).
 BATCH_TERMINAL = frozenset({"PROCESSED", "FAILED", "CANCELLED", "RUNS_DELETED", "RUNS_DELETE_FAILED"})
+# The statuses in which the clock moves a batch on (sources.md: batch-status, batch-cancel-async, batch-delete-async).
+_BATCH_MOVING = frozenset({"CREATING", "PENDING", "SUBMITTING", "INPROGRESS", "STOPPING", "RUNS_DELETING"})
+# "Only one cancel or delete operation per batch is allowed at a time" (model doc of CancelRunBatch, DeleteRunBatch).
+_BATCH_OPERATING = frozenset({"STOPPING", "RUNS_DELETING"})
 # The members of a per-run entry merged key by key with defaultRunSetting's.
 _MERGED_PER_KEY = ("parameters", "runTags", "engineSettings")
 
@@ -665,6 +671,7 @@ _LOG_GROUP = "/aws/omics/WorkflowLog"  # the log group the HealthOmics User Guid
 
 @dataclass(slots=True, eq=False)
 class _Run:
+    seq: int  # creation order: run ids are reused after deletion (sources.md: run-id-reuse), this never is
     id: str
     uuid: str
     arn: str
@@ -680,7 +687,7 @@ class _Run:
 
 
 def _run_number(run: _Run) -> int:
-    return int(run.id)
+    return run.seq
 
 
 @dataclass(slots=True, eq=False)
@@ -706,7 +713,8 @@ class _Batch:
     entry_errors: dict[int, str] = field(default_factory=dict)
     content_error: str | None = None
     s3: tuple[str, str, str] | None = None  # bucket, key, ETag at submission
-    status: str = "PENDING"
+    status: str = "CREATING"  # sources.md: batch-creating
+    operation_at: float | None = None  # when the cancel (STOPPING) or delete (RUNS_DELETING) under way was asked
     submitted_at: float | None = None
     processed_at: float | None = None
     failed_at: float | None = None
@@ -746,9 +754,10 @@ class _Workflow:
 
 
 class _RunIndex:
-    """Listed runs (none deleted) in creation order, which is id order; a page resumes from a run id.
+    """Listed runs (none deleted) in creation order; a page resumes from a run's place in that order.
 
-    The token is the id of the next run to list, so deletions between pages neither skip nor repeat a run.
+    The token is the creation number of the next run to list (not its id: ids are reused), so deletions between
+    pages neither skip nor repeat a run.
     """
 
     __slots__ = ("runs",)
@@ -783,7 +792,7 @@ class _RunIndex:
         size = size or DEFAULT_PAGE_SIZE
         if keep is None:
             end = start + size
-            return runs[start:end], (runs[end].id if end < len(runs) else None)
+            return runs[start:end], (str(runs[end].seq) if end < len(runs) else None)
         page: list[_Run] = []
         index = start
         while index < len(runs) and len(page) < size:
@@ -792,7 +801,7 @@ class _RunIndex:
             index += 1
         while index < len(runs) and not keep(runs[index]):  # no token for an empty last page
             index += 1
-        return page, (runs[index].id if index < len(runs) else None)
+        return page, (str(runs[index].seq) if index < len(runs) else None)
 
 
 class _TokenBucket:
@@ -905,6 +914,8 @@ class OmicsEmulator(LoopbackServer):
         self._version_requests: dict[tuple[str, str], _WorkflowVersion] = {}
         self._requests: list[tuple[str, dict[str, Any]]] = []
         self._next_run = 1_000_000
+        self._run_seq = 0
+        self._free_run_ids: deque[str] = deque()  # ids of deleted runs, first freed first reused
         self._next_batch = 9_000_000
         self._next_workflow = 5_000_000
         self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
@@ -1122,16 +1133,28 @@ class OmicsEmulator(LoopbackServer):
         return start_time, stop_time
 
     def _advance(self, now: float) -> None:
-        """Move every unfinished batch along its timeline up to ``now``."""
+        """Move every unfinished batch along its timeline up to ``now``.
+
+        CREATING for half a step, PENDING for the other half, SUBMITTING for a step, then the runs start
+        (sources.md: batch-status, batch-creating); a cancel is STOPPING and a delete RUNS_DELETING for half a
+        step, their work done at its end (sources.md: batch-cancel-async, batch-delete-async).
+        """
         step = self.step_seconds
         for batch in list(self._unfinished.values()):
+            if batch.status == "CREATING" and now >= batch.created_at + step / 2:
+                batch.status = "PENDING"
             if batch.status == "PENDING" and now >= batch.created_at + step:
                 batch.status = "SUBMITTING"
             if batch.status == "SUBMITTING" and now >= batch.created_at + 2 * step:
                 self._submit(batch, batch.created_at + 2 * step)
             if batch.status == "INPROGRESS" and batch.processed_at is not None and now >= batch.processed_at:
                 batch.status = "PROCESSED"
-            if batch.status not in _BATCH_CANCELLABLE:
+            ended = batch.operation_at + step / 2 if batch.operation_at is not None else None
+            if batch.status == "STOPPING" and ended is not None and now >= ended:
+                self._stop(batch, ended)
+            if batch.status == "RUNS_DELETING" and ended is not None and now >= ended:
+                self._delete_runs(batch, ended)
+            if batch.status not in _BATCH_MOVING:
                 del self._unfinished[batch.id]
 
     def _fail_batch(self, batch: _Batch, moment: float, reason: str) -> None:
@@ -1251,11 +1274,18 @@ class OmicsEmulator(LoopbackServer):
     # -- runs ----------------------------------------------------------------
 
     def _new_run(self, settings: dict[str, Any], moment: float, failure: tuple[str, str] | None, **extra: Any) -> _Run:
-        self._next_run += 1
-        run_id = str(self._next_run)
+        # "HealthOmics reuses deleted run IDs ... use the run uuid to uniquely identify runs" (sources.md:
+        # run-id-reuse).  UNDOCUMENTED: which freed id comes back and when; here the first freed, at once.
+        if self._free_run_ids:
+            run_id = self._free_run_ids.popleft()
+        else:
+            self._next_run += 1
+            run_id = str(self._next_run)
+        self._run_seq += 1
         run = _Run(
+            seq=self._run_seq,
             id=run_id,
-            uuid=str(uuid.uuid5(_UUID_NAMESPACE, f"run/{run_id}")),
+            uuid=str(uuid.uuid5(_UUID_NAMESPACE, f"run/{self._run_seq}")),
             arn=f"arn:aws:omics:{self.region}:{self.account}:run/{run_id}",
             settings=settings,
             created_at=moment,
@@ -1348,6 +1378,7 @@ class OmicsEmulator(LoopbackServer):
             batch.deleted += 1
         run.deleted_at = moment
         del self._runs[run.id]
+        self._free_run_ids.append(run.id)
 
     def _unlist(self, gone: list[_Run]) -> None:
         if not gone:
@@ -1829,7 +1860,8 @@ class OmicsEmulator(LoopbackServer):
                 failed = 0
             ops = batch.operations
             total = len(batch.entries) if batch.entries is not None else 0
-            pending = total - len(batch.submissions) if batch.status in ("PENDING", "SUBMITTING") else 0
+            waiting = batch.submitted_at is None and batch.status in ("CREATING", "PENDING", "SUBMITTING", "STOPPING")
+            pending = total - len(batch.submissions) if waiting else 0
             return {
                 "id": batch.id,
                 "arn": batch.arn,
@@ -1926,25 +1958,39 @@ class OmicsEmulator(LoopbackServer):
                 )
             return {"runs": runs, "nextToken": token}
 
+    def _one_operation_at_a_time(self, batch: _Batch) -> None:
+        if batch.status in _BATCH_OPERATING:
+            raise _conflict(
+                f"Run batch {batch.id} is {batch.status}: only one cancel or delete operation per batch is "
+                "allowed at a time"
+            )
+
     def _cancel_run_batch(self, params: dict[str, Any]) -> None:
         now = self.clock()
         with self._lock:
             self._advance(now)
             batch = self._find_batch(params["batchId"])
+            self._one_operation_at_a_time(batch)
             if batch.status not in _BATCH_CANCELLABLE:
                 raise _conflict(f"Run batch {batch.id} is {batch.status} and cannot be cancelled")
-            for sub in batch.submissions:
-                run = sub.run
-                if run is None or self._run_status(run, now) in RUN_TERMINAL:
-                    continue  # nothing to cancel: its submission keeps its status
-                if self._cannot_cancel(run):
-                    self._set_submission(batch, sub, "CANCEL_FAILED")
-                else:
-                    self._cancel(run, now)
-                    self._set_submission(batch, sub, "CANCEL_SUCCESS")
-            batch.status = "CANCELLED"
-            batch.processed_at = None
-            self._unfinished.pop(batch.id, None)
+            batch.status = "STOPPING"  # sources.md: batch-cancel-async
+            batch.operation_at = now
+            self._unfinished[batch.id] = batch
+
+    def _stop(self, batch: _Batch, moment: float) -> None:
+        """The end of STOPPING: unsubmitted runs never start, started unfinished ones are cancelled."""
+        for sub in batch.submissions:
+            run = sub.run
+            if run is None or self._run_status(run, moment) in RUN_TERMINAL:
+                continue  # nothing to cancel: its submission keeps its status
+            if self._cannot_cancel(run):
+                self._set_submission(batch, sub, "CANCEL_FAILED")
+            else:
+                self._cancel(run, moment)
+                self._set_submission(batch, sub, "CANCEL_SUCCESS")
+        batch.status = "CANCELLED"
+        batch.processed_at = None
+        batch.operation_at = None
 
     def _delete_batch(self, params: dict[str, Any]) -> None:
         with self._lock:
@@ -1961,24 +2007,32 @@ class OmicsEmulator(LoopbackServer):
         with self._lock:
             self._advance(now)
             batch = self._find_batch(params["batchId"])
+            self._one_operation_at_a_time(batch)
             if batch.status not in _BATCH_RUNS_DELETABLE:
                 raise _conflict(
                     f"Run batch {batch.id} is {batch.status}; its runs can be deleted when it is PROCESSED or CANCELLED"
                 )
-            gone: list[_Run] = []
-            for sub in batch.submissions:
-                run = sub.run
-                if run is None:
+            batch.status = "RUNS_DELETING"  # sources.md: batch-delete-async
+            batch.operation_at = now
+            self._unfinished[batch.id] = batch
+
+    def _delete_runs(self, batch: _Batch, moment: float) -> None:
+        """The end of RUNS_DELETING: each finished run is deleted, as DeleteRun would."""
+        gone: list[_Run] = []
+        for sub in batch.submissions:
+            run = sub.run
+            if run is None:
+                continue
+            if run.deleted_at is None:
+                if self._run_status(run, moment) not in _RUN_DELETABLE:
+                    self._set_submission(batch, sub, "DELETE_FAILED")  # still running (a cancel that failed)
                     continue
-                if run.deleted_at is None:
-                    if self._run_status(run, now) not in _RUN_DELETABLE:
-                        self._set_submission(batch, sub, "DELETE_FAILED")  # still running (a cancel that failed)
-                        continue
-                    self._mark_deleted(run, now)
-                    gone.append(run)
-                self._set_submission(batch, sub, "DELETE_SUCCESS")
-            self._unlist(gone)
-            batch.status = "RUNS_DELETE_FAILED" if batch.operations["DELETE_FAILED"] else "RUNS_DELETED"
+                self._mark_deleted(run, moment)
+                gone.append(run)
+            self._set_submission(batch, sub, "DELETE_SUCCESS")
+        self._unlist(gone)
+        batch.status = "RUNS_DELETE_FAILED" if batch.operations["DELETE_FAILED"] else "RUNS_DELETED"
+        batch.operation_at = None
 
 
 def _apply_run_defaults(settings: dict[str, Any]) -> None:

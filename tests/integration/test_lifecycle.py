@@ -211,10 +211,13 @@ def test_cancel_skips_a_finished_batch_and_cancels_the_rest(tmp_path: Path, omic
     ledger = ledger_of(plan_dir)
     first_batch = ledger.submission("StartRunBatch:00000").remote_id
     ledger.close()
+    clock.advance(0.5)  # past CREATING, which cannot be cancelled
     omics_world.client().cancel_run_batch(batchId=first_batch)  # ended behind the planner's back
+    clock.advance(0.5)  # STOPPING, then CANCELLED
     report = planner.cancel(plan_dir, **access_of(options))
-    assert (report.count("cancelled"), report.count("already final"), report.count("not cancelled")) == (2, 1, 0)
+    assert (report.count("stopping"), report.count("already final"), report.count("not cancelled")) == (2, 1, 0)
     assert report.complete
+    clock.advance(0.5)
     assert set(_states(status(plan_dir, **access_of(options))).values()) == {"CANCELLED"}
 
 
@@ -224,7 +227,9 @@ def test_cancel_reports_runs_that_could_not_be_cancelled_and_the_cli_exits_1(
     options = omics_world.start(uncancellable=lambda settings: settings.get("runSettingId") == "S00004")
     plan_dir = _plan(tmp_path, 6, max_entries=3)
     submit(plan_dir, **options)
-    _settle(clock, steps=3)  # the batches have submitted their runs, which are running
+    _settle(clock, steps=3)  # the batches have submitted their runs, which are starting
+    assert planner.cancel(plan_dir, **access_of(options)).count("stopping") == 2  # asked; not yet done
+    clock.advance(0.5)  # the batches are CANCELLED: their submissionSummary says what could not be cancelled
     env = dict(
         os.environ, AWS_ENDPOINT_URL_OMICS=options["endpoints"]["omics"], AWS_ENDPOINT_URL_S3=options["endpoints"]["s3"]
     )
@@ -233,7 +238,7 @@ def test_cancel_reports_runs_that_could_not_be_cancelled_and_the_cli_exits_1(
     )
     assert done.returncode == 1, done.stderr  # something could not be cancelled
     report = orjson.loads(done.stdout)
-    assert (report["cancelled"], report["not_cancelled"]) == (1, 1)
+    assert (report["already_final"], report["not_cancelled"]) == (1, 1)
     (refused,) = [o for o in report["outcomes"] if o["outcome"] == "not cancelled"]
     assert refused["detail"] == "1 of its runs could not be cancelled" and "(shard 1)" in refused["target"]
 
@@ -334,6 +339,7 @@ def test_runs_deleted_before_anyone_saw_them_end_are_deleted(tmp_path: Path, omi
     batch = ledger.submission("StartRunBatch:00000").remote_id
     ledger.close()
     omics_world.client().delete_run_batch(batchId=batch)
+    clock.advance(0.5)  # RUNS_DELETING, then RUNS_DELETED
     assert set(_states(status(plan_dir, **access_of(options))).values()) == {"DELETED"}
     with pytest.raises(planner.InputError, match="nothing to retry"):  # what they ended as is not known
         planner.retry(plan_dir, str(tmp_path / "retry"), **access_of(options))
@@ -505,3 +511,50 @@ def test_status_of_250000_finished_runs_costs_one_call_a_batch(tmp_path: Path, o
     before = len(omics_world.calls())
     status(plan_dir, **access_of(options))
     assert omics_world.calls()[before:] == ["GetBatch"] * 3
+
+
+# ---------------------------------------------------------------- 9. cancel and delete are asynchronous
+
+
+def test_a_batch_cancel_is_reported_stopping_until_get_batch_shows_its_end(
+    tmp_path: Path, omics_world: Any, clock: Any
+) -> None:
+    """Was a bug: CancelRunBatch only starts a cancel (STOPPING); the planner reported the batch cancelled at
+    once, and a second cancel's ConflictException ("one cancel or delete per batch at a time") as finished."""
+    options = omics_world.start(uncancellable=lambda settings: settings.get("runSettingId") == "S00001")
+    plan_dir = _plan(tmp_path, 3)
+    submit(plan_dir, **options)
+    _settle(clock, steps=3)  # the runs are starting
+    report = planner.cancel(plan_dir, **access_of(options))
+    assert [o.outcome for o in report.outcomes] == ["stopping"] and report.complete
+    assert report.to_json()["stopping"] == 1
+    states = _states(status(plan_dir, **access_of(options)))
+    assert set(states.values()) == {"STOPPING"}  # not final: the cancel has not reached the runs yet
+    mark = len(omics_world.calls())
+    again = planner.cancel(plan_dir, **access_of(options))
+    assert [o.outcome for o in again.outcomes] == ["stopping"]
+    assert "CancelRunBatch" not in omics_world.calls()[mark:]  # a second cancel would be a ConflictException
+    clock.advance(0.5)  # the batch has stopped
+    states = _states(status(plan_dir, **access_of(options)))
+    assert states == {"S00000": "CANCELLED", "S00001": "STARTING", "S00002": "CANCELLED"}
+    after = planner.cancel(plan_dir, **access_of(options))
+    (outcome,) = after.outcomes
+    assert (outcome.outcome, outcome.detail) == ("not cancelled", "1 of its runs could not be cancelled")
+
+
+def test_clean_runs_reports_deleting_while_the_batch_deletes_its_runs(
+    tmp_path: Path, omics_world: Any, clock: Any
+) -> None:
+    """Was a bug: a batch in RUNS_DELETING was reported already deleted, and DeleteRunBatch's answer as done."""
+    options = omics_world.start()
+    plan_dir = _plan(tmp_path, 3)
+    submit(plan_dir, **options)
+    _settle(clock)
+    done = planner.clean(plan_dir, runs=True, **access_of(options))
+    assert [(o.outcome, o.detail) for o in done.runs] == [("deleting", "RUNS_DELETING")]
+    again = planner.clean(plan_dir, runs=True, **access_of(options))
+    assert [(o.outcome, o.detail) for o in again.runs] == [("deleting", "RUNS_DELETING")]
+    clock.advance(0.5)
+    last = planner.clean(plan_dir, runs=True, **access_of(options))
+    assert [(o.outcome, o.detail) for o in last.runs] == [("already deleted", "RUNS_DELETED")]
+    assert omics_world.calls().count("DeleteRunBatch") == 1

@@ -72,7 +72,7 @@ def test_inline_batch_of_60_runs_creates_60_runs_with_merged_settings(omics, omi
         defaultRunSetting=default_setting(),
         batchRunSettings={"inlineSettings": inline(60)},
     )
-    assert response["status"] == "PENDING"
+    assert response["status"] == "CREATING"
     assert response["tags"] == {"owner": "planner"}
     batch_id = response["id"]
     assert omics_emulator.run_count() == 0
@@ -242,7 +242,7 @@ def test_runs_and_batches_move_through_their_states_with_the_clock(omics, clock)
         seen_batches.append(omics.get_batch(batchId=batch_id)["status"])
         clock.advance(STEP)
     assert seen_runs == ["PENDING", "STARTING", "RUNNING", "COMPLETED", "COMPLETED", "COMPLETED"]
-    assert seen_batches == ["PENDING", "SUBMITTING", "INPROGRESS", "INPROGRESS", "INPROGRESS", "PROCESSED"]
+    assert seen_batches == ["CREATING", "SUBMITTING", "INPROGRESS", "INPROGRESS", "INPROGRESS", "PROCESSED"]
     run = omics.get_run(id=run_id)
     assert run["parameters"] == {"a": 1} and run["tags"] == {"k": "v"}
     assert run["creationTime"] < run["startTime"] < run["stopTime"]
@@ -290,6 +290,7 @@ def test_cancel_run_batch_cancels_the_batch_and_its_unfinished_runs(omics, omics
     batch_id = start_inline_batch(omics, 10, requestId="to-cancel")
     clock.advance(3 * STEP)  # runs STARTING
     omics.cancel_run_batch(batchId=batch_id)
+    clock.advance(STEP / 2)  # STOPPING, then CANCELLED
     assert omics.get_batch(batchId=batch_id)["status"] == "CANCELLED"
     assert set(run_states(omics, batch_id).values()) == {"CANCELLED"}
     assert {m["submissionStatus"] for m in runs_in_batch(omics, batch_id)} == {"CANCEL_SUCCESS"}
@@ -299,6 +300,7 @@ def test_cancel_run_batch_cancels_the_batch_and_its_unfinished_runs(omics, omics
         omics.cancel_run_batch(batchId=batch_id)
 
     early = start_inline_batch(omics, 10, requestId="cancel-early")
+    clock.advance(STEP / 2)  # PENDING: CREATING cannot be cancelled
     omics.cancel_run_batch(batchId=early)
     clock.advance(10 * STEP)
     assert omics.get_batch(batchId=early)["status"] == "CANCELLED"
@@ -334,6 +336,7 @@ def test_list_batch_and_delete(omics, clock):
     clock.advance(5 * STEP)
     assert [item["id"] for item in omics.list_batch(status="PROCESSED")["items"]] == [a, b]
     omics.delete_run_batch(batchId=a)
+    clock.advance(STEP / 2)  # RUNS_DELETING, then RUNS_DELETED
     batch = omics.get_batch(batchId=a)
     assert batch["status"] == "RUNS_DELETED" and batch["runSummary"]["deletedRunCount"] == 2
     assert run_states(omics, a) == {}  # deleted runs are no longer listed
@@ -627,6 +630,7 @@ def test_delete_run_batch_only_when_processed_or_cancelled(omics, clock, s3, buc
     run_ids = [m["runId"] for m in runs_in_batch(omics, batch_id)]
     omics.delete_run(id=run_ids[0])  # one run deleted by itself first
     omics.delete_run_batch(batchId=batch_id)
+    clock.advance(STEP / 2)
     batch = omics.get_batch(batchId=batch_id)
     assert batch["status"] == "RUNS_DELETED"
     assert batch["runSummary"]["deletedRunCount"] == 4 and batch["runSummary"]["completedRunCount"] == 0
@@ -682,10 +686,10 @@ def test_remove_mode_runs_are_removed_oldest_first_at_the_limit(make_emulator, m
     omics = make_omics_client(emulator)
     kept = start_run(omics, "keep")  # RETAIN: never removed
     removable = [start_run(omics, f"rm{i}", retentionMode="REMOVE") for i in range(2)]
+    uuids = {run_id: omics.get_run(id=run_id)["uuid"] for run_id in removable}
     newer = [start_run(omics, f"rm{i}", retentionMode="REMOVE") for i in range(2, 4)]  # each removes the oldest
-    for run_id in removable:
-        with pytest.raises(omics.exceptions.ResourceNotFoundException):
-            omics.get_run(id=run_id)
+    assert newer == removable  # the removed runs' ids are reused: only the uuid tells the runs apart
+    assert all(omics.get_run(id=run_id)["uuid"] != uuids[run_id] for run_id in removable)
     assert [i["id"] for i in omics.list_runs()["items"]] == [kept, *newer]
     assert omics.get_run(id=newer[0])["status"] == "PENDING"  # removal does not wait for runs to finish
     assert emulator.run_count() == 3
@@ -735,8 +739,9 @@ def test_a_batch_passing_the_limit_fails_with_retain_and_removes_its_oldest_with
     assert batch["runSummary"]["deletedRunCount"] == 3 and batch["runSummary"]["completedRunCount"] == 5
     mapping = runs_in_batch(omics, batch_id)
     assert list(run_states(omics, batch_id)) == [m["runId"] for m in mapping[3:]]
-    with pytest.raises(omics.exceptions.ResourceNotFoundException):
-        omics.get_run(id=mapping[0]["runId"])
+    assert mapping[0]["runId"] == mapping[5]["runId"]  # a removed run's id, reused by a later run of the batch
+    reused = omics.get_run(id=mapping[0]["runId"])["uuid"]
+    assert reused == mapping[5]["runInternalUuid"] != mapping[0]["runInternalUuid"]
 
 
 # ---------------------------------------------------------------------------
@@ -770,8 +775,9 @@ def test_cancels_that_fail_leave_their_runs_running_and_are_counted(make_emulato
     emulator = make_emulator(uncancellable=lambda settings: settings.get("name") in stuck)
     omics = make_omics_client(emulator)
     batch_id = start_inline_batch(omics, 8, requestId="stuck")
-    clock.advance(4 * STEP)  # runs RUNNING
+    clock.advance(3.5 * STEP)  # runs STARTING
     omics.cancel_run_batch(batchId=batch_id)
+    clock.advance(STEP / 2)  # STOPPING, then CANCELLED with the runs RUNNING
     batch = omics.get_batch(batchId=batch_id)
     assert batch["status"] == "CANCELLED"
     assert batch["submissionSummary"]["successfulCancelSubmissionCount"] == 6
@@ -782,6 +788,7 @@ def test_cancels_that_fail_leave_their_runs_running_and_are_counted(make_emulato
     assert omics.list_runs_in_batch(batchId=batch_id, submissionStatus="CANCEL_FAILED")["runs"][0]["runId"]
     assert sorted(run_states(omics, batch_id).values()).count("RUNNING") == 2
     omics.delete_run_batch(batchId=batch_id)  # the two still run: their deletes fail
+    clock.advance(STEP / 2)
     batch = omics.get_batch(batchId=batch_id)
     assert batch["status"] == "RUNS_DELETE_FAILED"
     assert batch["submissionSummary"]["failedDeleteSubmissionCount"] == 2
@@ -876,6 +883,7 @@ def test_run_summary_stays_consistent_with_list_runs_through_the_lifecycle(make_
     assert (summary["completedRunCount"], summary["failedRunCount"], summary["deletedRunCount"]) == (7, 1, 3)
     assert omics.get_batch(batchId=batch_id)["status"] == "PROCESSED"
     omics.delete_run_batch(batchId=batch_id)
+    clock.advance(STEP / 2)
     summary = check()
     assert summary["deletedRunCount"] == 12 and emulator.run_count() == 0
 
@@ -1035,3 +1043,88 @@ def test_batch_runs_are_checked_against_the_workflow_template(omics, omics_emula
     assert {m["submissionStatus"] for m in mapping} == {"FAILED"}
     assert all("INACTIVE" in m["submissionFailureMessage"] for m in mapping)
     assert omics_emulator.run_count() == 3
+
+
+# ---------------------------------------------------------------------------
+# asynchronous cancel and delete, CREATING, reused run ids (docs/sources.md: batch-status, batch-one-operation,
+# run-id-reuse)
+
+BATCH_STATUSES = (
+    "CREATING",
+    "PENDING",
+    "SUBMITTING",
+    "INPROGRESS",
+    "STOPPING",
+    "CANCELLED",
+    "FAILED",
+    "PROCESSED",
+    "RUNS_DELETING",
+    "RUNS_DELETE_FAILED",
+    "RUNS_DELETED",
+)
+
+
+def test_the_model_has_the_eleven_batch_statuses_the_emulator_knows(omics):
+    enum = omics.meta.service_model.shape_for("BatchStatus").enum
+    assert tuple(enum) == BATCH_STATUSES
+
+
+def test_start_run_batch_answers_creating_then_the_batch_is_pending_then_submitting(omics, clock):
+    created = omics.start_run_batch(
+        requestId="creating", defaultRunSetting=default_setting(), batchRunSettings={"inlineSettings": inline(2)}
+    )
+    assert created["status"] == "CREATING"  # model: StartRunBatch "returns ... with a batch ID and status CREATING"
+    seen = []
+    for _ in range(6):
+        seen.append(omics.get_batch(batchId=created["id"])["status"])
+        clock.advance(STEP / 2)
+    assert seen == ["CREATING", "PENDING", "SUBMITTING", "SUBMITTING", "INPROGRESS", "INPROGRESS"]
+    with pytest.raises(omics.exceptions.ConflictException, match="CREATING"):
+        omics.cancel_run_batch(batchId=start_inline_batch(omics, 2, requestId="creating-2"))
+
+
+def test_cancel_run_batch_is_stopping_for_a_step_and_one_operation_runs_at_a_time(omics, clock):
+    batch_id = start_inline_batch(omics, 10, requestId="stopping")
+    clock.advance(3 * STEP)  # runs STARTING
+    omics.cancel_run_batch(batchId=batch_id)
+    batch = omics.get_batch(batchId=batch_id)
+    assert batch["status"] == "STOPPING"
+    assert batch["submissionSummary"]["successfulCancelSubmissionCount"] == 0  # not done yet
+    for second in (omics.cancel_run_batch, omics.delete_run_batch, omics.delete_batch):
+        with pytest.raises(omics.exceptions.ConflictException, match="STOPPING"):
+            second(batchId=batch_id)
+    clock.advance(STEP)
+    batch = omics.get_batch(batchId=batch_id)
+    assert batch["status"] == "CANCELLED"
+    assert batch["submissionSummary"]["successfulCancelSubmissionCount"] == 10
+    assert set(run_states(omics, batch_id).values()) == {"CANCELLED"}
+
+
+def test_delete_run_batch_is_runs_deleting_for_a_step(omics, clock):
+    batch_id = start_inline_batch(omics, 3, requestId="deleting")
+    clock.advance(5 * STEP)
+    assert omics.get_batch(batchId=batch_id)["status"] == "PROCESSED"
+    omics.delete_run_batch(batchId=batch_id)
+    batch = omics.get_batch(batchId=batch_id)
+    assert batch["status"] == "RUNS_DELETING" and batch["runSummary"]["deletedRunCount"] == 0
+    for second in (omics.delete_run_batch, omics.cancel_run_batch, omics.delete_batch):
+        with pytest.raises(omics.exceptions.ConflictException, match="RUNS_DELETING"):
+            second(batchId=batch_id)
+    clock.advance(STEP)
+    batch = omics.get_batch(batchId=batch_id)
+    assert batch["status"] == "RUNS_DELETED" and batch["runSummary"]["deletedRunCount"] == 3
+    assert batch["submissionSummary"]["successfulDeleteSubmissionCount"] == 3
+
+
+def test_a_deleted_run_id_is_reused_by_a_later_run_with_another_uuid(omics, clock):
+    first = omics.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/", requestId="reuse-1")
+    clock.advance(3 * STEP)
+    omics.delete_run(id=first["id"])
+    second = omics.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/", requestId="reuse-2")
+    assert second["id"] == first["id"] and second["uuid"] != first["uuid"]  # guide: "reuses deleted run IDs"
+    assert omics.get_run(id=first["id"])["uuid"] == second["uuid"]
+    again = omics.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/", requestId="reuse-1")
+    assert (again["uuid"], again["status"]) == (first["uuid"], "DELETED")  # the first token still answers
+    third = omics.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/", requestId="reuse-3")
+    assert int(third["id"]) > int(first["id"])
+    assert [item["id"] for item in omics.list_runs()["items"]] == [second["id"], third["id"]]  # creation order
