@@ -311,7 +311,7 @@ class OmicsBatch(Backend):
         # placed (the counts did not add up) are asked where they are.
         unplaced = [run for run in moving if run not in found]
         newly_failed = [run for run, state in found.items() if state == "FAILED" and by_run[run].state != "FAILED"]
-        details = get_runs(self.ctx, omics, newly_failed + unplaced)
+        details = get_runs(self.ctx, omics, {run: by_run[run].remote_uuid for run in newly_failed + unplaced})
         for run in unplaced:
             found[run] = details[run].status
         for run, state in found.items():

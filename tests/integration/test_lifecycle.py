@@ -558,3 +558,53 @@ def test_clean_runs_reports_deleting_while_the_batch_deletes_its_runs(
     last = planner.clean(plan_dir, runs=True, **access_of(options))
     assert [(o.outcome, o.detail) for o in last.runs] == [("already deleted", "RUNS_DELETED")]
     assert omics_world.calls().count("DeleteRunBatch") == 1
+
+
+# ---------------------------------------------------------------- 10. run ids are reused: the uuid says whose run it is
+
+
+def _reuse_the_id_of(client: Any, run_id: str) -> str:
+    """Delete ``run_id`` (cancelled first if need be) and start someone else's run, which gets that id."""
+    if client.get_run(id=run_id)["status"] not in ("COMPLETED", "FAILED", "CANCELLED"):
+        client.cancel_run(id=run_id)
+    client.delete_run(id=run_id)
+    other = client.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/", requestId=f"someone-else-{run_id}")
+    assert other["id"] == run_id  # the emulator reuses a deleted run's id at once, as the guide says HealthOmics may
+    return str(other["uuid"])
+
+
+def test_a_reused_run_id_is_not_this_samples_run(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+    """Was a bug: a sample's run deleted and its id reused by another run took that run's state and uuid."""
+    options = omics_world.start()
+    plan_dir = _plan(tmp_path, 3, "omics-run")
+    submit(plan_dir, **options)
+    ledger = ledger_of(plan_dir)
+    (mine,) = [sample for sample in ledger.samples() if sample.id == "S00001"]
+    run_id, uuid = mine.remote_id, mine.remote_uuid
+    ledger.close()
+    assert run_id and uuid
+    other = _reuse_the_id_of(omics_world.client(), run_id)
+    _settle(clock)  # the other run completes
+    table = status(plan_dir, **access_of(options))
+    row = table.filter(pl.col("id") == "S00001").row(0, named=True)
+    assert (row["state"], row["remote_id"], row["remote_uuid"]) == ("DELETED", run_id, uuid)
+    assert other in row["reason"] and "another run" in row["reason"]
+    assert _states(table)["S00000"] == "COMPLETED"
+
+
+def test_clean_runs_never_deletes_another_run_that_reuses_the_id(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+    """Was a bug: clean --runs sent DeleteRun for the ledger's run id, deleting whichever run holds it now."""
+    options = omics_world.start()
+    plan_dir = _plan(tmp_path, 3, "omics-run")
+    submit(plan_dir, **options)
+    _settle(clock)
+    assert set(_states(status(plan_dir, **access_of(options))).values()) == {"COMPLETED"}
+    ledger = ledger_of(plan_dir)
+    run_id = ledger.submission("StartRun:S00002").remote_id
+    ledger.close()
+    other = _reuse_the_id_of(omics_world.client(), run_id)
+    _settle(clock)  # the other run has ended: DeleteRun would delete it
+    done = planner.clean(plan_dir, runs=True, **access_of(options))
+    outcomes = {o.target: o.outcome for o in done.runs}
+    assert outcomes[f"run {run_id} (sample S00002)"] == "already deleted"
+    assert omics_world.client().get_run(id=run_id)["uuid"] == other  # the other run is still there
