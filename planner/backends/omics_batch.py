@@ -34,8 +34,9 @@ _TAGS = _INLINE.members["runTags"]
 # What one run of a batch may set: the scalar members of inlineSettings, as the model has them
 # (runSettingId is the sample id; parameters and runTags are the per-key maps).
 _PER_RUN = [n for n, shape in _INLINE.members.items() if shape.type_name in SCALAR_TYPES and n != "runSettingId"]
-# Everything else the batch takes (defaultRunSetting's own fields, and engineSettings, a map the
-# service merges per key but a sheet cell cannot express as one field) is set in [run].
+# Everything else the batch takes (defaultRunSetting's own fields, and engineSettings, a JSON value a
+# run would replace whole, "Overrides defaultRunSetting.engineSettings for this run" in the model) is set
+# in [run].
 _REQUEST_ONLY = frozenset(_DEFAULT.members) - set(_PER_RUN) - {"parameters", "runTags"}
 
 # outputUri "must begin with s3://" (seeds/001); the model's pattern allows any text.

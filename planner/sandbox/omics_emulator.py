@@ -45,9 +45,10 @@ lazily on each request (no background work).
   submission too: a malformed file fails the batch, an invalid entry fails that run's
   submission (ListRunsInBatch: ``submissionStatus`` FAILED with a reason and message).
 * Each batch run takes its settings from ``defaultRunSetting`` overridden by its entry;
-  ``parameters`` and ``runTags`` (and ``engineSettings``) merge per key, the run's value
-  winning (seeds/001).  StartRun's defaults apply: PRIVATE workflow, STATIC storage of
-  1200 GiB, ``retentionMode`` RETAIN (seeds/000).
+  ``parameters`` and ``runTags`` merge per key, the run's value winning, and every other member
+  (``engineSettings`` too) replaces the default whole (seeds/001; model doc of InlineSetting).
+  StartRun's defaults apply: PRIVATE workflow, STATIC storage of 1200 GiB, ``retentionMode``
+  RETAIN (seeds/000).
 * A run is PENDING, STARTING, RUNNING for one step each (the model's RunStatus; guide,
   "Run lifecycle"), then COMPLETED or FAILED.
 * ``requestId`` deduplicates StartRun, StartRunBatch, CreateWorkflow and
@@ -203,8 +204,10 @@ BATCH_TERMINAL = frozenset({"PROCESSED", "FAILED", "CANCELLED", "RUNS_DELETED", 
 _BATCH_MOVING = frozenset({"CREATING", "PENDING", "SUBMITTING", "INPROGRESS", "STOPPING", "RUNS_DELETING"})
 # "Only one cancel or delete operation per batch is allowed at a time" (model doc of CancelRunBatch, DeleteRunBatch).
 _BATCH_OPERATING = frozenset({"STOPPING", "RUNS_DELETING"})
-# The members of a per-run entry merged key by key with defaultRunSetting's.
-_MERGED_PER_KEY = ("parameters", "runTags", "engineSettings")
+# The members of a per-run entry merged key by key with defaultRunSetting's: parameters and runTags are "Merged
+# with defaultRunSetting" (model doc of InlineSetting); every other member, engineSettings included ("Overrides
+# defaultRunSetting.engineSettings for this run"), replaces the default whole (sources.md: batch-merge).
+_MERGED_PER_KEY = ("parameters", "runTags")
 
 _model_lock = threading.Lock()
 _model_cache: Any = None

@@ -1128,3 +1128,22 @@ def test_a_deleted_run_id_is_reused_by_a_later_run_with_another_uuid(omics, cloc
     third = omics.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/", requestId="reuse-3")
     assert int(third["id"]) > int(first["id"])
     assert [item["id"] for item in omics.list_runs()["items"]] == [second["id"], third["id"]]  # creation order
+
+
+def test_a_runs_engine_settings_replace_the_defaults_whole(omics, clock):
+    """Model: InlineSetting.engineSettings "Overrides defaultRunSetting.engineSettings for this run", while
+    parameters and runTags are "Merged with defaultRunSetting" (docs/sources.md: batch-merge)."""
+    entries = inline(2)
+    entries[0]["engineSettings"] = {"profile": "big"}
+    batch_id = start_inline_batch(
+        omics,
+        2,
+        requestId="engine",
+        defaultRunSetting=default_setting(engineSettings={"profile": "small", "resume": True}),
+        batchRunSettings={"inlineSettings": entries},
+    )
+    clock.advance(2 * STEP)
+    runs = {m["runSettingId"]: omics.get_run(id=m["runId"]) for m in runs_in_batch(omics, batch_id)}
+    assert runs["sample-00000"]["engineSettings"] == {"profile": "big"}
+    assert runs["sample-00001"]["engineSettings"] == {"profile": "small", "resume": True}
+    assert runs["sample-00000"]["parameters"]["reference"] == "s3://refs/hg38.fa"  # parameters still merge per key
