@@ -50,6 +50,17 @@ def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_field
     found += check_shape(_INPUT, request, "")
     if len(run.get("runTags", {}) or {}) > MAX_RUN_TAGS:
         found.append(Problem(None, None, "runTags", None, "max-tags", f"at most {MAX_RUN_TAGS} run tags per run"))
+    if run.get("workflowType") == "READY2RUN":  # model doc of workflowType; the User Guide's batch prerequisites
+        found.append(
+            Problem(
+                None,
+                None,
+                "workflowType",
+                "READY2RUN",
+                "ready2run",
+                "batch runs are not supported with READY2RUN workflows: plan with --backend omics-run",
+            )
+        )
     return found
 
 

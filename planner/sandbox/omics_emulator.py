@@ -145,10 +145,15 @@ define, or a required one (``optional`` not true) missing, refuses the run (seed
 run needs all required parameters ... cannot include any parameters that are not defined
 in the parameter template").  StartRun answers ValidationException naming the parameters
 (ResourceNotFoundException for an unknown version); a batch run's submission is FAILED with
-that reason and message.  UNDOCUMENTED: the error codes of these refusals, and whether the
-batch checks at submission (here) or at StartRunBatch.  Leniency: a ``workflowId`` the
+that reason and message.  StartRunBatch checks defaultRunSetting's workflow (and version)
+synchronously, before a batch exists ("validates common fields synchronously": model doc;
+sources.md: batch-sync-validation); each run's parameters are checked at its submission, and
+the workflow's status again then.  UNDOCUMENTED: the error codes of these refusals.  The User
+Guide's "Batch-level failures" also names an invalid workflow ID among the causes of a FAILED
+batch; the API reference's synchronous reading is modelled.  Leniency: a ``workflowId`` the
 emulator does not know (never created here, a READY2RUN workflow, or another owner's) is
-accepted unchecked, so tests and the sandbox can name any workflow; a workflow created
+accepted unchecked, so tests and the sandbox can name any workflow, unless
+``known_workflows_only`` (then it is not found: ResourceNotFoundException); a workflow created
 without a ``parameterTemplate``, and a run with ``parametersUri``, skip the parameter check.
 
 Throttling.  With ``throttle_per_second``, a token bucket (capacity one second's worth,
@@ -873,6 +878,7 @@ class OmicsEmulator(LoopbackServer):
         fail_when: Callable[[dict[str, Any]], tuple[str, str] | None] | None = None,
         uncancellable: Callable[[dict[str, Any]], bool] | None = None,
         max_retained_runs: int | None = None,
+        known_workflows_only: bool = False,
         throttle_per_second: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         step_seconds: float = 1.0,
@@ -892,6 +898,7 @@ class OmicsEmulator(LoopbackServer):
         self.fail_when = fail_when
         self.uncancellable = uncancellable
         self.max_retained_runs = max_retained_runs
+        self.known_workflows_only = known_workflows_only
         self.clock = clock
         self.step_seconds = float(step_seconds)
         self.region = region
@@ -1671,7 +1678,8 @@ class OmicsEmulator(LoopbackServer):
     def _workflow_refusal(self, settings: dict[str, Any], now: float) -> tuple[str, str] | None:
         """Why a run of a workflow this emulator knows cannot start: (error code, message), or None.
 
-        A workflowId the emulator does not know (and any READY2RUN or shared workflow) is accepted unchecked.
+        A workflowId the emulator does not know (and any READY2RUN or shared workflow) is accepted unchecked,
+        unless ``known_workflows_only`` (then an unknown PRIVATE workflow of this account is not found).
         """
         workflow_id = settings.get("workflowId")
         owner = settings.get("workflowOwnerId")
@@ -1681,12 +1689,20 @@ class OmicsEmulator(LoopbackServer):
             return None
         workflow = self._workflows.get(workflow_id)
         if workflow is None:
+            if self.known_workflows_only:
+                return "ResourceNotFoundException", f"Workflow {workflow_id} not found"
             return None
+        refusal = self._workflow_unusable(workflow, settings, now)
+        if refusal is not None:
+            return refusal
+        return self._parameter_refusal(workflow, settings)
+
+    def _workflow_unusable(self, workflow: _Workflow, settings: dict[str, Any], now: float) -> tuple[str, str] | None:
+        """Why no run of ``workflow`` (and the version the settings name) can start now, or None."""
+        workflow_id = workflow.id
         status, _ = self._workflow_status(workflow, now)
         if status != "ACTIVE":
             return "ValidationException", f"Workflow {workflow_id} is {status}; a run can start only once it is ACTIVE"
-        template = workflow.request.get("parameterTemplate")
-        subject = f"workflow {workflow_id}"
         version_name = settings.get("workflowVersionName")
         if version_name is not None:
             version = workflow.versions.get(version_name)
@@ -1699,7 +1715,16 @@ class OmicsEmulator(LoopbackServer):
                     f"Version {version_name} of workflow {workflow_id} is {status}; "
                     "a run can start only once it is ACTIVE",
                 )
-            template = version.request.get("parameterTemplate")
+        return None
+
+    def _parameter_refusal(self, workflow: _Workflow, settings: dict[str, Any]) -> tuple[str, str] | None:
+        """Why a run's merged parameters do not fit the template of the workflow (or version) it names."""
+        workflow_id = workflow.id
+        template = workflow.request.get("parameterTemplate")
+        subject = f"workflow {workflow_id}"
+        version_name = settings.get("workflowVersionName")
+        if version_name is not None:
+            template = workflow.versions[version_name].request.get("parameterTemplate")
             subject = f"workflow {workflow_id} version {version_name}"
         if template is None or settings.get("parametersUri") is not None:
             return None  # no template to check against (the service would generate one), or parameters on S3
@@ -1753,6 +1778,13 @@ class OmicsEmulator(LoopbackServer):
             existing = self._batch_requests.get(request_id)
             if existing is not None:
                 return self._batch_created(existing)
+            # "StartRunBatch validates common fields synchronously" (model doc; sources.md: batch-sync-validation):
+            # the workflow (and version) defaultRunSetting names must exist and be ACTIVE before a batch is made.
+            common = dict(default)
+            _apply_run_defaults(common)
+            unusable = self._common_workflow_refusal(common, self.clock())
+            if unusable is not None:
+                raise ServiceError(*unusable)
         entries: list[dict[str, Any]] | None = None
         entry_errors: dict[int, str] = {}
         content_error: str | None = None
@@ -1805,6 +1837,21 @@ class OmicsEmulator(LoopbackServer):
             self._batch_requests[request_id] = batch
             self._unfinished[batch_id] = batch
             return self._batch_created(batch)
+
+    def _common_workflow_refusal(self, settings: dict[str, Any], now: float) -> tuple[str, str] | None:
+        """The workflow checks that need no run's own settings: existence (``known_workflows_only``), status."""
+        workflow_id = settings.get("workflowId")
+        owner = settings.get("workflowOwnerId")
+        if workflow_id is None or settings.get("workflowType") != "PRIVATE":
+            return None
+        if owner is not None and owner != self.account:
+            return None
+        workflow = self._workflows.get(workflow_id)
+        if workflow is None:
+            if self.known_workflows_only:
+                return "ResourceNotFoundException", f"Workflow {workflow_id} not found"
+            return None
+        return self._workflow_unusable(workflow, settings, now)
 
     def _read_settings_file(self, data: bytes) -> tuple[list[dict[str, Any]] | None, dict[int, str], str | None]:
         """Entries, per-entry problems and a whole-file problem of an s3UriSettings file."""

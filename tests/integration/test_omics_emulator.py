@@ -1036,13 +1036,29 @@ def test_batch_runs_are_checked_against_the_workflow_template(omics, omics_emula
     assert "required parameter 'fastq'" in by_setting["sample-00003"]["submissionFailureMessage"]
     assert "runId" not in by_setting["sample-00003"]
     assert omics.get_batch(batchId=batch_id)["submissionSummary"]["failedStartSubmissionCount"] == 2
-    omics_emulator.set_workflow_status(workflow_id, "INACTIVE")
-    refused = start_inline_batch(omics, 3, requestId="tb2", defaultRunSetting=default_setting(workflowId=workflow_id))
-    clock.advance(2 * STEP)
-    mapping = runs_in_batch(omics, refused)
-    assert {m["submissionStatus"] for m in mapping} == {"FAILED"}
-    assert all("INACTIVE" in m["submissionFailureMessage"] for m in mapping)
     assert omics_emulator.run_count() == 3
+
+
+def test_start_run_batch_validates_the_workflow_synchronously(make_emulator, make_omics_client, clock):
+    """Model: StartRunBatch "validates common fields synchronously"; the workflow is defaultRunSetting's
+    (docs/sources.md: batch-sync-validation)."""
+    emulator = make_emulator(known_workflows_only=True)
+    omics = make_omics_client(emulator)
+    emulator.put_workflow("42", versions={"v1": None})
+    emulator.set_workflow_status("42", "INACTIVE")
+    with pytest.raises(omics.exceptions.ValidationException, match="INACTIVE"):
+        start_inline_batch(omics, 3, requestId="inactive", defaultRunSetting=default_setting(workflowId="42"))
+    emulator.set_workflow_status("42", "ACTIVE")
+    with pytest.raises(omics.exceptions.ResourceNotFoundException, match="no version v9"):
+        start_inline_batch(
+            omics, 3, requestId="v9", defaultRunSetting=default_setting(workflowId="42", workflowVersionName="v9")
+        )
+    with pytest.raises(omics.exceptions.ResourceNotFoundException, match="Workflow 77 not found"):
+        start_inline_batch(omics, 3, requestId="unknown", defaultRunSetting=default_setting(workflowId="77"))
+    with pytest.raises(omics.exceptions.ResourceNotFoundException, match="Workflow 77 not found"):
+        omics.start_run(workflowId="77", roleArn=ROLE, outputUri="s3://o/", requestId="unknown-run")
+    assert emulator.batch_count() == 0 and emulator.run_count() == 0
+    assert start_inline_batch(omics, 3, requestId="fine", defaultRunSetting=default_setting(workflowId="42"))
 
 
 # ---------------------------------------------------------------------------
