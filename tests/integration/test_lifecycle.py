@@ -608,3 +608,18 @@ def test_clean_runs_never_deletes_another_run_that_reuses_the_id(tmp_path: Path,
     outcomes = {o.target: o.outcome for o in done.runs}
     assert outcomes[f"run {run_id} (sample S00002)"] == "already deleted"
     assert omics_world.client().get_run(id=run_id)["uuid"] == other  # the other run is still there
+
+
+def test_runs_over_the_retained_run_quota_fail_alone_and_the_batch_goes_on(
+    tmp_path: Path, omics_world: Any, clock: Any
+) -> None:
+    """ServiceQuotaExceeded is a per-run submissionFailureReason: the other samples run; retry finds the rest."""
+    options = omics_world.start(max_retained_runs=4)
+    plan_dir = _plan(tmp_path, 6)
+    submit(plan_dir, **options)
+    _settle(clock)
+    table = status(plan_dir, **access_of(options))
+    failed = table.filter(pl.col("submission_status") == "FAILED")
+    assert failed.get_column("id").to_list() == ["S00004", "S00005"]
+    assert all("maximum number of runs (4)" in reason for reason in failed.get_column("reason").to_list())
+    assert sorted(_states(table).values(), key=str).count("COMPLETED") == 4
