@@ -16,7 +16,7 @@ Four documents, as JSON:
   nothing is staged (``omics-run``, inline plans, Glue per sample, Polly);
 * ``check``: for whoever runs ``planner check`` (or ``submit --check``): the workflow
   read (GetWorkflow, GetWorkflowVersion), the retained-run count and quota (ListRuns,
-  Service Quotas' ListServiceQuotas), and the inputs looked at: ``s3:ListBucket`` on
+  Service Quotas' GetServiceQuota by code, ListServiceQuotas), and the inputs looked at: ``s3:ListBucket`` on
   the buckets the runs read (HeadBucket, ListObjectsV2) and ``s3:GetObject`` (what
   HeadObject is authorized as) on the folders they read from (``CHECK_CALLS``);
 * ``clean``: for whoever runs ``planner clean``: the status refresh that shows every
@@ -116,6 +116,7 @@ CHECK_CALLS: dict[str, tuple[tuple[str, str], ...]] = {
         ("GetWorkflow", "omics:GetWorkflow"),
         ("GetWorkflowVersion", "omics:GetWorkflowVersion"),
         ("ListRuns", "omics:ListRuns"),
+        ("GetServiceQuota", "servicequotas:GetServiceQuota"),
         ("ListServiceQuotas", "servicequotas:ListServiceQuotas"),
     ),
     "batch": (),
@@ -396,7 +397,11 @@ def _check_statements(plan: PlanDirectory, scope: _Scope, notes: list[str]) -> l
                 _statement("ReadTheWorkflow", ["omics:GetWorkflow", "omics:GetWorkflowVersion"], workflows + versions)
             )
         statements.append(
-            _statement("CountTheRetainedRuns", ["omics:ListRuns", "servicequotas:ListServiceQuotas"], ["*"])
+            _statement(
+                "CountTheRetainedRuns",
+                ["omics:ListRuns", "servicequotas:GetServiceQuota", "servicequotas:ListServiceQuotas"],
+                ["*"],
+            )
         )
     uris = distinct_uris(plan).get_column("uri")
     parts = pl.DataFrame({"uri": uris}).select(
