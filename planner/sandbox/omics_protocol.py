@@ -8,6 +8,7 @@ against the input shape (required, types, ``min``/``max`` lengths and values, ``
 vectorised per pattern); responses are serialised from the output shape (ISO-8601 timestamps as
 the model asks); errors carry ``x-amzn-ErrorType`` and the status code of the model's error shape.
 The state machine behind it is ``omics_state.OmicsService``; the server is ``omics_emulator``.
+(sources.md: protocol)
 """
 
 from __future__ import annotations
@@ -456,7 +457,7 @@ def serialize(shape: Any, value: Any, default_timestamp: str = "unixTimestamp") 
 # throttling
 
 
-class _TokenBucket:
+class _TokenBucket:  # sources.md: throttling
     def __init__(self, rate: float):
         self.rate = float(rate)
         self.capacity = max(1.0, self.rate)

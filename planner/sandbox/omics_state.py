@@ -11,137 +11,26 @@ GetBatch, ListBatch, ListRunsInBatch, CancelRunBatch, DeleteBatch, DeleteRunBatc
 CreateWorkflow, GetWorkflow, CreateWorkflowVersion, GetWorkflowVersion.  Other operations
 of the model are routed and answered with HTTP 501.
 
-Sources, cited as: "model" (the botocore ``omics`` service model and its documentation
-strings), "seeds/000" (StartRun), "seeds/001" (StartRunBatch), "guide" (the AWS HealthOmics
-User Guide, pages named).  What none of them says is marked UNDOCUMENTED, with the reading
-chosen.
-
 Time.  Everything moves on the injected ``clock`` in steps of ``step_seconds``, computed
-lazily on each request (no background work).
+lazily on each request (no background work): a run is PENDING, STARTING, RUNNING for a step
+each, then COMPLETED or FAILED (run-lifecycle); a batch is CREATING then PENDING for half a
+step each, SUBMITTING for a step, then INPROGRESS until its runs end, PROCESSED (batch-status,
+batch-creating); a cancel is STOPPING and a delete RUNS_DELETING for half a step, their work
+done at its end, one at a time (batch-cancel-async, batch-delete-async, batch-one-operation).
 
-* A batch is PENDING for one step, SUBMITTING for the next, then submits its runs
-  (INPROGRESS) and is PROCESSED when they have finished (seeds/001: StartRunBatch
-  "returns immediately with a batch ID and status PENDING", runs are submitted
-  asynchronously; the statuses are the model's BatchStatus).  ``s3UriSettings`` is read
-  from S3 synchronously and its ETag recorded; when the batch submits, the object is
-  checked again (HeadObject) and a changed or missing object makes the batch FAILED with a
-  reason naming the ETags (seeds/001).  The file's content (a JSON array of
-  inlineSettings-shaped objects, at most 100,000, runSettingId unique) is checked at
-  submission too: a malformed file fails the batch, an invalid entry fails that run's
-  submission (ListRunsInBatch: ``submissionStatus`` FAILED with a reason and message).
-* Each batch run takes its settings from ``defaultRunSetting`` overridden by its entry;
-  ``parameters`` and ``runTags`` merge per key, the run's value winning, and every other member
-  (``engineSettings`` too) replaces the default whole (seeds/001; model doc of InlineSetting).
-  StartRun's defaults apply: PRIVATE workflow, STATIC storage of 1200 GiB, ``retentionMode``
-  RETAIN (seeds/000).
-* A run is PENDING, STARTING, RUNNING for one step each (the model's RunStatus; guide,
-  "Run lifecycle"), then COMPLETED or FAILED.
-* ``requestId`` deduplicates StartRun, StartRunBatch, CreateWorkflow and
-  CreateWorkflowVersion (model: ``idempotencyToken``; seeds/000, seeds/001): a repeat
-  answers with the first call's resource and creates nothing, even once that run or batch
-  has been deleted (UNDOCUMENTED: the token's lifetime; a repeat for a deleted run answers
-  status DELETED).
+Failures.  How a run ends is decided when it starts: ``fail_when(settings)``, when given,
+alone decides (called with the run's merged settings as GetRun shows them, plus
+``runSettingId`` for a batch run; it returns ``(failureReason, statusMessage)`` or None);
+otherwise ``failure_rate`` fails a deterministic subset, a hash of ``seed`` and the request
+below it, with a reason from ``FAILURE_REASONS`` (failure-reasons).  ``uncancellable(settings)``
+makes cancels of the runs it is true for fail (cancel-run).  ``max_retained_runs`` is the
+retained-run quota (retention, batch-quota-per-run).  ``known_workflows_only`` makes an
+unknown workflow not found (workflow-check, batch-sync-validation).
 
-Failures.  How a run ends is decided when it starts:
-
-* ``fail_when(settings)``, when given, alone decides: it is called with the run's merged
-  settings (as GetRun shows them: ``tags``, not ``runTags``; plus ``runSettingId`` for a
-  batch run) and returns ``(failureReason, statusMessage)`` to fail the run, or None to
-  let it complete.
-* Otherwise ``failure_rate`` fails a deterministic subset: a hash of ``seed``, the batch's
-  ``requestId`` and the ``runSettingId`` (for StartRun: ``seed`` and the run's
-  ``requestId``) below ``failure_rate``; its reason is picked by another hash of the same
-  key from ``FAILURE_REASONS``, values of the guide's "Run failure reasons" table.
-* A FAILED run's GetRun carries ``failureReason`` and ``statusMessage`` (model:
-  GetRunResponse); ListRuns items carry neither (model: RunListItem has no such members).
-  Every GetRun carries ``uuid`` and ``logLocation`` (``runLogStream``, ``engineLogStream``:
-  model RunLogLocation; stream names ``run/<id>`` and ``run/<id>/engine`` in the
-  ``/aws/omics/WorkflowLog`` group, guide "Monitoring HealthOmics with CloudWatch Logs");
-  StartRun answers with ``uuid`` and ListRunsInBatch items with ``runInternalUuid`` (model).
-
-Cancel.
-
-* CancelRun cancels an unfinished run; a finished one answers ConflictException (model:
-  the error for a resource "in its current state"; guide "Run operations": "cancel a run
-  that hasn't completed yet").
-* CancelRunBatch is allowed only in PENDING, SUBMITTING or INPROGRESS (model doc; otherwise
-  ConflictException).  It prevents unsubmitted runs from starting and cancels the started,
-  unfinished ones, each submission becoming CANCEL_SUCCESS or CANCEL_FAILED (model doc;
-  GetBatch ``submissionSummary`` counts them).  A run already finished is left alone, its
-  submission keeping its status (UNDOCUMENTED).  The batch is CANCELLED at once (no
-  STOPPING step).
-* ``uncancellable(settings)`` (same argument as ``fail_when``) makes cancels of the runs it
-  is true for fail: in a batch, their submission is CANCEL_FAILED and they keep running to
-  their end; CancelRun of such a run answers ConflictException (UNDOCUMENTED: which error a
-  failed cancel gives).
-
-Deletion and retention.
-
-* DeleteRun deletes a COMPLETED, FAILED or CANCELLED run (model doc; ConflictException
-  otherwise).  A deleted run answers ResourceNotFoundException to GetRun, CancelRun and
-  DeleteRun and is not listed by ListRuns (model doc of DeleteRun: "Use ListRuns to
-  confirm the workflow no longer appears in the list. Use GetRun to verify the workflow
-  cannot be found").  Its batch still counts it: ``runSummary.deletedRunCount``, and
-  ListRunsInBatch still shows what was started.
-* DeleteRunBatch is allowed on a PROCESSED or CANCELLED batch only (model doc;
-  ConflictException otherwise) and deletes its finished runs, as DeleteRun would: each
-  submission becomes DELETE_SUCCESS, or DELETE_FAILED for a run still running (after a
-  failed cancel); the batch becomes RUNS_DELETED, or RUNS_DELETE_FAILED when any delete
-  failed (UNDOCUMENTED: when the service uses RUNS_DELETE_FAILED; this is our reading).
-* DeleteBatch needs a final batch (PROCESSED, FAILED, CANCELLED, RUNS_DELETE_FAILED,
-  RUNS_DELETED: model doc); after it GetBatch, ListRunsInBatch, CancelRunBatch and
-  DeleteRunBatch answer ResourceNotFoundException, and its runs stay ("does not delete the
-  individual workflow runs": model doc).
-* ``max_retained_runs`` (default None: no limit) is the quota of runs the API keeps
-  (guide "Run retention mode": "maximum number of runs (active and inactive)").  At the
-  maximum, a new run with ``retentionMode`` REMOVE removes the oldest retained REMOVE run,
-  whatever its status (a removed run is as if deleted); a new RETAIN run, or a REMOVE run
-  when no REMOVE run is left to remove, finds no room: StartRun answers
-  ServiceQuotaExceededException, and in a batch that run's submission is FAILED with
-  ``submissionFailureReason`` ServiceQuotaExceededException while the batch goes on to its
-  other runs (API reference: ListRunsInBatch's per-run submission failure; User Guide "Batch
-  runs": run-level failures leave the batch processing).  The run retention page says instead
-  that "the batch fails when HealthOmics tries to start the next run after the maximum"; the
-  API reference is modelled (sources.md: batch-quota-per-run; seeds/000 describes the modes).
-  UNDOCUMENTED: whether a new RETAIN run may remove REMOVE runs (here it may not),
-  and whether unfinished runs are removed (here they are).
-
-Listing.  ListRuns filters by ``name``, ``runGroupId``, ``status`` and ``batchId``, in any
-combination, and pages with ``maxResults`` and ``startingToken`` (model: ListRunsRequest);
-items come in creation order, the token naming the next run, so deletions between pages
-neither skip nor repeat one.  ListRunsInBatch filters by ``submissionStatus``,
-``runSettingId`` and ``runId`` and pages with ``maxItems``.  GetBatch's ``runSummary`` counts
-every run the batch started by status (cancelled, failed, deleted included) from counters the
-lifecycle keeps, not by visiting the runs.
-
-Workflows.  CreateWorkflow and CreateWorkflowVersion need a definition (``definitionZip``,
-``definitionUri`` or ``definitionRepository``: model doc of CreateWorkflow, "required
-resources"); the emulator keeps the request's ``parameterTemplate`` (name -> {description,
-optional}: model WorkflowParameter) and echoes it with GetWorkflow and GetWorkflowVersion.
-A workflow or version is CREATING for one step, then ACTIVE (model WorkflowStatus; guide
-"Verify the workflow status"); ``set_workflow_status`` pins another status (FAILED,
-INACTIVE, DELETED, ...).  Version names are unique per workflow (model doc;
-ConflictException).  Workflows here are this account's PRIVATE ones: GetWorkflow with
-``type`` READY2RUN or another ``workflowOwnerId`` answers ResourceNotFoundException.
-
-Runs of a known workflow are checked: a run starts only when the workflow (and the version
-named by ``workflowVersionName``) is ACTIVE (guide: "You can start a run using this
-workflow after the status transitions to ACTIVE"), and its merged ``parameters`` must fit
-the template of the version named, else of the workflow: a parameter the template does not
-define, or a required one (``optional`` not true) missing, refuses the run (seeds/000: "The
-run needs all required parameters ... cannot include any parameters that are not defined
-in the parameter template").  StartRun answers ValidationException naming the parameters
-(ResourceNotFoundException for an unknown version); a batch run's submission is FAILED with
-that reason and message.  StartRunBatch checks defaultRunSetting's workflow (and version)
-synchronously, before a batch exists ("validates common fields synchronously": model doc;
-sources.md: batch-sync-validation); each run's parameters are checked at its submission, and
-the workflow's status again then.  UNDOCUMENTED: the error codes of these refusals.  The User
-Guide's "Batch-level failures" also names an invalid workflow ID among the causes of a FAILED
-batch; the API reference's synchronous reading is modelled.  Leniency: a ``workflowId`` the
-emulator does not know (never created here, a READY2RUN workflow, or another owner's) is
-accepted unchecked, so tests and the sandbox can name any workflow, unless
-``known_workflows_only`` (then it is not found: ResourceNotFoundException); a workflow created
-without a ``parameterTemplate``, and a run with ``parametersUri``, skip the parameter check.
+The entries named in parentheses, and every other behaviour modelled here (request-id,
+run-defaults, get-run-fields, run-id-reuse, delete-run, s3-settings-etag, s3-settings-content,
+batch-merge, batch-run-checks, delete-batch, run-summary, list-runs, workflows), are in
+``docs/sources.md`` with the page or model member each comes from, and what no source says.
 """
 
 from __future__ import annotations
@@ -180,7 +69,7 @@ BATCH_TERMINAL = frozenset({"PROCESSED", "FAILED", "CANCELLED", "RUNS_DELETED", 
 # The statuses in which the clock moves a batch on (sources.md: batch-status, batch-cancel-async, batch-delete-async).
 _BATCH_MOVING = frozenset({"CREATING", "PENDING", "SUBMITTING", "INPROGRESS", "STOPPING", "RUNS_DELETING"})
 # "Only one cancel or delete operation per batch is allowed at a time" (model doc of CancelRunBatch, DeleteRunBatch).
-_BATCH_OPERATING = frozenset({"STOPPING", "RUNS_DELETING"})
+_BATCH_OPERATING = frozenset({"STOPPING", "RUNS_DELETING"})  # sources.md: batch-one-operation
 # The members of a per-run entry merged key by key with defaultRunSetting's: parameters and runTags are "Merged
 # with defaultRunSetting" (model doc of InlineSetting); every other member, engineSettings included ("Overrides
 # defaultRunSetting.engineSettings for this run"), replaces the default whole (sources.md: batch-merge).
@@ -189,6 +78,7 @@ _MERGED_PER_KEY = ("parameters", "runTags")
 # ---------------------------------------------------------------------------
 # state
 
+# sources.md: failure-reasons.
 # The reasons the failure_rate hash gives its failed runs: values of the "Run failure reasons" table of the AWS
 # HealthOmics User Guide (workflows-run-errors.html), with our paraphrase of each description as statusMessage.
 FAILURE_REASONS: tuple[tuple[str, str], ...] = (
@@ -544,7 +434,8 @@ class OmicsService:
         return None if moment is None else self._wall0 + (moment - self._clock0)
 
     def _phase(self, since: float, now: float) -> str:
-        """Where a run started at ``since`` is: PENDING, STARTING, RUNNING one step each, then ENDED."""
+        """Where a run started at ``since`` is: PENDING, STARTING, RUNNING one step each, then ENDED
+        (sources.md: run-lifecycle)."""
         steps = (now - since) / self.step_seconds
         if steps < 1:
             return "PENDING"
@@ -604,6 +495,7 @@ class OmicsService:
         batch.failure_reason = reason
 
     def _submit(self, batch: _Batch, moment: float) -> None:
+        # sources.md: s3-settings-etag (checked again), s3-settings-content, batch-merge, batch-run-checks.
         if batch.s3 is not None:
             bucket, key, etag = batch.s3
             try:
@@ -756,7 +648,8 @@ class OmicsService:
         return None
 
     def _make_room(self, settings: dict[str, Any], moment: float, removed: list[_Run]) -> str | None:
-        """Room for one more retained run, or why there is none (ServiceQuotaExceededException).
+        """Room for one more retained run, or why there is none (ServiceQuotaExceededException;
+        sources.md: retention).
 
         A new REMOVE run at the maximum removes the oldest retained REMOVE run (whatever its status, whichever
         batch it belongs to); a new RETAIN run at the maximum finds no room (run retention guide).
@@ -831,7 +724,7 @@ class OmicsService:
             return base
         return f"{base.rstrip('/')}/{run.id}"
 
-    def _log_location(self, run: _Run) -> dict[str, str]:
+    def _log_location(self, run: _Run) -> dict[str, str]:  # sources.md: get-run-fields
         # Stream names run/<id> and run/<id>/engine in /aws/omics/WorkflowLog, as the User Guide's CloudWatch
         # Logs page describes them; the ARN form is CloudWatch's.
         stream = f"arn:aws:logs:{self.region}:{self.account}:log-group:{_LOG_GROUP}:log-stream:run/{run.id}"
@@ -843,7 +736,7 @@ class OmicsService:
             raise _not_found(f"Run {run_id} not found")
         return run
 
-    def _start_run(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _start_run(self, params: dict[str, Any]) -> dict[str, Any]:  # sources.md: request-id, workflow-check
         now = self.clock()
         with self._lock:
             self._advance(now)
@@ -916,7 +809,7 @@ class OmicsService:
             return out
 
     def _run_summary(self, run: _Run, now: float) -> dict[str, Any]:
-        # The model's RunListItem: no failureReason, statusMessage or uuid.
+        # The model's RunListItem: no failureReason, statusMessage or uuid (sources.md: get-run-fields).
         start, stop = self._run_times(run, now)
         out = {
             key: run.settings.get(key)
@@ -937,7 +830,7 @@ class OmicsService:
         )
         return out
 
-    def _list_runs(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _list_runs(self, params: dict[str, Any]) -> dict[str, Any]:  # sources.md: list-runs
         now = self.clock()
         with self._lock:
             self._advance(now)
@@ -956,7 +849,7 @@ class OmicsService:
             page, token = listed.page(params.get("startingToken"), params.get("maxResults"), None if plain else keep)
             return {"items": [self._run_summary(r, now) for r in page], "nextToken": token}
 
-    def _cancel_run(self, params: dict[str, Any]) -> None:
+    def _cancel_run(self, params: dict[str, Any]) -> None:  # sources.md: cancel-run
         now = self.clock()
         with self._lock:
             self._advance(now)
@@ -968,7 +861,7 @@ class OmicsService:
                 raise _conflict(f"Run {run.id} could not be cancelled; it is still {status}")
             self._cancel(run, now)
 
-    def _delete_run(self, params: dict[str, Any]) -> None:
+    def _delete_run(self, params: dict[str, Any]) -> None:  # sources.md: delete-run
         now = self.clock()
         with self._lock:
             self._advance(now)
@@ -995,7 +888,7 @@ class OmicsService:
             raise _not_found(f"Workflow {workflow_id} not found")
         return workflow
 
-    def _create_workflow(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _create_workflow(self, params: dict[str, Any]) -> dict[str, Any]:  # sources.md: workflows
         if all(params.get(name) is None for name in _DEFINITION_MEMBERS):
             raise _validation(f"A workflow definition is required: one of {', '.join(_DEFINITION_MEMBERS)}")
         now = self.clock()
@@ -1093,7 +986,8 @@ class OmicsService:
             }
 
     def _workflow_refusal(self, settings: dict[str, Any], now: float) -> tuple[str, str] | None:
-        """Why a run of a workflow this emulator knows cannot start: (error code, message), or None.
+        """Why a run of a workflow this emulator knows cannot start: (error code, message), or None
+        (sources.md: workflow-check).
 
         A workflowId the emulator does not know (and any READY2RUN or shared workflow) is accepted unchecked,
         unless ``known_workflows_only`` (then an unknown PRIVATE workflow of this account is not found).
@@ -1311,7 +1205,7 @@ class OmicsService:
     def _batch_created(self, batch: _Batch) -> dict[str, Any]:
         return {"id": batch.id, "arn": batch.arn, "status": batch.status, "uuid": batch.uuid, "tags": batch.tags}
 
-    def _get_batch(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _get_batch(self, params: dict[str, Any]) -> dict[str, Any]:  # sources.md: run-summary
         now = self.clock()
         with self._lock:
             self._advance(now)
@@ -1459,7 +1353,7 @@ class OmicsService:
         batch.processed_at = None
         batch.operation_at = None
 
-    def _delete_batch(self, params: dict[str, Any]) -> None:
+    def _delete_batch(self, params: dict[str, Any]) -> None:  # sources.md: delete-batch
         with self._lock:
             self._advance(self.clock())
             batch = self._find_batch(params["batchId"])
@@ -1502,7 +1396,7 @@ class OmicsService:
         batch.operation_at = None
 
 
-def _apply_run_defaults(settings: dict[str, Any]) -> None:
+def _apply_run_defaults(settings: dict[str, Any]) -> None:  # sources.md: run-defaults
     # StartRun's defaults (seeds/000): a PRIVATE workflow, STATIC storage of 1200 GiB, retentionMode RETAIN.
     settings.setdefault("workflowType", "PRIVATE")
     settings.setdefault("storageType", "STATIC")
