@@ -18,6 +18,11 @@ Throttling.  With ``throttle_per_second``, a token bucket (capacity one second's
 refilled in real time, not by ``clock``) answers requests over the rate with HTTP 429
 ThrottlingException, which botocore's retry modes retry.
 
+Faults (sources.md: faults).  ``fail(operation, *statuses)`` answers the next requests of an
+operation with these 5xx statuses (500 InternalServerException, the model's; any other, a bare
+``ServiceUnavailable``), and ``slow(operation, seconds, times=1)`` answers the next ones after
+that many real seconds: both as a service under load does, for botocore's retries to meet.
+
 Test hooks: ``run_count()`` (runs not deleted), ``batch_count()``, ``requests()`` (every
 routed request as ``(operation, params)``, throttled ones included), ``recorded_etag(batch_id)``,
 ``set_workflow_status(workflow_id, status, version_name=None, message=None)`` and
@@ -35,6 +40,7 @@ import re
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -100,6 +106,7 @@ class OmicsEmulator(LoopbackServer):
         self._router = _Router(_service_model())
         self._lock = threading.Lock()
         self._requests: list[tuple[str, dict[str, Any]]] = []
+        self._faults: dict[str, deque[tuple[int, float]]] = {}  # operation -> (status or 0, delay), in order
 
     # -- test hooks ----------------------------------------------------------
 
@@ -113,6 +120,18 @@ class OmicsEmulator(LoopbackServer):
     def requests(self) -> list[tuple[str, dict[str, Any]]]:
         with self._lock:
             return list(self._requests)
+
+    def fail(self, operation: str, *statuses: int) -> None:
+        """Answer the next requests of ``operation`` with these 5xx statuses, one each."""
+        if not all(500 <= status <= 599 for status in statuses):
+            raise ValueError("fail() injects server errors: statuses 500..599")
+        with self._lock:
+            self._faults.setdefault(operation, deque()).extend((status, 0.0) for status in statuses)
+
+    def slow(self, operation: str, seconds: float, times: int = 1) -> None:
+        """Answer the next ``times`` requests of ``operation`` after ``seconds`` of real time."""
+        with self._lock:
+            self._faults.setdefault(operation, deque()).extend((0, float(seconds)) for _ in range(times))
 
     def recorded_etag(self, batch_id: str) -> str | None:
         """The ETag of the s3UriSettings object recorded when the batch was created."""
@@ -182,6 +201,15 @@ class OmicsEmulator(LoopbackServer):
             return self._error(exc)
         with self._lock:
             self._requests.append((operation.name, params))
+            queued = self._faults.get(operation.name)
+            fault = queued.popleft() if queued else None
+        if fault is not None:
+            status, delay = fault
+            if delay:
+                time.sleep(delay)  # a slow answer: the client's read timeout may end the wait first
+            if status:
+                code = "InternalServerException" if status == 500 else "ServiceUnavailable"
+                return self._error(ServiceError(code, f"Injected {status} for {operation.name}", status))
         if self._bucket is not None and not self._bucket.take():
             return self._error(ServiceError("ThrottlingException", "Rate exceeded"))
         handler = self.service.handlers.get(operation.name)

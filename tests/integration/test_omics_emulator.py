@@ -1168,3 +1168,32 @@ def test_a_runs_engine_settings_replace_the_defaults_whole(omics, clock):
     assert runs["sample-00000"]["engineSettings"] == {"profile": "big"}
     assert runs["sample-00001"]["engineSettings"] == {"profile": "small", "resume": True}
     assert runs["sample-00000"]["parameters"]["reference"] == "s3://refs/hg38.fa"  # parameters still merge per key
+
+
+# ---------------------------------------------------------------------------
+# faults the service makes: 5xx and slow answers, injected by tests
+
+
+def test_injected_5xx_answers_are_retried_by_botocore_and_counted(omics_emulator, make_omics_client, clock):
+    omics = make_omics_client(omics_emulator)  # standard retries
+    batch_id = start_inline_batch(omics, 2, requestId="faulty")
+    omics_emulator.fail("GetBatch", 500, 503)
+    assert omics.get_batch(batchId=batch_id)["id"] == batch_id  # the third attempt answers
+    assert [op for op, _ in omics_emulator.requests()].count("GetBatch") == 3
+    single = make_omics_client(omics_emulator, retries={"total_max_attempts": 1})
+    omics_emulator.fail("GetBatch", 500)
+    with pytest.raises(single.exceptions.InternalServerException):
+        single.get_batch(batchId=batch_id)
+
+
+def test_an_injected_slow_answer_times_the_client_out_and_the_retry_answers(omics_emulator, make_omics_client):
+    from botocore.exceptions import ReadTimeoutError
+
+    quick = make_omics_client(omics_emulator, retries={"total_max_attempts": 1}, read_timeout=0.2)
+    run_id = start_run(quick, "slow")
+    omics_emulator.slow("GetRun", 1.0)
+    with pytest.raises(ReadTimeoutError):
+        quick.get_run(id=run_id)
+    patient = make_omics_client(omics_emulator, read_timeout=0.2)  # standard retries
+    omics_emulator.slow("GetRun", 1.0)
+    assert patient.get_run(id=run_id)["id"] == run_id
