@@ -457,6 +457,19 @@ def serialize(shape: Any, value: Any, default_timestamp: str = "unixTimestamp") 
 # throttling
 
 
+# The default maximum transactions per second of each workflow API (User Guide, "HealthOmics API quotas",
+# "Workflow API quotas"; sources.md: throttling).  The run-batch APIs are not in that table: UNDOCUMENTED, and
+# left out here rather than guessed.
+DOCUMENTED_TPS: dict[str, float] = {
+    "StartRun": 1.0,
+    "CreateWorkflow": 5.0,
+    **dict.fromkeys(("CancelRun", "DeleteRun", "GetRun", "GetRunTask", "ListRunTasks", "ListRuns"), 10.0),
+    **dict.fromkeys(("CreateRunGroup", "DeleteRunGroup", "GetRunGroup", "ListRunGroups", "UpdateRunGroup"), 10.0),
+    **dict.fromkeys(("CreateRunCache", "UpdateRunCache", "DeleteRunCache", "GetRunCache", "ListRunCaches"), 10.0),
+    **dict.fromkeys(("DeleteWorkflow", "GetWorkflow", "ListWorkflows", "UpdateWorkflow"), 10.0),
+}
+
+
 class _TokenBucket:  # sources.md: throttling
     def __init__(self, rate: float):
         self.rate = float(rate)
