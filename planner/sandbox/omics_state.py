@@ -1264,6 +1264,7 @@ class OmicsService:
             self._advance(now)
             batches = list(self._batches.values())
             status, name, group = params.get("status"), params.get("name"), params.get("runGroupId")
+            _one_filter("ListBatch", status, name, group)
             batches = [
                 b
                 for b in batches
@@ -1291,6 +1292,7 @@ class OmicsService:
             self._advance(now)
             batch = self._find_batch(params["batchId"])
             status, setting_id, run_id = params.get("submissionStatus"), params.get("runSettingId"), params.get("runId")
+            _one_filter("ListRunsInBatch", status, setting_id, run_id)
 
             def keep(sub: _Submission) -> bool:
                 return (
@@ -1433,6 +1435,12 @@ def _page(
     while index < len(items) and not keep(items[index]):  # no token for an empty last page
         index += 1
     return page, (str(index) if index < len(items) else None)
+
+
+def _one_filter(operation: str, *filters: Any) -> None:
+    # "Only one filter per call is supported" (model doc; sources.md: list-runs).  UNDOCUMENTED: the error.
+    if sum(value is not None for value in filters) > 1:
+        raise _validation(f"{operation}: only one filter per call is supported")
 
 
 def _client_error_code(exc: Exception) -> str:

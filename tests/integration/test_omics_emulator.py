@@ -1197,3 +1197,16 @@ def test_an_injected_slow_answer_times_the_client_out_and_the_retry_answers(omic
     patient = make_omics_client(omics_emulator, read_timeout=0.2)  # standard retries
     omics_emulator.slow("GetRun", 1.0)
     assert patient.get_run(id=run_id)["id"] == run_id
+
+
+def test_list_runs_in_batch_and_list_batch_take_one_filter_per_call(omics, clock):
+    """Model doc of ListRunsInBatch and ListBatch: "Only one filter per call is supported" (sources.md:
+    list-runs).  UNDOCUMENTED: the error; ValidationException here."""
+    batch_id = start_inline_batch(omics, 3, requestId="one-filter", batchName="one")
+    clock.advance(2 * STEP)
+    with pytest.raises(omics.exceptions.ValidationException, match="one filter"):
+        omics.list_runs_in_batch(batchId=batch_id, submissionStatus="SUCCESS", runSettingId="sample-00001")
+    with pytest.raises(omics.exceptions.ValidationException, match="one filter"):
+        omics.list_batch(status="INPROGRESS", name="one")
+    assert len(omics.list_runs_in_batch(batchId=batch_id, submissionStatus="SUCCESS")["runs"]) == 3
+    assert [b["id"] for b in omics.list_batch(name="one")["items"]] == [batch_id]
