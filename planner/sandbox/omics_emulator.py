@@ -14,9 +14,12 @@ Three modules: this one (the server: routing, validation, throttling, the test h
 machine: what each operation does, how runs and batches move with the clock, and the source of
 every behaviour, listed in ``docs/sources.md``).
 
-Throttling.  With ``throttle_per_second``, a token bucket (capacity one second's worth,
-refilled in real time, not by ``clock``) answers requests over the rate with HTTP 429
-ThrottlingException, which botocore's retry modes retry.
+Throttling.  With ``api_rates="documented"``, each operation has its own token bucket at the
+default TPS of the User Guide's "HealthOmics API quotas" (``omics_protocol.DOCUMENTED_TPS``;
+operations it does not list are not limited).  With ``throttle_per_second``, one token bucket
+over every operation.  Buckets hold one second's worth, refill in real time (not by ``clock``)
+and answer requests over the rate with HTTP 429 ThrottlingException, which botocore's retry
+modes retry.
 
 Faults (sources.md: faults).  ``fail(operation, *statuses)`` answers the next requests of an
 operation with these 5xx statuses (500 InternalServerException, the model's; any other, a bare
@@ -47,6 +50,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .loopback import LoopbackServer
 from .omics_protocol import (
+    DOCUMENTED_TPS,
     ServiceError,
     _Router,
     _service_model,
@@ -79,6 +83,7 @@ class OmicsEmulator(LoopbackServer):
         max_retained_runs: int | None = None,
         known_workflows_only: bool = False,
         throttle_per_second: float | None = None,
+        api_rates: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         step_seconds: float = 1.0,
         region: str = "us-east-1",
@@ -86,6 +91,8 @@ class OmicsEmulator(LoopbackServer):
     ):
         if throttle_per_second is not None and throttle_per_second <= 0:
             raise ValueError("throttle_per_second must be positive")
+        if api_rates not in (None, "documented"):
+            raise ValueError('api_rates is None or "documented" (the User Guide\'s per-API TPS)')
         self.service = OmicsService(
             s3_endpoint_url=s3_endpoint_url,
             failure_rate=failure_rate,
@@ -103,6 +110,10 @@ class OmicsEmulator(LoopbackServer):
         self.clock = clock
         self._init_server(host, port)
         self._bucket = _TokenBucket(throttle_per_second) if throttle_per_second else None
+        # One bucket per operation at its documented rate (sources.md: throttling); unlisted operations are free.
+        self._api_buckets = (
+            {operation: _TokenBucket(rate) for operation, rate in DOCUMENTED_TPS.items()} if api_rates else {}
+        )
         self._router = _Router(_service_model())
         self._lock = threading.Lock()
         self._requests: list[tuple[str, dict[str, Any]]] = []
@@ -210,6 +221,9 @@ class OmicsEmulator(LoopbackServer):
             if status:
                 code = "InternalServerException" if status == 500 else "ServiceUnavailable"
                 return self._error(ServiceError(code, f"Injected {status} for {operation.name}", status))
+        api_bucket = self._api_buckets.get(operation.name)
+        if api_bucket is not None and not api_bucket.take():
+            return self._error(ServiceError("ThrottlingException", f"Rate exceeded for {operation.name}"))
         if self._bucket is not None and not self._bucket.take():
             return self._error(ServiceError("ThrottlingException", "Rate exceeded"))
         handler = self.service.handlers.get(operation.name)

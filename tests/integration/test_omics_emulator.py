@@ -1210,3 +1210,23 @@ def test_list_runs_in_batch_and_list_batch_take_one_filter_per_call(omics, clock
         omics.list_batch(status="INPROGRESS", name="one")
     assert len(omics.list_runs_in_batch(batchId=batch_id, submissionStatus="SUCCESS")["runs"]) == 3
     assert [b["id"] for b in omics.list_batch(name="one")["items"]] == [batch_id]
+
+
+def test_documented_api_rates_throttle_each_operation_on_its_own(make_emulator, make_omics_client):
+    """api_rates="documented": StartRun 1 TPS, GetRun 10 TPS, each its own bucket (User Guide "HealthOmics API
+    quotas"; sources.md: throttling).  A burst over StartRun's rate meets ThrottlingException while GetRun goes on."""
+    from planner.sandbox.omics_protocol import DOCUMENTED_TPS
+
+    assert (DOCUMENTED_TPS["StartRun"], DOCUMENTED_TPS["GetRun"]) == (1.0, 10.0)
+    emulator = make_emulator(api_rates="documented")
+    once = make_omics_client(emulator, retries={"total_max_attempts": 1})
+    outcomes = []
+    for i in range(5):
+        try:
+            outcomes.append(once.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/", requestId=f"r{i}")["id"])
+        except once.exceptions.ThrottlingException:
+            outcomes.append("throttled")
+    assert outcomes[0] != "throttled" and "throttled" in outcomes
+    assert once.get_run(id=outcomes[0])["id"] == outcomes[0]  # GetRun's own bucket is full
+    with pytest.raises(ValueError, match="documented"):
+        make_emulator(api_rates="fast")
