@@ -1,12 +1,17 @@
 """What a `planner status` refresh of a large HealthOmics plan costs: service calls and seconds.
 
 Plans N runs for omics-batch (100,000 a batch), submits them to the HealthOmics
-emulator (with moto's S3 for the staged settings), lets every run finish (1% fail),
-then times the first refresh (samples mapped to runs once, failures asked why) and
-the refreshes after it (nothing moved: one GetBatch a batch).  CPU time is the
+emulator (with moto's S3 for the staged settings), lets every run finish (``--failure-rate``
+fail, 1% by default), then times the first refresh (samples mapped to runs once, failures
+asked why) and the refreshes after it (nothing moved: one GetBatch a batch).  CPU time is the
 planner's process, which also hosts the servers: treat it as an upper bound.
 
-    python benchmarks/status_cost.py --runs 250000
+``at_documented_rates`` is what each refresh would take against the service's default API
+quotas, calls made one after another: the sum over operations of calls / TPS, from the User
+Guide's "HealthOmics API quotas" (``DOCUMENTED_TPS``); operations that table does not list (the
+run-batch APIs) are counted in ``unrated_calls`` instead of guessed.
+
+    python benchmarks/status_cost.py --runs 250000 --failure-rate 0.3
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ def _cpu() -> float:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=250_000)
+    parser.add_argument("--failure-rate", type=float, default=0.01)
     args = parser.parse_args(argv)
     os.environ.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION="us-east-1")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request otherwise
@@ -48,15 +54,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import planner
     from planner.sandbox.omics_emulator import OmicsEmulator
+    from planner.sandbox.omics_protocol import DOCUMENTED_TPS
 
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     host, port = moto.get_host_and_port()
     moto_url = f"http://{host}:{port}"
     clock = Clock()
-    emulator = OmicsEmulator(s3_endpoint_url=moto_url, clock=clock, failure_rate=0.01, seed=1).start()
+    emulator = OmicsEmulator(s3_endpoint_url=moto_url, clock=clock, failure_rate=args.failure_rate, seed=1).start()
     options = {"sandbox": True, "endpoints": {"s3": moto_url, "omics": emulator.endpoint_url}}
-    out: dict[str, Any] = {"runs": args.runs}
+    out: dict[str, Any] = {"runs": args.runs, "failure_rate": args.failure_rate}
     try:
         with tempfile.TemporaryDirectory() as scratch:
             plan_dir = os.path.join(scratch, "plan")
@@ -77,6 +84,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "cpu_seconds": round(_cpu() - cpu, 2),
                     "calls": sum(calls.values()),
                     "by_operation": dict(calls),
+                    "at_documented_rates_seconds": round(
+                        sum(n / DOCUMENTED_TPS[op] for op, n in calls.items() if op in DOCUMENTED_TPS), 1
+                    ),
+                    "unrated_calls": {op: n for op, n in calls.items() if op not in DOCUMENTED_TPS},
                 }
             out["failed"] = table.filter(pl.col("state") == "FAILED").height
     finally:

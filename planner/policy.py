@@ -16,7 +16,7 @@ Four documents, as JSON:
   nothing is staged (``omics-run``, inline plans, Glue per sample, Polly);
 * ``check``: for whoever runs ``planner check`` (or ``submit --check``): the workflow
   read (GetWorkflow, GetWorkflowVersion), the retained-run count and quota (ListRuns,
-  Service Quotas' ListServiceQuotas), and the inputs looked at: ``s3:ListBucket`` on
+  Service Quotas' GetServiceQuota by code, ListServiceQuotas), and the inputs looked at: ``s3:ListBucket`` on
   the buckets the runs read (HeadBucket, ListObjectsV2) and ``s3:GetObject`` (what
   HeadObject is authorized as) on the folders they read from (``CHECK_CALLS``);
 * ``clean``: for whoever runs ``planner clean``: the status refresh that shows every
@@ -31,8 +31,9 @@ and ``omics:StartRun`` on ``run``, ``workflow`` and ``runGroup``, plus
 HeadObject is ``s3:GetObject``; CreateMultipartUpload, UploadPart and
 CompleteMultipartUpload are ``s3:PutObject``; PutObject with SSE-KMS needs
 ``kms:GenerateDataKey``, a multipart upload and HeadObject's checksum mode on an
-SSE-KMS object ``kms:Decrypt``; Batch ListJobs/DescribeJobs and HealthOmics
-ListRuns/ListRunsInBatch take no resource (``*``).  STS GetCallerIdentity (how the
+SSE-KMS object ``kms:Decrypt``; HealthOmics ListRunsInBatch and GetBatch are
+authorized on ``runBatch``, DeleteRunBatch on ``run`` and ``runBatch``; Batch
+ListJobs/DescribeJobs and HealthOmics ListRuns take no resource (``*``).  STS GetCallerIdentity (how the
 planner learns which account must own the staging bucket) needs no permission.  No
 ``s3:ListBucket`` on the staging bucket: without it S3 answers HeadObject of a missing
 object with 403 instead of 404, which staging settles with its conditional write
@@ -116,6 +117,7 @@ CHECK_CALLS: dict[str, tuple[tuple[str, str], ...]] = {
         ("GetWorkflow", "omics:GetWorkflow"),
         ("GetWorkflowVersion", "omics:GetWorkflowVersion"),
         ("ListRuns", "omics:ListRuns"),
+        ("GetServiceQuota", "servicequotas:GetServiceQuota"),
         ("ListServiceQuotas", "servicequotas:ListServiceQuotas"),
     ),
     "batch": (),
@@ -355,10 +357,16 @@ def _service_statements(plan: PlanDirectory, scope: _Scope) -> list[dict[str, An
             *_omics_runs(scope, [defaults], ["omics:GetRun", "omics:TagResource"]),
             _statement(
                 "StartFollowAndCancelTheBatches",
-                ["omics:StartRunBatch", "omics:GetBatch", "omics:CancelRunBatch", "omics:TagResource"],
+                [
+                    "omics:StartRunBatch",
+                    "omics:GetBatch",
+                    "omics:ListRunsInBatch",
+                    "omics:CancelRunBatch",
+                    "omics:TagResource",
+                ],
                 [scope.arn("omics", "runBatch/*")],
             ),
-            _statement("ListRuns", ["omics:ListRuns", "omics:ListRunsInBatch"], ["*"]),
+            _statement("ListRuns", ["omics:ListRuns"], ["*"]),
             *_pass_roles(_roles(plan), "omics.amazonaws.com"),
         ]
     if backend == "omics-run":
@@ -416,7 +424,11 @@ def _check_statements(plan: PlanDirectory, scope: _Scope, notes: list[str]) -> l
                 _statement("ReadTheWorkflow", ["omics:GetWorkflow", "omics:GetWorkflowVersion"], workflows + versions)
             )
         statements.append(
-            _statement("CountTheRetainedRuns", ["omics:ListRuns", "servicequotas:ListServiceQuotas"], ["*"])
+            _statement(
+                "CountTheRetainedRuns",
+                ["omics:ListRuns", "servicequotas:GetServiceQuota", "servicequotas:ListServiceQuotas"],
+                ["*"],
+            )
         )
     uris = distinct_uris(plan).get_column("uri")
     parts = pl.DataFrame({"uri": uris}).select(
@@ -445,12 +457,18 @@ def _refresh_statements(plan: PlanDirectory, scope: _Scope) -> list[dict[str, An
     if backend == "omics-batch":
         return [
             _statement(
-                "KnowTheRunsHaveEnded",
-                ["omics:GetBatch", "omics:GetRun"],
-                [scope.arn("omics", "runBatch/*"), scope.arn("omics", "run/*")],
+                "KnowTheBatchesHaveEnded",
+                ["omics:GetBatch", "omics:ListRunsInBatch"],
+                [scope.arn("omics", "runBatch/*")],
             ),
-            _statement("ListRuns", ["omics:ListRuns", "omics:ListRunsInBatch"], ["*"]),
-            _statement("DeleteTheBatches", ["omics:DeleteRunBatch"], [scope.arn("omics", "runBatch/*")]),
+            _statement("KnowTheRunsHaveEnded", ["omics:GetRun"], [scope.arn("omics", "run/*")]),
+            _statement("ListRuns", ["omics:ListRuns"], ["*"]),
+            # DeleteRunBatch is authorized on the batch and on each of its runs (Service Authorization Reference).
+            _statement(
+                "DeleteTheBatches",
+                ["omics:DeleteRunBatch"],
+                [scope.arn("omics", "run/*"), scope.arn("omics", "runBatch/*")],
+            ),
         ]
     if backend == "omics-run":
         return [

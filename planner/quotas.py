@@ -2,15 +2,18 @@
 
 HealthOmics keeps a fixed number of runs, active and inactive (StartRun's
 ``retentionMode`` doc, seeds/000): with RETAIN, the default, "you cannot create
-additional runs until you remove the excess runs", and a batch fails when the service
-tries to start the run past the maximum (the User Guide's "Run retention mode").
+additional runs until you remove the excess runs"; in a batch each run past the maximum
+fails its submission with ServiceQuotaExceededException while the batch goes on (the API
+reference; the User Guide's "Run retention mode" says the batch fails).
 REMOVE runs make room by removing the oldest REMOVE runs.
 
 What can be read is read: the runs the account keeps (ListRuns, every page) and the
-quota's value (Service Quotas ListServiceQuotas for ``omics``, the quota whose name says
-it counts retained runs: its exact name is not documented in the model, so a name with
-"retain", or "(maximum) number of (workflow) runs", is taken).  When both are known and
-the kept runs plus this plan's RETAIN runs pass the quota, a warning names the fix.
+quota's value from Service Quotas: GetServiceQuota by its code, L-C9679DBC, which the User
+Guide's "HealthOmics service quotas" table links to "Workflows - Maximum runs (active or
+inactive)"; when that answer fails (a partition or endpoint without it), ListServiceQuotas
+for ``omics`` and the quota of that code or that name, else one whose name says it counts
+retained runs.  When both are known and the kept runs plus this plan's RETAIN runs pass the
+quota, a warning names the fix.
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ import polars as pl
 from .errors import AccessError, Problem, SubmissionError
 from .plandir import PlanDirectory
 
-_QUOTA_NAME = re.compile(r"retain|^(maximum )?(number of )?(workflow )?runs$", re.IGNORECASE)
-_NOT_THIS = re.compile(r"concurrent|active|group|task|per second|rate|storage|size|cpu|gpu", re.IGNORECASE)
+RETAINED_RUNS_QUOTA_CODE = "L-C9679DBC"
+RETAINED_RUNS_QUOTA_NAME = "Workflows - Maximum runs (active or inactive)"
+# The last resort, for a listing that has neither the code nor the documented name.
+_QUOTA_NAME = re.compile(r"retain|^(workflows - )?(maximum )?(number of )?(workflow )?runs\b", re.IGNORECASE)
+_NOT_THIS = re.compile(r"concurrent|group|task|per second|rate|storage|size|cpu|gpu", re.IGNORECASE)
 
 
 def plan_retained_runs(plan: PlanDirectory) -> int:
@@ -64,6 +70,13 @@ def quota_value(client: Any) -> tuple[float | None, str | None]:
     if client is None:
         return None, "Service Quotas cannot be reached from here"
     try:
+        quota = client.get_service_quota(ServiceCode="omics", QuotaCode=RETAINED_RUNS_QUOTA_CODE).get("Quota") or {}
+        if quota.get("Value") is not None:
+            return float(quota["Value"]), str(quota.get("QuotaName") or RETAINED_RUNS_QUOTA_NAME)
+    except Exception:  # not answered by code here: look for it in the listing
+        pass
+    try:
+        loose: tuple[float, str] | None = None
         token = None
         while True:
             params: dict[str, Any] = {"ServiceCode": "omics"}
@@ -72,11 +85,15 @@ def quota_value(client: Any) -> tuple[float | None, str | None]:
             page = client.list_service_quotas(**params)
             for quota in page.get("Quotas", []):
                 name = str(quota.get("QuotaName", ""))
-                if _QUOTA_NAME.search(name) and not _NOT_THIS.search(name) and quota.get("Value") is not None:
+                if quota.get("Value") is None:
+                    continue
+                if quota.get("QuotaCode") == RETAINED_RUNS_QUOTA_CODE or name == RETAINED_RUNS_QUOTA_NAME:
                     return float(quota["Value"]), name
+                if loose is None and _QUOTA_NAME.search(name) and not _NOT_THIS.search(name):
+                    loose = float(quota["Value"]), name
             token = page.get("NextToken")
             if not token:
-                return None, "Service Quotas names no retained-run quota for HealthOmics"
+                return loose or (None, "Service Quotas names no retained-run quota for HealthOmics")
     except Exception as exc:  # any failure to read a quota only means it is not known
         return None, f"Service Quotas could not be read ({type(exc).__name__}: {str(exc)[:120]})"
 
@@ -125,7 +142,7 @@ def retained_runs(ctx: Any, plan: PlanDirectory, quota: float | None = None) -> 
         str(plan.manifest.defaults.get("retentionMode") or "RETAIN (the default)"),
         "retained-runs",
         f"the account keeps {found['account_runs']:,} runs and this plan adds {planned:,} with retentionMode RETAIN: "
-        f"{total:,} passes the quota of {quota:,.0f} retained runs, and the service fails a batch at the run past it; "
+        f"{total:,} passes the quota of {quota:,.0f} retained runs, and the service refuses every run past it; "
         'set retentionMode = "REMOVE" in [run] (the oldest REMOVE runs then make room), delete finished runs '
         "(planner clean OLD_PLAN --runs), or ask for more in Service Quotas",
     )

@@ -35,6 +35,8 @@ NOT_CANCELLED = "not cancelled"
 CANCEL_ASKED = "cancel-asked"  # a ledger event: a cancel call is about to be sent for this target
 CANCEL_ENDED = "cancel"  # the ledger event of a cancel that ran to its end (its reason and report)
 BY_EARLIER_CANCEL = "by an earlier `planner cancel` of this plan"
+# A cancel the service performs asynchronously (a HealthOmics batch is STOPPING): asked, not yet done.
+STOPPING = "stopping"
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class CancelOutcome:
     """What cancel did to one batch, array job or run."""
 
     target: str  # "batch 1234", "run 5678", "job abc"
-    outcome: str  # CANCELLED, ALREADY_FINAL or NOT_CANCELLED
+    outcome: str  # CANCELLED, STOPPING, ALREADY_FINAL or NOT_CANCELLED
     detail: str | None = None
     samples: int = 1
 
@@ -61,7 +63,7 @@ class CancelReport:
 
     @property
     def complete(self) -> bool:
-        """Everything that could be cancelled was."""
+        """Everything that could be cancelled was (or is being: STOPPING)."""
         return self.count(NOT_CANCELLED) == 0
 
     def to_json(self) -> dict[str, Any]:
@@ -69,6 +71,7 @@ class CancelReport:
             "backend": self.backend,
             "plan_id": self.plan_id,
             "cancelled": self.count(CANCELLED),
+            "stopping": self.count(STOPPING),
             "already_final": self.count(ALREADY_FINAL),
             "not_cancelled": self.count(NOT_CANCELLED),
             "outcomes": [o.to_json() for o in self.outcomes],

@@ -8,11 +8,18 @@ seen to have failed.  A run deleted since (DeleteRun, DeleteRunBatch, retention
 mode REMOVE) answers ResourceNotFoundException: it shows as DELETED, never stops a
 status for the whole plan; a run the ledger already saw end keeps that outcome (what
 ``retry`` needs after ``planner clean --runs``).
+
+Run ids are reused: "HealthOmics reuses deleted run IDs ... we recommend that you use the
+run uuid to uniquely identify runs" (User Guide, "Using HealthOmics runs").  The ledger keeps
+each sample's run uuid (StartRun's ``uuid``, ListRunsInBatch's ``runInternalUuid``) and every
+GetRun compares it: a run id that answers with another uuid belongs to another run now, so
+this sample's run was deleted; its state is never adopted, and nothing is cancelled or
+deleted by that id.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +34,7 @@ ACTIVE = ("PENDING", "STARTING", "RUNNING", "STOPPING")
 OUTCOMES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 FINAL = OUTCOMES | {"DELETED"}
 NOT_FOUND = "ResourceNotFoundException"
+DELETED_REASON = "the run was deleted (it is no longer in HealthOmics)"
 CONFLICT = "ConflictException"
 
 
@@ -62,21 +70,49 @@ def log_of(run: dict[str, Any]) -> str | None:
     return location.get("runLogStream") or location.get("engineLogStream")
 
 
-def get_runs(ctx: Context, omics: Any, run_ids: Iterable[str]) -> dict[str, RunDetail]:
-    """GetRun for each run, on the command's thread pool; a deleted run comes back DELETED."""
+def get_runs(ctx: Context, omics: Any, runs: Mapping[str, str | None]) -> dict[str, RunDetail]:
+    """GetRun for each run id (mapped to the uuid the ledger holds for it, if any), on the command's thread
+    pool; a deleted run comes back DELETED, and so does a run whose id now answers with another uuid."""
 
     def get(run_id: str) -> RunDetail:
+        expected = runs[run_id]
         try:
             run = ctx.call(f"GetRun {run_id}", omics.get_run, id=run_id)
         except SubmissionError as exc:
             if not_found(exc):
-                return RunDetail(run_id, "DELETED", "the run was deleted (it is no longer in HealthOmics)")
+                return RunDetail(run_id, "DELETED", DELETED_REASON, uuid=expected)
             raise
+        found = run.get("uuid")
+        if expected is not None and found is not None and found != expected:
+            return RunDetail(run_id, "DELETED", reused_reason(run_id, expected, str(found)), uuid=expected)
         status = str(run.get("status"))
         reason = reason_of(run) if status == "FAILED" else None
-        return RunDetail(run_id, status, reason, log_of(run), run.get("uuid"))
+        return RunDetail(run_id, status, reason, log_of(run), found or expected)
 
-    return {detail.id: detail for detail in ctx.map(get, list(run_ids), task="GetRun", unit="run")}
+    return {detail.id: detail for detail in ctx.map(get, list(runs), task="GetRun", unit="run")}
+
+
+def gone_or_reused(ctx: Context, omics: Any, run_id: str, expected: str | None) -> str | None:
+    """Why ``run_id`` is no longer this sample's run (deleted, or its id reused), or None while it is.
+
+    Asked right before a CancelRun or DeleteRun, which name a run by id only: the uuid check keeps
+    them from stopping or deleting another run that now holds the id."""
+    try:
+        run = ctx.call(f"GetRun {run_id}", omics.get_run, id=run_id)
+    except SubmissionError as exc:
+        if not_found(exc):
+            return "the run is gone"
+        raise
+    found = run.get("uuid")
+    if expected is not None and found is not None and found != expected:
+        return reused_reason(run_id, expected, str(found))
+    return None
+
+
+def reused_reason(run_id: str, expected: str, found: str) -> str:
+    return (
+        f"the run was deleted: run id {run_id} now belongs to another run (uuid {found}, not this sample's {expected})"
+    )
 
 
 def list_runs(ctx: Context, omics: Any, what: str, **filters: Any) -> dict[str, dict[str, Any]]:

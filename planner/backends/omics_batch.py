@@ -19,7 +19,16 @@ from ..model import SCALAR_TYPES, check_shape, operation_input, required_problem
 from ..progress import Tracker
 from ..shard import ShardInfo
 from ..spec import BackendSpec, RoutedField
-from .base import ALREADY_FINAL, BY_EARLIER_CANCEL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
+from .base import (
+    ALREADY_FINAL,
+    BY_EARLIER_CANCEL,
+    CANCELLED,
+    NOT_CANCELLED,
+    STOPPING,
+    Backend,
+    CancelOutcome,
+    CancelReport,
+)
 from .healthomics import FINAL, OUTCOMES, conflict, get_runs, list_runs, not_found
 
 MAX_INLINE_RUNS = 100
@@ -34,8 +43,9 @@ _TAGS = _INLINE.members["runTags"]
 # What one run of a batch may set: the scalar members of inlineSettings, as the model has them
 # (runSettingId is the sample id; parameters and runTags are the per-key maps).
 _PER_RUN = [n for n, shape in _INLINE.members.items() if shape.type_name in SCALAR_TYPES and n != "runSettingId"]
-# Everything else the batch takes (defaultRunSetting's own fields, and engineSettings, a map the
-# service merges per key but a sheet cell cannot express as one field) is set in [run].
+# Everything else the batch takes (defaultRunSetting's own fields, and engineSettings, a JSON value a
+# run would replace whole, "Overrides defaultRunSetting.engineSettings for this run" in the model) is set
+# in [run].
 _REQUEST_ONLY = frozenset(_DEFAULT.members) - set(_PER_RUN) - {"parameters", "runTags"}
 
 # outputUri "must begin with s3://" (seeds/001); the model's pattern allows any text.
@@ -49,6 +59,17 @@ def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_field
     found += check_shape(_INPUT, request, "")
     if len(run.get("runTags", {}) or {}) > MAX_RUN_TAGS:
         found.append(Problem(None, None, "runTags", None, "max-tags", f"at most {MAX_RUN_TAGS} run tags per run"))
+    if run.get("workflowType") == "READY2RUN":  # model doc of workflowType; the User Guide's batch prerequisites
+        found.append(
+            Problem(
+                None,
+                None,
+                "workflowType",
+                "READY2RUN",
+                "ready2run",
+                "batch runs are not supported with READY2RUN workflows: plan with --backend omics-run",
+            )
+        )
     return found
 
 
@@ -81,7 +102,20 @@ SPEC = BackendSpec(
 # id and the shard index, so a repeated or resumed submit gets the same batch back
 # from the service instead of a second one.
 
-BATCH_FINAL = frozenset({"PROCESSED", "FAILED", "CANCELLED", "RUNS_DELETING", "RUNS_DELETED", "RUNS_DELETE_FAILED"})
+# The model's BatchStatus, all eleven values (the User Guide's "Batch runs" page says what each means):
+# StartRunBatch answers CREATING; the batch then moves through PENDING, SUBMITTING and INPROGRESS to PROCESSED,
+# or FAILED before it could create runs.  CancelRunBatch and DeleteRunBatch are asynchronous: STOPPING ends
+# CANCELLED, RUNS_DELETING ends RUNS_DELETED or RUNS_DELETE_FAILED, and while either is under way the service
+# answers ConflictException to another ("only one cancel or delete operation per batch is allowed at a time").
+BATCH_STARTING = frozenset({"CREATING", "PENDING", "SUBMITTING", "INPROGRESS"})
+BATCH_OPERATING = frozenset({"STOPPING", "RUNS_DELETING"})
+BATCH_ENDED = frozenset({"PROCESSED", "FAILED", "CANCELLED", "RUNS_DELETED", "RUNS_DELETE_FAILED"})
+# CancelRunBatch: "Cancel is only allowed on batches in PENDING, SUBMITTING, or INPROGRESS state" (model doc).
+BATCH_CANCELLABLE = frozenset({"PENDING", "SUBMITTING", "INPROGRESS"})
+# DeleteRunBatch: "Delete is only allowed on batches in PROCESSED or CANCELLED state" (model doc).
+BATCH_RUNS_DELETABLE = frozenset({"PROCESSED", "CANCELLED"})
+# Past every cancel: ended, or deleting the runs of a batch that had ended.
+BATCH_FINAL = BATCH_ENDED | {"RUNS_DELETING"}
 # GetBatch's runSummary, by the run status each count is of.
 RUN_COUNTS = {
     "pendingRunCount": "PENDING",
@@ -213,6 +247,11 @@ class OmicsBatch(Backend):
             for sample, row in rows.items():
                 if row.remote_id is None and row.submission_status in (None, "SUBMITTED"):
                     rows[sample] = row._replace(state=summary["status"], reason=reason)
+        elif summary["status"] == "STOPPING":
+            # A cancel under way: every sample not yet final is being stopped, until GetBatch shows the end.
+            for sample, row in rows.items():
+                if row.state not in FINAL and row.submission_status != "FAILED":
+                    rows[sample] = row._replace(state="STOPPING", reason=f"batch {batch_id} is being cancelled")
         ledger.upsert_samples(rows.values())
         for sample, row in rows.items():
             known[sample] = row
@@ -293,7 +332,7 @@ class OmicsBatch(Backend):
         # placed (the counts did not add up) are asked where they are.
         unplaced = [run for run in moving if run not in found]
         newly_failed = [run for run, state in found.items() if state == "FAILED" and by_run[run].state != "FAILED"]
-        details = get_runs(self.ctx, omics, newly_failed + unplaced)
+        details = get_runs(self.ctx, omics, {run: by_run[run].remote_uuid for run in newly_failed + unplaced})
         for run in unplaced:
             found[run] = details[run].status
         for run, state in found.items():
@@ -315,9 +354,13 @@ class OmicsBatch(Backend):
                 rows.append(row._replace(state="DELETED", reason=reason))
         self.ctx.ledger.upsert_samples(rows)
 
-    # Cancel: CancelRunBatch for each batch not yet finished.  The service cancels only
-    # PENDING, SUBMITTING and INPROGRESS batches and answers ConflictException for the
-    # others; a batch that finished meanwhile is reported as such, and the rest go on.
+    # Cancel: CancelRunBatch for each batch still cancellable.  The cancel is asynchronous:
+    # the batch is STOPPING until it is CANCELLED, and only then does submissionSummary say how
+    # many of its runs could not be cancelled.  So a batch asked to stop is reported "stopping",
+    # a STOPPING one is not asked again (ConflictException: one cancel or delete at a time),
+    # and an ended one is read: CANCELLED with failed cancels is "not cancelled".  Each CancelRunBatch
+    # is journaled first (asking_to_cancel): a batch found STOPPING or CANCELLED that an earlier cancel,
+    # killed before it could report, had asked is counted as cancelled by that cancel.
 
     def cancel(self) -> CancelReport:
         omics = self.ctx.clients.get("omics")
@@ -329,38 +372,32 @@ class OmicsBatch(Backend):
             batch_id = submission.remote_id
             target = f"batch {batch_id} (shard {submission.shard})"
             samples = self.ctx.manifest.shard(submission.shard).entries
-            try:
-                batch = self.ctx.call(f"GetBatch {batch_id}", omics.get_batch, batchId=batch_id)
-            except SubmissionError as exc:
-                if not not_found(exc):
-                    raise
-                report.outcomes.append(CancelOutcome(target, ALREADY_FINAL, "deleted", samples))
-                continue
-            if batch_id in asked and batch.get("status") in ("STOPPING", "CANCELLED"):
-                report.outcomes.append(CancelOutcome(target, CANCELLED, BY_EARLIER_CANCEL, samples))
-                continue
-            if batch.get("status") in BATCH_FINAL:
-                report.outcomes.append(CancelOutcome(target, ALREADY_FINAL, str(batch.get("status")), samples))
+            batch = self._get_batch(omics, batch_id)
+            if batch is None or str(batch.get("status")) not in BATCH_CANCELLABLE:
+                report.outcomes.append(_cancel_outcome(target, batch, samples, batch_id in asked))
                 continue
             try:
                 self.asking_to_cancel(batch_id)
                 self.ctx.call(f"CancelRunBatch {batch_id}", omics.cancel_run_batch, batchId=batch_id)
             except SubmissionError as exc:
-                if conflict(exc) and batch_id in asked:
-                    report.outcomes.append(CancelOutcome(target, CANCELLED, BY_EARLIER_CANCEL, samples))
-                elif conflict(exc):
-                    report.outcomes.append(CancelOutcome(target, ALREADY_FINAL, "finished before the cancel", samples))
-                else:
+                if not conflict(exc):
                     report.outcomes.append(CancelOutcome(target, NOT_CANCELLED, str(exc), samples))
+                    continue
+                # The batch moved on meanwhile (ended, or another cancel or delete is under way): say where it is.
+                found = self._get_batch(omics, batch_id)
+                report.outcomes.append(_cancel_outcome(target, found, samples, batch_id in asked))
                 continue
-            after = self.ctx.call(f"GetBatch {batch_id}", omics.get_batch, batchId=batch_id)
-            refused = int((after.get("submissionSummary") or {}).get("failedCancelSubmissionCount") or 0)
-            if refused:
-                detail = f"{refused} of its runs could not be cancelled"
-                report.outcomes.append(CancelOutcome(target, NOT_CANCELLED, detail, samples))
-            else:
-                report.outcomes.append(CancelOutcome(target, CANCELLED, None, samples))
+            report.outcomes.append(CancelOutcome(target, STOPPING, "STOPPING", samples))
         return report
+
+    def _get_batch(self, omics: Any, batch_id: str) -> dict[str, Any] | None:
+        """GetBatch, or None for a deleted batch."""
+        try:
+            return dict(self.ctx.call(f"GetBatch {batch_id}", omics.get_batch, batchId=batch_id))
+        except SubmissionError as exc:
+            if not not_found(exc):
+                raise
+            return None
 
     def delete_runs(self, dry_run: bool) -> list[CancelOutcome]:
         """DeleteRunBatch for each of the plan's batches that has finished (it frees the retained-run quota)."""
@@ -371,30 +408,58 @@ class OmicsBatch(Backend):
                 continue
             batch_id, samples = submission.remote_id, self.ctx.manifest.shard(submission.shard).entries
             target = f"batch {batch_id} (shard {submission.shard})"
-            try:
-                batch = self.ctx.call(f"GetBatch {batch_id}", omics.get_batch, batchId=batch_id)
-            except SubmissionError as exc:
-                if not not_found(exc):
-                    raise
-                outcomes.append(CancelOutcome(target, "already deleted", "the batch is gone", samples))
-                continue
-            state = str(batch.get("status"))
-            if state in ("RUNS_DELETED", "RUNS_DELETING"):
-                outcomes.append(CancelOutcome(target, "already deleted", state, samples))
-            elif state not in ("PROCESSED", "CANCELLED"):
-                outcomes.append(
-                    CancelOutcome(target, "kept", f"{state}: only a finished batch's runs are deleted", samples)
-                )
+            batch = self._get_batch(omics, batch_id)
+            if batch is None or str(batch.get("status")) not in BATCH_RUNS_DELETABLE:
+                outcomes.append(_delete_outcome(target, batch, samples))
             elif dry_run:
                 outcomes.append(CancelOutcome(target, "would delete", None, samples))
             else:
                 try:
                     self.ctx.call(f"DeleteRunBatch {batch_id}", omics.delete_run_batch, batchId=batch_id)
                 except SubmissionError as exc:
-                    outcomes.append(CancelOutcome(target, "kept", str(exc), samples))
+                    if conflict(exc):  # another cancel or delete got there first: say where the batch is
+                        outcomes.append(_delete_outcome(target, self._get_batch(omics, batch_id), samples))
+                    else:
+                        outcomes.append(CancelOutcome(target, "kept", str(exc), samples))
                     continue
-                outcomes.append(CancelOutcome(target, "deleted", None, samples))
+                # Asynchronous: RUNS_DELETING until GetBatch shows RUNS_DELETED (or RUNS_DELETE_FAILED).
+                outcomes.append(CancelOutcome(target, "deleting", "RUNS_DELETING", samples))
         return outcomes
+
+
+def _cancel_outcome(target: str, batch: dict[str, Any] | None, samples: int, asked_before: bool) -> CancelOutcome:
+    """What a cancel finds of a batch it does not (or no longer can) ask to stop.
+
+    ``asked_before``: an earlier `planner cancel` of this plan, killed before it could report, had asked
+    CancelRunBatch for this batch; a batch found STOPPING or CANCELLED is counted as cancelled by it."""
+    if batch is None:
+        return CancelOutcome(target, ALREADY_FINAL, "deleted", samples)
+    state = str(batch.get("status"))
+    refused = int((batch.get("submissionSummary") or {}).get("failedCancelSubmissionCount") or 0)
+    if state == "CANCELLED" and refused:  # read once CANCELLED, whichever cancel asked
+        return CancelOutcome(target, NOT_CANCELLED, f"{refused} of its runs could not be cancelled", samples)
+    if asked_before and state in ("STOPPING", "CANCELLED"):
+        return CancelOutcome(target, CANCELLED, BY_EARLIER_CANCEL, samples)
+    if state == "STOPPING":
+        return CancelOutcome(target, STOPPING, state, samples)
+    if state == "CREATING":  # not yet cancellable (model doc of CancelRunBatch); PENDING follows shortly
+        return CancelOutcome(target, NOT_CANCELLED, "the batch is still CREATING: cancel again in a moment", samples)
+    return CancelOutcome(target, ALREADY_FINAL, state, samples)
+
+
+def _delete_outcome(target: str, batch: dict[str, Any] | None, samples: int) -> CancelOutcome:
+    """What ``clean --runs`` finds of a batch whose runs it does not (or no longer can) ask to delete."""
+    if batch is None:
+        return CancelOutcome(target, "already deleted", "the batch is gone", samples)
+    state = str(batch.get("status"))
+    if state == "RUNS_DELETED":
+        return CancelOutcome(target, "already deleted", state, samples)
+    if state == "RUNS_DELETING":
+        return CancelOutcome(target, "deleting", state, samples)
+    if state == "RUNS_DELETE_FAILED":
+        failed = int((batch.get("submissionSummary") or {}).get("failedDeleteSubmissionCount") or 0)
+        return CancelOutcome(target, "kept", f"{state}: {failed} of its runs could not be deleted", samples)
+    return CancelOutcome(target, "kept", f"{state}: only a finished batch's runs are deleted", samples)
 
 
 class _Known(dict[str, SampleState]):

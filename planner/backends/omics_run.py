@@ -19,7 +19,7 @@ from ..errors import Problem, SubmissionError
 from ..model import SCALAR_TYPES, check_shape, operation_input, rule_for
 from ..spec import BackendSpec, RoutedField
 from .base import ALREADY_FINAL, BY_EARLIER_CANCEL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
-from .healthomics import ACTIVE, FINAL, conflict, get_runs, list_runs, not_found
+from .healthomics import ACTIVE, FINAL, conflict, get_runs, gone_or_reused, list_runs, not_found
 
 MAX_TAGS = 50
 
@@ -134,7 +134,7 @@ class OmicsRun(Backend):
                 for run in list_runs(self.ctx, omics, f"ListRuns ({state})", status=state):
                     if run in moving:
                         active[run] = state
-        details = get_runs(self.ctx, omics, [run for run in moving if run not in active])
+        details = get_runs(self.ctx, omics, {run: row.remote_uuid for run, row in moving.items() if run not in active})
         rows = []
         for run, row in moving.items():
             detail = details.get(run)
@@ -166,6 +166,10 @@ class OmicsRun(Backend):
 
         def stop(row: Any) -> CancelOutcome:
             target = f"run {row.remote_id} (sample {row.id})"
+            if len(moving) > LIST_INSTEAD_OF_GET:  # states came from listings, which carry no uuid: check it
+                gone = gone_or_reused(self.ctx, omics, row.remote_id, row.remote_uuid)
+                if gone is not None:
+                    return CancelOutcome(target, ALREADY_FINAL, gone)
             try:
                 self.asking_to_cancel(str(row.remote_id))
                 self.ctx.call(f"CancelRun {row.remote_id}", omics.cancel_run, id=row.remote_id)
@@ -181,7 +185,8 @@ class OmicsRun(Backend):
         return report
 
     def delete_runs(self, dry_run: bool) -> list[CancelOutcome]:
-        """DeleteRun for each of the plan's runs that has ended (it frees the retained-run quota)."""
+        """DeleteRun for each of the plan's runs that has ended (it frees the retained-run quota), once GetRun
+        shows the id still holds this sample's run (ids are reused after deletion)."""
         omics = self.ctx.clients.get("omics")
         rows = [s for s in self.ctx.ledger.samples() if s.remote_id]
 
@@ -193,6 +198,9 @@ class OmicsRun(Backend):
                 return CancelOutcome(target, "kept", f"{row.state}: only a run that has ended is deleted")
             if dry_run:
                 return CancelOutcome(target, "would delete")
+            gone = gone_or_reused(self.ctx, omics, row.remote_id, row.remote_uuid)  # DeleteRun names an id only
+            if gone is not None:
+                return CancelOutcome(target, "already deleted", gone)
             try:
                 self.ctx.call(f"DeleteRun {row.remote_id}", omics.delete_run, id=row.remote_id)
             except SubmissionError as exc:

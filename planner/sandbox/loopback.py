@@ -33,13 +33,17 @@ class LoopbackHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length > 0 else b""
         emulator: LoopbackServer = self.server.emulator  # type: ignore[attr-defined]
         status, headers, payload = emulator.handle(self.command, self.path, self.headers, body)
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
+        try:
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client stopped waiting (its read timeout, against an injected slow answer): nobody to answer.
+            self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _dispatch
 

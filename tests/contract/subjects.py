@@ -154,6 +154,11 @@ class Subject:
             for _ in range(12):
                 self.rig.world.clock.advance(1.0)
 
+    def wait(self, seconds: float) -> None:
+        """Let a moment pass on the emulators' clocks (a HealthOmics batch is CREATING at first: not cancellable)."""
+        if self.stub is None and self.rig is not None:
+            self.rig.world.clock.advance(seconds)
+
     def submit(self, **options: Any) -> planner.SubmitReport:
         """``planner.submit`` with the subject's options; the first one undoes the injected failures after it."""
         try:

@@ -211,10 +211,13 @@ def test_cancel_skips_a_finished_batch_and_cancels_the_rest(tmp_path: Path, omic
     ledger = ledger_of(plan_dir)
     first_batch = ledger.submission("StartRunBatch:00000").remote_id
     ledger.close()
+    clock.advance(0.5)  # past CREATING, which cannot be cancelled
     omics_world.client().cancel_run_batch(batchId=first_batch)  # ended behind the planner's back
+    clock.advance(0.5)  # STOPPING, then CANCELLED
     report = planner.cancel(plan_dir, **access_of(options))
-    assert (report.count("cancelled"), report.count("already final"), report.count("not cancelled")) == (2, 1, 0)
+    assert (report.count("stopping"), report.count("already final"), report.count("not cancelled")) == (2, 1, 0)
     assert report.complete
+    clock.advance(0.5)
     assert set(_states(status(plan_dir, **access_of(options))).values()) == {"CANCELLED"}
 
 
@@ -224,7 +227,9 @@ def test_cancel_reports_runs_that_could_not_be_cancelled_and_the_cli_exits_1(
     options = omics_world.start(uncancellable=lambda settings: settings.get("runSettingId") == "S00004")
     plan_dir = _plan(tmp_path, 6, max_entries=3)
     submit(plan_dir, **options)
-    _settle(clock, steps=3)  # the batches have submitted their runs, which are running
+    _settle(clock, steps=3)  # the batches have submitted their runs, which are starting
+    assert planner.cancel(plan_dir, **access_of(options)).count("stopping") == 2  # asked; not yet done
+    clock.advance(0.5)  # the batches are CANCELLED: their submissionSummary says what could not be cancelled
     env = dict(
         os.environ, AWS_ENDPOINT_URL_OMICS=options["endpoints"]["omics"], AWS_ENDPOINT_URL_S3=options["endpoints"]["s3"]
     )
@@ -233,7 +238,7 @@ def test_cancel_reports_runs_that_could_not_be_cancelled_and_the_cli_exits_1(
     )
     assert done.returncode == 1, done.stderr  # something could not be cancelled
     report = orjson.loads(done.stdout)
-    assert (report["cancelled"], report["not_cancelled"]) == (1, 1)
+    assert (report["already_final"], report["not_cancelled"]) == (1, 1)
     (refused,) = [o for o in report["outcomes"] if o["outcome"] == "not cancelled"]
     assert refused["detail"] == "1 of its runs could not be cancelled" and "(shard 1)" in refused["target"]
 
@@ -334,6 +339,7 @@ def test_runs_deleted_before_anyone_saw_them_end_are_deleted(tmp_path: Path, omi
     batch = ledger.submission("StartRunBatch:00000").remote_id
     ledger.close()
     omics_world.client().delete_run_batch(batchId=batch)
+    clock.advance(0.5)  # RUNS_DELETING, then RUNS_DELETED
     assert set(_states(status(plan_dir, **access_of(options))).values()) == {"DELETED"}
     with pytest.raises(planner.NothingToRetry, match="nothing to retry"):  # what they ended as is not known
         planner.retry(plan_dir, str(tmp_path / "retry"), **access_of(options))
@@ -505,3 +511,115 @@ def test_status_of_250000_finished_runs_costs_one_call_a_batch(tmp_path: Path, o
     before = len(omics_world.calls())
     status(plan_dir, **access_of(options))
     assert omics_world.calls()[before:] == ["GetBatch"] * 3
+
+
+# ---------------------------------------------------------------- 9. cancel and delete are asynchronous
+
+
+def test_a_batch_cancel_is_reported_stopping_until_get_batch_shows_its_end(
+    tmp_path: Path, omics_world: Any, clock: Any
+) -> None:
+    """Was a bug: CancelRunBatch only starts a cancel (STOPPING); the planner reported the batch cancelled at
+    once, and a second cancel's ConflictException ("one cancel or delete per batch at a time") as finished."""
+    options = omics_world.start(uncancellable=lambda settings: settings.get("runSettingId") == "S00001")
+    plan_dir = _plan(tmp_path, 3)
+    submit(plan_dir, **options)
+    _settle(clock, steps=3)  # the runs are starting
+    report = planner.cancel(plan_dir, **access_of(options))
+    assert [o.outcome for o in report.outcomes] == ["stopping"] and report.complete
+    assert report.to_json()["stopping"] == 1
+    states = _states(status(plan_dir, **access_of(options)))
+    assert set(states.values()) == {"STOPPING"}  # not final: the cancel has not reached the runs yet
+    mark = len(omics_world.calls())
+    again = planner.cancel(plan_dir, **access_of(options))
+    assert [o.outcome for o in again.outcomes] == ["stopping"]
+    assert "CancelRunBatch" not in omics_world.calls()[mark:]  # a second cancel would be a ConflictException
+    clock.advance(0.5)  # the batch has stopped
+    states = _states(status(plan_dir, **access_of(options)))
+    assert states == {"S00000": "CANCELLED", "S00001": "STARTING", "S00002": "CANCELLED"}
+    after = planner.cancel(plan_dir, **access_of(options))
+    (outcome,) = after.outcomes
+    assert (outcome.outcome, outcome.detail) == ("not cancelled", "1 of its runs could not be cancelled")
+
+
+def test_clean_runs_reports_deleting_while_the_batch_deletes_its_runs(
+    tmp_path: Path, omics_world: Any, clock: Any
+) -> None:
+    """Was a bug: a batch in RUNS_DELETING was reported already deleted, and DeleteRunBatch's answer as done."""
+    options = omics_world.start()
+    plan_dir = _plan(tmp_path, 3)
+    submit(plan_dir, **options)
+    _settle(clock)
+    done = planner.clean(plan_dir, runs=True, **access_of(options))
+    assert [(o.outcome, o.detail) for o in done.runs] == [("deleting", "RUNS_DELETING")]
+    again = planner.clean(plan_dir, runs=True, **access_of(options))
+    assert [(o.outcome, o.detail) for o in again.runs] == [("deleting", "RUNS_DELETING")]
+    clock.advance(0.5)
+    last = planner.clean(plan_dir, runs=True, **access_of(options))
+    assert [(o.outcome, o.detail) for o in last.runs] == [("already deleted", "RUNS_DELETED")]
+    assert omics_world.calls().count("DeleteRunBatch") == 1
+
+
+# ---------------------------------------------------------------- 10. run ids are reused: the uuid says whose run it is
+
+
+def _reuse_the_id_of(client: Any, run_id: str) -> str:
+    """Delete ``run_id`` (cancelled first if need be) and start someone else's run, which gets that id."""
+    if client.get_run(id=run_id)["status"] not in ("COMPLETED", "FAILED", "CANCELLED"):
+        client.cancel_run(id=run_id)
+    client.delete_run(id=run_id)
+    other = client.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/", requestId=f"someone-else-{run_id}")
+    assert other["id"] == run_id  # the emulator reuses a deleted run's id at once, as the guide says HealthOmics may
+    return str(other["uuid"])
+
+
+def test_a_reused_run_id_is_not_this_samples_run(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+    """Was a bug: a sample's run deleted and its id reused by another run took that run's state and uuid."""
+    options = omics_world.start()
+    plan_dir = _plan(tmp_path, 3, "omics-run")
+    submit(plan_dir, **options)
+    ledger = ledger_of(plan_dir)
+    (mine,) = [sample for sample in ledger.samples() if sample.id == "S00001"]
+    run_id, uuid = mine.remote_id, mine.remote_uuid
+    ledger.close()
+    assert run_id and uuid
+    other = _reuse_the_id_of(omics_world.client(), run_id)
+    _settle(clock)  # the other run completes
+    table = status(plan_dir, **access_of(options))
+    row = table.filter(pl.col("id") == "S00001").row(0, named=True)
+    assert (row["state"], row["remote_id"], row["remote_uuid"]) == ("DELETED", run_id, uuid)
+    assert other in row["reason"] and "another run" in row["reason"]
+    assert _states(table)["S00000"] == "COMPLETED"
+
+
+def test_clean_runs_never_deletes_another_run_that_reuses_the_id(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+    """Was a bug: clean --runs sent DeleteRun for the ledger's run id, deleting whichever run holds it now."""
+    options = omics_world.start()
+    plan_dir = _plan(tmp_path, 3, "omics-run")
+    submit(plan_dir, **options)
+    _settle(clock)
+    assert set(_states(status(plan_dir, **access_of(options))).values()) == {"COMPLETED"}
+    ledger = ledger_of(plan_dir)
+    run_id = ledger.submission("StartRun:S00002").remote_id
+    ledger.close()
+    other = _reuse_the_id_of(omics_world.client(), run_id)
+    _settle(clock)  # the other run has ended: DeleteRun would delete it
+    done = planner.clean(plan_dir, runs=True, **access_of(options))
+    outcomes = {o.target: o.outcome for o in done.runs}
+    assert outcomes[f"run {run_id} (sample S00002)"] == "already deleted"
+    assert omics_world.client().get_run(id=run_id)["uuid"] == other  # the other run is still there
+
+
+def test_runs_over_the_retained_run_quota_fail_alone_and_the_batch_goes_on(
+    tmp_path: Path, omics_world: Any, clock: Any
+) -> None:
+    """ServiceQuotaExceeded is a per-run submissionFailureReason: the other samples run; retry finds the rest."""
+    options = omics_world.start(max_retained_runs=4)
+    plan_dir = _plan(tmp_path, 6)
+    submit(plan_dir, **options)
+    _settle(clock)
+    table = status(plan_dir, **access_of(options))
+    failed = table.filter(pl.col("submission_status") == "FAILED")
+    assert failed.get_column("id").to_list() == ["S00004", "S00005"]
+    assert all("maximum number of runs (4)" in reason for reason in failed.get_column("reason").to_list())
+    assert sorted(_states(table).values(), key=str).count("COMPLETED") == 4

@@ -72,7 +72,7 @@ def test_inline_batch_of_60_runs_creates_60_runs_with_merged_settings(omics, omi
         defaultRunSetting=default_setting(),
         batchRunSettings={"inlineSettings": inline(60)},
     )
-    assert response["status"] == "PENDING"
+    assert response["status"] == "CREATING"
     assert response["tags"] == {"owner": "planner"}
     batch_id = response["id"]
     assert omics_emulator.run_count() == 0
@@ -242,7 +242,7 @@ def test_runs_and_batches_move_through_their_states_with_the_clock(omics, clock)
         seen_batches.append(omics.get_batch(batchId=batch_id)["status"])
         clock.advance(STEP)
     assert seen_runs == ["PENDING", "STARTING", "RUNNING", "COMPLETED", "COMPLETED", "COMPLETED"]
-    assert seen_batches == ["PENDING", "SUBMITTING", "INPROGRESS", "INPROGRESS", "INPROGRESS", "PROCESSED"]
+    assert seen_batches == ["CREATING", "SUBMITTING", "INPROGRESS", "INPROGRESS", "INPROGRESS", "PROCESSED"]
     run = omics.get_run(id=run_id)
     assert run["parameters"] == {"a": 1} and run["tags"] == {"k": "v"}
     assert run["creationTime"] < run["startTime"] < run["stopTime"]
@@ -290,6 +290,7 @@ def test_cancel_run_batch_cancels_the_batch_and_its_unfinished_runs(omics, omics
     batch_id = start_inline_batch(omics, 10, requestId="to-cancel")
     clock.advance(3 * STEP)  # runs STARTING
     omics.cancel_run_batch(batchId=batch_id)
+    clock.advance(STEP / 2)  # STOPPING, then CANCELLED
     assert omics.get_batch(batchId=batch_id)["status"] == "CANCELLED"
     assert set(run_states(omics, batch_id).values()) == {"CANCELLED"}
     assert {m["submissionStatus"] for m in runs_in_batch(omics, batch_id)} == {"CANCEL_SUCCESS"}
@@ -299,6 +300,7 @@ def test_cancel_run_batch_cancels_the_batch_and_its_unfinished_runs(omics, omics
         omics.cancel_run_batch(batchId=batch_id)
 
     early = start_inline_batch(omics, 10, requestId="cancel-early")
+    clock.advance(STEP / 2)  # PENDING: CREATING cannot be cancelled
     omics.cancel_run_batch(batchId=early)
     clock.advance(10 * STEP)
     assert omics.get_batch(batchId=early)["status"] == "CANCELLED"
@@ -334,6 +336,7 @@ def test_list_batch_and_delete(omics, clock):
     clock.advance(5 * STEP)
     assert [item["id"] for item in omics.list_batch(status="PROCESSED")["items"]] == [a, b]
     omics.delete_run_batch(batchId=a)
+    clock.advance(STEP / 2)  # RUNS_DELETING, then RUNS_DELETED
     batch = omics.get_batch(batchId=a)
     assert batch["status"] == "RUNS_DELETED" and batch["runSummary"]["deletedRunCount"] == 2
     assert run_states(omics, a) == {}  # deleted runs are no longer listed
@@ -627,6 +630,7 @@ def test_delete_run_batch_only_when_processed_or_cancelled(omics, clock, s3, buc
     run_ids = [m["runId"] for m in runs_in_batch(omics, batch_id)]
     omics.delete_run(id=run_ids[0])  # one run deleted by itself first
     omics.delete_run_batch(batchId=batch_id)
+    clock.advance(STEP / 2)
     batch = omics.get_batch(batchId=batch_id)
     assert batch["status"] == "RUNS_DELETED"
     assert batch["runSummary"]["deletedRunCount"] == 4 and batch["runSummary"]["completedRunCount"] == 0
@@ -682,10 +686,10 @@ def test_remove_mode_runs_are_removed_oldest_first_at_the_limit(make_emulator, m
     omics = make_omics_client(emulator)
     kept = start_run(omics, "keep")  # RETAIN: never removed
     removable = [start_run(omics, f"rm{i}", retentionMode="REMOVE") for i in range(2)]
+    uuids = {run_id: omics.get_run(id=run_id)["uuid"] for run_id in removable}
     newer = [start_run(omics, f"rm{i}", retentionMode="REMOVE") for i in range(2, 4)]  # each removes the oldest
-    for run_id in removable:
-        with pytest.raises(omics.exceptions.ResourceNotFoundException):
-            omics.get_run(id=run_id)
+    assert newer == removable  # the removed runs' ids are reused: only the uuid tells the runs apart
+    assert all(omics.get_run(id=run_id)["uuid"] != uuids[run_id] for run_id in removable)
     assert [i["id"] for i in omics.list_runs()["items"]] == [kept, *newer]
     assert omics.get_run(id=newer[0])["status"] == "PENDING"  # removal does not wait for runs to finish
     assert emulator.run_count() == 3
@@ -709,23 +713,28 @@ def test_retain_runs_over_the_limit_are_refused_until_runs_are_deleted(make_emul
     assert omics.get_run(id=third)["status"] == "PENDING" and emulator.run_count() == 2
 
 
-def test_a_batch_passing_the_limit_fails_with_retain_and_removes_its_oldest_with_remove(
+def test_a_batch_passing_the_limit_fails_those_runs_and_goes_on_with_retain_and_removes_its_oldest_with_remove(
     make_emulator, make_omics_client, clock
 ):
+    """The quota fails each run that finds no room, as a submissionFailureReason, and the batch goes on
+    (API reference: ListRunsInBatch submissionStatus/submissionFailureReason; User Guide "Batch runs",
+    run-level failures).  The run retention page says instead that "the batch fails" (docs/sources.md:
+    batch-quota-per-run notes the disagreement)."""
     omics = make_omics_client(make_emulator(max_retained_runs=5))
     batch_id = start_inline_batch(omics, 8, requestId="over")
     clock.advance(2 * STEP)
     batch = omics.get_batch(batchId=batch_id)
-    assert batch["status"] == "FAILED" and "ServiceQuotaExceededException" in batch["failureReason"]
-    assert "maximum number of runs (5)" in batch["failureReason"] and "failedTime" in batch
+    assert batch["status"] == "INPROGRESS" and "failureReason" not in batch
     mapping = runs_in_batch(omics, batch_id)
     assert [m["submissionStatus"] for m in mapping] == ["SUCCESS"] * 5 + ["FAILED"] * 3
     assert {m["submissionFailureReason"] for m in mapping[5:]} == {"ServiceQuotaExceededException"}
+    assert all("maximum number of runs (5)" in m["submissionFailureMessage"] for m in mapping[5:])
     assert batch["submissionSummary"]["successfulStartSubmissionCount"] == 5
     assert batch["submissionSummary"]["failedStartSubmissionCount"] == 3
-    clock.advance(3 * STEP)  # the runs already started go on to their end
+    clock.advance(3 * STEP)  # the runs started go on to their end
     assert set(run_states(omics, batch_id).values()) == {"COMPLETED"}
-    assert omics.get_batch(batchId=batch_id)["runSummary"]["completedRunCount"] == 5
+    batch = omics.get_batch(batchId=batch_id)
+    assert batch["status"] == "PROCESSED" and batch["runSummary"]["completedRunCount"] == 5
 
     omics = make_omics_client(make_emulator(max_retained_runs=5))
     batch_id = start_inline_batch(omics, 8, requestId="over", defaultRunSetting=default_setting(retentionMode="REMOVE"))
@@ -735,8 +744,9 @@ def test_a_batch_passing_the_limit_fails_with_retain_and_removes_its_oldest_with
     assert batch["runSummary"]["deletedRunCount"] == 3 and batch["runSummary"]["completedRunCount"] == 5
     mapping = runs_in_batch(omics, batch_id)
     assert list(run_states(omics, batch_id)) == [m["runId"] for m in mapping[3:]]
-    with pytest.raises(omics.exceptions.ResourceNotFoundException):
-        omics.get_run(id=mapping[0]["runId"])
+    assert mapping[0]["runId"] == mapping[5]["runId"]  # a removed run's id, reused by a later run of the batch
+    reused = omics.get_run(id=mapping[0]["runId"])["uuid"]
+    assert reused == mapping[5]["runInternalUuid"] != mapping[0]["runInternalUuid"]
 
 
 # ---------------------------------------------------------------------------
@@ -770,8 +780,9 @@ def test_cancels_that_fail_leave_their_runs_running_and_are_counted(make_emulato
     emulator = make_emulator(uncancellable=lambda settings: settings.get("name") in stuck)
     omics = make_omics_client(emulator)
     batch_id = start_inline_batch(omics, 8, requestId="stuck")
-    clock.advance(4 * STEP)  # runs RUNNING
+    clock.advance(3.5 * STEP)  # runs STARTING
     omics.cancel_run_batch(batchId=batch_id)
+    clock.advance(STEP / 2)  # STOPPING, then CANCELLED with the runs RUNNING
     batch = omics.get_batch(batchId=batch_id)
     assert batch["status"] == "CANCELLED"
     assert batch["submissionSummary"]["successfulCancelSubmissionCount"] == 6
@@ -782,6 +793,7 @@ def test_cancels_that_fail_leave_their_runs_running_and_are_counted(make_emulato
     assert omics.list_runs_in_batch(batchId=batch_id, submissionStatus="CANCEL_FAILED")["runs"][0]["runId"]
     assert sorted(run_states(omics, batch_id).values()).count("RUNNING") == 2
     omics.delete_run_batch(batchId=batch_id)  # the two still run: their deletes fail
+    clock.advance(STEP / 2)
     batch = omics.get_batch(batchId=batch_id)
     assert batch["status"] == "RUNS_DELETE_FAILED"
     assert batch["submissionSummary"]["failedDeleteSubmissionCount"] == 2
@@ -876,6 +888,7 @@ def test_run_summary_stays_consistent_with_list_runs_through_the_lifecycle(make_
     assert (summary["completedRunCount"], summary["failedRunCount"], summary["deletedRunCount"]) == (7, 1, 3)
     assert omics.get_batch(batchId=batch_id)["status"] == "PROCESSED"
     omics.delete_run_batch(batchId=batch_id)
+    clock.advance(STEP / 2)
     summary = check()
     assert summary["deletedRunCount"] == 12 and emulator.run_count() == 0
 
@@ -1028,10 +1041,192 @@ def test_batch_runs_are_checked_against_the_workflow_template(omics, omics_emula
     assert "required parameter 'fastq'" in by_setting["sample-00003"]["submissionFailureMessage"]
     assert "runId" not in by_setting["sample-00003"]
     assert omics.get_batch(batchId=batch_id)["submissionSummary"]["failedStartSubmissionCount"] == 2
-    omics_emulator.set_workflow_status(workflow_id, "INACTIVE")
-    refused = start_inline_batch(omics, 3, requestId="tb2", defaultRunSetting=default_setting(workflowId=workflow_id))
-    clock.advance(2 * STEP)
-    mapping = runs_in_batch(omics, refused)
-    assert {m["submissionStatus"] for m in mapping} == {"FAILED"}
-    assert all("INACTIVE" in m["submissionFailureMessage"] for m in mapping)
     assert omics_emulator.run_count() == 3
+
+
+def test_start_run_batch_validates_the_workflow_synchronously(make_emulator, make_omics_client, clock):
+    """Model: StartRunBatch "validates common fields synchronously"; the workflow is defaultRunSetting's
+    (docs/sources.md: batch-sync-validation)."""
+    emulator = make_emulator(known_workflows_only=True)
+    omics = make_omics_client(emulator)
+    emulator.put_workflow("42", versions={"v1": None})
+    emulator.set_workflow_status("42", "INACTIVE")
+    with pytest.raises(omics.exceptions.ValidationException, match="INACTIVE"):
+        start_inline_batch(omics, 3, requestId="inactive", defaultRunSetting=default_setting(workflowId="42"))
+    emulator.set_workflow_status("42", "ACTIVE")
+    with pytest.raises(omics.exceptions.ResourceNotFoundException, match="no version v9"):
+        start_inline_batch(
+            omics, 3, requestId="v9", defaultRunSetting=default_setting(workflowId="42", workflowVersionName="v9")
+        )
+    with pytest.raises(omics.exceptions.ResourceNotFoundException, match="Workflow 77 not found"):
+        start_inline_batch(omics, 3, requestId="unknown", defaultRunSetting=default_setting(workflowId="77"))
+    with pytest.raises(omics.exceptions.ResourceNotFoundException, match="Workflow 77 not found"):
+        omics.start_run(workflowId="77", roleArn=ROLE, outputUri="s3://o/", requestId="unknown-run")
+    assert emulator.batch_count() == 0 and emulator.run_count() == 0
+    assert start_inline_batch(omics, 3, requestId="fine", defaultRunSetting=default_setting(workflowId="42"))
+
+
+# ---------------------------------------------------------------------------
+# asynchronous cancel and delete, CREATING, reused run ids (docs/sources.md: batch-status, batch-one-operation,
+# run-id-reuse)
+
+BATCH_STATUSES = (
+    "CREATING",
+    "PENDING",
+    "SUBMITTING",
+    "INPROGRESS",
+    "STOPPING",
+    "CANCELLED",
+    "FAILED",
+    "PROCESSED",
+    "RUNS_DELETING",
+    "RUNS_DELETE_FAILED",
+    "RUNS_DELETED",
+)
+
+
+def test_the_model_has_the_eleven_batch_statuses_the_emulator_knows(omics):
+    enum = omics.meta.service_model.shape_for("BatchStatus").enum
+    assert tuple(enum) == BATCH_STATUSES
+
+
+def test_start_run_batch_answers_creating_then_the_batch_is_pending_then_submitting(omics, clock):
+    created = omics.start_run_batch(
+        requestId="creating", defaultRunSetting=default_setting(), batchRunSettings={"inlineSettings": inline(2)}
+    )
+    assert created["status"] == "CREATING"  # model: StartRunBatch "returns ... with a batch ID and status CREATING"
+    seen = []
+    for _ in range(6):
+        seen.append(omics.get_batch(batchId=created["id"])["status"])
+        clock.advance(STEP / 2)
+    assert seen == ["CREATING", "PENDING", "SUBMITTING", "SUBMITTING", "INPROGRESS", "INPROGRESS"]
+    with pytest.raises(omics.exceptions.ConflictException, match="CREATING"):
+        omics.cancel_run_batch(batchId=start_inline_batch(omics, 2, requestId="creating-2"))
+
+
+def test_cancel_run_batch_is_stopping_for_a_step_and_one_operation_runs_at_a_time(omics, clock):
+    batch_id = start_inline_batch(omics, 10, requestId="stopping")
+    clock.advance(3 * STEP)  # runs STARTING
+    omics.cancel_run_batch(batchId=batch_id)
+    batch = omics.get_batch(batchId=batch_id)
+    assert batch["status"] == "STOPPING"
+    assert batch["submissionSummary"]["successfulCancelSubmissionCount"] == 0  # not done yet
+    for second in (omics.cancel_run_batch, omics.delete_run_batch, omics.delete_batch):
+        with pytest.raises(omics.exceptions.ConflictException, match="STOPPING"):
+            second(batchId=batch_id)
+    clock.advance(STEP)
+    batch = omics.get_batch(batchId=batch_id)
+    assert batch["status"] == "CANCELLED"
+    assert batch["submissionSummary"]["successfulCancelSubmissionCount"] == 10
+    assert set(run_states(omics, batch_id).values()) == {"CANCELLED"}
+
+
+def test_delete_run_batch_is_runs_deleting_for_a_step(omics, clock):
+    batch_id = start_inline_batch(omics, 3, requestId="deleting")
+    clock.advance(5 * STEP)
+    assert omics.get_batch(batchId=batch_id)["status"] == "PROCESSED"
+    omics.delete_run_batch(batchId=batch_id)
+    batch = omics.get_batch(batchId=batch_id)
+    assert batch["status"] == "RUNS_DELETING" and batch["runSummary"]["deletedRunCount"] == 0
+    for second in (omics.delete_run_batch, omics.cancel_run_batch, omics.delete_batch):
+        with pytest.raises(omics.exceptions.ConflictException, match="RUNS_DELETING"):
+            second(batchId=batch_id)
+    clock.advance(STEP)
+    batch = omics.get_batch(batchId=batch_id)
+    assert batch["status"] == "RUNS_DELETED" and batch["runSummary"]["deletedRunCount"] == 3
+    assert batch["submissionSummary"]["successfulDeleteSubmissionCount"] == 3
+
+
+def test_a_deleted_run_id_is_reused_by_a_later_run_with_another_uuid(omics, clock):
+    first = omics.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/", requestId="reuse-1")
+    clock.advance(3 * STEP)
+    omics.delete_run(id=first["id"])
+    second = omics.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/", requestId="reuse-2")
+    assert second["id"] == first["id"] and second["uuid"] != first["uuid"]  # guide: "reuses deleted run IDs"
+    assert omics.get_run(id=first["id"])["uuid"] == second["uuid"]
+    again = omics.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/", requestId="reuse-1")
+    assert (again["uuid"], again["status"]) == (first["uuid"], "DELETED")  # the first token still answers
+    third = omics.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/", requestId="reuse-3")
+    assert int(third["id"]) > int(first["id"])
+    assert [item["id"] for item in omics.list_runs()["items"]] == [second["id"], third["id"]]  # creation order
+
+
+def test_a_runs_engine_settings_replace_the_defaults_whole(omics, clock):
+    """Model: InlineSetting.engineSettings "Overrides defaultRunSetting.engineSettings for this run", while
+    parameters and runTags are "Merged with defaultRunSetting" (docs/sources.md: batch-merge)."""
+    entries = inline(2)
+    entries[0]["engineSettings"] = {"profile": "big"}
+    batch_id = start_inline_batch(
+        omics,
+        2,
+        requestId="engine",
+        defaultRunSetting=default_setting(engineSettings={"profile": "small", "resume": True}),
+        batchRunSettings={"inlineSettings": entries},
+    )
+    clock.advance(2 * STEP)
+    runs = {m["runSettingId"]: omics.get_run(id=m["runId"]) for m in runs_in_batch(omics, batch_id)}
+    assert runs["sample-00000"]["engineSettings"] == {"profile": "big"}
+    assert runs["sample-00001"]["engineSettings"] == {"profile": "small", "resume": True}
+    assert runs["sample-00000"]["parameters"]["reference"] == "s3://refs/hg38.fa"  # parameters still merge per key
+
+
+# ---------------------------------------------------------------------------
+# faults the service makes: 5xx and slow answers, injected by tests
+
+
+def test_injected_5xx_answers_are_retried_by_botocore_and_counted(omics_emulator, make_omics_client, clock):
+    omics = make_omics_client(omics_emulator)  # standard retries
+    batch_id = start_inline_batch(omics, 2, requestId="faulty")
+    omics_emulator.fail("GetBatch", 500, 503)
+    assert omics.get_batch(batchId=batch_id)["id"] == batch_id  # the third attempt answers
+    assert [op for op, _ in omics_emulator.requests()].count("GetBatch") == 3
+    single = make_omics_client(omics_emulator, retries={"total_max_attempts": 1})
+    omics_emulator.fail("GetBatch", 500)
+    with pytest.raises(single.exceptions.InternalServerException):
+        single.get_batch(batchId=batch_id)
+
+
+def test_an_injected_slow_answer_times_the_client_out_and_the_retry_answers(omics_emulator, make_omics_client):
+    from botocore.exceptions import ReadTimeoutError
+
+    quick = make_omics_client(omics_emulator, retries={"total_max_attempts": 1}, read_timeout=0.2)
+    run_id = start_run(quick, "slow")
+    omics_emulator.slow("GetRun", 1.0)
+    with pytest.raises(ReadTimeoutError):
+        quick.get_run(id=run_id)
+    patient = make_omics_client(omics_emulator, read_timeout=0.2)  # standard retries
+    omics_emulator.slow("GetRun", 1.0)
+    assert patient.get_run(id=run_id)["id"] == run_id
+
+
+def test_list_runs_in_batch_and_list_batch_take_one_filter_per_call(omics, clock):
+    """Model doc of ListRunsInBatch and ListBatch: "Only one filter per call is supported" (sources.md:
+    list-runs).  UNDOCUMENTED: the error; ValidationException here."""
+    batch_id = start_inline_batch(omics, 3, requestId="one-filter", batchName="one")
+    clock.advance(2 * STEP)
+    with pytest.raises(omics.exceptions.ValidationException, match="one filter"):
+        omics.list_runs_in_batch(batchId=batch_id, submissionStatus="SUCCESS", runSettingId="sample-00001")
+    with pytest.raises(omics.exceptions.ValidationException, match="one filter"):
+        omics.list_batch(status="INPROGRESS", name="one")
+    assert len(omics.list_runs_in_batch(batchId=batch_id, submissionStatus="SUCCESS")["runs"]) == 3
+    assert [b["id"] for b in omics.list_batch(name="one")["items"]] == [batch_id]
+
+
+def test_documented_api_rates_throttle_each_operation_on_its_own(make_emulator, make_omics_client):
+    """api_rates="documented": StartRun 1 TPS, GetRun 10 TPS, each its own bucket (User Guide "HealthOmics API
+    quotas"; sources.md: throttling).  A burst over StartRun's rate meets ThrottlingException while GetRun goes on."""
+    from planner.sandbox.omics_protocol import DOCUMENTED_TPS
+
+    assert (DOCUMENTED_TPS["StartRun"], DOCUMENTED_TPS["GetRun"]) == (1.0, 10.0)
+    emulator = make_emulator(api_rates="documented")
+    once = make_omics_client(emulator, retries={"total_max_attempts": 1})
+    outcomes = []
+    for i in range(5):
+        try:
+            outcomes.append(once.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/", requestId=f"r{i}")["id"])
+        except once.exceptions.ThrottlingException:
+            outcomes.append("throttled")
+    assert outcomes[0] != "throttled" and "throttled" in outcomes
+    assert once.get_run(id=outcomes[0])["id"] == outcomes[0]  # GetRun's own bucket is full
+    with pytest.raises(ValueError, match="documented"):
+        make_emulator(api_rates="fast")

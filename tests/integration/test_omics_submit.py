@@ -256,8 +256,13 @@ def test_retry_plans_exactly_the_failed_runs(tmp_path, moto_server, make_emulato
 def test_cancel_cancels_the_batches(tmp_path, endpoints, clock):
     plan_dir = _plan(tmp_path, 30)
     submit(plan_dir, **_options(endpoints))
+    early = planner.cancel(plan_dir, **access_of(_options(endpoints)))
+    assert [(o.outcome, o.detail) for o in early.outcomes] == [
+        ("not cancelled", "the batch is still CREATING: cancel again in a moment")  # model: PENDING onwards only
+    ]
+    clock.advance(0.5)
     report = planner.cancel(plan_dir, **access_of(_options(endpoints)))
-    assert report.count("cancelled") == 1 and report.complete
+    assert report.count("stopping") == 1 and report.complete
     assert [r[0] for r in endpoints["_emulator"].requests()].count("CancelRunBatch") == 1
 
 

@@ -294,6 +294,6 @@ def test_check_and_clean_calls_are_all_in_their_policies(
         clock.advance(1.0)
     every.calls.clear()
     done = clean(plan_dir, runs=True, **access)
-    assert len(done.removed) == 1 and [o.outcome for o in done.runs] == ["deleted"]
+    assert len(done.removed) == 1 and [o.outcome for o in done.runs] == ["deleting"]  # RUNS_DELETING
     seen = _check_each(found.clean, every.calls, (*CLEAN_CALLS["omics-batch"], *CLEAN_STAGING_CALLS))
     assert {"GetBatch", "DeleteRunBatch", "HeadObject", "DeleteObject"} <= seen

@@ -452,6 +452,7 @@ def test_the_retained_run_quota_warns_with_the_fix(
 
     client = boto3.client("service-quotas", region_name="us-east-1")
     with Stubber(client) as stub:
+        stub.add_client_error("get_service_quota", "NoSuchResourceException")  # by code first (L-C9679DBC)
         stub.add_response(
             "list_service_quotas",
             {

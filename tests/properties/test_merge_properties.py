@@ -555,3 +555,26 @@ def test_typed_frame_cells_match_reference(
             assert all(isinstance(v, str) for v in orjson.loads(text)["Arguments"].values())
         else:
             assert all(isinstance(v, str) for v in orjson.loads(text).get("runTags", {}).values())
+
+
+# ---------------------------------------------------------------- only the maps merge per key
+
+_OBJECTS = st.dictionaries(st.text(min_size=1, max_size=4), st.integers() | st.text(max_size=4), max_size=4)
+
+
+@given(st.sampled_from(["omics-batch", "omics-run"]), _OBJECTS, _OBJECTS, _OBJECTS, _OBJECTS)
+def test_engine_settings_are_replaced_whole_while_parameters_merge_per_key(
+    backend: str,
+    default_engine: dict[str, Any],
+    row_engine: dict[str, Any],
+    default_params: dict[str, Any],
+    row_params: dict[str, Any],
+) -> None:
+    """The model: a run's engineSettings "Overrides defaultRunSetting.engineSettings for this run"; only
+    parameters and runTags are "Merged with defaultRunSetting" (docs/sources.md: batch-merge)."""
+    spec = get_backend(backend)
+    defaults = {"engineSettings": default_engine, "parameters": default_params}
+    merged = reference_run(defaults, {"engineSettings": row_engine, "parameters": row_params}, spec)
+    assert merged["engineSettings"] == row_engine
+    assert merged["parameters"] == {**default_params, **row_params}
+    assert ("engineSettings",) not in spec.map_paths

@@ -113,6 +113,14 @@ def case_too_many_tags_with_defaults(tmp_path: Path) -> tuple[list[Any], list[st
     return _plan_args(tmp_path, sheet), ["row 1", "'full'", "[max-tags]"]
 
 
+def case_ready2run_workflow_in_a_batch(tmp_path: Path) -> tuple[list[Any], list[str]]:
+    # "Batch runs are not supported with READY2RUN workflows" (model doc of DefaultRunSetting.workflowType).
+    sheet = _sheet(tmp_path, ["sample", "x"], [["a", "1"]])
+    defaults = defaults_for("omics-batch")
+    defaults["run"]["workflowType"] = "READY2RUN"
+    return _plan_args(tmp_path, sheet, defaults), ["workflowType", "'READY2RUN'", "omics-run", "[ready2run]"]
+
+
 def case_priority_not_integer(tmp_path: Path) -> tuple[list[Any], list[str]]:
     sheet = _sheet(tmp_path, ["sample", "priority"], [["a", "10"], ["b", "high"]])
     return _plan_args(tmp_path, sheet), ["row 2", "'b'", "'priority'", "'high'", "integer", "[type]"]

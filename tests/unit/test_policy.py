@@ -252,3 +252,19 @@ def test_the_documented_example_is_a_well_formed_document() -> None:
     printed = json.loads(block)
     check_document(printed["submitter"])
     check_document(printed["service_role"])
+
+
+def test_batch_actions_are_on_the_resources_the_service_authorization_reference_names(tmp_path: Path) -> None:
+    """Service Authorization Reference, AWS HealthOmics: DeleteRunBatch requires ``run`` and ``runBatch``;
+    ListRunsInBatch and GetBatch require ``runBatch``; ListRuns names no resource type."""
+    found = policies(_sample_plan(tmp_path, "omics-batch"), region="eu-west-1", account="111122223333")
+    run, batch = "arn:aws:omics:eu-west-1:111122223333:run/*", "arn:aws:omics:eu-west-1:111122223333:runBatch/*"
+    for document in (found.submitter, found.clean):
+        assert document is not None
+        (listing,) = statement_for(document, "omics:ListRunsInBatch")
+        assert listing["Resource"] == [batch]
+        (runs,) = statement_for(document, "omics:ListRuns")
+        assert runs["Resource"] == ["*"]
+    assert found.clean is not None
+    (deleting,) = statement_for(found.clean, "omics:DeleteRunBatch")
+    assert sorted(deleting["Resource"]) == sorted([run, batch])
