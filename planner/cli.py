@@ -740,7 +740,7 @@ def _retry(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from .backends.base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED
+    from .backends.base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, STOPPING
     from .submission import cancel
 
     report = cancel(args.plan_dir, **_aws(args))
@@ -752,8 +752,10 @@ def _cancel(args: argparse.Namespace) -> int:
                 detail = f": {outcome.detail}" if outcome.detail else ""
                 print(f"  {outcome.target}: {outcome.outcome}{detail}")
         final = sum(o.samples for o in report.outcomes if o.outcome == ALREADY_FINAL)
+        # A HealthOmics batch cancel is asynchronous: asked, STOPPING until GetBatch shows it CANCELLED.
+        stopping = f"{report.count(STOPPING)} stopping (asked, not yet ended); " if report.count(STOPPING) else ""
         print(
-            f"cancelled {report.count(CANCELLED)}; {report.count(NOT_CANCELLED)} could not be cancelled; "
+            f"cancelled {report.count(CANCELLED)}; {stopping}{report.count(NOT_CANCELLED)} could not be cancelled; "
             f"{_n(final, 'sample')} had already finished"
         )
     return 0 if report.complete else 1
