@@ -250,7 +250,7 @@ def test_submitting_the_original_after_its_retry_sends_nothing_the_retry_runs(wo
     rig = make_rig("omics-run", world, tmp_path)
     code, _out, err = _finish(_planner(rig, "submit", rig.plan_dir))
     assert code == 1 and "2 of 12 runs could not be submitted" in err, err
-    world.omics_emulator.max_retained_runs = None  # the quota raised
+    world.omics_emulator.service.max_retained_runs = None  # the quota raised (the state is OmicsService's)
 
     retried = str(tmp_path / "retry")
     code, _out, err = _finish(_planner(rig, "retry", rig.plan_dir, "--out", retried))
