@@ -616,8 +616,7 @@ def _watch(args: argparse.Namespace, access: dict[str, Any]) -> int:
         cancelled = snapshot.cancelled
         summary["cancelled"] = cancelled.to_json()
         print(
-            f"planner: {snapshot.failed:,} samples failed, more than {threshold}: cancelled "
-            f"{cancelled.count('cancelled')} (and {cancelled.count('not cancelled')} could not be); "
+            f"planner: {snapshot.failed:,} samples failed, more than {threshold}: {cancelled.brief()}; "
             "the reason is recorded in the ledger",
             file=sys.stderr,
         )

@@ -302,10 +302,7 @@ class ThresholdCrossed(Stopped):
     """A submit's failure threshold was crossed: it sent nothing more and cancelled what it had made."""
 
     def __init__(self, reason: str, failed: int, cancelled: CancelReport):
-        super().__init__(
-            f"{reason}: sent nothing more, and cancelled {cancelled.count('cancelled')} "
-            f"(and {cancelled.count('not cancelled')} could not be); the reason is recorded in the ledger"
-        )
+        super().__init__(f"{reason}: sent nothing more, and {cancelled.brief()}; the reason is recorded in the ledger")
         self.reason = reason
         self.failed = failed
         self.cancelled = cancelled

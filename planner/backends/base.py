@@ -66,6 +66,11 @@ class CancelReport:
         """Everything that could be cancelled was (or is being: STOPPING)."""
         return self.count(NOT_CANCELLED) == 0
 
+    def brief(self) -> str:
+        """'cancelled N (and M could not be)', with the batches still stopping when there are any."""
+        stopping = f", {self.count(STOPPING)} stopping" if self.count(STOPPING) else ""
+        return f"cancelled {self.count(CANCELLED)}{stopping} (and {self.count(NOT_CANCELLED)} could not be)"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
