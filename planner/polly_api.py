@@ -1,16 +1,25 @@
 """Polly's REST API (JSON:API over HTTPS), spoken with urllib3: what boto3 is for AWS.
 
 Not the ``polly-python`` SDK, whose constructor calls home, whose calls send
-telemetry, and which cannot be pointed at a local server.  The calls::
+telemetry, and which cannot be pointed at a local server.  The calls are the SDK's
+(polly-python ``polly/pipelines.py``; seeds/003 is its rendered reference), relative
+to the base URL, which for the real service is the SDK's ``orchestration_url``,
+``https://apis.<env>.elucidata.io/pravaah/orchestration``::
 
-    GET  <base>/runs?filter[name]=N&page[size]=100      find a run by name (reconciliation)
-    POST <base>/runs   {"data": {"type": "runs", "attributes": {pipeline_id, run_name, priority, tags, domain_context}}}
+    GET  <base>/runs?filter[priority]=P&page[size]=20   find a run by name and plan tag (reconciliation): get_runs
+    POST <base>/runs   {"data": {"type": "runs", "attributes": {name, priority, domain_context, tags, pipeline_id}}}
     POST <base>/jobs   {"data": [{"type": "jobs", "attributes": {run_id, name, config, parameters}}, ...]}
     GET  <base>/runs/{id}
-    GET  <base>/jobs?filter[run_id]=R&page[size]=100    then each response's links.next (JSON:API cursor paging)
+    GET  <base>/jobs?filter[run_id]=R&page[size]=20     then each response's links.next: get_jobs
 
-The HTTP shapes (filter[name], links.next) are this project's reading: the seed
-(seeds/003) documents only the SDK.
+From the SDK: the run's name travels as attribute ``name`` (``create_run``'s keyword
+is ``run_name``); listings filter only by ``run_id``, ``org_id``, ``status``,
+``priority`` and ``user_id`` (no name filter: runs are matched by name here, page by
+page, in whatever order Polly lists them); ``page[size]`` is 20; ``links.next`` is a
+path joined to the host, followed until it is null.  This project's reading (the SDK
+does not show it): several jobs in one POST /jobs (the SDK sends a list of one); the
+``x-api-key`` header; 409 for a job name the run already has; JSON:API error
+documents; which statuses are worth a retry.
 
 Where to, and with what key: the base URL is the sandbox's Polly endpoint, else
 ``POLLY_BASE_URL``, else ``[submission] base_url``; the key (header ``x-api-key``) is
@@ -18,10 +27,11 @@ Where to, and with what key: the base URL is the sandbox's Polly endpoint, else
 comes from, nor goes into, the plan, the ledger or a message; it is never sent over
 plain HTTP except to a loopback address, and redirects are not followed.
 
-Retries: 429 waits ``Retry-After`` (else backs off), 500/502/503/504 and broken
-connections back off (1 s doubling to 60 s) for up to ``max_wait`` seconds; a
-POST that may have been carried out before it failed is reconciled, not repeated
-blindly.  401/403 stop everything with "Polly rejected the API key".
+Retries: 429 waits ``Retry-After`` (else backs off), 500/502/503/504, broken
+connections and answers slower than ``READ_TIMEOUT`` back off (1 s doubling to 60 s)
+for up to ``max_wait`` seconds; a POST that may have been carried out before it
+failed is reconciled, not repeated blindly.  401/403 stop everything with "Polly
+rejected the API key".
 """
 
 from __future__ import annotations
@@ -41,7 +51,7 @@ from .context import MAX_BACKOFF, Context
 from .errors import AccessError, SubmissionError
 from .jsontext import dumps
 
-LIST_PAGE_SIZE = 100
+LIST_PAGE_SIZE = 20  # the SDK's default_page_size: the one page size known to be accepted
 SANDBOX_KEY = "sandbox"
 TRANSPORT_ATTEMPTS = 4  # a server that cannot be reached at all is not waited for as long as a busy one
 _MEDIA_TYPE = "application/vnd.api+json"
@@ -189,9 +199,11 @@ class PollyAPI:
 
     # The calls.
 
-    def find_run(self, name: str, tag: str, value: str) -> dict[str, Any] | None:
-        """The run named ``name`` whose tag ``tag`` is ``value``, or None."""
-        for page in self.pages("runs", {"filter[name]": name, "page[size]": str(LIST_PAGE_SIZE)}, what="get_runs"):
+    def find_run(self, name: str, priority: str, tag: str, value: str) -> dict[str, Any] | None:
+        """The run named ``name`` whose tag ``tag`` is ``value``, or None.  Polly's listing has no name
+        filter (the SDK's are run_id, org_id, status, priority, user_id): narrowed by priority, every page is read."""
+        query = {"filter[priority]": priority, "page[size]": str(LIST_PAGE_SIZE)}
+        for page in self.pages("runs", query, what="get_runs"):
             for run in page:
                 attributes = run.get("attributes") or {}
                 if attributes.get("name") == name and (attributes.get("tags") or {}).get(tag) == value:

@@ -164,17 +164,22 @@ def run_name(manifest: Manifest) -> str:
     return str(given)
 
 
+def run_priority(manifest: Manifest) -> str:
+    return str(manifest.submission.get("priority") or "low")  # the SDK's default
+
+
 def run_request(manifest: Manifest) -> dict[str, Any]:
     """The create_run body; the SDK's defaults (priority low, empty tags and context) made explicit."""
     submission = manifest.submission
     tags = dict(submission.get("tags") or {})
     tags[PLAN_TAG] = manifest.plan_id
+    # The SDK's create_run takes the keyword run_name and sends it as the attribute name.
     attributes = {
-        "pipeline_id": submission["pipeline_id"],
-        "run_name": run_name(manifest),
-        "priority": submission.get("priority") or "low",
-        "tags": tags,
+        "name": run_name(manifest),
+        "priority": run_priority(manifest),
         "domain_context": dict(submission.get("domain_context") or {}),
+        "tags": tags,
+        "pipeline_id": submission["pipeline_id"],
     }
     return {"data": {"type": "runs", "attributes": attributes}}
 
@@ -292,12 +297,14 @@ class Polly(Backend):
         def find(fresh: bool) -> Created | None:
             assert api is not None
             # A crash after the call, or a lost ledger: the run is recognised by its name and plan tag.
-            run = api.find_run(name, PLAN_TAG, manifest.plan_id)
+            run = api.find_run(name, run_priority(manifest), PLAN_TAG, manifest.plan_id)
             return found(run) if run is not None else None
 
         def send(request: dict[str, Any]) -> Created:
             assert api is not None
-            return found(api.create_run(request, lambda: api.find_run(name, PLAN_TAG, manifest.plan_id)))
+            return found(
+                api.create_run(request, lambda: api.find_run(name, run_priority(manifest), PLAN_TAG, manifest.plan_id))
+            )
 
         return Call(
             key=RUN_KEY,

@@ -185,6 +185,53 @@ def test_250_samples_make_one_run_of_250_jobs_with_the_merged_settings(tmp_path,
     assert len(_posts(polly, "/runs")) == 1
 
 
+def test_the_calls_have_the_sdks_shapes(tmp_path, polly):
+    """polly-python's polly/pipelines.py: create_run sends attributes name, priority, domain_context, tags,
+    pipeline_id; listings filter only by run_id, org_id, status, priority, user_id, with page[size]=20."""
+    plan_dir = _plan(tmp_path, 30)
+    _submit(plan_dir)
+    status(plan_dir)
+    (created,) = _posts(polly, "/runs")
+    assert created["body"]["data"]["type"] == "runs"
+    attributes = sorted(created["body"]["data"]["attributes"])
+    assert attributes == ["domain_context", "name", "pipeline_id", "priority", "tags"]
+    assert created["body"]["data"]["attributes"]["name"] == "cohort-2026-11"
+    listings = [r for r in polly.requests() if r["method"] == "GET" and r["path"] in ("/runs", "/jobs")]
+    assert {r["path"] for r in listings} == {"/runs", "/jobs"}
+    sdk_filters = {f"filter[{name}]" for name in ("run_id", "org_id", "status", "priority", "user_id")}
+    for listing in listings:
+        first_page = {k: v for k, v in listing["query"].items() if k != "page[after]"}  # the cursor is Polly's
+        assert set(first_page) - {"page[size]"} <= sdk_filters and first_page["page[size]"] == "20", listing
+
+
+def test_a_lost_ledger_finds_its_run_among_same_named_runs_on_later_pages(tmp_path, polly):
+    plan_dir = _plan(tmp_path, 12)
+    api = polly_api.PollyAPI(polly.endpoint_url, KEY, key_source="test", sleep=lambda _: None, max_wait=0)
+    for n in range(45):  # other plans' runs of the same name (Polly does not make names unique), made earlier
+        api.create_run(
+            {
+                "data": {
+                    "type": "runs",
+                    "attributes": {
+                        "pipeline_id": "pl-rnaseq-3-14",
+                        "name": "cohort-2026-11",
+                        "priority": "medium",
+                        "tags": {polly_backend.PLAN_TAG: f"another-plan-{n}"},
+                        "domain_context": {},
+                    },
+                }
+            },
+            lambda: None,
+        )
+    api.close()
+    first = _submit(plan_dir)
+    assert first["run_created"] is True  # none of the others is this plan's
+    os.unlink(os.path.join(plan_dir, "ledger.sqlite"))
+    again = _submit(plan_dir)
+    assert again["run_id"] == first["run_id"] and again["run_created"] is False and again["jobs_found"] == 12
+    assert len(polly.runs()) == 46 and len(_posts(polly, "/runs")) == 46
+
+
 def test_sandbox_submit_uses_the_sandbox_endpoint_and_key(tmp_path, make_polly, moto_server, monkeypatch):
     emulator = make_polly(api_key="sandbox")
     monkeypatch.setenv("POLLY_API_KEY", KEY)  # never sent to the sandbox
@@ -483,7 +530,7 @@ def test_dry_run_needs_no_key_and_sends_nothing(tmp_path, capsys):
     submit(plan_dir, dry_run=True)
     lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["operation"] for line in lines] == ["create_run"] + ["submit_job"] * 3
-    assert lines[0]["problems"] == [] and lines[0]["request"]["data"]["attributes"]["run_name"] == "cohort-2026-11"
+    assert lines[0]["problems"] == [] and lines[0]["request"]["data"]["attributes"]["name"] == "cohort-2026-11"
     assert [line["jobs"] for line in lines[1:]] == [50, 50, 20]
     assert not os.path.exists(os.path.join(plan_dir, "ledger.sqlite"))
 
