@@ -51,6 +51,7 @@ from .context import MAX_BACKOFF, Context
 from .errors import AccessError, SubmissionError
 from .jsontext import dumps
 
+READ_TIMEOUT = 120.0  # seconds an answer may take; a later one counts as lost (the call may have been carried out)
 LIST_PAGE_SIZE = 20  # the SDK's default_page_size: the one page size known to be accepted
 SANDBOX_KEY = "sandbox"
 TRANSPORT_ATTEMPTS = 4  # a server that cannot be reached at all is not waited for as long as a busy one
@@ -101,7 +102,7 @@ class PollyAPI:
             maxsize=max(pool_size, 1),
             block=False,
             retries=False,
-            timeout=urllib3.Timeout(connect=10.0, read=120.0),
+            timeout=urllib3.Timeout(connect=10.0, read=READ_TIMEOUT),
         )
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from helpers import ledger_of, open_plan
 
 import planner
 import planner.cli
-from planner import polly_api
+from planner import polly_api, submission
 from planner.backends import polly as polly_backend
 from planner.errors import SubmissionError
 from planner.retry_plan import retry
@@ -571,3 +571,47 @@ def test_a_parameter_nested_as_deep_as_a_sheet_may_hold_is_submitted(tmp_path, p
         depth += 1
     assert (depth, value) == (254, 1)
     assert "deep" not in jobs["S0001"]["parameters"]
+
+
+def test_slow_answers_after_the_work_was_done_make_no_duplicates(tmp_path, make_polly, monkeypatch):
+    """A Polly that carries a POST out but answers after the client gave up waiting: the run is found by
+    name and tag, the jobs by name (the repeat is refused 409 and settled), each exactly once."""
+    monkeypatch.setattr(polly_api, "READ_TIMEOUT", 0.3)
+    emulator = make_polly()
+    emulator.inject_slow(30, method="POST", path="/runs")  # released when the emulator stops
+    emulator.inject_slow(30, method="POST", path="/jobs")
+    monkeypatch.setenv("POLLY_BASE_URL", emulator.endpoint_url)
+    monkeypatch.setenv("POLLY_API_KEY", KEY)
+    plan_dir = _plan(tmp_path, 120)
+    report = _submit(plan_dir, [], concurrency=1)
+    assert report["jobs_submitted"] + report["jobs_found"] == 120
+    assert len(emulator.runs()) == 1 and len(_posts(emulator, "/runs")) == 1
+    assert Counter(_names(emulator)) == Counter(dict.fromkeys(_expected(120), 1))
+    assert {s.state for s in _ledger(plan_dir)} == {"done"}
+    again = _submit(plan_dir)  # a resume sends nothing
+    assert again == dict(again, run_created=False, jobs_submitted=0, jobs_already_submitted=120)
+
+
+def test_status_rides_out_5xx_and_slow_answers(tmp_path, make_polly, clock, monkeypatch):
+    monkeypatch.setattr(polly_api, "READ_TIMEOUT", 0.3)
+    emulator = make_polly(failure_rate=0.3, seed=2)
+    monkeypatch.setenv("POLLY_BASE_URL", emulator.endpoint_url)
+    monkeypatch.setenv("POLLY_API_KEY", KEY)
+    plan_dir = _plan(tmp_path, 60)
+    _submit(plan_dir)
+    clock.advance(5)
+    emulator.inject([500, 503], method="GET")
+    emulator.inject_slow(30, method="GET", path="/jobs")
+    emulator.inject([502], method="GET", path="/jobs")
+    sleeps: list[float] = []
+    ctx = _context(plan_dir, sleeps)
+    try:
+        table = submission._status(ctx, refresh=True)
+    finally:
+        ctx.ledger.close()
+    assert sleeps == [1.0, 2.0, 1.0, 2.0]  # each listing backed off and carried on
+    by_emulator = {
+        job["name"]: {"SUCCEEDED": "COMPLETED", "ERRORED": "FAILED"}[job["status"]] for job in emulator.jobs()
+    }
+    assert dict(zip(table.get_column("id"), table.get_column("state"), strict=True)) == by_emulator
+    assert len(emulator.runs()) == 1 and len(emulator.jobs()) == 60
