@@ -44,6 +44,7 @@ that ended badly are in FAILED, ERROR, TIMEOUT, STOPPED or EXPIRED
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 import threading
@@ -231,7 +232,7 @@ def later_attempt(known: dict[str, Any] | None, run: dict[str, Any]) -> dict[str
 
     def rank(candidate: dict[str, Any]) -> tuple[int, float]:
         started = candidate.get("StartedOn")
-        return int(candidate.get("Attempt") or 0), started.timestamp() if hasattr(started, "timestamp") else 0.0
+        return int(candidate.get("Attempt") or 0), started.timestamp() if isinstance(started, dt.datetime) else 0.0
 
     return run if rank(run) > rank(known) else known
 
