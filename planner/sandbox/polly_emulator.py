@@ -3,7 +3,8 @@
 ``PollyEmulator`` is an HTTP server (stdlib ``ThreadingHTTPServer`` in a background
 thread) answering the endpoints behind the calls of Polly's pipelines SDK.
 
-Sources.  [SDK] is polly-python's ``polly/pipelines.py`` (the release whose ``Pipelines``
+Sources.  Every behaviour is an entry of ``docs/sources-polly.md`` (P1, P2, ...), named beside
+its code.  [SDK] is polly-python's ``polly/pipelines.py`` (the release whose ``Pipelines``
 class has ``create_run``, ``submit_job``, ``get_runs``, ``get_run``, ``get_jobs``; seeds/003
 is its rendered reference).  [reading] marks what the SDK does not show: this project's
 own reading, to be checked against the real service when one is at hand.
@@ -59,8 +60,8 @@ Behaviour, on a timeline driven by the injected ``clock`` in steps of
   request, bodies of at most ``max_body_bytes``.  A request with any invalid job
   creates none (422).
 * [reading] Job names are unique within a run: a request naming a job the run
-  already has, or the same name twice, is refused whole with 409 Conflict.  Run names
-  are not unique (the SDK's default name is a timestamp to the minute): that is the
+  already has, or the same name twice, is refused whole with 409 Conflict (P10).  Run
+  names are not unique (P6) (the SDK's default name is a timestamp to the minute): that is the
   client's business.
 * [reading] Every request needs the ``x-api-key`` header (the SDK's session carries
   its token in a way it does not show): 401 when it is missing or is not ``api_key``
@@ -104,13 +105,13 @@ __all__ = ["PollyEmulator"]
 
 PRIORITIES = ("low", "medium", "high")
 INFRA_KEYS = ("cpu", "memory", "storage")
-BASE_PATH = "/pravaah/orchestration"  # [SDK] Pipelines.orchestration_url
-RUN_ATTRIBUTES = frozenset({"name", "priority", "domain_context", "tags", "pipeline_id"})  # [SDK] create_run's body
-JOB_ATTRIBUTES = frozenset({"run_id", "name", "config", "parameters"})  # [SDK] submit_job's body
-RUN_FILTERS = frozenset({"org_id", "status", "priority", "user_id"})  # [SDK] get_runs and _add_arguments_to_url
-JOB_FILTERS = frozenset({"run_id", "org_id", "user_id"})  # [SDK] get_jobs and its docstring
-DEFAULT_PAGE_SIZE = 20  # [SDK] default_page_size, sent by every listing
-MAX_PAGE_SIZE = 100  # [reading]
+BASE_PATH = "/pravaah/orchestration"  # P1 [SDK] Pipelines.orchestration_url
+RUN_ATTRIBUTES = frozenset({"name", "priority", "domain_context", "tags", "pipeline_id"})  # P2 [SDK] create_run
+JOB_ATTRIBUTES = frozenset({"run_id", "name", "config", "parameters"})  # P7 [SDK] submit_job's body
+RUN_FILTERS = frozenset({"org_id", "status", "priority", "user_id"})  # P12 [SDK] get_runs, _add_arguments_to_url
+JOB_FILTERS = frozenset({"run_id", "org_id", "user_id"})  # P12 [SDK] get_jobs and its docstring
+DEFAULT_PAGE_SIZE = 20  # P13 [SDK] default_page_size, sent by every listing
+MAX_PAGE_SIZE = 100  # P13 [reading]
 ORG_ID = USER_ID = "1"  # [SDK examples] every resource belongs to org "1"; one user here
 MAX_NAME = 255
 MAX_SHOWN_ERRORS = 20
@@ -133,7 +134,7 @@ _TITLES = {
 
 
 class ApiError(Exception):
-    """An error answered as a JSON:API error document."""
+    """An error answered as a JSON:API error document (P21)."""
 
     def __init__(self, status: int, detail: str | list[tuple[str, str | None]], title: str | None = None):
         self.status = status
@@ -248,7 +249,7 @@ class PollyEmulator(LoopbackServer):
 
     # -- test hooks ----------------------------------------------------------
 
-    def inject(
+    def inject(  # P22
         self, statuses: Iterable[int], *, after: bool = False, method: str | None = None, path: str | None = None
     ) -> None:
         """Answer the next matching requests with these statuses (``after``: once carried out)."""
@@ -372,7 +373,7 @@ class PollyEmulator(LoopbackServer):
             return 201, {"data": self._create_run(document["data"])}
         return 201, {"data": self._create_jobs(document["data"])}
 
-    def _authorise(self, headers: Any) -> None:
+    def _authorise(self, headers: Any) -> None:  # P20
         key = headers.get("x-api-key")
         if not key:
             raise ApiError(401, "missing API key: send it in the x-api-key header")
@@ -397,7 +398,7 @@ class PollyEmulator(LoopbackServer):
             return ("PENDING", "RUNNING")[phase]
         return "ERRORED" if job.fails else "SUCCEEDED"
 
-    def _job_resource(self, job: _Job, now: float) -> dict[str, Any]:
+    def _job_resource(self, job: _Job, now: float) -> dict[str, Any]:  # P17, P18
         phase = self._job_phase(job, now)
         errored = phase == 2 and job.fails
         if phase == 0:
@@ -423,7 +424,7 @@ class PollyEmulator(LoopbackServer):
             },
         }
 
-    def _run_resource(self, run: _Run, now: float) -> dict[str, Any]:
+    def _run_resource(self, run: _Run, now: float) -> dict[str, Any]:  # P16, P19
         statuses = [self._job_status(job, now) for job in run.jobs]
         succeeded = statuses.count("SUCCEEDED")
         errored = statuses.count("ERRORED")
@@ -477,7 +478,7 @@ class PollyEmulator(LoopbackServer):
         if not size_text.isdigit() or not 1 <= int(size_text) <= MAX_PAGE_SIZE:
             raise ApiError(400, f"page[size] must be an integer from 1 to {MAX_PAGE_SIZE}")
         size = int(size_text)
-        after = query.get("page[after]")
+        after = query.get("page[after]")  # P15 [reading]: the cursor is the emulator's own
         known_filters = JOB_FILTERS if collection == "jobs" else RUN_FILTERS
         filters = {k[len("filter[") : -1]: v for k, v in query.items() if k.startswith("filter[") and k.endswith("]")}
         unknown = sorted(set(filters) - known_filters)
@@ -541,7 +542,7 @@ class PollyEmulator(LoopbackServer):
         return {"data": data, "links": links}
 
     def _link(self, path: str, query: dict[str, str]) -> str:
-        """[SDK] A link is a path from the host's root: the SDK appends it to ``https://apis.<env>.elucidata.io``."""
+        """P14 [SDK] A link is a path from the host's root: the SDK appends it to ``https://apis.<env>.elucidata.io``."""
         return f"{self.base_path}{path}" + (f"?{urlencode(query)}" if query else "")
 
     def _create_run(self, data: Any) -> dict[str, Any]:
@@ -549,7 +550,7 @@ class PollyEmulator(LoopbackServer):
         attributes = _resource(data, "runs", "/data", problems)
         if attributes is not None:
             for name in sorted(set(attributes) - RUN_ATTRIBUTES):
-                hint = " (the SDK's run_name keyword travels as name)" if name == "run_name" else ""
+                hint = " (the SDK's run_name keyword travels as name)" if name == "run_name" else ""  # P3
                 problems.append(
                     (
                         f"unknown attribute {name!r}; a run takes {', '.join(sorted(RUN_ATTRIBUTES))}{hint}",
@@ -562,7 +563,7 @@ class PollyEmulator(LoopbackServer):
             run_name = attributes.get("name")
             if run_name is not None and not (isinstance(run_name, str) and 1 <= len(run_name) <= MAX_NAME):
                 problems.append((f"name must be a string of 1 to {MAX_NAME} characters", "/data/attributes/name"))
-            priority = attributes.get("priority", "low")
+            priority = attributes.get("priority", "low")  # P4
             if priority not in PRIORITIES:
                 problems.append(
                     (f"priority must be one of {', '.join(PRIORITIES)}, not {priority!r}", "/data/attributes/priority")
@@ -583,7 +584,7 @@ class PollyEmulator(LoopbackServer):
                 domain_context=dict(attributes.get("domain_context") or {}),
                 created=self.clock(),
             )
-            # [reading] The SDK always sends a name (a timestamp when none is given); an unnamed run is named by its id.
+            # P5 [reading] The SDK always sends a name (a timestamp when none is given): an unnamed run gets its id.
             run.name = attributes.get("name") or run.id
             self._runs[run.id] = run
             self._run_position[run.id] = len(self._run_order)
@@ -594,7 +595,7 @@ class PollyEmulator(LoopbackServer):
         entries = data if isinstance(data, list) else [data]
         if not entries:
             raise ApiError(422, "data holds no job")
-        if len(entries) > self.max_jobs_per_request:
+        if len(entries) > self.max_jobs_per_request:  # P8
             raise ApiError(422, f"{len(entries)} jobs in one request; at most {self.max_jobs_per_request} are accepted")
         problems: list[tuple[str, str | None]] = []
         jobs: list[dict[str, Any]] = []
@@ -619,9 +620,9 @@ class PollyEmulator(LoopbackServer):
                 problems.append(
                     ("parameters is required: an object of the pipeline's parameters", f"{where}/attributes/parameters")
                 )
-            problems += _config_problems(attributes.get("config"), f"{where}/attributes/config")
+            problems += _config_problems(attributes.get("config"), f"{where}/attributes/config")  # P9
             jobs.append(attributes)
-        if problems:
+        if problems:  # P11: none of the request's jobs is made
             raise ApiError(422, problems)
         with self._lock:
             missing = sorted({str(job["run_id"]) for job in jobs} - set(self._runs))
@@ -645,7 +646,7 @@ class PollyEmulator(LoopbackServer):
                         )
                     )
                 seen[key] = index
-            if conflicts:
+            if conflicts:  # P10
                 raise ApiError(409, conflicts)
             now = self.clock()
             created = []
