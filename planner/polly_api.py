@@ -42,6 +42,7 @@ import ipaddress
 import json
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -243,10 +244,11 @@ class PollyAPI:
                 found[str((job.get("attributes") or {}).get("name"))] = job
         return found
 
-    def post_jobs(self, body: dict[str, Any], what: str) -> dict[str, dict[str, Any]]:
-        """POST /jobs: the created jobs by name.  No reconcile before a repeat: job names are
-        unique in a run, so a request carried out after all comes back 409 (``PollyHTTPError``)."""
-        return _by_name(self.request("POST", self.url("jobs"), what=what, body=body), what)
+    def post_jobs(self, body: dict[str, Any], what: str) -> JobsAnswer:
+        """POST /jobs: the created jobs by name, and Polly's reasons for any refused inside the answer.
+        No reconcile before a repeat: job names are unique in a run, so a request carried out after
+        all comes back 409 (``PollyHTTPError``)."""
+        return _jobs_answer(self.request("POST", self.url("jobs"), what=what, body=body), what)
 
 
 def _loopback(host: str) -> bool:
@@ -276,15 +278,36 @@ def _resource(document: dict[str, Any], what: str) -> dict[str, Any]:
     return data
 
 
-def _by_name(document: dict[str, Any], what: str) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class JobsAnswer:
+    """A POST /jobs answer: the jobs made, by name, and the reasons Polly gave for jobs it refused."""
+
+    created: dict[str, dict[str, Any]]
+    refused: list[str]
+
+
+def _jobs_answer(document: dict[str, Any], what: str) -> JobsAnswer:
+    """The SDK's submit_job fails when an item of a 2xx answer holds "error" or "errors": that job was
+    not made (polly-python pipelines.py); the items that are jobs were."""
     data = document.get("data")
     data = data if isinstance(data, list) else [data]
-    found = {}
+    created: dict[str, dict[str, Any]] = {}
+    refused: list[str] = []
     for job in data:
-        if not isinstance(job, dict) or not job.get("id"):
+        if isinstance(job, dict) and ("error" in job or "errors" in job):
+            errors = job.get("errors") or [job.get("error")]
+            refused.append("; ".join(_error_line(e) for e in errors if e) or "refused")
+        elif not isinstance(job, dict) or not job.get("id"):
             raise SubmissionError(f"{what}: Polly's answer holds a job without an id")
-        found[str((job.get("attributes") or {}).get("name"))] = job
-    return found
+        else:
+            created[str((job.get("attributes") or {}).get("name"))] = job
+    return JobsAnswer(created, refused)
+
+
+def _error_line(error: Any) -> str:
+    if isinstance(error, dict):
+        return f"{error.get('title', '')}: {error.get('detail', '')}".strip(": ")
+    return str(error)
 
 
 def _error_text(response: Any) -> str:

@@ -43,7 +43,7 @@ from ..jsontext import dumps
 from ..ledger import SampleState
 from ..model import FieldRule, check_scalar
 from ..plandir import Manifest
-from ..polly_api import PollyAPI, PollyHTTPError, open_api
+from ..polly_api import JobsAnswer, PollyAPI, PollyHTTPError, open_api
 from ..spec import BackendSpec, RoutedField
 from .base import Backend, CancelReport
 
@@ -361,18 +361,23 @@ class Polly(Backend):
             have = present(listing.get())  # jobs of this request the run already has are not sent again
             missing = {n for n in request.names if n not in have}
             try:
-                created = api.post_jobs(request.body(run_id, missing), what) if missing else {}
+                answer = api.post_jobs(request.body(run_id, missing), what) if missing else JobsAnswer({}, [])
             except PollyHTTPError as exc:
                 if exc.status != 409:
                     raise
                 have = present(listing.get(fresh=True))  # some of them were made after all: send the rest
                 missing = {n for n in request.names if n not in have}
-                created = api.post_jobs(request.body(run_id, missing), what) if missing else {}
-            made = {n: (str(job["id"]), job_state(job.get("attributes") or {})[0]) for n, job in created.items()}
+                answer = api.post_jobs(request.body(run_id, missing), what) if missing else JobsAnswer({}, [])
+            made = {n: (str(job["id"]), job_state(job.get("attributes") or {})[0]) for n, job in answer.created.items()}
             every = {**have, **made}
             lacking = [n for n in request.names if n not in every]
             if lacking:
-                raise SubmissionError(f"{what}: Polly's answer lacks jobs it was sent ({', '.join(lacking[:3])})")
+                # Those made are in the run: the next submit lists them and sends only the rest.
+                said = f": {'; '.join(answer.refused[:3])}" if answer.refused else ""
+                raise SubmissionError(
+                    f"{what}: Polly did not make job{'s' if len(lacking) > 1 else ''} "
+                    f"{', '.join(lacking[:3])}{' and more' if len(lacking) > 3 else ''}{said}"
+                )
             return Created(run_id, {"jobs": {n: job for n, (job, _) in every.items()}}, per_sample=every)
 
         return Call(

@@ -79,7 +79,10 @@ constructor's ``fail_next``/``fail_after``), each optionally for one method and 
   ``inject(after=True)``): the answer is lost, as behind a gateway that timed out;
 * a slow answer (``inject_slow(seconds)``): the request is carried out and its answer
   held for that many real seconds (``stop()`` releases it), so a client's read
-  timeout fires after the work was done.
+  timeout fires after the work was done;
+* a job refused inside a 2xx answer (``inject_job_errors(names)``, P23): its item in
+  ``data`` is ``{"errors": [...]}``, and it is not made, the request's other jobs are
+  [SDK: ``submit_job`` checks ``data[0]`` for ``error``/``errors``; what causes it is not shown].
 
 Test hooks: ``runs()``, ``jobs(run_id=None)`` (with an emulator-side ``status``:
 PENDING, RUNNING, SUCCEEDED or ERRORED) and ``requests()`` (method, path below
@@ -234,6 +237,7 @@ class PollyEmulator(LoopbackServer):
         self._faults: deque[_Fault] = deque()
         self._requests: list[dict[str, Any]] = []
         self._stopping = threading.Event()
+        self._job_errors: dict[str, str] = {}
         self.inject(fail_next or ())
         self.inject(fail_after or (), after=True, method="POST")
 
@@ -264,6 +268,11 @@ class PollyEmulator(LoopbackServer):
         with self._lock:
             for _ in range(count):
                 self._faults.append(_Fault(None, True, method.upper() if method else None, path, float(seconds)))
+
+    def inject_job_errors(self, names: Iterable[str], detail: str = "the job was refused") -> None:
+        """The next POST /jobs naming each of these jobs answers 201 with an error item in its place, not made."""
+        with self._lock:
+            self._job_errors.update(dict.fromkeys(names, detail))
 
     def runs(self) -> list[dict[str, Any]]:
         now = self.clock()
@@ -649,9 +658,13 @@ class PollyEmulator(LoopbackServer):
             if conflicts:  # P10
                 raise ApiError(409, conflicts)
             now = self.clock()
-            created = []
+            created: list[dict[str, Any]] = []
             for job in jobs:
                 run = self._runs[job["run_id"]]
+                refusal = self._job_errors.pop(str(job.get("name")), None)
+                if refusal is not None:  # P23: refused inside a 2xx answer, the others made
+                    created.append({"errors": [{"status": "422", "title": _TITLES[422], "detail": refusal}]})
+                    continue
                 job_id = self._new_id()
                 name = job.get("name") or f"job#{len(run.jobs)}"
                 record = _Job(

@@ -615,3 +615,19 @@ def test_status_rides_out_5xx_and_slow_answers(tmp_path, make_polly, clock, monk
     }
     assert dict(zip(table.get_column("id"), table.get_column("state"), strict=True)) == by_emulator
     assert len(emulator.runs()) == 1 and len(emulator.jobs()) == 60
+
+
+def test_jobs_refused_inside_a_2xx_answer_are_not_lost(tmp_path, polly):
+    """polly-python's submit_job reads data[0] of a 2xx answer and fails when it holds "error" or "errors": a job
+    can be refused inside a successful answer.  The others of the request are recorded; the refused one is
+    reported with Polly's reason and sent again by the next submit, each job made once."""
+    polly.inject_job_errors(["S0003"], detail="parameter fastq_1 is not readable")
+    plan_dir = _plan(tmp_path, 10)
+    with pytest.raises(SubmissionError, match=r"S0003.*parameter fastq_1 is not readable"):
+        _submit(plan_dir, [])
+    assert "S0003" not in _names(polly) and len(_names(polly)) == 9
+    _submit(plan_dir, [])
+    resent = _posts(polly, "/jobs")[-1]["body"]["data"]
+    assert [job["attributes"]["name"] for job in resent] == ["S0003"]  # only the refused one goes again
+    assert Counter(_names(polly)) == Counter(dict.fromkeys(_expected(10), 1))
+    assert len(polly.runs()) == 1
