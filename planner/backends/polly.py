@@ -1,7 +1,8 @@
 """Elucidata Polly pipelines: one run (create_run) holding one job per sample (submit_job).
 
 Polly has no botocore model, so its rules are written here from the SDK reference
-(seeds/003): a run has a ``pipeline_id``, an optional ``run_name``, a ``priority`` of
+(seeds/003, polly-python's ``pipelines.py``): a run has a ``pipeline_id``, an optional
+``run_name`` (sent as the attribute ``name``, as the SDK does), a ``priority`` of
 low, medium or high, ``tags`` and a ``domain_context``; a job has a ``name``,
 ``parameters`` and ``config`` ``{"infra": {"cpu", "memory", "storage"}}``.  The job
 name is the sample id, which makes resubmission checkable: a resumed submit lists
