@@ -631,3 +631,31 @@ def test_jobs_refused_inside_a_2xx_answer_are_not_lost(tmp_path, polly):
     assert [job["attributes"]["name"] for job in resent] == ["S0003"]  # only the refused one goes again
     assert Counter(_names(polly)) == Counter(dict.fromkeys(_expected(10), 1))
     assert len(polly.runs()) == 1
+
+
+def test_a_submit_that_gave_up_on_slow_answers_is_resumed_without_duplicates(tmp_path, make_polly, monkeypatch):
+    """Polly made the run and the first jobs but answered too late, and this submit gave up waiting (max_wait 0):
+    the next submit finds the run by name and plan tag, and the jobs by name, and makes only what is missing."""
+    import dataclasses
+
+    monkeypatch.setattr(polly_api, "READ_TIMEOUT", 0.3)
+    emulator = make_polly()
+    emulator.inject_slow(30, method="POST", path="/runs")
+    monkeypatch.setenv("POLLY_BASE_URL", emulator.endpoint_url)
+    monkeypatch.setenv("POLLY_API_KEY", KEY)
+    plan_dir = _plan(tmp_path, 120)
+    ctx = _context(plan_dir, [], concurrency=1)
+    ctx.options = dataclasses.replace(ctx.options, max_wait=0.0)
+    try:
+        with pytest.raises(SubmissionError, match="cannot reach Polly"):
+            run_submission(ctx)
+    finally:
+        ctx.ledger.close()
+    assert len(emulator.runs()) == 1 and emulator.jobs() == []  # made, though the answer never came
+
+    emulator.inject_slow(30, method="POST", path="/jobs")  # the first jobs request is made, its answer late
+    report = _submit(plan_dir, [], concurrency=1)
+    assert report["run_created"] is False and report["run_id"] == emulator.runs()[0]["id"]
+    assert len(emulator.runs()) == 1 and len(_posts(emulator, "/runs")) == 1
+    assert Counter(_names(emulator)) == Counter(dict.fromkeys(_expected(120), 1))
+    assert {s.state for s in _ledger(plan_dir)} == {"done"}
