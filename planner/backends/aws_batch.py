@@ -210,6 +210,14 @@ def _planned_request(run: dict[str, Any], submission: dict[str, Any]) -> dict[st
     return request
 
 
+_MODEL_CHECK = model_check("batch", "SubmitJob")
+
+
+def _dry_run_check(request: dict[str, Any]) -> list[str]:
+    """What --dry-run reports of a request: the model's rules and the documented sizes."""
+    return _MODEL_CHECK(request) + [p.describe() for p in _size_problems(request)]
+
+
 def check_request_size(request: dict[str, Any], what: str) -> None:
     """Refuse, before sending, a SubmitJob request past a documented size limit."""
     problems = _size_problems(request)
@@ -393,7 +401,7 @@ class AwsBatch(Backend):
             shard=shard.index,
             one_to_one=shard.entries == 1,
             where={"shard": shard.index},
-            check=model_check("batch", "SubmitJob"),
+            check=_dry_run_check,
         )
 
     def _previous(self, shard: ShardInfo) -> str:
