@@ -132,6 +132,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-bytes", type=int, metavar="N", help="at most N bytes per shard file")
     p.add_argument("--part-size", type=int, metavar="BYTES", help="multipart part size the ETag is predicted for")
     p.add_argument("--force", action="store_true", help="replace an existing plan directory never submitted")
+    p.add_argument(
+        "--skip-done",
+        action="append",
+        default=[],
+        metavar="EARLIER_PLAN",
+        help="leave out the samples this earlier plan (a directory or a glob; repeatable) ran with the same "
+        "settings and that completed or are still running; changed ones are planned and listed",
+    )
     p.add_argument("--json", action="store_true", help="print plan.json on stdout instead of a summary")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     _preflight_plan_options(p)
@@ -168,6 +176,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--cancel-if-failed", metavar="N|P%", help="with --watch: as status --watch --cancel-if-failed")
     s.add_argument(
         "--check", action="store_true", help="first `planner check` (workflow, inputs, quota); stop at a problem"
+    )
+    s.add_argument(
+        "--allow-rerun",
+        action="store_true",
+        help="submit even samples another plan already ran with identical settings (refused otherwise)",
     )
     _aws_options(s)
     s.set_defaults(handler=_with_staging_key(_submit))
@@ -406,6 +419,7 @@ def _plan(args: argparse.Namespace) -> int:
             part_size=args.part_size,
             max_entries=args.max_entries,
             max_bytes=args.max_bytes,
+            skip_done=args.skip_done,
             **_preflight_plan_arguments(args),
         )
         manifest = planned.write(
@@ -430,7 +444,30 @@ def _plan(args: argparse.Namespace) -> int:
     print(f"  plan id {manifest.plan_id}; {len(shards):,} shard{plural} ({', '.join(modes)}), {_size(total)}")
     if manifest.rejected:
         print(f"  {manifest.rejected:,} rows rejected: see {os.path.join(args.out, REJECTED_FILE)}")
+    if planned.earlier is not None:
+        _print_earlier(planned.earlier, args.out)
     return 0
+
+
+def _print_earlier(earlier: Any, out: str) -> None:
+    """What --skip-done found: how many samples were new, changed, done (skipped) and failed before."""
+    from .earlier import CHANGED, CHANGED_FILE, FAILED_BEFORE, NEW, SKIPPED, SKIPPED_FILE
+
+    counts = earlier.counts
+    print(
+        f"  against {len(earlier.plans)} earlier plan{'s' if len(earlier.plans) != 1 else ''}: "
+        f"{counts[NEW]:,} new, {counts[CHANGED]:,} changed, {counts[SKIPPED]:,} done (skipped), "
+        f"{counts[FAILED_BEFORE]:,} failed before"
+    )
+    if counts[SKIPPED]:
+        print(f"  skipped as done: see {os.path.join(out, SKIPPED_FILE)}")
+    if counts[CHANGED]:
+        shown = earlier.changed_ids(10)
+        more = f" and {counts[CHANGED] - len(shown):,} more" if counts[CHANGED] > len(shown) else ""
+        print(
+            f"  changed settings since an earlier run, planned again: {', '.join(shown)}{more} "
+            f"(all in {os.path.join(out, CHANGED_FILE)})"
+        )
 
 
 def _size(count: int) -> str:
@@ -476,6 +513,7 @@ def _submit(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             rate=args.rate,
             check=args.check,
+            allow_rerun=args.allow_rerun,
             **access,
         )
     except PreflightError as exc:

@@ -1,0 +1,284 @@
+"""Plans already run: which of a sheet's samples an earlier plan ran with the same settings.
+
+Every plan records per sample a hash of its effective run (``settings`` in samples.parquet:
+the defaults merged with the row, what the service runs, whatever the shards carry).
+``planner plan --skip-done EARLIER`` joins the sheet's samples with the earlier plans' on
+(id, settings), batch by batch, and sorts each sample into one of:
+
+    new            no earlier plan ran this id
+    changed        an earlier plan ran this id with other settings: planned, and listed
+    done           ran with the same settings, and its run COMPLETED (SUCCEEDED) or is still
+                   pending or running: not planned
+    failed before  ran with the same settings, but the run failed, was cancelled or deleted, or
+                   its submission failed: planned
+
+"Ran" is what the earlier plan's ledger says, as of its last ``planner status``; an earlier
+plan never submitted ran nothing.  Settings are comparable only between plans of one backend
+and one workflow (HealthOmics workflowId, Batch job definition, Glue JobName, Polly
+pipeline_id), hashed by one scheme (``plandir.SETTINGS_HASH``): anything else is refused.
+
+The new plan records what was compared (plan.json ``skip_done``: the plans and the counts),
+and lists the samples skipped as done (``skipped.csv``) and those whose settings changed
+(``changed.csv``): row, id, the earlier plan.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import polars as pl
+
+from .errors import InputError, PlanDirError
+from .plandir import PLAN_FILE, SETTINGS, SETTINGS_HASH, Manifest, PlanDirectory, safe_csv
+from .progress import log
+from .spec import BackendSpec
+
+LEDGER_FILE = "ledger.sqlite"  # ledger.py's; read here read-only, without its upgrades
+SKIPPED_FILE = "skipped.csv"
+CHANGED_FILE = "changed.csv"
+RECORD_KEY = "skip_done"
+
+# What an earlier run of a sample came to (``outcome``).
+DONE = "done"  # completed
+ACTIVE = "active"  # submitted, pending or running: it will end without our help
+FAILED = "failed"  # failed, cancelled, deleted, or its submission was refused
+
+NEW = "new"
+CHANGED = "changed"
+SKIPPED = "done"
+FAILED_BEFORE = "failed before"
+VERDICTS = (NEW, CHANGED, SKIPPED, FAILED_BEFORE)
+
+VERDICT = "__verdict"
+EARLIER_PLAN = "__earlier_plan"
+
+
+def workflow_of(backend: str, run: Mapping[str, Any], submission: Mapping[str, Any]) -> str | None:
+    """What names the workflow a plan runs: settings of two workflows are never comparable."""
+    if backend.startswith("omics"):
+        value = run.get("workflowId")
+    elif backend == "batch":
+        # A new revision of one job definition is a change of settings (the hash sees it), not another workflow.
+        value = re.sub(r":\d+$", "", str(run.get("jobDefinition") or "")) or None
+    elif backend == "glue":
+        value = run.get("JobName")
+    else:
+        value = submission.get("pipeline_id")
+    return None if value is None else str(value)
+
+
+def outcome_expr(spec: BackendSpec) -> pl.Expr:
+    """A ledger sample's outcome (DONE, ACTIVE, FAILED), or null when it was never submitted."""
+    succeeded = sorted(spec.final_states - set(spec.retry_states) - {"DELETED"})
+    final = sorted(spec.final_states)
+    state, submitted = pl.col("state"), pl.col("submission_status")
+    return (
+        pl.when(submitted == "FAILED")
+        .then(pl.lit(FAILED))
+        .when(state.is_in(succeeded))
+        .then(pl.lit(DONE))
+        .when(state.is_in(final))
+        .then(pl.lit(FAILED))
+        .when(state.is_not_null() | submitted.is_not_null())
+        .then(pl.lit(ACTIVE))
+    )
+
+
+def ledger_samples(plan_dir: str) -> pl.DataFrame:
+    """id, submission_status, state of every sample a plan's ledger knows (empty: never submitted).
+
+    Read-only, without the ledger's own upgrades: another command may be writing it."""
+    schema = {"id": pl.String, "submission_status": pl.String, "state": pl.String}
+    path = os.path.join(plan_dir, LEDGER_FILE)
+    if not os.path.exists(path):
+        return pl.DataFrame(schema=schema)
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            rows = db.execute("SELECT id, submission_status, state FROM samples").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise PlanDirError(f"{path}: cannot be read: {exc}") from exc
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+@dataclass(frozen=True)
+class EarlierPlan:
+    path: str
+    manifest: Manifest
+    ran: int  # samples its ledger shows submitted
+
+
+def plan_paths(patterns: Sequence[str]) -> list[str]:
+    """Each --skip-done value as plan directories: a path, or a glob of them; each directory once."""
+    found: list[str] = []
+    for pattern in patterns:
+        text = os.fspath(pattern)
+        if glob.has_magic(text):
+            matches = sorted(m for m in glob.glob(text) if os.path.isdir(m))
+            if not matches:
+                raise InputError(f"--skip-done {text!r}: no plan directory matches")
+        else:
+            matches = [text]
+        for match in matches:
+            if os.path.realpath(match) not in {os.path.realpath(f) for f in found}:
+                found.append(match)
+    return found
+
+
+def open_earlier(path: str, spec: BackendSpec, workflow: str | None) -> PlanDirectory:
+    """An earlier plan, refused with a reason when its settings cannot be compared with this plan's."""
+    try:
+        plan = PlanDirectory(path)
+    except PlanDirError as exc:
+        raise InputError(f"--skip-done {path}: {_detail(exc, path)}") from None
+    manifest = plan.manifest
+    if manifest.backend != spec.name:
+        raise InputError(
+            f"--skip-done {path}: a plan for {manifest.backend}, not {spec.name}: its settings are not comparable"
+        )
+    theirs = workflow_of(manifest.backend, manifest.defaults, manifest.submission)
+    if theirs != workflow:
+        raise InputError(
+            f"--skip-done {path}: a plan of workflow {theirs!r}, not {workflow!r}: its settings are not comparable"
+        )
+    if manifest.settings_hash is None:
+        raise InputError(
+            f"--skip-done {path}: planned by a planner that recorded no settings per sample; "
+            "its samples cannot be compared (plan it again with this planner to compare)"
+        )
+    if manifest.settings_hash != SETTINGS_HASH:
+        raise InputError(
+            f"--skip-done {path}: its settings were hashed as {manifest.settings_hash}, this planner hashes as "
+            f"{SETTINGS_HASH}: they are not comparable"
+        )
+    return plan
+
+
+def _detail(exc: PlanDirError, path: str) -> str:
+    text = str(exc)
+    return text[len(path) + 2 :] if text.startswith(f"{path}: ") else text
+
+
+@dataclass
+class EarlierRuns:
+    """The samples earlier plans ran, ready to be joined with a sheet's, batch by batch."""
+
+    plans: list[EarlierPlan]
+    same: pl.DataFrame  # id, settings, __done (bool), __plan_same
+    ids: pl.DataFrame  # id, __plan_id
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped: list[pl.DataFrame] = field(default_factory=list)
+    changed: list[pl.DataFrame] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, patterns: Sequence[str], spec: BackendSpec, workflow: str | None) -> EarlierRuns:
+        plans: list[EarlierPlan] = []
+        frames: list[pl.DataFrame] = []
+        for path in plan_paths(patterns):
+            plan = open_earlier(path, spec, workflow)
+            settings = plan.settings()
+            assert settings is not None  # open_earlier refused a plan without
+            ledger = ledger_samples(plan.path).with_columns(outcome_expr(spec).alias("outcome"))
+            ran = settings.join(ledger.select("id", "outcome"), on="id", how="inner").filter(
+                pl.col("outcome").is_not_null()
+            )
+            if ran.height == 0:
+                log.warning(
+                    "note: --skip-done %s: nothing of it was submitted; none of its samples counts as run", path
+                )
+            plans.append(EarlierPlan(path, plan.manifest, ran.height))
+            frames.append(ran.with_columns(pl.lit(path).alias("plan")))
+        ran = (
+            pl.concat(frames)
+            if frames
+            else pl.DataFrame(schema={"id": pl.String, SETTINGS: pl.Int64, "outcome": pl.String, "plan": pl.String})
+        )
+        counts = pl.col("outcome").is_in([DONE, ACTIVE])
+        same = ran.group_by("id", SETTINGS).agg(
+            counts.any().alias("__done"),
+            # The plan that ran it to name: the one where it is done, else any.
+            pl.col("plan").sort_by(counts, descending=True).first().alias("__plan_same"),
+        )
+        ids = ran.group_by("id").agg(pl.col("plan").first().alias("__plan_id"))
+        return cls(plans, same, ids)
+
+    def start(self) -> None:
+        """A new pass over the sheet: counts and listings start again."""
+        self.counts = dict.fromkeys(VERDICTS, 0)
+        self.skipped, self.changed = [], []
+
+    def sort(self, batch: pl.DataFrame, id_column: str, row_column: str) -> pl.DataFrame:
+        """The batch's samples to plan (new, changed, failed before); the done ones are counted and listed."""
+        joined = (
+            batch.join(self.same.rename({"id": id_column}), on=[id_column, SETTINGS], how="left", maintain_order="left")
+            .join(self.ids.rename({"id": id_column}), on=id_column, how="left", maintain_order="left")
+            .with_columns(
+                pl.when(pl.col("__done"))
+                .then(pl.lit(SKIPPED))
+                .when(pl.col("__done").not_())
+                .then(pl.lit(FAILED_BEFORE))
+                .when(pl.col("__plan_id").is_not_null())
+                .then(pl.lit(CHANGED))
+                .otherwise(pl.lit(NEW))
+                .alias(VERDICT),
+                pl.coalesce("__plan_same", "__plan_id").alias(EARLIER_PLAN),
+            )
+        )
+        for verdict, count in joined.group_by(VERDICT).len().iter_rows():
+            self.counts[verdict] += count
+        listed = [pl.col(row_column).cast(pl.Int64).alias("row"), pl.col(id_column).alias("id")]
+        listed.append(pl.col(EARLIER_PLAN).alias("earlier_plan"))
+        done = joined.filter(pl.col(VERDICT) == SKIPPED)
+        if done.height:
+            self.skipped.append(done.select(listed))
+        changed = joined.filter(pl.col(VERDICT) == CHANGED)
+        if changed.height:
+            self.changed.append(changed.select(listed))
+        return joined.filter(pl.col(VERDICT) != SKIPPED).select(batch.columns)
+
+    def changed_ids(self, limit: int) -> list[str]:
+        shown: list[str] = []
+        for frame in self.changed:
+            shown += frame.get_column("id").head(limit - len(shown)).to_list()
+            if len(shown) >= limit:
+                break
+        return shown
+
+    def nothing_left(self) -> InputError:
+        names = ", ".join(p.path for p in self.plans)
+        return InputError(
+            f"nothing to plan: all {self.counts[SKIPPED]:,} valid samples already ran with these settings "
+            f"in {names} (completed, or still pending or running)"
+        )
+
+    def record(self, directory: str) -> dict[str, Any]:
+        """The listings beside the plan, and what plan.json records of the comparison."""
+        for name, frames in ((SKIPPED_FILE, self.skipped), (CHANGED_FILE, self.changed)):
+            if frames:
+                safe_csv(pl.concat(frames), os.path.join(directory, name))
+        return {
+            "plans": [{"path": p.path, "plan_id": p.manifest.plan_id, "ran": p.ran} for p in self.plans],
+            "new": self.counts[NEW],
+            "changed": self.counts[CHANGED],
+            "done": self.counts[SKIPPED],
+            "failed_before": self.counts[FAILED_BEFORE],
+        }
+
+
+def skip_record(plan_dir: str) -> dict[str, Any] | None:
+    """What ``planner plan --skip-done`` recorded in a plan's plan.json (None: planned without it)."""
+    try:
+        with open(os.path.join(plan_dir, PLAN_FILE), "rb") as handle:
+            record = orjson.loads(handle.read()).get(RECORD_KEY)
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
