@@ -125,7 +125,7 @@ def plan_paths(patterns: Sequence[str]) -> list[str]:
         if glob.has_magic(text):
             matches = sorted(m for m in glob.glob(text) if os.path.isdir(m))
             if not matches:
-                raise InputError(f"--skip-done {text!r}: no plan directory matches")
+                raise InputError(f"--skip-done {text}: no plan directory matches")
         else:
             matches = [text]
         for match in matches:
