@@ -301,6 +301,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _policy_parser(commands)
     _check_parser(commands)
+    _outputs_parser(commands)
 
     k = commands.add_parser(
         "child-settings",
@@ -788,6 +789,68 @@ def _policy(args: argparse.Namespace) -> int:
     sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
     for note in found.notes:
         print(f"planner: note: {note}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- outputs: the next stage's sheet
+
+
+def _outputs_parser(commands: Any) -> None:
+    o = commands.add_parser(
+        "outputs",
+        help="where each sample's run wrote, as a sample sheet the next stage plans from",
+        description="Write one row per sample whose run is in --states (default: the runs that succeeded): the\n"
+        "sample id (under the sheet's id column name), the sheet columns named by --keep, run_id, run_uuid,\n"
+        "state, and where the run wrote: HealthOmics, runOutputUri from GetRun (one call per run); Batch,\n"
+        "Glue and Polly, the values of [workflow] output_parameters.  --check asks S3 whether each location\n"
+        "holds at least one object (one ListObjectsV2 per location).  The file is a sample sheet: plan the\n"
+        "next stage from it.  Reads PLAN/ (its ledger as the last status left it, or --refresh) and asks the\n"
+        "service; writes FILE only.",
+        epilog="Examples:\n  planner outputs PLAN --out stage1.csv --keep strandedness --sandbox\n"
+        "  planner plan stage1.csv --backend omics-batch --defaults stage2.toml --out STAGE2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    o.add_argument("plan_dir", metavar="PLAN", help=_PLAN_HELP)
+    o.add_argument(
+        "--out", "-o", required=True, metavar="FILE", help="the table to write: .csv, .tsv, .parquet or .jsonl"
+    )
+    o.add_argument("--keep", metavar="A,B", default="", help="columns of the plan's sheet to carry over")
+    o.add_argument(
+        "--states", metavar="A,B", help="run states to include (default: COMPLETED; SUCCEEDED for batch and glue)"
+    )
+    o.add_argument("--check", action="store_true", help="confirm each location holds at least one object on S3")
+    o.add_argument(
+        "--no-run-columns",
+        action="store_true",
+        help="leave out run_id, run_uuid and state (they would reach the next stage as parameters)",
+    )
+    o.add_argument("--refresh", action="store_true", help="ask the service for the states first (as status)")
+    o.add_argument("--concurrency", type=int, default=16, metavar="N", help="calls in flight at once (default 16)")
+    _aws_options(o)
+    o.set_defaults(handler=_outputs)
+
+
+def _outputs(args: argparse.Namespace) -> int:
+    from .stage_outputs import outputs_report, table_format, write_outputs
+
+    table_format(args.out)  # a name the command cannot write is refused before any call
+    states = [s for s in args.states.split(",") if s.strip()] if args.states else None
+    found = outputs_report(
+        args.plan_dir,
+        keep=[c for c in args.keep.split(",") if c.strip()],
+        states=states,
+        check=args.check,
+        run_columns=not args.no_run_columns,
+        refresh=args.refresh,
+        concurrency=args.concurrency,
+        **_aws(args),
+    )
+    write_outputs(found.table, args.out)
+    calls = ", ".join(f"{count:,} {operation}" for operation, count in found.calls.items()) or "no calls"
+    print(f"wrote {found.table.height:,} samples to {args.out} ({calls})")
+    if found.missing:
+        print(f"planner: {found.missing:,} output locations hold nothing (column outputs_found)", file=sys.stderr)
+        return 1
     return 0
 
 
