@@ -824,6 +824,12 @@ def _outputs_parser(commands: Any) -> None:
         action="store_true",
         help="leave out run_id, run_uuid and state (they would reach the next stage as parameters)",
     )
+    o.add_argument(
+        "--rename",
+        metavar="OLD=NEW,...",
+        default="",
+        help="name columns for the next stage, e.g. runOutputUri=rnaseq_results (a parameter of stage 2)",
+    )
     o.add_argument("--refresh", action="store_true", help="ask the service for the states first (as status)")
     o.add_argument("--concurrency", type=int, default=16, metavar="N", help="calls in flight at once (default 16)")
     _aws_options(o)
@@ -835,12 +841,19 @@ def _outputs(args: argparse.Namespace) -> int:
 
     table_format(args.out)  # a name the command cannot write is refused before any call
     states = [s for s in args.states.split(",") if s.strip()] if args.states else None
+    rename = {}
+    for pair in (p for p in args.rename.split(",") if p.strip()):
+        old, equals, new = pair.partition("=")
+        if not equals:
+            raise InputError(f"--rename {pair!r}: give OLD=NEW, e.g. runOutputUri=rnaseq_results")
+        rename[old.strip()] = new.strip()
     found = outputs_report(
         args.plan_dir,
         keep=[c for c in args.keep.split(",") if c.strip()],
         states=states,
         check=args.check,
         run_columns=not args.no_run_columns,
+        rename=rename,
         refresh=args.refresh,
         concurrency=args.concurrency,
         **_aws(args),

@@ -39,6 +39,8 @@ from .progress import ProgressCallback, log
 from .spec import BackendSpec
 
 RUN_COLUMNS = ("run_id", "run_uuid", "state")
+# The plan's own columns while the table is built: no sheet column kept by --keep can be named like them.
+_ID, _ROW, _SHARD, _POSITION = "__planner_id", "__planner_row", "__planner_shard", "__planner_position"
 RUN_OUTPUT_URI = "runOutputUri"  # GetRun's field, spelled as HealthOmics spells it
 FOUND = "outputs_found"
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".jsonl": "ndjson", ".ndjson": "ndjson"}
@@ -103,6 +105,7 @@ def outputs(
     states: Sequence[str] | None = None,
     check: bool = False,
     run_columns: bool = True,
+    rename: dict[str, str] | None = None,
     refresh: bool = False,
     concurrency: int = 16,
     sandbox: bool = False,
@@ -122,6 +125,7 @@ def outputs(
         states=states,
         check=check,
         run_columns=run_columns,
+        rename=rename,
         refresh=refresh,
         concurrency=concurrency,
         sandbox=sandbox,
@@ -142,6 +146,7 @@ def outputs_report(
     states: Sequence[str] | None = None,
     check: bool = False,
     run_columns: bool = True,
+    rename: dict[str, str] | None = None,
     refresh: bool = False,
     concurrency: int = 16,
     progress: ProgressCallback | None = None,
@@ -155,42 +160,55 @@ def outputs_report(
     spec = get_backend(plan.manifest.backend)
     wanted = chosen_states(states, spec)
     location_columns = _location_columns(plan, spec)  # what is unknown is said before any call
+    keep = [c.strip() for c in keep if c.strip()]
+    id_column = str(plan.manifest.sheet.get("id_column") or "id")
+    names = [id_column, *[c for c in keep if c != id_column]]
+    names += list(RUN_COLUMNS) if run_columns else []
+    names += location_columns + ([FOUND] if check else [])
+    renamed = _renamed(names, rename or {})
     ctx = Access(**access).open(plan_dir, Options(concurrency=concurrency), progress=progress, create_ledger=False)
     try:
-        manifest = ctx.manifest
-        keep = [c.strip() for c in keep if c.strip()]
-        kept = _kept_columns(ctx, keep, location_columns) if keep else None
+        kept = _kept_columns(ctx, [c for c in keep if c != id_column], location_columns) if keep else None
         calls: dict[str, int] = {}
         table = _status(ctx, refresh)
-        id_column = str(manifest.sheet.get("id_column") or "id")
         chosen = table.filter(where_expr().is_in(list(wanted))).select(
-            "row",
-            "id",
-            "shard",
-            "position",
+            pl.col("row").alias(_ROW),
+            pl.col("id").alias(_ID),
+            pl.col("shard").alias(_SHARD),
+            pl.col("position").alias(_POSITION),
             pl.col("remote_id").alias("run_id"),
             pl.col("remote_uuid").alias("run_uuid"),
             where_expr().alias("state"),
         )
         if spec.name.startswith("omics"):
-            located = chosen.join(_run_output_uris(ctx, chosen, calls), on="id", how="left", maintain_order="left")
+            located = chosen.join(_run_output_uris(ctx, chosen, calls), on=_ID, how="left", maintain_order="left")
         else:
             located = _parameter_locations(ctx, chosen, spec, location_columns)
         if kept is not None:
-            located = located.join(kept, on="row", how="left", maintain_order="left")
+            located = located.join(kept, on=_ROW, how="left", maintain_order="left")
         missing = 0
         if check:
             found, missing = _check_locations(ctx, located, location_columns, calls)
             located = located.with_columns(found)
-        columns = [pl.col("id").alias(id_column), *[pl.col(c) for c in keep if c != id_column]]
-        if run_columns:
-            columns += [pl.col(c) for c in RUN_COLUMNS]
-        columns += [pl.col(c) for c in location_columns]
-        if check:
-            columns.append(pl.col(FOUND))
-        return OutputsReport(located.select(columns), calls, missing)
+        located = located.rename({_ID: id_column})
+        return OutputsReport(located.select(pl.col(c).alias(renamed[c]) for c in names), calls, missing)
     finally:
         ctx.ledger.close()
+
+
+def _renamed(names: list[str], rename: dict[str, str]) -> dict[str, str]:
+    """Each column's name in the table written (``--rename OLD=NEW``: a next stage's parameter name)."""
+    for old, new in rename.items():
+        if old not in names:
+            from .suggest import did_you_mean
+
+            raise InputError(f"--rename {old}={new}: {old!r}{did_you_mean(old, names)} is not a column of the table")
+        if not new.strip():
+            raise InputError(f"--rename {old}=: the new name is empty")
+    out = {name: rename.get(name, name) for name in names}
+    if len(set(out.values())) != len(out):
+        raise InputError(f"--rename: two columns would be named alike ({', '.join(out.values())})")
+    return out
 
 
 def _location_columns(plan: PlanDirectory, spec: BackendSpec) -> list[str]:
@@ -229,9 +247,9 @@ def _kept_columns(ctx: Context, keep: list[str], location_columns: list[str]) ->
                 f"(it has {', '.join(sheet.columns)})"
             )
     frame = sheet.frame.select(
-        pl.col(ROW).cast(pl.Int64).alias("row"), *[pl.col(sheet.source[c]).alias(c) for c in keep]
+        pl.col(ROW).cast(pl.Int64).alias(_ROW), *[pl.col(sheet.source[c]).alias(c) for c in keep]
     ).collect()
-    return frame.unique("row", keep="first", maintain_order=True)  # with --group a sample is its first row
+    return frame.unique(_ROW, keep="first", maintain_order=True)  # with --group a sample is its first row
 
 
 def _run_output_uris(ctx: Context, chosen: pl.DataFrame, calls: dict[str, int]) -> pl.DataFrame:
@@ -240,7 +258,7 @@ def _run_output_uris(ctx: Context, chosen: pl.DataFrame, calls: dict[str, int]) 
     from .backends.healthomics import not_found
 
     omics = ctx.clients.get("omics")
-    runs = chosen.filter(pl.col("run_id").is_not_null()).select("id", "run_id", "run_uuid").rows()
+    runs = chosen.filter(pl.col("run_id").is_not_null()).select(_ID, "run_id", "run_uuid").rows()
 
     def locate(run: tuple[str, str, str | None]) -> tuple[str, str | None]:
         sample, run_id, run_uuid = run
@@ -259,16 +277,16 @@ def _run_output_uris(ctx: Context, chosen: pl.DataFrame, calls: dict[str, int]) 
     lost = sum(1 for _, uri in located if uri is None)
     if lost:
         log.warning("warning: %d runs report no output location (deleted, or their id now names another run)", lost)
-    return pl.DataFrame(located, schema={"id": pl.String, RUN_OUTPUT_URI: pl.String}, orient="row")
+    return pl.DataFrame(located, schema={_ID: pl.String, RUN_OUTPUT_URI: pl.String}, orient="row")
 
 
 def _parameter_locations(ctx: Context, chosen: pl.DataFrame, spec: BackendSpec, names: list[str]) -> pl.DataFrame:
     """The chosen samples with the value of each output parameter in their planned settings."""
     parts = []
-    for (shard_index,), rows in chosen.group_by("shard", maintain_order=True):
+    for (shard_index,), rows in chosen.group_by(_SHARD, maintain_order=True):
         shard = ctx.manifest.shard(int(shard_index))
         entries = pl.Series("entry", [line.decode() for line in ctx.plan.lines(shard)], dtype=pl.String)
-        settings = rows.with_columns(entries.gather(rows.get_column("position")).alias("entry"))
+        settings = rows.with_columns(entries.gather(rows.get_column(_POSITION)).alias("entry"))
         paths = {name: _json_path((*spec.parameters_path, output_key(name, spec))) for name in names}
         parts.append(settings.with_columns(pl.col("entry").str.json_path_match(p).alias(n) for n, p in paths.items()))
     if not parts:

@@ -90,8 +90,8 @@ def test_outputs_states_formats_and_the_python_api(tmp_path: Path, stage1: Any) 
     ]
     frame = planner.outputs(stage1.path, states=["FAILED"])
     assert isinstance(frame, pl.DataFrame) and frame.get_column("sample").to_list() == ["S3"]
-    lean = planner.outputs(stage1.path, run_columns=False)
-    assert lean.columns == ["sample", "runOutputUri"]
+    lean = planner.outputs(stage1.path, run_columns=False, rename={"runOutputUri": "rnaseq_results"})
+    assert lean.columns == ["sample", "rnaseq_results"] and lean.height == 3
 
 
 def test_outputs_check_lists_each_location_once_and_flags_the_empty_ones(
@@ -120,6 +120,8 @@ def test_outputs_bad_input_is_refused_before_any_call(tmp_path: Path, stage1: An
         (["--out", str(tmp_path / "x.csv"), "--states", "DONE"], "--states 'DONE'"),
         (["--out", str(tmp_path / "x.csv"), "--keep", "strandednes"], "did you mean 'strandedness'"),
         (["--out", str(tmp_path / "x.csv"), "--keep", "runOutputUri"], "has a column of that name already"),
+        (["--out", str(tmp_path / "x.csv"), "--rename", "runOutputURI=x"], "did you mean 'runOutputUri'"),
+        (["--out", str(tmp_path / "x.csv"), "--rename", "run_id=state"], "two columns would be named alike"),
     ]
     for extra, message in cases:
         capsys.readouterr()
