@@ -463,9 +463,11 @@ def _write_samples(directory: str, samples: Iterable[pl.DataFrame], shards: list
         nonlocal writer, offset
         ordinal = pl.int_range(offset, offset + piece.height, dtype=pl.Int64, eager=True)
         shard = ends.search_sorted(ordinal, side="right")
-        table = piece.with_columns(
+        placed = piece.with_columns(
             shard.cast(pl.Int32).alias("shard"), (ordinal - starts.gather(shard)).cast(pl.Int32).alias("position")
-        ).to_arrow()
+        )
+        # row, id, shard, position first (what older readers take by position), the settings hash after.
+        table = placed.select(*SAMPLES_SCHEMA, *[c for c in placed.columns if c not in SAMPLES_SCHEMA]).to_arrow()
         if writer is None:
             writer = pq.ParquetWriter(path, table.schema, compression="zstd", write_statistics=False)
         writer.write_table(table, row_group_size=SAMPLES_ROW_GROUP)

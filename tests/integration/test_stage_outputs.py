@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shlex
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,8 +19,10 @@ import pytest
 
 import planner
 from planner.cli import main
+from planner.plandir import PlanDirectory
 
 ROLE = "arn:aws:iam::123456789012:role/omics"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _write_sheet(path: Path, rows: list[dict[str, str]]) -> str:
@@ -166,3 +172,54 @@ def test_outputs_of_a_glue_plan_are_its_output_parameters(
     capsys.readouterr()
     assert main(["outputs", str(tmp_path / "bare"), "--out", str(out)]) == 2
     assert "the plan names no output parameters" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the README's two-stage example
+
+
+def _documented_example() -> list[str]:
+    """The command lines of the README's two-stage example (wherever the reference now lives)."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    for page in pages:
+        text = page.read_text() if page.exists() else ""
+        if "<!-- two-stage example: begin -->" in text:
+            block = text.split("<!-- two-stage example: begin -->", 1)[1].split("<!-- two-stage example: end -->")[0]
+            return [line for line in block.splitlines() if line.startswith("planner ")]
+    raise AssertionError("the two-stage example is in no documentation page")
+
+
+def test_the_documented_two_stage_example_runs_in_the_sandbox(tmp_path: Path) -> None:
+    """Stage 1's outputs are the sheet stage 2 plans from: every line, as a user types it, in subprocesses."""
+    commands = _documented_example()
+    assert len(commands) >= 5 and any(c.startswith("planner outputs") for c in commands)
+    (tmp_path / "sample_sheets").symlink_to(REPO / "sample_sheets")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        PLANNER_SANDBOX_DIR=str(tmp_path / "sandbox"),
+        AWS_CONFIG_FILE="/dev/null",
+        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+        AWS_EC2_METADATA_DISABLED="true",
+        PYTHONPATH=str(REPO),
+    )
+
+    def run(line: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "planner.cli", *shlex.split(line)[1:]]
+        return subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    try:
+        for line in commands:
+            done = run(line)
+            assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
+    finally:
+        run("planner sandbox stop")
+    stage1 = pl.read_csv(tmp_path / "stage1.csv")
+    assert stage1.columns == ["sample", "strandedness", "rnaseq_results"] and stage1.height == 12
+    assert stage1.get_column("rnaseq_results").str.starts_with("s3://example-omics-results/rnaseq/").all()
+    stage2 = pl.read_parquet(tmp_path / "stage2.parquet")
+    assert stage2.get_column("sample").to_list() == stage1.get_column("sample").to_list()
+    assert set(stage2.get_column("state")) == {"COMPLETED"}
+    assert stage2.get_column("runOutputUri").str.starts_with("s3://example-omics-results/differential-").all()
+    # Stage 2 ran on stage 1's outputs: each run's parameters name its sample's stage-1 location.
+    stage2_plan = PlanDirectory(tmp_path / "STAGE2")
+    settings = [entry for shard in stage2_plan.manifest.shards for entry in stage2_plan.entries(shard)]
+    assert [s["parameters"]["rnaseq_results"] for s in settings] == stage1.get_column("rnaseq_results").to_list()
