@@ -564,7 +564,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.out:
         write_table(table, args.out)
         print(f"planner: wrote the table of {table.height:,} samples to {args.out}", file=sys.stderr)
-    summary = _summary(table)
+    summary = _summary(table, args.plan_dir)
     if args.json:
         _write_json(summary)
     else:
@@ -572,18 +572,27 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(table: Any) -> dict[str, Any]:
+def _summary(table: Any, plan_dir: str) -> dict[str, Any]:
+    from .earlier import skip_record
     from .htmlreport import failure_groups  # plotly is imported only to draw a report
     from .submission import state_counts
 
     groups = [{"reason": g.reason, "count": g.count, "samples": list(g.samples)} for g in failure_groups(table)]
-    return {"samples": table.height, "counts": state_counts(table), "failures": groups}
+    summary = {"samples": table.height, "counts": state_counts(table), "failures": groups}
+    skipped = skip_record(plan_dir)
+    if skipped is not None:  # left out when planned (--skip-done): counted apart, not among the samples
+        summary["skipped_as_done"] = {"samples": int(skipped.get("done") or 0), "plans": skipped.get("plans") or []}
+    return summary
 
 
 def _print_summary(summary: dict[str, Any], stream: Any) -> None:
     print(f"{summary['samples']:,} samples", file=stream)
     for where, count in summary["counts"].items():
         print(f"  {where:<16} {count:,}", file=stream)
+    skipped = summary.get("skipped_as_done")
+    if skipped and skipped["samples"]:
+        plans = ", ".join(str(p.get("path")) for p in skipped["plans"])
+        print(f"not in this plan: {skipped['samples']:,} samples skipped as done (already run in {plans})", file=stream)
     if summary["failures"]:
         print("failed or cancelled, by reason, largest first:", file=stream)
         for group in summary["failures"]:
@@ -611,7 +620,7 @@ def _watch(args: argparse.Namespace, access: dict[str, Any]) -> int:
     if getattr(args, "out", None):
         write_table(table, args.out)
         print(f"planner: wrote the table of {table.height:,} samples to {args.out}", file=sys.stderr)
-    summary = _summary(table)
+    summary = _summary(table, args.plan_dir)
     if snapshot.cancelled is not None:
         cancelled = snapshot.cancelled
         summary["cancelled"] = cancelled.to_json()

@@ -562,8 +562,14 @@ def report(
         where = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         if where is None and ctx.clients.sandbox:
             where = "us-east-1"
+        from .earlier import RECORD_KEY, skip_record
+
+        manifest = ctx.manifest.to_json()
+        skipped = skip_record(ctx.plan.path)
+        if skipped is not None:
+            manifest[RECORD_KEY] = skipped  # samples left out as done: the report counts them apart
         return render_report(
-            ctx.manifest.to_json(),
+            manifest,
             table,
             ctx.ledger.refreshes(),
             os.fspath(out),

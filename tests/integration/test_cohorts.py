@@ -354,3 +354,31 @@ def test_every_plan_records_a_settings_hash_per_sample_that_follows_the_merged_r
     two = pl.read_parquet(tmp_path / "default" / "samples.parquet")
     assert one.get_column(SETTINGS).to_list() == two.get_column(SETTINGS).to_list()
     assert one.get_column(SETTINGS).n_unique() == 2  # the id is part of the run
+
+
+def test_status_and_the_report_count_samples_skipped_as_done_apart(tmp_path: Path, cohort: Any, capsys: Any) -> None:
+    pytest.importorskip("plotly")
+    cohort.start()
+    cohort.plan(_sheet(tmp_path, FOUR, "week1.csv"), "week1")
+    cohort.submit("week1")
+    cohort.finish("week1")
+    cohort.plan(_sheet(tmp_path, SIX, "week2.csv"), "week2", "--skip-done", str(tmp_path / "week1"))
+    cohort.submit("week2")
+    cohort.finish("week2")
+    capsys.readouterr()
+
+    assert main(["status", str(tmp_path / "week2")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("2 samples\n  COMPLETED        2\n")  # the plan's own samples only
+    assert f"not in this plan: 4 samples skipped as done (already run in {tmp_path / 'week1'})" in out
+    assert main(["status", str(tmp_path / "week2"), "--json", "--no-refresh"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["samples"] == 2 and summary["skipped_as_done"]["samples"] == 4
+    assert main(["status", str(tmp_path / "week1"), "--json", "--no-refresh"]) == 0
+    assert "skipped_as_done" not in json.loads(capsys.readouterr().out)
+
+    report = tmp_path / "week2.html"
+    assert main(["report", str(tmp_path / "week2"), "--out", str(report)]) == 0
+    page = report.read_text()
+    assert 'id="total-samples" data-count="2"' in page
+    assert 'id="skipped-as-done" data-count="4"' in page and "2 new, 0 changed" in page
