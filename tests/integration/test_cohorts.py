@@ -11,7 +11,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 from pathlib import Path
 from typing import Any
@@ -382,3 +386,39 @@ def test_status_and_the_report_count_samples_skipped_as_done_apart(tmp_path: Pat
     page = report.read_text()
     assert 'id="total-samples" data-count="2"' in page
     assert 'id="skipped-as-done" data-count="4"' in page and "2 new, 0 changed" in page
+
+
+def test_a_submit_killed_mid_call_leaves_its_claim_and_its_resume_is_no_duplicate(
+    tmp_path: Path, cohort: Any, bucket: str
+) -> None:
+    """SIGKILL right after StartRunBatch answered, before anything else was recorded: the index still
+    holds the claim (the runs may be running), so another plan of the same samples is refused, and the
+    killed plan's own resume goes through."""
+    cohort.start()
+    cohort.plan(_sheet(tmp_path, FOUR, "week1.csv"), "week1")
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        import planner.aws as aws
+        made = aws.Clients._make
+        def make(self, service):
+            client = made(self, service)
+            if service == "omics":
+                client.meta.events.register(
+                    "after-call.omics.StartRunBatch", lambda **_: os.kill(os.getpid(), signal.SIGKILL))
+            return client
+        aws.Clients._make = make
+        from planner.cli import main
+        sys.exit(main(["submit", {str(tmp_path / "week1")!r}, "--staging", "s3://{bucket}/staging/"]))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=dict(os.environ), capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    assert cohort.emulator.batch_count() == 1
+
+    cohort.plan(_sheet(tmp_path, FOUR, "copy.csv"), "copy", defaults=_defaults(tmp_path, name="c.json", batch="c"))
+    assert cohort.submit("copy") == 2
+    assert cohort.submit("week1") == 0  # the resume: the service answers with the batch it made
+    cohort.finish("week1")
+    assert cohort.emulator.batch_count() == 1 and cohort.starts() == 4
+    assert cohort.submit("copy") == 2
