@@ -150,6 +150,11 @@ def open_earlier(path: str, spec: BackendSpec, workflow: str | None) -> PlanDire
         raise InputError(
             f"--skip-done {path}: a plan of workflow {theirs!r}, not {workflow!r}: its settings are not comparable"
         )
+    if manifest.settings_hash is None and manifest.retry_of:
+        raise InputError(
+            f"--skip-done {path}: a retry with --set, whose runs' settings are not recorded per sample: "
+            "they cannot be compared; give the plan it retried, whose samples that failed are planned again"
+        )
     if manifest.settings_hash is None:
         raise InputError(
             f"--skip-done {path}: planned by a planner that recorded no settings per sample; "
