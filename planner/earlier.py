@@ -1,7 +1,8 @@
 """Plans already run: which of a sheet's samples an earlier plan ran with the same settings.
 
 Every plan records per sample a hash of its effective run (``settings`` in samples.parquet:
-the defaults merged with the row, what the service runs, whatever the shards carry).
+the defaults merged with the row, what the service runs, whatever the shards carry, with its
+keys sorted: ``merge.settings_json``).
 ``planner plan --skip-done EARLIER`` joins the sheet's samples with the earlier plans' on
 (id, settings), batch by batch, and sorts each sample into one of:
 

@@ -26,7 +26,7 @@ from .backends import get_backend
 from .defaults import Defaults, load_defaults
 from .earlier import RECORD_KEY, SKIPPED, EarlierRuns, workflow_of
 from .errors import InputError, Problem, SheetError, ValidationError
-from .merge import MERGED, OWN, json_text, run_json
+from .merge import MERGED, OWN, json_text, run_json, settings_json
 from .outputs import KIND, LOCATION, LocationSpill, collision_problems, constant_problem, output_locations
 from .plandir import (
     PLAN_FILE,
@@ -309,12 +309,9 @@ class Plan:
             )
         run = run_json(self.routes, self.spec, self.defaults.run, ID, schema, self.sheet.raw_json, mode).alias(RUN)
         frame = frame.with_columns(run)
-        # The settings compared with earlier plans are the effective run, whatever the shards carry.
-        merged = (
-            pl.col(RUN)
-            if mode == MERGED
-            else run_json(self.routes, self.spec, self.defaults.run, ID, schema, self.sheet.raw_json, MERGED)
-        )
+        # The settings compared with earlier plans are the effective run, whatever the shards carry,
+        # with its keys in one order whatever the sheet's column order.
+        merged = settings_json(self.routes, self.spec, self.defaults.run, ID, schema, self.sheet.raw_json)
         frame = frame.with_columns(settings_hash(merged).alias(SETTINGS))
         size_limit = self.max_bytes - 5
         checks.append(

@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 import pytest
 
@@ -345,19 +346,50 @@ def test_concurrent_claims_of_the_same_samples_let_exactly_one_through(tmp_path:
 
 
 def test_every_plan_records_a_settings_hash_per_sample_that_follows_the_merged_run(tmp_path: Path) -> None:
-    """omics-batch shards carry the row's own settings; the hash is of the merged run, so a row
-    setting what the default already says is the same settings as leaving it to the default."""
+    """omics-batch shards carry the row's own settings; the hash is of the merged run with its keys in
+    one order: a value moved between the sheet and the defaults, or reordered columns, are the same
+    settings; another value is not."""
     defaults = json.loads(Path(_defaults(tmp_path)).read_text())
     defaults["run"]["parameters"]["threads"] = "8"
-    with_column = pl.DataFrame({"sample": ["A", "B"], "threads": ["8", "8"]})
-    planner.plan(with_column, backend="omics-batch", defaults=defaults).write(tmp_path / "column")
-    planner.plan(with_column.drop("threads"), backend="omics-batch", defaults=defaults).write(tmp_path / "default")
+    sheet = pl.DataFrame({"sample": ["A", "B"], "threads": ["8", "8"], "bam": ["s3://a.bam", "s3://b.bam"]})
+    moved = json.loads(json.dumps(defaults))
+    del moved["run"]["parameters"]["threads"]
+    moved["run"]["parameters"] = {"threads": "8", **moved["run"]["parameters"]}
+    variants = {
+        "column": (sheet, defaults),
+        "default": (sheet.drop("threads"), defaults),
+        "reordered": (sheet.select("bam", "threads", "sample"), moved),
+        "other": (sheet.with_columns(pl.lit("16").alias("threads")), defaults),
+    }
+    hashes = {}
+    for name, (frame, document) in variants.items():
+        planner.plan(frame, backend="omics-batch", defaults=document, id_column="sample").write(tmp_path / name)
+        hashes[name] = pl.read_parquet(tmp_path / name / "samples.parquet").get_column(SETTINGS).to_list()
     shards = [(tmp_path / p / "shards" / "00000.json").read_text() for p in ("column", "default")]
     assert shards[0] != shards[1]  # what is sent differs; what runs does not
-    one = pl.read_parquet(tmp_path / "column" / "samples.parquet")
-    two = pl.read_parquet(tmp_path / "default" / "samples.parquet")
-    assert one.get_column(SETTINGS).to_list() == two.get_column(SETTINGS).to_list()
-    assert one.get_column(SETTINGS).n_unique() == 2  # the id is part of the run
+    assert hashes["column"] == hashes["default"] == hashes["reordered"]
+    assert len(set(hashes["column"])) == 2  # the id is part of the run
+    assert not set(hashes["other"]) & set(hashes["column"])
+
+
+def test_the_settings_text_is_the_reference_merge_with_sorted_keys(tmp_path: Path) -> None:
+    """The columnar canonical encoder against the plain-Python statement of the merge rule."""
+    from planner.backends import get_backend
+    from planner.defaults import load_defaults
+    from planner.merge import reference_row, reference_run, settings_json
+    from planner.routing import route_columns
+
+    spec = get_backend("omics-run")
+    document = {"run": {"workflowId": "1", "roleArn": ROLE, "outputUri": "s3://o/", "parameters": {"z": 1, "a": "x"}}}
+    loaded = load_defaults(document, [], spec)
+    rows = {"sample": ["S1", "S2"], "a": ["y", None], "m": ["1", "2"], "name": [None, "run-2"], "tag.t": ["v", None]}
+    frame = pl.DataFrame(rows)
+    routes = route_columns(frame.columns, spec)
+    text = frame.select(settings_json(routes, spec, loaded.run, "sample", frame.schema, set())).to_series()
+    for i, encoded in enumerate(text.to_list()):
+        values = {c: rows[c][i] for c in rows}
+        expected = reference_run(loaded.run, reference_row(values, routes, spec, values["sample"]), spec)
+        assert encoded == orjson.dumps(expected, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def test_status_and_the_report_count_samples_skipped_as_done_apart(tmp_path: Path, cohort: Any, capsys: Any) -> None:
