@@ -42,11 +42,17 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _planner(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+def _planner(args: list[str], env: dict[str, str], source: str | None = None) -> dict[str, Any]:
     """One CLI run in its own process: wall seconds, CPU seconds and peak RSS of that process alone."""
+    if source is not None:  # another checkout of the planner (--baseline-src): its package first on the path
+        env = dict(env, PYTHONPATH=source)
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "planner.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "planner.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=source or os.getcwd(),
     )
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
@@ -81,7 +87,7 @@ def _complete_in_ledger(plan_dir: str) -> None:
         ledger.close()
 
 
-def skip_done(samples: int, scratch: str) -> dict[str, Any]:
+def skip_done(samples: int, scratch: str, baseline: str | None) -> dict[str, Any]:
     data = Path(scratch) / "sheets"
     sheet = gen_sheet.write_sheet(samples, ["parquet"], data)["parquet"]
     defaults = gen_sheet.write_defaults(data)
@@ -108,6 +114,9 @@ def skip_done(samples: int, scratch: str) -> dict[str, Any]:
     out["earlier plan"] = _planner(["plan", str(sheet), *common, "-o", str(plans / "earlier")], env)
     _complete_in_ledger(str(plans / "earlier"))
     out["grown sheet, plain"] = _planner(["plan", str(grown_sheet), *common, "-o", str(plans / "plain")], env)
+    if baseline:  # the same plan by the planner before settings were recorded: what recording them costs
+        base = ["plan", str(grown_sheet), *common, "-o", str(plans / "baseline")]
+        out["grown sheet, plain, before settings hashes"] = _planner(base, env, baseline)
     skip = ["--skip-done", str(plans / "earlier")]
     out["grown sheet, --skip-done"] = _planner(
         ["plan", str(grown_sheet), *common, "-o", str(plans / "skip"), *skip], env
@@ -196,11 +205,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--runs", type=int, default=250_000, help="outputs: completed runs")
     parser.add_argument("--check-runs", type=int, default=20_000, help="outputs --check: runs whose outputs are listed")
     parser.add_argument("--only", choices=["skip-done", "outputs"])
+    parser.add_argument("--baseline-src", help="a checkout of the planner before issue 27, to time the plain plan with")
     args = parser.parse_args(argv)
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="planner-cohorts-") as scratch:
         if args.only in (None, "skip-done"):
-            result["skip-done"] = skip_done(args.samples, scratch)
+            result["skip-done"] = skip_done(args.samples, scratch, args.baseline_src)
         if args.only in (None, "outputs"):
             result["outputs"] = outputs(args.runs, args.check_runs, scratch)
     json.dump(result, sys.stdout, indent=2)
