@@ -122,7 +122,36 @@ def skip_done(samples: int, scratch: str, baseline: str | None) -> dict[str, Any
         ["plan", str(grown_sheet), *common, "-o", str(plans / "skip"), *skip], env
     )
     out["expected"] = {"new": new, "changed": changed, "done": samples - gone - changed, "failed before": 0}
+    out["submit guard"] = _guard(str(plans / "earlier"), str(plans / "plain"), os.path.join(scratch, "runs.sqlite"))
     return out
+
+
+def _guard(earlier: str, grown: str, index_file: str) -> dict[str, Any]:
+    """The submit guard's check at this size: the earlier plan claimed, then the grown plan (planned
+    without --skip-done) checked against it and refused."""
+    from planner.plandir import PlanDirectory
+    from planner.run_index import RunIndex, _Refused
+
+    index = RunIndex.open(index_file)
+    try:
+        wall = time.perf_counter()
+        index.claim(PlanDirectory(earlier), allow_rerun=False)
+        first = time.perf_counter() - wall
+        wall = time.perf_counter()
+        try:
+            index.claim(PlanDirectory(grown), allow_rerun=False)
+            refused = 0
+        except _Refused as exc:
+            refused = exc.duplicates[0].total
+        second = time.perf_counter() - wall
+    finally:
+        index.close()
+    return {
+        "claim of the earlier plan (empty index), seconds": round(first, 2),
+        "check of the grown plan, refused, seconds": round(second, 2),
+        "duplicates found": refused,
+        "index MB": round(os.path.getsize(index_file) / 1e6),
+    }
 
 
 class Clock:
