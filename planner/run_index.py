@@ -327,7 +327,8 @@ def _refusal(plan: PlanDirectory, duplicates: list[Duplicate]) -> str:
     others = f" and {len(duplicates) - 1} other plan{'s' if len(duplicates) > 2 else ''}" if len(duplicates) > 1 else ""
     return (
         f"{plan.path}: {count:,} of its {plan.manifest.runs:,} samples already ran with identical settings in plan "
-        f"{first.plan_id} ({first.path}){others}, completed or still pending or running; nothing was submitted. "
+        f"{first.plan_id} ({first.path}){others}, completed or still pending or running as last seen "
+        f"(`planner status {first.path}` looks again); nothing was submitted. "
         f"To run only the others, plan again with `planner plan ... --skip-done {first.path}`; to run them again on "
         f"purpose, `planner submit {plan.path} --allow-rerun`"
     )
