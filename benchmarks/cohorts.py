@@ -154,6 +154,39 @@ def _guard(earlier: str, grown: str, index_file: str) -> dict[str, Any]:
     }
 
 
+def guard(samples: int, scratch: str) -> dict[str, Any]:
+    """The submit guard alone: an index holding one earlier plan of N runs, and a new plan of the same
+    N samples (1% new) checked against it (refused)."""
+    from planner.run_index import RunIndex
+
+    index = RunIndex.open(os.path.join(scratch, "guard.sqlite"))
+    try:
+        ids = pl.Series("id", [f"S{i:09d}" for i in range(samples)])
+        earlier = pl.DataFrame({"id": ids, "settings": pl.int_range(samples, eager=True)})
+        index.db.execute("INSERT INTO plans VALUES ('earlier', '/earlier', 'omics-batch', NULL, 'scheme', 'now')")
+        wall = time.perf_counter()
+        with index._transaction():
+            index.db.executemany(
+                "INSERT INTO runs VALUES ('earlier', ?, ?, 'COMPLETED', 1, 'now')", earlier.iter_rows()
+            )
+        filled = time.perf_counter() - wall
+        grown = earlier.with_columns(
+            pl.when(pl.int_range(pl.len()) < samples // 100).then(pl.lit("NEW-") + pl.col("id")).otherwise("id")
+        )
+        wall = time.perf_counter()
+        with index._transaction():
+            found = index._duplicates("grown", None, "scheme", grown)
+        checked = time.perf_counter() - wall
+    finally:
+        index.close()
+    return {
+        "samples": samples,
+        "earlier plan recorded, seconds": round(filled, 2),
+        "grown plan checked, seconds": round(checked, 2),
+        "duplicates found": found[0].total if found else 0,
+    }
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -198,6 +231,7 @@ def outputs(runs: int, check_runs: int, scratch: str) -> dict[str, Any]:
         wall, cpu = time.perf_counter(), _cpu()
         found = outputs_report(plan_dir, **options)
         calls = Counter(op for op, _ in emulator.requests()[before:])
+        print(f"outputs of {runs} runs: measuring", file=sys.stderr, flush=True)
         out["outputs"] = {
             "seconds": round(time.perf_counter() - wall, 2),
             "cpu_seconds": round(_cpu() - cpu, 2),
@@ -233,15 +267,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--samples", type=int, default=1_000_000, help="skip-done: samples in each plan")
     parser.add_argument("--runs", type=int, default=250_000, help="outputs: completed runs")
     parser.add_argument("--check-runs", type=int, default=20_000, help="outputs --check: runs whose outputs are listed")
-    parser.add_argument("--only", choices=["skip-done", "outputs"])
+    parser.add_argument("--only", choices=["skip-done", "outputs", "guard"])
     parser.add_argument("--baseline-src", help="a checkout of the planner before issue 27, to time the plain plan with")
+    parser.add_argument("--save", help="a JSON file each section's result is written into as soon as it is measured")
     args = parser.parse_args(argv)
     result: dict[str, Any] = {}
+
+    def save(section: str, value: dict[str, Any]) -> None:
+        result[section] = value
+        print(f"{section}: {json.dumps(value)}", file=sys.stderr, flush=True)
+        if args.save:
+            saved = json.loads(Path(args.save).read_text()) if Path(args.save).exists() else {}
+            saved[section] = dict(value, loadavg_1m_after=os.getloadavg()[0])
+            Path(args.save).write_text(json.dumps(saved, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory(prefix="planner-cohorts-") as scratch:
         if args.only in (None, "skip-done"):
-            result["skip-done"] = skip_done(args.samples, scratch, args.baseline_src)
+            save("skip-done", skip_done(args.samples, scratch, args.baseline_src))
+        if args.only == "guard":  # also inside skip-done, on the plans it made
+            save("submit guard", guard(args.samples, scratch))
         if args.only in (None, "outputs"):
-            result["outputs"] = outputs(args.runs, args.check_runs, scratch)
+            save("outputs", outputs(args.runs, args.check_runs, scratch))
     json.dump(result, sys.stdout, indent=2)
     print()
     return result

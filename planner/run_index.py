@@ -171,17 +171,23 @@ class RunIndex:
             self.db.executemany("INSERT INTO mine VALUES (?, ?)", settings.slice(start, _BATCH).iter_rows())
         family = sorted(self._family(plan_id, retry_of))
         marks = ", ".join("?" * len(family))
-        matches = (
-            "FROM mine m JOIN runs r ON r.sample = m.sample AND r.settings = m.settings "
-            "JOIN plans p ON p.plan_id = r.plan_id "
-            f"WHERE r.ran = 1 AND p.settings_hash = ? AND r.plan_id NOT IN ({marks})"
+        # This plan's samples drive the join (CROSS JOIN fixes the order): each is looked up in the
+        # (sample, settings) index, so the cost follows the plan, not the history the index holds.
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS hits (sample TEXT NOT NULL, plan_id TEXT NOT NULL)")
+        self.db.execute("DELETE FROM hits")
+        self.db.execute(
+            "INSERT INTO hits SELECT m.sample, r.plan_id FROM mine m "
+            "CROSS JOIN runs r ON r.sample = m.sample AND r.settings = m.settings "
+            "CROSS JOIN plans p ON p.plan_id = r.plan_id "
+            f"WHERE r.ran = 1 AND p.settings_hash = ? AND r.plan_id NOT IN ({marks})",
+            (scheme, *family),
         )
         rows = self.db.execute(
-            f"SELECT r.plan_id, p.path, COUNT(DISTINCT r.sample) {matches} "
-            "GROUP BY r.plan_id, p.path ORDER BY COUNT(DISTINCT r.sample) DESC, r.plan_id",
-            (scheme, *family),
+            "SELECT h.plan_id, p.path, COUNT(DISTINCT h.sample) FROM hits h JOIN plans p ON p.plan_id = h.plan_id "
+            "GROUP BY h.plan_id, p.path ORDER BY COUNT(DISTINCT h.sample) DESC, h.plan_id"
         ).fetchall()
-        total = self.db.execute(f"SELECT COUNT(DISTINCT m.sample) {matches}", (scheme, *family)).fetchone()[0]
+        total = self.db.execute("SELECT COUNT(DISTINCT sample) FROM hits").fetchone()[0]
+        self.db.execute("DELETE FROM hits")
         self.db.execute("DELETE FROM mine")
         return [Duplicate(plan, path, int(count), int(total)) for plan, path, count in rows]
 
