@@ -171,7 +171,10 @@ def guard(samples: int, scratch: str) -> dict[str, Any]:
             )
         filled = time.perf_counter() - wall
         grown = earlier.with_columns(
-            pl.when(pl.int_range(pl.len()) < samples // 100).then(pl.lit("NEW-") + pl.col("id")).otherwise("id")
+            pl.when(pl.int_range(pl.len()) < samples // 100)
+            .then(pl.lit("NEW-") + pl.col("id"))
+            .otherwise(pl.col("id"))
+            .alias("id")
         )
         wall = time.perf_counter()
         with index._transaction():
