@@ -76,6 +76,10 @@ Failures.  How a run ends is decided when it starts:
   model RunLogLocation; stream names ``run/<id>`` and ``run/<id>/engine`` in the
   ``/aws/omics/WorkflowLog`` group, guide "Monitoring HealthOmics with CloudWatch Logs");
   StartRun answers with ``uuid`` and ListRunsInBatch items with ``runInternalUuid`` (model).
+  GetRun and StartRun carry ``runOutputUri``, where the run writes (seeds/000, StartRun's
+  response: "runOutputUri (string)"; model GetRunResponse): the run's ``outputUri`` with
+  its run id appended, or ``outputUri`` itself with ``outputUriPrefixMode``
+  NONE_WITH_OVERWRITE; `planner outputs` reads it from GetRun.
 
 Cancel.
 
