@@ -42,7 +42,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .context import MAX_BACKOFF, Context, attend, finished, refusal, wait_reason
-from .errors import AccessError, SubmissionError
+from .errors import AccessError, Stopped, SubmissionError
 from .ledger import DONE, SampleState
 from .progress import Tracker
 
@@ -332,6 +332,11 @@ class Engine:
         ledger.intent(call.key, call.operation, shard=call.shard, sample=call.sample, token=call.token)
         try:
             created = self._send(call, request)
+        except Stopped:
+            # Stopped while the call was under way (botocore's resend held back, a wait ended): the
+            # service may have carried out an attempt, so its intent stays open, for the next submit
+            # (or a reader, ``intents.py``) to settle; never journaled FAILED, as if refused.
+            raise
         except AccessError as exc:
             self._fail(call, str(exc))
             raise

@@ -222,6 +222,7 @@ def submit(
     expected_bucket_owner: str | None = None,
     cancel_if_failed: Threshold | str | None = None,
     interval: float = 30.0,
+    allow_rerun: bool = False,
 ) -> SubmitReport:
     """Stage and submit a plan; safe to run again after a crash or a partial submit.
 
@@ -236,7 +237,8 @@ def submit(
     ``cancel_if_failed`` (``watch``'s threshold) is guarded while submitting too: refused calls are
     counted as they come and the runs refreshed every ``interval`` seconds; once more samples than
     that have failed nothing more is sent, everything submitted is cancelled, and ``ThresholdCrossed``
-    (a ``Stopped`` carrying the ``CancelReport``) is raised.
+    (a ``Stopped`` carrying the ``CancelReport``) is raised.  Samples another plan already ran with
+    identical settings are refused before the first call (``run_index.py``) unless ``allow_rerun``.
     """
     threshold = _threshold(cancel_if_failed)
     if not (isinstance(interval, (int, float)) and 0 < interval < float("inf")):
@@ -273,13 +275,17 @@ def submit(
     guard = None
     with lock:
         ctx = access.open(plan.path, options, progress=progress)
-        if not dry_run:
-            ctx.stop.watch(os.path.join(plan.path, STOP_FILE))  # `planner cancel` asks through it
-            if threshold is not None:
-                guard = _Guard(ctx, threshold, interval, access)
+        claim = None  # this plan's samples in the per-user run index (run_index.py)
         try:
             if dry_run:
                 ctx.emit = emit or _print_line
+            else:
+                from .run_index import Guard
+
+                claim = Guard.claim(ctx.plan, allow_rerun=allow_rerun)  # before the first creating call
+                ctx.stop.watch(os.path.join(plan.path, STOP_FILE))  # `planner cancel` asks through it
+                if threshold is not None:
+                    guard = _Guard(ctx, threshold, interval, access)
             return run_submission(ctx)
         except Stopped as exc:
             if guard is None or guard.reason is None:
@@ -290,6 +296,9 @@ def submit(
         finally:
             if guard is not None:
                 guard.end()
+            if claim is not None:
+                claim.record(lambda: sample_table(ctx))
+                claim.close()
             ctx.ledger.close()
     # The threshold stopped the submit: cancel what it made (the plan's lock is free again for that).
     assert guard is not None and guard.reason is not None
@@ -446,6 +455,9 @@ def _status(ctx: Context, refresh: bool) -> pl.DataFrame:
     table = sample_table(ctx)
     if refresh:
         ctx.ledger.record_refresh(state_counts(table))
+        from .run_index import record_status
+
+        record_status(ctx.plan, table)  # what ran, for the guard at submit
     return table
 
 
@@ -776,8 +788,14 @@ def report(
         where = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         if where is None and ctx.clients.sandbox:
             where = "us-east-1"
+        from .earlier import RECORD_KEY, skip_record
+
+        manifest = ctx.manifest.to_json()
+        skipped = skip_record(ctx.plan.path)
+        if skipped is not None:
+            manifest[RECORD_KEY] = skipped  # samples left out as done: the report counts them apart
         return render_report(
-            ctx.manifest.to_json(),
+            manifest,
             table,
             ctx.ledger.refreshes(),
             os.fspath(out),

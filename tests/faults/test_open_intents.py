@@ -199,3 +199,35 @@ def test_a_retry_killed_while_writing_leaves_nothing_in_the_way(
     code, out, err = _cli(rig, capsys, monkeypatch, "retry", rig.plan_dir, "--out", str(out_dir))
     assert code == 0 and "planned 2 runs to retry" in out, (out, err)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".retry")] == []
+
+
+def test_a_submit_stopped_while_its_call_was_under_way_leaves_the_intent_open(
+    world: World, tmp_path: Any, hooks: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found merging issue 25's two halves: StartRunBatch is carried out but its answer is lost (500),
+    and a `planner cancel` asks the submit to stop before botocore sends it again.  The stop held the
+    resend back, and the engine journaled the call FAILED, as if refused: `cancel` then cancelled
+    nothing of the batch that runs, exit 0.  The intent must stay open, for the readers to report."""
+    from planner.context import request_stop
+    from planner.errors import Stopped
+
+    rig = make_rig("omics-batch", world, tmp_path / "rig")
+    lose = faultkit.SendFault("lose", times=1)
+
+    def lose_then_stop(request: Any, **kwargs: Any) -> Any:
+        answer = lose(request, **kwargs)
+        if lose.faults == 1 and lose.sends.count == 1:
+            request_stop(rig.plan_dir, "asked to stop: a test's cancel")
+        return answer
+
+    hooks([(f"before-send.{faultkit.event_name('omics')}.StartRunBatch", lose_then_stop)])
+    with pytest.raises(Stopped):
+        submit(rig.plan_dir, **rig.options)
+    assert lose.carried_out, "the injected fault did not reach the server"
+    os.remove(os.path.join(rig.plan_dir, ".stop-request"))
+    states = submission_states(rig.plan_dir)
+    assert states["intent"] >= 1 and "failed" not in states, states
+    rig.settle()
+    code, out, err = _cli(rig, capsys, monkeypatch, "cancel", rig.plan_dir)
+    assert code == 1, (out, err)
+    assert f"planner submit {rig.plan_dir}" in out + err, (out, err)

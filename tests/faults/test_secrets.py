@@ -319,8 +319,10 @@ def test_a_non_json_answer_echoing_the_key_is_redacted(echo_polly: Any, tmp_path
 
 # ---------------------------------------------------------------- status exports and spreadsheets
 
-RISKY = ["=1+1", "+1", "-1", "@SUM(A1)", "\t=1+1", "\r=1+1", "=cmd|' /C calc'!A0", '=HYPERLINK("http://x","y")']
-SAFE = ["S1", "a=b", "1-2", " =x"]
+# Ids beginning with a tab, a CR or a space are refused when planning (whitespace around an id), so
+# they never reach a CSV: the cells the export neutralises come from ids like these.
+RISKY = ["=1+1", "+1", "-1", "@SUM(A1)", "=\t1+1", "=cmd|' /C calc'!A0", '=HYPERLINK("http://x","y")']
+SAFE = ["S1", "a=b", "1-2", "x =x"]
 
 
 def test_status_csv_neutralises_formulas(world: World, tmp_path: Path, capsys: Any) -> None:

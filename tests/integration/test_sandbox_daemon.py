@@ -227,7 +227,7 @@ def test_a_sandbox_whose_runs_fail_lets_a_user_try_retry(tmp_path: Path, daemons
 
     retried = daemons.cli(env, "retry", str(plan_dir), "--sandbox", "--out", str(tmp_path / "retry"))
     assert retried.returncode == 0, retried.stderr
-    assert f"planned {failed} runs to retry" in retried.stdout
+    assert f"planned {failed} run{'s' if failed != 1 else ''} to retry" in retried.stdout
 
     same = daemons.cli(env, "sandbox", "start")  # no rate asked: the running one is used
     assert USING.match(same.stderr.splitlines()[0])

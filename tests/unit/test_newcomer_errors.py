@@ -275,17 +275,25 @@ def test_a_sheet_not_in_utf8_names_row_column_and_encoding(
 ) -> None:
     (tmp_path / name).write_bytes(data)
     result = run_cli_process(
-        ["plan", name, "--backend", "batch", "--defaults", SAMPLE_SHEETS / "batch_defaults.toml", "--out", "plan"],
+        ["plan", name, "--backend", "batch", "--defaults", _batch_defaults_without_outputs(tmp_path), "--out", "plan"],
         cwd=tmp_path,
     )
     assert _refused(result, tmp_path) == [f"planner: error: {name}: {message}"]
+
+
+def _batch_defaults_without_outputs(tmp_path: Path) -> Path:
+    """The Batch example's defaults without its [workflow] table: these sheets have no outdir column."""
+    text = (SAMPLE_SHEETS / "batch_defaults.toml").read_text(encoding="utf-8")
+    path = tmp_path / "batch_defaults.toml"
+    path.write_text(text[: text.index("[workflow]")] + text[text.index("[staging]") :], encoding="utf-8")
+    return path
 
 
 def test_a_glob_of_sheets_names_the_file_not_in_utf8(tmp_path: Path) -> None:
     (tmp_path / "sheets").mkdir()
     (tmp_path / "sheets" / "a.csv").write_text("sample,x\nA,1\n", encoding="utf-8")
     (tmp_path / "sheets" / "b.csv").write_bytes("sample,x\nB,1\nC,né\n".encode("cp1252"))
-    defaults = SAMPLE_SHEETS / "batch_defaults.toml"
+    defaults = _batch_defaults_without_outputs(tmp_path)
     result = run_cli_process(
         ["plan", "sheets/*.csv", "--backend", "batch", "--defaults", defaults, "--out", "plan"], cwd=tmp_path
     )
