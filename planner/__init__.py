@@ -15,6 +15,8 @@ The Python API is the CLI's, function for function, with the same checks::
     planner.clean("PLAN", runs=True, sandbox=True)          # what the plan staged (and its runs), once ended
     planner.check("PLAN", sandbox=True).problems            # preflight: the workflow, the inputs, the quota
     planner.policies("PLAN").submitter                      # the least-privilege IAM documents
+    planner.outputs("PLAN", sandbox=True)                   # where each run wrote: the next stage's sheet
+    planner.plan("grown.csv", ..., skip_done=["PLAN"])      # only what PLAN has not run with these settings
 
 Long work reports progress to a callback (``progress=``, taking ``ProgressEvent``s);
 messages worth a person's attention go to the ``planner`` logger.  Errors are one
@@ -45,6 +47,7 @@ from .preflight import CheckReport, check
 from .progress import ProgressEvent
 from .retry_plan import retry
 from .shard import ShardInfo
+from .stage_outputs import outputs
 from .submission import Snapshot, Threshold, cancel, report, status, submit, watch
 
 
@@ -82,6 +85,7 @@ __all__ = [
     "cancel",
     "check",
     "clean",
+    "outputs",
     "plan",
     "policies",
     "read_child_settings",

@@ -132,6 +132,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-bytes", type=int, metavar="N", help="at most N bytes per shard file")
     p.add_argument("--part-size", type=int, metavar="BYTES", help="multipart part size the ETag is predicted for")
     p.add_argument("--force", action="store_true", help="replace an existing plan directory never submitted")
+    p.add_argument(
+        "--skip-done",
+        action="append",
+        default=[],
+        metavar="EARLIER_PLAN",
+        help="leave out the samples this earlier plan (a directory or a glob; repeatable) ran with the same "
+        "settings and that completed or are still running; changed ones are planned and listed",
+    )
     p.add_argument("--json", action="store_true", help="print plan.json on stdout instead of a summary")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     _preflight_plan_options(p)
@@ -168,6 +176,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--cancel-if-failed", metavar="N|P%", help="with --watch: as status --watch --cancel-if-failed")
     s.add_argument(
         "--check", action="store_true", help="first `planner check` (workflow, inputs, quota); stop at a problem"
+    )
+    s.add_argument(
+        "--allow-rerun",
+        action="store_true",
+        help="submit even samples another plan already ran with identical settings (refused otherwise)",
     )
     _aws_options(s)
     s.set_defaults(handler=_with_staging_key(_submit))
@@ -288,6 +301,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _policy_parser(commands)
     _check_parser(commands)
+    _outputs_parser(commands)
 
     k = commands.add_parser(
         "child-settings",
@@ -406,6 +420,7 @@ def _plan(args: argparse.Namespace) -> int:
             part_size=args.part_size,
             max_entries=args.max_entries,
             max_bytes=args.max_bytes,
+            skip_done=args.skip_done,
             **_preflight_plan_arguments(args),
         )
         manifest = planned.write(
@@ -430,7 +445,30 @@ def _plan(args: argparse.Namespace) -> int:
     print(f"  plan id {manifest.plan_id}; {len(shards):,} shard{plural} ({', '.join(modes)}), {_size(total)}")
     if manifest.rejected:
         print(f"  {manifest.rejected:,} rows rejected: see {os.path.join(args.out, REJECTED_FILE)}")
+    if planned.earlier is not None:
+        _print_earlier(planned.earlier, args.out)
     return 0
+
+
+def _print_earlier(earlier: Any, out: str) -> None:
+    """What --skip-done found: how many samples were new, changed, done (skipped) and failed before."""
+    from .earlier import CHANGED, CHANGED_FILE, FAILED_BEFORE, NEW, SKIPPED, SKIPPED_FILE
+
+    counts = earlier.counts
+    print(
+        f"  against {len(earlier.plans)} earlier plan{'s' if len(earlier.plans) != 1 else ''}: "
+        f"{counts[NEW]:,} new, {counts[CHANGED]:,} changed, {counts[SKIPPED]:,} done (skipped), "
+        f"{counts[FAILED_BEFORE]:,} failed before"
+    )
+    if counts[SKIPPED]:
+        print(f"  skipped as done: see {os.path.join(out, SKIPPED_FILE)}")
+    if counts[CHANGED]:
+        shown = earlier.changed_ids(10)
+        more = f" and {counts[CHANGED] - len(shown):,} more" if counts[CHANGED] > len(shown) else ""
+        print(
+            f"  changed settings since an earlier run, planned again: {', '.join(shown)}{more} "
+            f"(all in {os.path.join(out, CHANGED_FILE)})"
+        )
 
 
 def _size(count: int) -> str:
@@ -476,6 +514,7 @@ def _submit(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             rate=args.rate,
             check=args.check,
+            allow_rerun=args.allow_rerun,
             **access,
         )
     except PreflightError as exc:
@@ -525,7 +564,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.out:
         write_table(table, args.out)
         print(f"planner: wrote the table of {table.height:,} samples to {args.out}", file=sys.stderr)
-    summary = _summary(table)
+    summary = _summary(table, args.plan_dir)
     if args.json:
         _write_json(summary)
     else:
@@ -533,18 +572,27 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(table: Any) -> dict[str, Any]:
+def _summary(table: Any, plan_dir: str) -> dict[str, Any]:
+    from .earlier import skip_record
     from .htmlreport import failure_groups  # plotly is imported only to draw a report
     from .submission import state_counts
 
     groups = [{"reason": g.reason, "count": g.count, "samples": list(g.samples)} for g in failure_groups(table)]
-    return {"samples": table.height, "counts": state_counts(table), "failures": groups}
+    summary = {"samples": table.height, "counts": state_counts(table), "failures": groups}
+    skipped = skip_record(plan_dir)
+    if skipped is not None:  # left out when planned (--skip-done): counted apart, not among the samples
+        summary["skipped_as_done"] = {"samples": int(skipped.get("done") or 0), "plans": skipped.get("plans") or []}
+    return summary
 
 
 def _print_summary(summary: dict[str, Any], stream: Any) -> None:
     print(f"{summary['samples']:,} samples", file=stream)
     for where, count in summary["counts"].items():
         print(f"  {where:<16} {count:,}", file=stream)
+    skipped = summary.get("skipped_as_done")
+    if skipped and skipped["samples"]:
+        plans = ", ".join(str(p.get("path")) for p in skipped["plans"])
+        print(f"not in this plan: {skipped['samples']:,} samples skipped as done (already run in {plans})", file=stream)
     if summary["failures"]:
         print("failed or cancelled, by reason, largest first:", file=stream)
         for group in summary["failures"]:
@@ -572,7 +620,7 @@ def _watch(args: argparse.Namespace, access: dict[str, Any]) -> int:
     if getattr(args, "out", None):
         write_table(table, args.out)
         print(f"planner: wrote the table of {table.height:,} samples to {args.out}", file=sys.stderr)
-    summary = _summary(table)
+    summary = _summary(table, args.plan_dir)
     if snapshot.cancelled is not None:
         cancelled = snapshot.cancelled
         summary["cancelled"] = cancelled.to_json()
@@ -750,6 +798,81 @@ def _policy(args: argparse.Namespace) -> int:
     sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
     for note in found.notes:
         print(f"planner: note: {note}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- outputs: the next stage's sheet
+
+
+def _outputs_parser(commands: Any) -> None:
+    o = commands.add_parser(
+        "outputs",
+        help="where each sample's run wrote, as a sample sheet the next stage plans from",
+        description="Write one row per sample whose run is in --states (default: the runs that succeeded): the\n"
+        "sample id (under the sheet's id column name), the sheet columns named by --keep, run_id, run_uuid,\n"
+        "state, and where the run wrote: HealthOmics, runOutputUri from GetRun (one call per run); Batch,\n"
+        "Glue and Polly, the values of [workflow] output_parameters.  --check asks S3 whether each location\n"
+        "holds at least one object (one ListObjectsV2 per location).  The file is a sample sheet: plan the\n"
+        "next stage from it.  Reads PLAN/ (its ledger as the last status left it, or --refresh) and asks the\n"
+        "service; writes FILE only.",
+        epilog="Examples:\n  planner outputs PLAN --out stage1.csv --keep strandedness --sandbox\n"
+        "  planner plan stage1.csv --backend omics-batch --defaults stage2.toml --out STAGE2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    o.add_argument("plan_dir", metavar="PLAN", help=_PLAN_HELP)
+    o.add_argument(
+        "--out", "-o", required=True, metavar="FILE", help="the table to write: .csv, .tsv, .parquet or .jsonl"
+    )
+    o.add_argument("--keep", metavar="A,B", default="", help="columns of the plan's sheet to carry over")
+    o.add_argument(
+        "--states", metavar="A,B", help="run states to include (default: COMPLETED; SUCCEEDED for batch and glue)"
+    )
+    o.add_argument("--check", action="store_true", help="confirm each location holds at least one object on S3")
+    o.add_argument(
+        "--no-run-columns",
+        action="store_true",
+        help="leave out run_id, run_uuid and state (they would reach the next stage as parameters)",
+    )
+    o.add_argument(
+        "--rename",
+        metavar="OLD=NEW,...",
+        default="",
+        help="name columns for the next stage, e.g. runOutputUri=rnaseq_results (a parameter of stage 2)",
+    )
+    o.add_argument("--refresh", action="store_true", help="ask the service for the states first (as status)")
+    o.add_argument("--concurrency", type=int, default=16, metavar="N", help="calls in flight at once (default 16)")
+    _aws_options(o)
+    o.set_defaults(handler=_outputs)
+
+
+def _outputs(args: argparse.Namespace) -> int:
+    from .stage_outputs import outputs_report, table_format, write_outputs
+
+    table_format(args.out)  # a name the command cannot write is refused before any call
+    states = [s for s in args.states.split(",") if s.strip()] if args.states else None
+    rename = {}
+    for pair in (p for p in args.rename.split(",") if p.strip()):
+        old, equals, new = pair.partition("=")
+        if not equals:
+            raise InputError(f"--rename {pair!r}: give OLD=NEW, e.g. runOutputUri=rnaseq_results")
+        rename[old.strip()] = new.strip()
+    found = outputs_report(
+        args.plan_dir,
+        keep=[c for c in args.keep.split(",") if c.strip()],
+        states=states,
+        check=args.check,
+        run_columns=not args.no_run_columns,
+        rename=rename,
+        refresh=args.refresh,
+        concurrency=args.concurrency,
+        **_aws(args),
+    )
+    write_outputs(found.table, args.out)
+    calls = ", ".join(f"{count:,} {operation}" for operation, count in found.calls.items()) or "no calls"
+    print(f"wrote {found.table.height:,} samples to {args.out} ({calls})")
+    if found.missing:
+        print(f"planner: {found.missing:,} output locations hold nothing (column outputs_found)", file=sys.stderr)
+        return 1
     return 0
 
 

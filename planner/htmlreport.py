@@ -255,7 +255,7 @@ def render_report(
         "TITLE": _e(f"planner report · {manifest.get('backend')} · {manifest.get('plan_id')}"),
         "SUBTITLE": _subtitle(manifest, table.height, generated_at),
         "PLAN": _plan_section(manifest, region, submitted_at, generated_at),
-        "STATE_COUNTS": _counts_table(counts, table.height),
+        "STATE_COUNTS": _counts_table(counts, table.height) + _skipped_note(manifest.get("skip_done")),
         "PROGRESS": _progress_section(history),
         "FAILURES": _failures_section(groups, linked=table_csv is None),
         "SAMPLES": _samples_section(counts, table.height, inline_bytes, table_csv),
@@ -452,6 +452,20 @@ def _plan_section(manifest: Mapping[str, Any], region: str | None, submitted_at:
         parts.append(_json_details("plan options", manifest["options"], element_id="options"))
     parts.append(_shards_table(manifest.get("shards") or []))
     return "\n".join(parts)
+
+
+def _skipped_note(record: Any) -> str:
+    """Samples planned with --skip-done and left out as done: counted apart, never among the plan's."""
+    if not isinstance(record, Mapping):
+        return ""
+    done = int(record.get("done") or 0)
+    plans = ", ".join(str(p.get("path")) for p in record.get("plans") or [] if isinstance(p, Mapping))
+    return (
+        f'<p class="note" id="skip-done">Not in this plan: <span id="skipped-as-done" data-count="{done}">{done:,}'
+        f"</span> samples skipped as done (already run with the same settings in {_e(plans)}; listed in "
+        f"skipped.csv). Planned against them: {int(record.get('new') or 0):,} new, "
+        f"{int(record.get('changed') or 0):,} changed, {int(record.get('failed_before') or 0):,} failed before.</p>"
+    )
 
 
 def _shards_table(shards: Sequence[Mapping[str, Any]]) -> str:

@@ -75,6 +75,44 @@ def run_json(
     mode: str,
 ) -> pl.Expr:
     """One expression giving each run's JSON object as text."""
+    root = _run_tree(routes, spec, default_run, id_column, dtypes, raw_json, mode)
+    fast = _struct_json(root)
+    return fast if fast is not None else _encode(root, top=True)
+
+
+def settings_json(
+    routes: Sequence[Route],
+    spec: BackendSpec,
+    default_run: Mapping[str, Any],
+    id_column: str,
+    dtypes: Mapping[str, pl.DataType],
+    raw_json: set[str],
+) -> pl.Expr:
+    """Each run's effective settings (the merged run) as canonical JSON text: the keys of the run
+    and of its maps sorted, so that the order of the sheet's columns or of the defaults' keys does
+    not make two equal runs differ.  What ``--skip-done`` and the submit guard compare (a cell's
+    own JSON, a list or an object of a ``json`` column, keeps its order: it is the value)."""
+    root = _run_tree(routes, spec, default_run, id_column, dtypes, raw_json, MERGED)
+    _sort_keys(root)
+    return _encode(root, top=True)
+
+
+def _sort_keys(node: _Node) -> None:
+    node.children = dict(sorted(node.children.items()))
+    for child in node.children.values():
+        if isinstance(child, _Node):
+            _sort_keys(child)
+
+
+def _run_tree(
+    routes: Sequence[Route],
+    spec: BackendSpec,
+    default_run: Mapping[str, Any],
+    id_column: str,
+    dtypes: Mapping[str, pl.DataType],
+    raw_json: set[str],
+    mode: str,
+) -> _Node:
     root = _Node(from_defaults=True)
     if mode == MERGED:
         _add_defaults(root, default_run, (), set(spec.map_paths))
@@ -92,8 +130,7 @@ def run_json(
             leaf.plain = pl.col(route.source)
     if spec.id_field is not None:
         _leaf(root, (spec.id_field,)).plain = pl.col(id_column).cast(pl.String)
-    fast = _struct_json(root)
-    return fast if fast is not None else _encode(root, top=True)
+    return root
 
 
 # Null cells are unset: their keys must not appear.  A per-key fragment encoder (below)

@@ -24,16 +24,20 @@ import polars as pl
 
 from .backends import get_backend
 from .defaults import Defaults, load_defaults
+from .earlier import RECORD_KEY, SKIPPED, EarlierRuns, workflow_of
 from .errors import InputError, Problem, SheetError, ValidationError
-from .merge import MERGED, OWN, json_text, run_json
+from .merge import MERGED, OWN, json_text, run_json, settings_json
 from .outputs import KIND, LOCATION, LocationSpill, collision_problems, constant_problem, output_locations
 from .plandir import (
     PLAN_FILE,
     REJECTED_FILE,
+    SETTINGS,
+    SETTINGS_HASH,
     Manifest,
     PlanContent,
     PlanDirectory,
     atomic_directory,
+    settings_hash,
     write_plan,
     write_problems,
 )
@@ -73,6 +77,8 @@ class PlanOptions:
     check_inputs: bool = False
     access: Lookup | None = None
     concurrency: int = 32
+    # Earlier plan directories (or globs): samples they ran with the same settings are left out (earlier.py).
+    skip_done: tuple[str, ...] = ()
 
 
 class Plan:
@@ -140,6 +146,11 @@ class Plan:
         self.row_rejects: dict[int, list[Problem]] = {}
         self.checked = False  # every row has been read and checked (by check(), runs() or write())
         self.written: tuple[str, Manifest] | None = None  # where write() put it, and what it wrote
+        # What earlier plans ran (--skip-done), read now: a plan that cannot be compared is bad input.
+        self.earlier: EarlierRuns | None = None
+        if options.skip_done:
+            workflow_name = workflow_of(spec.name, defaults.run, defaults.submission)
+            self.earlier = EarlierRuns.load(options.skip_done, spec, workflow_name)
 
     def __repr__(self) -> str:
         columns = len(self.sheet.columns)
@@ -298,6 +309,10 @@ class Plan:
             )
         run = run_json(self.routes, self.spec, self.defaults.run, ID, schema, self.sheet.raw_json, mode).alias(RUN)
         frame = frame.with_columns(run)
+        # The settings compared with earlier plans are the effective run, whatever the shards carry,
+        # with its keys in one order whatever the sheet's column order.
+        merged = settings_json(self.routes, self.spec, self.defaults.run, ID, schema, self.sheet.raw_json)
+        frame = frame.with_columns(settings_hash(merged).alias(SETTINGS))
         size_limit = self.max_bytes - 5
         checks.append(
             Check(
@@ -312,7 +327,7 @@ class Plan:
             [pl.when(c.flag).then(pl.lit(str(i))) for i, c in enumerate(checks)], separator=",", ignore_nulls=True
         )
         outputs = [o.expr(schema).alias(f"{OUT}{i}") for i, o in enumerate(self.outputs) if not o.constant]
-        query = frame.select(ROW, ID, pl.when(why != "").then(why).alias(WHY), RUN, *outputs)
+        query = frame.select(ROW, ID, pl.when(why != "").then(why).alias(WHY), RUN, SETTINGS, *outputs)
         return query, frame, checks
 
     def _batches(
@@ -361,7 +376,7 @@ class Plan:
                                     pl.lit(i, dtype=pl.Int64).alias(KIND),
                                 )
                             )
-                    yield batch.select(ROW, ID, RUN)
+                    yield batch.select(ROW, ID, RUN, SETTINGS)
         finally:
             bar.close()
             if hashes is not None:
@@ -437,7 +452,11 @@ class Plan:
             for batches in self._passes(mode, progress=None, scratch=scratch):
                 parts = list(batches)
         self._raise_problems()
-        out = pl.concat(parts) if parts else pl.DataFrame(schema={ROW: pl.UInt32, ID: pl.String, RUN: pl.String})
+        out = (
+            pl.concat(parts).select(ROW, ID, RUN)
+            if parts
+            else pl.DataFrame(schema={ROW: pl.UInt32, ID: pl.String, RUN: pl.String})
+        )
         return out.rename({ROW: "row", ID: "id", RUN: "run"})
 
     def _raise_problems(self) -> None:
@@ -489,12 +508,16 @@ class Plan:
                 min_entries=self.spec.min_entries,
             )
             samples = Spill(os.path.join(scratch, "samples.arrow"))
+            if self.earlier is not None:
+                self.earlier.start()
             try:
                 for batch in batches:
                     if self.failed and not self.options.skip_invalid:
                         continue  # keep checking to report every problem, but write nothing more
+                    if self.earlier is not None:
+                        batch = self.earlier.sort(batch, ID, ROW)
                     writer.add(batch.get_column(ID), batch.get_column(RUN))
-                    samples.add(batch.select(pl.col(ROW).cast(pl.Int64).alias("row"), pl.col(ID).alias("id")))
+                    samples.add(batch.select(pl.col(ROW).cast(pl.Int64).alias("row"), pl.col(ID).alias("id"), SETTINGS))
                 self._raise_problems()
             except BaseException:
                 writer.abort()
@@ -507,10 +530,14 @@ class Plan:
                 manifest = write_plan(directory, self.spec, shards, samples.frames(), self._content())
                 self._check_inputs(PlanDirectory(directory, manifest), progress)
         if not shards:
+            if self.earlier is not None and not self.problems and self.earlier.counts[SKIPPED]:
+                raise self.earlier.nothing_left()
             raise ValidationError(self.problems) if self.problems else SheetError(f"{self.sheet.path}: no runs to plan")
         if self.problems:
             write_problems(os.path.join(directory, REJECTED_FILE), self.problems)
         manifest = write_plan(directory, self.spec, shards, samples.frames(), self._content())
+        if self.earlier is not None:
+            _record(directory, RECORD_KEY, self.earlier.record(directory))
         if self.defaults.output_parameters:  # for `planner check`; only when set, so other plans keep their bytes
             _record(directory, "output_parameters", list(self.defaults.output_parameters))
         if self.workflow is not None:
@@ -545,6 +572,7 @@ class Plan:
                 "max_bytes": self.max_bytes,
             },
             rejected=len({p.row for p in self.problems}),
+            settings_hash=SETTINGS_HASH,
         )
 
     def _check_inputs(self, written: PlanDirectory, progress: ProgressCallback | None) -> None:
@@ -633,6 +661,7 @@ def plan(
     region: str | None = None,
     endpoints: dict[str, str] | None = None,
     concurrency: int = 32,
+    skip_done: Sequence[str | os.PathLike[str]] = (),
 ) -> Plan:
     """Plan ``sheet`` (a path, glob, s3:// URI, or polars frame) for ``backend``.
 
@@ -641,6 +670,8 @@ def plan(
     (read with the AWS options, or the sandbox's; never with ``workflow_lookup=False`` or
     PLANNER_NO_WORKFLOW_LOOKUP=1), else the check is skipped, which is logged and recorded.
     ``check_inputs``: when the plan is written, every s3:// input must exist (``preflight.py``).
+    ``skip_done``: earlier plan directories (or globs of them); the samples they ran with the same
+    effective settings, and that completed or are still pending or running, are left out (``earlier.py``).
 
     Raises an ``InputError`` (``ValidationError`` with every problem) for bad input.
     """
@@ -682,5 +713,6 @@ def plan(
         check_inputs=check_inputs,
         access=access,
         concurrency=concurrency,
+        skip_done=tuple(os.fspath(p) for p in ([skip_done] if isinstance(skip_done, str | os.PathLike) else skip_done)),
     )
     return Plan(opened, loaded, spec, options, workflow)

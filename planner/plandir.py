@@ -3,7 +3,9 @@
     PLAN/plan.json            the manifest (``Manifest``): format, backend, plan_id, runs, rejected,
                               defaults, submission, staging, sheet, options, shards
     PLAN/shards/00000.json    a UTF-8 JSON array, one run per line, in sheet order (format in shard.py)
-    PLAN/samples.parquet      every planned sample: sheet row, id, shard, position in the shard
+    PLAN/samples.parquet      every planned sample: sheet row, id, shard, position in the shard, and
+                              ``settings``: a hash of its effective (merged) run, what --skip-done and
+                              the submit guard compare (``settings_hash``; plan.json names the scheme)
     PLAN/rejected.csv         only with --skip-invalid: row, id, column, value, rule, message
     PLAN/ledger.sqlite        written by submit (ledger.py)
 
@@ -52,6 +54,11 @@ REJECTED_FILE = "rejected.csv"
 LEDGER_NAME = "ledger.sqlite"  # owned by ledger.py; named here to refuse replacing a submitted plan
 SAMPLES_ROW_GROUP = 1 << 18
 SAMPLES_SCHEMA = {"row": pl.Int64, "id": pl.String, "shard": pl.Int32, "position": pl.Int32}
+SETTINGS = "settings"  # samples.parquet: the hash of each sample's effective run (Int64)
+_SETTINGS_SEED = 0x5E771465
+# polars' hash is stable within one polars release, not across releases: plan.json names the scheme a plan
+# was hashed by, and plans of different schemes are never compared (a sample is then never taken as done).
+SETTINGS_HASH = f"polars-{pl.__version__}-hash-{_SETTINGS_SEED:x}"
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
 # How staged content is checked before a submission refers to it (plan.json, the ledger).
@@ -92,6 +99,11 @@ class StagingSettings:
         return cls(table.get("uri"), table.get("kms_key_id") or None, table.get("expected_bucket_owner") or None)
 
 
+def settings_hash(run_json: pl.Expr) -> pl.Expr:
+    """The hash of a run's JSON text (the merged run: defaults and the row's own settings), as an Int64."""
+    return run_json.hash(seed=_SETTINGS_SEED).reinterpret(signed=True)
+
+
 @dataclass(frozen=True)
 class Manifest:
     """``plan.json``, typed.  ``to_json()`` gives the file's content back, key for key."""
@@ -109,6 +121,7 @@ class Manifest:
     format: int = FORMAT
     staging_kms_key_id: str | None = None
     staging_expected_bucket_owner: str | None = None
+    settings_hash: str | None = None  # the scheme of samples.parquet's settings column (None: not recorded)
 
     @property
     def staging(self) -> StagingSettings:
@@ -136,7 +149,7 @@ class Manifest:
             "sheet": self.sheet,
             "options": self.options,
             "shards": [s.to_json() for s in self.shards],
-        }
+        } | ({"settings_hash": self.settings_hash} if self.settings_hash else {})
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> Manifest:
@@ -160,6 +173,7 @@ class Manifest:
                 rejected=int(data.get("rejected", 0)),
                 staging_kms_key_id=staging.kms_key_id,
                 staging_expected_bucket_owner=staging.expected_bucket_owner,
+                settings_hash=data.get("settings_hash") or None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanDirError(f"{where}: damaged plan manifest ({type(exc).__name__}: {exc})") from None
@@ -244,6 +258,16 @@ class PlanDirectory:
                 raise PlanDirError(f"{self.file(SAMPLES_FILE)}: cannot be read: {exc}") from exc
             self._samples = frame.select(pl.col(n).cast(t) for n, t in SAMPLES_SCHEMA.items())
         return self._samples
+
+    def settings(self) -> pl.DataFrame | None:
+        """id and settings hash of every planned sample; None for a plan that recorded none."""
+        if self.manifest.settings_hash is None:
+            return None
+        try:
+            frame = pl.read_parquet(self.file(SAMPLES_FILE), columns=["id", SETTINGS])
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise PlanDirError(f"{self.file(SAMPLES_FILE)}: cannot be read: {exc}") from exc
+        return frame.select(pl.col("id").cast(pl.String), pl.col(SETTINGS).cast(pl.Int64))
 
     def samples_of(self, shard: int) -> pl.DataFrame:
         return self.samples().filter(pl.col("shard") == shard)
@@ -380,6 +404,7 @@ class PlanContent:
     rejected: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     staging: StagingSettings | None = None  # the whole staging table; its uri wins over staging_uri
+    settings_hash: str | None = None  # set when the samples carry a settings column
 
 
 def write_plan(
@@ -402,6 +427,7 @@ def write_plan(
         shards=tuple(moded),
         staging_kms_key_id=staging.kms_key_id,
         staging_expected_bucket_owner=staging.expected_bucket_owner,
+        settings_hash=content.settings_hash,
     )
     with open(os.path.join(directory, PLAN_FILE), "wb") as handle:
         handle.write(orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
@@ -418,7 +444,8 @@ def _set_modes(shards: list[ShardInfo], spec: BackendSpec, inline: bool, submiss
 
 
 def _write_samples(directory: str, samples: Iterable[pl.DataFrame], shards: list[ShardInfo]) -> None:
-    """samples.parquet: every planned sample's sheet row, id, shard and position in it.
+    """samples.parquet: every planned sample's sheet row, id, shard and position in it (and its
+    settings hash, when the pieces carry one).
 
     Written a row group at a time from pieces in shard order; row groups hold a fixed
     number of rows, so the file's bytes do not depend on how the sheet was batched.
@@ -429,7 +456,6 @@ def _write_samples(directory: str, samples: Iterable[pl.DataFrame], shards: list
     ends = sizes.cum_sum()
     starts = ends - sizes
     path = os.path.join(directory, SAMPLES_FILE)
-    schema = {"row": pl.Int64, "id": pl.String}
     writer: Any = None
     offset = 0
 
@@ -437,21 +463,29 @@ def _write_samples(directory: str, samples: Iterable[pl.DataFrame], shards: list
         nonlocal writer, offset
         ordinal = pl.int_range(offset, offset + piece.height, dtype=pl.Int64, eager=True)
         shard = ends.search_sorted(ordinal, side="right")
-        table = piece.with_columns(
+        placed = piece.with_columns(
             shard.cast(pl.Int32).alias("shard"), (ordinal - starts.gather(shard)).cast(pl.Int32).alias("position")
-        ).to_arrow()
+        )
+        # row, id, shard, position first (what older readers take by position), the settings hash after.
+        table = placed.select(*SAMPLES_SCHEMA, *[c for c in placed.columns if c not in SAMPLES_SCHEMA]).to_arrow()
         if writer is None:
             writer = pq.ParquetWriter(path, table.schema, compression="zstd", write_statistics=False)
         writer.write_table(table, row_group_size=SAMPLES_ROW_GROUP)
         offset += piece.height
 
-    pending = pl.DataFrame(schema=schema)
+    pending: pl.DataFrame | None = None
     try:
         for piece in samples:
-            pending = pl.concat([pending, piece.select(pl.col("row").cast(pl.Int64), pl.col("id").cast(pl.String))])
+            columns = [pl.col("row").cast(pl.Int64), pl.col("id").cast(pl.String)]
+            if SETTINGS in piece.columns:
+                columns.append(pl.col(SETTINGS).cast(pl.Int64))
+            typed = piece.select(columns)
+            pending = typed if pending is None else pl.concat([pending, typed])
             while pending.height >= SAMPLES_ROW_GROUP:
                 write(pending.head(SAMPLES_ROW_GROUP))
                 pending = pending.slice(SAMPLES_ROW_GROUP)
+        if pending is None:
+            pending = pl.DataFrame(schema={"row": pl.Int64, "id": pl.String})
         if pending.height or writer is None:
             write(pending)
     finally:

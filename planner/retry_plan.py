@@ -111,6 +111,12 @@ def retry(
             retry_attempt=uuid.uuid4().hex,  # a deliberate retry is a new identity, always
             retry_sets=list(sets),
         )
+        samples = wanted.select(pl.col("row").cast(pl.Int64), "id")
+        # A retry without --set runs each sample with the settings it had: the original's hashes hold.
+        # With --set they changed, and are not known here: such a retry is compared with no other plan.
+        settings = plan.settings() if not sets else None
+        if settings is not None:
+            samples = samples.join(settings, on="id", how="left", maintain_order="left")
         content = PlanContent(
             defaults=defaults,
             submission=submission,
@@ -118,8 +124,9 @@ def retry(
             options=options,
             staging=manifest.staging,  # a retry stages as its plan did (key, expected owner)
             inline=options.get("inline", False),
+            settings_hash=manifest.settings_hash if settings is not None else None,
         )
-        return write_plan(directory, spec, shards, [wanted.select(pl.col("row").cast(pl.Int64), "id")], content)
+        return write_plan(directory, spec, shards, [samples], content)
 
 
 def _states(states: Sequence[str] | None, spec: BackendSpec) -> tuple[str, ...]:

@@ -136,6 +136,7 @@ def submit(
     check: bool = False,
     staging_kms_key: str | None = None,
     expected_bucket_owner: str | None = None,
+    allow_rerun: bool = False,
 ) -> SubmitReport:
     """Stage and submit a plan; safe to run again after a crash or a partial submit.
 
@@ -145,7 +146,9 @@ def submit(
     and hand each to ``emit`` (default: a JSON line on stdout), sending nothing.  ``check``: first the
     preflight check (``preflight.py``); its problems raise ``PreflightError`` before anything is staged.
     ``staging_kms_key`` (the CLI's ``--staging-kms-key``) and ``expected_bucket_owner`` override
-    plan.json's ``[staging] kms_key_id`` and ``expected_bucket_owner``.
+    plan.json's ``[staging] kms_key_id`` and ``expected_bucket_owner``.  Samples another plan
+    already ran with identical settings are refused before the first call (``run_index.py``)
+    unless ``allow_rerun``.
     """
     options = Options(
         staging_uri=staging,
@@ -178,11 +181,19 @@ def submit(
     lock = contextlib.nullcontext() if dry_run else _plan_lock(plan.path)
     with lock:
         ctx = access.open(plan.path, options, progress=progress)
+        guard = None
         try:
             if dry_run:
                 ctx.emit = emit or _print_line
+            else:
+                from .run_index import Guard
+
+                guard = Guard.claim(ctx.plan, allow_rerun=allow_rerun)  # before the first creating call
             return run_submission(ctx)
         finally:
+            if guard is not None:
+                guard.record(lambda: sample_table(ctx))
+                guard.close()
             ctx.ledger.close()
 
 
@@ -266,6 +277,9 @@ def _status(ctx: Context, refresh: bool) -> pl.DataFrame:
     table = sample_table(ctx)
     if refresh:
         ctx.ledger.record_refresh(state_counts(table))
+        from .run_index import record_status
+
+        record_status(ctx.plan, table)  # what ran, for the guard at submit
     return table
 
 
@@ -548,8 +562,14 @@ def report(
         where = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         if where is None and ctx.clients.sandbox:
             where = "us-east-1"
+        from .earlier import RECORD_KEY, skip_record
+
+        manifest = ctx.manifest.to_json()
+        skipped = skip_record(ctx.plan.path)
+        if skipped is not None:
+            manifest[RECORD_KEY] = skipped  # samples left out as done: the report counts them apart
         return render_report(
-            ctx.manifest.to_json(),
+            manifest,
             table,
             ctx.ledger.refreshes(),
             os.fspath(out),

@@ -108,6 +108,8 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Te
     for name in [n for n in os.environ if n.startswith(("AWS_ENDPOINT_URL", "POLLY_"))] + ["PLANNER_DEBUG"]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PLANNER_SANDBOX_DIR", str(tmp_path_factory.mktemp("sandbox")))
+    # The per-user index of what was submitted (run_index.py): each test starts with none, like a new user.
+    monkeypatch.setenv("PLANNER_HOME", str(tmp_path_factory.mktemp("home")))
     # `planner plan` reads a HealthOmics workflow when credentials are at hand: these dummy ones reach no
     # workflow; a test of that lookup points it at the emulator and deletes this.
     monkeypatch.setenv("PLANNER_NO_WORKFLOW_LOOKUP", "1")

@@ -171,7 +171,7 @@ def test_clean_removes_only_what_this_plan_staged_once_everything_ended(
     mine = _plan(tmp_path, 250, name="mine")  # staged on S3
     other = _plan(tmp_path, 260, name="other")
     submit(mine, **options)
-    submit(other, **options)
+    submit(other, allow_rerun=True, **options)  # 250 of its samples are mine's, on purpose
     with pytest.raises(planner.InputError, match="may still be running"):
         clean(mine, **access_of(options))
     _settle(clock)
