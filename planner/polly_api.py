@@ -1,16 +1,25 @@
 """Polly's REST API (JSON:API over HTTPS), spoken with urllib3: what boto3 is for AWS.
 
 Not the ``polly-python`` SDK, whose constructor calls home, whose calls send
-telemetry, and which cannot be pointed at a local server.  The calls::
+telemetry, and which cannot be pointed at a local server.  The calls are the SDK's
+(polly-python ``polly/pipelines.py``; seeds/003 is its rendered reference), relative
+to the base URL, which for the real service is the SDK's ``orchestration_url``,
+``https://apis.<env>.elucidata.io/pravaah/orchestration``::
 
-    GET  <base>/runs?filter[name]=N&page[size]=100      find a run by name (reconciliation)
-    POST <base>/runs   {"data": {"type": "runs", "attributes": {pipeline_id, run_name, priority, tags, domain_context}}}
+    GET  <base>/runs?filter[priority]=P&page[size]=20   find a run by name and plan tag (reconciliation): get_runs
+    POST <base>/runs   {"data": {"type": "runs", "attributes": {name, priority, domain_context, tags, pipeline_id}}}
     POST <base>/jobs   {"data": [{"type": "jobs", "attributes": {run_id, name, config, parameters}}, ...]}
     GET  <base>/runs/{id}
-    GET  <base>/jobs?filter[run_id]=R&page[size]=100    then each response's links.next (JSON:API cursor paging)
+    GET  <base>/jobs?filter[run_id]=R&page[size]=20     then each response's links.next: get_jobs
 
-The HTTP shapes (filter[name], links.next) are this project's reading: the seed
-(seeds/003) documents only the SDK.
+From the SDK: the run's name travels as attribute ``name`` (``create_run``'s keyword
+is ``run_name``); listings filter only by ``run_id``, ``org_id``, ``status``,
+``priority`` and ``user_id`` (no name filter: runs are matched by name here, page by
+page, in whatever order Polly lists them); ``page[size]`` is 20; ``links.next`` is a
+path joined to the host, followed until it is null.  This project's reading (the SDK
+does not show it): several jobs in one POST /jobs (the SDK sends a list of one); the
+``x-api-key`` header; 409 for a job name the run already has; JSON:API error
+documents; which statuses are worth a retry.
 
 Where to, and with what key: the base URL is the sandbox's Polly endpoint, else
 ``POLLY_BASE_URL``, else ``[submission] base_url``; the key (header ``x-api-key``) is
@@ -18,10 +27,11 @@ Where to, and with what key: the base URL is the sandbox's Polly endpoint, else
 comes from, nor goes into, the plan, the ledger or a message; it is never sent over
 plain HTTP except to a loopback address, and redirects are not followed.
 
-Retries: 429 waits ``Retry-After`` (else backs off), 500/502/503/504 and broken
-connections back off (1 s doubling to 60 s) for up to ``max_wait`` seconds; a
-POST that may have been carried out before it failed is reconciled, not repeated
-blindly.  401/403 stop everything with "Polly rejected the API key".
+Retries: 429 waits ``Retry-After`` (else backs off), 500/502/503/504, broken
+connections and answers slower than ``READ_TIMEOUT`` back off (1 s doubling to 60 s)
+for up to ``max_wait`` seconds; a POST that may have been carried out before it
+failed is reconciled, not repeated blindly.  401/403 stop everything with "Polly
+rejected the API key".
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ import ipaddress
 import json
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -41,7 +52,8 @@ from .context import MAX_BACKOFF, Context
 from .errors import AccessError, SubmissionError
 from .jsontext import dumps
 
-LIST_PAGE_SIZE = 100
+READ_TIMEOUT = 120.0  # seconds an answer may take; a later one counts as lost (the call may have been carried out)
+LIST_PAGE_SIZE = 20  # the SDK's default_page_size: the one page size known to be accepted
 SANDBOX_KEY = "sandbox"
 TRANSPORT_ATTEMPTS = 4  # a server that cannot be reached at all is not waited for as long as a busy one
 _MEDIA_TYPE = "application/vnd.api+json"
@@ -91,7 +103,7 @@ class PollyAPI:
             maxsize=max(pool_size, 1),
             block=False,
             retries=False,
-            timeout=urllib3.Timeout(connect=10.0, read=120.0),
+            timeout=urllib3.Timeout(connect=10.0, read=READ_TIMEOUT),
         )
 
     def close(self) -> None:
@@ -189,9 +201,11 @@ class PollyAPI:
 
     # The calls.
 
-    def find_run(self, name: str, tag: str, value: str) -> dict[str, Any] | None:
-        """The run named ``name`` whose tag ``tag`` is ``value``, or None."""
-        for page in self.pages("runs", {"filter[name]": name, "page[size]": str(LIST_PAGE_SIZE)}, what="get_runs"):
+    def find_run(self, name: str, priority: str, tag: str, value: str) -> dict[str, Any] | None:
+        """The run named ``name`` whose tag ``tag`` is ``value``, or None.  Polly's listing has no name
+        filter (the SDK's are run_id, org_id, status, priority, user_id): narrowed by priority, every page is read."""
+        query = {"filter[priority]": priority, "page[size]": str(LIST_PAGE_SIZE)}
+        for page in self.pages("runs", query, what="get_runs"):
             for run in page:
                 attributes = run.get("attributes") or {}
                 if attributes.get("name") == name and (attributes.get("tags") or {}).get(tag) == value:
@@ -230,10 +244,11 @@ class PollyAPI:
                 found[str((job.get("attributes") or {}).get("name"))] = job
         return found
 
-    def post_jobs(self, body: dict[str, Any], what: str) -> dict[str, dict[str, Any]]:
-        """POST /jobs: the created jobs by name.  No reconcile before a repeat: job names are
-        unique in a run, so a request carried out after all comes back 409 (``PollyHTTPError``)."""
-        return _by_name(self.request("POST", self.url("jobs"), what=what, body=body), what)
+    def post_jobs(self, body: dict[str, Any], what: str) -> JobsAnswer:
+        """POST /jobs: the created jobs by name, and Polly's reasons for any refused inside the answer.
+        No reconcile before a repeat: job names are unique in a run, so a request carried out after
+        all comes back 409 (``PollyHTTPError``)."""
+        return _jobs_answer(self.request("POST", self.url("jobs"), what=what, body=body), what)
 
 
 def _loopback(host: str) -> bool:
@@ -263,15 +278,36 @@ def _resource(document: dict[str, Any], what: str) -> dict[str, Any]:
     return data
 
 
-def _by_name(document: dict[str, Any], what: str) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class JobsAnswer:
+    """A POST /jobs answer: the jobs made, by name, and the reasons Polly gave for jobs it refused."""
+
+    created: dict[str, dict[str, Any]]
+    refused: list[str]
+
+
+def _jobs_answer(document: dict[str, Any], what: str) -> JobsAnswer:
+    """The SDK's submit_job fails when an item of a 2xx answer holds "error" or "errors": that job was
+    not made (polly-python pipelines.py); the items that are jobs were."""
     data = document.get("data")
     data = data if isinstance(data, list) else [data]
-    found = {}
+    created: dict[str, dict[str, Any]] = {}
+    refused: list[str] = []
     for job in data:
-        if not isinstance(job, dict) or not job.get("id"):
+        if isinstance(job, dict) and ("error" in job or "errors" in job):
+            errors = job.get("errors") or [job.get("error")]
+            refused.append("; ".join(_error_line(e) for e in errors if e) or "refused")
+        elif not isinstance(job, dict) or not job.get("id"):
             raise SubmissionError(f"{what}: Polly's answer holds a job without an id")
-        found[str((job.get("attributes") or {}).get("name"))] = job
-    return found
+        else:
+            created[str((job.get("attributes") or {}).get("name"))] = job
+    return JobsAnswer(created, refused)
+
+
+def _error_line(error: Any) -> str:
+    if isinstance(error, dict):
+        return f"{error.get('title', '')}: {error.get('detail', '')}".strip(": ")
+    return str(error)
 
 
 def _error_text(response: Any) -> str:

@@ -71,6 +71,8 @@ class BackendSpec:
     run_shape: Any = None
     # Parameter names the planner sets itself at submit (Glue's --planner-run-key, ...).
     reserved_parameter_prefix: str | None = None
+    # Why a sheet column cannot be a parameter of this name (None: it can); Glue: no hyphens.
+    parameter_name_check: Callable[[str], str | None] | None = None
     # Run states after which nothing changes any more, and those `planner retry` picks by default.
     final_states: frozenset[str] = frozenset({"COMPLETED", "FAILED", "CANCELLED", "DELETED"})
     retry_states: tuple[str, ...] = ("FAILED", "CANCELLED")

@@ -19,7 +19,11 @@ One behaviour for every object:
   got there first is settled the same way, by HeadObject);
 * 409 ``ConditionalRequestConflict`` (another conditional write to the key in
   flight) is tried again, up to ``CONFLICT_ATTEMPTS`` times with growing pauses,
-  as S3 advises;
+  as S3 advises: a PutObject is sent again; a CompleteMultipartUpload is not, its
+  upload is aborted and a new one made, every part uploaded again (the S3 model's
+  ``IfNoneMatch`` of CompleteMultipartUpload: "On a 409 failure you should
+  re-initiate the multipart upload with CreateMultipartUpload and re-upload each
+  part");
 * a multipart upload left behind by a crash is aborted before the shard is
   uploaded again.
 
@@ -199,6 +203,10 @@ def caller_account(s3: Any) -> str:
 
 class _AlreadyThere(Exception):
     """S3 answered 412: the key was written by someone else meanwhile."""
+
+
+class _Conflict(Exception):
+    """S3 answered 409 to a call that must not be repeated as it was (CompleteMultipartUpload)."""
 
 
 class Stager:
@@ -537,6 +545,24 @@ class Stager:
         return response, checksum if self.kms_key_id else None
 
     def _multipart(self, item: _Object, bar: Tracker | None) -> tuple[dict[str, Any], str | None]:
+        """A multipart upload; on a 409 at completion, a new upload (S3 model: CompleteMultipartUpload
+        IfNoneMatch, "re-initiate the multipart upload ... and re-upload each part")."""
+        conflict: _Conflict | None = None
+        for attempt in range(CONFLICT_ATTEMPTS):
+            if attempt:
+                self._pause(attempt)
+            try:
+                # A 409 comes only at completion, every part sent: the bytes were counted once already.
+                return self._multipart_once(item, bar if attempt == 0 else None)
+            except _Conflict as exc:
+                conflict = exc
+        raise SubmissionError(
+            f"{item.uri}: S3 answered 409 ConditionalRequestConflict to CompleteMultipartUpload {CONFLICT_ATTEMPTS} "
+            "times, each time for a new upload: another write to this key kept conflicting; nothing was "
+            "overwritten; run submit again"
+        ) from (conflict.__cause__ if conflict is not None else None)
+
+    def _multipart_once(self, item: _Object, bar: Tracker | None) -> tuple[dict[str, Any], str | None]:
         assert item.path is not None
         path, part_size, count = item.path, item.part_size, item.parts
         kms = bool(self.kms_key_id)
@@ -591,6 +617,7 @@ class Stager:
                     MultipartUpload={"Parts": parts},
                     IfNoneMatch="*",
                 ),
+                conflict_is_final=True,
             )
         except BaseException:
             self._abort(item.bucket, item.key, upload_id)
@@ -601,11 +628,15 @@ class Stager:
             return response, None
         return response, composite_sha256([base64.b64decode(p["ChecksumSHA256"]) for p in parts])
 
-    def _call(self, method: Any, item: _Object, **kwargs: Any) -> dict[str, Any]:
+    def _pause(self, attempt: int) -> None:
+        self.sleep(min(CONFLICT_DELAY * 2 ** (attempt - 1), 5.0) * random.uniform(0.5, 1.0))
+
+    def _call(self, method: Any, item: _Object, *, conflict_is_final: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """One S3 call; a 409 is sent again, unless ``conflict_is_final`` (then ``_Conflict``)."""
         last: ClientError | None = None
         for attempt in range(CONFLICT_ATTEMPTS):
             if attempt:
-                self.sleep(min(CONFLICT_DELAY * 2 ** (attempt - 1), 5.0) * random.uniform(0.5, 1.0))
+                self._pause(attempt)
                 body = kwargs.get("Body")
                 if body is not None and hasattr(body, "seek"):
                     body.seek(0)  # the first attempt read the file to its end
@@ -615,6 +646,8 @@ class Stager:
                 if _status(exc) == 412 or _error_code(exc) == "PreconditionFailed":
                     raise _AlreadyThere() from exc
                 if _status(exc) == 409 or _error_code(exc) == "ConditionalRequestConflict":
+                    if conflict_is_final:
+                        raise _Conflict() from exc
                     # Another conditional write to this key is in flight; S3 says to try again.
                     last = exc
                     continue

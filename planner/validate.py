@@ -70,6 +70,10 @@ def default_problems(spec: BackendSpec, defaults: Defaults, routes: Sequence[Rou
                     "rename the column",
                 )
             )
+        elif route.kind == "parameter" and spec.parameter_name_check is not None:
+            refused = spec.parameter_name_check(route.key)
+            if refused is not None:
+                found.append(Problem(None, None, f"header {route.column!r}", route.key, "parameter-name", refused))
         if route.kind == "tag":
             found += _header_problems(spec.tag_key_rule, route.key, route.column)
         elif route.kind == "parameter" and spec.parameter_key_rule is not None:

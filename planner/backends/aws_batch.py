@@ -52,7 +52,14 @@ from typing import Any
 import orjson
 import polars as pl
 
-from ..child_settings import FIRST_INDEX_ENV, INDEX_ETAG_ENV, INDEX_URI_ENV, MANIFEST_ENV, MANIFEST_ETAG_ENV
+from ..child_settings import (
+    EXPECTED_OWNER_ENV,
+    FIRST_INDEX_ENV,
+    INDEX_ETAG_ENV,
+    INDEX_URI_ENV,
+    MANIFEST_ENV,
+    MANIFEST_ETAG_ENV,
+)
 from ..engine import Call, Created, Phase, model_check, no_blind_retry
 from ..errors import InputError, Problem, SubmissionError
 from ..ledger import SampleState
@@ -71,6 +78,19 @@ ADDED_DEPENDENCIES = {"SEQUENTIAL": 2, "N_TO_N": 1}
 UNSUPPORTED_OVERRIDES = ("ecsPropertiesOverride", "eksPropertiesOverride", "nodeOverrides")
 JOB_NAME = FieldRule("jobName", "string", min=1, max=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _INPUT = operation_input("batch", "SubmitJob")
+# AWS Batch User Guide, "AWS Batch service quotas": "Maximum job payload size (for SubmitJob API operations)
+# 30 KiB" (SubmitJob answers ClientException "Job size must be less than 30 KiB, got N KiB").
+MAX_JOB_PAYLOAD_BYTES = 30 * 1024
+# ECS API Reference, RunTask ``overrides``: "A total of 8192 characters are allowed for overrides. This limit
+# includes the JSON formatting characters of the override structure."  A Batch job on ECS past it is accepted by
+# SubmitJob, then FAILED with statusReason "Container Overrides length must be at most 8192".  What the planner
+# sends is only part of what counts (Batch adds its AWS_BATCH_* variables and the job definition's command), so
+# this refuses only requests that must fail.
+MAX_CONTAINER_OVERRIDES_CHARS = 8192
+# Room for what the planner adds at submit to the defaults' request: the PLANNER_* variables (two S3 URIs, counted
+# at STAGED_URI_ALLOWANCE characters each, two ETags, the first index, the bucket owner), jobName, arrayProperties
+# and the dependencies dependsOnType adds.  submit checks the exact request again (check_request_size).
+STAGED_URI_ALLOWANCE = 300
 
 
 def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_fields: set[str]) -> list[Problem]:
@@ -124,11 +144,85 @@ def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_field
                     "jobs needing this override are not supported yet",
                 )
             )
+    found += _size_problems(_planned_request(run, submission))
     if order is not None and order not in ("N_TO_N", "SEQUENTIAL"):
         found.append(
             Problem(None, None, "submission.dependsOnType", str(order), "enum", "must be N_TO_N or SEQUENTIAL")
         )
     return found
+
+
+def _json_length(value: Any) -> int:
+    return len(orjson.dumps(value))
+
+
+def _size_problems(request: dict[str, Any]) -> list[Problem]:
+    """One SubmitJob request against the documented sizes (MAX_JOB_PAYLOAD_BYTES, MAX_CONTAINER_OVERRIDES_CHARS)."""
+    found = []
+    payload = _json_length(request)
+    if payload > MAX_JOB_PAYLOAD_BYTES:
+        found.append(
+            Problem(
+                None,
+                None,
+                "SubmitJob request",
+                f"{payload} bytes",
+                "job-size",
+                f"an AWS Batch job payload is at most 30 KiB ({MAX_JOB_PAYLOAD_BYTES} bytes; AWS Batch service "
+                "quotas), counting what the planner adds: move large values into the job definition or files on S3",
+            )
+        )
+    overrides = request.get("containerOverrides")
+    if overrides:
+        length = len(orjson.dumps(overrides).decode())
+        if length > MAX_CONTAINER_OVERRIDES_CHARS:
+            found.append(
+                Problem(
+                    None,
+                    None,
+                    "containerOverrides",
+                    f"{length} characters",
+                    "overrides-size",
+                    f"container overrides are at most {MAX_CONTAINER_OVERRIDES_CHARS} characters of JSON (ECS RunTask "
+                    'overrides; Batch fails such a job with "Container Overrides length must be at most 8192"), '
+                    "counting the planner's own PLANNER_* variables: move environment values into the job definition",
+                )
+            )
+    return found
+
+
+def _planned_request(run: dict[str, Any], submission: dict[str, Any]) -> dict[str, Any]:
+    """The defaults' SubmitJob request as submit will build it, with the planner's additions at their largest."""
+    uri = "s3://" + "u" * (STAGED_URI_ALLOWANCE - len("s3://"))
+    etag = '"' + "0" * 32 + '-10000"'
+    environment = _environment(uri, etag, uri, etag) | {EXPECTED_OWNER_ENV: "0" * 12}
+    request = {k: v for k, v in run.items() if k not in ("id", "jobName", "dependsOn", "arrayProperties")}
+    request["jobName"] = "j" * JOB_NAME.max  # type: ignore[operator]
+    request["arrayProperties"] = {"size": MAX_ARRAY_SIZE}
+    overrides = dict(request.get("containerOverrides") or {})
+    overrides["environment"] = list(overrides.get("environment") or []) + [
+        {"name": name, "value": value} for name, value in environment.items()
+    ]
+    request["containerOverrides"] = overrides
+    order = submission.get("dependsOnType")
+    added = ADDED_DEPENDENCIES.get(order, 0) if isinstance(order, str) else 0
+    request["dependsOn"] = list(run.get("dependsOn") or []) + [{"jobId": "0" * 36, "type": "N_TO_N"}] * added
+    return request
+
+
+_MODEL_CHECK = model_check("batch", "SubmitJob")
+
+
+def _dry_run_check(request: dict[str, Any]) -> list[str]:
+    """What --dry-run reports of a request: the model's rules and the documented sizes."""
+    return _MODEL_CHECK(request) + [p.describe() for p in _size_problems(request)]
+
+
+def check_request_size(request: dict[str, Any], what: str) -> None:
+    """Refuse, before sending, a SubmitJob request past a documented size limit."""
+    problems = _size_problems(request)
+    if problems:
+        raise InputError(f"{what}: " + "; ".join(p.describe() for p in problems) + "; nothing was submitted for it")
 
 
 SPEC = BackendSpec(
@@ -286,7 +380,9 @@ class AwsBatch(Backend):
             self.ctx.stager.verify(staged_index)
             environment = _environment(staged.uri, staged.etag, staged_index.uri, staged_index.etag)
             environment |= self.ctx.child_environment()  # children read with ExpectedBucketOwner too
-            return build_request(manifest, shard, environment, previous=previous, lone_run=lone)
+            request = build_request(manifest, shard, environment, previous=previous, lone_run=lone)
+            check_request_size(request, f"SubmitJob for shard {shard.index}")
+            return request
 
         def send(request: dict[str, Any]) -> Created:
             response = dict(self.ctx.clients.get("batch").submit_job(**request))
@@ -305,7 +401,7 @@ class AwsBatch(Backend):
             shard=shard.index,
             one_to_one=shard.entries == 1,
             where={"shard": shard.index},
-            check=model_check("batch", "SubmitJob"),
+            check=_dry_run_check,
         )
 
     def _previous(self, shard: ShardInfo) -> str:

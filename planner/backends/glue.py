@@ -33,16 +33,18 @@ script reads entry i with two ranged GETs: ``planner.child_settings.read_child_s
 (``JobName``, ``WorkerType``, ...) from ``[run]``, so a sheet column naming one of
 those fields is refused in this mode (a ``param.`` column passes the value to the script).
 
-Status comes from ``GetJobRuns`` (paginated), mapped back to samples by the run
-key: ``state`` is the ``JobRunState``, ``reason`` the ``ErrorMessage`` and ``log`` the
-run's CloudWatch log group and stream (its id); a plan whose runs have all ended
-asks nothing.  Runs
+Status comes from ``GetJobRuns`` (paginated, every page read), mapped back to samples by the run
+key, the later attempt where Glue retried a run (``later_attempt``: never the listing's order, which
+is newest first on AWS and oldest first in moto): ``state`` is the ``JobRunState``,
+``reason`` the ``ErrorMessage`` and ``log`` the run's CloudWatch log group and stream
+(its id); a plan whose runs have all ended asks nothing.  Runs
 that ended badly are in FAILED, ERROR, TIMEOUT, STOPPED or EXPIRED
 (``RETRY_STATES``).  ``cancel`` stops runs with ``BatchStopJobRun``, 25 ids a call.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 import threading
@@ -111,6 +113,23 @@ def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_field
     return found
 
 
+def _argument_name_check(key: str) -> str | None:
+    """A sheet column becomes ``--KEY``; Glue's getResolvedOptions cannot read a name with a hyphen ("Accessing
+    parameters using getResolvedOptions", AWS Glue Developer Guide: "The arguments use only underscores, not
+    hyphens. Your arguments need to follow this convention to be resolved").  Glue's own hyphenated job
+    parameters (--enable-metrics, ...; "Using job parameters in AWS Glue jobs") are read by Glue itself,
+    not the script: they are set once for all runs in [run.Arguments], where they are not refused."""
+    name = key[2:] if key.startswith("--") else key
+    if "-" not in name:
+        return None
+    return (
+        f"becomes the Glue argument --{name}, which the job's script cannot read with getResolvedOptions "
+        f"(Glue argument names use underscores, not hyphens): rename the column so that it is "
+        f"--{name.replace('-', '_')}; "
+        "one of Glue's own job parameters goes in [run.Arguments] of the defaults file"
+    )
+
+
 FINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "STOPPED", "TIMEOUT", "ERROR", "EXPIRED"})
 RETRY_STATES = ("FAILED", "ERROR", "TIMEOUT", "STOPPED", "EXPIRED")  # what `planner retry` picks by default
 
@@ -133,6 +152,7 @@ SPEC = BackendSpec(
     run_shape=_INPUT,
     submission_keys=frozenset({"mode"}),
     reserved_parameter_prefix="--planner-",
+    parameter_name_check=_argument_name_check,
     final_states=FINAL_STATES,
     retry_states=RETRY_STATES,
     shard_mode=lambda submission: "s3" if submission.get("mode") == "manifest" else "inline",
@@ -199,6 +219,24 @@ def job_runs(ctx: Context, glue: Any, job: str) -> Iterator[dict[str, Any]]:
         params["NextToken"] = page["NextToken"]
 
 
+def later_attempt(known: dict[str, Any] | None, run: dict[str, Any]) -> dict[str, Any]:
+    """Of two runs with one run key (Glue's own retry of a run carries its Arguments), the later attempt.
+
+    Not the order of GetJobRuns: AWS lists newest first (API reference), moto oldest first.  A run that
+    names the other as ``PreviousRunId`` is its retry; otherwise the higher ``Attempt``, then ``StartedOn``.
+    """
+    if known is None or run.get("PreviousRunId") == known.get("Id"):
+        return run
+    if known.get("PreviousRunId") == run.get("Id"):
+        return known
+
+    def rank(candidate: dict[str, Any]) -> tuple[int, float]:
+        started = candidate.get("StartedOn")
+        return int(candidate.get("Attempt") or 0), started.timestamp() if isinstance(started, dt.datetime) else 0.0
+
+    return run if rank(run) > rank(known) else known
+
+
 @dataclass
 class _JobRuns:
     active: int  # runs of the job holding a slot, whoever started them
@@ -214,7 +252,7 @@ def _scan(ctx: Context, glue: Any, job: str) -> _JobRuns:
             active += 1
         key = (run.get("Arguments") or {}).get(RUN_KEY)
         if key and key.startswith(prefix):
-            ours.setdefault(key, run)  # newest first: a retried run (JobRunId) shows its latest attempt
+            ours[key] = later_attempt(ours.get(key), run)
     return _JobRuns(active, ours)
 
 
@@ -434,7 +472,7 @@ class Glue(Backend):
             for run in job_runs(self.ctx, glue, job):
                 key = (run.get("Arguments") or {}).get(RUN_KEY)
                 if key and key.startswith(f"{self.ctx.plan_id}:"):
-                    by_key.setdefault(key, run)
+                    by_key[key] = later_attempt(by_key.get(key), run)
                 by_id[run["Id"]] = run
         places = self.place_index()
         updates: list[SampleState] = []

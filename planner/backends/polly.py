@@ -1,7 +1,8 @@
 """Elucidata Polly pipelines: one run (create_run) holding one job per sample (submit_job).
 
 Polly has no botocore model, so its rules are written here from the SDK reference
-(seeds/003): a run has a ``pipeline_id``, an optional ``run_name``, a ``priority`` of
+(seeds/003, polly-python's ``pipelines.py``): a run has a ``pipeline_id``, an optional
+``run_name`` (sent as the attribute ``name``, as the SDK does), a ``priority`` of
 low, medium or high, ``tags`` and a ``domain_context``; a job has a ``name``,
 ``parameters`` and ``config`` ``{"infra": {"cpu", "memory", "storage"}}``.  The job
 name is the sample id, which makes resubmission checkable: a resumed submit lists
@@ -43,7 +44,7 @@ from ..jsontext import dumps
 from ..ledger import SampleState
 from ..model import FieldRule, check_scalar
 from ..plandir import Manifest
-from ..polly_api import PollyAPI, PollyHTTPError, open_api
+from ..polly_api import JobsAnswer, PollyAPI, PollyHTTPError, open_api
 from ..spec import BackendSpec, RoutedField
 from .base import Backend, CancelReport
 
@@ -164,17 +165,22 @@ def run_name(manifest: Manifest) -> str:
     return str(given)
 
 
+def run_priority(manifest: Manifest) -> str:
+    return str(manifest.submission.get("priority") or "low")  # the SDK's default
+
+
 def run_request(manifest: Manifest) -> dict[str, Any]:
     """The create_run body; the SDK's defaults (priority low, empty tags and context) made explicit."""
     submission = manifest.submission
     tags = dict(submission.get("tags") or {})
     tags[PLAN_TAG] = manifest.plan_id
+    # The SDK's create_run takes the keyword run_name and sends it as the attribute name.
     attributes = {
-        "pipeline_id": submission["pipeline_id"],
-        "run_name": run_name(manifest),
-        "priority": submission.get("priority") or "low",
-        "tags": tags,
+        "name": run_name(manifest),
+        "priority": run_priority(manifest),
         "domain_context": dict(submission.get("domain_context") or {}),
+        "tags": tags,
+        "pipeline_id": submission["pipeline_id"],
     }
     return {"data": {"type": "runs", "attributes": attributes}}
 
@@ -292,12 +298,14 @@ class Polly(Backend):
         def find(fresh: bool) -> Created | None:
             assert api is not None
             # A crash after the call, or a lost ledger: the run is recognised by its name and plan tag.
-            run = api.find_run(name, PLAN_TAG, manifest.plan_id)
+            run = api.find_run(name, run_priority(manifest), PLAN_TAG, manifest.plan_id)
             return found(run) if run is not None else None
 
         def send(request: dict[str, Any]) -> Created:
             assert api is not None
-            return found(api.create_run(request, lambda: api.find_run(name, PLAN_TAG, manifest.plan_id)))
+            return found(
+                api.create_run(request, lambda: api.find_run(name, run_priority(manifest), PLAN_TAG, manifest.plan_id))
+            )
 
         return Call(
             key=RUN_KEY,
@@ -354,18 +362,23 @@ class Polly(Backend):
             have = present(listing.get())  # jobs of this request the run already has are not sent again
             missing = {n for n in request.names if n not in have}
             try:
-                created = api.post_jobs(request.body(run_id, missing), what) if missing else {}
+                answer = api.post_jobs(request.body(run_id, missing), what) if missing else JobsAnswer({}, [])
             except PollyHTTPError as exc:
                 if exc.status != 409:
                     raise
                 have = present(listing.get(fresh=True))  # some of them were made after all: send the rest
                 missing = {n for n in request.names if n not in have}
-                created = api.post_jobs(request.body(run_id, missing), what) if missing else {}
-            made = {n: (str(job["id"]), job_state(job.get("attributes") or {})[0]) for n, job in created.items()}
+                answer = api.post_jobs(request.body(run_id, missing), what) if missing else JobsAnswer({}, [])
+            made = {n: (str(job["id"]), job_state(job.get("attributes") or {})[0]) for n, job in answer.created.items()}
             every = {**have, **made}
             lacking = [n for n in request.names if n not in every]
             if lacking:
-                raise SubmissionError(f"{what}: Polly's answer lacks jobs it was sent ({', '.join(lacking[:3])})")
+                # Those made are in the run: the next submit lists them and sends only the rest.
+                said = f": {'; '.join(answer.refused[:3])}" if answer.refused else ""
+                raise SubmissionError(
+                    f"{what}: Polly did not make job{'s' if len(lacking) > 1 else ''} "
+                    f"{', '.join(lacking[:3])}{' and more' if len(lacking) > 3 else ''}{said}"
+                )
             return Created(run_id, {"jobs": {n: job for n, (job, _) in every.items()}}, per_sample=every)
 
         return Call(

@@ -1,65 +1,92 @@
 """A local Polly pipelines API for tests and the sandbox: runs and jobs over JSON:API on loopback.
 
 ``PollyEmulator`` is an HTTP server (stdlib ``ThreadingHTTPServer`` in a background
-thread) answering the endpoints behind the calls of Polly's pipelines SDK
-(seeds/003: ``create_run``, ``submit_job``, ``get_run``, ``get_runs``, ``get_jobs``)::
+thread) answering the endpoints behind the calls of Polly's pipelines SDK.
 
-    POST /runs            {"data": {"type": "runs",
-                                    "attributes": {pipeline_id, run_name, priority, tags, domain_context}}}
-                          -> 201 {"data": <run>}
-    GET  /runs/{id}       -> 200 {"data": <run>}; 404 for an unknown run
-    GET  /runs            ?filter[name]=&filter[status]=&filter[priority]=&filter[pipeline_id]=&page[size]=&page[after]=
-                          -> 200 {"data": [<run>, ...], "links": {"self": ..., "next": URL or null}}
-    POST /jobs            {"data": [{"type": "jobs", "attributes": {run_id, name, parameters, config}}, ...]}
-                          -> 201 {"data": [<job>, ...]} in request order (a single object is one job)
-    GET  /jobs/{id}       -> 200 {"data": <job>}
-    GET  /jobs            ?filter[run_id]=R (required)&page[size]=&page[after]=  -> as GET /runs
+Sources.  Every behaviour is an entry of ``docs/sources-polly.md`` (P1, P2, ...), named beside
+its code.  [SDK] is polly-python's ``polly/pipelines.py`` (the release whose ``Pipelines``
+class has ``create_run``, ``submit_job``, ``get_runs``, ``get_run``, ``get_jobs``; seeds/003
+is its rendered reference).  [reading] marks what the SDK does not show: this project's
+own reading, to be checked against the real service when one is at hand.
 
-Paging is JSON:API cursor paging: ``page[size]`` (1..100, default 10 as in the SDK)
-and ``page[after]``, an opaque cursor (the id of the last item of the previous
-page); the response's ``links.next`` is the absolute URL of the next page, or null
-on the last one.  Items come in creation order.
+    POST {base}/runs       create_run [SDK]: {"data": {"type": "runs", "attributes":
+                           {name, priority, domain_context, tags, pipeline_id}}} -> 201 {"data": <run>} [reading: 201]
+    GET  {base}/runs/{id}  get_run [SDK] -> 200 {"data": <run>}; 404 for an unknown run [reading]
+    GET  {base}/runs       get_runs [SDK]: ?filter[status]=&filter[priority]=&filter[org_id]=&filter[user_id]=
+                           &page[size]= -> 200 {"data": [<run>, ...], "links": {"self": PATH, "next": PATH or null}}
+    POST {base}/jobs       submit_job [SDK, a list of one; reading: several]: {"data": [{"type": "jobs",
+                           "attributes": {run_id, name, config, parameters}}, ...]} -> 201 {"data": [<job>, ...]}
+    GET  {base}/jobs/{id}  get_job [SDK] -> 200 {"data": <job>}
+    GET  {base}/jobs       get_jobs [SDK]: ?filter[run_id]=R&filter[org_id]=&filter[user_id]=&page[size]= -> as runs
 
-Resources have the shapes of the SDK's examples.  A run's ``attributes`` carry
-``name``, ``pipeline_id``, ``priority``, ``tags``, ``domain_context``, ``num_jobs``,
-``num_successful_jobs``, ``num_failed_jobs`` and ``status``; a job's carry ``name``,
-``run_id``, ``parameters``, ``config``, ``stage``, ``progress``, ``errored`` and
-``finished`` (jobs have no ``status`` field in the SDK's examples, so none here).
+``{base}`` is ``/pravaah/orchestration`` (the SDK's ``orchestration_url``), so
+``endpoint_url`` is ``http://127.0.0.1:PORT/pravaah/orchestration``.  [SDK] Listings
+send ``page[size]=20`` (``default_page_size``; 20 is this emulator's default too) and
+follow ``links.next``, a *path* the SDK appends to the host (``f"{self.base_url}{next_link}"``
+where ``base_url`` is ``https://apis.<env>.elucidata.io``), until it is null.  The SDK
+filters only by ``run_id`` (jobs), ``org_id``, ``status``, ``priority`` and ``user_id``;
+any other filter (``filter[name]`` included) is refused with 400 [reading: the real API
+may ignore it instead; refusing keeps a client from depending on it].  [reading] The
+cursor inside ``links.next`` (``page[after]``, the id of the last item of the previous
+page), the page size bound (1..100), and the order (creation order) are this
+emulator's; a client must not build the cursor itself nor rely on the order.
+
+Resources have the shapes of the SDK's examples [SDK docstrings, seeds/003].  A run's
+``attributes`` carry ``name``, ``pipeline_id``, ``priority``, ``tags``,
+``domain_context``, ``num_jobs``, ``num_successful_jobs``, ``num_failed_jobs`` and
+``status``; a job's carry ``name``, ``run_id``, ``parameters``, ``config``, ``stage``,
+``progress``, ``errored`` and ``finished`` (jobs have no ``status`` field in the SDK's
+examples, so none here).
 
 Behaviour, on a timeline driven by the injected ``clock`` in steps of
 ``step_seconds`` (computed on each request, no background work):
 
-* A job is queued for one step (stage ``Queued``, progress ``0/2``), processing for
-  the next (``Processing``, ``1/2``), then finished (``Completed``, ``2/2``,
-  ``finished`` true), or errored at ``Processing`` (``errored`` true, ``finished``
-  false, as the SDK's example shows) when it falls in the deterministic failure
-  subset: a hash of ``seed``, the run id and the job name below ``failure_rate``.
+* [reading, shaped by the SDK's examples] A job is queued for one step (stage
+  ``Queued``, progress ``0/2``), processing for the next (``Processing``, ``1/2``), then
+  finished (``Completed``, ``2/2``, ``finished`` true), or errored at ``Processing``
+  (``errored`` true, ``finished`` false, as the SDK's example shows) when it falls in
+  the deterministic failure subset: a hash of ``seed``, the run id and the job name
+  below ``failure_rate``.
 * A run is PENDING until a job starts, RUNNING while any job is unfinished, then
-  COMPLETED (no job errored), ERRORED (every job errored) or PARTIALLY_COMPLETED.
-* Requests are validated: JSON:API ``type``, required attributes, no unknown
-  attributes, ``priority`` in low|medium|high, ``tags`` and ``domain_context``
-  objects, ``parameters`` an object, ``config`` an object holding only ``infra``
-  with positive integers ``cpu``, ``memory``, ``storage``, job names of 1..255
-  characters, at most ``max_jobs_per_request`` jobs per request, bodies of at most
-  ``max_body_bytes``.  A request with any invalid job creates none (422).
-* Job names are unique within a run: a request naming a job the run already has,
-  or the same name twice, is refused whole with 409 Conflict.  Run names are not
-  unique (as in Polly): that is the client's business.
-* Every request needs the ``x-api-key`` header: 401 when it is missing or is not
-  ``api_key`` (``api_key=None`` accepts any key).
-* Errors are JSON:API error documents ``{"errors": [{"status", "title", "detail",
-  "source"?}]}``: 400 malformed request, 401, 404 unknown run, job or path, 405,
-  409, 413, 415 (a body that is not JSON), 422 invalid attributes.
+  COMPLETED (no job errored), ERRORED (every job errored) or PARTIALLY_COMPLETED
+  [SDK examples show PENDING, ERRORED, PARTIALLY_COMPLETED; RUNNING and COMPLETED are
+  a reading].
+* Requests are validated [SDK: priority low|medium|high, config ``{"infra": {"cpu",
+  "memory", "storage"}}`` integers; reading: the rest]: JSON:API ``type``, required
+  attributes, no unknown attributes (``run_name``, the SDK's keyword, is not an
+  attribute: the SDK sends it as ``name``), ``tags`` and ``domain_context`` objects,
+  ``parameters`` an object, ``config`` an object holding only ``infra`` with positive
+  integers, job names of 1..255 characters, at most ``max_jobs_per_request`` jobs per
+  request, bodies of at most ``max_body_bytes``.  A request with any invalid job
+  creates none (422).
+* [reading] Job names are unique within a run: a request naming a job the run
+  already has, or the same name twice, is refused whole with 409 Conflict (P10).  Run
+  names are not unique (P6) (the SDK's default name is a timestamp to the minute): that is the
+  client's business.
+* [reading] Every request needs the ``x-api-key`` header (the SDK's session carries
+  its token in a way it does not show): 401 when it is missing or is not ``api_key``
+  (``api_key=None`` accepts any key).
+* [reading] Errors are JSON:API error documents ``{"errors": [{"status", "title",
+  "detail", "source"?}]}``: 400 malformed request, 401, 404 unknown run, job or path,
+  405, 409, 413, 415 (a body that is not JSON), 422 invalid attributes.
 
-Fault injection for tests: ``fail_next`` (HTTP statuses answered, in order, to the
-next requests before they are looked at: 429 carries ``Retry-After``), and
-``fail_after`` (statuses answered to the next creating POSTs *after* they were
-carried out: the response is lost, as after a timeout); ``inject()`` adds more at
-any time, optionally for one method and path only.
+Faults a service makes, injectable by tests (``inject()``, ``inject_slow()``, or the
+constructor's ``fail_next``/``fail_after``), each optionally for one method and path:
+
+* an error status answered before the request is looked at (``fail_next``; a 429
+  carries ``Retry-After``);
+* an error status answered *after* the request was carried out (``fail_after``,
+  ``inject(after=True)``): the answer is lost, as behind a gateway that timed out;
+* a slow answer (``inject_slow(seconds)``): the request is carried out and its answer
+  held for that many real seconds (``stop()`` releases it), so a client's read
+  timeout fires after the work was done;
+* a job refused inside a 2xx answer (``inject_job_errors(names)``, P23): its item in
+  ``data`` is ``{"errors": [...]}``, and it is not made, the request's other jobs are
+  [SDK: ``submit_job`` checks ``data[0]`` for ``error``/``errors``; what causes it is not shown].
 
 Test hooks: ``runs()``, ``jobs(run_id=None)`` (with an emulator-side ``status``:
-PENDING, RUNNING, SUCCEEDED or ERRORED) and ``requests()`` (method, path, query,
-body and the status answered, for every request).
+PENDING, RUNNING, SUCCEEDED or ERRORED) and ``requests()`` (method, path below
+``{base}``, query, body and the status answered, for every request).
 """
 
 from __future__ import annotations
@@ -81,10 +108,14 @@ __all__ = ["PollyEmulator"]
 
 PRIORITIES = ("low", "medium", "high")
 INFRA_KEYS = ("cpu", "memory", "storage")
-RUN_ATTRIBUTES = frozenset({"pipeline_id", "run_name", "priority", "tags", "domain_context"})
-JOB_ATTRIBUTES = frozenset({"run_id", "name", "parameters", "config"})
-DEFAULT_PAGE_SIZE = 10  # the SDK's default
-MAX_PAGE_SIZE = 100
+BASE_PATH = "/pravaah/orchestration"  # P1 [SDK] Pipelines.orchestration_url
+RUN_ATTRIBUTES = frozenset({"name", "priority", "domain_context", "tags", "pipeline_id"})  # P2 [SDK] create_run
+JOB_ATTRIBUTES = frozenset({"run_id", "name", "config", "parameters"})  # P7 [SDK] submit_job's body
+RUN_FILTERS = frozenset({"org_id", "status", "priority", "user_id"})  # P12 [SDK] get_runs, _add_arguments_to_url
+JOB_FILTERS = frozenset({"run_id", "org_id", "user_id"})  # P12 [SDK] get_jobs and its docstring
+DEFAULT_PAGE_SIZE = 20  # P13 [SDK] default_page_size, sent by every listing
+MAX_PAGE_SIZE = 100  # P13 [reading]
+ORG_ID = USER_ID = "1"  # [SDK examples] every resource belongs to org "1"; one user here
 MAX_NAME = 255
 MAX_SHOWN_ERRORS = 20
 _TITLES = {
@@ -106,7 +137,7 @@ _TITLES = {
 
 
 class ApiError(Exception):
-    """An error answered as a JSON:API error document."""
+    """An error answered as a JSON:API error document (P21)."""
 
     def __init__(self, status: int, detail: str | list[tuple[str, str | None]], title: str | None = None):
         self.status = status
@@ -151,10 +182,11 @@ class _Run:
 
 @dataclass
 class _Fault:
-    status: int
+    status: int | None  # None: the request's own answer, only late
     after: bool  # carry the request out, then answer this status instead
     method: str | None
     path: str | None
+    delay: float = 0.0  # real seconds the answer is held back
 
 
 class PollyEmulator(LoopbackServer):
@@ -177,12 +209,15 @@ class PollyEmulator(LoopbackServer):
         retry_after: int = 1,
         max_jobs_per_request: int = 100,
         max_body_bytes: int = 10 * 1024 * 1024,
+        base_path: str = BASE_PATH,
     ):
         if not 0.0 <= failure_rate <= 1.0:
             raise ValueError("failure_rate must be within [0, 1]")
         if step_seconds <= 0:
             raise ValueError("step_seconds must be positive")
         self._init_server(host, port)
+        self.base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
+        self.origin = ""
         self.api_key = api_key
         self.clock = clock
         self.step_seconds = float(step_seconds)
@@ -201,18 +236,43 @@ class PollyEmulator(LoopbackServer):
         self._jobs: dict[str, _Job] = {}
         self._faults: deque[_Fault] = deque()
         self._requests: list[dict[str, Any]] = []
+        self._stopping = threading.Event()
+        self._job_errors: dict[str, str] = {}
         self.inject(fail_next or ())
         self.inject(fail_after or (), after=True, method="POST")
 
+    def start(self) -> PollyEmulator:
+        super().start()
+        self.origin = self.endpoint_url
+        self.endpoint_url = self.origin + self.base_path
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()  # answers held back by inject_slow go out now
+        super().stop()
+
     # -- test hooks ----------------------------------------------------------
 
-    def inject(
+    def inject(  # P22
         self, statuses: Iterable[int], *, after: bool = False, method: str | None = None, path: str | None = None
     ) -> None:
         """Answer the next matching requests with these statuses (``after``: once carried out)."""
         with self._lock:
             for status in statuses:
                 self._faults.append(_Fault(int(status), after, method.upper() if method else None, path))
+
+    def inject_slow(
+        self, seconds: float, *, count: int = 1, method: str | None = None, path: str | None = None
+    ) -> None:
+        """Carry out the next ``count`` matching requests, then hold each answer ``seconds`` real seconds."""
+        with self._lock:
+            for _ in range(count):
+                self._faults.append(_Fault(None, True, method.upper() if method else None, path, float(seconds)))
+
+    def inject_job_errors(self, names: Iterable[str], detail: str = "the job was refused") -> None:
+        """The next POST /jobs naming each of these jobs answers 201 with an error item in its place, not made."""
+        with self._lock:
+            self._job_errors.update(dict.fromkeys(names, detail))
 
     def runs(self) -> list[dict[str, Any]]:
         now = self.clock()
@@ -238,9 +298,10 @@ class PollyEmulator(LoopbackServer):
     def handle(self, method: str, target: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
         """One HTTP request in, (status, headers, body) out."""
         method = method.upper()
-        host = headers.get("Host") or f"{self.host}:{self.port}"  # the links point where the client came from
         parts = urlsplit(target)
-        path = parts.path.rstrip("/") or "/"
+        full_path = parts.path.rstrip("/") or "/"
+        inside = full_path == self.base_path or full_path.startswith(self.base_path + "/")
+        path = (full_path[len(self.base_path) :] or "/") if inside else full_path
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         record: dict[str, Any] = {"method": method, "path": path, "query": query, "body": None, "status": None}
         try:
@@ -250,11 +311,13 @@ class PollyEmulator(LoopbackServer):
         with self._lock:
             self._requests.append(record)
             fault = self._take_fault(method, path)
-        if fault is not None and not fault.after:
+        if fault is not None and not fault.after and fault.status is not None:
             status, answer_headers, payload = self._error(ApiError(fault.status, "injected failure"))
         else:
             try:
-                status, document = self._route(method, path, query, headers, body, host)
+                if not inside:
+                    raise ApiError(404, f"no such endpoint: {full_path} (the API lives under {self.base_path})")
+                status, document = self._route(method, path, query, headers, body)
                 answer_headers, payload = (
                     {"Content-Type": "application/vnd.api+json"},
                     json.dumps(document, separators=(",", ":")).encode(),
@@ -263,7 +326,9 @@ class PollyEmulator(LoopbackServer):
                 status, answer_headers, payload = self._error(exc)
             except Exception as exc:  # a bug in the emulator: answer as a server would
                 status, answer_headers, payload = self._error(ApiError(500, f"{type(exc).__name__}: {exc}"))
-            if fault is not None and 200 <= status < 300:
+            if fault is not None and fault.status is None:
+                self._stopping.wait(fault.delay)  # carried out; the answer is late
+            elif fault is not None and fault.status is not None and 200 <= status < 300:
                 status, answer_headers, payload = self._error(
                     ApiError(fault.status, "injected failure after the request was carried out")
                 )
@@ -287,7 +352,7 @@ class PollyEmulator(LoopbackServer):
         return exc.status, headers, json.dumps(exc.document(), separators=(",", ":")).encode()
 
     def _route(
-        self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes, host: str
+        self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes
     ) -> tuple[int, dict[str, Any]]:
         segments = [s for s in path.split("/") if s]
         if not segments or segments[0] not in ("runs", "jobs") or len(segments) > 2:
@@ -299,7 +364,7 @@ class PollyEmulator(LoopbackServer):
                 raise ApiError(405, f"{method} is not allowed on {path}")
             return 200, {"data": self._get_one(collection, segments[1])}
         if method == "GET":
-            return 200, self._list(collection, query, host, path)
+            return 200, self._list(collection, query, path)
         if method != "POST":
             raise ApiError(405, f"{method} is not allowed on {path}")
         if len(body) > self.max_body_bytes:
@@ -317,7 +382,7 @@ class PollyEmulator(LoopbackServer):
             return 201, {"data": self._create_run(document["data"])}
         return 201, {"data": self._create_jobs(document["data"])}
 
-    def _authorise(self, headers: Any) -> None:
+    def _authorise(self, headers: Any) -> None:  # P20
         key = headers.get("x-api-key")
         if not key:
             raise ApiError(401, "missing API key: send it in the x-api-key header")
@@ -342,7 +407,7 @@ class PollyEmulator(LoopbackServer):
             return ("PENDING", "RUNNING")[phase]
         return "ERRORED" if job.fails else "SUCCEEDED"
 
-    def _job_resource(self, job: _Job, now: float) -> dict[str, Any]:
+    def _job_resource(self, job: _Job, now: float) -> dict[str, Any]:  # P17, P18
         phase = self._job_phase(job, now)
         errored = phase == 2 and job.fails
         if phase == 0:
@@ -368,7 +433,7 @@ class PollyEmulator(LoopbackServer):
             },
         }
 
-    def _run_resource(self, run: _Run, now: float) -> dict[str, Any]:
+    def _run_resource(self, run: _Run, now: float) -> dict[str, Any]:  # P16, P19
         statuses = [self._job_status(job, now) for job in run.jobs]
         succeeded = statuses.count("SUCCEEDED")
         errored = statuses.count("ERRORED")
@@ -417,13 +482,13 @@ class PollyEmulator(LoopbackServer):
                 raise ApiError(404, f"job {resource_id} not found")
             return self._job_resource(job, now)
 
-    def _list(self, collection: str, query: dict[str, str], host: str, path: str) -> dict[str, Any]:
+    def _list(self, collection: str, query: dict[str, str], path: str) -> dict[str, Any]:
         size_text = query.get("page[size]", str(DEFAULT_PAGE_SIZE))
         if not size_text.isdigit() or not 1 <= int(size_text) <= MAX_PAGE_SIZE:
             raise ApiError(400, f"page[size] must be an integer from 1 to {MAX_PAGE_SIZE}")
         size = int(size_text)
-        after = query.get("page[after]")
-        known_filters = {"run_id"} if collection == "jobs" else {"name", "status", "priority", "pipeline_id"}
+        after = query.get("page[after]")  # P15 [reading]: the cursor is the emulator's own
+        known_filters = JOB_FILTERS if collection == "jobs" else RUN_FILTERS
         filters = {k[len("filter[") : -1]: v for k, v in query.items() if k.startswith("filter[") and k.endswith("]")}
         unknown = sorted(set(filters) - known_filters)
         if unknown:
@@ -445,7 +510,7 @@ class PollyEmulator(LoopbackServer):
                 render: Callable[[Any, float], dict[str, Any]] = self._job_resource
 
                 def keep(item: Any) -> bool:
-                    return True
+                    return filters.get("org_id", ORG_ID) == ORG_ID and filters.get("user_id", USER_ID) == USER_ID
             else:
                 items, positions, render = self._run_order, self._run_position, self._run_resource
 
@@ -453,8 +518,11 @@ class PollyEmulator(LoopbackServer):
                     run: _Run = item
                     attributes = None
                     for name, value in filters.items():
-                        if name in ("name", "priority", "pipeline_id"):
-                            if getattr(run, name) != value:
+                        if name == "priority":
+                            if run.priority != value:
+                                return False
+                        elif name in ("org_id", "user_id"):
+                            if value != ORG_ID:
                                 return False
                         else:
                             attributes = attributes or self._run_resource(run, now)["attributes"]
@@ -477,35 +545,34 @@ class PollyEmulator(LoopbackServer):
                 index += 1
             data = [render(item, now) for item in page]
             more = index < len(items) and bool(page)
-        links: dict[str, Any] = {"self": self._url(host, path, query), "next": None}
+        links: dict[str, Any] = {"self": self._link(path, query), "next": None}
         if more:
-            links["next"] = self._url(host, path, dict(query, **{"page[after]": page[-1].id, "page[size]": str(size)}))
+            links["next"] = self._link(path, dict(query, **{"page[after]": page[-1].id, "page[size]": str(size)}))
         return {"data": data, "links": links}
 
-    @staticmethod
-    def _url(host: str, path: str, query: dict[str, str]) -> str:
-        return f"http://{host}{path}" + (f"?{urlencode(query)}" if query else "")
+    def _link(self, path: str, query: dict[str, str]) -> str:
+        """P14 [SDK] A link is a path from the host's root: the SDK appends it to ``https://apis.<env>.elucidata.io``."""
+        return f"{self.base_path}{path}" + (f"?{urlencode(query)}" if query else "")
 
     def _create_run(self, data: Any) -> dict[str, Any]:
         problems: list[tuple[str, str | None]] = []
         attributes = _resource(data, "runs", "/data", problems)
         if attributes is not None:
             for name in sorted(set(attributes) - RUN_ATTRIBUTES):
+                hint = " (the SDK's run_name keyword travels as name)" if name == "run_name" else ""  # P3
                 problems.append(
                     (
-                        f"unknown attribute {name!r}; a run takes {', '.join(sorted(RUN_ATTRIBUTES))}",
+                        f"unknown attribute {name!r}; a run takes {', '.join(sorted(RUN_ATTRIBUTES))}{hint}",
                         f"/data/attributes/{name}",
                     )
                 )
             pipeline_id = attributes.get("pipeline_id")
             if not isinstance(pipeline_id, str) or not pipeline_id:
                 problems.append(("pipeline_id is required: a non-empty string", "/data/attributes/pipeline_id"))
-            run_name = attributes.get("run_name")
+            run_name = attributes.get("name")
             if run_name is not None and not (isinstance(run_name, str) and 1 <= len(run_name) <= MAX_NAME):
-                problems.append(
-                    (f"run_name must be a string of 1 to {MAX_NAME} characters", "/data/attributes/run_name")
-                )
-            priority = attributes.get("priority", "low")
+                problems.append((f"name must be a string of 1 to {MAX_NAME} characters", "/data/attributes/name"))
+            priority = attributes.get("priority", "low")  # P4
             if priority not in PRIORITIES:
                 problems.append(
                     (f"priority must be one of {', '.join(PRIORITIES)}, not {priority!r}", "/data/attributes/priority")
@@ -526,7 +593,8 @@ class PollyEmulator(LoopbackServer):
                 domain_context=dict(attributes.get("domain_context") or {}),
                 created=self.clock(),
             )
-            run.name = attributes.get("run_name") or run.id  # Polly names an unnamed run by its id
+            # P5 [reading] The SDK always sends a name (a timestamp when none is given): an unnamed run gets its id.
+            run.name = attributes.get("name") or run.id
             self._runs[run.id] = run
             self._run_position[run.id] = len(self._run_order)
             self._run_order.append(run)
@@ -536,7 +604,7 @@ class PollyEmulator(LoopbackServer):
         entries = data if isinstance(data, list) else [data]
         if not entries:
             raise ApiError(422, "data holds no job")
-        if len(entries) > self.max_jobs_per_request:
+        if len(entries) > self.max_jobs_per_request:  # P8
             raise ApiError(422, f"{len(entries)} jobs in one request; at most {self.max_jobs_per_request} are accepted")
         problems: list[tuple[str, str | None]] = []
         jobs: list[dict[str, Any]] = []
@@ -561,9 +629,9 @@ class PollyEmulator(LoopbackServer):
                 problems.append(
                     ("parameters is required: an object of the pipeline's parameters", f"{where}/attributes/parameters")
                 )
-            problems += _config_problems(attributes.get("config"), f"{where}/attributes/config")
+            problems += _config_problems(attributes.get("config"), f"{where}/attributes/config")  # P9
             jobs.append(attributes)
-        if problems:
+        if problems:  # P11: none of the request's jobs is made
             raise ApiError(422, problems)
         with self._lock:
             missing = sorted({str(job["run_id"]) for job in jobs} - set(self._runs))
@@ -587,12 +655,16 @@ class PollyEmulator(LoopbackServer):
                         )
                     )
                 seen[key] = index
-            if conflicts:
+            if conflicts:  # P10
                 raise ApiError(409, conflicts)
             now = self.clock()
-            created = []
+            created: list[dict[str, Any]] = []
             for job in jobs:
                 run = self._runs[job["run_id"]]
+                refusal = self._job_errors.pop(str(job.get("name")), None)
+                if refusal is not None:  # P23: refused inside a 2xx answer, the others made
+                    created.append({"errors": [{"status": "422", "title": _TITLES[422], "detail": refusal}]})
+                    continue
                 job_id = self._new_id()
                 name = job.get("name") or f"job#{len(run.jobs)}"
                 record = _Job(

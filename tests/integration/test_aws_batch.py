@@ -479,3 +479,18 @@ def test_export_lines_are_safe_for_eval(tmp_path):
     script = "\n".join(lines) + '\nprintf "%s|%s|%s" "$PLANNER_SAMPLE_ID" "$PARAM_X_Y" "$PARAM_N"'
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
     assert done.stdout == "a b|it's $HOME|3", shlex.join(lines)
+
+
+def test_a_lone_run_past_the_job_size_limit_is_refused_before_submitting(tmp_path, options, queue, batch, capsys):
+    """A plan of one run sends that run's own parameters in SubmitJob: a row past 30 KiB (AWS Batch service quotas,
+    "Maximum job payload size") is refused with exit 2 before the call, so no job fails on it."""
+    sheet = pl.DataFrame({"sample": ["S000000"], "notes": ["n" * 40_000]})
+    out = str(tmp_path / "plan")
+    planner.plan(sheet, backend="batch", defaults=_defaults(queue)).write(out)
+    submit(out, dry_run=True, **options)  # --dry-run shows it too
+    (line,) = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert any("30 KiB" in problem for problem in line["problems"])
+    with pytest.raises(InputError, match=r"SubmitJob for shard 0: .*30 KiB.*nothing was submitted") as caught:
+        submit(out, **options)
+    assert caught.value.exit_code == 2
+    assert _jobs(out, options) == []

@@ -32,6 +32,7 @@ from botocore.stub import Stubber
 from helpers import access_of, ledger_of, open_plan
 
 import planner
+from planner import submission
 from planner.backends import glue as glue_backend
 from planner.backends.glue import Glue
 from planner.child_settings import entry_count, glue_arguments, line_index, read_child_settings
@@ -318,6 +319,52 @@ def test_a_lost_ledger_starts_nothing_twice(tmp_path, moto_server, glue, make_jo
     report = submit(plan_dir, **_options(moto_server)).tally("StartJobRun")
     assert report.found == 5 and report.created == 0
     assert len(_runs(glue, job)) == 5
+
+
+def _newest_first(parsed: dict[str, Any], **_: Any) -> None:
+    """GetJobRuns as AWS lists (API reference: "in chronological order, with the newest jobs returned first");
+    moto lists oldest first."""
+    parsed.get("JobRuns", []).reverse()
+
+
+@pytest.mark.parametrize("aws_order", [False, True], ids=["oldest-first-as-moto", "newest-first-as-aws"])
+def test_a_retried_run_is_found_whatever_order_get_job_runs_lists_it(
+    tmp_path, moto_server, glue, make_job, aws_order, monkeypatch
+):
+    """Glue's own retry of a run (StartJobRun JobRunId: "the ID of a previous JobRun to retry") carries the same
+    Arguments, so the same run key: the sample's run is the newest attempt, in whatever order runs are listed,
+    on whichever page."""
+    monkeypatch.setattr(glue_backend, "PAGE_SIZE", 2)  # four runs: two pages
+    job = make_job(max_concurrent_runs=20)
+    plan_dir = _plan(tmp_path, _sheet(3), _defaults(job))
+    submit(plan_dir, **_options(moto_server))
+    first = {run["Arguments"]["--planner-run-key"]: run for run in _runs(glue, job)}
+    original = first[_key(plan_dir, "S001")]
+    retried = glue.start_job_run(JobName=job, JobRunId=original["Id"], Arguments=original["Arguments"])["JobRunId"]
+    hooks: dict[str, Any] = {"after-call.glue.GetJobRuns": _newest_first} if aws_order else {}
+    pages: list[int] = []
+    hooks["before-call.glue.GetJobRuns"] = lambda **_: pages.append(1)
+
+    ctx = open_plan(plan_dir, **_options(moto_server))
+    try:
+        for event, hook in hooks.items():
+            ctx.clients.get("glue").meta.events.register(event, hook)
+        table = submission._status(ctx, refresh=True)
+    finally:
+        ctx.ledger.close()
+    remote = dict(zip(table.get_column("id"), table.get_column("remote_id"), strict=True))
+    assert remote["S001"] == retried and remote["S000"] == first[_key(plan_dir, "S000")]["Id"]
+    assert len(pages) == 2  # every page was read
+
+    os.unlink(os.path.join(plan_dir, "ledger.sqlite"))  # a lost ledger: the runs are found again, not started
+    report = _submit(plan_dir, _options(moto_server), hooks=hooks).tally("StartJobRun")
+    assert (report.found, report.created) == (3, 0)
+    ledger = ledger_of(plan_dir)
+    try:
+        found = {s.sample: s.remote_id for s in ledger.submissions() if s.sample}
+    finally:
+        ledger.close()
+    assert found["S001"] == retried
 
 
 class _Raw:

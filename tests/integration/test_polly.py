@@ -24,7 +24,7 @@ from helpers import ledger_of, open_plan
 
 import planner
 import planner.cli
-from planner import polly_api
+from planner import polly_api, submission
 from planner.backends import polly as polly_backend
 from planner.errors import SubmissionError
 from planner.retry_plan import retry
@@ -183,6 +183,53 @@ def test_250_samples_make_one_run_of_250_jobs_with_the_merged_settings(tmp_path,
         ("config", "name", "parameters", "run_id")
     }
     assert len(_posts(polly, "/runs")) == 1
+
+
+def test_the_calls_have_the_sdks_shapes(tmp_path, polly):
+    """polly-python's polly/pipelines.py: create_run sends attributes name, priority, domain_context, tags,
+    pipeline_id; listings filter only by run_id, org_id, status, priority, user_id, with page[size]=20."""
+    plan_dir = _plan(tmp_path, 30)
+    _submit(plan_dir)
+    status(plan_dir)
+    (created,) = _posts(polly, "/runs")
+    assert created["body"]["data"]["type"] == "runs"
+    attributes = sorted(created["body"]["data"]["attributes"])
+    assert attributes == ["domain_context", "name", "pipeline_id", "priority", "tags"]
+    assert created["body"]["data"]["attributes"]["name"] == "cohort-2026-11"
+    listings = [r for r in polly.requests() if r["method"] == "GET" and r["path"] in ("/runs", "/jobs")]
+    assert {r["path"] for r in listings} == {"/runs", "/jobs"}
+    sdk_filters = {f"filter[{name}]" for name in ("run_id", "org_id", "status", "priority", "user_id")}
+    for listing in listings:
+        first_page = {k: v for k, v in listing["query"].items() if k != "page[after]"}  # the cursor is Polly's
+        assert set(first_page) - {"page[size]"} <= sdk_filters and first_page["page[size]"] == "20", listing
+
+
+def test_a_lost_ledger_finds_its_run_among_same_named_runs_on_later_pages(tmp_path, polly):
+    plan_dir = _plan(tmp_path, 12)
+    api = polly_api.PollyAPI(polly.endpoint_url, KEY, key_source="test", sleep=lambda _: None, max_wait=0)
+    for n in range(45):  # other plans' runs of the same name (Polly does not make names unique), made earlier
+        api.create_run(
+            {
+                "data": {
+                    "type": "runs",
+                    "attributes": {
+                        "pipeline_id": "pl-rnaseq-3-14",
+                        "name": "cohort-2026-11",
+                        "priority": "medium",
+                        "tags": {polly_backend.PLAN_TAG: f"another-plan-{n}"},
+                        "domain_context": {},
+                    },
+                }
+            },
+            lambda: None,
+        )
+    api.close()
+    first = _submit(plan_dir)
+    assert first["run_created"] is True  # none of the others is this plan's
+    os.unlink(os.path.join(plan_dir, "ledger.sqlite"))
+    again = _submit(plan_dir)
+    assert again["run_id"] == first["run_id"] and again["run_created"] is False and again["jobs_found"] == 12
+    assert len(polly.runs()) == 46 and len(_posts(polly, "/runs")) == 46
 
 
 def test_sandbox_submit_uses_the_sandbox_endpoint_and_key(tmp_path, make_polly, moto_server, monkeypatch):
@@ -483,7 +530,7 @@ def test_dry_run_needs_no_key_and_sends_nothing(tmp_path, capsys):
     submit(plan_dir, dry_run=True)
     lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["operation"] for line in lines] == ["create_run"] + ["submit_job"] * 3
-    assert lines[0]["problems"] == [] and lines[0]["request"]["data"]["attributes"]["run_name"] == "cohort-2026-11"
+    assert lines[0]["problems"] == [] and lines[0]["request"]["data"]["attributes"]["name"] == "cohort-2026-11"
     assert [line["jobs"] for line in lines[1:]] == [50, 50, 20]
     assert not os.path.exists(os.path.join(plan_dir, "ledger.sqlite"))
 
@@ -524,3 +571,91 @@ def test_a_parameter_nested_as_deep_as_a_sheet_may_hold_is_submitted(tmp_path, p
         depth += 1
     assert (depth, value) == (254, 1)
     assert "deep" not in jobs["S0001"]["parameters"]
+
+
+def test_slow_answers_after_the_work_was_done_make_no_duplicates(tmp_path, make_polly, monkeypatch):
+    """A Polly that carries a POST out but answers after the client gave up waiting: the run is found by
+    name and tag, the jobs by name (the repeat is refused 409 and settled), each exactly once."""
+    monkeypatch.setattr(polly_api, "READ_TIMEOUT", 0.3)
+    emulator = make_polly()
+    emulator.inject_slow(30, method="POST", path="/runs")  # released when the emulator stops
+    emulator.inject_slow(30, method="POST", path="/jobs")
+    monkeypatch.setenv("POLLY_BASE_URL", emulator.endpoint_url)
+    monkeypatch.setenv("POLLY_API_KEY", KEY)
+    plan_dir = _plan(tmp_path, 120)
+    report = _submit(plan_dir, [], concurrency=1)
+    assert report["jobs_submitted"] + report["jobs_found"] == 120
+    assert len(emulator.runs()) == 1 and len(_posts(emulator, "/runs")) == 1
+    assert Counter(_names(emulator)) == Counter(dict.fromkeys(_expected(120), 1))
+    assert {s.state for s in _ledger(plan_dir)} == {"done"}
+    again = _submit(plan_dir)  # a resume sends nothing
+    assert again == dict(again, run_created=False, jobs_submitted=0, jobs_already_submitted=120)
+
+
+def test_status_rides_out_5xx_and_slow_answers(tmp_path, make_polly, clock, monkeypatch):
+    monkeypatch.setattr(polly_api, "READ_TIMEOUT", 0.3)
+    emulator = make_polly(failure_rate=0.3, seed=2)
+    monkeypatch.setenv("POLLY_BASE_URL", emulator.endpoint_url)
+    monkeypatch.setenv("POLLY_API_KEY", KEY)
+    plan_dir = _plan(tmp_path, 60)
+    _submit(plan_dir)
+    clock.advance(5)
+    emulator.inject([500, 503], method="GET")
+    emulator.inject_slow(30, method="GET", path="/jobs")
+    emulator.inject([502], method="GET", path="/jobs")
+    sleeps: list[float] = []
+    ctx = _context(plan_dir, sleeps)
+    try:
+        table = submission._status(ctx, refresh=True)
+    finally:
+        ctx.ledger.close()
+    assert sleeps == [1.0, 2.0, 1.0, 2.0]  # each listing backed off and carried on
+    by_emulator = {
+        job["name"]: {"SUCCEEDED": "COMPLETED", "ERRORED": "FAILED"}[job["status"]] for job in emulator.jobs()
+    }
+    assert dict(zip(table.get_column("id"), table.get_column("state"), strict=True)) == by_emulator
+    assert len(emulator.runs()) == 1 and len(emulator.jobs()) == 60
+
+
+def test_jobs_refused_inside_a_2xx_answer_are_not_lost(tmp_path, polly):
+    """polly-python's submit_job reads data[0] of a 2xx answer and fails when it holds "error" or "errors": a job
+    can be refused inside a successful answer.  The others of the request are recorded; the refused one is
+    reported with Polly's reason and sent again by the next submit, each job made once."""
+    polly.inject_job_errors(["S0003"], detail="parameter fastq_1 is not readable")
+    plan_dir = _plan(tmp_path, 10)
+    with pytest.raises(SubmissionError, match=r"S0003.*parameter fastq_1 is not readable"):
+        _submit(plan_dir, [])
+    assert "S0003" not in _names(polly) and len(_names(polly)) == 9
+    _submit(plan_dir, [])
+    resent = _posts(polly, "/jobs")[-1]["body"]["data"]
+    assert [job["attributes"]["name"] for job in resent] == ["S0003"]  # only the refused one goes again
+    assert Counter(_names(polly)) == Counter(dict.fromkeys(_expected(10), 1))
+    assert len(polly.runs()) == 1
+
+
+def test_a_submit_that_gave_up_on_slow_answers_is_resumed_without_duplicates(tmp_path, make_polly, monkeypatch):
+    """Polly made the run and the first jobs but answered too late, and this submit gave up waiting (max_wait 0):
+    the next submit finds the run by name and plan tag, and the jobs by name, and makes only what is missing."""
+    import dataclasses
+
+    monkeypatch.setattr(polly_api, "READ_TIMEOUT", 0.3)
+    emulator = make_polly()
+    emulator.inject_slow(30, method="POST", path="/runs")
+    monkeypatch.setenv("POLLY_BASE_URL", emulator.endpoint_url)
+    monkeypatch.setenv("POLLY_API_KEY", KEY)
+    plan_dir = _plan(tmp_path, 120)
+    ctx = _context(plan_dir, [], concurrency=1)
+    ctx.options = dataclasses.replace(ctx.options, max_wait=0.0)
+    try:
+        with pytest.raises(SubmissionError, match="cannot reach Polly"):
+            run_submission(ctx)
+    finally:
+        ctx.ledger.close()
+    assert len(emulator.runs()) == 1 and emulator.jobs() == []  # made, though the answer never came
+
+    emulator.inject_slow(30, method="POST", path="/jobs")  # the first jobs request is made, its answer late
+    report = _submit(plan_dir, [], concurrency=1)
+    assert report["run_created"] is False and report["run_id"] == emulator.runs()[0]["id"]
+    assert len(emulator.runs()) == 1 and len(_posts(emulator, "/runs")) == 1
+    assert Counter(_names(emulator)) == Counter(dict.fromkeys(_expected(120), 1))
+    assert {s.state for s in _ledger(plan_dir)} == {"done"}

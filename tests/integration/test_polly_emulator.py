@@ -37,7 +37,12 @@ def call(
     if key is not None:
         headers["x-api-key"] = key
     payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    url = path if path.startswith("http") else emulator.endpoint_url + path
+    if path.startswith("http"):
+        url = path
+    elif path.startswith(emulator.base_path + "/"):  # a links.next: a path from the host's root, as the SDK joins it
+        url = emulator.origin + path
+    else:
+        url = emulator.endpoint_url + path
     response = HTTP.request(method, url, body=payload, headers=headers)
     document = json.loads(response.data) if response.data else None
     return response.status, dict(response.headers), document
@@ -46,7 +51,7 @@ def call(
 def run_body(**attributes: Any) -> dict[str, Any]:
     attributes = {
         "pipeline_id": "pl-1",
-        "run_name": "cohort",
+        "name": "cohort",
         "priority": "medium",
         "tags": {"a": "b"},
         "domain_context": {},
@@ -194,13 +199,47 @@ def test_duplicate_job_names_in_a_run_are_refused_whole(polly):
     add_jobs(polly, other, ["a"])  # names are unique per run, not across runs
 
 
-def test_run_names_need_not_be_unique_and_runs_filter_by_name(polly):
+def test_create_run_takes_the_sdks_name_attribute_and_refuses_run_name(polly):
+    # polly-python's create_run(run_name=...) sends it as attributes.name (polly/pipelines.py).
+    status, _, document = call(polly, "POST", "/runs", run_body(name="cohort-7"))
+    assert status == 201 and document["data"]["attributes"]["name"] == "cohort-7"
+    attributes = dict(run_body()["data"]["attributes"])
+    del attributes["name"]
+    attributes["run_name"] = "cohort-7"
+    status, _, document = call(polly, "POST", "/runs", {"data": {"type": "runs", "attributes": attributes}})
+    assert status == 422 and pointers(document) == ["/data/attributes/run_name"]
+    assert [run["name"] for run in polly.runs()] == ["cohort-7"]
+
+
+def test_runs_take_only_the_sdks_filters(polly):
     first, second = new_run(polly), new_run(polly)
-    new_run(polly, run_name="other")
-    status, _, document = call(polly, "GET", "/runs?filter%5Bname%5D=cohort&page%5Bsize%5D=100")
-    assert status == 200 and [r["id"] for r in document["data"]] == [first, second]
+    low = new_run(polly, name="other", priority="low")
+    status, _, document = call(polly, "GET", "/runs?filter%5Bpriority%5D=medium&page%5Bsize%5D=20")
+    assert status == 200 and [r["id"] for r in document["data"]] == [first, second]  # run names need not be unique
     assert document["links"]["next"] is None
+    query = "filter%5Bstatus%5D=PENDING&filter%5Buser_id%5D=1&filter%5Borg_id%5D=1"
+    status, _, document = call(polly, "GET", "/runs?" + query)
+    assert status == 200 and [r["id"] for r in document["data"]] == [first, second, low]
+    # The SDK never filters runs by name: this emulator refuses what the SDK does not show.
+    assert call(polly, "GET", "/runs?filter%5Bname%5D=cohort")[0] == 400
     assert call(polly, "GET", "/runs?filter%5Bcolour%5D=red")[0] == 400
+
+
+def test_a_listing_pages_by_20_unless_asked_and_links_next_is_a_path(polly):
+    for _ in range(21):
+        new_run(polly)
+    status, _, document = call(polly, "GET", "/runs")
+    assert status == 200 and len(document["data"]) == 20  # the SDK's default_page_size
+    following = document["links"]["next"]
+    assert following.startswith(polly.base_path + "/runs?")  # joined to the host, as the SDK does
+    status, _, document = call(polly, "GET", following)
+    assert status == 200 and len(document["data"]) == 1 and document["links"]["next"] is None
+
+
+def test_requests_outside_the_orchestration_path_are_not_found(polly):
+    response = HTTP.request("GET", polly.origin + "/runs", headers={"x-api-key": KEY})
+    assert response.status == 404
+    assert polly.endpoint_url == polly.origin + "/pravaah/orchestration"
 
 
 def test_jobs_are_listed_page_by_page_with_a_cursor(polly):
@@ -217,10 +256,10 @@ def test_jobs_are_listed_page_by_page_with_a_cursor(polly):
         sizes.append(len(document["data"]))
         seen += [j["attributes"]["name"] for j in document["data"]]
         url = document["links"]["next"]
-        assert url is None or url.startswith(polly.endpoint_url)
+        assert url is None or url.startswith(polly.base_path + "/jobs?")
     assert seen == names and sizes == [10, 10, 5]
-    # The SDK's default page size is 10.
-    assert len(call(polly, "GET", f"/jobs?filter%5Brun_id%5D={run_id}")[2]["data"]) == 10
+    # The SDK's default page size (default_page_size in polly/pipelines.py) is 20.
+    assert len(call(polly, "GET", f"/jobs?filter%5Brun_id%5D={run_id}")[2]["data"]) == 20
 
 
 @pytest.mark.parametrize(
@@ -358,5 +397,5 @@ def test_the_sandbox_runs_a_polly_emulator():
         response = HTTP.request("GET", url + "/runs", headers={"x-api-key": "sandbox"})
         assert response.status == 200 and json.loads(response.data) == {
             "data": [],
-            "links": {"self": url + "/runs", "next": None},
+            "links": {"self": "/pravaah/orchestration/runs", "next": None},
         }

@@ -90,6 +90,54 @@ def test_multipart_shard_gets_the_predicted_etag(tmp_path, s3, bucket, staging):
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
+class CompleteConflict:
+    """A ``before-send`` hook: the first CompleteMultipartUpload is answered 409 ConditionalRequestConflict
+    (moto never answers it); what UploadId each completion named is kept."""
+
+    def __init__(self, client):
+        self.completed_ids: list[str] = []
+        client.meta.events.register("before-send.s3.CompleteMultipartUpload", self._send)
+
+    def _send(self, request, **_):
+        from urllib.parse import parse_qs, urlsplit
+
+        from botocore.awsrequest import AWSResponse
+
+        self.completed_ids.append(parse_qs(urlsplit(request.url).query)["uploadId"][0])
+        if len(self.completed_ids) > 1:
+            return None
+        body = (
+            b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ConditionalRequestConflict</Code>'
+            b"<Message>A conflicting conditional operation is in progress</Message></Error>"
+        )
+        return AWSResponse(request.url, 409, {"Content-Type": "application/xml"}, _Raw(body))
+
+
+class _Raw:
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def stream(self, **_):
+        yield self.body
+
+
+def test_a_409_on_complete_multipart_upload_starts_a_new_upload(tmp_path, s3, bucket, staging):
+    """S3 model, CompleteMultipartUpload IfNoneMatch: "On a 409 failure you should re-initiate the multipart
+    upload with CreateMultipartUpload and re-upload each part" -- not complete the same UploadId again."""
+    plan_dir = _plan(tmp_path, staging, 300, padding=40_000, part_size=5 * MiB)
+    stager, manifest = _stager(plan_dir, s3)
+    stager.sleep = lambda seconds: None
+    conflict = CompleteConflict(s3)
+    counter = CallCounter(s3)
+    staged = stager.stage([0])[0]
+    first, second = conflict.completed_ids
+    assert first != second  # a new upload, not the conflicted one again
+    assert counter.calls.count("CreateMultipartUpload") == 2 and counter.calls.count("UploadPart") == 6
+    assert counter.calls.count("AbortMultipartUpload") == 1  # the conflicted upload is not left behind
+    assert s3.head_object(Bucket=bucket, Key=staged.key)["ETag"] == manifest["shards"][0]["etag"] == staged.etag
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
 def test_second_staging_uploads_nothing(tmp_path, s3, bucket, staging):
     plan_dir = _plan(tmp_path, staging, 250)
     stager, _ = _stager(plan_dir, s3)

@@ -10,7 +10,16 @@ from typing import Any
 import orjson
 import polars as pl
 import pytest
-from helpers import SAMPLE_SHEETS, defaults_for, load_manifest, md5_etag, run_cli, shard_entries, write_csv
+from helpers import (
+    SAMPLE_SHEETS,
+    defaults_for,
+    load_manifest,
+    md5_etag,
+    run_cli,
+    shard_entries,
+    write_csv,
+    write_defaults,
+)
 
 import planner
 
@@ -328,3 +337,45 @@ def test_merged_backends_include_the_defaults_in_every_entry(tmp_path: Path) -> 
     # HG001 has an empty tag.project: the default tag stands.
     assert entries[0]["tags"]["project"] == document["run"]["tags"]["project"]
     assert entries[1]["tags"]["project"] == "giab-ashkenazi-trio"
+
+
+# ---------------------------------------------------------------- AWS Batch request sizes
+
+
+def _batch_plan_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], run: dict[str, Any]) -> tuple[int, str]:
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "reads"], [["a", "r1"], ["b", "r2"]])
+    defaults = write_defaults(tmp_path / "d.toml", defaults_for("batch", run={**defaults_for("batch")["run"], **run}))
+    code, out, err = run_cli(
+        ["plan", sheet, "--backend", "batch", "--defaults", defaults, "--out", tmp_path / "p"], capsys
+    )
+    assert out == "" or code == 0
+    return code, err
+
+
+def test_batch_job_payload_above_30_kib_is_refused_at_plan_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """AWS Batch User Guide, service quotas: "Maximum job payload size (for SubmitJob API operations) 30 KiB";
+    the service answers ClientException "Job size must be less than 30 KiB"."""
+    parameters = {f"p{i:03d}": "v" * 100 for i in range(320)}  # ~35 KB of parameters, no overrides
+    code, err = _batch_plan_cli(tmp_path, capsys, {"parameters": parameters})
+    assert code == 2 and "30 KiB" in err and "SubmitJob" in err and "Traceback" not in err
+    assert not (tmp_path / "p").exists()
+
+
+def test_batch_container_overrides_above_8192_characters_are_refused_at_plan_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ECS RunTask overrides, which AWS Batch jobs on ECS are started with: "A total of 8192 characters are allowed
+    for overrides"; a job past it is accepted by SubmitJob and fails with "Container Overrides length must be at
+    most 8192": refused before anything is submitted."""
+    environment = [{"name": f"V{i:03d}", "value": "x" * 90} for i in range(90)]  # ~9 KB, the payload well within 30 KiB
+    code, err = _batch_plan_cli(tmp_path, capsys, {"containerOverrides": {"environment": environment}})
+    assert code == 2 and "containerOverrides" in err and "8192" in err and "Traceback" not in err
+    assert not (tmp_path / "p").exists()
+
+
+def test_batch_requests_within_both_limits_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    environment = [{"name": f"V{i:03d}", "value": "x" * 60} for i in range(60)]  # ~5 KB, room for the planner's own
+    code, err = _batch_plan_cli(tmp_path, capsys, {"containerOverrides": {"environment": environment}})
+    assert code == 0, err

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import polars as pl
 import pytest
-from helpers import SAMPLE_SHEETS, defaults_for, write_csv
+from helpers import SAMPLE_SHEETS, defaults_for, run_cli, write_csv, write_defaults
 
 import planner
 
@@ -385,3 +385,20 @@ def test_glue_sheet_column_with_the_reserved_prefix_is_refused_at_plan_time(tmp_
         assert [(p.column, p.rule) for p in caught.problems] == [("header 'planner-run-key'", "reserved")]
     else:
         raise AssertionError("a sheet column routed to --planner-run-key was planned")
+
+
+def test_glue_sheet_column_with_a_hyphen_is_refused_at_plan_time(tmp_path: Path, capsys: Any) -> None:
+    """AWS Glue, "Accessing parameters using getResolvedOptions": "The arguments use only underscores, not
+    hyphens. Your arguments need to follow this convention to be resolved." A column read-group would become
+    --read-group, which the job's script cannot read: exit 2, naming the column and the fix."""
+    sheet = write_csv(tmp_path / "s.csv", ["sample", "read-group", "param.lane-id", "lane_id"], [["a", "rg", "1", "1"]])
+    defaults = write_defaults(tmp_path / "d.toml", defaults_for("glue"))
+    code, out, err = run_cli(
+        ["plan", sheet, "--backend", "glue", "--defaults", defaults, "--out", tmp_path / "plan"], capsys
+    )
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert any("'read-group'" in line and "--read_group" in line and "getResolvedOptions" in line for line in lines)
+    assert any("'param.lane-id'" in line and "--lane_id" in line for line in lines)
+    assert not any("'lane_id'" in line for line in lines)
+    assert "Traceback" not in err and not (tmp_path / "plan").exists()
