@@ -788,7 +788,7 @@ class OmicsService:
                 "status": self._run_status(run, now),
                 "tags": run.settings.get("tags"),
                 "uuid": run.uuid,
-                "runOutputUri": self._run_output_uri(run),
+                "runOutputUri": self._run_output_uri(run),  # sources.md: run-output-uri
             }
 
     def _get_run(self, params: dict[str, Any]) -> dict[str, Any]:
