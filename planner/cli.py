@@ -207,6 +207,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--interval", type=_seconds, default=30.0, metavar="SECONDS", help="with --watch (default 30)")
     t.add_argument("--no-refresh", action="store_true", help="show what the ledger knows without asking the service")
     t.add_argument(
+        "--why",
+        action="append",
+        metavar="SAMPLE[,SAMPLE...]|all",
+        help="ask the service now about these samples' runs, failure reason included, and print them (HealthOmics "
+        "asks only a few failure reasons per batch at a refresh); `all`: every failed sample not asked yet",
+    )
+    t.add_argument(
         "--cancel-if-failed",
         metavar="N|P%",
         help="with --watch: once more than N samples (or P%% of the plan) have failed, cancel everything still "
@@ -593,15 +600,28 @@ def _status(args: argparse.Namespace) -> int:
         check_table_path(args.out)  # before the refresh (or a whole watch) is spent
     if args.watch:
         return _watch(args, access)
-    table = status(args.plan_dir, refresh=not args.no_refresh, **access)
+    why = args.why or None
+    if why and args.watch:
+        raise InputError("--why goes without --watch")
+    table = status(args.plan_dir, refresh=not args.no_refresh, why=why, **access)
     if args.out:
         write_table(table, args.out)
         print(f"planner: wrote the table of {_n(table.height, 'sample')} to {args.out}", file=sys.stderr)
     _warn_unknown(args.plan_dir, table)
     summary = _summary(table, args.plan_dir)
+    named = [s.strip() for text in why or [] for s in text.split(",") if s.strip() and s.strip() != "all"]
+    if named:
+        import polars as pl
+
+        # each sample asked about, as the service answered
+        rows = table.filter(pl.col("id").is_in(named)).select("id", "state", "submission_status", "reason", "log")
+        summary["why"] = rows.to_dicts()
     if args.json:
         _write_json(summary)
     else:
+        for row in summary.get("why", []):
+            where = row["state"] or row["submission_status"] or "NOT SUBMITTED"
+            print(f"{row['id']}: {where}: {row['reason'] or 'no reason given'}", file=sys.stdout)
         _print_summary(summary, sys.stdout)
     return 0
 

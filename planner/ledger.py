@@ -26,6 +26,10 @@ Schema (version 3)::
                                                state: intent | done | failed; remote_*: what status last saw
     samples(id, shard, position, remote_id, remote_uuid, submission_status, state, reason, log, updated_at)
     refreshes(at, counts)                      each status refresh's counts per state (the report draws them)
+    unasked(id)                                failed samples whose failure reason has not been asked of the
+                                               service yet (HealthOmics: a few per batch are asked at each
+                                               refresh, the rest on demand, ``status --why``); added by name to
+                                               any version 3 ledger when opened, ignored by older planners
     events(at, kind, detail)                   what the planner decided: cancels, failure thresholds, and
                                                "retry": samples handed over to a retry plan
                                                ({"plan_id", "path", "samples"}), which submit sends no more
@@ -82,6 +86,7 @@ CREATE TABLE IF NOT EXISTS samples (
 CREATE INDEX IF NOT EXISTS samples_shard ON samples(shard, position);
 CREATE TABLE IF NOT EXISTS refreshes (at TEXT NOT NULL, counts TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (at TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS unasked (id TEXT PRIMARY KEY);
 """
 
 # Version 1 to 2, in one transaction: new columns, and the staged table keyed by (shard, kind).
@@ -437,6 +442,20 @@ class Ledger:
     def states(self) -> dict[str, str | None]:
         """Each sample's run state."""
         return dict(self.db.execute("SELECT id, state FROM samples").fetchall())
+
+    def reasons_unasked(self, ids: Iterable[str]) -> None:
+        """These samples failed and their reason was not asked of the service (yet)."""
+        with self._transaction():
+            self.db.executemany("INSERT OR IGNORE INTO unasked(id) VALUES (?)", [(i,) for i in ids])
+
+    def reasons_asked(self, ids: Iterable[str]) -> None:
+        with self._transaction():
+            self.db.executemany("DELETE FROM unasked WHERE id = ?", [(i,) for i in ids])
+
+    def unasked(self) -> list[str]:
+        """The samples whose failure reason has not been asked yet, in sheet order."""
+        query = "SELECT u.id FROM unasked u LEFT JOIN samples s ON s.id = u.id ORDER BY s.shard, s.position"
+        return [row[0] for row in self.db.execute(query)]
 
     # History.
 

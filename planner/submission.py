@@ -20,7 +20,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -42,6 +42,8 @@ LOCK_FILE = ".submit.lock"
 STOP_TIMEOUT = 300.0  # seconds `cancel` waits for a running submit to finish its calls in flight and end
 LOCK_POLL = 0.1
 NOT_SUBMITTED = "NOT SUBMITTED"
+# The reason shown for a failed sample whose reason the service was not asked yet (``Ledger.unasked``).
+REASON_NOT_ASKED = "reason not asked yet (`planner status PLAN --why SAMPLE` asks it)"
 # The per-sample table, in the order `planner status` writes it.
 STATUS_COLUMNS = [
     "row",
@@ -437,21 +439,31 @@ def status(
     max_attempts: int = 8,
     endpoints: dict[str, str] | None = None,
     progress: ProgressCallback | None = None,
+    why: Sequence[str] | str | None = None,
 ) -> pl.DataFrame:
     """The per-sample table (``STATUS_COLUMNS``): sheet row, id, where it was submitted, its run, state, reason.
 
-    With ``refresh`` the service is asked first (only about what can still change)."""
+    With ``refresh`` the service is asked first (only about what can still change).  ``why``: sample
+    ids whose run the service is asked about now, failure reason included (HealthOmics asks only a few
+    reasons per batch at a refresh), or ``"all"`` for every failed sample whose reason was not asked yet."""
     access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
-    ctx = access.read(plan_dir, Options(concurrency=concurrency, rate=rate), ask=refresh, progress=progress)
+    options = Options(concurrency=concurrency, rate=rate)
+    ctx = access.read(plan_dir, options, ask=refresh or bool(why), progress=progress)
     try:
-        return _status(ctx, refresh)
+        return _status(ctx, refresh, why)
     finally:
         ctx.ledger.close()
 
 
-def _status(ctx: Context, refresh: bool) -> pl.DataFrame:
-    if refresh:
-        backend_class(ctx.manifest.backend)(ctx).refresh()
+def _status(ctx: Context, refresh: bool, why: Sequence[str] | str | None = None) -> pl.DataFrame:
+    wanted = _why_samples(ctx, why)
+    if refresh or wanted:
+        backend = backend_class(ctx.manifest.backend)(ctx)
+        if refresh:
+            backend.refresh()
+        if wanted:
+            known = {s.id: s for s in ctx.ledger.samples()}
+            backend.explain([known[i] for i in wanted if i in known])
     table = sample_table(ctx)
     if refresh:
         ctx.ledger.record_refresh(state_counts(table))
@@ -459,6 +471,22 @@ def _status(ctx: Context, refresh: bool) -> pl.DataFrame:
 
         record_status(ctx.plan, table)  # what ran, for the guard at submit
     return table
+
+
+def _why_samples(ctx: Context, why: Sequence[str] | str | None) -> list[str]:
+    """The sample ids ``status(why=...)`` names: ``"all"`` is every one whose reason was not asked yet."""
+    if not why:
+        return []
+    if why == "all" or (not isinstance(why, str) and list(why) == ["all"]):
+        return ctx.ledger.unasked()
+    given = [why] if isinstance(why, str) else list(why)
+    ids = [sample.strip() for text in given for sample in text.split(",") if sample.strip()]
+    planned = set(ctx.plan.samples().get_column("id").to_list())
+    unknown = [i for i in ids if i not in planned]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise InputError(f"--why {shown}: not a sample of this plan (the sheet's ids; or --why all)")
+    return list(dict.fromkeys(ids))
 
 
 def sample_table(ctx: Context) -> pl.DataFrame:
@@ -481,6 +509,12 @@ def sample_table(ctx: Context) -> pl.DataFrame:
     if why is not None:  # the service gives a cancelled run no reason; the ledger recorded planner's
         unexplained = (pl.col("state") == "CANCELLED") & pl.col("reason").is_null()
         table = table.with_columns(pl.when(unexplained).then(pl.lit(why)).otherwise(pl.col("reason")).alias("reason"))
+    unasked = ctx.ledger.unasked()
+    if unasked:  # failed, and not asked why yet: said so, never shown as a run the service gave no reason
+        pending = pl.col("id").is_in(unasked) & pl.col("reason").is_null()
+        table = table.with_columns(
+            pl.when(pending).then(pl.lit(REASON_NOT_ASKED)).otherwise(pl.col("reason")).alias("reason")
+        )
     return table.select(STATUS_COLUMNS)
 
 

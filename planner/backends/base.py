@@ -26,6 +26,7 @@ import polars as pl
 from ..context import Context
 from ..engine import Phase, Place
 from ..errors import PlanDirError
+from ..ledger import SampleState
 from ..shard import ShardInfo
 from ..spec import BackendSpec
 
@@ -106,6 +107,12 @@ class Backend(ABC):
     @abstractmethod
     def refresh(self) -> None:
         """Ask the service where every submitted sample is; record it in the ledger."""
+
+    def explain(self, samples: list[SampleState]) -> list[SampleState]:
+        """Ask the service about these samples now, reasons included (``planner status --why``).
+
+        Backends whose refresh records every reason have nothing more to ask: the ledger's rows."""
+        return samples
 
     @abstractmethod
     def cancel(self) -> CancelReport:

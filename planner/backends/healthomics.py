@@ -9,6 +9,13 @@ mode REMOVE) answers ResourceNotFoundException: it shows as DELETED, never stops
 status for the whole plan; a run the ledger already saw end keeps that outcome (what
 ``retry`` needs after ``planner clean --runs``).
 
+Failure reasons are asked for a few runs per group, not for every failed run: GetRun's
+documented rate (10 TPS, User Guide "HealthOmics API quotas") makes one call per failed run
+two hours for 75,000 failures.  A status refresh asks at most ``REASONS_PER_GROUP`` of the
+runs it finds newly FAILED in one batch, spread over the group in sheet order; the ledger
+lists the rest as unasked (``Ledger.unasked``), the status table shows them with
+``submission.REASON_NOT_ASKED``, and ``explain`` (``planner status --why``) asks them on demand.
+
 Run ids are reused: "HealthOmics reuses deleted run IDs ... we recommend that you use the
 run uuid to uniquely identify runs" (User Guide, "Using HealthOmics runs").  The ledger keeps
 each sample's run uuid (StartRun's ``uuid``, ListRunsInBatch's ``runInternalUuid``) and every
@@ -27,6 +34,7 @@ from botocore.exceptions import ClientError
 
 from ..context import Context, error_code
 from ..errors import SubmissionError
+from ..ledger import SampleState
 from ..progress import Tracker
 
 ACTIVE = ("PENDING", "STARTING", "RUNNING", "STOPPING")
@@ -36,6 +44,7 @@ FINAL = OUTCOMES | {"DELETED"}
 NOT_FOUND = "ResourceNotFoundException"
 DELETED_REASON = "the run was deleted (it is no longer in HealthOmics)"
 CONFLICT = "ConflictException"
+REASONS_PER_GROUP = 10  # GetRun calls a refresh spends on the reasons of one batch's newly failed runs
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,33 @@ def get_runs(ctx: Context, omics: Any, runs: Mapping[str, str | None]) -> dict[s
         return RunDetail(run_id, status, reason, log_of(run), found or expected)
 
     return {detail.id: detail for detail in ctx.map(get, list(runs), task="GetRun", unit="run")}
+
+
+def reasons_to_ask(failed: list[str], limit: int = REASONS_PER_GROUP) -> list[str]:
+    """At most ``limit`` of one group's failed runs (in sheet order), spread evenly over it."""
+    if len(failed) <= limit:
+        return list(failed)
+    step = len(failed) / limit
+    return [failed[int(i * step)] for i in range(limit)]
+
+
+def explain(ctx: Context, samples: list[SampleState]) -> list[SampleState]:
+    """GetRun for each of these samples' runs: their state, reason and log, recorded in the ledger (and no
+    longer unasked).  A run deleted since it ended keeps its outcome; its reason can no longer be asked."""
+    omics = ctx.clients.get("omics")
+    with_run = [s for s in samples if s.remote_id]
+    details = get_runs(ctx, omics, {str(s.remote_id): s.remote_uuid for s in with_run})
+    rows = []
+    for row in with_run:
+        detail = details[str(row.remote_id)]
+        if detail.status == "DELETED" and row.state in OUTCOMES:
+            reason = row.reason or f"{detail.reason}: its failure reason can no longer be asked"
+            rows.append(row._replace(reason=reason))
+        else:
+            rows.append(row._replace(state=detail.status, reason=detail.reason, log=detail.log))
+    ctx.ledger.upsert_samples(rows)
+    ctx.ledger.reasons_asked(s.id for s in with_run)
+    return rows
 
 
 def gone_or_reused(ctx: Context, omics: Any, run_id: str, expected: str | None) -> str | None:

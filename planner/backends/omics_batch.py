@@ -29,7 +29,7 @@ from .base import (
     CancelOutcome,
     CancelReport,
 )
-from .healthomics import FINAL, OUTCOMES, conflict, get_runs, list_runs, not_found
+from .healthomics import FINAL, OUTCOMES, conflict, explain, get_runs, list_runs, not_found, reasons_to_ask
 
 MAX_INLINE_RUNS = 100
 MAX_S3_RUNS = 100_000
@@ -203,6 +203,8 @@ class OmicsBatch(Backend):
     # (those not yet final) are placed by elimination: ListRuns(batchId, status) for
     # each status they may now be in, cheapest first, all but the largest, which
     # takes the rest.  A plan whose runs have all finished costs one GetBatch a batch.
+    # Of the runs a refresh finds newly FAILED in a batch, at most REASONS_PER_GROUP are
+    # asked their reason (GetRun); the ledger lists the others as unasked (`status --why`).
 
     def refresh(self) -> None:
         omics = self.ctx.clients.get("omics")
@@ -240,7 +242,8 @@ class OmicsBatch(Backend):
             return  # nothing moved since the last look
         rows = {p.id: known.get(p.id) or SampleState(p.id, p.shard, p.position) for p in self.places(shard)}
         self._map_runs(omics, batch_id, rows, summary["submissionSummary"])
-        self._place_runs(omics, batch_id, rows, summary["runSummary"])
+        unasked: list[str] = []
+        self._place_runs(omics, batch_id, rows, summary["runSummary"], unasked)
         if summary["status"] in ("FAILED", "CANCELLED"):
             # Samples the batch never submitted share its fate.
             reason = batch.get("failureReason") or f"batch {batch_id} {str(summary['status']).lower()}"
@@ -253,6 +256,7 @@ class OmicsBatch(Backend):
                 if row.state not in FINAL and row.submission_status != "FAILED":
                     rows[sample] = row._replace(state="STOPPING", reason=f"batch {batch_id} is being cancelled")
         ledger.upsert_samples(rows.values())
+        ledger.reasons_unasked(unasked)
         for sample, row in rows.items():
             known[sample] = row
         ledger.remote_seen(key, summary["status"], summary)
@@ -293,7 +297,9 @@ class OmicsBatch(Backend):
                 return
             params["startingToken"] = token
 
-    def _place_runs(self, omics: Any, batch_id: str, rows: dict[str, SampleState], summary: dict[str, Any]) -> None:
+    def _place_runs(
+        self, omics: Any, batch_id: str, rows: dict[str, SampleState], summary: dict[str, Any], unasked: list[str]
+    ) -> None:
         counts = {state: int(summary.get(name) or 0) for name, state in RUN_COUNTS.items()}
         by_run = {r.remote_id: r for r in rows.values() if r.remote_id is not None}
         held = dict.fromkeys(counts, 0)
@@ -328,11 +334,14 @@ class OmicsBatch(Backend):
         if infer is not None:
             for run in moving:
                 found.setdefault(run, infer)
-        # Runs newly FAILED are asked why (ListRuns items carry no reason); runs that no list
-        # placed (the counts did not add up) are asked where they are.
+        # Runs that no list placed (the counts did not add up) are asked where they are.  Of the runs newly
+        # FAILED, a few are asked why (ListRuns items carry no reason, and GetRun's rate quota makes one call
+        # per failed run hours for a large batch): the rest are left unasked, for `status --why`.
         unplaced = [run for run in moving if run not in found]
         newly_failed = [run for run, state in found.items() if state == "FAILED" and by_run[run].state != "FAILED"]
-        details = get_runs(self.ctx, omics, {run: by_run[run].remote_uuid for run in newly_failed + unplaced})
+        asked = reasons_to_ask(sorted(newly_failed, key=lambda run: by_run[run].position))
+        details = get_runs(self.ctx, omics, {run: by_run[run].remote_uuid for run in asked + unplaced})
+        unasked.extend(by_run[run].id for run in newly_failed if run not in details)
         for run in unplaced:
             found[run] = details[run].status
         for run, state in found.items():
@@ -345,6 +354,9 @@ class OmicsBatch(Backend):
                 reason=detail.reason if detail else row.reason,
                 log=detail.log if detail else row.log,
             )
+
+    def explain(self, samples: list[SampleState]) -> list[SampleState]:
+        return explain(self.ctx, samples)
 
     def _mark_deleted(self, shard: int, known: _Known, reason: str) -> None:
         rows = []

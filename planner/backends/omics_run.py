@@ -16,10 +16,11 @@ import orjson
 
 from ..engine import Call, Created, Phase, Place, model_check
 from ..errors import Problem, SubmissionError
+from ..ledger import SampleState
 from ..model import SCALAR_TYPES, check_shape, operation_input, rule_for
 from ..spec import BackendSpec, RoutedField
 from .base import ALREADY_FINAL, BY_EARLIER_CANCEL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
-from .healthomics import ACTIVE, FINAL, conflict, get_runs, gone_or_reused, list_runs, not_found
+from .healthomics import ACTIVE, FINAL, conflict, explain, get_runs, gone_or_reused, list_runs, not_found
 
 MAX_TAGS = 50
 
@@ -145,6 +146,9 @@ class OmicsRun(Backend):
                     row._replace(state=detail.status, reason=detail.reason, log=detail.log, remote_uuid=detail.uuid)
                 )
         self.ctx.ledger.upsert_samples(rows)
+
+    def explain(self, samples: list[SampleState]) -> list[SampleState]:
+        return explain(self.ctx, samples)
 
     def cancel(self) -> CancelReport:
         """CancelRun for every run not yet final (states refreshed first); one that finished

@@ -23,8 +23,10 @@ from botocore.config import Config
 from helpers import access_of, ledger_of, open_plan
 
 import planner
+from planner.backends.healthomics import REASONS_PER_GROUP
 from planner.engine import Incomplete
 from planner.errors import PlanDirError
+from planner.plandir import PlanDirectory
 from planner.submission import run_submission, status, submit
 
 ROLE = "arn:aws:iam::123456789012:role/omics"
@@ -274,13 +276,102 @@ def test_status_asks_only_about_what_moved(tmp_path: Path, omics_world: Any, clo
     assert set(table.get_column("state")) <= {"COMPLETED", "FAILED"} and table.get_column("remote_id").null_count() == 0
     first = omics_world.calls()[before:]
     failed = table.filter(pl.col("state") == "FAILED").height
-    # GetBatch each, ListRunsInBatch once (25 pages of 100), one listing of the rarer final state, GetRun per failure.
+    # GetBatch each, ListRunsInBatch once (25 pages of 100), one listing of the rarer final state, and the
+    # reasons of a few failed runs per batch (the rest on demand: test_failure_reasons_are_asked_...).
     assert first.count("GetBatch") == 3 and first.count("ListRunsInBatch") == 25
-    assert first.count("GetRun") == failed and first.count("ListRuns") <= 3 * 3
+    assert first.count("GetRun") == 3 * REASONS_PER_GROUP < failed and first.count("ListRuns") <= 3 * 3
     before = len(omics_world.calls())
     again = status(plan_dir, **access_of(options))
     assert omics_world.calls()[before:] == ["GetBatch"] * 3  # all final, nothing moved: one call a batch
     assert _states(again) == _states(table)
+
+
+# Three kinds of failure (values of the User Guide's "Run failure reasons" table), by sample number.
+_KINDS = {
+    0: ("OUT_OF_MEMORY_ERROR", "a task ran out of memory"),
+    1: ("INPUT_URI_NOT_FOUND", "an input URI does not exist"),
+    2: ("RUN_TASK_FAILED", "a task failed"),
+}
+
+
+def _fail_by_kind(settings: dict[str, Any]) -> tuple[str, str] | None:
+    number = int(settings["runSettingId"][1:])
+    return _KINDS[number % 3] if number % 10 < 4 else None  # 40% fail, in three kinds
+
+
+def test_failure_reasons_are_asked_for_a_few_runs_per_batch_and_the_rest_on_demand(
+    tmp_path: Path, omics_world: Any, clock: Any, capsys: Any, monkeypatch: Any
+) -> None:
+    """Was a cost: the first refresh asked GetRun of every failed run for its reason (75,000 calls for 250,000
+    runs with 30% failed: two hours at GetRun's documented 10 TPS).  Now a refresh asks a few per batch, every
+    sample's state is still right, the ledger lists the unasked ones, and `status --why` asks them on demand."""
+    from helpers import run_cli
+
+    from planner.submission import REASON_NOT_ASKED
+
+    options = omics_world.start(fail_when=_fail_by_kind)
+    plan_dir = _plan(tmp_path, 600, max_entries=300)  # two batches
+    submit(plan_dir, **options)
+    _settle(clock)
+    before = len(omics_world.calls())
+    table = status(plan_dir, **access_of(options))
+    first = omics_world.calls()[before:]
+    expected = {f"S{i:05d}": "FAILED" if i % 10 < 4 else "COMPLETED" for i in range(600)}
+    assert _states(table) == expected
+    assert first.count("GetRun") == 2 * REASONS_PER_GROUP  # not 240
+    reasons = dict(table.select("id", "reason").iter_rows())
+    told = {s: r for s, r in reasons.items() if expected[s] == "FAILED" and r != REASON_NOT_ASKED}
+    assert len(told) == 2 * REASONS_PER_GROUP
+    assert all(r == ": ".join(_KINDS[int(s[1:]) % 3]) for s, r in told.items())
+    assert {r for s, r in reasons.items() if expected[s] == "COMPLETED"} == {None}
+    ledger = ledger_of(plan_dir)
+    try:
+        unasked = ledger.unasked()
+    finally:
+        ledger.close()
+    assert set(unasked) == {s for s, state in expected.items() if state == "FAILED"} - set(told)
+    # One sample asked on demand: one GetRun, its reason recorded, no longer unasked.
+    sample = unasked[0]
+    before = len(omics_world.calls())
+    _cli_reaches(options, monkeypatch)
+    code, out, _ = run_cli(["status", plan_dir, "--why", sample], capsys)
+    assert code == 0 and omics_world.calls()[before:] == ["GetBatch", "GetBatch", "GetRun"]
+    assert f"{sample}: FAILED: {': '.join(_KINDS[int(sample[1:]) % 3])}" in out.splitlines()
+    # The rest at once, without a refresh; then no reason is left unasked and every one is the service's.
+    before = len(omics_world.calls())
+    table = status(plan_dir, refresh=False, why="all", **access_of(options))
+    assert omics_world.calls()[before:] == ["GetRun"] * (len(unasked) - 1)
+    failed = table.filter(pl.col("state") == "FAILED")
+    assert failed.height == 240
+    assert all(r == ": ".join(_KINDS[int(s[1:]) % 3]) for s, r in failed.select("id", "reason").iter_rows())
+    ledger = ledger_of(plan_dir)
+    try:
+        assert ledger.unasked() == []
+    finally:
+        ledger.close()
+    # Retry plans exactly the failed samples, whether or not their reason was asked.
+    planner.retry(plan_dir, out=str(tmp_path / "retry"), **access_of(options))
+    retried = PlanDirectory(str(tmp_path / "retry")).samples().get_column("id").to_list()
+    assert sorted(retried) == sorted(s for s, state in expected.items() if state == "FAILED")
+
+
+def test_status_why_names_an_unknown_sample_in_one_line(
+    tmp_path: Path, omics_world: Any, capsys: Any, monkeypatch: Any
+) -> None:
+    from helpers import run_cli
+
+    options = omics_world.start()
+    plan_dir = _plan(tmp_path, 3)
+    submit(plan_dir, **options)
+    _cli_reaches(options, monkeypatch)
+    code, out, err = run_cli(["status", plan_dir, "--why", "S00001,NOPE"], capsys)
+    assert code == 2 and out == "" and "NOPE" in err and len(err.strip().splitlines()) == 1
+
+
+def _cli_reaches(options: dict[str, Any], monkeypatch: Any) -> None:
+    """The CLI pointed at the test's emulator and moto's S3."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_OMICS", options["endpoints"]["omics"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", options["endpoints"]["s3"])
 
 
 def test_omics_run_status_never_pages_the_whole_account(tmp_path: Path, omics_world: Any, clock: Any) -> None:
@@ -503,7 +594,7 @@ def test_status_of_250000_finished_runs_costs_one_call_a_batch(tmp_path: Path, o
     first = omics_world.calls()[before:]
     assert table.get_column("remote_id").null_count() == 0
     failed = table.filter(pl.col("state") == "FAILED").height
-    assert 0 < failed < 5_000 and first.count("GetRun") == failed  # a reason for each failed run, once
+    assert 0 < failed < 5_000 and first.count("GetRun") == 3 * REASONS_PER_GROUP  # a few reasons per batch
     per_batch = table.filter(pl.col("state") == "FAILED").group_by("submission_id").len().get_column("len")
     # Samples to runs once (ListRunsInBatch, 100 a page); the rarer final state listed, the larger inferred.
     assert first.count("ListRunsInBatch") == 2_500
