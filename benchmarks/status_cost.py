@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"runs": args.runs, "failure_rate": args.failure_rate}
     try:
         with tempfile.TemporaryDirectory() as scratch:
+            os.environ["PLANNER_HOME"] = scratch  # an index of submitted samples of its own, not the user's
             plan_dir = os.path.join(scratch, "plan")
             sheet = pl.DataFrame({"sample": [f"S{i:07d}" for i in range(args.runs)]})
             defaults = {
