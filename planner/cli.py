@@ -349,6 +349,12 @@ def _parser() -> argparse.ArgumentParser:
         help="start: HealthOmics runs run for about S seconds each (from S/2 to 3S/2, so the runs of a batch "
         "end one after another and --cancel-if-failed can fire while some still run)",
     )
+    x.add_argument(
+        "--api-rates",
+        metavar="documented|off|FACTOR",
+        help="start: HealthOmics answers ThrottlingException above its documented default API rates (documented, "
+        "the default), a factor of them (e.g. 10), or never (off)",
+    )
     x.add_argument("--json", action="store_true", help="start, status: the endpoints (or the state) as JSON")
     x.set_defaults(handler=_sandbox)
     return parser
@@ -1096,12 +1102,14 @@ def _check(args: argparse.Namespace) -> int:
 def _sandbox(args: argparse.Namespace) -> int:
     from .sandbox.local import ensure_running, read_state, state_dir, stop_running
 
-    for name in ("failure_rate", "run_seconds"):
+    for name in ("failure_rate", "run_seconds", "api_rates"):
         if getattr(args, name) is not None and args.action != "start":
             flag = "--" + name.replace("_", "-")
             raise InputError(f"{flag} is for `planner sandbox start`, not `planner sandbox {args.action}`")
     if args.action == "start":
-        endpoints = ensure_running(failure_rate=args.failure_rate, run_seconds=args.run_seconds)
+        endpoints = ensure_running(
+            failure_rate=args.failure_rate, run_seconds=args.run_seconds, api_rates=args.api_rates
+        )
         if args.json:
             _write_json(endpoints)
         else:

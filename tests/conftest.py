@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -151,16 +152,73 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+class ClientWaits:
+    """The time the emulators' rate quotas refill by in a test: its ``FakeClock`` plus every wait of a
+    throttled client.  botocore's retry backoff (``time.sleep`` in ``botocore.endpoint``) adds its
+    seconds here instead of sleeping them (or hands them on to a fixture that patched it first, such as
+    the fault suite's ``waits``), so a throttled call is retried at once, in a test's time, without
+    moving the runs, which follow the ``FakeClock`` alone."""
+
+    def __init__(self, clock: FakeClock):
+        self.clock = clock
+        self.waited = 0.0
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self.lock:
+            return self.clock.now + self.waited
+
+    def sleep(self, seconds: float) -> None:
+        # At least a second: botocore's backoff is random (up to 1 s, 2 s, 4 s...), and a test must not depend
+        # on its draw; after a second's wait every documented rate (StartRun's 1 a second the lowest) has a token.
+        with self.lock:
+            self.waited += max(seconds, 1.0)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import time
+
+        import botocore.endpoint
+
+        previous = botocore.endpoint.time
+        waits = self
+
+        class _Time:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(previous, name)
+
+            @staticmethod
+            def sleep(seconds: float) -> None:
+                waits.sleep(seconds)
+                if previous is not time:
+                    previous.sleep(seconds)
+
+        monkeypatch.setattr(botocore.endpoint, "time", _Time())
+
+
 @pytest.fixture()
-def make_omics_emulator(moto_server: str, clock: FakeClock) -> Iterator[Callable[..., Any]]:
-    """Start HealthOmics emulators (on moto's S3 and the test's clock unless given others); all stop at teardown."""
+def make_omics_emulator(
+    moto_server: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Any]]:
+    """Start HealthOmics emulators (on moto's S3 and the test's clock unless given others); all stop at teardown.
+
+    They answer ThrottlingException above the documented API rates (``api_rates="documented"``, sources.md:
+    throttling) unless given ``api_rates=None``, their buckets refilled by ``ClientWaits``: a throttled
+    client's backoff passes in the test's time, never in real seconds."""
     from planner.sandbox.omics_emulator import OmicsEmulator
 
     started: list[OmicsEmulator] = []
+    waits = ClientWaits(clock)
+    installed: list[bool] = []
 
     def make(**options: Any) -> OmicsEmulator:
         options.setdefault("s3_endpoint_url", moto_server)
         options.setdefault("clock", clock)
+        options.setdefault("api_rates", "documented")
+        if options["clock"] is clock and "rate_clock" not in options:
+            if not installed:
+                waits.install(monkeypatch)  # once, when the test's first emulator starts (after its other fixtures)
+                installed.append(True)
+            options["rate_clock"] = waits
         emulator = OmicsEmulator(**options).start()
         started.append(emulator)
         return emulator

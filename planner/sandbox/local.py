@@ -40,6 +40,7 @@ from ..errors import SubmissionError
 logger = logging.getLogger("planner")
 
 DEFAULT_LIFETIME = 4 * 3600
+API_RATES_ENV = "PLANNER_SANDBOX_API_RATES"  # the API rates of a sandbox --sandbox starts (default: documented)
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../planner
 
 HELP = """\
@@ -65,6 +66,12 @@ To try retry, cancel and --cancel-if-failed, `planner sandbox start --failure-ra
 starts one whose HealthOmics and Polly runs fail at that rate (a fixed subset, each with
 one of the failure reasons HealthOmics documents); AWS Batch and Glue jobs, run by moto,
 always succeed. A running sandbox with another rate is replaced (what it held is forgotten).
+
+Its HealthOmics answers ThrottlingException above the default rate of each API that the
+User Guide's "HealthOmics API quotas" page lists (StartRun 1 a second, GetRun and ListRuns
+10...), as an account with default quotas does: `planner sandbox start --api-rates 10` allows
+ten times those rates, `--api-rates off` none (PLANNER_SANDBOX_API_RATES sets the same for a
+sandbox that --sandbox starts). A running sandbox with other rates is replaced.
 
 A sandbox started by other planner code (this install edited or upgraded since) is
 stopped and replaced, not reused. Set PLANNER_SANDBOX_DIR to keep the state in another
@@ -228,17 +235,21 @@ def ensure_running(
     wait: float = 60.0,
     failure_rate: float | None = None,
     run_seconds: float | None = None,
+    api_rates: str | None = None,
 ) -> dict[str, str]:
     """The endpoints of this install's running sandbox daemon, starting one when none runs.
 
     Says (on the ``planner`` logger) whether it started one or uses a running one, and where the
     state is.  A daemon that runs other code than this process is stopped and replaced; so is one
-    whose runs fail at another rate than ``failure_rate`` or last another ``run_seconds`` (None:
-    whatever runs, else none fail and runs take one step).
+    whose runs fail at another rate than ``failure_rate``, last another ``run_seconds`` or throttle
+    at other ``api_rates`` ("documented", "off" or a factor; None: whatever runs, else
+    ``PLANNER_SANDBOX_API_RATES`` or "documented"; for the others, None: none fail and runs take one step).
     """
+    if api_rates is not None:
+        api_rate_text(api_rates)  # refused before anything is stopped or started
     with _locked():
         state = read_state()
-        differs = _differs(state, failure_rate, run_seconds) if state is not None else None
+        differs = _differs(state, failure_rate, run_seconds, api_rates) if state is not None else None
         if state is not None and state.get("code") == code_version() and differs is not None:
             logger.info(
                 f"the sandbox started at {_clock(state.get('started'))} {differs}: stopping it "
@@ -258,10 +269,13 @@ def ensure_running(
                 "stopping it (what it held is forgotten) to start a new one",
             )
             _stop(state)
-        endpoints = _start(lifetime, wait, failure_rate or 0.0, run_seconds)
+        rates = api_rate_text(api_rates or os.environ.get(API_RATES_ENV) or "documented")
+        endpoints = _start(lifetime, wait, failure_rate or 0.0, run_seconds, rates)
     failing = f"; {failure_rate:.0%} of its HealthOmics and Polly runs fail" if failure_rate else ""
     if run_seconds:
         failing += f"; its HealthOmics runs run for about {run_seconds:g} s each"
+    if rates != "documented":
+        failing += "; its HealthOmics API has no rate quotas" if rates == "off" else f"; {rates}x the API rates"
     logger.info(
         f"started a sandbox (state in {state_dir()}; stops by itself after {_lifetime_text(lifetime)} "
         f"or with `planner sandbox stop`){failing}",
@@ -269,8 +283,30 @@ def ensure_running(
     return endpoints
 
 
-def _differs(state: dict[str, Any], failure_rate: float | None, run_seconds: float | None) -> str | None:
+def api_rate_text(api_rates: str) -> str:
+    """``--api-rates`` checked: "documented", "off", or a positive factor of the documented rates."""
+    from .omics_emulator import api_rate_scale
+
+    text = str(api_rates).strip().lower()
+    try:
+        scale = api_rate_scale(text)
+    except ValueError as exc:
+        from ..errors import InputError
+
+        raise InputError(
+            f"--api-rates {api_rates!r}: documented (HealthOmics' default API quotas), off, or a factor of them "
+            "such as 10"
+        ) from exc
+    return "off" if not scale else "documented" if scale == 1.0 else f"{scale:g}"
+
+
+def _differs(
+    state: dict[str, Any], failure_rate: float | None, run_seconds: float | None, api_rates: str | None = None
+) -> str | None:
     """How the running sandbox differs from the one asked for (None: it will do)."""
+    running_rates = str(state.get("api_rates") or "off")
+    if api_rates is not None and running_rates != api_rate_text(api_rates):
+        return f"throttles at API rates {running_rates}, not {api_rate_text(api_rates)}"
     running_rate = float(state.get("failure_rate") or 0.0)
     if failure_rate is not None and running_rate != failure_rate:
         return f"fails {running_rate:.0%} of its runs, not {failure_rate:.0%}"
@@ -281,9 +317,12 @@ def _differs(state: dict[str, Any], failure_rate: float | None, run_seconds: flo
     return None
 
 
-def _start(lifetime: int, wait: float, failure_rate: float, run_seconds: float | None = None) -> dict[str, str]:
+def _start(
+    lifetime: int, wait: float, failure_rate: float, run_seconds: float | None = None, api_rates: str = "documented"
+) -> dict[str, str]:
     log_path = os.path.join(state_dir(), "sandbox.log")
     command = [sys.executable, "-m", "planner.sandbox.local", "serve", "--lifetime", str(lifetime)]
+    command += ["--api-rates", api_rates]
     lengths = ["--run-seconds", repr(run_seconds)] if run_seconds else []
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
@@ -326,12 +365,17 @@ def stop_running() -> bool:
     return True
 
 
-def serve(lifetime: int, failure_rate: float = 0.0, run_seconds: float | None = None) -> None:
+def serve(
+    lifetime: int, failure_rate: float = 0.0, run_seconds: float | None = None, api_rates: str = "documented"
+) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     failing = {"failure_rate": failure_rate}
-    sandbox = Sandbox(omics_options={**failing, "run_seconds": run_seconds}, polly_options=dict(failing)).start()
+    api_rates = api_rate_text(api_rates)
+    # The documented API rates in real time (sources.md: throttling), as an account with default quotas has.
+    omics = {**failing, "run_seconds": run_seconds, "api_rates": None if api_rates == "off" else api_rates}
+    sandbox = Sandbox(omics_options=omics, polly_options=dict(failing)).start()
     os.makedirs(state_dir(), exist_ok=True)
     temporary = _state_file() + f".{os.getpid()}"
     state = {
@@ -341,6 +385,7 @@ def serve(lifetime: int, failure_rate: float = 0.0, run_seconds: float | None = 
         "lifetime": lifetime,
         "failure_rate": failure_rate,
         "run_seconds": run_seconds,
+        "api_rates": api_rates,
         "code": code_version(),  # of the code this process runs, which is what it serves
         "package": _PACKAGE_DIR,
     }
@@ -371,9 +416,10 @@ def main(argv: list[str] | None = None) -> None:
     serve_parser.add_argument("--lifetime", type=int, default=DEFAULT_LIFETIME)
     serve_parser.add_argument("--failure-rate", type=float, default=0.0)
     serve_parser.add_argument("--run-seconds", type=float, default=None)
+    serve_parser.add_argument("--api-rates", default="documented")
     args = parser.parse_args(argv)
     if args.command == "serve":
-        serve(args.lifetime, args.failure_rate, args.run_seconds)
+        serve(args.lifetime, args.failure_rate, args.run_seconds, args.api_rates)
 
 
 if __name__ == "__main__":

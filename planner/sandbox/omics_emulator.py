@@ -14,12 +14,15 @@ Three modules: this one (the server: routing, validation, throttling, the test h
 machine: what each operation does, how runs and batches move with the clock, and the source of
 every behaviour, listed in ``docs/sources.md``).
 
-Throttling.  With ``api_rates="documented"``, each operation has its own token bucket at the
-default TPS of the User Guide's "HealthOmics API quotas" (``omics_protocol.DOCUMENTED_TPS``;
-operations it does not list are not limited).  With ``throttle_per_second``, one token bucket
-over every operation.  Buckets hold one second's worth, refill in real time (not by ``clock``)
-and answer requests over the rate with HTTP 429 ThrottlingException, which botocore's retry
-modes retry.
+Throttling (sources.md: throttling).  With ``api_rates="documented"``, each operation has its own
+token bucket at the default TPS of the User Guide's "HealthOmics API quotas"
+(``omics_protocol.DOCUMENTED_TPS``; operations it does not list are not limited); a number scales
+those rates (``api_rates=10``: ten times the documented TPS, as an account with raised quotas);
+None turns them off.  With ``throttle_per_second``, one token bucket over every operation.  Buckets
+hold one second's worth, refill by ``rate_clock`` (default: ``clock``; the sandbox's is real time,
+the tests' is their ``FakeClock`` plus the time their clients waited) and answer requests over the
+rate with HTTP 429 ThrottlingException, which botocore's retry modes retry.  The sandbox and the
+test fixtures turn the documented rates on; the class leaves them off.
 
 Faults (sources.md: faults).  ``fail(operation, *statuses)`` answers the next requests of an
 operation with these 5xx statuses (500 InternalServerException, the model's; any other, a bare
@@ -61,7 +64,25 @@ from .omics_protocol import (
 )
 from .omics_state import FAILURE_REASONS, OmicsService
 
-__all__ = ["FAILURE_REASONS", "OmicsEmulator"]
+__all__ = ["FAILURE_REASONS", "OmicsEmulator", "api_rate_scale"]
+
+
+def api_rate_scale(api_rates: str | float | None) -> float:
+    """``api_rates`` as a factor of the documented TPS: 0.0 when off."""
+    if api_rates is None or api_rates == "off":
+        return 0.0
+    if api_rates == "documented":
+        return 1.0
+    try:
+        scale = float(api_rates)
+    except (TypeError, ValueError):
+        scale = -1.0
+    if not scale > 0 or scale == float("inf"):
+        raise ValueError(
+            f'api_rates {api_rates!r}: "documented" (the User Guide\'s per-API TPS), a positive factor of them '
+            '(e.g. 10), or None / "off"'
+        )
+    return scale
 
 
 class OmicsEmulator(LoopbackServer):
@@ -83,8 +104,9 @@ class OmicsEmulator(LoopbackServer):
         max_retained_runs: int | None = None,
         known_workflows_only: bool = False,
         throttle_per_second: float | None = None,
-        api_rates: str | None = None,
+        api_rates: str | float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        rate_clock: Callable[[], float] | None = None,
         step_seconds: float = 1.0,
         region: str = "us-east-1",
         account: str = "123456789012",
@@ -92,8 +114,7 @@ class OmicsEmulator(LoopbackServer):
     ):
         if throttle_per_second is not None and throttle_per_second <= 0:
             raise ValueError("throttle_per_second must be positive")
-        if api_rates not in (None, "documented"):
-            raise ValueError('api_rates is None or "documented" (the User Guide\'s per-API TPS)')
+        scale = api_rate_scale(api_rates)
         self.service = OmicsService(
             s3_endpoint_url=s3_endpoint_url,
             failure_rate=failure_rate,
@@ -111,11 +132,15 @@ class OmicsEmulator(LoopbackServer):
         self.s3_endpoint_url = s3_endpoint_url
         self.clock = clock
         self._init_server(host, port)
-        self._bucket = _TokenBucket(throttle_per_second) if throttle_per_second else None
+        self.rate_clock = rate_clock or clock
+        self._bucket = _TokenBucket(throttle_per_second, self.rate_clock) if throttle_per_second else None
         # One bucket per operation at its documented rate (sources.md: throttling); unlisted operations are free.
         self._api_buckets = (
-            {operation: _TokenBucket(rate) for operation, rate in DOCUMENTED_TPS.items()} if api_rates else {}
+            {operation: _TokenBucket(rate * scale, self.rate_clock) for operation, rate in DOCUMENTED_TPS.items()}
+            if scale
+            else {}
         )
+        self.api_rates = scale or None  # the scale of the documented rates in force, None when off
         self._router = _Router(_service_model())
         self._lock = threading.Lock()
         self._requests: list[tuple[str, dict[str, Any]]] = []

@@ -19,6 +19,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -471,16 +472,19 @@ DOCUMENTED_TPS: dict[str, float] = {
 
 
 class _TokenBucket:  # sources.md: throttling
-    def __init__(self, rate: float):
+    """``rate`` tokens a second by ``clock``, holding one second's worth (at least one token)."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic):
         self.rate = float(rate)
         self.capacity = max(1.0, self.rate)
         self.tokens = self.capacity
-        self.stamp = time.monotonic()
+        self.clock = clock
+        self.stamp = clock()
         self.lock = threading.Lock()
 
     def take(self) -> bool:
         with self.lock:
-            now = time.monotonic()
+            now = self.clock()
             self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
             if self.tokens >= 1.0:

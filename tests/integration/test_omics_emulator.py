@@ -414,9 +414,10 @@ def test_what_botocore_would_refuse_is_refused_by_the_emulator_too(omics_emulato
     assert omics_emulator.batch_count() == 0 and omics_emulator.run_count() == 0
 
 
-def test_start_run_validates_and_records_requests(omics, omics_emulator):
+def test_start_run_validates_and_records_requests(omics, omics_emulator, clock):
     with pytest.raises(omics.exceptions.ValidationException, match="logLevel"):
         omics.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/", requestId="x", logLevel="VERBOSE")
+    clock.advance(1.0)  # StartRun's documented rate is one a second, refused requests included
     omics.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/", requestId="y")
     operations = [operation for operation, _ in omics_emulator.requests()]
     assert operations == ["StartRun", "StartRun"]
@@ -459,7 +460,9 @@ def test_throttle_is_absorbed_by_standard_retries(make_emulator, make_omics_clie
 # concurrency
 
 
-def test_concurrent_duplicates_make_one_batch_and_distinct_runs_are_all_kept(omics, omics_emulator):
+def test_concurrent_duplicates_make_one_batch_and_distinct_runs_are_all_kept(make_emulator, make_omics_client):
+    omics_emulator = make_emulator(api_rates=None)  # 60 StartRun at once: about idempotency, not StartRun's rate
+    omics = make_omics_client(omics_emulator)
     with ThreadPoolExecutor(max_workers=8) as pool:
         batch_ids = set(pool.map(lambda _: start_inline_batch(omics, 5, requestId="same"), range(16)))
         run_ids = set(
@@ -817,7 +820,8 @@ def test_cancels_that_fail_leave_their_runs_running_and_are_counted(make_emulato
 
 def test_list_runs_filters_combine_and_page(make_emulator, make_omics_client, clock):
     emulator = make_emulator(
-        fail_when=lambda s: ("RUN_TASK_FAILED", "task failed") if s["name"].endswith("3") else None
+        fail_when=lambda s: ("RUN_TASK_FAILED", "task failed") if s["name"].endswith("3") else None,
+        api_rates=None,  # StartRun after StartRun, at no moment of the clock: about the filters, not the rate
     )
     omics = make_omics_client(emulator)
     group_a = start_inline_batch(omics, 6, requestId="la", defaultRunSetting=default_setting(runGroupId="11"))
