@@ -30,7 +30,8 @@ operation with these 5xx statuses (500 InternalServerException, the model's; any
 that many real seconds: both as a service under load does, for botocore's retries to meet.
 
 Test hooks: ``run_count()`` (runs not deleted), ``batch_count()``, ``requests()`` (every
-routed request as ``(operation, params)``, throttled ones included), ``recorded_etag(batch_id)``,
+routed request as ``(operation, params)``; those a rate quota refused only with ``throttled=True``),
+``recorded_etag(batch_id)``,
 ``set_workflow_status(workflow_id, status, version_name=None, message=None)`` and
 ``put_workflow(workflow_id, ...)``, which makes (or replaces) an ACTIVE workflow under an id
 of the caller's choosing, with its parameter template: the id a plan names, where
@@ -144,6 +145,7 @@ class OmicsEmulator(LoopbackServer):
         self._router = _Router(_service_model())
         self._lock = threading.Lock()
         self._requests: list[tuple[str, dict[str, Any]]] = []
+        self._throttled: set[int] = set()  # positions in _requests refused by a rate quota
         self._faults: dict[str, deque[tuple[int, float]]] = {}  # operation -> (status or 0, delay), in order
 
     # -- test hooks ----------------------------------------------------------
@@ -155,9 +157,13 @@ class OmicsEmulator(LoopbackServer):
     def batch_count(self) -> int:
         return self.service.batch_count()
 
-    def requests(self) -> list[tuple[str, dict[str, Any]]]:
+    def requests(self, *, throttled: bool = False) -> list[tuple[str, dict[str, Any]]]:
+        """Every routed request as ``(operation, params)``, in arrival order; those refused by a rate quota
+        (ThrottlingException, which botocore resends) only with ``throttled=True``."""
         with self._lock:
-            return list(self._requests)
+            if throttled:
+                return list(self._requests)
+            return [r for i, r in enumerate(self._requests) if i not in self._throttled]
 
     def fail(self, operation: str, *statuses: int) -> None:
         """Answer the next requests of ``operation`` with these 5xx statuses, one each."""
@@ -239,6 +245,7 @@ class OmicsEmulator(LoopbackServer):
             return self._error(exc)
         with self._lock:
             self._requests.append((operation.name, params))
+            position = len(self._requests) - 1
             queued = self._faults.get(operation.name)
             fault = queued.popleft() if queued else None
         if fault is not None:
@@ -249,10 +256,12 @@ class OmicsEmulator(LoopbackServer):
                 code = "InternalServerException" if status == 500 else "ServiceUnavailable"
                 return self._error(ServiceError(code, f"Injected {status} for {operation.name}", status))
         api_bucket = self._api_buckets.get(operation.name)
-        if api_bucket is not None and not api_bucket.take():
-            return self._error(ServiceError("ThrottlingException", f"Rate exceeded for {operation.name}"))
-        if self._bucket is not None and not self._bucket.take():
-            return self._error(ServiceError("ThrottlingException", "Rate exceeded"))
+        refused = api_bucket is not None and not api_bucket.take()
+        if refused or (self._bucket is not None and not self._bucket.take()):
+            with self._lock:
+                self._throttled.add(position)
+            message = f"Rate exceeded for {operation.name}" if refused else "Rate exceeded"
+            return self._error(ServiceError("ThrottlingException", message))
         handler = self.service.handlers.get(operation.name)
         if handler is None:
             return self._error(
