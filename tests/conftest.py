@@ -109,6 +109,10 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Te
     for name in [n for n in os.environ if n.startswith(("AWS_ENDPOINT_URL", "POLLY_"))] + ["PLANNER_DEBUG"]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PLANNER_SANDBOX_DIR", str(tmp_path_factory.mktemp("sandbox")))
+    # A sandbox daemon throttles in real time: at 100 times the documented API rates its quotas stay on
+    # without a test's few StartRun calls waiting real seconds (the emulators of make_omics_emulator keep
+    # the documented rates, in the test's time).
+    monkeypatch.setenv("PLANNER_SANDBOX_API_RATES", "100")
     # The per-user index of what was submitted (run_index.py): each test starts with none, like a new user.
     monkeypatch.setenv("PLANNER_HOME", str(tmp_path_factory.mktemp("home")))
     # `planner plan` reads a HealthOmics workflow when credentials are at hand: these dummy ones reach no
@@ -156,8 +160,10 @@ class ClientWaits:
     """The time the emulators' rate quotas refill by in a test: its ``FakeClock`` plus every wait of a
     throttled client.  botocore's retry backoff (``time.sleep`` in ``botocore.endpoint``) adds its
     seconds here instead of sleeping them (or hands them on to a fixture that patched it first, such as
-    the fault suite's ``waits``), so a throttled call is retried at once, in a test's time, without
-    moving the runs, which follow the ``FakeClock`` alone."""
+    the fault suite's ``waits``), and so does the planner's own wait once botocore has given up on a
+    throttled call (``Patience.pause`` for a throttling reason; its other waits are left as they are).
+    A throttled call is retried at once, in the test's time, without moving the runs, which follow the
+    ``FakeClock`` alone."""
 
     def __init__(self, clock: FakeClock):
         self.clock = clock
@@ -193,6 +199,27 @@ class ClientWaits:
                     previous.sleep(seconds)
 
         monkeypatch.setattr(botocore.endpoint, "time", _Time())
+
+        from planner.context import THROTTLING, Patience
+
+        pausing = threading.local()  # Patience is shared by a command's threads: the reason is per thread
+        pause, init = Patience.pause, Patience.__init__
+
+        def throttled_pause(patience: Patience, what: str, reason: str, waited: float, delay: float) -> float:
+            pausing.throttled = reason.split(":", 1)[0] in THROTTLING
+            try:
+                return pause(patience, what, reason, waited, delay)
+            finally:
+                pausing.throttled = False
+
+        def patience_init(patience: Patience, max_wait: float, sleep: Callable[[float], None], *rest: Any) -> None:
+            def wait(seconds: float) -> None:
+                (waits.sleep if getattr(pausing, "throttled", False) else sleep)(seconds)
+
+            init(patience, max_wait, wait, *rest)
+
+        monkeypatch.setattr(Patience, "pause", throttled_pause)
+        monkeypatch.setattr(Patience, "__init__", patience_init)
 
 
 @pytest.fixture()
