@@ -1238,3 +1238,32 @@ def test_documented_api_rates_throttle_each_operation_on_its_own(make_emulator, 
     assert once.get_run(id=outcomes[0])["id"] == outcomes[0]  # GetRun's own bucket is full
     with pytest.raises(ValueError, match="documented"):
         make_emulator(api_rates="fast")
+
+
+def test_api_rates_scale_the_documented_rates_or_turn_them_off(make_emulator, make_omics_client):
+    """api_rates=10: ten times each documented TPS (an account with raised quotas); None: no rate quota."""
+    burst = []
+    for rates in (10, None):
+        client = make_omics_client(make_emulator(api_rates=rates), retries={"total_max_attempts": 1})
+        outcomes = []
+        for i in range(12):
+            try:
+                client.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/", requestId=f"s{i}")
+                outcomes.append("ok")
+            except client.exceptions.ThrottlingException:
+                outcomes.append("throttled")
+        burst.append(outcomes.count("ok"))
+    assert burst == [10, 12]  # StartRun 10 a second (a second's worth held); then no limit
+    for bad in ("fast", 0, -1, float("nan")):
+        with pytest.raises(ValueError, match="documented"):
+            make_emulator(api_rates=bad)
+
+
+def test_sandbox_start_refuses_unknown_api_rates_in_one_line_before_starting_anything(capsys):
+    from helpers import run_cli
+
+    from planner.sandbox.local import read_state
+
+    code, out, err = run_cli(["sandbox", "start", "--api-rates", "fast"], capsys)
+    assert code == 2 and out == "" and "--api-rates 'fast'" in err and len(err.strip().splitlines()) == 1
+    assert read_state() is None

@@ -310,3 +310,24 @@ def test_stubber_pins_the_exact_start_run_batch_request(tmp_path):
         stub.assert_no_pending_responses()
     assert report.tally("StartRunBatch").created == 1
     assert ctx.ledger.submission("StartRunBatch:00000").remote_id == "1234"
+
+
+def test_documented_rates_are_on_by_default_and_a_throttled_submit_waits_in_the_tests_time(
+    tmp_path, moto_server, make_emulator, clock
+):
+    """make_omics_emulator answers ThrottlingException above StartRun's documented 1 a second (sources.md:
+    throttling); the planner's 8 workers are throttled and wait (botocore's backoff, then its own), every run
+    starts once, and the waits pass in the test's time (the emulator's rate clock), not in real seconds, while
+    the runs, which follow the FakeClock, do not move."""
+    emulator = make_emulator()
+    plan_dir = _plan(tmp_path, 12, backend="omics-run")
+    options = {"sandbox": True, "endpoints": {"s3": moto_server, "omics": emulator.endpoint_url}, "concurrency": 8}
+    before = clock.now
+    report = submit(plan_dir, **options)
+    assert report.tally("StartRun").created == 12 and emulator.run_count() == 12
+    sent = [op for op, _ in emulator.requests(throttled=True) if op == "StartRun"]
+    answered = [op for op, _ in emulator.requests() if op == "StartRun"]
+    assert len(answered) == 12 < len(sent)  # throttled, resent, each run started once
+    assert clock.now == before and emulator.rate_clock() - clock.now >= 11  # a second a run, in test time
+    table = status(plan_dir, **access_of(options))
+    assert set(table.get_column("state")) == {"PENDING"}
