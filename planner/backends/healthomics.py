@@ -12,7 +12,7 @@ status for the whole plan; a run the ledger already saw end keeps that outcome (
 Failure reasons are asked for a few runs per group, not for every failed run: GetRun's
 documented rate (10 TPS, User Guide "HealthOmics API quotas") makes one call per failed run
 two hours for 75,000 failures.  A status refresh asks at most ``REASONS_PER_GROUP`` of the
-runs it finds newly FAILED in one batch, spread over the group in sheet order; the ledger
+runs it finds newly FAILED in one batch, chosen by a hash of the run id; the ledger
 lists the rest as unasked (``Ledger.unasked``), the status table shows them with
 ``submission.REASON_NOT_ASKED``, and ``explain`` (``planner status --why``) asks them on demand.
 
@@ -26,6 +26,7 @@ deleted by that id.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -102,11 +103,14 @@ def get_runs(ctx: Context, omics: Any, runs: Mapping[str, str | None]) -> dict[s
 
 
 def reasons_to_ask(failed: list[str], limit: int = REASONS_PER_GROUP) -> list[str]:
-    """At most ``limit`` of one group's failed runs (in sheet order), spread evenly over it."""
+    """At most ``limit`` of one group's failed runs, in the given order: those whose run id hashes lowest.
+
+    A sample the same on every refresh, but not every k-th run: failures that follow the sheet's order
+    (every third sample of a sheet with a bad column) would make an even spread see one kind only."""
     if len(failed) <= limit:
         return list(failed)
-    step = len(failed) / limit
-    return [failed[int(i * step)] for i in range(limit)]
+    chosen = set(sorted(failed, key=lambda run: hashlib.sha256(run.encode()).digest())[:limit])
+    return [run for run in failed if run in chosen]
 
 
 def explain(ctx: Context, samples: list[SampleState]) -> list[SampleState]:

@@ -339,7 +339,7 @@ class OmicsBatch(Backend):
         # per failed run hours for a large batch): the rest are left unasked, for `status --why`.
         unplaced = [run for run in moving if run not in found]
         newly_failed = [run for run, state in found.items() if state == "FAILED" and by_run[run].state != "FAILED"]
-        asked = reasons_to_ask(sorted(newly_failed, key=lambda run: by_run[run].position))
+        asked = reasons_to_ask(newly_failed)
         details = get_runs(self.ctx, omics, {run: by_run[run].remote_uuid for run in asked + unplaced})
         unasked.extend(by_run[run].id for run in newly_failed if run not in details)
         for run in unplaced:

@@ -330,6 +330,10 @@ def test_failure_reasons_are_asked_for_a_few_runs_per_batch_and_the_rest_on_dema
     finally:
         ledger.close()
     assert set(unasked) == {s for s, state in expected.items() if state == "FAILED"} - set(told)
+    # The report groups the unasked ones apart from the reasons the service gave.
+    planner.report(plan_dir, str(tmp_path / "report.html"), **access_of(options))
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "reason not asked yet" in html and all(": ".join(kind) in html for kind in _KINDS.values())
     # One sample asked on demand: one GetRun, its reason recorded, no longer unasked.
     sample = unasked[0]
     before = len(omics_world.calls())
