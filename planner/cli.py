@@ -1130,6 +1130,7 @@ def _sandbox(args: argparse.Namespace) -> int:
                 f"running since {_clock(started)}, stops by itself at {_clock(ends)} (pid {state.get('pid')}; "
                 f"state in {state_dir()})"
                 + (f"; {failing:.0%} of its HealthOmics and Polly runs fail" if failing else "")
+                + f"; HealthOmics API rates: {state.get('api_rates') or 'off'}"
             )
             _print_endpoints(state.get("endpoints") or {})
         if state is None:
