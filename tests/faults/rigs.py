@@ -20,6 +20,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -52,10 +53,11 @@ class World:
     clock: FakeClock
     make_omics: Callable[..., Any]
     make_polly: Callable[..., Any]
-    # No HealthOmics rate quotas here (make_omics_emulator turns the documented ones on): these rigs run the
-    # planner in child processes too, whose botocore waits cannot pass in this test's time, so a throttled
-    # child would wait for a rate clock that never moves.  The `throttled` scenario sets throttle_per_second.
-    omics_options: dict[str, Any] = field(default_factory=lambda: {"api_rates": None})
+    # No HealthOmics rate quotas here (make_omics_emulator turns the documented ones on), and rate buckets in
+    # real time: these rigs run the planner in child processes too, whose botocore waits cannot pass in this
+    # test's time (ClientWaits), so a throttled child would wait for a rate clock that never moves.  The
+    # `throttled` scenario sets throttle_per_second, a real-time bucket as before.
+    omics_options: dict[str, Any] = field(default_factory=lambda: {"api_rates": None, "rate_clock": time.monotonic})
     polly_options: dict[str, Any] = field(default_factory=dict)
     _omics: Any = None
     _polly: Any = None
