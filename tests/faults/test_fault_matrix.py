@@ -115,7 +115,7 @@ def throttled(rig: Rig, world: World, hooks: Any, waits: Any, **_: Any) -> None:
         waits.scale = 0.1  # the planner's waits must take some real time for tokens to come back
         emulator = world.omics_emulator
         submit(rig.plan_dir, **rig.options)
-        calls = [op for op, _ in emulator.requests() if op == rig.operation]
+        calls = [op for op, _ in emulator.requests(throttled=True) if op == rig.operation]
         created = len(rig.manifest["shards"]) if rig.backend == "omics-batch" else len(rig.samples)
         assert len(calls) > created, "the token bucket never throttled a creating call"
         emulator._bucket = None  # the checks below read at full speed
