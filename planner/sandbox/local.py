@@ -269,13 +269,12 @@ def ensure_running(
                 "stopping it (what it held is forgotten) to start a new one",
             )
             _stop(state)
+        # The API rates are not in the line below (`planner sandbox status` names them).
         rates = api_rate_text(api_rates or os.environ.get(API_RATES_ENV) or "documented")
         endpoints = _start(lifetime, wait, failure_rate or 0.0, run_seconds, rates)
     failing = f"; {failure_rate:.0%} of its HealthOmics and Polly runs fail" if failure_rate else ""
     if run_seconds:
         failing += f"; its HealthOmics runs run for about {run_seconds:g} s each"
-    if rates != "documented":
-        failing += "; its HealthOmics API has no rate quotas" if rates == "off" else f"; {rates}x the API rates"
     logger.info(
         f"started a sandbox (state in {state_dir()}; stops by itself after {_lifetime_text(lifetime)} "
         f"or with `planner sandbox stop`){failing}",
