@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from moto.server import ThreadedMotoServer
 
     import planner
+    from planner.commands.submit import REASON_NOT_ASKED
     from planner.sandbox.omics_emulator import OmicsEmulator
-    from planner.submission import REASON_NOT_ASKED
 
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()

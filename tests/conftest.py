@@ -200,7 +200,7 @@ class ClientWaits:
 
         monkeypatch.setattr(botocore.endpoint, "time", _Time())
 
-        from planner.context import THROTTLING, Patience
+        from planner.engine.context import THROTTLING, Patience
 
         pausing = threading.local()  # Patience is shared by a command's threads: the reason is per thread
         pause, init = Patience.pause, Patience.__init__

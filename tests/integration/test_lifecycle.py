@@ -24,10 +24,10 @@ from helpers import access_of, ledger_of, open_plan
 
 import planner
 from planner.backends.healthomics import REASONS_PER_GROUP
-from planner.engine import Incomplete
+from planner.commands.submit import run_submission, status, submit
+from planner.core.plandir import PlanDirectory
+from planner.engine.engine import Incomplete
 from planner.errors import PlanDirError
-from planner.plandir import PlanDirectory
-from planner.submission import run_submission, status, submit
 
 ROLE = "arn:aws:iam::123456789012:role/omics"
 BATCH_DEFAULTS: dict[str, Any] = {
@@ -307,7 +307,7 @@ def test_failure_reasons_are_asked_for_a_few_runs_per_batch_and_the_rest_on_dema
     sample's state is still right, the ledger lists the unasked ones, and `status --why` asks them on demand."""
     from helpers import run_cli
 
-    from planner.submission import REASON_NOT_ASKED
+    from planner.commands.submit import REASON_NOT_ASKED
 
     options = omics_world.start(fail_when=_fail_by_kind)
     plan_dir = _plan(tmp_path, 600, max_entries=300)  # two batches
