@@ -23,14 +23,35 @@ messages worth a person's attention go to the ``planner`` logger.  Errors are on
 family, ``PlannerError``: ``InputError`` (exit status 2 in the CLI) and
 ``SubmissionError`` (1) below it; ``NothingToRetry`` (0: nothing written) when ``retry`` finds
 no sample to plan again.
+
+The package's layers, lowest first; a module imports only from its own layer or below
+(``tests/unit/test_layers.py`` checks it)::
+
+    errors.py     0  the one exception tree
+    core/         1  the plan core: sheet, defaults, merge, validate, shard, the plan directory, the ledger
+    sandbox/      2  a local AWS on loopback: moto plus our HealthOmics and Polly emulators
+    services/     3  the clients of AWS and Polly: how a call reaches a service (a new AWS call goes here)
+    engine/       4  the journaled engine: every call made, waited for and recorded
+    backends/     5  one file per target service (a new backend goes here)
+    commands/     6  one module per command: plan, submit, status, cancel, retry, clean, check, ...
+    cli.py, this  7  the ``planner`` command and the Python API
 """
 
 from __future__ import annotations
 
-from .backends.base import CancelOutcome, CancelReport
-from .cleanup import CleanReport, clean
-from .engine import Incomplete, SubmitReport, Tally
-from .errors import (
+from planner.backends.base import CancelOutcome, CancelReport
+from planner.commands.check import CheckReport, check
+from planner.commands.clean import CleanReport, clean
+from planner.commands.outputs import outputs
+from planner.commands.plan import Plan, plan
+from planner.commands.policy import Policies, policies
+from planner.commands.retry import retry
+from planner.commands.submit import Snapshot, Threshold, ThresholdCrossed, cancel, report, status, submit, watch
+from planner.core.plandir import Manifest, read_plan
+from planner.core.progress import ProgressEvent
+from planner.core.shard import ShardInfo
+from planner.engine.engine import Incomplete, SubmitReport, Tally
+from planner.errors import (
     AccessError,
     DefaultsError,
     InputError,
@@ -43,20 +64,11 @@ from .errors import (
     SubmissionError,
     ValidationError,
 )
-from .plan import Plan, plan
-from .plandir import Manifest, read_plan
-from .policy import Policies, policies
-from .preflight import CheckReport, check
-from .progress import ProgressEvent
-from .retry_plan import retry
-from .shard import ShardInfo
-from .stage_outputs import outputs
-from .submission import Snapshot, Threshold, ThresholdCrossed, cancel, report, status, submit, watch
 
 
 def read_child_settings(**options: object) -> dict[str, object]:
     """Inside an AWS Batch array child or a Glue manifest run: this child's own settings."""
-    from .child_settings import read_child_settings as read
+    from planner.core.child_settings import read_child_settings as read
 
     return read(**options)  # type: ignore[arg-type]
 

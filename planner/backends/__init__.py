@@ -1,4 +1,6 @@
-"""The five targets, by the name ``--backend`` takes.
+"""Layer 5, the backends: the five targets, by the name ``--backend`` takes (a new backend goes here).
+
+May import: ``planner.errors``, ``planner.core``, ``planner.services``, ``planner.engine``.
 
 Each backend module is imported only when used: loading a botocore service model
 costs a noticeable fraction of a second, and a command touches one backend.  A
@@ -16,11 +18,11 @@ from importlib import import_module
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from ..errors import InputError
-from ..spec import BackendSpec
+from planner.core.spec import BackendSpec
+from planner.errors import InputError
 
 if TYPE_CHECKING:
-    from .base import Backend
+    from planner.backends.base import Backend
 
 MODULES = {
     "omics-batch": "omics_batch",
@@ -36,7 +38,7 @@ def register(name: str, module: ModuleType) -> None:
     """Serve backend ``name`` from ``module``, which holds its ``SPEC`` (named ``name``) and ``BACKEND``.
 
     The five built-in names cannot be replaced; ``unregister`` forgets the name again."""
-    from .base import Backend
+    from planner.backends.base import Backend
 
     if name in MODULES:
         raise ValueError(f"{name!r} is a built-in backend")
@@ -57,7 +59,7 @@ def _module(name: str) -> ModuleType:
     if name in _REGISTERED:
         return _REGISTERED[name]
     if name not in MODULES:
-        from ..suggest import did_you_mean
+        from planner.core.suggest import did_you_mean
 
         known = [*MODULES, *_REGISTERED]
         raise InputError(f"unknown backend {name!r}{did_you_mean(name, known)}; choose one of {', '.join(known)}")
