@@ -1,4 +1,13 @@
-"""Shared helpers for the plan-stage tests: sheets, defaults, the CLI, plan directories.
+"""The tests' one set of builders: sheets, defaults, plans, the CLI; and readers of plan directories.
+
+* a sheet: ``sheet_frame(n, **columns)`` (a polars frame, S0000, S0001, ...), ``write_csv(path, header, rows)``
+  (a sheet file, byte for byte as given);
+* defaults: ``DEFAULTS`` / ``defaults_for(backend, **sections)`` (a valid document per backend),
+  ``write_defaults(path, document)`` (TOML or JSON by suffix);
+* a plan: ``make_plan(tmp_path, sheet, backend, defaults=..., **options)`` (``planner.plan(...).write``);
+* the CLI: ``run_cli(argv, capsys)`` (``planner.cli.main`` in-process: exit status, stdout, stderr) and
+  ``run_cli_process(argv)`` (``python -m planner.cli`` as a child process, for what only a real process
+  shows: start-up, signals, the entry point).
 
 Everything a test writes goes under its own tmp_path; nothing here touches the repo.
 """
@@ -16,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import polars as pl
 
+import planner
 import planner.cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,6 +161,67 @@ def write_csv(
     data = csv_text(header, rows, **kw).encode("utf-8")
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + data)
     return path
+
+
+# ---------------------------------------------------------------- sheets and plans in memory
+
+ROW = pl.int_range(pl.len())
+"""The row number (0, 1, ...) as an expression, for columns that differ every k-th row."""
+
+
+def every(k: int, value: Any) -> pl.Expr:
+    """``value`` on every ``k``-th row (rows 0, k, 2k, ...), empty (null) elsewhere."""
+    return pl.when(ROW % k == 0).then(pl.lit(value))
+
+
+def sample_ids(samples: int, *, width: int = 4, prefix: str = "S") -> list[str]:
+    """``S0000``, ``S0001``, ... (``width`` digits; 0 for no padding)."""
+    return [f"{prefix}{i:0{width}d}" for i in range(samples)]
+
+
+def sheet_frame(samples: int | Sequence[str], *, width: int = 4, **columns: str | pl.Expr) -> pl.DataFrame:
+    """A sample sheet as a polars frame: a ``sample`` column, then one column per keyword, in order.
+
+    ``samples`` is a count (ids from ``sample_ids(samples, width=width)``) or the ids themselves. A
+    column is a ``str.format`` template of ``{sample}`` (the row's id) and ``{i}`` (its row number), e.g.
+    ``bam="s3://in/{sample}.bam"``, or a polars expression over the frame (``pl.col("sample")``, ``ROW``,
+    ``every(3, "30")``).
+    """
+    ids = sample_ids(samples, width=width) if isinstance(samples, int) else list(samples)
+    frame = pl.DataFrame({"sample": ids}, schema={"sample": pl.String})
+    for name, column in columns.items():
+        if isinstance(column, str):
+            frame = frame.with_columns(
+                pl.Series(name, [column.format(sample=s, i=i) for i, s in enumerate(ids)], dtype=pl.String)
+            )
+        else:
+            frame = frame.with_columns(column.alias(name))
+    return frame
+
+
+def make_plan(
+    tmp_path: Path | str,
+    sheet: int | pl.DataFrame | Path | str,
+    backend: str = "omics-batch",
+    *,
+    defaults: Mapping[str, Any] | Path | str | None = None,
+    name: str = "plan",
+    **options: Any,
+) -> str:
+    """Plan ``sheet`` and write it to ``tmp_path/name``; the plan directory's path.
+
+    ``sheet`` is a sample count (``sheet_frame(n)``: a ``sample`` column only), a frame or a sheet file;
+    ``defaults`` a document or a file (``defaults_for(backend)`` when not given); ``options`` go to
+    ``planner.plan`` (``max_entries``, ``part_size``, ``group``, ...).
+    """
+    if isinstance(sheet, int):
+        sheet = sheet_frame(sheet)
+    if defaults is None:
+        defaults = defaults_for(backend)
+    out = str(Path(tmp_path) / name)
+    document = dict(defaults) if isinstance(defaults, Mapping) else defaults
+    planner.plan(sheet, backend=backend, defaults=document, **options).write(out)
+    return out
 
 
 # ---------------------------------------------------------------- running the CLI
