@@ -1,7 +1,7 @@
 """The tests' one set of builders: sheets, defaults, plans, the CLI; and readers of plan directories.
 
-* a sheet: ``sheet_frame(n, **columns)`` (a polars frame, S0000, S0001, ...), ``write_csv(path, header, rows)``
-  (a sheet file, byte for byte as given);
+* a sheet: ``sheet_frame(n, **columns)`` (a polars frame, S0000, S0001, ...), written with
+  ``write_sheet(path, frame)``; or ``write_csv(path, header, rows)`` (a sheet file, byte for byte as given);
 * defaults: ``DEFAULTS`` / ``defaults_for(backend, **sections)`` (a valid document per backend),
   ``write_defaults(path, document)`` (TOML or JSON by suffix);
 * a plan: ``make_plan(tmp_path, sheet, backend, defaults=..., **options)`` (``planner.plan(...).write``);
@@ -197,6 +197,12 @@ def sheet_frame(samples: int | Sequence[str], *, width: int = 4, **columns: str 
         else:
             frame = frame.with_columns(column.alias(name))
     return frame
+
+
+def write_sheet(path: Path, sheet: pl.DataFrame) -> Path:
+    """Write a frame (e.g. ``sheet_frame(...)``) as a CSV sheet file."""
+    sheet.write_csv(path)
+    return path
 
 
 def make_plan(
