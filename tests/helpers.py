@@ -5,9 +5,11 @@
 * defaults: ``DEFAULTS`` / ``defaults_for(backend, **sections)`` (a valid document per backend),
   ``write_defaults(path, document)`` (TOML or JSON by suffix);
 * a plan: ``make_plan(tmp_path, sheet, backend, defaults=..., **options)`` (``planner.plan(...).write``);
-* the CLI: ``run_cli(argv, capsys)`` (``planner.cli.main`` in-process: exit status, stdout, stderr) and
-  ``run_cli_process(argv)`` (``python -m planner.cli`` as a child process, for what only a real process
-  shows: start-up, signals, the entry point).
+* the CLI: ``plan_argv(tmp_path, sheet, *extra)`` (the arguments of ``planner plan``);
+  ``run_cli(argv, capsys)`` (``planner.cli.main`` in-process: exit status, stdout, stderr), the way to
+  test what a command says and its exit status; ``run_cli_process(argv)`` (``python -m planner.cli``
+  as a child process), only for what a real process shows: start-up, signals, the entry point, that no
+  traceback reaches the terminal.
 
 Everything a test writes goes under its own tmp_path; nothing here touches the repo.
 """
@@ -231,6 +233,27 @@ def make_plan(
 
 
 # ---------------------------------------------------------------- running the CLI
+
+
+def plan_argv(
+    tmp_path: Path,
+    sheet: Path | str,
+    *extra: Any,
+    backend: str = "omics-batch",
+    defaults: Mapping[str, Any] | Path | str | None = None,
+    out: str = "plan",
+) -> list[str]:
+    """The argv of ``planner plan SHEET --backend B --defaults D --out tmp_path/out EXTRA...``.
+
+    A defaults document (``defaults_for(backend)`` when none is given) is first written to
+    ``tmp_path/defaults.toml``; a path is passed as it is.
+    """
+    if defaults is None:
+        defaults = defaults_for(backend)
+    if isinstance(defaults, Mapping):
+        defaults = write_defaults(Path(tmp_path) / "defaults.toml", defaults)
+    argv = ["plan", sheet, "--backend", backend, "--defaults", defaults, "--out", Path(tmp_path) / out, *extra]
+    return [str(a) for a in argv]
 
 
 def run_cli(argv: Sequence[str], capsys: Any) -> tuple[int, str, str]:
