@@ -24,7 +24,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import polars as pl
@@ -256,15 +256,23 @@ def plan_argv(
     return [str(a) for a in argv]
 
 
-def run_cli(argv: Sequence[str], capsys: Any) -> tuple[int, str, str]:
+class CliResult(NamedTuple):
+    """What ``run_cli`` saw: unpacks as ``code, out, err``."""
+
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(argv: Sequence[Any], capsys: Any) -> CliResult:
     """``planner.cli.main(argv)`` in-process: (exit status, stdout, stderr)."""
     capsys.readouterr()
     try:
         code = planner.cli.main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse usage errors
+    except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
         code = exc.code if isinstance(exc.code, int) else 1
     out, err = capsys.readouterr()
-    return code, out, err
+    return CliResult(code, out, err)
 
 
 def run_cli_process(
