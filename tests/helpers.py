@@ -7,9 +7,9 @@
 * a plan: ``make_plan(tmp_path, sheet, backend, defaults=..., **options)`` (``planner.plan(...).write``);
 * the CLI: ``plan_argv(tmp_path, sheet, *extra)`` (the arguments of ``planner plan``);
   ``run_cli(argv, capsys)`` (``planner.cli.main`` in-process: exit status, stdout, stderr), the way to
-  test what a command says and its exit status; ``run_cli_process(argv)`` (``python -m planner.cli``
-  as a child process), only for what a real process shows: start-up, signals, the entry point, that no
-  traceback reaches the terminal.
+  test what a command says and its exit status; ``run_cli_process(argv)`` and ``start_cli_process(argv)``
+  (``python -m planner.cli`` as a child process), only for what a real process shows: start-up, signals,
+  the entry point, that no traceback reaches the terminal.
 
 Everything a test writes goes under its own tmp_path; nothing here touches the repo.
 """
@@ -275,21 +275,47 @@ def run_cli(argv: Sequence[Any], capsys: Any) -> CliResult:
     return CliResult(code, out, err)
 
 
-def run_cli_process(
-    argv: Sequence[str], cwd: Path | None = None, env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``python -m planner.cli argv`` in a child process."""
-    environment = dict(os.environ)
+def _cli_command(argv: Sequence[Any]) -> list[str]:
+    return [sys.executable, "-m", "planner.cli", *map(str, argv)]
+
+
+def _cli_environment(env: Mapping[str, str] | None, inherit_env: bool) -> dict[str, str]:
+    environment = dict(os.environ) if inherit_env else {}
     environment.pop("PLANNER_DEBUG", None)
     environment.update(env or {})
+    return environment
+
+
+def run_cli_process(
+    argv: Sequence[Any],
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    inherit_env: bool = True,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m planner.cli argv`` in a child process, to its end: exit status, stdout, stderr.
+
+    ``env`` is added to the test's environment, or with ``inherit_env=False`` is the whole of it.
+    """
     return subprocess.run(
-        [sys.executable, "-m", "planner.cli", *map(str, argv)],
+        _cli_command(argv),
         cwd=cwd,
-        env=environment,
+        env=_cli_environment(env, inherit_env),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
+
+
+def start_cli_process(
+    argv: Sequence[Any], env: Mapping[str, str] | None = None, **popen: Any
+) -> subprocess.Popen[bytes]:
+    """``python -m planner.cli argv`` started and left running (stdout and stderr piped), for a test that
+    signals it or watches it work; ``env`` is added to the test's environment."""
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(_cli_command(argv), env=_cli_environment(env, True), **popen)
 
 
 def assert_clean_stderr(err: str) -> None:
