@@ -10,8 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
-from helpers import assert_clean_stderr, assert_nothing_written, defaults_for, plan_argv, run_cli_process, write_csv
+from helpers import (
+    SAMPLE_SHEETS,
+    assert_clean_stderr,
+    assert_nothing_written,
+    defaults_for,
+    load_manifest,
+    plan_argv,
+    run_cli_process,
+    write_csv,
+)
 
 
 def _duplicate_ids(tmp_path: Path) -> tuple[list[str], list[str]]:
@@ -65,13 +75,32 @@ def test_bad_input_in_a_real_process_has_no_traceback(name: str, tmp_path: Path)
     assert_nothing_written(tmp_path / "plan")
 
 
-def test_a_good_plan_in_a_real_process_exits_0_and_argument_errors_exit_2(tmp_path: Path) -> None:
-    """The other ends of the exit-status contract through a real process: success, and argparse's errors
-    (which leave through ``SystemExit``, not ``main``'s return)."""
-    sheet = write_csv(tmp_path / "sheet.csv", ["sample", "fastq_1"], [["A", "s3://b/a.fq"]])
-    done = run_cli_process(plan_argv(tmp_path, sheet))
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "plan" / "plan.json").is_file()
+def test_real_process_success(tmp_path: Path) -> None:
+    out = tmp_path / "plan"
+    result = run_cli_process(
+        [
+            "plan",
+            SAMPLE_SHEETS / "batch_samples.csv",
+            "--backend",
+            "batch",
+            "--defaults",
+            SAMPLE_SHEETS / "batch_defaults.toml",
+            "--out",
+            out,
+            "--json",
+            "--max-entries",
+            "5",
+        ]
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    manifest = orjson.loads(result.stdout)
+    assert manifest == load_manifest(out)
+    assert [s["entries"] for s in manifest["shards"]] == [5, 5, 2]
+
+
+def test_argument_errors_in_a_real_process_exit_2(tmp_path: Path) -> None:
+    """argparse's errors leave through ``SystemExit``, not ``main``'s return: the shell still sees 2."""
     mistyped = run_cli_process(["stauts", tmp_path])
     assert mistyped.returncode == 2 and "(did you mean 'status'?)" in mistyped.stderr
     assert "Traceback" not in mistyped.stderr and mistyped.stdout == ""
