@@ -566,12 +566,7 @@ KILL_TIMEOUT = 120
 
 def run_killed(rig: Rig, kill: dict[str, Any]) -> subprocess.CompletedProcess[bytes]:
     """``submit`` in a child process that SIGKILLs itself at ``kill``; it must have died there."""
-    done = subprocess.run(
-        faultkit.child_command(rig.plan_dir, rig.options, kill),
-        capture_output=True,
-        timeout=KILL_TIMEOUT,
-        env=dict(os.environ),
-    )
+    done = faultkit.run_child(rig.plan_dir, rig.options, kill, KILL_TIMEOUT)
     assert done.returncode == -signal.SIGKILL, (
         f"the child was not killed at {kill} (exit {done.returncode}):\n{done.stderr.decode()[-3000:]}"
     )
