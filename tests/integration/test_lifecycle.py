@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import orjson
 import polars as pl
 import pytest
 from botocore.config import Config
-from helpers import access_of, ledger_of, make_plan, open_plan, sheet_frame
+from helpers import access_of, ledger_of, make_plan, open_plan, run_cli, sheet_frame
 
 import planner
 from planner.engine import Incomplete
@@ -212,7 +210,7 @@ def test_cancel_skips_a_finished_batch_and_cancels_the_rest(tmp_path: Path, omic
 
 
 def test_cancel_reports_runs_that_could_not_be_cancelled_and_the_cli_exits_1(
-    tmp_path: Path, omics_world: Any, clock: Any, capsys: Any
+    tmp_path: Path, omics_world: Any, clock: Any, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     options = omics_world.start(uncancellable=lambda settings: settings.get("runSettingId") == "S00004")
     plan_dir = make_plan(tmp_path, sheet_frame(6, **SHEET), defaults=BATCH_DEFAULTS, max_entries=3)
@@ -220,14 +218,11 @@ def test_cancel_reports_runs_that_could_not_be_cancelled_and_the_cli_exits_1(
     _settle(clock, steps=3)  # the batches have submitted their runs, which are starting
     assert planner.cancel(plan_dir, **access_of(options)).count("stopping") == 2  # asked; not yet done
     clock.advance(0.5)  # the batches are CANCELLED: their submissionSummary says what could not be cancelled
-    env = dict(
-        os.environ, AWS_ENDPOINT_URL_OMICS=options["endpoints"]["omics"], AWS_ENDPOINT_URL_S3=options["endpoints"]["s3"]
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "planner.cli", "cancel", plan_dir, "--json"], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 1, done.stderr  # something could not be cancelled
-    report = orjson.loads(done.stdout)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_OMICS", options["endpoints"]["omics"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", options["endpoints"]["s3"])
+    done = run_cli(["cancel", plan_dir, "--json"], capsys)
+    assert done.code == 1, done.err  # something could not be cancelled
+    report = orjson.loads(done.out)
     assert (report["already_final"], report["not_cancelled"]) == (1, 1)
     (refused,) = [o for o in report["outcomes"] if o["outcome"] == "not cancelled"]
     assert refused["detail"] == "1 of its runs could not be cancelled" and "(shard 1)" in refused["target"]
@@ -353,7 +348,9 @@ def test_a_deleted_omics_run_is_shown_deleted(tmp_path: Path, omics_world: Any, 
 # ---------------------------------------------------------------- 7, 8. why runs failed, and their uuids
 
 
-def test_failed_runs_carry_their_reason_and_every_run_its_uuid(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+def test_failed_runs_carry_their_reason_and_every_run_its_uuid(
+    tmp_path: Path, omics_world: Any, clock: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     def fail(settings: dict[str, Any]) -> tuple[str, str] | None:
         number = int(settings["runSettingId"][1:])
         if number % 3 == 1:
@@ -373,12 +370,8 @@ def test_failed_runs_carry_their_reason_and_every_run_its_uuid(tmp_path: Path, o
     assert reasons["S00000"] is None
     assert table.get_column("remote_uuid").null_count() == 0 and table.get_column("remote_uuid").n_unique() == 9
     assert table.filter(pl.col("state") == "FAILED").get_column("log").null_count() == 0
-    done = subprocess.run(
-        [sys.executable, "-m", "planner.cli", "status", plan_dir, "--no-refresh", "--json"],
-        capture_output=True,
-        text=True,
-    )
-    groups = orjson.loads(done.stdout)["failures"]
+    done = run_cli(["status", plan_dir, "--no-refresh", "--json"], capsys)
+    groups = orjson.loads(done.out)["failures"]
     assert [(g["reason"], g["count"]) for g in groups] == [
         ("INVALID_INPUT: s3://in/missing.bam not found", 3),
         ("WORKFLOW_RUN_FAILED: task FASTQC exited with 137", 3),
@@ -446,7 +439,9 @@ def test_the_same_plan_submitted_from_a_second_directory_says_it_started_nothing
 # ---------------------------------------------------------------- 12. a plan changed after planning
 
 
-def test_an_edited_plan_json_is_refused(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+def test_an_edited_plan_json_is_refused(
+    tmp_path: Path, omics_world: Any, clock: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     options = omics_world.start()
     plan_dir = make_plan(tmp_path, sheet_frame(4, **SHEET), defaults=BATCH_DEFAULTS)
     path = Path(plan_dir, "plan.json")
@@ -456,8 +451,8 @@ def test_an_edited_plan_json_is_refused(tmp_path: Path, omics_world: Any, clock:
     with pytest.raises(PlanDirError, match="changed after it was planned"):
         submit(plan_dir, **options)
     assert omics_world.calls() == []
-    done = subprocess.run([sys.executable, "-m", "planner.cli", "status", plan_dir], capture_output=True, text=True)
-    assert done.returncode == 2 and "changed after it was planned" in done.stderr
+    done = run_cli(["status", plan_dir], capsys)
+    assert done.code == 2 and "changed after it was planned" in done.err
 
 
 def test_an_edited_inline_shard_is_refused_before_any_call(tmp_path: Path, omics_world: Any) -> None:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 import polars as pl
 import pytest
-from helpers import access_of, ledger_of, make_plan, open_plan
+from helpers import access_of, ledger_of, make_plan, open_plan, run_cli
 
 import planner
 from planner.cleanup import clean
@@ -89,45 +86,24 @@ def test_crossing_the_threshold_cancels_what_is_still_running(
     assert kind == "cancel" and detail["reason"].startswith("more than 2 samples failed")
 
 
-def test_the_cli_exits_1_when_the_threshold_cancelled(tmp_path: Path, world: Any, clock: Any) -> None:
+def test_the_cli_exits_1_when_the_threshold_cancelled(
+    tmp_path: Path, world: Any, clock: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     options = world.start(
         fail_when=lambda settings: ("WORKFLOW_RUN_FAILED", "bad") if settings["runSettingId"] < "S0003" else None
     )
     plan_dir = make_plan(tmp_path, 6, defaults=DEFAULTS, max_entries=3)  # two batches
     submit(plan_dir, **options)
     _settle(clock)  # the first batch's runs: 3 failed; everything has ended
-    env = dict(
-        os.environ, AWS_ENDPOINT_URL_OMICS=options["endpoints"]["omics"], AWS_ENDPOINT_URL_S3=options["endpoints"]["s3"]
-    )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "planner.cli",
-            "status",
-            plan_dir,
-            "--watch",
-            "--interval",
-            "1",
-            "--cancel-if-failed",
-            "1",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL_OMICS", options["endpoints"]["omics"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", options["endpoints"]["s3"])
+    done = run_cli(["status", plan_dir, "--watch", "--interval", "1", "--cancel-if-failed", "1"], capsys)
     # Everything had ended already: nothing is left to cancel, the watch ends settled; 3 samples failed: exit 1.
-    assert done.returncode == 1, done.stderr
-    assert "FAILED" in done.stdout and "more than 1: cancelled" not in done.stderr
-    assert "3 of 6 samples failed or were cancelled" in done.stderr
-    done = subprocess.run(
-        [sys.executable, "-m", "planner.cli", "status", plan_dir, "--cancel-if-failed", "1"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 2 and "goes with --watch" in done.stderr
+    assert done.code == 1, done.err
+    assert "FAILED" in done.out and "more than 1: cancelled" not in done.err
+    assert "3 of 6 samples failed or were cancelled" in done.err
+    done = run_cli(["status", plan_dir, "--cancel-if-failed", "1"], capsys)
+    assert done.code == 2 and "goes with --watch" in done.err
 
 
 # ---------------------------------------------------------------- the report
