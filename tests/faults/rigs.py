@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import polars as pl
 from botocore.config import Config
+from helpers import sheet_frame
 
 import planner
 from planner.backends import glue as glue_backend
@@ -159,11 +160,9 @@ BLOB = 1_100_000  # bytes of one sample's "blob" parameter: a shard of five is o
 PART_SIZE = 5 * 1024 * 1024
 
 
-def _sheet(samples: list[str], column: str, values: list[str], big: bool) -> pl.DataFrame:
-    sheet = pl.DataFrame({"sample": samples, column: values})
-    if big:
-        sheet = sheet.with_columns(pl.lit("b" * BLOB).alias("blob"))
-    return sheet
+def _blob(big: bool) -> dict[str, str]:
+    """The ``blob`` column that makes a shard of five samples over one part (``sheet_frame(..., **_blob(big))``)."""
+    return {"blob": "b" * BLOB} if big else {}
 
 
 def _sizes(big: bool, **normal: Any) -> dict[str, Any]:
@@ -173,7 +172,7 @@ def _sizes(big: bool, **normal: Any) -> dict[str, Any]:
 
 def _omics_batch(world: World, tmp_path: Any, staging: bool, big: bool = False) -> Rig:
     samples = [f"S{i:04d}" for i in range(BIG_SHARD_SAMPLES if big else 30)]
-    sheet = _sheet(samples, "fastq_1", [f"s3://in/{s}_R1.fq.gz" for s in samples], big)
+    sheet = sheet_frame(samples, fastq_1="s3://in/{sample}_R1.fq.gz", **_blob(big))
     defaults = {
         "run": {
             "workflowId": "1234567",
@@ -221,7 +220,7 @@ def _omics_run(world: World, tmp_path: Any, staging: bool, big: bool = False) ->
 def _batch(world: World, tmp_path: Any, staging: bool, big: bool = False) -> Rig:
     samples = [f"S{i:04d}" for i in range(BIG_SHARD_SAMPLES if big else 9)]
     queue = f"q-{uuid.uuid4().hex[:12]}"
-    sheet = _sheet(samples, "bam", [f"s3://in/{s}.bam" for s in samples], big)
+    sheet = sheet_frame(samples, bam="s3://in/{sample}.bam", **_blob(big))
     defaults = {
         "run": {
             "jobQueue": queue,
@@ -257,7 +256,7 @@ def _glue(world: World, tmp_path: Any, staging: bool, big: bool = False) -> Rig:
         Command={"Name": "glueetl", "ScriptLocation": "s3://scripts/etl.py", "PythonVersion": "3"},
         ExecutionProperty={"MaxConcurrentRuns": 100},
     )
-    sheet = _sheet(samples, "input_path", [f"s3://lake/raw/{s}/" for s in samples], big)
+    sheet = sheet_frame(samples, input_path="s3://lake/raw/{sample}/", **_blob(big))
     defaults: dict[str, Any] = {
         "run": {"JobName": job, "WorkerType": "G.1X", "NumberOfWorkers": 2, "Arguments": {"--input_format": "parquet"}}
     }
