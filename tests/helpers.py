@@ -338,14 +338,14 @@ def assert_nothing_written(out: Path) -> None:
 # ---------------------------------------------------------------- reading plans
 
 
-def load_manifest(plan_dir: Path) -> dict[str, Any]:
-    return orjson.loads((plan_dir / "plan.json").read_bytes())
+def load_manifest(plan_dir: Path | str) -> dict[str, Any]:
+    return orjson.loads((Path(plan_dir) / "plan.json").read_bytes())
 
 
-def shard_entries(plan_dir: Path, manifest: Mapping[str, Any] | None = None) -> list[list[Any]]:
+def shard_entries(plan_dir: Path | str, manifest: Mapping[str, Any] | None = None) -> list[list[Any]]:
     """The parsed entries of every shard, in shard order."""
     manifest = manifest or load_manifest(plan_dir)
-    return [orjson.loads((plan_dir / s["path"]).read_bytes()) for s in manifest["shards"]]
+    return [orjson.loads((Path(plan_dir) / s["path"]).read_bytes()) for s in manifest["shards"]]
 
 
 def md5_etag(data: bytes, part_size: int) -> str:
