@@ -2,7 +2,7 @@
 
 Nothing in ``planner/`` is changed for these tests.  Faults get in through public seams:
 
-* every boto3 client the planner makes comes from ``planner.aws.Clients._make``;
+* every boto3 client the planner makes comes from ``planner.services.aws.Clients._make``;
   wrapping it lets a test register botocore event handlers on each new client
   (``before-call``/``after-call`` to kill the process at a step boundary,
   ``before-send`` to answer a request with a fault instead of the server, or after
@@ -13,7 +13,7 @@ Nothing in ``planner/`` is changed for these tests.  Faults get in through publi
 
 ``child_main`` is what runs in the child process a matrix test kills: it installs
 one kill point (or a barrier that holds the first creating call until another
-process reaches its own) and calls ``planner.submission.submit``; ``cli_main`` does
+process reaches its own) and calls ``planner.commands.submit.submit``; ``cli_main`` does
 the same around the command line's own ``planner.cli.main``.  This module imports
 nothing from pytest, so the children can import it.
 """
@@ -70,7 +70,7 @@ def patch_clients(hooks: list[Hook], setattr_: Callable[[Any, str, Any], None] |
     ``setattr_`` is ``monkeypatch.setattr`` in a test (undone at teardown); in the
     child process plain ``setattr`` is fine.
     """
-    from planner import aws
+    from planner.services import aws
 
     original = aws.Clients._make
 
@@ -246,7 +246,7 @@ def patch_polly_request(
     setattr_: Callable[[Any, str, Any], None] | None = None,
 ) -> None:
     """Call ``before(method, path)`` / ``after(method, path)`` around every Polly HTTP call."""
-    from planner import polly_api as polly
+    from planner.services import polly_api as polly
 
     original = polly.PollyAPI.request
 
@@ -326,7 +326,7 @@ def install_kill(kill: dict[str, Any]) -> None:
 
         patch_polly_request(check if kill["when"] == "before" else None, check if kill["when"] == "after" else None)
     elif kill["at"] == "ledger":
-        from planner.ledger import Ledger
+        from planner.core.ledger import Ledger
 
         original = Ledger.result
 
@@ -373,13 +373,13 @@ def install_barrier(barrier: dict[str, Any]) -> None:
 
 
 def child_main(spec_json: str) -> None:
-    """Run ``planner.submission.submit`` with a kill point (or a barrier) installed; exit 0 if it was never reached."""
+    """Run ``planner.commands.submit.submit`` with a kill point (or a barrier) installed; exit 0 if it was never reached."""
     spec = json.loads(spec_json)
     if "kill" in spec:
         install_kill(spec["kill"])
     if "barrier" in spec:
         install_barrier(spec["barrier"])
-    from planner.submission import submit
+    from planner.commands.submit import submit
 
     submit(spec["plan_dir"], **spec["options"])
     sys.exit(0)
@@ -442,7 +442,7 @@ def cli_child_command(
 # resumed by another process; only the start-up it would repeat is gone. The server is started fresh
 # (not forked from pytest), holds no thread and has run no polars query, so a fork of it is safe.
 
-_PRELOAD = ["faults.faultkit", "planner", "planner.cli", "planner.submission", "boto3", "botocore.session"]
+_PRELOAD = ["faults.faultkit", "planner", "planner.cli", "planner.commands.submit", "boto3", "botocore.session"]
 _CONTEXT: Any = None
 
 
@@ -497,7 +497,7 @@ def run_forked(kind: str, spec_json: str, argv: list[str], timeout: float) -> An
 
 
 def run_child(plan_dir: str, options: dict[str, Any], kill: dict[str, Any], timeout: float) -> Any:
-    """``child_main`` (``planner.submission.submit`` with the kill point) in a forked child, run to its end."""
+    """``child_main`` (``planner.commands.submit.submit`` with the kill point) in a forked child, run to its end."""
     return run_forked("submit", json.dumps({"plan_dir": plan_dir, "options": options, "kill": kill}), [], timeout)
 
 
