@@ -29,7 +29,7 @@ import glob
 import os
 import re
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,23 +92,33 @@ def outcome_expr(spec: BackendSpec) -> pl.Expr:
     )
 
 
-def ledger_samples(plan_dir: str) -> pl.DataFrame:
+LEDGER_CHUNK = 100_000  # ledger rows held as Python tuples at once (about 25 MB)
+
+
+def ledger_samples(plan_dir: str, keep: Callable[[pl.DataFrame], pl.DataFrame] | None = None) -> pl.DataFrame:
     """id, submission_status, state of every sample a plan's ledger knows (empty: never submitted).
 
-    Read-only, without the ledger's own upgrades: another command may be writing it."""
+    Read-only, without the ledger's own upgrades: another command may be writing it.  Rows are
+    fetched ``LEDGER_CHUNK`` at a time, and only ``keep`` of each chunk is kept: a million rows
+    fetched at once would be a million Python tuples (about 250 MB) before polars holds them."""
     schema = {"id": pl.String, "submission_status": pl.String, "state": pl.String}
+    kept = keep or (lambda chunk: chunk)
     path = os.path.join(plan_dir, LEDGER_FILE)
     if not os.path.exists(path):
-        return pl.DataFrame(schema=schema)
+        return kept(pl.DataFrame(schema=schema))
+    chunks: list[pl.DataFrame] = []
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
         try:
-            rows = db.execute("SELECT id, submission_status, state FROM samples").fetchall()
+            # One statement, so one read transaction: every chunk comes from the same state of the ledger.
+            cursor = db.execute("SELECT id, submission_status, state FROM samples")
+            while rows := cursor.fetchmany(LEDGER_CHUNK):
+                chunks.append(kept(pl.DataFrame(rows, schema=schema, orient="row")))
         finally:
             db.close()
     except sqlite3.Error as exc:
         raise PlanDirError(f"{path}: cannot be read: {exc}") from exc
-    return pl.DataFrame(rows, schema=schema, orient="row")
+    return pl.concat(chunks) if chunks else kept(pl.DataFrame(schema=schema))
 
 
 @dataclass(frozen=True)
@@ -228,24 +238,29 @@ class EarlierRuns:
     def load(cls, patterns: Sequence[str], spec: BackendSpec, workflow: str | None) -> EarlierRuns:
         plans: list[EarlierPlan] = []
         frames: list[pl.DataFrame] = []
-        for path in plan_paths(patterns):
+        outcome = outcome_expr(spec).alias("outcome")
+
+        def ran_outcomes(chunk: pl.DataFrame) -> pl.DataFrame:
+            # Of the ledger, only the samples that ran, and only their id and outcome, are kept.
+            return chunk.select("id", outcome).filter(pl.col("outcome").is_not_null())
+
+        for index, path in enumerate(plan_paths(patterns)):
             plan = open_earlier(path, spec, workflow)
             settings = plan.settings()
             assert settings is not None  # open_earlier refused a plan without
-            ledger = ledger_samples(plan.path).with_columns(outcome_expr(spec).alias("outcome"))
-            ran = settings.join(ledger.select("id", "outcome"), on="id", how="inner").filter(
-                pl.col("outcome").is_not_null()
-            )
+            ran = settings.join(ledger_samples(plan.path, ran_outcomes), on="id", how="inner")
+            del settings
             if ran.height == 0:
                 log.warning(
                     "note: --skip-done %s: nothing of it was submitted; none of its samples counts as run", path
                 )
             plans.append(EarlierPlan(path, plan.manifest, ran.height))
-            frames.append(ran.with_columns(pl.lit(path).alias("plan")))
+            # The plan by its place in ``plans``, not its path: a path repeated a million times is tens of MB.
+            frames.append(ran.with_columns(pl.lit(index, dtype=pl.UInt32).alias("plan")))
         ran = (
             pl.concat(frames)
             if frames
-            else pl.DataFrame(schema={"id": pl.String, SETTINGS: pl.Int64, "outcome": pl.String, "plan": pl.String})
+            else pl.DataFrame(schema={"id": pl.String, SETTINGS: pl.Int64, "outcome": pl.String, "plan": pl.UInt32})
         )
         # Done first: the first row of an (id, settings) says whether any plan has it done, and names that plan.
         ranked = ran.with_columns(pl.col("outcome").is_in([DONE, ACTIVE]).alias("__done")).sort(
@@ -281,7 +296,12 @@ class EarlierRuns:
         for verdict, count in joined.group_by(VERDICT).len().iter_rows():
             self.counts[verdict] += count
         listed = [pl.col(row_column).cast(pl.Int64).alias("row"), pl.col(id_column).alias("id")]
-        listed.append(pl.col(EARLIER_PLAN).alias("earlier_plan"))
+        paths = [p.path for p in self.plans]
+        listed.append(
+            pl.col(EARLIER_PLAN)
+            .replace_strict(list(range(len(paths))), paths, return_dtype=pl.String)
+            .alias("earlier_plan")
+        )
         done = joined.filter(pl.col(VERDICT) == SKIPPED)
         if done.height:
             self.skipped.append(done.select(listed))

@@ -147,8 +147,9 @@ def test_a_sample_whose_settings_changed_is_planned_and_listed_never_skipped(
 
 
 def test_samples_that_failed_before_are_planned_again_and_running_ones_are_skipped(
-    tmp_path: Path, cohort: Any, capsys: Any
+    tmp_path: Path, cohort: Any, capsys: Any, monkeypatch: Any
 ) -> None:
+    monkeypatch.setattr(planner.earlier, "LEDGER_CHUNK", 3)  # a ledger of four samples is read in two chunks
     cohort.start(fail_when=lambda s: ("WORKFLOW_RUN_FAILED", "bad input") if s["runSettingId"] == "S3" else None)
     cohort.plan(_sheet(tmp_path, FOUR, "week1.csv"), "week1")
     cohort.submit("week1")
@@ -165,6 +166,9 @@ def test_samples_that_failed_before_are_planned_again_and_running_ones_are_skipp
     assert "against 2 earlier plans: 2 new, 0 changed, 4 done (skipped), 1 failed before" in capsys.readouterr().out
     planned = pl.read_parquet(tmp_path / "all2" / "samples.parquet").get_column("id").to_list()
     assert planned == ["S3", "S5", "S6"]
+    skipped = pl.read_csv(tmp_path / "all2" / "skipped.csv")
+    week1, late = str(tmp_path / "week1"), str(tmp_path / "late")
+    assert dict(skipped.select("id", "earlier_plan").iter_rows()) == {"S1": week1, "S2": week1, "S4": week1, "S7": late}
 
 
 def test_the_python_api_takes_skip_done_and_a_fully_done_sheet_plans_nothing(
