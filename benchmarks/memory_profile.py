@@ -67,7 +67,7 @@ class StageStats:
 class Profile:
     stats: dict[str, StageStats] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
-    stack: list[str] = field(default_factory=lambda: ["start-up, imports, CLI"])
+    stack: list[str] = field(default_factory=lambda: ["outside the plan command (start-up, imports, exit)"])
     last_max: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
