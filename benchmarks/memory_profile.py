@@ -34,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,16 +248,20 @@ def plan_hash(directory: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=["stages", "outside", "hash"])
+    parser.add_argument("plan", nargs="?", help="hash: the plan directory")
     parser.add_argument("--repeat", type=int, default=1, help="outside: fresh processes to measure")
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help="planner plan's arguments (after --), or a plan to hash")
-    args = parser.parse_args(argv)
-    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-    commands: dict[str, Callable[[], int]] = {
-        "stages": lambda: stages(rest),
-        "outside": lambda: outside(rest, args.repeat),
-        "hash": lambda: plan_hash(rest[0]),
-    }
-    return commands[args.mode]()
+    given = sys.argv[1:] if argv is None else argv
+    # planner plan's own arguments follow "--", untouched by this parser.
+    split = given.index("--") if "--" in given else len(given)
+    args = parser.parse_args(given[:split])
+    rest = given[split + 1 :]
+    if args.mode == "hash":
+        if args.plan is None:
+            parser.error("hash needs a plan directory")
+        return plan_hash(args.plan)
+    if not rest:
+        parser.error(f"{args.mode} needs planner plan's arguments after --")
+    return stages(rest) if args.mode == "stages" else outside(rest, args.repeat)
 
 
 if __name__ == "__main__":
