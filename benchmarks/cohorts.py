@@ -70,8 +70,8 @@ def _planner(args: list[str], env: dict[str, str], source: str | None = None) ->
 
 def _complete_in_ledger(plan_dir: str) -> None:
     """The earlier plan as a submit and a status leave it: every sample COMPLETED in its ledger."""
-    from planner.ledger import Ledger, SampleState
-    from planner.plandir import PlanDirectory
+    from planner.core.ledger import Ledger, SampleState
+    from planner.core.plandir import PlanDirectory
 
     plan = PlanDirectory(plan_dir)
     ledger = Ledger.open(plan_dir, plan.plan_id, plan.manifest.backend)
@@ -129,8 +129,8 @@ def skip_done(samples: int, scratch: str, baseline: str | None) -> dict[str, Any
 def _guard(earlier: str, grown: str, index_file: str) -> dict[str, Any]:
     """The submit guard's check at this size: the earlier plan claimed, then the grown plan (planned
     without --skip-done) checked against it and refused."""
-    from planner.plandir import PlanDirectory
-    from planner.run_index import RunIndex, _Refused
+    from planner.commands.run_index import RunIndex, _Refused
+    from planner.core.plandir import PlanDirectory
 
     index = RunIndex.open(index_file)
     try:
@@ -157,7 +157,7 @@ def _guard(earlier: str, grown: str, index_file: str) -> dict[str, Any]:
 def guard(samples: int, scratch: str) -> dict[str, Any]:
     """The submit guard alone: an index holding one earlier plan of N runs, and a new plan of the same
     N samples (1% new) checked against it (refused)."""
-    from planner.run_index import RunIndex
+    from planner.commands.run_index import RunIndex
 
     index = RunIndex.open(os.path.join(scratch, "guard.sqlite"))
     try:
@@ -216,8 +216,8 @@ def outputs(runs: int, check_runs: int, scratch: str) -> dict[str, Any]:
     import boto3
     from moto.server import ThreadedMotoServer
 
+    from planner.commands.outputs import outputs_report
     from planner.sandbox.omics_emulator import OmicsEmulator
-    from planner.stage_outputs import outputs_report
 
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()

@@ -105,9 +105,9 @@ def _cpu(pid: int | None = None) -> float:
 
 
 def measure(endpoint: str, plan: Path, concurrency: int, server: int) -> dict[str, Any]:
-    from planner.plandir import PlanDirectory
-    from planner.preflight import check_inputs
-    from planner.workflow import Lookup
+    from planner.commands.check import check_inputs
+    from planner.core.plandir import PlanDirectory
+    from planner.services.workflow import Lookup
 
     started, client, served = time.perf_counter(), _cpu(), _cpu(server)
     report = check_inputs(PlanDirectory(plan), access=Lookup(endpoints={"s3": endpoint}), concurrency=concurrency)
@@ -128,8 +128,8 @@ def measure(endpoint: str, plan: Path, concurrency: int, server: int) -> dict[st
 
 
 def extraction(plan: Path) -> dict[str, Any]:
-    from planner.plandir import PlanDirectory
-    from planner.preflight import distinct_uris
+    from planner.commands.check import distinct_uris
+    from planner.core.plandir import PlanDirectory
 
     started = time.perf_counter()
     table = distinct_uris(PlanDirectory(plan))

@@ -27,10 +27,19 @@ no sample to plan again.
 
 from __future__ import annotations
 
-from .backends.base import CancelOutcome, CancelReport
-from .cleanup import CleanReport, clean
-from .engine import Incomplete, SubmitReport, Tally
-from .errors import (
+from planner.backends.base import CancelOutcome, CancelReport
+from planner.commands.check import CheckReport, check
+from planner.commands.clean import CleanReport, clean
+from planner.commands.outputs import outputs
+from planner.commands.plan import Plan, plan
+from planner.commands.policy import Policies, policies
+from planner.commands.retry import retry
+from planner.commands.submit import Snapshot, Threshold, ThresholdCrossed, cancel, report, status, submit, watch
+from planner.core.plandir import Manifest, read_plan
+from planner.core.progress import ProgressEvent
+from planner.core.shard import ShardInfo
+from planner.engine.engine import Incomplete, SubmitReport, Tally
+from planner.errors import (
     AccessError,
     DefaultsError,
     InputError,
@@ -43,20 +52,11 @@ from .errors import (
     SubmissionError,
     ValidationError,
 )
-from .plan import Plan, plan
-from .plandir import Manifest, read_plan
-from .policy import Policies, policies
-from .preflight import CheckReport, check
-from .progress import ProgressEvent
-from .retry_plan import retry
-from .shard import ShardInfo
-from .stage_outputs import outputs
-from .submission import Snapshot, Threshold, ThresholdCrossed, cancel, report, status, submit, watch
 
 
 def read_child_settings(**options: object) -> dict[str, object]:
     """Inside an AWS Batch array child or a Glue manifest run: this child's own settings."""
-    from .child_settings import read_child_settings as read
+    from planner.core.child_settings import read_child_settings as read
 
     return read(**options)  # type: ignore[arg-type]
 

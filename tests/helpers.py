@@ -239,8 +239,8 @@ def examples(n: int) -> Any:
 
 
 def open_plan(plan_dir: Any, *, staging: str | None = None, concurrency: int = 8, **access: Any) -> Any:
-    """An opened ``planner.context.Context`` (the ledger is the caller's to close)."""
-    from planner.context import Options, open_context
+    """An opened ``planner.engine.context.Context`` (the ledger is the caller's to close)."""
+    from planner.engine.context import Options, open_context
 
     return open_context(str(plan_dir), options=Options(staging_uri=staging, concurrency=concurrency), **access)
 
@@ -252,8 +252,8 @@ def access_of(options: Mapping[str, Any]) -> dict[str, Any]:
 
 def ledger_of(plan_dir: Any) -> Any:
     """The plan's ledger, opened read-write (close it after use)."""
-    from planner.ledger import Ledger
-    from planner.plandir import read_plan
+    from planner.core.ledger import Ledger
+    from planner.core.plandir import read_plan
 
     manifest = read_plan(str(plan_dir))
     return Ledger.open(str(plan_dir), manifest.plan_id, manifest.backend, create=False)

@@ -41,10 +41,10 @@ from botocore.exceptions import ClientError
 
 from planner.backends import register, unregister
 from planner.backends.base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
-from planner.engine import Call, Created, Phase, Place
+from planner.core.model import FieldRule
+from planner.core.spec import BackendSpec, RoutedField
+from planner.engine.engine import Call, Created, Phase, Place
 from planner.errors import AccessError, SubmissionError
-from planner.model import FieldRule
-from planner.spec import BackendSpec, RoutedField
 
 NAME = "stub"
 GET_MAX = 100

@@ -16,11 +16,11 @@ from importlib import import_module
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from ..errors import InputError
-from ..spec import BackendSpec
+from planner.core.spec import BackendSpec
+from planner.errors import InputError
 
 if TYPE_CHECKING:
-    from .base import Backend
+    from planner.backends.base import Backend
 
 MODULES = {
     "omics-batch": "omics_batch",
@@ -36,7 +36,7 @@ def register(name: str, module: ModuleType) -> None:
     """Serve backend ``name`` from ``module``, which holds its ``SPEC`` (named ``name``) and ``BACKEND``.
 
     The five built-in names cannot be replaced; ``unregister`` forgets the name again."""
-    from .base import Backend
+    from planner.backends.base import Backend
 
     if name in MODULES:
         raise ValueError(f"{name!r} is a built-in backend")
@@ -57,7 +57,7 @@ def _module(name: str) -> ModuleType:
     if name in _REGISTERED:
         return _REGISTERED[name]
     if name not in MODULES:
-        from ..suggest import did_you_mean
+        from planner.core.suggest import did_you_mean
 
         known = [*MODULES, *_REGISTERED]
         raise InputError(f"unknown backend {name!r}{did_you_mean(name, known)}; choose one of {', '.join(known)}")

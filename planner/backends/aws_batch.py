@@ -52,7 +52,8 @@ from typing import Any
 import orjson
 import polars as pl
 
-from ..child_settings import (
+from planner.backends.base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
+from planner.core.child_settings import (
     EXPECTED_OWNER_ENV,
     FIRST_INDEX_ENV,
     INDEX_ETAG_ENV,
@@ -60,14 +61,13 @@ from ..child_settings import (
     MANIFEST_ENV,
     MANIFEST_ETAG_ENV,
 )
-from ..engine import Call, Created, Phase, model_check, no_blind_retry
-from ..errors import InputError, Problem, SubmissionError
-from ..ledger import SampleState
-from ..model import FieldRule, check_scalar, check_shape, operation_input
-from ..plandir import Manifest
-from ..shard import ShardInfo
-from ..spec import BackendSpec
-from .base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
+from planner.core.ledger import SampleState
+from planner.core.model import FieldRule, check_scalar, check_shape, operation_input
+from planner.core.plandir import Manifest
+from planner.core.shard import ShardInfo
+from planner.core.spec import BackendSpec
+from planner.engine.engine import Call, Created, Phase, model_check, no_blind_retry
+from planner.errors import InputError, Problem, SubmissionError
 
 MAX_ARRAY_SIZE = 10_000
 MAX_DEPENDS_ON = 20

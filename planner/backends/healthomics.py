@@ -25,9 +25,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..context import Context, error_code
-from ..errors import SubmissionError
-from ..progress import Tracker
+from planner.core.progress import Tracker
+from planner.engine.context import Context, error_code
+from planner.errors import SubmissionError
 
 ACTIVE = ("PENDING", "STARTING", "RUNNING", "STOPPING")
 # What a run ended as; a run deleted after that (DeleteRun, DeleteRunBatch) keeps it in the ledger.

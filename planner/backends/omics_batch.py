@@ -12,14 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..engine import Call, Created, Phase, model_check
-from ..errors import Problem, SubmissionError
-from ..ledger import SampleState
-from ..model import SCALAR_TYPES, check_shape, operation_input, required_problems, rule_for
-from ..progress import Tracker
-from ..shard import ShardInfo
-from ..spec import BackendSpec, RoutedField
-from .base import (
+from planner.backends.base import (
     ALREADY_FINAL,
     BY_EARLIER_CANCEL,
     CANCELLED,
@@ -29,7 +22,14 @@ from .base import (
     CancelOutcome,
     CancelReport,
 )
-from .healthomics import FINAL, OUTCOMES, conflict, get_runs, list_runs, not_found
+from planner.backends.healthomics import FINAL, OUTCOMES, conflict, get_runs, list_runs, not_found
+from planner.core.ledger import SampleState
+from planner.core.model import SCALAR_TYPES, check_shape, operation_input, required_problems, rule_for
+from planner.core.progress import Tracker
+from planner.core.shard import ShardInfo
+from planner.core.spec import BackendSpec, RoutedField
+from planner.engine.engine import Call, Created, Phase, model_check
+from planner.errors import Problem, SubmissionError
 
 MAX_INLINE_RUNS = 100
 MAX_S3_RUNS = 100_000

@@ -14,12 +14,20 @@ from typing import Any
 
 import orjson
 
-from ..engine import Call, Created, Phase, Place, model_check
-from ..errors import Problem, SubmissionError
-from ..model import SCALAR_TYPES, check_shape, operation_input, rule_for
-from ..spec import BackendSpec, RoutedField
-from .base import ALREADY_FINAL, BY_EARLIER_CANCEL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
-from .healthomics import ACTIVE, FINAL, conflict, get_runs, gone_or_reused, list_runs, not_found
+from planner.backends.base import (
+    ALREADY_FINAL,
+    BY_EARLIER_CANCEL,
+    CANCELLED,
+    NOT_CANCELLED,
+    Backend,
+    CancelOutcome,
+    CancelReport,
+)
+from planner.backends.healthomics import ACTIVE, FINAL, conflict, get_runs, gone_or_reused, list_runs, not_found
+from planner.core.model import SCALAR_TYPES, check_shape, operation_input, rule_for
+from planner.core.spec import BackendSpec, RoutedField
+from planner.engine.engine import Call, Created, Phase, Place, model_check
+from planner.errors import Problem, SubmissionError
 
 MAX_TAGS = 50
 

@@ -38,15 +38,15 @@ from typing import Any
 
 import orjson
 
-from ..engine import Call, Created, Phase, Place
-from ..errors import Problem, SubmissionError
-from ..jsontext import dumps
-from ..ledger import SampleState
-from ..model import FieldRule, check_scalar
-from ..plandir import Manifest
-from ..polly_api import JobsAnswer, PollyAPI, PollyHTTPError, open_api
-from ..spec import BackendSpec, RoutedField
-from .base import ALREADY_FINAL, Backend, CancelOutcome, CancelReport
+from planner.backends.base import ALREADY_FINAL, Backend, CancelOutcome, CancelReport
+from planner.core.jsontext import dumps
+from planner.core.ledger import SampleState
+from planner.core.model import FieldRule, check_scalar
+from planner.core.plandir import Manifest
+from planner.core.spec import BackendSpec, RoutedField
+from planner.engine.engine import Call, Created, Phase, Place
+from planner.errors import Problem, SubmissionError
+from planner.services.polly_api import JobsAnswer, PollyAPI, PollyHTTPError, open_api
 
 PRIORITIES = ("low", "medium", "high")
 JOB_NAME = FieldRule("name", "string", min=1, max=255)

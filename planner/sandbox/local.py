@@ -34,7 +34,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import SubmissionError
+from planner.errors import SubmissionError
 
 # What it starts, reuses or replaces goes to the planner logger (the CLI prints it; a script may not want it).
 logger = logging.getLogger("planner")
@@ -80,7 +80,7 @@ def install_key() -> str:
 @functools.cache
 def code_version() -> str:
     """The planner's version and a hash of its source files: a sandbox serves only the code that started it."""
-    from .. import __version__
+    from planner import __version__
 
     digest = hashlib.sha256()
     for root, dirs, files in os.walk(_PACKAGE_DIR):
@@ -141,14 +141,14 @@ class Sandbox:
             "kms": moto_url,
         }
         try:
-            from .omics_emulator import OmicsEmulator
+            from planner.sandbox.omics_emulator import OmicsEmulator
         except ImportError:  # the emulator arrives with the HealthOmics backend
             OmicsEmulator = None  # type: ignore[assignment,misc]
         if OmicsEmulator is not None:
             self._omics = OmicsEmulator(s3_endpoint_url=moto_url, **self.omics_options).start()
             self.endpoints["omics"] = self._omics.endpoint_url
         try:
-            from .polly_emulator import PollyEmulator
+            from planner.sandbox.polly_emulator import PollyEmulator
         except ImportError:  # the emulator arrives with the Polly backend
             PollyEmulator = None  # type: ignore[assignment,misc]
         if PollyEmulator is not None:

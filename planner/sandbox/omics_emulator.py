@@ -48,8 +48,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .loopback import LoopbackServer
-from .omics_protocol import (
+from planner.sandbox.loopback import LoopbackServer
+from planner.sandbox.omics_protocol import (
     DOCUMENTED_TPS,
     ServiceError,
     _Router,
@@ -59,7 +59,7 @@ from .omics_protocol import (
     serialize,
     validate_input,
 )
-from .omics_state import FAILURE_REASONS, OmicsService
+from planner.sandbox.omics_state import FAILURE_REASONS, OmicsService
 
 __all__ = ["FAILURE_REASONS", "OmicsEmulator"]
 

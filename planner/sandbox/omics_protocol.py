@@ -4,7 +4,7 @@ Everything protocol-shaped comes from the model, not from code written per call:
 routed by each operation's ``http.method`` and ``requestUri``; members are read from the URI,
 the query string, headers or the JSON body as the model places them; every request is validated
 against the input shape (required, types, ``min``/``max`` lengths and values, ``enum``,
-``pattern``; Java patterns are run by polars' regex engine through ``planner.model.to_rust_regex``,
+``pattern``; Java patterns are run by polars' regex engine through ``planner.core.model.to_rust_regex``,
 vectorised per pattern); responses are serialised from the output shape (ISO-8601 timestamps as
 the model asks); errors carry ``x-amzn-ErrorType`` and the status code of the model's error shape.
 The state machine behind it is ``omics_state.OmicsService``; the server is ``omics_emulator``.
@@ -26,7 +26,7 @@ from urllib.parse import unquote
 import botocore.session
 import polars as pl
 
-from planner.model import to_rust_regex
+from planner.core.model import to_rust_regex
 
 SERVICE = "omics"
 

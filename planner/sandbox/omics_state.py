@@ -50,8 +50,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .loopback import fraction
-from .omics_protocol import (
+from planner.sandbox.loopback import fraction
+from planner.sandbox.omics_protocol import (
     ServiceError,
     _conflict,
     _not_found,

@@ -102,7 +102,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from .loopback import LoopbackServer, fraction
+from planner.sandbox.loopback import LoopbackServer, fraction
 
 __all__ = ["PollyEmulator"]
 

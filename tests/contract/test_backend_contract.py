@@ -27,10 +27,10 @@ import planner
 from planner.backends import MODULES, backend_class, get_backend
 from planner.backends.base import ALREADY_FINAL, CANCELLED, STOPPING, Backend, CancelReport
 from planner.backends.polly import RUN_PLACEHOLDER
-from planner.context import DRY_RUN_OWNER
-from planner.engine import Incomplete
+from planner.core.progress import ProgressEvent
+from planner.engine.context import DRY_RUN_OWNER
+from planner.engine.engine import Incomplete
 from planner.errors import SubmissionError
-from planner.progress import ProgressEvent
 
 from .subjects import EVERY, Subject, ledger_exists, make_subject, remote_ids
 

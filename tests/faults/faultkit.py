@@ -2,7 +2,7 @@
 
 Nothing in ``planner/`` is changed for these tests.  Faults get in through public seams:
 
-* every boto3 client the planner makes comes from ``planner.aws.Clients._make``;
+* every boto3 client the planner makes comes from ``planner.services.aws.Clients._make``;
   wrapping it lets a test register botocore event handlers on each new client
   (``before-call``/``after-call`` to kill the process at a step boundary,
   ``before-send`` to answer a request with a fault instead of the server, or after
@@ -13,7 +13,7 @@ Nothing in ``planner/`` is changed for these tests.  Faults get in through publi
 
 ``child_main`` is what runs in the child process a matrix test kills: it installs
 one kill point (or a barrier that holds the first creating call until another
-process reaches its own) and calls ``planner.submission.submit``; ``cli_main`` does
+process reaches its own) and calls ``planner.commands.submit.submit``; ``cli_main`` does
 the same around the command line's own ``planner.cli.main``.  This module imports
 nothing from pytest, so the children can import it.
 """
@@ -69,7 +69,7 @@ def patch_clients(hooks: list[Hook], setattr_: Callable[[Any, str, Any], None] |
     ``setattr_`` is ``monkeypatch.setattr`` in a test (undone at teardown); in the
     child process plain ``setattr`` is fine.
     """
-    from planner import aws
+    from planner.services import aws
 
     original = aws.Clients._make
 
@@ -245,7 +245,7 @@ def patch_polly_request(
     setattr_: Callable[[Any, str, Any], None] | None = None,
 ) -> None:
     """Call ``before(method, path)`` / ``after(method, path)`` around every Polly HTTP call."""
-    from planner import polly_api as polly
+    from planner.services import polly_api as polly
 
     original = polly.PollyAPI.request
 
@@ -325,7 +325,7 @@ def install_kill(kill: dict[str, Any]) -> None:
 
         patch_polly_request(check if kill["when"] == "before" else None, check if kill["when"] == "after" else None)
     elif kill["at"] == "ledger":
-        from planner.ledger import Ledger
+        from planner.core.ledger import Ledger
 
         original = Ledger.result
 
@@ -372,13 +372,13 @@ def install_barrier(barrier: dict[str, Any]) -> None:
 
 
 def child_main(spec_json: str) -> None:
-    """Run ``planner.submission.submit`` with a kill point (or a barrier) installed; exit 0 if it was never reached."""
+    """Run ``planner.commands.submit.submit`` with a kill point (or a barrier) installed; exit 0 if it was never reached."""
     spec = json.loads(spec_json)
     if "kill" in spec:
         install_kill(spec["kill"])
     if "barrier" in spec:
         install_barrier(spec["barrier"])
-    from planner.submission import submit
+    from planner.commands.submit import submit
 
     submit(spec["plan_dir"], **spec["options"])
     sys.exit(0)

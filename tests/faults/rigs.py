@@ -1,6 +1,6 @@
 """One small plan per backend on loopback servers, and the invariants every fault must leave intact.
 
-A ``Rig`` holds a plan directory, the options ``planner.submission.submit`` takes for
+A ``Rig`` holds a plan directory, the options ``planner.commands.submit.submit`` takes for
 it, what its creating call is, and how to count on the *server* how many times
 each sample was submitted.  ``check_invariants`` is the same for every scenario:
 
@@ -32,7 +32,7 @@ from botocore.config import Config
 
 import planner
 from planner.backends import glue as glue_backend
-from planner.submission import submit
+from planner.commands.submit import submit
 
 from . import faultkit
 
@@ -167,7 +167,7 @@ def _sheet(samples: list[str], column: str, values: list[str], big: bool) -> pl.
 
 
 def _sizes(big: bool, **normal: Any) -> dict[str, Any]:
-    """planner.plan's shard options: as given, or two multipart-sized shards."""
+    """planner.commands.plan's shard options: as given, or two multipart-sized shards."""
     return {"max_entries": BIG_SHARD_SAMPLES // 2, "part_size": PART_SIZE} if big else normal
 
 
@@ -524,7 +524,7 @@ def check_invariants(rig: Rig, *, staged_before: dict[str, list[dict[str, Any]]]
     assert None not in journaled
     assert journaled <= known, f"the ledger names remote ids the service does not know: {sorted(journaled - known)}"
 
-    table = planner.submission.status(rig.plan_dir, **rig.access)
+    table = planner.commands.submit.status(rig.plan_dir, **rig.access)
     assert sorted(table.get_column("id").to_list()) == sorted(rig.samples)
     unmapped = table.filter(pl.col("remote_id").is_null()).get_column("id").to_list()
     assert unmapped == [], f"samples without a remote id after status: {unmapped[:10]}"
@@ -546,7 +546,7 @@ def submission_states(plan_dir: str) -> Counter[str]:
 
 def shard_bytes(rig: Rig) -> dict[str, bytes]:
     """The bytes of every object the plan stages, by S3 key: shards and (Batch, Glue manifest) line indexes."""
-    from planner.child_settings import line_index
+    from planner.core.child_settings import line_index
 
     manifest = rig.manifest
     out: dict[str, bytes] = {}

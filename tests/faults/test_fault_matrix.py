@@ -5,7 +5,7 @@ Each test runs one scenario on one small plan, then checks the same invariants
 server; the ledger consistent with the server; no staged object overwritten
 (the staging bucket is versioned, so even a rewrite of the same bytes shows).
 
-Crash scenarios run ``planner.submission.submit`` in a child process that SIGKILLs
+Crash scenarios run ``planner.commands.submit.submit`` in a child process that SIGKILLs
 itself at a step boundary (a botocore ``before-call``/``after-call`` handler on
 the S3 upload or the creating call, Polly's ``PollyAPI.request``, or right after
 ``Ledger.result``), then resume with ``submit`` in this process.  Service faults
@@ -27,8 +27,8 @@ from typing import Any
 import orjson
 import pytest
 
+from planner.commands.submit import submit
 from planner.errors import SubmissionError
-from planner.submission import submit
 
 from . import faultkit
 from .rigs import (
@@ -306,7 +306,7 @@ def _two_submits_at_once(
     if rig.backend == "batch":  # what --sandbox creates, made first: the sandbox's own setup races otherwise
         from helpers import open_plan
 
-        from planner.sandbox.prepare import prepare_batch
+        from planner.commands.sandbox_prepare import prepare_batch
 
         ctx = open_plan(rig.plan_dir, **rig.options)
         try:

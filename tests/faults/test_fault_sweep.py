@@ -3,7 +3,7 @@
 Off in a bare ``pytest`` run (8 seeds on 5 backends take about 80 s on 2 cores);
 ``.ci/run`` turns it on.  ``PLANNER_FAULT_SWEEP=1`` turns it on, ``=N`` runs N seeds
 per backend (default 8), ``=0`` turns it off.  Each seed kills
-``planner.submission.submit`` in a child process up to five times in a row, each time
+``planner.commands.submit.submit`` in a child process up to five times in a row, each time
 at a random boundary (before or after a staging upload or a creating call, or
 right after a journal result, at a random count), lets each next child resume
 from what the one before left, and finally resumes in this process; the

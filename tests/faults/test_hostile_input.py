@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import planner
-import planner.submission
+import planner.commands.submit
 
 BACKENDS = tuple(DEFAULTS)
 # 30 examples per fuzzer; ten times more with HYPOTHESIS_PROFILE=thorough; PLANNER_FUZZ_EXAMPLES=N sets N.
@@ -835,7 +835,7 @@ def test_status_watch_with_a_bad_interval(interval: str, world: Any, tmp_path: P
         defaults={"run": {"parameters": {}}, "submission": {"pipeline_id": "pl"}},
     ).write(plan_dir)
     options = {"sandbox": True, "endpoints": {"s3": world.moto, "polly": world.polly_emulator.endpoint_url}}
-    planner.submission.submit(plan_dir, **options)  # the emulator's clock stands still: the job stays PENDING
+    planner.commands.submit.submit(plan_dir, **options)  # the emulator's clock stands still: the job stays PENDING
     code, out, err = run_cli(["status", plan_dir, "--watch", "--interval", interval, "--no-refresh"], capsys)
     assert "internal error" not in err and code == 2, err
     assert "--interval" in err and "samples" not in out + err, err  # refused before any summary

@@ -21,8 +21,8 @@ import polars as pl
 import pytest
 
 import planner.cli
+from planner.commands.submit import submit
 from planner.errors import SubmissionError
-from planner.submission import submit
 
 from . import faultkit
 from .rigs import (
@@ -184,7 +184,7 @@ def test_a_retry_killed_while_writing_leaves_nothing_in_the_way(
     monkeypatch.setenv("AWS_ENDPOINT_URL_OMICS", rig.options["endpoints"]["omics"])
     out_dir = tmp_path / "retry"
     killer = (
-        "import os, signal, sys; import planner.shard as shard; "
+        "import os, signal, sys; import planner.core.shard as shard; "
         "shard.ShardWriter.close = lambda self: os.kill(os.getpid(), signal.SIGKILL); "
         "from planner.cli import main; sys.exit(main(sys.argv[1:]))"
     )
@@ -208,7 +208,7 @@ def test_a_submit_stopped_while_its_call_was_under_way_leaves_the_intent_open(
     and a `planner cancel` asks the submit to stop before botocore sends it again.  The stop held the
     resend back, and the engine journaled the call FAILED, as if refused: `cancel` then cancelled
     nothing of the batch that runs, exit 0.  The intent must stay open, for the readers to report."""
-    from planner.context import request_stop
+    from planner.engine.context import request_stop
     from planner.errors import Stopped
 
     rig = make_rig("omics-batch", world, tmp_path / "rig")

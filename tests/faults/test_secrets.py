@@ -112,7 +112,7 @@ def _prepare(rig: Rig) -> None:
     if rig.backend == "batch":
         from helpers import open_plan
 
-        from planner.sandbox.prepare import prepare_batch
+        from planner.commands.sandbox_prepare import prepare_batch
 
         ctx = open_plan(rig.plan_dir, **rig.options)
         try:
@@ -186,7 +186,7 @@ def test_credentials_and_the_polly_key_appear_nowhere(
     monkeypatch.setenv("AWS_ENDPOINT_URL_BATCH", "http://127.0.0.1:9")
     monkeypatch.setenv("AWS_ENDPOINT_URL_GLUE", "http://127.0.0.1:9")
     monkeypatch.setenv("POLLY_BASE_URL", "http://127.0.0.1:9")
-    monkeypatch.setattr("planner.polly_api.TRANSPORT_ATTEMPTS", 1)
+    monkeypatch.setattr("planner.services.polly_api.TRANSPORT_ATTEMPTS", 1)
     # The failing plan still has every run to send, so this submit must reach for the service
     # (a status could rightly ask nothing: omics-run skips runs already in a final state).
     refusal.times = 0
@@ -335,8 +335,8 @@ def test_status_csv_neutralises_formulas(world: World, tmp_path: Path, capsys: A
     ).write(plan_dir)
     emulator = world.polly_emulator
     options = {"sandbox": True, "endpoints": {"s3": world.moto, "polly": emulator.endpoint_url}}
-    planner.submission.submit(plan_dir, **options)
-    table = planner.submission.status(plan_dir, **options)
+    planner.commands.submit.submit(plan_dir, **options)
+    table = planner.commands.submit.status(plan_dir, **options)
     assert sorted(table.get_column("id").to_list()) == sorted(ids)
 
     run = Transcript(capsys)

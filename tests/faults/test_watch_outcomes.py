@@ -13,7 +13,7 @@ import pytest
 import planner
 import planner.cli
 from planner.backends.polly import job_state
-from planner.submission import submit
+from planner.commands.submit import submit
 
 from . import faultkit
 from .rigs import World, make_rig, run_killed

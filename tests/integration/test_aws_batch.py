@@ -29,10 +29,10 @@ from botocore.stub import Stubber
 from helpers import access_of, ledger_of, open_plan
 
 import planner
-from planner.child_settings import read_child_settings
+from planner.commands.retry import retry
+from planner.commands.submit import cancel, run_submission, status, submit
+from planner.core.child_settings import read_child_settings
 from planner.errors import InputError
-from planner.retry_plan import retry
-from planner.submission import cancel, run_submission, status, submit
 
 FAIL_AFTER = "MOTO_SIMPLE_BATCH_FAIL_AFTER"
 
@@ -245,8 +245,8 @@ def test_sigkill_between_submit_job_and_the_ledger_write_resumes_without_a_secon
     script = textwrap.dedent(
         f"""
         import os, signal
-        from planner.context import Options, open_context
-        from planner.submission import run_submission
+        from planner.engine.context import Options, open_context
+        from planner.commands.submit import run_submission
         options = Options(staging_uri={options["staging"]!r}, concurrency=1)
         ctx = open_context({plan_dir!r}, options=options, sandbox=True, endpoints={options["endpoints"]!r})
         ctx.clients.get("batch").meta.events.register(
@@ -473,7 +473,7 @@ def test_stubber_pins_the_exact_submit_job_request(tmp_path, options, queue, buc
 
 
 def test_export_lines_are_safe_for_eval(tmp_path):
-    from planner.child_settings import export_lines
+    from planner.core.child_settings import export_lines
 
     lines = export_lines({"id": "a b", "parameters": {"x-y": "it's $HOME", "n": 3}})
     script = "\n".join(lines) + '\nprintf "%s|%s|%s" "$PLANNER_SAMPLE_ID" "$PARAM_X_Y" "$PARAM_N"'

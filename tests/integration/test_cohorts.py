@@ -26,7 +26,7 @@ import pytest
 
 import planner
 from planner.cli import main
-from planner.plandir import SETTINGS
+from planner.core.plandir import SETTINGS
 
 ROLE = "arn:aws:iam::123456789012:role/omics"
 
@@ -149,7 +149,7 @@ def test_a_sample_whose_settings_changed_is_planned_and_listed_never_skipped(
 def test_samples_that_failed_before_are_planned_again_and_running_ones_are_skipped(
     tmp_path: Path, cohort: Any, capsys: Any, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr(planner.earlier, "LEDGER_CHUNK", 3)  # a ledger of four samples is read in two chunks
+    monkeypatch.setattr(planner.core.earlier, "LEDGER_CHUNK", 3)  # a ledger of four samples is read in two chunks
     cohort.start(fail_when=lambda s: ("WORKFLOW_RUN_FAILED", "bad input") if s["runSettingId"] == "S3" else None)
     cohort.plan(_sheet(tmp_path, FOUR, "week1.csv"), "week1")
     cohort.submit("week1")
@@ -317,8 +317,8 @@ def test_an_index_that_cannot_be_opened_warns_and_never_blocks(tmp_path: Path, c
 
 def test_concurrent_claims_of_the_same_samples_let_exactly_one_through(tmp_path: Path) -> None:
     """Two submits at once (threads with their own connections) cannot both pass the check."""
+    from planner.commands.run_index import Guard
     from planner.errors import InputError
-    from planner.run_index import Guard
 
     sheet = pl.DataFrame({"sample": [f"S{i:05d}" for i in range(5000)]})
     defaults = json.loads(Path(_defaults(tmp_path)).read_text())
@@ -332,7 +332,7 @@ def test_concurrent_claims_of_the_same_samples_let_exactly_one_through(tmp_path:
     barrier = threading.Barrier(4)
 
     def claim(name: str) -> None:
-        from planner.plandir import PlanDirectory
+        from planner.core.plandir import PlanDirectory
 
         barrier.wait()
         try:
@@ -379,9 +379,9 @@ def test_every_plan_records_a_settings_hash_per_sample_that_follows_the_merged_r
 def test_the_settings_text_is_the_reference_merge_with_sorted_keys(tmp_path: Path) -> None:
     """The columnar canonical encoder against the plain-Python statement of the merge rule."""
     from planner.backends import get_backend
-    from planner.defaults import load_defaults
-    from planner.merge import reference_row, reference_run, settings_json
-    from planner.routing import route_columns
+    from planner.core.defaults import load_defaults
+    from planner.core.merge import reference_row, reference_run, settings_json
+    from planner.core.routing import route_columns
 
     spec = get_backend("omics-run")
     document = {"run": {"workflowId": "1", "roleArn": ROLE, "outputUri": "s3://o/", "parameters": {"z": 1, "a": "x"}}}
@@ -435,7 +435,7 @@ def test_a_submit_killed_mid_call_leaves_its_claim_and_its_resume_is_no_duplicat
     script = textwrap.dedent(
         f"""
         import os, signal, sys
-        import planner.aws as aws
+        import planner.services.aws as aws
         made = aws.Clients._make
         def make(self, service):
             client = made(self, service)

@@ -32,13 +32,13 @@ from botocore.stub import Stubber
 from helpers import access_of, ledger_of, open_plan
 
 import planner
-from planner import submission
 from planner.backends import glue as glue_backend
 from planner.backends.glue import Glue
-from planner.child_settings import entry_count, glue_arguments, line_index, read_child_settings
-from planner.retry_plan import retry
-from planner.sandbox import prepare
-from planner.submission import run_submission, status, submit
+from planner.commands import sandbox_prepare as prepare
+from planner.commands import submit as submission
+from planner.commands.retry import retry
+from planner.commands.submit import run_submission, status, submit
+from planner.core.child_settings import entry_count, glue_arguments, line_index, read_child_settings
 
 HOLD = {"progression": "manual", "times": 10**9}
 STEP = {"progression": "manual", "times": 1}
@@ -158,7 +158,7 @@ def _submit(
     sleep: Callable[[float], None] | None = None,
     hooks: dict[str, Callable[..., Any]] | None = None,
 ) -> Any:
-    """planner.submission.submit with a fake sleep and client event hooks put into the context."""
+    """planner.commands.submit.submit with a fake sleep and client event hooks put into the context."""
     ctx = open_plan(plan_dir, **options)
     try:
         if sleep is not None:
@@ -278,8 +278,8 @@ def test_a_submit_killed_after_start_job_run_resumes_without_a_second_run(tmp_pa
     script = textwrap.dedent(
         f"""
         import os, signal
-        from planner.context import Options, open_context
-        from planner.submission import run_submission
+        from planner.engine.context import Options, open_context
+        from planner.commands.submit import run_submission
         ctx = open_context(
             {plan_dir!r}, options=Options(concurrency=1), sandbox=True, endpoints={options["endpoints"]!r}
         )

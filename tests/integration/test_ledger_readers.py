@@ -17,7 +17,7 @@ from helpers import open_plan
 
 import planner
 import planner.cli
-from planner.submission import run_submission, submit
+from planner.commands.submit import run_submission, submit
 
 from .conftest import omics_client
 

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 import planner.cli
-from planner.ledger import LEDGER_FILE, Ledger, SampleState
+from planner.core.ledger import LEDGER_FILE, Ledger, SampleState
 
 from .conftest import omics_client
 

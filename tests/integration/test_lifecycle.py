@@ -23,9 +23,9 @@ from botocore.config import Config
 from helpers import access_of, ledger_of, open_plan
 
 import planner
-from planner.engine import Incomplete
+from planner.commands.submit import run_submission, status, submit
+from planner.engine.engine import Incomplete
 from planner.errors import PlanDirError
-from planner.submission import run_submission, status, submit
 
 ROLE = "arn:aws:iam::123456789012:role/omics"
 BATCH_DEFAULTS: dict[str, Any] = {

@@ -19,9 +19,9 @@ from botocore.stub import Stubber
 from helpers import access_of, ledger_of, open_plan
 
 import planner
+from planner.commands.retry import retry
+from planner.commands.submit import run_submission, status, submit
 from planner.errors import SubmissionError
-from planner.retry_plan import retry
-from planner.submission import run_submission, status, submit
 
 DEFAULTS = {
     "run": {
@@ -125,8 +125,8 @@ def test_sigkill_after_the_batch_call_resumes_without_a_duplicate(tmp_path, endp
     script = textwrap.dedent(
         f"""
         import os, signal
-        from planner.context import Options, open_context
-        from planner.submission import run_submission
+        from planner.engine.context import Options, open_context
+        from planner.commands.submit import run_submission
         options = Options(staging_uri={options["staging"]!r})
         ctx = open_context({plan_dir!r}, options=options, sandbox=True, endpoints={options["endpoints"]!r})
         ctx.clients.get("omics").meta.events.register(

@@ -14,8 +14,8 @@ import pytest
 from helpers import access_of, ledger_of, open_plan
 
 import planner
-from planner.cleanup import clean
-from planner.submission import Threshold, report, run_submission, status, submit
+from planner.commands.clean import clean
+from planner.commands.submit import Threshold, report, run_submission, status, submit
 
 ROLE = "arn:aws:iam::123456789012:role/omics"
 DEFAULTS: dict[str, Any] = {

@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 
 import planner
-from planner.policy import CALLS, S3_STAGING_CALLS, policies
-from planner.submission import cancel, status, submit
+from planner.commands.policy import CALLS, S3_STAGING_CALLS, policies
+from planner.commands.submit import cancel, status, submit
 
 MiB = 1024 * 1024
 REGION, ACCOUNT = "us-east-1", "123456789012"
@@ -30,7 +30,7 @@ class Recorder:
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from planner import aws
+        from planner.services import aws
 
         original = aws.Clients._make
 
@@ -147,7 +147,7 @@ def test_batch_calls_are_all_in_the_policy(
 ) -> None:
     from helpers import open_plan
 
-    from planner.sandbox.prepare import prepare_batch
+    from planner.commands.sandbox_prepare import prepare_batch
 
     queue = f"q-{uuid.uuid4().hex[:12]}"
     plan_dir = str(tmp_path / "plan")
@@ -257,9 +257,9 @@ def test_check_and_clean_calls_are_all_in_their_policies(
     make_omics_emulator: Callable[..., Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from planner.cleanup import clean
-    from planner.policy import CHECK_CALLS, CHECK_INPUT_CALLS, CLEAN_CALLS, CLEAN_STAGING_CALLS
-    from planner.preflight import check
+    from planner.commands.check import check
+    from planner.commands.clean import clean
+    from planner.commands.policy import CHECK_CALLS, CHECK_INPUT_CALLS, CLEAN_CALLS, CLEAN_STAGING_CALLS
 
     emulator = make_omics_emulator()
     template = {"sample": {"optional": False}, "bam": {"optional": False}, "extra": {"optional": True}}

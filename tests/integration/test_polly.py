@@ -24,12 +24,13 @@ from helpers import ledger_of, open_plan
 
 import planner
 import planner.cli
-from planner import polly_api, submission
 from planner.backends import polly as polly_backend
+from planner.commands import submit as submission
+from planner.commands.retry import retry
+from planner.commands.submit import cancel, run_submission, status, submit
 from planner.errors import SubmissionError
-from planner.retry_plan import retry
 from planner.sandbox.polly_emulator import PollyEmulator
-from planner.submission import cancel, run_submission, status, submit
+from planner.services import polly_api
 
 KEY = "pk-live-7f3a9c1e5b2d4f60a8e1c3b5d7f9a2c4"  # distinctive, so a leak is found by grep
 DEFAULTS = {
@@ -359,8 +360,8 @@ def _killing_script(plan_dir: str, *, after_posts_to: str, count: int) -> str:
         f"""
         import os, signal
         from planner import polly_api as polly
-        from planner.context import Options, open_context
-        from planner.submission import run_submission
+        from planner.engine.context import Options, open_context
+        from planner.commands.submit import run_submission
 
         original = polly.PollyAPI.request
         seen = []

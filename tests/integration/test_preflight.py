@@ -20,10 +20,10 @@ from faults.faultkit import aws_error, patch_clients
 from helpers import defaults_for, load_manifest, run_cli_process, write_csv, write_defaults
 
 import planner
+from planner.commands.check import LIST_MIN, PreflightError, check
+from planner.commands.submit import submit
 from planner.errors import ValidationError
-from planner.preflight import LIST_MIN, PreflightError, check
 from planner.sandbox.omics_emulator import OmicsEmulator
-from planner.submission import submit
 
 TEMPLATE = {
     "sample": {"description": "the sample id"},
@@ -187,7 +187,7 @@ def test_slowdown_is_waited_out(tmp_path: Path, s3: Any, moto_server: str, monke
         return None
 
     patch_clients([("before-send.s3.HeadObject", slow_down)], monkeypatch.setattr)
-    monkeypatch.setattr("planner.context.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("planner.engine.context.time.sleep", lambda seconds: None)
     plan = _plan(tmp_path, "batch", ["sample", "bam"], [["A", f"s3://{bucket}/a.bam"]])
     report = check(plan, endpoints={"s3": moto_server}, quotas=False, max_attempts=1)
     assert report.ok and report.inputs is not None and report.inputs.found == 2  # a.bam and the reference
@@ -429,10 +429,10 @@ def test_the_retained_run_quota_warns_with_the_fix(
 ) -> None:
     from botocore.stub import Stubber
 
-    from planner.plandir import PlanDirectory
-    from planner.preflight import open_check_context
-    from planner.quotas import quota_value, retained_runs
-    from planner.workflow import Lookup
+    from planner.commands.check import open_check_context
+    from planner.core.plandir import PlanDirectory
+    from planner.services.quotas import quota_value, retained_runs
+    from planner.services.workflow import Lookup
 
     emulator = make_omics_emulator()
     omics = make_omics_client(emulator)

@@ -35,7 +35,7 @@ from urllib.parse import quote
 import polars as pl
 import pytest
 
-from planner.htmlreport import NOT_SUBMITTED, TABLE_SCHEMA, render_report, unexplained
+from planner.commands.report import NOT_SUBMITTED, TABLE_SCHEMA, render_report, unexplained
 
 CHROMIUM = ("/usr/bin/chromium", "chromium", "chromium-browser")
 INSTALL = "apt-get install -y chromium (Debian's package; .ci/run installs it as root when it is missing)"

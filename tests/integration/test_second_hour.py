@@ -14,7 +14,7 @@ from helpers import run_cli
 
 import planner
 import planner.cli
-from planner.submission import submit
+from planner.commands.submit import submit
 
 ROLE = "arn:aws:iam::123456789012:role/omics"
 DEFAULTS: dict[str, Any] = {
@@ -92,7 +92,7 @@ def test_the_report_and_its_samples_csv_are_private(submitted: str, tmp_path: Pa
         out = tmp_path / "report.html"
         assert run_cli(["report", submitted, "--out", str(out)], capsys)[0] == 0
         assert _mode(out) == 0o600
-        from planner.htmlreport import render_report
+        from planner.commands.report import render_report
 
         table = planner.status(submitted)
         summary = render_report(planner.read_plan(submitted).to_json(), table, [], str(out), inline_bytes=10)
@@ -172,7 +172,7 @@ def test_plan_of_an_s3_sheet_in_the_sandbox_reads_the_sandbox(
 
 def test_in_the_sandbox_no_client_goes_to_aws(moto_server: str) -> None:
     """The KMS alias lookup (staging with --staging-kms-key alias/...) went to kms.us-east-1.amazonaws.com."""
-    from planner.aws import Clients
+    from planner.services.aws import Clients
 
     clients = Clients(sandbox=True, endpoints={"s3": moto_server, "omics": "http://127.0.0.1:1"})
     assert clients.get("kms").meta.endpoint_url == moto_server
@@ -275,7 +275,7 @@ def test_the_sandbox_says_what_it_does_through_the_planner_logger(capfd: Any, ca
 
 
 def test_every_state_has_its_own_colour_in_the_charts() -> None:
-    from planner.htmlreport import _COLOURS, _OTHER_COLOURS, NOT_SUBMITTED, SUCCESS_STATES
+    from planner.commands.report import _COLOURS, _OTHER_COLOURS, NOT_SUBMITTED, SUCCESS_STATES
 
     waiting = ("PENDING", "STARTING", "SUBMITTED", "RUNNABLE", "WAITING", "QUEUED")
     assert len({_COLOURS[state] for state in waiting}) == len(waiting)

@@ -26,13 +26,13 @@ from botocore.config import Config
 
 import planner
 import planner.cli
-from planner.child_settings import read_child_settings
-from planner.context import staging_options
+from planner.commands.submit import submit
+from planner.core.child_settings import read_child_settings
+from planner.core.ledger import Ledger
+from planner.core.plandir import PlanDirectory
+from planner.engine.context import staging_options
 from planner.errors import AccessError, PlannerError, SheetError, SubmissionError
-from planner.ledger import Ledger
-from planner.plandir import PlanDirectory
-from planner.staging import Stager, composite_sha256
-from planner.submission import submit
+from planner.services.staging import Stager, composite_sha256
 
 MiB = 1024 * 1024
 MOTO_ACCOUNT = "123456789012"  # what moto's STS answers GetCallerIdentity with
@@ -97,7 +97,7 @@ class S3Calls:
 @pytest.fixture()
 def planner_s3_calls(monkeypatch: pytest.MonkeyPatch) -> S3Calls:
     """Records the parameters of every S3 call of every client the planner makes from now on."""
-    from planner import aws
+    from planner.services import aws
 
     calls = S3Calls()
     original = aws.Clients._make
@@ -308,7 +308,7 @@ def test_with_kms_an_opaque_etag_is_recorded_and_is_the_one_the_children_use(
 ):
     """S3 answers an SSE-KMS object with an ETag that is no MD5: the planner records it, checks the
     checksum instead, and the array job's children read with If-Match on that very ETag."""
-    from planner import aws
+    from planner.services import aws
 
     wrapper = OpaqueETags()
     original = aws.Clients._make
@@ -395,7 +395,7 @@ def _prepared(plan_dir: str, moto_server: str) -> str:
     """The plan's job queue and job definition, made in moto as --sandbox would."""
     from helpers import open_plan
 
-    from planner.sandbox.prepare import prepare_batch
+    from planner.commands.sandbox_prepare import prepare_batch
 
     ctx = open_plan(plan_dir, sandbox=True, endpoints={"batch": moto_server, "iam": moto_server})
     try:
@@ -455,7 +455,7 @@ def test_a_configured_owner_is_sent_on_every_call_including_multipart(tmp_path, 
 
 
 def test_the_owner_is_resolved_once_and_never_in_a_dry_run(tmp_path, moto_server, bucket, monkeypatch):
-    from planner import aws
+    from planner.services import aws
 
     asked: list[str] = []
     original = aws.Clients._make
@@ -515,7 +515,7 @@ class _ForeignBucket:
 def test_a_staging_bucket_of_another_account_is_refused_with_a_clear_error(
     tmp_path, moto_server, s3, bucket, monkeypatch, capsys
 ):
-    from planner import aws
+    from planner.services import aws
 
     foreign = _ForeignBucket("999999999999")
     original = aws.Clients._make
@@ -694,8 +694,8 @@ def test_staging_needs_no_list_bucket_permission(tmp_path, moto_server, s3, buck
 
 
 def test_clean_without_list_bucket_keeps_going_and_says_why(tmp_path, moto_server, s3, bucket, staging, monkeypatch):
-    from planner import aws
-    from planner.cleanup import clean
+    from planner.commands.clean import clean
+    from planner.services import aws
 
     plan_dir = _omics_plan(tmp_path, 250)
     ledger_plan = PlanDirectory(plan_dir)

@@ -19,7 +19,7 @@ import pytest
 
 import planner
 from planner.cli import main
-from planner.plandir import PlanDirectory
+from planner.core.plandir import PlanDirectory
 
 ROLE = "arn:aws:iam::123456789012:role/omics"
 REPO = Path(__file__).resolve().parents[2]

@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 
 import planner
+from planner.core.ledger import Ledger
+from planner.core.plandir import PlanDirectory
 from planner.errors import SubmissionError
-from planner.ledger import Ledger
-from planner.plandir import PlanDirectory
-from planner.staging import Stager
+from planner.services.staging import Stager
 
 MiB = 1024 * 1024
 DEFAULTS = {
@@ -206,9 +206,9 @@ def test_sigkill_during_multipart_staging_then_resume(tmp_path, s3, bucket, stag
     script = textwrap.dedent(
         f"""
         import os, signal, boto3
-        from planner.ledger import Ledger
-        from planner.plandir import PlanDirectory, read_plan
-        from planner.staging import Stager
+        from planner.core.ledger import Ledger
+        from planner.core.plandir import PlanDirectory, read_plan
+        from planner.services.staging import Stager
         s3 = boto3.client("s3", endpoint_url={moto_server!r}, region_name="us-east-1")
         parts = []
         def die_after_two(**_):

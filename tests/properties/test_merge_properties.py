@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import planner
 from planner.backends import get_backend
-from planner.merge import reference_row, reference_run
+from planner.core.merge import reference_row, reference_run
 
 # ---------------------------------------------------------------- text
 

@@ -21,7 +21,7 @@ from helpers import examples, md5_etag
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from planner.shard import ShardInfo, ShardWriter, default_part_size, s3_etag
+from planner.core.shard import ShardInfo, ShardWriter, default_part_size, s3_etag
 
 SEP = 2  # ",\n" between runs; a shard is "[\n" + runs joined by ",\n" + "\n]\n"
 

@@ -18,10 +18,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import planner
+from planner.commands.check import run_template_problems
+from planner.core.plandir import PlanDirectory
 from planner.errors import ValidationError
-from planner.plandir import PlanDirectory
-from planner.preflight import run_template_problems
-from planner.workflow import REQUIRED, UNKNOWN, WorkflowTemplate, template_problems
+from planner.services.workflow import REQUIRED, UNKNOWN, WorkflowTemplate, template_problems
 
 NAMES = ["alpha", "beta", "gamma", "delta", "omega"]  # far from every per-run field: no near-miss refusals
 

@@ -1,4 +1,4 @@
-"""``planner.child_settings`` against an in-memory S3 that honours Range and If-Match."""
+"""``planner.core.child_settings`` against an in-memory S3 that honours Range and If-Match."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 
 import planner
 import planner.cli
-from planner.child_settings import (
+from planner.core.child_settings import (
     entry_count,
     export_lines,
     glue_arguments,

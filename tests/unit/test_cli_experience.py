@@ -125,7 +125,7 @@ def test_submit_dry_run_of_a_submitted_plan_says_nothing_would_be_sent(tmp_path:
     ).write(plan_dir)
     ledger = ledger_of(plan_dir) if (plan_dir / "ledger.sqlite").exists() else None
     assert ledger is None
-    from planner.ledger import Ledger
+    from planner.core.ledger import Ledger
 
     ledger = Ledger.open(plan_dir, manifest.plan_id, manifest.backend)
     ledger.intent("StartRunBatch:00000", "StartRunBatch", shard=0, token="t")
@@ -203,7 +203,7 @@ def test_status_out_is_checked_before_any_refresh(tmp_path: Path) -> None:
 
 
 def test_retry_set_errors_name_the_set(tmp_path: Path) -> None:
-    from planner.ledger import Ledger
+    from planner.core.ledger import Ledger
 
     plan_dir = tmp_path / "plan"
     planner.plan(

@@ -12,7 +12,7 @@ from helpers import SAMPLE_SHEETS, defaults_for, load_manifest, run_cli, shard_e
 
 import planner
 from planner.backends import get_backend
-from planner.defaults import load_defaults
+from planner.core.defaults import load_defaults
 
 
 def merged_runs(sheet: Any, backend: str = "omics-batch", **kw: Any) -> list[dict[str, Any]]:

@@ -16,8 +16,8 @@ import pytest
 
 import planner
 from planner.backends import get_backend
-from planner.merge import OWN, _Leaf, _Node, _struct_json, reference_row, run_json
-from planner.routing import route_columns
+from planner.core.merge import OWN, _Leaf, _Node, _struct_json, reference_row, run_json
+from planner.core.routing import route_columns
 
 DEFAULTS = {"run": {"workflowId": "1234567", "roleArn": "arn:aws:iam::123456789012:role/R", "outputUri": "s3://b/out/"}}
 

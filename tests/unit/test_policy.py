@@ -20,9 +20,7 @@ import pytest
 
 import planner
 import planner.cli
-from planner.child_settings import line_index
-from planner.plandir import PlanDirectory
-from planner.policy import (
+from planner.commands.policy import (
     CALLS,
     CHECK_CALLS,
     CHECK_INPUT_CALLS,
@@ -32,6 +30,8 @@ from planner.policy import (
     S3_STAGING_CALLS,
     policies,
 )
+from planner.core.child_settings import line_index
+from planner.core.plandir import PlanDirectory
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_sheets"
 POLICY_PAGE = Path(__file__).resolve().parents[2] / "docs" / "policy.md"

@@ -14,8 +14,8 @@ import pytest
 
 import planner
 import planner.cli
-from planner.ledger import SCHEMA_VERSION, Ledger
-from planner.plandir import PlanDirectory, private_file, safe_csv
+from planner.core.ledger import SCHEMA_VERSION, Ledger
+from planner.core.plandir import PlanDirectory, private_file, safe_csv
 
 DEFAULTS = {
     "run": {"workflowId": "1234567", "roleArn": "arn:aws:iam::123456789012:role/omics", "outputUri": "s3://out/r/"}
@@ -95,7 +95,7 @@ def test_a_new_csv_export_is_private_and_an_existing_one_keeps_its_mode(tmp_path
 
 @pytest.mark.parametrize("name", ["status.csv", "status.parquet", "status.jsonl"])
 def test_status_out_exports_are_private_unless_they_exist(tmp_path: Path, umask: int, name: str) -> None:
-    from planner.submission import write_table
+    from planner.commands.submit import write_table
 
     table = pl.DataFrame({"id": ["S1"], "state": ["RUNNING"]})
     out = tmp_path / name

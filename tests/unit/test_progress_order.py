@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from planner.progress import ProgressEvent, Tracker
+from planner.core.progress import ProgressEvent, Tracker
 
 
 def test_two_workers_deliver_their_counts_in_order() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import boto3
 from botocore.stub import Stubber
 
-from planner.quotas import RETAINED_RUNS_QUOTA_CODE, RETAINED_RUNS_QUOTA_NAME, quota_value
+from planner.services.quotas import RETAINED_RUNS_QUOTA_CODE, RETAINED_RUNS_QUOTA_NAME, quota_value
 
 NAME = "Workflows - Maximum runs (active or inactive)"
 

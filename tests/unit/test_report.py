@@ -18,8 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner.errors import PlannerError
-from planner.htmlreport import (
+from planner.commands.report import (
     NOT_SUBMITTED,
     TABLE_SCHEMA,
     ConsoleLink,
@@ -31,6 +30,7 @@ from planner.htmlreport import (
     state_counts,
     unexplained,
 )
+from planner.errors import PlannerError
 
 HOSTILE_ID = "<script>alert(1)</script>"
 HOSTILE_REASON = "</script><img src=x onerror=alert(2)> & more"

@@ -232,7 +232,7 @@ def test_group_skip_invalid_drops_only_the_disagreeing_sample(tmp_path: Path) ->
 
 def test_route_columns_routes_every_column_with_its_frame_name() -> None:
     from planner.backends import get_backend
-    from planner.routing import Route, route_columns
+    from planner.core.routing import Route, route_columns
 
     spec = get_backend("omics-batch")
     routes = route_columns(

@@ -148,9 +148,9 @@ class _Clock:
 def test_without_a_terminal_long_work_prints_a_progress_line_at_most_every_10_s(
     tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import planner.progress
+    import planner.core.progress
 
-    monkeypatch.setattr(planner.progress, "monotonic", _Clock(11.0))  # every event comes 11 s after the last
+    monkeypatch.setattr(planner.core.progress, "monotonic", _Clock(11.0))  # every event comes 11 s after the last
     rows = [f"S{i:03d},{CELLS}" for i in range(40)]
     code, _, err = run_cli(["plan", _sheet(tmp_path, *rows), *OMICS, "--out", tmp_path / "plan"], capsys)
     assert code == 0, err
@@ -165,7 +165,7 @@ def test_without_a_terminal_long_work_prints_a_progress_line_at_most_every_10_s(
 def test_progress_lines_are_10_s_apart_and_say_what_how_many_and_how_fast() -> None:
     import io
 
-    from planner.progress import Lines, ProgressEvent
+    from planner.core.progress import Lines, ProgressEvent
 
     moments = iter([0.0, 3.0, 9.9, 10.0, 15.0, 20.5, 21.0])
     stream = io.StringIO()

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-import planner.staging
-from planner.aws import Clients
+import planner.services.staging
+from planner.commands import sandbox_prepare as prepare
 from planner.errors import InputError, SubmissionError
-from planner.sandbox import prepare
-from planner.staging import CONFLICT_ATTEMPTS, Stager
+from planner.services.aws import Clients
+from planner.services.staging import CONFLICT_ATTEMPTS, Stager
 
 
 def _client_error(code: str, status: int, operation: str = "PutObject") -> ClientError:
@@ -90,7 +90,7 @@ class _Put:
         return {"ETag": '"e"'}
 
 
-_ITEM = planner.staging._Object(0, "shard", "bucket", "k", 1, "00", "00", '"00"', "application/json", 1)
+_ITEM = planner.services.staging._Object(0, "shard", "bucket", "k", 1, "00", "00", '"00"', "application/json", 1)
 
 
 @pytest.fixture()
@@ -124,7 +124,7 @@ def test_409_every_time_ends_in_an_accurate_error(stager: tuple[Stager, list[flo
 def test_412_is_not_tried_again(stager: tuple[Stager, list[float]]) -> None:
     client, waits = stager
     put = _Put(_client_error("PreconditionFailed", 412))
-    with pytest.raises(planner.staging._AlreadyThere):
+    with pytest.raises(planner.services.staging._AlreadyThere):
         client._call(put, _ITEM, Body=io.BytesIO(b"x"))
     assert len(put.bodies) == 1 and waits == []
 

@@ -483,7 +483,7 @@ def test_ndjson_brackets_inside_strings_are_not_nesting(tmp_path: Path) -> None:
 
 
 def test_ndjson_depth_scan_follows_a_line_across_chunks() -> None:
-    from planner.sheet import _DepthScan
+    from planner.core.sheet import _DepthScan
 
     scan = _DepthScan()
     scan.feed(b'{"a":1}\n' * 1000 + b"[" * 200)  # a line still open at the end of a chunk

@@ -1,10 +1,10 @@
-"""planner.suggest: the "did you mean" offered for every name a person types."""
+"""planner.core.suggest: the "did you mean" offered for every name a person types."""
 
 from __future__ import annotations
 
 import pytest
 
-from planner.suggest import closest, did_you_mean
+from planner.core.suggest import closest, did_you_mean
 
 FIELDS = ["workflowId", "roleArn", "outputUri", "priority", "parameters", "runTags", "name"]
 BACKENDS = ["omics-batch", "omics-run", "batch", "glue", "polly"]

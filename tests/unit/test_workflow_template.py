@@ -18,7 +18,7 @@ from helpers import SAMPLE_SHEETS, defaults_for, load_manifest, run_cli_process,
 
 import planner
 from planner.errors import InputError, ValidationError
-from planner.workflow import WorkflowTemplate, load_template_file, near_miss, template_problems
+from planner.services.workflow import WorkflowTemplate, load_template_file, near_miss, template_problems
 
 TEMPLATE = {
     "sample": {"description": "the sample id"},
