@@ -23,6 +23,18 @@ messages worth a person's attention go to the ``planner`` logger.  Errors are on
 family, ``PlannerError``: ``InputError`` (exit status 2 in the CLI) and
 ``SubmissionError`` (1) below it; ``NothingToRetry`` (0: nothing written) when ``retry`` finds
 no sample to plan again.
+
+The package's layers, lowest first; a module imports only from its own layer or below
+(``tests/unit/test_layers.py`` checks it)::
+
+    errors.py     0  the one exception tree
+    core/         1  the plan core: sheet, defaults, merge, validate, shard, the plan directory, the ledger
+    sandbox/      2  a local AWS on loopback: moto plus our HealthOmics and Polly emulators
+    services/     3  the clients of AWS and Polly: how a call reaches a service (a new AWS call goes here)
+    engine/       4  the journaled engine: every call made, waited for and recorded
+    backends/     5  one file per target service (a new backend goes here)
+    commands/     6  one module per command: plan, submit, status, cancel, retry, clean, check, ...
+    cli.py, this  7  the ``planner`` command and the Python API
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The five targets, by the name ``--backend`` takes.
+"""Layer 5, the backends: the five targets, by the name ``--backend`` takes (a new backend goes here).
+
+May import: ``planner.errors``, ``planner.core``, ``planner.services``, ``planner.engine``.
 
 Each backend module is imported only when used: loading a botocore service model
 costs a noticeable fraction of a second, and a command touches one backend.  A

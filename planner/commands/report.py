@@ -309,7 +309,7 @@ def _conform(table: pl.DataFrame) -> pl.DataFrame:
 
 
 def _template() -> str:
-    return resources.files("planner").joinpath("report_template.html").read_text(encoding="utf-8")
+    return resources.files("planner.commands").joinpath("report_template.html").read_text(encoding="utf-8")
 
 
 def _fill(template: str, slots: Mapping[str, str]) -> str:

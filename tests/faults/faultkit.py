@@ -372,7 +372,7 @@ def install_barrier(barrier: dict[str, Any]) -> None:
 
 
 def child_main(spec_json: str) -> None:
-    """Run ``planner.commands.submit.submit`` with a kill point (or a barrier) installed; exit 0 if it was never reached."""
+    """Run ``planner.commands.submit.submit`` with a kill point (or a barrier); exit 0 if it was never reached."""
     spec = json.loads(spec_json)
     if "kill" in spec:
         install_kill(spec["kill"])
