@@ -47,6 +47,7 @@ from planner.commands.plan import Plan, plan
 from planner.commands.policy import Policies, policies
 from planner.commands.retry import retry
 from planner.commands.submit import Snapshot, Threshold, ThresholdCrossed, cancel, report, status, submit, watch
+from planner.core import child_settings
 from planner.core.plandir import Manifest, read_plan
 from planner.core.progress import ProgressEvent
 from planner.core.shard import ShardInfo
@@ -68,9 +69,7 @@ from planner.errors import (
 
 def read_child_settings(**options: object) -> dict[str, object]:
     """Inside an AWS Batch array child or a Glue manifest run: this child's own settings."""
-    from planner.core.child_settings import read_child_settings as read
-
-    return read(**options)  # type: ignore[arg-type]
+    return child_settings.read_child_settings(**options)  # type: ignore[arg-type]
 
 
 __all__ = [

@@ -61,9 +61,10 @@ from planner.core.model import SCALAR_TYPES, check_shape, operation_input, rule_
 from planner.core.progress import log
 from planner.core.shard import ShardInfo
 from planner.core.spec import BackendSpec, RoutedField
-from planner.engine.context import MAX_BACKOFF, Context, error_code
+from planner.engine.context import Context, error_code
 from planner.engine.engine import Call, Created, Later, Phase, Place, model_check, no_blind_retry
 from planner.errors import InputError, Problem, SubmissionError
+from planner.services.aws import MAX_BACKOFF
 
 MAX_TIMEOUT_MINUTES = 10_079
 RESERVED_PREFIX = "--planner-"  # the planner's own arguments: run key and manifest location

@@ -22,10 +22,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from planner.backends import backend_class, get_backend
 from planner.backends.base import CancelOutcome
 from planner.commands.intents import require_settled
-from planner.commands.submit import Access, _status, settled, submitting
+from planner.commands.submit import Access, _status, settled
 from planner.core.ledger import Staged
 from planner.core.progress import ProgressCallback
 from planner.engine.context import Options, error_code
+from planner.engine.lock import submitting
 from planner.errors import InputError, SubmissionError
 from planner.services.staging import is_access_denied
 

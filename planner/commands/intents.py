@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from planner.backends import backend_class
 from planner.core.ledger import INTENT, Submission
 from planner.core.progress import log
 from planner.engine.context import Context
+from planner.engine.engine import Engine
+from planner.engine.lock import submitting
 from planner.errors import InputError
 
 SHOWN = 3
@@ -44,8 +47,6 @@ def settle(ctx: Context, *, ask: bool, locked: bool = False) -> list[Unsettled]:
     holds the plan's submit lock itself (``cancel``, once the running submit it stopped has ended), so
     no submit is running and every open intent is an interrupted one; without it the lock held means
     a submit runs and its intents are in flight."""
-    from planner.commands.submit import submitting
-
     open_intents = {s.key: s for s in ctx.ledger.submissions(INTENT)}
     if not open_intents or (not locked and submitting(ctx.plan.path)):
         return []
@@ -58,8 +59,6 @@ def settle(ctx: Context, *, ask: bool, locked: bool = False) -> list[Unsettled]:
             ctx.plan.path,
         )
         return []
-    from planner.backends import backend_class
-    from planner.engine.engine import Engine
 
     engine = Engine(ctx)
     left: list[Unsettled] = []

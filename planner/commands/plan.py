@@ -23,6 +23,7 @@ import orjson
 import polars as pl
 
 from planner.backends import get_backend
+from planner.commands.check import check_inputs
 from planner.core.defaults import Defaults, load_defaults
 from planner.core.earlier import RECORD_KEY, SKIPPED, EarlierRuns, workflow_of
 from planner.core.merge import MERGED, OWN, json_text, run_json, settings_json
@@ -53,8 +54,12 @@ from planner.core.shard import MAX_PART_SIZE, MIN_PART_SIZE, ShardWriter, defaul
 from planner.core.sheet import RAW_PREFIX, ROW, Sheet, open_sheet, polars_errors
 from planner.core.spec import BackendSpec
 from planner.core.spill import HASH, IdHashes, Spill, prefetched
+from planner.core.suggest import did_you_mean
 from planner.core.validate import ID, Check, _located, coerce_fields, default_problems, row_checks
 from planner.errors import InputError, Problem, SheetError, ValidationError
+from planner.sandbox.local import ensure_running
+from planner.services.aws import Clients
+from planner.services.staging import sheet_download
 from planner.services.workflow import (
     NEAR_FIELD,
     Lookup,
@@ -244,8 +249,6 @@ class Plan:
         columns = [c for c in self.sheet.columns if c != self.sheet.id_column]
         unknown = [c for c in self.options.list_columns if c not in columns]
         if unknown:
-            from planner.core.suggest import did_you_mean
-
             hint = did_you_mean(unknown[0], columns)
             raise InputError(
                 f"--list-columns names {', '.join(map(repr, unknown))}{hint}, not a column of the sheet "
@@ -500,7 +503,7 @@ class Plan:
         if self.options.group:
             return None
         if self.sheet.parquet_files:
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # start-up: pyarrow loads only for the sheets and files that need it
 
             return sum(pq.ParquetFile(f).metadata.num_rows for f in self.sheet.parquet_files)
         if self.sheet.bytes_per_row and os.path.isfile(self.sheet.path):
@@ -594,8 +597,6 @@ class Plan:
 
         Rows with a missing input are problems of their own (rejected with --skip-invalid: the
         next pass leaves them out); a missing default input is every run's, and stops the plan."""
-        from planner.commands.check import check_inputs
-
         report = check_inputs(
             written,
             access=self.options.access or Lookup(),
@@ -701,9 +702,11 @@ def plan(
         sheet,
         id_column=id_column or loaded.id_column,
         types=loaded.types,
-        s3_client=s3_client,
-        expected_bucket_owner=loaded.staging_expected_bucket_owner,
-        clients=_sheet_clients(sheet, sandbox, endpoint_url, profile, region, endpoints),
+        download=sheet_download(
+            s3_client,
+            loaded.staging_expected_bucket_owner,
+            _sheet_clients(sheet, sandbox, endpoint_url, profile, region, endpoints),
+        ),
     )
     access = Lookup.from_environment(
         enabled=workflow_lookup,
@@ -745,13 +748,10 @@ def _sheet_clients(
     endpoints (started only for such a sheet); None for a local sheet or a frame."""
     if not (isinstance(sheet, str) and sheet.startswith("s3://")):
         return None
-    from planner.services.aws import Clients
 
     clients = Clients(
         profile=profile, region=region, endpoint_url=endpoint_url, endpoints=dict(endpoints or {}), sandbox=sandbox
     )
     if sandbox and endpoints is None:
-        from planner.sandbox.local import ensure_running
-
         clients.endpoints = dict(ensure_running())
     return clients

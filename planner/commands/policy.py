@@ -55,8 +55,10 @@ from typing import Any
 import orjson
 import polars as pl
 
+from planner.commands.check import distinct_uris
 from planner.core.child_settings import line_index
-from planner.core.plandir import PlanDirectory
+from planner.core.ledger import Ledger
+from planner.core.plandir import LEDGER_NAME, PlanDirectory
 from planner.errors import InputError
 from planner.services.staging import StagingPrefix
 
@@ -274,9 +276,6 @@ STAGING_BACKENDS = ("omics-batch", "batch", "glue")
 def _staged_prefix(plan: PlanDirectory) -> str | None:
     """Where a submitted plan's ledger says its shards were staged (``submit --staging`` may have
     put them elsewhere than plan.json names); None before anything was staged."""
-    from planner.core.ledger import Ledger
-    from planner.core.plandir import LEDGER_NAME
-
     if not os.path.exists(os.path.join(plan.path, LEDGER_NAME)):
         return None
     ledger = Ledger.open(plan.path, plan.plan_id, plan.manifest.backend, create=False)
@@ -405,8 +404,6 @@ def _service_statements(plan: PlanDirectory, scope: _Scope) -> list[dict[str, An
 
 def _check_statements(plan: PlanDirectory, scope: _Scope, notes: list[str]) -> list[dict[str, Any]]:
     """What ``planner check`` reads: the workflow and the quota (HealthOmics), and the runs' inputs on S3."""
-    from planner.commands.check import distinct_uris
-
     statements = []
     backend = plan.manifest.backend
     if backend in ("omics-batch", "omics-run"):

@@ -46,6 +46,7 @@ from urllib.parse import quote
 import orjson
 import polars as pl
 
+from planner.core.plandir import replace_privately
 from planner.errors import PlannerError
 
 INSTALL_HINT = "install it with: pip install 'planner[report]'"
@@ -292,7 +293,7 @@ def render_report(
 
 def _plotly() -> tuple[Any, str]:
     """plotly's figure classes and its JavaScript, or an error that says how to install them."""
-    try:
+    try:  # plotly is an optional extra: `pip install 'planner[report]'`
         import plotly.graph_objects as go
         from plotly.offline import get_plotlyjs
     except ImportError as exc:
@@ -318,8 +319,6 @@ def _fill(template: str, slots: Mapping[str, str]) -> str:
 
 
 def _write_atomically(path: str, data: bytes) -> None:
-    from planner.core.plandir import replace_privately  # the report lists sample ids: private, as every export
-
     def write(partial: str) -> None:
         with open(partial, "wb") as handle:
             handle.write(data)
@@ -659,6 +658,5 @@ def _write_csv(table: pl.DataFrame, link: ConsoleLink | None, path: str) -> None
         pl.when(pl.col(name).str.contains(r"^[=+\-@\t\r]")).then("'" + pl.col(name)).otherwise(pl.col(name)).alias(name)
         for name in texts
     )
-    from planner.core.plandir import replace_privately
 
     replace_privately(path, neutralised.write_csv)

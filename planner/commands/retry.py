@@ -27,14 +27,16 @@ import orjson
 import polars as pl
 
 from planner.backends import get_backend
-from planner.commands.submit import plan_lock, status
+from planner.commands.submit import status
 from planner.core.defaults import load_defaults
 from planner.core.ledger import Ledger
 from planner.core.plandir import Manifest, PlanContent, PlanDirectory, atomic_directory, write_plan
 from planner.core.progress import ProgressCallback, log
 from planner.core.shard import ShardWriter
 from planner.core.spec import BackendSpec
+from planner.core.suggest import did_you_mean
 from planner.core.validate import set_problems
+from planner.engine.lock import plan_lock
 from planner.errors import DefaultsError, InputError, NothingToRetry, ValidationError
 
 _BATCH = 10_000
@@ -177,8 +179,6 @@ def _states(states: Sequence[str] | str | None, spec: BackendSpec) -> tuple[str,
     chosen = tuple(s.strip().upper() for s in states if s.strip())
     unknown = [s for s in chosen if s not in known]
     if unknown:
-        from planner.core.suggest import did_you_mean
-
         first = unknown[0]
         raise InputError(
             f"--states {first!r}{did_you_mean(first, known)}: not a final state of {spec.name}; "

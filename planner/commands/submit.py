@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -28,19 +27,24 @@ import polars as pl
 
 from planner.backends import backend_class, get_backend
 from planner.backends.base import NOT_CANCELLED, CancelOutcome, CancelReport
+from planner.commands.check import preflight_submit
 from planner.commands.intents import remedy, require_settled, settle
+from planner.commands.report import render_report
+from planner.commands.run_index import Guard, record_status
+from planner.commands.sandbox_prepare import prepare
+from planner.core.earlier import RECORD_KEY, skip_record
 from planner.core.jsontext import dumps
 from planner.core.ledger import SAMPLE_COLUMNS
-from planner.core.plandir import PlanDirectory
+from planner.core.plandir import PlanDirectory, check_output_file, private_file, safe_csv
 from planner.core.progress import ProgressCallback, log
 from planner.core.spec import BackendSpec
-from planner.engine.context import STOP_FILE, Context, Options, open_context, request_stop, stop_requester
+from planner.engine.context import STOP_FILE, Context, Options, open_context
 from planner.engine.engine import Engine, Incomplete, SubmitReport
+from planner.engine.lock import _submit_stopped, plan_lock, submitting
 from planner.errors import InputError, Stopped, SubmissionError
+from planner.sandbox.local import ensure_running
 
-LOCK_FILE = ".submit.lock"
 STOP_TIMEOUT = 300.0  # seconds `cancel` waits for a running submit to finish its calls in flight and end
-LOCK_POLL = 0.1
 NOT_SUBMITTED = "NOT SUBMITTED"
 # The per-sample table, in the order `planner status` writes it.
 STATUS_COLUMNS = [
@@ -108,98 +112,6 @@ class Access:
         )
 
 
-def _try_lock(handle: IO[str]) -> bool:
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def plan_lock(plan_dir: str) -> Iterator[None]:
-    """One submit per plan at a time: two at once would both see no result for a call and
-    both send it (Batch, Glue and Polly have no idempotency token).  The lock dies with the process.
-
-    A `planner cancel` waiting for the lock (its stop request names a live process) is not
-    overtaken; a stop request left by a cancel that has ended is removed."""
-    handle = open(os.path.join(plan_dir, LOCK_FILE), "a")  # noqa: SIM115 - held for the whole block
-    try:
-        if not _try_lock(handle):
-            raise SubmissionError(f"{plan_dir}: another `planner submit` of this plan is running; wait for it to end")
-        marker = os.path.join(plan_dir, STOP_FILE)
-        requester = stop_requester(marker)
-        if requester is not None and requester != os.getpid() and _alive(requester):
-            raise Stopped(
-                f"{plan_dir}: a `planner cancel` of this plan (process {requester}) is under way; nothing was submitted"
-            )
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(marker)  # what an ended cancel (or threshold) asked of a submit that has ended too
-        yield
-    finally:
-        handle.close()  # closing the file releases the lock
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
-@contextlib.contextmanager
-def _submit_stopped(
-    plan_dir: str, reason: str, timeout: float, sleep: Callable[[float], None] = time.sleep
-) -> Iterator[None]:
-    """Hold the plan's submit lock; if a `planner submit` of the plan holds it, first ask that submit to
-    stop (the marker its engine looks at before every creating call) and wait for it to end, at most
-    ``timeout`` seconds.  Nothing the plan submits can start while the block runs, nor after it."""
-    handle = open(os.path.join(plan_dir, LOCK_FILE), "a")  # noqa: SIM115 - held for the whole block
-    marker = None
-    try:
-        if not _try_lock(handle):
-            marker = request_stop(plan_dir, f"asked to stop: {reason}")
-            log.warning(
-                "a `planner submit` of this plan is running: asked it to stop; waiting up to %.0f s for it to "
-                "finish the calls in flight and end",
-                timeout,
-            )
-            deadline = time.monotonic() + timeout
-            while not _try_lock(handle):
-                if time.monotonic() >= deadline:
-                    # The request stays: the submit still stops before its next creating call.
-                    marker = None
-                    raise SubmissionError(
-                        f"{plan_dir}: the running `planner submit` of this plan did not end within {timeout:.0f} s "
-                        "(a call in flight may be waiting on the service); it will send nothing more, but "
-                        "nothing was cancelled yet: run `planner cancel` again once it has ended"
-                    )
-                sleep(LOCK_POLL)
-        yield
-    finally:
-        if marker is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(marker)
-        handle.close()
-
-
-def submitting(plan_dir: str | os.PathLike[str]) -> bool:
-    """Whether a `planner submit` of this plan is running now (it holds the plan's lock)."""
-    path = os.path.join(os.fspath(plan_dir), LOCK_FILE)
-    if not os.path.exists(path):
-        return False
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
-
-
 def submit(
     plan_dir: str | os.PathLike[str],
     *,
@@ -255,8 +167,6 @@ def submit(
     access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
     plan = PlanDirectory(plan_dir)  # a clear error for a folder that is not a plan, before anything is made in it
     if check and not dry_run:
-        from planner.commands.check import preflight_submit
-
         preflight_submit(
             plan.path,
             concurrency=concurrency,
@@ -280,8 +190,6 @@ def submit(
             if dry_run:
                 ctx.emit = emit or _print_line
             else:
-                from planner.commands.run_index import Guard
-
                 claim = Guard.claim(ctx.plan, allow_rerun=allow_rerun)  # before the first creating call
                 ctx.stop.watch(os.path.join(plan.path, STOP_FILE))  # `planner cancel` asks through it
                 if threshold is not None:
@@ -374,8 +282,6 @@ def run_submission(ctx: Context) -> SubmitReport:
     if not ctx.dry_run:
         staged = backend.staged_shards()
         if ctx.clients.sandbox:
-            from planner.commands.sandbox_prepare import prepare
-
             prepare(ctx, stages=bool(staged))
         if staged:
             ctx.stager.stage(staged)
@@ -455,7 +361,6 @@ def _status(ctx: Context, refresh: bool) -> pl.DataFrame:
     table = sample_table(ctx)
     if refresh:
         ctx.ledger.record_refresh(state_counts(table))
-        from planner.commands.run_index import record_status
 
         record_status(ctx.plan, table)  # what ran, for the guard at submit
     return table
@@ -627,8 +532,6 @@ def watch(
     threshold = _threshold(cancel_if_failed)
     spec = get_backend(PlanDirectory(plan_dir).manifest.backend)
     if sandbox and not endpoints:
-        from planner.sandbox.local import ensure_running
-
         endpoints = dict(ensure_running())  # found (or started) once, not at every refresh
     access: dict[str, Any] = {
         "concurrency": concurrency,
@@ -730,8 +633,6 @@ TABLE_SUFFIXES = (".csv", ".parquet", ".jsonl", ".ndjson")
 
 def check_table_path(path: str) -> None:
     """Refuse an ``--out`` the table cannot be written to, before any refresh or watch is spent."""
-    from planner.core.plandir import check_output_file
-
     check_output_file(path, example="status.csv")
     if not path.endswith(TABLE_SUFFIXES):
         raise InputError(f"--out {path}: use a .csv, .parquet or .jsonl file name")
@@ -739,8 +640,6 @@ def check_table_path(path: str) -> None:
 
 def write_table(table: pl.DataFrame, path: str, stream: IO[str] | None = None) -> None:
     """The per-sample table as CSV (spreadsheet formulas neutralised), Parquet or JSON lines, by the file name."""
-    from planner.core.plandir import private_file, safe_csv
-
     check_table_path(path)
     if path.endswith((".parquet", ".jsonl", ".ndjson")):
         private_file(path)  # created 0600 unless it exists (then it keeps its mode), as safe_csv does for CSV
@@ -776,9 +675,6 @@ def report(
 
     ``refresh`` asks the service first (else the ledger's last look is shown); ``region`` builds the
     links to the service's console (default: the client's region)."""
-    from planner.commands.report import render_report
-    from planner.core.plandir import check_output_file
-
     check_output_file(os.fspath(out), example="report.html")
 
     access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
@@ -788,7 +684,6 @@ def report(
         where = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         if where is None and ctx.clients.sandbox:
             where = "us-east-1"
-        from planner.core.earlier import RECORD_KEY, skip_record
 
         manifest = ctx.manifest.to_json()
         skipped = skip_record(ctx.plan.path)

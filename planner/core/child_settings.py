@@ -53,7 +53,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import boto3
 import orjson
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from planner.core.jsontext import dumps
 from planner.errors import InputError, PlannerError
@@ -139,8 +142,6 @@ def _integer(value: str | int | None, what: str) -> int | None:
 def _ranged_get(
     s3: Any, uri: str, first: int, last: int, etag: str | None, what: str, owner: str | None = None
 ) -> bytes:
-    from botocore.exceptions import BotoCoreError, ClientError
-
     bucket, key = _split_uri(uri, what)
     params: dict[str, Any] = {"Bucket": bucket, "Key": key, "Range": f"bytes={first}-{last}"}
     if etag:
@@ -221,9 +222,6 @@ def read_child_settings(
         raise InputError("the index must be a non-negative integer")
     position = first + offset
     if s3 is None:
-        import boto3
-        from botocore.config import Config
-
         s3 = boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 8}))
     start = position * OFFSET.size
     bounds = _ranged_get(s3, index_uri, start, start + 2 * OFFSET.size - 1, index_etag, "index", owner)

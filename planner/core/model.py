@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+import botocore
+import botocore.session  # imported on first use: it is slow to load, and planning Polly needs none of it
 import polars as pl
 
 from planner.core.suggest import did_you_mean
@@ -61,8 +63,6 @@ def to_rust_regex(java_pattern: str) -> str:
 
 @functools.cache
 def _session() -> Any:
-    import botocore.session  # imported on first use: it is slow to load, and planning Polly needs none of it
-
     return botocore.session.get_session()
 
 
@@ -85,8 +85,6 @@ def check_botocore(version: str) -> None:
 
 def operation_input(service: str, operation: str) -> Any:
     """The botocore input shape of ``service``'s ``operation``."""
-    import botocore
-
     check_botocore(botocore.__version__)
     return _session().get_service_model(service).operation_model(operation).input_shape
 

@@ -231,6 +231,10 @@ def read_plan(directory: str | os.PathLike[str]) -> Manifest:
     return manifest
 
 
+# Shards whose sha256 was checked, as (path, sha256, size, mtime): a check reads each shard once, not once a phase.
+_VERIFIED: set[tuple[str, str, int, int]] = set()
+
+
 class PlanDirectory:
     """A plan directory opened for submission: the manifest, the samples and the shard files.
 
@@ -296,6 +300,31 @@ class PlanDirectory:
                 f"{self.shard_path(shard)}: {count} runs, but plan.json says {shard.entries}: "
                 "the plan directory was changed; plan again"
             )
+
+    def shard_lines(self, shard: ShardInfo) -> pl.LazyFrame:
+        """A shard's runs as text, one row each: ``position`` and ``line`` (the run's JSON), columnar."""
+        path = self.shard_path(shard)
+        try:
+            info = os.stat(path)
+            seen = (path, shard.sha256, info.st_size, info.st_mtime_ns)
+        except OSError:
+            seen = None
+        if seen is None or seen not in _VERIFIED:
+            self.check_shard(shard)  # what is checked is what was planned (once per check, not once per phase)
+            if seen is not None:
+                _VERIFIED.add(seen)
+        lines = pl.scan_csv(
+            path,
+            has_header=False,
+            separator="\x1f",  # JSON escapes every control character: no line holds it, so a line is one cell
+            quote_char=None,
+            schema={"line": pl.String},
+        )
+        return (
+            lines.with_row_index("__n")
+            .filter(~pl.col("line").is_in(["[", "]"]))
+            .select((pl.col("__n").cast(pl.Int64) - 1).alias("position"), pl.col("line").str.strip_suffix(","))
+        )
 
     def entries(self, shard: ShardInfo) -> list[dict[str, Any]]:
         """Every entry of a shard, parsed (for shards that travel inline: at most a few hundred runs)."""
@@ -508,7 +537,7 @@ def _write_samples(directory: str, samples: Iterable[pl.DataFrame], shards: list
     Written a row group at a time from pieces in shard order; row groups hold a fixed
     number of rows, so the file's bytes do not depend on how the sheet was batched.
     """
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # start-up: pyarrow loads only for the sheets and files that need it
 
     sizes = pl.Series([s.entries for s in shards], dtype=pl.Int64)
     ends = sizes.cum_sum()

@@ -61,7 +61,8 @@ from planner.core.plandir import Manifest, PlanDirectory
 from planner.core.progress import ProgressCallback, Tracker, log
 from planner.core.shard import ShardInfo
 from planner.errors import AccessError, InputError, Stopped, SubmissionError
-from planner.services.aws import Clients
+from planner.sandbox.local import ensure_running
+from planner.services.aws import MAX_BACKOFF, Clients
 from planner.services.staging import Stager, StagingPrefix, is_aws_endpoint
 
 T = TypeVar("T")
@@ -70,7 +71,6 @@ R = TypeVar("R")
 SANDBOX_STAGING = "s3://planner-sandbox/staging/"
 DRY_RUN_OWNER = "CALLER-ACCOUNT"  # a dry run asks no one which account the caller is
 KMS_ETAG = "ASSIGNED-BY-S3-UNDER-SSE-KMS"  # a dry run's ETag of an object S3 will encrypt: not an MD5
-MAX_BACKOFF = 60.0
 STOP_FILE = ".stop-request"  # in the plan directory: a running submit is asked to stop
 MARKER_POLL = 0.2  # seconds between looks at the marker while waiting
 SIGNAL_POLL = 0.1  # seconds the thread handing out work blocks at a time: Ctrl-C is seen that soon
@@ -574,8 +574,6 @@ def open_context(
         sandbox=sandbox,
     )
     if sandbox and endpoints is None:  # started only once the options are known to be good
-        from planner.sandbox.local import ensure_running
-
         clients.endpoints = dict(ensure_running())
     planned = plan.manifest.staging
     overrides = _STAGING_OVERRIDES.get() or {}

@@ -40,11 +40,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.validate import ParamValidator
 
 from planner.core.ledger import DONE, SampleState
+from planner.core.model import check_shape, operation_input
 from planner.core.progress import Tracker
-from planner.engine.context import MAX_BACKOFF, Context, attend, finished, refusal, wait_reason
+from planner.engine.context import Context, attend, finished, refusal, wait_reason
 from planner.errors import AccessError, Stopped, SubmissionError
+from planner.services.aws import MAX_BACKOFF
 
 MAX_UNKNOWN_OUTCOMES = 5
 UNKNOWN_BACKOFF = 30.0
@@ -428,10 +431,6 @@ class Engine:
 
 def model_check(service: str, operation: str) -> Callable[[dict[str, Any]], list[str]]:
     """A ``Call.check`` from the botocore model: botocore's own validation plus max, pattern and enum."""
-    from botocore.validate import ParamValidator
-
-    from planner.core.model import check_shape, operation_input
-
     shape = operation_input(service, operation)
 
     def check(request: dict[str, Any]) -> list[str]:

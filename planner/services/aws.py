@@ -23,6 +23,8 @@ from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
 
 from planner.errors import InputError
 
+# The longest wait between two tries of a call (throttled, or a concurrency limit): backoff doubles up to it.
+MAX_BACKOFF = 60.0
 SANDBOX_CREDENTIALS = {"aws_access_key_id": "sandbox", "aws_secret_access_key": "sandbox", "aws_session_token": None}
 
 
