@@ -40,13 +40,17 @@ The package's layers, lowest first; a module imports only from its own layer or 
 from __future__ import annotations
 
 from planner.backends.base import CancelOutcome, CancelReport
+from planner.commands.cancel import cancel
 from planner.commands.check import CheckReport, check
 from planner.commands.clean import CleanReport, clean
 from planner.commands.outputs import outputs
 from planner.commands.plan import Plan, plan
 from planner.commands.policy import Policies, policies
+from planner.commands.report import report
 from planner.commands.retry import retry
-from planner.commands.submit import Snapshot, Threshold, ThresholdCrossed, cancel, report, status, submit, watch
+from planner.commands.status import status
+from planner.commands.submit import ThresholdCrossed, submit
+from planner.commands.watch import Snapshot, Threshold, watch
 from planner.core import child_settings
 from planner.core.plandir import Manifest, read_plan
 from planner.core.progress import ProgressEvent

@@ -24,28 +24,22 @@ import polars as pl
 from planner import __version__
 from planner.backends import MODULES, get_backend
 from planner.backends.base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, STOPPING
+from planner.commands.cancel import cancel
 from planner.commands.check import PreflightError, check
 from planner.commands.clean import clean
 from planner.commands.outputs import outputs_report, table_format, write_outputs
 from planner.commands.plan import MAX_SHOWN_PROBLEMS, plan
 from planner.commands.policy import policies
-from planner.commands.report import failure_groups  # plotly is imported only to draw a report
-from planner.commands.retry import retry
-from planner.commands.submit import (
+from planner.commands.report import (
     NOT_SUBMITTED,
-    Threshold,
-    cancel,
-    check_table_path,
+    failure_groups,  # plotly is imported only to draw a report
     report,
     state_counts,
-    status,
-    submit,
-    unknown_states,
-    unknown_warning,
-    watch,
-    where_expr,
-    write_table,
 )
+from planner.commands.retry import retry
+from planner.commands.status import check_table_path, status, unknown_states, unknown_warning, where_expr, write_table
+from planner.commands.submit import submit
+from planner.commands.watch import Threshold, watch
 from planner.core import child_settings
 from planner.core.child_settings import run
 from planner.core.defaults import check_account, check_kms_key_id

@@ -21,8 +21,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from planner.backends import backend_class, get_backend
 from planner.backends.base import CancelOutcome
+from planner.commands.access import Access
 from planner.commands.intents import require_settled
-from planner.commands.submit import Access, _status, settled
+from planner.commands.status import _status, settled
 from planner.core.ledger import Staged
 from planner.core.progress import ProgressCallback
 from planner.engine.context import Options, error_code

@@ -33,7 +33,8 @@ from botocore.exceptions import ClientError
 
 from planner.backends import get_backend
 from planner.backends.healthomics import not_found
-from planner.commands.submit import Access, _status, where_expr
+from planner.commands.access import Access
+from planner.commands.status import _status, where_expr
 from planner.core.output_locations import output_key
 from planner.core.plandir import PLAN_FILE, PlanDirectory, private_file
 from planner.core.progress import ProgressCallback, log

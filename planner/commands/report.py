@@ -46,7 +46,12 @@ from urllib.parse import quote
 import orjson
 import polars as pl
 
-from planner.core.plandir import replace_privately
+from planner.commands.access import Access
+from planner.commands.status import _status
+from planner.core.earlier import RECORD_KEY, skip_record
+from planner.core.plandir import check_output_file, replace_privately
+from planner.core.progress import ProgressCallback
+from planner.engine.context import Options
 from planner.errors import PlannerError
 
 INSTALL_HINT = "install it with: pip install 'planner[report]'"
@@ -660,3 +665,49 @@ def _write_csv(table: pl.DataFrame, link: ConsoleLink | None, path: str) -> None
     )
 
     replace_privately(path, neutralised.write_csv)
+
+
+def report(
+    plan_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    refresh: bool = False,
+    region: str | None = None,
+    sandbox: bool = False,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    retry_mode: str = "standard",
+    max_attempts: int = 8,
+    endpoints: dict[str, str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> Any:
+    """Write the plan's self-contained HTML report to ``out`` (``htmlreport.render_report``): what was
+    planned, the state counts, progress over time, failures by reason, and every sample.
+
+    ``refresh`` asks the service first (else the ledger's last look is shown); ``region`` builds the
+    links to the service's console (default: the client's region)."""
+    check_output_file(os.fspath(out), example="report.html")
+
+    access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
+    ctx = access.read(plan_dir, Options(), ask=refresh, progress=progress)
+    try:
+        table = _status(ctx, refresh)
+        where = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if where is None and ctx.clients.sandbox:
+            where = "us-east-1"
+
+        manifest = ctx.manifest.to_json()
+        skipped = skip_record(ctx.plan.path)
+        if skipped is not None:
+            manifest[RECORD_KEY] = skipped  # samples left out as done: the report counts them apart
+        return render_report(
+            manifest,
+            table,
+            ctx.ledger.refreshes(),
+            os.fspath(out),
+            region=where,
+            submitted_at=ctx.ledger.first_intent_at(),
+            staged=[staged.uri for staged in ctx.ledger.all_staged()],
+        )
+    finally:
+        ctx.ledger.close()

@@ -27,7 +27,7 @@ import orjson
 import polars as pl
 
 from planner.backends import get_backend
-from planner.commands.submit import status
+from planner.commands.status import status
 from planner.core.defaults import load_defaults
 from planner.core.ledger import Ledger
 from planner.core.plandir import Manifest, PlanContent, PlanDirectory, atomic_directory, write_plan

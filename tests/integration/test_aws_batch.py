@@ -29,8 +29,10 @@ from botocore.stub import Stubber
 from helpers import access_of, ledger_of, open_plan
 
 import planner
+from planner.commands.cancel import cancel
 from planner.commands.retry import retry
-from planner.commands.submit import cancel, run_submission, status, submit
+from planner.commands.status import status
+from planner.commands.submit import run_submission, submit
 from planner.core.child_settings import read_child_settings
 from planner.errors import InputError
 

@@ -23,7 +23,8 @@ from botocore.config import Config
 from helpers import access_of, ledger_of, open_plan
 
 import planner
-from planner.commands.submit import run_submission, status, submit
+from planner.commands.status import status
+from planner.commands.submit import run_submission, submit
 from planner.engine.engine import Incomplete
 from planner.errors import PlanDirError
 

@@ -15,7 +15,10 @@ from helpers import access_of, ledger_of, open_plan
 
 import planner
 from planner.commands.clean import clean
-from planner.commands.submit import Threshold, report, run_submission, status, submit
+from planner.commands.report import report
+from planner.commands.status import status
+from planner.commands.submit import run_submission, submit
+from planner.commands.watch import Threshold
 
 ROLE = "arn:aws:iam::123456789012:role/omics"
 DEFAULTS: dict[str, Any] = {

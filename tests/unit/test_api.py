@@ -179,7 +179,7 @@ def test_status_maps_every_sample_to_its_run_and_state(service: StubService, tmp
     assert set(_states(planner.status(plan_dir)).values()) == {"PENDING"}
     service.advance(2)
     table = planner.status(plan_dir)
-    assert table.columns == planner.commands.submit.STATUS_COLUMNS
+    assert table.columns == planner.commands.status.STATUS_COLUMNS
     assert _states(table) == {f"S{i}": "FAILED" if i == 1 else "COMPLETED" for i in range(5)}
     assert table.filter(pl.col("id") == "S1").get_column("reason").to_list() == ["out of memory"]
     assert table.get_column("remote_id").n_unique() == 5 and table.get_column("remote_id").null_count() == 0
