@@ -42,6 +42,7 @@ from __future__ import annotations
 from planner.backends.base import CancelOutcome, CancelReport
 from planner.commands.cancel import cancel
 from planner.commands.check import CheckReport, check
+from planner.commands.child_settings import read_child_settings
 from planner.commands.clean import CleanReport, clean
 from planner.commands.outputs import outputs
 from planner.commands.plan import Plan, plan
@@ -51,7 +52,6 @@ from planner.commands.retry import retry
 from planner.commands.status import status
 from planner.commands.submit import ThresholdCrossed, submit
 from planner.commands.watch import Snapshot, Threshold, watch
-from planner.core import child_settings
 from planner.core.plandir import Manifest, read_plan
 from planner.core.progress import ProgressEvent
 from planner.core.shard import ShardInfo
@@ -69,12 +69,6 @@ from planner.errors import (
     SubmissionError,
     ValidationError,
 )
-
-
-def read_child_settings(**options: object) -> dict[str, object]:
-    """Inside an AWS Batch array child or a Glue manifest run: this child's own settings."""
-    return child_settings.read_child_settings(**options)  # type: ignore[arg-type]
-
 
 __all__ = [
     "AccessError",

@@ -24,8 +24,10 @@ import polars as pl
 from planner import __version__
 from planner.backends import MODULES, get_backend
 from planner.backends.base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, STOPPING
+from planner.commands import child_settings
 from planner.commands.cancel import cancel
 from planner.commands.check import PreflightError, check
+from planner.commands.child_settings import run
 from planner.commands.clean import clean
 from planner.commands.outputs import outputs_report, table_format, write_outputs
 from planner.commands.plan import MAX_SHOWN_PROBLEMS, plan
@@ -40,8 +42,6 @@ from planner.commands.retry import retry
 from planner.commands.status import check_table_path, status, unknown_states, unknown_warning, where_expr, write_table
 from planner.commands.submit import submit
 from planner.commands.watch import Threshold, watch
-from planner.core import child_settings
-from planner.core.child_settings import run
 from planner.core.defaults import check_account, check_kms_key_id
 from planner.core.earlier import CHANGED, CHANGED_FILE, FAILED_BEFORE, NEW, SKIPPED, SKIPPED_FILE, skip_record
 from planner.core.plandir import REJECTED_FILE, PlanDirectory, write_problems

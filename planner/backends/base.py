@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import polars as pl
 
-from planner.core.child_settings import entry_count, line_index
+from planner.core.line_index import entry_count, line_index
 from planner.core.shard import ShardInfo
 from planner.core.spec import BackendSpec
 from planner.engine.context import Context

@@ -28,7 +28,7 @@ entry 0 of the shard is the run's first sample), ``--planner-index-uri`` and
 ``--planner-index-etag``: the shard's line index (``child_settings.line_index``:
 8-byte big-endian offsets of each entry's line, then where the closing ``]`` line
 starts), staged beside it as ``<plan_id>/<sha256 of the index>.index``.  A Glue
-script reads entry i with two ranged GETs: ``planner.core.child_settings.read_child_settings(
+script reads entry i with two ranged GETs: ``planner.commands.child_settings.read_child_settings(
 **glue_arguments(sys.argv), index=i)``.  The job run itself takes its fields
 (``JobName``, ``WorkerType``, ...) from ``[run]``, so a sheet column naming one of
 those fields is refused in this mode (a ``param.`` column passes the value to the script).

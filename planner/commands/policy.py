@@ -56,8 +56,8 @@ import orjson
 import polars as pl
 
 from planner.commands.check import distinct_uris
-from planner.core.child_settings import line_index
 from planner.core.ledger import Ledger
+from planner.core.line_index import line_index
 from planner.core.plandir import LEDGER_NAME, PlanDirectory
 from planner.errors import InputError
 from planner.services.staging import StagingPrefix

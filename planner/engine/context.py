@@ -54,9 +54,9 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
-from planner.core.child_settings import EXPECTED_OWNER_ARGUMENT, EXPECTED_OWNER_ENV
 from planner.core.defaults import check_account, check_kms_key_id
 from planner.core.ledger import LEDGER_FILE, Ledger
+from planner.core.line_index import EXPECTED_OWNER_ARGUMENT, EXPECTED_OWNER_ENV
 from planner.core.plandir import Manifest, PlanDirectory
 from planner.core.progress import ProgressCallback, Tracker, log
 from planner.core.shard import ShardInfo

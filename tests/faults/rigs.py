@@ -546,7 +546,7 @@ def submission_states(plan_dir: str) -> Counter[str]:
 
 def shard_bytes(rig: Rig) -> dict[str, bytes]:
     """The bytes of every object the plan stages, by S3 key: shards and (Batch, Glue manifest) line indexes."""
-    from planner.core.child_settings import line_index
+    from planner.core.line_index import line_index
 
     manifest = rig.manifest
     out: dict[str, bytes] = {}

@@ -30,7 +30,7 @@ from planner.commands.policy import (
     S3_STAGING_CALLS,
     policies,
 )
-from planner.core.child_settings import line_index
+from planner.core.line_index import line_index
 from planner.core.plandir import PlanDirectory
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_sheets"
