@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import botocore
-import botocore.session  # imported on first use: it is slow to load, and planning Polly needs none of it
+import botocore.session
 import polars as pl
 
 from planner.core.suggest import did_you_mean
