@@ -43,7 +43,7 @@ from planner.commands.status import check_table_path, status, unknown_states, un
 from planner.commands.submit import submit
 from planner.commands.watch import Threshold, watch
 from planner.core.defaults import check_account, check_kms_key_id
-from planner.core.earlier import CHANGED, CHANGED_FILE, FAILED_BEFORE, NEW, SKIPPED, SKIPPED_FILE, skip_record
+from planner.core.earlier import CHANGED, CHANGED_FILE, FAILED_BEFORE, NEW, SKIPPED, SKIPPED_FILE
 from planner.core.plandir import REJECTED_FILE, PlanDirectory, write_problems
 from planner.core.progress import stderr_progress
 from planner.core.suggest import did_you_mean
@@ -475,7 +475,7 @@ def _plan(args: argparse.Namespace) -> int:
     shards = manifest.shards
     modes = sorted({s.mode for s in shards})
     total = sum(s.bytes for s in shards)
-    rows = manifest.sheet["rows"]
+    rows = manifest.sheet.rows
     print(f"planned {_n(manifest.runs, 'run')} of {_n(rows, 'row')} for {manifest.backend} in {args.out}")
     print(f"  plan id {manifest.plan_id}; {_n(len(shards), 'shard')} ({', '.join(modes)}), {_size(total)}")
     if manifest.rejected:
@@ -618,9 +618,9 @@ def _status(args: argparse.Namespace) -> int:
 def _summary(table: Any, plan_dir: str) -> dict[str, Any]:
     groups = [{"reason": g.reason, "count": g.count, "samples": list(g.samples)} for g in failure_groups(table)]
     summary = {"samples": table.height, "counts": state_counts(table), "failures": groups}
-    skipped = skip_record(plan_dir)
+    skipped = PlanDirectory(plan_dir).manifest.skip_done
     if skipped is not None:  # left out when planned (--skip-done): counted apart, not among the samples
-        summary["skipped_as_done"] = {"samples": int(skipped.get("done") or 0), "plans": skipped.get("plans") or []}
+        summary["skipped_as_done"] = {"samples": skipped.done, "plans": list(skipped.plans)}
     return summary
 
 

@@ -53,7 +53,7 @@ from botocore.exceptions import ClientError
 from planner.backends import get_backend
 from planner.core.ledger import Ledger
 from planner.core.output_locations import COLLISION, OVERWRITE, output_key
-from planner.core.plandir import PLAN_FILE, PlanDirectory
+from planner.core.plandir import PlanDirectory
 from planner.core.progress import ProgressCallback, log
 from planner.core.shard import ShardInfo
 from planner.engine.context import Context, Options
@@ -469,8 +469,7 @@ def open_check_context(
 
 def recorded_outputs(plan: PlanDirectory) -> list[str]:
     """plan.json's ``output_parameters`` (from ``[workflow] output_parameters``)."""
-    with open(plan.file(PLAN_FILE), "rb") as handle:
-        return list(orjson.loads(handle.read()).get("output_parameters") or [])
+    return list(plan.manifest.output_parameters)
 
 
 def output_keys(plan: PlanDirectory) -> set[str]:
@@ -481,9 +480,7 @@ def output_keys(plan: PlanDirectory) -> set[str]:
 
 def recorded_workflow(plan: PlanDirectory) -> dict[str, Any] | None:
     """plan.json's ``workflow`` record (what the plan was checked against, or why not)."""
-    with open(plan.file(PLAN_FILE), "rb") as handle:
-        record = orjson.loads(handle.read()).get("workflow")
-    return record if isinstance(record, dict) else None
+    return plan.manifest.workflow
 
 
 def run_template_problems(plan: PlanDirectory, template: WorkflowTemplate) -> list[Problem]:

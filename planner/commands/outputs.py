@@ -36,7 +36,7 @@ from planner.backends.healthomics import not_found
 from planner.commands.access import Access
 from planner.commands.status import _status, where_expr
 from planner.core.output_locations import output_key
-from planner.core.plandir import PLAN_FILE, PlanDirectory, private_file
+from planner.core.plandir import PlanDirectory, private_file
 from planner.core.progress import ProgressCallback, log
 from planner.core.sheet import ROW, open_sheet
 from planner.core.spec import BackendSpec
@@ -164,7 +164,7 @@ def outputs_report(
     wanted = chosen_states(states, spec)
     location_columns = _location_columns(plan, spec)  # what is unknown is said before any call
     keep = [c.strip() for c in keep if c.strip()]
-    id_column = str(plan.manifest.sheet.get("id_column") or "id")
+    id_column = plan.manifest.sheet.id_column or "id"
     names = [id_column, *[c for c in keep if c != id_column]]
     names += list(RUN_COLUMNS) if run_columns else []
     names += location_columns + ([FOUND] if check else [])
@@ -215,8 +215,7 @@ def _renamed(names: list[str], rename: dict[str, str]) -> dict[str, str]:
 def _location_columns(plan: PlanDirectory, spec: BackendSpec) -> list[str]:
     if spec.name.startswith("omics"):
         return [RUN_OUTPUT_URI]
-    with open(plan.file(PLAN_FILE), "rb") as handle:
-        names = list(orjson.loads(handle.read()).get("output_parameters") or [])
+    names = list(plan.manifest.output_parameters)
     if not names:
         raise InputError(
             f"{plan.path}: the plan names no output parameters, so where its runs wrote is not known; "
@@ -228,15 +227,15 @@ def _location_columns(plan: PlanDirectory, spec: BackendSpec) -> list[str]:
 def _kept_columns(ctx: Context, keep: list[str], location_columns: list[str]) -> pl.DataFrame:
     """row and the kept columns of the sheet the plan was made from (which must not have changed)."""
     sheet_record = ctx.manifest.sheet
-    path = str(sheet_record.get("path") or "")
+    path = sheet_record.path
     taken = [c for c in keep if c in location_columns or c in RUN_COLUMNS]
     if taken:
         raise InputError(f"--keep {taken[0]}: the table has a column of that name already (where the run wrote)")
     if not path or path.startswith("<") or not (path.startswith("s3://") or os.path.exists(path)):
         raise InputError(f"--keep: the sheet the plan was made from ({path or 'a data frame'}) cannot be read again")
     s3 = ctx.clients.get("s3") if path.startswith("s3://") else None
-    sheet = open_sheet(path, id_column=sheet_record.get("id_column"), download=sheet_download(s3))
-    if sheet.sha256 != sheet_record.get("sha256"):
+    sheet = open_sheet(path, id_column=sheet_record.id_column, download=sheet_download(s3))
+    if sheet.sha256 != sheet_record.sha256:
         raise InputError(f"--keep: {path} changed since the plan was made from it; its rows may not be the same")
     for column in keep:
         if column not in sheet.columns:

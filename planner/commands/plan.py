@@ -11,6 +11,7 @@ is in ``plandir.py``; the per-row state spilled to disk while streaming in ``spi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -25,7 +26,7 @@ import polars as pl
 from planner.backends import get_backend
 from planner.commands.check import check_inputs
 from planner.core.defaults import Defaults, load_defaults
-from planner.core.earlier import RECORD_KEY, SKIPPED, EarlierRuns, workflow_of
+from planner.core.earlier import SKIPPED, EarlierRuns, workflow_of
 from planner.core.merge import MERGED, OWN, json_text, run_json, settings_json
 from planner.core.output_locations import (
     KIND,
@@ -36,13 +37,14 @@ from planner.core.output_locations import (
     output_locations,
 )
 from planner.core.plandir import (
-    PLAN_FILE,
     REJECTED_FILE,
     SETTINGS,
     SETTINGS_HASH,
     Manifest,
+    OptionsRecord,
     PlanContent,
     PlanDirectory,
+    SheetRecord,
     atomic_directory,
     settings_hash,
     write_plan,
@@ -552,19 +554,21 @@ class Plan:
             raise ValidationError(self.problems) if self.problems else SheetError(f"{self.sheet.path}: no runs to plan")
         if self.problems:
             write_problems(os.path.join(directory, REJECTED_FILE), self.problems)
-        manifest = write_plan(directory, self.spec, shards, samples.frames(), self._content())
-        if self.earlier is not None:
-            _record(directory, RECORD_KEY, self.earlier.record(directory))
-        if self.defaults.output_parameters:  # for `planner check`; only when set, so other plans keep their bytes
-            _record(directory, "output_parameters", list(self.defaults.output_parameters))
-        if self.workflow is not None:
-            _record(directory, "workflow", self.workflow.to_json())
-            if self.workflow.skipped and not self.workflow.asked:
-                log.warning(
-                    "note: the workflow's parameters were not checked: %s (plan.json records it; give "
-                    "--parameter-template FILE, or run `planner check PLAN` with access to the workflow)",
-                    self.workflow.skipped,
-                )
+        # plan.json is written once, with everything it records: the comparison with earlier plans, the
+        # declared output parameters (for `planner check` and `planner outputs`), the workflow checked against.
+        content = dataclasses.replace(
+            self._content(),
+            skip_done=self.earlier.record(directory) if self.earlier is not None else None,
+            output_parameters=tuple(self.defaults.output_parameters),
+            workflow=self.workflow.to_json() if self.workflow is not None else None,
+        )
+        manifest = write_plan(directory, self.spec, shards, samples.frames(), content)
+        if self.workflow is not None and self.workflow.skipped and not self.workflow.asked:
+            log.warning(
+                "note: the workflow's parameters were not checked: %s (plan.json records it; give "
+                "--parameter-template FILE, or run `planner check PLAN` with access to the workflow)",
+                self.workflow.skipped,
+            )
         shutil.rmtree(scratch)
         return manifest
 
@@ -574,20 +578,15 @@ class Plan:
             submission=self.defaults.submission,
             staging=self.defaults.staging,  # uri, and kms_key_id / expected_bucket_owner when set
             inline=self.options.inline,
-            sheet={
-                "path": self.sheet.path,
-                "sha256": self.sheet.sha256,
-                "rows": self.rows,
-                "id_column": self.sheet.id_column,
-            },
-            options={
-                "group": self.options.group,
-                "list_columns": list(self.options.list_columns),
-                "skip_invalid": self.options.skip_invalid,
-                "inline": self.options.inline,
-                "max_entries": self.max_entries,
-                "max_bytes": self.max_bytes,
-            },
+            sheet=SheetRecord(self.sheet.path, self.sheet.sha256, self.rows, self.sheet.id_column),
+            options=OptionsRecord(
+                group=self.options.group,
+                list_columns=tuple(self.options.list_columns),
+                skip_invalid=self.options.skip_invalid,
+                inline=self.options.inline,
+                max_entries=self.max_entries,
+                max_bytes=self.max_bytes,
+            ),
             rejected=len({p.row for p in self.problems}),
             settings_hash=SETTINGS_HASH,
         )
@@ -616,16 +615,6 @@ class Plan:
                 self.plan_problems.append(problem)
         if report.problems and (not self.options.skip_invalid or self.plan_problems):
             raise ValidationError(self.problems + report.problems)
-
-
-def _record(directory: str, key: str, value: Any) -> None:
-    """Add ``key`` to plan.json (outside the plan id: it is not sent to the service), written as plandir writes it."""
-    path = os.path.join(directory, PLAN_FILE)
-    with open(path, "rb") as handle:
-        document = orjson.loads(handle.read())
-    document[key] = value
-    with open(path, "wb") as handle:
-        handle.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 def _problems(bad: pl.DataFrame, checks: Sequence[Check]) -> list[Problem]:

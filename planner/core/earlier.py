@@ -33,10 +33,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import polars as pl
 
-from planner.core.plandir import PLAN_FILE, SETTINGS, SETTINGS_HASH, Manifest, PlanDirectory, safe_csv
+from planner.core.plandir import SETTINGS, SETTINGS_HASH, Manifest, PlanDirectory, SkipDone, safe_csv
 from planner.core.progress import log
 from planner.core.spec import BackendSpec
 from planner.errors import InputError, PlanDirError
@@ -44,7 +43,6 @@ from planner.errors import InputError, PlanDirError
 LEDGER_FILE = "ledger.sqlite"  # ledger.py's; read here read-only, without its upgrades
 SKIPPED_FILE = "skipped.csv"
 CHANGED_FILE = "changed.csv"
-RECORD_KEY = "skip_done"
 
 # What an earlier run of a sample came to (``outcome``).
 DONE = "done"  # completed
@@ -305,25 +303,15 @@ class EarlierRuns:
             f"in {names} (completed, or still pending or running)"
         )
 
-    def record(self, directory: str) -> dict[str, Any]:
+    def record(self, directory: str) -> SkipDone:
         """The listings beside the plan, and what plan.json records of the comparison."""
         for name, frames in ((SKIPPED_FILE, self.skipped), (CHANGED_FILE, self.changed)):
             if frames:
                 safe_csv(pl.concat(frames), os.path.join(directory, name))
-        return {
-            "plans": [{"path": p.path, "plan_id": p.manifest.plan_id, "ran": p.ran} for p in self.plans],
-            "new": self.counts[NEW],
-            "changed": self.counts[CHANGED],
-            "done": self.counts[SKIPPED],
-            "failed_before": self.counts[FAILED_BEFORE],
-        }
-
-
-def skip_record(plan_dir: str) -> dict[str, Any] | None:
-    """What ``planner plan --skip-done`` recorded in a plan's plan.json (None: planned without it)."""
-    try:
-        with open(os.path.join(plan_dir, PLAN_FILE), "rb") as handle:
-            record = orjson.loads(handle.read()).get(RECORD_KEY)
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    return record if isinstance(record, dict) else None
+        return SkipDone(
+            plans=tuple({"path": p.path, "plan_id": p.manifest.plan_id, "ran": p.ran} for p in self.plans),
+            new=self.counts[NEW],
+            changed=self.counts[CHANGED],
+            done=self.counts[SKIPPED],
+            failed_before=self.counts[FAILED_BEFORE],
+        )

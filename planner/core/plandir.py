@@ -38,7 +38,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -106,16 +106,125 @@ def settings_hash(run_json: pl.Expr) -> pl.Expr:
 
 
 @dataclass(frozen=True)
+class SheetRecord:
+    """plan.json's ``sheet``: what the plan was made from (and, for a retry, what it retries)."""
+
+    path: str
+    sha256: str
+    rows: int
+    id_column: str
+    retry_of: str | None = None  # the plan id a `planner retry` plan retries
+    retried_states: tuple[str, ...] = ()
+    retry_attempt: str | None = None  # a deliberate retry is a new identity, always
+    retry_sets: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        # Key for key what plans have always written: the plan id hashes this table.
+        record: dict[str, Any] = {
+            "path": self.path,
+            "sha256": self.sha256,
+            "rows": self.rows,
+            "id_column": self.id_column,
+        }
+        if self.retry_of is not None:
+            record |= {
+                "retry_of": self.retry_of,
+                "retried_states": list(self.retried_states),
+                "retry_attempt": self.retry_attempt,
+                "retry_sets": list(self.retry_sets),
+            }
+        return record
+
+    @classmethod
+    def from_json(cls, data: Any) -> SheetRecord:
+        return cls(
+            path=str(data["path"]),
+            sha256=str(data["sha256"]),
+            rows=int(data["rows"]),
+            id_column=str(data["id_column"]),
+            retry_of=str(data["retry_of"]) if data.get("retry_of") else None,
+            retried_states=tuple(str(s) for s in data.get("retried_states") or ()),
+            retry_attempt=str(data["retry_attempt"]) if data.get("retry_attempt") else None,
+            retry_sets=tuple(str(s) for s in data.get("retry_sets") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class OptionsRecord:
+    """plan.json's ``options``: how the sheet was planned (a retry plans the same way)."""
+
+    group: bool  # runs that share their settings but for the id were grouped
+    list_columns: tuple[str, ...]
+    skip_invalid: bool
+    inline: bool
+    max_entries: int
+    max_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "list_columns": list(self.list_columns),
+            "skip_invalid": self.skip_invalid,
+            "inline": self.inline,
+            "max_entries": self.max_entries,
+            "max_bytes": self.max_bytes,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> OptionsRecord:
+        return cls(
+            group=bool(data.get("group", False)),
+            list_columns=tuple(str(c) for c in data.get("list_columns") or ()),
+            skip_invalid=bool(data.get("skip_invalid", False)),
+            inline=bool(data.get("inline", False)),
+            max_entries=int(data["max_entries"]),
+            max_bytes=int(data["max_bytes"]),
+        )
+
+
+@dataclass(frozen=True)
+class SkipDone:
+    """plan.json's ``skip_done``: what ``planner plan --skip-done`` compared, and what it found."""
+
+    plans: tuple[dict[str, Any], ...]  # each {"path", "plan_id", "ran"}
+    new: int
+    changed: int
+    done: int
+    failed_before: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "plans": list(self.plans),
+            "new": self.new,
+            "changed": self.changed,
+            "done": self.done,
+            "failed_before": self.failed_before,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> SkipDone:
+        return cls(
+            plans=tuple(dict(p) for p in data.get("plans") or ()),
+            new=int(data.get("new", 0)),
+            changed=int(data.get("changed", 0)),
+            done=int(data.get("done", 0)),
+            failed_before=int(data.get("failed_before", 0)),
+        )
+
+
+@dataclass(frozen=True)
 class Manifest:
     """``plan.json``, typed.  ``to_json()`` gives the file's content back, key for key."""
 
     backend: str
     plan_id: str
     runs: int
+    # The defaults' run request and the [submission] table stay JSON objects on purpose: they are the
+    # service's own request fields, spelled as its API spells them and checked against its botocore model.
     defaults: dict[str, Any]
     submission: dict[str, Any]
-    sheet: dict[str, Any]
-    options: dict[str, Any]
+    sheet: SheetRecord
+    options: OptionsRecord
     shards: tuple[ShardInfo, ...]
     staging_uri: str | None = None
     rejected: int = 0
@@ -123,6 +232,9 @@ class Manifest:
     staging_kms_key_id: str | None = None
     staging_expected_bucket_owner: str | None = None
     settings_hash: str | None = None  # the scheme of samples.parquet's settings column (None: not recorded)
+    skip_done: SkipDone | None = None  # planned with --skip-done: what was compared
+    output_parameters: tuple[str, ...] = ()  # [workflow] output_parameters, for `check` and `outputs`
+    workflow: dict[str, Any] | None = None  # the workflow template the runs were checked against, or why not
 
     @property
     def staging(self) -> StagingSettings:
@@ -131,14 +243,13 @@ class Manifest:
     @property
     def retry_of(self) -> str | None:
         """The plan id this plan retries, for a plan written by ``planner retry``."""
-        value = self.sheet.get("retry_of")
-        return str(value) if value else None
+        return self.sheet.retry_of
 
     def shard(self, index: int) -> ShardInfo:
         return self.shards[index]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "format": self.format,
             "backend": self.backend,
             "plan_id": self.plan_id,
@@ -147,10 +258,20 @@ class Manifest:
             "defaults": self.defaults,
             "submission": self.submission,
             "staging": self.staging.to_json(),
-            "sheet": self.sheet,
-            "options": self.options,
+            "sheet": self.sheet.to_json(),
+            "options": self.options.to_json(),
             "shards": [s.to_json() for s in self.shards],
-        } | ({"settings_hash": self.settings_hash} if self.settings_hash else {})
+        }
+        # Only what is set, in the order plans have always had it: other plans keep their bytes.
+        if self.settings_hash:
+            document["settings_hash"] = self.settings_hash
+        if self.skip_done is not None:
+            document["skip_done"] = self.skip_done.to_json()
+        if self.output_parameters:
+            document["output_parameters"] = list(self.output_parameters)
+        if self.workflow is not None:
+            document["workflow"] = self.workflow
+        return document
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> Manifest:
@@ -167,16 +288,19 @@ class Manifest:
                 runs=int(data["runs"]),
                 defaults=dict(data["defaults"]),
                 submission=dict(data["submission"]),
-                sheet=dict(data["sheet"]),
-                options=dict(data["options"]),
+                sheet=SheetRecord.from_json(data["sheet"]),
+                options=OptionsRecord.from_json(data["options"]),
                 shards=shards,
                 staging_uri=staging.uri,
                 rejected=int(data.get("rejected", 0)),
                 staging_kms_key_id=staging.kms_key_id,
                 staging_expected_bucket_owner=staging.expected_bucket_owner,
                 settings_hash=data.get("settings_hash") or None,
+                skip_done=SkipDone.from_json(data["skip_done"]) if isinstance(data.get("skip_done"), dict) else None,
+                output_parameters=tuple(str(name) for name in data.get("output_parameters") or ()),
+                workflow=dict(data["workflow"]) if isinstance(data.get("workflow"), dict) else None,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PlanDirError(f"{where}: damaged plan manifest ({type(exc).__name__}: {exc})") from None
 
 
@@ -222,7 +346,9 @@ def read_plan(directory: str | os.PathLike[str]) -> Manifest:
     except orjson.JSONDecodeError as exc:
         raise PlanDirError(f"{path}: damaged: {exc}") from exc
     manifest = Manifest.from_json(data, path)
-    expected = plan_identity(manifest.backend, manifest.defaults, manifest.submission, manifest.shards, manifest.sheet)
+    expected = plan_identity(
+        manifest.backend, manifest.defaults, manifest.submission, manifest.shards, manifest.sheet.to_json()
+    )
     if expected != manifest.plan_id:
         raise PlanDirError(
             f"{path}: the plan was changed after it was planned: its content gives plan id {expected}, "
@@ -484,14 +610,16 @@ class PlanContent:
 
     defaults: dict[str, Any]
     submission: dict[str, Any]
-    sheet: dict[str, Any]
-    options: dict[str, Any]
+    sheet: SheetRecord
+    options: OptionsRecord
     staging_uri: str | None = None
     inline: bool = False
     rejected: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
     staging: StagingSettings | None = None  # the whole staging table; its uri wins over staging_uri
     settings_hash: str | None = None  # set when the samples carry a settings column
+    skip_done: SkipDone | None = None
+    output_parameters: tuple[str, ...] = ()
+    workflow: dict[str, Any] | None = None
 
 
 def write_plan(
@@ -503,7 +631,7 @@ def write_plan(
     staging = content.staging or StagingSettings(content.staging_uri)
     manifest = Manifest(
         backend=spec.name,
-        plan_id=plan_identity(spec.name, content.defaults, content.submission, moded, content.sheet),
+        plan_id=plan_identity(spec.name, content.defaults, content.submission, moded, content.sheet.to_json()),
         runs=sum(s.entries for s in moded),
         rejected=content.rejected,
         defaults=content.defaults,
@@ -515,6 +643,9 @@ def write_plan(
         staging_kms_key_id=staging.kms_key_id,
         staging_expected_bucket_owner=staging.expected_bucket_owner,
         settings_hash=content.settings_hash,
+        skip_done=content.skip_done,
+        output_parameters=content.output_parameters,
+        workflow=content.workflow,
     )
     with open(os.path.join(directory, PLAN_FILE), "wb") as handle:
         handle.write(orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2) + b"\n")

@@ -172,7 +172,7 @@ def test_a_refused_start_run_batch_marks_its_samples_failed_and_retry_set_fixes_
 
     retried = planner.retry(plan_dir, str(tmp_path / "retry"), sets=["cacheId=4242"], **access_of(options))
     assert retried.runs == 4 and retried.defaults["cacheId"] == "4242"  # a string field: the text as given
-    assert retried.sheet["retry_sets"] == ["cacheId=4242"]
+    assert retried.sheet.retry_sets == ("cacheId=4242",)
     report = submit(str(tmp_path / "retry"), **options)
     assert report.tally("StartRunBatch").created == 1
     ((_, request),) = [(op, p) for op, p in omics_world.emulator.requests() if op == "StartRunBatch"][-1:]
