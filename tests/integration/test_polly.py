@@ -361,7 +361,7 @@ def _killing_script(plan_dir: str, *, after_posts_to: str, count: int) -> str:
     return textwrap.dedent(
         f"""
         import os, signal
-        from planner import polly_api as polly
+        from planner.services import polly_api as polly
         from planner.engine.context import Options, open_context
         from planner.commands.submit import run_submission
 
