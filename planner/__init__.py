@@ -46,23 +46,30 @@ from planner.commands.outputs import outputs
 from planner.commands.plan import Plan, plan
 from planner.commands.policy import Policies, policies
 from planner.commands.retry import retry
-from planner.commands.submit import Snapshot, Threshold, ThresholdCrossed, cancel, report, status, submit, watch
+from planner.commands.submit import Snapshot, Threshold, cancel, report, status, submit, watch
 from planner.core import child_settings
 from planner.core.plandir import Manifest, read_plan
 from planner.core.progress import ProgressEvent
 from planner.core.shard import ShardInfo
-from planner.engine.engine import Incomplete, SubmitReport, Tally
+from planner.engine.engine import SubmitReport, Tally
 from planner.errors import (
     AccessError,
     DefaultsError,
+    Incomplete,
     InputError,
+    LedgerDamaged,
     NothingToRetry,
     PlanDirError,
     PlannerError,
+    PollyAuthError,
+    PollyHTTPError,
+    PreflightError,
     Problem,
     SheetError,
     Stopped,
     SubmissionError,
+    ThresholdCrossed,
+    Unreconciled,
     ValidationError,
 )
 
@@ -81,12 +88,16 @@ __all__ = [
     "DefaultsError",
     "Incomplete",
     "InputError",
+    "LedgerDamaged",
     "Manifest",
     "NothingToRetry",
     "Plan",
     "PlanDirError",
     "PlannerError",
     "Policies",
+    "PollyAuthError",
+    "PollyHTTPError",
+    "PreflightError",
     "Problem",
     "ProgressEvent",
     "ShardInfo",
@@ -98,6 +109,7 @@ __all__ = [
     "Tally",
     "Threshold",
     "ThresholdCrossed",
+    "Unreconciled",
     "ValidationError",
     "cancel",
     "check",

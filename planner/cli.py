@@ -24,7 +24,7 @@ import polars as pl
 from planner import __version__
 from planner.backends import MODULES, get_backend
 from planner.backends.base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, STOPPING
-from planner.commands.check import PreflightError, check
+from planner.commands.check import check
 from planner.commands.clean import clean
 from planner.commands.outputs import outputs_report, table_format, write_outputs
 from planner.commands.plan import MAX_SHOWN_PROBLEMS, plan
@@ -54,8 +54,16 @@ from planner.core.plandir import REJECTED_FILE, PlanDirectory, write_problems
 from planner.core.progress import stderr_progress
 from planner.core.suggest import did_you_mean
 from planner.engine.context import staging_options
-from planner.engine.engine import Incomplete
-from planner.errors import InputError, NothingToRetry, PlannerError, Problem, Stopped, ValidationError
+from planner.errors import (
+    Incomplete,
+    InputError,
+    NothingToRetry,
+    PlannerError,
+    PreflightError,
+    Problem,
+    Stopped,
+    ValidationError,
+)
 from planner.sandbox import local
 from planner.sandbox.local import ensure_running, read_state, state_dir, stop_running
 from planner.services.aws import check_options

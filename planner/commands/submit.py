@@ -39,9 +39,9 @@ from planner.core.plandir import PlanDirectory, check_output_file, private_file,
 from planner.core.progress import ProgressCallback, log
 from planner.core.spec import BackendSpec
 from planner.engine.context import STOP_FILE, Context, Options, open_context
-from planner.engine.engine import Engine, Incomplete, SubmitReport
+from planner.engine.engine import Engine, SubmitReport, incomplete
 from planner.engine.lock import _submit_stopped, plan_lock, submitting
-from planner.errors import InputError, Stopped, SubmissionError
+from planner.errors import InputError, Stopped, SubmissionError, ThresholdCrossed
 from planner.sandbox.local import ensure_running
 
 STOP_TIMEOUT = 300.0  # seconds `cancel` waits for a running submit to finish its calls in flight and end
@@ -212,17 +212,12 @@ def submit(
     assert guard is not None and guard.reason is not None
     reach = dataclasses.replace(access, endpoints=guard.access.endpoints)
     report = cancel(plan.path, reason=guard.reason, concurrency=concurrency, progress=progress, **vars(reach))
-    raise ThresholdCrossed(guard.reason, guard.failed, report)
-
-
-class ThresholdCrossed(Stopped):
-    """A submit's failure threshold was crossed: it sent nothing more and cancelled what it had made."""
-
-    def __init__(self, reason: str, failed: int, cancelled: CancelReport):
-        super().__init__(f"{reason}: sent nothing more, and {cancelled.brief()}; the reason is recorded in the ledger")
-        self.reason = reason
-        self.failed = failed
-        self.cancelled = cancelled
+    raise ThresholdCrossed(
+        f"{guard.reason}: sent nothing more, and {report.brief()}; the reason is recorded in the ledger",
+        guard.reason,
+        guard.failed,
+        report,
+    )
 
 
 class _Guard:
@@ -317,7 +312,7 @@ def run_submission(ctx: Context) -> SubmitReport:
             f"samples again ({where}), which runs them; `planner submit` of that plan submits them"
         )
     if report.failed:
-        raise Incomplete(report)
+        raise incomplete(report)
     return report
 
 
