@@ -61,8 +61,10 @@ from planner.errors import (
     PlannerError,
     PreflightError,
     Problem,
+    Setting,
     Stopped,
     ValidationError,
+    flags,
 )
 from planner.sandbox import local
 from planner.sandbox.local import ensure_running, read_state, state_dir, stop_running
@@ -86,6 +88,41 @@ Example:
 """
 
 _PLAN_HELP = "a plan directory written by `planner plan` (or `planner retry`)"
+
+# The library's messages name a setting by the Python API's keyword (``errors.setting``); while the
+# CLI runs they name the flag that gives it here instead.
+FLAGS: dict[Setting, str] = {
+    "account": "--account",
+    "allow_rerun=True": "--allow-rerun",
+    "backend": "--backend",
+    "cancel_if_failed": "--cancel-if-failed",
+    "concurrency": "--concurrency",
+    "defaults": "--defaults",
+    "endpoint_url": "--endpoint-url",
+    "force=True": "--force",
+    "group=True": "--group",
+    "id_column": "--id-column",
+    "index": "--index",
+    "inline=True": "--inline",
+    "keep": "--keep",
+    "list_columns": "--list-columns",
+    "max_attempts": "--max-attempts",
+    "out": "--out",
+    "parameter_template": "--parameter-template",
+    "profile": "--profile",
+    "refresh=False": "--no-refresh",
+    "refresh=True": "--refresh",
+    "region": "--region",
+    "rename": "--rename",
+    "runs=True": "--runs",
+    "sandbox=True": "--sandbox",
+    "sets": "--set",
+    "skip_done": "--skip-done",
+    "staging": "--staging",
+    "staging_kms_key": "--staging-kms-key",
+    "states": "--states",
+    "workflow_lookup=False": "--no-workflow-lookup",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -1110,6 +1147,11 @@ class _Messages(logging.Handler):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with flags(FLAGS):
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parse(argv)
     logger = logging.getLogger("planner")
     handler = _Messages(logging.INFO)

@@ -32,12 +32,19 @@ in the tree: the engine's ``OutcomeUnknown`` (a creating call's answer was lost)
 ``_Refused``, turned into an ``InputError`` by ``Guard.claim``.  The sandbox's emulators raise
 ``ServiceError`` (HealthOmics) and ``ApiError`` (Polly) to model the services' error answers: their
 request handlers turn them into HTTP responses, and a client sees them as botocore's or Polly's errors.
+
+A message that names a setting the caller gave (or could give) names it with ``setting``: by the
+Python API's keyword (``staging_kms_key='...'``, ``refresh=False``), or, while the CLI runs, by the
+flag the CLI maps that keyword to (``--staging-kms-key ...``, ``--no-refresh``).  The library itself
+never spells a flag (``tests/unit/test_errors.py`` checks it).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 
 class PlannerError(Exception):
@@ -64,7 +71,10 @@ class SheetError(InputError):
 
 
 class DefaultsError(InputError):
-    """The defaults file, or a ``--set``, is wrong."""
+    """The defaults file, or a KEY=VALUE setting (``sets``), is wrong."""
+
+
+SETS_COLUMN = "sets "  # a Problem's column for what a KEY=VALUE setting put there: "sets KEY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +89,10 @@ class Problem:
     message: str
 
     def describe(self) -> str:
-        """One line: where (a row's column, a default field, a --set, a header), the value, what is wrong.
+        """One line: where (a row's column, a default field, a ``sets`` entry, a header), the value, what is wrong.
 
         ``row 3 (id 'a'), column 'priority' = 'x': ...``; ``defaults, field '[run] workflowID': ...``;
-        ``--set 'priorty' = '3': ...`` (``column`` is "--set KEY"); ``header 'tag.a b': ...``;
+        ``sets 'priorty' = '3': ...`` (``column`` is "sets KEY"; the CLI shows its flag); ``header 'tag.a b': ...``;
         ``defaults, [run]: ...`` (the whole table).
         """
         who = f" (id {self.id!r})" if self.id is not None else ""
@@ -90,8 +100,8 @@ class Problem:
         tail = f"{shown}: {self.message} [{self.rule}]"
         if self.row:
             return f"row {self.row}{who}, column {self.column!r}{tail}"
-        if self.column.startswith("--set "):
-            return f"--set {self.column[len('--set ') :]!r}{tail}"
+        if self.column.startswith(SETS_COLUMN):
+            return f"{setting('sets')} {self.column[len(SETS_COLUMN) :]!r}{tail}"
         if self.column.startswith("header "):
             return f"{self.column}{tail}"  # "header 'NAME'", the name already quoted
         if self.column in ("[run]", "[submission]", "[sheet]", "[staging]", ""):
@@ -199,3 +209,67 @@ class ThresholdCrossed(Stopped, Generic[Cancelled]):
         self.reason = reason
         self.failed = failed
         self.cancelled = cancelled
+
+
+# ---------------------------------------------------------------- how a message names a setting
+
+# Every setting a message of the library names, by the Python API's keyword; a boolean one with the
+# value that asks for it ("refresh=False").  The CLI maps each one to its flag (``cli.FLAGS``).
+Setting = Literal[
+    "account",
+    "allow_rerun=True",
+    "backend",
+    "cancel_if_failed",
+    "concurrency",
+    "defaults",
+    "endpoint_url",
+    "force=True",
+    "group=True",
+    "id_column",
+    "index",
+    "inline=True",
+    "keep",
+    "list_columns",
+    "max_attempts",
+    "out",
+    "parameter_template",
+    "profile",
+    "refresh=False",
+    "refresh=True",
+    "region",
+    "rename",
+    "runs=True",
+    "sandbox=True",
+    "sets",
+    "skip_done",
+    "staging",
+    "staging_kms_key",
+    "states",
+    "workflow_lookup=False",
+]
+
+_FLAGS: dict[Setting, str] = {}  # filled by ``flags`` while the CLI runs; empty for the Python API
+_LISTS = frozenset({"keep", "list_columns", "sets", "skip_done"})  # keywords that take a list of values
+
+
+def setting(name: Setting, value: str | None = None) -> str:
+    """A setting as a message names it: ``name`` (``name=value``, ``name=[value]`` for a list) for the
+    Python API, or its flag (``--flag value``) while the CLI runs.  ``value`` is put in as given."""
+    flag = _FLAGS.get(name)
+    if flag is not None:
+        return flag if value is None else f"{flag} {value}"
+    if value is None:
+        return name
+    return f"{name}=[{value}]" if name in _LISTS else f"{name}={value}"
+
+
+@contextlib.contextmanager
+def flags(table: Mapping[Setting, str]) -> Iterator[None]:
+    """Inside the block, messages name each setting of ``table`` by its flag: the CLI runs in one."""
+    before = dict(_FLAGS)
+    _FLAGS.update(table)
+    try:
+        yield
+    finally:
+        _FLAGS.clear()
+        _FLAGS.update(before)

@@ -22,7 +22,7 @@ from planner.core.progress import log
 from planner.engine.context import Context
 from planner.engine.engine import Engine
 from planner.engine.lock import submitting
-from planner.errors import Unreconciled
+from planner.errors import Unreconciled, setting
 
 SHOWN = 3
 
@@ -53,7 +53,8 @@ def settle(ctx: Context, *, ask: bool, locked: bool = False) -> list[Unsettled]:
     if not ask:
         log.warning(
             "%d creating call(s) of an interrupted submit have no recorded answer: their samples show as NOT "
-            "SUBMITTED though they may be running; ask the service (without --no-refresh, or report --refresh) "
+            "SUBMITTED though they may be running; ask the service "
+            f"(without {setting('refresh=False')}, or report with {setting('refresh=True')}) "
             "or run `planner submit %s` to reconcile",
             len(open_intents),
             ctx.plan.path,

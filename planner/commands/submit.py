@@ -41,7 +41,7 @@ from planner.core.spec import BackendSpec
 from planner.engine.context import STOP_FILE, Context, Options, open_context
 from planner.engine.engine import Engine, SubmitReport, incomplete
 from planner.engine.lock import _submit_stopped, plan_lock, submitting
-from planner.errors import InputError, Stopped, SubmissionError, ThresholdCrossed
+from planner.errors import InputError, Stopped, SubmissionError, ThresholdCrossed, setting
 from planner.sandbox.local import ensure_running
 
 STOP_TIMEOUT = 300.0  # seconds `cancel` waits for a running submit to finish its calls in flight and end
@@ -442,7 +442,8 @@ class Threshold:
                 percent = float(value[:-1])
                 if not 0 <= percent < 100:
                     raise InputError(
-                        f"--cancel-if-failed {text!r}: a share of the plan is from 0% to less than 100% (e.g. 5%)"
+                        f"{setting('cancel_if_failed', repr(text))}: a share of the plan is from 0% to less than "
+                        "100% (e.g. 5%)"
                     )
                 return cls(percent=percent)
             count = int(value)
@@ -451,7 +452,8 @@ class Threshold:
             return cls(count=count)
         except ValueError:
             raise InputError(
-                f"--cancel-if-failed {text!r}: give a number of samples (e.g. 50) or a share of the plan (e.g. 5%)"
+                f"{setting('cancel_if_failed', repr(text))}: give a number of samples (e.g. 50) or a share of the "
+                "plan (e.g. 5%)"
             ) from None
 
     def crossed(self, failed: int, total: int) -> bool:
@@ -630,7 +632,7 @@ def check_table_path(path: str) -> None:
     """Refuse an ``--out`` the table cannot be written to, before any refresh or watch is spent."""
     check_output_file(path, example="status.csv")
     if not path.endswith(TABLE_SUFFIXES):
-        raise InputError(f"--out {path}: use a .csv, .parquet or .jsonl file name")
+        raise InputError(f"{setting('out', path)}: use a .csv, .parquet or .jsonl file name")
 
 
 def write_table(table: pl.DataFrame, path: str, stream: IO[str] | None = None) -> None:
@@ -645,7 +647,7 @@ def write_table(table: pl.DataFrame, path: str, stream: IO[str] | None = None) -
     elif path.endswith((".jsonl", ".ndjson")):
         table.write_ndjson(path)
     else:
-        raise InputError(f"--out {path}: use a .csv, .parquet or .jsonl file name")
+        raise InputError(f"{setting('out', path)}: use a .csv, .parquet or .jsonl file name")
 
 
 # ---------------------------------------------------------------- report

@@ -59,7 +59,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from planner.core.jsontext import dumps
-from planner.errors import InputError, PlannerError
+from planner.errors import InputError, PlannerError, setting
 
 MANIFEST_ENV = "PLANNER_MANIFEST"
 MANIFEST_ETAG_ENV = "PLANNER_MANIFEST_ETAG"
@@ -323,7 +323,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, *, s3: Any = None, out: Any = None) -> int:
     """Print the child's settings; raises PlannerError (the CLI maps it to an exit status)."""
     if args.index is not None and args.index < 0:
-        raise InputError("--index must be a non-negative integer")
+        raise InputError(f"{setting('index')} must be a non-negative integer")
     settings = read_child_settings(
         manifest_uri=args.manifest_uri,
         etag=args.etag,
