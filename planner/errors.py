@@ -34,9 +34,9 @@ in the tree: the engine's ``OutcomeUnknown`` (a creating call's answer was lost)
 request handlers turn them into HTTP responses, and a client sees them as botocore's or Polly's errors.
 
 A message that names a setting the caller gave (or could give) names it with ``setting``: by the
-Python API's keyword (``staging_kms_key='...'``, ``refresh=False``), or, while the CLI runs, by the
-flag the CLI maps that keyword to (``--staging-kms-key ...``, ``--no-refresh``).  The library itself
-never spells a flag (``tests/unit/test_errors.py`` checks it).
+Python API's keyword (``max_attempts=0``, ``refresh=False``), or, while the CLI runs, by the flag
+the CLI maps that keyword to (``--max-attempts 0``, ``--no-refresh``).  The library itself never
+spells a flag (``tests/unit/test_messages.py`` checks it).
 """
 
 from __future__ import annotations
@@ -165,16 +165,16 @@ class LedgerDamaged(PlanDirError):
         )
 
 
-Intent = TypeVar("Intent")
-Report = TypeVar("Report")
-Cancelled = TypeVar("Cancelled")
+_Intent = TypeVar("_Intent")
+_Report = TypeVar("_Report")
+_Cancelled = TypeVar("_Cancelled")
 
 
-class Unreconciled(InputError, Generic[Intent]):
+class Unreconciled(InputError, Generic[_Intent]):
     """Open intents only ``planner submit`` can settle: the command refuses to read the ledger.
     ``unsettled`` lists them (``intents.Unsettled``); ``intents.py`` words the message."""
 
-    def __init__(self, message: str, unsettled: list[Intent]):
+    def __init__(self, message: str, unsettled: list[_Intent]):
         super().__init__(message)
         self.unsettled = unsettled
 
@@ -191,20 +191,20 @@ class PollyAuthError(PollyHTTPError, AccessError):
     """Polly refused the API key (401 or 403)."""
 
 
-class Incomplete(SubmissionError, Generic[Report]):
+class Incomplete(SubmissionError, Generic[_Report]):
     """Some calls were refused: ``report`` (a ``SubmitReport``) says what was done, and ``planner.status``
     which samples failed.  The engine words the message."""
 
-    def __init__(self, message: str, report: Report):
+    def __init__(self, message: str, report: _Report):
         super().__init__(message)
         self.report = report
 
 
-class ThresholdCrossed(Stopped, Generic[Cancelled]):
+class ThresholdCrossed(Stopped, Generic[_Cancelled]):
     """A submit's failure threshold was crossed: it sent nothing more and cancelled what it had made
     (``cancelled``, a ``CancelReport``).  ``reason`` says which threshold, ``failed`` how many had failed."""
 
-    def __init__(self, message: str, reason: str, failed: int, cancelled: Cancelled):
+    def __init__(self, message: str, reason: str, failed: int, cancelled: _Cancelled):
         super().__init__(message)
         self.reason = reason
         self.failed = failed
