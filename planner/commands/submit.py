@@ -138,7 +138,7 @@ def submit(
 ) -> SubmitReport:
     """Stage and submit a plan; safe to run again after a crash or a partial submit.
 
-    Raises ``engine.Incomplete`` (a ``SubmissionError`` carrying the report) when some
+    Raises ``Incomplete`` (a ``SubmissionError`` carrying the report) when some
     calls were refused; ``planner status`` then lists those samples as FAILED and
     ``planner retry`` plans them again.  ``dry_run``: build and check every request
     and hand each to ``emit`` (default: a JSON line on stdout), sending nothing.  ``check``: first the
