@@ -110,6 +110,9 @@ def test_setting_names_the_keyword_and_under_flags_the_flag() -> None:
         assert errors.setting("max_attempts", "0") == "--max-attempts 0"
         assert errors.setting("refresh=False") == "--no-refresh"
     assert errors.setting("refresh=False") == "refresh=False"  # the CLI's names end with its run
+    with pytest.raises(RuntimeError), errors.flags(cli.FLAGS):
+        raise RuntimeError("a command that failed")
+    assert errors.setting("sets") == "sets"
 
 
 @pytest.mark.parametrize(
@@ -149,3 +152,5 @@ def test_an_access_option_is_named_by_keyword_in_the_api_and_by_flag_in_the_cli(
 
     code, _, err = run_cli(["status", plan, "--max-attempts", "0"], capsys)
     assert code == 2 and err.startswith("planner: error: --max-attempts 0: must be a whole number"), err
+    with pytest.raises(planner.InputError, match=r"^max_attempts=0"):  # a CLI run in the process changes nothing
+        planner.status(plan, max_attempts=0)
