@@ -50,23 +50,30 @@ from planner.commands.policy import Policies, policies
 from planner.commands.report import report
 from planner.commands.retry import retry
 from planner.commands.status import status
-from planner.commands.submit import ThresholdCrossed, submit
+from planner.commands.submit import submit
 from planner.commands.watch import Snapshot, Threshold, watch
 from planner.core.plandir import Manifest, read_plan
 from planner.core.progress import ProgressEvent
 from planner.core.shard import ShardInfo
-from planner.engine.engine import Incomplete, SubmitReport, Tally
+from planner.engine.engine import SubmitReport, Tally
 from planner.errors import (
     AccessError,
     DefaultsError,
+    Incomplete,
     InputError,
+    LedgerDamaged,
     NothingToRetry,
     PlanDirError,
     PlannerError,
+    PollyAuthError,
+    PollyHTTPError,
+    PreflightError,
     Problem,
     SheetError,
     Stopped,
     SubmissionError,
+    ThresholdCrossed,
+    Unreconciled,
     ValidationError,
 )
 
@@ -79,12 +86,16 @@ __all__ = [
     "DefaultsError",
     "Incomplete",
     "InputError",
+    "LedgerDamaged",
     "Manifest",
     "NothingToRetry",
     "Plan",
     "PlanDirError",
     "PlannerError",
     "Policies",
+    "PollyAuthError",
+    "PollyHTTPError",
+    "PreflightError",
     "Problem",
     "ProgressEvent",
     "ShardInfo",
@@ -96,6 +107,7 @@ __all__ = [
     "Tally",
     "Threshold",
     "ThresholdCrossed",
+    "Unreconciled",
     "ValidationError",
     "cancel",
     "check",

@@ -26,7 +26,7 @@ from planner.backends import MODULES, get_backend
 from planner.backends.base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, STOPPING
 from planner.commands import child_settings
 from planner.commands.cancel import cancel
-from planner.commands.check import PreflightError, check
+from planner.commands.check import check
 from planner.commands.child_settings import run
 from planner.commands.clean import clean
 from planner.commands.outputs import outputs_report, table_format, write_outputs
@@ -48,8 +48,18 @@ from planner.core.plandir import REJECTED_FILE, PlanDirectory, write_problems
 from planner.core.progress import stderr_progress
 from planner.core.suggest import did_you_mean
 from planner.engine.context import staging_options
-from planner.engine.engine import Incomplete
-from planner.errors import InputError, NothingToRetry, PlannerError, Problem, Stopped, ValidationError
+from planner.errors import (
+    Incomplete,
+    InputError,
+    NothingToRetry,
+    PlannerError,
+    PreflightError,
+    Problem,
+    Setting,
+    Stopped,
+    ValidationError,
+    flags,
+)
 from planner.sandbox import local
 from planner.sandbox.local import ensure_running, read_state, state_dir, stop_running
 from planner.services.aws import check_options
@@ -72,6 +82,41 @@ Example:
 """
 
 _PLAN_HELP = "a plan directory written by `planner plan` (or `planner retry`)"
+
+# The library's messages name a setting by the Python API's keyword (``errors.setting``); while the
+# CLI runs they name the flag that gives it here instead.
+FLAGS: dict[Setting, str] = {
+    "account": "--account",
+    "allow_rerun=True": "--allow-rerun",
+    "backend": "--backend",
+    "cancel_if_failed": "--cancel-if-failed",
+    "concurrency": "--concurrency",
+    "defaults": "--defaults",
+    "endpoint_url": "--endpoint-url",
+    "force=True": "--force",
+    "group=True": "--group",
+    "id_column": "--id-column",
+    "index": "--index",
+    "inline=True": "--inline",
+    "keep": "--keep",
+    "list_columns": "--list-columns",
+    "max_attempts": "--max-attempts",
+    "out": "--out",
+    "parameter_template": "--parameter-template",
+    "profile": "--profile",
+    "refresh=False": "--no-refresh",
+    "refresh=True": "--refresh",
+    "region": "--region",
+    "rename": "--rename",
+    "runs=True": "--runs",
+    "sandbox=True": "--sandbox",
+    "sets": "--set",
+    "skip_done": "--skip-done",
+    "staging": "--staging",
+    "staging_kms_key": "--staging-kms-key",
+    "states": "--states",
+    "workflow_lookup=False": "--no-workflow-lookup",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -1096,6 +1141,11 @@ class _Messages(logging.Handler):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with flags(FLAGS):
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parse(argv)
     logger = logging.getLogger("planner")
     handler = _Messages(logging.INFO)

@@ -28,7 +28,7 @@ from planner.core.shard import ShardInfo
 from planner.core.spec import BackendSpec
 from planner.engine.context import Context
 from planner.engine.engine import Phase, Place
-from planner.errors import InputError, PlanDirError
+from planner.errors import InputError, PlanDirError, setting
 
 CANCELLED = "cancelled"
 ALREADY_FINAL = "already final"
@@ -117,8 +117,8 @@ class Backend(ABC):
 
         Only HealthOmics keeps runs that count against a quota; the others say so."""
         raise InputError(
-            f"clean --runs deletes HealthOmics runs and batches; {self.spec.title} keeps none to delete "
-            "(`planner clean` without --runs removes what the plan staged)"
+            f"clean with {setting('runs=True')} deletes HealthOmics runs and batches; {self.spec.title} keeps none "
+            f"to delete (clean without {setting('runs=True')} removes what the plan staged)"
         )
 
     # Helpers for the backends.

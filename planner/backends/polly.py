@@ -47,8 +47,8 @@ from planner.core.plandir import Manifest
 from planner.core.spec import BackendSpec, RoutedField
 from planner.engine.context import Context
 from planner.engine.engine import Call, Created, Phase, Place
-from planner.errors import Problem, SubmissionError
-from planner.services.polly_api import SANDBOX_KEY, JobsAnswer, PollyAPI, PollyHTTPError
+from planner.errors import PollyHTTPError, Problem, SubmissionError
+from planner.services.polly_api import SANDBOX_KEY, JobsAnswer, PollyAPI
 
 PRIORITIES = ("low", "medium", "high")
 JOB_NAME = FieldRule("name", "string", min=1, max=255)

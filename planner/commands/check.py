@@ -57,7 +57,7 @@ from planner.core.plandir import PlanDirectory
 from planner.core.progress import ProgressCallback, log
 from planner.core.shard import ShardInfo
 from planner.engine.context import Context, Options
-from planner.errors import AccessError, Problem, SubmissionError, ValidationError
+from planner.errors import AccessError, PreflightError, Problem, SubmissionError
 from planner.sandbox.local import ensure_running
 from planner.services.aws import Clients
 from planner.services.quotas import retained_runs
@@ -81,15 +81,6 @@ _LITERAL = r'[:\[,]"s3://(?:[^"\\]|\\.)*"'
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 _NO_BUCKET = frozenset({"NoSuchBucket"})
 _FORBIDDEN = frozenset({"403", "AccessDenied", "Forbidden", "AllAccessDisabled"})
-
-
-class PreflightError(ValidationError):
-    """The preflight check found problems: nothing was staged or submitted."""
-
-    def __init__(self, problems: list[Problem]):
-        super().__init__(problems)
-        noun = "problem" if len(problems) == 1 else "problems"
-        self.summary = f"{len(problems)} {noun} found by the preflight check; nothing was staged or submitted"
 
 
 # ---------------------------------------------------------------- reading the runs of a plan, columnar

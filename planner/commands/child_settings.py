@@ -48,7 +48,7 @@ from planner.core.line_index import (
     OFFSET,
     entry_from_line,
 )
-from planner.errors import InputError, PlannerError
+from planner.errors import InputError, PlannerError, setting
 
 _GLUE_ARGUMENTS = {
     "--planner-manifest": "manifest_uri",
@@ -266,7 +266,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, *, s3: Any = None, out: Any = None) -> int:
     """Print the child's settings; raises PlannerError (the CLI maps it to an exit status)."""
     if args.index is not None and args.index < 0:
-        raise InputError("--index must be a non-negative integer")
+        raise InputError(f"{setting('index')} must be a non-negative integer")
     settings = read_child_settings(
         manifest_uri=args.manifest_uri,
         etag=args.etag,

@@ -148,5 +148,5 @@ def _refused(exc: ClientError, owner: str | None) -> str:
         f"S3 refused HeadObject ({code}): it may be gone already (without s3:ListBucket S3 answers 403, "
         "not 404, for a missing object)"
         + (f", the bucket may not be owned by account {owner}" if owner else "")
-        + ", or these credentials lack s3:GetObject on it (`planner policy PLAN --only clean`)"
+        + ", or these credentials lack s3:GetObject on it (see the clean document of `planner policy PLAN`)"
     )

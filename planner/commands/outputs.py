@@ -42,7 +42,7 @@ from planner.core.sheet import ROW, open_sheet
 from planner.core.spec import BackendSpec
 from planner.core.suggest import did_you_mean
 from planner.engine.context import Context, Options, error_code
-from planner.errors import InputError, SubmissionError
+from planner.errors import InputError, SubmissionError, setting
 from planner.services.staging import sheet_download
 
 RUN_COLUMNS = ("run_id", "run_uuid", "state")
@@ -61,7 +61,9 @@ def table_format(path: str) -> str:
     """The format an output file's extension names; refused before any call is made."""
     extension = os.path.splitext(path)[1].lower()
     if extension not in FORMATS:
-        raise InputError(f"--out {path}: name a .csv, .tsv, .parquet or .jsonl file (the format follows the extension)")
+        raise InputError(
+            f"{setting('out', path)}: name a .csv, .tsv, .parquet or .jsonl file (the format follows the extension)"
+        )
     return FORMATS[extension]
 
 
@@ -88,9 +90,11 @@ def chosen_states(states: Sequence[str] | None, spec: BackendSpec) -> tuple[str,
     chosen = tuple(s.strip().upper() for s in states if s.strip())
     for state in chosen:
         if state not in known:
-            raise InputError(f"--states {state!r}{did_you_mean(state, known)}: choose from {', '.join(known)}")
+            raise InputError(
+                f"{setting('states', repr(state))}{did_you_mean(state, known)}: choose from {', '.join(known)}"
+            )
     if not chosen:
-        raise InputError("--states names no state")
+        raise InputError(f"{setting('states')} names no state")
     return chosen
 
 
@@ -158,7 +162,7 @@ def outputs_report(
     **access: Any,
 ) -> OutputsReport:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise InputError(f"--concurrency {concurrency!r}: must be a whole number, at least 1")
+        raise InputError(f"{setting('concurrency', repr(concurrency))}: must be a whole number, at least 1")
     plan = PlanDirectory(plan_dir)
     spec = get_backend(plan.manifest.backend)
     wanted = chosen_states(states, spec)
@@ -203,12 +207,14 @@ def _renamed(names: list[str], rename: dict[str, str]) -> dict[str, str]:
     """Each column's name in the table written (``--rename OLD=NEW``: a next stage's parameter name)."""
     for old, new in rename.items():
         if old not in names:
-            raise InputError(f"--rename {old}={new}: {old!r}{did_you_mean(old, names)} is not a column of the table")
+            raise InputError(
+                f"{setting('rename')} {old}={new}: {old!r}{did_you_mean(old, names)} is not a column of the table"
+            )
         if not new.strip():
-            raise InputError(f"--rename {old}=: the new name is empty")
+            raise InputError(f"{setting('rename')} {old}=: the new name is empty")
     out = {name: rename.get(name, name) for name in names}
     if len(set(out.values())) != len(out):
-        raise InputError(f"--rename: two columns would be named alike ({', '.join(out.values())})")
+        raise InputError(f"{setting('rename')}: two columns would be named alike ({', '.join(out.values())})")
     return out
 
 
@@ -230,17 +236,23 @@ def _kept_columns(ctx: Context, keep: list[str], location_columns: list[str]) ->
     path = sheet_record.path
     taken = [c for c in keep if c in location_columns or c in RUN_COLUMNS]
     if taken:
-        raise InputError(f"--keep {taken[0]}: the table has a column of that name already (where the run wrote)")
+        raise InputError(
+            f"{setting('keep', taken[0])}: the table has a column of that name already (where the run wrote)"
+        )
     if not path or path.startswith("<") or not (path.startswith("s3://") or os.path.exists(path)):
-        raise InputError(f"--keep: the sheet the plan was made from ({path or 'a data frame'}) cannot be read again")
+        raise InputError(
+            f"{setting('keep')}: the sheet the plan was made from ({path or 'a data frame'}) cannot be read again"
+        )
     s3 = ctx.clients.get("s3") if path.startswith("s3://") else None
     sheet = open_sheet(path, id_column=sheet_record.id_column, download=sheet_download(s3))
     if sheet.sha256 != sheet_record.sha256:
-        raise InputError(f"--keep: {path} changed since the plan was made from it; its rows may not be the same")
+        raise InputError(
+            f"{setting('keep')}: {path} changed since the plan was made from it; its rows may not be the same"
+        )
     for column in keep:
         if column not in sheet.columns:
             raise InputError(
-                f"--keep {column!r}{did_you_mean(column, sheet.columns)}: not a column of {path} "
+                f"{setting('keep', repr(column))}{did_you_mean(column, sheet.columns)}: not a column of {path} "
                 f"(it has {', '.join(sheet.columns)})"
             )
     frame = sheet.frame.select(

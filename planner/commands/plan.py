@@ -58,7 +58,7 @@ from planner.core.spec import BackendSpec
 from planner.core.spill import HASH, IdHashes, Spill, prefetched
 from planner.core.suggest import did_you_mean
 from planner.core.validate import ID, Check, _located, coerce_fields, default_problems, row_checks
-from planner.errors import InputError, Problem, SheetError, ValidationError
+from planner.errors import InputError, Problem, SheetError, ValidationError, setting
 from planner.sandbox.local import ensure_running
 from planner.services.aws import Clients
 from planner.services.staging import sheet_download
@@ -146,7 +146,7 @@ class Plan:
         self.max_entries = min(options.max_entries or spec.max_entries, spec.max_entries)
         if options.inline:
             if spec.inline_max is None:
-                raise InputError(f"--inline applies to omics-batch only, not {spec.name}")
+                raise InputError(f"{setting('inline=True')} applies to omics-batch only, not {spec.name}")
             self.max_entries = min(self.max_entries, spec.inline_max)
         self.max_bytes = min(options.max_bytes or spec.max_bytes, spec.max_bytes)
         self.part_size = options.part_size or default_part_size(self.max_bytes)
@@ -217,7 +217,7 @@ class Plan:
             if self.options.group:
                 return self._grouped(frame)
         if self.options.list_columns:
-            raise InputError("--list-columns goes with --group")
+            raise InputError(f"{setting('list_columns')} goes with {setting('group=True')}")
         return frame, [], set()
 
     def _repeated_ids(self, suspects: pl.Series) -> tuple[list[Problem], set[str]]:
@@ -240,7 +240,8 @@ class Plan:
                 sample,
                 "unique",
                 f"id appears in rows {_rows(rows_of)}; ids must be unique "
-                "(for several rows per sample, e.g. one per lane, use --group --list-columns fastq_1,fastq_2)",
+                "(for several rows per sample, e.g. one per lane, use "
+                f"{setting('group=True')} {setting('list_columns', 'fastq_1,fastq_2')})",
             )
             for sample, rows_of in repeated.sort(pl.col(ROW).list.first()).iter_rows()
         ]
@@ -253,7 +254,7 @@ class Plan:
         if unknown:
             hint = did_you_mean(unknown[0], columns)
             raise InputError(
-                f"--list-columns names {', '.join(map(repr, unknown))}{hint}, not a column of the sheet "
+                f"{setting('list_columns')} names {', '.join(map(repr, unknown))}{hint}, not a column of the sheet "
                 f"(it has {', '.join(map(repr, columns))})"
             )
         lists = {self.sheet.source[c] for c in self.options.list_columns}
@@ -284,8 +285,8 @@ class Plan:
                         self.sheet.name_of(c),
                         " | ".join("" if v is None else str(v) for v in values),
                         "group-agree",
-                        f"differs between rows {_rows(record['__rows'])} of this sample; with --group, columns other "
-                        "than --list-columns must agree within a sample",
+                        f"differs between rows {_rows(record['__rows'])} of this sample; with {setting('group=True')}, "
+                        f"columns other than {setting('list_columns')} must agree within a sample",
                     )
                 )
         rejected = {p.id for p in problems if p.id is not None}
@@ -566,7 +567,8 @@ class Plan:
         if self.workflow is not None and self.workflow.skipped and not self.workflow.asked:
             log.warning(
                 "note: the workflow's parameters were not checked: %s (plan.json records it; give "
-                "--parameter-template FILE, or run `planner check PLAN` with access to the workflow)",
+                f"{setting('parameter_template', 'FILE')}, or run `planner check PLAN` with access to the "
+                "workflow)",
                 self.workflow.skipped,
             )
         shutil.rmtree(scratch)

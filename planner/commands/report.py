@@ -618,7 +618,7 @@ def _samples_section(counts: Mapping[str, int], total: int, limit: int, table_cs
         "</div>"
         f'<div class="table-wrap"><table id="sample-table"><thead><tr>{head}</tr></thead><tbody></tbody></table></div>'
         '<noscript><p class="note">The per-sample table needs JavaScript; '
-        "<code>planner status PLAN --out samples.csv</code> writes it as CSV.</p></noscript>"
+        "<code>planner status</code> writes it to a CSV file.</p></noscript>"
     )
 
 

@@ -38,7 +38,7 @@ from planner.core.spec import BackendSpec
 from planner.core.suggest import did_you_mean
 from planner.core.validate import set_problems
 from planner.engine.lock import plan_lock
-from planner.errors import DefaultsError, InputError, NothingToRetry, ValidationError
+from planner.errors import DefaultsError, InputError, NothingToRetry, ValidationError, setting
 
 _BATCH = 10_000
 
@@ -68,7 +68,7 @@ def retry(
     spec = get_backend(manifest.backend)
     states = _states(states, spec)
     if os.path.abspath(out) == os.path.abspath(plan.path):
-        raise InputError("--out must be a new directory, not the plan being retried")
+        raise InputError(f"{setting('out')} must be a new directory, not the plan being retried")
     defaults, submission, assignments = _with_sets(manifest, spec, sets)
     table = status(
         plan.path,
@@ -167,7 +167,7 @@ def _deleted_left_out(table: pl.DataFrame, states: tuple[str, ...]) -> str | Non
     return (
         f"{deleted:,} sample{'s' if deleted != 1 else ''} whose runs were deleted before planner saw them end "
         f"{'were' if deleted != 1 else 'was'} left out (state DELETED, outcome unknown); "
-        f"to retry them too: --states {','.join((*states, 'DELETED'))}"
+        f"to retry them too: {setting('states', ','.join((*states, 'DELETED')))}"
     )
 
 
@@ -182,7 +182,7 @@ def _states(states: Sequence[str] | str | None, spec: BackendSpec) -> tuple[str,
     if unknown:
         first = unknown[0]
         raise InputError(
-            f"--states {first!r}{did_you_mean(first, known)}: not a final state of {spec.name}; "
+            f"{setting('states', repr(first))}{did_you_mean(first, known)}: not a final state of {spec.name}; "
             f"choose from {', '.join(known)}"
         )
     return chosen
@@ -209,7 +209,7 @@ def _with_sets(
         if not isinstance(value, dict):
             assignments.append((tuple(keys), value))
     if not assignments and not any(s.partition("=")[0].strip().startswith("submission.") for s in sets):
-        raise DefaultsError(f"--set {sets[0]!r}: changes nothing a run is sent")
+        raise DefaultsError(f"{setting('sets', repr(sets[0]))}: changes nothing a run is sent")
     return loaded.run, loaded.submission, assignments
 
 

@@ -15,7 +15,7 @@ from planner.core.plandir import check_output_file, private_file, safe_csv
 from planner.core.progress import ProgressCallback
 from planner.core.spec import BackendSpec
 from planner.engine.context import Context, Options
-from planner.errors import InputError
+from planner.errors import InputError, setting
 
 NOT_SUBMITTED = "NOT SUBMITTED"
 
@@ -149,7 +149,7 @@ def check_table_path(path: str) -> None:
     """Refuse an ``--out`` the table cannot be written to, before any refresh or watch is spent."""
     check_output_file(path, example="status.csv")
     if not path.endswith(TABLE_SUFFIXES):
-        raise InputError(f"--out {path}: use a .csv, .parquet or .jsonl file name")
+        raise InputError(f"{setting('out', path)}: use a .csv, .parquet or .jsonl file name")
 
 
 def write_table(table: pl.DataFrame, path: str, stream: IO[str] | None = None) -> None:
@@ -164,4 +164,4 @@ def write_table(table: pl.DataFrame, path: str, stream: IO[str] | None = None) -
     elif path.endswith((".jsonl", ".ndjson")):
         table.write_ndjson(path)
     else:
-        raise InputError(f"--out {path}: use a .csv, .parquet or .jsonl file name")
+        raise InputError(f"{setting('out', path)}: use a .csv, .parquet or .jsonl file name")

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 from planner.backends import backend_class
-from planner.backends.base import CancelReport
 from planner.commands.access import Access
 from planner.commands.cancel import cancel
 from planner.commands.check import preflight_submit
@@ -34,9 +33,9 @@ from planner.core.jsontext import dumps
 from planner.core.plandir import PlanDirectory
 from planner.core.progress import ProgressCallback, log
 from planner.engine.context import STOP_FILE, Context, Options
-from planner.engine.engine import Engine, Incomplete, SubmitReport
+from planner.engine.engine import Engine, SubmitReport, incomplete
 from planner.engine.lock import plan_lock
-from planner.errors import InputError, Stopped, SubmissionError
+from planner.errors import InputError, Stopped, SubmissionError, ThresholdCrossed
 
 
 def submit(
@@ -65,7 +64,7 @@ def submit(
 ) -> SubmitReport:
     """Stage and submit a plan; safe to run again after a crash or a partial submit.
 
-    Raises ``engine.Incomplete`` (a ``SubmissionError`` carrying the report) when some
+    Raises ``Incomplete`` (a ``SubmissionError`` carrying the report) when some
     calls were refused; ``planner status`` then lists those samples as FAILED and
     ``planner retry`` plans them again.  ``dry_run``: build and check every request
     and hand each to ``emit`` (default: a JSON line on stdout), sending nothing.  ``check``: first the
@@ -139,17 +138,12 @@ def submit(
     assert guard is not None and guard.reason is not None
     reach = dataclasses.replace(access, endpoints=guard.access.endpoints)
     report = cancel(plan.path, reason=guard.reason, concurrency=concurrency, progress=progress, **vars(reach))
-    raise ThresholdCrossed(guard.reason, guard.failed, report)
-
-
-class ThresholdCrossed(Stopped):
-    """A submit's failure threshold was crossed: it sent nothing more and cancelled what it had made."""
-
-    def __init__(self, reason: str, failed: int, cancelled: CancelReport):
-        super().__init__(f"{reason}: sent nothing more, and {cancelled.brief()}; the reason is recorded in the ledger")
-        self.reason = reason
-        self.failed = failed
-        self.cancelled = cancelled
+    raise ThresholdCrossed(
+        f"{guard.reason}: sent nothing more, and {report.brief()}; the reason is recorded in the ledger",
+        guard.reason,
+        guard.failed,
+        report,
+    )
 
 
 class _Guard:
@@ -244,7 +238,7 @@ def run_submission(ctx: Context) -> SubmitReport:
             f"samples again ({where}), which runs them; `planner submit` of that plan submits them"
         )
     if report.failed:
-        raise Incomplete(report)
+        raise incomplete(report)
     return report
 
 

@@ -17,7 +17,7 @@ from planner.commands.status import settled, state_counts, status, unknown_state
 from planner.core.plandir import PlanDirectory
 from planner.core.progress import ProgressCallback, log
 from planner.engine.lock import submitting
-from planner.errors import InputError
+from planner.errors import InputError, setting
 from planner.sandbox.local import ensure_running
 
 
@@ -37,7 +37,8 @@ class Threshold:
                 percent = float(value[:-1])
                 if not 0 <= percent < 100:
                     raise InputError(
-                        f"--cancel-if-failed {text!r}: a share of the plan is from 0% to less than 100% (e.g. 5%)"
+                        f"{setting('cancel_if_failed', repr(text))}: a share of the plan is from 0% to less than "
+                        "100% (e.g. 5%)"
                     )
                 return cls(percent=percent)
             count = int(value)
@@ -46,7 +47,8 @@ class Threshold:
             return cls(count=count)
         except ValueError:
             raise InputError(
-                f"--cancel-if-failed {text!r}: give a number of samples (e.g. 50) or a share of the plan (e.g. 5%)"
+                f"{setting('cancel_if_failed', repr(text))}: give a number of samples (e.g. 50) or a share of the "
+                "plan (e.g. 5%)"
             ) from None
 
     def crossed(self, failed: int, total: int) -> bool:

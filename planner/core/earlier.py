@@ -38,7 +38,7 @@ import polars as pl
 from planner.core.plandir import SETTINGS, SETTINGS_HASH, Manifest, PlanDirectory, SkipDone, safe_csv
 from planner.core.progress import log
 from planner.core.spec import BackendSpec
-from planner.errors import InputError, PlanDirError
+from planner.errors import InputError, PlanDirError, setting
 
 LEDGER_FILE = "ledger.sqlite"  # ledger.py's; read here read-only, without its upgrades
 SKIPPED_FILE = "skipped.csv"
@@ -124,7 +124,7 @@ def plan_paths(patterns: Sequence[str]) -> list[str]:
         if glob.has_magic(text):
             matches = sorted(m for m in glob.glob(text) if os.path.isdir(m))
             if not matches:
-                raise InputError(f"--skip-done {text}: no plan directory matches")
+                raise InputError(f"{setting('skip_done', text)}: no plan directory matches")
         else:
             matches = [text]
         for match in matches:
@@ -138,30 +138,34 @@ def open_earlier(path: str, spec: BackendSpec, workflow: str | None) -> PlanDire
     try:
         plan = PlanDirectory(path)
     except PlanDirError as exc:
-        raise InputError(f"--skip-done {path}: {_detail(exc, path)}") from None
+        raise InputError(f"{setting('skip_done', path)}: {_detail(exc, path)}") from None
     manifest = plan.manifest
     if manifest.backend != spec.name:
         raise InputError(
-            f"--skip-done {path}: a plan for {manifest.backend}, not {spec.name}: its settings are not comparable"
+            f"{setting('skip_done', path)}: a plan for {manifest.backend}, not {spec.name}: "
+            "its settings are not comparable"
         )
     theirs = workflow_of(manifest.backend, manifest.defaults, manifest.submission)
     if theirs != workflow:
         raise InputError(
-            f"--skip-done {path}: a plan of workflow {theirs!r}, not {workflow!r}: its settings are not comparable"
+            f"{setting('skip_done', path)}: a plan of workflow {theirs!r}, not {workflow!r}: "
+            "its settings are not comparable"
         )
     if manifest.settings_hash is None and manifest.retry_of:
         raise InputError(
-            f"--skip-done {path}: a retry with --set, whose runs' settings are not recorded per sample: "
+            f"{setting('skip_done', path)}: a retry with {setting('sets')}, whose runs' settings are not recorded "
+            "per sample: "
             "they cannot be compared; give the plan it retried, whose samples that failed are planned again"
         )
     if manifest.settings_hash is None:
         raise InputError(
-            f"--skip-done {path}: planned by a planner that recorded no settings per sample; "
+            f"{setting('skip_done', path)}: planned by a planner that recorded no settings per sample; "
             "its samples cannot be compared (plan it again with this planner to compare)"
         )
     if manifest.settings_hash != SETTINGS_HASH:
         raise InputError(
-            f"--skip-done {path}: its settings were hashed as {manifest.settings_hash}, this planner hashes as "
+            f"{setting('skip_done', path)}: its settings were hashed as {manifest.settings_hash}, "
+            "this planner hashes as "
             f"{SETTINGS_HASH}: they are not comparable"
         )
     return plan
@@ -236,7 +240,8 @@ class EarlierRuns:
             )
             if ran.height == 0:
                 log.warning(
-                    "note: --skip-done %s: nothing of it was submitted; none of its samples counts as run", path
+                    "note: %s: nothing of it was submitted; none of its samples counts as run",
+                    setting("skip_done", path),
                 )
             plans.append(EarlierPlan(path, plan.manifest, ran.height))
             frames.append(ran.with_columns(pl.lit(path).alias("plan")))

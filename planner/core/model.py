@@ -22,7 +22,7 @@ import botocore.session
 import polars as pl
 
 from planner.core.suggest import did_you_mean
-from planner.errors import PlannerError, Problem
+from planner.errors import PlannerError, Problem, setting
 
 # The message of an unknown key of a request.  The names the request does take are listed
 # once by the caller (validate.default_problems), not in every such message.
@@ -249,7 +249,7 @@ def required_problems(
         if by_row:
             return "is required: set it in the defaults file or as a sheet column"
         return (
-            f"is required: set it in [run] of the defaults file or with --set {name}=...; "
+            f"is required: set it in [run] of the defaults file or with {setting('sets', f'{name}=...')}; "
             "it is one setting for the whole submission, so no sheet column can set it"
         )
 

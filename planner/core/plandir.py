@@ -46,7 +46,7 @@ import polars as pl
 
 from planner.core.shard import ShardInfo
 from planner.core.spec import BackendSpec
-from planner.errors import InputError, PlanDirError
+from planner.errors import InputError, PlanDirError, Setting, setting
 
 FORMAT = 1
 PLAN_FILE = "plan.json"
@@ -331,8 +331,8 @@ def read_plan(directory: str | os.PathLike[str]) -> Manifest:
     path = os.path.join(os.fspath(directory), PLAN_FILE)
     if os.path.isfile(os.fspath(directory)):
         raise PlanDirError(
-            f"{directory}: is a file, not a plan directory; to plan it: `planner plan {directory} --backend ... "
-            "--defaults ... --out PLAN`, then give PLAN"
+            f"{directory}: is a file, not a plan directory; to plan it: `planner plan {directory} "
+            f"{setting('backend', '...')} {setting('defaults', '...')} {setting('out', 'PLAN')}`, then give PLAN"
         )
     if not os.path.isdir(os.fspath(directory)):
         raise PlanDirError(f"{directory}: no such plan directory; make one with `planner plan`")
@@ -555,20 +555,23 @@ def private_file(path: str | os.PathLike[str]) -> None:
         os.close(descriptor)
 
 
-def check_output_file(path: str, option: str = "--out", example: str = "out.csv") -> None:
+def check_output_file(path: str, option: Setting = "out", example: str = "out.csv") -> None:
     """Refuse an output path that cannot be written as a file, before any work is spent on it:
     a directory (or a name ending in a separator), a folder that does not exist, no permission."""
     if os.path.isdir(path):
         raise InputError(
-            f"{option} {path}: is a directory, not a file name; name a file in it, e.g. {os.path.join(path, example)}"
+            f"{setting(option, path)}: is a directory, not a file name; name a file in it, "
+            f"e.g. {os.path.join(path, example)}"
         )
     if path.endswith((os.sep, "/")):
-        raise InputError(f"{option} {path}: ends with '/'; give a file name, e.g. {os.path.join(path, example)}")
+        raise InputError(
+            f"{setting(option, path)}: ends with '/'; give a file name, e.g. {os.path.join(path, example)}"
+        )
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise InputError(f"{option} {path}: the folder {folder} does not exist")
+        raise InputError(f"{setting(option, path)}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        raise InputError(f"{option} {path}: cannot be written here (permissions)")
+        raise InputError(f"{setting(option, path)}: cannot be written here (permissions)")
 
 
 def replace_privately(path: str, write: Callable[[str], None]) -> None:
@@ -595,7 +598,9 @@ def _check_target(target: str, force: bool) -> None:
     if not os.path.exists(target):
         return
     if not force:
-        raise InputError(f"{target} already exists; plan into a new directory, or pass --force to replace it")
+        raise InputError(
+            f"{target} already exists; plan into a new directory, or pass {setting('force=True')} to replace it"
+        )
     if not os.path.isfile(os.path.join(target, PLAN_FILE)):
         raise InputError(f"{target} exists and is not a plan directory; refusing to replace it")
     if os.path.exists(os.path.join(target, LEDGER_NAME)):

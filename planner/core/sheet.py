@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 import polars as pl
 
-from planner.errors import DefaultsError, SheetError
+from planner.errors import DefaultsError, SheetError, setting
 
 # An s3:// sheet's reader, from the service layer: the URI in, local copies of its files out.
 Download = Callable[[str], list[str]]
@@ -636,8 +636,8 @@ def _choose_id_column(columns: Sequence[str], wanted: str | None, label: str) ->
         if name in columns:
             return name
     raise SheetError(
-        f"{label}: no id column: name one with --id-column, or call a column {', '.join(ID_CANDIDATES)}; the columns "
-        f"are {', '.join(map(repr, columns))}"
+        f"{label}: no id column: name one with {setting('id_column')}, or call a column "
+        f"{', '.join(ID_CANDIDATES)}; the columns are {', '.join(map(repr, columns))}"
     )
 
 

@@ -48,7 +48,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import urllib3
 
 from planner.core.jsontext import dumps
-from planner.errors import AccessError, SubmissionError
+from planner.errors import PollyAuthError, PollyHTTPError, SubmissionError
 from planner.services.aws import MAX_BACKOFF
 
 READ_TIMEOUT = 120.0  # seconds an answer may take; a later one counts as lost (the call may have been carried out)
@@ -57,18 +57,6 @@ SANDBOX_KEY = "sandbox"
 TRANSPORT_ATTEMPTS = 4  # a server that cannot be reached at all is not waited for as long as a busy one
 _MEDIA_TYPE = "application/vnd.api+json"
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-class PollyHTTPError(SubmissionError):
-    """Polly answered with an error status (after retries, where they apply)."""
-
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.status = status
-
-
-class PollyAuthError(PollyHTTPError, AccessError):
-    """Polly refused the API key (401 or 403)."""
 
 
 class PollyAPI:

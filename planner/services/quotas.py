@@ -24,7 +24,7 @@ from typing import Any
 import polars as pl
 
 from planner.core.plandir import PlanDirectory
-from planner.errors import AccessError, Problem, SubmissionError
+from planner.errors import AccessError, Problem, SubmissionError, setting
 from planner.services.workflow import Lookup, quick_client
 
 RETAINED_RUNS_QUOTA_CODE = "L-C9679DBC"
@@ -141,6 +141,6 @@ def retained_runs(ctx: Any, plan: PlanDirectory, quota: float | None = None) -> 
         f"the account keeps {found['account_runs']:,} runs and this plan adds {planned:,} with retentionMode RETAIN: "
         f"{total:,} passes the quota of {quota:,.0f} retained runs, and the service refuses every run past it; "
         'set retentionMode = "REMOVE" in [run] (the oldest REMOVE runs then make room), delete finished runs '
-        "(planner clean OLD_PLAN --runs), or ask for more in Service Quotas",
+        f"(clean an older plan with {setting('runs=True')}), or ask for more in Service Quotas",
     )
     return found, [warning]

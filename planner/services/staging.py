@@ -75,7 +75,7 @@ from planner.core.plandir import CHECKSUM_CHECK, ETAG_CHECK, PlanDirectory
 from planner.core.progress import ProgressCallback, Tracker, log
 from planner.core.shard import ShardInfo
 from planner.core.sheet import Download, removed_on_error
-from planner.errors import AccessError, InputError, SheetError, SubmissionError
+from planner.errors import AccessError, InputError, SheetError, SubmissionError, setting
 from planner.services.aws import Clients, client
 
 SHA256_METADATA = "planner-sha256"
@@ -383,14 +383,14 @@ class Stager:
                 raise SubmissionError(
                     f"{item.uri}: S3 encrypts it with SSE-KMS (key {key}) though no KMS key is set for staging "
                     "(the bucket's default encryption): its ETag is then no MD5 the plan can check; "
-                    "set [staging] kms_key_id (or --staging-kms-key) to that key so that the planner stages "
-                    "under it and checks the content by checksum"
+                    f"set [staging] kms_key_id (or {setting('staging_kms_key')}) to that key so that the planner "
+                    "stages under it and checks the content by checksum"
                 )
             if encryption in KMS_ENCRYPTIONS:
                 raise SubmissionError(
                     f"{item.uri} already exists encrypted with SSE-KMS (key {key}), but no KMS key is set for "
-                    "staging, so its content cannot be checked by its ETag: give that key (--staging-kms-key "
-                    "or [staging] kms_key_id), or stage under another prefix"
+                    "staging, so its content cannot be checked by its ETag: give that key "
+                    f"({setting('staging_kms_key')} or [staging] kms_key_id), or stage under another prefix"
                 )
             if etag != item.etag:
                 if written:
@@ -698,7 +698,7 @@ class Stager:
         if self.kms_key_id and staged.content_check != CHECKSUM_CHECK:
             raise SubmissionError(
                 f"{staged.uri}: was staged without SSE-KMS, but staging now asks for KMS key {self.kms_key_id}: "
-                "stage under another prefix (--staging) to stage it encrypted"
+                f"stage under another prefix ({setting('staging')}) to stage it encrypted"
             )
         head = self._head(staged.bucket, staged.key)
         if head is None:

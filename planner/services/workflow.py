@@ -50,7 +50,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from planner.core.routing import PARAM_PREFIX, Route
 from planner.core.spec import BackendSpec
 from planner.core.suggest import _one_edit, closest
-from planner.errors import InputError, Problem
+from planner.errors import InputError, Problem, setting
 from planner.sandbox.local import ensure_running
 from planner.services.aws import SANDBOX_CREDENTIALS, check_options
 
@@ -156,8 +156,9 @@ def _plain(template: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any
 # ---------------------------------------------------------------- reading a template
 
 
-def load_template_file(path: str, what: str = "--parameter-template") -> WorkflowTemplate:
+def load_template_file(path: str, what: str | None = None) -> WorkflowTemplate:
     """A template file: the JSON GetWorkflow or GetWorkflowVersion returns, or the template itself."""
+    what = what or setting("parameter_template")
     try:
         with open(path, "rb") as handle:
             document = orjson.loads(handle.read())
@@ -253,13 +254,14 @@ def resolve_workflow(
     if chosen:
         return WorkflowCheck(
             skipped=f"rows choose their own workflow (column {chosen[0]!r}); "
-            "give --parameter-template to check them all against one template"
+            f"give {setting('parameter_template')} to check them all against one template"
         )
     workflow_id = run.get("workflowId")
     if not workflow_id:
         return WorkflowCheck(skipped="no workflowId to read")
     if not lookup.enabled:
-        return WorkflowCheck(skipped=f"workflow lookup is off (--no-workflow-lookup or {NO_LOOKUP_ENV})", asked=True)
+        off = f"workflow lookup is off ({setting('workflow_lookup=False')} or {NO_LOOKUP_ENV})"
+        return WorkflowCheck(skipped=off, asked=True)
     return read_workflow(run, lookup)
 
 
@@ -515,7 +517,7 @@ def template_checks(
             None,
             REQUIRED,
             f"is required by {subject}, and no run sets it: set it in [run.parameters], with "
-            f"--set parameters.{name}=..., or as a sheet column{hint}",
+            f"{setting('sets', f'parameters.{name}=...')}, or as a sheet column{hint}",
         )
         problems.append(problem)
     return problems, checks

@@ -25,8 +25,7 @@ from helpers import access_of, ledger_of, open_plan
 import planner
 from planner.commands.status import status
 from planner.commands.submit import run_submission, submit
-from planner.engine.engine import Incomplete
-from planner.errors import PlanDirError
+from planner.errors import Incomplete, PlanDirError
 
 ROLE = "arn:aws:iam::123456789012:role/omics"
 BATCH_DEFAULTS: dict[str, Any] = {

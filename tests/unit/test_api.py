@@ -24,8 +24,7 @@ from stub_backend import NAME, StubService, installed
 import planner
 from planner.backends import backend_class, get_backend, register, unregister
 from planner.core.progress import ProgressEvent
-from planner.engine.engine import Incomplete
-from planner.errors import InputError, SubmissionError
+from planner.errors import Incomplete, InputError, SubmissionError
 
 DEFAULTS: dict[str, Any] = {"run": {"workflow": "wf-7", "parameters": {"reference": "s3://refs/hg38.fa"}}}
 

@@ -217,7 +217,7 @@ def test_a_plan_that_stages_needs_a_staging_location(tmp_path: Path) -> None:
     frame = pl.DataFrame({"sample": ["S1", "S2"]})
     plan_dir = str(tmp_path / "p")
     planner.plan(frame, backend="batch", defaults={"run": {"jobQueue": "q", "jobDefinition": "d:1"}}).write(plan_dir)
-    with pytest.raises(planner.InputError, match="--staging"):
+    with pytest.raises(planner.InputError, match="give staging=s3://"):  # the API's keyword, not the flag
         policies(plan_dir)
     assert actions(policies(plan_dir, staging="s3://b/x/").submitter) >= {"s3:PutObject"}
 
