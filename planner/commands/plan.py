@@ -11,6 +11,7 @@ is in ``plandir.py``; the per-row state spilled to disk while streaming in ``spi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -23,8 +24,9 @@ import orjson
 import polars as pl
 
 from planner.backends import get_backend
+from planner.commands.check import check_inputs
 from planner.core.defaults import Defaults, load_defaults
-from planner.core.earlier import RECORD_KEY, SKIPPED, EarlierRuns, workflow_of
+from planner.core.earlier import SKIPPED, EarlierRuns, workflow_of
 from planner.core.merge import MERGED, OWN, json_text, run_json, settings_json
 from planner.core.output_locations import (
     KIND,
@@ -35,13 +37,14 @@ from planner.core.output_locations import (
     output_locations,
 )
 from planner.core.plandir import (
-    PLAN_FILE,
     REJECTED_FILE,
     SETTINGS,
     SETTINGS_HASH,
     Manifest,
+    OptionsRecord,
     PlanContent,
     PlanDirectory,
+    SheetRecord,
     atomic_directory,
     settings_hash,
     write_plan,
@@ -53,8 +56,12 @@ from planner.core.shard import MAX_PART_SIZE, MIN_PART_SIZE, ShardWriter, defaul
 from planner.core.sheet import RAW_PREFIX, ROW, Sheet, open_sheet, polars_errors
 from planner.core.spec import BackendSpec
 from planner.core.spill import HASH, IdHashes, Spill, prefetched
+from planner.core.suggest import did_you_mean
 from planner.core.validate import ID, Check, _located, coerce_fields, default_problems, row_checks
-from planner.errors import InputError, Problem, SheetError, ValidationError
+from planner.errors import InputError, Problem, SheetError, ValidationError, setting
+from planner.sandbox.local import ensure_running
+from planner.services.aws import Clients
+from planner.services.staging import sheet_download
 from planner.services.workflow import (
     NEAR_FIELD,
     Lookup,
@@ -160,7 +167,7 @@ class Plan:
         self.max_entries = min(options.max_entries or spec.max_entries, spec.max_entries)
         if options.inline:
             if spec.inline_max is None:
-                raise InputError(f"--inline applies to omics-batch only, not {spec.name}")
+                raise InputError(f"{setting('inline=True')} applies to omics-batch only, not {spec.name}")
             self.max_entries = min(self.max_entries, spec.inline_max)
         self.max_bytes = min(options.max_bytes or spec.max_bytes, spec.max_bytes)
         self.part_size = options.part_size or default_part_size(self.max_bytes)
@@ -231,7 +238,7 @@ class Plan:
             if self.options.group:
                 return self._grouped(frame)
         if self.options.list_columns:
-            raise InputError("--list-columns goes with --group")
+            raise InputError(f"{setting('list_columns')} goes with {setting('group=True')}")
         return frame, [], set()
 
     def _repeated_ids(self, suspects: pl.Series) -> tuple[list[Problem], set[str]]:
@@ -254,7 +261,8 @@ class Plan:
                 sample,
                 "unique",
                 f"id appears in rows {_rows(rows_of)}; ids must be unique "
-                "(for several rows per sample, e.g. one per lane, use --group --list-columns fastq_1,fastq_2)",
+                "(for several rows per sample, e.g. one per lane, use "
+                f"{setting('group=True')} {setting('list_columns', 'fastq_1,fastq_2')})",
             )
             for sample, rows_of in repeated.sort(pl.col(ROW).list.first()).iter_rows()
         ]
@@ -265,11 +273,9 @@ class Plan:
         columns = [c for c in self.sheet.columns if c != self.sheet.id_column]
         unknown = [c for c in self.options.list_columns if c not in columns]
         if unknown:
-            from planner.core.suggest import did_you_mean
-
             hint = did_you_mean(unknown[0], columns)
             raise InputError(
-                f"--list-columns names {', '.join(map(repr, unknown))}{hint}, not a column of the sheet "
+                f"{setting('list_columns')} names {', '.join(map(repr, unknown))}{hint}, not a column of the sheet "
                 f"(it has {', '.join(map(repr, columns))})"
             )
         lists = {self.sheet.source[c] for c in self.options.list_columns}
@@ -300,8 +306,8 @@ class Plan:
                         self.sheet.name_of(c),
                         " | ".join("" if v is None else str(v) for v in values),
                         "group-agree",
-                        f"differs between rows {_rows(record['__rows'])} of this sample; with --group, columns other "
-                        "than --list-columns must agree within a sample",
+                        f"differs between rows {_rows(record['__rows'])} of this sample; with {setting('group=True')}, "
+                        f"columns other than {setting('list_columns')} must agree within a sample",
                     )
                 )
         rejected = {p.id for p in problems if p.id is not None}
@@ -531,7 +537,7 @@ class Plan:
         if self.options.group:
             return None
         if self.sheet.parquet_files:
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # start-up: pyarrow loads only for the sheets and files that need it
 
             return sum(pq.ParquetFile(f).metadata.num_rows for f in self.sheet.parquet_files)
         if self.sheet.bytes_per_row and os.path.isfile(self.sheet.path):
@@ -580,19 +586,22 @@ class Plan:
             raise ValidationError(self.problems) if self.problems else SheetError(f"{self.sheet.path}: no runs to plan")
         if self.problems:
             write_problems(os.path.join(directory, REJECTED_FILE), self.problems)
-        manifest = write_plan(directory, self.spec, shards, samples.frames(), self._content())
-        if self.earlier is not None:
-            _record(directory, RECORD_KEY, self.earlier.record(directory))
-        if self.defaults.output_parameters:  # for `planner check`; only when set, so other plans keep their bytes
-            _record(directory, "output_parameters", list(self.defaults.output_parameters))
-        if self.workflow is not None:
-            _record(directory, "workflow", self.workflow.to_json())
-            if self.workflow.skipped and not self.workflow.asked:
-                log.warning(
-                    "note: the workflow's parameters were not checked: %s (plan.json records it; give "
-                    "--parameter-template FILE, or run `planner check PLAN` with access to the workflow)",
-                    self.workflow.skipped,
-                )
+        # plan.json is written once, with everything it records: the comparison with earlier plans, the
+        # declared output parameters (for `planner check` and `planner outputs`), the workflow checked against.
+        content = dataclasses.replace(
+            self._content(),
+            skip_done=self.earlier.record(directory) if self.earlier is not None else None,
+            output_parameters=tuple(self.defaults.output_parameters),
+            workflow=self.workflow.to_json() if self.workflow is not None else None,
+        )
+        manifest = write_plan(directory, self.spec, shards, samples.frames(), content)
+        if self.workflow is not None and self.workflow.skipped and not self.workflow.asked:
+            log.warning(
+                "note: the workflow's parameters were not checked: %s (plan.json records it; give "
+                f"{setting('parameter_template', 'FILE')}, or run `planner check PLAN` with access to the "
+                "workflow)",
+                self.workflow.skipped,
+            )
         shutil.rmtree(scratch)
         return manifest
 
@@ -602,20 +611,15 @@ class Plan:
             submission=self.defaults.submission,
             staging=self.defaults.staging,  # uri, and kms_key_id / expected_bucket_owner when set
             inline=self.options.inline,
-            sheet={
-                "path": self.sheet.path,
-                "sha256": self.sheet.sha256,
-                "rows": self.rows,
-                "id_column": self.sheet.id_column,
-            },
-            options={
-                "group": self.options.group,
-                "list_columns": list(self.options.list_columns),
-                "skip_invalid": self.options.skip_invalid,
-                "inline": self.options.inline,
-                "max_entries": self.max_entries,
-                "max_bytes": self.max_bytes,
-            },
+            sheet=SheetRecord(self.sheet.path, self.sheet.sha256, self.rows, self.sheet.id_column),
+            options=OptionsRecord(
+                group=self.options.group,
+                list_columns=tuple(self.options.list_columns),
+                skip_invalid=self.options.skip_invalid,
+                inline=self.options.inline,
+                max_entries=self.max_entries,
+                max_bytes=self.max_bytes,
+            ),
             rejected=len({p.row for p in self.problems}),
             settings_hash=SETTINGS_HASH,
         )
@@ -625,8 +629,6 @@ class Plan:
 
         Rows with a missing input are problems of their own (rejected with --skip-invalid: the
         next pass leaves them out); a missing default input is every run's, and stops the plan."""
-        from planner.commands.check import check_inputs
-
         report = check_inputs(
             written,
             access=self.options.access or Lookup(),
@@ -646,16 +648,6 @@ class Plan:
                 self.plan_problems.append(problem)
         if report.problems and (not self.options.skip_invalid or self.plan_problems):
             raise ValidationError(self.problems + report.problems)
-
-
-def _record(directory: str, key: str, value: Any) -> None:
-    """Add ``key`` to plan.json (outside the plan id: it is not sent to the service), written as plandir writes it."""
-    path = os.path.join(directory, PLAN_FILE)
-    with open(path, "rb") as handle:
-        document = orjson.loads(handle.read())
-    document[key] = value
-    with open(path, "wb") as handle:
-        handle.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 def _problems(bad: pl.DataFrame, checks: Sequence[Check]) -> list[Problem]:
@@ -732,9 +724,11 @@ def plan(
         sheet,
         id_column=id_column or loaded.id_column,
         types=loaded.types,
-        s3_client=s3_client,
-        expected_bucket_owner=loaded.staging_expected_bucket_owner,
-        clients=_sheet_clients(sheet, sandbox, endpoint_url, profile, region, endpoints),
+        download=sheet_download(
+            s3_client,
+            loaded.staging_expected_bucket_owner,
+            _sheet_clients(sheet, sandbox, endpoint_url, profile, region, endpoints),
+        ),
     )
     access = Lookup.from_environment(
         enabled=workflow_lookup,
@@ -776,13 +770,10 @@ def _sheet_clients(
     endpoints (started only for such a sheet); None for a local sheet or a frame."""
     if not (isinstance(sheet, str) and sheet.startswith("s3://")):
         return None
-    from planner.services.aws import Clients
 
     clients = Clients(
         profile=profile, region=region, endpoint_url=endpoint_url, endpoints=dict(endpoints or {}), sandbox=sandbox
     )
     if sandbox and endpoints is None:
-        from planner.sandbox.local import ensure_running
-
         clients.endpoints = dict(ensure_running())
     return clients

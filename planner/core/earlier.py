@@ -33,18 +33,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import polars as pl
 
-from planner.core.plandir import PLAN_FILE, SETTINGS, SETTINGS_HASH, Manifest, PlanDirectory, safe_csv
+from planner.core.plandir import SETTINGS, SETTINGS_HASH, Manifest, PlanDirectory, SkipDone, safe_csv
 from planner.core.progress import log
 from planner.core.spec import BackendSpec
-from planner.errors import InputError, PlanDirError
+from planner.errors import InputError, PlanDirError, setting
 
 LEDGER_FILE = "ledger.sqlite"  # ledger.py's; read here read-only, without its upgrades
 SKIPPED_FILE = "skipped.csv"
 CHANGED_FILE = "changed.csv"
-RECORD_KEY = "skip_done"
 
 # What an earlier run of a sample came to (``outcome``).
 DONE = "done"  # completed
@@ -136,7 +134,7 @@ def plan_paths(patterns: Sequence[str]) -> list[str]:
         if glob.has_magic(text):
             matches = sorted(m for m in glob.glob(text) if os.path.isdir(m))
             if not matches:
-                raise InputError(f"--skip-done {text}: no plan directory matches")
+                raise InputError(f"{setting('skip_done', text)}: no plan directory matches")
         else:
             matches = [text]
         for match in matches:
@@ -150,30 +148,34 @@ def open_earlier(path: str, spec: BackendSpec, workflow: str | None) -> PlanDire
     try:
         plan = PlanDirectory(path)
     except PlanDirError as exc:
-        raise InputError(f"--skip-done {path}: {_detail(exc, path)}") from None
+        raise InputError(f"{setting('skip_done', path)}: {_detail(exc, path)}") from None
     manifest = plan.manifest
     if manifest.backend != spec.name:
         raise InputError(
-            f"--skip-done {path}: a plan for {manifest.backend}, not {spec.name}: its settings are not comparable"
+            f"{setting('skip_done', path)}: a plan for {manifest.backend}, not {spec.name}: "
+            "its settings are not comparable"
         )
     theirs = workflow_of(manifest.backend, manifest.defaults, manifest.submission)
     if theirs != workflow:
         raise InputError(
-            f"--skip-done {path}: a plan of workflow {theirs!r}, not {workflow!r}: its settings are not comparable"
+            f"{setting('skip_done', path)}: a plan of workflow {theirs!r}, not {workflow!r}: "
+            "its settings are not comparable"
         )
     if manifest.settings_hash is None and manifest.retry_of:
         raise InputError(
-            f"--skip-done {path}: a retry with --set, whose runs' settings are not recorded per sample: "
+            f"{setting('skip_done', path)}: a retry with {setting('sets')}, whose runs' settings are not recorded "
+            "per sample: "
             "they cannot be compared; give the plan it retried, whose samples that failed are planned again"
         )
     if manifest.settings_hash is None:
         raise InputError(
-            f"--skip-done {path}: planned by a planner that recorded no settings per sample; "
+            f"{setting('skip_done', path)}: planned by a planner that recorded no settings per sample; "
             "its samples cannot be compared (plan it again with this planner to compare)"
         )
     if manifest.settings_hash != SETTINGS_HASH:
         raise InputError(
-            f"--skip-done {path}: its settings were hashed as {manifest.settings_hash}, this planner hashes as "
+            f"{setting('skip_done', path)}: its settings were hashed as {manifest.settings_hash}, "
+            "this planner hashes as "
             f"{SETTINGS_HASH}: they are not comparable"
         )
     return plan
@@ -252,7 +254,8 @@ class EarlierRuns:
             del settings
             if ran.height == 0:
                 log.warning(
-                    "note: --skip-done %s: nothing of it was submitted; none of its samples counts as run", path
+                    "note: %s: nothing of it was submitted; none of its samples counts as run",
+                    setting("skip_done", path),
                 )
             plans.append(EarlierPlan(path, plan.manifest, ran.height))
             # The plan by its place in ``plans``, not its path: a path repeated a million times is tens of MB.
@@ -325,25 +328,15 @@ class EarlierRuns:
             f"in {names} (completed, or still pending or running)"
         )
 
-    def record(self, directory: str) -> dict[str, Any]:
+    def record(self, directory: str) -> SkipDone:
         """The listings beside the plan, and what plan.json records of the comparison."""
         for name, frames in ((SKIPPED_FILE, self.skipped), (CHANGED_FILE, self.changed)):
             if frames:
                 safe_csv(pl.concat(frames), os.path.join(directory, name))
-        return {
-            "plans": [{"path": p.path, "plan_id": p.manifest.plan_id, "ran": p.ran} for p in self.plans],
-            "new": self.counts[NEW],
-            "changed": self.counts[CHANGED],
-            "done": self.counts[SKIPPED],
-            "failed_before": self.counts[FAILED_BEFORE],
-        }
-
-
-def skip_record(plan_dir: str) -> dict[str, Any] | None:
-    """What ``planner plan --skip-done`` recorded in a plan's plan.json (None: planned without it)."""
-    try:
-        with open(os.path.join(plan_dir, PLAN_FILE), "rb") as handle:
-            record = orjson.loads(handle.read()).get(RECORD_KEY)
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    return record if isinstance(record, dict) else None
+        return SkipDone(
+            plans=tuple({"path": p.path, "plan_id": p.manifest.plan_id, "ran": p.ran} for p in self.plans),
+            new=self.counts[NEW],
+            changed=self.counts[CHANGED],
+            done=self.counts[SKIPPED],
+            failed_before=self.counts[FAILED_BEFORE],
+        )

@@ -236,7 +236,7 @@ def test_submit_refuses_samples_another_plan_already_ran_before_any_call(
     err = capsys.readouterr().err
     week1, week2 = tmp_path / "week1", tmp_path / "week2"
     assert "4 of its 6 samples already ran with identical settings in plan" in err and f"({week1})" in err
-    assert f"--skip-done {week1}" in err and f"planner submit {week2} --allow-rerun" in err
+    assert f"--skip-done {week1}" in err and f"submit {week2} with --allow-rerun" in err
     assert len(cohort.emulator.requests()) == calls  # refused before the first call
     assert (
         not (week2 / "ledger.sqlite").exists()
