@@ -523,7 +523,7 @@ def check_invariants(rig: Rig, *, staged_before: dict[str, list[dict[str, Any]]]
     assert None not in journaled
     assert journaled <= known, f"the ledger names remote ids the service does not know: {sorted(journaled - known)}"
 
-    table = planner.commands.submit.status(rig.plan_dir, **rig.access)
+    table = planner.commands.status.status(rig.plan_dir, **rig.access)
     assert sorted(table.get_column("id").to_list()) == sorted(rig.samples)
     unmapped = table.filter(pl.col("remote_id").is_null()).get_column("id").to_list()
     assert unmapped == [], f"samples without a remote id after status: {unmapped[:10]}"
@@ -545,7 +545,7 @@ def submission_states(plan_dir: str) -> Counter[str]:
 
 def shard_bytes(rig: Rig) -> dict[str, bytes]:
     """The bytes of every object the plan stages, by S3 key: shards and (Batch, Glue manifest) line indexes."""
-    from planner.core.child_settings import line_index
+    from planner.core.line_index import line_index
 
     manifest = rig.manifest
     out: dict[str, bytes] = {}

@@ -29,9 +29,11 @@ from botocore.stub import Stubber
 from helpers import access_of, every, ledger_of, make_plan, open_plan, sheet_frame
 
 import planner
+from planner.commands.cancel import cancel
+from planner.commands.child_settings import read_child_settings
 from planner.commands.retry import retry
-from planner.commands.submit import cancel, run_submission, status, submit
-from planner.core.child_settings import read_child_settings
+from planner.commands.status import status
+from planner.commands.submit import run_submission, submit
 from planner.errors import InputError
 
 FAIL_AFTER = "MOTO_SIMPLE_BATCH_FAIL_AFTER"
@@ -468,7 +470,7 @@ def test_stubber_pins_the_exact_submit_job_request(tmp_path, options, queue, buc
 
 
 def test_export_lines_are_safe_for_eval(tmp_path):
-    from planner.core.child_settings import export_lines
+    from planner.commands.child_settings import export_lines
 
     lines = export_lines({"id": "a b", "parameters": {"x-y": "it's $HOME", "n": 3}})
     script = "\n".join(lines) + '\nprintf "%s|%s|%s" "$PLANNER_SAMPLE_ID" "$PARAM_X_Y" "$PARAM_N"'

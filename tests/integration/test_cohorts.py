@@ -149,8 +149,9 @@ def test_a_sample_whose_settings_changed_is_planned_and_listed_never_skipped(
 
 
 def test_samples_that_failed_before_are_planned_again_and_running_ones_are_skipped(
-    tmp_path: Path, cohort: Any, capsys: Any
+    tmp_path: Path, cohort: Any, capsys: Any, monkeypatch: Any
 ) -> None:
+    monkeypatch.setattr(planner.core.earlier, "LEDGER_CHUNK", 3)  # a ledger of four samples is read in two chunks
     cohort.start(fail_when=lambda s: ("WORKFLOW_RUN_FAILED", "bad input") if s["runSettingId"] == "S3" else None)
     cohort.plan(write_sheet(tmp_path / "week1.csv", sheet_frame(FOUR, bam=BAM)), "week1")
     cohort.submit("week1")
@@ -175,6 +176,9 @@ def test_samples_that_failed_before_are_planned_again_and_running_ones_are_skipp
     assert "against 2 earlier plans: 2 new, 0 changed, 4 done (skipped), 1 failed before" in capsys.readouterr().out
     planned = pl.read_parquet(tmp_path / "all2" / "samples.parquet").get_column("id").to_list()
     assert planned == ["S3", "S5", "S6"]
+    skipped = pl.read_csv(tmp_path / "all2" / "skipped.csv")
+    week1, late = str(tmp_path / "week1"), str(tmp_path / "late")
+    assert dict(skipped.select("id", "earlier_plan").iter_rows()) == {"S1": week1, "S2": week1, "S4": week1, "S7": late}
 
 
 def test_the_python_api_takes_skip_done_and_a_fully_done_sheet_plans_nothing(
@@ -244,7 +248,7 @@ def test_submit_refuses_samples_another_plan_already_ran_before_any_call(
     err = capsys.readouterr().err
     week1, week2 = tmp_path / "week1", tmp_path / "week2"
     assert "4 of its 6 samples already ran with identical settings in plan" in err and f"({week1})" in err
-    assert f"--skip-done {week1}" in err and f"planner submit {week2} --allow-rerun" in err
+    assert f"--skip-done {week1}" in err and f"submit {week2} with --allow-rerun" in err
     assert len(cohort.emulator.requests()) == calls  # refused before the first call
     assert (
         not (week2 / "ledger.sqlite").exists()

@@ -35,10 +35,12 @@ import planner
 from planner.backends import glue as glue_backend
 from planner.backends.glue import Glue
 from planner.commands import sandbox_prepare as prepare
-from planner.commands import submit as submission
+from planner.commands import status as submission
+from planner.commands.child_settings import glue_arguments, read_child_settings
 from planner.commands.retry import retry
-from planner.commands.submit import run_submission, status, submit
-from planner.core.child_settings import entry_count, glue_arguments, line_index, read_child_settings
+from planner.commands.status import status
+from planner.commands.submit import run_submission, submit
+from planner.core.line_index import entry_count, line_index
 
 HOLD = {"progression": "manual", "times": 10**9}
 STEP = {"progression": "manual", "times": 1}

@@ -21,9 +21,9 @@ from botocore.config import Config
 from helpers import access_of, ledger_of, make_plan, open_plan, run_cli, sheet_frame
 
 import planner
-from planner.commands.submit import run_submission, status, submit
-from planner.engine.engine import Incomplete
-from planner.errors import PlanDirError
+from planner.commands.status import status
+from planner.commands.submit import run_submission, submit
+from planner.errors import Incomplete, PlanDirError
 
 ROLE = "arn:aws:iam::123456789012:role/omics"
 BATCH_DEFAULTS: dict[str, Any] = {
@@ -159,7 +159,7 @@ def test_a_refused_start_run_batch_marks_its_samples_failed_and_retry_set_fixes_
 
     retried = planner.retry(plan_dir, str(tmp_path / "retry"), sets=["cacheId=4242"], **access_of(options))
     assert retried.runs == 4 and retried.defaults["cacheId"] == "4242"  # a string field: the text as given
-    assert retried.sheet["retry_sets"] == ["cacheId=4242"]
+    assert retried.sheet.retry_sets == ("cacheId=4242",)
     report = submit(str(tmp_path / "retry"), **options)
     assert report.tally("StartRunBatch").created == 1
     ((_, request),) = [(op, p) for op, p in omics_world.emulator.requests() if op == "StartRunBatch"][-1:]

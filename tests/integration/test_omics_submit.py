@@ -20,7 +20,8 @@ from helpers import access_of, every, ledger_of, make_plan, open_plan, sheet_fra
 
 import planner
 from planner.commands.retry import retry
-from planner.commands.submit import run_submission, status, submit
+from planner.commands.status import status
+from planner.commands.submit import run_submission, submit
 from planner.errors import SubmissionError
 
 DEFAULTS = {

@@ -25,9 +25,11 @@ from helpers import every, ledger_of, make_plan, open_plan, sheet_frame
 import planner
 import planner.cli
 from planner.backends import polly as polly_backend
-from planner.commands import submit as submission
+from planner.commands import status as submission
+from planner.commands.cancel import cancel
 from planner.commands.retry import retry
-from planner.commands.submit import cancel, run_submission, status, submit
+from planner.commands.status import status
+from planner.commands.submit import run_submission, submit
 from planner.errors import SubmissionError
 from planner.sandbox.polly_emulator import PollyEmulator
 from planner.services import polly_api
@@ -355,7 +357,7 @@ def _killing_script(plan_dir: str, *, after_posts_to: str, count: int) -> str:
     return textwrap.dedent(
         f"""
         import os, signal
-        from planner import polly_api as polly
+        from planner.services import polly_api as polly
         from planner.engine.context import Options, open_context
         from planner.commands.submit import run_submission
 

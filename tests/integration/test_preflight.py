@@ -20,9 +20,9 @@ from faults.faultkit import aws_error, patch_clients
 from helpers import defaults_for, load_manifest, make_plan, run_cli_process, write_csv, write_defaults
 
 import planner
-from planner.commands.check import LIST_MIN, PreflightError, check
+from planner.commands.check import LIST_MIN, check
 from planner.commands.submit import submit
-from planner.errors import ValidationError
+from planner.errors import PreflightError, ValidationError
 from planner.sandbox.omics_emulator import OmicsEmulator
 
 TEMPLATE = {

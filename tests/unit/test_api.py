@@ -25,8 +25,7 @@ from stub_backend import NAME, StubService, installed
 import planner
 from planner.backends import backend_class, get_backend, register, unregister
 from planner.core.progress import ProgressEvent
-from planner.engine.engine import Incomplete
-from planner.errors import InputError, SubmissionError
+from planner.errors import Incomplete, InputError, SubmissionError
 
 DEFAULTS: dict[str, Any] = {"run": {"workflow": "wf-7", "parameters": {"reference": "s3://refs/hg38.fa"}}}
 SHEET: dict[str, Any] = {"width": 0, "fastq": "s3://in/{sample}.fq"}  # sheet_frame(n, **SHEET): S0, S1, ...
@@ -179,7 +178,7 @@ def test_status_maps_every_sample_to_its_run_and_state(service: StubService, tmp
     assert set(_states(planner.status(plan_dir)).values()) == {"PENDING"}
     service.advance(2)
     table = planner.status(plan_dir)
-    assert table.columns == planner.commands.submit.STATUS_COLUMNS
+    assert table.columns == planner.commands.status.STATUS_COLUMNS
     assert _states(table) == {f"S{i}": "FAILED" if i == 1 else "COMPLETED" for i in range(5)}
     assert table.filter(pl.col("id") == "S1").get_column("reason").to_list() == ["out of memory"]
     assert table.get_column("remote_id").n_unique() == 5 and table.get_column("remote_id").null_count() == 0

@@ -223,4 +223,4 @@ def test_retry_set_errors_name_the_set(tmp_path: Path) -> None:
     with pytest.raises(planner.ValidationError) as caught:
         planner.retry(str(plan_dir), str(tmp_path / "r"), sets=["workflowID=2"], refresh=False)
     (problem,) = caught.value.problems
-    assert problem.describe().startswith("--set 'workflowID': is not a field of this request (did you mean")
+    assert problem.describe().startswith("sets 'workflowID': is not a field of this request (did you mean")  # API

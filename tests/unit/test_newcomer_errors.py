@@ -174,7 +174,8 @@ def test_problems_of_the_defaults_call_a_field_a_field() -> None:
     assert Problem(None, None, "[run] storageType", "FAST", "enum", "must be one of STATIC, DYNAMIC").describe() == (
         "defaults, field '[run] storageType' = 'FAST': must be one of STATIC, DYNAMIC [enum]"
     )
-    assert Problem(0, None, "--set a\nb", None, "unknown-field", "no").describe() == "--set 'a\\nb': no [unknown-field]"
+    # A KEY=VALUE setting's problem: its column is "sets KEY"; the API names the keyword (the CLI, --set)
+    assert Problem(0, None, "sets a\nb", None, "unknown-field", "no").describe() == "sets 'a\\nb': no [unknown-field]"
     assert Problem(3, "x", "priority", "hi", "type", "must be an integer").describe() == (
         "row 3 (id 'x'), column 'priority' = 'hi': must be an integer [type]"
     )

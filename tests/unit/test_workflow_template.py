@@ -125,7 +125,7 @@ def test_a_default_and_a_set_the_template_does_not_define_are_named(tmp_path: Pa
         "defaults, field '[run] parameters.referenc' = 's3://refs/hg38.fa': is not a parameter of the parameter "
         f"template in {tmp_path / 'template.json'} (did you mean 'reference'?); its template defines fastq_1, "
         "fastq_2, reference, sample, threads [template-unknown]",
-        f"--set 'parameters.thread' = '4': is not a parameter of the parameter template in {tmp_path / 'template.json'}"
+        f"sets 'parameters.thread' = '4': is not a parameter of the parameter template in {tmp_path / 'template.json'}"
         " (did you mean 'threads'?); its template defines fastq_1, fastq_2, reference, sample, threads "
         "[template-unknown]",
     ]
@@ -228,7 +228,7 @@ def test_id_parameter_false_with_a_template_needing_it_says_so(tmp_path: Path) -
     assert lines == [
         "defaults, field '[run] parameters.sample': is required by the parameter template in "
         f"{tmp_path / 'template.json'}, and no run sets it: set it in [run.parameters], with "
-        "--set parameters.sample=..., or as a sheet column; [workflow] id_parameter = 'sample' sends the sample id "
+        "sets=[parameters.sample=...], or as a sheet column; [workflow] id_parameter = 'sample' sends the sample id "
         "as it [template-required]"
     ]
 
