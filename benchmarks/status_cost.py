@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from moto.server import ThreadedMotoServer
 
     import planner
-    from planner.commands.submit import REASON_NOT_ASKED
+    from planner.commands.status import REASON_NOT_ASKED
     from planner.sandbox.omics_emulator import OmicsEmulator
 
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

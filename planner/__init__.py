@@ -40,38 +40,42 @@ The package's layers, lowest first; a module imports only from its own layer or 
 from __future__ import annotations
 
 from planner.backends.base import CancelOutcome, CancelReport
+from planner.commands.cancel import cancel
 from planner.commands.check import CheckReport, check
+from planner.commands.child_settings import read_child_settings
 from planner.commands.clean import CleanReport, clean
 from planner.commands.outputs import outputs
 from planner.commands.plan import Plan, plan
 from planner.commands.policy import Policies, policies
+from planner.commands.report import report
 from planner.commands.retry import retry
-from planner.commands.submit import Snapshot, Threshold, ThresholdCrossed, cancel, report, status, submit, watch
+from planner.commands.status import status
+from planner.commands.submit import submit
+from planner.commands.watch import Snapshot, Threshold, watch
 from planner.core.plandir import Manifest, read_plan
 from planner.core.progress import ProgressEvent
 from planner.core.shard import ShardInfo
-from planner.engine.engine import Incomplete, SubmitReport, Tally
+from planner.engine.engine import SubmitReport, Tally
 from planner.errors import (
     AccessError,
     DefaultsError,
+    Incomplete,
     InputError,
+    LedgerDamaged,
     NothingToRetry,
     PlanDirError,
     PlannerError,
+    PollyAuthError,
+    PollyHTTPError,
+    PreflightError,
     Problem,
     SheetError,
     Stopped,
     SubmissionError,
+    ThresholdCrossed,
+    Unreconciled,
     ValidationError,
 )
-
-
-def read_child_settings(**options: object) -> dict[str, object]:
-    """Inside an AWS Batch array child or a Glue manifest run: this child's own settings."""
-    from planner.core.child_settings import read_child_settings as read
-
-    return read(**options)  # type: ignore[arg-type]
-
 
 __all__ = [
     "AccessError",
@@ -82,12 +86,16 @@ __all__ = [
     "DefaultsError",
     "Incomplete",
     "InputError",
+    "LedgerDamaged",
     "Manifest",
     "NothingToRetry",
     "Plan",
     "PlanDirError",
     "PlannerError",
     "Policies",
+    "PollyAuthError",
+    "PollyHTTPError",
+    "PreflightError",
     "Problem",
     "ProgressEvent",
     "ShardInfo",
@@ -99,6 +107,7 @@ __all__ = [
     "Tally",
     "Threshold",
     "ThresholdCrossed",
+    "Unreconciled",
     "ValidationError",
     "cancel",
     "check",

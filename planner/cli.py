@@ -19,13 +19,50 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import orjson
+import polars as pl
 
 from planner import __version__
-from planner.backends import MODULES
+from planner.backends import MODULES, get_backend
+from planner.backends.base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, STOPPING
+from planner.commands import child_settings
+from planner.commands.cancel import cancel
+from planner.commands.check import check
+from planner.commands.child_settings import run
+from planner.commands.clean import clean
+from planner.commands.outputs import outputs_report, table_format, write_outputs
 from planner.commands.plan import MAX_SHOWN_PROBLEMS, plan
-from planner.core.plandir import REJECTED_FILE, write_problems
+from planner.commands.policy import policies
+from planner.commands.report import (
+    NOT_SUBMITTED,
+    failure_groups,  # plotly is imported only to draw a report
+    report,
+    state_counts,
+)
+from planner.commands.retry import retry
+from planner.commands.status import check_table_path, status, unknown_states, unknown_warning, where_expr, write_table
+from planner.commands.submit import submit
+from planner.commands.watch import Threshold, watch
+from planner.core.defaults import check_account, check_kms_key_id
+from planner.core.earlier import CHANGED, CHANGED_FILE, FAILED_BEFORE, NEW, SKIPPED, SKIPPED_FILE
+from planner.core.plandir import REJECTED_FILE, PlanDirectory, write_problems
 from planner.core.progress import stderr_progress
-from planner.errors import InputError, NothingToRetry, PlannerError, Problem, Stopped, ValidationError
+from planner.core.suggest import did_you_mean
+from planner.engine.context import staging_options
+from planner.errors import (
+    Incomplete,
+    InputError,
+    NothingToRetry,
+    PlannerError,
+    PreflightError,
+    Problem,
+    Setting,
+    Stopped,
+    ValidationError,
+    flags,
+)
+from planner.sandbox import local
+from planner.sandbox.local import ensure_running, read_state, state_dir, stop_running
+from planner.services.aws import check_options
 
 _ROUTING = """\
 Column routing, field names spelled as the API spells them:
@@ -46,6 +83,42 @@ Example:
 
 _PLAN_HELP = "a plan directory written by `planner plan` (or `planner retry`)"
 
+# The library's messages name a setting by the Python API's keyword (``errors.setting``); while the
+# CLI runs they name the flag that gives it here instead.
+FLAGS: dict[Setting, str] = {
+    "account": "--account",
+    "allow_rerun=True": "--allow-rerun",
+    "backend": "--backend",
+    "cancel_if_failed": "--cancel-if-failed",
+    "concurrency": "--concurrency",
+    "defaults": "--defaults",
+    "endpoint_url": "--endpoint-url",
+    "force=True": "--force",
+    "group=True": "--group",
+    "id_column": "--id-column",
+    "index": "--index",
+    "inline=True": "--inline",
+    "keep": "--keep",
+    "list_columns": "--list-columns",
+    "max_attempts": "--max-attempts",
+    "out": "--out",
+    "parameter_template": "--parameter-template",
+    "profile": "--profile",
+    "refresh=False": "--no-refresh",
+    "refresh=True": "--refresh",
+    "region": "--region",
+    "rename": "--rename",
+    "runs=True": "--runs",
+    "sandbox=True": "--sandbox",
+    "sets": "--set",
+    "skip_done": "--skip-done",
+    "staging": "--staging",
+    "staging_kms_key": "--staging-kms-key",
+    "states": "--states",
+    "why": "--why",
+    "workflow_lookup=False": "--no-workflow-lookup",
+}
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one line, with "did you mean" for a mistyped command, choice or option."""
@@ -58,8 +131,6 @@ _INVALID_CHOICE = re.compile(r"invalid choice: '(?P<given>[^']*)' \(choose from 
 
 
 def _hint(parser: argparse.ArgumentParser, message: str) -> str:
-    from planner.core.suggest import did_you_mean
-
     found = _INVALID_CHOICE.search(message)
     if found:
         choices = re.findall(r"'([^']*)'", found["choices"])
@@ -319,12 +390,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog='Example (in a job script):\n  eval "$(planner child-settings --export)"',
         formatter_class=raw,
     )
-    from planner.core.child_settings import add_arguments as _child_arguments
-
-    _child_arguments(k)
+    child_settings.add_arguments(k)
     k.set_defaults(handler=_child_settings)
-
-    from planner.sandbox import local
 
     x = commands.add_parser(
         "sandbox",
@@ -432,8 +499,6 @@ def _plan(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise InputError(f"--{name.replace('_', '-')} must be a positive number")
     if args.backend not in MODULES:
-        from planner.core.suggest import did_you_mean
-
         raise InputError(
             f"--backend {args.backend!r}{did_you_mean(args.backend, list(MODULES))}: choose one of {', '.join(MODULES)}"
         )
@@ -469,7 +534,7 @@ def _plan(args: argparse.Namespace) -> int:
     shards = manifest.shards
     modes = sorted({s.mode for s in shards})
     total = sum(s.bytes for s in shards)
-    rows = manifest.sheet["rows"]
+    rows = manifest.sheet.rows
     print(f"planned {_n(manifest.runs, 'run')} of {_n(rows, 'row')} for {manifest.backend} in {args.out}")
     print(f"  plan id {manifest.plan_id}; {_n(len(shards), 'shard')} ({', '.join(modes)}), {_size(total)}")
     if manifest.rejected:
@@ -481,8 +546,6 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _print_earlier(earlier: Any, out: str) -> None:
     """What --skip-done found: how many samples were new, changed, done (skipped) and failed before."""
-    from planner.core.earlier import CHANGED, CHANGED_FILE, FAILED_BEFORE, NEW, SKIPPED, SKIPPED_FILE
-
     counts = earlier.counts
     print(
         f"  against {len(earlier.plans)} earlier plan{'s' if len(earlier.plans) != 1 else ''}: "
@@ -526,18 +589,12 @@ def _report_problems(problems: Sequence[Problem], out: str, skipped: bool = Fals
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from planner.commands.check import PreflightError
-    from planner.commands.submit import Threshold, submit
-    from planner.engine.engine import Incomplete
-
     # Every option is checked before the first call: nothing is sent on a command line that is wrong.
     if args.cancel_if_failed and not args.watch:
         raise InputError("--cancel-if-failed goes with --watch")
     threshold = Threshold.parse(args.cancel_if_failed) if args.cancel_if_failed and not args.dry_run else None
     access = _aws(args)
     if args.sandbox and args.watch and not args.dry_run:
-        from planner.sandbox.local import ensure_running
-
         access["endpoints"] = ensure_running()  # once, for the submit and the watch after it
     try:
         report = submit(
@@ -597,8 +654,6 @@ def _access_flags(args: argparse.Namespace) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from planner.commands.submit import check_table_path, status, write_table
-
     access = _aws(args)
     if args.cancel_if_failed and not args.watch:
         raise InputError("--cancel-if-failed goes with --watch")
@@ -617,8 +672,6 @@ def _status(args: argparse.Namespace) -> int:
     summary = _summary(table, args.plan_dir)
     named = [s.strip() for text in why or [] for s in text.split(",") if s.strip() and s.strip() != "all"]
     if named:
-        import polars as pl
-
         # each sample asked about, as the service answered
         rows = table.filter(pl.col("id").is_in(named)).select("id", "state", "submission_status", "reason", "log")
         summary["why"] = rows.to_dicts()
@@ -633,15 +686,11 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _summary(table: Any, plan_dir: str) -> dict[str, Any]:
-    from planner.commands.report import failure_groups  # plotly is imported only to draw a report
-    from planner.commands.submit import state_counts
-    from planner.core.earlier import skip_record
-
     groups = [{"reason": g.reason, "count": g.count, "samples": list(g.samples)} for g in failure_groups(table)]
     summary = {"samples": table.height, "counts": state_counts(table), "failures": groups}
-    skipped = skip_record(plan_dir)
+    skipped = PlanDirectory(plan_dir).manifest.skip_done
     if skipped is not None:  # left out when planned (--skip-done): counted apart, not among the samples
-        summary["skipped_as_done"] = {"samples": int(skipped.get("done") or 0), "plans": skipped.get("plans") or []}
+        summary["skipped_as_done"] = {"samples": skipped.done, "plans": list(skipped.plans)}
     return summary
 
 
@@ -669,8 +718,6 @@ def _print_summary(summary: dict[str, Any], stream: Any) -> None:
 
 def _watch(args: argparse.Namespace, access: dict[str, Any]) -> int:
     """status --watch (and submit --watch): refresh until settled, or until the failure threshold."""
-    from planner.commands.submit import Threshold, watch, write_table
-
     threshold = Threshold.parse(args.cancel_if_failed) if args.cancel_if_failed else None
     refresh = not getattr(args, "no_refresh", False)
     snapshot = watch(
@@ -710,12 +757,6 @@ def _watch(args: argparse.Namespace, access: dict[str, Any]) -> int:
 
 def _unsuccessful(args: argparse.Namespace, table: Any, failed: int) -> list[str]:
     """What kept samples of a settled watch from their success state, one line per kind, with what to do."""
-    import polars as pl
-
-    from planner.backends import get_backend
-    from planner.commands.submit import NOT_SUBMITTED, unknown_states, where_expr
-    from planner.core.plandir import PlanDirectory
-
     spec = get_backend(PlanDirectory(args.plan_dir).manifest.backend)
     total, flags = table.height, _access_flags(args)
     if table.filter(pl.col("state").is_in(sorted(spec.success_states))).height == total:
@@ -749,18 +790,12 @@ def _unsuccessful(args: argparse.Namespace, table: Any, failed: int) -> list[str
 
 
 def _warn_unknown(plan_dir: str, table: Any) -> None:
-    from planner.backends import get_backend
-    from planner.commands.submit import unknown_states, unknown_warning
-    from planner.core.plandir import PlanDirectory
-
     spec = get_backend(PlanDirectory(plan_dir).manifest.backend)
     for state, count in unknown_states(table, spec).items():
         print(f"planner: warning: {unknown_warning(state, count, spec)}", file=sys.stderr)
 
 
 def _report(args: argparse.Namespace) -> int:
-    from planner.commands.submit import report
-
     access = _aws(args)
     summary = report(args.plan_dir, args.out, refresh=args.refresh, **access)
     extra = f"; the full table is in {summary.table_csv}" if getattr(summary, "table_csv", None) else ""
@@ -769,8 +804,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _clean(args: argparse.Namespace) -> int:
-    from planner.commands.clean import clean
-
     done = clean(args.plan_dir, runs=args.runs, dry_run=args.dry_run, **_aws(args))
     if args.json:
         _write_json(done.to_json())
@@ -789,8 +822,6 @@ def _print_refresh(snapshot: Any) -> None:
 
 
 def _retry(args: argparse.Namespace) -> int:
-    from planner.commands.retry import retry
-
     states = tuple(s for s in args.states.split(",") if s.strip()) if args.states else None
     access = _aws(args)
     access.pop("progress")
@@ -813,9 +844,6 @@ def _retry(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from planner.backends.base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, STOPPING
-    from planner.commands.submit import cancel
-
     report = cancel(args.plan_dir, **_aws(args))
     if args.json:
         _write_json(report.to_json())
@@ -835,8 +863,6 @@ def _cancel(args: argparse.Namespace) -> int:
 
 
 def _child_settings(args: argparse.Namespace) -> int:
-    from planner.core.child_settings import run
-
     return run(args)
 
 
@@ -847,8 +873,6 @@ def _with_staging_key(handler: Any) -> Any:
     """``handler`` with ``--staging-kms-key`` in force for the contexts it opens."""
 
     def run(args: argparse.Namespace) -> int:
-        from planner.engine.context import staging_options
-
         with staging_options(kms_key_id=args.staging_kms_key):
             return int(handler(args))
 
@@ -890,10 +914,6 @@ def _policy_parser(commands: Any) -> None:
 
 
 def _policy(args: argparse.Namespace) -> int:
-    from planner.commands.policy import policies
-    from planner.core.defaults import check_account, check_kms_key_id
-    from planner.services.aws import check_options
-
     check_options(region=args.region, endpoint_url=None, max_attempts=8)
     if args.region is not None and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", args.region):
         # No endpoint is involved, so botocore's looser rule would let an ARN no IAM matches through.
@@ -968,8 +988,6 @@ def _outputs_parser(commands: Any) -> None:
 
 
 def _outputs(args: argparse.Namespace) -> int:
-    from planner.commands.outputs import outputs_report, table_format, write_outputs
-
     table_format(args.out)  # a name the command cannot write is refused before any call
     states = [s for s in args.states.split(",") if s.strip()] if args.states else None
     rename = {}
@@ -1069,8 +1087,6 @@ def _check_parser(commands: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from planner.commands.check import check
-
     report = check(
         args.plan_dir,
         inputs=not args.no_inputs,
@@ -1100,8 +1116,6 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _sandbox(args: argparse.Namespace) -> int:
-    from planner.sandbox.local import ensure_running, read_state, state_dir, stop_running
-
     for name in ("failure_rate", "run_seconds", "api_rates"):
         if getattr(args, name) is not None and args.action != "start":
             flag = "--" + name.replace("_", "-")
@@ -1155,6 +1169,11 @@ class _Messages(logging.Handler):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with flags(FLAGS):
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parse(argv)
     logger = logging.getLogger("planner")
     handler = _Messages(logging.INFO)

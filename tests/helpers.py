@@ -1,4 +1,15 @@
-"""Shared helpers for the plan-stage tests: sheets, defaults, the CLI, plan directories.
+"""The tests' one set of builders: sheets, defaults, plans, the CLI; and readers of plan directories.
+
+* a sheet: ``sheet_frame(n, **columns)`` (a polars frame, S0000, S0001, ...), written with
+  ``write_sheet(path, frame)``; or ``write_csv(path, header, rows)`` (a sheet file, byte for byte as given);
+* defaults: ``DEFAULTS`` / ``defaults_for(backend, **sections)`` (a valid document per backend),
+  ``write_defaults(path, document)`` (TOML or JSON by suffix);
+* a plan: ``make_plan(tmp_path, sheet, backend, defaults=..., **options)`` (``planner.plan(...).write``);
+* the CLI: ``plan_argv(tmp_path, sheet, *extra)`` (the arguments of ``planner plan``);
+  ``run_cli(argv, capsys)`` (``planner.cli.main`` in-process: exit status, stdout, stderr), the way to
+  test what a command says and its exit status; ``run_cli_process(argv)`` and ``start_cli_process(argv)``
+  (``python -m planner.cli`` as a child process), only for what a real process shows: start-up, signals,
+  the entry point, that no traceback reaches the terminal.
 
 Everything a test writes goes under its own tmp_path; nothing here touches the repo.
 """
@@ -13,10 +24,12 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
+import polars as pl
 
+import planner
 import planner.cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,35 +165,157 @@ def write_csv(
     return path
 
 
+# ---------------------------------------------------------------- sheets and plans in memory
+
+ROW = pl.int_range(pl.len())
+"""The row number (0, 1, ...) as an expression, for columns that differ every k-th row."""
+
+
+def every(k: int, value: Any) -> pl.Expr:
+    """``value`` on every ``k``-th row (rows 0, k, 2k, ...), empty (null) elsewhere."""
+    return pl.when(ROW % k == 0).then(pl.lit(value))
+
+
+def sample_ids(samples: int, *, width: int = 4, prefix: str = "S") -> list[str]:
+    """``S0000``, ``S0001``, ... (``width`` digits; 0 for no padding)."""
+    return [f"{prefix}{i:0{width}d}" for i in range(samples)]
+
+
+def sheet_frame(samples: int | Sequence[str], *, width: int = 4, **columns: str | pl.Expr) -> pl.DataFrame:
+    """A sample sheet as a polars frame: a ``sample`` column, then one column per keyword, in order.
+
+    ``samples`` is a count (ids from ``sample_ids(samples, width=width)``) or the ids themselves. A
+    column is a ``str.format`` template of ``{sample}`` (the row's id) and ``{i}`` (its row number), e.g.
+    ``bam="s3://in/{sample}.bam"``, or a polars expression over the frame (``pl.col("sample")``, ``ROW``,
+    ``every(3, "30")``).
+    """
+    ids = sample_ids(samples, width=width) if isinstance(samples, int) else list(samples)
+    frame = pl.DataFrame({"sample": ids}, schema={"sample": pl.String})
+    for name, column in columns.items():
+        if isinstance(column, str):
+            frame = frame.with_columns(
+                pl.Series(name, [column.format(sample=s, i=i) for i, s in enumerate(ids)], dtype=pl.String)
+            )
+        else:
+            frame = frame.with_columns(column.alias(name))
+    return frame
+
+
+def write_sheet(path: Path, sheet: pl.DataFrame) -> Path:
+    """Write a frame (e.g. ``sheet_frame(...)``) as a CSV sheet file."""
+    sheet.write_csv(path)
+    return path
+
+
+def make_plan(
+    tmp_path: Path | str,
+    sheet: int | pl.DataFrame | Path | str,
+    backend: str = "omics-batch",
+    *,
+    defaults: Mapping[str, Any] | Path | str | None = None,
+    name: str = "plan",
+    **options: Any,
+) -> str:
+    """Plan ``sheet`` and write it to ``tmp_path/name``; the plan directory's path.
+
+    ``sheet`` is a sample count (``sheet_frame(n)``: a ``sample`` column only), a frame or a sheet file;
+    ``defaults`` a document or a file (``defaults_for(backend)`` when not given); ``options`` go to
+    ``planner.plan`` (``max_entries``, ``part_size``, ``group``, ...).
+    """
+    if isinstance(sheet, int):
+        sheet = sheet_frame(sheet)
+    if defaults is None:
+        defaults = defaults_for(backend)
+    out = str(Path(tmp_path) / name)
+    document = dict(defaults) if isinstance(defaults, Mapping) else defaults
+    planner.plan(sheet, backend=backend, defaults=document, **options).write(out)
+    return out
+
+
 # ---------------------------------------------------------------- running the CLI
 
 
-def run_cli(argv: Sequence[str], capsys: Any) -> tuple[int, str, str]:
+def plan_argv(
+    tmp_path: Path,
+    sheet: Path | str,
+    *extra: Any,
+    backend: str = "omics-batch",
+    defaults: Mapping[str, Any] | Path | str | None = None,
+    out: str = "plan",
+) -> list[str]:
+    """The argv of ``planner plan SHEET --backend B --defaults D --out tmp_path/out EXTRA...``.
+
+    A defaults document (``defaults_for(backend)`` when none is given) is first written to
+    ``tmp_path/defaults.toml``; a path is passed as it is.
+    """
+    if defaults is None:
+        defaults = defaults_for(backend)
+    if isinstance(defaults, Mapping):
+        defaults = write_defaults(Path(tmp_path) / "defaults.toml", defaults)
+    argv = ["plan", sheet, "--backend", backend, "--defaults", defaults, "--out", Path(tmp_path) / out, *extra]
+    return [str(a) for a in argv]
+
+
+class CliResult(NamedTuple):
+    """What ``run_cli`` saw: unpacks as ``code, out, err``."""
+
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(argv: Sequence[Any], capsys: Any) -> CliResult:
     """``planner.cli.main(argv)`` in-process: (exit status, stdout, stderr)."""
     capsys.readouterr()
     try:
         code = planner.cli.main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse usage errors
+    except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
         code = exc.code if isinstance(exc.code, int) else 1
     out, err = capsys.readouterr()
-    return code, out, err
+    return CliResult(code, out, err)
+
+
+def _cli_command(argv: Sequence[Any]) -> list[str]:
+    return [sys.executable, "-m", "planner.cli", *map(str, argv)]
+
+
+def _cli_environment(env: Mapping[str, str] | None, inherit_env: bool) -> dict[str, str]:
+    environment = dict(os.environ) if inherit_env else {}
+    environment.pop("PLANNER_DEBUG", None)
+    environment.update(env or {})
+    return environment
 
 
 def run_cli_process(
-    argv: Sequence[str], cwd: Path | None = None, env: Mapping[str, str] | None = None
+    argv: Sequence[Any],
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    inherit_env: bool = True,
+    timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m planner.cli argv`` in a child process."""
-    environment = dict(os.environ)
-    environment.pop("PLANNER_DEBUG", None)
-    environment.update(env or {})
+    """``python -m planner.cli argv`` in a child process, to its end: exit status, stdout, stderr.
+
+    ``env`` is added to the test's environment, or with ``inherit_env=False`` is the whole of it.
+    """
     return subprocess.run(
-        [sys.executable, "-m", "planner.cli", *map(str, argv)],
+        _cli_command(argv),
         cwd=cwd,
-        env=environment,
+        env=_cli_environment(env, inherit_env),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
+
+
+def start_cli_process(
+    argv: Sequence[Any], env: Mapping[str, str] | None = None, **popen: Any
+) -> subprocess.Popen[bytes]:
+    """``python -m planner.cli argv`` started and left running (stdout and stderr piped), for a test that
+    signals it or watches it work; ``env`` is added to the test's environment."""
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(_cli_command(argv), env=_cli_environment(env, True), **popen)
 
 
 def assert_clean_stderr(err: str) -> None:
@@ -203,14 +338,14 @@ def assert_nothing_written(out: Path) -> None:
 # ---------------------------------------------------------------- reading plans
 
 
-def load_manifest(plan_dir: Path) -> dict[str, Any]:
-    return orjson.loads((plan_dir / "plan.json").read_bytes())
+def load_manifest(plan_dir: Path | str) -> dict[str, Any]:
+    return orjson.loads((Path(plan_dir) / "plan.json").read_bytes())
 
 
-def shard_entries(plan_dir: Path, manifest: Mapping[str, Any] | None = None) -> list[list[Any]]:
+def shard_entries(plan_dir: Path | str, manifest: Mapping[str, Any] | None = None) -> list[list[Any]]:
     """The parsed entries of every shard, in shard order."""
     manifest = manifest or load_manifest(plan_dir)
-    return [orjson.loads((plan_dir / s["path"]).read_bytes()) for s in manifest["shards"]]
+    return [orjson.loads((Path(plan_dir) / s["path"]).read_bytes()) for s in manifest["shards"]]
 
 
 def md5_etag(data: bytes, part_size: int) -> str:

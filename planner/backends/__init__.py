@@ -18,7 +18,9 @@ from importlib import import_module
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from planner.backends.base import Backend
 from planner.core.spec import BackendSpec
+from planner.core.suggest import did_you_mean
 from planner.errors import InputError
 
 if TYPE_CHECKING:
@@ -38,8 +40,6 @@ def register(name: str, module: ModuleType) -> None:
     """Serve backend ``name`` from ``module``, which holds its ``SPEC`` (named ``name``) and ``BACKEND``.
 
     The five built-in names cannot be replaced; ``unregister`` forgets the name again."""
-    from planner.backends.base import Backend
-
     if name in MODULES:
         raise ValueError(f"{name!r} is a built-in backend")
     spec, cls = getattr(module, "SPEC", None), getattr(module, "BACKEND", None)
@@ -59,8 +59,6 @@ def _module(name: str) -> ModuleType:
     if name in _REGISTERED:
         return _REGISTERED[name]
     if name not in MODULES:
-        from planner.core.suggest import did_you_mean
-
         known = [*MODULES, *_REGISTERED]
         raise InputError(f"unknown backend {name!r}{did_you_mean(name, known)}; choose one of {', '.join(known)}")
     return import_module(f".{MODULES[name]}", __package__)

@@ -53,7 +53,8 @@ import orjson
 import polars as pl
 
 from planner.backends.base import ALREADY_FINAL, CANCELLED, NOT_CANCELLED, Backend, CancelOutcome, CancelReport
-from planner.core.child_settings import (
+from planner.core.ledger import SampleState
+from planner.core.line_index import (
     EXPECTED_OWNER_ENV,
     FIRST_INDEX_ENV,
     INDEX_ETAG_ENV,
@@ -61,7 +62,6 @@ from planner.core.child_settings import (
     MANIFEST_ENV,
     MANIFEST_ETAG_ENV,
 )
-from planner.core.ledger import SampleState
 from planner.core.model import FieldRule, check_scalar, check_shape, operation_input
 from planner.core.plandir import Manifest
 from planner.core.shard import ShardInfo

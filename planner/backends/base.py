@@ -24,11 +24,12 @@ from typing import Any, ClassVar
 import polars as pl
 
 from planner.core.ledger import SampleState
+from planner.core.line_index import entry_count, line_index
 from planner.core.shard import ShardInfo
 from planner.core.spec import BackendSpec
 from planner.engine.context import Context
 from planner.engine.engine import Phase, Place
-from planner.errors import PlanDirError
+from planner.errors import InputError, PlanDirError, setting
 
 CANCELLED = "cancelled"
 ALREADY_FINAL = "already final"
@@ -122,11 +123,9 @@ class Backend(ABC):
         """Delete what the plan's runs left in the service (``planner clean --runs``), final ones only.
 
         Only HealthOmics keeps runs that count against a quota; the others say so."""
-        from planner.errors import InputError
-
         raise InputError(
-            f"clean --runs deletes HealthOmics runs and batches; {self.spec.title} keeps none to delete "
-            "(`planner clean` without --runs removes what the plan staged)"
+            f"clean with {setting('runs=True')} deletes HealthOmics runs and batches; {self.spec.title} keeps none "
+            f"to delete (clean without {setting('runs=True')} removes what the plan staged)"
         )
 
     # Helpers for the backends.
@@ -162,8 +161,6 @@ class Backend(ABC):
 
     def line_index(self, shard: ShardInfo) -> bytes:
         """The shard's line index (the byte offset of each entry; format in ``child_settings.py``)."""
-        from planner.core.child_settings import entry_count, line_index
-
         data = line_index(self.ctx.plan.shard_path(shard))
         if entry_count(data) != shard.entries:
             raise PlanDirError(

@@ -28,7 +28,7 @@ entry 0 of the shard is the run's first sample), ``--planner-index-uri`` and
 ``--planner-index-etag``: the shard's line index (``child_settings.line_index``:
 8-byte big-endian offsets of each entry's line, then where the closing ``]`` line
 starts), staged beside it as ``<plan_id>/<sha256 of the index>.index``.  A Glue
-script reads entry i with two ranged GETs: ``planner.core.child_settings.read_child_settings(
+script reads entry i with two ranged GETs: ``planner.commands.child_settings.read_child_settings(
 **glue_arguments(sys.argv), index=i)``.  The job run itself takes its fields
 (``JobName``, ``WorkerType``, ...) from ``[run]``, so a sheet column naming one of
 those fields is refused in this mode (a ``param.`` column passes the value to the script).
@@ -61,9 +61,10 @@ from planner.core.model import SCALAR_TYPES, check_shape, operation_input, rule_
 from planner.core.progress import log
 from planner.core.shard import ShardInfo
 from planner.core.spec import BackendSpec, RoutedField
-from planner.engine.context import MAX_BACKOFF, Context, error_code
+from planner.engine.context import Context, error_code
 from planner.engine.engine import Call, Created, Later, Phase, Place, model_check, no_blind_retry
 from planner.errors import InputError, Problem, SubmissionError
+from planner.services.aws import MAX_BACKOFF
 
 MAX_TIMEOUT_MINUTES = 10_079
 RESERVED_PREFIX = "--planner-"  # the planner's own arguments: run key and manifest location

@@ -14,7 +14,7 @@ documented rate (10 TPS, User Guide "HealthOmics API quotas") makes one call per
 two hours for 75,000 failures.  A status refresh asks at most ``REASONS_PER_GROUP`` of the
 runs it finds newly FAILED in one batch, chosen by a hash of the run id; the ledger
 lists the rest as unasked (``Ledger.unasked``), the status table shows them with
-``submission.REASON_NOT_ASKED``, and ``explain`` (``planner status --why``) asks them on demand.
+``commands.status.REASON_NOT_ASKED``, and ``explain`` (``planner status --why``) asks them on demand.
 
 Run ids are reused: "HealthOmics reuses deleted run IDs ... we recommend that you use the
 run uuid to uniquely identify runs" (User Guide, "Using HealthOmics runs").  The ledger keeps

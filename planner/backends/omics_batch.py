@@ -38,7 +38,7 @@ from planner.core.progress import Tracker
 from planner.core.shard import ShardInfo
 from planner.core.spec import BackendSpec, RoutedField
 from planner.engine.engine import Call, Created, Phase, model_check
-from planner.errors import Problem, SubmissionError
+from planner.errors import Problem, SubmissionError, setting
 
 MAX_INLINE_RUNS = 100
 MAX_S3_RUNS = 100_000
@@ -76,7 +76,7 @@ def _check_defaults(run: dict[str, Any], submission: dict[str, Any], sheet_field
                 "workflowType",
                 "READY2RUN",
                 "ready2run",
-                "batch runs are not supported with READY2RUN workflows: plan with --backend omics-run",
+                f"batch runs are not supported with READY2RUN workflows: plan with {setting('backend', 'omics-run')}",
             )
         )
     return found

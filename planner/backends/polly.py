@@ -31,6 +31,7 @@ its default FAILED.  Polly's API has no cancel: ``planner cancel`` says so.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,9 +45,10 @@ from planner.core.ledger import SampleState
 from planner.core.model import FieldRule, check_scalar
 from planner.core.plandir import Manifest
 from planner.core.spec import BackendSpec, RoutedField
+from planner.engine.context import Context
 from planner.engine.engine import Call, Created, Phase, Place
-from planner.errors import Problem, SubmissionError
-from planner.services.polly_api import JobsAnswer, PollyAPI, PollyHTTPError, open_api
+from planner.errors import PollyHTTPError, Problem, SubmissionError
+from planner.services.polly_api import SANDBOX_KEY, JobsAnswer, PollyAPI
 
 PRIORITIES = ("low", "medium", "high")
 JOB_NAME = FieldRule("name", "string", min=1, max=255)
@@ -448,3 +450,39 @@ class Polly(Backend):
 
 
 BACKEND = Polly
+
+
+def open_api(ctx: Context) -> PollyAPI:
+    """The API client for this context: the sandbox's emulator, or POLLY_BASE_URL / [submission] base_url."""
+    endpoints = getattr(ctx.clients, "endpoints", {}) or {}
+    if ctx.clients.sandbox:
+        base_url = endpoints.get("polly")
+        if not base_url:
+            raise SubmissionError(
+                "the running sandbox has no Polly emulator (an older planner started it): "
+                "run `planner sandbox stop`, then try again"
+            )
+        return PollyAPI(
+            base_url,
+            SANDBOX_KEY,
+            key_source="(the sandbox key)",
+            sleep=ctx.sleep,
+            max_wait=ctx.options.max_wait,
+            pool_size=ctx.options.concurrency,
+        )
+    base_url = endpoints.get("polly") or os.environ.get("POLLY_BASE_URL") or ctx.manifest.submission.get("base_url")
+    if not base_url:
+        raise SubmissionError(
+            "no Polly API address: set POLLY_BASE_URL, or base_url in the [submission] table of the defaults file"
+        )
+    key = os.environ.get("POLLY_API_KEY")
+    if not key:
+        raise SubmissionError("no Polly API key: set POLLY_API_KEY")
+    return PollyAPI(
+        base_url,
+        key,
+        key_source="from POLLY_API_KEY",
+        sleep=ctx.sleep,
+        max_wait=ctx.options.max_wait,
+        pool_size=ctx.options.concurrency,
+    )

@@ -39,7 +39,6 @@ a warning, "cannot verify", never "missing".
 from __future__ import annotations
 
 import math
-import os
 import re
 import threading
 import time
@@ -51,10 +50,17 @@ import orjson
 import polars as pl
 from botocore.exceptions import ClientError
 
-from planner.core.plandir import PLAN_FILE, PlanDirectory
+from planner.backends import get_backend
+from planner.core.ledger import Ledger
+from planner.core.output_locations import COLLISION, OVERWRITE, output_key
+from planner.core.plandir import PlanDirectory
 from planner.core.progress import ProgressCallback, log
 from planner.core.shard import ShardInfo
-from planner.errors import AccessError, Problem, SubmissionError, ValidationError
+from planner.engine.context import Context, Options
+from planner.errors import AccessError, PreflightError, Problem, SubmissionError
+from planner.sandbox.local import ensure_running
+from planner.services.aws import Clients
+from planner.services.quotas import retained_runs
 from planner.services.workflow import (
     OMICS_BACKENDS,
     REQUIRED,
@@ -77,45 +83,7 @@ _NO_BUCKET = frozenset({"NoSuchBucket"})
 _FORBIDDEN = frozenset({"403", "AccessDenied", "Forbidden", "AllAccessDisabled"})
 
 
-class PreflightError(ValidationError):
-    """The preflight check found problems: nothing was staged or submitted."""
-
-    def __init__(self, problems: list[Problem]):
-        super().__init__(problems)
-        noun = "problem" if len(problems) == 1 else "problems"
-        self.summary = f"{len(problems)} {noun} found by the preflight check; nothing was staged or submitted"
-
-
 # ---------------------------------------------------------------- reading the runs of a plan, columnar
-
-
-_VERIFIED: set[tuple[str, str, int, int]] = set()  # shards whose sha256 was checked, as (path, sha256, size, mtime)
-
-
-def entries(plan: PlanDirectory, shard: ShardInfo) -> pl.LazyFrame:
-    """A shard's runs as text, one row each: ``position`` and ``line`` (the run's JSON)."""
-    path = plan.shard_path(shard)
-    try:
-        stat = os.stat(path)
-        seen = (path, shard.sha256, stat.st_size, stat.st_mtime_ns)
-    except OSError:
-        seen = None
-    if seen is None or seen not in _VERIFIED:
-        plan.check_shard(shard)  # what is checked is what was planned (once per check, not once per phase)
-        if seen is not None:
-            _VERIFIED.add(seen)
-    lines = pl.scan_csv(
-        plan.shard_path(shard),
-        has_header=False,
-        separator="\x1f",  # JSON escapes every control character: no line holds it, so a line is one cell
-        quote_char=None,
-        schema={"line": pl.String},
-    )
-    return (
-        lines.with_row_index("__n")
-        .filter(~pl.col("line").is_in(["[", "]"]))
-        .select((pl.col("__n").cast(pl.Int64) - 1).alias("position"), pl.col("line").str.strip_suffix(","))
-    )
 
 
 def _parameters(spec_path: Sequence[str]) -> pl.Expr:
@@ -123,8 +91,6 @@ def _parameters(spec_path: Sequence[str]) -> pl.Expr:
 
 
 def _parameters_path(backend: str) -> tuple[str, ...]:
-    from planner.backends import get_backend
-
     return get_backend(backend).parameters_path
 
 
@@ -198,7 +164,7 @@ def distinct_uris(plan: PlanDirectory) -> pl.DataFrame:
     found = []
     for shard in plan.manifest.shards:
         found.append(
-            entries(plan, shard)
+            plan.shard_lines(shard)
             .select(parameters.str.extract_all(_LITERAL).alias("literal"))
             .explode("literal")
             .drop_nulls()
@@ -442,7 +408,7 @@ def _locate(plan: PlanDirectory, bad: dict[str, tuple[str, tuple[str, Any]]]) ->
     literals = list(bad)
     for shard in plan.manifest.shards:
         lines = (
-            entries(plan, shard)
+            plan.shard_lines(shard)
             .select("position", _parameters(path))
             .filter(pl.col("parameters").str.contains_any(literals))
             .collect()
@@ -468,10 +434,6 @@ def open_check_context(
     max_attempts: int = 8,
 ) -> Any:
     """A ``Context`` for the check's calls: the plan, an in-memory ledger (a check journals nothing), the clients."""
-    from planner.core.ledger import Ledger
-    from planner.engine.context import Context, Options
-    from planner.services.aws import Clients
-
     clients = Clients(
         profile=access.profile,
         region=access.region,
@@ -482,8 +444,6 @@ def open_check_context(
         sandbox=access.sandbox,
     )
     if access.sandbox and not access.endpoints:
-        from planner.sandbox.local import ensure_running
-
         clients.endpoints = dict(ensure_running())
     manifest = plan.manifest
     return Context(
@@ -500,24 +460,18 @@ def open_check_context(
 
 def recorded_outputs(plan: PlanDirectory) -> list[str]:
     """plan.json's ``output_parameters`` (from ``[workflow] output_parameters``)."""
-    with open(plan.file(PLAN_FILE), "rb") as handle:
-        return list(orjson.loads(handle.read()).get("output_parameters") or [])
+    return list(plan.manifest.output_parameters)
 
 
 def output_keys(plan: PlanDirectory) -> set[str]:
     """The output parameters' keys as the runs spell them (Glue's ``--`` before the name)."""
-    from planner.backends import get_backend
-    from planner.core.output_locations import output_key
-
     spec = get_backend(plan.manifest.backend)
     return {output_key(name, spec) for name in recorded_outputs(plan)}
 
 
 def recorded_workflow(plan: PlanDirectory) -> dict[str, Any] | None:
     """plan.json's ``workflow`` record (what the plan was checked against, or why not)."""
-    with open(plan.file(PLAN_FILE), "rb") as handle:
-        record = orjson.loads(handle.read()).get("workflow")
-    return record if isinstance(record, dict) else None
+    return plan.manifest.workflow
 
 
 def run_template_problems(plan: PlanDirectory, template: WorkflowTemplate) -> list[Problem]:
@@ -544,7 +498,7 @@ def run_template_problems(plan: PlanDirectory, template: WorkflowTemplate) -> li
     per_shard: list[tuple[ShardInfo, pl.DataFrame, set[str]]] = []
     everywhere_missing = set(required)
     for shard in plan.manifest.shards:
-        frame = entries(plan, shard).select("position", _parameters(path)).collect()
+        frame = plan.shard_lines(shard).select("position", _parameters(path)).collect()
         decoded = frame.get_column("parameters").str.json_decode(infer_schema_length=None)
         keys = set(decoded.dtype.to_schema()) if isinstance(decoded.dtype, pl.Struct) else set()
         flags = frame.select("position").with_columns(
@@ -680,8 +634,6 @@ def check_workflow(plan: PlanDirectory, access: Lookup, template_file: str | Non
 
 def output_problems(plan: PlanDirectory) -> list[Problem]:
     """Runs of the written plan that share an output location (the plan-time rule of ``outputs.py``), columnar."""
-    from planner.core.output_locations import COLLISION, OVERWRITE
-
     manifest = plan.manifest
     declared = recorded_outputs(plan)
     path = _parameters_path(manifest.backend)
@@ -704,7 +656,7 @@ def output_problems(plan: PlanDirectory) -> list[Problem]:
         return []
     found = []
     for shard in manifest.shards:
-        lines = entries(plan, shard)
+        lines = plan.shard_lines(shard)
         for index, (_, expr) in enumerate(kinds):
             found.append(
                 lines.select(
@@ -817,8 +769,6 @@ def check(
     """Check a written plan before it is submitted (see the module docstring); nothing is sent but reads.
 
     Returns the report; its ``problems`` (errors) and ``warnings`` say what was found."""
-    from planner.engine.context import Options
-
     Options(concurrency=concurrency, rate=rate, max_wait=max_wait)  # the same checks of the options as submit's
     plan = PlanDirectory(plan_dir)
     manifest = plan.manifest
@@ -841,8 +791,6 @@ def check(
         report.problems += report.inputs.problems
         report.warnings += report.inputs.warnings
     if quotas and manifest.backend in OMICS_BACKENDS:
-        from planner.services.quotas import retained_runs
-
         report.quotas, warnings = retained_runs(ctx, plan)
         report.warnings += warnings
     return report

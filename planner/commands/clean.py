@@ -21,11 +21,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from planner.backends import backend_class, get_backend
 from planner.backends.base import CancelOutcome
+from planner.commands.access import Access
 from planner.commands.intents import require_settled
-from planner.commands.submit import Access, _status, settled, submitting
+from planner.commands.status import _status, settled
 from planner.core.ledger import Staged
 from planner.core.progress import ProgressCallback
 from planner.engine.context import Options, error_code
+from planner.engine.lock import submitting
 from planner.errors import InputError, SubmissionError
 from planner.services.staging import is_access_denied
 
@@ -146,5 +148,5 @@ def _refused(exc: ClientError, owner: str | None) -> str:
         f"S3 refused HeadObject ({code}): it may be gone already (without s3:ListBucket S3 answers 403, "
         "not 404, for a missing object)"
         + (f", the bucket may not be owned by account {owner}" if owner else "")
-        + ", or these credentials lack s3:GetObject on it (`planner policy PLAN --only clean`)"
+        + ", or these credentials lack s3:GetObject on it (see the clean document of `planner policy PLAN`)"
     )

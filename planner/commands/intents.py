@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from planner.backends import backend_class
 from planner.core.ledger import INTENT, Submission
 from planner.core.progress import log
 from planner.engine.context import Context
-from planner.errors import InputError
+from planner.engine.engine import Engine
+from planner.engine.lock import submitting
+from planner.errors import Unreconciled, setting
 
 SHOWN = 3
 
@@ -44,22 +47,19 @@ def settle(ctx: Context, *, ask: bool, locked: bool = False) -> list[Unsettled]:
     holds the plan's submit lock itself (``cancel``, once the running submit it stopped has ended), so
     no submit is running and every open intent is an interrupted one; without it the lock held means
     a submit runs and its intents are in flight."""
-    from planner.commands.submit import submitting
-
     open_intents = {s.key: s for s in ctx.ledger.submissions(INTENT)}
     if not open_intents or (not locked and submitting(ctx.plan.path)):
         return []
     if not ask:
         log.warning(
             "%d creating call(s) of an interrupted submit have no recorded answer: their samples show as NOT "
-            "SUBMITTED though they may be running; ask the service (without --no-refresh, or report --refresh) "
+            "SUBMITTED though they may be running; ask the service "
+            f"(without {setting('refresh=False')}, or report with {setting('refresh=True')}) "
             "or run `planner submit %s` to reconcile",
             len(open_intents),
             ctx.plan.path,
         )
         return []
-    from planner.backends import backend_class
-    from planner.engine.engine import Engine
 
     engine = Engine(ctx)
     left: list[Unsettled] = []
@@ -103,19 +103,17 @@ def _label(intent: Submission) -> str:
     return f"shard {intent.shard}" if intent.shard is not None else intent.key
 
 
-class Unreconciled(InputError):
-    """Open intents only ``planner submit`` can settle: the command refuses to read the ledger."""
-
-    def __init__(self, plan_dir: str, unsettled: list[Unsettled]):
-        self.unsettled = unsettled
-        shown = "; ".join(u.describe() for u in unsettled[:SHOWN])
-        if len(unsettled) > SHOWN:
-            shown += f"; and {len(unsettled) - SHOWN} more"
-        super().__init__(
-            f"{plan_dir}: {len(unsettled)} call(s) of an interrupted `planner submit` have no recorded answer "
-            f"({shown}): they may have started runs the ledger does not know.  {remedy(plan_dir)}, then run this "
-            "command again"
-        )
+def unreconciled(plan_dir: str, unsettled: list[Unsettled]) -> Unreconciled[Unsettled]:
+    """The refusal of a command that finds open intents only ``planner submit`` can settle."""
+    shown = "; ".join(u.describe() for u in unsettled[:SHOWN])
+    if len(unsettled) > SHOWN:
+        shown += f"; and {len(unsettled) - SHOWN} more"
+    return Unreconciled(
+        f"{plan_dir}: {len(unsettled)} call(s) of an interrupted `planner submit` have no recorded answer "
+        f"({shown}): they may have started runs the ledger does not know.  {remedy(plan_dir)}, then run this "
+        "command again",
+        unsettled,
+    )
 
 
 def remedy(plan_dir: str) -> str:
@@ -129,4 +127,4 @@ def require_settled(ctx: Context, *, ask: bool) -> None:
     """``settle``, and refuse (exit 2) when some intent only ``planner submit`` can settle."""
     left = settle(ctx, ask=ask)
     if left:
-        raise Unreconciled(ctx.plan.path, left)
+        raise unreconciled(ctx.plan.path, left)

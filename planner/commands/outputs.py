@@ -29,14 +29,21 @@ from typing import Any
 
 import orjson
 import polars as pl
+from botocore.exceptions import ClientError
 
 from planner.backends import get_backend
+from planner.backends.healthomics import not_found
+from planner.commands.access import Access
+from planner.commands.status import _status, where_expr
 from planner.core.output_locations import output_key
-from planner.core.plandir import PLAN_FILE, PlanDirectory, private_file
+from planner.core.plandir import PlanDirectory, private_file
 from planner.core.progress import ProgressCallback, log
+from planner.core.sheet import ROW, open_sheet
 from planner.core.spec import BackendSpec
+from planner.core.suggest import did_you_mean
 from planner.engine.context import Context, Options, error_code
-from planner.errors import InputError, SubmissionError
+from planner.errors import InputError, SubmissionError, setting
+from planner.services.staging import sheet_download
 
 RUN_COLUMNS = ("run_id", "run_uuid", "state")
 # The plan's own columns while the table is built: no sheet column kept by --keep can be named like them.
@@ -54,7 +61,9 @@ def table_format(path: str) -> str:
     """The format an output file's extension names; refused before any call is made."""
     extension = os.path.splitext(path)[1].lower()
     if extension not in FORMATS:
-        raise InputError(f"--out {path}: name a .csv, .tsv, .parquet or .jsonl file (the format follows the extension)")
+        raise InputError(
+            f"{setting('out', path)}: name a .csv, .tsv, .parquet or .jsonl file (the format follows the extension)"
+        )
     return FORMATS[extension]
 
 
@@ -81,11 +90,11 @@ def chosen_states(states: Sequence[str] | None, spec: BackendSpec) -> tuple[str,
     chosen = tuple(s.strip().upper() for s in states if s.strip())
     for state in chosen:
         if state not in known:
-            from planner.core.suggest import did_you_mean
-
-            raise InputError(f"--states {state!r}{did_you_mean(state, known)}: choose from {', '.join(known)}")
+            raise InputError(
+                f"{setting('states', repr(state))}{did_you_mean(state, known)}: choose from {', '.join(known)}"
+            )
     if not chosen:
-        raise InputError("--states names no state")
+        raise InputError(f"{setting('states')} names no state")
     return chosen
 
 
@@ -152,16 +161,14 @@ def outputs_report(
     progress: ProgressCallback | None = None,
     **access: Any,
 ) -> OutputsReport:
-    from planner.commands.submit import Access, _status, where_expr
-
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise InputError(f"--concurrency {concurrency!r}: must be a whole number, at least 1")
+        raise InputError(f"{setting('concurrency', repr(concurrency))}: must be a whole number, at least 1")
     plan = PlanDirectory(plan_dir)
     spec = get_backend(plan.manifest.backend)
     wanted = chosen_states(states, spec)
     location_columns = _location_columns(plan, spec)  # what is unknown is said before any call
     keep = [c.strip() for c in keep if c.strip()]
-    id_column = str(plan.manifest.sheet.get("id_column") or "id")
+    id_column = plan.manifest.sheet.id_column or "id"
     names = [id_column, *[c for c in keep if c != id_column]]
     names += list(RUN_COLUMNS) if run_columns else []
     names += location_columns + ([FOUND] if check else [])
@@ -200,22 +207,21 @@ def _renamed(names: list[str], rename: dict[str, str]) -> dict[str, str]:
     """Each column's name in the table written (``--rename OLD=NEW``: a next stage's parameter name)."""
     for old, new in rename.items():
         if old not in names:
-            from planner.core.suggest import did_you_mean
-
-            raise InputError(f"--rename {old}={new}: {old!r}{did_you_mean(old, names)} is not a column of the table")
+            raise InputError(
+                f"{setting('rename')} {old}={new}: {old!r}{did_you_mean(old, names)} is not a column of the table"
+            )
         if not new.strip():
-            raise InputError(f"--rename {old}=: the new name is empty")
+            raise InputError(f"{setting('rename')} {old}=: the new name is empty")
     out = {name: rename.get(name, name) for name in names}
     if len(set(out.values())) != len(out):
-        raise InputError(f"--rename: two columns would be named alike ({', '.join(out.values())})")
+        raise InputError(f"{setting('rename')}: two columns would be named alike ({', '.join(out.values())})")
     return out
 
 
 def _location_columns(plan: PlanDirectory, spec: BackendSpec) -> list[str]:
     if spec.name.startswith("omics"):
         return [RUN_OUTPUT_URI]
-    with open(plan.file(PLAN_FILE), "rb") as handle:
-        names = list(orjson.loads(handle.read()).get("output_parameters") or [])
+    names = list(plan.manifest.output_parameters)
     if not names:
         raise InputError(
             f"{plan.path}: the plan names no output parameters, so where its runs wrote is not known; "
@@ -226,24 +232,27 @@ def _location_columns(plan: PlanDirectory, spec: BackendSpec) -> list[str]:
 
 def _kept_columns(ctx: Context, keep: list[str], location_columns: list[str]) -> pl.DataFrame:
     """row and the kept columns of the sheet the plan was made from (which must not have changed)."""
-    from planner.core.sheet import ROW, open_sheet
-    from planner.core.suggest import did_you_mean
-
     sheet_record = ctx.manifest.sheet
-    path = str(sheet_record.get("path") or "")
+    path = sheet_record.path
     taken = [c for c in keep if c in location_columns or c in RUN_COLUMNS]
     if taken:
-        raise InputError(f"--keep {taken[0]}: the table has a column of that name already (where the run wrote)")
+        raise InputError(
+            f"{setting('keep', taken[0])}: the table has a column of that name already (where the run wrote)"
+        )
     if not path or path.startswith("<") or not (path.startswith("s3://") or os.path.exists(path)):
-        raise InputError(f"--keep: the sheet the plan was made from ({path or 'a data frame'}) cannot be read again")
+        raise InputError(
+            f"{setting('keep')}: the sheet the plan was made from ({path or 'a data frame'}) cannot be read again"
+        )
     s3 = ctx.clients.get("s3") if path.startswith("s3://") else None
-    sheet = open_sheet(path, id_column=sheet_record.get("id_column"), s3_client=s3)
-    if sheet.sha256 != sheet_record.get("sha256"):
-        raise InputError(f"--keep: {path} changed since the plan was made from it; its rows may not be the same")
+    sheet = open_sheet(path, id_column=sheet_record.id_column, download=sheet_download(s3))
+    if sheet.sha256 != sheet_record.sha256:
+        raise InputError(
+            f"{setting('keep')}: {path} changed since the plan was made from it; its rows may not be the same"
+        )
     for column in keep:
         if column not in sheet.columns:
             raise InputError(
-                f"--keep {column!r}{did_you_mean(column, sheet.columns)}: not a column of {path} "
+                f"{setting('keep', repr(column))}{did_you_mean(column, sheet.columns)}: not a column of {path} "
                 f"(it has {', '.join(sheet.columns)})"
             )
     frame = sheet.frame.select(
@@ -255,8 +264,6 @@ def _kept_columns(ctx: Context, keep: list[str], location_columns: list[str]) ->
 def _run_output_uris(ctx: Context, chosen: pl.DataFrame, calls: dict[str, int]) -> pl.DataFrame:
     """id and runOutputUri of each chosen run, from GetRun; a run whose uuid is not the ledger's
     (its id was reused after a deletion) or that is gone gives none."""
-    from planner.backends.healthomics import not_found
-
     omics = ctx.clients.get("omics")
     runs = chosen.filter(pl.col("run_id").is_not_null()).select(_ID, "run_id", "run_uuid").rows()
 
@@ -331,6 +338,4 @@ def _check_locations(
 
 
 def _code(exc: Exception) -> str | None:
-    from botocore.exceptions import ClientError
-
     return error_code(exc) if isinstance(exc, ClientError) else None

@@ -11,6 +11,7 @@ is in ``plandir.py``; the per-row state spilled to disk while streaming in ``spi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -23,8 +24,9 @@ import orjson
 import polars as pl
 
 from planner.backends import get_backend
+from planner.commands.check import check_inputs
 from planner.core.defaults import Defaults, load_defaults
-from planner.core.earlier import RECORD_KEY, SKIPPED, EarlierRuns, workflow_of
+from planner.core.earlier import SKIPPED, EarlierRuns, workflow_of
 from planner.core.merge import MERGED, OWN, json_text, run_json, settings_json
 from planner.core.output_locations import (
     KIND,
@@ -35,13 +37,14 @@ from planner.core.output_locations import (
     output_locations,
 )
 from planner.core.plandir import (
-    PLAN_FILE,
     REJECTED_FILE,
     SETTINGS,
     SETTINGS_HASH,
     Manifest,
+    OptionsRecord,
     PlanContent,
     PlanDirectory,
+    SheetRecord,
     atomic_directory,
     settings_hash,
     write_plan,
@@ -53,8 +56,12 @@ from planner.core.shard import MAX_PART_SIZE, MIN_PART_SIZE, ShardWriter, defaul
 from planner.core.sheet import RAW_PREFIX, ROW, Sheet, open_sheet, polars_errors
 from planner.core.spec import BackendSpec
 from planner.core.spill import HASH, IdHashes, Spill, prefetched
+from planner.core.suggest import did_you_mean
 from planner.core.validate import ID, Check, _located, coerce_fields, default_problems, row_checks
-from planner.errors import InputError, Problem, SheetError, ValidationError
+from planner.errors import InputError, Problem, SheetError, ValidationError, setting
+from planner.sandbox.local import ensure_running
+from planner.services.aws import Clients
+from planner.services.staging import sheet_download
 from planner.services.workflow import (
     NEAR_FIELD,
     Lookup,
@@ -64,8 +71,11 @@ from planner.services.workflow import (
     template_checks,
 )
 
-BATCH_ROWS = 50_000
-BATCH_BYTES = 64 * 1024 * 1024  # about this much sheet and JSON text per batch, whatever the row size
+# A batch's query holds its intermediates (each cell's JSON, the run, the merged settings) at once:
+# about 6 KB a row of the benchmark's sheet, seven times the sheet and JSON text the batch is sized
+# by.  At 50,000 rows that made half of a 1M-row plan's 600 MB peak; at 25,000, no more CPU.
+BATCH_ROWS = 25_000
+BATCH_BYTES = 24 * 1024 * 1024  # about this much sheet and JSON text per batch, whatever the row size
 MIN_BATCH_ROWS = 64
 RUN = "__run"
 WHY = "__why"
@@ -93,6 +103,24 @@ class PlanOptions:
     concurrency: int = 32
     # Earlier plan directories (or globs): samples they ran with the same settings are left out (earlier.py).
     skip_done: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _QueryShape:
+    """The per-row query as expressions, for any frame of one schema (see ``Plan._shape``)."""
+
+    columns: list[list[pl.Expr]]  # added in turn: the coerced fields, the run's JSON, the settings hash
+    selected: list[str | pl.Expr]  # what the stream yields
+    checks: list[Check]
+
+    def checked(self, frame: pl.LazyFrame) -> pl.LazyFrame:
+        for step in self.columns:
+            if step:
+                frame = frame.with_columns(step)
+        return frame
+
+    def query(self, frame: pl.LazyFrame) -> pl.LazyFrame:
+        return self.checked(frame).select(self.selected)
 
 
 class Plan:
@@ -139,7 +167,7 @@ class Plan:
         self.max_entries = min(options.max_entries or spec.max_entries, spec.max_entries)
         if options.inline:
             if spec.inline_max is None:
-                raise InputError(f"--inline applies to omics-batch only, not {spec.name}")
+                raise InputError(f"{setting('inline=True')} applies to omics-batch only, not {spec.name}")
             self.max_entries = min(self.max_entries, spec.inline_max)
         self.max_bytes = min(options.max_bytes or spec.max_bytes, spec.max_bytes)
         self.part_size = options.part_size or default_part_size(self.max_bytes)
@@ -210,7 +238,7 @@ class Plan:
             if self.options.group:
                 return self._grouped(frame)
         if self.options.list_columns:
-            raise InputError("--list-columns goes with --group")
+            raise InputError(f"{setting('list_columns')} goes with {setting('group=True')}")
         return frame, [], set()
 
     def _repeated_ids(self, suspects: pl.Series) -> tuple[list[Problem], set[str]]:
@@ -233,7 +261,8 @@ class Plan:
                 sample,
                 "unique",
                 f"id appears in rows {_rows(rows_of)}; ids must be unique "
-                "(for several rows per sample, e.g. one per lane, use --group --list-columns fastq_1,fastq_2)",
+                "(for several rows per sample, e.g. one per lane, use "
+                f"{setting('group=True')} {setting('list_columns', 'fastq_1,fastq_2')})",
             )
             for sample, rows_of in repeated.sort(pl.col(ROW).list.first()).iter_rows()
         ]
@@ -244,11 +273,9 @@ class Plan:
         columns = [c for c in self.sheet.columns if c != self.sheet.id_column]
         unknown = [c for c in self.options.list_columns if c not in columns]
         if unknown:
-            from planner.core.suggest import did_you_mean
-
             hint = did_you_mean(unknown[0], columns)
             raise InputError(
-                f"--list-columns names {', '.join(map(repr, unknown))}{hint}, not a column of the sheet "
+                f"{setting('list_columns')} names {', '.join(map(repr, unknown))}{hint}, not a column of the sheet "
                 f"(it has {', '.join(map(repr, columns))})"
             )
         lists = {self.sheet.source[c] for c in self.options.list_columns}
@@ -279,8 +306,8 @@ class Plan:
                         self.sheet.name_of(c),
                         " | ".join("" if v is None else str(v) for v in values),
                         "group-agree",
-                        f"differs between rows {_rows(record['__rows'])} of this sample; with --group, columns other "
-                        "than --list-columns must agree within a sample",
+                        f"differs between rows {_rows(record['__rows'])} of this sample; with {setting('group=True')}, "
+                        f"columns other than {setting('list_columns')} must agree within a sample",
                     )
                 )
         rejected = {p.id for p in problems if p.id is not None}
@@ -299,11 +326,15 @@ class Plan:
     ) -> tuple[pl.LazyFrame, pl.LazyFrame, list[Check]]:
         """The streaming query (row, id, which checks failed, the run's JSON), the checked
         frame (to fetch the offending values of the few bad rows afterwards), and the checks."""
-        schema = frame.collect_schema()
+        shape = self._shape(frame.collect_schema(), rejected_ids, mode)
+        return shape.query(frame), shape.checked(frame), shape.checks
+
+    def _shape(self, schema: pl.Schema, rejected_ids: set[str], mode: str) -> _QueryShape:
+        """The query's expressions for frames of ``schema``: built once and applied to every
+        batch of a Parquet sheet (building them takes about 10 ms: 50 batches, half a second)."""
         coercions = coerce_fields(self.routes, schema)
         if coercions:
-            frame = frame.with_columns(coercions)
-            schema = frame.collect_schema()
+            schema = pl.LazyFrame(schema=schema).with_columns(coercions).collect_schema()
         checks = row_checks(self.sheet, self.routes, self.spec, self.defaults, schema)
         checks += [Check(c.flag, c.column, pl.lit(""), c.rule, c.message) for c in self.template_checks]
         if self._rejected_rows and self.options.skip_invalid:
@@ -322,11 +353,9 @@ class Plan:
                 )
             )
         run = run_json(self.routes, self.spec, self.defaults.run, ID, schema, self.sheet.raw_json, mode).alias(RUN)
-        frame = frame.with_columns(run)
         # The settings compared with earlier plans are the effective run, whatever the shards carry,
         # with its keys in one order whatever the sheet's column order.
         merged = settings_json(self.routes, self.spec, self.defaults.run, ID, schema, self.sheet.raw_json)
-        frame = frame.with_columns(settings_hash(merged).alias(SETTINGS))
         size_limit = self.max_bytes - 5
         checks.append(
             Check(
@@ -341,8 +370,11 @@ class Plan:
             [pl.when(c.flag).then(pl.lit(str(i))) for i, c in enumerate(checks)], separator=",", ignore_nulls=True
         )
         outputs = [o.expr(schema).alias(f"{OUT}{i}") for i, o in enumerate(self.outputs) if not o.constant]
-        query = frame.select(ROW, ID, pl.when(why != "").then(why).alias(WHY), RUN, SETTINGS, *outputs)
-        return query, frame, checks
+        return _QueryShape(
+            columns=[coercions, [run], [settings_hash(merged).alias(SETTINGS)]],
+            selected=[ROW, ID, pl.when(why != "").then(why).alias(WHY), RUN, SETTINGS, *outputs],
+            checks=checks,
+        )
 
     def _batches(
         self, mode: str, progress: ProgressCallback | None, scratch: str, rejected_ids: set[str] | None = None
@@ -426,11 +458,16 @@ class Plan:
             yield from query.collect_batches(chunk_size=self.batch_rows)
             return
         ident = pl.col(self.sheet.source[self.sheet.id_column]).cast(pl.String).alias(ID)
+        shape: tuple[pl.Schema, _QueryShape] | None = None
         for part in prefetched(parts):
+            frame = part.with_columns(ident)
+            schema = frame.collect_schema()
+            if shape is None or shape[0] != schema:
+                shape = (schema, self._shape(schema, rejected_ids, mode))
             # The streaming engine splits the batch in morsels and encodes them on every core
             # (the in-memory engine runs a string expression on one chunk single-threaded);
             # it keeps the rows in order.
-            yield self._query(part.with_columns(ident), rejected_ids, mode)[0].collect(engine="streaming")
+            yield shape[1].query(frame).collect(engine="streaming")
 
     def _row_problems(self, bad: pl.DataFrame, checked: pl.LazyFrame, checks: Sequence[Check]) -> list[Problem]:
         """Problems of the bad rows: their offending values are read again for those rows only,
@@ -500,7 +537,7 @@ class Plan:
         if self.options.group:
             return None
         if self.sheet.parquet_files:
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # start-up: pyarrow loads only for the sheets and files that need it
 
             return sum(pq.ParquetFile(f).metadata.num_rows for f in self.sheet.parquet_files)
         if self.sheet.bytes_per_row and os.path.isfile(self.sheet.path):
@@ -549,19 +586,22 @@ class Plan:
             raise ValidationError(self.problems) if self.problems else SheetError(f"{self.sheet.path}: no runs to plan")
         if self.problems:
             write_problems(os.path.join(directory, REJECTED_FILE), self.problems)
-        manifest = write_plan(directory, self.spec, shards, samples.frames(), self._content())
-        if self.earlier is not None:
-            _record(directory, RECORD_KEY, self.earlier.record(directory))
-        if self.defaults.output_parameters:  # for `planner check`; only when set, so other plans keep their bytes
-            _record(directory, "output_parameters", list(self.defaults.output_parameters))
-        if self.workflow is not None:
-            _record(directory, "workflow", self.workflow.to_json())
-            if self.workflow.skipped and not self.workflow.asked:
-                log.warning(
-                    "note: the workflow's parameters were not checked: %s (plan.json records it; give "
-                    "--parameter-template FILE, or run `planner check PLAN` with access to the workflow)",
-                    self.workflow.skipped,
-                )
+        # plan.json is written once, with everything it records: the comparison with earlier plans, the
+        # declared output parameters (for `planner check` and `planner outputs`), the workflow checked against.
+        content = dataclasses.replace(
+            self._content(),
+            skip_done=self.earlier.record(directory) if self.earlier is not None else None,
+            output_parameters=tuple(self.defaults.output_parameters),
+            workflow=self.workflow.to_json() if self.workflow is not None else None,
+        )
+        manifest = write_plan(directory, self.spec, shards, samples.frames(), content)
+        if self.workflow is not None and self.workflow.skipped and not self.workflow.asked:
+            log.warning(
+                "note: the workflow's parameters were not checked: %s (plan.json records it; give "
+                f"{setting('parameter_template', 'FILE')}, or run `planner check PLAN` with access to the "
+                "workflow)",
+                self.workflow.skipped,
+            )
         shutil.rmtree(scratch)
         return manifest
 
@@ -571,20 +611,15 @@ class Plan:
             submission=self.defaults.submission,
             staging=self.defaults.staging,  # uri, and kms_key_id / expected_bucket_owner when set
             inline=self.options.inline,
-            sheet={
-                "path": self.sheet.path,
-                "sha256": self.sheet.sha256,
-                "rows": self.rows,
-                "id_column": self.sheet.id_column,
-            },
-            options={
-                "group": self.options.group,
-                "list_columns": list(self.options.list_columns),
-                "skip_invalid": self.options.skip_invalid,
-                "inline": self.options.inline,
-                "max_entries": self.max_entries,
-                "max_bytes": self.max_bytes,
-            },
+            sheet=SheetRecord(self.sheet.path, self.sheet.sha256, self.rows, self.sheet.id_column),
+            options=OptionsRecord(
+                group=self.options.group,
+                list_columns=tuple(self.options.list_columns),
+                skip_invalid=self.options.skip_invalid,
+                inline=self.options.inline,
+                max_entries=self.max_entries,
+                max_bytes=self.max_bytes,
+            ),
             rejected=len({p.row for p in self.problems}),
             settings_hash=SETTINGS_HASH,
         )
@@ -594,8 +629,6 @@ class Plan:
 
         Rows with a missing input are problems of their own (rejected with --skip-invalid: the
         next pass leaves them out); a missing default input is every run's, and stops the plan."""
-        from planner.commands.check import check_inputs
-
         report = check_inputs(
             written,
             access=self.options.access or Lookup(),
@@ -615,16 +648,6 @@ class Plan:
                 self.plan_problems.append(problem)
         if report.problems and (not self.options.skip_invalid or self.plan_problems):
             raise ValidationError(self.problems + report.problems)
-
-
-def _record(directory: str, key: str, value: Any) -> None:
-    """Add ``key`` to plan.json (outside the plan id: it is not sent to the service), written as plandir writes it."""
-    path = os.path.join(directory, PLAN_FILE)
-    with open(path, "rb") as handle:
-        document = orjson.loads(handle.read())
-    document[key] = value
-    with open(path, "wb") as handle:
-        handle.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 def _problems(bad: pl.DataFrame, checks: Sequence[Check]) -> list[Problem]:
@@ -701,9 +724,11 @@ def plan(
         sheet,
         id_column=id_column or loaded.id_column,
         types=loaded.types,
-        s3_client=s3_client,
-        expected_bucket_owner=loaded.staging_expected_bucket_owner,
-        clients=_sheet_clients(sheet, sandbox, endpoint_url, profile, region, endpoints),
+        download=sheet_download(
+            s3_client,
+            loaded.staging_expected_bucket_owner,
+            _sheet_clients(sheet, sandbox, endpoint_url, profile, region, endpoints),
+        ),
     )
     access = Lookup.from_environment(
         enabled=workflow_lookup,
@@ -745,13 +770,10 @@ def _sheet_clients(
     endpoints (started only for such a sheet); None for a local sheet or a frame."""
     if not (isinstance(sheet, str) and sheet.startswith("s3://")):
         return None
-    from planner.services.aws import Clients
 
     clients = Clients(
         profile=profile, region=region, endpoint_url=endpoint_url, endpoints=dict(endpoints or {}), sandbox=sandbox
     )
     if sandbox and endpoints is None:
-        from planner.sandbox.local import ensure_running
-
         clients.endpoints = dict(ensure_running())
     return clients

@@ -55,9 +55,11 @@ from typing import Any
 import orjson
 import polars as pl
 
-from planner.core.child_settings import line_index
-from planner.core.plandir import PlanDirectory
-from planner.errors import InputError
+from planner.commands.check import distinct_uris
+from planner.core.ledger import Ledger
+from planner.core.line_index import line_index
+from planner.core.plandir import LEDGER_NAME, PlanDirectory
+from planner.errors import InputError, setting
 from planner.services.staging import StagingPrefix
 
 VERSION = "2012-10-17"
@@ -231,7 +233,7 @@ def policies(
         if not uri:
             raise InputError(
                 "this plan stages its shards on S3 and names no staging location: "
-                "give --staging s3://bucket/prefix/ (as you will to planner submit)"
+                f"give {setting('staging', 's3://bucket/prefix/')} (as you will to submit)"
             )
         where = StagingPrefix.parse(uri)
         staging_statements, reader = _staging_statements(
@@ -256,11 +258,12 @@ def policies(
         found.notes.append("this plan stages nothing on S3: the service's role needs nothing from the planner")
     if "*" in (scope.region, scope.account):
         found.notes.append(
-            "the region or the account is not known from the plan: * stands in; pin them with --region and --account"
+            "the region or the account is not known from the plan: * stands in; "
+            f"pin them with {setting('region')} and {setting('account')}"
         )
     checker = _check_statements(plan, scope, found.notes)
     if manifest.backend in ("omics-batch", "omics-run"):
-        found.notes.append(f"clean's {cleaner[-1]['Action'][0]} is needed only with planner clean --runs")
+        found.notes.append(f"clean's {cleaner[-1]['Action'][0]} is needed only to clean with {setting('runs=True')}")
     found.submitter = _document(submitter) if submitter else None
     found.service_role = _document(reader) if reader else None
     found.check = _document(checker) if checker else None
@@ -274,9 +277,6 @@ STAGING_BACKENDS = ("omics-batch", "batch", "glue")
 def _staged_prefix(plan: PlanDirectory) -> str | None:
     """Where a submitted plan's ledger says its shards were staged (``submit --staging`` may have
     put them elsewhere than plan.json names); None before anything was staged."""
-    from planner.core.ledger import Ledger
-    from planner.core.plandir import LEDGER_NAME
-
     if not os.path.exists(os.path.join(plan.path, LEDGER_NAME)):
         return None
     ledger = Ledger.open(plan.path, plan.plan_id, plan.manifest.backend, create=False)
@@ -405,8 +405,6 @@ def _service_statements(plan: PlanDirectory, scope: _Scope) -> list[dict[str, An
 
 def _check_statements(plan: PlanDirectory, scope: _Scope, notes: list[str]) -> list[dict[str, Any]]:
     """What ``planner check`` reads: the workflow and the quota (HealthOmics), and the runs' inputs on S3."""
-    from planner.commands.check import distinct_uris
-
     statements = []
     backend = plan.manifest.backend
     if backend in ("omics-batch", "omics-run"):

@@ -46,6 +46,11 @@ from urllib.parse import quote
 import orjson
 import polars as pl
 
+from planner.commands.access import Access
+from planner.commands.status import _status
+from planner.core.plandir import check_output_file, replace_privately
+from planner.core.progress import ProgressCallback
+from planner.engine.context import Options
 from planner.errors import PlannerError
 
 INSTALL_HINT = "install it with: pip install 'planner[report]'"
@@ -292,7 +297,7 @@ def render_report(
 
 def _plotly() -> tuple[Any, str]:
     """plotly's figure classes and its JavaScript, or an error that says how to install them."""
-    try:
+    try:  # plotly is an optional extra: `pip install 'planner[report]'`
         import plotly.graph_objects as go
         from plotly.offline import get_plotlyjs
     except ImportError as exc:
@@ -318,8 +323,6 @@ def _fill(template: str, slots: Mapping[str, str]) -> str:
 
 
 def _write_atomically(path: str, data: bytes) -> None:
-    from planner.core.plandir import replace_privately  # the report lists sample ids: private, as every export
-
     def write(partial: str) -> None:
         with open(partial, "wb") as handle:
             handle.write(data)
@@ -615,7 +618,7 @@ def _samples_section(counts: Mapping[str, int], total: int, limit: int, table_cs
         "</div>"
         f'<div class="table-wrap"><table id="sample-table"><thead><tr>{head}</tr></thead><tbody></tbody></table></div>'
         '<noscript><p class="note">The per-sample table needs JavaScript; '
-        "<code>planner status PLAN --out samples.csv</code> writes it as CSV.</p></noscript>"
+        "<code>planner status</code> writes it to a CSV file.</p></noscript>"
     )
 
 
@@ -659,6 +662,47 @@ def _write_csv(table: pl.DataFrame, link: ConsoleLink | None, path: str) -> None
         pl.when(pl.col(name).str.contains(r"^[=+\-@\t\r]")).then("'" + pl.col(name)).otherwise(pl.col(name)).alias(name)
         for name in texts
     )
-    from planner.core.plandir import replace_privately
 
     replace_privately(path, neutralised.write_csv)
+
+
+def report(
+    plan_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    refresh: bool = False,
+    region: str | None = None,
+    sandbox: bool = False,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    retry_mode: str = "standard",
+    max_attempts: int = 8,
+    endpoints: dict[str, str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> Any:
+    """Write the plan's self-contained HTML report to ``out`` (``htmlreport.render_report``): what was
+    planned, the state counts, progress over time, failures by reason, and every sample.
+
+    ``refresh`` asks the service first (else the ledger's last look is shown); ``region`` builds the
+    links to the service's console (default: the client's region)."""
+    check_output_file(os.fspath(out), example="report.html")
+
+    access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
+    ctx = access.read(plan_dir, Options(), ask=refresh, progress=progress)
+    try:
+        table = _status(ctx, refresh)
+        where = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if where is None and ctx.clients.sandbox:
+            where = "us-east-1"
+
+        return render_report(
+            ctx.manifest.to_json(),  # with skip_done: samples left out as done, which the report counts apart
+            table,
+            ctx.ledger.refreshes(),
+            os.fspath(out),
+            region=where,
+            submitted_at=ctx.ledger.first_intent_at(),
+            staged=[staged.uri for staged in ctx.ledger.all_staged()],
+        )
+    finally:
+        ctx.ledger.close()

@@ -18,6 +18,7 @@ plan runs them now.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Sequence
@@ -27,15 +28,17 @@ import orjson
 import polars as pl
 
 from planner.backends import get_backend
-from planner.commands.submit import plan_lock, status
+from planner.commands.status import status
 from planner.core.defaults import load_defaults
 from planner.core.ledger import Ledger
 from planner.core.plandir import Manifest, PlanContent, PlanDirectory, atomic_directory, write_plan
 from planner.core.progress import ProgressCallback, log
 from planner.core.shard import ShardWriter
 from planner.core.spec import BackendSpec
+from planner.core.suggest import did_you_mean
 from planner.core.validate import set_problems
-from planner.errors import DefaultsError, InputError, NothingToRetry, ValidationError
+from planner.engine.lock import plan_lock
+from planner.errors import DefaultsError, InputError, NothingToRetry, ValidationError, setting
 
 _BATCH = 10_000
 
@@ -65,7 +68,7 @@ def retry(
     spec = get_backend(manifest.backend)
     states = _states(states, spec)
     if os.path.abspath(out) == os.path.abspath(plan.path):
-        raise InputError("--out must be a new directory, not the plan being retried")
+        raise InputError(f"{setting('out')} must be a new directory, not the plan being retried")
     defaults, submission, assignments = _with_sets(manifest, spec, sets)
     table = status(
         plan.path,
@@ -95,8 +98,8 @@ def retry(
     with atomic_directory(out, force) as directory:
         writer = ShardWriter(
             directory,
-            max_entries=options["max_entries"],
-            max_bytes=options["max_bytes"],
+            max_entries=options.max_entries,
+            max_bytes=options.max_bytes,
             part_size=part_size,
             min_entries=spec.min_entries,
         )
@@ -116,12 +119,12 @@ def retry(
             writer.abort()
             raise
         shards = writer.close()
-        sheet = dict(
+        sheet = dataclasses.replace(
             manifest.sheet,
             retry_of=manifest.plan_id,
-            retried_states=list(states),
+            retried_states=tuple(states),
             retry_attempt=uuid.uuid4().hex,  # a deliberate retry is a new identity, always
-            retry_sets=list(sets),
+            retry_sets=tuple(sets),
         )
         samples = wanted.select(pl.col("row").cast(pl.Int64), "id")
         # A retry without --set runs each sample with the settings it had: the original's hashes hold.
@@ -135,7 +138,7 @@ def retry(
             sheet=sheet,
             options=options,
             staging=manifest.staging,  # a retry stages as its plan did (key, expected owner)
-            inline=options.get("inline", False),
+            inline=options.inline,
             settings_hash=manifest.settings_hash if settings is not None else None,
         )
         written = write_plan(directory, spec, shards, [samples], content)
@@ -164,7 +167,7 @@ def _deleted_left_out(table: pl.DataFrame, states: tuple[str, ...]) -> str | Non
     return (
         f"{deleted:,} sample{'s' if deleted != 1 else ''} whose runs were deleted before planner saw them end "
         f"{'were' if deleted != 1 else 'was'} left out (state DELETED, outcome unknown); "
-        f"to retry them too: --states {','.join((*states, 'DELETED'))}"
+        f"to retry them too: {setting('states', ','.join((*states, 'DELETED')))}"
     )
 
 
@@ -177,11 +180,9 @@ def _states(states: Sequence[str] | str | None, spec: BackendSpec) -> tuple[str,
     chosen = tuple(s.strip().upper() for s in states if s.strip())
     unknown = [s for s in chosen if s not in known]
     if unknown:
-        from planner.core.suggest import did_you_mean
-
         first = unknown[0]
         raise InputError(
-            f"--states {first!r}{did_you_mean(first, known)}: not a final state of {spec.name}; "
+            f"{setting('states', repr(first))}{did_you_mean(first, known)}: not a final state of {spec.name}; "
             f"choose from {', '.join(known)}"
         )
     return chosen
@@ -208,7 +209,7 @@ def _with_sets(
         if not isinstance(value, dict):
             assignments.append((tuple(keys), value))
     if not assignments and not any(s.partition("=")[0].strip().startswith("submission.") for s in sets):
-        raise DefaultsError(f"--set {sets[0]!r}: changes nothing a run is sent")
+        raise DefaultsError(f"{setting('sets', repr(sets[0]))}: changes nothing a run is sent")
     return loaded.run, loaded.submission, assignments
 
 

@@ -36,7 +36,7 @@ from planner.backends import get_backend
 from planner.core.earlier import ACTIVE, DONE, outcome_expr
 from planner.core.plandir import SETTINGS, PlanDirectory, private_file
 from planner.core.progress import log
-from planner.errors import InputError
+from planner.errors import InputError, setting
 
 INDEX_FILE = "runs.sqlite"
 SUBMITTING = "SUBMITTING"  # claimed by a submit whose outcome is not recorded yet: counts as run
@@ -287,7 +287,8 @@ class Guard:
         if duplicates:
             count = duplicates[0].total
             log.warning(
-                "note: --allow-rerun: %d samples run again that plan %s (%s) already ran with identical settings",
+                f"note: {setting('allow_rerun=True')}: %d samples run again that plan %s (%s) already ran with "
+                "identical settings",
                 count,
                 duplicates[0].plan_id,
                 duplicates[0].path,
@@ -335,6 +336,6 @@ def _refusal(plan: PlanDirectory, duplicates: list[Duplicate]) -> str:
         f"{plan.path}: {count:,} of its {plan.manifest.runs:,} samples already ran with identical settings in plan "
         f"{first.plan_id} ({first.path}){others}, completed or still pending or running as last seen "
         f"(`planner status {first.path}` looks again); nothing was submitted. "
-        f"To run only the others, plan again with `planner plan ... --skip-done {first.path}`; to run them again on "
-        f"purpose, `planner submit {plan.path} --allow-rerun`"
+        f"To run only the others, plan again with {setting('skip_done', first.path)}; to run them again on "
+        f"purpose, submit {plan.path} with {setting('allow_rerun=True')}"
     )

@@ -17,10 +17,13 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from botocore.exceptions import ClientError
 
+from planner.commands.check import recorded_workflow
 from planner.engine.context import Context, error_code
 from planner.errors import SubmissionError
+from planner.services.workflow import WorkflowTemplate
 
 SANDBOX_WORKFLOW_PREFIX = "planner-sandbox-"  # the name of a workflow prepare made (and may make again)
 BATCH_ROLE = "planner-sandbox-batch"
@@ -102,8 +105,6 @@ def prepare_batch(ctx: Context) -> None:
 
 def prepare_glue(ctx: Context) -> None:
     """The Glue jobs the plan names: glueetl jobs allowing GLUE_MAX_CONCURRENT_RUNS runs at once."""
-    import orjson
-
     glue = ctx.clients.get("glue")
     jobs = {str(ctx.manifest.defaults.get("JobName"))}
     if ctx.manifest.submission.get("mode") != "manifest":
@@ -134,9 +135,6 @@ def prepare_omics(ctx: Context) -> None:
     Left alone when the emulator knows it already (made with CreateWorkflow, or by an earlier
     prepare with the same template); a workflow an earlier prepare made with another template
     (the template file was edited since) is made again."""
-    from planner.commands.check import recorded_workflow
-    from planner.services.workflow import WorkflowTemplate
-
     record = recorded_workflow(ctx.plan)
     defaults = ctx.manifest.defaults
     workflow_id = defaults.get("workflowId")

@@ -1,4 +1,4 @@
-"""Submit, status, watch and cancel: the operations on a plan directory after ``planner plan``.
+"""``planner submit``: stage a plan and make its runs, journaled, safe to run again.
 
 Each opens the plan (``plandir.py``), its ledger and the clients (``context.py``),
 and hands the backend (``backends/``) to the engine (``engine.py``) or asks it for
@@ -15,191 +15,27 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import os
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import IO, Any
+from collections.abc import Callable
+from typing import Any
 
-import polars as pl
-
-from planner.backends import backend_class, get_backend
-from planner.backends.base import NOT_CANCELLED, CancelOutcome, CancelReport
-from planner.commands.intents import remedy, require_settled, settle
+from planner.backends import backend_class
+from planner.commands.access import Access
+from planner.commands.cancel import cancel
+from planner.commands.check import preflight_submit
+from planner.commands.run_index import Guard
+from planner.commands.sandbox_prepare import prepare
+from planner.commands.status import sample_table, status
+from planner.commands.watch import Threshold, _threshold, failed_samples
 from planner.core.jsontext import dumps
-from planner.core.ledger import SAMPLE_COLUMNS
 from planner.core.plandir import PlanDirectory
 from planner.core.progress import ProgressCallback, log
-from planner.core.spec import BackendSpec
-from planner.engine.context import STOP_FILE, Context, Options, open_context, request_stop, stop_requester
-from planner.engine.engine import Engine, Incomplete, SubmitReport
-from planner.errors import InputError, Stopped, SubmissionError
-
-LOCK_FILE = ".submit.lock"
-STOP_TIMEOUT = 300.0  # seconds `cancel` waits for a running submit to finish its calls in flight and end
-LOCK_POLL = 0.1
-NOT_SUBMITTED = "NOT SUBMITTED"
-# The reason shown for a failed sample whose reason the service was not asked yet (``Ledger.unasked``).
-REASON_NOT_ASKED = "reason not asked yet (`planner status PLAN --why SAMPLE` asks it)"
-# The per-sample table, in the order `planner status` writes it.
-STATUS_COLUMNS = [
-    "row",
-    "id",
-    "shard",
-    "position",
-    "submission_id",
-    "remote_id",
-    "remote_uuid",
-    "submission_status",
-    "state",
-    "reason",
-    "log",
-    "updated_at",
-]
-_LEDGER_SCHEMA = {name: pl.Int32 if name in ("shard", "position") else pl.String for name in SAMPLE_COLUMNS}
-
-
-@dataclass(frozen=True)
-class Access:
-    """How to reach the services: the standard boto3 chain plus these."""
-
-    sandbox: bool = False
-    endpoint_url: str | None = None
-    profile: str | None = None
-    region: str | None = None
-    retry_mode: str = "standard"
-    max_attempts: int = 8
-    endpoints: dict[str, str] | None = None  # per service (tests, and the sandbox's daemon)
-
-    def __post_init__(self) -> None:
-        if self.retry_mode not in ("standard", "adaptive", "legacy"):
-            raise InputError(f"retry mode {self.retry_mode!r}: choose standard or adaptive")
-
-    def read(
-        self, plan_dir: str | os.PathLike[str], options: Options, *, ask: bool, progress: ProgressCallback | None
-    ) -> Context:
-        """Open a submitted plan to read its ledger, with the open intents of an interrupted submit
-        settled first (``intents.py``; ``ask``: the service may be called), or refused."""
-        ctx = self.open(plan_dir, options, progress=progress, create_ledger=False)
-        try:
-            require_settled(ctx, ask=ask)
-        except BaseException:
-            ctx.ledger.close()
-            raise
-        return ctx
-
-    def status(self, plan_dir: str) -> pl.DataFrame:
-        """``status`` with these settings (refreshed)."""
-        return status(plan_dir, **vars(self))
-
-    def open(self, plan_dir: str | os.PathLike[str], options: Options, **kwargs: Any) -> Context:
-        return open_context(
-            plan_dir,
-            options=options,
-            sandbox=self.sandbox,
-            endpoint_url=self.endpoint_url,
-            profile=self.profile,
-            region=self.region,
-            retry_mode=self.retry_mode,
-            max_attempts=self.max_attempts,
-            endpoints=self.endpoints,
-            **kwargs,
-        )
-
-
-def _try_lock(handle: IO[str]) -> bool:
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def plan_lock(plan_dir: str) -> Iterator[None]:
-    """One submit per plan at a time: two at once would both see no result for a call and
-    both send it (Batch, Glue and Polly have no idempotency token).  The lock dies with the process.
-
-    A `planner cancel` waiting for the lock (its stop request names a live process) is not
-    overtaken; a stop request left by a cancel that has ended is removed."""
-    handle = open(os.path.join(plan_dir, LOCK_FILE), "a")  # noqa: SIM115 - held for the whole block
-    try:
-        if not _try_lock(handle):
-            raise SubmissionError(f"{plan_dir}: another `planner submit` of this plan is running; wait for it to end")
-        marker = os.path.join(plan_dir, STOP_FILE)
-        requester = stop_requester(marker)
-        if requester is not None and requester != os.getpid() and _alive(requester):
-            raise Stopped(
-                f"{plan_dir}: a `planner cancel` of this plan (process {requester}) is under way; nothing was submitted"
-            )
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(marker)  # what an ended cancel (or threshold) asked of a submit that has ended too
-        yield
-    finally:
-        handle.close()  # closing the file releases the lock
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
-@contextlib.contextmanager
-def _submit_stopped(
-    plan_dir: str, reason: str, timeout: float, sleep: Callable[[float], None] = time.sleep
-) -> Iterator[None]:
-    """Hold the plan's submit lock; if a `planner submit` of the plan holds it, first ask that submit to
-    stop (the marker its engine looks at before every creating call) and wait for it to end, at most
-    ``timeout`` seconds.  Nothing the plan submits can start while the block runs, nor after it."""
-    handle = open(os.path.join(plan_dir, LOCK_FILE), "a")  # noqa: SIM115 - held for the whole block
-    marker = None
-    try:
-        if not _try_lock(handle):
-            marker = request_stop(plan_dir, f"asked to stop: {reason}")
-            log.warning(
-                "a `planner submit` of this plan is running: asked it to stop; waiting up to %.0f s for it to "
-                "finish the calls in flight and end",
-                timeout,
-            )
-            deadline = time.monotonic() + timeout
-            while not _try_lock(handle):
-                if time.monotonic() >= deadline:
-                    # The request stays: the submit still stops before its next creating call.
-                    marker = None
-                    raise SubmissionError(
-                        f"{plan_dir}: the running `planner submit` of this plan did not end within {timeout:.0f} s "
-                        "(a call in flight may be waiting on the service); it will send nothing more, but "
-                        "nothing was cancelled yet: run `planner cancel` again once it has ended"
-                    )
-                sleep(LOCK_POLL)
-        yield
-    finally:
-        if marker is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(marker)
-        handle.close()
-
-
-def submitting(plan_dir: str | os.PathLike[str]) -> bool:
-    """Whether a `planner submit` of this plan is running now (it holds the plan's lock)."""
-    path = os.path.join(os.fspath(plan_dir), LOCK_FILE)
-    if not os.path.exists(path):
-        return False
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
+from planner.engine.context import STOP_FILE, Context, Options
+from planner.engine.engine import Engine, SubmitReport, incomplete
+from planner.engine.lock import plan_lock
+from planner.errors import InputError, Stopped, SubmissionError, ThresholdCrossed
 
 
 def submit(
@@ -228,7 +64,7 @@ def submit(
 ) -> SubmitReport:
     """Stage and submit a plan; safe to run again after a crash or a partial submit.
 
-    Raises ``engine.Incomplete`` (a ``SubmissionError`` carrying the report) when some
+    Raises ``Incomplete`` (a ``SubmissionError`` carrying the report) when some
     calls were refused; ``planner status`` then lists those samples as FAILED and
     ``planner retry`` plans them again.  ``dry_run``: build and check every request
     and hand each to ``emit`` (default: a JSON line on stdout), sending nothing.  ``check``: first the
@@ -257,8 +93,6 @@ def submit(
     access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
     plan = PlanDirectory(plan_dir)  # a clear error for a folder that is not a plan, before anything is made in it
     if check and not dry_run:
-        from planner.commands.check import preflight_submit
-
         preflight_submit(
             plan.path,
             concurrency=concurrency,
@@ -282,8 +116,6 @@ def submit(
             if dry_run:
                 ctx.emit = emit or _print_line
             else:
-                from planner.commands.run_index import Guard
-
                 claim = Guard.claim(ctx.plan, allow_rerun=allow_rerun)  # before the first creating call
                 ctx.stop.watch(os.path.join(plan.path, STOP_FILE))  # `planner cancel` asks through it
                 if threshold is not None:
@@ -306,17 +138,12 @@ def submit(
     assert guard is not None and guard.reason is not None
     reach = dataclasses.replace(access, endpoints=guard.access.endpoints)
     report = cancel(plan.path, reason=guard.reason, concurrency=concurrency, progress=progress, **vars(reach))
-    raise ThresholdCrossed(guard.reason, guard.failed, report)
-
-
-class ThresholdCrossed(Stopped):
-    """A submit's failure threshold was crossed: it sent nothing more and cancelled what it had made."""
-
-    def __init__(self, reason: str, failed: int, cancelled: CancelReport):
-        super().__init__(f"{reason}: sent nothing more, and {cancelled.brief()}; the reason is recorded in the ledger")
-        self.reason = reason
-        self.failed = failed
-        self.cancelled = cancelled
+    raise ThresholdCrossed(
+        f"{guard.reason}: sent nothing more, and {report.brief()}; the reason is recorded in the ledger",
+        guard.reason,
+        guard.failed,
+        report,
+    )
 
 
 class _Guard:
@@ -354,7 +181,7 @@ class _Guard:
         told = False
         while not self._done.wait(self.interval) and self.reason is None:
             try:
-                table = self.access.status(self.ctx.plan.path)
+                table = status(self.ctx.plan.path, **vars(self.access))
             except SubmissionError as exc:  # a refresh that fails now may work next time
                 if not told:
                     told = True
@@ -376,8 +203,6 @@ def run_submission(ctx: Context) -> SubmitReport:
     if not ctx.dry_run:
         staged = backend.staged_shards()
         if ctx.clients.sandbox:
-            from planner.commands.sandbox_prepare import prepare
-
             prepare(ctx, stages=bool(staged))
         if staged:
             ctx.stager.stage(staged)
@@ -413,429 +238,10 @@ def run_submission(ctx: Context) -> SubmitReport:
             f"samples again ({where}), which runs them; `planner submit` of that plan submits them"
         )
     if report.failed:
-        raise Incomplete(report)
+        raise incomplete(report)
     return report
 
 
 def _print_line(line: dict[str, Any]) -> None:
     sys.stdout.buffer.write(dumps(line) + b"\n")
     sys.stdout.flush()
-
-
-# ---------------------------------------------------------------- status
-
-
-def status(
-    plan_dir: str | os.PathLike[str],
-    *,
-    refresh: bool = True,
-    concurrency: int = 8,
-    rate: float | None = None,
-    sandbox: bool = False,
-    endpoint_url: str | None = None,
-    profile: str | None = None,
-    region: str | None = None,
-    retry_mode: str = "standard",
-    max_attempts: int = 8,
-    endpoints: dict[str, str] | None = None,
-    progress: ProgressCallback | None = None,
-    why: Sequence[str] | str | None = None,
-) -> pl.DataFrame:
-    """The per-sample table (``STATUS_COLUMNS``): sheet row, id, where it was submitted, its run, state, reason.
-
-    With ``refresh`` the service is asked first (only about what can still change).  ``why``: sample
-    ids whose run the service is asked about now, failure reason included (HealthOmics asks only a few
-    reasons per batch at a refresh), or ``"all"`` for every failed sample whose reason was not asked yet."""
-    access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
-    options = Options(concurrency=concurrency, rate=rate)
-    ctx = access.read(plan_dir, options, ask=refresh or bool(why), progress=progress)
-    try:
-        return _status(ctx, refresh, why)
-    finally:
-        ctx.ledger.close()
-
-
-def _status(ctx: Context, refresh: bool, why: Sequence[str] | str | None = None) -> pl.DataFrame:
-    wanted = _why_samples(ctx, why)
-    if refresh or wanted:
-        backend = backend_class(ctx.manifest.backend)(ctx)
-        if refresh:
-            backend.refresh()
-        if wanted:
-            known = {s.id: s for s in ctx.ledger.samples()}
-            backend.explain([known[i] for i in wanted if i in known])
-    table = sample_table(ctx)
-    if refresh:
-        ctx.ledger.record_refresh(state_counts(table))
-        from planner.commands.run_index import record_status
-
-        record_status(ctx.plan, table)  # what ran, for the guard at submit
-    return table
-
-
-def _why_samples(ctx: Context, why: Sequence[str] | str | None) -> list[str]:
-    """The sample ids ``status(why=...)`` names: ``"all"`` is every one whose reason was not asked yet."""
-    if not why:
-        return []
-    if why == "all" or (not isinstance(why, str) and list(why) == ["all"]):
-        return ctx.ledger.unasked()
-    given = [why] if isinstance(why, str) else list(why)
-    ids = [sample.strip() for text in given for sample in text.split(",") if sample.strip()]
-    planned = set(ctx.plan.samples().get_column("id").to_list())
-    unknown = [i for i in ids if i not in planned]
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-        raise InputError(f"--why {shown}: not a sample of this plan (the sheet's ids; or --why all)")
-    return list(dict.fromkeys(ids))
-
-
-def sample_table(ctx: Context) -> pl.DataFrame:
-    """Every planned sample with what the ledger knows of it."""
-    # Typed, not inferred: a ledger with no samples yet (a submit that stopped before its first
-    # result) would give columns of type null, which cannot be joined with the plan's ids.
-    known = pl.DataFrame(ctx.ledger.sample_rows(), schema=_LEDGER_SCHEMA, orient="row").drop("shard", "position")
-    planned = ctx.plan.samples()
-    submissions = [s for s in ctx.ledger.submissions("done") if s.sample is None and s.remote_id is not None]
-    batches = pl.DataFrame(
-        [(s.shard, s.remote_id) for s in submissions if s.shard is not None],
-        schema={"shard": pl.Int32, "submission_id": pl.String},
-        orient="row",
-    )
-    table = planned.join(known, on="id", how="left").join(batches, on="shard", how="left")
-    whole_plan = [s.remote_id for s in submissions if s.shard is None]
-    if len(whole_plan) == 1:  # one submission for the whole plan (a Polly run): every sample is in it
-        table = table.with_columns(pl.col("submission_id").fill_null(pl.lit(whole_plan[0])))
-    why = cancel_reason(ctx)
-    if why is not None:  # the service gives a cancelled run no reason; the ledger recorded planner's
-        unexplained = (pl.col("state") == "CANCELLED") & pl.col("reason").is_null()
-        table = table.with_columns(pl.when(unexplained).then(pl.lit(why)).otherwise(pl.col("reason")).alias("reason"))
-    unasked = ctx.ledger.unasked()
-    if unasked:  # failed, and not asked why yet: said so, never shown as a run the service gave no reason
-        pending = pl.col("id").is_in(unasked) & pl.col("reason").is_null()
-        table = table.with_columns(
-            pl.when(pending).then(pl.lit(REASON_NOT_ASKED)).otherwise(pl.col("reason")).alias("reason")
-        )
-    return table.select(STATUS_COLUMNS)
-
-
-def cancel_reason(ctx: Context) -> str | None:
-    """Why planner last cancelled this plan's runs (``planner cancel``, or a watch's failure threshold)."""
-    reasons = [detail.get("reason") for _, _, detail in ctx.ledger.events("cancel")]
-    return f"cancelled by planner: {reasons[-1]}" if reasons and reasons[-1] else None
-
-
-def where_expr() -> pl.Expr:
-    """A sample's place in the lifecycle: its run state, else its submission status, else NOT SUBMITTED."""
-    return pl.coalesce(pl.col("state"), pl.col("submission_status"), pl.lit(NOT_SUBMITTED))
-
-
-def state_counts(table: pl.DataFrame) -> dict[str, int]:
-    counts = table.group_by(where_expr().alias("where")).len().sort("where")
-    return {str(where): int(count) for where, count in counts.iter_rows()}
-
-
-def unknown_states(table: pl.DataFrame, spec: BackendSpec) -> dict[str, int]:
-    """Samples by run state, for the states the service does not document (``BackendSpec.moving_states``
-    and ``final_states``): a new HealthOmics status, Polly's TERMINATED..."""
-    known = sorted(spec.known_states | {"DELETED"})
-    strange = table.filter(pl.col("state").is_not_null() & ~pl.col("state").is_in(known))
-    return {str(state): int(count) for state, count in strange.group_by("state").len().sort("state").iter_rows()}
-
-
-def settled(table: pl.DataFrame, final_states: frozenset[str]) -> bool:
-    """Nothing can change any more: every sample's run has ended, or its submission failed,
-    or it was never submitted (then only `planner submit` can change it)."""
-    moving = table.filter(
-        pl.col("submission_status").is_not_null()
-        & (pl.col("submission_status") != "FAILED")
-        & ~pl.col("state").is_in(list(final_states | {"DELETED"})).fill_null(False)
-    )
-    return moving.height == 0
-
-
-def unknown_warning(state: str, count: int, spec: BackendSpec) -> str:
-    return (
-        f"{count:,} sample(s) in state {state}, which {spec.title} does not document as far as planner knows "
-        "(look at them in the service's console)"
-    )
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """When a watch gives up on a submission: more than ``count`` samples failed, or more than
-    ``percent`` of the plan (``--cancel-if-failed 50`` or ``--cancel-if-failed 5%``)."""
-
-    count: int | None = None
-    percent: float | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Threshold:
-        value = text.strip()
-        try:
-            if value.endswith("%"):
-                percent = float(value[:-1])
-                if not 0 <= percent < 100:
-                    raise InputError(
-                        f"--cancel-if-failed {text!r}: a share of the plan is from 0% to less than 100% (e.g. 5%)"
-                    )
-                return cls(percent=percent)
-            count = int(value)
-            if count < 0:
-                raise ValueError
-            return cls(count=count)
-        except ValueError:
-            raise InputError(
-                f"--cancel-if-failed {text!r}: give a number of samples (e.g. 50) or a share of the plan (e.g. 5%)"
-            ) from None
-
-    def crossed(self, failed: int, total: int) -> bool:
-        if self.count is not None:
-            return failed > self.count
-        return self.percent is not None and failed * 100 > self.percent * total
-
-    def __str__(self) -> str:
-        if self.count is not None:
-            return f"{self.count} sample" + ("" if self.count == 1 else "s")
-        return f"{self.percent:g}% of the plan"
-
-
-def _threshold(given: Threshold | str | None) -> Threshold | None:
-    return Threshold.parse(given) if isinstance(given, str) else given
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One refresh of ``watch``: when, the table, its counts, and what changed since the last one."""
-
-    at: float
-    table: pl.DataFrame
-    counts: dict[str, int]
-    changes: dict[str, int] = field(default_factory=dict)  # state -> difference in count
-    settled: bool = False
-    first: bool = False
-    failed: int = 0
-    cancelled: CancelReport | None = None  # what the failure threshold cancelled, when it was crossed
-
-    def __repr__(self) -> str:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.at))
-        counts = ", ".join(f"{state} {count:,}" for state, count in self.counts.items())
-        end = "; settled" if self.settled else ""
-        end += "; the failure threshold cancelled the rest" if self.cancelled is not None else ""
-        return f"<Snapshot at {when}: {self.table.height:,} samples: {counts}{end}>"
-
-
-def failed_samples(table: pl.DataFrame, failure_states: tuple[str, ...]) -> int:
-    """Samples whose run ended badly or whose submission failed."""
-    bad = pl.col("state").is_in(list(failure_states)).fill_null(False) | (pl.col("submission_status") == "FAILED")
-    return table.filter(bad.fill_null(False)).height
-
-
-def watch(
-    plan_dir: str | os.PathLike[str],
-    *,
-    interval: float = 30.0,
-    cancel_if_failed: Threshold | str | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.time,
-    on_refresh: Callable[[Snapshot], None] | None = None,
-    refresh: bool = True,
-    concurrency: int = 8,
-    rate: float | None = None,
-    sandbox: bool = False,
-    endpoint_url: str | None = None,
-    profile: str | None = None,
-    region: str | None = None,
-    retry_mode: str = "standard",
-    max_attempts: int = 8,
-    endpoints: dict[str, str] | None = None,
-    progress: ProgressCallback | None = None,
-) -> Snapshot:
-    """Refresh every ``interval`` seconds until nothing can change any more; returns the last snapshot.
-
-    ``cancel_if_failed``: once more samples than that have failed, cancel everything still
-    pending or running (the reason is recorded in the ledger) and return at once, the
-    snapshot's ``cancelled`` saying what was done.  ``on_refresh`` sees each snapshot (the CLI
-    prints the time and what changed).  The other keyword arguments are ``status``'s."""
-    if not (isinstance(interval, (int, float)) and 0 < interval < float("inf")):
-        raise InputError(f"interval {interval!r}: must be a positive number of seconds")
-    threshold = _threshold(cancel_if_failed)
-    spec = get_backend(PlanDirectory(plan_dir).manifest.backend)
-    if sandbox and not endpoints:
-        from planner.sandbox.local import ensure_running
-
-        endpoints = dict(ensure_running())  # found (or started) once, not at every refresh
-    access: dict[str, Any] = {
-        "concurrency": concurrency,
-        "rate": rate,
-        "sandbox": sandbox,
-        "endpoint_url": endpoint_url,
-        "profile": profile,
-        "region": region,
-        "retry_mode": retry_mode,
-        "max_attempts": max_attempts,
-        "endpoints": endpoints,
-        "progress": progress,
-    }
-    previous: dict[str, int] | None = None
-    warned: set[str] = set()
-    while True:
-        table = status(plan_dir, refresh=refresh, **access)
-        counts = state_counts(table)
-        changes = {}
-        if previous is not None:
-            for name in sorted(set(counts) | set(previous)):
-                delta = counts.get(name, 0) - previous.get(name, 0)
-                if delta:
-                    changes[name] = delta
-        unknown = unknown_states(table, spec)
-        for state in sorted(set(unknown) - warned):  # once each: the watch does not wait on them
-            warned.add(state)
-            log.warning(unknown_warning(state, unknown[state], spec) + "; not waited for")
-        done = settled(table, spec.final_states | set(unknown)) and not submitting(plan_dir)
-        failed = failed_samples(table, spec.retry_states)
-        cancelled = None
-        if threshold is not None and not done and threshold.crossed(failed, table.height):
-            reason = f"more than {threshold} failed ({failed:,} of {table.height:,} samples)"
-            cancelled = cancel(plan_dir, reason=reason, **access)
-        snapshot = Snapshot(clock(), table, counts, changes, done, previous is None, failed, cancelled)
-        if on_refresh is not None:
-            on_refresh(snapshot)
-        if done or cancelled is not None:
-            return snapshot
-        previous = counts
-        sleep(interval)
-
-
-# ---------------------------------------------------------------- cancel
-
-
-def cancel(
-    plan_dir: str | os.PathLike[str],
-    *,
-    concurrency: int = 8,
-    rate: float | None = None,
-    sandbox: bool = False,
-    endpoint_url: str | None = None,
-    profile: str | None = None,
-    region: str | None = None,
-    retry_mode: str = "standard",
-    max_attempts: int = 8,
-    endpoints: dict[str, str] | None = None,
-    progress: ProgressCallback | None = None,
-    reason: str = "asked by the user",
-    stop_timeout: float = STOP_TIMEOUT,
-) -> CancelReport:
-    """Cancel what the plan submitted that is still pending or running; what has finished is left alone.
-
-    A `planner submit` of the plan still running is asked to stop first, and waited for (at most
-    ``stop_timeout`` seconds): its calls in flight end and are journaled, it sends nothing more, and
-    what it made is cancelled with the rest.  No submit of the plan can start while cancel runs.
-
-    The report says per batch, job or run what was cancelled, what had already
-    finished, and what could not be cancelled (``complete`` is False then)."""
-    access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
-    plan = PlanDirectory(plan_dir)
-    with _submit_stopped(plan.path, f"`planner cancel` ({reason})", stop_timeout):
-        options = Options(concurrency=concurrency, rate=rate)
-        ctx = access.open(plan.path, options, progress=progress, create_ledger=False)
-        try:
-            return _cancel(ctx, reason)
-        finally:
-            ctx.ledger.close()
-
-
-def _cancel(ctx: Context, reason: str) -> CancelReport:
-    # What an interrupted submit started is cancelled too, once found.  Cancel holds the plan's lock
-    # (``_submit_stopped``): no submit runs, so every open intent is an interrupted submit's.
-    unsettled = settle(ctx, ask=True, locked=True)
-    backend = backend_class(ctx.manifest.backend)(ctx)
-    report = backend.cancel()
-    for call in unsettled:  # may be running, unknown to the ledger: never "cancelled 0" and exit 0
-        detail = f"no recorded answer (a submit was interrupted); {remedy(ctx.plan.path)}, then cancel again"
-        report.outcomes.append(CancelOutcome(call.describe(), NOT_CANCELLED, detail))
-    ctx.ledger.record_event("cancel", {"reason": reason, **report.to_json()})
-    with contextlib.suppress(SubmissionError):  # the states after the cancel, as far as the service tells now
-        backend.refresh()
-    return report
-
-
-TABLE_SUFFIXES = (".csv", ".parquet", ".jsonl", ".ndjson")
-
-
-def check_table_path(path: str) -> None:
-    """Refuse an ``--out`` the table cannot be written to, before any refresh or watch is spent."""
-    from planner.core.plandir import check_output_file
-
-    check_output_file(path, example="status.csv")
-    if not path.endswith(TABLE_SUFFIXES):
-        raise InputError(f"--out {path}: use a .csv, .parquet or .jsonl file name")
-
-
-def write_table(table: pl.DataFrame, path: str, stream: IO[str] | None = None) -> None:
-    """The per-sample table as CSV (spreadsheet formulas neutralised), Parquet or JSON lines, by the file name."""
-    from planner.core.plandir import private_file, safe_csv
-
-    check_table_path(path)
-    if path.endswith((".parquet", ".jsonl", ".ndjson")):
-        private_file(path)  # created 0600 unless it exists (then it keeps its mode), as safe_csv does for CSV
-    if path.endswith(".parquet"):
-        table.write_parquet(path)
-    elif path.endswith(".csv"):
-        safe_csv(table, path)
-    elif path.endswith((".jsonl", ".ndjson")):
-        table.write_ndjson(path)
-    else:
-        raise InputError(f"--out {path}: use a .csv, .parquet or .jsonl file name")
-
-
-# ---------------------------------------------------------------- report
-
-
-def report(
-    plan_dir: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    refresh: bool = False,
-    region: str | None = None,
-    sandbox: bool = False,
-    endpoint_url: str | None = None,
-    profile: str | None = None,
-    retry_mode: str = "standard",
-    max_attempts: int = 8,
-    endpoints: dict[str, str] | None = None,
-    progress: ProgressCallback | None = None,
-) -> Any:
-    """Write the plan's self-contained HTML report to ``out`` (``htmlreport.render_report``): what was
-    planned, the state counts, progress over time, failures by reason, and every sample.
-
-    ``refresh`` asks the service first (else the ledger's last look is shown); ``region`` builds the
-    links to the service's console (default: the client's region)."""
-    from planner.commands.report import render_report
-    from planner.core.plandir import check_output_file
-
-    check_output_file(os.fspath(out), example="report.html")
-
-    access = Access(sandbox, endpoint_url, profile, region, retry_mode, max_attempts, endpoints)
-    ctx = access.read(plan_dir, Options(), ask=refresh, progress=progress)
-    try:
-        table = _status(ctx, refresh)
-        where = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        if where is None and ctx.clients.sandbox:
-            where = "us-east-1"
-        from planner.core.earlier import RECORD_KEY, skip_record
-
-        manifest = ctx.manifest.to_json()
-        skipped = skip_record(ctx.plan.path)
-        if skipped is not None:
-            manifest[RECORD_KEY] = skipped  # samples left out as done: the report counts them apart
-        return render_report(
-            manifest,
-            table,
-            ctx.ledger.refreshes(),
-            os.fspath(out),
-            region=where,
-            submitted_at=ctx.ledger.first_intent_at(),
-            staged=[staged.uri for staged in ctx.ledger.all_staged()],
-        )
-    finally:
-        ctx.ledger.close()

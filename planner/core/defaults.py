@@ -29,7 +29,7 @@ import orjson
 from planner.core.plandir import StagingSettings
 from planner.core.spec import BackendSpec
 from planner.core.suggest import did_you_mean
-from planner.errors import DefaultsError
+from planner.errors import DefaultsError, setting
 
 _SECTIONS = ("run", "submission", "sheet", "staging", "workflow")
 _SHEET_KEYS = ("id_column", "types")
@@ -131,7 +131,7 @@ def load_defaults(
     for assignment in sets:
         _apply_set(defaults, assignment, spec)
     if sets:
-        _check_depth(defaults, "--set")
+        _check_depth(defaults, setting("sets"))
     _check_integers(defaults, spec)
     return defaults
 
@@ -149,7 +149,8 @@ def _check_integers(defaults: Defaults, spec: BackendSpec | None) -> None:
             ):
                 continue
             key = ".".join((table, *path))
-            where = f"--set {defaults.set_by[key]!r}" if key in defaults.set_by else f"{defaults.source}: [{table}]"
+            set_by = defaults.set_by.get(key)
+            where = setting("sets", repr(set_by)) if set_by is not None else f"{defaults.source}: [{table}]"
             bound = f"at most {INT64_MAX}" if value > 0 else f"at least {INT64_MIN}"
             raise DefaultsError(
                 f"{where}: {'.'.join(path)} = {value}: must be {bound} (a 64-bit integer); quote it to send it as text"
@@ -290,8 +291,8 @@ def _apply_set(defaults: Defaults, assignment: str, spec: BackendSpec | None) ->
     key = key.strip()
     if not sep or not key:
         raise DefaultsError(
-            f"--set {assignment!r}: write KEY=VALUE, e.g. --set outputUri=s3://bucket/out/ or --set "
-            "parameters.threads=8"
+            f"{setting('sets', repr(assignment))}: write KEY=VALUE, e.g. "
+            f"{setting('sets', 'outputUri=s3://bucket/out/')} or {setting('sets', 'parameters.threads=8')}"
         )
     path = key.split(".")
     target, table = defaults.run, "run"
@@ -300,14 +301,14 @@ def _apply_set(defaults: Defaults, assignment: str, spec: BackendSpec | None) ->
     elif path[0] == "run":
         path = path[1:]
     if not path or any(not part for part in path):
-        raise DefaultsError(f"--set {assignment!r}: the key has an empty part")
+        raise DefaultsError(f"{setting('sets', repr(assignment))}: the key has an empty part")
     value = _parse_value(text, path, spec)
     for depth, part in enumerate(path[:-1]):
         if part not in target:
             defaults.set_by[".".join((table, *path[: depth + 1]))] = assignment
         node = target.setdefault(part, {})
         if not isinstance(node, dict):
-            raise DefaultsError(f"--set {assignment!r}: {part} is not a table in the defaults")
+            raise DefaultsError(f"{setting('sets', repr(assignment))}: {part} is not a table in the defaults")
         target = node
     target[path[-1]] = value
     defaults.set_by[".".join((table, *path))] = assignment

@@ -29,22 +29,20 @@ import glob
 import os
 import re
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import polars as pl
 
-from planner.core.plandir import PLAN_FILE, SETTINGS, SETTINGS_HASH, Manifest, PlanDirectory, safe_csv
+from planner.core.plandir import SETTINGS, SETTINGS_HASH, Manifest, PlanDirectory, SkipDone, safe_csv
 from planner.core.progress import log
 from planner.core.spec import BackendSpec
-from planner.errors import InputError, PlanDirError
+from planner.errors import InputError, PlanDirError, setting
 
 LEDGER_FILE = "ledger.sqlite"  # ledger.py's; read here read-only, without its upgrades
 SKIPPED_FILE = "skipped.csv"
 CHANGED_FILE = "changed.csv"
-RECORD_KEY = "skip_done"
 
 # What an earlier run of a sample came to (``outcome``).
 DONE = "done"  # completed
@@ -92,23 +90,33 @@ def outcome_expr(spec: BackendSpec) -> pl.Expr:
     )
 
 
-def ledger_samples(plan_dir: str) -> pl.DataFrame:
+LEDGER_CHUNK = 100_000  # ledger rows held as Python tuples at once (about 25 MB)
+
+
+def ledger_samples(plan_dir: str, keep: Callable[[pl.DataFrame], pl.DataFrame] | None = None) -> pl.DataFrame:
     """id, submission_status, state of every sample a plan's ledger knows (empty: never submitted).
 
-    Read-only, without the ledger's own upgrades: another command may be writing it."""
+    Read-only, without the ledger's own upgrades: another command may be writing it.  Rows are
+    fetched ``LEDGER_CHUNK`` at a time, and only ``keep`` of each chunk is kept: a million rows
+    fetched at once would be a million Python tuples (about 250 MB) before polars holds them."""
     schema = {"id": pl.String, "submission_status": pl.String, "state": pl.String}
+    kept = keep or (lambda chunk: chunk)
     path = os.path.join(plan_dir, LEDGER_FILE)
     if not os.path.exists(path):
-        return pl.DataFrame(schema=schema)
+        return kept(pl.DataFrame(schema=schema))
+    chunks: list[pl.DataFrame] = []
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
         try:
-            rows = db.execute("SELECT id, submission_status, state FROM samples").fetchall()
+            # One statement, so one read transaction: every chunk comes from the same state of the ledger.
+            cursor = db.execute("SELECT id, submission_status, state FROM samples")
+            while rows := cursor.fetchmany(LEDGER_CHUNK):
+                chunks.append(kept(pl.DataFrame(rows, schema=schema, orient="row")))
         finally:
             db.close()
     except sqlite3.Error as exc:
         raise PlanDirError(f"{path}: cannot be read: {exc}") from exc
-    return pl.DataFrame(rows, schema=schema, orient="row")
+    return pl.concat(chunks) if chunks else kept(pl.DataFrame(schema=schema))
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,7 @@ def plan_paths(patterns: Sequence[str]) -> list[str]:
         if glob.has_magic(text):
             matches = sorted(m for m in glob.glob(text) if os.path.isdir(m))
             if not matches:
-                raise InputError(f"--skip-done {text}: no plan directory matches")
+                raise InputError(f"{setting('skip_done', text)}: no plan directory matches")
         else:
             matches = [text]
         for match in matches:
@@ -140,30 +148,34 @@ def open_earlier(path: str, spec: BackendSpec, workflow: str | None) -> PlanDire
     try:
         plan = PlanDirectory(path)
     except PlanDirError as exc:
-        raise InputError(f"--skip-done {path}: {_detail(exc, path)}") from None
+        raise InputError(f"{setting('skip_done', path)}: {_detail(exc, path)}") from None
     manifest = plan.manifest
     if manifest.backend != spec.name:
         raise InputError(
-            f"--skip-done {path}: a plan for {manifest.backend}, not {spec.name}: its settings are not comparable"
+            f"{setting('skip_done', path)}: a plan for {manifest.backend}, not {spec.name}: "
+            "its settings are not comparable"
         )
     theirs = workflow_of(manifest.backend, manifest.defaults, manifest.submission)
     if theirs != workflow:
         raise InputError(
-            f"--skip-done {path}: a plan of workflow {theirs!r}, not {workflow!r}: its settings are not comparable"
+            f"{setting('skip_done', path)}: a plan of workflow {theirs!r}, not {workflow!r}: "
+            "its settings are not comparable"
         )
     if manifest.settings_hash is None and manifest.retry_of:
         raise InputError(
-            f"--skip-done {path}: a retry with --set, whose runs' settings are not recorded per sample: "
+            f"{setting('skip_done', path)}: a retry with {setting('sets')}, whose runs' settings are not recorded "
+            "per sample: "
             "they cannot be compared; give the plan it retried, whose samples that failed are planned again"
         )
     if manifest.settings_hash is None:
         raise InputError(
-            f"--skip-done {path}: planned by a planner that recorded no settings per sample; "
+            f"{setting('skip_done', path)}: planned by a planner that recorded no settings per sample; "
             "its samples cannot be compared (plan it again with this planner to compare)"
         )
     if manifest.settings_hash != SETTINGS_HASH:
         raise InputError(
-            f"--skip-done {path}: its settings were hashed as {manifest.settings_hash}, this planner hashes as "
+            f"{setting('skip_done', path)}: its settings were hashed as {manifest.settings_hash}, "
+            "this planner hashes as "
             f"{SETTINGS_HASH}: they are not comparable"
         )
     return plan
@@ -228,24 +240,30 @@ class EarlierRuns:
     def load(cls, patterns: Sequence[str], spec: BackendSpec, workflow: str | None) -> EarlierRuns:
         plans: list[EarlierPlan] = []
         frames: list[pl.DataFrame] = []
-        for path in plan_paths(patterns):
+        outcome = outcome_expr(spec).alias("outcome")
+
+        def ran_outcomes(chunk: pl.DataFrame) -> pl.DataFrame:
+            # Of the ledger, only the samples that ran, and only their id and outcome, are kept.
+            return chunk.select("id", outcome).filter(pl.col("outcome").is_not_null())
+
+        for index, path in enumerate(plan_paths(patterns)):
             plan = open_earlier(path, spec, workflow)
             settings = plan.settings()
             assert settings is not None  # open_earlier refused a plan without
-            ledger = ledger_samples(plan.path).with_columns(outcome_expr(spec).alias("outcome"))
-            ran = settings.join(ledger.select("id", "outcome"), on="id", how="inner").filter(
-                pl.col("outcome").is_not_null()
-            )
+            ran = settings.join(ledger_samples(plan.path, ran_outcomes), on="id", how="inner")
+            del settings
             if ran.height == 0:
                 log.warning(
-                    "note: --skip-done %s: nothing of it was submitted; none of its samples counts as run", path
+                    "note: %s: nothing of it was submitted; none of its samples counts as run",
+                    setting("skip_done", path),
                 )
             plans.append(EarlierPlan(path, plan.manifest, ran.height))
-            frames.append(ran.with_columns(pl.lit(path).alias("plan")))
+            # The plan by its place in ``plans``, not its path: a path repeated a million times is tens of MB.
+            frames.append(ran.with_columns(pl.lit(index, dtype=pl.UInt32).alias("plan")))
         ran = (
             pl.concat(frames)
             if frames
-            else pl.DataFrame(schema={"id": pl.String, SETTINGS: pl.Int64, "outcome": pl.String, "plan": pl.String})
+            else pl.DataFrame(schema={"id": pl.String, SETTINGS: pl.Int64, "outcome": pl.String, "plan": pl.UInt32})
         )
         # Done first: the first row of an (id, settings) says whether any plan has it done, and names that plan.
         ranked = ran.with_columns(pl.col("outcome").is_in([DONE, ACTIVE]).alias("__done")).sort(
@@ -281,7 +299,12 @@ class EarlierRuns:
         for verdict, count in joined.group_by(VERDICT).len().iter_rows():
             self.counts[verdict] += count
         listed = [pl.col(row_column).cast(pl.Int64).alias("row"), pl.col(id_column).alias("id")]
-        listed.append(pl.col(EARLIER_PLAN).alias("earlier_plan"))
+        paths = [p.path for p in self.plans]
+        listed.append(
+            pl.col(EARLIER_PLAN)
+            .replace_strict(list(range(len(paths))), paths, return_dtype=pl.String)
+            .alias("earlier_plan")
+        )
         done = joined.filter(pl.col(VERDICT) == SKIPPED)
         if done.height:
             self.skipped.append(done.select(listed))
@@ -305,25 +328,15 @@ class EarlierRuns:
             f"in {names} (completed, or still pending or running)"
         )
 
-    def record(self, directory: str) -> dict[str, Any]:
+    def record(self, directory: str) -> SkipDone:
         """The listings beside the plan, and what plan.json records of the comparison."""
         for name, frames in ((SKIPPED_FILE, self.skipped), (CHANGED_FILE, self.changed)):
             if frames:
                 safe_csv(pl.concat(frames), os.path.join(directory, name))
-        return {
-            "plans": [{"path": p.path, "plan_id": p.manifest.plan_id, "ran": p.ran} for p in self.plans],
-            "new": self.counts[NEW],
-            "changed": self.counts[CHANGED],
-            "done": self.counts[SKIPPED],
-            "failed_before": self.counts[FAILED_BEFORE],
-        }
-
-
-def skip_record(plan_dir: str) -> dict[str, Any] | None:
-    """What ``planner plan --skip-done`` recorded in a plan's plan.json (None: planned without it)."""
-    try:
-        with open(os.path.join(plan_dir, PLAN_FILE), "rb") as handle:
-            record = orjson.loads(handle.read()).get(RECORD_KEY)
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    return record if isinstance(record, dict) else None
+        return SkipDone(
+            plans=tuple({"path": p.path, "plan_id": p.manifest.plan_id, "ran": p.ran} for p in self.plans),
+            new=self.counts[NEW],
+            changed=self.counts[CHANGED],
+            done=self.counts[SKIPPED],
+            failed_before=self.counts[FAILED_BEFORE],
+        )

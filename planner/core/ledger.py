@@ -53,7 +53,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from planner.core.plandir import ETAG_CHECK, private_file
-from planner.errors import PlanDirError
+from planner.errors import LedgerDamaged, PlanDirError
 
 SCHEMA_VERSION = 3
 LEDGER_FILE = "ledger.sqlite"
@@ -117,19 +117,6 @@ ALTER TABLE staged ADD COLUMN checksum TEXT;
 ALTER TABLE staged ADD COLUMN kms_key_id TEXT;
 UPDATE meta SET value = '3' WHERE key = 'schema_version'
 """
-
-
-class LedgerDamaged(PlanDirError):
-    """The ledger file cannot be read as a ledger: never taken for one with nothing in it."""
-
-    def __init__(self, path: str, why: str):
-        super().__init__(
-            f"{path} is damaged ({why}): planner will not read it as a record of what was submitted. "
-            "Restore it from a backup or a copy of the plan directory; if none exists, move it aside, run "
-            "`planner submit PLAN` (it finds what an earlier submit made before sending anything again: "
-            "HealthOmics by requestId, AWS Batch by job name, Glue by run key, Polly by run name), then "
-            "`planner status PLAN`"
-        )
 
 
 @dataclass(frozen=True)

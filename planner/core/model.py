@@ -17,10 +17,12 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+import botocore
+import botocore.session
 import polars as pl
 
 from planner.core.suggest import did_you_mean
-from planner.errors import PlannerError, Problem
+from planner.errors import PlannerError, Problem, setting
 
 # The message of an unknown key of a request.  The names the request does take are listed
 # once by the caller (validate.default_problems), not in every such message.
@@ -61,8 +63,6 @@ def to_rust_regex(java_pattern: str) -> str:
 
 @functools.cache
 def _session() -> Any:
-    import botocore.session  # imported on first use: it is slow to load, and planning Polly needs none of it
-
     return botocore.session.get_session()
 
 
@@ -85,8 +85,6 @@ def check_botocore(version: str) -> None:
 
 def operation_input(service: str, operation: str) -> Any:
     """The botocore input shape of ``service``'s ``operation``."""
-    import botocore
-
     check_botocore(botocore.__version__)
     return _session().get_service_model(service).operation_model(operation).input_shape
 
@@ -251,7 +249,7 @@ def required_problems(
         if by_row:
             return "is required: set it in the defaults file or as a sheet column"
         return (
-            f"is required: set it in [run] of the defaults file or with --set {name}=...; "
+            f"is required: set it in [run] of the defaults file or with {setting('sets', f'{name}=...')}; "
             "it is one setting for the whole submission, so no sheet column can set it"
         )
 

@@ -38,7 +38,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -46,7 +46,7 @@ import polars as pl
 
 from planner.core.shard import ShardInfo
 from planner.core.spec import BackendSpec
-from planner.errors import InputError, PlanDirError
+from planner.errors import InputError, PlanDirError, Setting, setting
 
 FORMAT = 1
 PLAN_FILE = "plan.json"
@@ -106,16 +106,125 @@ def settings_hash(run_json: pl.Expr) -> pl.Expr:
 
 
 @dataclass(frozen=True)
+class SheetRecord:
+    """plan.json's ``sheet``: what the plan was made from (and, for a retry, what it retries)."""
+
+    path: str
+    sha256: str
+    rows: int
+    id_column: str
+    retry_of: str | None = None  # the plan id a `planner retry` plan retries
+    retried_states: tuple[str, ...] = ()
+    retry_attempt: str | None = None  # a deliberate retry is a new identity, always
+    retry_sets: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        # Key for key what plans have always written: the plan id hashes this table.
+        record: dict[str, Any] = {
+            "path": self.path,
+            "sha256": self.sha256,
+            "rows": self.rows,
+            "id_column": self.id_column,
+        }
+        if self.retry_of is not None:
+            record |= {
+                "retry_of": self.retry_of,
+                "retried_states": list(self.retried_states),
+                "retry_attempt": self.retry_attempt,
+                "retry_sets": list(self.retry_sets),
+            }
+        return record
+
+    @classmethod
+    def from_json(cls, data: Any) -> SheetRecord:
+        return cls(
+            path=str(data["path"]),
+            sha256=str(data["sha256"]),
+            rows=int(data["rows"]),
+            id_column=str(data["id_column"]),
+            retry_of=str(data["retry_of"]) if data.get("retry_of") else None,
+            retried_states=tuple(str(s) for s in data.get("retried_states") or ()),
+            retry_attempt=str(data["retry_attempt"]) if data.get("retry_attempt") else None,
+            retry_sets=tuple(str(s) for s in data.get("retry_sets") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class OptionsRecord:
+    """plan.json's ``options``: how the sheet was planned (a retry plans the same way)."""
+
+    group: bool  # runs that share their settings but for the id were grouped
+    list_columns: tuple[str, ...]
+    skip_invalid: bool
+    inline: bool
+    max_entries: int
+    max_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "list_columns": list(self.list_columns),
+            "skip_invalid": self.skip_invalid,
+            "inline": self.inline,
+            "max_entries": self.max_entries,
+            "max_bytes": self.max_bytes,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> OptionsRecord:
+        return cls(
+            group=bool(data.get("group", False)),
+            list_columns=tuple(str(c) for c in data.get("list_columns") or ()),
+            skip_invalid=bool(data.get("skip_invalid", False)),
+            inline=bool(data.get("inline", False)),
+            max_entries=int(data["max_entries"]),
+            max_bytes=int(data["max_bytes"]),
+        )
+
+
+@dataclass(frozen=True)
+class SkipDone:
+    """plan.json's ``skip_done``: what ``planner plan --skip-done`` compared, and what it found."""
+
+    plans: tuple[dict[str, Any], ...]  # each {"path", "plan_id", "ran"}
+    new: int
+    changed: int
+    done: int
+    failed_before: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "plans": list(self.plans),
+            "new": self.new,
+            "changed": self.changed,
+            "done": self.done,
+            "failed_before": self.failed_before,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> SkipDone:
+        return cls(
+            plans=tuple(dict(p) for p in data.get("plans") or ()),
+            new=int(data.get("new", 0)),
+            changed=int(data.get("changed", 0)),
+            done=int(data.get("done", 0)),
+            failed_before=int(data.get("failed_before", 0)),
+        )
+
+
+@dataclass(frozen=True)
 class Manifest:
     """``plan.json``, typed.  ``to_json()`` gives the file's content back, key for key."""
 
     backend: str
     plan_id: str
     runs: int
+    # The defaults' run request and the [submission] table stay JSON objects on purpose: they are the
+    # service's own request fields, spelled as its API spells them and checked against its botocore model.
     defaults: dict[str, Any]
     submission: dict[str, Any]
-    sheet: dict[str, Any]
-    options: dict[str, Any]
+    sheet: SheetRecord
+    options: OptionsRecord
     shards: tuple[ShardInfo, ...]
     staging_uri: str | None = None
     rejected: int = 0
@@ -123,6 +232,9 @@ class Manifest:
     staging_kms_key_id: str | None = None
     staging_expected_bucket_owner: str | None = None
     settings_hash: str | None = None  # the scheme of samples.parquet's settings column (None: not recorded)
+    skip_done: SkipDone | None = None  # planned with --skip-done: what was compared
+    output_parameters: tuple[str, ...] = ()  # [workflow] output_parameters, for `check` and `outputs`
+    workflow: dict[str, Any] | None = None  # the workflow template the runs were checked against, or why not
 
     @property
     def staging(self) -> StagingSettings:
@@ -131,14 +243,13 @@ class Manifest:
     @property
     def retry_of(self) -> str | None:
         """The plan id this plan retries, for a plan written by ``planner retry``."""
-        value = self.sheet.get("retry_of")
-        return str(value) if value else None
+        return self.sheet.retry_of
 
     def shard(self, index: int) -> ShardInfo:
         return self.shards[index]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "format": self.format,
             "backend": self.backend,
             "plan_id": self.plan_id,
@@ -147,10 +258,20 @@ class Manifest:
             "defaults": self.defaults,
             "submission": self.submission,
             "staging": self.staging.to_json(),
-            "sheet": self.sheet,
-            "options": self.options,
+            "sheet": self.sheet.to_json(),
+            "options": self.options.to_json(),
             "shards": [s.to_json() for s in self.shards],
-        } | ({"settings_hash": self.settings_hash} if self.settings_hash else {})
+        }
+        # Only what is set, in the order plans have always had it: other plans keep their bytes.
+        if self.settings_hash:
+            document["settings_hash"] = self.settings_hash
+        if self.skip_done is not None:
+            document["skip_done"] = self.skip_done.to_json()
+        if self.output_parameters:
+            document["output_parameters"] = list(self.output_parameters)
+        if self.workflow is not None:
+            document["workflow"] = self.workflow
+        return document
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> Manifest:
@@ -167,16 +288,19 @@ class Manifest:
                 runs=int(data["runs"]),
                 defaults=dict(data["defaults"]),
                 submission=dict(data["submission"]),
-                sheet=dict(data["sheet"]),
-                options=dict(data["options"]),
+                sheet=SheetRecord.from_json(data["sheet"]),
+                options=OptionsRecord.from_json(data["options"]),
                 shards=shards,
                 staging_uri=staging.uri,
                 rejected=int(data.get("rejected", 0)),
                 staging_kms_key_id=staging.kms_key_id,
                 staging_expected_bucket_owner=staging.expected_bucket_owner,
                 settings_hash=data.get("settings_hash") or None,
+                skip_done=SkipDone.from_json(data["skip_done"]) if isinstance(data.get("skip_done"), dict) else None,
+                output_parameters=tuple(str(name) for name in data.get("output_parameters") or ()),
+                workflow=dict(data["workflow"]) if isinstance(data.get("workflow"), dict) else None,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PlanDirError(f"{where}: damaged plan manifest ({type(exc).__name__}: {exc})") from None
 
 
@@ -207,8 +331,8 @@ def read_plan(directory: str | os.PathLike[str]) -> Manifest:
     path = os.path.join(os.fspath(directory), PLAN_FILE)
     if os.path.isfile(os.fspath(directory)):
         raise PlanDirError(
-            f"{directory}: is a file, not a plan directory; to plan it: `planner plan {directory} --backend ... "
-            "--defaults ... --out PLAN`, then give PLAN"
+            f"{directory}: is a file, not a plan directory; to plan it: `planner plan {directory} "
+            f"{setting('backend', '...')} {setting('defaults', '...')} {setting('out', 'PLAN')}`, then give PLAN"
         )
     if not os.path.isdir(os.fspath(directory)):
         raise PlanDirError(f"{directory}: no such plan directory; make one with `planner plan`")
@@ -222,13 +346,19 @@ def read_plan(directory: str | os.PathLike[str]) -> Manifest:
     except orjson.JSONDecodeError as exc:
         raise PlanDirError(f"{path}: damaged: {exc}") from exc
     manifest = Manifest.from_json(data, path)
-    expected = plan_identity(manifest.backend, manifest.defaults, manifest.submission, manifest.shards, manifest.sheet)
+    expected = plan_identity(
+        manifest.backend, manifest.defaults, manifest.submission, manifest.shards, manifest.sheet.to_json()
+    )
     if expected != manifest.plan_id:
         raise PlanDirError(
             f"{path}: the plan was changed after it was planned: its content gives plan id {expected}, "
             f"but it records {manifest.plan_id}; plan again rather than edit plan.json"
         )
     return manifest
+
+
+# Shards whose sha256 was checked, as (path, sha256, size, mtime): a check reads each shard once, not once a phase.
+_VERIFIED: set[tuple[str, str, int, int]] = set()
 
 
 class PlanDirectory:
@@ -296,6 +426,31 @@ class PlanDirectory:
                 f"{self.shard_path(shard)}: {count} runs, but plan.json says {shard.entries}: "
                 "the plan directory was changed; plan again"
             )
+
+    def shard_lines(self, shard: ShardInfo) -> pl.LazyFrame:
+        """A shard's runs as text, one row each: ``position`` and ``line`` (the run's JSON), columnar."""
+        path = self.shard_path(shard)
+        try:
+            info = os.stat(path)
+            seen = (path, shard.sha256, info.st_size, info.st_mtime_ns)
+        except OSError:
+            seen = None
+        if seen is None or seen not in _VERIFIED:
+            self.check_shard(shard)  # what is checked is what was planned (once per check, not once per phase)
+            if seen is not None:
+                _VERIFIED.add(seen)
+        lines = pl.scan_csv(
+            path,
+            has_header=False,
+            separator="\x1f",  # JSON escapes every control character: no line holds it, so a line is one cell
+            quote_char=None,
+            schema={"line": pl.String},
+        )
+        return (
+            lines.with_row_index("__n")
+            .filter(~pl.col("line").is_in(["[", "]"]))
+            .select((pl.col("__n").cast(pl.Int64) - 1).alias("position"), pl.col("line").str.strip_suffix(","))
+        )
 
     def entries(self, shard: ShardInfo) -> list[dict[str, Any]]:
         """Every entry of a shard, parsed (for shards that travel inline: at most a few hundred runs)."""
@@ -400,20 +555,23 @@ def private_file(path: str | os.PathLike[str]) -> None:
         os.close(descriptor)
 
 
-def check_output_file(path: str, option: str = "--out", example: str = "out.csv") -> None:
+def check_output_file(path: str, option: Setting = "out", example: str = "out.csv") -> None:
     """Refuse an output path that cannot be written as a file, before any work is spent on it:
     a directory (or a name ending in a separator), a folder that does not exist, no permission."""
     if os.path.isdir(path):
         raise InputError(
-            f"{option} {path}: is a directory, not a file name; name a file in it, e.g. {os.path.join(path, example)}"
+            f"{setting(option, path)}: is a directory, not a file name; name a file in it, "
+            f"e.g. {os.path.join(path, example)}"
         )
     if path.endswith((os.sep, "/")):
-        raise InputError(f"{option} {path}: ends with '/'; give a file name, e.g. {os.path.join(path, example)}")
+        raise InputError(
+            f"{setting(option, path)}: ends with '/'; give a file name, e.g. {os.path.join(path, example)}"
+        )
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise InputError(f"{option} {path}: the folder {folder} does not exist")
+        raise InputError(f"{setting(option, path)}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        raise InputError(f"{option} {path}: cannot be written here (permissions)")
+        raise InputError(f"{setting(option, path)}: cannot be written here (permissions)")
 
 
 def replace_privately(path: str, write: Callable[[str], None]) -> None:
@@ -440,7 +598,9 @@ def _check_target(target: str, force: bool) -> None:
     if not os.path.exists(target):
         return
     if not force:
-        raise InputError(f"{target} already exists; plan into a new directory, or pass --force to replace it")
+        raise InputError(
+            f"{target} already exists; plan into a new directory, or pass {setting('force=True')} to replace it"
+        )
     if not os.path.isfile(os.path.join(target, PLAN_FILE)):
         raise InputError(f"{target} exists and is not a plan directory; refusing to replace it")
     if os.path.exists(os.path.join(target, LEDGER_NAME)):
@@ -455,14 +615,16 @@ class PlanContent:
 
     defaults: dict[str, Any]
     submission: dict[str, Any]
-    sheet: dict[str, Any]
-    options: dict[str, Any]
+    sheet: SheetRecord
+    options: OptionsRecord
     staging_uri: str | None = None
     inline: bool = False
     rejected: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
     staging: StagingSettings | None = None  # the whole staging table; its uri wins over staging_uri
     settings_hash: str | None = None  # set when the samples carry a settings column
+    skip_done: SkipDone | None = None
+    output_parameters: tuple[str, ...] = ()
+    workflow: dict[str, Any] | None = None
 
 
 def write_plan(
@@ -474,7 +636,7 @@ def write_plan(
     staging = content.staging or StagingSettings(content.staging_uri)
     manifest = Manifest(
         backend=spec.name,
-        plan_id=plan_identity(spec.name, content.defaults, content.submission, moded, content.sheet),
+        plan_id=plan_identity(spec.name, content.defaults, content.submission, moded, content.sheet.to_json()),
         runs=sum(s.entries for s in moded),
         rejected=content.rejected,
         defaults=content.defaults,
@@ -486,6 +648,9 @@ def write_plan(
         staging_kms_key_id=staging.kms_key_id,
         staging_expected_bucket_owner=staging.expected_bucket_owner,
         settings_hash=content.settings_hash,
+        skip_done=content.skip_done,
+        output_parameters=content.output_parameters,
+        workflow=content.workflow,
     )
     with open(os.path.join(directory, PLAN_FILE), "wb") as handle:
         handle.write(orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
@@ -508,7 +673,7 @@ def _write_samples(directory: str, samples: Iterable[pl.DataFrame], shards: list
     Written a row group at a time from pieces in shard order; row groups hold a fixed
     number of rows, so the file's bytes do not depend on how the sheet was batched.
     """
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # start-up: pyarrow loads only for the sheets and files that need it
 
     sizes = pl.Series([s.entries for s in shards], dtype=pl.Int64)
     ends = sizes.cum_sum()

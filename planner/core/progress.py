@@ -76,7 +76,7 @@ class Bars:
     def __call__(self, event: ProgressEvent) -> None:
         if not self.enabled:
             return
-        from tqdm import tqdm
+        from tqdm import tqdm  # start-up: a bar's library loads only when a bar is drawn
 
         with self._lock:
             bar = self._bars.get(event.task)

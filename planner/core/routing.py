@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from planner.core.model import FieldRule
 from planner.core.spec import BackendSpec
-from planner.errors import SheetError
+from planner.errors import SheetError, setting
 
 TAG_PREFIX = "tag."
 PARAM_PREFIX = "param."
@@ -77,7 +77,7 @@ def route_columns(
         elif column in spec.request_only:
             raise SheetError(
                 f"column {column!r}: {column} is a field of the whole {spec.title} request, not of one run: "
-                f"set it in [run] (or with --set {column}=...); for a workflow parameter of that name, "
+                f"set it in [run] (or with {setting('sets', f'{column}=...')}); for a workflow parameter of that name, "
                 f"name the column {PARAM_PREFIX}{column}"
             )
         else:

@@ -87,7 +87,9 @@ class _Lanes:
     while polars encodes the next batch; each lane is one thread, so order holds.
     """
 
-    MAX_PENDING_BYTES = 256 * MiB  # data in flight: memory stays bounded whatever the run size
+    # Data in flight: memory stays bounded whatever the run size, and when the lanes fall behind
+    # (hashing competes with polars for the cores) the plan waits for them rather than holding more.
+    MAX_PENDING_BYTES = 64 * MiB
 
     def __init__(self) -> None:
         self.file = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner-shard-file")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fnmatch
 import glob as globlib
 import hashlib
 import io
@@ -18,7 +17,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,7 +27,10 @@ from typing import Any
 import orjson
 import polars as pl
 
-from planner.errors import DefaultsError, SheetError
+from planner.errors import DefaultsError, SheetError, setting
+
+# An s3:// sheet's reader, from the service layer: the URI in, local copies of its files out.
+Download = Callable[[str], list[str]]
 
 ROW = "__row"
 RAW_PREFIX = "__raw__"
@@ -74,7 +75,7 @@ class Sheet:
         return self._parquet_batches(rows)
 
     def _parquet_batches(self, rows: int) -> Iterator[pl.LazyFrame]:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # start-up: pyarrow loads only for the sheets and files that need it
 
         assert self.prepare is not None and self.parquet_files is not None
         first = 1
@@ -258,6 +259,7 @@ def _refuse_short_rows(file: str, separator: str, width: int, label: str) -> Non
     whether there is one; the csv module then names its row.  Blank lines are not rows
     with fewer cells: polars reads them as empty rows, which fail the id check.
     """
+    # start-up: pyarrow loads only for the sheets and files that need it
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -299,16 +301,13 @@ def open_sheet(
     *,
     id_column: str | None = None,
     types: dict[str, str] | None = None,
-    s3_client: Any = None,
-    expected_bucket_owner: str | None = None,
-    clients: Any = None,
+    download: Download | None = None,
 ) -> Sheet:
     """Open a sheet lazily; check its header, id column and declared types.
 
-    An ``s3://`` sheet is downloaded into a private temporary folder (0700, files 0600)
-    with ``ExpectedBucketOwner`` on every call: ``expected_bucket_owner``, else the
-    caller's own account (STS GetCallerIdentity).  ``clients`` (an ``aws.Clients``) carries the
-    command's profile, region and endpoints (the sandbox's) for both calls."""
+    An ``s3://`` sheet is read through ``download`` (``planner.services.staging.sheet_download``
+    makes one): the service layer copies it into a private temporary folder and returns the
+    files, which are removed here when the sheet is refused or the ``Sheet`` is gone."""
     types = dict(types or {})
     for column, kind in types.items():
         if kind not in SHEET_TYPES:
@@ -320,13 +319,13 @@ def open_sheet(
     if isinstance(source, (pl.DataFrame, pl.LazyFrame)):
         frame, label, digest = _from_frame(source)
     else:
-        frame, label, digest, header, files = _from_path(str(source), s3_client, expected_bucket_owner, clients)
+        frame, label, digest, header, files = _from_path(str(source), download)
         if str(source).startswith("s3://"):
             downloaded = os.path.dirname(files[0])
         if _suffix(files[0]) == ".parquet":
             parquet = files
     # A sheet downloaded from S3 is removed if it is refused here (or, below, when the Sheet is gone).
-    with _removed_on_error(downloaded):
+    with removed_on_error(downloaded):
         read_names = frame.collect_schema().names()
         # The csv module reads escaped quotes in a header ("say ""hi""") the way the file means them.
         columns = header if header is not None and len(header) == len(read_names) else read_names
@@ -381,18 +380,16 @@ def _from_frame(source: pl.DataFrame | pl.LazyFrame) -> tuple[pl.LazyFrame, str,
     return frame, "<frame>", digest.hexdigest()
 
 
-def _from_path(
-    path: str, s3_client: Any, owner: str | None = None, clients: Any = None
-) -> tuple[pl.LazyFrame, str, str, list[str] | None, list[str]]:
+def _from_path(path: str, download: Download | None) -> tuple[pl.LazyFrame, str, str, list[str] | None, list[str]]:
     """The scan of a local or S3 sheet, its label and hash, (CSV, TSV) the header as the
     csv module reads it, and the local files read (an S3 sheet is downloaded first)."""
-    files = _resolve(path, s3_client, owner, clients)
-    with _removed_on_error(os.path.dirname(files[0]) if path.startswith("s3://") else None):
+    files = _resolve(path, download)
+    with removed_on_error(os.path.dirname(files[0]) if path.startswith("s3://") else None):
         return _scanned(path, files)
 
 
 @contextlib.contextmanager
-def _removed_on_error(directory: str | None) -> Iterator[None]:
+def removed_on_error(directory: str | None) -> Iterator[None]:
     """Remove ``directory`` (a downloaded S3 sheet) if the block fails: a refused sheet leaves no copy behind."""
     try:
         yield
@@ -553,7 +550,7 @@ def _row_size(source: object, files: list[str]) -> float | None:
     if not files:
         return None
     if _suffix(files[0]) == ".parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # start-up: pyarrow loads only for the sheets and files that need it
 
         metadata = pq.ParquetFile(files[0]).metadata
         total = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
@@ -567,9 +564,11 @@ def _suffix(file: str) -> str:
     return Path(file).suffix.lower()
 
 
-def _resolve(path: str, s3_client: Any, owner: str | None = None, clients: Any = None) -> list[str]:
+def _resolve(path: str, download: Download | None) -> list[str]:
     if path.startswith("s3://"):
-        return _download_s3(path, s3_client, owner, clients)
+        if download is None:
+            raise SheetError(f"{path}: a sheet on S3 needs the S3 access of a command (planner plan, the Python API)")
+        return download(path)
     if any(ch in path for ch in "*?["):
         files = sorted(globlib.glob(path))
         if not files:
@@ -580,57 +579,6 @@ def _resolve(path: str, s3_client: Any, owner: str | None = None, clients: Any =
     if os.path.isdir(path):
         raise SheetError(f"{path}: is a directory, not a sheet")
     return [path]
-
-
-def _download_s3(uri: str, s3_client: Any, owner: str | None = None, clients: Any = None) -> list[str]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from planner.services.staging import caller_account, is_access_denied, owner_refusal
-
-    if s3_client is None and clients is not None:
-        s3_client = clients.get("s3")
-    if s3_client is None:
-        from planner.services.aws import client
-
-        s3_client = client("s3")
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    if owner is None:
-        try:
-            owner = caller_account(s3_client, clients)
-        except (ClientError, BotoCoreError) as exc:
-            raise SheetError(
-                f"{uri}: cannot tell which account must own the bucket (STS GetCallerIdentity: {exc}); "
-                "set [staging] expected_bucket_owner"
-            ) from exc
-    try:
-        if any(ch in key for ch in "*?["):
-            prefix = key.split("*")[0].split("?")[0].split("[")[0]
-            keys = []
-            pages = s3_client.get_paginator("list_objects_v2").paginate(
-                Bucket=bucket, Prefix=prefix, ExpectedBucketOwner=owner
-            )
-            for page in pages:
-                keys += [o["Key"] for o in page.get("Contents", []) if fnmatch.fnmatchcase(o["Key"], key)]
-            keys.sort()
-        else:
-            keys = [key]
-        if not keys:
-            raise SheetError(f"{uri}: no object matches")
-        local = []
-        directory = tempfile.mkdtemp(prefix="planner-sheet-")
-        with _removed_on_error(directory):
-            for index, name in enumerate(keys):
-                target = os.path.join(directory, f"{index:05d}{Path(name).suffix}")
-                s3_client.download_file(bucket, name, target, ExtraArgs={"ExpectedBucketOwner": owner})
-                os.chmod(target, 0o600)  # the folder is mkdtemp's 0700; the copy is private too
-                local.append(target)
-        return local
-    except ClientError as exc:
-        if is_access_denied(exc):
-            raise SheetError(str(owner_refusal(f"{uri}: cannot read the sheet from S3", bucket, owner, exc))) from exc
-        raise SheetError(f"{uri}: cannot read the sheet from S3: {exc}") from exc
-    except BotoCoreError as exc:
-        raise SheetError(f"{uri}: cannot read the sheet from S3: {exc}") from exc
 
 
 def _sniff(file: str, suffix: str, label: str) -> tuple[str, list[str]]:
@@ -688,8 +636,8 @@ def _choose_id_column(columns: Sequence[str], wanted: str | None, label: str) ->
         if name in columns:
             return name
     raise SheetError(
-        f"{label}: no id column: name one with --id-column, or call a column {', '.join(ID_CANDIDATES)}; the columns "
-        f"are {', '.join(map(repr, columns))}"
+        f"{label}: no id column: name one with {setting('id_column')}, or call a column "
+        f"{', '.join(ID_CANDIDATES)}; the columns are {', '.join(map(repr, columns))}"
     )
 
 

@@ -33,7 +33,7 @@ class Spill:
     def add(self, frame: pl.DataFrame) -> None:
         if frame.height == 0:
             return
-        import pyarrow as pa
+        import pyarrow as pa  # start-up: pyarrow loads only for the sheets and files that need it
 
         table = frame.to_arrow()
         if self.writer is None:
@@ -48,7 +48,7 @@ class Spill:
     def frames(self) -> Iterator[pl.DataFrame]:
         if not os.path.exists(self.path):
             return
-        import pyarrow as pa
+        import pyarrow as pa  # start-up: pyarrow loads only for the sheets and files that need it
 
         # Read, not memory-mapped: mapped pages would count in the process's RSS.
         with pa.OSFile(self.path) as source:

@@ -23,7 +23,7 @@ from planner.core.routing import Route
 from planner.core.sheet import _FALSE, _TRUE, MAX_JSON_DEPTH, RAW_PREFIX, Sheet, json_too_deep
 from planner.core.spec import BackendSpec
 from planner.core.suggest import closest
-from planner.errors import Problem
+from planner.errors import SETS_COLUMN, Problem, setting
 
 ID = "__id"
 
@@ -87,7 +87,8 @@ def default_problems(spec: BackendSpec, defaults: Defaults, routes: Sequence[Rou
                     f"[run] {name}",
                     None,
                     "required",
-                    f"is required: set it in [run] of the defaults file, with --set {name}=..., or as a sheet column",
+                    f"is required: set it in [run] of the defaults file, with {setting('sets', f'{name}=...')}, "
+                    "or as a sheet column",
                 )
             )
     return _explain_unknown(spec, defaults, _unique(found))
@@ -125,7 +126,7 @@ def _located(defaults: Defaults, table: str, where: str, problem: Problem) -> Pr
     dotted = f"{table}.{where}"
     from_set = any(dotted == key or dotted.startswith((key + ".", key + " ", key + "[")) for key in defaults.set_by)
     if from_set:
-        column = "--set " + (where if table == "run" else dotted)
+        column = SETS_COLUMN + (where if table == "run" else dotted)
     else:
         column = f"[{table}] {where}"
     return Problem(problem.row, problem.id, column, problem.value, problem.rule, problem.message)
@@ -144,9 +145,9 @@ def _unique(problems: list[Problem]) -> list[Problem]:
 
 def _split(column: str) -> tuple[str, tuple[str, ...], bool] | None:
     """(table, path, set by --set) of a problem's column "[run] a.b" / "--set submission.a", else None."""
-    from_set = column.startswith("--set ")
+    from_set = column.startswith(SETS_COLUMN)
     if from_set:
-        text = column[len("--set ") :]
+        text = column[len(SETS_COLUMN) :]
         table = "submission" if text.startswith("submission.") else "run"
         if table == "submission":
             text = text[len("submission.") :]
@@ -192,7 +193,8 @@ def _explain_unknown(spec: BackendSpec, defaults: Defaults, found: list[Problem]
             # the top-level key, which the request does not take.
             dotted = ".".join(routed.path)
             message += (
-                f" (did you mean {dotted!r}? a sheet column {key} sets it per row; --set {dotted}=... for every run)"
+                f" (did you mean {dotted!r}? a sheet column {key} sets it per row; "
+                f"{setting('sets', f'{dotted}=...')} for every run)"
             )
             explained.append(Problem(p.row, p.id, p.column, p.value, p.rule, message))
             continue
@@ -230,7 +232,7 @@ def _explain_unknown(spec: BackendSpec, defaults: Defaults, found: list[Problem]
                 None,
                 "other-backend",
                 f"this defaults file looks like one for {_backend_phrase(other)} (it has {', '.join(marks)}): "
-                f"{spec.title} (`--backend {spec.name}`) takes none of {strays}; "
+                f"{spec.title} (`{setting('backend', spec.name)}`) takes none of {strays}; "
                 f"plan with {_backend_phrase(other)}, or write a defaults file for {spec.name} "
                 f"({'; '.join(takes)})",
             ),
@@ -272,8 +274,8 @@ def _other_backend(spec: BackendSpec, foreign: Sequence[str]) -> str | None:
 
 def _backend_phrase(backend: str) -> str:
     if backend == "omics":
-        return "`--backend omics-batch` or `--backend omics-run`"
-    return f"`--backend {backend}`"
+        return f"`{setting('backend', 'omics-batch')}` or `{setting('backend', 'omics-run')}`"
+    return f"`{setting('backend', backend)}`"
 
 
 def _table_problems(spec: BackendSpec, run: Mapping[str, Any]) -> list[Problem]:

@@ -54,14 +54,15 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
-from planner.core.child_settings import EXPECTED_OWNER_ARGUMENT, EXPECTED_OWNER_ENV
 from planner.core.defaults import check_account, check_kms_key_id
 from planner.core.ledger import LEDGER_FILE, Ledger
+from planner.core.line_index import EXPECTED_OWNER_ARGUMENT, EXPECTED_OWNER_ENV
 from planner.core.plandir import Manifest, PlanDirectory
 from planner.core.progress import ProgressCallback, Tracker, log
 from planner.core.shard import ShardInfo
-from planner.errors import AccessError, InputError, Stopped, SubmissionError
-from planner.services.aws import Clients
+from planner.errors import AccessError, InputError, Stopped, SubmissionError, setting
+from planner.sandbox.local import ensure_running
+from planner.services.aws import MAX_BACKOFF, Clients
 from planner.services.staging import Stager, StagingPrefix, is_aws_endpoint
 
 T = TypeVar("T")
@@ -70,7 +71,6 @@ R = TypeVar("R")
 SANDBOX_STAGING = "s3://planner-sandbox/staging/"
 DRY_RUN_OWNER = "CALLER-ACCOUNT"  # a dry run asks no one which account the caller is
 KMS_ETAG = "ASSIGNED-BY-S3-UNDER-SSE-KMS"  # a dry run's ETag of an object S3 will encrypt: not an MD5
-MAX_BACKOFF = 60.0
 STOP_FILE = ".stop-request"  # in the plan directory: a running submit is asked to stop
 MARKER_POLL = 0.2  # seconds between looks at the marker while waiting
 SIGNAL_POLL = 0.1  # seconds the thread handing out work blocks at a time: Ctrl-C is seen that soon
@@ -128,8 +128,8 @@ def refusal(what: str, exc: ClientError | BotoCoreError) -> SubmissionError:
     if isinstance(exc, BotoCoreError):
         if isinstance(exc, NoCredentialsError):
             return AccessError(
-                f"{what}: {exc}: configure AWS credentials (aws configure, AWS_PROFILE or --profile), "
-                "or add --sandbox if this plan was submitted to the sandbox"
+                f"{what}: {exc}: configure AWS credentials (aws configure, AWS_PROFILE or {setting('profile')}), "
+                f"or add {setting('sandbox=True')} if this plan was submitted to the sandbox"
             )
         if isinstance(exc, EndpointConnectionError):
             return AccessError(f"{what}: {exc}")
@@ -306,7 +306,7 @@ class Options:
 
     def __post_init__(self) -> None:
         if self.staging_kms_key is not None:
-            check_kms_key_id(self.staging_kms_key, "--staging-kms-key")
+            check_kms_key_id(self.staging_kms_key, setting("staging_kms_key"))
         if self.expected_bucket_owner is not None:
             check_account(self.expected_bucket_owner, "expected bucket owner")
         if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
@@ -378,7 +378,7 @@ class Context:
         if self._stager is None:
             if not self.staging_uri:
                 raise InputError(
-                    "this plan needs S3 staging: give --staging s3://bucket/prefix/ "
+                    f"this plan needs S3 staging: give {setting('staging', 's3://bucket/prefix/')} "
                     "or [staging] uri in the defaults file"
                 )
             self._stager = Stager(
@@ -537,7 +537,7 @@ def staging_options(*, kms_key_id: str | None = None, expected_bucket_owner: str
     """Staging settings for the contexts opened inside the block (what ``--staging-kms-key`` does for
     ``planner submit``): they win over plan.json's staging table, as ``Options`` fields would."""
     if kms_key_id is not None:
-        check_kms_key_id(kms_key_id, "--staging-kms-key")
+        check_kms_key_id(kms_key_id, setting("staging_kms_key"))
     if expected_bucket_owner is not None:
         check_account(expected_bucket_owner, "expected bucket owner")
     token = _STAGING_OVERRIDES.set({"kms_key_id": kms_key_id, "expected_bucket_owner": expected_bucket_owner})
@@ -574,8 +574,6 @@ def open_context(
         sandbox=sandbox,
     )
     if sandbox and endpoints is None:  # started only once the options are known to be good
-        from planner.sandbox.local import ensure_running
-
         clients.endpoints = dict(ensure_running())
     planned = plan.manifest.staging
     overrides = _STAGING_OVERRIDES.get() or {}

@@ -40,11 +40,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.validate import ParamValidator
 
 from planner.core.ledger import DONE, SampleState
+from planner.core.model import check_shape, operation_input
 from planner.core.progress import Tracker
-from planner.engine.context import MAX_BACKOFF, Context, attend, finished, refusal, wait_reason
-from planner.errors import AccessError, Stopped, SubmissionError
+from planner.engine.context import Context, attend, finished, refusal, wait_reason
+from planner.errors import AccessError, Incomplete, Stopped, SubmissionError
+from planner.services.aws import MAX_BACKOFF
 
 MAX_UNKNOWN_OUTCOMES = 5
 UNKNOWN_BACKOFF = 30.0
@@ -218,20 +221,18 @@ class SubmitReport:
         return out
 
 
-class Incomplete(SubmissionError):
-    """Some calls were refused: the report says what was done, and ``planner status`` which samples failed."""
-
-    def __init__(self, report: SubmitReport):
-        self.report = report
-        failures = [f for t in report.phases for f in t.failures]
-        shown = "; ".join(failures[:SHOWN_FAILURES])
-        if len(failures) > SHOWN_FAILURES:
-            shown += f"; and {len(failures) - SHOWN_FAILURES} more"
-        tally = next(t for t in report.phases if t.failed)
-        super().__init__(
-            f"{tally.failed:,} of {tally.total:,} {_plural(tally.unit)} could not be submitted ({shown}); "
-            "`planner status` lists them and `planner retry` plans them again"
-        )
+def incomplete(report: SubmitReport) -> Incomplete[SubmitReport]:
+    """The error for a submit some of whose calls were refused: it carries the report."""
+    failures = [f for t in report.phases for f in t.failures]
+    shown = "; ".join(failures[:SHOWN_FAILURES])
+    if len(failures) > SHOWN_FAILURES:
+        shown += f"; and {len(failures) - SHOWN_FAILURES} more"
+    tally = next(t for t in report.phases if t.failed)
+    return Incomplete(
+        f"{tally.failed:,} of {tally.total:,} {_plural(tally.unit)} could not be submitted ({shown}); "
+        "`planner status` lists them and `planner retry` plans them again",
+        report,
+    )
 
 
 def _plural(unit: str) -> str:
@@ -428,10 +429,6 @@ class Engine:
 
 def model_check(service: str, operation: str) -> Callable[[dict[str, Any]], list[str]]:
     """A ``Call.check`` from the botocore model: botocore's own validation plus max, pattern and enum."""
-    from botocore.validate import ParamValidator
-
-    from planner.core.model import check_shape, operation_input
-
     shape = operation_input(service, operation)
 
     def check(request: dict[str, Any]) -> list[str]:

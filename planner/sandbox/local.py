@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import functools
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -87,8 +89,6 @@ def install_key() -> str:
 @functools.cache
 def code_version() -> str:
     """The planner's version and a hash of its source files: a sandbox serves only the code that started it."""
-    from planner import __version__
-
     digest = hashlib.sha256()
     for root, dirs, files in os.walk(_PACKAGE_DIR):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
@@ -98,7 +98,7 @@ def code_version() -> str:
                 digest.update(os.path.relpath(path, _PACKAGE_DIR).encode() + b"\0")
                 with open(path, "rb") as handle:
                     digest.update(hashlib.sha256(handle.read()).digest())
-    return f"{__version__}+{digest.hexdigest()[:16]}"
+    return f"{importlib.metadata.version('planner')}+{digest.hexdigest()[:16]}"
 
 
 def state_dir() -> str:
@@ -125,7 +125,7 @@ class Sandbox:
         self._polly: Any = None
 
     def start(self) -> Sandbox:
-        from moto.server import ThreadedMotoServer
+        from moto.server import ThreadedMotoServer  # an optional extra: `pip install 'planner[sandbox]'`
 
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._moto.start()
@@ -147,20 +147,15 @@ class Sandbox:
             "logs": moto_url,
             "kms": moto_url,
         }
-        try:
-            from planner.sandbox.omics_emulator import OmicsEmulator
-        except ImportError:  # the emulator arrives with the HealthOmics backend
-            OmicsEmulator = None  # type: ignore[assignment,misc]
-        if OmicsEmulator is not None:
-            self._omics = OmicsEmulator(s3_endpoint_url=moto_url, **self.omics_options).start()
-            self.endpoints["omics"] = self._omics.endpoint_url
-        try:
-            from planner.sandbox.polly_emulator import PollyEmulator
-        except ImportError:  # the emulator arrives with the Polly backend
-            PollyEmulator = None  # type: ignore[assignment,misc]
-        if PollyEmulator is not None:
-            self._polly = PollyEmulator(**self.polly_options).start()
-            self.endpoints["polly"] = self._polly.endpoint_url
+        # start-up: the emulators' code loads only in the process that serves the sandbox
+        from planner.sandbox.omics_emulator import OmicsEmulator
+
+        self._omics = OmicsEmulator(s3_endpoint_url=moto_url, **self.omics_options).start()
+        self.endpoints["omics"] = self._omics.endpoint_url
+        from planner.sandbox.polly_emulator import PollyEmulator  # start-up: as above
+
+        self._polly = PollyEmulator(**self.polly_options).start()
+        self.endpoints["polly"] = self._polly.endpoint_url
         return self
 
     def stop(self) -> None:
@@ -205,11 +200,6 @@ def _locked() -> Iterator[None]:
     """One process at a time starts or replaces the sandbox of a state directory."""
     os.makedirs(state_dir(), exist_ok=True)
     with open(os.path.join(state_dir(), "sandbox.lock"), "a+b") as handle:
-        try:
-            import fcntl
-        except ImportError:  # not on POSIX: two first commands at once may start two sandboxes
-            yield
-            return
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

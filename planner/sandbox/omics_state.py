@@ -50,6 +50,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import boto3
+from botocore.config import Config
+
 from planner.sandbox.loopback import fraction
 from planner.sandbox.omics_protocol import (
     ServiceError,
@@ -590,9 +593,6 @@ class OmicsService:
     def _s3(self) -> Any:
         with self._s3_lock:
             if self._s3_client is None:
-                import boto3
-                from botocore.config import Config
-
                 session = boto3.session.Session()
                 kwargs: dict[str, Any] = {}
                 if session.get_credentials() is None:  # a sandbox without credentials

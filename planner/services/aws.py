@@ -21,8 +21,10 @@ from botocore.config import Config
 from botocore.exceptions import InvalidRegionError, ProfileNotFound
 from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
 
-from planner.errors import InputError
+from planner.errors import InputError, setting
 
+# The longest wait between two tries of a call (throttled, or a concurrency limit): backoff doubles up to it.
+MAX_BACKOFF = 60.0
 SANDBOX_CREDENTIALS = {"aws_access_key_id": "sandbox", "aws_secret_access_key": "sandbox", "aws_session_token": None}
 
 
@@ -104,17 +106,18 @@ def check_options(*, region: str | None, endpoint_url: str | None, max_attempts:
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         # botocore counts the first attempt: 1 is "no retries", 0 would be "never send the call".
         raise InputError(
-            f"--max-attempts {max_attempts!r}: must be a whole number, 1 or more (botocore's attempts per call, "
-            "the first included)"
+            f"{setting('max_attempts', repr(max_attempts))}: must be a whole number, 1 or more "
+            "(botocore's attempts per call, the first included)"
         )
     if region is not None and not _REGION.fullmatch(region):
-        raise InputError(f"--region {region!r}: not an AWS region name (like us-east-1)")
+        raise InputError(f"{setting('region', repr(region))}: not an AWS region name (like us-east-1)")
     if endpoint_url is not None and not (
         endpoint_url.lower().startswith(("http://", "https://"))
         and (is_valid_endpoint_url(endpoint_url) or is_valid_ipv6_endpoint_url(endpoint_url))
     ):
         raise InputError(
-            f"--endpoint-url {endpoint_url!r}: not a URL of an endpoint (like https://s3.us-east-1.amazonaws.com or http://127.0.0.1:5000)"
+            f"{setting('endpoint_url', repr(endpoint_url))}: not a URL of an endpoint "
+            "(like https://s3.us-east-1.amazonaws.com or http://127.0.0.1:5000)"
         )
 
 

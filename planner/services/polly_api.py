@@ -40,7 +40,6 @@ import datetime as dt
 import email.utils
 import ipaddress
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -49,8 +48,8 @@ from urllib.parse import quote, urljoin, urlsplit
 import urllib3
 
 from planner.core.jsontext import dumps
-from planner.engine.context import MAX_BACKOFF, Context
-from planner.errors import AccessError, SubmissionError
+from planner.errors import PollyAuthError, PollyHTTPError, SubmissionError
+from planner.services.aws import MAX_BACKOFF
 
 READ_TIMEOUT = 120.0  # seconds an answer may take; a later one counts as lost (the call may have been carried out)
 LIST_PAGE_SIZE = 20  # the SDK's default_page_size: the one page size known to be accepted
@@ -58,18 +57,6 @@ SANDBOX_KEY = "sandbox"
 TRANSPORT_ATTEMPTS = 4  # a server that cannot be reached at all is not waited for as long as a busy one
 _MEDIA_TYPE = "application/vnd.api+json"
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-class PollyHTTPError(SubmissionError):
-    """Polly answered with an error status (after retries, where they apply)."""
-
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.status = status
-
-
-class PollyAuthError(PollyHTTPError, AccessError):
-    """Polly refused the API key (401 or 403)."""
 
 
 class PollyAPI:
@@ -341,39 +328,3 @@ def _retry_after(value: str | None) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return max(0.0, (moment - dt.datetime.now(dt.UTC)).total_seconds())
-
-
-def open_api(ctx: Context) -> PollyAPI:
-    """The API client for this context: the sandbox's emulator, or POLLY_BASE_URL / [submission] base_url."""
-    endpoints = getattr(ctx.clients, "endpoints", {}) or {}
-    if ctx.clients.sandbox:
-        base_url = endpoints.get("polly")
-        if not base_url:
-            raise SubmissionError(
-                "the running sandbox has no Polly emulator (an older planner started it): "
-                "run `planner sandbox stop`, then try again"
-            )
-        return PollyAPI(
-            base_url,
-            SANDBOX_KEY,
-            key_source="(the sandbox key)",
-            sleep=ctx.sleep,
-            max_wait=ctx.options.max_wait,
-            pool_size=ctx.options.concurrency,
-        )
-    base_url = endpoints.get("polly") or os.environ.get("POLLY_BASE_URL") or ctx.manifest.submission.get("base_url")
-    if not base_url:
-        raise SubmissionError(
-            "no Polly API address: set POLLY_BASE_URL, or base_url in the [submission] table of the defaults file"
-        )
-    key = os.environ.get("POLLY_API_KEY")
-    if not key:
-        raise SubmissionError("no Polly API key: set POLLY_API_KEY")
-    return PollyAPI(
-        base_url,
-        key,
-        key_source="from POLLY_API_KEY",
-        sleep=ctx.sleep,
-        max_wait=ctx.options.max_wait,
-        pool_size=ctx.options.concurrency,
-    )

@@ -24,7 +24,8 @@ from typing import Any
 import polars as pl
 
 from planner.core.plandir import PlanDirectory
-from planner.errors import AccessError, Problem, SubmissionError
+from planner.errors import AccessError, Problem, SubmissionError, setting
+from planner.services.workflow import Lookup, quick_client
 
 RETAINED_RUNS_QUOTA_CODE = "L-C9679DBC"
 RETAINED_RUNS_QUOTA_NAME = "Workflows - Maximum runs (active or inactive)"
@@ -35,15 +36,13 @@ _NOT_THIS = re.compile(r"concurrent|group|task|per second|rate|storage|size|cpu|
 
 def plan_retained_runs(plan: PlanDirectory) -> int:
     """How many of the plan's runs keep retentionMode RETAIN (the default), counted columnar from the shards."""
-    from planner.commands.check import entries
-
     manifest = plan.manifest
     default = str(manifest.defaults.get("retentionMode") or "RETAIN")
     if manifest.backend == "omics-batch":
         return manifest.runs if default == "RETAIN" else 0  # a batch's runs share defaultRunSetting's mode
     count = 0
     for shard in manifest.shards:
-        modes = entries(plan, shard).select(
+        modes = plan.shard_lines(shard).select(
             pl.col("line").str.json_path_match("$.retentionMode").fill_null(default).alias("mode")
         )
         count += int(modes.filter(pl.col("mode") == "RETAIN").select(pl.len()).collect().item())
@@ -100,8 +99,6 @@ def quota_value(client: Any) -> tuple[float | None, str | None]:
 
 def retained_runs(ctx: Any, plan: PlanDirectory, quota: float | None = None) -> tuple[dict[str, Any], list[Problem]]:
     """What is known of the retained-run quota for this plan, and a warning when it would be passed."""
-    from planner.services.workflow import Lookup, quick_client
-
     planned = plan_retained_runs(plan)
     found: dict[str, Any] = {"retain_runs": planned, "account_runs": None, "quota": quota, "quota_name": None}
     if planned == 0:
@@ -144,6 +141,6 @@ def retained_runs(ctx: Any, plan: PlanDirectory, quota: float | None = None) -> 
         f"the account keeps {found['account_runs']:,} runs and this plan adds {planned:,} with retentionMode RETAIN: "
         f"{total:,} passes the quota of {quota:,.0f} retained runs, and the service refuses every run past it; "
         'set retentionMode = "REMOVE" in [run] (the oldest REMOVE runs then make room), delete finished runs '
-        "(planner clean OLD_PLAN --runs), or ask for more in Service Quotas",
+        f"(clean an older plan with {setting('runs=True')}), or ask for more in Service Quotas",
     )
     return found, [warning]

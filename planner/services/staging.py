@@ -52,15 +52,19 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fnmatch
+import functools
 import hashlib
 import os
 import random
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
@@ -70,7 +74,9 @@ from planner.core.ledger import INDEX, SHARD, Ledger, Staged
 from planner.core.plandir import CHECKSUM_CHECK, ETAG_CHECK, PlanDirectory
 from planner.core.progress import ProgressCallback, Tracker, log
 from planner.core.shard import ShardInfo
-from planner.errors import AccessError, InputError, SubmissionError
+from planner.core.sheet import Download, removed_on_error
+from planner.errors import AccessError, InputError, SheetError, SubmissionError, setting
+from planner.services.aws import Clients, client
 
 SHA256_METADATA = "planner-sha256"
 # S3 answers 409 ConditionalRequestConflict while another conditional write to the key is in
@@ -193,8 +199,6 @@ def caller_account(s3: Any, clients: Any = None) -> str:
     ``s3`` talks to an endpoint that is not AWS's (moto, the sandbox), at that endpoint, which
     serves STS too; else at AWS.  Raises botocore's errors.
     """
-    from planner.services.aws import Clients
-
     clients = clients or Clients(region=s3.meta.region_name)
     endpoint = s3.meta.endpoint_url
     if clients.endpoint_for("sts") is None and endpoint and not is_aws_endpoint(endpoint):
@@ -379,14 +383,14 @@ class Stager:
                 raise SubmissionError(
                     f"{item.uri}: S3 encrypts it with SSE-KMS (key {key}) though no KMS key is set for staging "
                     "(the bucket's default encryption): its ETag is then no MD5 the plan can check; "
-                    "set [staging] kms_key_id (or --staging-kms-key) to that key so that the planner stages "
-                    "under it and checks the content by checksum"
+                    f"set [staging] kms_key_id (or {setting('staging_kms_key')}) to that key so that the planner "
+                    "stages under it and checks the content by checksum"
                 )
             if encryption in KMS_ENCRYPTIONS:
                 raise SubmissionError(
                     f"{item.uri} already exists encrypted with SSE-KMS (key {key}), but no KMS key is set for "
-                    "staging, so its content cannot be checked by its ETag: give that key (--staging-kms-key "
-                    "or [staging] kms_key_id), or stage under another prefix"
+                    "staging, so its content cannot be checked by its ETag: give that key "
+                    f"({setting('staging_kms_key')} or [staging] kms_key_id), or stage under another prefix"
                 )
             if etag != item.etag:
                 if written:
@@ -694,7 +698,7 @@ class Stager:
         if self.kms_key_id and staged.content_check != CHECKSUM_CHECK:
             raise SubmissionError(
                 f"{staged.uri}: was staged without SSE-KMS, but staging now asks for KMS key {self.kms_key_id}: "
-                "stage under another prefix (--staging) to stage it encrypted"
+                f"stage under another prefix ({setting('staging')}) to stage it encrypted"
             )
         head = self._head(staged.bucket, staged.key)
         if head is None:
@@ -742,3 +746,56 @@ class Stager:
 def _key_tail(key: str) -> str:
     """``key/ID`` of a key ARN as ``ID``; anything else as it is."""
     return key.rsplit(":key/", 1)[1] if ":key/" in key else key
+
+
+def sheet_download(s3_client: Any = None, owner: str | None = None, clients: Any = None) -> Download:
+    """How ``open_sheet`` reads an ``s3://`` sheet: into a private temporary folder (0700, files 0600),
+    with ``ExpectedBucketOwner`` on every call: ``owner``, else the caller's own account (STS
+    GetCallerIdentity).  ``clients`` (an ``aws.Clients``) carries the command's profile, region and
+    endpoints (the sandbox's) for both calls."""
+    return functools.partial(_download_sheet, s3_client=s3_client, owner=owner, clients=clients)
+
+
+def _download_sheet(uri: str, *, s3_client: Any, owner: str | None, clients: Any) -> list[str]:
+    if s3_client is None and clients is not None:
+        s3_client = clients.get("s3")
+    if s3_client is None:
+        s3_client = client("s3")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if owner is None:
+        try:
+            owner = caller_account(s3_client, clients)
+        except (ClientError, BotoCoreError) as exc:
+            raise SheetError(
+                f"{uri}: cannot tell which account must own the bucket (STS GetCallerIdentity: {exc}); "
+                "set [staging] expected_bucket_owner"
+            ) from exc
+    try:
+        if any(ch in key for ch in "*?["):
+            prefix = key.split("*")[0].split("?")[0].split("[")[0]
+            keys = []
+            pages = s3_client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix, ExpectedBucketOwner=owner
+            )
+            for page in pages:
+                keys += [o["Key"] for o in page.get("Contents", []) if fnmatch.fnmatchcase(o["Key"], key)]
+            keys.sort()
+        else:
+            keys = [key]
+        if not keys:
+            raise SheetError(f"{uri}: no object matches")
+        local = []
+        directory = tempfile.mkdtemp(prefix="planner-sheet-")
+        with removed_on_error(directory):
+            for index, name in enumerate(keys):
+                target = os.path.join(directory, f"{index:05d}{Path(name).suffix}")
+                s3_client.download_file(bucket, name, target, ExtraArgs={"ExpectedBucketOwner": owner})
+                os.chmod(target, 0o600)  # the folder is mkdtemp's 0700; the copy is private too
+                local.append(target)
+        return local
+    except ClientError as exc:
+        if is_access_denied(exc):
+            raise SheetError(str(owner_refusal(f"{uri}: cannot read the sheet from S3", bucket, owner, exc))) from exc
+        raise SheetError(f"{uri}: cannot read the sheet from S3: {exc}") from exc
+    except BotoCoreError as exc:
+        raise SheetError(f"{uri}: cannot read the sheet from S3: {exc}") from exc

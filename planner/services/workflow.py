@@ -36,17 +36,23 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import boto3
 import orjson
 import polars as pl
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from planner.core.routing import PARAM_PREFIX, Route
 from planner.core.spec import BackendSpec
 from planner.core.suggest import _one_edit, closest
-from planner.errors import InputError, Problem
+from planner.errors import InputError, Problem, setting
+from planner.sandbox.local import ensure_running
+from planner.services.aws import SANDBOX_CREDENTIALS, check_options
 
 OMICS_BACKENDS = frozenset({"omics-batch", "omics-run"})
 ACTIVE = "ACTIVE"
@@ -150,8 +156,9 @@ def _plain(template: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any
 # ---------------------------------------------------------------- reading a template
 
 
-def load_template_file(path: str, what: str = "--parameter-template") -> WorkflowTemplate:
+def load_template_file(path: str, what: str | None = None) -> WorkflowTemplate:
     """A template file: the JSON GetWorkflow or GetWorkflowVersion returns, or the template itself."""
+    what = what or setting("parameter_template")
     try:
         with open(path, "rb") as handle:
             document = orjson.loads(handle.read())
@@ -247,20 +254,19 @@ def resolve_workflow(
     if chosen:
         return WorkflowCheck(
             skipped=f"rows choose their own workflow (column {chosen[0]!r}); "
-            "give --parameter-template to check them all against one template"
+            f"give {setting('parameter_template')} to check them all against one template"
         )
     workflow_id = run.get("workflowId")
     if not workflow_id:
         return WorkflowCheck(skipped="no workflowId to read")
     if not lookup.enabled:
-        return WorkflowCheck(skipped=f"workflow lookup is off (--no-workflow-lookup or {NO_LOOKUP_ENV})", asked=True)
+        off = f"workflow lookup is off ({setting('workflow_lookup=False')} or {NO_LOOKUP_ENV})"
+        return WorkflowCheck(skipped=off, asked=True)
     return read_workflow(run, lookup)
 
 
 def read_workflow(run: Mapping[str, Any], lookup: Lookup) -> WorkflowCheck:
     """GetWorkflow (and GetWorkflowVersion) as the run names the workflow; what cannot be read is skipped."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
     workflow_id = str(run["workflowId"])
     version = run.get("workflowVersionName")
     naming: dict[str, Any] = {}
@@ -338,16 +344,9 @@ def quick_client(service: str, lookup: Lookup) -> Any:
     """A client for a few quick reads (short timeouts, two attempts), or None without credentials.
 
     The sandbox's endpoints when ``lookup.sandbox`` (None for a service the sandbox lacks)."""
-    import boto3
-    from botocore.config import Config
-
-    from planner.services.aws import SANDBOX_CREDENTIALS, check_options
-
     check_options(region=lookup.region, endpoint_url=lookup.endpoint_url, max_attempts=2)
     endpoints = dict(lookup.endpoints or {})
     if lookup.sandbox and not endpoints:
-        from planner.sandbox.local import ensure_running
-
         endpoints = dict(ensure_running())
     if lookup.sandbox:
         if service not in endpoints:
@@ -518,7 +517,7 @@ def template_checks(
             None,
             REQUIRED,
             f"is required by {subject}, and no run sets it: set it in [run.parameters], with "
-            f"--set parameters.{name}=..., or as a sheet column{hint}",
+            f"{setting('sets', f'parameters.{name}=...')}, or as a sheet column{hint}",
         )
         problems.append(problem)
     return problems, checks
@@ -564,8 +563,6 @@ def near_miss(name: str, candidates: Iterable[str]) -> str | None:
     """The candidate ``name`` is a misspelling of: the same in another case or without separators,
     or (names of five letters or more) one letter added, dropped, changed or swapped.  Shorter
     names are left alone: ``lane`` is a sequencing lane, not a misspelt ``name``."""
-    import re
-
     bare = re.sub(r"[\s_.\-]+", "", name.lower())
     for candidate in sorted(candidates):
         if candidate == name:

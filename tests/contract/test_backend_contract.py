@@ -29,8 +29,7 @@ from planner.backends.base import ALREADY_FINAL, CANCELLED, STOPPING, Backend, C
 from planner.backends.polly import RUN_PLACEHOLDER
 from planner.core.progress import ProgressEvent
 from planner.engine.context import DRY_RUN_OWNER
-from planner.engine.engine import Incomplete
-from planner.errors import SubmissionError
+from planner.errors import Incomplete, SubmissionError
 
 from .subjects import EVERY, Subject, ledger_exists, make_subject, remote_ids
 

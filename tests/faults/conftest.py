@@ -123,7 +123,7 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> Waits:
     """Cut every retry wait short (botocore's ``time.sleep`` in its endpoint, ``ctx.sleep``)."""
     import botocore.endpoint
 
-    import planner.commands.submit
+    import planner.commands.access
 
     recorded = Waits()
 
@@ -134,14 +134,14 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> Waits:
         sleep = staticmethod(recorded.botocore_sleep)
 
     monkeypatch.setattr(botocore.endpoint, "time", _Time())
-    original = planner.commands.submit.open_context
+    original = planner.commands.access.open_context
 
     def open_context(*args: Any, **kwargs: Any) -> Any:
         ctx = original(*args, **kwargs)
         ctx.sleep = recorded.planner_sleep
         return ctx
 
-    monkeypatch.setattr(planner.commands.submit, "open_context", open_context)
+    monkeypatch.setattr(planner.commands.access, "open_context", open_context)
     return recorded
 
 

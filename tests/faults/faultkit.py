@@ -20,6 +20,7 @@ nothing from pytest, so the children can import it.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -430,3 +431,76 @@ def cli_child_command(
         json.dumps({"kill": kill, "barrier": barrier}),
         *map(str, argv),
     ]
+
+
+# ---------------------------------------------------------------- children forked from a warm server
+#
+# A child started with ``python -c`` spends a second or more importing boto3, botocore, polars and the
+# planner before it reaches its first call; the sweep and the matrix start hundreds. These children are
+# forked instead from multiprocessing's fork server, which imported all that once: each is still a process
+# of its own, SIGKILLed at its kill point with no cleanup, its exit status seen as a subprocess's (-9),
+# resumed by another process; only the start-up it would repeat is gone. The server is started fresh
+# (not forked from pytest), holds no thread and has run no polars query, so a fork of it is safe.
+
+_PRELOAD = ["faults.faultkit", "planner", "planner.cli", "planner.commands.submit", "boto3", "botocore.session"]
+_CONTEXT: Any = None
+
+
+def _fork_context() -> Any:
+    global _CONTEXT
+    if _CONTEXT is None:
+        import multiprocessing
+
+        _CONTEXT = multiprocessing.get_context("forkserver")
+        _CONTEXT.set_forkserver_preload(_PRELOAD)
+        atexit.register(_stop_fork_server)
+    return _CONTEXT
+
+
+def _stop_fork_server() -> None:
+    """Stop the server and wait for it (so no process outlives the run, and its CPU time is the run's)."""
+    from multiprocessing import forkserver
+
+    forkserver._forkserver._stop()
+
+
+def _forked(kind: str, spec_json: str, argv: list[str], env: dict[str, str], out: str, err: str) -> None:
+    """The child's body: the caller's environment and output files, then ``child_main`` or ``cli_main``."""
+    os.environ.clear()
+    os.environ.update(env)
+    for fd, path in ((1, out), (2, err)):
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(handle, fd)
+        os.close(handle)
+    if kind == "submit":
+        child_main(spec_json)
+    else:
+        cli_main(spec_json, argv)
+
+
+def run_forked(kind: str, spec_json: str, argv: list[str], timeout: float) -> Any:
+    """Run a child to its end (or its kill): a ``subprocess.CompletedProcess`` with bytes stdout and stderr."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="faultkit-") as scratch:
+        out, err = os.path.join(scratch, "out"), os.path.join(scratch, "err")
+        child = _fork_context().Process(target=_forked, args=(kind, spec_json, argv, dict(os.environ), out, err))
+        child.start()
+        child.join(timeout)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+            raise subprocess.TimeoutExpired([kind, *argv], timeout)
+        with open(out, "rb") as o, open(err, "rb") as e:
+            return subprocess.CompletedProcess([kind, *argv], child.exitcode, o.read(), e.read())
+
+
+def run_child(plan_dir: str, options: dict[str, Any], kill: dict[str, Any], timeout: float) -> Any:
+    """``child_main`` (``planner.commands.submit.submit`` with the kill point) in a forked child, run to its end."""
+    return run_forked("submit", json.dumps({"plan_dir": plan_dir, "options": options, "kill": kill}), [], timeout)
+
+
+def run_cli_child(argv: list[str], kill: dict[str, Any], timeout: float) -> Any:
+    """``cli_main`` (``planner ARGV`` with the kill point) in a forked child, run to its end."""
+    return run_forked("cli", json.dumps({"kill": kill, "barrier": None}), list(map(str, argv)), timeout)

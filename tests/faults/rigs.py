@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import polars as pl
 from botocore.config import Config
+from helpers import sheet_frame
 
 import planner
 from planner.backends import glue as glue_backend
@@ -164,11 +165,9 @@ BLOB = 1_100_000  # bytes of one sample's "blob" parameter: a shard of five is o
 PART_SIZE = 5 * 1024 * 1024
 
 
-def _sheet(samples: list[str], column: str, values: list[str], big: bool) -> pl.DataFrame:
-    sheet = pl.DataFrame({"sample": samples, column: values})
-    if big:
-        sheet = sheet.with_columns(pl.lit("b" * BLOB).alias("blob"))
-    return sheet
+def _blob(big: bool) -> dict[str, str]:
+    """The ``blob`` column that makes a shard of five samples over one part (``sheet_frame(..., **_blob(big))``)."""
+    return {"blob": "b" * BLOB} if big else {}
 
 
 def _sizes(big: bool, **normal: Any) -> dict[str, Any]:
@@ -178,7 +177,7 @@ def _sizes(big: bool, **normal: Any) -> dict[str, Any]:
 
 def _omics_batch(world: World, tmp_path: Any, staging: bool, big: bool = False) -> Rig:
     samples = [f"S{i:04d}" for i in range(BIG_SHARD_SAMPLES if big else 30)]
-    sheet = _sheet(samples, "fastq_1", [f"s3://in/{s}_R1.fq.gz" for s in samples], big)
+    sheet = sheet_frame(samples, fastq_1="s3://in/{sample}_R1.fq.gz", **_blob(big))
     defaults = {
         "run": {
             "workflowId": "1234567",
@@ -226,7 +225,7 @@ def _omics_run(world: World, tmp_path: Any, staging: bool, big: bool = False) ->
 def _batch(world: World, tmp_path: Any, staging: bool, big: bool = False) -> Rig:
     samples = [f"S{i:04d}" for i in range(BIG_SHARD_SAMPLES if big else 9)]
     queue = f"q-{uuid.uuid4().hex[:12]}"
-    sheet = _sheet(samples, "bam", [f"s3://in/{s}.bam" for s in samples], big)
+    sheet = sheet_frame(samples, bam="s3://in/{sample}.bam", **_blob(big))
     defaults = {
         "run": {
             "jobQueue": queue,
@@ -262,7 +261,7 @@ def _glue(world: World, tmp_path: Any, staging: bool, big: bool = False) -> Rig:
         Command={"Name": "glueetl", "ScriptLocation": "s3://scripts/etl.py", "PythonVersion": "3"},
         ExecutionProperty={"MaxConcurrentRuns": 100},
     )
-    sheet = _sheet(samples, "input_path", [f"s3://lake/raw/{s}/" for s in samples], big)
+    sheet = sheet_frame(samples, input_path="s3://lake/raw/{sample}/", **_blob(big))
     defaults: dict[str, Any] = {
         "run": {"JobName": job, "WorkerType": "G.1X", "NumberOfWorkers": 2, "Arguments": {"--input_format": "parquet"}}
     }
@@ -529,7 +528,7 @@ def check_invariants(rig: Rig, *, staged_before: dict[str, list[dict[str, Any]]]
     assert None not in journaled
     assert journaled <= known, f"the ledger names remote ids the service does not know: {sorted(journaled - known)}"
 
-    table = planner.commands.submit.status(rig.plan_dir, **rig.access)
+    table = planner.commands.status.status(rig.plan_dir, **rig.access)
     assert sorted(table.get_column("id").to_list()) == sorted(rig.samples)
     unmapped = table.filter(pl.col("remote_id").is_null()).get_column("id").to_list()
     assert unmapped == [], f"samples without a remote id after status: {unmapped[:10]}"
@@ -551,7 +550,7 @@ def submission_states(plan_dir: str) -> Counter[str]:
 
 def shard_bytes(rig: Rig) -> dict[str, bytes]:
     """The bytes of every object the plan stages, by S3 key: shards and (Batch, Glue manifest) line indexes."""
-    from planner.core.child_settings import line_index
+    from planner.core.line_index import line_index
 
     manifest = rig.manifest
     out: dict[str, bytes] = {}
@@ -571,12 +570,7 @@ KILL_TIMEOUT = 120
 
 def run_killed(rig: Rig, kill: dict[str, Any]) -> subprocess.CompletedProcess[bytes]:
     """``submit`` in a child process that SIGKILLs itself at ``kill``; it must have died there."""
-    done = subprocess.run(
-        faultkit.child_command(rig.plan_dir, rig.options, kill),
-        capture_output=True,
-        timeout=KILL_TIMEOUT,
-        env=dict(os.environ),
-    )
+    done = faultkit.run_child(rig.plan_dir, rig.options, kill, KILL_TIMEOUT)
     assert done.returncode == -signal.SIGKILL, (
         f"the child was not killed at {kill} (exit {done.returncode}):\n{done.stderr.decode()[-3000:]}"
     )

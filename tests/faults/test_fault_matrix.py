@@ -435,12 +435,7 @@ def test_the_planner_command_killed_after_its_call_resumes_exactly_once(
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", world.moto)
     monkeypatch.setenv("AWS_ENDPOINT_URL_OMICS", world.omics_emulator.endpoint_url)
     argv = ["submit", rig.plan_dir, "--staging", f"s3://{world.bucket}/{STAGING_PREFIX}"]
-    done = subprocess.run(
-        faultkit.cli_child_command(argv, rig.kill_at_creating_call("after", nth=2)),
-        capture_output=True,
-        timeout=KILL_TIMEOUT,
-        env=dict(os.environ),
-    )
+    done = faultkit.run_cli_child(argv, rig.kill_at_creating_call("after", nth=2), KILL_TIMEOUT)
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-3000:]
     assert submission_states(rig.plan_dir) == {"done": 1, "intent": 1}
     capsys.readouterr()

@@ -3,7 +3,8 @@
 Off in a bare ``pytest`` run (8 seeds on 5 backends take about 80 s on 2 cores);
 ``.ci/run`` turns it on.  ``PLANNER_FAULT_SWEEP=1`` turns it on, ``=N`` runs N seeds
 per backend (default 8), ``=0`` turns it off.  Each seed kills
-``planner.commands.submit.submit`` in a child process up to five times in a row, each time
+``planner.commands.submit.submit`` in a child process (forked from a warm server: ``faultkit.run_child``)
+up to five times in a row, each time
 at a random boundary (before or after a staging upload or a creating call, or
 right after a journal result, at a random count), lets each next child resume
 from what the one before left, and finally resumes in this process; the
@@ -16,7 +17,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 from typing import Any
 
 import pytest
@@ -66,12 +66,7 @@ def test_random_repeated_crashes(column: str, seed: int, world: World, tmp_path:
     for _ in range(MAX_KILLS):
         kill = _random_kill(rng, rig)
         history.append(kill)
-        done = subprocess.run(
-            faultkit.child_command(rig.plan_dir, rig.options, kill),
-            capture_output=True,
-            timeout=KILL_TIMEOUT,
-            env=dict(os.environ),
-        )
+        done = faultkit.run_child(rig.plan_dir, rig.options, kill, KILL_TIMEOUT)
         if done.returncode == 0:
             break  # the kill point lay past the end of what was left to do
         assert done.returncode == -signal.SIGKILL, (

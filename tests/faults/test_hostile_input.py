@@ -867,9 +867,10 @@ def test_an_endless_sheet_hangs_the_planner(tmp_path: Path) -> None:
             str(here / "plan"),
         ]
         try:
-            done = subprocess.run(command, cwd=here, capture_output=True, text=True, timeout=10)
+            # A hang reads /dev/zero for ever: any bound catches it; 10 s failed on a loaded 2-core machine.
+            done = subprocess.run(command, cwd=here, capture_output=True, text=True, timeout=120)
         except subprocess.TimeoutExpired:
-            pytest.fail("planner plan was still reading the sheet after 10 seconds")
+            pytest.fail("planner plan was still reading the sheet after 120 seconds")
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert "not a regular file" in done.stderr, done.stderr
 

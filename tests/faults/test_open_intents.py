@@ -156,12 +156,7 @@ def test_a_cancel_run_again_after_it_was_killed_counts_what_it_had_cancelled(
     for service, url in rig.options["endpoints"].items():
         monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service.upper()}", url)
     kill = {"at": "aws", "service": "omics", "operation": "CancelRunBatch", "when": "after", "nth": 1}
-    done = subprocess.run(
-        faultkit.cli_child_command(["cancel", rig.plan_dir], kill),
-        capture_output=True,
-        timeout=KILL_TIMEOUT,
-        env=dict(os.environ),
-    )
+    done = faultkit.run_cli_child(["cancel", rig.plan_dir], kill, KILL_TIMEOUT)
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-3000:]
     world.clock.advance(0.5)  # the first batch's cancel has ended: CANCELLED
     code, out, err = _cli(rig, capsys, monkeypatch, "cancel", rig.plan_dir)

@@ -336,7 +336,7 @@ def test_status_csv_neutralises_formulas(world: World, tmp_path: Path, capsys: A
     emulator = world.polly_emulator
     options = {"sandbox": True, "endpoints": {"s3": world.moto, "polly": emulator.endpoint_url}}
     planner.commands.submit.submit(plan_dir, **options)
-    table = planner.commands.submit.status(plan_dir, **options)
+    table = planner.commands.status.status(plan_dir, **options)
     assert sorted(table.get_column("id").to_list()) == sorted(ids)
 
     run = Transcript(capsys)

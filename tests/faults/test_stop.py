@@ -15,35 +15,21 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from helpers import start_cli_process
 
 from .rigs import KILL_TIMEOUT, Rig, World, check_invariants, ledger_tables, make_rig
 
 POLL = 0.02
 
 
-def _environment(rig: Rig) -> dict[str, str]:
+def _endpoints(rig: Rig) -> dict[str, str]:
     """The servers of ``rig`` as the standard chain finds them: ``AWS_ENDPOINT_URL_<SERVICE>``."""
-    env = dict(os.environ)
-    env.pop("PLANNER_DEBUG", None)
-    for service, endpoint in rig.options["endpoints"].items():
-        env[f"AWS_ENDPOINT_URL_{service.upper()}"] = endpoint
-    return env
-
-
-def _planner(rig: Rig, *argv: str) -> subprocess.Popen[bytes]:
-    """``planner ARGV`` in a child process, as typed in a terminal."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "planner.cli", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_environment(rig),
-    )
+    return {f"AWS_ENDPOINT_URL_{service.upper()}": endpoint for service, endpoint in rig.options["endpoints"].items()}
 
 
 def _journal(plan_dir: str) -> dict[str, int]:
@@ -86,7 +72,7 @@ def test_ctrl_c_during_submit_sends_nothing_more_and_the_next_submit_resumes(
     (StartRun) calls every two seconds: the calls queued on the thread pool went on through the rate limit,
     and the pool's shutdown waited for every one of them before "interrupted" was printed."""
     rig = make_rig(column, world, tmp_path)
-    child = _planner(rig, "submit", rig.plan_dir, "--rate", "0.5", "--concurrency", "4")
+    child = start_cli_process(["submit", rig.plan_dir, "--rate", "0.5", "--concurrency", "4"], _endpoints(rig))
     _wait_for("the second call journaled", lambda: _journal(rig.plan_dir).get("done", 0) >= 2, child)
     journaled = sum(_journal(rig.plan_dir).values())  # intents (and results) written before the signal
     child.send_signal(signal.SIGINT)
@@ -105,7 +91,7 @@ def test_ctrl_c_during_submit_sends_nothing_more_and_the_next_submit_resumes(
     assert len(recorded) == received, "a call in flight at the signal was not journaled"
     assert 0 < received < len(rig.samples)
 
-    again = _planner(rig, "submit", rig.plan_dir, "--json")
+    again = start_cli_process(["submit", rig.plan_dir, "--json"], _endpoints(rig))
     code, _out, err = _finish(again)
     assert code == 0, err
     check_invariants(rig)  # every sample exactly once on the server
@@ -138,9 +124,9 @@ def test_cancel_stops_a_running_submit_of_the_plan_first(column: str, world: Wor
     """Was a bug (issue 25, item 2): `planner cancel` while `planner submit` of the same plan ran cancelled what
     the ledger held at that moment, exit 0, and the submit went on starting runs afterwards."""
     rig = make_rig(column, world, tmp_path)
-    submitting = _planner(rig, "submit", rig.plan_dir, "--rate", "0.5", "--concurrency", "4")
+    submitting = start_cli_process(["submit", rig.plan_dir, "--rate", "0.5", "--concurrency", "4"], _endpoints(rig))
     _wait_for("the second call journaled", lambda: _journal(rig.plan_dir).get("done", 0) >= 2, submitting)
-    code, out, err = _finish(_planner(rig, "cancel", rig.plan_dir))
+    code, out, err = _finish(start_cli_process(["cancel", rig.plan_dir], _endpoints(rig)))
     known = rig.server_ids()
     _check_nothing_started_after(rig, known, submitting)
     assert code == 0, err
@@ -149,7 +135,9 @@ def test_cancel_stops_a_running_submit_of_the_plan_first(column: str, world: Wor
         assert _unended_omics_runs(world) == [], "a run the submit made was left running"
         assert f"cancelled {len(known)}" in out, out
 
-    again = _planner(rig, "submit", rig.plan_dir)  # the user's later submit sends the rest: a cancel is no lock-out
+    again = start_cli_process(
+        ["submit", rig.plan_dir], _endpoints(rig)
+    )  # the user's later submit sends the rest: a cancel is no lock-out
     code, _out, err = _finish(again)
     assert code == 0, err
 
@@ -165,11 +153,13 @@ def test_a_failure_threshold_firing_mid_submit_stops_it_too(
         else None
     )
     rig = make_rig("omics-run", world, tmp_path)
-    submitting = _planner(rig, "submit", rig.plan_dir, "--rate", "0.5", "--concurrency", "4")
+    submitting = start_cli_process(["submit", rig.plan_dir, "--rate", "0.5", "--concurrency", "4"], _endpoints(rig))
     _wait_for("the second call journaled", lambda: _journal(rig.plan_dir).get("done", 0) >= 2, submitting)
     for _ in range(4):
         world.clock.advance(1.0)  # the runs made so far move on; S0000 fails
-    watching = _planner(rig, "status", rig.plan_dir, "--watch", "--interval", "0.2", "--cancel-if-failed", "0")
+    watching = start_cli_process(
+        ["status", rig.plan_dir, "--watch", "--interval", "0.2", "--cancel-if-failed", "0"], _endpoints(rig)
+    )
     code, _out, err = _finish(watching)
     known = rig.server_ids()
     _check_nothing_started_after(rig, known, submitting)
@@ -193,7 +183,7 @@ def test_submit_refuses_a_bad_threshold_before_sending_anything(
 ) -> None:
     """Was a bug (issue 25, item 3): `--cancel-if-failed banana` was refused only once the submit had ended."""
     rig = make_rig("omics-run", world, tmp_path)
-    code, _out, err = _finish(_planner(rig, "submit", rig.plan_dir, *argv))
+    code, _out, err = _finish(start_cli_process(["submit", rig.plan_dir, *argv], _endpoints(rig)))
     assert code == 2 and said in err and "Traceback" not in err, err
     assert rig.server_ids() == set(), "runs were started on a command line that was refused"
     assert not os.path.exists(os.path.join(rig.plan_dir, "ledger.sqlite"))
@@ -205,7 +195,7 @@ def test_submit_keeps_the_threshold_while_submitting(world: World, tmp_path: Any
     world.omics_options["max_retained_runs"] = 3  # from the fourth run on, StartRun is refused (a quota)
     rig = make_rig("omics-run", world, tmp_path)
     argv = ["--concurrency", "1", "--watch", "--interval", "60", "--cancel-if-failed", "2"]
-    code, _out, err = _finish(_planner(rig, "submit", rig.plan_dir, *argv))
+    code, _out, err = _finish(start_cli_process(["submit", rig.plan_dir, *argv], _endpoints(rig)))
     assert code == 1 and "more than 2 samples failed (3 of 12 samples)" in err, err
     assert "Traceback" not in err
     submissions = ledger_tables(rig.plan_dir)["submissions"]
@@ -224,7 +214,7 @@ def test_submit_watch_still_guards_what_was_submitted_when_calls_are_refused(wor
     )
     rig = make_rig("omics-run", world, tmp_path)
     argv = ["--concurrency", "1", "--rate", "1", "--watch", "--interval", "0.2", "--cancel-if-failed", "50%"]
-    child = _planner(rig, "submit", rig.plan_dir, *argv)
+    child = start_cli_process(["submit", rig.plan_dir, *argv], _endpoints(rig))
     started = 0
     while sum(_journal(rig.plan_dir).values()) < 12:  # one step of the service's clock per run started:
         assert child.poll() is None, _finish(child)[2]  # S0000 ends first, S0009 last
@@ -248,18 +238,20 @@ def test_submitting_the_original_after_its_retry_sends_nothing_the_retry_runs(wo
     `planner submit` of the original sent the original's refused calls again: two samples ran twice."""
     world.omics_options["max_retained_runs"] = 10  # 2 of the 12 StartRun calls are refused (a quota)
     rig = make_rig("omics-run", world, tmp_path)
-    code, _out, err = _finish(_planner(rig, "submit", rig.plan_dir))
+    code, _out, err = _finish(start_cli_process(["submit", rig.plan_dir], _endpoints(rig)))
     assert code == 1 and "2 of 12 runs could not be submitted" in err, err
     world.omics_emulator.service.max_retained_runs = None  # the quota raised (the state is OmicsService's)
 
     retried = str(tmp_path / "retry")
-    code, _out, err = _finish(_planner(rig, "retry", rig.plan_dir, "--out", retried))
+    code, _out, err = _finish(start_cli_process(["retry", rig.plan_dir, "--out", retried], _endpoints(rig)))
     assert code == 0, err
-    code, _out, err = _finish(_planner(rig, "submit", retried))
+    code, _out, err = _finish(start_cli_process(["submit", retried], _endpoints(rig)))
     assert code == 0, err
     assert sorted(rig.server_counts().values()) == [1] * 12
 
-    code, out, err = _finish(_planner(rig, "submit", rig.plan_dir))  # the original again: a cron, a habit
+    code, out, err = _finish(
+        start_cli_process(["submit", rig.plan_dir], _endpoints(rig))
+    )  # the original again: a cron, a habit
     assert code == 0, err
     rig.settle()
     twice = {sample: n for sample, n in rig.server_counts().items() if n != 1}

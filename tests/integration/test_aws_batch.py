@@ -26,12 +26,14 @@ import polars as pl
 import pytest
 from botocore.config import Config
 from botocore.stub import Stubber
-from helpers import access_of, ledger_of, open_plan
+from helpers import access_of, every, ledger_of, make_plan, open_plan, sheet_frame
 
 import planner
+from planner.commands.cancel import cancel
+from planner.commands.child_settings import read_child_settings
 from planner.commands.retry import retry
-from planner.commands.submit import cancel, run_submission, status, submit
-from planner.core.child_settings import read_child_settings
+from planner.commands.status import status
+from planner.commands.submit import run_submission, submit
 from planner.errors import InputError
 
 FAIL_AFTER = "MOTO_SIMPLE_BATCH_FAIL_AFTER"
@@ -66,6 +68,11 @@ def options(batch_server: str, bucket: str) -> dict[str, Any]:
     }
 
 
+# sheet_frame(n, **SHEET): S000000..., a BAM per sample, and min_mapq on every third row (empty elsewhere: the
+# default stands)
+SHEET: dict[str, Any] = {"width": 6, "bam": "s3://in/S{i}.bam", "min_mapq": every(3, "30")}
+
+
 def _defaults(queue: str, **submission: Any) -> dict[str, Any]:
     document: dict[str, Any] = {
         "run": {
@@ -84,25 +91,9 @@ def _defaults(queue: str, **submission: Any) -> dict[str, Any]:
     return document
 
 
-def _sheet(runs: int) -> pl.DataFrame:
-    return pl.select(pl.int_range(runs, dtype=pl.Int64).alias("n")).select(
-        pl.format("S{}", pl.col("n").cast(pl.String).str.zfill(6)).alias("sample"),
-        pl.format("s3://in/S{}.bam", pl.col("n")).alias("bam"),
-        pl.when(pl.col("n") % 3 == 0).then(pl.lit("30")).alias("min_mapq"),  # empty elsewhere: the default stands
-    )
-
-
-def _plan(
-    tmp_path: Any, runs: int, queue: str, name: str = "plan", submission: dict[str, Any] | None = None, **kwargs: Any
-) -> str:
-    out = str(tmp_path / name)
-    planner.plan(_sheet(runs), backend="batch", defaults=_defaults(queue, **(submission or {})), **kwargs).write(out)
-    return out
-
-
 def _merged(queue: str, runs: int) -> dict[str, dict[str, Any]]:
     """Every sample's merged settings, as the planner's Python API shows them (``Plan.runs()``)."""
-    table = planner.plan(_sheet(runs), backend="batch", defaults=_defaults(queue)).runs()
+    table = planner.plan(sheet_frame(runs, **SHEET), backend="batch", defaults=_defaults(queue)).runs()
     return {sample: orjson.loads(run) for sample, run in table.select("id", "run").iter_rows()}
 
 
@@ -138,7 +129,7 @@ def _count_named(batch: Any, queue: str, name: str) -> int:
 
 @pytest.mark.slow
 def test_25001_runs_become_three_arrays_and_every_child_reads_its_own_settings(tmp_path, options, queue, batch, s3):
-    plan_dir = _plan(tmp_path, 25_001, queue)
+    plan_dir = make_plan(tmp_path, sheet_frame(25_001, **SHEET), "batch", defaults=_defaults(queue))
     merged = _merged(queue, 25_001)
     manifest = planner.read_plan(plan_dir).to_json()
     assert [s["entries"] for s in manifest["shards"]] == [10_000, 10_000, 5_001]
@@ -178,7 +169,7 @@ def test_25001_runs_become_three_arrays_and_every_child_reads_its_own_settings(t
 
 
 def test_one_run_is_a_plain_job_with_its_own_parameters(tmp_path, options, queue, batch, s3):
-    plan_dir = _plan(tmp_path, 1, queue)
+    plan_dir = make_plan(tmp_path, sheet_frame(1, **SHEET), "batch", defaults=_defaults(queue))
     report = submit(plan_dir, **options)
     assert report.tally("SubmitJob").created == 1
     (job_id,) = _jobs(plan_dir, options)
@@ -194,7 +185,7 @@ def test_one_run_is_a_plain_job_with_its_own_parameters(tmp_path, options, queue
 
 
 def test_child_settings_command_needs_no_arguments_inside_a_child(tmp_path, options, queue, batch, batch_server):
-    plan_dir = _plan(tmp_path, 7, queue)
+    plan_dir = make_plan(tmp_path, sheet_frame(7, **SHEET), "batch", defaults=_defaults(queue))
     submit(plan_dir, **options)
     (job_id,) = _jobs(plan_dir, options)
     (job,) = batch.describe_jobs(jobs=[job_id])["jobs"]
@@ -215,7 +206,7 @@ def test_child_settings_command_needs_no_arguments_inside_a_child(tmp_path, opti
 
 
 def test_a_changed_manifest_is_refused_by_the_child(tmp_path, options, queue, batch, s3):
-    plan_dir = _plan(tmp_path, 4, queue)
+    plan_dir = make_plan(tmp_path, sheet_frame(4, **SHEET), "batch", defaults=_defaults(queue))
     submit(plan_dir, **options)
     (job_id,) = _jobs(plan_dir, options)
     (job,) = batch.describe_jobs(jobs=[job_id])["jobs"]
@@ -227,7 +218,7 @@ def test_a_changed_manifest_is_refused_by_the_child(tmp_path, options, queue, ba
 
 
 def test_a_second_submit_creates_nothing_new(tmp_path, options, queue, batch):
-    plan_dir = _plan(tmp_path, 9, queue, max_entries=4)
+    plan_dir = make_plan(tmp_path, sheet_frame(9, **SHEET), "batch", defaults=_defaults(queue), max_entries=4)
     first = submit(plan_dir, **options)
     again = submit(plan_dir, **options)
     assert first.tally("SubmitJob").created == 3
@@ -239,7 +230,7 @@ def test_a_second_submit_creates_nothing_new(tmp_path, options, queue, batch):
 
 
 def test_sigkill_between_submit_job_and_the_ledger_write_resumes_without_a_second_job(tmp_path, options, queue, batch):
-    plan_dir = _plan(tmp_path, 6, queue, max_entries=3)
+    plan_dir = make_plan(tmp_path, sheet_frame(6, **SHEET), "batch", defaults=_defaults(queue), max_entries=3)
     manifest = planner.read_plan(plan_dir).to_json()
     names = [f"cohort-{manifest['plan_id']}-{s['index']:05d}" for s in manifest["shards"]]
     script = textwrap.dedent(
@@ -276,7 +267,7 @@ def test_sigkill_between_submit_job_and_the_ledger_write_resumes_without_a_secon
 
 
 def test_failed_children_show_in_status_and_are_the_only_ones_retried(tmp_path, options, queue, monkeypatch):
-    plan_dir = _plan(tmp_path, 7, queue, max_entries=4)
+    plan_dir = make_plan(tmp_path, sheet_frame(7, **SHEET), "batch", defaults=_defaults(queue), max_entries=4)
     manifest = planner.read_plan(plan_dir).to_json()
     assert [s["entries"] for s in manifest["shards"]] == [4, 3]
     failing = f"cohort-{manifest['plan_id']}-00001"
@@ -326,7 +317,13 @@ def test_failed_children_show_in_status_and_are_the_only_ones_retried(tmp_path, 
     ],
 )
 def test_depends_on_orders_the_arrays(tmp_path, options, queue, batch, order, runs, expected):
-    plan_dir = _plan(tmp_path, runs, queue, submission={"dependsOnType": order}, max_entries=3)
+    plan_dir = make_plan(
+        tmp_path,
+        sheet_frame(runs, **SHEET),
+        "batch",
+        defaults=_defaults(queue, **{"dependsOnType": order}),
+        max_entries=3,
+    )
     assert [s["entries"] for s in planner.read_plan(plan_dir).to_json()["shards"]] == [3, 2, 2]
     submit(plan_dir, **options)
     ids = _jobs(plan_dir, options)
@@ -335,7 +332,7 @@ def test_depends_on_orders_the_arrays(tmp_path, options, queue, batch, order, ru
 
 
 def test_cancel_terminates_unfinished_arrays(tmp_path, options, queue, batch):
-    plan_dir = _plan(tmp_path, 5, queue)
+    plan_dir = make_plan(tmp_path, sheet_frame(5, **SHEET), "batch", defaults=_defaults(queue))
     submit(plan_dir, **options)
     (job_id,) = _jobs(plan_dir, options)
     report = cancel(plan_dir, **access_of(options))  # moto finished it at once: nothing left to cancel
@@ -370,7 +367,7 @@ def test_cancel_terminates_unfinished_arrays(tmp_path, options, queue, batch):
 
 
 def test_dry_run_sends_nothing_and_writes_no_ledger(tmp_path, options, queue, capsys):
-    plan_dir = _plan(tmp_path, 5, queue)
+    plan_dir = make_plan(tmp_path, sheet_frame(5, **SHEET), "batch", defaults=_defaults(queue))
     submit(plan_dir, dry_run=True, **options)
     (line,) = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert line["operation"] == "SubmitJob" and line["problems"] == []
@@ -394,7 +391,7 @@ def test_requests_batch_cannot_honour_are_refused_at_plan_time(tmp_path, queue, 
     document = _defaults(queue, dependsOnType="SEQUENTIAL")
     change(document)
     with pytest.raises(planner.ValidationError) as caught:
-        planner.plan(_sheet(4), backend="batch", defaults=document).write(str(tmp_path / "p"))
+        planner.plan(sheet_frame(4, **SHEET), backend="batch", defaults=document).write(str(tmp_path / "p"))
     assert [p.column.removeprefix("[run] ") for p in caught.value.problems] == [column]
     assert not (tmp_path / "p").exists()
 
@@ -412,7 +409,7 @@ def _offsets(shard_file: bytes) -> bytes:
 def test_stubber_pins_the_exact_submit_job_request(tmp_path, options, queue, bucket):
     import hashlib
 
-    plan_dir = _plan(tmp_path, 3, queue)
+    plan_dir = make_plan(tmp_path, sheet_frame(3, **SHEET), "batch", defaults=_defaults(queue))
     manifest = planner.read_plan(plan_dir).to_json()
     shard = manifest["shards"][0]
     ctx = open_plan(plan_dir, **options)
@@ -473,7 +470,7 @@ def test_stubber_pins_the_exact_submit_job_request(tmp_path, options, queue, buc
 
 
 def test_export_lines_are_safe_for_eval(tmp_path):
-    from planner.core.child_settings import export_lines
+    from planner.commands.child_settings import export_lines
 
     lines = export_lines({"id": "a b", "parameters": {"x-y": "it's $HOME", "n": 3}})
     script = "\n".join(lines) + '\nprintf "%s|%s|%s" "$PLANNER_SAMPLE_ID" "$PARAM_X_Y" "$PARAM_N"'

@@ -8,7 +8,6 @@ HealthOmics emulator and moto's S3 on loopback; the CLI is called in-process.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -23,12 +22,14 @@ from typing import Any
 import orjson
 import polars as pl
 import pytest
+from helpers import sheet_frame, write_sheet
 
 import planner
 from planner.cli import main
 from planner.core.plandir import SETTINGS
 
 ROLE = "arn:aws:iam::123456789012:role/omics"
+BAM = pl.format("s3://in/{}.bam", pl.col("sample"))  # every sheet's bam column: sheet_frame(ids, bam=BAM)
 
 
 def _defaults(
@@ -50,16 +51,6 @@ def _defaults(
     return str(path)
 
 
-def _sheet(tmp_path: Path, samples: list[str], name: str, **overrides: str) -> str:
-    path = tmp_path / name
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["sample", "bam"])
-        for sample in samples:
-            writer.writerow([sample, overrides.get(sample, f"s3://in/{sample}.bam")])
-    return str(path)
-
-
 @pytest.fixture()
 def cohort(tmp_path: Path, moto_server: str, make_emulator: Any, bucket: str, clock: Any, monkeypatch: Any) -> Any:
     """The CLI pointed at the emulator and moto's S3, and the steps a user takes."""
@@ -74,9 +65,19 @@ def cohort(tmp_path: Path, moto_server: str, make_emulator: Any, bucket: str, cl
             monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server)
             return self
 
-        def plan(self, sheet: str, out: str, *extra: str, defaults: str | None = None) -> int:
+        def plan(self, sheet: str | Path, out: str, *extra: str, defaults: str | None = None) -> int:
             return main(
-                ["plan", sheet, "-b", "omics-batch", "-d", defaults or self.defaults, "-o", str(tmp_path / out), *extra]
+                [
+                    "plan",
+                    str(sheet),
+                    "-b",
+                    "omics-batch",
+                    "-d",
+                    defaults or self.defaults,
+                    "-o",
+                    str(tmp_path / out),
+                    *extra,
+                ]
             )
 
         def submit(self, plan: str, *extra: str) -> int:
@@ -101,13 +102,13 @@ def test_a_grown_sheet_planned_against_the_first_plan_runs_only_the_new_samples(
     tmp_path: Path, cohort: Any, capsys: Any
 ) -> None:
     cohort.start()
-    assert cohort.plan(_sheet(tmp_path, FOUR, "week1.csv"), "week1") == 0
+    assert cohort.plan(write_sheet(tmp_path / "week1.csv", sheet_frame(FOUR, bam=BAM)), "week1") == 0
     assert cohort.submit("week1") == 0
     cohort.finish("week1")
     assert cohort.starts() == 4
     capsys.readouterr()
 
-    grown = _sheet(tmp_path, SIX, "week2.csv")
+    grown = write_sheet(tmp_path / "week2.csv", sheet_frame(SIX, bam=BAM))
     assert cohort.plan(grown, "week2", "--skip-done", str(tmp_path / "week1")) == 0
     out = capsys.readouterr().out
     assert "planned 2 runs of 6 rows" in out
@@ -126,12 +127,13 @@ def test_a_sample_whose_settings_changed_is_planned_and_listed_never_skipped(
     tmp_path: Path, cohort: Any, capsys: Any
 ) -> None:
     cohort.start()
-    cohort.plan(_sheet(tmp_path, FOUR, "week1.csv"), "week1")
+    cohort.plan(write_sheet(tmp_path / "week1.csv", sheet_frame(FOUR, bam=BAM)), "week1")
     cohort.submit("week1")
     cohort.finish("week1")
     capsys.readouterr()
 
-    edited = _sheet(tmp_path, SIX, "week2.csv", S2="s3://in/S2.resequenced.bam")
+    resequenced = pl.when(pl.col("sample") == "S2").then(pl.lit("s3://in/S2.resequenced.bam"))
+    edited = write_sheet(tmp_path / "week2.csv", sheet_frame(SIX, bam=resequenced.otherwise(BAM)))
     assert cohort.plan(edited, "week2", "--skip-done", str(tmp_path / "week1")) == 0
     out = capsys.readouterr().out
     assert "2 new, 1 changed, 3 done (skipped), 0 failed before" in out
@@ -147,36 +149,48 @@ def test_a_sample_whose_settings_changed_is_planned_and_listed_never_skipped(
 
 
 def test_samples_that_failed_before_are_planned_again_and_running_ones_are_skipped(
-    tmp_path: Path, cohort: Any, capsys: Any
+    tmp_path: Path, cohort: Any, capsys: Any, monkeypatch: Any
 ) -> None:
+    monkeypatch.setattr(planner.core.earlier, "LEDGER_CHUNK", 3)  # a ledger of four samples is read in two chunks
     cohort.start(fail_when=lambda s: ("WORKFLOW_RUN_FAILED", "bad input") if s["runSettingId"] == "S3" else None)
-    cohort.plan(_sheet(tmp_path, FOUR, "week1.csv"), "week1")
+    cohort.plan(write_sheet(tmp_path / "week1.csv", sheet_frame(FOUR, bam=BAM)), "week1")
     cohort.submit("week1")
     cohort.finish("week1")
-    cohort.plan(_sheet(tmp_path, ["S7"], "late.csv"), "late")
+    cohort.plan(write_sheet(tmp_path / "late.csv", sheet_frame(["S7"], bam=BAM)), "late")
     cohort.submit("late")  # submitted, still pending: not finished
     capsys.readouterr()
 
-    assert cohort.plan(_sheet(tmp_path, [*SIX, "S7"], "all.csv"), "all", "--skip-done", str(tmp_path / "w*")) == 0
+    assert (
+        cohort.plan(
+            write_sheet(tmp_path / "all.csv", sheet_frame([*SIX, "S7"], bam=BAM)),
+            "all",
+            "--skip-done",
+            str(tmp_path / "w*"),
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "against 1 earlier plan: 3 new, 0 changed, 3 done (skipped), 1 failed before" in out
     both = ["--skip-done", str(tmp_path / "week1"), "--skip-done", str(tmp_path / "late")]
-    assert cohort.plan(_sheet(tmp_path, [*SIX, "S7"], "all.csv"), "all2", *both) == 0
+    assert cohort.plan(write_sheet(tmp_path / "all.csv", sheet_frame([*SIX, "S7"], bam=BAM)), "all2", *both) == 0
     assert "against 2 earlier plans: 2 new, 0 changed, 4 done (skipped), 1 failed before" in capsys.readouterr().out
     planned = pl.read_parquet(tmp_path / "all2" / "samples.parquet").get_column("id").to_list()
     assert planned == ["S3", "S5", "S6"]
+    skipped = pl.read_csv(tmp_path / "all2" / "skipped.csv")
+    week1, late = str(tmp_path / "week1"), str(tmp_path / "late")
+    assert dict(skipped.select("id", "earlier_plan").iter_rows()) == {"S1": week1, "S2": week1, "S4": week1, "S7": late}
 
 
 def test_the_python_api_takes_skip_done_and_a_fully_done_sheet_plans_nothing(
     tmp_path: Path, cohort: Any, capsys: Any
 ) -> None:
     cohort.start()
-    sheet = _sheet(tmp_path, FOUR, "week1.csv")
+    sheet = write_sheet(tmp_path / "week1.csv", sheet_frame(FOUR, bam=BAM))
     cohort.plan(sheet, "week1")
     cohort.submit("week1")
     cohort.finish("week1")
     planned = planner.plan(
-        _sheet(tmp_path, SIX, "week2.csv"),
+        write_sheet(tmp_path / "week2.csv", sheet_frame(SIX, bam=BAM)),
         backend="omics-batch",
         defaults=cohort.defaults,
         skip_done=[tmp_path / "week1"],
@@ -192,12 +206,12 @@ def test_the_python_api_takes_skip_done_and_a_fully_done_sheet_plans_nothing(
 
 def test_skip_done_refuses_what_cannot_be_compared(tmp_path: Path, cohort: Any, capsys: Any) -> None:
     cohort.start()
-    sheet = _sheet(tmp_path, FOUR, "week1.csv")
+    sheet = write_sheet(tmp_path / "week1.csv", sheet_frame(FOUR, bam=BAM))
     cohort.plan(sheet, "week1")
     (tmp_path / "a-file").write_text("x")
     run_defaults = tmp_path / "run.json"
     run_defaults.write_text(json.dumps({"run": {"workflowId": "1234567", "roleArn": ROLE, "outputUri": "s3://r/"}}))
-    assert main(["plan", sheet, "-b", "omics-run", "-d", str(run_defaults), "-o", str(tmp_path / "run")]) == 0
+    assert main(["plan", str(sheet), "-b", "omics-run", "-d", str(run_defaults), "-o", str(tmp_path / "run")]) == 0
     cohort.plan(sheet, "other-workflow", defaults=_defaults(tmp_path, workflow="7777777", name="other.json"))
     capsys.readouterr()
     cases = {
@@ -221,10 +235,12 @@ def test_submit_refuses_samples_another_plan_already_ran_before_any_call(
     tmp_path: Path, cohort: Any, capsys: Any
 ) -> None:
     cohort.start()
-    cohort.plan(_sheet(tmp_path, FOUR, "week1.csv"), "week1")
+    cohort.plan(write_sheet(tmp_path / "week1.csv", sheet_frame(FOUR, bam=BAM)), "week1")
     assert cohort.submit("week1") == 0
     cohort.finish("week1")
-    cohort.plan(_sheet(tmp_path, SIX, "week2.csv"), "week2")  # the grown sheet, planned without --skip-done
+    cohort.plan(
+        write_sheet(tmp_path / "week2.csv", sheet_frame(SIX, bam=BAM)), "week2"
+    )  # the grown sheet, planned without --skip-done
     calls = len(cohort.emulator.requests())
     capsys.readouterr()
 
@@ -232,7 +248,7 @@ def test_submit_refuses_samples_another_plan_already_ran_before_any_call(
     err = capsys.readouterr().err
     week1, week2 = tmp_path / "week1", tmp_path / "week2"
     assert "4 of its 6 samples already ran with identical settings in plan" in err and f"({week1})" in err
-    assert f"--skip-done {week1}" in err and f"planner submit {week2} --allow-rerun" in err
+    assert f"--skip-done {week1}" in err and f"submit {week2} with --allow-rerun" in err
     assert len(cohort.emulator.requests()) == calls  # refused before the first call
     assert (
         not (week2 / "ledger.sqlite").exists()
@@ -260,7 +276,7 @@ def _fails_once(sample: str) -> Any:
 
 def test_resubmitting_a_plan_and_submitting_its_retry_are_not_duplicates(tmp_path: Path, cohort: Any) -> None:
     cohort.start(fail_when=_fails_once("S2"))
-    cohort.plan(_sheet(tmp_path, FOUR, "week1.csv"), "week1")
+    cohort.plan(write_sheet(tmp_path / "week1.csv", sheet_frame(FOUR, bam=BAM)), "week1")
     assert cohort.submit("week1") == 0
     assert cohort.submit("week1") == 0  # a resumed submit is never its own duplicate
     cohort.finish("week1")
@@ -269,16 +285,16 @@ def test_resubmitting_a_plan_and_submitting_its_retry_are_not_duplicates(tmp_pat
     cohort.finish("retry1")
     assert cohort.starts() == 5
     # The failed sample ran again under the retry: a later plan of it is refused, naming the retry.
-    cohort.plan(_sheet(tmp_path, ["S2"], "s2.csv"), "s2")
+    cohort.plan(write_sheet(tmp_path / "s2.csv", sheet_frame(["S2"], bam=BAM)), "s2")
     assert cohort.submit("s2") == 2
 
 
 def test_a_failed_run_does_not_block_its_rerun_in_another_plan(tmp_path: Path, cohort: Any) -> None:
     cohort.start(fail_when=lambda s: ("WORKFLOW_RUN_FAILED", "bad input") if s["runSettingId"] == "S4" else None)
-    cohort.plan(_sheet(tmp_path, FOUR, "week1.csv"), "week1")
+    cohort.plan(write_sheet(tmp_path / "week1.csv", sheet_frame(FOUR, bam=BAM)), "week1")
     cohort.submit("week1")
     cohort.finish("week1")  # status records S4 FAILED in the index
-    cohort.plan(_sheet(tmp_path, ["S4", "S5"], "fix.csv"), "fix")
+    cohort.plan(write_sheet(tmp_path / "fix.csv", sheet_frame(["S4", "S5"], bam=BAM)), "fix")
     assert cohort.submit("fix") == 0
 
 
@@ -287,7 +303,7 @@ def test_a_damaged_index_warns_and_never_blocks_a_submit(tmp_path: Path, cohort:
     home = Path(os.environ["PLANNER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     (home / "runs.sqlite").write_bytes(b"this is not a database, it was overwritten" * 100)
-    cohort.plan(_sheet(tmp_path, FOUR, "week1.csv"), "week1")
+    cohort.plan(write_sheet(tmp_path / "week1.csv", sheet_frame(FOUR, bam=BAM)), "week1")
     capsys.readouterr()
     assert cohort.submit("week1") == 0
     err = capsys.readouterr().err
@@ -295,10 +311,14 @@ def test_a_damaged_index_warns_and_never_blocks_a_submit(tmp_path: Path, cohort:
     assert [p.name.startswith("runs.sqlite.damaged-") for p in home.iterdir()].count(True) == 1
     cohort.finish("week1")
     # The next submit starts a new index, and guards again.
-    cohort.plan(_sheet(tmp_path, FOUR, "again.csv"), "again")
+    cohort.plan(write_sheet(tmp_path / "again.csv", sheet_frame(FOUR, bam=BAM)), "again")
     assert cohort.submit("again") == 0  # the damaged index had lost week1: it cannot know
     # (another batch name: the same runs in another plan, not the same plan again)
-    cohort.plan(_sheet(tmp_path, FOUR, "third.csv"), "third", defaults=_defaults(tmp_path, name="3.json", batch="3"))
+    cohort.plan(
+        write_sheet(tmp_path / "third.csv", sheet_frame(FOUR, bam=BAM)),
+        "third",
+        defaults=_defaults(tmp_path, name="3.json", batch="3"),
+    )
     assert cohort.submit("third") == 2  # but "again" is in the new one
 
 
@@ -307,7 +327,7 @@ def test_an_index_that_cannot_be_opened_warns_and_never_blocks(tmp_path: Path, c
     blocked = tmp_path / "not-a-dir"
     blocked.write_text("a file where PLANNER_HOME's directory should be")
     monkeypatch.setenv("PLANNER_HOME", str(blocked))
-    cohort.plan(_sheet(tmp_path, FOUR, "week1.csv"), "week1")
+    cohort.plan(write_sheet(tmp_path / "week1.csv", sheet_frame(FOUR, bam=BAM)), "week1")
     assert cohort.submit("week1") == 0
 
 
@@ -395,10 +415,12 @@ def test_the_settings_text_is_the_reference_merge_with_sorted_keys(tmp_path: Pat
 def test_status_and_the_report_count_samples_skipped_as_done_apart(tmp_path: Path, cohort: Any, capsys: Any) -> None:
     pytest.importorskip("plotly")
     cohort.start()
-    cohort.plan(_sheet(tmp_path, FOUR, "week1.csv"), "week1")
+    cohort.plan(write_sheet(tmp_path / "week1.csv", sheet_frame(FOUR, bam=BAM)), "week1")
     cohort.submit("week1")
     cohort.finish("week1")
-    cohort.plan(_sheet(tmp_path, SIX, "week2.csv"), "week2", "--skip-done", str(tmp_path / "week1"))
+    cohort.plan(
+        write_sheet(tmp_path / "week2.csv", sheet_frame(SIX, bam=BAM)), "week2", "--skip-done", str(tmp_path / "week1")
+    )
     cohort.submit("week2")
     cohort.finish("week2")
     capsys.readouterr()
@@ -427,7 +449,7 @@ def test_a_submit_killed_mid_call_leaves_its_claim_and_its_resume_is_no_duplicat
     holds the claim (the runs may be running), so another plan of the same samples is refused, and the
     killed plan's own resume goes through."""
     cohort.start()
-    cohort.plan(_sheet(tmp_path, FOUR, "week1.csv"), "week1")
+    cohort.plan(write_sheet(tmp_path / "week1.csv", sheet_frame(FOUR, bam=BAM)), "week1")
     script = textwrap.dedent(
         f"""
         import os, signal, sys
@@ -448,7 +470,11 @@ def test_a_submit_killed_mid_call_leaves_its_claim_and_its_resume_is_no_duplicat
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
     assert cohort.emulator.batch_count() == 1
 
-    cohort.plan(_sheet(tmp_path, FOUR, "copy.csv"), "copy", defaults=_defaults(tmp_path, name="c.json", batch="c"))
+    cohort.plan(
+        write_sheet(tmp_path / "copy.csv", sheet_frame(FOUR, bam=BAM)),
+        "copy",
+        defaults=_defaults(tmp_path, name="c.json", batch="c"),
+    )
     assert cohort.submit("copy") == 2
     assert cohort.submit("week1") == 0  # the resume: the service answers with the batch it made
     cohort.finish("week1")

@@ -15,8 +15,6 @@ import json
 import os
 import re
 import shlex
-import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +23,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from helpers import run_cli
+from helpers import run_cli, run_cli_process
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "sample_sheets"
@@ -72,21 +70,15 @@ def _inputs(sheet: Path, defaults: Path) -> set[str]:
     }
 
 
-def _planner(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "planner.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
-    )
-
-
 @pytest.fixture()
 def sandbox(tmp_path: Path) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
     env = dict(os.environ)
-    started = _planner("sandbox", "start", "--json", env=env, cwd=ROOT)
+    started = run_cli_process(["sandbox", "start", "--json"], ROOT, env, inherit_env=False, timeout=300)
     assert started.returncode == 0, started.stderr
     try:
         yield env, json.loads(started.stdout)
     finally:
-        _planner("sandbox", "stop", env=env, cwd=ROOT)
+        run_cli_process(["sandbox", "stop"], ROOT, env, inherit_env=False, timeout=300)
 
 
 def test_the_readme_plans_every_example_sheet():

@@ -29,16 +29,18 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from botocore.stub import Stubber
-from helpers import access_of, ledger_of, open_plan
+from helpers import access_of, ledger_of, make_plan, open_plan, sheet_frame
 
 import planner
 from planner.backends import glue as glue_backend
 from planner.backends.glue import Glue
 from planner.commands import sandbox_prepare as prepare
-from planner.commands import submit as submission
+from planner.commands import status as submission
+from planner.commands.child_settings import glue_arguments, read_child_settings
 from planner.commands.retry import retry
-from planner.commands.submit import run_submission, status, submit
-from planner.core.child_settings import entry_count, glue_arguments, line_index, read_child_settings
+from planner.commands.status import status
+from planner.commands.submit import run_submission, submit
+from planner.core.line_index import entry_count, line_index
 
 HOLD = {"progression": "manual", "times": 10**9}
 STEP = {"progression": "manual", "times": 1}
@@ -119,10 +121,7 @@ def _runs(glue: Any, job: str) -> list[dict[str, Any]]:
     return [run for page in glue.get_paginator("get_job_runs").paginate(JobName=job) for run in page["JobRuns"]]
 
 
-def _sheet(samples: int) -> pl.DataFrame:
-    return pl.DataFrame({"sample": [f"S{i:03d}" for i in range(samples)]}).with_columns(
-        (pl.lit("s3://lake/raw/") + pl.col("sample") + "/").alias("input_path"),
-    )
+SHEET: dict[str, Any] = {"width": 3, "input_path": "s3://lake/raw/{sample}/"}  # sheet_frame(n, **SHEET)
 
 
 def _defaults(job: str, **run: Any) -> dict[str, Any]:
@@ -137,12 +136,6 @@ def _defaults(job: str, **run: Any) -> dict[str, Any]:
         },
         "sheet": {"id_column": "sample"},
     }
-
-
-def _plan(tmp_path: Any, sheet: pl.DataFrame, defaults: dict[str, Any], name: str = "plan", **options: Any) -> str:
-    out = str(tmp_path / name)
-    planner.plan(sheet, backend="glue", defaults=defaults, **options).write(out)
-    return out
 
 
 def _options(moto_server: str, bucket: str | None = None, **more: Any) -> dict[str, Any]:
@@ -180,7 +173,7 @@ def _key(plan_dir: str, sample: str) -> str:
 
 def test_ten_samples_through_two_slots_none_lost_none_duplicated(tmp_path, moto_server, glue, make_job, held_runs):
     job = make_job(max_concurrent_runs=2)
-    plan_dir = _plan(tmp_path, _sheet(10), _defaults(job))
+    plan_dir = make_plan(tmp_path, sheet_frame(10, **SHEET), "glue", defaults=_defaults(job))
     mover = RunMover(moto_server, glue, job)
     seen_active: list[int] = []
     refusals: list[str] = []
@@ -218,7 +211,7 @@ def test_ten_samples_through_two_slots_none_lost_none_duplicated(tmp_path, moto_
 
 def test_concurrent_runs_exceeded_is_waited_out_not_failed(tmp_path, moto_server, glue, make_job, held_runs):
     job = make_job(max_concurrent_runs=1)
-    plan_dir = _plan(tmp_path, _sheet(3), _defaults(job))
+    plan_dir = make_plan(tmp_path, sheet_frame(3, **SHEET), "glue", defaults=_defaults(job))
     mover = RunMover(moto_server, glue, job)
     outside: list[str] = []
     refusals: list[str] = []
@@ -247,7 +240,9 @@ def test_concurrent_runs_exceeded_is_waited_out_not_failed(tmp_path, moto_server
 
 
 def test_queuing_enabled_submits_without_waiting_for_slots(tmp_path):
-    plan_dir = _plan(tmp_path, _sheet(3), _defaults("etl", JobRunQueuingEnabled=True))
+    plan_dir = make_plan(
+        tmp_path, sheet_frame(3, **SHEET), "glue", defaults=_defaults("etl", JobRunQueuingEnabled=True)
+    )
     ctx, client = _stubbed_context(plan_dir)
     ctx.sleep = lambda seconds: pytest.fail("waited for a slot although Glue queues the runs")
     with Stubber(client) as stub:
@@ -273,7 +268,7 @@ def test_queuing_enabled_submits_without_waiting_for_slots(tmp_path):
 
 def test_a_submit_killed_after_start_job_run_resumes_without_a_second_run(tmp_path, moto_server, glue, make_job):
     job = make_job(max_concurrent_runs=20)
-    plan_dir = _plan(tmp_path, _sheet(10), _defaults(job))
+    plan_dir = make_plan(tmp_path, sheet_frame(10, **SHEET), "glue", defaults=_defaults(job))
     options = _options(moto_server)
     script = textwrap.dedent(
         f"""
@@ -313,7 +308,7 @@ def test_a_submit_killed_after_start_job_run_resumes_without_a_second_run(tmp_pa
 
 def test_a_lost_ledger_starts_nothing_twice(tmp_path, moto_server, glue, make_job):
     job = make_job(max_concurrent_runs=20)
-    plan_dir = _plan(tmp_path, _sheet(5), _defaults(job))
+    plan_dir = make_plan(tmp_path, sheet_frame(5, **SHEET), "glue", defaults=_defaults(job))
     submit(plan_dir, **_options(moto_server))
     os.unlink(os.path.join(plan_dir, "ledger.sqlite"))
     report = submit(plan_dir, **_options(moto_server)).tally("StartJobRun")
@@ -336,7 +331,7 @@ def test_a_retried_run_is_found_whatever_order_get_job_runs_lists_it(
     on whichever page."""
     monkeypatch.setattr(glue_backend, "PAGE_SIZE", 2)  # four runs: two pages
     job = make_job(max_concurrent_runs=20)
-    plan_dir = _plan(tmp_path, _sheet(3), _defaults(job))
+    plan_dir = make_plan(tmp_path, sheet_frame(3, **SHEET), "glue", defaults=_defaults(job))
     submit(plan_dir, **_options(moto_server))
     first = {run["Arguments"]["--planner-run-key"]: run for run in _runs(glue, job)}
     original = first[_key(plan_dir, "S001")]
@@ -378,7 +373,7 @@ class _Raw:
 def test_a_5xx_after_the_run_started_is_looked_up_not_resent(tmp_path, moto_server, glue, make_job):
     """botocore would retry a 500 and start a second run; the planner finds the first by its key."""
     job = make_job(max_concurrent_runs=20)
-    plan_dir = _plan(tmp_path, _sheet(3), _defaults(job))
+    plan_dir = make_plan(tmp_path, sheet_frame(3, **SHEET), "glue", defaults=_defaults(job))
     sent: list[bytes] = []
 
     def lose_the_first_answer(request: Any, **_: Any) -> AWSResponse | None:
@@ -421,7 +416,9 @@ def test_arguments_are_exactly_the_merged_parameters_as_strings(tmp_path, moto_s
             "NumberOfWorkers": [None, 5],
         }
     )
-    plan_dir = _plan(tmp_path, sheet, _defaults(job, Arguments={"--input_format": "parquet", "--threads": "8"}))
+    plan_dir = make_plan(
+        tmp_path, sheet, "glue", defaults=_defaults(job, Arguments={"--input_format": "parquet", "--threads": "8"})
+    )
     submit(plan_dir, **_options(moto_server))
     runs = {run["Arguments"]["--planner-run-key"]: run for run in _runs(glue, job)}
     a, b = runs[_key(plan_dir, "A")], runs[_key(plan_dir, "B")]
@@ -469,7 +466,7 @@ def _request(plan_dir: str, sample: str, **fields: Any) -> dict[str, Any]:
 
 
 def test_stubber_pins_the_exact_start_job_run_requests(tmp_path):
-    plan_dir = _plan(tmp_path, _sheet(2), _defaults("etl"))
+    plan_dir = make_plan(tmp_path, sheet_frame(2, **SHEET), "glue", defaults=_defaults("etl"))
     ctx, client = _stubbed_context(plan_dir)
     with Stubber(client) as stub:
         stub.add_response(
@@ -503,7 +500,7 @@ def test_stubber_pins_the_exact_start_job_run_requests(tmp_path):
 
 
 def test_status_maps_states_and_reasons_and_retry_takes_the_glue_failure_states(tmp_path):
-    plan_dir = _plan(tmp_path, _sheet(4), _defaults("etl"))
+    plan_dir = make_plan(tmp_path, sheet_frame(4, **SHEET), "glue", defaults=_defaults("etl"))
     ctx, client = _stubbed_context(plan_dir)
     with Stubber(client) as stub:
         stub.add_response(
@@ -559,7 +556,7 @@ def test_status_maps_states_and_reasons_and_retry_takes_the_glue_failure_states(
 
 def test_cancel_stops_the_unfinished_runs_25_at_a_time(tmp_path, moto_server, glue, make_job):
     job = make_job(max_concurrent_runs=100)
-    plan_dir = _plan(tmp_path, _sheet(30), _defaults(job))
+    plan_dir = make_plan(tmp_path, sheet_frame(30, **SHEET), "glue", defaults=_defaults(job))
     submit(plan_dir, **_options(moto_server))
     ctx = open_plan(plan_dir, **_options(moto_server))
     done = ctx.ledger.submissions("done")
@@ -606,8 +603,8 @@ def test_secret_looking_argument_names_warn_once_and_dry_run_sends_nothing(
     tmp_path, moto_server, glue, make_job, capsys, caplog
 ):
     job = make_job()
-    sheet = _sheet(3).with_columns(pl.lit("hunter2").alias("db_password"), pl.lit("t").alias("api_token"))
-    plan_dir = _plan(tmp_path, sheet, _defaults(job))
+    sheet = sheet_frame(3, **SHEET).with_columns(pl.lit("hunter2").alias("db_password"), pl.lit("t").alias("api_token"))
+    plan_dir = make_plan(tmp_path, sheet, "glue", defaults=_defaults(job))
     submit(plan_dir, dry_run=True, **_options(moto_server))
     captured = capsys.readouterr()
     lines = [orjson.loads(line) for line in captured.out.splitlines()]
@@ -622,7 +619,9 @@ def test_secret_looking_argument_names_warn_once_and_dry_run_sends_nothing(
 
 def test_reserved_argument_names_are_refused_in_the_defaults(tmp_path):
     with pytest.raises(planner.ValidationError) as caught:
-        planner.plan(_sheet(1), backend="glue", defaults=_defaults("etl", Arguments={"--planner-run-key": "mine"}))
+        planner.plan(
+            sheet_frame(1, **SHEET), backend="glue", defaults=_defaults("etl", Arguments={"--planner-run-key": "mine"})
+        )
     assert [p.rule for p in caught.value.problems] == ["reserved"]
 
 
@@ -632,7 +631,7 @@ def test_reserved_argument_names_are_refused_in_the_defaults(tmp_path):
 def test_manifest_mode_runs_one_job_run_per_shard(tmp_path, moto_server, glue, make_job, s3, bucket):
     job = make_job(max_concurrent_runs=2)
     defaults = {**_defaults(job), "submission": {"mode": "manifest"}}
-    plan_dir = _plan(tmp_path, _sheet(10), defaults, max_entries=4)
+    plan_dir = make_plan(tmp_path, sheet_frame(10, **SHEET), "glue", defaults=defaults, max_entries=4)
     manifest = planner.read_plan(plan_dir).to_json()
     assert [s["entries"] for s in manifest["shards"]] == [4, 4, 2] and {s["mode"] for s in manifest["shards"]} == {"s3"}
     options = _options(moto_server, bucket)
@@ -676,7 +675,13 @@ def test_manifest_mode_dry_run_shows_one_request_per_shard_and_stages_nothing(
     tmp_path, moto_server, glue, make_job, s3, bucket, capsys
 ):
     job = make_job()
-    plan_dir = _plan(tmp_path, _sheet(5), {**_defaults(job), "submission": {"mode": "manifest"}}, max_entries=3)
+    plan_dir = make_plan(
+        tmp_path,
+        sheet_frame(5, **SHEET),
+        "glue",
+        defaults={**_defaults(job), "submission": {"mode": "manifest"}},
+        max_entries=3,
+    )
     manifest = planner.read_plan(plan_dir).to_json()
     submit(plan_dir, dry_run=True, **_options(moto_server, bucket))
     lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -692,16 +697,16 @@ def test_manifest_mode_dry_run_shows_one_request_per_shard_and_stages_nothing(
 
 def test_manifest_mode_refuses_per_sample_job_run_fields(tmp_path):
     """One job run per shard cannot honour a per-sample WorkerType; a param. column can still carry it."""
-    sheet = _sheet(3).with_columns(pl.lit("G.2X").alias("WorkerType"), pl.lit(4).alias("NumberOfWorkers"))
+    sheet = sheet_frame(3, **SHEET).with_columns(pl.lit("G.2X").alias("WorkerType"), pl.lit(4).alias("NumberOfWorkers"))
     defaults = {**_defaults("etl"), "submission": {"mode": "manifest"}}
     with pytest.raises(planner.ValidationError) as caught:
-        _plan(tmp_path, sheet, defaults)
+        make_plan(tmp_path, sheet, "glue", defaults=defaults)
     (problem,) = caught.value.problems
     assert (problem.column, problem.rule) == ("[submission] mode", "manifest-fields")
     assert "NumberOfWorkers, WorkerType" in problem.message and "param.NumberOfWorkers" in problem.message
     assert not (tmp_path / "plan").exists()
     renamed = sheet.rename({"WorkerType": "param.WorkerType", "NumberOfWorkers": "param.NumberOfWorkers"})
-    plan_dir = _plan(tmp_path, renamed, defaults)
+    plan_dir = make_plan(tmp_path, renamed, "glue", defaults=defaults)
     manifest = planner.read_plan(plan_dir).to_json()
     with open(os.path.join(plan_dir, manifest["shards"][0]["path"]), encoding="utf-8") as handle:
         first = json.loads(handle.read())[0]
@@ -717,7 +722,9 @@ def test_manifest_mode_refuses_per_sample_job_run_fields(tmp_path):
 
 def test_an_index_object_with_other_bytes_is_refused(tmp_path, moto_server, glue, make_job, s3, bucket):
     job = make_job()
-    plan_dir = _plan(tmp_path, _sheet(3), {**_defaults(job), "submission": {"mode": "manifest"}})
+    plan_dir = make_plan(
+        tmp_path, sheet_frame(3, **SHEET), "glue", defaults={**_defaults(job), "submission": {"mode": "manifest"}}
+    )
     manifest = planner.read_plan(plan_dir).to_json()
     index = line_index(os.path.join(plan_dir, manifest["shards"][0]["path"]))
     s3.put_object(
@@ -732,7 +739,7 @@ def test_an_index_object_with_other_bytes_is_refused(tmp_path, moto_server, glue
 
 def test_the_sandbox_creates_the_job_the_plan_names(tmp_path, moto_server, glue):
     job = f"sandbox-{uuid.uuid4().hex[:8]}"
-    plan_dir = _plan(tmp_path, _sheet(2), _defaults(job))
+    plan_dir = make_plan(tmp_path, sheet_frame(2, **SHEET), "glue", defaults=_defaults(job))
     report = submit(plan_dir, **_options(moto_server))
     assert report.tally("StartJobRun").created == 2
     assert glue.get_job(JobName=job)["Job"]["ExecutionProperty"] == {

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import polars as pl
 import pytest
-from helpers import open_plan
+from helpers import make_plan, open_plan
 
 import planner
 import planner.cli
@@ -23,16 +22,7 @@ from .conftest import omics_client
 
 ROLE = "arn:aws:iam::123456789012:role/omics"
 RUN = {"workflowId": "1234567", "roleArn": ROLE, "outputUri": "s3://results/x/", "parameters": {"ref": "hg38"}}
-
-
-def _plan(tmp_path: Path, samples: int, backend: str = "omics-run", name: str = "plan", **options: Any) -> str:
-    out = str(tmp_path / name)
-    sheet = pl.DataFrame({"sample": [f"S{i:04d}" for i in range(samples)]})
-    defaults: dict[str, Any] = {"run": RUN}
-    if backend == "omics-batch":
-        defaults = {"run": RUN, "submission": {"batchName": "readers"}}
-    planner.plan(sheet, backend=backend, defaults=defaults, **options).write(out)
-    return out
+RUN_DEFAULTS: dict[str, Any] = {"run": RUN}
 
 
 @pytest.fixture()
@@ -83,7 +73,7 @@ def test_a_damaged_ledger_is_refused_never_read_as_empty(
     damage: Any, command: str, tmp_path: Path, world: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     options = world.start()
-    plan_dir = _plan(tmp_path, 40)
+    plan_dir = make_plan(tmp_path, 40, "omics-run", defaults=RUN_DEFAULTS)
     submit(plan_dir, **options)
     ledger = os.path.join(plan_dir, "ledger.sqlite")
     for leftover in ("-wal", "-shm"):  # as after a copy of the plan that left them behind
@@ -108,7 +98,7 @@ def test_watch_after_every_run_was_deleted_unseen_exits_1_and_says_how_to_retry(
     """The runs end and are deleted (retention mode REMOVE, another tool) before any status refresh
     saw them end: nothing is known to have succeeded, so the watch may not exit 0."""
     options = world.start()
-    plan_dir = _plan(tmp_path, 3)
+    plan_dir = make_plan(tmp_path, 3, "omics-run", defaults=RUN_DEFAULTS)
     submit(plan_dir, **options)
     clock.advance(600)
     omics = omics_client(world.emulator)
@@ -132,7 +122,7 @@ def test_retry_says_how_many_deleted_samples_it_left_out_and_how_to_include_them
     options = world.start(
         fail_when=lambda s: ("RUN_FAILED", "bad input") if s["parameters"]["sample"] == "S0000" else None
     )
-    plan_dir = _plan(tmp_path, 4)
+    plan_dir = make_plan(tmp_path, 4, "omics-run", defaults=RUN_DEFAULTS)
     submit(plan_dir, **options)
     clock.advance(600)
     omics = omics_client(world.emulator)
@@ -158,7 +148,7 @@ def test_status_and_report_show_why_the_threshold_cancelled_the_rest(
     """Was a bug: status and the report grouped the runs the failure threshold cancelled under
     'CANCELLED: no reason given', though the ledger recorded why."""
     options = world.start(fail_when=lambda settings: ("WORKFLOW_RUN_FAILED", "reference not found"))
-    plan_dir = _plan(tmp_path, 10)
+    plan_dir = make_plan(tmp_path, 10, "omics-run", defaults=RUN_DEFAULTS)
     ctx = open_plan(plan_dir, concurrency=1, **options)
     ctx.clients.get("omics").meta.events.register("after-call.omics.StartRun", lambda **_: clock.advance(1.0))
     run_submission(ctx)  # runs started a step apart: the first fail while the last are still pending

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +18,14 @@ import orjson
 import polars as pl
 import pytest
 from botocore.config import Config
-from helpers import access_of, ledger_of, open_plan
+from helpers import access_of, ledger_of, make_plan, open_plan, run_cli, sheet_frame
 
 import planner
 from planner.backends.healthomics import REASONS_PER_GROUP
-from planner.commands.submit import run_submission, status, submit
+from planner.commands.status import status
+from planner.commands.submit import run_submission, submit
 from planner.core.plandir import PlanDirectory
-from planner.engine.engine import Incomplete
-from planner.errors import PlanDirError
+from planner.errors import Incomplete, PlanDirError
 
 ROLE = "arn:aws:iam::123456789012:role/omics"
 BATCH_DEFAULTS: dict[str, Any] = {
@@ -42,18 +40,8 @@ BATCH_DEFAULTS: dict[str, Any] = {
 RUN_DEFAULTS: dict[str, Any] = {
     "run": {"workflowId": "7654321", "roleArn": ROLE, "outputUri": "s3://results/run/", "parameters": {"genome": "38"}}
 }
-
-
-def _sheet(samples: int, **columns: Any) -> pl.DataFrame:
-    frame = pl.DataFrame({"sample": [f"S{i:05d}" for i in range(samples)]})
-    return frame.with_columns((pl.lit("s3://in/") + pl.col("sample") + ".bam").alias("bam"), **columns)
-
-
-def _plan(tmp_path: Path, samples: int, backend: str = "omics-batch", name: str = "plan", **options: Any) -> str:
-    out = str(tmp_path / name)
-    defaults = options.pop("defaults", BATCH_DEFAULTS if backend == "omics-batch" else RUN_DEFAULTS)
-    planner.plan(_sheet(samples), backend=backend, defaults=defaults, **options).write(out)
-    return out
+DEFAULTS_OF = {"omics-batch": BATCH_DEFAULTS, "omics-run": RUN_DEFAULTS}
+SHEET: dict[str, Any] = {"width": 5, "bam": "s3://in/{sample}.bam"}  # sheet_frame(n, **SHEET): the sheet of these tests
 
 
 @pytest.fixture()
@@ -109,7 +97,7 @@ def test_a_retry_of_failed_runs_starts_new_runs_and_its_resubmit_starts_nothing(
     """Was a bug: retry_of was not in the plan id, so the retry sent the same requestIds and HealthOmics
     answered with the old failed batch (or runs): `retry` then `submit` started nothing."""
     options = omics_world.start(fail_when=_fail_all)
-    plan_dir = _plan(tmp_path, 6, backend)
+    plan_dir = make_plan(tmp_path, sheet_frame(6, **SHEET), backend, defaults=DEFAULTS_OF[backend])
     submit(plan_dir, **options)
     _settle(clock)
     assert set(_states(status(plan_dir, **access_of(options))).values()) == {"FAILED"}
@@ -138,7 +126,7 @@ def test_a_retry_of_failed_runs_starts_new_runs_and_its_resubmit_starts_nothing(
 def test_two_retries_of_the_same_plan_are_two_attempts(tmp_path: Path, omics_world: Any, clock: Any) -> None:
     """A deliberate retry is never deduplicated against an earlier one, even from the same failures."""
     options = omics_world.start(fail_when=_fail_all)
-    plan_dir = _plan(tmp_path, 3)
+    plan_dir = make_plan(tmp_path, sheet_frame(3, **SHEET), defaults=BATCH_DEFAULTS)
     submit(plan_dir, **options)
     _settle(clock)
     one = planner.retry(plan_dir, str(tmp_path / "r1"), **access_of(options))
@@ -159,7 +147,7 @@ def test_a_refused_start_run_batch_marks_its_samples_failed_and_retry_set_fixes_
     and `status --watch` never ended."""
     options = omics_world.start()
     defaults = {**BATCH_DEFAULTS, "run": {**BATCH_DEFAULTS["run"], "cacheBehavior": "CACHE_ALWAYS"}}  # no cacheId
-    plan_dir = _plan(tmp_path, 4, defaults=defaults)
+    plan_dir = make_plan(tmp_path, sheet_frame(4, **SHEET), defaults=defaults)
     with pytest.raises(Incomplete, match="could not be submitted") as caught:
         submit(plan_dir, **options)
     assert caught.value.report.tally("StartRunBatch").failed == 1
@@ -173,7 +161,7 @@ def test_a_refused_start_run_batch_marks_its_samples_failed_and_retry_set_fixes_
 
     retried = planner.retry(plan_dir, str(tmp_path / "retry"), sets=["cacheId=4242"], **access_of(options))
     assert retried.runs == 4 and retried.defaults["cacheId"] == "4242"  # a string field: the text as given
-    assert retried.sheet["retry_sets"] == ["cacheId=4242"]
+    assert retried.sheet.retry_sets == ("cacheId=4242",)
     report = submit(str(tmp_path / "retry"), **options)
     assert report.tally("StartRunBatch").created == 1
     ((_, request),) = [(op, p) for op, p in omics_world.emulator.requests() if op == "StartRunBatch"][-1:]
@@ -184,7 +172,7 @@ def test_retry_set_reaches_every_run_of_a_backend_that_sends_merged_runs(
     tmp_path: Path, omics_world: Any, clock: Any
 ) -> None:
     options = omics_world.start(fail_when=_fail_all)
-    plan_dir = _plan(tmp_path, 3, "omics-run")
+    plan_dir = make_plan(tmp_path, sheet_frame(3, **SHEET), "omics-run", defaults=RUN_DEFAULTS)
     submit(plan_dir, **options)
     _settle(clock)
     sets = ["workflowVersionName=v2", "parameters.genome=39", "storageCapacity=2400"]
@@ -208,7 +196,7 @@ def test_cancel_skips_a_finished_batch_and_cancels_the_rest(tmp_path: Path, omic
     """Was a bug: cancel stopped at the first batch that had finished (ConflictException), exit 1,
     leaving later batches running."""
     options = omics_world.start()
-    plan_dir = _plan(tmp_path, 9, max_entries=3)  # three batches
+    plan_dir = make_plan(tmp_path, sheet_frame(9, **SHEET), defaults=BATCH_DEFAULTS, max_entries=3)  # three batches
     submit(plan_dir, **options)
     ledger = ledger_of(plan_dir)
     first_batch = ledger.submission("StartRunBatch:00000").remote_id
@@ -224,22 +212,19 @@ def test_cancel_skips_a_finished_batch_and_cancels_the_rest(tmp_path: Path, omic
 
 
 def test_cancel_reports_runs_that_could_not_be_cancelled_and_the_cli_exits_1(
-    tmp_path: Path, omics_world: Any, clock: Any, capsys: Any
+    tmp_path: Path, omics_world: Any, clock: Any, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     options = omics_world.start(uncancellable=lambda settings: settings.get("runSettingId") == "S00004")
-    plan_dir = _plan(tmp_path, 6, max_entries=3)
+    plan_dir = make_plan(tmp_path, sheet_frame(6, **SHEET), defaults=BATCH_DEFAULTS, max_entries=3)
     submit(plan_dir, **options)
     _settle(clock, steps=3)  # the batches have submitted their runs, which are starting
     assert planner.cancel(plan_dir, **access_of(options)).count("stopping") == 2  # asked; not yet done
     clock.advance(0.5)  # the batches are CANCELLED: their submissionSummary says what could not be cancelled
-    env = dict(
-        os.environ, AWS_ENDPOINT_URL_OMICS=options["endpoints"]["omics"], AWS_ENDPOINT_URL_S3=options["endpoints"]["s3"]
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "planner.cli", "cancel", plan_dir, "--json"], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 1, done.stderr  # something could not be cancelled
-    report = orjson.loads(done.stdout)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_OMICS", options["endpoints"]["omics"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", options["endpoints"]["s3"])
+    done = run_cli(["cancel", plan_dir, "--json"], capsys)
+    assert done.code == 1, done.err  # something could not be cancelled
+    report = orjson.loads(done.out)
     assert (report["already_final"], report["not_cancelled"]) == (1, 1)
     (refused,) = [o for o in report["outcomes"] if o["outcome"] == "not cancelled"]
     assert refused["detail"] == "1 of its runs could not be cancelled" and "(shard 1)" in refused["target"]
@@ -249,7 +234,7 @@ def test_omics_run_cancel_leaves_finished_runs_alone(tmp_path: Path, omics_world
     """Runs started a step apart: at cancel time the first have finished (ConflictException on CancelRun
     for any the ledger still thought running), the rest are cancelled; cancel does not stop at the first."""
     options = omics_world.start()
-    plan_dir = _plan(tmp_path, 6, "omics-run")
+    plan_dir = make_plan(tmp_path, sheet_frame(6, **SHEET), "omics-run", defaults=RUN_DEFAULTS)
     ctx = open_plan(plan_dir, concurrency=1, **options)
     ctx.clients.get("omics").meta.events.register("after-call.omics.StartRun", lambda **_: clock.advance(1.0))
     run_submission(ctx)
@@ -268,7 +253,9 @@ def test_status_asks_only_about_what_moved(tmp_path: Path, omics_world: Any, clo
     """Was a bug: every refresh made GetBatch plus every page of ListRunsInBatch and ListRuns, even when
     every run was final (5,003 calls for 250,000 runs)."""
     options = omics_world.start(failure_rate=0.1, seed=4)
-    plan_dir = _plan(tmp_path, 2_500, max_entries=1_000)  # three batches of S3 settings
+    plan_dir = make_plan(
+        tmp_path, sheet_frame(2_500, **SHEET), defaults=BATCH_DEFAULTS, max_entries=1_000
+    )  # three batches of S3 settings
     submit(plan_dir, **options)
     _settle(clock)
     before = len(omics_world.calls())
@@ -307,7 +294,7 @@ def test_failure_reasons_are_asked_for_a_few_runs_per_batch_and_the_rest_on_dema
     sample's state is still right, the ledger lists the unasked ones, and `status --why` asks them on demand."""
     from helpers import run_cli
 
-    from planner.commands.submit import REASON_NOT_ASKED
+    from planner.commands.status import REASON_NOT_ASKED
 
     options = omics_world.start(fail_when=_fail_by_kind)
     plan_dir = _plan(tmp_path, 600, max_entries=300)  # two batches
@@ -385,7 +372,7 @@ def test_omics_run_status_never_pages_the_whole_account(tmp_path: Path, omics_wo
     for i in range(600):  # a busy account: other people's finished runs
         client.start_run(workflowId="1", roleArn=ROLE, outputUri="s3://o/x/", requestId=f"other-{i}")
     _settle(clock)
-    plan_dir = _plan(tmp_path, 300, "omics-run")
+    plan_dir = make_plan(tmp_path, sheet_frame(300, **SHEET), "omics-run", defaults=RUN_DEFAULTS)
     submit(plan_dir, **options)
     before = len(omics_world.emulator.requests())
     status(plan_dir, **access_of(options))
@@ -407,7 +394,7 @@ def test_omics_run_status_never_pages_the_whole_account(tmp_path: Path, omics_wo
 def test_status_and_retry_after_runs_and_batches_were_deleted(tmp_path: Path, omics_world: Any, clock: Any) -> None:
     """Was a bug: a deleted batch or run made status and retry fail for the whole plan (ResourceNotFound)."""
     options = omics_world.start(fail_when=lambda s: _fail_all(s) if s["runSettingId"] == "S00000" else None)
-    plan_dir = _plan(tmp_path, 6, max_entries=3)
+    plan_dir = make_plan(tmp_path, sheet_frame(6, **SHEET), defaults=BATCH_DEFAULTS, max_entries=3)
     submit(plan_dir, **options)
     _settle(clock)
     assert _states(status(plan_dir, **access_of(options)))["S00000"] == "FAILED"
@@ -427,7 +414,7 @@ def test_status_and_retry_after_runs_and_batches_were_deleted(tmp_path: Path, om
 
 def test_runs_deleted_before_anyone_saw_them_end_are_deleted(tmp_path: Path, omics_world: Any, clock: Any) -> None:
     options = omics_world.start(fail_when=lambda s: _fail_all(s) if s["runSettingId"] == "S00000" else None)
-    plan_dir = _plan(tmp_path, 3)
+    plan_dir = make_plan(tmp_path, sheet_frame(3, **SHEET), defaults=BATCH_DEFAULTS)
     submit(plan_dir, **options)
     _settle(clock)  # ended, but no status has looked since submit
     ledger = ledger_of(plan_dir)
@@ -442,7 +429,7 @@ def test_runs_deleted_before_anyone_saw_them_end_are_deleted(tmp_path: Path, omi
 
 def test_a_deleted_omics_run_is_shown_deleted(tmp_path: Path, omics_world: Any, clock: Any) -> None:
     options = omics_world.start()
-    plan_dir = _plan(tmp_path, 3, "omics-run")
+    plan_dir = make_plan(tmp_path, sheet_frame(3, **SHEET), "omics-run", defaults=RUN_DEFAULTS)
     submit(plan_dir, **options)
     ledger = ledger_of(plan_dir)
     run_id = ledger.submission("StartRun:S00001").remote_id
@@ -456,7 +443,9 @@ def test_a_deleted_omics_run_is_shown_deleted(tmp_path: Path, omics_world: Any, 
 # ---------------------------------------------------------------- 7, 8. why runs failed, and their uuids
 
 
-def test_failed_runs_carry_their_reason_and_every_run_its_uuid(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+def test_failed_runs_carry_their_reason_and_every_run_its_uuid(
+    tmp_path: Path, omics_world: Any, clock: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     def fail(settings: dict[str, Any]) -> tuple[str, str] | None:
         number = int(settings["runSettingId"][1:])
         if number % 3 == 1:
@@ -466,7 +455,7 @@ def test_failed_runs_carry_their_reason_and_every_run_its_uuid(tmp_path: Path, o
         return None
 
     options = omics_world.start(fail_when=fail)
-    plan_dir = _plan(tmp_path, 9)
+    plan_dir = make_plan(tmp_path, sheet_frame(9, **SHEET), defaults=BATCH_DEFAULTS)
     submit(plan_dir, **options)
     _settle(clock)
     table = status(plan_dir, **access_of(options))
@@ -476,12 +465,8 @@ def test_failed_runs_carry_their_reason_and_every_run_its_uuid(tmp_path: Path, o
     assert reasons["S00000"] is None
     assert table.get_column("remote_uuid").null_count() == 0 and table.get_column("remote_uuid").n_unique() == 9
     assert table.filter(pl.col("state") == "FAILED").get_column("log").null_count() == 0
-    done = subprocess.run(
-        [sys.executable, "-m", "planner.cli", "status", plan_dir, "--no-refresh", "--json"],
-        capture_output=True,
-        text=True,
-    )
-    groups = orjson.loads(done.stdout)["failures"]
+    done = run_cli(["status", plan_dir, "--no-refresh", "--json"], capsys)
+    groups = orjson.loads(done.out)["failures"]
     assert [(g["reason"], g["count"]) for g in groups] == [
         ("INVALID_INPUT: s3://in/missing.bam not found", 3),
         ("WORKFLOW_RUN_FAILED: task FASTQC exited with 137", 3),
@@ -495,7 +480,7 @@ def test_failed_runs_carry_their_reason_and_every_run_its_uuid(tmp_path: Path, o
 def test_a_quota_that_waiting_cannot_free_fails_fast_naming_it(tmp_path: Path, omics_world: Any, clock: Any) -> None:
     """Was a bug: ServiceQuotaExceededException was waited out for up to 15 minutes per call, printing nothing."""
     options = omics_world.start(max_retained_runs=5)
-    plan_dir = _plan(tmp_path, 8, "omics-run")
+    plan_dir = make_plan(tmp_path, sheet_frame(8, **SHEET), "omics-run", defaults=RUN_DEFAULTS)
     ctx = open_plan(plan_dir, concurrency=4, **options)
     slept: list[float] = []
     ctx.sleep = slept.append
@@ -512,7 +497,7 @@ def test_throttling_is_waited_out_with_one_line_saying_so(
     tmp_path: Path, omics_world: Any, clock: Any, caplog: Any
 ) -> None:
     options = omics_world.start(throttle_per_second=5)
-    plan_dir = _plan(tmp_path, 30, "omics-run")
+    plan_dir = make_plan(tmp_path, sheet_frame(30, **SHEET), "omics-run", defaults=RUN_DEFAULTS)
     with caplog.at_level(logging.WARNING, logger="planner"):
         ctx = open_plan(plan_dir, concurrency=8, max_attempts=1, **options)
         try:
@@ -534,8 +519,8 @@ def test_the_same_plan_submitted_from_a_second_directory_says_it_started_nothing
     """Was a bug: a second directory of the same plan reported `batches_created: 1` (`runs_started: 9`)
     while the service handed back the first directory's finished work."""
     options = omics_world.start()
-    first = _plan(tmp_path, 4, backend, name="first")
-    second = _plan(tmp_path, 4, backend, name="second")
+    first = make_plan(tmp_path, sheet_frame(4, **SHEET), backend, defaults=DEFAULTS_OF[backend], name="first")
+    second = make_plan(tmp_path, sheet_frame(4, **SHEET), backend, defaults=DEFAULTS_OF[backend], name="second")
     assert planner.read_plan(first).plan_id == planner.read_plan(second).plan_id
     submit(first, **options)
     _settle(clock)
@@ -549,9 +534,11 @@ def test_the_same_plan_submitted_from_a_second_directory_says_it_started_nothing
 # ---------------------------------------------------------------- 12. a plan changed after planning
 
 
-def test_an_edited_plan_json_is_refused(tmp_path: Path, omics_world: Any, clock: Any) -> None:
+def test_an_edited_plan_json_is_refused(
+    tmp_path: Path, omics_world: Any, clock: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     options = omics_world.start()
-    plan_dir = _plan(tmp_path, 4)
+    plan_dir = make_plan(tmp_path, sheet_frame(4, **SHEET), defaults=BATCH_DEFAULTS)
     path = Path(plan_dir, "plan.json")
     data = orjson.loads(path.read_bytes())
     data["defaults"]["outputUri"] = "s3://elsewhere/"
@@ -559,13 +546,15 @@ def test_an_edited_plan_json_is_refused(tmp_path: Path, omics_world: Any, clock:
     with pytest.raises(PlanDirError, match="changed after it was planned"):
         submit(plan_dir, **options)
     assert omics_world.calls() == []
-    done = subprocess.run([sys.executable, "-m", "planner.cli", "status", plan_dir], capture_output=True, text=True)
-    assert done.returncode == 2 and "changed after it was planned" in done.stderr
+    done = run_cli(["status", plan_dir], capsys)
+    assert done.code == 2 and "changed after it was planned" in done.err
 
 
 def test_an_edited_inline_shard_is_refused_before_any_call(tmp_path: Path, omics_world: Any) -> None:
     options = omics_world.start()
-    plan_dir = _plan(tmp_path, 4)  # inline: not staged, so not checked by S3
+    plan_dir = make_plan(
+        tmp_path, sheet_frame(4, **SHEET), defaults=BATCH_DEFAULTS
+    )  # inline: not staged, so not checked by S3
     shard = Path(plan_dir, "shards", "00000.json")
     shard.write_bytes(shard.read_bytes().replace(b"S00001", b"S00009"))
     with pytest.raises(PlanDirError, match="the shard was changed"):
@@ -579,7 +568,7 @@ def test_an_edited_inline_shard_is_refused_before_any_call(tmp_path: Path, omics
 def test_a_per_run_engine_settings_column_is_refused_not_made_a_parameter(tmp_path: Path) -> None:
     """Was a bug: engineSettings (an inlineSettings member) and defaultRunSetting-only fields became
     workflow parameters silently when a sheet had such a column."""
-    sheet = _sheet(2, workflowVersionName=pl.lit("v2"))
+    sheet = sheet_frame(2, **SHEET, workflowVersionName=pl.lit("v2"))
     with pytest.raises(planner.SheetError, match="set it in \\[run\\]"):
         planner.plan(sheet, backend="omics-batch", defaults=BATCH_DEFAULTS).write(str(tmp_path / "p"))
     assert not (tmp_path / "p").exists()
@@ -590,7 +579,7 @@ def test_status_of_250000_finished_runs_costs_one_call_a_batch(tmp_path: Path, o
     """The issue's figure: 5,003 calls per refresh of 250,000 finished runs before; now the first refresh
     after the runs end maps and places them once, and every later one asks GetBatch of each batch only."""
     options = omics_world.start(failure_rate=0.01, seed=2)
-    plan_dir = _plan(tmp_path, 250_000)
+    plan_dir = make_plan(tmp_path, sheet_frame(250_000, **SHEET), defaults=BATCH_DEFAULTS)
     submit(plan_dir, **options)
     _settle(clock)
     before = len(omics_world.calls())
@@ -617,7 +606,7 @@ def test_a_batch_cancel_is_reported_stopping_until_get_batch_shows_its_end(
     """Was a bug: CancelRunBatch only starts a cancel (STOPPING); the planner reported the batch cancelled at
     once, and a second cancel's ConflictException ("one cancel or delete per batch at a time") as finished."""
     options = omics_world.start(uncancellable=lambda settings: settings.get("runSettingId") == "S00001")
-    plan_dir = _plan(tmp_path, 3)
+    plan_dir = make_plan(tmp_path, sheet_frame(3, **SHEET), defaults=BATCH_DEFAULTS)
     submit(plan_dir, **options)
     _settle(clock, steps=3)  # the runs are starting
     report = planner.cancel(plan_dir, **access_of(options))
@@ -642,7 +631,7 @@ def test_clean_runs_reports_deleting_while_the_batch_deletes_its_runs(
 ) -> None:
     """Was a bug: a batch in RUNS_DELETING was reported already deleted, and DeleteRunBatch's answer as done."""
     options = omics_world.start()
-    plan_dir = _plan(tmp_path, 3)
+    plan_dir = make_plan(tmp_path, sheet_frame(3, **SHEET), defaults=BATCH_DEFAULTS)
     submit(plan_dir, **options)
     _settle(clock)
     done = planner.clean(plan_dir, runs=True, **access_of(options))
@@ -671,7 +660,7 @@ def _reuse_the_id_of(client: Any, run_id: str) -> str:
 def test_a_reused_run_id_is_not_this_samples_run(tmp_path: Path, omics_world: Any, clock: Any) -> None:
     """Was a bug: a sample's run deleted and its id reused by another run took that run's state and uuid."""
     options = omics_world.start()
-    plan_dir = _plan(tmp_path, 3, "omics-run")
+    plan_dir = make_plan(tmp_path, sheet_frame(3, **SHEET), "omics-run", defaults=RUN_DEFAULTS)
     submit(plan_dir, **options)
     ledger = ledger_of(plan_dir)
     (mine,) = [sample for sample in ledger.samples() if sample.id == "S00001"]
@@ -690,7 +679,7 @@ def test_a_reused_run_id_is_not_this_samples_run(tmp_path: Path, omics_world: An
 def test_clean_runs_never_deletes_another_run_that_reuses_the_id(tmp_path: Path, omics_world: Any, clock: Any) -> None:
     """Was a bug: clean --runs sent DeleteRun for the ledger's run id, deleting whichever run holds it now."""
     options = omics_world.start()
-    plan_dir = _plan(tmp_path, 3, "omics-run")
+    plan_dir = make_plan(tmp_path, sheet_frame(3, **SHEET), "omics-run", defaults=RUN_DEFAULTS)
     submit(plan_dir, **options)
     _settle(clock)
     assert set(_states(status(plan_dir, **access_of(options))).values()) == {"COMPLETED"}
@@ -710,7 +699,7 @@ def test_runs_over_the_retained_run_quota_fail_alone_and_the_batch_goes_on(
 ) -> None:
     """ServiceQuotaExceeded is a per-run submissionFailureReason: the other samples run; retry finds the rest."""
     options = omics_world.start(max_retained_runs=4)
-    plan_dir = _plan(tmp_path, 6)
+    plan_dir = make_plan(tmp_path, sheet_frame(6, **SHEET), defaults=BATCH_DEFAULTS)
     submit(plan_dir, **options)
     _settle(clock)
     table = status(plan_dir, **access_of(options))

@@ -16,11 +16,12 @@ import polars as pl
 import pytest
 from botocore.config import Config
 from botocore.stub import Stubber
-from helpers import access_of, ledger_of, open_plan
+from helpers import access_of, every, ledger_of, make_plan, open_plan, sheet_frame
 
 import planner
 from planner.commands.retry import retry
-from planner.commands.submit import run_submission, status, submit
+from planner.commands.status import status
+from planner.commands.submit import run_submission, submit
 from planner.errors import SubmissionError
 
 DEFAULTS = {
@@ -35,13 +36,13 @@ DEFAULTS = {
     "submission": {"batchName": "cohort"},
 }
 RUN_DEFAULTS = {"run": {**{k: v for k, v in DEFAULTS["run"].items() if k != "runTags"}, "tags": {"project": "p1"}}}
-
-
-def _sheet(runs: int) -> pl.DataFrame:
-    return pl.DataFrame({"sample": [f"S{i:06d}" for i in range(runs)]}).with_columns(
-        (pl.lit("s3://in/") + pl.col("sample") + "_R1.fq.gz").alias("fastq_1"),
-        pl.when(pl.int_range(pl.len()) % 3 == 0).then(pl.lit("s3://results/special/")).alias("outputUri"),
-    )
+DEFAULTS_OF = {"omics-batch": DEFAULTS, "omics-run": RUN_DEFAULTS}
+# sheet_frame(n, **SHEET): S000000..., a read per sample, and every third sample's own output folder
+SHEET: dict[str, Any] = {
+    "width": 6,
+    "fastq_1": "s3://in/{sample}_R1.fq.gz",
+    "outputUri": every(3, "s3://results/special/"),
+}
 
 
 @pytest.fixture()
@@ -58,20 +59,13 @@ def _options(endpoints: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _plan(tmp_path, runs: int, backend: str = "omics-batch", name: str = "plan", **kwargs: Any) -> str:
-    out = str(tmp_path / name)
-    defaults = RUN_DEFAULTS if backend == "omics-run" else DEFAULTS
-    planner.plan(_sheet(runs), backend=backend, defaults=defaults, **kwargs).write(out)
-    return out
-
-
 def _settle(endpoints: dict[str, Any], clock: Any, steps: int = 12) -> None:
     for _ in range(steps):
         clock.advance(1.0)
 
 
 def test_250_runs_go_in_one_s3_batch_and_status_maps_every_sample(tmp_path, endpoints, clock):
-    plan_dir = _plan(tmp_path, 250)
+    plan_dir = make_plan(tmp_path, sheet_frame(250, **SHEET), defaults=DEFAULTS)
     manifest = planner.read_plan(plan_dir).to_json()
     assert [s["mode"] for s in manifest["shards"]] == ["s3"]
     report = submit(plan_dir, **_options(endpoints))
@@ -93,7 +87,7 @@ def test_250_runs_go_in_one_s3_batch_and_status_maps_every_sample(tmp_path, endp
 
 
 def test_60_runs_go_inline_with_each_rows_own_settings(tmp_path, endpoints):
-    plan_dir = _plan(tmp_path, 60)
+    plan_dir = make_plan(tmp_path, sheet_frame(60, **SHEET), defaults=DEFAULTS)
     submit(plan_dir, **_options(endpoints))
     ((_operation, params),) = [r for r in endpoints["_emulator"].requests() if r[0] == "StartRunBatch"]
     inline = params["batchRunSettings"]["inlineSettings"]
@@ -110,7 +104,7 @@ def test_60_runs_go_inline_with_each_rows_own_settings(tmp_path, endpoints):
 
 
 def test_a_second_submit_creates_nothing_new(tmp_path, endpoints):
-    plan_dir = _plan(tmp_path, 250)
+    plan_dir = make_plan(tmp_path, sheet_frame(250, **SHEET), defaults=DEFAULTS)
     submit(plan_dir, **_options(endpoints))
     again = submit(plan_dir, **_options(endpoints))
     batches = again.tally("StartRunBatch")
@@ -120,7 +114,7 @@ def test_a_second_submit_creates_nothing_new(tmp_path, endpoints):
 
 
 def test_sigkill_after_the_batch_call_resumes_without_a_duplicate(tmp_path, endpoints):
-    plan_dir = _plan(tmp_path, 250)
+    plan_dir = make_plan(tmp_path, sheet_frame(250, **SHEET), defaults=DEFAULTS)
     options = _options(endpoints)
     script = textwrap.dedent(
         f"""
@@ -155,7 +149,7 @@ def test_sigkill_after_the_batch_call_resumes_without_a_duplicate(tmp_path, endp
 
 
 def test_a_modified_staged_object_is_refused_before_the_call(tmp_path, endpoints, s3):
-    plan_dir = _plan(tmp_path, 250)
+    plan_dir = make_plan(tmp_path, sheet_frame(250, **SHEET), defaults=DEFAULTS)
     options = _options(endpoints)
     ctx = open_plan(plan_dir, **options)
     staged = ctx.stager.stage([0])[0]
@@ -168,7 +162,7 @@ def test_a_modified_staged_object_is_refused_before_the_call(tmp_path, endpoints
 
 @pytest.mark.slow
 def test_three_batches_for_250000_runs(tmp_path, endpoints, clock):
-    plan_dir = _plan(tmp_path, 250_000)
+    plan_dir = make_plan(tmp_path, sheet_frame(250_000, **SHEET), defaults=DEFAULTS)
     manifest = planner.read_plan(plan_dir).to_json()
     assert [s["entries"] for s in manifest["shards"]] == [100_000, 100_000, 50_000]
     report = submit(plan_dir, **_options(endpoints))
@@ -179,7 +173,7 @@ def test_three_batches_for_250000_runs(tmp_path, endpoints, clock):
 
 def test_throttling_slows_omics_run_down_but_loses_nothing(tmp_path, moto_server, make_emulator, bucket):
     emulator = make_emulator(throttle_per_second=20)
-    plan_dir = _plan(tmp_path, 40, backend="omics-run")
+    plan_dir = make_plan(tmp_path, sheet_frame(40, **SHEET), "omics-run", defaults=RUN_DEFAULTS)
     options = {"sandbox": True, "endpoints": {"s3": moto_server, "omics": emulator.endpoint_url}, "concurrency": 8}
     report = submit(plan_dir, **options)
     assert report.tally("StartRun").created == 40
@@ -192,7 +186,7 @@ def test_throttling_slows_omics_run_down_but_loses_nothing(tmp_path, moto_server
 
 def test_omics_run_request_ids_are_derived_and_a_resubmit_starts_nothing(tmp_path, moto_server, make_emulator):
     emulator = make_emulator()
-    plan_dir = _plan(tmp_path, 10, backend="omics-run")
+    plan_dir = make_plan(tmp_path, sheet_frame(10, **SHEET), "omics-run", defaults=RUN_DEFAULTS)
     options = {"sandbox": True, "endpoints": {"s3": moto_server, "omics": emulator.endpoint_url}}
     submit(plan_dir, **options)
     first = {p["requestId"] for op, p in emulator.requests() if op == "StartRun"}
@@ -206,7 +200,7 @@ def test_omics_run_request_ids_are_derived_and_a_resubmit_starts_nothing(tmp_pat
 
 def test_omics_run_status_asks_only_about_runs_that_can_still_change(tmp_path, moto_server, make_emulator, clock):
     emulator = make_emulator(failure_rate=0.3, seed=3)
-    plan_dir = _plan(tmp_path, 12, backend="omics-run")
+    plan_dir = make_plan(tmp_path, sheet_frame(12, **SHEET), "omics-run", defaults=RUN_DEFAULTS)
     options = {"sandbox": True, "endpoints": {"s3": moto_server, "omics": emulator.endpoint_url}, "concurrency": 4}
     submit(plan_dir, **options)
     calls = lambda: [op for op, _ in emulator.requests() if op in ("GetRun", "ListRuns")]  # noqa: E731
@@ -227,7 +221,7 @@ def test_omics_run_status_asks_only_about_runs_that_can_still_change(tmp_path, m
 
 def test_retry_plans_exactly_the_failed_runs(tmp_path, moto_server, make_emulator, bucket, clock):
     emulator = make_emulator(failure_rate=0.3, seed=7)
-    plan_dir = _plan(tmp_path, 60)
+    plan_dir = make_plan(tmp_path, sheet_frame(60, **SHEET), defaults=DEFAULTS)
     options = {"sandbox": True, "endpoints": {"s3": moto_server, "omics": emulator.endpoint_url}}
     submit(plan_dir, **options)
     for _ in range(12):
@@ -238,7 +232,7 @@ def test_retry_plans_exactly_the_failed_runs(tmp_path, moto_server, make_emulato
     new_plan = str(tmp_path / "retry")
     manifest = retry(plan_dir, new_plan, **access_of(options)).to_json()
     assert manifest["runs"] == len(failed)
-    planned = planner.plan(_sheet(60), backend="omics-batch", defaults=DEFAULTS).runs(merged=False)
+    planned = planner.plan(sheet_frame(60, **SHEET), backend="omics-batch", defaults=DEFAULTS).runs(merged=False)
     original = {run["runSettingId"]: run for run in map(orjson.loads, planned.get_column("run"))}
     retried = [
         entry
@@ -254,7 +248,7 @@ def test_retry_plans_exactly_the_failed_runs(tmp_path, moto_server, make_emulato
 
 
 def test_cancel_cancels_the_batches(tmp_path, endpoints, clock):
-    plan_dir = _plan(tmp_path, 30)
+    plan_dir = make_plan(tmp_path, sheet_frame(30, **SHEET), defaults=DEFAULTS)
     submit(plan_dir, **_options(endpoints))
     early = planner.cancel(plan_dir, **access_of(_options(endpoints)))
     assert [(o.outcome, o.detail) for o in early.outcomes] == [
@@ -267,7 +261,7 @@ def test_cancel_cancels_the_batches(tmp_path, endpoints, clock):
 
 
 def test_dry_run_sends_nothing_and_writes_no_ledger(tmp_path, endpoints, capsys):
-    plan_dir = _plan(tmp_path, 250)
+    plan_dir = make_plan(tmp_path, sheet_frame(250, **SHEET), defaults=DEFAULTS)
     submit(plan_dir, dry_run=True, **_options(endpoints))
     lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 1 and lines[0]["operation"] == "StartRunBatch" and lines[0]["problems"] == []
@@ -277,7 +271,7 @@ def test_dry_run_sends_nothing_and_writes_no_ledger(tmp_path, endpoints, capsys)
 
 
 def test_stubber_pins_the_exact_start_run_batch_request(tmp_path):
-    plan_dir = _plan(tmp_path, 3)
+    plan_dir = make_plan(tmp_path, sheet_frame(3, **SHEET), defaults=DEFAULTS)
     manifest = planner.read_plan(plan_dir).to_json()
     ctx = open_plan(plan_dir, endpoints={"omics": "http://127.0.0.1:9", "s3": "http://127.0.0.1:9"})
     client = boto3.client(

@@ -2,34 +2,28 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 import polars as pl
 import pytest
-from helpers import access_of, ledger_of, open_plan
+from helpers import access_of, ledger_of, make_plan, open_plan, run_cli
 
 import planner
 from planner.commands.clean import clean
-from planner.commands.submit import Threshold, report, run_submission, status, submit
+from planner.commands.report import report
+from planner.commands.status import status
+from planner.commands.submit import run_submission, submit
+from planner.commands.watch import Threshold
 
 ROLE = "arn:aws:iam::123456789012:role/omics"
 DEFAULTS: dict[str, Any] = {
     "run": {"workflowId": "1234567", "roleArn": ROLE, "outputUri": "s3://results/x/", "parameters": {"ref": "hg38"}},
     "submission": {"batchName": "ops"},
 }
-
-
-def _plan(tmp_path: Path, samples: int, backend: str = "omics-batch", name: str = "plan", **options: Any) -> str:
-    out = str(tmp_path / name)
-    sheet = pl.DataFrame({"sample": [f"S{i:04d}" for i in range(samples)]})
-    defaults = DEFAULTS if backend == "omics-batch" else {"run": DEFAULTS["run"]}
-    planner.plan(sheet, backend=backend, defaults=defaults, **options).write(out)
-    return out
+RUN_DEFAULTS: dict[str, Any] = {"run": DEFAULTS["run"]}
+DEFAULTS_OF = {"omics-batch": DEFAULTS, "omics-run": RUN_DEFAULTS}
 
 
 @pytest.fixture()
@@ -62,8 +56,9 @@ def test_a_threshold_is_a_count_or_a_share(text: str, expected: Threshold) -> No
 
 @pytest.mark.parametrize("text", ["", "-1", "x", "100%", "150%", "5 %%"])
 def test_a_bad_threshold_is_an_input_error(text: str) -> None:
-    with pytest.raises(planner.InputError, match="--cancel-if-failed"):
+    with pytest.raises(planner.InputError, match=r"^cancel_if_failed=") as caught:  # the API's keyword
         Threshold.parse(text)
+    assert "--cancel-if-failed" not in str(caught.value)
 
 
 def test_crossing_the_threshold_cancels_what_is_still_running(
@@ -71,7 +66,7 @@ def test_crossing_the_threshold_cancels_what_is_still_running(
 ) -> None:
     """A wrong reference makes every run fail: after the third failure the rest are cancelled."""
     options = world.start(fail_when=lambda settings: ("WORKFLOW_RUN_FAILED", "reference not found"))
-    plan_dir = _plan(tmp_path, 10, "omics-run")
+    plan_dir = make_plan(tmp_path, 10, "omics-run", defaults=RUN_DEFAULTS)
     ctx = open_plan(plan_dir, concurrency=1, **options)
     ctx.clients.get("omics").meta.events.register("after-call.omics.StartRun", lambda **_: clock.advance(1.0))
     run_submission(ctx)  # runs started a step apart: the first fail while the last are still pending
@@ -95,45 +90,24 @@ def test_crossing_the_threshold_cancels_what_is_still_running(
     assert kind == "cancel" and detail["reason"].startswith("more than 2 samples failed")
 
 
-def test_the_cli_exits_1_when_the_threshold_cancelled(tmp_path: Path, world: Any, clock: Any) -> None:
+def test_the_cli_exits_1_when_the_threshold_cancelled(
+    tmp_path: Path, world: Any, clock: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     options = world.start(
         fail_when=lambda settings: ("WORKFLOW_RUN_FAILED", "bad") if settings["runSettingId"] < "S0003" else None
     )
-    plan_dir = _plan(tmp_path, 6, max_entries=3)  # two batches
+    plan_dir = make_plan(tmp_path, 6, defaults=DEFAULTS, max_entries=3)  # two batches
     submit(plan_dir, **options)
     _settle(clock)  # the first batch's runs: 3 failed; everything has ended
-    env = dict(
-        os.environ, AWS_ENDPOINT_URL_OMICS=options["endpoints"]["omics"], AWS_ENDPOINT_URL_S3=options["endpoints"]["s3"]
-    )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "planner.cli",
-            "status",
-            plan_dir,
-            "--watch",
-            "--interval",
-            "1",
-            "--cancel-if-failed",
-            "1",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL_OMICS", options["endpoints"]["omics"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", options["endpoints"]["s3"])
+    done = run_cli(["status", plan_dir, "--watch", "--interval", "1", "--cancel-if-failed", "1"], capsys)
     # Everything had ended already: nothing is left to cancel, the watch ends settled; 3 samples failed: exit 1.
-    assert done.returncode == 1, done.stderr
-    assert "FAILED" in done.stdout and "more than 1: cancelled" not in done.stderr
-    assert "3 of 6 samples failed or were cancelled" in done.stderr
-    done = subprocess.run(
-        [sys.executable, "-m", "planner.cli", "status", plan_dir, "--cancel-if-failed", "1"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 2 and "goes with --watch" in done.stderr
+    assert done.code == 1, done.err
+    assert "FAILED" in done.out and "more than 1: cancelled" not in done.err
+    assert "3 of 6 samples failed or were cancelled" in done.err
+    done = run_cli(["status", plan_dir, "--cancel-if-failed", "1"], capsys)
+    assert done.code == 2 and "goes with --watch" in done.err
 
 
 # ---------------------------------------------------------------- the report
@@ -142,7 +116,7 @@ def test_the_cli_exits_1_when_the_threshold_cancelled(tmp_path: Path, world: Any
 def test_the_report_shows_what_the_ledger_knows(tmp_path: Path, world: Any, clock: Any) -> None:
     pytest.importorskip("plotly", reason="the report extra (plotly) is not installed")
     options = world.start(failure_rate=0.3, seed=1)
-    plan_dir = _plan(tmp_path, 40)
+    plan_dir = make_plan(tmp_path, 40, defaults=DEFAULTS)
     submit(plan_dir, **options)
     status(plan_dir, **access_of(options))
     _settle(clock)
@@ -168,8 +142,8 @@ def test_clean_removes_only_what_this_plan_staged_once_everything_ended(
     tmp_path: Path, world: Any, clock: Any, s3: Any, bucket: str
 ) -> None:
     options = world.start()
-    mine = _plan(tmp_path, 250, name="mine")  # staged on S3
-    other = _plan(tmp_path, 260, name="other")
+    mine = make_plan(tmp_path, 250, defaults=DEFAULTS, name="mine")  # staged on S3
+    other = make_plan(tmp_path, 260, defaults=DEFAULTS, name="other")
     submit(mine, **options)
     submit(other, allow_rerun=True, **options)  # 250 of its samples are mine's, on purpose
     with pytest.raises(planner.InputError, match="may still be running"):
@@ -204,7 +178,7 @@ def test_clean_runs_keeps_each_samples_outcome_so_retry_still_finds_the_failed(
     options = world.start(
         fail_when=lambda settings: ("WORKFLOW_RUN_FAILED", "bad") if sample(settings) < "S0002" else None
     )
-    plan_dir = _plan(tmp_path, 5, backend)
+    plan_dir = make_plan(tmp_path, 5, backend, defaults=DEFAULTS_OF[backend])
     submit(plan_dir, **options)
     _settle(clock)
     done = clean(plan_dir, runs=True, **access_of(options))
@@ -225,7 +199,7 @@ def test_clean_runs_keeps_each_samples_outcome_so_retry_still_finds_the_failed(
 
 def test_clean_keeps_an_object_someone_replaced(tmp_path: Path, world: Any, clock: Any, s3: Any, bucket: str) -> None:
     options = world.start()
-    plan_dir = _plan(tmp_path, 250)
+    plan_dir = make_plan(tmp_path, 250, defaults=DEFAULTS)
     submit(plan_dir, **options)
     _settle(clock)
     ledger = ledger_of(plan_dir)

@@ -15,8 +15,10 @@ import polars as pl
 import pytest
 
 import planner
+from planner.commands.cancel import cancel
 from planner.commands.policy import CALLS, S3_STAGING_CALLS, policies
-from planner.commands.submit import cancel, status, submit
+from planner.commands.status import status
+from planner.commands.submit import submit
 
 MiB = 1024 * 1024
 REGION, ACCOUNT = "us-east-1", "123456789012"

@@ -20,14 +20,16 @@ from typing import Any
 import orjson
 import polars as pl
 import pytest
-from helpers import ledger_of, open_plan
+from helpers import every, ledger_of, make_plan, open_plan, sheet_frame
 
 import planner
 import planner.cli
 from planner.backends import polly as polly_backend
-from planner.commands import submit as submission
+from planner.commands import status as submission
+from planner.commands.cancel import cancel
 from planner.commands.retry import retry
-from planner.commands.submit import cancel, run_submission, status, submit
+from planner.commands.status import status
+from planner.commands.submit import run_submission, submit
 from planner.errors import SubmissionError
 from planner.sandbox.polly_emulator import PollyEmulator
 from planner.services import polly_api
@@ -74,14 +76,13 @@ def polly(make_polly: Callable[..., PollyEmulator], monkeypatch: pytest.MonkeyPa
     return emulator
 
 
-def _sheet(samples: int) -> pl.DataFrame:
-    index = pl.int_range(pl.len())
-    return pl.DataFrame({"sample": [f"S{i:04d}" for i in range(samples)]}).with_columns(
-        (pl.lit("s3://seq/") + pl.col("sample") + "_R1.fq.gz").alias("fastq_1"),
-        pl.when(index % 5 == 0).then(pl.lit("forward")).alias("strandedness"),  # a default parameter, overridden
-        pl.when(index % 7 == 0).then(pl.lit(16)).cast(pl.Int64).alias("cpu"),  # infra, overridden
-        pl.when(index % 11 == 0).then(pl.lit(64)).cast(pl.Int64).alias("memory"),
-    )
+# sheet_frame(n, **SHEET): a read per sample; some rows override a default parameter or the infra
+SHEET: dict[str, Any] = {
+    "fastq_1": "s3://seq/{sample}_R1.fq.gz",
+    "strandedness": every(5, "forward"),  # a default parameter, overridden
+    "cpu": every(7, 16).cast(pl.Int64),  # infra, overridden
+    "memory": every(11, 64).cast(pl.Int64),
+}
 
 
 def _expected(samples: int) -> dict[str, dict[str, Any]]:
@@ -100,14 +101,6 @@ def _expected(samples: int) -> dict[str, dict[str, Any]]:
             infra["memory"] = 64
         expected[name] = {"parameters": parameters, "config": {"infra": infra}}
     return expected
-
-
-def _plan(tmp_path: Path, samples: int, name: str = "plan", **submission: Any) -> str:
-    out = str(tmp_path / name)
-    defaults = {**DEFAULTS, "submission": {**DEFAULTS["submission"], **submission}}
-    defaults["submission"] = {k: v for k, v in defaults["submission"].items() if v is not None}
-    planner.plan(_sheet(samples), backend="polly", defaults=defaults).write(out)
-    return out
 
 
 def _context(plan_dir: str, sleeps: list[float] | None = None, **options: Any) -> Any:
@@ -155,7 +148,7 @@ def _ledger(plan_dir: str) -> list[Any]:
 
 
 def test_250_samples_make_one_run_of_250_jobs_with_the_merged_settings(tmp_path, polly):
-    plan_dir = _plan(tmp_path, 250)
+    plan_dir = make_plan(tmp_path, sheet_frame(250, **SHEET), "polly", defaults=DEFAULTS)
     manifest = planner.read_plan(plan_dir).to_json()
     report = _submit(plan_dir)
     assert report == dict(
@@ -189,7 +182,7 @@ def test_250_samples_make_one_run_of_250_jobs_with_the_merged_settings(tmp_path,
 def test_the_calls_have_the_sdks_shapes(tmp_path, polly):
     """polly-python's polly/pipelines.py: create_run sends attributes name, priority, domain_context, tags,
     pipeline_id; listings filter only by run_id, org_id, status, priority, user_id, with page[size]=20."""
-    plan_dir = _plan(tmp_path, 30)
+    plan_dir = make_plan(tmp_path, sheet_frame(30, **SHEET), "polly", defaults=DEFAULTS)
     _submit(plan_dir)
     status(plan_dir)
     (created,) = _posts(polly, "/runs")
@@ -206,7 +199,7 @@ def test_the_calls_have_the_sdks_shapes(tmp_path, polly):
 
 
 def test_a_lost_ledger_finds_its_run_among_same_named_runs_on_later_pages(tmp_path, polly):
-    plan_dir = _plan(tmp_path, 12)
+    plan_dir = make_plan(tmp_path, sheet_frame(12, **SHEET), "polly", defaults=DEFAULTS)
     api = polly_api.PollyAPI(polly.endpoint_url, KEY, key_source="test", sleep=lambda _: None, max_wait=0)
     for n in range(45):  # other plans' runs of the same name (Polly does not make names unique), made earlier
         api.create_run(
@@ -237,13 +230,13 @@ def test_sandbox_submit_uses_the_sandbox_endpoint_and_key(tmp_path, make_polly, 
     emulator = make_polly(api_key="sandbox")
     monkeypatch.setenv("POLLY_API_KEY", KEY)  # never sent to the sandbox
     monkeypatch.setenv("POLLY_BASE_URL", "https://polly.invalid")  # nor is the real service used
-    plan_dir = _plan(tmp_path, 8)
+    plan_dir = make_plan(tmp_path, sheet_frame(8, **SHEET), "polly", defaults=DEFAULTS)
     report = submit(plan_dir, sandbox=True, endpoints={"s3": moto_server, "polly": emulator.endpoint_url})
     assert report.tally("submit_job").created == 8 and len(emulator.jobs()) == 8
 
 
 def test_a_second_submit_sends_nothing_new(tmp_path, polly):
-    plan_dir = _plan(tmp_path, 120)
+    plan_dir = make_plan(tmp_path, sheet_frame(120, **SHEET), "polly", defaults=DEFAULTS)
     _submit(plan_dir)
     before = len(polly.requests())
     again = _submit(plan_dir)
@@ -253,7 +246,7 @@ def test_a_second_submit_sends_nothing_new(tmp_path, polly):
 
 
 def test_a_lost_ledger_finds_the_run_and_its_jobs_instead_of_duplicating(tmp_path, polly):
-    plan_dir = _plan(tmp_path, 120)
+    plan_dir = make_plan(tmp_path, sheet_frame(120, **SHEET), "polly", defaults=DEFAULTS)
     first = _submit(plan_dir)
     os.unlink(os.path.join(plan_dir, "ledger.sqlite"))
     again = _submit(plan_dir)
@@ -263,7 +256,7 @@ def test_a_lost_ledger_finds_the_run_and_its_jobs_instead_of_duplicating(tmp_pat
 
 
 def test_a_wrong_key_fails_clearly_and_submits_nothing(tmp_path, polly, monkeypatch, capsys):
-    plan_dir = _plan(tmp_path, 30)
+    plan_dir = make_plan(tmp_path, sheet_frame(30, **SHEET), "polly", defaults=DEFAULTS)
     wrong = "pk-wrong-0123456789abcdef"
     monkeypatch.setenv("POLLY_API_KEY", wrong)
     with pytest.raises(
@@ -284,14 +277,14 @@ def test_a_wrong_key_fails_clearly_and_submits_nothing(tmp_path, polly, monkeypa
 
 def test_the_sandbox_key_can_be_refused_too(tmp_path, make_polly, moto_server):
     emulator = make_polly(api_key="not-the-sandbox-key")
-    plan_dir = _plan(tmp_path, 5)
+    plan_dir = make_plan(tmp_path, sheet_frame(5, **SHEET), "polly", defaults=DEFAULTS)
     with pytest.raises(SubmissionError, match=r"Polly rejected the API key \(the sandbox key\)"):
         submit(plan_dir, sandbox=True, endpoints={"s3": moto_server, "polly": emulator.endpoint_url})
     assert emulator.runs() == []
 
 
 def test_no_key_or_no_address_fails_before_any_call(tmp_path, polly, monkeypatch):
-    plan_dir = _plan(tmp_path, 5)
+    plan_dir = make_plan(tmp_path, sheet_frame(5, **SHEET), "polly", defaults=DEFAULTS)
     monkeypatch.delenv("POLLY_API_KEY")
     with pytest.raises(SubmissionError, match="no Polly API key: set POLLY_API_KEY"):
         submit(plan_dir)
@@ -304,14 +297,19 @@ def test_no_key_or_no_address_fails_before_any_call(tmp_path, polly, monkeypatch
 
 def test_base_url_from_the_plan(tmp_path, polly, monkeypatch):
     monkeypatch.delenv("POLLY_BASE_URL")
-    plan_dir = _plan(tmp_path, 5, base_url=polly.endpoint_url)
+    plan_dir = make_plan(
+        tmp_path,
+        sheet_frame(5, **SHEET),
+        "polly",
+        defaults={**DEFAULTS, "submission": {**DEFAULTS["submission"], "base_url": polly.endpoint_url}},
+    )
     assert _submit(plan_dir)["jobs_submitted"] == 5
 
 
 def test_the_key_is_never_sent_over_plain_http_to_another_host(tmp_path, monkeypatch):
     monkeypatch.setenv("POLLY_API_KEY", KEY)
     monkeypatch.setenv("POLLY_BASE_URL", "http://polly.example.com/api")
-    plan_dir = _plan(tmp_path, 5)
+    plan_dir = make_plan(tmp_path, sheet_frame(5, **SHEET), "polly", defaults=DEFAULTS)
     with pytest.raises(
         SubmissionError, match=r"refusing to send the Polly API key over plain HTTP to polly\.example\.com"
     ):
@@ -324,7 +322,7 @@ def test_429_and_5xx_are_retried_without_duplicates(tmp_path, make_polly, monkey
     emulator.inject([503], method="POST", path="/runs")
     monkeypatch.setenv("POLLY_BASE_URL", emulator.endpoint_url)
     monkeypatch.setenv("POLLY_API_KEY", KEY)
-    plan_dir = _plan(tmp_path, 250)
+    plan_dir = make_plan(tmp_path, sheet_frame(250, **SHEET), "polly", defaults=DEFAULTS)
     sleeps: list[float] = []
     report = _submit(plan_dir, sleeps, concurrency=1)
     assert report["jobs_submitted"] == 250
@@ -344,7 +342,7 @@ def test_answers_lost_after_the_work_was_done_are_reconciled_not_repeated(tmp_pa
     emulator.inject([503], after=True, method="POST", path="/jobs")  # the first 50 jobs are made, the answer lost
     monkeypatch.setenv("POLLY_BASE_URL", emulator.endpoint_url)
     monkeypatch.setenv("POLLY_API_KEY", KEY)
-    plan_dir = _plan(tmp_path, 250)
+    plan_dir = make_plan(tmp_path, sheet_frame(250, **SHEET), "polly", defaults=DEFAULTS)
     report = _submit(plan_dir, [], concurrency=1)
     assert report["jobs_submitted"] == 250
     assert (
@@ -359,7 +357,7 @@ def _killing_script(plan_dir: str, *, after_posts_to: str, count: int) -> str:
     return textwrap.dedent(
         f"""
         import os, signal
-        from planner import polly_api as polly
+        from planner.services import polly_api as polly
         from planner.engine.context import Options, open_context
         from planner.commands.submit import run_submission
 
@@ -382,7 +380,7 @@ def _killing_script(plan_dir: str, *, after_posts_to: str, count: int) -> str:
 
 
 def test_a_submit_killed_after_the_second_jobs_request_resumes_with_each_sample_once(tmp_path, polly):
-    plan_dir = _plan(tmp_path, 250)
+    plan_dir = make_plan(tmp_path, sheet_frame(250, **SHEET), "polly", defaults=DEFAULTS)
     done = subprocess.run(
         [sys.executable, "-c", _killing_script(plan_dir, after_posts_to="/jobs", count=2)],
         env=dict(os.environ),
@@ -407,7 +405,7 @@ def test_a_submit_killed_after_the_second_jobs_request_resumes_with_each_sample_
 
 
 def test_a_submit_killed_after_create_run_does_not_make_a_second_run(tmp_path, polly):
-    plan_dir = _plan(tmp_path, 60)
+    plan_dir = make_plan(tmp_path, sheet_frame(60, **SHEET), "polly", defaults=DEFAULTS)
     done = subprocess.run(
         [sys.executable, "-c", _killing_script(plan_dir, after_posts_to="/runs", count=1)],
         env=dict(os.environ),
@@ -426,7 +424,7 @@ def test_status_maps_samples_to_job_ids_and_states(tmp_path, make_polly, clock, 
     emulator = make_polly(failure_rate=0.3, seed=11)
     monkeypatch.setenv("POLLY_BASE_URL", emulator.endpoint_url)
     monkeypatch.setenv("POLLY_API_KEY", KEY)
-    plan_dir = _plan(tmp_path, 250)
+    plan_dir = make_plan(tmp_path, sheet_frame(250, **SHEET), "polly", defaults=DEFAULTS)
     _submit(plan_dir)
     jobs = {job["name"]: job for job in emulator.jobs()}
 
@@ -458,7 +456,7 @@ def test_retry_plans_only_the_errored_jobs_into_a_new_run(tmp_path, make_polly, 
     emulator = make_polly(failure_rate=0.3, seed=5)
     monkeypatch.setenv("POLLY_BASE_URL", emulator.endpoint_url)
     monkeypatch.setenv("POLLY_API_KEY", KEY)
-    plan_dir = _plan(tmp_path, 250)
+    plan_dir = make_plan(tmp_path, sheet_frame(250, **SHEET), "polly", defaults=DEFAULTS)
     first = _submit(plan_dir)
     clock.advance(5)
     errored = sorted(job["name"] for job in emulator.jobs() if job["status"] == "ERRORED")  # sheet order
@@ -482,7 +480,7 @@ def test_retry_plans_only_the_errored_jobs_into_a_new_run(tmp_path, make_polly, 
 
 
 def test_the_api_key_appears_nowhere_in_the_plan_directory(tmp_path, polly, clock):
-    plan_dir = _plan(tmp_path, 120)
+    plan_dir = make_plan(tmp_path, sheet_frame(120, **SHEET), "polly", defaults=DEFAULTS)
     # One request fails (the chunks of 50, 50 and 20 jobs go out at once: any of them): its error is journaled.
     polly.inject([400], method="POST", path="/jobs")
     with pytest.raises(SubmissionError, match=r"(50|20) of 120 jobs could not be submitted") as caught:
@@ -510,7 +508,7 @@ def test_the_api_key_appears_nowhere_in_the_plan_directory(tmp_path, polly, cloc
 def test_a_key_in_the_defaults_file_is_refused_without_echoing_it(tmp_path):
     defaults = {**DEFAULTS, "submission": {**DEFAULTS["submission"], "api_key": KEY}}
     with pytest.raises(planner.ValidationError) as caught:
-        planner.plan(_sheet(3), backend="polly", defaults=defaults).write(str(tmp_path / "plan"))
+        planner.plan(sheet_frame(3, **SHEET), backend="polly", defaults=defaults).write(str(tmp_path / "plan"))
     problems = caught.value.problems
     assert any("api_key" in p.column and "set POLLY_API_KEY" in p.message for p in problems)
     assert all(KEY not in p.describe() for p in problems)
@@ -518,7 +516,7 @@ def test_a_key_in_the_defaults_file_is_refused_without_echoing_it(tmp_path):
 
 
 def test_cancel_says_polly_has_no_cancel(tmp_path, polly):
-    plan_dir = _plan(tmp_path, 5)
+    plan_dir = make_plan(tmp_path, sheet_frame(5, **SHEET), "polly", defaults=DEFAULTS)
     _submit(plan_dir)
     before = len(polly.requests())
     with pytest.raises(SubmissionError, match="Polly's API has no cancel"):
@@ -528,7 +526,7 @@ def test_cancel_says_polly_has_no_cancel(tmp_path, polly):
 
 
 def test_dry_run_needs_no_key_and_sends_nothing(tmp_path, capsys):
-    plan_dir = _plan(tmp_path, 120)
+    plan_dir = make_plan(tmp_path, sheet_frame(120, **SHEET), "polly", defaults=DEFAULTS)
     submit(plan_dir, dry_run=True)
     lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["operation"] for line in lines] == ["create_run"] + ["submit_job"] * 3
@@ -539,7 +537,7 @@ def test_dry_run_needs_no_key_and_sends_nothing(tmp_path, capsys):
 
 def test_jobs_requests_stay_within_the_byte_bound(tmp_path, polly, monkeypatch):
     monkeypatch.setattr(polly_backend, "MAX_REQUEST_BYTES", 2_000)
-    plan_dir = _plan(tmp_path, 40)
+    plan_dir = make_plan(tmp_path, sheet_frame(40, **SHEET), "polly", defaults=DEFAULTS)
     _submit(plan_dir)
     posts = _posts(polly, "/jobs")
     assert len(posts) > 1 and all(len(orjson.dumps(p["body"])) <= 2_000 for p in posts)
@@ -548,7 +546,7 @@ def test_jobs_requests_stay_within_the_byte_bound(tmp_path, polly, monkeypatch):
 
 def test_listings_follow_the_cursor_across_pages(tmp_path, polly, monkeypatch):
     monkeypatch.setattr(polly_api, "LIST_PAGE_SIZE", 7)
-    plan_dir = _plan(tmp_path, 30)
+    plan_dir = make_plan(tmp_path, sheet_frame(30, **SHEET), "polly", defaults=DEFAULTS)
     _submit(plan_dir)
     table = status(plan_dir)
     assert table.get_column("remote_id").null_count() == 0
@@ -584,7 +582,7 @@ def test_slow_answers_after_the_work_was_done_make_no_duplicates(tmp_path, make_
     emulator.inject_slow(30, method="POST", path="/jobs")
     monkeypatch.setenv("POLLY_BASE_URL", emulator.endpoint_url)
     monkeypatch.setenv("POLLY_API_KEY", KEY)
-    plan_dir = _plan(tmp_path, 120)
+    plan_dir = make_plan(tmp_path, sheet_frame(120, **SHEET), "polly", defaults=DEFAULTS)
     report = _submit(plan_dir, [], concurrency=1)
     assert report["jobs_submitted"] + report["jobs_found"] == 120
     assert len(emulator.runs()) == 1 and len(_posts(emulator, "/runs")) == 1
@@ -599,7 +597,7 @@ def test_status_rides_out_5xx_and_slow_answers(tmp_path, make_polly, clock, monk
     emulator = make_polly(failure_rate=0.3, seed=2)
     monkeypatch.setenv("POLLY_BASE_URL", emulator.endpoint_url)
     monkeypatch.setenv("POLLY_API_KEY", KEY)
-    plan_dir = _plan(tmp_path, 60)
+    plan_dir = make_plan(tmp_path, sheet_frame(60, **SHEET), "polly", defaults=DEFAULTS)
     _submit(plan_dir)
     clock.advance(5)
     emulator.inject([500, 503], method="GET")
@@ -624,7 +622,7 @@ def test_jobs_refused_inside_a_2xx_answer_are_not_lost(tmp_path, polly):
     can be refused inside a successful answer.  The others of the request are recorded; the refused one is
     reported with Polly's reason and sent again by the next submit, each job made once."""
     polly.inject_job_errors(["S0003"], detail="parameter fastq_1 is not readable")
-    plan_dir = _plan(tmp_path, 10)
+    plan_dir = make_plan(tmp_path, sheet_frame(10, **SHEET), "polly", defaults=DEFAULTS)
     with pytest.raises(SubmissionError, match=r"S0003.*parameter fastq_1 is not readable"):
         _submit(plan_dir, [])
     assert "S0003" not in _names(polly) and len(_names(polly)) == 9
@@ -645,7 +643,7 @@ def test_a_submit_that_gave_up_on_slow_answers_is_resumed_without_duplicates(tmp
     emulator.inject_slow(30, method="POST", path="/runs")
     monkeypatch.setenv("POLLY_BASE_URL", emulator.endpoint_url)
     monkeypatch.setenv("POLLY_API_KEY", KEY)
-    plan_dir = _plan(tmp_path, 120)
+    plan_dir = make_plan(tmp_path, sheet_frame(120, **SHEET), "polly", defaults=DEFAULTS)
     ctx = _context(plan_dir, [], concurrency=1)
     ctx.options = dataclasses.replace(ctx.options, max_wait=0.0)
     try:

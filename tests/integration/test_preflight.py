@@ -17,12 +17,12 @@ import orjson
 import polars as pl
 import pytest
 from faults.faultkit import aws_error, patch_clients
-from helpers import defaults_for, load_manifest, run_cli_process, write_csv, write_defaults
+from helpers import defaults_for, load_manifest, make_plan, run_cli_process, write_csv, write_defaults
 
 import planner
-from planner.commands.check import LIST_MIN, PreflightError, check
+from planner.commands.check import LIST_MIN, check
 from planner.commands.submit import submit
-from planner.errors import ValidationError
+from planner.errors import PreflightError, ValidationError
 from planner.sandbox.omics_emulator import OmicsEmulator
 
 TEMPLATE = {
@@ -49,16 +49,6 @@ def _defaults(backend: str, bucket: str) -> dict[str, Any]:
     return document
 
 
-def _plan(tmp_path: Path, backend: str, header: list[str], rows: list[list[str | None]], **options: Any) -> Path:
-    sheet = write_csv(tmp_path / "s.csv", header, rows)
-    if "defaults" not in options:
-        bucket = next((v.split("/")[2] for row in rows for v in row if v and v.startswith("s3://")), "none")
-        options["defaults"] = _defaults(backend, bucket)
-    out = tmp_path / "plan"
-    planner.plan(sheet, backend=backend, **options).write(out)
-    return out
-
-
 def _lines(report: Any) -> list[str]:
     return [p.describe() for p in report.problems]
 
@@ -76,7 +66,7 @@ def test_missing_objects_are_named_by_row_id_column_and_uri(tmp_path: Path, s3: 
         ["D", f"s3://{bucket}/bams/b.bam"],  # the same missing object: asked once, named for both rows
         ["E", "s3://no-such-bucket-here/x.bam"],
     ]
-    plan = _plan(tmp_path, "batch", ["sample", "bam"], rows, defaults=document)
+    plan = make_plan(tmp_path, write_csv(tmp_path / "s.csv", ["sample", "bam"], rows), "batch", defaults=document)
     report = check(plan, endpoints={"s3": moto_server}, quotas=False)
     assert _lines(report) == [
         f"row 2 (id 'B'), column 'bam' = 's3://{bucket}/bams/b.bam': no such object in S3 [s3-missing]",
@@ -94,11 +84,12 @@ def test_a_missing_default_is_said_once_not_per_run(tmp_path: Path, s3: Any, mot
     bucket = _bucket(s3, "a.bam")
     document = defaults_for("omics-batch")
     document["run"]["parameters"]["reference"] = f"s3://{bucket}/refs/gone.fa"
-    plan = _plan(
+    plan = make_plan(
         tmp_path,
+        write_csv(
+            tmp_path / "s.csv", ["sample", "bam"], [["A", f"s3://{bucket}/a.bam"]] * 1 + [["B", f"s3://{bucket}/a.bam"]]
+        ),
         "omics-batch",
-        ["sample", "bam"],
-        [["A", f"s3://{bucket}/a.bam"]] * 1 + [["B", f"s3://{bucket}/a.bam"]],
         defaults=document,
     )
     report = check(plan, endpoints={"s3": moto_server}, quotas=False, workflow=False)
@@ -143,7 +134,9 @@ def test_a_full_folder_is_listed_instead_of_heads(tmp_path: Path, s3: Any, moto_
         backend.put_object(bucket, f"reads/s{i:05d}.fq", b"x")
     wanted = [f"s{i:05d}" for i in range(0, 1500, 5)] + ["s99999"]  # 300 present, 1 missing
     rows = [[name, f"s3://{bucket}/reads/{name}.fq"] for name in wanted]
-    plan = _plan(tmp_path, "batch", ["sample", "fastq"], rows)
+    plan = make_plan(
+        tmp_path, write_csv(tmp_path / "s.csv", ["sample", "fastq"], rows), "batch", defaults=_defaults("batch", bucket)
+    )
     report = check(plan, endpoints={"s3": moto_server}, quotas=False)
     assert _lines(report) == [
         f"row 301 (id 's99999'), column 'fastq' = 's3://{bucket}/reads/s99999.fq': no such object in S3 [s3-missing]"
@@ -166,7 +159,9 @@ def test_403_is_a_warning_that_cannot_verify_not_missing(
 
     patch_clients([("before-send.s3.HeadObject", forbid)], monkeypatch.setattr)
     rows = [["A", f"s3://{bucket}/ok.bam"], ["B", f"s3://{bucket}/secret.bam"]]
-    plan = _plan(tmp_path, "batch", ["sample", "bam"], rows)
+    plan = make_plan(
+        tmp_path, write_csv(tmp_path / "s.csv", ["sample", "bam"], rows), "batch", defaults=_defaults("batch", bucket)
+    )
     report = check(plan, endpoints={"s3": moto_server}, quotas=False)
     assert report.problems == [] and report.ok
     assert [w.describe() for w in report.warnings] == [
@@ -188,7 +183,12 @@ def test_slowdown_is_waited_out(tmp_path: Path, s3: Any, moto_server: str, monke
 
     patch_clients([("before-send.s3.HeadObject", slow_down)], monkeypatch.setattr)
     monkeypatch.setattr("planner.engine.context.time.sleep", lambda seconds: None)
-    plan = _plan(tmp_path, "batch", ["sample", "bam"], [["A", f"s3://{bucket}/a.bam"]])
+    plan = make_plan(
+        tmp_path,
+        write_csv(tmp_path / "s.csv", ["sample", "bam"], [["A", f"s3://{bucket}/a.bam"]]),
+        "batch",
+        defaults=_defaults("batch", bucket),
+    )
     report = check(plan, endpoints={"s3": moto_server}, quotas=False, max_attempts=1)
     assert report.ok and report.inputs is not None and report.inputs.found == 2  # a.bam and the reference
 
@@ -196,7 +196,9 @@ def test_slowdown_is_waited_out(tmp_path: Path, s3: Any, moto_server: str, monke
 def test_the_check_command_exit_status_json_and_problems_csv(tmp_path: Path, s3: Any, moto_server: str) -> None:
     bucket = _bucket(s3)
     rows = [[f"s{i}", f"s3://{bucket}/x/{i}.bam"] for i in range(25)]
-    plan = _plan(tmp_path, "batch", ["sample", "bam"], rows)
+    plan = make_plan(
+        tmp_path, write_csv(tmp_path / "s.csv", ["sample", "bam"], rows), "batch", defaults=_defaults("batch", bucket)
+    )
     done = run_cli_process(["check", plan, "--endpoint-url", moto_server, "--json", "--no-quotas"])
     assert done.returncode == 2
     report = orjson.loads(done.stdout)
@@ -278,14 +280,19 @@ def test_submit_check_stops_before_anything_is_staged(
     emulator.put_workflow("1234567", parameter_template=TEMPLATE)
     bucket = _bucket(s3)
     rows = [[f"s{i}", f"s3://{bucket}/{i}.bam"] for i in range(150)]  # more than 100 runs: staged on S3
-    plan = _plan(tmp_path, "omics-batch", ["sample", "bam"], rows)
+    plan = make_plan(
+        tmp_path,
+        write_csv(tmp_path / "s.csv", ["sample", "bam"], rows),
+        "omics-batch",
+        defaults=_defaults("omics-batch", bucket),
+    )
     endpoints = {"s3": moto_server, "omics": emulator.endpoint_url, "sts": moto_server}
     with pytest.raises(PreflightError) as caught:
         submit(plan, staging=f"s3://{bucket}/staging/", endpoints=endpoints, check=True)
     assert len(caught.value.problems) == 150
     assert "nothing was staged or submitted" in caught.value.summary
     assert s3.list_objects_v2(Bucket=bucket, Prefix="staging/").get("KeyCount") == 0
-    assert emulator.batch_count() == 0 and not (plan / "ledger.sqlite").exists()
+    assert emulator.batch_count() == 0 and not (Path(plan) / "ledger.sqlite").exists()
     for i in range(150):
         s3.put_object(Bucket=bucket, Key=f"{i}.bam", Body=b"x")
     report = submit(plan, staging=f"s3://{bucket}/staging/", endpoints=endpoints, check=True)
@@ -388,7 +395,13 @@ def test_check_sees_a_template_changed_since_planning(
     bucket = _bucket(s3, "a.bam", "b.bam")
     endpoints = {"omics": emulator.endpoint_url, "s3": moto_server}
     rows = [["A", f"s3://{bucket}/a.bam"], ["B", f"s3://{bucket}/b.bam"]]
-    plan = _plan(tmp_path, "omics-batch", ["sample", "bam"], rows, endpoints=endpoints)
+    plan = make_plan(
+        tmp_path,
+        write_csv(tmp_path / "s.csv", ["sample", "bam"], rows),
+        "omics-batch",
+        defaults=_defaults("omics-batch", bucket),
+        endpoints=endpoints,
+    )
     unchanged = check(plan, endpoints=endpoints, quotas=False)
     assert unchanged.ok and unchanged.workflow is not None and unchanged.workflow.changed is False
     # The workflow's owner adds a required parameter and drops one the plan sends.
@@ -411,7 +424,12 @@ def test_check_applies_the_template_to_a_plan_made_without_one(
     emulator = make_omics_emulator()
     rows = [["A", "s3://b/a.bam"], ["B", None]]
     monkeypatch.setenv("PLANNER_NO_WORKFLOW_LOOKUP", "1")
-    plan = _plan(tmp_path, "omics-run", ["sample", "bam"], rows, defaults=defaults_for("omics-run"))
+    plan = make_plan(
+        tmp_path,
+        write_csv(tmp_path / "s.csv", ["sample", "bam"], rows),
+        "omics-run",
+        defaults=defaults_for("omics-run"),
+    )
     assert load_manifest(plan)["workflow"]["check"] == "skipped"
     emulator.put_workflow("7654321", parameter_template={"sample": {}, "bam": {}, "genome": {}})
     report = check(plan, endpoints={"omics": emulator.endpoint_url}, inputs=False, quotas=False)
@@ -440,7 +458,12 @@ def test_the_retained_run_quota_warns_with_the_fix(
         omics.start_run(
             workflowId="1", roleArn="arn:aws:iam::123456789012:role/r", outputUri="s3://b/o/", requestId=f"r{i}"
         )
-    plan = _plan(tmp_path, "omics-batch", ["sample"], [["A"], ["B"]])
+    plan = make_plan(
+        tmp_path,
+        write_csv(tmp_path / "s.csv", ["sample"], [["A"], ["B"]]),
+        "omics-batch",
+        defaults=_defaults("omics-batch", "none"),
+    )
     ctx = open_check_context(PlanDirectory(plan), Lookup(endpoints={"omics": emulator.endpoint_url}))
     found, warnings = retained_runs(ctx, PlanDirectory(plan), quota=4)
     assert found["account_runs"] == 3 and found["retain_runs"] == 2
@@ -541,9 +564,9 @@ def test_check_finds_runs_sharing_an_output_location(tmp_path: Path, backend: st
     document = defaults_for(backend)
     key = f"--{column}" if backend == "glue" else column
     document["run"]["parameters" if backend != "glue" else "Arguments"][key] = "s3://b/o/default/"
-    plan = _plan(tmp_path, backend, ["sample", column], rows, defaults=document)
-    manifest = orjson.loads((plan / "plan.json").read_bytes())
-    (plan / "plan.json").write_bytes(orjson.dumps({**manifest, "output_parameters": [declared]}))
+    plan = make_plan(tmp_path, write_csv(tmp_path / "s.csv", ["sample", column], rows), backend, defaults=document)
+    manifest = orjson.loads((Path(plan) / "plan.json").read_bytes())
+    (Path(plan) / "plan.json").write_bytes(orjson.dumps({**manifest, "output_parameters": [declared]}))
     report = check(plan, inputs=False, quotas=False, workflow=False)
     assert [(p.row, p.id, p.value, p.rule) for p in report.problems] == [
         (1, "A", "s3://b/o/a", "output-collision"),
@@ -558,7 +581,9 @@ def test_check_finds_runs_sharing_an_output_location(tmp_path: Path, backend: st
 def test_submit_check_on_the_command_line(tmp_path: Path, s3: Any, moto_server: str) -> None:
     bucket = _bucket(s3, "a.bam")
     rows = [["A", f"s3://{bucket}/a.bam"], ["B", f"s3://{bucket}/b.bam"]]
-    plan = _plan(tmp_path, "batch", ["sample", "bam"], rows)
+    plan = make_plan(
+        tmp_path, write_csv(tmp_path / "s.csv", ["sample", "bam"], rows), "batch", defaults=_defaults("batch", bucket)
+    )
     staging = f"s3://{bucket}/staging/"
     done = run_cli_process(["submit", plan, "--check", "--staging", staging, "--endpoint-url", moto_server])
     assert done.returncode == 2 and done.stdout == ""
@@ -567,7 +592,7 @@ def test_submit_check_on_the_command_line(tmp_path: Path, s3: Any, moto_server: 
         "planner: 1 problem found by the preflight check; nothing was staged or submitted",
     ]
     assert s3.list_objects_v2(Bucket=bucket, Prefix="staging/").get("KeyCount") == 0
-    assert not (plan / "ledger.sqlite").exists()
+    assert not (Path(plan) / "ledger.sqlite").exists()
 
 
 @pytest.mark.parametrize(
@@ -582,7 +607,9 @@ def test_output_parameters_are_not_inputs(tmp_path: Path, s3: Any, moto_server: 
     arguments[f"{prefix}reference"] = f"s3://{bucket}/refs/hg38.fa"
     arguments[f"{prefix}{column}"] = f"s3://{bucket}/out/default/"
     rows = [["A", f"s3://{bucket}/a.bam", f"s3://{bucket}/out/A/"], ["B", f"s3://{bucket}/a.bam", None]]
-    plan = _plan(tmp_path, backend, ["sample", "bam", column], rows, defaults=document)
+    plan = make_plan(
+        tmp_path, write_csv(tmp_path / "s.csv", ["sample", "bam", column], rows), backend, defaults=document
+    )
     report = check(plan, endpoints={"s3": moto_server}, quotas=False, workflow=False)
     assert _lines(report) == [] and report.warnings == []
     assert report.inputs is not None and report.inputs.uris == 2  # the reads and the reference, not the outputs

@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import polars as pl
 import pytest
+from helpers import run_cli_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SHEETS = ROOT / "sample_sheets"
-
-
-def _planner(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "planner.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
-    )
 
 
 @pytest.fixture()
@@ -37,7 +30,7 @@ def sandbox_env(tmp_path: Path):
         AWS_EC2_METADATA_DISABLED="true",
     )
     yield env
-    _planner("sandbox", "stop", env=env)
+    run_cli_process(["sandbox", "stop"], ROOT, env, inherit_env=False)
 
 
 @pytest.mark.slow
@@ -46,23 +39,20 @@ def test_the_example_workflow_lives_in_the_sandbox_and_its_template_is_enforced(
 ) -> None:
     example = tmp_path / "example"
     defaults = "sample_sheets/omics_batch_defaults.toml"
-    planned = _planner(
-        "plan",
-        "sample_sheets/omics_batch_samples.csv",
-        "-b",
-        "omics-batch",
-        "-d",
-        defaults,
-        "-o",
-        str(example),
-        env=sandbox_env,
+    planned = run_cli_process(
+        ["plan", "sample_sheets/omics_batch_samples.csv", "-b", "omics-batch", "-d", defaults, "-o", str(example)],
+        ROOT,
+        sandbox_env,
+        inherit_env=False,
     )
     assert planned.returncode == 0 and planned.stderr == "", planned.stderr
-    submitted = _planner("submit", str(example), "--sandbox", env=sandbox_env)
+    submitted = run_cli_process(["submit", str(example), "--sandbox"], ROOT, sandbox_env, inherit_env=False)
     assert submitted.returncode == 0, submitted.stderr
 
     # The workflow is there now, ACTIVE, with the template the plan was checked against.
-    checked = _planner("check", str(example), "--sandbox", "--no-inputs", "--json", env=sandbox_env)
+    checked = run_cli_process(
+        ["check", str(example), "--sandbox", "--no-inputs", "--json"], ROOT, sandbox_env, inherit_env=False
+    )
     assert checked.returncode == 0, checked.stderr
     workflow = orjson.loads(checked.stdout)["workflow"]
     assert workflow["checked"] and workflow["status"] == "ACTIVE" and workflow["changed_since_planning"] is False
@@ -76,24 +66,23 @@ def test_the_example_workflow_lives_in_the_sandbox_and_its_template_is_enforced(
         re.sub(r"\[workflow\].*", "", (SHEETS / "omics_batch_defaults.toml").read_text(encoding="utf-8"), flags=re.S)
     )
     unchecked = tmp_path / "unchecked"
-    made = _planner(
-        "plan",
-        str(sheet),
-        "-b",
-        "omics-batch",
-        "-d",
-        str(loose),
-        "-o",
-        str(unchecked),
-        "--no-workflow-lookup",
-        env=sandbox_env,
+    made = run_cli_process(
+        ["plan", str(sheet), "-b", "omics-batch", "-d", str(loose), "-o", str(unchecked), "--no-workflow-lookup"],
+        ROOT,
+        sandbox_env,
+        inherit_env=False,
     )
     assert made.returncode == 0, made.stderr
     # ...is refused run by run by the sandbox, as by the service, minutes after StartRunBatch said yes:
-    assert _planner("submit", str(unchecked), "--sandbox", env=sandbox_env).returncode == 0
+    assert (
+        run_cli_process(["submit", str(unchecked), "--sandbox"], ROOT, sandbox_env, inherit_env=False).returncode == 0
+    )
     status = tmp_path / "status.csv"
-    watched = _planner(
-        "status", str(unchecked), "--sandbox", "--watch", "--interval", "0.5", "--out", str(status), env=sandbox_env
+    watched = run_cli_process(
+        ["status", str(unchecked), "--sandbox", "--watch", "--interval", "0.5", "--out", str(status)],
+        ROOT,
+        sandbox_env,
+        inherit_env=False,
     )
     assert watched.returncode == 1, watched.stderr  # the watch ended with every sample failed
     assert "failed or were cancelled; `planner retry" in watched.stderr
@@ -102,17 +91,11 @@ def test_the_example_workflow_lives_in_the_sandbox_and_its_template_is_enforced(
     assert all("batch_note" in reason for reason in table.get_column("reason"))
 
     # ...while `planner plan --sandbox` reads the workflow first and refuses it, naming the column.
-    early = _planner(
-        "plan",
-        str(sheet),
-        "-b",
-        "omics-batch",
-        "-d",
-        str(loose),
-        "-o",
-        str(tmp_path / "early"),
-        "--sandbox",
-        env=sandbox_env,
+    early = run_cli_process(
+        ["plan", str(sheet), "-b", "omics-batch", "-d", str(loose), "-o", str(tmp_path / "early"), "--sandbox"],
+        ROOT,
+        sandbox_env,
+        inherit_env=False,
     )
     assert early.returncode == 2 and not (tmp_path / "early").exists()
     assert (

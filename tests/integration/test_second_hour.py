@@ -8,9 +8,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import pytest
-from helpers import run_cli
+from helpers import make_plan, run_cli
 
 import planner
 import planner.cli
@@ -21,14 +20,8 @@ DEFAULTS: dict[str, Any] = {
     "run": {"workflowId": "1234567", "roleArn": ROLE, "outputUri": "s3://results/x/"},
     "submission": {"batchName": "second-hour"},
 }
-
-
-def _plan(tmp_path: Path, samples: int, backend: str = "omics-batch", name: str = "plan", **options: Any) -> str:
-    out = str(tmp_path / name)
-    sheet = pl.DataFrame({"sample": [f"S{i:04d}" for i in range(samples)]})
-    defaults = DEFAULTS if backend == "omics-batch" else {"run": DEFAULTS["run"]}
-    planner.plan(sheet, backend=backend, defaults=defaults, **options).write(out)
-    return out
+RUN_DEFAULTS: dict[str, Any] = {"run": DEFAULTS["run"]}
+DEFAULTS_OF = {"omics-batch": DEFAULTS, "omics-run": RUN_DEFAULTS}
 
 
 @pytest.fixture()
@@ -39,7 +32,7 @@ def submitted(
     servers through AWS_ENDPOINT_URL_*, as a user's shell would."""
     emulator = make_emulator()
     endpoints = {"s3": moto_server, "omics": emulator.endpoint_url}
-    plan_dir = _plan(tmp_path, 4)
+    plan_dir = make_plan(tmp_path, 4, defaults=DEFAULTS)
     submit(plan_dir, sandbox=True, endpoints=endpoints, staging=f"s3://{bucket}/staging/")
     for _ in range(12):
         clock.advance(1.0)
@@ -185,7 +178,7 @@ def test_policy_names_the_bucket_the_ledger_staged_to(
     import json
 
     emulator = make_emulator()
-    plan_dir = _plan(tmp_path, 150)
+    plan_dir = make_plan(tmp_path, 150, defaults=DEFAULTS)
     manifest = planner.read_plan(plan_dir)
     assert any(shard.mode == "s3" for shard in manifest.shards)
     endpoints = {"s3": moto_server, "omics": emulator.endpoint_url}
@@ -300,7 +293,9 @@ def test_the_report_header_says_what_plan_json_and_the_ledger_say(
 ) -> None:
     pytest.importorskip("plotly", reason="the report extra (plotly) is not installed")
     emulator = make_emulator()
-    plan_dir = _plan(tmp_path, 150, max_entries=100)  # above 100 runs: staged on S3, in two files
+    plan_dir = make_plan(
+        tmp_path, 150, defaults=DEFAULTS, max_entries=100
+    )  # above 100 runs: staged on S3, in two files
     submit(
         plan_dir,
         sandbox=True,
@@ -335,7 +330,7 @@ def test_with_run_seconds_a_failure_threshold_fires_while_runs_still_run(
     watch sees a failure nothing is left to cancel.  With run_seconds they end one after another."""
     emulator = make_emulator(failure_rate=0.5, seed=3, run_seconds=run_seconds)
     endpoints = {"s3": moto_server, "omics": emulator.endpoint_url}
-    plan_dir = _plan(tmp_path, 12)
+    plan_dir = make_plan(tmp_path, 12, defaults=DEFAULTS)
     submit(plan_dir, sandbox=True, endpoints=endpoints, staging=f"s3://{bucket}/staging/")
     last = planner.watch(
         plan_dir,
@@ -446,7 +441,7 @@ def _ended_plan(request: Any, tmp_path: Path, **emulator_options: Any) -> str:
     emulator = request.getfixturevalue("make_emulator")(**emulator_options)
     moto_server = request.getfixturevalue("moto_server")
     endpoints = {"s3": moto_server, "omics": emulator.endpoint_url}
-    plan_dir = _plan(tmp_path, 6, name="ended")
+    plan_dir = make_plan(tmp_path, 6, defaults=DEFAULTS, name="ended")
     submit(plan_dir, sandbox=True, endpoints=endpoints, staging=f"s3://{request.getfixturevalue('bucket')}/s/")
     request.getfixturevalue("clock").advance(12)
     monkeypatch = request.getfixturevalue("monkeypatch")
@@ -475,7 +470,7 @@ def _case_threshold(request: Any, tmp_path: Path, capsys: Any) -> int:
         failure_rate=0.5, seed=3, clock=time.monotonic, step_seconds=0.2, run_seconds=4.0
     )
     moto_server = request.getfixturevalue("moto_server")
-    plan_dir = _plan(tmp_path, 12, name="threshold")
+    plan_dir = make_plan(tmp_path, 12, defaults=DEFAULTS, name="threshold")
     submit(plan_dir, sandbox=True, endpoints={"s3": moto_server, "omics": emulator.endpoint_url})
     monkeypatch = request.getfixturevalue("monkeypatch")
     monkeypatch.setenv("AWS_ENDPOINT_URL_OMICS", emulator.endpoint_url)
@@ -500,7 +495,7 @@ def _case_cancelled_or_ended(request: Any, tmp_path: Path, capsys: Any) -> int:
 def _case_not_cancelled(request: Any, tmp_path: Path, capsys: Any) -> int:
     emulator = request.getfixturevalue("make_emulator")(uncancellable=lambda settings: True)
     moto_server = request.getfixturevalue("moto_server")
-    plan_dir = _plan(tmp_path, 3, name="stuck")
+    plan_dir = make_plan(tmp_path, 3, defaults=DEFAULTS, name="stuck")
     submit(plan_dir, sandbox=True, endpoints={"s3": moto_server, "omics": emulator.endpoint_url})
     request.getfixturevalue("clock").advance(2.5)  # the batch has started its runs: they are RUNNING
     monkeypatch = request.getfixturevalue("monkeypatch")

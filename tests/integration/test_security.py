@@ -26,8 +26,8 @@ from botocore.config import Config
 
 import planner
 import planner.cli
+from planner.commands.child_settings import read_child_settings
 from planner.commands.submit import submit
-from planner.core.child_settings import read_child_settings
 from planner.core.ledger import Ledger
 from planner.core.plandir import PlanDirectory
 from planner.engine.context import staging_options

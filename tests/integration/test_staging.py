@@ -9,16 +9,17 @@ import sys
 import textwrap
 from pathlib import Path
 
-import polars as pl
 import pytest
+from helpers import make_plan, sheet_frame
 
-import planner
 from planner.core.ledger import Ledger
 from planner.core.plandir import PlanDirectory
 from planner.errors import SubmissionError
 from planner.services.staging import Stager
 
 MiB = 1024 * 1024
+SHEET = {"width": 6, "fastq_1": "s3://in/a.fq.gz"}  # sheet_frame(n, **SHEET): 250 runs fit one part
+PADDED = {"width": 6, "padding": "x" * 40_000}  # 300 runs of these: ~12 MiB, three 5 MiB parts
 DEFAULTS = {
     "run": {
         "workflowId": "1234567",
@@ -31,19 +32,6 @@ DEFAULTS = {
 @pytest.fixture()
 def staging(bucket: str) -> str:
     return f"s3://{bucket}/planner/"
-
-
-def _plan(
-    tmp_path, staging: str, runs: int, *, padding: int = 0, part_size: int | None = None, name: str = "plan"
-) -> str:
-    frame = pl.DataFrame({"sample": [f"S{i:06d}" for i in range(runs)]}).with_columns(
-        pl.lit("x" * padding).alias("padding") if padding else pl.lit("s3://in/a.fq.gz").alias("fastq_1")
-    )
-    out = str(tmp_path / name)
-    planner.plan(
-        frame, backend="omics-batch", defaults={**DEFAULTS, "staging": {"uri": staging}}, part_size=part_size
-    ).write(out)
-    return out
 
 
 def _stager(plan_dir: str, s3, concurrency: int = 4) -> tuple[Stager, dict]:
@@ -63,7 +51,11 @@ class CallCounter:
 
 
 def test_single_part_shard_gets_the_predicted_etag(tmp_path, s3, bucket, staging):
-    plan_dir = _plan(tmp_path, staging, 250)
+    plan_dir = make_plan(
+        tmp_path,
+        sheet_frame(250, **SHEET),
+        defaults={**DEFAULTS, "staging": {"uri": staging}},
+    )
     stager, manifest = _stager(plan_dir, s3)
     shard = manifest["shards"][0]
     assert shard["mode"] == "s3" and shard["bytes"] <= shard["part_size"]
@@ -79,7 +71,12 @@ def test_single_part_shard_gets_the_predicted_etag(tmp_path, s3, bucket, staging
 
 def test_multipart_shard_gets_the_predicted_etag(tmp_path, s3, bucket, staging):
     # ~12 MiB of runs with 5 MiB parts: three parts, ETag "md5-of-md5s-3".
-    plan_dir = _plan(tmp_path, staging, 300, padding=40_000, part_size=5 * MiB)
+    plan_dir = make_plan(
+        tmp_path,
+        sheet_frame(300, **PADDED),
+        defaults={**DEFAULTS, "staging": {"uri": staging}},
+        part_size=5 * MiB,
+    )
     stager, manifest = _stager(plan_dir, s3)
     shard = manifest["shards"][0]
     assert shard["etag"].endswith('-3"'), shard
@@ -124,7 +121,12 @@ class _Raw:
 def test_a_409_on_complete_multipart_upload_starts_a_new_upload(tmp_path, s3, bucket, staging):
     """S3 model, CompleteMultipartUpload IfNoneMatch: "On a 409 failure you should re-initiate the multipart
     upload with CreateMultipartUpload and re-upload each part" -- not complete the same UploadId again."""
-    plan_dir = _plan(tmp_path, staging, 300, padding=40_000, part_size=5 * MiB)
+    plan_dir = make_plan(
+        tmp_path,
+        sheet_frame(300, **PADDED),
+        defaults={**DEFAULTS, "staging": {"uri": staging}},
+        part_size=5 * MiB,
+    )
     stager, manifest = _stager(plan_dir, s3)
     stager.sleep = lambda seconds: None
     conflict = CompleteConflict(s3)
@@ -139,7 +141,11 @@ def test_a_409_on_complete_multipart_upload_starts_a_new_upload(tmp_path, s3, bu
 
 
 def test_second_staging_uploads_nothing(tmp_path, s3, bucket, staging):
-    plan_dir = _plan(tmp_path, staging, 250)
+    plan_dir = make_plan(
+        tmp_path,
+        sheet_frame(250, **SHEET),
+        defaults={**DEFAULTS, "staging": {"uri": staging}},
+    )
     stager, _ = _stager(plan_dir, s3)
     stager.stage([0])
     counter = CallCounter(s3)
@@ -154,7 +160,11 @@ def test_second_staging_uploads_nothing(tmp_path, s3, bucket, staging):
 
 
 def test_a_different_object_under_the_key_is_refused_naming_both_etags(tmp_path, s3, bucket, staging):
-    plan_dir = _plan(tmp_path, staging, 250)
+    plan_dir = make_plan(
+        tmp_path,
+        sheet_frame(250, **SHEET),
+        defaults={**DEFAULTS, "staging": {"uri": staging}},
+    )
     stager, manifest = _stager(plan_dir, s3)
     shard = manifest["shards"][0]
     key = f"planner/{manifest['plan_id']}/{shard['sha256']}.json"
@@ -166,7 +176,11 @@ def test_a_different_object_under_the_key_is_refused_naming_both_etags(tmp_path,
 
 
 def test_a_concurrent_write_of_the_same_bytes_is_a_412_and_is_reused(tmp_path, s3, bucket, staging):
-    plan_dir = _plan(tmp_path, staging, 250)
+    plan_dir = make_plan(
+        tmp_path,
+        sheet_frame(250, **SHEET),
+        defaults={**DEFAULTS, "staging": {"uri": staging}},
+    )
     stager, manifest = _stager(plan_dir, s3)
     shard = manifest["shards"][0]
     data = Path(os.path.join(plan_dir, shard["path"])).read_bytes()
@@ -193,7 +207,11 @@ def test_a_concurrent_write_of_the_same_bytes_is_a_412_and_is_reused(tmp_path, s
 
 
 def test_verify_refuses_an_object_changed_after_staging(tmp_path, s3, bucket, staging):
-    plan_dir = _plan(tmp_path, staging, 250)
+    plan_dir = make_plan(
+        tmp_path,
+        sheet_frame(250, **SHEET),
+        defaults={**DEFAULTS, "staging": {"uri": staging}},
+    )
     stager, _ = _stager(plan_dir, s3)
     staged = stager.stage([0])[0]
     s3.put_object(Bucket=bucket, Key=staged.key, Body=b"[]\n")
@@ -202,7 +220,12 @@ def test_verify_refuses_an_object_changed_after_staging(tmp_path, s3, bucket, st
 
 
 def test_sigkill_during_multipart_staging_then_resume(tmp_path, s3, bucket, staging, moto_server):
-    plan_dir = _plan(tmp_path, staging, 300, padding=40_000, part_size=5 * MiB)
+    plan_dir = make_plan(
+        tmp_path,
+        sheet_frame(300, **PADDED),
+        defaults={**DEFAULTS, "staging": {"uri": staging}},
+        part_size=5 * MiB,
+    )
     script = textwrap.dedent(
         f"""
         import os, signal, boto3

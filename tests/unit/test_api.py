@@ -19,30 +19,22 @@ from typing import Any
 import helpers
 import polars as pl
 import pytest
+from helpers import make_plan, sheet_frame
 from stub_backend import NAME, StubService, installed
 
 import planner
 from planner.backends import backend_class, get_backend, register, unregister
 from planner.core.progress import ProgressEvent
-from planner.engine.engine import Incomplete
-from planner.errors import InputError, SubmissionError
+from planner.errors import Incomplete, InputError, SubmissionError
 
 DEFAULTS: dict[str, Any] = {"run": {"workflow": "wf-7", "parameters": {"reference": "s3://refs/hg38.fa"}}}
+SHEET: dict[str, Any] = {"width": 0, "fastq": "s3://in/{sample}.fq"}  # sheet_frame(n, **SHEET): S0, S1, ...
 
 
 @pytest.fixture()
 def service() -> Iterator[StubService]:
     with installed() as stub:
         yield stub
-
-
-def _plan(tmp_path: Path, samples: int = 5, name: str = "plan", defaults: dict[str, Any] = DEFAULTS) -> str:
-    sheet = pl.DataFrame(
-        {"sample": [f"S{i}" for i in range(samples)], "fastq": [f"s3://in/S{i}.fq" for i in range(samples)]}
-    )
-    out = str(tmp_path / name)
-    planner.plan(sheet, backend=NAME, defaults=defaults, max_entries=2).write(out)
-    return out
 
 
 def _states(table: pl.DataFrame) -> dict[str, str | None]:
@@ -77,7 +69,7 @@ def test_register_serves_a_backend_until_unregistered(service: StubService, tmp_
     assert get_backend(NAME) is stub_backend.SPEC and backend_class(NAME) is stub_backend.BACKEND
     unregister(NAME)
     with pytest.raises(InputError, match="unknown backend 'stub'"):
-        _plan(tmp_path)
+        make_plan(tmp_path, sheet_frame(5, **SHEET), NAME, defaults=DEFAULTS, max_entries=2)
     register(NAME, stub_backend)  # (installed() unregisters it again at the end)
     assert backend_class(NAME) is stub_backend.StubBackend
 
@@ -99,7 +91,7 @@ def test_register_refuses_a_built_in_name_and_a_module_that_is_no_backend() -> N
 
 
 def test_submit_reports_what_it_created_and_its_progress(service: StubService, tmp_path: Path) -> None:
-    plan_dir = _plan(tmp_path)
+    plan_dir = make_plan(tmp_path, sheet_frame(5, **SHEET), NAME, defaults=DEFAULTS, max_entries=2)
     events: list[ProgressEvent] = []
     report = planner.submit(plan_dir, progress=events.append)
 
@@ -124,7 +116,7 @@ def test_submit_reports_what_it_created_and_its_progress(service: StubService, t
 
 
 def test_a_second_submit_sends_nothing(service: StubService, tmp_path: Path) -> None:
-    plan_dir = _plan(tmp_path)
+    plan_dir = make_plan(tmp_path, sheet_frame(5, **SHEET), NAME, defaults=DEFAULTS, max_entries=2)
     planner.submit(plan_dir)
     again = planner.submit(plan_dir)
     assert [(t.already, t.created) for t in again.phases] == [(5, 0)]
@@ -133,7 +125,7 @@ def test_a_second_submit_sends_nothing(service: StubService, tmp_path: Path) -> 
 
 def test_a_refused_call_raises_incomplete_carrying_the_report(service: StubService, tmp_path: Path) -> None:
     service.refuse = lambda request: "workflow wf-7 has no parameter fastq" if request["name"] == "S3" else None
-    plan_dir = _plan(tmp_path)
+    plan_dir = make_plan(tmp_path, sheet_frame(5, **SHEET), NAME, defaults=DEFAULTS, max_entries=2)
     with pytest.raises(Incomplete) as caught:
         planner.submit(plan_dir)
 
@@ -152,7 +144,7 @@ def test_a_refused_call_raises_incomplete_carrying_the_report(service: StubServi
 
 
 def test_a_dry_run_emits_each_request_and_sends_and_writes_nothing(service: StubService, tmp_path: Path) -> None:
-    plan_dir = _plan(tmp_path, 3)
+    plan_dir = make_plan(tmp_path, sheet_frame(3, **SHEET), NAME, defaults=DEFAULTS, max_entries=2)
     lines: list[dict[str, Any]] = []
     report = planner.submit(plan_dir, dry_run=True, emit=lines.append)
 
@@ -163,7 +155,14 @@ def test_a_dry_run_emits_each_request_and_sends_and_writes_nothing(service: Stub
     assert lines[0]["request"]["workflow"] == "wf-7" and lines[0]["request"]["requestId"].startswith("stub-")
     assert service.calls == [] and not os.path.exists(os.path.join(plan_dir, "ledger.sqlite"))
 
-    no_workflow = _plan(tmp_path, 1, "bare", {"run": {"parameters": {"x": "1"}}})
+    no_workflow = make_plan(
+        tmp_path,
+        sheet_frame(1, **SHEET),
+        NAME,
+        defaults={"run": {"parameters": {"x": "1"}}},
+        name="bare",
+        max_entries=2,
+    )
     lines.clear()
     planner.submit(no_workflow, dry_run=True, emit=lines.append)
     assert lines[0]["problems"] == ["workflow: is required"]  # a dry run is where a bad request shows
@@ -174,12 +173,12 @@ def test_a_dry_run_emits_each_request_and_sends_and_writes_nothing(service: Stub
 
 def test_status_maps_every_sample_to_its_run_and_state(service: StubService, tmp_path: Path) -> None:
     service.fail_when = lambda request: "out of memory" if request["name"] == "S1" else None
-    plan_dir = _plan(tmp_path)
+    plan_dir = make_plan(tmp_path, sheet_frame(5, **SHEET), NAME, defaults=DEFAULTS, max_entries=2)
     planner.submit(plan_dir)
     assert set(_states(planner.status(plan_dir)).values()) == {"PENDING"}
     service.advance(2)
     table = planner.status(plan_dir)
-    assert table.columns == planner.commands.submit.STATUS_COLUMNS
+    assert table.columns == planner.commands.status.STATUS_COLUMNS
     assert _states(table) == {f"S{i}": "FAILED" if i == 1 else "COMPLETED" for i in range(5)}
     assert table.filter(pl.col("id") == "S1").get_column("reason").to_list() == ["out of memory"]
     assert table.get_column("remote_id").n_unique() == 5 and table.get_column("remote_id").null_count() == 0
@@ -189,7 +188,7 @@ def test_status_maps_every_sample_to_its_run_and_state(service: StubService, tmp
 
 
 def test_watch_refreshes_until_every_run_has_ended(service: StubService, tmp_path: Path) -> None:
-    plan_dir = _plan(tmp_path, 3)
+    plan_dir = make_plan(tmp_path, sheet_frame(3, **SHEET), NAME, defaults=DEFAULTS, max_entries=2)
     planner.submit(plan_dir)
     sleeps: list[float] = []
     seen: list[planner.Snapshot] = []
@@ -208,7 +207,7 @@ def test_watch_refreshes_until_every_run_has_ended(service: StubService, tmp_pat
 def test_watch_cancels_what_still_runs_once_too_many_have_failed(service: StubService, tmp_path: Path) -> None:
     service.hold = lambda request: request["name"] == "S0"  # a long run
     service.fail_when = lambda request: "bad reference" if request["name"] == "S1" else None
-    plan_dir = _plan(tmp_path, 3)
+    plan_dir = make_plan(tmp_path, sheet_frame(3, **SHEET), NAME, defaults=DEFAULTS, max_entries=2)
     planner.submit(plan_dir)
     service.advance(2)
     last = planner.watch(plan_dir, interval=1, sleep=lambda s: pytest.fail("watch waited"), cancel_if_failed="0")
@@ -228,7 +227,7 @@ def test_watch_cancels_what_still_runs_once_too_many_have_failed(service: StubSe
 
 def test_retry_is_a_new_plan_whose_submit_starts_new_runs_once(service: StubService, tmp_path: Path) -> None:
     service.fail_when = lambda request: "disk full" if request["name"] in ("S1", "S4") else None
-    plan_dir = _plan(tmp_path)
+    plan_dir = make_plan(tmp_path, sheet_frame(5, **SHEET), NAME, defaults=DEFAULTS, max_entries=2)
     planner.submit(plan_dir)
     service.advance(2)
     original = planner.read_plan(plan_dir)
@@ -248,7 +247,7 @@ def test_retry_is_a_new_plan_whose_submit_starts_new_runs_once(service: StubServ
 
 def test_cancel_reports_each_run_and_leaves_finished_ones_alone(service: StubService, tmp_path: Path) -> None:
     service.hold = lambda request: request["name"] in ("S0", "S2")
-    plan_dir = _plan(tmp_path, 4)
+    plan_dir = make_plan(tmp_path, sheet_frame(4, **SHEET), NAME, defaults=DEFAULTS, max_entries=2)
     planner.submit(plan_dir)
     service.advance(2)  # S1 and S3 complete, S0 and S2 still run
     report = planner.cancel(plan_dir)
@@ -293,7 +292,7 @@ def test_cancel_reports_each_run_and_leaves_finished_ones_alone(service: StubSer
 def test_bad_options_are_input_errors_before_anything_happens(
     service: StubService, tmp_path: Path, call: Any, message: str
 ) -> None:
-    plan_dir = _plan(tmp_path)
+    plan_dir = make_plan(tmp_path, sheet_frame(5, **SHEET), NAME, defaults=DEFAULTS, max_entries=2)
     with pytest.raises(InputError, match=message) as caught:
         call(plan_dir)
     assert caught.value.exit_code == 2

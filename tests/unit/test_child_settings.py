@@ -1,4 +1,4 @@
-"""``planner.core.child_settings`` against an in-memory S3 that honours Range and If-Match."""
+"""``planner.commands.child_settings`` against an in-memory S3 that honours Range and If-Match."""
 
 from __future__ import annotations
 
@@ -13,13 +13,8 @@ from botocore.exceptions import ClientError
 
 import planner
 import planner.cli
-from planner.core.child_settings import (
-    entry_count,
-    export_lines,
-    glue_arguments,
-    line_index,
-    read_child_settings,
-)
+from planner.commands.child_settings import export_lines, glue_arguments, read_child_settings
+from planner.core.line_index import entry_count, line_index
 from planner.errors import InputError, PlannerError
 
 DEFAULTS = {"run": {"jobQueue": "q", "jobDefinition": "d:1", "parameters": {"reference": "s3://refs/hg38.fa"}}}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from helpers import SAMPLE_SHEETS, defaults_for, load_manifest, run_cli, run_cli_process, write_csv, write_defaults
+from helpers import defaults_for, load_manifest, run_cli, write_csv, write_defaults
 
 
 def test_summary_on_stdout_nothing_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,30 +31,6 @@ def test_json_flag_prints_only_plan_json(tmp_path: Path, capsys: pytest.CaptureF
     code, stdout, err = run_cli(["plan", sheet, "-b", "polly", "-d", defaults, "-o", out, "--json"], capsys)
     assert code == 0 and err == ""
     assert orjson.loads(stdout) == load_manifest(out)
-
-
-def test_real_process_success(tmp_path: Path) -> None:
-    out = tmp_path / "plan"
-    result = run_cli_process(
-        [
-            "plan",
-            SAMPLE_SHEETS / "batch_samples.csv",
-            "--backend",
-            "batch",
-            "--defaults",
-            SAMPLE_SHEETS / "batch_defaults.toml",
-            "--out",
-            out,
-            "--json",
-            "--max-entries",
-            "5",
-        ]
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    manifest = orjson.loads(result.stdout)
-    assert manifest == load_manifest(out)
-    assert [s["entries"] for s in manifest["shards"]] == [5, 5, 2]
 
 
 def test_unknown_backend_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -227,8 +227,9 @@ def test_set_creates_missing_tables() -> None:
 
 @pytest.mark.parametrize("assignment", ["noequals", "=value", "a..b=1", "parameters.=1"])
 def test_malformed_set_is_a_defaults_error(assignment: str) -> None:
-    with pytest.raises(planner.DefaultsError, match="--set"):
+    with pytest.raises(planner.DefaultsError, match=r"^sets=\[") as caught:  # the API's keyword, not the flag
         load_defaults(defaults_for("omics-batch"), [assignment])
+    assert "--set" not in str(caught.value)
 
 
 def test_set_into_a_scalar_is_a_defaults_error() -> None:
@@ -240,9 +241,9 @@ def test_set_with_a_bad_value_is_a_validation_problem(tmp_path: Path) -> None:
     sheet = write_csv(tmp_path / "s.csv", ["sample"], [["a"]])
     with pytest.raises(planner.ValidationError) as caught:
         planner.plan(sheet, backend="omics-batch", defaults=defaults_for("omics-batch"), sets=["priority=high"])
-    # The problem names the --set that put the value there, not the defaults file.
-    assert [(p.column, p.rule) for p in caught.value.problems] == [("--set priority", "type")]
-    assert caught.value.problems[0].describe().startswith("--set 'priority' = 'high': must be an integer")
+    # The problem names the KEY=VALUE setting that put the value there, not the defaults file.
+    assert [(p.column, p.rule) for p in caught.value.problems] == [("sets priority", "type")]
+    assert caught.value.problems[0].describe().startswith("sets 'priority' = 'high': must be an integer")
 
 
 def test_no_defaults_at_all(tmp_path: Path) -> None:

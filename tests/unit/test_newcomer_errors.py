@@ -4,20 +4,18 @@ A misspelt defaults key or ``--set`` key gets "did you mean"; the names a table 
 are listed once, not once per problem; a defaults file written for another backend is
 said to be one; a problem in a ``--set`` names the ``--set``; a sheet saved as
 Windows-1252 or Latin-1 is refused naming the row, the column and the encoding.
-Every case runs ``python -m planner.cli`` as a user would: exit status 2, the exact
-message on stderr, nothing on stdout, nothing written.
+Every case runs the CLI (``planner.cli.main``, in-process) in the test's folder as a user would: exit
+status 2, the exact message on stderr, nothing on stdout, nothing written.
 """
 
 from __future__ import annotations
 
-import subprocess
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import botocore.session
 import pytest
-from helpers import SAMPLE_SHEETS, assert_nothing_written, defaults_for, run_cli_process, write_defaults
+from helpers import SAMPLE_SHEETS, assert_nothing_written, defaults_for, plan_argv, run_cli, write_defaults
 
 from planner.errors import Problem
 
@@ -34,35 +32,33 @@ OMICS_BATCH_FIELDS = ", ".join(
 )
 
 
-def _plan(
-    tmp_path: Path, *extra: str, backend: str = "omics-batch", defaults: dict[str, Any] | Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    sheet = tmp_path / "sheet.csv"
-    if not sheet.exists():
-        sheet.write_text("sample,fastq_1\nA,s3://b/a.fq\n", encoding="utf-8")
-    if not isinstance(defaults, Path):
-        write_defaults(tmp_path / "defaults.toml", defaults or defaults_for(backend))
-        defaults = Path("defaults.toml")
-    argv = ["plan", "sheet.csv", "--backend", backend, "--defaults", str(defaults), "--out", "plan", *extra]
-    return run_cli_process(argv, cwd=tmp_path)
+HERE = Path(".")  # every test runs in its tmp_path (``at_home``): the paths in messages are as a user types them
 
 
-def _refused(result: subprocess.CompletedProcess[str], tmp_path: Path) -> list[str]:
+@pytest.fixture(autouse=True)
+def at_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test's tmp_path is the working directory, with a one-row ``sheet.csv`` a test may replace."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sheet.csv").write_text("sample,fastq_1\nA,s3://b/a.fq\n", encoding="utf-8")
+
+
+def _refused(result: tuple[int, str, str], tmp_path: Path) -> list[str]:
     """The stderr lines of a run refused as bad input."""
-    assert result.returncode == 2, result.stderr
-    assert result.stdout == ""
-    assert "Traceback" not in result.stderr
+    code, out, err = result
+    assert code == 2, err
+    assert out == ""
+    assert "Traceback" not in err
     assert_nothing_written(tmp_path / "plan")
-    return result.stderr.splitlines()
+    return err.splitlines()
 
 
 # Item 8: "did you mean" for defaults keys and --set keys; a field is a field; --set is named.
 
 
-def test_a_misspelt_run_field_is_offered_the_right_one(tmp_path: Path) -> None:
+def test_a_misspelt_run_field_is_offered_the_right_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     document = defaults_for("omics-batch")
     document["run"]["workflowID"] = document["run"].pop("workflowId")
-    lines = _refused(_plan(tmp_path, defaults=document), tmp_path)
+    lines = _refused(run_cli(plan_argv(HERE, "sheet.csv", defaults=document), capsys), tmp_path)
     # The missing workflowId is not reported again: the suggestion says it.
     assert lines == [
         "planner: error: defaults, field '[run] workflowID': is not a field of this request "
@@ -71,10 +67,10 @@ def test_a_misspelt_run_field_is_offered_the_right_one(tmp_path: Path) -> None:
     ]
 
 
-def test_several_unknown_fields_list_the_known_ones_once(tmp_path: Path) -> None:
+def test_several_unknown_fields_list_the_known_ones_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     document = defaults_for("omics-batch")
     document["run"].update(priorty=1, storagetype="STATIC", bogus=1)
-    lines = _refused(_plan(tmp_path, defaults=document), tmp_path)
+    lines = _refused(run_cli(plan_argv(HERE, "sheet.csv", defaults=document), capsys), tmp_path)
     assert lines == [
         "planner: error: defaults, field '[run] priorty': is not a field of this request "
         f"(did you mean 'priority'?); [run] takes {OMICS_BATCH_FIELDS} [unknown-field]",
@@ -85,10 +81,10 @@ def test_several_unknown_fields_list_the_known_ones_once(tmp_path: Path) -> None
     ]
 
 
-def test_an_unknown_submission_key_is_offered_the_right_one(tmp_path: Path) -> None:
+def test_an_unknown_submission_key_is_offered_the_right_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     document = defaults_for("omics-batch")
     document["submission"] = {"batchname": "x"}
-    lines = _refused(_plan(tmp_path, defaults=document), tmp_path)
+    lines = _refused(run_cli(plan_argv(HERE, "sheet.csv", defaults=document), capsys), tmp_path)
     assert lines == [
         "planner: error: defaults, field '[submission] batchname': is not a field of this request "
         "(did you mean 'batchName'?); [submission] takes batchName, tags [unknown-field]",
@@ -96,10 +92,10 @@ def test_an_unknown_submission_key_is_offered_the_right_one(tmp_path: Path) -> N
     ]
 
 
-def test_a_nested_unknown_field_lists_its_own_table(tmp_path: Path) -> None:
+def test_a_nested_unknown_field_lists_its_own_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     document = defaults_for("batch")
     document["run"]["retryStrategy"] = {"atempts": 2}
-    lines = _refused(_plan(tmp_path, backend="batch", defaults=document), tmp_path)
+    lines = _refused(run_cli(plan_argv(HERE, "sheet.csv", backend="batch", defaults=document), capsys), tmp_path)
     assert lines == [
         "planner: error: defaults, field '[run] retryStrategy.atempts': is not a field of this request "
         "(did you mean 'attempts'?); [run] retryStrategy takes attempts, evaluateOnExit [unknown-field]",
@@ -128,13 +124,19 @@ def test_a_nested_unknown_field_lists_its_own_table(tmp_path: Path) -> None:
         ("storageType=FAST", "planner: error: --set 'storageType' = 'FAST': must be one of STATIC, DYNAMIC [enum]"),
     ],
 )
-def test_a_problem_in_a_set_names_the_set(tmp_path: Path, assignment: str, line: str) -> None:
-    lines = _refused(_plan(tmp_path, "--set", assignment), tmp_path)
+def test_a_problem_in_a_set_names_the_set(
+    tmp_path: Path, assignment: str, line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = _refused(run_cli(plan_argv(HERE, "sheet.csv", "--set", assignment), capsys), tmp_path)
     assert lines == [line, "planner: 1 problem found; nothing was written"]
 
 
-def test_a_set_key_unknown_to_polly_is_offered_the_right_one(tmp_path: Path) -> None:
-    result = _plan(tmp_path, "--set", "config.infra.cpus=4", "--set", "paramters.a=1", backend="polly")
+def test_a_set_key_unknown_to_polly_is_offered_the_right_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run_cli(
+        plan_argv(HERE, "sheet.csv", "--set", "config.infra.cpus=4", "--set", "paramters.a=1", backend="polly"), capsys
+    )
     assert _refused(result, tmp_path) == [
         "planner: error: --set 'paramters': a Polly job takes only parameters and config.infra "
         "(did you mean 'parameters'?) [unknown-field]",
@@ -159,10 +161,12 @@ def test_a_set_key_unknown_to_polly_is_offered_the_right_one(tmp_path: Path) -> 
     ],
     ids=["section", "sheet key", "staging key"],
 )
-def test_misspelt_sections_and_keys_are_offered_the_right_one(tmp_path: Path, text: str, message: str) -> None:
+def test_misspelt_sections_and_keys_are_offered_the_right_one(
+    tmp_path: Path, text: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_defaults(tmp_path / "base.toml", defaults_for("omics-batch"))
     (tmp_path / "defaults.toml").write_text(path.read_text(encoding="utf-8") + "\n" + text, encoding="utf-8")
-    lines = _refused(_plan(tmp_path, defaults=Path("defaults.toml")), tmp_path)
+    lines = _refused(run_cli(plan_argv(HERE, "sheet.csv", defaults=Path("defaults.toml")), capsys), tmp_path)
     assert len(lines) == 1 and lines[0].startswith(f"planner: error: defaults.toml: {message}")
 
 
@@ -170,7 +174,8 @@ def test_problems_of_the_defaults_call_a_field_a_field() -> None:
     assert Problem(None, None, "[run] storageType", "FAST", "enum", "must be one of STATIC, DYNAMIC").describe() == (
         "defaults, field '[run] storageType' = 'FAST': must be one of STATIC, DYNAMIC [enum]"
     )
-    assert Problem(0, None, "--set a\nb", None, "unknown-field", "no").describe() == "--set 'a\\nb': no [unknown-field]"
+    # A KEY=VALUE setting's problem: its column is "sets KEY"; the API names the keyword (the CLI, --set)
+    assert Problem(0, None, "sets a\nb", None, "unknown-field", "no").describe() == "sets 'a\\nb': no [unknown-field]"
     assert Problem(3, "x", "priority", "hi", "type", "must be an integer").describe() == (
         "row 3 (id 'x'), column 'priority' = 'hi': must be an integer [type]"
     )
@@ -179,8 +184,10 @@ def test_problems_of_the_defaults_call_a_field_a_field() -> None:
 # Item 9: a defaults file written for another backend is said to be one, in one message.
 
 
-def test_the_batch_sample_defaults_with_omics_batch_say_whose_file_it_is(tmp_path: Path) -> None:
-    result = _plan(tmp_path, defaults=SAMPLE_SHEETS / "batch_defaults.toml")
+def test_the_batch_sample_defaults_with_omics_batch_say_whose_file_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run_cli(plan_argv(HERE, "sheet.csv", defaults=SAMPLE_SHEETS / "batch_defaults.toml"), capsys)
     assert _refused(result, tmp_path) == [
         "planner: error: defaults: this defaults file looks like one for `--backend batch` "
         "(it has jobQueue, jobDefinition, retryStrategy): AWS HealthOmics StartRunBatch (`--backend omics-batch`) "
@@ -206,20 +213,24 @@ def test_the_batch_sample_defaults_with_omics_batch_say_whose_file_it_is(tmp_pat
     ],
 )
 def test_a_defaults_file_for_another_backend_is_said_to_be_one(
-    tmp_path: Path, file: str, backend: str, looks_like: str
+    tmp_path: Path, file: str, backend: str, looks_like: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sheet = tomllib.loads((SAMPLE_SHEETS / file).read_text(encoding="utf-8")).get("sheet", {})
     columns = [sheet.get("id_column", "sample"), *sheet.get("types", {})]  # what [sheet] asks the sheet to have
     (tmp_path / "sheet.csv").write_text(",".join(columns) + "\n" + ",".join("1" for _ in columns) + "\n")
-    lines = _refused(_plan(tmp_path, backend=backend, defaults=SAMPLE_SHEETS / file), tmp_path)
+    lines = _refused(
+        run_cli(plan_argv(HERE, "sheet.csv", backend=backend, defaults=SAMPLE_SHEETS / file), capsys), tmp_path
+    )
     assert lines[0].startswith(f"planner: error: defaults: this defaults file looks like one for {looks_like}")
     assert lines[0].endswith("[other-backend]")
     assert lines[1:] == ["planner: 1 problem found; nothing was written"]
     assert lines[0].count("[run] takes ") == 1  # what the target takes is listed once
 
 
-def test_a_field_of_another_backend_in_a_set_is_not_taken_for_another_backends_file(tmp_path: Path) -> None:
-    lines = _refused(_plan(tmp_path, "--set", "jobQueue=q"), tmp_path)
+def test_a_field_of_another_backend_in_a_set_is_not_taken_for_another_backends_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = _refused(run_cli(plan_argv(HERE, "sheet.csv", "--set", "jobQueue=q"), capsys), tmp_path)
     assert lines == [
         f"planner: error: --set 'jobQueue': is not a field of this request; [run] takes {OMICS_BATCH_FIELDS} "
         "[unknown-field]",
@@ -271,12 +282,12 @@ def test_a_field_of_another_backend_in_a_set_is_not_taken_for_another_backends_f
     ids=["row 1", "far in", "multi-line cell", "header", "latin-1", "utf-16 bom"],
 )
 def test_a_sheet_not_in_utf8_names_row_column_and_encoding(
-    tmp_path: Path, name: str, data: bytes, message: str
+    tmp_path: Path, name: str, data: bytes, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / name).write_bytes(data)
-    result = run_cli_process(
+    result = run_cli(
         ["plan", name, "--backend", "batch", "--defaults", _batch_defaults_without_outputs(tmp_path), "--out", "plan"],
-        cwd=tmp_path,
+        capsys,
     )
     assert _refused(result, tmp_path) == [f"planner: error: {name}: {message}"]
 
@@ -289,14 +300,12 @@ def _batch_defaults_without_outputs(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_glob_of_sheets_names_the_file_not_in_utf8(tmp_path: Path) -> None:
+def test_a_glob_of_sheets_names_the_file_not_in_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "sheets").mkdir()
     (tmp_path / "sheets" / "a.csv").write_text("sample,x\nA,1\n", encoding="utf-8")
     (tmp_path / "sheets" / "b.csv").write_bytes("sample,x\nB,1\nC,né\n".encode("cp1252"))
     defaults = _batch_defaults_without_outputs(tmp_path)
-    result = run_cli_process(
-        ["plan", "sheets/*.csv", "--backend", "batch", "--defaults", defaults, "--out", "plan"], cwd=tmp_path
-    )
+    result = run_cli(["plan", "sheets/*.csv", "--backend", "batch", "--defaults", defaults, "--out", "plan"], capsys)
     assert _refused(result, tmp_path) == [
         "planner: error: sheets/*.csv (sheets/b.csv): row 2, column 'x': byte 0xE9 is not UTF-8; "
         "the file looks like Windows-1252 (é, as in 'né'): save it as UTF-8"

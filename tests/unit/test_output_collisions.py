@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from helpers import defaults_for, run_cli_process, write_csv, write_defaults
+from helpers import defaults_for, run_cli, write_csv, write_defaults
 
 import planner
 from planner.errors import ValidationError
@@ -134,12 +134,12 @@ def test_an_output_parameter_nothing_sets_is_named(tmp_path: Path) -> None:
     ]
 
 
-def test_the_cli_refuses_a_collision_with_exit_2(tmp_path: Path) -> None:
+def test_the_cli_refuses_a_collision_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sheet = write_csv(tmp_path / "s.csv", ["sample", "output_path"], [["A", "s3://b/o/"], ["B", "s3://b/o/"]])
     defaults = write_defaults(
         tmp_path / "d.toml", defaults_for("glue", workflow={"output_parameters": ["output_path"]})
     )
-    done = run_cli_process(["plan", sheet, "-b", "glue", "-d", defaults, "-o", tmp_path / "plan"])
-    assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.splitlines()[-1] == "planner: 2 problems found; nothing was written"
-    assert "[output-collision]" in done.stderr
+    done = run_cli(["plan", sheet, "-b", "glue", "-d", defaults, "-o", tmp_path / "plan"], capsys)
+    assert done.code == 2 and done.out == ""
+    assert done.err.splitlines()[-1] == "planner: 2 problems found; nothing was written"
+    assert "[output-collision]" in done.err

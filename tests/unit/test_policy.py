@@ -30,7 +30,7 @@ from planner.commands.policy import (
     S3_STAGING_CALLS,
     policies,
 )
-from planner.core.child_settings import line_index
+from planner.core.line_index import line_index
 from planner.core.plandir import PlanDirectory
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_sheets"
@@ -217,7 +217,7 @@ def test_a_plan_that_stages_needs_a_staging_location(tmp_path: Path) -> None:
     frame = pl.DataFrame({"sample": ["S1", "S2"]})
     plan_dir = str(tmp_path / "p")
     planner.plan(frame, backend="batch", defaults={"run": {"jobQueue": "q", "jobDefinition": "d:1"}}).write(plan_dir)
-    with pytest.raises(planner.InputError, match="--staging"):
+    with pytest.raises(planner.InputError, match="give staging=s3://"):  # the API's keyword, not the flag
         policies(plan_dir)
     assert actions(policies(plan_dir, staging="s3://b/x/").submitter) >= {"s3:PutObject"}
 

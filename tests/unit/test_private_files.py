@@ -95,7 +95,7 @@ def test_a_new_csv_export_is_private_and_an_existing_one_keeps_its_mode(tmp_path
 
 @pytest.mark.parametrize("name", ["status.csv", "status.parquet", "status.jsonl"])
 def test_status_out_exports_are_private_unless_they_exist(tmp_path: Path, umask: int, name: str) -> None:
-    from planner.commands.submit import write_table
+    from planner.commands.status import write_table
 
     table = pl.DataFrame({"id": ["S1"], "state": ["RUNNING"]})
     out = tmp_path / name

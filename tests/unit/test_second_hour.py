@@ -8,26 +8,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import assert_nothing_written, run_cli
+from helpers import assert_nothing_written, run_cli, write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "sample_sheets"
 OMICS = ["--backend", "omics-batch", "--defaults", str(EXAMPLES / "omics_batch_defaults.toml")]
-HEADER = "sample,strandedness,fasta,gtf,fastq_1"
-CELLS = "auto,s3://refs/genome.fa,s3://refs/genes.gtf,s3://reads/r1.fq.gz"
-
-
-def _sheet(tmp_path: Path, *rows: str, header: str = HEADER) -> Path:
-    path = tmp_path / "samples.csv"
-    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
-    return path
+HEADER = ["sample", "strandedness", "fasta", "gtf", "fastq_1"]
+CELLS = ["auto", "s3://refs/genome.fa", "s3://refs/genes.gtf", "s3://reads/r1.fq.gz"]  # a row's cells after its id
 
 
 # ---------------------------------------------------------------- 4. whitespace around ids
 
 
 def test_ids_with_surrounding_whitespace_are_refused_naming_the_rows(tmp_path: Path, capsys: Any) -> None:
-    sheet = _sheet(tmp_path, f"CTRL_REP1,{CELLS}", f"CTRL_REP2,{CELLS}", f"CTRL_REP2 ,{CELLS}", f"\tKO_REP1,{CELLS}")
+    sheet = write_csv(
+        tmp_path / "samples.csv", HEADER, [[i, *CELLS] for i in ("CTRL_REP1", "CTRL_REP2", "CTRL_REP2 ", "\tKO_REP1")]
+    )
     code, _, err = run_cli(["plan", sheet, *OMICS, "--out", tmp_path / "plan"], capsys)
     assert code == 2, err
     lines = [line for line in err.splitlines() if "[whitespace]" in line]
@@ -49,7 +45,7 @@ def test_an_integer_above_the_fields_maximum_has_one_message_wherever_it_is_type
         capsys,
     )
     assert code == 2 and expected in err, err
-    sheet = _sheet(tmp_path, f"S1,{CELLS},{typed}", header=f"{HEADER},priority")
+    sheet = write_csv(tmp_path / "samples.csv", [*HEADER, "priority"], [["S1", *CELLS, str(typed)]])
     code, _, err = run_cli(["plan", sheet, *OMICS, "--out", tmp_path / "b"], capsys)
     assert code == 2 and expected in err, err
     defaults = tmp_path / "defaults.toml"
@@ -62,7 +58,7 @@ def test_an_integer_above_the_fields_maximum_has_one_message_wherever_it_is_type
 
 
 def test_a_negative_integer_beyond_64_bits_is_below_the_minimum(tmp_path: Path, capsys: Any) -> None:
-    sheet = _sheet(tmp_path, f"S1,{CELLS},-99999999999999999999999", header=f"{HEADER},priority")
+    sheet = write_csv(tmp_path / "samples.csv", [*HEADER, "priority"], [["S1", *CELLS, "-99999999999999999999999"]])
     code, _, err = run_cli(["plan", sheet, *OMICS, "--out", tmp_path / "b"], capsys)
     assert code == 2 and "= '-99999999999999999999999': must be at least 0 [min]" in err, err
 
@@ -118,7 +114,7 @@ def test_max_attempts_0_is_refused(tmp_path: Path, capsys: Any) -> None:
 
 
 def test_one_of_a_thing_is_not_plural(tmp_path: Path, capsys: Any) -> None:
-    sheet = _sheet(tmp_path, f"S1,{CELLS}")
+    sheet = write_csv(tmp_path / "samples.csv", HEADER, [["S1", *CELLS]])
     code, out, err = run_cli(["plan", sheet, *OMICS, "--out", tmp_path / "plan"], capsys)
     assert code == 0, err
     assert "planned 1 run of 1 row for omics-batch" in out and "; 1 shard (inline)" in out, out
@@ -151,14 +147,18 @@ def test_without_a_terminal_long_work_prints_a_progress_line_at_most_every_10_s(
     import planner.core.progress
 
     monkeypatch.setattr(planner.core.progress, "monotonic", _Clock(11.0))  # every event comes 11 s after the last
-    rows = [f"S{i:03d},{CELLS}" for i in range(40)]
-    code, _, err = run_cli(["plan", _sheet(tmp_path, *rows), *OMICS, "--out", tmp_path / "plan"], capsys)
+    rows = [[f"S{i:03d}", *CELLS] for i in range(40)]
+    code, _, err = run_cli(
+        ["plan", write_csv(tmp_path / "samples.csv", HEADER, rows), *OMICS, "--out", tmp_path / "plan"], capsys
+    )
     assert code == 0, err
     lines = [line for line in err.splitlines() if line.startswith("planner: plan: ")]
     assert lines, err
     shape = r"planner: plan: [\d,]+ (of [\d,]+ )?rows?, [\d,.]+ rows?/s(, done)?"
     assert all(re.fullmatch(shape, line) for line in lines), lines
-    code, _, err = run_cli(["plan", _sheet(tmp_path, *rows), *OMICS, "--out", tmp_path / "quiet", "-q"], capsys)
+    code, _, err = run_cli(
+        ["plan", write_csv(tmp_path / "samples.csv", HEADER, rows), *OMICS, "--out", tmp_path / "quiet", "-q"], capsys
+    )
     assert code == 0 and "planner: plan: " not in err, err
 
 

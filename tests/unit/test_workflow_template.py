@@ -2,19 +2,18 @@
 
 Templates come from a file here (``--parameter-template`` or ``[workflow] parameter_template``);
 reading them from the service is in tests/integration/test_preflight.py.  CLI behaviour is
-checked through the entry point in a child process.
+checked through ``planner.cli.main`` in-process (``helpers.run_cli``).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from helpers import SAMPLE_SHEETS, defaults_for, load_manifest, run_cli_process, write_csv, write_defaults
+from helpers import SAMPLE_SHEETS, defaults_for, load_manifest, plan_argv, run_cli, write_csv, write_defaults
 
 import planner
 from planner.errors import InputError, ValidationError
@@ -36,10 +35,6 @@ def _template(tmp_path: Path, template: dict[str, Any] | None = None, **wrapped:
         document = {**wrapped, "parameterTemplate": document}
     path.write_bytes(orjson.dumps(document))
     return path
-
-
-def _sheet(tmp_path: Path, header: list[str], rows: list[list[str | None]]) -> Path:
-    return write_csv(tmp_path / "samples.csv", header, rows)
 
 
 def _problems(tmp_path: Path, sheet: Path, backend: str = "omics-batch", **options: Any) -> list[str]:
@@ -93,7 +88,7 @@ def test_the_rule_for_one_run() -> None:
 
 def test_a_sheet_that_fits_the_template_plans_and_plan_json_records_the_template(tmp_path: Path) -> None:
     template = _template(tmp_path)
-    sheet = _sheet(tmp_path, ["sample", "fastq_1", "fastq_2"], GOOD)
+    sheet = write_csv(tmp_path / "samples.csv", ["sample", "fastq_1", "fastq_2"], GOOD)
     manifest = planner.plan(
         sheet,
         backend="omics-batch",
@@ -107,7 +102,7 @@ def test_a_sheet_that_fits_the_template_plans_and_plan_json_records_the_template
 
 
 def test_a_column_the_template_does_not_define_is_refused_with_the_closest_names(tmp_path: Path) -> None:
-    sheet = _sheet(tmp_path, ["sample", "fastq1", "fastq_2"], GOOD)
+    sheet = write_csv(tmp_path / "samples.csv", ["sample", "fastq1", "fastq_2"], GOOD)
     lines = _problems(tmp_path, sheet, parameter_template=_template(tmp_path))
     assert lines[0].startswith("header 'fastq1': becomes parameter 'fastq1', which the parameter template in ")
     assert "(did you mean 'fastq_1'" in lines[0] and "its template defines fastq_1, fastq_2, reference" in lines[0]
@@ -120,7 +115,7 @@ def test_a_column_the_template_does_not_define_is_refused_with_the_closest_names
 
 
 def test_a_default_and_a_set_the_template_does_not_define_are_named(tmp_path: Path) -> None:
-    sheet = _sheet(tmp_path, ["sample", "fastq_1"], [["A", "s3://b/a.fq"]])
+    sheet = write_csv(tmp_path / "samples.csv", ["sample", "fastq_1"], [["A", "s3://b/a.fq"]])
     document = defaults_for("omics-batch")
     document["run"]["parameters"] = {"referenc": "s3://refs/hg38.fa"}
     lines = _problems(
@@ -130,14 +125,14 @@ def test_a_default_and_a_set_the_template_does_not_define_are_named(tmp_path: Pa
         "defaults, field '[run] parameters.referenc' = 's3://refs/hg38.fa': is not a parameter of the parameter "
         f"template in {tmp_path / 'template.json'} (did you mean 'reference'?); its template defines fastq_1, "
         "fastq_2, reference, sample, threads [template-unknown]",
-        f"--set 'parameters.thread' = '4': is not a parameter of the parameter template in {tmp_path / 'template.json'}"
+        f"sets 'parameters.thread' = '4': is not a parameter of the parameter template in {tmp_path / 'template.json'}"
         " (did you mean 'threads'?); its template defines fastq_1, fastq_2, reference, sample, threads "
         "[template-unknown]",
     ]
 
 
 def test_rows_missing_a_required_parameter_are_named(tmp_path: Path) -> None:
-    sheet = _sheet(tmp_path, ["sample", "fastq_1"], [["A", "s3://b/a.fq"], ["B", None], ["C", None]])
+    sheet = write_csv(tmp_path / "samples.csv", ["sample", "fastq_1"], [["A", "s3://b/a.fq"], ["B", None], ["C", None]])
     lines = _problems(tmp_path, sheet, parameter_template=_template(tmp_path))
     assert [line.split(":")[0] for line in lines] == [
         "row 2 (id 'B'), column 'fastq_1' = ''",
@@ -148,7 +143,9 @@ def test_rows_missing_a_required_parameter_are_named(tmp_path: Path) -> None:
 
 
 def test_skip_invalid_plans_the_rows_that_fit_and_rejects_the_others(tmp_path: Path) -> None:
-    sheet = _sheet(tmp_path, ["sample", "fastq_1"], [["A", "s3://b/a.fq"], ["B", None], ["C", "s3://b/c.fq"]])
+    sheet = write_csv(
+        tmp_path / "samples.csv", ["sample", "fastq_1"], [["A", "s3://b/a.fq"], ["B", None], ["C", "s3://b/c.fq"]]
+    )
     planned = planner.plan(
         sheet,
         backend="omics-batch",
@@ -163,7 +160,7 @@ def test_skip_invalid_plans_the_rows_that_fit_and_rejects_the_others(tmp_path: P
 
 
 def test_a_required_parameter_with_a_default_is_set_for_every_run(tmp_path: Path) -> None:
-    sheet = _sheet(tmp_path, ["sample", "fastq_2"], [["A", None], ["B", "s3://b/b_2.fq"]])
+    sheet = write_csv(tmp_path / "samples.csv", ["sample", "fastq_2"], [["A", None], ["B", "s3://b/b_2.fq"]])
     document = defaults_for("omics-batch")
     document["run"]["parameters"]["fastq_1"] = "s3://b/shared.fq"
     manifest = planner.plan(sheet, backend="omics-batch", defaults=document, parameter_template=_template(tmp_path))
@@ -171,7 +168,7 @@ def test_a_required_parameter_with_a_default_is_set_for_every_run(tmp_path: Path
 
 
 def test_a_workflow_that_is_not_active_is_refused(tmp_path: Path) -> None:
-    sheet = _sheet(tmp_path, ["sample", "fastq_1"], [["A", "s3://b/a.fq"]])
+    sheet = write_csv(tmp_path / "samples.csv", ["sample", "fastq_1"], [["A", "s3://b/a.fq"]])
     template = _template(tmp_path, id="1234567", status="INACTIVE", statusMessage="retired")
     lines = _problems(tmp_path, sheet, defaults=defaults_for("omics-batch"), parameter_template=template)
     assert lines == [
@@ -195,7 +192,7 @@ def test_a_workflow_that_is_not_active_is_refused(tmp_path: Path) -> None:
 def test_the_id_column_goes_where_workflow_id_parameter_says(
     tmp_path: Path, id_parameter: Any, parameters: dict[str, str]
 ) -> None:
-    sheet = _sheet(tmp_path, ["sample", "x"], [["A", "1"]])
+    sheet = write_csv(tmp_path / "samples.csv", ["sample", "x"], [["A", "1"]])
     document = defaults_for("omics-batch")
     document["run"]["parameters"] = {}
     if id_parameter is not None:
@@ -208,7 +205,7 @@ def test_the_id_column_goes_where_workflow_id_parameter_says(
 
 def test_a_template_without_the_id_parameter_says_what_id_parameter_should_be(tmp_path: Path) -> None:
     template = _template(tmp_path, {**{k: v for k, v in TEMPLATE.items() if k != "sample"}, "sample_id": {}})
-    sheet = _sheet(tmp_path, ["sample", "fastq_1"], [["A", "s3://b/a.fq"]])
+    sheet = write_csv(tmp_path / "samples.csv", ["sample", "fastq_1"], [["A", "s3://b/a.fq"]])
     lines = _problems(tmp_path, sheet, parameter_template=template)
     assert lines[0] == (
         "header 'sample': is the id column, sent as parameter 'sample', which the parameter template in "
@@ -225,20 +222,20 @@ def test_a_template_without_the_id_parameter_says_what_id_parameter_should_be(tm
 
 
 def test_id_parameter_false_with_a_template_needing_it_says_so(tmp_path: Path) -> None:
-    sheet = _sheet(tmp_path, ["sample", "fastq_1"], [["A", "s3://b/a.fq"]])
+    sheet = write_csv(tmp_path / "samples.csv", ["sample", "fastq_1"], [["A", "s3://b/a.fq"]])
     document = defaults_for("omics-batch", workflow={"id_parameter": False})
     lines = _problems(tmp_path, sheet, defaults=document, parameter_template=_template(tmp_path))
     assert lines == [
         "defaults, field '[run] parameters.sample': is required by the parameter template in "
         f"{tmp_path / 'template.json'}, and no run sets it: set it in [run.parameters], with "
-        "--set parameters.sample=..., or as a sheet column; [workflow] id_parameter = 'sample' sends the sample id "
+        "sets=[parameters.sample=...], or as a sheet column; [workflow] id_parameter = 'sample' sends the sample id "
         "as it [template-required]"
     ]
 
 
 @pytest.mark.parametrize("bad", ["", 3, ["a"]])
 def test_id_parameter_is_a_name_or_false(tmp_path: Path, bad: Any) -> None:
-    sheet = _sheet(tmp_path, ["sample"], [["A"]])
+    sheet = write_csv(tmp_path / "samples.csv", ["sample"], [["A"]])
     with pytest.raises(InputError, match=r"\[workflow\] id_parameter is the parameter the sample id is sent as"):
         planner.plan(sheet, backend="omics-batch", defaults=defaults_for("omics-batch", workflow={"id_parameter": bad}))
 
@@ -260,7 +257,7 @@ def test_id_parameter_is_a_name_or_false(tmp_path: Path, bad: Any) -> None:
 def test_a_column_one_edit_from_a_field_is_refused_not_sent_as_a_parameter(
     tmp_path: Path, backend: str, column: str, meant: str
 ) -> None:
-    sheet = _sheet(tmp_path, ["sample", column], [["A", "3"]])
+    sheet = write_csv(tmp_path / "samples.csv", ["sample", column], [["A", "3"]])
     lines = _problems(tmp_path, sheet, backend=backend)
     assert len(lines) == 1 and lines[0].startswith(f"header {column!r}: is one edit from the ")
     assert f"(did you mean {meant!r}?)" in lines[0] and f"name the column param.{column}" in lines[0]
@@ -269,7 +266,7 @@ def test_a_column_one_edit_from_a_field_is_refused_not_sent_as_a_parameter(
 
 def test_param_prefix_and_short_names_are_left_alone(tmp_path: Path) -> None:
     # `lane` is a sequencing lane, not a misspelt `name`; param.priorty says a parameter is meant.
-    sheet = _sheet(tmp_path, ["sample", "lane", "param.priorty"], [["A", "L001", "3"]])
+    sheet = write_csv(tmp_path / "samples.csv", ["sample", "lane", "param.priorty"], [["A", "L001", "3"]])
     runs = planner.plan(sheet, backend="omics-run", defaults=defaults_for("omics-run")).runs()
     assert json.loads(runs.get_column("run")[0])["parameters"] == {
         "genome": "GRCh38",
@@ -291,31 +288,15 @@ def test_near_miss_rule() -> None:
 # ---------------------------------------------------------------- the CLI: before and after
 
 
-def _plan_process(
-    tmp_path: Path, sheet: Path, *extra: Any, defaults: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return run_cli_process(
-        [
-            "plan",
-            sheet,
-            "--backend",
-            "omics-batch",
-            "--defaults",
-            defaults or SAMPLE_SHEETS / "omics_batch_defaults.toml",
-            "--out",
-            tmp_path / "plan",
-            *extra,
-        ]
-    )
-
-
-def test_priorty_in_the_example_sheet_is_refused_with_exit_2(tmp_path: Path) -> None:
+def test_priorty_in_the_example_sheet_is_refused_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     text = (SAMPLE_SHEETS / "omics_batch_samples.csv").read_text(encoding="utf-8")
     sheet = tmp_path / "s.csv"
     sheet.write_text(text.replace(",priority,", ",priorty,", 1), encoding="utf-8")
-    done = _plan_process(tmp_path, sheet)
-    assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.splitlines() == [
+    done = run_cli(plan_argv(tmp_path, sheet, defaults=SAMPLE_SHEETS / "omics_batch_defaults.toml"), capsys)
+    assert done.code == 2 and done.out == ""
+    assert done.err.splitlines() == [
         "planner: error: header 'priorty': is one edit from the AWS HealthOmics StartRunBatch field 'priority' "
         "(did you mean 'priority'?): as spelt it would be sent as a parameter 'priorty' while priority keeps its "
         "default; a column named priority sets it per run, or name the column param.priorty to send a parameter "
@@ -325,24 +306,34 @@ def test_priorty_in_the_example_sheet_is_refused_with_exit_2(tmp_path: Path) -> 
     assert not (tmp_path / "plan").exists()
 
 
-def test_the_example_is_checked_against_its_template_offline(tmp_path: Path) -> None:
-    done = _plan_process(tmp_path, SAMPLE_SHEETS / "omics_batch_samples.csv", "--json")
-    assert done.returncode == 0 and done.stderr == ""
-    record = orjson.loads(done.stdout)["workflow"]
+def test_the_example_is_checked_against_its_template_offline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    done = run_cli(
+        plan_argv(
+            tmp_path,
+            SAMPLE_SHEETS / "omics_batch_samples.csv",
+            "--json",
+            defaults=SAMPLE_SHEETS / "omics_batch_defaults.toml",
+        ),
+        capsys,
+    )
+    assert done.code == 0 and done.err == ""
+    record = orjson.loads(done.out)["workflow"]
     assert record["check"] == "template" and record["source"].endswith("omics_workflow_template.json")
     assert record == load_manifest(tmp_path / "plan")["workflow"]
 
 
-def test_without_a_template_or_credentials_the_plan_says_the_check_was_skipped(tmp_path: Path) -> None:
+def test_without_a_template_or_credentials_the_plan_says_the_check_was_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     defaults = write_defaults(tmp_path / "d.toml", defaults_for("omics-batch"))
-    sheet = _sheet(tmp_path, ["sample", "fastq_1"], [["A", "s3://b/a.fq"]])
-    env = {"PLANNER_NO_WORKFLOW_LOOKUP": "", "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
-    done = run_cli_process(
-        ["plan", sheet, "-b", "omics-batch", "-d", defaults, "-o", tmp_path / "plan"],
-        env={**env},
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stderr.splitlines() == [
+    sheet = write_csv(tmp_path / "samples.csv", ["sample", "fastq_1"], [["A", "s3://b/a.fq"]])
+    for name in ("PLANNER_NO_WORKFLOW_LOOKUP", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "")
+    done = run_cli(["plan", sheet, "-b", "omics-batch", "-d", defaults, "-o", tmp_path / "plan"], capsys)
+    assert done.code == 0, done.err
+    assert done.err.splitlines() == [
         "planner: note: the workflow's parameters were not checked: no AWS credentials to read workflow 1234567 "
         "(plan.json records it; give --parameter-template FILE, or run `planner check PLAN` with access to the "
         "workflow)"
@@ -353,13 +344,13 @@ def test_without_a_template_or_credentials_the_plan_says_the_check_was_skipped(t
     }
 
 
-def test_parameter_template_option_and_byte_identical_plans(tmp_path: Path) -> None:
-    sheet = _sheet(tmp_path, ["sample", "fastq_1"], [["A", "s3://b/a.fq"]])
+def test_parameter_template_option_and_byte_identical_plans(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sheet = write_csv(tmp_path / "samples.csv", ["sample", "fastq_1"], [["A", "s3://b/a.fq"]])
     defaults = write_defaults(tmp_path / "d.toml", defaults_for("omics-batch"))
     template = _template(tmp_path)
     outs = []
     for name in ("p1", "p2"):
-        done = run_cli_process(
+        done = run_cli(
             [
                 "plan",
                 sheet,
@@ -371,9 +362,10 @@ def test_parameter_template_option_and_byte_identical_plans(tmp_path: Path) -> N
                 tmp_path / name,
                 "--parameter-template",
                 template,
-            ]
+            ],
+            capsys,
         )
-        assert done.returncode == 0 and done.stderr == "", done.stderr
+        assert done.code == 0 and done.err == "", done.err
         outs.append((tmp_path / name / "plan.json").read_bytes())
     assert outs[0] == outs[1]
     # the plan id is what the services are sent: the same with or without the template
@@ -381,8 +373,17 @@ def test_parameter_template_option_and_byte_identical_plans(tmp_path: Path) -> N
     assert plain.plan_id == orjson.loads(outs[0])["plan_id"]
 
 
-def test_a_missing_template_file_is_exit_2(tmp_path: Path) -> None:
-    sheet = _sheet(tmp_path, ["sample", "fastq_1"], [["A", "s3://b/a.fq"]])
-    done = _plan_process(tmp_path, sheet, "--parameter-template", tmp_path / "nope.json")
-    assert done.returncode == 2 and done.stderr.startswith("planner: error: --parameter-template ")
-    assert "cannot read it" in done.stderr and "Traceback" not in done.stderr
+def test_a_missing_template_file_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sheet = write_csv(tmp_path / "samples.csv", ["sample", "fastq_1"], [["A", "s3://b/a.fq"]])
+    done = run_cli(
+        plan_argv(
+            tmp_path,
+            sheet,
+            "--parameter-template",
+            tmp_path / "nope.json",
+            defaults=SAMPLE_SHEETS / "omics_batch_defaults.toml",
+        ),
+        capsys,
+    )
+    assert done.code == 2 and done.err.startswith("planner: error: --parameter-template ")
+    assert "cannot read it" in done.err and "Traceback" not in done.err
