@@ -297,7 +297,7 @@ def test_failure_reasons_are_asked_for_a_few_runs_per_batch_and_the_rest_on_dema
     from planner.commands.status import REASON_NOT_ASKED
 
     options = omics_world.start(fail_when=_fail_by_kind)
-    plan_dir = _plan(tmp_path, 600, max_entries=300)  # two batches
+    plan_dir = make_plan(tmp_path, sheet_frame(600, **SHEET), defaults=BATCH_DEFAULTS, max_entries=300)  # two batches
     submit(plan_dir, **options)
     _settle(clock)
     before = len(omics_world.calls())
@@ -352,7 +352,7 @@ def test_status_why_names_an_unknown_sample_in_one_line(
     from helpers import run_cli
 
     options = omics_world.start()
-    plan_dir = _plan(tmp_path, 3)
+    plan_dir = make_plan(tmp_path, sheet_frame(3, **SHEET), defaults=BATCH_DEFAULTS)
     submit(plan_dir, **options)
     _cli_reaches(options, monkeypatch)
     code, out, err = run_cli(["status", plan_dir, "--why", "S00001,NOPE"], capsys)

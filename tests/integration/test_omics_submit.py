@@ -314,7 +314,7 @@ def test_documented_rates_are_on_by_default_and_a_throttled_submit_waits_in_the_
     starts once, and the waits pass in the test's time (the emulator's rate clock), not in real seconds, while
     the runs, which follow the FakeClock, do not move."""
     emulator = make_emulator()
-    plan_dir = _plan(tmp_path, 12, backend="omics-run")
+    plan_dir = make_plan(tmp_path, sheet_frame(12, **SHEET), "omics-run", defaults=RUN_DEFAULTS)
     options = {"sandbox": True, "endpoints": {"s3": moto_server, "omics": emulator.endpoint_url}, "concurrency": 8}
     before = clock.now
     report = submit(plan_dir, **options)
