@@ -87,6 +87,7 @@ _PLAN_HELP = "a plan directory written by `planner plan` (or `planner retry`)"
 # CLI runs they name the flag that gives it here instead.
 FLAGS: dict[Setting, str] = {
     "account": "--account",
+    "api_rates": "--api-rates",
     "allow_rerun=True": "--allow-rerun",
     "backend": "--backend",
     "cancel_if_failed": "--cancel-if-failed",

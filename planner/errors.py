@@ -217,6 +217,7 @@ class ThresholdCrossed(Stopped, Generic[_Cancelled]):
 # value that asks for it ("refresh=False").  The CLI maps each one to its flag (``cli.FLAGS``).
 Setting = Literal[
     "account",
+    "api_rates",
     "allow_rerun=True",
     "backend",
     "cancel_if_failed",

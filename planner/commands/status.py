@@ -20,7 +20,7 @@ from planner.errors import InputError, setting
 
 NOT_SUBMITTED = "NOT SUBMITTED"
 # The reason shown for a failed sample whose reason the service was not asked yet (``Ledger.unasked``).
-REASON_NOT_ASKED = "reason not asked yet (`planner status PLAN --why SAMPLE` asks it)"
+REASON_NOT_ASKED = "reason not asked yet (status with why=SAMPLE asks it)"
 
 
 # The per-sample table, in the order `planner status` writes it.

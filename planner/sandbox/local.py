@@ -36,7 +36,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-from planner.errors import SubmissionError
+from planner.errors import InputError, SubmissionError, setting
 
 # What it starts, reuses or replaces goes to the planner logger (the CLI prints it; a script may not want it).
 logger = logging.getLogger("planner")
@@ -274,17 +274,16 @@ def ensure_running(
 
 def api_rate_text(api_rates: str) -> str:
     """``--api-rates`` checked: "documented", "off", or a positive factor of the documented rates."""
+    # start-up: the emulator's code loads only when a sandbox's rates are read
     from planner.sandbox.omics_emulator import api_rate_scale
 
     text = str(api_rates).strip().lower()
     try:
         scale = api_rate_scale(text)
     except ValueError as exc:
-        from planner.errors import InputError
-
         raise InputError(
-            f"--api-rates {api_rates!r}: documented (HealthOmics' default API quotas), off, or a factor of them "
-            "such as 10"
+            f"{setting('api_rates', repr(api_rates))}: documented (HealthOmics' default API quotas), off, or a "
+            "factor of them such as 10"
         ) from exc
     return "off" if not scale else "documented" if scale == 1.0 else f"{scale:g}"
 

@@ -30,7 +30,7 @@ FLAG = re.compile(r"--[a-z][a-z0-9-]*")
 NOT_MESSAGES = {
     # the sandbox daemon's own command line (`python -m planner.sandbox.local serve --lifetime ...`),
     # whose parser takes the same names as `planner sandbox start`
-    "planner/sandbox/local.py": {"--lifetime", "--failure-rate", "--run-seconds"},
+    "planner/sandbox/local.py": {"--lifetime", "--failure-rate", "--run-seconds", "--api-rates"},
 }
 
 
