@@ -39,7 +39,15 @@ from planner.commands.report import (
     state_counts,
 )
 from planner.commands.retry import retry
-from planner.commands.status import check_table_path, status, unknown_states, unknown_warning, where_expr, write_table
+from planner.commands.status import (
+    check_table_path,
+    named_samples,
+    status,
+    unknown_states,
+    unknown_warning,
+    where_expr,
+    write_table,
+)
 from planner.commands.submit import submit
 from planner.commands.watch import Threshold, watch
 from planner.core.defaults import check_account, check_kms_key_id
@@ -658,20 +666,20 @@ def _status(args: argparse.Namespace) -> int:
     access = _aws(args)
     if args.cancel_if_failed and not args.watch:
         raise InputError("--cancel-if-failed goes with --watch")
+    why = args.why or None
+    if why and args.watch:
+        raise InputError("--why goes without --watch")
     if args.out:
         check_table_path(args.out)  # before the refresh (or a whole watch) is spent
     if args.watch:
         return _watch(args, access)
-    why = args.why or None
-    if why and args.watch:
-        raise InputError("--why goes without --watch")
     table = status(args.plan_dir, refresh=not args.no_refresh, why=why, **access)
     if args.out:
         write_table(table, args.out)
         print(f"planner: wrote the table of {_n(table.height, 'sample')} to {args.out}", file=sys.stderr)
     _warn_unknown(args.plan_dir, table)
     summary = _summary(table, args.plan_dir)
-    named = [s.strip() for text in why or [] for s in text.split(",") if s.strip() and s.strip() != "all"]
+    named = [sample for sample in named_samples(why) if sample != "all"]
     if named:
         # each sample asked about, as the service answered
         rows = table.filter(pl.col("id").is_in(named)).select("id", "state", "submission_status", "reason", "log")

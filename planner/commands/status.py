@@ -90,20 +90,26 @@ def _status(ctx: Context, refresh: bool, why: Sequence[str] | str | None = None)
     return table
 
 
+def named_samples(why: Sequence[str] | str | None) -> list[str]:
+    """The names a ``why`` gives (comma-separated, repeatable), in order, once each."""
+    given = [why] if isinstance(why, str) else list(why or [])
+    ids = [sample.strip() for text in given for sample in text.split(",")]
+    return list(dict.fromkeys(i for i in ids if i))
+
+
 def _why_samples(ctx: Context, why: Sequence[str] | str | None) -> list[str]:
     """The sample ids ``status(why=...)`` names: ``"all"`` is every one whose reason was not asked yet."""
     if not why:
         return []
     if why == "all" or (not isinstance(why, str) and list(why) == ["all"]):
         return ctx.ledger.unasked()
-    given = [why] if isinstance(why, str) else list(why)
-    ids = [sample.strip() for text in given for sample in text.split(",") if sample.strip()]
+    ids = named_samples(why)
     planned = set(ctx.plan.samples().get_column("id").to_list())
     unknown = [i for i in ids if i not in planned]
     if unknown:
         shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         raise InputError(f"{setting('why', shown)}: not a sample of this plan (the sheet's ids; or all)")
-    return list(dict.fromkeys(ids))
+    return ids
 
 
 def sample_table(ctx: Context) -> pl.DataFrame:

@@ -54,3 +54,12 @@ def test_out_parent_directories_are_created(tmp_path: Path, capsys: pytest.Captu
     code, _, err = run_cli(["plan", sheet, "--backend", "batch", "--defaults", defaults, "--out", out], capsys)
     assert code == 0, err
     assert (out / "plan.json").is_file()
+
+
+def test_status_why_with_watch_is_refused_before_anything_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was a bug: the check stood after `--watch` had already returned, so `--why` was silently ignored."""
+    code, out, err = run_cli(["status", tmp_path / "plan", "--watch", "--why", "S1"], capsys)
+    assert code == 2 and out == ""
+    assert "--why goes without --watch" in err and len(err.strip().splitlines()) == 1
