@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import sys
 import tempfile
 import threading
@@ -35,19 +34,7 @@ from collections import Counter
 from typing import Any
 
 import polars as pl
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+from status_cost import Clock, _cpu  # the sibling benchmark's clock and CPU meter (run from benchmarks/)
 
 
 class CallCounter:
