@@ -458,20 +458,10 @@ def open_check_context(
 # ---------------------------------------------------------------- the workflow, against the written runs
 
 
-def recorded_outputs(plan: PlanDirectory) -> list[str]:
-    """plan.json's ``output_parameters`` (from ``[workflow] output_parameters``)."""
-    return list(plan.manifest.output_parameters)
-
-
 def output_keys(plan: PlanDirectory) -> set[str]:
     """The output parameters' keys as the runs spell them (Glue's ``--`` before the name)."""
     spec = get_backend(plan.manifest.backend)
-    return {output_key(name, spec) for name in recorded_outputs(plan)}
-
-
-def recorded_workflow(plan: PlanDirectory) -> dict[str, Any] | None:
-    """plan.json's ``workflow`` record (what the plan was checked against, or why not)."""
-    return plan.manifest.workflow
+    return {output_key(name, spec) for name in plan.manifest.output_parameters}
 
 
 def run_template_problems(plan: PlanDirectory, template: WorkflowTemplate) -> list[Problem]:
@@ -576,7 +566,7 @@ def check_workflow(plan: PlanDirectory, access: Lookup, template_file: str | Non
     if manifest.backend not in OMICS_BACKENDS:
         return None
     report = WorkflowReport()
-    recorded = recorded_workflow(plan)
+    recorded = plan.manifest.workflow
     earlier = WorkflowTemplate.from_json(recorded) if recorded and recorded.get("check") == "template" else None
     if template_file is not None:
         template = load_template_file(template_file)
@@ -635,7 +625,7 @@ def check_workflow(plan: PlanDirectory, access: Lookup, template_file: str | Non
 def output_problems(plan: PlanDirectory) -> list[Problem]:
     """Runs of the written plan that share an output location (the plan-time rule of ``outputs.py``), columnar."""
     manifest = plan.manifest
-    declared = recorded_outputs(plan)
+    declared = list(plan.manifest.output_parameters)
     path = _parameters_path(manifest.backend)
     defaults = default_parameters(plan)
     prefix = "--" if manifest.backend == "glue" else ""
@@ -780,7 +770,7 @@ def check(
         if report.workflow is not None:
             report.problems += report.workflow.problems
             report.warnings += report.workflow.warnings
-    if manifest.backend == "omics-run" or recorded_outputs(plan):
+    if manifest.backend == "omics-run" or manifest.output_parameters:
         collisions = output_problems(plan)
         report.outputs = len(collisions)
         report.problems += collisions

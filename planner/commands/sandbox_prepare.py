@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 from botocore.exceptions import ClientError
 
-from planner.commands.check import recorded_workflow
 from planner.engine.context import Context, error_code
 from planner.errors import SubmissionError
 from planner.services.workflow import WorkflowTemplate
@@ -135,7 +134,7 @@ def prepare_omics(ctx: Context) -> None:
     Left alone when the emulator knows it already (made with CreateWorkflow, or by an earlier
     prepare with the same template); a workflow an earlier prepare made with another template
     (the template file was edited since) is made again."""
-    record = recorded_workflow(ctx.plan)
+    record = ctx.manifest.workflow
     defaults = ctx.manifest.defaults
     workflow_id = defaults.get("workflowId")
     if not record or record.get("check") != "template" or not workflow_id:
